@@ -1,0 +1,616 @@
+//! The configuration schema (TOML) and its validation.
+//!
+//! Cameras and streams are configuration as code: one TOML file, checked entirely at load time by
+//! [`Config::from_toml_str`]. Every error names the offending key (`cameras[1].streams[0].url`) so
+//! `vigie check-config` can point at the line to fix. Passwords are held in [`Secret`], which never
+//! prints its content.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::ids::{StreamKey, validate_id};
+
+/// The legal ceiling on retention (Code de la sécurité intérieure, L252-5): 30 days.
+pub const LEGAL_MAX_RETENTION_DAYS: u32 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{source_name}: {message}")]
+    Syntax { source_name: String, message: String },
+    #[error("{source_name}: {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { source_name: String, problems: Vec<Problem> },
+}
+
+/// One validation problem: the key path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub recording: RecordingConfig,
+    #[serde(default)]
+    pub communes: Vec<Commune>,
+    #[serde(default)]
+    pub cameras: Vec<Camera>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP API and UI. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: default_listen(), tls_cert: None, tls_key: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Where segment files and the index live.
+    pub data_dir: PathBuf,
+    /// Free-space floor: when free space falls below it, the oldest footage is deleted first.
+    #[serde(default = "default_min_free")]
+    pub min_free_bytes: ByteSize,
+}
+
+fn default_min_free() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Ceiling for every commune and camera, in days; at most 30 (legal ceiling).
+    #[serde(default = "default_max_days")]
+    pub max_days: u32,
+}
+
+fn default_max_days() -> u32 {
+    LEGAL_MAX_RETENTION_DAYS
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { max_days: default_max_days() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Target segment length in seconds (10..=300). Segments start on a key frame.
+    #[serde(default = "default_segment_seconds")]
+    pub segment_seconds: u32,
+    /// Target fragment length in milliseconds (200..=5000): what a process crash may lose.
+    #[serde(default = "default_fragment_ms")]
+    pub fragment_ms: u32,
+    /// How often written fragments are fsync'ed and indexed, in milliseconds (0 = every
+    /// fragment): what a power cut may lose.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u32,
+    /// Bound of the queue between a stream's RTSP reader and its writer, in bytes. When a slow
+    /// disk lets it overflow, the segment ends with reason `writer-overflow` and recording
+    /// resumes at the next key frame; the socket is never blocked.
+    #[serde(default = "default_writer_queue_bytes")]
+    pub writer_queue_bytes: ByteSize,
+}
+
+fn default_segment_seconds() -> u32 {
+    60
+}
+fn default_fragment_ms() -> u32 {
+    1000
+}
+fn default_flush_interval_ms() -> u32 {
+    1000
+}
+fn default_writer_queue_bytes() -> ByteSize {
+    ByteSize(16 << 20)
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            segment_seconds: default_segment_seconds(),
+            fragment_ms: default_fragment_ms(),
+            flush_interval_ms: default_flush_interval_ms(),
+            writer_queue_bytes: default_writer_queue_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commune {
+    pub id: String,
+    pub name: String,
+    /// Prefectoral authorisation number.
+    pub authorisation: Option<String>,
+    pub authorisation_expires: Option<jiff::civil::Date>,
+    /// Retention for this commune's cameras, in days (≤ `retention.max_days`).
+    pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CameraClass {
+    /// ≥ 704×576 and ≥ 12 fps.
+    CloseUp,
+    /// ≥ 352×288 and ≥ 6 fps.
+    #[default]
+    Wide,
+    /// No floor.
+    Traffic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Camera {
+    pub id: String,
+    pub name: String,
+    pub commune: String,
+    #[serde(default)]
+    pub class: CameraClass,
+    /// Retention for this camera, in days (≤ its commune's and ≤ `retention.max_days`).
+    pub retention_days: Option<u32>,
+    #[serde(default)]
+    pub streams: Vec<StreamConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub name: String,
+    /// `rtsp://host[:port]/path`. Credentials inside the URL are accepted but better given as
+    /// `username` + `password_env`.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub transport: Transport,
+    /// Seconds allowed for connect + DESCRIBE/SETUP/PLAY. Default 10.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_s: u32,
+    /// Seconds without a frame before the session is declared stalled and restarted. Default 10.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_s: u32,
+}
+
+fn default_connect_timeout() -> u32 {
+    10
+}
+fn default_stall_timeout() -> u32 {
+    10
+}
+
+/// A secret string: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A size in bytes, written in TOML as an integer or a string like `"20GiB"`, `"500MB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let num: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like \"20GiB\""))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "k" | "kB" | "KB" => 1_000,
+            "KiB" => 1 << 10,
+            "M" | "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "G" | "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            "T" | "TB" => 1_000_000_000_000,
+            "TiB" => 1 << 40,
+            u => return Err(format!("unknown unit {u:?} in {s:?} (use B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+        };
+        Ok(ByteSize((num * mult as f64) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A stream's connection details with the credentials resolved (from the URL, `password` or
+/// `password_env`) and removed from the URL.
+#[derive(Clone)]
+pub struct ResolvedSource {
+    /// The URL without credentials.
+    pub url: url::Url,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub transport: Transport,
+    pub connect_timeout_s: u32,
+    pub stall_timeout_s: u32,
+}
+
+impl fmt::Debug for ResolvedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedSource")
+            .field("url", &self.url.as_str())
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+/// Returns `url` as a string with any user name and password removed.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "<unparsable url>".to_owned(),
+    }
+}
+
+impl StreamConfig {
+    /// Resolves credentials. `getenv` is injected so tests need not touch the process environment.
+    pub fn resolve(&self, getenv: &dyn Fn(&str) -> Option<String>) -> Result<ResolvedSource, String> {
+        let mut url = url::Url::parse(&self.url).map_err(|e| format!("not a valid URL: {e}"))?;
+        if url.scheme() != "rtsp" && url.scheme() != "rtsps" {
+            return Err(format!("scheme must be rtsp:// or rtsps://, not {}://", url.scheme()));
+        }
+        if url.host_str().is_none_or(|h| h.is_empty()) {
+            return Err("URL has no host".into());
+        }
+        let mut username = (!url.username().is_empty()).then(|| url.username().to_owned());
+        let mut password = url.password().map(Secret::new);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        if let Some(u) = &self.username {
+            username = Some(u.clone());
+        }
+        match (&self.password, &self.password_env) {
+            (Some(_), Some(_)) => return Err("give either password or password_env, not both".into()),
+            (Some(p), None) => password = Some(p.clone()),
+            (None, Some(var)) => match getenv(var) {
+                Some(p) => password = Some(Secret::new(p)),
+                None => return Err(format!("password_env: environment variable {var} is not set")),
+            },
+            (None, None) => {}
+        }
+        if password.is_some() && username.is_none() {
+            return Err("a password is given without a username".into());
+        }
+        Ok(ResolvedSource {
+            url,
+            username,
+            password,
+            transport: self.transport,
+            connect_timeout_s: self.connect_timeout_s,
+            stall_timeout_s: self.stall_timeout_s,
+        })
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml_str(&text, &path.display().to_string(), &|k| std::env::var(k).ok())
+    }
+
+    /// Parses and validates; `source_name` is used in error messages.
+    pub fn from_toml_str(
+        text: &str,
+        source_name: &str,
+        getenv: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            source_name: source_name.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let problems = config.problems(getenv);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { source_name: source_name.to_owned(), problems })
+        }
+    }
+
+    fn problems(&self, getenv: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let mut add = |key: String, message: String| p.push(Problem { key, message });
+        let max = self.retention.max_days;
+        if max == 0 || max > LEGAL_MAX_RETENTION_DAYS {
+            add(
+                "retention.max_days".into(),
+                format!(
+                    "{max} days is not allowed: the legal ceiling is {LEGAL_MAX_RETENTION_DAYS} days \
+                     (Code de la sécurité intérieure, L252-5); use 1..={LEGAL_MAX_RETENTION_DAYS}"
+                ),
+            );
+        }
+        let r = &self.recording;
+        if !(10..=300).contains(&r.segment_seconds) {
+            add("recording.segment_seconds".into(), format!("{} is outside 10..=300", r.segment_seconds));
+        }
+        if !(200..=5000).contains(&r.fragment_ms) {
+            add("recording.fragment_ms".into(), format!("{} is outside 200..=5000", r.fragment_ms));
+        }
+        if r.flush_interval_ms > 60_000 {
+            add("recording.flush_interval_ms".into(), format!("{} is above 60000", r.flush_interval_ms));
+        }
+        if r.writer_queue_bytes.0 < (1 << 20) {
+            add("recording.writer_queue_bytes".into(), "must be at least 1MiB".into());
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            add("server.tls_cert".into(), "tls_cert and tls_key must be given together".into());
+        }
+        let check_retention = |key: String, days: Option<u32>, cap: u32, cap_name: &str, add: &mut dyn FnMut(String, String)| {
+            if let Some(d) = days {
+                if d == 0 {
+                    add(key, "must be at least 1 day".into());
+                } else if d > cap {
+                    add(key, format!("{d} days exceeds {cap_name} ({cap} days)"));
+                }
+            }
+        };
+        let mut commune_ids = HashSet::new();
+        for (i, c) in self.communes.iter().enumerate() {
+            if let Err(e) = validate_id(&c.id) {
+                add(format!("communes[{i}].id"), e);
+            }
+            if !commune_ids.insert(c.id.as_str()) {
+                add(format!("communes[{i}].id"), format!("duplicate commune id {:?}", c.id));
+            }
+            check_retention(format!("communes[{i}].retention_days"), c.retention_days, max.min(LEGAL_MAX_RETENTION_DAYS), "retention.max_days", &mut add);
+        }
+        let mut camera_ids = HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            if let Err(e) = validate_id(&cam.id) {
+                add(format!("cameras[{i}].id"), e);
+            }
+            if !camera_ids.insert(cam.id.as_str()) {
+                add(format!("cameras[{i}].id"), format!("duplicate camera id {:?}", cam.id));
+            }
+            match self.communes.iter().find(|c| c.id == cam.commune) {
+                None => add(
+                    format!("cameras[{i}].commune"),
+                    format!("unknown commune {:?}; declare it under [[communes]]", cam.commune),
+                ),
+                Some(c) => {
+                    let cap = c.retention_days.unwrap_or(max).min(max).min(LEGAL_MAX_RETENTION_DAYS);
+                    check_retention(format!("cameras[{i}].retention_days"), cam.retention_days, cap, "its commune's retention", &mut add);
+                }
+            }
+            if cam.streams.is_empty() {
+                add(format!("cameras[{i}].streams"), "a camera needs at least one [[cameras.streams]]".into());
+            }
+            let mut names = HashSet::new();
+            for (j, s) in cam.streams.iter().enumerate() {
+                let key = format!("cameras[{i}].streams[{j}]");
+                if let Err(e) = validate_id(&s.name) {
+                    add(format!("{key}.name"), e);
+                }
+                if !names.insert(s.name.as_str()) {
+                    add(format!("{key}.name"), format!("duplicate stream name {:?}", s.name));
+                }
+                if let Err(e) = s.resolve(getenv) {
+                    add(format!("{key}.url"), e);
+                }
+                if !(1..=120).contains(&s.connect_timeout_s) {
+                    add(format!("{key}.connect_timeout_s"), "must be within 1..=120".into());
+                }
+                if !(1..=300).contains(&s.stall_timeout_s) {
+                    add(format!("{key}.stall_timeout_s"), "must be within 1..=300".into());
+                }
+            }
+        }
+        p
+    }
+
+    /// Every configured stream, in configuration order.
+    pub fn streams(&self) -> impl Iterator<Item = (StreamKey, &Camera, &StreamConfig)> {
+        self.cameras
+            .iter()
+            .flat_map(|c| c.streams.iter().map(move |s| (StreamKey::new(&c.id, &s.name), c, s)))
+    }
+
+    pub fn camera(&self, id: &str) -> Option<&Camera> {
+        self.cameras.iter().find(|c| c.id == id)
+    }
+
+    /// Effective retention of a camera in days: the smallest of the legal ceiling,
+    /// `retention.max_days`, its commune's and its own.
+    pub fn retention_days(&self, camera: &Camera) -> u32 {
+        let commune = self.communes.iter().find(|c| c.id == camera.commune).and_then(|c| c.retention_days);
+        [Some(LEGAL_MAX_RETENTION_DAYS), Some(self.retention.max_days), commune, camera.retention_days]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(LEGAL_MAX_RETENTION_DAYS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[storage]
+data_dir = "/var/lib/vigie"
+min_free_bytes = "20GiB"
+[retention]
+max_days = 30
+[[communes]]
+id = "versailles"
+name = "Versailles"
+authorisation = "2024/78/0123"
+authorisation_expires = "2029-06-30"
+retention_days = 15
+[[cameras]]
+id = "versailles-gare-rd"
+name = "Gare Rive Droite — parvis"
+commune = "versailles"
+class = "close-up"
+  [[cameras.streams]]
+  name = "main"
+  url = "rtsp://10.1.2.3/Streaming/Channels/101"
+  username = "recorder"
+  password_env = "VIGIE_CAM_VERSAILLES_GARE"
+  transport = "tcp"
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "VIGIE_CAM_VERSAILLES_GARE").then(|| "s3cret".to_owned())
+    }
+
+    #[test]
+    fn good_config() {
+        let c = Config::from_toml_str(GOOD, "t", &env).unwrap();
+        assert_eq!(c.storage.min_free_bytes, ByteSize(20 << 30));
+        assert_eq!(c.retention_days(&c.cameras[0]), 15);
+        let (key, _, s) = c.streams().next().unwrap();
+        assert_eq!(key.to_string(), "versailles-gare-rd/main");
+        let r = s.resolve(&env).unwrap();
+        assert_eq!(r.password.unwrap().expose(), "s3cret");
+        assert!(!format!("{:?}", c).contains("s3cret"));
+    }
+
+    #[test]
+    fn retention_above_ceiling_is_refused() {
+        let text = GOOD.replace("max_days = 30", "max_days = 31");
+        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        assert!(err.contains("retention.max_days"), "{err}");
+        assert!(err.contains("legal ceiling"), "{err}");
+        let text = GOOD.replace("retention_days = 15", "retention_days = 45");
+        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        assert!(err.contains("communes[0].retention_days"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::from_toml_str(GOOD, "t", &|_| None).unwrap_err().to_string();
+        assert!(err.contains("cameras[0].streams[0].url: password_env: environment variable VIGIE_CAM_VERSAILLES_GARE is not set"), "{err}");
+        let text = GOOD.replace("commune = \"versailles\"", "commune = \"paris\"");
+        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        assert!(err.contains("cameras[0].commune: unknown commune \"paris\""), "{err}");
+        let text = GOOD.replace("transport = \"tcp\"", "transport = \"sctp\"");
+        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        assert!(err.contains("sctp"), "{err}");
+        let text = GOOD.replace("rtsp://10.1.2.3", "http://10.1.2.3");
+        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        assert!(err.contains("cameras[0].streams[0].url: scheme"), "{err}");
+        let text = GOOD.replace("[retention]", "[retention]\nmax_dayz = 3");
+        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        assert!(err.contains("max_dayz"), "{err}");
+    }
+
+    #[test]
+    fn credentials_in_url_are_extracted_and_redacted() {
+        let s = StreamConfig {
+            name: "main".into(),
+            url: "rtsp://admin:hunter2@cam.example:554/s".into(),
+            username: None,
+            password: None,
+            password_env: None,
+            transport: Transport::Tcp,
+            connect_timeout_s: 10,
+            stall_timeout_s: 10,
+        };
+        let r = s.resolve(&|_| None).unwrap();
+        assert_eq!(r.url.as_str(), "rtsp://cam.example:554/s");
+        assert_eq!(r.username.as_deref(), Some("admin"));
+        assert!(!format!("{r:?}").contains("hunter2"));
+        assert_eq!(redact_url("rtsp://admin:hunter2@cam/s"), "rtsp://cam/s");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("20GiB").unwrap(), ByteSize(20 << 30));
+        assert_eq!(ByteSize::parse("500MB").unwrap(), ByteSize(500_000_000));
+        assert_eq!(ByteSize::parse("1.5GiB").unwrap(), ByteSize(3 << 29));
+        assert!(ByteSize::parse("lots").is_err());
+        assert!(ByteSize::parse("5 parsecs").is_err());
+    }
+}
