@@ -1,1 +1,56 @@
+//! The HTTP API of Vigie (axum), versioned under `/api/v1`, plus `/metrics` and the static page.
+//!
+//! Owns: routing, request parsing (times, ids), the JSON shapes of responses, and the mapping of
+//! every error to an HTTP status ([`error`], the one place where that happens).
+//!
+//! Does not own: recording (store), camera sessions (ingest) or process wiring (the binary). The
+//! state it serves from is [`AppState`], built by the binary.
 
+pub mod error;
+mod params;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use vigie_core::config::Config;
+use vigie_core::{Clock, StreamKey};
+use vigie_ingest::StatusCell;
+use vigie_store::Store;
+
+pub use error::ApiError;
+
+/// One recorded stream as the API sees it: its key and its live status.
+#[derive(Clone)]
+pub struct StreamEntry {
+    pub key: StreamKey,
+    pub status: Arc<StatusCell>,
+}
+
+/// Everything the handlers read. Cheap to clone (shared behind `Arc`).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub streams: Arc<Vec<StreamEntry>>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    pub(crate) fn stream(&self, camera: &str, stream: &str) -> Result<&StreamEntry, ApiError> {
+        if self.config.camera(camera).is_none() {
+            return Err(ApiError::NotFound(format!("no camera {camera:?}")));
+        }
+        self.streams
+            .iter()
+            .find(|s| s.key.camera == camera && s.key.stream == stream)
+            .ok_or_else(|| ApiError::NotFound(format!("camera {camera:?} has no stream {stream:?}")))
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    routes::router()
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}

@@ -1,1 +1,204 @@
+//! RTSP ingest for Vigie: keeps each configured stream recorded.
+//!
+//! [`spawn_stream`] starts one tokio task per stream. The task connects with
+//! [retina](https://docs.rs/retina) (DESCRIBE/SETUP/PLAY within `connect_timeout_s`, TCP
+//! interleaved or UDP as configured), reads frames in MP4 form (length-prefixed NAL units),
+//! converts each once into [`bytes::Bytes`] without copying and pushes it to the stream's
+//! [`FrameSink`], starting at the first key frame of each session. When the session ends (error,
+//! EOF, no frame for `stall_timeout_s`) it pushes [`StreamEvent::SessionEnded`] and reconnects
+//! after an exponential backoff with jitter ([`backoff`]), forever, until the shutdown token fires.
+//!
+//! Each stream has its own retina `SessionGroup`; before reconnecting the task waits for the
+//! previous sessions' TEARDOWN (old live555 servers corrupt a new session otherwise).
+//!
+//! Failures never panic and never affect other streams; each is reported in the stream's
+//! [`StatusCell`] (`last_error`, short and free of credentials) and logged with `tracing::warn!`
+//! inside a span carrying `camera` and `stream`.
+//!
+//! Modules: [`backoff`] (delays), [`status`] (per-stream status and rates), [`error`]
+//! (classification, sanitizing), [`params`] (codec parameters), `session` (one RTSP session).
 
+pub mod backoff;
+pub mod error;
+pub mod params;
+mod session;
+pub mod status;
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use retina::client::SessionGroup;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, info_span, warn};
+use vigie_core::config::ResolvedSource;
+use vigie_core::{Clock, FrameSink, StreamEvent, StreamKey};
+
+pub use backoff::{Backoff, BackoffConfig};
+pub use error::IngestError;
+pub use status::{StatusCell, StreamState, StreamStatus};
+pub use tokio_util::sync::CancellationToken;
+
+/// Options shared by all streams.
+#[derive(Clone)]
+pub struct IngestOptions {
+    /// Wall clock used for `Frame::recv` and status times.
+    pub clock: Arc<dyn Clock>,
+    /// Reconnect delays (default 1 s → 30 s, ±20 % jitter, reset after 30 s of good streaming).
+    pub backoff: BackoffConfig,
+    /// `User-Agent` sent to cameras.
+    pub user_agent: String,
+}
+
+impl IngestOptions {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        IngestOptions {
+            clock,
+            backoff: BackoffConfig::default(),
+            user_agent: format!("Vigie/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+impl std::fmt::Debug for IngestOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestOptions")
+            .field("backoff", &self.backoff)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
+}
+
+/// A running stream task.
+#[derive(Debug)]
+pub struct StreamHandle {
+    pub status: Arc<StatusCell>,
+    join: JoinHandle<()>,
+}
+
+impl StreamHandle {
+    /// The stream's current status.
+    pub fn snapshot(&self) -> StreamStatus {
+        self.status.snapshot()
+    }
+
+    /// True once the task has ended (after shutdown).
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Waits for the task to end (cancel the shutdown token first). The task ends promptly:
+    /// it checks the token at every await point.
+    pub async fn join(self) {
+        if let Err(e) = self.join.await
+            && e.is_panic()
+        {
+            warn!(stream = %self.status.key(), "ingest task panicked");
+        }
+    }
+
+    /// Aborts the task without waiting (prefer cancelling the shutdown token).
+    pub fn abort(&self) {
+        self.join.abort();
+    }
+}
+
+/// Returns a fresh session id: unique within the process and, being seeded from the wall clock in
+/// microseconds, increasing across restarts unless the host clock goes backwards. Never 0.
+pub fn next_session_id() -> u64 {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        let us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        AtomicU64::new(us.max(1))
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
+
+/// Spawns the task that keeps one stream recorded: connect, describe, setup, play, read frames,
+/// push them to `sink`; reconnect forever with backoff until `shutdown` is cancelled.
+///
+/// Must be called within a tokio runtime. `source.url` carries no credentials (see
+/// [`vigie_core::config::StreamConfig::resolve`]); they are passed to retina separately.
+pub fn spawn_stream(
+    key: StreamKey,
+    source: ResolvedSource,
+    sink: Arc<dyn FrameSink>,
+    opts: IngestOptions,
+    shutdown: CancellationToken,
+) -> StreamHandle {
+    let status = Arc::new(StatusCell::new(key.clone(), source.url.as_str(), source.transport, opts.clock.clone()));
+    let span = info_span!("stream", camera = %key.camera, stream = %key.stream);
+    let join = tokio::spawn(run_stream(key, source, sink, opts, status.clone(), shutdown).instrument(span));
+    StreamHandle { status, join }
+}
+
+async fn run_stream(
+    key: StreamKey,
+    source: ResolvedSource,
+    sink: Arc<dyn FrameSink>,
+    opts: IngestOptions,
+    status: Arc<StatusCell>,
+    shutdown: CancellationToken,
+) {
+    let group = Arc::new(SessionGroup::default().named(key.to_string()));
+    let mut backoff = Backoff::new(opts.backoff.clone());
+    let mut attempt = 0u64;
+    info!(url = %status.snapshot().url, transport = ?source.transport, "starting ingest");
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        status.set_connecting(attempt > 0);
+        attempt += 1;
+
+        let stale = group.stale_sessions();
+        if stale.num_sessions > 0 {
+            info!(sessions = stale.num_sessions, "waiting for stale sessions to be torn down or expire");
+            tokio::select! {
+                _ = group.await_stale_sessions(&stale) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+
+        let session_id = next_session_id();
+        let ctx = session::SessionCtx {
+            source: &source,
+            sink: &*sink,
+            status: &status,
+            clock: &*opts.clock,
+            group: &group,
+            shutdown: &shutdown,
+            user_agent: &opts.user_agent,
+        };
+        let outcome = session::run(&ctx, session_id).instrument(info_span!("session", id = session_id)).await;
+        let reason = match &outcome.end {
+            session::End::Shutdown => "shutdown".to_owned(),
+            session::End::Error(e) => e.to_string(),
+        };
+        if outcome.frames > 0 {
+            sink.push(StreamEvent::SessionEnded { session_id, reason: reason.clone() });
+        }
+        let session::End::Error(e) = outcome.end else { break };
+        if outcome.streamed_for >= opts.backoff.healthy_after {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        status.set_error(reason.clone());
+        status.set_backoff(delay);
+        warn!(
+            session_id,
+            frames = outcome.frames,
+            retry_in_s = format_args!("{:.1}", delay.as_secs_f64()),
+            "stream failed: {e}"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    status.set_stopped();
+    info!("ingest stopped");
+}

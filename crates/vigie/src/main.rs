@@ -1,1 +1,98 @@
-fn main(){}
+//! `vigie`: the video-protection recorder binary.
+//!
+//! Owns the command line, process wiring (config → store → ingest → API), signals and graceful
+//! shutdown. Everything else lives in the library crates; see docs/ARCHITECTURE.md.
+
+mod demo;
+mod run;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "vigie", version, about = "Vigie — video-protection recorder (RTSP → segmented MP4, time-indexed)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Record the cameras of a configuration file and serve the HTTP API.
+    Run {
+        /// The TOML configuration (see config/example.toml).
+        #[arg(long, short, env = "VIGIE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Start the embedded demo: simulated cameras from the fixtures, recorded locally.
+    Demo {
+        /// Where the demo stores its recordings and index.
+        #[arg(long, default_value = "vigie-demo-data")]
+        data_dir: PathBuf,
+        /// Address of the HTTP API and status page.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// Validate a configuration file; errors name the key at fault. Exit status 1 if invalid.
+    CheckConfig {
+        /// The TOML configuration to check.
+        config: PathBuf,
+    },
+    /// Rebuild the index from the segment files alone (run while Vigie is stopped).
+    Reindex {
+        #[arg(long, short, env = "VIGIE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Run { config } => load(&config).and_then(|c| run::block_on(run::run(c, None))),
+        Command::Demo { data_dir, listen } => run::block_on(demo::demo(data_dir, listen)),
+        Command::Reindex { config } => load(&config).and_then(|c| reindex(&c)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("VIGIE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<vigie_core::config::Config> {
+    Ok(vigie_core::config::Config::load(path)?)
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let c = load(path)?;
+    let streams = c.streams().count();
+    println!(
+        "{}: OK — {} commune(s), {} camera(s), {} stream(s), retention ceiling {} days, data in {}",
+        path.display(),
+        c.communes.len(),
+        c.cameras.len(),
+        streams,
+        c.retention.max_days,
+        c.storage.data_dir.display()
+    );
+    Ok(())
+}
+
+fn reindex(c: &vigie_core::config::Config) -> anyhow::Result<()> {
+    let report = vigie_store::Store::reindex(&run::store_config(c))
+        .with_context(|| format!("reindexing {}", c.storage.data_dir.display()))?;
+    println!("{report}");
+    Ok(())
+}

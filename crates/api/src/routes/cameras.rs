@@ -1,0 +1,45 @@
+//! `GET /api/v1/cameras`: cameras, their streams and live status. Credentials never appear:
+//! stream URLs are shown without user info.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+use vigie_core::config::redact_url;
+
+use crate::AppState;
+
+pub async fn list(State(state): State<AppState>) -> Json<Value> {
+    let cfg = &state.config;
+    let cameras: Vec<Value> = cfg
+        .cameras
+        .iter()
+        .map(|cam| {
+            let streams: Vec<Value> = cam
+                .streams
+                .iter()
+                .map(|s| {
+                    let status = state
+                        .streams
+                        .iter()
+                        .find(|e| e.key.camera == cam.id && e.key.stream == s.name)
+                        .map(|e| serde_json::to_value(e.status.snapshot()).unwrap_or(Value::Null));
+                    json!({
+                        "name": s.name,
+                        "url": redact_url(&s.url),
+                        "transport": s.transport,
+                        "status": status,
+                    })
+                })
+                .collect();
+            json!({
+                "id": cam.id,
+                "name": cam.name,
+                "commune": cam.commune,
+                "class": cam.class,
+                "retention_days": cfg.retention_days(cam),
+                "streams": streams,
+            })
+        })
+        .collect();
+    Json(json!({ "cameras": cameras }))
+}

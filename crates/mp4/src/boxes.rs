@@ -1,0 +1,147 @@
+//! A tiny ISO-BMFF box writer: big-endian fields into a `Vec<u8>`, box sizes back-patched when a
+//! box is closed. Reused by init segments, fragments and (later) the virtual progressive MP4.
+
+/// Writes nested boxes into a buffer. `start*` opens a box (size placeholder), `end` closes the
+/// innermost open box and patches its 32-bit size.
+#[derive(Debug, Default)]
+pub struct BoxWriter {
+    buf: Vec<u8>,
+    open: Vec<usize>,
+}
+
+impl BoxWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(cap: usize) -> Self {
+        BoxWriter { buf: Vec::with_capacity(cap), open: Vec::new() }
+    }
+
+    /// Opens a plain box.
+    pub fn start(&mut self, fourcc: &[u8; 4]) -> &mut Self {
+        self.open.push(self.buf.len());
+        self.buf.extend_from_slice(&[0, 0, 0, 0]);
+        self.buf.extend_from_slice(fourcc);
+        self
+    }
+
+    /// Opens a full box (version + 24-bit flags).
+    pub fn start_full(&mut self, fourcc: &[u8; 4], version: u8, flags: u32) -> &mut Self {
+        self.start(fourcc);
+        self.u32((u32::from(version) << 24) | (flags & 0x00ff_ffff))
+    }
+
+    /// Closes the innermost open box. Boxes written here are small (headers, tables); a box
+    /// larger than 4 GiB gets its size saturated, which callers avoid by construction.
+    pub fn end(&mut self) -> &mut Self {
+        if let Some(pos) = self.open.pop() {
+            let size = u32::try_from(self.buf.len() - pos).unwrap_or(u32::MAX);
+            self.patch_u32(pos, size);
+        }
+        self
+    }
+
+    /// Writes a whole box with `body` as its content.
+    pub fn boxed(&mut self, fourcc: &[u8; 4], body: impl FnOnce(&mut Self)) -> &mut Self {
+        self.start(fourcc);
+        body(self);
+        self.end()
+    }
+
+    /// Writes a whole full box with `body` as its content.
+    pub fn full_boxed(&mut self, fourcc: &[u8; 4], version: u8, flags: u32, body: impl FnOnce(&mut Self)) -> &mut Self {
+        self.start_full(fourcc, version, flags);
+        body(self);
+        self.end()
+    }
+
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.push(v);
+        self
+    }
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn i32(&mut self, v: i32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(b);
+        self
+    }
+    pub fn zeros(&mut self, n: usize) -> &mut Self {
+        self.buf.resize(self.buf.len() + n, 0);
+        self
+    }
+    /// A string prefixed by its length as a big-endian u16 (truncated to 65535 bytes at a char
+    /// boundary).
+    pub fn str16(&mut self, s: &str) -> &mut Self {
+        let mut end = s.len().min(u16::MAX as usize);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.u16(end as u16).bytes(&s.as_bytes()[..end])
+    }
+
+    /// The unity matrix used by `mvhd` and `tkhd`.
+    pub fn unity_matrix(&mut self) -> &mut Self {
+        for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
+            self.u32(v);
+        }
+        self
+    }
+
+    pub fn patch_u32(&mut self, pos: usize, v: u32) {
+        if let Some(dst) = self.buf.get_mut(pos..pos + 4) {
+            dst.copy_from_slice(&v.to_be_bytes());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Returns the buffer. All boxes must have been closed.
+    pub fn into_inner(self) -> Vec<u8> {
+        debug_assert!(self.open.is_empty(), "unclosed boxes");
+        self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_sizes_are_patched() {
+        let mut w = BoxWriter::new();
+        w.boxed(b"moov", |w| {
+            w.full_boxed(b"mvhd", 1, 0x20000, |w| {
+                w.u32(7);
+            });
+        });
+        let b = w.into_inner();
+        assert_eq!(b.len(), 8 + 16);
+        assert_eq!(&b[0..8], &[0, 0, 0, 24, b'm', b'o', b'o', b'v']);
+        assert_eq!(&b[8..20], &[0, 0, 0, 16, b'm', b'v', b'h', b'd', 1, 2, 0, 0]);
+    }
+}

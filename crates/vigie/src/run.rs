@@ -1,0 +1,133 @@
+//! `vigie run`: wires configuration, store, ingest and HTTP together and runs until SIGINT or
+//! SIGTERM, then shuts down in order: stop accepting requests, end the RTSP sessions, let the
+//! writers close their segments, flush the index.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use vigie_core::config::Config;
+use vigie_core::{Clock, FrameSink, SystemClock};
+
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+pub fn store_config(c: &Config) -> vigie_store::StoreConfig {
+    vigie_store::StoreConfig {
+        data_dir: c.storage.data_dir.clone(),
+        recording: c.recording.clone(),
+        min_free_bytes: c.storage.min_free_bytes.0,
+    }
+}
+
+/// How often retention runs.
+const RETENTION_PERIOD: Duration = Duration::from_secs(60);
+
+/// Runs until a shutdown signal. `on_ready` is told the bound HTTP address (the demo prints it).
+pub async fn run(config: Config, on_ready: Option<Box<dyn FnOnce(std::net::SocketAddr) + Send>>) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    std::fs::create_dir_all(&config.storage.data_dir)
+        .with_context(|| format!("creating data directory {}", config.storage.data_dir.display()))?;
+    let store_cfg = store_config(&config);
+    let store = tokio::task::spawn_blocking({
+        let clock = clock.clone();
+        move || vigie_store::Store::open(store_cfg, clock)
+    })
+    .await?
+    .with_context(|| format!("opening the store in {}", config.storage.data_dir.display()))?;
+
+    let shutdown = CancellationToken::new();
+    let n = config.streams().count() as u32;
+    let mut entries = Vec::new();
+    let mut handles = Vec::new();
+    for (i, (key, _cam, stream)) in config.streams().enumerate() {
+        let source = stream
+            .resolve(&|k| std::env::var(k).ok())
+            .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        let writer = store.start_writer(key.clone(), (i as u32, n))?;
+        let sink: Arc<dyn FrameSink> = Arc::new(writer);
+        let opts = vigie_ingest::IngestOptions::new(clock.clone());
+        let handle = vigie_ingest::spawn_stream(key.clone(), source, sink, opts, shutdown.clone());
+        entries.push(vigie_api::StreamEntry { key, status: handle.status.clone() });
+        handles.push(handle);
+    }
+
+    let retention_task = tokio::spawn(retention_loop(config.clone(), store.clone(), shutdown.clone()));
+
+    let state = vigie_api::AppState {
+        config: config.clone(),
+        store: store.clone(),
+        streams: Arc::new(entries),
+        clock: clock.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, streams = n, "Vigie is recording; HTTP API on http://{addr}/");
+    if let Some(f) = on_ready {
+        f(addr);
+    }
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    let server = axum::serve(listener, vigie_api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = server.await;
+    shutdown.cancel();
+
+    tracing::info!("shutting down: ending RTSP sessions and closing segments");
+    for h in handles {
+        if tokio::time::timeout(Duration::from_secs(5), h.join()).await.is_err() {
+            tracing::warn!("an ingest task did not stop within 5 s");
+        }
+    }
+    store.shutdown().await;
+    retention_task.abort();
+    served.context("HTTP server")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn retention_loop(config: Arc<Config>, store: vigie_store::Store, shutdown: CancellationToken) {
+    let per_stream_days: HashMap<_, _> = config.streams().map(|(k, cam, _)| (k, config.retention_days(cam))).collect();
+    let policy = vigie_store::RetentionPolicy { per_stream_days };
+    let mut first = true;
+    loop {
+        let wait = if first { Duration::from_secs(5) } else { RETENTION_PERIOD };
+        first = false;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let store = store.clone();
+        let policy = policy.clone();
+        match tokio::task::spawn_blocking(move || store.apply_retention(&policy)).await {
+            Ok(Ok(report)) => tracing::debug!(?report, "retention pass done"),
+            Ok(Err(e)) => tracing::error!(error = %e, "retention pass failed"),
+            Err(e) => tracing::error!(error = %e, "retention task panicked"),
+        }
+    }
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with kill -9 only");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}
