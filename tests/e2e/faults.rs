@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use vigie_camsim::{Auth, Fixture, MountConfig, Server, ServerHandle};
+use vigie_camsim::{Auth, Fixture, Garbage, MountConfig, Server, ServerHandle};
 use vigie_e2e::media::{ffmpeg_decodes, ffprobe, mp4_files};
 use vigie_e2e::{Vigie, VigieBuilder};
 
@@ -40,7 +40,7 @@ async fn listing(v: &Vigie, cam: &str) -> serde_json::Value {
 
 async fn recorded_secs(v: &Vigie, cam: &str) -> f64 {
     let (a, b) = window();
-    v.spans(cam, "main", &a, &b).await.unwrap().iter().map(|(s, e)| (*e - *s).as_secs_f64()).sum()
+    v.spans(cam, "main", &a, &b).await.unwrap().iter().map(|(s, e)| e.duration_since(*s).as_secs_f64()).sum()
 }
 
 async fn sim(mounts: Vec<MountConfig>) -> ServerHandle {
@@ -68,7 +68,7 @@ async fn kill9_then_restart_recovers_and_reindex_restores_the_listing() {
     assert!(segments.len() >= 2, "{body}");
     // The interrupted segment lost at most its last fragment (1 s) plus the frame in flight.
     let last_end: Timestamp = body["spans"].as_array().unwrap().last().unwrap()["end"].as_str().unwrap().parse().unwrap();
-    let lost = (t_kill - last_end).as_secs_f64();
+    let lost = t_kill.duration_since(last_end).as_secs_f64();
     assert!(lost < 2.5, "recording ends {lost:.2} s before the kill");
     // Index and files agree: one file per listed segment, each decoding with the listed frame count.
     let files = mp4_files(&v.data_dir.join("recordings"));
@@ -105,23 +105,45 @@ fn segment_id_of(f: &std::path::Path) -> Option<u64> {
     first.parse().ok().or_else(|| u64::from_str_radix(first, 16).ok())
 }
 
+/// A "camera" that answers every connection with random bytes.
+async fn garbage_camera() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let junk: Vec<u8> = (0..2048u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+                let _ = s.write_all(&junk).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            });
+        }
+    });
+    port
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_cameras_get_clear_errors_and_good_ones_keep_recording() {
-    let garbage = MountConfig::new("garbage", fixture(BASELINE));
     let mut locked = MountConfig::new("locked", fixture(BASELINE));
     locked.auth = Some(Auth::digest("recorder", "right-password"));
-    let sim = sim(vec![MountConfig::new("good", fixture(BASELINE)), garbage, locked]).await;
-    sim.mount("garbage").unwrap().send_garbage();
+    let sim = sim(vec![MountConfig::new("good", fixture(BASELINE)), MountConfig::new("flaky", fixture(BASELINE)), locked]).await;
     let unused = vigie_e2e::process::free_port().unwrap();
+    let garbage = garbage_camera().await;
     let mut v = VigieBuilder::new(BIN)
         .toml(COMMUNE)
         .toml(&camera_toml("good", &sim.url("good"), ""))
-        .toml(&camera_toml("garbage", &sim.url("garbage"), ""))
+        .toml(&camera_toml("flaky", &sim.url("flaky"), ""))
+        .toml(&camera_toml("garbage", &format!("rtsp://127.0.0.1:{garbage}/stream"), ""))
         .toml(&camera_toml("wrongpw", &sim.url("locked"), "  username = \"recorder\"\n  password = \"wrong-password\"\n"))
         .toml(&camera_toml("unreachable", &format!("rtsp://127.0.0.1:{unused}/nothing"), ""))
         .start()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // A camera that starts sending garbage in the middle of a session.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    sim.mount("flaky").unwrap().send_garbage(Garbage::Raw);
+    tokio::time::sleep(Duration::from_secs(8)).await;
     for (cam, expect) in [("garbage", ""), ("wrongpw", "401"), ("unreachable", "refused")] {
         let st = v.stream_status(cam, "main").await.unwrap();
         assert_eq!(st["online"], false, "{cam}: {st}");
@@ -130,13 +152,17 @@ async fn bad_cameras_get_clear_errors_and_good_ones_keep_recording() {
         assert!(!err.contains("wrong-password"), "{cam}: secret in error {err}");
         assert!(st["reconnects"].as_u64().unwrap_or(0) >= 1, "{cam}: {st}");
     }
+    let st = v.stream_status("flaky", "main").await.unwrap();
+    assert!(st["last_error"].is_string(), "flaky: {st}");
+    assert!(st["reconnects"].as_u64().unwrap_or(0) >= 1, "flaky: {st}");
+    assert_eq!(st["online"], true, "flaky camera did not come back: {st}");
     let log = v.log();
     assert!(!log.contains("wrong-password"), "password in the log");
     assert!(log.contains("wrongpw"), "the log names the failing camera");
     let (a, b) = window();
     let spans = v.spans("good", "main", &a, &b).await.unwrap();
     assert_eq!(spans.len(), 1, "the good camera has a gap: {spans:?}");
-    assert!((spans[0].1 - spans[0].0).as_secs_f64() > 8.0, "{spans:?}");
+    assert!(spans[0].1.duration_since(spans[0].0).as_secs_f64() > 8.0, "{spans:?}");
     v.stop().unwrap();
     for f in mp4_files(&v.data_dir.join("recordings")) {
         ffmpeg_decodes(&f).unwrap();

@@ -29,7 +29,7 @@ async fn record_from_gstreamer(fixture: &str, codec: Codec, transport: &str, wid
     let deadline = std::time::Instant::now() + Duration::from_secs(45);
     let spans = loop {
         let spans = v.spans("gst", "main", &a, &b).await.unwrap();
-        if spans.iter().map(|(s, e)| (*e - *s).as_secs_f64()).sum::<f64>() >= 10.0 {
+        if spans.iter().map(|(s, e)| e.duration_since(*s).as_secs_f64()).sum::<f64>() >= 10.0 {
             break spans;
         }
         assert!(std::time::Instant::now() < deadline, "not recording {fixture} over {transport}: {spans:?}\n{}", v.log());
@@ -54,7 +54,7 @@ async fn record_from_gstreamer(fixture: &str, codec: Codec, transport: &str, wid
     let (a2, b2) = (a.clone(), b.clone());
     v.spawn().unwrap();
     let spans = v.spans("gst", "main", &a2, &b2).await.unwrap();
-    let recorded: f64 = spans.iter().map(|(s, e)| (*e - *s).as_secs_f64()).sum();
+    let recorded: f64 = spans.iter().map(|(s, e)| e.duration_since(*s).as_secs_f64()).sum();
     let expected = (recorded * 25.0).round() as u64;
     assert!(frames.abs_diff(expected) <= 50, "{frames} frames decoded, {recorded:.2} s listed");
     v.stop().unwrap();

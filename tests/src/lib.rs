@@ -5,6 +5,8 @@
 //! HTTP API, and validating media files with independent tools (ffmpeg, ffprobe). With feature
 //! `gst`, [`gst_server`] provides GStreamer's RTSP server as an independent camera.
 
+#[cfg(feature = "gst")]
+pub mod gst_server;
 pub mod media;
 pub mod process;
 

@@ -22,7 +22,9 @@ pub enum Error {
         reason: String,
     },
     /// The file extension does not say whether the stream is H.264 or H.265.
-    #[error("cannot tell the codec of {0} from its extension (expected .h264/.264 or .h265/.265/.hevc)")]
+    #[error(
+        "cannot tell the codec of {0} from its extension (expected .h264/.264 or .h265/.265/.hevc)"
+    )]
     UnknownCodec(PathBuf),
     /// The fixtures manifest could not be parsed.
     #[error("parsing manifest {path}: {source}")]

@@ -73,7 +73,8 @@ pub fn classify(e: &retina::Error) -> Severity {
 /// `what` names the step, e.g. "DESCRIBE".
 pub fn from_retina(e: &retina::Error, what: &str, secret: Option<&str>) -> IngestError {
     let text = sanitize(&e.to_string(), secret);
-    let first = first_line(&text).to_owned();
+    // retina puts a hex dump of the buffered bytes after "; buffered:" on the next lines.
+    let first = first_line(&text).trim_end_matches(':').trim_end_matches("; buffered").trim_end().to_owned();
     if let Some(status) = e.status_code() {
         if status == 401 || status == 403 {
             return IngestError::Auth { status };

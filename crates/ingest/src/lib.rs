@@ -120,6 +120,12 @@ pub fn next_session_id() -> u64 {
 /// Spawns the task that keeps one stream recorded: connect, describe, setup, play, read frames,
 /// push them to `sink`; reconnect forever with backoff until `shutdown` is cancelled.
 ///
+/// Frames are pushed from the first random-access frame of each session on; each session has a
+/// fresh `session_id` ([`next_session_id`]). A session that delivered at least one frame ends with
+/// `StreamEvent::SessionEnded { reason }`, where `reason` is the [`IngestError`] text (e.g.
+/// `"stall: no frame for 10 s"`, `"server closed the session"`) or `"shutdown"`; sessions that
+/// never delivered a frame push nothing (there is no segment to close).
+///
 /// Must be called within a tokio runtime. `source.url` carries no credentials (see
 /// [`vigie_core::config::StreamConfig::resolve`]); they are passed to retina separately.
 pub fn spawn_stream(

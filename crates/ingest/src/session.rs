@@ -140,8 +140,10 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
         Some(Ok(Err(e))) => return fail(e),
         Some(Ok(Ok(x))) => x,
     };
-    let tool = demuxed.tool().map(|t| sanitize(t, None));
-    info!(session_id, tool = tool.as_deref().unwrap_or(""), "playing");
+    match demuxed.tool() {
+        Some(tool) => info!(tool = %sanitize(tool, None), "playing"),
+        None => info!("playing"),
+    }
     ctx.status.session_started(session_id);
 
     let stall_s = src.stall_timeout_s.max(1);
@@ -177,9 +179,9 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
                     let msg = crate::params::first_line(&msg);
                     // Joining mid-stream routinely yields one such error; persistent ones matter.
                     if have_key && (packet_errors <= 3 || packet_errors.is_multiple_of(1000)) {
-                        warn!(session_id, packet_errors, "packet error (frame dropped): {msg}");
+                        warn!(packet_errors, "packet error (frame dropped): {msg}");
                     } else {
-                        debug!(session_id, packet_errors, "packet error (frame dropped): {msg}");
+                        debug!(packet_errors, "packet error (frame dropped): {msg}");
                     }
                     continue;
                 }
@@ -195,7 +197,7 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
             match refresh_params(&demuxed, i, &params) {
                 Ok(p) => {
                     if have_key && p.as_ref().zip(params.as_ref()).is_some_and(|(a, b)| !Arc::ptr_eq(a, b)) {
-                        info!(session_id, "codec parameters changed");
+                        info!("codec parameters changed");
                     }
                     params = p;
                 }
@@ -224,7 +226,7 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
         ctx.status.on_frame(recv, media_90k, data.len(), p);
         if frames == 0 {
             first_frame_at = Some(now);
-            info!(session_id, codec = %p.rfc6381_codec, width = p.width, height = p.height, "online");
+            info!(codec = %p.rfc6381_codec, width = p.width, height = p.height, "online");
         }
         frames += 1;
         ctx.sink.push(StreamEvent::Frame(Frame {

@@ -332,11 +332,18 @@ fn parse_moov(moov: &[u8]) -> Result<(VideoParams, SegmentMeta), String> {
         other => return Err(format!("unsupported sample entry {}", String::from_utf8_lossy(other))),
     };
     // VisualSampleEntry: 6 reserved + 2 data_reference_index + 16 pre_defined/reserved, then
-    // width and height.
+    // width and height. The track header's size (written from `VideoParams`) wins when present.
     let mut e = Cur::new(entry_body);
     e.take(24)?;
-    let width = e.u16()?;
-    let height = e.u16()?;
+    let (mut width, mut height) = (e.u16()?, e.u16()?);
+    if let Ok(tkhd) = child(trak, b"tkhd") {
+        let n = tkhd.len();
+        if n >= 8 {
+            let mut c = Cur::new(&tkhd[n - 8..]);
+            width = (c.u32()? >> 16) as u16;
+            height = (c.u32()? >> 16) as u16;
+        }
+    }
 
     let uuid = children(moov)
         .into_iter()
@@ -413,10 +420,8 @@ fn parse_moof(moof: &[u8]) -> Result<MoofContent, String> {
         let duration_90k = if flags & 0x100 != 0 { trun.u32()? } else { default_duration };
         let bytes = if flags & 0x200 != 0 { trun.u32()? } else { default_size };
         let mut sflags = if flags & 0x400 != 0 { trun.u32()? } else { default_flags };
-        if i == 0 {
-            if let Some(f) = first_flags {
-                sflags = f;
-            }
+        if let (0, Some(f)) = (i, first_flags) {
+            sflags = f;
         }
         if flags & 0x800 != 0 {
             trun.u32()?;

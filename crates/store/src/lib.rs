@@ -1,1 +1,425 @@
+//! Vigie's recording store: segment writer, on-disk format, sled index, crash recovery, reindex
+//! and retention. See `crates/store/README.md` for the on-disk format and the durability policy.
+//!
+//! * [`Store`] is the handle (cheap to clone). [`Store::open`] opens or creates
+//!   `data_dir/index` (sled) and `data_dir/recordings`, and runs crash recovery before returning.
+//! * [`Store::start_writer`] returns a [`WriterHandle`], the [`FrameSink`] ingest pushes into.
+//!   `push` never blocks: a byte-bounded queue sits between ingest and a dedicated writer thread
+//!   per stream which cuts segments and fragments and does all file I/O.
+//! * Listing ([`Store::segments`], [`Store::spans`]) is answered from the index with one range
+//!   scan per call, never a directory walk.
+//! * [`Store::apply_retention`] deletes whole segments by age per stream and under a free-space
+//!   floor, oldest first, and journals every deletion ([`Store::deletions`]).
+//!
+//! Durability policy: fragments are appended as they complete (a process crash loses at most
+//! the fragment in memory, ≤ `fragment_ms`), files are `fdatasync`ed every `flush_interval_ms`
+//! and at close (directories `fsync`ed when files are created), and the index only ever
+//! describes bytes already synced; at open, recovery trusts the self-describing files over the
+//! index. Wall-clock time: run starts cancel receive buffering, segments of a run are
+//! contiguous, and camera drift is slewed by at most ±500 ppm (see [`timing`]).
 
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use vigie_core::config::RecordingConfig;
+use vigie_core::{Clock, Codec, StreamKey, Time90k, VideoParams};
+
+pub mod freespace;
+pub mod index;
+pub mod layout;
+mod recovery;
+mod reindex;
+mod retention;
+pub mod sampletable;
+pub mod timing;
+mod writer;
+
+pub use freespace::{DiskSpace, FakeFreeSpace, FreeSpace, Statvfs};
+pub use recovery::RecoveryReport;
+pub use sampletable::FragmentLoc;
+pub use vigie_mp4::SampleInfo;
+pub use writer::{WriterHandle, WriterStats};
+
+use index::{Index, SegmentEntry};
+use layout::Layout;
+
+/// Errors of the store, with the path or stream they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("index: {context}: {source}")]
+    Index { context: String, source: sled::Error },
+    #[error("index: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("index entry encoding: {0}")]
+    Encoding(#[from] postcard::Error),
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("corrupt index: {what}")]
+    Corrupt { what: String },
+    #[error("stream {key} is already being recorded")]
+    AlreadyRecording { key: StreamKey },
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
+        let path = path.to_owned();
+        move |source| StoreError::Io { op, path, source }
+    }
+}
+
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}
+
+/// What the store needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub recording: RecordingConfig,
+    /// Free-space floor of the data directory's file system.
+    pub min_free_bytes: u64,
+}
+
+/// One recorded segment, as listed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SegmentInfo {
+    pub id: u64,
+    pub key: StreamKey,
+    /// Wall-clock start.
+    pub start: Time90k,
+    /// Wall-clock duration (media duration slewed toward the host clock, ≤ ±500 ppm).
+    pub duration_90k: i64,
+    /// Sum of frame durations from RTP timestamps.
+    pub media_duration_90k: i64,
+    /// Indexed (durable) length of the file.
+    pub bytes: u64,
+    pub frames: u32,
+    pub key_frames: u32,
+    pub width: u16,
+    pub height: u16,
+    pub codec: Codec,
+    /// Frames per second measured over the segment (frames / media duration).
+    pub fps: f64,
+    pub path: PathBuf,
+    /// Still being written (the listing covers only its durable, indexed part).
+    pub open: bool,
+    /// Why it ended: `rotation`, `params-change`, `ts-jump`, `session-ended: <reason>`,
+    /// `writer-overflow`, `max-duration`, `shutdown`, `io-error: <error>`, `recovered`.
+    pub end_reason: Option<String>,
+    /// Key of the codec parameters in the index ([`Store::params`]).
+    pub params_id: u64,
+    pub session_id: u64,
+}
+
+impl SegmentInfo {
+    pub fn end(&self) -> Time90k {
+        Time90k(self.start.0.saturating_add(self.duration_90k))
+    }
+}
+
+/// A stretch of continuous recording.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Span {
+    pub start: Time90k,
+    pub end: Time90k,
+}
+
+/// Segments closer than this are merged into one span (covers jitter of the start estimate after
+/// a timestamp jump; any real gap is longer).
+pub const SPAN_MERGE_TOLERANCE_90K: i64 = 9_000;
+
+/// Retention: days to keep per stream. Streams not listed (e.g. removed from the configuration)
+/// are kept for the legal ceiling, [`vigie_core::config::LEGAL_MAX_RETENTION_DAYS`]. The
+/// free-space floor comes from [`StoreConfig::min_free_bytes`].
+#[derive(Clone, Debug, Default)]
+pub struct RetentionPolicy {
+    pub per_stream_days: HashMap<StreamKey, u32>,
+}
+
+/// A destroyed segment, journaled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionRecord {
+    pub camera: String,
+    pub stream: String,
+    pub segment_id: u64,
+    pub start: Time90k,
+    pub end: Time90k,
+    pub bytes: u64,
+    /// When it was deleted (store clock).
+    pub when: Time90k,
+    /// `age > N days` or `free space below floor`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RetentionReport {
+    pub deleted: Vec<DeletionRecord>,
+    pub bytes_deleted: u64,
+    /// Free bytes after the pass.
+    pub free_bytes: u64,
+    /// True when the floor could not be reached (nothing left to delete but open segments).
+    pub floor_unreachable: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StoreStats {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Since the store was opened.
+    pub segments_deleted: u64,
+    pub bytes_deleted: u64,
+    pub writers: BTreeMap<StreamKey, WriterStats>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReindexReport {
+    pub files_indexed: u64,
+    /// Files cut back to their last complete fragment (a trailer was added).
+    pub files_repaired: u64,
+    /// Files with no complete fragment, deleted.
+    pub files_deleted: u64,
+    /// Files that could not be used (unreadable, foreign); left in place.
+    pub problems: Vec<String>,
+}
+
+/// The full index of one segment: what a virtual-MP4 builder needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentIndex {
+    pub info: SegmentInfo,
+    pub init_len: u64,
+    pub samples: Vec<SampleInfo>,
+    pub fragments: Vec<FragmentLoc>,
+}
+
+/// The recording store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub cfg: StoreConfig,
+    pub layout: Layout,
+    pub index: Index,
+    pub clock: Arc<dyn Clock>,
+    pub free: Arc<dyn FreeSpace>,
+    pub next_segment_id: AtomicU64,
+    pub writers: Mutex<HashMap<StreamKey, writer::WriterSlot>>,
+    /// Writers whose handle was dropped and that were replaced before their thread ended.
+    pub retired: Mutex<Vec<writer::WriterSlot>>,
+    pub counters: Mutex<BTreeMap<StreamKey, Arc<writer::WriterCounters>>>,
+    pub segments_deleted: AtomicU64,
+    pub bytes_deleted: AtomicU64,
+    pub retention_lock: Mutex<()>,
+    pub shutting_down: AtomicBool,
+    pub recovery: RecoveryReport,
+}
+
+impl Inner {
+    pub fn alloc_segment_id(&self) -> Result<u64, StoreError> {
+        let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
+        self.index.set_next_segment_id(id + 1)?;
+        Ok(id)
+    }
+
+    pub fn info(&self, key: &StreamKey, e: &SegmentEntry) -> SegmentInfo {
+        entry_info(&self.layout, key, e)
+    }
+}
+
+pub(crate) fn entry_info(layout: &Layout, key: &StreamKey, e: &SegmentEntry) -> SegmentInfo {
+    SegmentInfo {
+        id: e.id,
+        key: key.clone(),
+        start: e.start(),
+        duration_90k: e.duration_90k,
+        media_duration_90k: e.media_duration_90k,
+        bytes: e.bytes,
+        frames: e.frames,
+        key_frames: e.key_frames,
+        width: e.width,
+        height: e.height,
+        codec: e.codec,
+        fps: if e.media_duration_90k > 0 { f64::from(e.frames) * 90_000.0 / e.media_duration_90k as f64 } else { 0.0 },
+        path: layout.segment_path(key, e.id, e.start()),
+        open: e.open,
+        end_reason: e.end_reason.clone(),
+        params_id: e.params_id,
+        session_id: e.session_id,
+    }
+}
+
+/// Merges segments (sorted by start) into spans clipped to [start, end).
+pub fn merge_spans(segments: &[SegmentInfo], start: Time90k, end: Time90k) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    for s in segments {
+        let (a, b) = (s.start.max(start), s.end().min(end));
+        if b <= a {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if a.0 <= last.end.0 + SPAN_MERGE_TOLERANCE_90K => last.end = last.end.max(b),
+            _ => out.push(Span { start: a, end: b }),
+        }
+    }
+    out
+}
+
+impl Store {
+    /// Opens/creates `data_dir/index` (sled) and `data_dir/recordings`; runs crash recovery
+    /// before returning.
+    pub fn open(cfg: StoreConfig, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        Self::open_with(cfg, clock, Arc::new(Statvfs))
+    }
+
+    /// [`Store::open`] with an injected free-space source (tests of the free-space floor).
+    pub fn open_with(cfg: StoreConfig, clock: Arc<dyn Clock>, free: Arc<dyn FreeSpace>) -> Result<Store, StoreError> {
+        let layout = Layout::new(&cfg.data_dir);
+        layout::create_dir_all_durable(&layout.recordings_dir())
+            .map_err(StoreError::io("creating", &layout.recordings_dir()))?;
+        let index = Index::open(&layout.index_dir())?;
+        let report = recovery::recover(&index, &layout)?;
+        if report != RecoveryReport::default() {
+            tracing::info!(?report, "crash recovery done");
+        }
+        let next = index.next_segment_id()?;
+        let inner = Inner {
+            cfg,
+            layout,
+            index,
+            clock,
+            free,
+            next_segment_id: AtomicU64::new(next),
+            writers: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
+            counters: Mutex::new(BTreeMap::new()),
+            segments_deleted: AtomicU64::new(0),
+            bytes_deleted: AtomicU64::new(0),
+            retention_lock: Mutex::new(()),
+            shutting_down: AtomicBool::new(false),
+            recovery: report,
+        };
+        Ok(Store { inner: Arc::new(inner) })
+    }
+
+    /// What crash recovery did when the store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.cfg
+    }
+
+    /// Starts the writer of one stream; `stagger` = (index, count) of this stream among all
+    /// streams, to stagger rotations (offset = segment_seconds × index / count).
+    pub fn start_writer(&self, key: StreamKey, stagger: (u32, u32)) -> Result<WriterHandle, StoreError> {
+        writer::start(&self.inner, key, stagger)
+    }
+
+    /// Segments of `key` overlapping [start, end), oldest first: one sled range scan.
+    pub fn segments(&self, key: &StreamKey, start: Time90k, end: Time90k) -> Result<Vec<SegmentInfo>, StoreError> {
+        let Some(sid) = self.inner.index.existing_stream_id(key)? else { return Ok(Vec::new()) };
+        Ok(self.inner.index.segments_overlapping(sid, start, end)?.iter().map(|e| self.inner.info(key, e)).collect())
+    }
+
+    /// Continuous recording of `key` in [start, end): contiguous segments merged, clipped to
+    /// the window; gaps are what lies between spans.
+    pub fn spans(&self, key: &StreamKey, start: Time90k, end: Time90k) -> Result<Vec<Span>, StoreError> {
+        Ok(merge_spans(&self.segments(key, start, end)?, start, end))
+    }
+
+    /// One segment by id.
+    pub fn segment(&self, id: u64) -> Result<Option<SegmentInfo>, StoreError> {
+        let Some(e) = self.inner.index.get_segment(id)? else { return Ok(None) };
+        let key = self.inner.index.stream_key(e.stream_id)?.ok_or_else(|| StoreError::Corrupt {
+            what: format!("segment {id} refers to unknown stream id {}", e.stream_id),
+        })?;
+        Ok(Some(self.inner.info(&key, &e)))
+    }
+
+    /// A segment's sample table and fragment offsets (for the virtual MP4 builder).
+    pub fn segment_index(&self, id: u64) -> Result<Option<SegmentIndex>, StoreError> {
+        let Some(e) = self.inner.index.get_segment(id)? else { return Ok(None) };
+        let info = self.segment(id)?.ok_or(StoreError::Corrupt { what: format!("segment {id} vanished") })?;
+        let corrupt = || StoreError::Corrupt { what: format!("sample table of segment {id}") };
+        let samples = sampletable::decode_samples(&e.sample_table).ok_or_else(corrupt)?;
+        let fragments = sampletable::decode_fragments(&e.fragment_table, u64::from(e.init_len), &samples).ok_or_else(corrupt)?;
+        Ok(Some(SegmentIndex { info, init_len: u64::from(e.init_len), samples, fragments }))
+    }
+
+    /// Codec parameters by id ([`SegmentInfo::params_id`]).
+    pub fn params(&self, params_id: u64) -> Result<Option<VideoParams>, StoreError> {
+        self.inner.index.get_params(params_id)
+    }
+
+    /// Applies retention: age per stream, then the free-space floor, oldest first.
+    pub fn apply_retention(&self, policy: &RetentionPolicy) -> Result<RetentionReport, StoreError> {
+        retention::apply(&self.inner, policy)
+    }
+
+    /// Deletions journaled with `when` in [start, end), oldest first.
+    pub fn deletions(&self, start: Time90k, end: Time90k) -> Result<Vec<DeletionRecord>, StoreError> {
+        self.inner.index.deletions_between(start, end)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let space = self.inner.free.space(&self.inner.cfg.data_dir).unwrap_or_default();
+        let counters = self.inner.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        StoreStats {
+            free_bytes: space.free_bytes,
+            total_bytes: space.total_bytes,
+            segments_deleted: self.inner.segments_deleted.load(Ordering::Relaxed),
+            bytes_deleted: self.inner.bytes_deleted.load(Ordering::Relaxed),
+            writers: counters.iter().map(|(k, c)| (k.clone(), c.snapshot())).collect(),
+        }
+    }
+
+    /// Closes every writer's segment cleanly (reason `shutdown`) and flushes the index. Call
+    /// after ingest has stopped.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let mut slots: Vec<writer::WriterSlot> = match self.inner.writers.lock() {
+            Ok(mut w) => w.drain().map(|(_, s)| s).collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Ok(mut r) = self.inner.retired.lock() {
+            slots.append(&mut r);
+        }
+        for s in &slots {
+            s.request_shutdown();
+        }
+        for s in slots {
+            s.wait().await;
+        }
+        if let Err(e) = self.inner.index.db.flush_async().await {
+            tracing::error!(error = %e, "flushing the index at shutdown");
+        }
+    }
+
+    /// Rebuilds the whole index from the segment files alone (the store must be closed).
+    pub fn reindex(cfg: &StoreConfig) -> Result<ReindexReport, StoreError> {
+        reindex::reindex(cfg)
+    }
+
+    /// Simulates a crash for tests: drops every writer without closing its segment (files keep
+    /// what was written, the index what was synced). Use with [`Store::shutdown`] to wait.
+    #[doc(hidden)]
+    pub fn crash_writers_for_test(&self) {
+        if let Ok(w) = self.inner.writers.lock() {
+            for s in w.values() {
+                s.request_crash();
+            }
+        }
+    }
+}

@@ -68,7 +68,12 @@ fn main() -> std::process::ExitCode {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("VIGIE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<vigie_core::config::Config> {
@@ -93,6 +98,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
 fn reindex(c: &vigie_core::config::Config) -> anyhow::Result<()> {
     let report = vigie_store::Store::reindex(&run::store_config(c))
         .with_context(|| format!("reindexing {}", c.storage.data_dir.display()))?;
-    println!("{report}");
+    println!(
+        "reindexed {}: {} file(s) indexed, {} repaired (cut back to their last complete fragment), {} deleted (no complete fragment)",
+        c.storage.data_dir.display(),
+        report.files_indexed,
+        report.files_repaired,
+        report.files_deleted
+    );
+    for p in &report.problems {
+        println!("  problem: {p}");
+    }
     Ok(())
 }

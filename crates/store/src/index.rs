@@ -1,0 +1,309 @@
+//! The sled index: trees, key encoding and entry format.
+//!
+//! Trees:
+//! * `meta`: `next_segment_id` (u64 BE), `next_stream_id` (u32 BE), `format` (u32 BE).
+//! * `streams`: `"<camera>/<stream>"` → stream id (u32 BE); `streams_rev`: id → postcard(StreamKey).
+//! * `segments`: key = stream id (u32 BE) ‖ start_90k as u64 BE with the sign bit flipped ‖
+//!   segment id (u64 BE) — 20 bytes, so one stream's segments are contiguous and sorted by start,
+//!   and "segments of S overlapping [t0, t1)" is ONE range scan from
+//!   `(S, t0 − MAX_SEGMENT_90K)` to `(S, t1)`, filtered on end > t0. Value = postcard
+//!   ([`SegmentEntry`]).
+//! * `by_id`: segment id (u64 BE) → its `segments` key.
+//! * `params`: params id (u64 BE, FNV-1a of the postcard encoding) → postcard(VideoParams):
+//!   codec parameters stored once, shared by all segments that use them.
+//! * `garbage`: segment id → postcard(GarbageRow): a deletion in progress (survives a crash).
+//! * `deletions`: when_90k (sign-flipped u64 BE) ‖ sequence (u64 BE) → postcard(DeletionRecord).
+
+use serde::{Deserialize, Serialize};
+use sled::Tree;
+use vigie_core::{Codec, StreamKey, Time90k, VideoParams};
+
+use crate::{DeletionRecord, StoreError};
+
+/// Longest a segment can be in the index: the 5 min hard cap + the 10 s largest frame duration
+/// + slew margin. Range scans start this far before the window.
+pub const MAX_SEGMENT_90K: i64 = (300 + 20) * 90_000;
+
+const FORMAT: u32 = 1;
+
+/// One segment in the index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    pub id: u64,
+    pub stream_id: u32,
+    /// Wall-clock start, 90 kHz.
+    pub start_90k: i64,
+    /// Wall-clock duration (media duration slewed toward the host clock; equal to it while open).
+    pub duration_90k: i64,
+    /// Sum of the sample durations (RTP time).
+    pub media_duration_90k: i64,
+    /// Length of the file covered by this entry (durable bytes).
+    pub bytes: u64,
+    pub frames: u32,
+    pub key_frames: u32,
+    pub width: u16,
+    pub height: u16,
+    pub codec: Codec,
+    pub params_id: u64,
+    pub session_id: u64,
+    pub open: bool,
+    pub end_reason: Option<String>,
+    /// Length of the init segment (`ftyp` + `moov`): where the first fragment starts.
+    pub init_len: u32,
+    /// See [`crate::sampletable`].
+    pub sample_table: Vec<u8>,
+    /// See [`crate::sampletable`].
+    pub fragment_table: Vec<u8>,
+}
+
+impl SegmentEntry {
+    pub fn start(&self) -> Time90k {
+        Time90k(self.start_90k)
+    }
+    pub fn end(&self) -> Time90k {
+        Time90k(self.start_90k.saturating_add(self.duration_90k))
+    }
+}
+
+/// A deletion in progress.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GarbageRow {
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
+}
+
+pub fn seg_key(stream_id: u32, start_90k: i64, id: u64) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..4].copy_from_slice(&stream_id.to_be_bytes());
+    k[4..12].copy_from_slice(&flip(start_90k));
+    k[12..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn flip(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn u64_of(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+fn u32_of(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.try_into().ok()?))
+}
+
+/// FNV-1a 64: a stable content hash for params ids.
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[derive(Clone)]
+pub struct Index {
+    pub db: sled::Db,
+    pub meta: Tree,
+    pub streams: Tree,
+    pub streams_rev: Tree,
+    pub segments: Tree,
+    pub by_id: Tree,
+    pub params: Tree,
+    pub garbage: Tree,
+    pub deletions: Tree,
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { what: what.into() }
+}
+
+impl Index {
+    pub fn open(dir: &std::path::Path) -> Result<Index, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|source| StoreError::Index { context: format!("opening {}", dir.display()), source })?;
+        let t = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Index { context: format!("opening tree {name}"), source })
+        };
+        let idx = Index {
+            meta: t("meta")?,
+            streams: t("streams")?,
+            streams_rev: t("streams_rev")?,
+            segments: t("segments")?,
+            by_id: t("by_id")?,
+            params: t("params")?,
+            garbage: t("garbage")?,
+            deletions: t("deletions")?,
+            db,
+        };
+        match idx.meta.get("format")? {
+            None => {
+                idx.meta.insert("format", &FORMAT.to_be_bytes())?;
+            }
+            Some(v) if u32_of(&v) == Some(FORMAT) => {}
+            Some(_) => return Err(corrupt("index format is not 1 (run `vigie reindex`)")),
+        }
+        Ok(idx)
+    }
+
+    pub fn next_segment_id(&self) -> Result<u64, StoreError> {
+        Ok(self.meta.get("next_segment_id")?.and_then(|v| u64_of(&v)).unwrap_or(1))
+    }
+
+    pub fn set_next_segment_id(&self, id: u64) -> Result<(), StoreError> {
+        self.meta.fetch_and_update("next_segment_id", |old| {
+            let cur = old.and_then(u64_of).unwrap_or(1);
+            Some(cur.max(id).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
+    /// The stream's id, allocating one if needed.
+    pub fn stream_id(&self, key: &StreamKey) -> Result<u32, StoreError> {
+        let name = key.to_string();
+        if let Some(v) = self.streams.get(&name)? {
+            return u32_of(&v).ok_or_else(|| corrupt(format!("stream id of {name}")));
+        }
+        let prev = self.meta.fetch_and_update("next_stream_id", |old| {
+            let cur = old.and_then(u32_of).unwrap_or(1);
+            Some(cur.saturating_add(1).to_be_bytes().to_vec())
+        })?;
+        let id = prev.and_then(|v| u32_of(&v)).unwrap_or(1);
+        match self.streams.compare_and_swap(&name, None as Option<&[u8]>, Some(&id.to_be_bytes()[..]))? {
+            Ok(()) => {
+                self.streams_rev.insert(id.to_be_bytes(), postcard::to_allocvec(key)?)?;
+                Ok(id)
+            }
+            Err(e) => e.current.and_then(|v| u32_of(&v)).ok_or_else(|| corrupt(format!("stream id of {name}"))),
+        }
+    }
+
+    pub fn existing_stream_id(&self, key: &StreamKey) -> Result<Option<u32>, StoreError> {
+        Ok(self.streams.get(key.to_string())?.and_then(|v| u32_of(&v)))
+    }
+
+    /// All streams known to the index.
+    pub fn all_streams(&self) -> Result<Vec<(u32, StreamKey)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.streams_rev.iter() {
+            let (k, v) = kv?;
+            let id = u32_of(&k).ok_or_else(|| corrupt("streams_rev key"))?;
+            out.push((id, postcard::from_bytes(&v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn stream_key(&self, stream_id: u32) -> Result<Option<StreamKey>, StoreError> {
+        match self.streams_rev.get(stream_id.to_be_bytes())? {
+            Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `params` once; returns its id.
+    pub fn put_params(&self, params: &VideoParams) -> Result<u64, StoreError> {
+        let enc = postcard::to_allocvec(params)?;
+        let mut id = fnv1a(&enc);
+        loop {
+            match self.params.compare_and_swap(id.to_be_bytes(), None as Option<&[u8]>, Some(enc.as_slice()))? {
+                Ok(()) => return Ok(id),
+                Err(e) if e.current.as_deref() == Some(enc.as_slice()) => return Ok(id),
+                Err(_) => id = id.wrapping_add(1), // hash collision: probe the next id
+            }
+        }
+    }
+
+    pub fn get_params(&self, id: u64) -> Result<Option<VideoParams>, StoreError> {
+        match self.params.get(id.to_be_bytes())? {
+            Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_segment(&self, e: &SegmentEntry) -> Result<(), StoreError> {
+        let key = seg_key(e.stream_id, e.start_90k, e.id);
+        self.segments.insert(key, postcard::to_allocvec(e)?)?;
+        self.by_id.insert(e.id.to_be_bytes(), &key[..])?;
+        Ok(())
+    }
+
+    pub fn get_segment(&self, id: u64) -> Result<Option<SegmentEntry>, StoreError> {
+        let Some(key) = self.by_id.get(id.to_be_bytes())? else { return Ok(None) };
+        match self.segments.get(key)? {
+            Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a segment entry (both trees).
+    pub fn remove_segment(&self, e: &SegmentEntry) -> Result<(), StoreError> {
+        self.segments.remove(seg_key(e.stream_id, e.start_90k, e.id))?;
+        self.by_id.remove(e.id.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Segments of a stream overlapping [start, end), in start order: one range scan.
+    pub fn segments_overlapping(&self, stream_id: u32, start: Time90k, end: Time90k) -> Result<Vec<SegmentEntry>, StoreError> {
+        let lo = seg_key(stream_id, start.0.saturating_sub(MAX_SEGMENT_90K), 0);
+        let hi = seg_key(stream_id, end.0, 0);
+        let mut out = Vec::new();
+        for kv in self.segments.range(lo..hi) {
+            let (_, v) = kv?;
+            let e: SegmentEntry = postcard::from_bytes(&v)?;
+            if e.end() > start || (e.duration_90k == 0 && e.start() >= start) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// All segments of a stream, oldest first (lazily).
+    pub fn stream_segments(&self, stream_id: u32) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
+        self.segments.scan_prefix(stream_id.to_be_bytes()).map(|kv| {
+            let (_, v) = kv?;
+            Ok(postcard::from_bytes::<SegmentEntry>(&v)?)
+        })
+    }
+
+    /// Every segment entry.
+    pub fn all_segments(&self) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
+        self.segments.iter().map(|kv| {
+            let (_, v) = kv?;
+            Ok(postcard::from_bytes::<SegmentEntry>(&v)?)
+        })
+    }
+
+    pub fn deletion_key(when: Time90k, seq: u64) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&flip(when.0));
+        k[8..].copy_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    pub fn deletions_between(&self, start: Time90k, end: Time90k) -> Result<Vec<DeletionRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.deletions.range(Self::deletion_key(start, 0)..Self::deletion_key(end, 0)) {
+            let (_, v) = kv?;
+            out.push(postcard::from_bytes(&v)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_order_follows_start_including_negative_times() {
+        let a = seg_key(1, -5, 9);
+        let b = seg_key(1, 0, 1);
+        let c = seg_key(1, 90_000, 0);
+        let d = seg_key(2, i64::MIN, 0);
+        assert!(a < b && b < c && c < d);
+    }
+}

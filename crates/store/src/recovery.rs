@@ -1,0 +1,229 @@
+//! Crash recovery, run by [`crate::Store::open`] before anything is served, and the shared
+//! "index a segment file from its own content" used by recovery and reindex.
+//!
+//! 1. Finish interrupted deletions (`garbage` rows): unlink, fsync the directory, drop the row.
+//! 2. Check every index entry against its file: a missing file drops the entry; a file shorter
+//!    than the indexed length drops the entry (the file is then treated as an orphan, below); an
+//!    entry still open (or a file longer than indexed) is re-read from the file: its complete
+//!    fragments beyond the indexed length are indexed, a partial tail is truncated, a trailer
+//!    (`recovered`) is appended and the entry is closed.
+//! 3. Orphans (files with no entry) in each stream's recent date directories — the only place a
+//!    crash can leave them — are indexed from their own metadata if they hold at least one
+//!    complete fragment, else deleted.
+//! 4. The next segment id is raised above every id seen.
+
+use std::fs::{self, File};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use vigie_core::{StreamKey, Time90k};
+use vigie_mp4::{ParsedSegment, SegmentTrailer};
+
+use crate::StoreError;
+use crate::index::{Index, SegmentEntry};
+use crate::layout::{Layout, file_name, fsync_dir, read_dir_sorted};
+use crate::sampletable::{FragmentLoc, FragmentTableEncoder, encode_samples};
+
+/// End reason given to segments closed by recovery.
+pub const RECOVERED: &str = "recovered";
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub garbage_removed: u64,
+    pub entries_dropped: u64,
+    pub segments_recovered: u64,
+    pub orphans_indexed: u64,
+    pub orphans_deleted: u64,
+    pub bytes_truncated: u64,
+}
+
+/// What became of a file given to [`index_file`].
+#[derive(Debug)]
+pub(crate) enum FileOutcome {
+    Indexed { entry: Box<SegmentEntry>, repaired: bool, truncated: u64 },
+    Deleted,
+    Problem(String),
+}
+
+fn remove_durably(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io("deleting", path)(e)),
+    }
+    if let Some(dir) = path.parent()
+        && dir.exists()
+    {
+        fsync_dir(dir).map_err(StoreError::io("fsync", dir))?;
+    }
+    Ok(())
+}
+
+/// Reads a segment file, cuts it back to its last complete fragment, closes it with a trailer
+/// if it has none, and indexes it. Files without a complete fragment are deleted.
+pub(crate) fn index_file(index: &Index, layout: &Layout, key: &StreamKey, path: &Path) -> Result<FileOutcome, StoreError> {
+    let mut file = File::options().read(true).write(true).open(path).map_err(StoreError::io("opening", path))?;
+    let p: ParsedSegment = vigie_mp4::parse_segment(&mut file).map_err(StoreError::io("reading", path))?;
+    let Some(init) = p.init.as_ref().filter(|_| !p.fragments.is_empty()) else {
+        tracing::warn!(path = %path.display(), problem = ?p.problem, "segment file has no complete fragment: deleting it");
+        drop(file);
+        remove_durably(path)?;
+        return Ok(FileOutcome::Deleted);
+    };
+    let m = &init.meta;
+    if m.camera != key.camera || m.stream != key.stream {
+        return Ok(FileOutcome::Problem(format!("{}: belongs to {}/{}, not {key}", path.display(), m.camera, m.stream)));
+    }
+    let expected = layout.segment_path(key, m.segment_id, Time90k(m.start_90k));
+    if expected != path {
+        return Ok(FileOutcome::Problem(format!("{}: its metadata says it should be {}", path.display(), expected.display())));
+    }
+    let media: u64 = p.media_duration_90k();
+    let repaired = p.trailer.is_none() || p.complete_len != p.total_len;
+    let truncated = p.total_len - p.complete_len;
+    let mut bytes = p.complete_len;
+    let trailer = match &p.trailer {
+        Some(t) => t.clone(),
+        None => SegmentTrailer { wall_duration_90k: media as i64, end_reason: RECOVERED.to_owned() },
+    };
+    if repaired {
+        if truncated > 0 {
+            tracing::warn!(path = %path.display(), bytes = truncated, problem = ?p.problem, "truncating a partial tail");
+        }
+        file.set_len(p.complete_len).map_err(StoreError::io("truncating", path))?;
+        if p.trailer.is_none() {
+            let t = vigie_mp4::trailer_box(&trailer);
+            file.seek(SeekFrom::Start(p.complete_len)).map_err(StoreError::io("seeking", path))?;
+            file.write_all(&t).map_err(StoreError::io("writing", path))?;
+            bytes += t.len() as u64;
+        }
+        file.sync_all().map_err(StoreError::io("fsync", path))?;
+    }
+    let mut frags = FragmentTableEncoder::default();
+    let mut prev_end = init.len;
+    for f in &p.fragments {
+        let loc = FragmentLoc { offset: f.offset, header_len: (f.data_offset - f.offset) as u32, samples: f.samples.len() as u32 };
+        frags.push(prev_end, &loc);
+        prev_end = f.end;
+    }
+    let samples: Vec<_> = p.fragments.iter().flat_map(|f| f.samples.iter()).collect();
+    let entry = SegmentEntry {
+        id: m.segment_id,
+        stream_id: index.stream_id(key)?,
+        start_90k: m.start_90k,
+        duration_90k: trailer.wall_duration_90k,
+        media_duration_90k: media as i64,
+        bytes,
+        frames: samples.len() as u32,
+        key_frames: samples.iter().filter(|s| s.is_key).count() as u32,
+        width: init.params.width,
+        height: init.params.height,
+        codec: init.params.codec,
+        params_id: index.put_params(&init.params)?,
+        session_id: m.session_id,
+        open: false,
+        end_reason: Some(trailer.end_reason.clone()),
+        init_len: init.len as u32,
+        sample_table: encode_samples(samples.iter().copied()),
+        fragment_table: frags.buf,
+    };
+    index.put_segment(&entry)?;
+    Ok(FileOutcome::Indexed { entry: Box::new(entry), repaired, truncated })
+}
+
+pub(crate) fn recover(index: &Index, layout: &Layout) -> Result<RecoveryReport, StoreError> {
+    let mut r = RecoveryReport::default();
+
+    // 1. Interrupted deletions.
+    for kv in index.garbage.iter() {
+        let (k, v) = kv?;
+        let row: crate::index::GarbageRow = postcard::from_bytes(&v)?;
+        remove_durably(&row.path)?;
+        index.garbage.remove(k)?;
+        r.garbage_removed += 1;
+    }
+
+    // 2. Entries against files.
+    let mut max_id = 0u64;
+    let entries: Vec<SegmentEntry> = index.all_segments().collect::<Result<_, _>>()?;
+    for e in entries {
+        let Some(key) = index.stream_key(e.stream_id)? else {
+            tracing::warn!(segment = e.id, "index entry of an unknown stream: dropped");
+            index.remove_segment(&e)?;
+            r.entries_dropped += 1;
+            continue;
+        };
+        let path = layout.segment_path(&key, e.id, e.start());
+        let len = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                tracing::warn!(camera = %key.camera, stream = %key.stream, segment = e.id, path = %path.display(), "segment file missing: index entry dropped");
+                index.remove_segment(&e)?;
+                r.entries_dropped += 1;
+                continue;
+            }
+            Err(err) => return Err(StoreError::io("reading metadata of", &path)(err)),
+        };
+        if len < e.bytes {
+            tracing::warn!(camera = %key.camera, stream = %key.stream, segment = e.id, len, indexed = e.bytes, "segment file shorter than indexed: entry dropped, file re-read as an orphan");
+            index.remove_segment(&e)?;
+            r.entries_dropped += 1;
+            continue;
+        }
+        max_id = max_id.max(e.id);
+        if e.open || len > e.bytes {
+            match index_file(index, layout, &key, &path)? {
+                FileOutcome::Indexed { entry, truncated, .. } => {
+                    tracing::info!(camera = %key.camera, stream = %key.stream, segment = e.id, frames = entry.frames, indexed_before = e.frames, truncated, "open segment recovered");
+                    r.segments_recovered += 1;
+                    r.bytes_truncated += truncated;
+                }
+                FileOutcome::Deleted => {
+                    index.remove_segment(&e)?;
+                    r.entries_dropped += 1;
+                }
+                FileOutcome::Problem(p) => {
+                    tracing::warn!(problem = %p, "segment file unusable: index entry dropped");
+                    index.remove_segment(&e)?;
+                    r.entries_dropped += 1;
+                }
+            }
+        }
+    }
+
+    // 3. Orphans in recent date directories.
+    for (key, dir) in layout.list_stream_dirs().map_err(StoreError::io("listing", &layout.recordings_dir()))? {
+        let newest = match index.existing_stream_id(&key)? {
+            Some(sid) => index.stream_segments(sid).last().transpose()?,
+            None => None,
+        };
+        let from = newest.map(|e| Layout::date_dir_name(Time90k(e.start_90k - 86_400 * 90_000)));
+        for date_dir in read_dir_sorted(&dir).map_err(StoreError::io("listing", &dir))? {
+            let Some(name) = file_name(&date_dir) else { continue };
+            if from.as_ref().is_some_and(|f| name < *f) || !date_dir.is_dir() {
+                continue;
+            }
+            for path in read_dir_sorted(&date_dir).map_err(StoreError::io("listing", &date_dir))? {
+                let Some(id) = file_name(&path).as_deref().and_then(Layout::parse_segment_file_name) else { continue };
+                max_id = max_id.max(id);
+                if index.by_id.contains_key(id.to_be_bytes())? {
+                    continue;
+                }
+                match index_file(index, layout, &key, &path)? {
+                    FileOutcome::Indexed { truncated, .. } => {
+                        tracing::info!(camera = %key.camera, stream = %key.stream, segment = id, "orphan segment file indexed");
+                        r.orphans_indexed += 1;
+                        r.bytes_truncated += truncated;
+                    }
+                    FileOutcome::Deleted => r.orphans_deleted += 1,
+                    FileOutcome::Problem(p) => tracing::warn!(problem = %p, "orphan segment file left in place"),
+                }
+            }
+        }
+    }
+
+    // 4. Ids.
+    index.set_next_segment_id(max_id + 1)?;
+    index.db.flush()?;
+    Ok(r)
+}

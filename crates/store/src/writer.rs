@@ -1,0 +1,693 @@
+//! The per-stream writer: a non-blocking [`FrameSink`] in front of a byte-bounded queue, and a
+//! dedicated thread that cuts segments and fragments and does all file I/O.
+//!
+//! Ingest calls [`WriterHandle::push`] from the RTSP read loop. It never blocks and never waits
+//! on I/O: it only checks an atomic byte count and sends on a channel. When the queue would
+//! exceed `writer_queue_bytes`, the frame is dropped, an overflow marker is queued (the writer
+//! ends the segment with reason `writer-overflow`) and frames are dropped until the next key
+//! frame that fits.
+//!
+//! Segmentation rules (applied in the writer thread, per frame):
+//! * a segment starts on a key frame; frames before the first key frame are discarded;
+//! * a new session id, or media time going backwards or jumping by more than 10 s, ends the
+//!   segment (`ts-jump`); different codec parameters end it (`params-change`);
+//! * at the first key frame whose wall-clock position passes the segment's rotation boundary, the
+//!   segment rotates (`rotation`). Boundaries are `k × segment_seconds + offset` with
+//!   `offset = segment_seconds × index / count` (staggered across streams), at least half a
+//!   segment after the segment's start; a segment that reaches 5 min without a key frame ends
+//!   (`max-duration`) and recording resumes at the next key frame;
+//! * `SessionEnded` ends it (`session-ended: <reason>`), shutdown too (`shutdown`).
+//!
+//! A frame's duration is the next frame's `media_90k` minus its own; the last frame of a segment
+//! that ends without a successor gets the previous frame's duration. Fragments are cut at frame
+//! boundaries once they reach `fragment_ms` (or earlier, at a key frame past 60 % of it), and
+//! written with one vectored write of the `moof`/`mdat` header plus the frames' `Bytes`.
+
+use std::fs::File;
+use std::io::{self, IoSlice, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use vigie_core::{Frame, FrameSink, StreamEvent, StreamKey, Time90k, VideoParams};
+use vigie_mp4::{SampleInfo, SegmentMeta, SegmentTrailer};
+
+use crate::index::SegmentEntry;
+use crate::layout::{create_dir_all_durable, fsync_dir};
+use crate::sampletable::{FragmentLoc, FragmentTableEncoder, SampleTableEncoder};
+use crate::timing::{StartEstimator, wall_duration};
+use crate::{Inner, StoreError};
+
+/// A media-time step larger than this is a discontinuity.
+pub const MAX_FRAME_GAP_90K: i64 = 10 * 90_000;
+/// Hard cap on a segment's media duration.
+pub const HARD_CAP_90K: i64 = 300 * 90_000;
+/// Duration given to the only frame of a one-frame segment.
+const DEFAULT_FRAME_DURATION: u32 = 3_000;
+
+pub(crate) enum Msg {
+    Frame(Frame),
+    SessionEnded { session_id: u64, reason: String },
+    Overflow,
+    Stop,
+    Crash,
+    /// Test hook: the writer sleeps, like a stalled disk.
+    Stall(Duration),
+}
+
+/// Per-stream counters (shared between ingest's push, the writer thread and stats).
+#[derive(Debug, Default)]
+pub(crate) struct WriterCounters {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    segments: AtomicU64,
+    overflows: AtomicU64,
+    dropped_frames: AtomicU64,
+    discarded_frames: AtomicU64,
+    io_errors: AtomicU64,
+    queue_bytes: AtomicU64,
+    recording: AtomicBool,
+}
+
+/// A snapshot of a writer's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WriterStats {
+    /// Frames written to segment files.
+    pub frames: u64,
+    /// Bytes written (headers included).
+    pub bytes: u64,
+    /// Segments started.
+    pub segments: u64,
+    /// Times the queue overflowed.
+    pub overflows: u64,
+    /// Frames dropped because of an overflow.
+    pub dropped_frames: u64,
+    /// Frames discarded while waiting for a key frame (session start, after a discontinuity).
+    pub discarded_frames: u64,
+    pub io_errors: u64,
+    /// Bytes waiting in the queue now.
+    pub queue_bytes: u64,
+    /// A segment is open.
+    pub recording: bool,
+}
+
+impl WriterCounters {
+    pub fn snapshot(&self) -> WriterStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WriterStats {
+            frames: l(&self.frames),
+            bytes: l(&self.bytes),
+            segments: l(&self.segments),
+            overflows: l(&self.overflows),
+            dropped_frames: l(&self.dropped_frames),
+            discarded_frames: l(&self.discarded_frames),
+            io_errors: l(&self.io_errors),
+            queue_bytes: l(&self.queue_bytes),
+            recording: self.recording.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The store's handle on a running writer.
+pub(crate) struct WriterSlot {
+    tx: mpsc::Sender<Msg>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+    generation: u64,
+    /// False once the [`WriterHandle`] was dropped (the thread is finishing its segment).
+    handle_alive: Arc<AtomicBool>,
+}
+
+impl WriterSlot {
+    pub fn request_shutdown(&self) {
+        let _ = self.tx.send(Msg::Stop);
+    }
+    pub fn request_crash(&self) {
+        let _ = self.tx.send(Msg::Crash);
+    }
+    pub async fn wait(self) {
+        if let Some(rx) = self.done {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Where ingest pushes one stream's events. Dropping it closes the open segment (`shutdown`)
+/// and stops the writer.
+pub struct WriterHandle {
+    key: StreamKey,
+    alive: Arc<AtomicBool>,
+    tx: mpsc::Sender<Msg>,
+    limit: u64,
+    dropping: AtomicBool,
+    counters: Arc<WriterCounters>,
+}
+
+impl WriterHandle {
+    pub fn key(&self) -> &StreamKey {
+        &self.key
+    }
+    pub fn stats(&self) -> WriterStats {
+        self.counters.snapshot()
+    }
+    /// Test hook: makes the writer thread sleep for `d`, as if the disk stalled.
+    #[doc(hidden)]
+    pub fn stall_for_test(&self, d: Duration) {
+        let _ = self.tx.send(Msg::Stall(d));
+    }
+}
+
+impl FrameSink for WriterHandle {
+    fn push(&self, event: StreamEvent) {
+        let c = &self.counters;
+        match event {
+            StreamEvent::Frame(f) => {
+                if self.dropping.load(Ordering::Relaxed) && !f.is_key {
+                    c.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let len = f.data.len() as u64;
+                let queued = c.queue_bytes.load(Ordering::Acquire);
+                if queued + len > self.limit {
+                    if !self.dropping.swap(true, Ordering::Relaxed) {
+                        c.overflows.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(camera = %self.key.camera, stream = %self.key.stream, queued, "writer queue overflow: ending the segment, dropping frames until the next key frame");
+                        let _ = self.tx.send(Msg::Overflow);
+                    }
+                    c.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                self.dropping.store(false, Ordering::Relaxed);
+                c.queue_bytes.fetch_add(len, Ordering::AcqRel);
+                if self.tx.send(Msg::Frame(f)).is_err() {
+                    c.queue_bytes.fetch_sub(len, Ordering::AcqRel);
+                    c.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            StreamEvent::SessionEnded { session_id, reason } => {
+                let _ = self.tx.send(Msg::SessionEnded { session_id, reason });
+            }
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::SeqCst);
+        let _ = self.tx.send(Msg::Stop);
+    }
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn start(inner: &Arc<Inner>, key: StreamKey, stagger: (u32, u32)) -> Result<WriterHandle, StoreError> {
+    if inner.shutting_down.load(Ordering::SeqCst) {
+        return Err(StoreError::ShuttingDown);
+    }
+    let mut writers = inner.writers.lock().map_err(|_| StoreError::ShuttingDown)?;
+    if let Some(old) = writers.get(&key) {
+        if old.handle_alive.load(Ordering::SeqCst) {
+            return Err(StoreError::AlreadyRecording { key });
+        }
+        // The previous handle was dropped and its thread is closing its segment: let it finish
+        // on its own (shutdown still waits for it) and start a new writer now.
+        if let (Some(old), Ok(mut retired)) = (writers.remove(&key), inner.retired.lock()) {
+            retired.push(old);
+        }
+    }
+    let stream_id = inner.index.stream_id(&key)?;
+    let counters = inner
+        .counters
+        .lock()
+        .map_err(|_| StoreError::ShuttingDown)?
+        .entry(key.clone())
+        .or_default()
+        .clone();
+    let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+    let rec = Recorder::new(inner.clone(), key.clone(), stream_id, counters.clone(), stagger);
+    let inner2 = inner.clone();
+    let key2 = key.clone();
+    std::thread::Builder::new()
+        .name(format!("writer-{key}"))
+        .spawn(move || {
+            run(rec, rx);
+            if let Ok(mut w) = inner2.writers.lock()
+                && w.get(&key2).is_some_and(|s| s.generation == generation)
+            {
+                w.remove(&key2);
+            }
+            drop(inner2);
+            let _ = done_tx.send(());
+        })
+        .map_err(StoreError::io("spawning the writer thread for", &inner.layout.stream_dir(&key)))?;
+    let alive = Arc::new(AtomicBool::new(true));
+    writers.insert(key.clone(), WriterSlot { tx: tx.clone(), done: Some(done_rx), generation, handle_alive: alive.clone() });
+    let limit = inner.cfg.recording.writer_queue_bytes.0;
+    Ok(WriterHandle { key, alive, tx, limit, dropping: AtomicBool::new(false), counters })
+}
+
+fn run(mut rec: Recorder, rx: mpsc::Receiver<Msg>) {
+    let span = tracing::info_span!("writer", camera = %rec.key.camera, stream = %rec.key.stream);
+    let _e = span.enter();
+    let tick = rec.flush_interval.max(Duration::from_millis(100));
+    loop {
+        match rx.recv_timeout(tick) {
+            Ok(Msg::Frame(f)) => {
+                rec.counters.queue_bytes.fetch_sub(f.data.len() as u64, Ordering::AcqRel);
+                rec.on_frame(f);
+            }
+            Ok(Msg::SessionEnded { session_id, reason }) => {
+                if rec.seg.as_ref().is_some_and(|s| s.session_id == session_id) {
+                    rec.finish(&format!("session-ended: {reason}"), None);
+                }
+                rec.run = None;
+            }
+            Ok(Msg::Overflow) => {
+                rec.finish("writer-overflow", None);
+                rec.run = None;
+            }
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                rec.finish("shutdown", None);
+                break;
+            }
+            Ok(Msg::Crash) => {
+                // Simulated kill -9: whatever was written stays, nothing else happens.
+                rec.seg = None;
+                break;
+            }
+            Ok(Msg::Stall(d)) => std::thread::sleep(d),
+            Err(RecvTimeoutError::Timeout) => rec.tick(),
+        }
+    }
+    rec.counters.recording.store(false, Ordering::Relaxed);
+}
+
+/// Continuity with the previous segment of the same run.
+struct Run {
+    session_id: u64,
+    next_start: i64,
+}
+
+struct Segment {
+    id: u64,
+    session_id: u64,
+    params: Arc<VideoParams>,
+    params_id: u64,
+    first_media: i64,
+    est: StartEstimator,
+    contiguous_start: Option<i64>,
+    start: Option<i64>,
+    boundary: i64,
+    /// Frames of the fragment being built, with their durations.
+    frag: Vec<(Frame, u32)>,
+    frag_dur: i64,
+    /// The last frame: its duration is known when the next one arrives.
+    pending: Frame,
+    prev_duration: u32,
+    file: Option<File>,
+    path: PathBuf,
+    dir_needs_sync: bool,
+    init_len: u32,
+    written_len: u64,
+    synced_len: u64,
+    seq: u32,
+    media_written: i64,
+    frames_written: u32,
+    key_frames_written: u32,
+    samples: SampleTableEncoder,
+    frags: FragmentTableEncoder,
+    last_sync: Instant,
+    /// The entry as last indexed (describes synced bytes only).
+    indexed: Option<SegmentEntry>,
+}
+
+impl Segment {
+    fn start_guess(&self) -> i64 {
+        self.start.or(self.contiguous_start).unwrap_or_else(|| self.est.estimate())
+    }
+    fn wall_pos(&self, media: i64) -> i64 {
+        self.start_guess() + (media - self.first_media)
+    }
+}
+
+struct Recorder {
+    inner: Arc<Inner>,
+    key: StreamKey,
+    stream_id: u32,
+    counters: Arc<WriterCounters>,
+    seg_len_90k: i64,
+    stagger_offset_90k: i64,
+    fragment_90k: i64,
+    flush_interval: Duration,
+    seg: Option<Segment>,
+    run: Option<Run>,
+}
+
+fn same_params(a: &Arc<VideoParams>, b: &Arc<VideoParams>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
+
+/// The first boundary `k × len + offset` at least half a segment after `start`.
+pub(crate) fn next_boundary(start: i64, len: i64, offset: i64) -> i64 {
+    let min = start + len / 2;
+    let mut b = (min - offset).div_euclid(len) * len + offset;
+    if b < min {
+        b += len;
+    }
+    b
+}
+
+fn write_all_vectored(file: &mut File, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    let mut bufs = bufs;
+    while !bufs.is_empty() {
+        let n = bufs.len().min(1024);
+        match file.write_vectored(&bufs[..n]) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short write")),
+            Ok(written) => IoSlice::advance_slices(&mut bufs, written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Recorder {
+    fn new(inner: Arc<Inner>, key: StreamKey, stream_id: u32, counters: Arc<WriterCounters>, stagger: (u32, u32)) -> Self {
+        let r = &inner.cfg.recording;
+        let seg_len_90k = i64::from(r.segment_seconds.clamp(1, 300)) * 90_000;
+        let (i, n) = (i64::from(stagger.0), i64::from(stagger.1.max(1)));
+        Recorder {
+            seg_len_90k,
+            stagger_offset_90k: seg_len_90k * (i % n) / n,
+            fragment_90k: i64::from(r.fragment_ms.max(1)) * 90,
+            flush_interval: Duration::from_millis(u64::from(r.flush_interval_ms)),
+            inner,
+            key,
+            stream_id,
+            counters,
+            seg: None,
+            run: None,
+        }
+    }
+
+    fn on_frame(&mut self, f: Frame) {
+        if let Some(seg) = &self.seg {
+            let delta = f.media_90k - seg.pending.media_90k;
+            if f.session_id != seg.session_id || delta <= 0 || delta > MAX_FRAME_GAP_90K {
+                tracing::info!(delta, session = f.session_id, "timestamp discontinuity: ending the segment");
+                self.finish("ts-jump", None);
+                self.run = None;
+            } else if !same_params(&seg.params, &f.params) {
+                self.finish("params-change", Some(delta as u32));
+            } else if f.is_key && seg.wall_pos(f.media_90k) >= seg.boundary {
+                self.finish("rotation", Some(delta as u32));
+            } else if f.media_90k - seg.first_media >= HARD_CAP_90K {
+                self.finish("max-duration", Some(delta as u32));
+            } else {
+                self.append(f, delta as u32);
+                return;
+            }
+        }
+        if !f.is_key {
+            self.counters.discarded_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.begin(f);
+    }
+
+    fn begin(&mut self, f: Frame) {
+        let (id, params_id) = match (self.inner.alloc_segment_id(), self.inner.index.put_params(&f.params)) {
+            (Ok(id), Ok(p)) => (id, p),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot start a segment");
+                self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let contiguous_start = match &self.run {
+            Some(r) if r.session_id == f.session_id => Some(r.next_start),
+            _ => None,
+        };
+        let guess = contiguous_start.unwrap_or(f.recv.0);
+        self.counters.segments.fetch_add(1, Ordering::Relaxed);
+        self.counters.recording.store(true, Ordering::Relaxed);
+        tracing::debug!(segment = id, "segment started");
+        self.seg = Some(Segment {
+            id,
+            session_id: f.session_id,
+            params: f.params.clone(),
+            params_id,
+            first_media: f.media_90k,
+            est: StartEstimator::new(f.media_90k, f.recv.0),
+            contiguous_start,
+            start: None,
+            boundary: next_boundary(guess, self.seg_len_90k, self.stagger_offset_90k),
+            frag: Vec::new(),
+            frag_dur: 0,
+            pending: f,
+            prev_duration: 0,
+            file: None,
+            path: PathBuf::new(),
+            dir_needs_sync: false,
+            init_len: 0,
+            written_len: 0,
+            synced_len: 0,
+            seq: 1,
+            media_written: 0,
+            frames_written: 0,
+            key_frames_written: 0,
+            samples: SampleTableEncoder::default(),
+            frags: FragmentTableEncoder::default(),
+            last_sync: Instant::now(),
+            indexed: None,
+        });
+    }
+
+    fn append(&mut self, f: Frame, duration: u32) {
+        let Some(seg) = self.seg.as_mut() else { return };
+        seg.est.observe(f.media_90k, f.recv.0);
+        let prev = std::mem::replace(&mut seg.pending, f);
+        seg.frag.push((prev, duration));
+        seg.frag_dur += i64::from(duration);
+        seg.prev_duration = duration;
+        let cut = seg.frag_dur >= self.fragment_90k || (seg.pending.is_key && seg.frag_dur * 10 >= self.fragment_90k * 6);
+        if cut {
+            if let Err(e) = self.write_fragment() {
+                self.fail(e);
+                return;
+            }
+            if let Err(e) = self.maybe_sync(false) {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Abandons the segment after an I/O error (never retry an fsync: its failure may have
+    /// dropped dirty pages). The index keeps the synced part; recovery at the next start cuts
+    /// the file back to it.
+    fn fail(&mut self, e: StoreError) {
+        tracing::error!(error = %e, "segment abandoned");
+        if let Some(mut entry) = self.seg.as_mut().and_then(|s| s.indexed.take()) {
+            entry.open = false;
+            entry.end_reason = Some(format!("io-error: {e}"));
+            if let Err(e2) = self.inner.index.put_segment(&entry) {
+                tracing::error!(error = %e2, "cannot close the abandoned segment's index entry");
+            }
+        }
+        self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+        self.counters.recording.store(false, Ordering::Relaxed);
+        self.seg = None;
+        self.run = None;
+    }
+
+    fn create_file(&mut self) -> Result<(), StoreError> {
+        let Some(seg) = self.seg.as_mut() else { return Ok(()) };
+        let start = seg.contiguous_start.unwrap_or_else(|| seg.est.estimate());
+        seg.start = Some(start);
+        let path = self.inner.layout.segment_path(&self.key, seg.id, Time90k(start));
+        let dir = path.parent().map(|p| p.to_owned()).unwrap_or_default();
+        create_dir_all_durable(&dir).map_err(StoreError::io("creating directory", &dir))?;
+        let mut file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(StoreError::io("creating", &path))?;
+        let meta = SegmentMeta {
+            camera: self.key.camera.clone(),
+            stream: self.key.stream.clone(),
+            segment_id: seg.id,
+            start_90k: start,
+            session_id: seg.session_id,
+        };
+        let init = vigie_mp4::init_segment(&seg.params, &meta);
+        file.write_all(&init).map_err(StoreError::io("writing", &path))?;
+        seg.init_len = init.len() as u32;
+        seg.written_len = init.len() as u64;
+        seg.file = Some(file);
+        seg.path = path;
+        seg.dir_needs_sync = true;
+        self.counters.bytes.fetch_add(init.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn write_fragment(&mut self) -> Result<(), StoreError> {
+        if self.seg.as_ref().is_none_or(|s| s.frag.is_empty()) {
+            return Ok(());
+        }
+        if self.seg.as_ref().is_some_and(|s| s.file.is_none()) {
+            self.create_file()?;
+        }
+        let Some(seg) = self.seg.as_mut() else { return Ok(()) };
+        let samples: Vec<SampleInfo> = seg
+            .frag
+            .iter()
+            .map(|(f, d)| SampleInfo { duration_90k: *d, bytes: f.data.len() as u32, is_key: f.is_key })
+            .collect();
+        let hdr = vigie_mp4::fragment_header(seg.seq, seg.media_written as u64, &samples);
+        let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(1 + seg.frag.len());
+        bufs.push(IoSlice::new(&hdr));
+        bufs.extend(seg.frag.iter().map(|(f, _)| IoSlice::new(&f.data)));
+        let payload: u64 = samples.iter().map(|s| u64::from(s.bytes)).sum();
+        let Some(file) = seg.file.as_mut() else { return Ok(()) };
+        write_all_vectored(file, &mut bufs).map_err(StoreError::io("writing", &seg.path))?;
+        let loc = FragmentLoc { offset: seg.written_len, header_len: hdr.len() as u32, samples: samples.len() as u32 };
+        seg.frags.push(seg.written_len, &loc);
+        for s in &samples {
+            seg.samples.push(s);
+        }
+        let total = hdr.len() as u64 + payload;
+        seg.written_len += total;
+        seg.media_written += seg.frag_dur;
+        seg.frames_written += samples.len() as u32;
+        seg.key_frames_written += samples.iter().filter(|s| s.is_key).count() as u32;
+        seg.seq += 1;
+        seg.frag.clear();
+        seg.frag_dur = 0;
+        self.counters.frames.fetch_add(samples.len() as u64, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(total, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn entry(&self, seg: &Segment, open: bool, end_reason: Option<String>, duration_90k: i64) -> SegmentEntry {
+        SegmentEntry {
+            id: seg.id,
+            stream_id: self.stream_id,
+            start_90k: seg.start.unwrap_or_default(),
+            duration_90k,
+            media_duration_90k: seg.media_written,
+            bytes: seg.synced_len,
+            frames: seg.frames_written,
+            key_frames: seg.key_frames_written,
+            width: seg.params.width,
+            height: seg.params.height,
+            codec: seg.params.codec,
+            params_id: seg.params_id,
+            session_id: seg.session_id,
+            open,
+            end_reason,
+            init_len: seg.init_len,
+            sample_table: seg.samples.buf.clone(),
+            fragment_table: seg.frags.buf.clone(),
+        }
+    }
+
+    /// fdatasync (+ directory fsync after creation), then index the synced bytes.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        let Some(seg) = self.seg.as_mut() else { return Ok(()) };
+        let Some(file) = seg.file.as_ref() else { return Ok(()) };
+        file.sync_data().map_err(StoreError::io("fdatasync", &seg.path))?;
+        if seg.dir_needs_sync {
+            if let Some(dir) = seg.path.parent() {
+                fsync_dir(dir).map_err(StoreError::io("fsync", dir))?;
+            }
+            seg.dir_needs_sync = false;
+        }
+        seg.synced_len = seg.written_len;
+        seg.last_sync = Instant::now();
+        let Some(seg) = self.seg.as_ref() else { return Ok(()) };
+        let e = self.entry(seg, true, None, seg.media_written);
+        self.inner.index.put_segment(&e)?;
+        if let Some(seg) = self.seg.as_mut() {
+            seg.indexed = Some(e);
+        }
+        Ok(())
+    }
+
+    fn maybe_sync(&mut self, force: bool) -> Result<(), StoreError> {
+        let Some(seg) = self.seg.as_ref() else { return Ok(()) };
+        if seg.file.is_none() || seg.written_len == seg.synced_len {
+            return Ok(());
+        }
+        if force || self.flush_interval.is_zero() || seg.last_sync.elapsed() >= self.flush_interval {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        if let Err(e) = self.maybe_sync(false) {
+            self.fail(e);
+        }
+    }
+
+    /// Ends the open segment (if any). `next_duration` is the last frame's duration when the
+    /// next frame is known and continuous (rotation, params change): the run then continues
+    /// and the next segment starts exactly at this one's end.
+    pub(crate) fn finish(&mut self, reason: &str, next_duration: Option<u32>) {
+        let Some(seg) = self.seg.as_mut() else { return };
+        let d = next_duration.unwrap_or(if seg.prev_duration > 0 { seg.prev_duration } else { DEFAULT_FRAME_DURATION });
+        let last = seg.pending.clone();
+        seg.frag.push((last, d));
+        seg.frag_dur += i64::from(d);
+        if let Err(e) = self.write_fragment() {
+            self.fail(e);
+            return;
+        }
+        let Some(seg) = self.seg.as_mut() else { return };
+        let start = seg.start.unwrap_or_default();
+        let wall = wall_duration(start, seg.est.estimate(), seg.media_written);
+        let trailer = vigie_mp4::trailer_box(&SegmentTrailer { wall_duration_90k: wall, end_reason: reason.to_owned() });
+        let res = match seg.file.as_mut() {
+            Some(f) => f.write_all(&trailer).map_err(StoreError::io("writing", &seg.path)),
+            None => Ok(()),
+        };
+        if let Err(e) = res {
+            self.fail(e);
+            return;
+        }
+        seg.written_len += trailer.len() as u64;
+        self.counters.bytes.fetch_add(trailer.len() as u64, Ordering::Relaxed);
+        if let Err(e) = self.sync() {
+            self.fail(e);
+            return;
+        }
+        let Some(seg) = self.seg.take() else { return };
+        let e = self.entry(&seg, false, Some(reason.to_owned()), wall);
+        if let Err(e) = self.inner.index.put_segment(&e) {
+            self.fail(e);
+            return;
+        }
+        self.counters.recording.store(false, Ordering::Relaxed);
+        tracing::info!(segment = seg.id, reason, frames = seg.frames_written, duration_s = wall as f64 / 90_000.0, "segment closed");
+        self.run = next_duration.map(|_| Run { session_id: seg.session_id, next_start: start + wall });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_are_staggered_and_at_least_half_a_segment_away() {
+        let len = 60 * 90_000;
+        assert_eq!(next_boundary(0, len, 0), len);
+        assert_eq!(next_boundary(1, len, 0), len);
+        assert_eq!(next_boundary(len / 2 + 1, len, 0), 2 * len);
+        assert_eq!(next_boundary(0, len, len / 4), len + len / 4);
+        assert_eq!(next_boundary(-len, len, 0), 0);
+    }
+}
