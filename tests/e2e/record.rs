@@ -93,6 +93,42 @@ async fn records_camsim_cameras_end_to_end() {
     let cams = v.get_text("/api/v1/cameras").await.unwrap().1;
     assert!(!cams.contains("password"), "{cams}");
 
+    // Prometheus metrics carry per-stream counters and storage gauges.
+    let (code, metrics) = v.get_text("/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    for needle in [
+        "vigie_stream_online{camera=\"cam-a\",stream=\"main\"} 1",
+        "vigie_stream_frames_total{camera=\"cam-b\",stream=\"main\"}",
+        "vigie_stream_reconnects_total{camera=\"cam-a\",stream=\"main\"} 0",
+        "vigie_storage_free_bytes{dir=",
+        "vigie_storage_segments_deleted_total{dir=",
+    ] {
+        assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
+    }
+    let frames_line = metrics.lines().find(|l| l.starts_with("vigie_writer_frames_total{camera=\"cam-a\"")).unwrap();
+    let written: f64 = frames_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(written > 100.0, "{frames_line}");
+    let (code, health) = v.get("/api/v1/health").await.unwrap();
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["status"], "ok", "{health}");
+
+    // Bad parameters get clear JSON errors with the right status.
+    let base = "/api/v1/cameras/cam-a/streams/main/recordings";
+    for (query, status, needle) in [
+        (format!("{base}?start=yesterday&end=2026-11-29T00:00:00Z"), 400, "start"),
+        (format!("{base}?start=2026-11-29T10:00:00Z&end=2026-11-29T09:00:00Z"), 400, "after"),
+        (format!("{base}?end=2026-11-29T09:00:00Z"), 400, "missing"),
+        ("/api/v1/cameras/nope/streams/main/recordings?start=2026-11-29T00:00:00Z&end=2026-11-29T01:00:00Z".to_owned(), 404, "nope"),
+        ("/api/v1/cameras/cam-a/streams/sub/recordings?start=2026-11-29T00:00:00Z&end=2026-11-29T01:00:00Z".to_owned(), 404, "sub"),
+        ("/api/v1/nothing".to_owned(), 404, "no route"),
+    ] {
+        let (code, body) = v.get(&query).await.unwrap();
+        assert_eq!(code, status, "{query}: {body}");
+        let msg = body["error"]["message"].as_str().unwrap_or_else(|| panic!("{query}: not a JSON error: {body}"));
+        assert!(msg.contains(needle), "{query}: {msg}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+
     // Stop cleanly: segments are closed; the final span ends at the stop time (within 1 s).
     v.stop().unwrap();
     let t_stop = Timestamp::now();
