@@ -41,7 +41,9 @@ impl Collect {
             .unwrap()
             .iter()
             .filter_map(|e| match e {
-                StreamEvent::SessionEnded { session_id, reason } => Some((*session_id, reason.clone())),
+                StreamEvent::SessionEnded { session_id, reason } => {
+                    Some((*session_id, reason.clone()))
+                }
                 _ => None,
             })
             .collect()
@@ -65,14 +67,23 @@ fn start(src: ResolvedSource) -> (Arc<Collect>, StreamHandle, CancellationToken)
     let mut opts = IngestOptions::new(Arc::new(SystemClock));
     opts.backoff.min = Duration::from_millis(200);
     opts.backoff.max = Duration::from_secs(1);
-    let h = spawn_stream(StreamKey::new("cam", "main"), src, sink.clone(), opts, shutdown.clone());
+    let h = spawn_stream(
+        StreamKey::new("cam", "main"),
+        src,
+        sink.clone(),
+        opts,
+        shutdown.clone(),
+    );
     (sink, h, shutdown)
 }
 
 async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -91,7 +102,14 @@ async fn check_stream(name: &str, codec: Codec, transport: Transport, width: u16
     assert_eq!((first.params.width, first.params.height), (width, height));
     assert!(!first.params.sample_entry.is_empty());
     let fourcc = &first.params.sample_entry[4..8];
-    assert_eq!(fourcc, if codec == Codec::H264 { b"avc1" } else { b"hvc1" });
+    assert_eq!(
+        fourcc,
+        if codec == Codec::H264 {
+            b"avc1"
+        } else {
+            b"hvc1"
+        }
+    );
     assert!(frames.iter().all(|f| f.session_id == first.session_id));
     // 4-byte length-prefixed NAL units covering the whole frame.
     for f in &frames[..10] {
@@ -107,19 +125,30 @@ async fn check_stream(name: &str, codec: Codec, transport: Transport, width: u16
         assert_eq!(w[1].media_90k - w[0].media_90k, 3600, "media_90k cadence");
     }
     // Key frames every 50 frames (GOP 50).
-    let keys: Vec<usize> = frames.iter().enumerate().filter(|(_, f)| f.is_key).map(|(i, _)| i).collect();
+    let keys: Vec<usize> = frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.is_key)
+        .map(|(i, _)| i)
+        .collect();
     assert!(keys.windows(2).all(|w| w[1] - w[0] == 50), "{keys:?}");
     // Real-time pacing: N frames take about N/25 s of wall clock.
     let last = &frames[N - 1];
     let wall = (last.recv - first.recv).as_secs_f64();
     let expected = (N - 1) as f64 / 25.0;
-    assert!((wall - expected).abs() < expected * 0.25, "wall {wall:.2}s vs {expected:.2}s");
+    assert!(
+        (wall - expected).abs() < expected * 0.25,
+        "wall {wall:.2}s vs {expected:.2}s"
+    );
 
     assert_eq!(st.state, StreamState::Online, "{st:?}");
     assert!(st.online);
     assert!((st.fps - 25.0).abs() < 1.5, "fps {}", st.fps);
     assert!(st.bitrate_bps > 0);
-    assert_eq!((st.width, st.height, st.codec), (Some(width), Some(height), Some(codec)));
+    assert_eq!(
+        (st.width, st.height, st.codec),
+        (Some(width), Some(height), Some(codec))
+    );
     assert!(st.last_frame.is_some() && st.connected_since.is_some());
     assert_eq!(st.reconnects, 0);
     assert!(st.frames_total >= N as u64);
@@ -127,7 +156,9 @@ async fn check_stream(name: &str, codec: Codec, transport: Transport, width: u16
 
     shutdown.cancel();
     let status = handle.status.clone();
-    tokio::time::timeout(Duration::from_secs(10), handle.join()).await.expect("task ends on shutdown");
+    tokio::time::timeout(Duration::from_secs(10), handle.join())
+        .await
+        .expect("task ends on shutdown");
     assert_eq!(status.snapshot().state, StreamState::Stopped);
     let ends = sink.ends();
     assert_eq!(ends.len(), 1, "{ends:?}");
@@ -159,18 +190,39 @@ async fn h265_udp() {
 fn gst_server_timestamps_advance_ffprobe() {
     let server = GstRtspServer::start(&fixture(H264), Codec::H264, 25).unwrap();
     let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-rtsp_transport", "tcp", "-select_streams", "v:0"])
-        .args(["-read_intervals", "%+3", "-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-select_streams",
+            "v:0",
+        ])
+        .args([
+            "-read_intervals",
+            "%+3",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(server.url())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
         .collect();
     assert!(pts.len() >= 40, "{pts:?}");
-    assert!(pts.windows(2).all(|w| w[1] > w[0]), "timestamps must increase: {pts:?}");
+    assert!(
+        pts.windows(2).all(|w| w[1] > w[0]),
+        "timestamps must increase: {pts:?}"
+    );
     let span = pts[pts.len() - 1] - pts[0];
     let expected = (pts.len() - 1) as f64 / 25.0;
     assert!((span - expected).abs() < 0.1, "span {span} vs {expected}");
@@ -188,12 +240,24 @@ async fn loop_keeps_timestamps_monotonic() {
         assert_eq!(w[1].media_90k - w[0].media_90k, 3600);
     }
     // Resolution change mid-stream: new parameters Arc with the new size, starting on a key frame.
-    let sizes: Vec<(u16, u16)> = frames.iter().map(|f| (f.params.width, f.params.height)).collect();
-    let change = sizes.iter().position(|s| *s == (320, 180)).expect("resolution change seen");
+    let sizes: Vec<(u16, u16)> = frames
+        .iter()
+        .map(|f| (f.params.width, f.params.height))
+        .collect();
+    let change = sizes
+        .iter()
+        .position(|s| *s == (320, 180))
+        .expect("resolution change seen");
     assert!(frames[change].is_key);
-    assert!(!Arc::ptr_eq(&frames[change].params, &frames[change - 1].params));
+    assert!(!Arc::ptr_eq(
+        &frames[change].params,
+        &frames[change - 1].params
+    ));
     // Unchanged parameters share one Arc.
-    assert!(Arc::ptr_eq(&frames[change].params, &frames[change + 1].params));
+    assert!(Arc::ptr_eq(
+        &frames[change].params,
+        &frames[change + 1].params
+    ));
     // And back to 640x360 after the loop.
     assert!(sizes[change..].contains(&(640, 360)));
     assert_eq!(handle.snapshot().reconnects, 0);
@@ -218,8 +282,17 @@ async fn stall_then_recover() {
     assert_eq!(st.last_error.as_deref(), Some("stall: no frame for 2 s"));
     assert!(!st.online);
     server.set_stalled(false);
-    wait_for("new session", 30, || sink.frames().last().is_some_and(|f| f.session_id != first_session)).await;
-    let new_frames: Vec<Frame> = sink.frames().into_iter().filter(|f| f.session_id != first_session).collect();
+    wait_for("new session", 30, || {
+        sink.frames()
+            .last()
+            .is_some_and(|f| f.session_id != first_session)
+    })
+    .await;
+    let new_frames: Vec<Frame> = sink
+        .frames()
+        .into_iter()
+        .filter(|f| f.session_id != first_session)
+        .collect();
     assert!(new_frames[0].is_key);
     wait_for("online again", 10, || handle.snapshot().online).await;
     assert!(handle.snapshot().reconnects >= 1);
@@ -236,7 +309,12 @@ async fn camera_drop_reconnects() {
     server.disconnect_all();
     wait_for("session end", 20, || !sink.ends().is_empty()).await;
     assert_eq!(sink.ends()[0].0, first_session);
-    wait_for("new session", 30, || sink.frames().last().is_some_and(|f| f.session_id != first_session)).await;
+    wait_for("new session", 30, || {
+        sink.frames()
+            .last()
+            .is_some_and(|f| f.session_id != first_session)
+    })
+    .await;
     let st = handle.snapshot();
     assert!(st.reconnects >= 1, "{st:?}");
     assert!(st.last_error.is_some());
@@ -259,12 +337,18 @@ async fn basic_auth_wrong_and_right_password() {
     src.username = Some("rec".into());
     src.password = Some(Secret::new("wrong-pw"));
     let (sink, handle, shutdown) = start(src);
-    wait_for("two failed attempts", 20, || handle.snapshot().reconnects >= 2).await;
+    wait_for("two failed attempts", 20, || {
+        handle.snapshot().reconnects >= 2
+    })
+    .await;
     let st = handle.snapshot();
     let err = st.last_error.clone().unwrap();
     assert!(err.contains("authentication failed (401)"), "{err}");
     let json = serde_json::to_string(&st).unwrap();
-    assert!(!json.contains("wrong-pw") && !json.contains("rec@"), "{json}");
+    assert!(
+        !json.contains("wrong-pw") && !json.contains("rec@"),
+        "{json}"
+    );
     assert!(sink.frames().is_empty());
     shutdown.cancel();
     handle.join().await;

@@ -18,8 +18,13 @@ fn fixture(name: &str) -> Arc<Fixture> {
 }
 
 async fn camsim(mounts: &[(&str, &str)]) -> ServerHandle {
-    let mounts = mounts.iter().map(|(m, f)| MountConfig::new(*m, fixture(f))).collect();
-    Server::start("127.0.0.1:0".parse().unwrap(), mounts).await.unwrap()
+    let mounts = mounts
+        .iter()
+        .map(|(m, f)| MountConfig::new(*m, fixture(f)))
+        .collect();
+    Server::start("127.0.0.1:0".parse().unwrap(), mounts)
+        .await
+        .unwrap()
 }
 
 fn camera_toml(id: &str, url: &str) -> String {
@@ -32,15 +37,26 @@ const COMMUNE: &str = "[[communes]]\nid = \"test\"\nname = \"Test\"\nretention_d
 
 fn window() -> (String, String) {
     let now = Timestamp::now();
-    ((now - SignedDuration::from_hours(1)).to_string(), (now + SignedDuration::from_hours(1)).to_string())
+    (
+        (now - SignedDuration::from_hours(1)).to_string(),
+        (now + SignedDuration::from_hours(1)).to_string(),
+    )
 }
 
-async fn wait_spans(v: &Vigie, cam: &str, min_secs: f64, timeout: Duration) -> Vec<(Timestamp, Timestamp)> {
+async fn wait_spans(
+    v: &Vigie,
+    cam: &str,
+    min_secs: f64,
+    timeout: Duration,
+) -> Vec<(Timestamp, Timestamp)> {
     let (a, b) = window();
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let spans = v.spans(cam, "main", &a, &b).await.unwrap();
-        let total: f64 = spans.iter().map(|(s, e)| e.duration_since(*s).as_secs_f64()).sum();
+        let total: f64 = spans
+            .iter()
+            .map(|(s, e)| e.duration_since(*s).as_secs_f64())
+            .sum();
         if total >= min_secs || std::time::Instant::now() > deadline {
             return spans;
         }
@@ -51,7 +67,11 @@ async fn wait_spans(v: &Vigie, cam: &str, min_secs: f64, timeout: Duration) -> V
 /// Validates every segment file under the data dir; returns the total frame count by codec.
 fn validate_segments(v: &Vigie) -> Vec<(std::path::PathBuf, vigie_e2e::media::Probe)> {
     let files = mp4_files(&v.data_dir.join("recordings"));
-    assert!(!files.is_empty(), "no segment files under {}", v.data_dir.display());
+    assert!(
+        !files.is_empty(),
+        "no segment files under {}",
+        v.data_dir.display()
+    );
     files
         .into_iter()
         .map(|f| {
@@ -80,10 +100,22 @@ async fn records_camsim_cameras_end_to_end() {
         let now = Timestamp::now();
         assert_eq!(spans.len(), 1, "{cam}: expected one span, got {spans:?}");
         let (start, end) = spans[0];
-        assert!(start >= t_launch - SignedDuration::from_secs(1), "{cam}: span starts {start} before launch {t_launch}");
-        assert!(start <= t_launch + SignedDuration::from_secs(5), "{cam}: span starts {start}, launch {t_launch}");
-        assert!(end <= now + SignedDuration::from_secs(1), "{cam}: span ends in the future: {end} > {now}");
-        assert!(end >= now - SignedDuration::from_secs(4), "{cam}: index lags: span end {end}, now {now}");
+        assert!(
+            start >= t_launch - SignedDuration::from_secs(1),
+            "{cam}: span starts {start} before launch {t_launch}"
+        );
+        assert!(
+            start <= t_launch + SignedDuration::from_secs(5),
+            "{cam}: span starts {start}, launch {t_launch}"
+        );
+        assert!(
+            end <= now + SignedDuration::from_secs(1),
+            "{cam}: span ends in the future: {end} > {now}"
+        );
+        assert!(
+            end >= now - SignedDuration::from_secs(4),
+            "{cam}: index lags: span end {end}, now {now}"
+        );
     }
     let status = v.stream_status("cam-a", "main").await.unwrap();
     assert_eq!(status["online"], true, "{status}");
@@ -103,9 +135,15 @@ async fn records_camsim_cameras_end_to_end() {
         "vigie_storage_free_bytes{dir=",
         "vigie_storage_segments_deleted_total{dir=",
     ] {
-        assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
     }
-    let frames_line = metrics.lines().find(|l| l.starts_with("vigie_writer_frames_total{camera=\"cam-a\"")).unwrap();
+    let frames_line = metrics
+        .lines()
+        .find(|l| l.starts_with("vigie_writer_frames_total{camera=\"cam-a\""))
+        .unwrap();
     let written: f64 = frames_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(written > 100.0, "{frames_line}");
     let (code, health) = v.get("/api/v1/health").await.unwrap();
@@ -139,7 +177,10 @@ async fn records_camsim_cameras_end_to_end() {
         let spans = v.spans(cam, "main", &a, &b).await.unwrap();
         assert_eq!(spans.len(), 1, "{cam}: {spans:?}");
         let (start, end) = spans[0];
-        assert!(t_stop.duration_since(end).as_secs_f64().abs() < 1.5, "{cam}: span end {end} vs stop {t_stop}");
+        assert!(
+            t_stop.duration_since(end).as_secs_f64().abs() < 1.5,
+            "{cam}: span end {end} vs stop {t_stop}"
+        );
         let expected_frames = (end.duration_since(start).as_secs_f64() * fps).round() as u64;
         let dir = v.data_dir.join("recordings").join(cam);
         let frames: u64 = mp4_files(&dir)
@@ -149,18 +190,33 @@ async fn records_camsim_cameras_end_to_end() {
                 ffprobe(f).unwrap().frames
             })
             .sum();
-        assert!(frames.abs_diff(expected_frames) <= gop, "{cam}: {frames} frames in files, span implies {expected_frames}");
+        assert!(
+            frames.abs_diff(expected_frames) <= gop,
+            "{cam}: {frames} frames in files, span implies {expected_frames}"
+        );
     }
     let probes = validate_segments(&v);
-    assert!(probes.iter().any(|(_, p)| p.codec == "hevc" && p.width == 1280));
-    assert!(probes.iter().any(|(_, p)| p.codec == "h264" && p.width == 640));
+    assert!(
+        probes
+            .iter()
+            .any(|(_, p)| p.codec == "hevc" && p.width == 1280)
+    );
+    assert!(
+        probes
+            .iter()
+            .any(|(_, p)| p.codec == "h264" && p.width == 640)
+    );
     v.stop().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn camera_outage_gives_two_spans_with_the_gap() {
     let sim = camsim(&[("a", BASELINE)]).await;
-    let mut v = VigieBuilder::new(BIN).toml(COMMUNE).toml(&camera_toml("cam-a", &sim.url("a"))).start().unwrap();
+    let mut v = VigieBuilder::new(BIN)
+        .toml(COMMUNE)
+        .toml(&camera_toml("cam-a", &sim.url("a")))
+        .start()
+        .unwrap();
     wait_spans(&v, "cam-a", 5.0, Duration::from_secs(30)).await;
     let mount = sim.mount("a").unwrap();
     mount.refuse_for(Duration::from_secs(5));
@@ -175,12 +231,19 @@ async fn camera_outage_gives_two_spans_with_the_gap() {
         if spans.len() >= 2 && spans[1].1.duration_since(spans[1].0).as_secs_f64() > 3.0 {
             break spans;
         }
-        assert!(std::time::Instant::now() < deadline, "no second span: {spans:?}\n{}", v.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second span: {spans:?}\n{}",
+            v.log()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(spans.len(), 2, "{spans:?}");
     let gap = spans[1].0.duration_since(spans[0].1).as_secs_f64();
-    assert!((gap - 5.0).abs() <= 2.0, "gap {gap} s, expected 5 ± 2 (drop at {t_drop}); spans {spans:?}");
+    assert!(
+        (gap - 5.0).abs() <= 2.0,
+        "gap {gap} s, expected 5 ± 2 (drop at {t_drop}); spans {spans:?}"
+    );
     let status = v.stream_status("cam-a", "main").await.unwrap();
     assert!(status["reconnects"].as_u64().unwrap() >= 1, "{status}");
     v.stop().unwrap();
@@ -190,9 +253,17 @@ async fn camera_outage_gives_two_spans_with_the_gap() {
 #[tokio::test(flavor = "multi_thread")]
 async fn parameter_change_starts_a_segment_at_the_new_resolution() {
     let sim = camsim(&[("a", BASELINE)]).await;
-    let mut v = VigieBuilder::new(BIN).toml(COMMUNE).toml(&camera_toml("cam-a", &sim.url("a"))).start().unwrap();
+    let mut v = VigieBuilder::new(BIN)
+        .toml(COMMUNE)
+        .toml(&camera_toml("cam-a", &sim.url("a")))
+        .start()
+        .unwrap();
     wait_spans(&v, "cam-a", 3.0, Duration::from_secs(30)).await;
-    let other = Fixture::load(&fixtures_dir().join("h264-main-1280x720-15fps-gop30.h264"), 15.0).unwrap();
+    let other = Fixture::load(
+        fixtures_dir().join("h264-main-1280x720-15fps-gop30.h264"),
+        15.0,
+    )
+    .unwrap();
     sim.mount("a").unwrap().switch_fixture(other);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -200,13 +271,19 @@ async fn parameter_change_starts_a_segment_at_the_new_resolution() {
         if st["width"] == 1280 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "resolution never changed: {st}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "resolution never changed: {st}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     v.stop().unwrap();
     let probes = validate_segments(&v);
     let dims: Vec<_> = probes.iter().map(|(_, p)| (p.width, p.height)).collect();
-    assert!(dims.contains(&(640, 360)) && dims.contains(&(1280, 720)), "{dims:?}");
+    assert!(
+        dims.contains(&(640, 360)) && dims.contains(&(1280, 720)),
+        "{dims:?}"
+    );
     // No file mixes resolutions: each decodes cleanly at one size (ffmpeg -xerror above).
 }

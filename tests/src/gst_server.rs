@@ -55,7 +55,9 @@ pub struct GstRtspServer {
 
 impl std::fmt::Debug for GstRtspServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GstRtspServer").field("port", &self.port).finish()
+        f.debug_struct("GstRtspServer")
+            .field("port", &self.port)
+            .finish()
     }
 }
 
@@ -69,7 +71,12 @@ pub fn fixture(name: &str) -> PathBuf {
 pub fn generate_fixture(dir: &Path, codec: Codec, fps: u32, secs: u32) -> anyhow::Result<PathBuf> {
     let (name, enc, fmt, extra): (&str, &str, &str, &[&str]) = match codec {
         Codec::H264 => ("gen.h264", "libx264", "h264", &["-bf", "0", "-g"]),
-        Codec::H265 => ("gen.h265", "libx265", "hevc", &["-x265-params", "bframes=0:log-level=error", "-g"]),
+        Codec::H265 => (
+            "gen.h265",
+            "libx265",
+            "hevc",
+            &["-x265-params", "bframes=0:log-level=error", "-g"],
+        ),
     };
     let out = dir.join(name);
     let status = std::process::Command::new("ffmpeg")
@@ -91,7 +98,12 @@ pub fn generate_fixture(dir: &Path, codec: Codec, fps: u32, secs: u32) -> anyhow
 impl GstRtspServer {
     /// Serves `fixture` (Annex-B `codec`, `fps` frames per second) without authentication.
     pub fn start(fixture: &Path, codec: Codec, fps: u32) -> anyhow::Result<Self> {
-        Self::start_with(GstServerOptions { fixture: fixture.to_owned(), codec, fps, credentials: None })
+        Self::start_with(GstServerOptions {
+            fixture: fixture.to_owned(),
+            codec,
+            fps,
+            credentials: None,
+        })
     }
 
     pub fn start_with(opts: GstServerOptions) -> anyhow::Result<Self> {
@@ -123,16 +135,24 @@ impl GstRtspServer {
         let factory = rtsp::RTSPMediaFactory::new();
         factory.set_launch(&launch);
         factory.set_shared(true);
-        factory.set_protocols(rtsp::gst_rtsp::RTSPLowerTrans::TCP | rtsp::gst_rtsp::RTSPLowerTrans::UDP);
+        factory.set_protocols(
+            rtsp::gst_rtsp::RTSPLowerTrans::TCP | rtsp::gst_rtsp::RTSPLowerTrans::UDP,
+        );
 
         let stalled = Arc::new(AtomicBool::new(false));
         let frame_dur = gst::ClockTime::from_nseconds(1_000_000_000 / u64::from(opts.fps));
         let stalled2 = stalled.clone();
         factory.connect_media_configure(move |_factory, media| {
             let element = media.element();
-            let Some(bin) = element.downcast_ref::<gst::Bin>() else { return };
-            let Some(parse) = bin.by_name("parse") else { return };
-            let Some(pad) = parse.static_pad("src") else { return };
+            let Some(bin) = element.downcast_ref::<gst::Bin>() else {
+                return;
+            };
+            let Some(parse) = bin.by_name("parse") else {
+                return;
+            };
+            let Some(pad) = parse.static_pad("src") else {
+                return;
+            };
             // Next PTS of this media pipeline.
             let next = std::sync::Mutex::new(gst::ClockTime::ZERO);
             let stalled = stalled2.clone();
@@ -141,10 +161,13 @@ impl GstRtspServer {
                 // the pipeline shuts down; then shift timestamps by the frozen time.
                 if stalled.load(Ordering::SeqCst) {
                     let t0 = Instant::now();
-                    while stalled.load(Ordering::SeqCst) && !pad.pad_flags().contains(gst::PadFlags::FLUSHING) {
+                    while stalled.load(Ordering::SeqCst)
+                        && !pad.pad_flags().contains(gst::PadFlags::FLUSHING)
+                    {
                         std::thread::sleep(Duration::from_millis(10));
                     }
-                    *next.lock().unwrap() += gst::ClockTime::from_nseconds(t0.elapsed().as_nanos() as u64);
+                    *next.lock().unwrap() +=
+                        gst::ClockTime::from_nseconds(t0.elapsed().as_nanos() as u64);
                 }
                 let pts = {
                     let mut n = next.lock().unwrap();
@@ -164,7 +187,9 @@ impl GstRtspServer {
 
         if let Some((user, pass)) = &opts.credentials {
             let auth = rtsp::RTSPAuth::new();
-            let token = rtsp::RTSPToken::builder().field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user").build();
+            let token = rtsp::RTSPToken::builder()
+                .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
+                .build();
             let basic = rtsp::RTSPAuth::make_basic(user, pass);
             auth.add_basic(basic.as_str(), &token);
             server.set_auth(Some(&auth));
@@ -175,11 +200,16 @@ impl GstRtspServer {
             factory.add_role_from_structure(&role);
         }
 
-        server.mount_points().context("server has no mount points")?.add_factory(MOUNT, factory);
+        server
+            .mount_points()
+            .context("server has no mount points")?
+            .add_factory(MOUNT, factory);
 
         let context = glib::MainContext::new();
         let main_loop = glib::MainLoop::new(Some(&context), false);
-        let source = server.attach(Some(&context)).context("attaching the RTSP server")?;
+        let source = server
+            .attach(Some(&context))
+            .context("attaching the RTSP server")?;
         let port = server.bound_port();
         if port <= 0 {
             bail!("RTSP server did not bind a port");
@@ -189,7 +219,8 @@ impl GstRtspServer {
         let thread = std::thread::Builder::new()
             .name("gst-rtsp-server".into())
             .spawn(move || {
-                ctx.with_thread_default(|| ml.run()).expect("main context acquired by another thread");
+                ctx.with_thread_default(|| ml.run())
+                    .expect("main context acquired by another thread");
             })
             .context("spawning the main loop thread")?;
         Ok(GstRtspServer {

@@ -51,19 +51,28 @@ pub fn ffprobe(path: &Path) -> anyhow::Result<Probe> {
         .output()
         .context("running ffprobe")?;
     if !out.status.success() {
-        bail!("ffprobe failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "ffprobe failed on {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let s = &v["streams"][0];
     let num = |x: &serde_json::Value| -> u64 {
-        x.as_u64().or_else(|| x.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
+        x.as_u64()
+            .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0)
     };
     Ok(Probe {
         codec: s["codec_name"].as_str().unwrap_or("").to_owned(),
         width: num(&s["width"]) as u32,
         height: num(&s["height"]) as u32,
         frames: num(&s["nb_read_frames"]),
-        duration_s: v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0),
+        duration_s: v["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0.0),
     })
 }
 
@@ -72,7 +81,9 @@ pub fn mp4_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {

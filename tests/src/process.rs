@@ -19,7 +19,12 @@ pub struct VigieBuilder {
 
 impl VigieBuilder {
     pub fn new(bin: impl Into<PathBuf>) -> Self {
-        VigieBuilder { bin: bin.into(), extra_toml: String::new(), segment_seconds: 10, data_dir: None }
+        VigieBuilder {
+            bin: bin.into(),
+            extra_toml: String::new(),
+            segment_seconds: 10,
+            data_dir: None,
+        }
     }
     pub fn toml(mut self, s: &str) -> Self {
         self.extra_toml.push_str(s);
@@ -36,7 +41,10 @@ impl VigieBuilder {
     }
     pub fn start(self) -> anyhow::Result<Vigie> {
         let work = tempfile::tempdir()?;
-        let data_dir = self.data_dir.clone().unwrap_or_else(|| work.path().join("data"));
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| work.path().join("data"));
         let port = free_port()?;
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = {:?}\nmin_free_bytes = \"1MiB\"\n[recording]\nsegment_seconds = {}\n{}",
@@ -54,7 +62,9 @@ impl VigieBuilder {
             port,
             child: None,
             log_path: PathBuf::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
         };
         v.spawn()?;
         Ok(v)
@@ -106,7 +116,10 @@ impl Vigie {
             if let Some(c) = self.child.as_mut()
                 && let Some(status) = c.try_wait()?
             {
-                bail!("vigie exited during start-up ({status}); log:\n{}", self.log());
+                bail!(
+                    "vigie exited during start-up ({status}); log:\n{}",
+                    self.log()
+                );
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Ok(());
@@ -125,20 +138,28 @@ impl Vigie {
 
     /// Sends SIGTERM and waits for a clean exit (status 0).
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut c) = self.child.take() else { return Ok(()) };
+        let Some(mut c) = self.child.take() else {
+            return Ok(());
+        };
         let pid = c.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = c.try_wait()? {
                 if !status.success() {
-                    bail!("vigie exited with {status} after SIGTERM; log:\n{}", self.log());
+                    bail!(
+                        "vigie exited with {status} after SIGTERM; log:\n{}",
+                        self.log()
+                    );
                 }
                 return Ok(());
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                bail!("vigie did not stop within 20 s of SIGTERM; log:\n{}", self.log());
+                bail!(
+                    "vigie did not stop within 20 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -155,7 +176,11 @@ impl Vigie {
 
     /// GET a JSON document; returns (status, body).
     pub async fn get(&self, path_and_query: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-        let r = self.http.get(format!("{}{}", self.base_url(), path_and_query)).send().await?;
+        let r = self
+            .http
+            .get(format!("{}{}", self.base_url(), path_and_query))
+            .send()
+            .await?;
         let status = r.status().as_u16();
         let text = r.text().await?;
         let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
@@ -163,14 +188,26 @@ impl Vigie {
     }
 
     pub async fn get_text(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        let r = self.http.get(format!("{}{}", self.base_url(), path)).send().await?;
+        let r = self
+            .http
+            .get(format!("{}{}", self.base_url(), path))
+            .send()
+            .await?;
         Ok((r.status().as_u16(), r.text().await?))
     }
 
     /// The spans of a stream between two times (RFC 3339).
-    pub async fn spans(&self, cam: &str, stream: &str, start: &str, end: &str) -> anyhow::Result<Vec<(jiff::Timestamp, jiff::Timestamp)>> {
+    pub async fn spans(
+        &self,
+        cam: &str,
+        stream: &str,
+        start: &str,
+        end: &str,
+    ) -> anyhow::Result<Vec<(jiff::Timestamp, jiff::Timestamp)>> {
         let (status, v) = self
-            .get(&format!("/api/v1/cameras/{cam}/streams/{stream}/recordings?start={start}&end={end}"))
+            .get(&format!(
+                "/api/v1/cameras/{cam}/streams/{stream}/recordings?start={start}&end={end}"
+            ))
             .await?;
         if status != 200 {
             bail!("recordings answered {status}: {v}");
@@ -185,7 +222,11 @@ impl Vigie {
     }
 
     /// The status object of one stream from `/api/v1/cameras`.
-    pub async fn stream_status(&self, cam: &str, stream: &str) -> anyhow::Result<serde_json::Value> {
+    pub async fn stream_status(
+        &self,
+        cam: &str,
+        stream: &str,
+    ) -> anyhow::Result<serde_json::Value> {
         let (_, v) = self.get("/api/v1/cameras").await?;
         for c in v["cameras"].as_array().context("cameras")? {
             if c["id"] == cam {
@@ -201,14 +242,21 @@ impl Vigie {
 
     /// Runs another `vigie` subcommand with this instance's config; returns (success, stdout+stderr).
     pub fn command(&self, args: &[&str]) -> anyhow::Result<(bool, String)> {
-        let out = Command::new(&self.bin).args(args).arg("--config").arg(&self.config_path).output()?;
+        let out = Command::new(&self.bin)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()?;
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         Ok((out.status.success(), text))
     }
 
     pub fn append_log_note(&self, note: &str) {
-        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&self.log_path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+        {
             let _ = writeln!(f, "--- test: {note}");
         }
     }
@@ -221,7 +269,11 @@ impl Drop for Vigie {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            eprintln!("--- vigie log ({}):\n{}", self.log_path.display(), self.log());
+            eprintln!(
+                "--- vigie log ({}):\n{}",
+                self.log_path.display(),
+                self.log()
+            );
         }
     }
 }

@@ -44,7 +44,9 @@ impl AppState {
         self.streams
             .iter()
             .find(|s| s.key.camera == camera && s.key.stream == stream)
-            .ok_or_else(|| ApiError::NotFound(format!("camera {camera:?} has no stream {stream:?}")))
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("camera {camera:?} has no stream {stream:?}"))
+            })
     }
 }
 

@@ -22,9 +22,9 @@ impl WindowQuery {
     /// Both bounds are required, must parse as RFC 3339, and `start < end`.
     pub fn window(&self) -> Result<Window, ApiError> {
         let parse = |name: &str, v: &Option<String>| -> Result<Time90k, ApiError> {
-            let v = v
-                .as_deref()
-                .ok_or_else(|| ApiError::BadRequest(format!("missing query parameter `{name}` (RFC 3339 time)")))?;
+            let v = v.as_deref().ok_or_else(|| {
+                ApiError::BadRequest(format!("missing query parameter `{name}` (RFC 3339 time)"))
+            })?;
             Time90k::parse_rfc3339(v).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}")))
         };
         let start = parse("start", &self.start)?;

@@ -20,11 +20,20 @@ pub const LEGAL_MAX_RETENTION_DAYS: u32 = 30;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{source_name}: {message}")]
-    Syntax { source_name: String, message: String },
+    Syntax {
+        source_name: String,
+        message: String,
+    },
     #[error("{source_name}: {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid { source_name: String, problems: Vec<Problem> },
+    Invalid {
+        source_name: String,
+        problems: Vec<Problem>,
+    },
 }
 
 /// One validation problem: the key path and what is wrong with it.
@@ -72,7 +81,11 @@ fn default_listen() -> SocketAddr {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), tls_cert: None, tls_key: None }
+        ServerConfig {
+            listen: default_listen(),
+            tls_cert: None,
+            tls_key: None,
+        }
     }
 }
 
@@ -104,7 +117,9 @@ fn default_max_days() -> u32 {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { max_days: default_max_days() }
+        RetentionConfig {
+            max_days: default_max_days(),
+        }
     }
 }
 
@@ -259,9 +274,13 @@ pub struct ByteSize(pub u64);
 impl ByteSize {
     pub fn parse(s: &str) -> Result<ByteSize, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let num: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like \"20GiB\""))?;
+        let num: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size like \"20GiB\""))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "k" | "kB" | "KB" => 1_000,
@@ -272,7 +291,11 @@ impl ByteSize {
             "GiB" => 1 << 30,
             "T" | "TB" => 1_000_000_000_000,
             "TiB" => 1 << 40,
-            u => return Err(format!("unknown unit {u:?} in {s:?} (use B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+            u => {
+                return Err(format!(
+                    "unknown unit {u:?} in {s:?} (use B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+                ));
+            }
         };
         Ok(ByteSize((num * mult as f64) as u64))
     }
@@ -331,10 +354,16 @@ pub fn redact_url(url: &str) -> String {
 
 impl StreamConfig {
     /// Resolves credentials. `getenv` is injected so tests need not touch the process environment.
-    pub fn resolve(&self, getenv: &dyn Fn(&str) -> Option<String>) -> Result<ResolvedSource, String> {
+    pub fn resolve(
+        &self,
+        getenv: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ResolvedSource, String> {
         let mut url = url::Url::parse(&self.url).map_err(|e| format!("not a valid URL: {e}"))?;
         if url.scheme() != "rtsp" && url.scheme() != "rtsps" {
-            return Err(format!("scheme must be rtsp:// or rtsps://, not {}://", url.scheme()));
+            return Err(format!(
+                "scheme must be rtsp:// or rtsps://, not {}://",
+                url.scheme()
+            ));
         }
         if url.host_str().is_none_or(|h| h.is_empty()) {
             return Err("URL has no host".into());
@@ -347,11 +376,17 @@ impl StreamConfig {
             username = Some(u.clone());
         }
         match (&self.password, &self.password_env) {
-            (Some(_), Some(_)) => return Err("give either password or password_env, not both".into()),
+            (Some(_), Some(_)) => {
+                return Err("give either password or password_env, not both".into());
+            }
             (Some(p), None) => password = Some(p.clone()),
             (None, Some(var)) => match getenv(var) {
                 Some(p) => password = Some(Secret::new(p)),
-                None => return Err(format!("password_env: environment variable {var} is not set")),
+                None => {
+                    return Err(format!(
+                        "password_env: environment variable {var} is not set"
+                    ));
+                }
             },
             (None, None) => {}
         }
@@ -372,9 +407,13 @@ impl StreamConfig {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::from_toml_str(&text, &path.display().to_string(), &|k| std::env::var(k).ok())
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string(), &|k| {
+            std::env::var(k).ok()
+        })
     }
 
     /// Parses and validates; `source_name` is used in error messages.
@@ -391,7 +430,10 @@ impl Config {
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid { source_name: source_name.to_owned(), problems })
+            Err(ConfigError::Invalid {
+                source_name: source_name.to_owned(),
+                problems,
+            })
         }
     }
 
@@ -410,21 +452,40 @@ impl Config {
         }
         let r = &self.recording;
         if !(10..=300).contains(&r.segment_seconds) {
-            add("recording.segment_seconds".into(), format!("{} is outside 10..=300", r.segment_seconds));
+            add(
+                "recording.segment_seconds".into(),
+                format!("{} is outside 10..=300", r.segment_seconds),
+            );
         }
         if !(200..=5000).contains(&r.fragment_ms) {
-            add("recording.fragment_ms".into(), format!("{} is outside 200..=5000", r.fragment_ms));
+            add(
+                "recording.fragment_ms".into(),
+                format!("{} is outside 200..=5000", r.fragment_ms),
+            );
         }
         if r.flush_interval_ms > 60_000 {
-            add("recording.flush_interval_ms".into(), format!("{} is above 60000", r.flush_interval_ms));
+            add(
+                "recording.flush_interval_ms".into(),
+                format!("{} is above 60000", r.flush_interval_ms),
+            );
         }
         if r.writer_queue_bytes.0 < (1 << 20) {
-            add("recording.writer_queue_bytes".into(), "must be at least 1MiB".into());
+            add(
+                "recording.writer_queue_bytes".into(),
+                "must be at least 1MiB".into(),
+            );
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
-            add("server.tls_cert".into(), "tls_cert and tls_key must be given together".into());
+            add(
+                "server.tls_cert".into(),
+                "tls_cert and tls_key must be given together".into(),
+            );
         }
-        let check_retention = |key: String, days: Option<u32>, cap: u32, cap_name: &str, add: &mut dyn FnMut(String, String)| {
+        let check_retention = |key: String,
+                               days: Option<u32>,
+                               cap: u32,
+                               cap_name: &str,
+                               add: &mut dyn FnMut(String, String)| {
             if let Some(d) = days {
                 if d == 0 {
                     add(key, "must be at least 1 day".into());
@@ -439,9 +500,18 @@ impl Config {
                 add(format!("communes[{i}].id"), e);
             }
             if !commune_ids.insert(c.id.as_str()) {
-                add(format!("communes[{i}].id"), format!("duplicate commune id {:?}", c.id));
+                add(
+                    format!("communes[{i}].id"),
+                    format!("duplicate commune id {:?}", c.id),
+                );
             }
-            check_retention(format!("communes[{i}].retention_days"), c.retention_days, max.min(LEGAL_MAX_RETENTION_DAYS), "retention.max_days", &mut add);
+            check_retention(
+                format!("communes[{i}].retention_days"),
+                c.retention_days,
+                max.min(LEGAL_MAX_RETENTION_DAYS),
+                "retention.max_days",
+                &mut add,
+            );
         }
         let mut camera_ids = HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
@@ -449,20 +519,39 @@ impl Config {
                 add(format!("cameras[{i}].id"), e);
             }
             if !camera_ids.insert(cam.id.as_str()) {
-                add(format!("cameras[{i}].id"), format!("duplicate camera id {:?}", cam.id));
+                add(
+                    format!("cameras[{i}].id"),
+                    format!("duplicate camera id {:?}", cam.id),
+                );
             }
             match self.communes.iter().find(|c| c.id == cam.commune) {
                 None => add(
                     format!("cameras[{i}].commune"),
-                    format!("unknown commune {:?}; declare it under [[communes]]", cam.commune),
+                    format!(
+                        "unknown commune {:?}; declare it under [[communes]]",
+                        cam.commune
+                    ),
                 ),
                 Some(c) => {
-                    let cap = c.retention_days.unwrap_or(max).min(max).min(LEGAL_MAX_RETENTION_DAYS);
-                    check_retention(format!("cameras[{i}].retention_days"), cam.retention_days, cap, "its commune's retention", &mut add);
+                    let cap = c
+                        .retention_days
+                        .unwrap_or(max)
+                        .min(max)
+                        .min(LEGAL_MAX_RETENTION_DAYS);
+                    check_retention(
+                        format!("cameras[{i}].retention_days"),
+                        cam.retention_days,
+                        cap,
+                        "its commune's retention",
+                        &mut add,
+                    );
                 }
             }
             if cam.streams.is_empty() {
-                add(format!("cameras[{i}].streams"), "a camera needs at least one [[cameras.streams]]".into());
+                add(
+                    format!("cameras[{i}].streams"),
+                    "a camera needs at least one [[cameras.streams]]".into(),
+                );
             }
             let mut names = HashSet::new();
             for (j, s) in cam.streams.iter().enumerate() {
@@ -471,16 +560,25 @@ impl Config {
                     add(format!("{key}.name"), e);
                 }
                 if !names.insert(s.name.as_str()) {
-                    add(format!("{key}.name"), format!("duplicate stream name {:?}", s.name));
+                    add(
+                        format!("{key}.name"),
+                        format!("duplicate stream name {:?}", s.name),
+                    );
                 }
                 if let Err(e) = s.resolve(getenv) {
                     add(format!("{key}.url"), e);
                 }
                 if !(1..=120).contains(&s.connect_timeout_s) {
-                    add(format!("{key}.connect_timeout_s"), "must be within 1..=120".into());
+                    add(
+                        format!("{key}.connect_timeout_s"),
+                        "must be within 1..=120".into(),
+                    );
                 }
                 if !(1..=300).contains(&s.stall_timeout_s) {
-                    add(format!("{key}.stall_timeout_s"), "must be within 1..=300".into());
+                    add(
+                        format!("{key}.stall_timeout_s"),
+                        "must be within 1..=300".into(),
+                    );
                 }
             }
         }
@@ -489,9 +587,11 @@ impl Config {
 
     /// Every configured stream, in configuration order.
     pub fn streams(&self) -> impl Iterator<Item = (StreamKey, &Camera, &StreamConfig)> {
-        self.cameras
-            .iter()
-            .flat_map(|c| c.streams.iter().map(move |s| (StreamKey::new(&c.id, &s.name), c, s)))
+        self.cameras.iter().flat_map(|c| {
+            c.streams
+                .iter()
+                .map(move |s| (StreamKey::new(&c.id, &s.name), c, s))
+        })
     }
 
     pub fn camera(&self, id: &str) -> Option<&Camera> {
@@ -501,12 +601,21 @@ impl Config {
     /// Effective retention of a camera in days: the smallest of the legal ceiling,
     /// `retention.max_days`, its commune's and its own.
     pub fn retention_days(&self, camera: &Camera) -> u32 {
-        let commune = self.communes.iter().find(|c| c.id == camera.commune).and_then(|c| c.retention_days);
-        [Some(LEGAL_MAX_RETENTION_DAYS), Some(self.retention.max_days), commune, camera.retention_days]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(LEGAL_MAX_RETENTION_DAYS)
+        let commune = self
+            .communes
+            .iter()
+            .find(|c| c.id == camera.commune)
+            .and_then(|c| c.retention_days);
+        [
+            Some(LEGAL_MAX_RETENTION_DAYS),
+            Some(self.retention.max_days),
+            commune,
+            camera.retention_days,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(LEGAL_MAX_RETENTION_DAYS)
     }
 }
 
@@ -560,29 +669,46 @@ class = "close-up"
     #[test]
     fn retention_above_ceiling_is_refused() {
         let text = GOOD.replace("max_days = 30", "max_days = 31");
-        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("retention.max_days"), "{err}");
         assert!(err.contains("legal ceiling"), "{err}");
         let text = GOOD.replace("retention_days = 15", "retention_days = 45");
-        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("communes[0].retention_days"), "{err}");
     }
 
     #[test]
     fn errors_name_the_key() {
-        let err = Config::from_toml_str(GOOD, "t", &|_| None).unwrap_err().to_string();
+        let err = Config::from_toml_str(GOOD, "t", &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cameras[0].streams[0].url: password_env: environment variable VIGIE_CAM_VERSAILLES_GARE is not set"), "{err}");
         let text = GOOD.replace("commune = \"versailles\"", "commune = \"paris\"");
-        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
-        assert!(err.contains("cameras[0].commune: unknown commune \"paris\""), "{err}");
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cameras[0].commune: unknown commune \"paris\""),
+            "{err}"
+        );
         let text = GOOD.replace("transport = \"tcp\"", "transport = \"sctp\"");
-        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sctp"), "{err}");
         let text = GOOD.replace("rtsp://10.1.2.3", "http://10.1.2.3");
-        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cameras[0].streams[0].url: scheme"), "{err}");
         let text = GOOD.replace("[retention]", "[retention]\nmax_dayz = 3");
-        let err = Config::from_toml_str(&text, "t", &env).unwrap_err().to_string();
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_dayz"), "{err}");
     }
 

@@ -64,7 +64,10 @@ pub struct Frame {
 pub enum StreamEvent {
     Frame(Frame),
     /// The session ended (error, stall, camera gone, shutdown): close the open segment.
-    SessionEnded { session_id: u64, reason: String },
+    SessionEnded {
+        session_id: u64,
+        reason: String,
+    },
 }
 
 /// Where ingest delivers a stream's events. Implementations must never block or wait on I/O:

@@ -14,12 +14,17 @@ pub fn validate_id(id: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if id.len() > MAX_ID_LEN {
-        return Err(format!("is {} bytes long; the maximum is {MAX_ID_LEN}", id.len()));
+        return Err(format!(
+            "is {} bytes long; the maximum is {MAX_ID_LEN}",
+            id.len()
+        ));
     }
     let mut chars = id.chars();
     let first = chars.next().unwrap_or('-');
     if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return Err(format!("{id:?} must start with a lowercase letter or a digit"));
+        return Err(format!(
+            "{id:?} must start with a lowercase letter or a digit"
+        ));
     }
     if let Some(bad) = id
         .chars()
@@ -33,7 +38,9 @@ pub fn validate_id(id: &str) -> Result<(), String> {
 }
 
 /// A camera's stream, e.g. `versailles-gare-rd/main`: the unit that is recorded and indexed.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct StreamKey {
     pub camera: String,
     pub stream: String,
@@ -41,7 +48,10 @@ pub struct StreamKey {
 
 impl StreamKey {
     pub fn new(camera: impl Into<String>, stream: impl Into<String>) -> Self {
-        Self { camera: camera.into(), stream: stream.into() }
+        Self {
+            camera: camera.into(),
+            stream: stream.into(),
+        }
     }
 }
 

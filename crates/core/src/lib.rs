@@ -16,4 +16,4 @@ pub mod time;
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use frame::{Codec, Frame, FrameSink, StreamEvent, VideoParams};
 pub use ids::StreamKey;
-pub use time::{Duration90k, Time90k, TIME_UNITS_PER_SEC};
+pub use time::{Duration90k, TIME_UNITS_PER_SEC, Time90k};

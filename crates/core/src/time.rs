@@ -11,15 +11,41 @@ use std::ops::{Add, Sub};
 pub const TIME_UNITS_PER_SEC: i64 = 90_000;
 
 /// A wall-clock instant: 90 kHz ticks since 1970-01-01T00:00:00Z.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Time90k(pub i64);
 
 /// A duration in 90 kHz ticks.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Duration90k(pub i64);
 
 #[derive(Debug, thiserror::Error)]
-#[error("invalid time {input:?}: {reason} (expected RFC 3339, e.g. 2026-11-28T21:00:00Z or 2026-11-28T22:00:00+01:00)")]
+#[error(
+    "invalid time {input:?}: {reason} (expected RFC 3339, e.g. 2026-11-28T21:00:00Z or 2026-11-28T22:00:00+01:00)"
+)]
 pub struct TimeParseError {
     pub input: String,
     pub reason: String,
@@ -50,10 +76,10 @@ impl Time90k {
 
     /// Parses RFC 3339 (`2026-11-28T21:00:00Z`, `2026-11-28T22:00:00.5+01:00`).
     pub fn parse_rfc3339(s: &str) -> Result<Self, TimeParseError> {
-        let ts: jiff::Timestamp = s
-            .trim()
-            .parse()
-            .map_err(|e: jiff::Error| TimeParseError { input: s.to_owned(), reason: e.to_string() })?;
+        let ts: jiff::Timestamp = s.trim().parse().map_err(|e: jiff::Error| TimeParseError {
+            input: s.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Self::from_timestamp(ts))
     }
 
@@ -135,7 +161,10 @@ mod tests {
 
     #[test]
     fn std_duration() {
-        assert_eq!(Duration90k(90_000).to_std(), std::time::Duration::from_secs(1));
+        assert_eq!(
+            Duration90k(90_000).to_std(),
+            std::time::Duration::from_secs(1)
+        );
         assert_eq!(Duration90k(-5).to_std(), std::time::Duration::ZERO);
     }
 }

@@ -49,7 +49,10 @@ pub struct Backoff {
 
 impl std::fmt::Debug for Backoff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backoff").field("cfg", &self.cfg).field("failures", &self.failures).finish()
+        f.debug_struct("Backoff")
+            .field("cfg", &self.cfg)
+            .field("failures", &self.failures)
+            .finish()
     }
 }
 
@@ -65,7 +68,11 @@ impl Backoff {
     }
 
     pub fn with_rng(cfg: BackoffConfig, rng: Box<dyn RngCore + Send + Sync>) -> Self {
-        Backoff { cfg, failures: 0, rng }
+        Backoff {
+            cfg,
+            failures: 0,
+            rng,
+        }
     }
 
     pub fn config(&self) -> &BackoffConfig {
@@ -81,11 +88,18 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let min = self.cfg.min.as_secs_f64();
         let max = self.cfg.max.as_secs_f64().max(min);
-        let exp = self.failures.saturating_sub(self.cfg.fast_retries.saturating_sub(1)).min(30) as i32;
+        let exp = self
+            .failures
+            .saturating_sub(self.cfg.fast_retries.saturating_sub(1))
+            .min(30) as i32;
         self.failures = self.failures.saturating_add(1);
         let base = (min * 2f64.powi(exp)).min(max);
         let j = self.cfg.jitter.clamp(0.0, 0.99);
-        let factor = if j > 0.0 { self.rng.gen_range(1.0 - j..=1.0 + j) } else { 1.0 };
+        let factor = if j > 0.0 {
+            self.rng.gen_range(1.0 - j..=1.0 + j)
+        } else {
+            1.0
+        };
         Duration::from_secs_f64((base * factor).clamp(min * (1.0 - j), max))
     }
 
@@ -140,17 +154,36 @@ mod tests {
 
     #[test]
     fn no_jitter_is_exact() {
-        let mut b = Backoff::with_seed(BackoffConfig { jitter: 0.0, ..cfg() }, 0);
+        let mut b = Backoff::with_seed(
+            BackoffConfig {
+                jitter: 0.0,
+                ..cfg()
+            },
+            0,
+        );
         let secs: Vec<u64> = (0..11).map(|_| b.next_delay().as_secs()).collect();
         assert_eq!(secs, [1, 1, 1, 1, 1, 2, 4, 8, 16, 30, 30]);
-        let mut b = Backoff::with_seed(BackoffConfig { jitter: 0.0, fast_retries: 0, ..cfg() }, 0);
+        let mut b = Backoff::with_seed(
+            BackoffConfig {
+                jitter: 0.0,
+                fast_retries: 0,
+                ..cfg()
+            },
+            0,
+        );
         let secs: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
     }
 
     #[test]
     fn reset_starts_over() {
-        let mut b = Backoff::with_seed(BackoffConfig { jitter: 0.0, ..cfg() }, 0);
+        let mut b = Backoff::with_seed(
+            BackoffConfig {
+                jitter: 0.0,
+                ..cfg()
+            },
+            0,
+        );
         for _ in 0..5 {
             b.next_delay();
         }

@@ -26,7 +26,11 @@ pub enum IngestError {
     #[error("authentication failed ({status}): check the stream's username and password")]
     Auth { status: u16 },
     #[error("server answered {status} to {what}: {detail}")]
-    Status { status: u16, what: String, detail: String },
+    Status {
+        status: u16,
+        what: String,
+        detail: String,
+    },
     #[error("cannot connect: {0}")]
     Connect(String),
     #[error("timed out after {secs} s during {phase}")]
@@ -74,14 +78,25 @@ pub fn classify(e: &retina::Error) -> Severity {
 pub fn from_retina(e: &retina::Error, what: &str, secret: Option<&str>) -> IngestError {
     let text = sanitize(&e.to_string(), secret);
     // retina puts a hex dump of the buffered bytes after "; buffered:" on the next lines.
-    let first = first_line(&text).trim_end_matches(':').trim_end_matches("; buffered").trim_end().to_owned();
+    let first = first_line(&text)
+        .trim_end_matches(':')
+        .trim_end_matches("; buffered")
+        .trim_end()
+        .to_owned();
     if let Some(status) = e.status_code() {
         if status == 401 || status == 403 {
             return IngestError::Auth { status };
         }
         // "404 response to DESCRIBE CSeq=2: Not Found" → keep the description part.
-        let detail = first.split_once(": ").map(|(_, d)| d.to_owned()).unwrap_or(first);
-        return IngestError::Status { status, what: what.to_owned(), detail };
+        let detail = first
+            .split_once(": ")
+            .map(|(_, d)| d.to_owned())
+            .unwrap_or(first);
+        return IngestError::Status {
+            status,
+            what: what.to_owned(),
+            detail,
+        };
     }
     if first.contains("Authentication requested and no credentials supplied")
         || first.contains("Received Unauthorized after trying digest auth")
@@ -106,7 +121,9 @@ pub fn sanitize(msg: &str, secret: Option<&str>) -> String {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
         // The authority ends at the first '/', whitespace, or end; userinfo ends at its last '@'.
-        let end = tail.find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '>').unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '>')
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rfind('@') {
             Some(at) => out.push_str(&authority[at + 1..]),
@@ -128,18 +145,29 @@ mod tests {
     #[test]
     fn sanitize_strips_userinfo_and_secret() {
         assert_eq!(
-            sanitize("failed rtsp://admin:hunter2@10.0.0.1:554/s1 and http://x@y/z", None),
+            sanitize(
+                "failed rtsp://admin:hunter2@10.0.0.1:554/s1 and http://x@y/z",
+                None
+            ),
             "failed rtsp://10.0.0.1:554/s1 and http://y/z"
         );
-        assert_eq!(sanitize("password hunter2 leaked", Some("hunter2")), "password *** leaked");
+        assert_eq!(
+            sanitize("password hunter2 leaked", Some("hunter2")),
+            "password *** leaked"
+        );
         assert_eq!(sanitize("no url here", Some("")), "no url here");
         assert_eq!(sanitize("rtsp://host", None), "rtsp://host");
     }
 
     #[test]
     fn messages_are_single_line() {
-        assert_eq!(IngestError::Auth { status: 401 }.to_string(),
-            "authentication failed (401): check the stream's username and password");
-        assert_eq!(IngestError::Stall(10).to_string(), "stall: no frame for 10 s");
+        assert_eq!(
+            IngestError::Auth { status: 401 }.to_string(),
+            "authentication failed (401): check the stream's username and password"
+        );
+        assert_eq!(
+            IngestError::Stall(10).to_string(),
+            "stall: no frame for 10 s"
+        );
     }
 }

@@ -135,9 +135,16 @@ pub fn spawn_stream(
     opts: IngestOptions,
     shutdown: CancellationToken,
 ) -> StreamHandle {
-    let status = Arc::new(StatusCell::new(key.clone(), source.url.as_str(), source.transport, opts.clock.clone()));
+    let status = Arc::new(StatusCell::new(
+        key.clone(),
+        source.url.as_str(),
+        source.transport,
+        opts.clock.clone(),
+    ));
     let span = info_span!("stream", camera = %key.camera, stream = %key.stream);
-    let join = tokio::spawn(run_stream(key, source, sink, opts, status.clone(), shutdown).instrument(span));
+    let join = tokio::spawn(
+        run_stream(key, source, sink, opts, status.clone(), shutdown).instrument(span),
+    );
     StreamHandle { status, join }
 }
 
@@ -162,7 +169,10 @@ async fn run_stream(
 
         let stale = group.stale_sessions();
         if stale.num_sessions > 0 {
-            info!(sessions = stale.num_sessions, "waiting for stale sessions to be torn down or expire");
+            info!(
+                sessions = stale.num_sessions,
+                "waiting for stale sessions to be torn down or expire"
+            );
             tokio::select! {
                 _ = group.await_stale_sessions(&stale) => {}
                 _ = shutdown.cancelled() => break,
@@ -179,15 +189,22 @@ async fn run_stream(
             shutdown: &shutdown,
             user_agent: &opts.user_agent,
         };
-        let outcome = session::run(&ctx, session_id).instrument(info_span!("session", id = session_id)).await;
+        let outcome = session::run(&ctx, session_id)
+            .instrument(info_span!("session", id = session_id))
+            .await;
         let reason = match &outcome.end {
             session::End::Shutdown => "shutdown".to_owned(),
             session::End::Error(e) => e.to_string(),
         };
         if outcome.frames > 0 {
-            sink.push(StreamEvent::SessionEnded { session_id, reason: reason.clone() });
+            sink.push(StreamEvent::SessionEnded {
+                session_id,
+                reason: reason.clone(),
+            });
         }
-        let session::End::Error(e) = outcome.end else { break };
+        let session::End::Error(e) = outcome.end else {
+            break;
+        };
         if outcome.streamed_for >= opts.backoff.healthy_after {
             backoff.reset();
         }

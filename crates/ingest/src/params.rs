@@ -17,10 +17,12 @@ pub fn video_params(p: &VideoParameters) -> Result<VideoParams, String> {
     if width == 0 || height == 0 {
         return Err(format!("invalid dimensions {w}x{h}"));
     }
-    let sample_entry = p
-        .mp4_sample_entry()
-        .build()
-        .map_err(|e| format!("cannot build MP4 sample entry: {}", first_line(&e.to_string())))?;
+    let sample_entry = p.mp4_sample_entry().build().map_err(|e| {
+        format!(
+            "cannot build MP4 sample entry: {}",
+            first_line(&e.to_string())
+        )
+    })?;
     Ok(VideoParams {
         codec,
         rfc6381_codec: p.rfc6381_codec().to_owned(),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use retina::client::{
-    Credentials, Demuxed, PlayOptions, Session, SessionGroup, SessionOptions, SetupOptions, TcpTransportOptions,
-    Transport as RtspTransport, UdpTransportOptions,
+    Credentials, Demuxed, PlayOptions, Session, SessionGroup, SessionOptions, SetupOptions,
+    TcpTransportOptions, Transport as RtspTransport, UdpTransportOptions,
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use tokio::time::Instant;
@@ -59,7 +59,11 @@ async fn start(ctx: &SessionCtx<'_>, phase: &AtomicU8) -> Result<(Demuxed, usize
     let src = ctx.source;
     let creds = src.username.as_ref().map(|u| Credentials {
         username: u.clone(),
-        password: src.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default(),
+        password: src
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default(),
     });
     let opts = SessionOptions::default()
         .creds(creds)
@@ -69,14 +73,20 @@ async fn start(ctx: &SessionCtx<'_>, phase: &AtomicU8) -> Result<(Demuxed, usize
     let mut session = Session::describe(src.url.clone(), opts)
         .await
         .map_err(|e| from_retina(&e, "DESCRIBE", secret(src)))?;
-    let found: Vec<String> =
-        session.streams().iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect();
+    let found: Vec<String> = session
+        .streams()
+        .iter()
+        .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
+        .collect();
     let i = session
         .streams()
         .iter()
         .position(|s| s.media() == "video" && matches!(s.encoding_name(), "h264" | "h265"))
         .ok_or_else(|| {
-            IngestError::Media(format!("no H.264/H.265 video stream offered (found: {})", found.join(", ")))
+            IngestError::Media(format!(
+                "no H.264/H.265 video stream offered (found: {})",
+                found.join(", ")
+            ))
         })?;
     let transport = match src.transport {
         Transport::Tcp => RtspTransport::Tcp(TcpTransportOptions::default()),
@@ -84,14 +94,23 @@ async fn start(ctx: &SessionCtx<'_>, phase: &AtomicU8) -> Result<(Demuxed, usize
     };
     phase.store(1, Ordering::Relaxed);
     session
-        .setup(i, SetupOptions::default().transport(transport).frame_format(FrameFormat::MP4))
+        .setup(
+            i,
+            SetupOptions::default()
+                .transport(transport)
+                .frame_format(FrameFormat::MP4),
+        )
         .await
         .map_err(|e| from_retina(&e, "SETUP", secret(src)))?;
     phase.store(2, Ordering::Relaxed);
-    let playing =
-        session.play(PlayOptions::default()).await.map_err(|e| from_retina(&e, "PLAY", secret(src)))?;
+    let playing = session
+        .play(PlayOptions::default())
+        .await
+        .map_err(|e| from_retina(&e, "PLAY", secret(src)))?;
     phase.store(3, Ordering::Relaxed);
-    let demuxed = playing.demuxed().map_err(|e| from_retina(&e, "PLAY", secret(src)))?;
+    let demuxed = playing
+        .demuxed()
+        .map_err(|e| from_retina(&e, "PLAY", secret(src)))?;
     Ok((demuxed, i))
 }
 
@@ -130,12 +149,25 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
         _ = ctx.shutdown.cancelled() => None,
         r = tokio::time::timeout(connect_timeout, start(ctx, &phase)) => Some(r),
     };
-    let fail = |e| Outcome { end: End::Error(e), frames: 0, streamed_for: Duration::ZERO };
+    let fail = |e| Outcome {
+        end: End::Error(e),
+        frames: 0,
+        streamed_for: Duration::ZERO,
+    };
     let (mut demuxed, i) = match started {
-        None => return Outcome { end: End::Shutdown, frames: 0, streamed_for: Duration::ZERO },
+        None => {
+            return Outcome {
+                end: End::Shutdown,
+                frames: 0,
+                streamed_for: Duration::ZERO,
+            };
+        }
         Some(Err(_)) => {
             let phase = PHASES[usize::from(phase.load(Ordering::Relaxed)).min(PHASES.len() - 1)];
-            return fail(IngestError::Timeout { secs: src.connect_timeout_s.max(1), phase });
+            return fail(IngestError::Timeout {
+                secs: src.connect_timeout_s.max(1),
+                phase,
+            });
         }
         Some(Ok(Err(e))) => return fail(e),
         Some(Ok(Ok(x))) => x,
@@ -188,7 +220,9 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
             },
             Ok(Some(Ok(item))) => item,
         };
-        let CodecItem::VideoFrame(f) = item else { continue };
+        let CodecItem::VideoFrame(f) = item else {
+            continue;
+        };
         if f.stream_id() != i {
             continue;
         }
@@ -196,7 +230,11 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
         if f.has_new_parameters() || params.is_none() {
             match refresh_params(&demuxed, i, &params) {
                 Ok(p) => {
-                    if have_key && p.as_ref().zip(params.as_ref()).is_some_and(|(a, b)| !Arc::ptr_eq(a, b)) {
+                    if have_key
+                        && p.as_ref()
+                            .zip(params.as_ref())
+                            .is_some_and(|(a, b)| !Arc::ptr_eq(a, b))
+                    {
                         info!("codec parameters changed");
                     }
                     params = p;
@@ -239,7 +277,11 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
         }));
         deadline = now + stall;
     };
-    Outcome { end, frames, streamed_for: first_frame_at.map(|t| t.elapsed()).unwrap_or_default() }
+    Outcome {
+        end,
+        frames,
+        streamed_for: first_frame_at.map(|t| t.elapsed()).unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

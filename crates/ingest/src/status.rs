@@ -123,7 +123,10 @@ pub struct StatusCell {
 
 impl std::fmt::Debug for StatusCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusCell").field("key", &self.key).field("url", &self.url).finish()
+        f.debug_struct("StatusCell")
+            .field("key", &self.key)
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -218,7 +221,13 @@ impl StatusCell {
         g.window.clear();
     }
 
-    pub(crate) fn on_frame(&self, recv: Time90k, media_90k: i64, bytes: usize, params: &Arc<VideoParams>) {
+    pub(crate) fn on_frame(
+        &self,
+        recv: Time90k,
+        media_90k: i64,
+        bytes: usize,
+        params: &Arc<VideoParams>,
+    ) {
         let mut g = self.lock();
         if g.state != StreamState::Online {
             g.state = StreamState::Online;
@@ -233,7 +242,11 @@ impl StatusCell {
         if g.window.len() >= WINDOW_MAX_FRAMES {
             g.window.pop_front();
         }
-        g.window.push_back(WindowEntry { recv, media_90k, bytes: bytes as u64 });
+        g.window.push_back(WindowEntry {
+            recv,
+            media_90k,
+            bytes: bytes as u64,
+        });
         prune(&mut g.window, recv);
     }
 
@@ -297,7 +310,10 @@ fn rates(w: &VecDeque<WindowEntry>) -> (f64, u64) {
     }
     let fps = (n - 1) as f64 / span;
     let bytes: u64 = w.iter().skip(1).map(|e| e.bytes).sum();
-    (((fps * 100.0).round()) / 100.0, (bytes as f64 * 8.0 / span) as u64)
+    (
+        ((fps * 100.0).round()) / 100.0,
+        (bytes as f64 * 8.0 / span) as u64,
+    )
 }
 
 #[cfg(test)]
@@ -340,11 +356,18 @@ mod tests {
         assert_eq!(s.state, StreamState::Online);
         assert!(s.online);
         assert!((s.fps - 25.0).abs() < 0.01, "{}", s.fps);
-        assert!((s.bitrate_bps as i64 - 200_000).abs() < 1000, "{}", s.bitrate_bps);
+        assert!(
+            (s.bitrate_bps as i64 - 200_000).abs() < 1000,
+            "{}",
+            s.bitrate_bps
+        );
         assert_eq!(s.frames_total, 250);
         assert_eq!(s.width, Some(640));
         let json = serde_json::to_value(&s).unwrap();
-        assert!(json["last_frame"].as_str().unwrap().ends_with('Z'), "{json}");
+        assert!(
+            json["last_frame"].as_str().unwrap().ends_with('Z'),
+            "{json}"
+        );
         assert_eq!(json["state"], "online");
         assert_eq!(json["codec"], "h264");
         // No frames for 6 s: rates fall to zero.

@@ -35,7 +35,9 @@ impl Collect {
         let g = self.0.lock().unwrap();
         g.iter()
             .filter_map(|e| match e {
-                StreamEvent::SessionEnded { session_id, reason } => Some((*session_id, reason.clone())),
+                StreamEvent::SessionEnded { session_id, reason } => {
+                    Some((*session_id, reason.clone()))
+                }
                 _ => None,
             })
             .collect()
@@ -54,29 +56,46 @@ fn source(url: &str) -> ResolvedSource {
 }
 
 fn start(src: ResolvedSource) -> (Arc<Collect>, StreamHandle, CancellationToken) {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("vigie_ingest=debug").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("vigie_ingest=debug")
+        .try_init();
     let sink = Arc::new(Collect::default());
     let shutdown = CancellationToken::new();
     let mut opts = IngestOptions::new(Arc::new(SystemClock));
     opts.backoff.min = Duration::from_millis(100);
     opts.backoff.max = Duration::from_millis(400);
-    let h = spawn_stream(StreamKey::new("cam", "main"), src, sink.clone(), opts, shutdown.clone());
+    let h = spawn_stream(
+        StreamKey::new("cam", "main"),
+        src,
+        sink.clone(),
+        opts,
+        shutdown.clone(),
+    );
     (sink, h, shutdown)
 }
 
 async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn stop(handle: StreamHandle, shutdown: CancellationToken) {
-    assert!(!handle.is_finished(), "the task must keep running until shutdown");
+    assert!(
+        !handle.is_finished(),
+        "the task must keep running until shutdown"
+    );
     shutdown.cancel();
     let status = handle.status.clone();
-    tokio::time::timeout(Duration::from_secs(5), handle.join()).await.expect("prompt shutdown");
+    tokio::time::timeout(Duration::from_secs(5), handle.join())
+        .await
+        .expect("prompt shutdown");
     assert_eq!(status.snapshot().state, StreamState::Stopped);
 }
 
@@ -106,8 +125,14 @@ async fn connection_refused_backs_off() {
     wait_for("an error", 5, || handle.snapshot().last_error.is_some()).await;
     let st = handle.snapshot();
     let err = st.last_error.unwrap();
-    assert!(err.starts_with("cannot connect:") && err.to_lowercase().contains("refused"), "{err}");
-    wait_for("backoff state", 5, || handle.snapshot().state == StreamState::Backoff).await;
+    assert!(
+        err.starts_with("cannot connect:") && err.to_lowercase().contains("refused"),
+        "{err}"
+    );
+    wait_for("backoff state", 5, || {
+        handle.snapshot().state == StreamState::Backoff
+    })
+    .await;
     assert!(handle.snapshot().retry_in_s.is_some());
     wait_for("retries", 10, || handle.snapshot().reconnects >= 2).await;
     stop(handle, shutdown).await;
@@ -119,8 +144,14 @@ async fn silent_server_hits_connect_timeout() {
     let mut src = source(&cam.url());
     src.connect_timeout_s = 1;
     let (_sink, handle, shutdown) = start(src);
-    wait_for("timeout error", 10, || handle.snapshot().last_error.is_some()).await;
-    assert_eq!(handle.snapshot().last_error.unwrap(), "timed out after 1 s during connect/DESCRIBE");
+    wait_for("timeout error", 10, || {
+        handle.snapshot().last_error.is_some()
+    })
+    .await;
+    assert_eq!(
+        handle.snapshot().last_error.unwrap(),
+        "timed out after 1 s during connect/DESCRIBE"
+    );
     stop(handle, shutdown).await;
 }
 
@@ -137,13 +168,22 @@ async fn unauthorized_says_authentication_and_hides_password() {
     let err = st.last_error.clone().unwrap();
     assert!(err.starts_with("authentication failed (401)"), "{err}");
     let json = serde_json::to_string(&st).unwrap();
-    assert!(!json.contains("hunter2") && !json.contains("admin"), "{json}");
+    assert!(
+        !json.contains("hunter2") && !json.contains("admin"),
+        "{json}"
+    );
     stop(handle, shutdown).await;
 
     // Without credentials.
     let (_sink, handle, shutdown) = start(source(&cam.url()));
     wait_for("auth error", 10, || handle.snapshot().last_error.is_some()).await;
-    assert!(handle.snapshot().last_error.unwrap().starts_with("authentication failed (401)"));
+    assert!(
+        handle
+            .snapshot()
+            .last_error
+            .unwrap()
+            .starts_with("authentication failed (401)")
+    );
     stop(handle, shutdown).await;
 }
 
@@ -162,27 +202,47 @@ async fn not_found_is_reported() {
 /// reconnect follows.
 #[tokio::test]
 async fn stream_then_stall() {
-    let cam = FakeCamera::start(Behaviour::Stream { leading_p: 3, frames: 20 }).await;
+    let cam = FakeCamera::start(Behaviour::Stream {
+        leading_p: 3,
+        frames: 20,
+    })
+    .await;
     let mut src = source(&cam.url());
     src.stall_timeout_s = 1;
     let (sink, handle, shutdown) = start(src);
     wait_for("21 frames", 10, || sink.frames().len() >= 21).await;
     let frames = sink.frames();
-    assert!(frames[0].is_key, "frames before the first key frame are not sent");
+    assert!(
+        frames[0].is_key,
+        "frames before the first key frame are not sent"
+    );
     assert!(frames[1..21].iter().all(|f| !f.is_key));
     assert_eq!(frames[0].params.codec, Codec::H264);
-    assert_eq!((frames[0].params.width, frames[0].params.height), (640, 360));
-    assert!(frames.windows(2).take(20).all(|w| w[1].media_90k - w[0].media_90k == 3600));
+    assert_eq!(
+        (frames[0].params.width, frames[0].params.height),
+        (640, 360)
+    );
+    assert!(
+        frames
+            .windows(2)
+            .take(20)
+            .all(|w| w[1].media_90k - w[0].media_90k == 3600)
+    );
     let st = handle.snapshot();
     assert!(st.online);
     assert!(st.packet_errors >= 1, "{st:?}");
     assert_eq!(st.reconnects, 0);
 
     wait_for("stall", 10, || !sink.ends().is_empty()).await;
-    assert_eq!(sink.ends()[0], (frames[0].session_id, "stall: no frame for 1 s".to_owned()));
+    assert_eq!(
+        sink.ends()[0],
+        (frames[0].session_id, "stall: no frame for 1 s".to_owned())
+    );
     // The camera streams again on the next connection: new session id.
     wait_for("second session", 10, || {
-        sink.frames().last().is_some_and(|f| f.session_id != frames[0].session_id)
+        sink.frames()
+            .last()
+            .is_some_and(|f| f.session_id != frames[0].session_id)
     })
     .await;
     let st = handle.snapshot();
@@ -198,7 +258,11 @@ async fn stream_then_stall() {
 #[tokio::test]
 async fn streams_are_independent() {
     let bad = FakeCamera::start(Behaviour::Garbage).await;
-    let good = FakeCamera::start(Behaviour::Stream { leading_p: 0, frames: 200 }).await;
+    let good = FakeCamera::start(Behaviour::Stream {
+        leading_p: 0,
+        frames: 200,
+    })
+    .await;
     let (_s1, h1, sd1) = start(source(&bad.url()));
     let (s2, h2, sd2) = start(source(&good.url()));
     wait_for("good frames", 10, || s2.frames().len() >= 10).await;

@@ -15,7 +15,10 @@ impl BoxWriter {
     }
 
     pub fn with_capacity(cap: usize) -> Self {
-        BoxWriter { buf: Vec::with_capacity(cap), open: Vec::new() }
+        BoxWriter {
+            buf: Vec::with_capacity(cap),
+            open: Vec::new(),
+        }
     }
 
     /// Opens a plain box.
@@ -50,7 +53,13 @@ impl BoxWriter {
     }
 
     /// Writes a whole full box with `body` as its content.
-    pub fn full_boxed(&mut self, fourcc: &[u8; 4], version: u8, flags: u32, body: impl FnOnce(&mut Self)) -> &mut Self {
+    pub fn full_boxed(
+        &mut self,
+        fourcc: &[u8; 4],
+        version: u8,
+        flags: u32,
+        body: impl FnOnce(&mut Self),
+    ) -> &mut Self {
         self.start_full(fourcc, version, flags);
         body(self);
         self.end()
@@ -142,6 +151,9 @@ mod tests {
         let b = w.into_inner();
         assert_eq!(b.len(), 8 + 16);
         assert_eq!(&b[0..8], &[0, 0, 0, 24, b'm', b'o', b'o', b'v']);
-        assert_eq!(&b[8..20], &[0, 0, 0, 16, b'm', b'v', b'h', b'd', 1, 2, 0, 0]);
+        assert_eq!(
+            &b[8..20],
+            &[0, 0, 0, 16, b'm', b'v', b'h', b'd', 1, 2, 0, 0]
+        );
     }
 }

@@ -20,7 +20,8 @@ pub mod write;
 pub use boxes::BoxWriter;
 pub use parse::{ParsedFragment, ParsedInit, ParsedSegment, parse_segment, parse_segment_bytes};
 pub use write::{
-    SampleInfo, SegmentMeta, SegmentTrailer, fragment_header, init_segment, mdat_header_len, prft_box, trailer_box,
+    SampleInfo, SegmentMeta, SegmentTrailer, fragment_header, init_segment, mdat_header_len,
+    prft_box, trailer_box,
 };
 
 #[cfg(test)]

@@ -57,7 +57,11 @@ pub struct ParsedSegment {
 impl ParsedSegment {
     /// Sum of sample durations.
     pub fn media_duration_90k(&self) -> u64 {
-        self.fragments.iter().flat_map(|f| &f.samples).map(|s| u64::from(s.duration_90k)).sum()
+        self.fragments
+            .iter()
+            .flat_map(|f| &f.samples)
+            .map(|s| u64::from(s.duration_90k))
+            .sum()
     }
     pub fn frames(&self) -> usize {
         self.fragments.iter().map(|f| f.samples.len()).sum()
@@ -78,7 +82,10 @@ pub fn parse_segment_bytes(buf: &[u8]) -> ParsedSegment {
 /// I/O errors are returned; malformed content is reported in the result.
 pub fn parse_segment<R: Read + Seek>(r: &mut R) -> io::Result<ParsedSegment> {
     let total = r.seek(SeekFrom::End(0))?;
-    let mut out = ParsedSegment { total_len: total, ..Default::default() };
+    let mut out = ParsedSegment {
+        total_len: total,
+        ..Default::default()
+    };
     let mut pos = 0u64;
     let mut seen_ftyp = false;
     while pos < total {
@@ -98,7 +105,11 @@ pub fn parse_segment<R: Read + Seek>(r: &mut R) -> io::Result<ParsedSegment> {
                 let body = read_body(r, &h)?;
                 match parse_moov(&body) {
                     Ok((params, meta)) => {
-                        out.init = Some(ParsedInit { params, meta, len: h.end });
+                        out.init = Some(ParsedInit {
+                            params,
+                            meta,
+                            len: h.end,
+                        });
                         out.complete_len = h.end;
                     }
                     Err(e) => {
@@ -117,11 +128,16 @@ pub fn parse_segment<R: Read + Seek>(r: &mut R) -> io::Result<ParsedSegment> {
                     }
                 };
                 let Some(m) = read_header(r, h.end, total)? else {
-                    out.problem = Some(format!("fragment at offset {pos}: missing or truncated mdat header"));
+                    out.problem = Some(format!(
+                        "fragment at offset {pos}: missing or truncated mdat header"
+                    ));
                     break;
                 };
                 if &m.fourcc != b"mdat" {
-                    out.problem = Some(format!("fragment at offset {pos}: moof followed by {}", m.name()));
+                    out.problem = Some(format!(
+                        "fragment at offset {pos}: moof followed by {}",
+                        m.name()
+                    ));
                     break;
                 }
                 if m.end > total {
@@ -131,7 +147,9 @@ pub fn parse_segment<R: Read + Seek>(r: &mut R) -> io::Result<ParsedSegment> {
                 let payload: u64 = samples.iter().map(|s| u64::from(s.bytes)).sum();
                 let data_start = h.start + data_offset;
                 if data_start != m.body_start() || data_start + payload != m.end {
-                    out.problem = Some(format!("fragment at offset {pos}: sample sizes do not match mdat"));
+                    out.problem = Some(format!(
+                        "fragment at offset {pos}: sample sizes do not match mdat"
+                    ));
                     break;
                 }
                 out.fragments.push(ParsedFragment {
@@ -187,7 +205,16 @@ impl Header {
         self.start + self.header_len
     }
     fn name(&self) -> String {
-        self.fourcc.iter().map(|&c| if c.is_ascii_graphic() || c == b' ' { c as char } else { '?' }).collect()
+        self.fourcc
+            .iter()
+            .map(|&c| {
+                if c.is_ascii_graphic() || c == b' ' {
+                    c as char
+                } else {
+                    '?'
+                }
+            })
+            .collect()
     }
 }
 
@@ -209,14 +236,22 @@ fn read_header<R: Read + Seek>(r: &mut R, pos: u64, total: u64) -> io::Result<Op
                 return Ok(None);
             }
             r.read_exact(&mut b[8..16])?;
-            (u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]), 16)
+            (
+                u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+                16,
+            )
         }
         n => (u64::from(n), 8),
     };
     if size < header_len {
         return Ok(None);
     }
-    Ok(Some(Header { fourcc, start: pos, header_len, end: pos.saturating_add(size) }))
+    Ok(Some(Header {
+        fourcc,
+        start: pos,
+        header_len,
+        end: pos.saturating_add(size),
+    }))
 }
 
 fn read_body<R: Read + Seek>(r: &mut R, h: &Header) -> io::Result<Vec<u8>> {
@@ -241,7 +276,11 @@ impl<'a> Cur<'a> {
         Cur { b, p: 0 }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.p.checked_add(n).filter(|&e| e <= self.b.len()).ok_or("unexpected end of box")?;
+        let end = self
+            .p
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or("unexpected end of box")?;
         let s = &self.b[self.p..end];
         self.p = end;
         Ok(s)
@@ -287,7 +326,10 @@ fn children(body: &[u8]) -> Vec<([u8; 4], &[u8], &[u8])> {
                 }
                 let mut a = [0u8; 8];
                 a.copy_from_slice(&body[p + 8..p + 16]);
-                (usize::try_from(u64::from_be_bytes(a)).unwrap_or(usize::MAX), 16)
+                (
+                    usize::try_from(u64::from_be_bytes(a)).unwrap_or(usize::MAX),
+                    16,
+                )
             }
             n => (n, 8),
         };
@@ -325,11 +367,19 @@ fn parse_moov(moov: &[u8]) -> Result<(VideoParams, SegmentMeta), String> {
     if stsd.u32()? < 1 {
         return Err("empty stsd".into());
     }
-    let (fourcc, entry, entry_body) = children(stsd.rest()).into_iter().next().ok_or("missing sample entry")?;
+    let (fourcc, entry, entry_body) = children(stsd.rest())
+        .into_iter()
+        .next()
+        .ok_or("missing sample entry")?;
     let codec = match &fourcc {
         b"avc1" | b"avc3" => Codec::H264,
         b"hvc1" | b"hev1" => Codec::H265,
-        other => return Err(format!("unsupported sample entry {}", String::from_utf8_lossy(other))),
+        other => {
+            return Err(format!(
+                "unsupported sample entry {}",
+                String::from_utf8_lossy(other)
+            ));
+        }
     };
     // VisualSampleEntry: 6 reserved + 2 data_reference_index + 16 pre_defined/reserved, then
     // width and height. The track header's size (written from `VideoParams`) wins when present.
@@ -372,7 +422,13 @@ fn parse_moov(moov: &[u8]) -> Result<(VideoParams, SegmentMeta), String> {
             pixel_aspect_ratio: par,
             sample_entry: Bytes::copy_from_slice(entry),
         },
-        SegmentMeta { camera, stream, segment_id, start_90k, session_id },
+        SegmentMeta {
+            camera,
+            stream,
+            segment_id,
+            start_90k,
+            session_id,
+        },
     ))
 }
 
@@ -394,7 +450,11 @@ fn parse_moof(moof: &[u8]) -> Result<MoofContent, String> {
     }
     let default_duration = if tf_flags & 0x8 != 0 { tfhd.u32()? } else { 0 };
     let default_size = if tf_flags & 0x10 != 0 { tfhd.u32()? } else { 0 };
-    let default_flags = if tf_flags & 0x20 != 0 { tfhd.u32()? } else { crate::write::NON_SYNC_SAMPLE_FLAGS };
+    let default_flags = if tf_flags & 0x20 != 0 {
+        tfhd.u32()?
+    } else {
+        crate::write::NON_SYNC_SAMPLE_FLAGS
+    };
     let mut tfdt = Cur::new(child(traf, b"tfdt")?);
     let bmdt = if tfdt.u8()? == 1 {
         tfdt.take(3)?;
@@ -406,27 +466,54 @@ fn parse_moof(moof: &[u8]) -> Result<MoofContent, String> {
     let mut trun = Cur::new(child(traf, b"trun")?);
     let flags = trun.u32()? & 0x00ff_ffff;
     let count = trun.u32()? as usize;
-    let data_offset = if flags & 0x1 != 0 { trun.u32()? as i32 } else { 0 };
+    let data_offset = if flags & 0x1 != 0 {
+        trun.u32()? as i32
+    } else {
+        0
+    };
     if data_offset <= 0 {
         return Err("missing or invalid trun data offset".into());
     }
-    let first_flags = if flags & 0x4 != 0 { Some(trun.u32()?) } else { None };
-    let per_sample = [0x100, 0x200, 0x400, 0x800].iter().filter(|&&f| flags & f != 0).count();
+    let first_flags = if flags & 0x4 != 0 {
+        Some(trun.u32()?)
+    } else {
+        None
+    };
+    let per_sample = [0x100, 0x200, 0x400, 0x800]
+        .iter()
+        .filter(|&&f| flags & f != 0)
+        .count();
     if count.saturating_mul(per_sample * 4) > trun.rest().len() {
         return Err("trun sample count exceeds the box".into());
     }
     let mut samples = Vec::with_capacity(count);
     for i in 0..count {
-        let duration_90k = if flags & 0x100 != 0 { trun.u32()? } else { default_duration };
-        let bytes = if flags & 0x200 != 0 { trun.u32()? } else { default_size };
-        let mut sflags = if flags & 0x400 != 0 { trun.u32()? } else { default_flags };
+        let duration_90k = if flags & 0x100 != 0 {
+            trun.u32()?
+        } else {
+            default_duration
+        };
+        let bytes = if flags & 0x200 != 0 {
+            trun.u32()?
+        } else {
+            default_size
+        };
+        let mut sflags = if flags & 0x400 != 0 {
+            trun.u32()?
+        } else {
+            default_flags
+        };
         if let (0, Some(f)) = (i, first_flags) {
             sflags = f;
         }
         if flags & 0x800 != 0 {
             trun.u32()?;
         }
-        samples.push(SampleInfo { duration_90k, bytes, is_key: sflags & 0x0001_0000 == 0 });
+        samples.push(SampleInfo {
+            duration_90k,
+            bytes,
+            is_key: sflags & 0x0001_0000 == 0,
+        });
     }
     Ok((sequence, bmdt, samples, data_offset as u64))
 }
@@ -438,5 +525,8 @@ fn parse_trailer(b: &[u8]) -> Option<SegmentTrailer> {
     }
     let wall_duration_90k = c.u64().ok()? as i64;
     let end_reason = c.str16().ok()?;
-    Some(SegmentTrailer { wall_duration_90k, end_reason })
+    Some(SegmentTrailer {
+        wall_duration_90k,
+        end_reason,
+    })
 }

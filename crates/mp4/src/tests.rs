@@ -19,7 +19,12 @@ fn meta() -> SegmentMeta {
 
 fn synthetic_params() -> VideoParams {
     // A syntactically valid SPS/PPS pair is enough for the parser tests.
-    avc_params(&[0x67, 0x4d, 0x40, 0x1f, 0xaa], &[0x68, 0xee, 0x3c, 0x80], 320, 240)
+    avc_params(
+        &[0x67, 0x4d, 0x40, 0x1f, 0xaa],
+        &[0x68, 0xee, 0x3c, 0x80],
+        320,
+        240,
+    )
 }
 
 /// Builds a file in memory: init, `n_frag` fragments of `per` samples, optional trailer.
@@ -30,17 +35,27 @@ fn synthetic_file(n_frag: usize, per: usize, trailer: bool) -> (Vec<u8>, Vec<Vec
     let mut t = 0u64;
     for k in 0..n_frag {
         let samples: Vec<SampleInfo> = (0..per)
-            .map(|i| SampleInfo { duration_90k: 3600, bytes: 100 + (i as u32 * 7 + k as u32) % 50, is_key: i == 0 })
+            .map(|i| SampleInfo {
+                duration_90k: 3600,
+                bytes: 100 + (i as u32 * 7 + k as u32) % 50,
+                is_key: i == 0,
+            })
             .collect();
         f.extend(fragment_header(k as u32 + 1, t, &samples));
         for s in &samples {
             f.extend(std::iter::repeat_n(0xabu8, s.bytes as usize));
         }
-        t += samples.iter().map(|s| u64::from(s.duration_90k)).sum::<u64>();
+        t += samples
+            .iter()
+            .map(|s| u64::from(s.duration_90k))
+            .sum::<u64>();
         frags.push(samples);
     }
     if trailer {
-        f.extend(trailer_box(&SegmentTrailer { wall_duration_90k: 12345, end_reason: "rotation".into() }));
+        f.extend(trailer_box(&SegmentTrailer {
+            wall_duration_90k: 12345,
+            end_reason: "rotation".into(),
+        }));
     }
     (f, frags)
 }
@@ -79,7 +94,12 @@ fn truncation_at_every_offset_is_detected() {
         let expect = ends.iter().filter(|&&e| e <= cut as u64).count();
         assert_eq!(p.fragments.len(), expect, "cut at {cut}");
         if let Some(init) = &p.init {
-            let want = ends.iter().rev().find(|&&e| e <= cut as u64).copied().unwrap_or(init.len);
+            let want = ends
+                .iter()
+                .rev()
+                .find(|&&e| e <= cut as u64)
+                .copied()
+                .unwrap_or(init.len);
             assert_eq!(p.complete_len, want, "cut at {cut}");
             assert!(!p.is_clean() || cut as u64 == want);
         }
@@ -100,7 +120,9 @@ fn garbage_never_panics() {
     let (f, _) = synthetic_file(2, 4, false);
     for round in 0..3000 {
         let mut buf = if round % 3 == 0 {
-            (0..(rnd() % 600) as usize).map(|_| rnd() as u8).collect::<Vec<u8>>()
+            (0..(rnd() % 600) as usize)
+                .map(|_| rnd() as u8)
+                .collect::<Vec<u8>>()
         } else {
             f.clone()
         };
@@ -121,7 +143,12 @@ fn garbage_never_panics() {
         assert!(p.complete_len <= buf.len() as u64);
     }
     // Box headers claiming huge sizes.
-    for bad in [&b"\0\0\0\x01moov\xff\xff\xff\xff\xff\xff\xff\xff"[..], b"\0\0\0\x04ftyp", b"\0\0\0\0moof", b"\xff\xff\xff\xffmdat"] {
+    for bad in [
+        &b"\0\0\0\x01moov\xff\xff\xff\xff\xff\xff\xff\xff"[..],
+        b"\0\0\0\x04ftyp",
+        b"\0\0\0\0moof",
+        b"\xff\xff\xff\xffmdat",
+    ] {
         let p = parse_segment_bytes(bad);
         assert!(p.init.is_none());
     }
@@ -131,18 +158,35 @@ fn garbage_never_panics() {
 fn large_mdat_uses_largesize() {
     assert_eq!(mdat_header_len(100), 8);
     assert_eq!(mdat_header_len(u64::from(u32::MAX)), 16);
-    let samples = [SampleInfo { duration_90k: 1, bytes: u32::MAX, is_key: true }, SampleInfo { duration_90k: 1, bytes: 10, is_key: false }];
+    let samples = [
+        SampleInfo {
+            duration_90k: 1,
+            bytes: u32::MAX,
+            is_key: true,
+        },
+        SampleInfo {
+            duration_90k: 1,
+            bytes: 10,
+            is_key: false,
+        },
+    ];
     let h = fragment_header(1, 0, &samples);
     let n = h.len();
     assert_eq!(&h[n - 16..n - 8], &[0, 0, 0, 1, b'm', b'd', b'a', b't']);
-    assert_eq!(u64::from_be_bytes(h[n - 8..].try_into().unwrap()), u64::from(u32::MAX) + 10 + 16);
+    assert_eq!(
+        u64::from_be_bytes(h[n - 8..].try_into().unwrap()),
+        u64::from(u32::MAX) + 10 + 16
+    );
 }
 
 #[test]
 fn prft_is_ntp() {
     let b = prft_box(0, 0);
     assert_eq!(&b[4..8], b"prft");
-    assert_eq!(u64::from_be_bytes(b[16..24].try_into().unwrap()) >> 32, 2_208_988_800);
+    assert_eq!(
+        u64::from_be_bytes(b[16..24].try_into().unwrap()) >> 32,
+        2_208_988_800
+    );
 }
 
 /// Writes a real H.264 stream as a segment and checks it with ffmpeg and ffprobe.
@@ -157,8 +201,14 @@ fn real_h264_segment_decodes_with_ffmpeg() {
     f.write_all(&init_segment(&s.params, &meta())).unwrap();
     let mut t = 0;
     for (k, chunk) in s.frames.chunks(25).enumerate() {
-        let samples: Vec<SampleInfo> =
-            chunk.iter().map(|(d, key)| SampleInfo { duration_90k: 3600, bytes: d.len() as u32, is_key: *key }).collect();
+        let samples: Vec<SampleInfo> = chunk
+            .iter()
+            .map(|(d, key)| SampleInfo {
+                duration_90k: 3600,
+                bytes: d.len() as u32,
+                is_key: *key,
+            })
+            .collect();
         let hdr = fragment_header(k as u32 + 1, t, &samples);
         let mut bufs: Vec<std::io::IoSlice> = vec![std::io::IoSlice::new(&hdr)];
         bufs.extend(chunk.iter().map(|(d, _)| std::io::IoSlice::new(d)));
@@ -167,7 +217,11 @@ fn real_h264_segment_decodes_with_ffmpeg() {
         }
         t += 25 * 3600;
     }
-    f.write_all(&trailer_box(&SegmentTrailer { wall_duration_90k: t as i64, end_reason: "shutdown".into() })).unwrap();
+    f.write_all(&trailer_box(&SegmentTrailer {
+        wall_duration_90k: t as i64,
+        end_reason: "shutdown".into(),
+    }))
+    .unwrap();
     drop(f);
     let v = validate_with_ffmpeg(&path);
     assert!(v.ffmpeg_ok, "ffmpeg: {}", v.ffmpeg_stderr);
@@ -177,9 +231,19 @@ fn real_h264_segment_decodes_with_ffmpeg() {
     assert_eq!(p.frames(), 100);
     assert_eq!(p.init.unwrap().params, *s.params);
     let probe = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name,width,height,r_frame_rate", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height,r_frame_rate",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "h264,320,240,25/1");
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout).trim(),
+        "h264,320,240,25/1"
+    );
 }

@@ -22,13 +22,36 @@ pub struct TestStream {
 
 /// Runs ffmpeg to encode `secs` seconds of `testsrc2` at `width`x`height`, `fps`, one IDR every
 /// `gop` frames, no B-frames, Main profile, and converts it. Panics on failure (tests only).
-pub fn generate_h264(dir: &Path, width: u16, height: u16, fps: u32, gop: u32, secs: u32) -> TestStream {
+pub fn generate_h264(
+    dir: &Path,
+    width: u16,
+    height: u16,
+    fps: u32,
+    gop: u32,
+    secs: u32,
+) -> TestStream {
     let out = dir.join(format!("gen-{width}x{height}-{fps}-{gop}-{secs}.h264"));
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size={width}x{height}:rate={fps}"))
-        .args(["-t", &secs.to_string(), "-c:v", "libx264", "-profile:v", "main", "-bf", "0"])
-        .args(["-g", &gop.to_string(), "-keyint_min", &gop.to_string(), "-sc_threshold", "0"])
+        .args([
+            "-t",
+            &secs.to_string(),
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "main",
+            "-bf",
+            "0",
+        ])
+        .args([
+            "-g",
+            &gop.to_string(),
+            "-keyint_min",
+            &gop.to_string(),
+            "-sc_threshold",
+            "0",
+        ])
         .args(["-pix_fmt", "yuv420p", "-f", "h264"])
         .arg(&out)
         .status()
@@ -74,7 +97,8 @@ pub fn annexb_to_stream(data: &[u8], width: u16, height: u16, fps: u32) -> TestS
     for nal in split_annexb(data) {
         let t = nal[0] & 0x1f;
         let vcl = t == 1 || t == 5;
-        let starts_au = (cur_has_vcl && matches!(t, 6..=9)) || (cur_has_vcl && vcl && nal.len() > 1 && nal[1] & 0x80 != 0);
+        let starts_au = (cur_has_vcl && matches!(t, 6..=9))
+            || (cur_has_vcl && vcl && nal.len() > 1 && nal[1] & 0x80 != 0);
         if starts_au {
             frames.push((Bytes::from(std::mem::take(&mut cur)), cur_key));
             cur_key = false;
@@ -97,7 +121,11 @@ pub fn annexb_to_stream(data: &[u8], width: u16, height: u16, fps: u32) -> TestS
     }
     let sps = sps.expect("no SPS");
     let pps = pps.expect("no PPS");
-    TestStream { params: Arc::new(avc_params(&sps, &pps, width, height)), frames, fps }
+    TestStream {
+        params: Arc::new(avc_params(&sps, &pps, width, height)),
+        frames,
+        fps,
+    }
 }
 
 /// Builds `VideoParams` with an `avc1` sample entry for the given SPS and PPS.
@@ -105,10 +133,20 @@ pub fn avc_params(sps: &[u8], pps: &[u8], width: u16, height: u16) -> VideoParam
     let mut w = BoxWriter::new();
     w.boxed(b"avc1", |w| {
         w.zeros(6).u16(1).zeros(16).u16(width).u16(height);
-        w.u32(0x0048_0000).u32(0x0048_0000).u32(0).u16(1).zeros(32).u16(0x0018).u16(0xffff);
+        w.u32(0x0048_0000)
+            .u32(0x0048_0000)
+            .u32(0)
+            .u16(1)
+            .zeros(32)
+            .u16(0x0018)
+            .u16(0xffff);
         w.boxed(b"avcC", |w| {
             w.u8(1).u8(sps[1]).u8(sps[2]).u8(sps[3]).u8(0xff).u8(0xe1);
-            w.u16(sps.len() as u16).bytes(sps).u8(1).u16(pps.len() as u16).bytes(pps);
+            w.u16(sps.len() as u16)
+                .bytes(sps)
+                .u8(1)
+                .u16(pps.len() as u16)
+                .bytes(pps);
         });
     });
     VideoParams {
@@ -138,7 +176,17 @@ pub fn validate_with_ffmpeg(path: &Path) -> Validation {
         .output()
         .expect("run ffmpeg");
     let p = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .expect("run ffprobe");

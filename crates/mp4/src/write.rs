@@ -58,13 +58,22 @@ pub struct SampleInfo {
 
 impl SampleInfo {
     pub fn flags(&self) -> u32 {
-        if self.is_key { SYNC_SAMPLE_FLAGS } else { NON_SYNC_SAMPLE_FLAGS }
+        if self.is_key {
+            SYNC_SAMPLE_FLAGS
+        } else {
+            NON_SYNC_SAMPLE_FLAGS
+        }
     }
 }
 
 fn write_ftyp(w: &mut BoxWriter) {
     w.boxed(b"ftyp", |w| {
-        w.bytes(b"iso6").u32(0).bytes(b"iso6").bytes(b"isom").bytes(b"mp41").bytes(b"avc1");
+        w.bytes(b"iso6")
+            .u32(0)
+            .bytes(b"iso6")
+            .bytes(b"isom")
+            .bytes(b"mp41")
+            .bytes(b"avc1");
     });
 }
 
@@ -84,7 +93,8 @@ pub fn init_segment(params: &VideoParams, meta: &SegmentMeta) -> Vec<u8> {
                 w.u32(0).u32(0).u32(TRACK_ID).u32(0).u32(0); // times, track id, reserved, duration
                 w.zeros(8).u16(0).u16(0).u16(0).u16(0); // reserved, layer, group, volume, reserved
                 w.unity_matrix();
-                w.u32(u32::from(params.width) << 16).u32(u32::from(params.height) << 16);
+                w.u32(u32::from(params.width) << 16)
+                    .u32(u32::from(params.height) << 16);
             });
             w.boxed(b"mdia", |w| {
                 w.full_boxed(b"mdhd", 0, 0, |w| {
@@ -129,9 +139,14 @@ pub fn init_segment(params: &VideoParams, meta: &SegmentMeta) -> Vec<u8> {
         });
         w.boxed(b"uuid", |w| {
             w.bytes(&META_UUID).u8(META_VERSION);
-            w.u64(meta.segment_id).i64(meta.start_90k).u64(meta.session_id);
-            w.u32(params.pixel_aspect_ratio.0).u32(params.pixel_aspect_ratio.1);
-            w.str16(&meta.camera).str16(&meta.stream).str16(&params.rfc6381_codec);
+            w.u64(meta.segment_id)
+                .i64(meta.start_90k)
+                .u64(meta.session_id);
+            w.u32(params.pixel_aspect_ratio.0)
+                .u32(params.pixel_aspect_ratio.1);
+            w.str16(&meta.camera)
+                .str16(&meta.stream)
+                .str16(&params.rfc6381_codec);
         });
     });
     w.into_inner()
@@ -139,12 +154,20 @@ pub fn init_segment(params: &VideoParams, meta: &SegmentMeta) -> Vec<u8> {
 
 /// Length of the `mdat` header for a payload of `payload_len` bytes (8, or 16 with largesize).
 pub fn mdat_header_len(payload_len: u64) -> usize {
-    if payload_len + 8 > u64::from(u32::MAX) { 16 } else { 8 }
+    if payload_len + 8 > u64::from(u32::MAX) {
+        16
+    } else {
+        8
+    }
 }
 
 /// `moof` (mfhd, traf(tfhd default-base-is-moof, tfdt v1, trun)) followed by the `mdat` header
 /// for `samples`. The caller writes the sample bytes right after it, in order.
-pub fn fragment_header(sequence: u32, base_media_decode_time_90k: u64, samples: &[SampleInfo]) -> Vec<u8> {
+pub fn fragment_header(
+    sequence: u32,
+    base_media_decode_time_90k: u64,
+    samples: &[SampleInfo],
+) -> Vec<u8> {
     let payload: u64 = samples.iter().map(|s| u64::from(s.bytes)).sum();
     let mut w = BoxWriter::with_capacity(120 + 12 * samples.len());
     w.start(b"moof");
@@ -185,7 +208,10 @@ pub fn fragment_header(sequence: u32, base_media_decode_time_90k: u64, samples: 
 pub fn trailer_box(t: &SegmentTrailer) -> Vec<u8> {
     let mut w = BoxWriter::with_capacity(64 + t.end_reason.len());
     w.boxed(b"uuid", |w| {
-        w.bytes(&TRAILER_UUID).u8(TRAILER_VERSION).i64(t.wall_duration_90k).str16(&t.end_reason);
+        w.bytes(&TRAILER_UUID)
+            .u8(TRAILER_VERSION)
+            .i64(t.wall_duration_90k)
+            .str16(&t.end_reason);
     });
     w.into_inner()
 }

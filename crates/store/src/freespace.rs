@@ -45,7 +45,10 @@ pub struct FakeFreeSpace {
 
 impl FakeFreeSpace {
     pub fn new(free: u64, total: u64) -> Self {
-        FakeFreeSpace { free: AtomicI64::new(free as i64), total }
+        FakeFreeSpace {
+            free: AtomicI64::new(free as i64),
+            total,
+        }
     }
     pub fn set_free(&self, free: u64) {
         self.free.store(free as i64, Ordering::SeqCst);
@@ -58,7 +61,10 @@ impl FakeFreeSpace {
 
 impl FreeSpace for FakeFreeSpace {
     fn space(&self, _dir: &Path) -> io::Result<DiskSpace> {
-        Ok(DiskSpace { free_bytes: self.free.load(Ordering::SeqCst).max(0) as u64, total_bytes: self.total })
+        Ok(DiskSpace {
+            free_bytes: self.free.load(Ordering::SeqCst).max(0) as u64,
+            total_bytes: self.total,
+        })
     }
     fn on_deleted(&self, bytes: u64) {
         self.note_deleted(bytes);

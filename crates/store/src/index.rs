@@ -125,9 +125,15 @@ impl Index {
             .path(dir)
             .flush_every_ms(Some(500))
             .open()
-            .map_err(|source| StoreError::Index { context: format!("opening {}", dir.display()), source })?;
+            .map_err(|source| StoreError::Index {
+                context: format!("opening {}", dir.display()),
+                source,
+            })?;
         let t = |name: &str| {
-            db.open_tree(name).map_err(|source| StoreError::Index { context: format!("opening tree {name}"), source })
+            db.open_tree(name).map_err(|source| StoreError::Index {
+                context: format!("opening tree {name}"),
+                source,
+            })
         };
         let idx = Index {
             meta: t("meta")?,
@@ -151,7 +157,11 @@ impl Index {
     }
 
     pub fn next_segment_id(&self) -> Result<u64, StoreError> {
-        Ok(self.meta.get("next_segment_id")?.and_then(|v| u64_of(&v)).unwrap_or(1))
+        Ok(self
+            .meta
+            .get("next_segment_id")?
+            .and_then(|v| u64_of(&v))
+            .unwrap_or(1))
     }
 
     pub fn set_next_segment_id(&self, id: u64) -> Result<(), StoreError> {
@@ -173,12 +183,20 @@ impl Index {
             Some(cur.saturating_add(1).to_be_bytes().to_vec())
         })?;
         let id = prev.and_then(|v| u32_of(&v)).unwrap_or(1);
-        match self.streams.compare_and_swap(&name, None as Option<&[u8]>, Some(&id.to_be_bytes()[..]))? {
+        match self.streams.compare_and_swap(
+            &name,
+            None as Option<&[u8]>,
+            Some(&id.to_be_bytes()[..]),
+        )? {
             Ok(()) => {
-                self.streams_rev.insert(id.to_be_bytes(), postcard::to_allocvec(key)?)?;
+                self.streams_rev
+                    .insert(id.to_be_bytes(), postcard::to_allocvec(key)?)?;
                 Ok(id)
             }
-            Err(e) => e.current.and_then(|v| u32_of(&v)).ok_or_else(|| corrupt(format!("stream id of {name}"))),
+            Err(e) => e
+                .current
+                .and_then(|v| u32_of(&v))
+                .ok_or_else(|| corrupt(format!("stream id of {name}"))),
         }
     }
 
@@ -209,7 +227,11 @@ impl Index {
         let enc = postcard::to_allocvec(params)?;
         let mut id = fnv1a(&enc);
         loop {
-            match self.params.compare_and_swap(id.to_be_bytes(), None as Option<&[u8]>, Some(enc.as_slice()))? {
+            match self.params.compare_and_swap(
+                id.to_be_bytes(),
+                None as Option<&[u8]>,
+                Some(enc.as_slice()),
+            )? {
                 Ok(()) => return Ok(id),
                 Err(e) if e.current.as_deref() == Some(enc.as_slice()) => return Ok(id),
                 Err(_) => id = id.wrapping_add(1), // hash collision: probe the next id
@@ -232,7 +254,9 @@ impl Index {
     }
 
     pub fn get_segment(&self, id: u64) -> Result<Option<SegmentEntry>, StoreError> {
-        let Some(key) = self.by_id.get(id.to_be_bytes())? else { return Ok(None) };
+        let Some(key) = self.by_id.get(id.to_be_bytes())? else {
+            return Ok(None);
+        };
         match self.segments.get(key)? {
             Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
             None => Ok(None),
@@ -241,13 +265,19 @@ impl Index {
 
     /// Removes a segment entry (both trees).
     pub fn remove_segment(&self, e: &SegmentEntry) -> Result<(), StoreError> {
-        self.segments.remove(seg_key(e.stream_id, e.start_90k, e.id))?;
+        self.segments
+            .remove(seg_key(e.stream_id, e.start_90k, e.id))?;
         self.by_id.remove(e.id.to_be_bytes())?;
         Ok(())
     }
 
     /// Segments of a stream overlapping [start, end), in start order: one range scan.
-    pub fn segments_overlapping(&self, stream_id: u32, start: Time90k, end: Time90k) -> Result<Vec<SegmentEntry>, StoreError> {
+    pub fn segments_overlapping(
+        &self,
+        stream_id: u32,
+        start: Time90k,
+        end: Time90k,
+    ) -> Result<Vec<SegmentEntry>, StoreError> {
         let lo = seg_key(stream_id, start.0.saturating_sub(MAX_SEGMENT_90K), 0);
         let hi = seg_key(stream_id, end.0, 0);
         let mut out = Vec::new();
@@ -262,11 +292,16 @@ impl Index {
     }
 
     /// All segments of a stream, oldest first (lazily).
-    pub fn stream_segments(&self, stream_id: u32) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
-        self.segments.scan_prefix(stream_id.to_be_bytes()).map(|kv| {
-            let (_, v) = kv?;
-            Ok(postcard::from_bytes::<SegmentEntry>(&v)?)
-        })
+    pub fn stream_segments(
+        &self,
+        stream_id: u32,
+    ) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
+        self.segments
+            .scan_prefix(stream_id.to_be_bytes())
+            .map(|kv| {
+                let (_, v) = kv?;
+                Ok(postcard::from_bytes::<SegmentEntry>(&v)?)
+            })
     }
 
     /// Every segment entry.
@@ -284,9 +319,16 @@ impl Index {
         k
     }
 
-    pub fn deletions_between(&self, start: Time90k, end: Time90k) -> Result<Vec<DeletionRecord>, StoreError> {
+    pub fn deletions_between(
+        &self,
+        start: Time90k,
+        end: Time90k,
+    ) -> Result<Vec<DeletionRecord>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.deletions.range(Self::deletion_key(start, 0)..Self::deletion_key(end, 0)) {
+        for kv in self
+            .deletions
+            .range(Self::deletion_key(start, 0)..Self::deletion_key(end, 0))
+        {
             let (_, v) = kv?;
             out.push(postcard::from_bytes(&v)?);
         }

@@ -21,7 +21,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(data_dir: &Path) -> Self {
-        Layout { data_dir: data_dir.to_owned() }
+        Layout {
+            data_dir: data_dir.to_owned(),
+        }
     }
 
     pub fn index_dir(&self) -> PathBuf {
@@ -46,7 +48,12 @@ impl Layout {
         let dt = start.to_timestamp().to_zoned(jiff::tz::TimeZone::UTC);
         self.stream_dir(key)
             .join(Self::date_dir_name(start))
-            .join(format!("{id:012}-{:02}{:02}{:02}Z.mp4", dt.hour(), dt.minute(), dt.second()))
+            .join(format!(
+                "{id:012}-{:02}{:02}{:02}Z.mp4",
+                dt.hour(),
+                dt.minute(),
+                dt.second()
+            ))
     }
 
     /// The segment id encoded in a file name made by [`Layout::segment_path`].
@@ -70,7 +77,9 @@ impl Layout {
                 if !st.is_dir() {
                     continue;
                 }
-                let (Some(c), Some(s)) = (file_name(&cam), file_name(&st)) else { continue };
+                let (Some(c), Some(s)) = (file_name(&cam), file_name(&st)) else {
+                    continue;
+                };
                 out.push((StreamKey::new(c, s), st));
             }
         }
@@ -89,7 +98,9 @@ pub fn read_dir_sorted(dir: &Path) -> io::Result<Vec<PathBuf>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut v = rd.map(|e| e.map(|e| e.path())).collect::<io::Result<Vec<_>>>()?;
+    let mut v = rd
+        .map(|e| e.map(|e| e.path()))
+        .collect::<io::Result<Vec<_>>>()?;
     v.sort();
     Ok(v)
 }
@@ -133,9 +144,18 @@ mod tests {
         let k = StreamKey::new("cam", "main");
         let t = Time90k::parse_rfc3339("2026-11-28T21:05:09.5Z").unwrap();
         let p = l.segment_path(&k, 42, t);
-        assert_eq!(p, Path::new("/d/recordings/cam/main/20261128/000000000042-210509Z.mp4"));
-        assert_eq!(Layout::parse_segment_file_name("000000000042-210509Z.mp4"), Some(42));
+        assert_eq!(
+            p,
+            Path::new("/d/recordings/cam/main/20261128/000000000042-210509Z.mp4")
+        );
+        assert_eq!(
+            Layout::parse_segment_file_name("000000000042-210509Z.mp4"),
+            Some(42)
+        );
         assert_eq!(Layout::parse_segment_file_name("42-210509Z.mp4"), None);
-        assert_eq!(Layout::parse_segment_file_name("000000000042-210509Z.mp4.tmp"), None);
+        assert_eq!(
+            Layout::parse_segment_file_name("000000000042-210509Z.mp4.tmp"),
+            None
+        );
     }
 }

@@ -50,13 +50,20 @@ use layout::Layout;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("index: {context}: {source}")]
-    Index { context: String, source: sled::Error },
+    Index {
+        context: String,
+        source: sled::Error,
+    },
     #[error("index: {0}")]
     Sled(#[from] sled::Error),
     #[error("index entry encoding: {0}")]
     Encoding(#[from] postcard::Error),
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("corrupt index: {what}")]
     Corrupt { what: String },
     #[error("stream {key} is already being recorded")]
@@ -66,7 +73,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
+    pub(crate) fn io(
+        op: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
         let path = path.to_owned();
         move |source| StoreError::Io { op, path, source }
     }
@@ -250,7 +260,11 @@ pub(crate) fn entry_info(layout: &Layout, key: &StreamKey, e: &SegmentEntry) -> 
         width: e.width,
         height: e.height,
         codec: e.codec,
-        fps: if e.media_duration_90k > 0 { f64::from(e.frames) * 90_000.0 / e.media_duration_90k as f64 } else { 0.0 },
+        fps: if e.media_duration_90k > 0 {
+            f64::from(e.frames) * 90_000.0 / e.media_duration_90k as f64
+        } else {
+            0.0
+        },
         path: layout.segment_path(key, e.id, e.start()),
         open: e.open,
         end_reason: e.end_reason.clone(),
@@ -268,7 +282,9 @@ pub fn merge_spans(segments: &[SegmentInfo], start: Time90k, end: Time90k) -> Ve
             continue;
         }
         match out.last_mut() {
-            Some(last) if a.0 <= last.end.0 + SPAN_MERGE_TOLERANCE_90K => last.end = last.end.max(b),
+            Some(last) if a.0 <= last.end.0 + SPAN_MERGE_TOLERANCE_90K => {
+                last.end = last.end.max(b)
+            }
             _ => out.push(Span { start: a, end: b }),
         }
     }
@@ -283,7 +299,11 @@ impl Store {
     }
 
     /// [`Store::open`] with an injected free-space source (tests of the free-space floor).
-    pub fn open_with(cfg: StoreConfig, clock: Arc<dyn Clock>, free: Arc<dyn FreeSpace>) -> Result<Store, StoreError> {
+    pub fn open_with(
+        cfg: StoreConfig,
+        clock: Arc<dyn Clock>,
+        free: Arc<dyn FreeSpace>,
+    ) -> Result<Store, StoreError> {
         let layout = Layout::new(&cfg.data_dir);
         layout::create_dir_all_durable(&layout.recordings_dir())
             .map_err(StoreError::io("creating", &layout.recordings_dir()))?;
@@ -309,7 +329,9 @@ impl Store {
             shutting_down: AtomicBool::new(false),
             recovery: report,
         };
-        Ok(Store { inner: Arc::new(inner) })
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
     }
 
     /// What crash recovery did when the store was opened.
@@ -323,39 +345,80 @@ impl Store {
 
     /// Starts the writer of one stream; `stagger` = (index, count) of this stream among all
     /// streams, to stagger rotations (offset = segment_seconds × index / count).
-    pub fn start_writer(&self, key: StreamKey, stagger: (u32, u32)) -> Result<WriterHandle, StoreError> {
+    pub fn start_writer(
+        &self,
+        key: StreamKey,
+        stagger: (u32, u32),
+    ) -> Result<WriterHandle, StoreError> {
         writer::start(&self.inner, key, stagger)
     }
 
     /// Segments of `key` overlapping [start, end), oldest first: one sled range scan.
-    pub fn segments(&self, key: &StreamKey, start: Time90k, end: Time90k) -> Result<Vec<SegmentInfo>, StoreError> {
-        let Some(sid) = self.inner.index.existing_stream_id(key)? else { return Ok(Vec::new()) };
-        Ok(self.inner.index.segments_overlapping(sid, start, end)?.iter().map(|e| self.inner.info(key, e)).collect())
+    pub fn segments(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+    ) -> Result<Vec<SegmentInfo>, StoreError> {
+        let Some(sid) = self.inner.index.existing_stream_id(key)? else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .inner
+            .index
+            .segments_overlapping(sid, start, end)?
+            .iter()
+            .map(|e| self.inner.info(key, e))
+            .collect())
     }
 
     /// Continuous recording of `key` in [start, end): contiguous segments merged, clipped to
     /// the window; gaps are what lies between spans.
-    pub fn spans(&self, key: &StreamKey, start: Time90k, end: Time90k) -> Result<Vec<Span>, StoreError> {
+    pub fn spans(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+    ) -> Result<Vec<Span>, StoreError> {
         Ok(merge_spans(&self.segments(key, start, end)?, start, end))
     }
 
     /// One segment by id.
     pub fn segment(&self, id: u64) -> Result<Option<SegmentInfo>, StoreError> {
-        let Some(e) = self.inner.index.get_segment(id)? else { return Ok(None) };
-        let key = self.inner.index.stream_key(e.stream_id)?.ok_or_else(|| StoreError::Corrupt {
-            what: format!("segment {id} refers to unknown stream id {}", e.stream_id),
-        })?;
+        let Some(e) = self.inner.index.get_segment(id)? else {
+            return Ok(None);
+        };
+        let key = self
+            .inner
+            .index
+            .stream_key(e.stream_id)?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("segment {id} refers to unknown stream id {}", e.stream_id),
+            })?;
         Ok(Some(self.inner.info(&key, &e)))
     }
 
     /// A segment's sample table and fragment offsets (for the virtual MP4 builder).
     pub fn segment_index(&self, id: u64) -> Result<Option<SegmentIndex>, StoreError> {
-        let Some(e) = self.inner.index.get_segment(id)? else { return Ok(None) };
-        let info = self.segment(id)?.ok_or(StoreError::Corrupt { what: format!("segment {id} vanished") })?;
-        let corrupt = || StoreError::Corrupt { what: format!("sample table of segment {id}") };
+        let Some(e) = self.inner.index.get_segment(id)? else {
+            return Ok(None);
+        };
+        let info = self.segment(id)?.ok_or(StoreError::Corrupt {
+            what: format!("segment {id} vanished"),
+        })?;
+        let corrupt = || StoreError::Corrupt {
+            what: format!("sample table of segment {id}"),
+        };
         let samples = sampletable::decode_samples(&e.sample_table).ok_or_else(corrupt)?;
-        let fragments = sampletable::decode_fragments(&e.fragment_table, u64::from(e.init_len), &samples).ok_or_else(corrupt)?;
-        Ok(Some(SegmentIndex { info, init_len: u64::from(e.init_len), samples, fragments }))
+        let fragments =
+            sampletable::decode_fragments(&e.fragment_table, u64::from(e.init_len), &samples)
+                .ok_or_else(corrupt)?;
+        Ok(Some(SegmentIndex {
+            info,
+            init_len: u64::from(e.init_len),
+            samples,
+            fragments,
+        }))
     }
 
     /// Codec parameters by id ([`SegmentInfo::params_id`]).
@@ -369,19 +432,35 @@ impl Store {
     }
 
     /// Deletions journaled with `when` in [start, end), oldest first.
-    pub fn deletions(&self, start: Time90k, end: Time90k) -> Result<Vec<DeletionRecord>, StoreError> {
+    pub fn deletions(
+        &self,
+        start: Time90k,
+        end: Time90k,
+    ) -> Result<Vec<DeletionRecord>, StoreError> {
         self.inner.index.deletions_between(start, end)
     }
 
     pub fn stats(&self) -> StoreStats {
-        let space = self.inner.free.space(&self.inner.cfg.data_dir).unwrap_or_default();
-        let counters = self.inner.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        let space = self
+            .inner
+            .free
+            .space(&self.inner.cfg.data_dir)
+            .unwrap_or_default();
+        let counters = self
+            .inner
+            .counters
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
         StoreStats {
             free_bytes: space.free_bytes,
             total_bytes: space.total_bytes,
             segments_deleted: self.inner.segments_deleted.load(Ordering::Relaxed),
             bytes_deleted: self.inner.bytes_deleted.load(Ordering::Relaxed),
-            writers: counters.iter().map(|(k, c)| (k.clone(), c.snapshot())).collect(),
+            writers: counters
+                .iter()
+                .map(|(k, c)| (k.clone(), c.snapshot()))
+                .collect(),
         }
     }
 

@@ -40,7 +40,11 @@ pub struct RecoveryReport {
 /// What became of a file given to [`index_file`].
 #[derive(Debug)]
 pub(crate) enum FileOutcome {
-    Indexed { entry: Box<SegmentEntry>, repaired: bool, truncated: u64 },
+    Indexed {
+        entry: Box<SegmentEntry>,
+        repaired: bool,
+        truncated: u64,
+    },
     Deleted,
     Problem(String),
 }
@@ -61,9 +65,19 @@ fn remove_durably(path: &Path) -> Result<(), StoreError> {
 
 /// Reads a segment file, cuts it back to its last complete fragment, closes it with a trailer
 /// if it has none, and indexes it. Files without a complete fragment are deleted.
-pub(crate) fn index_file(index: &Index, layout: &Layout, key: &StreamKey, path: &Path) -> Result<FileOutcome, StoreError> {
-    let mut file = File::options().read(true).write(true).open(path).map_err(StoreError::io("opening", path))?;
-    let p: ParsedSegment = vigie_mp4::parse_segment(&mut file).map_err(StoreError::io("reading", path))?;
+pub(crate) fn index_file(
+    index: &Index,
+    layout: &Layout,
+    key: &StreamKey,
+    path: &Path,
+) -> Result<FileOutcome, StoreError> {
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(StoreError::io("opening", path))?;
+    let p: ParsedSegment =
+        vigie_mp4::parse_segment(&mut file).map_err(StoreError::io("reading", path))?;
     let Some(init) = p.init.as_ref().filter(|_| !p.fragments.is_empty()) else {
         tracing::warn!(path = %path.display(), problem = ?p.problem, "segment file has no complete fragment: deleting it");
         drop(file);
@@ -72,11 +86,20 @@ pub(crate) fn index_file(index: &Index, layout: &Layout, key: &StreamKey, path: 
     };
     let m = &init.meta;
     if m.camera != key.camera || m.stream != key.stream {
-        return Ok(FileOutcome::Problem(format!("{}: belongs to {}/{}, not {key}", path.display(), m.camera, m.stream)));
+        return Ok(FileOutcome::Problem(format!(
+            "{}: belongs to {}/{}, not {key}",
+            path.display(),
+            m.camera,
+            m.stream
+        )));
     }
     let expected = layout.segment_path(key, m.segment_id, Time90k(m.start_90k));
     if expected != path {
-        return Ok(FileOutcome::Problem(format!("{}: its metadata says it should be {}", path.display(), expected.display())));
+        return Ok(FileOutcome::Problem(format!(
+            "{}: its metadata says it should be {}",
+            path.display(),
+            expected.display()
+        )));
     }
     let media: u64 = p.media_duration_90k();
     let repaired = p.trailer.is_none() || p.complete_len != p.total_len;
@@ -84,17 +107,23 @@ pub(crate) fn index_file(index: &Index, layout: &Layout, key: &StreamKey, path: 
     let mut bytes = p.complete_len;
     let trailer = match &p.trailer {
         Some(t) => t.clone(),
-        None => SegmentTrailer { wall_duration_90k: media as i64, end_reason: RECOVERED.to_owned() },
+        None => SegmentTrailer {
+            wall_duration_90k: media as i64,
+            end_reason: RECOVERED.to_owned(),
+        },
     };
     if repaired {
         if truncated > 0 {
             tracing::warn!(path = %path.display(), bytes = truncated, problem = ?p.problem, "truncating a partial tail");
         }
-        file.set_len(p.complete_len).map_err(StoreError::io("truncating", path))?;
+        file.set_len(p.complete_len)
+            .map_err(StoreError::io("truncating", path))?;
         if p.trailer.is_none() {
             let t = vigie_mp4::trailer_box(&trailer);
-            file.seek(SeekFrom::Start(p.complete_len)).map_err(StoreError::io("seeking", path))?;
-            file.write_all(&t).map_err(StoreError::io("writing", path))?;
+            file.seek(SeekFrom::Start(p.complete_len))
+                .map_err(StoreError::io("seeking", path))?;
+            file.write_all(&t)
+                .map_err(StoreError::io("writing", path))?;
             bytes += t.len() as u64;
         }
         file.sync_all().map_err(StoreError::io("fsync", path))?;
@@ -102,7 +131,11 @@ pub(crate) fn index_file(index: &Index, layout: &Layout, key: &StreamKey, path: 
     let mut frags = FragmentTableEncoder::default();
     let mut prev_end = init.len;
     for f in &p.fragments {
-        let loc = FragmentLoc { offset: f.offset, header_len: (f.data_offset - f.offset) as u32, samples: f.samples.len() as u32 };
+        let loc = FragmentLoc {
+            offset: f.offset,
+            header_len: (f.data_offset - f.offset) as u32,
+            samples: f.samples.len() as u32,
+        };
         frags.push(prev_end, &loc);
         prev_end = f.end;
     }
@@ -128,7 +161,11 @@ pub(crate) fn index_file(index: &Index, layout: &Layout, key: &StreamKey, path: 
         fragment_table: frags.buf,
     };
     index.put_segment(&entry)?;
-    Ok(FileOutcome::Indexed { entry: Box::new(entry), repaired, truncated })
+    Ok(FileOutcome::Indexed {
+        entry: Box::new(entry),
+        repaired,
+        truncated,
+    })
 }
 
 pub(crate) fn recover(index: &Index, layout: &Layout) -> Result<RecoveryReport, StoreError> {
@@ -173,7 +210,9 @@ pub(crate) fn recover(index: &Index, layout: &Layout) -> Result<RecoveryReport, 
         max_id = max_id.max(e.id);
         if e.open || len > e.bytes {
             match index_file(index, layout, &key, &path)? {
-                FileOutcome::Indexed { entry, truncated, .. } => {
+                FileOutcome::Indexed {
+                    entry, truncated, ..
+                } => {
                     tracing::info!(camera = %key.camera, stream = %key.stream, segment = e.id, frames = entry.frames, indexed_before = e.frames, truncated, "open segment recovered");
                     r.segments_recovered += 1;
                     r.bytes_truncated += truncated;
@@ -192,19 +231,29 @@ pub(crate) fn recover(index: &Index, layout: &Layout) -> Result<RecoveryReport, 
     }
 
     // 3. Orphans in recent date directories.
-    for (key, dir) in layout.list_stream_dirs().map_err(StoreError::io("listing", &layout.recordings_dir()))? {
+    for (key, dir) in layout
+        .list_stream_dirs()
+        .map_err(StoreError::io("listing", &layout.recordings_dir()))?
+    {
         let newest = match index.existing_stream_id(&key)? {
             Some(sid) => index.stream_segments(sid).last().transpose()?,
             None => None,
         };
         let from = newest.map(|e| Layout::date_dir_name(Time90k(e.start_90k - 86_400 * 90_000)));
         for date_dir in read_dir_sorted(&dir).map_err(StoreError::io("listing", &dir))? {
-            let Some(name) = file_name(&date_dir) else { continue };
+            let Some(name) = file_name(&date_dir) else {
+                continue;
+            };
             if from.as_ref().is_some_and(|f| name < *f) || !date_dir.is_dir() {
                 continue;
             }
             for path in read_dir_sorted(&date_dir).map_err(StoreError::io("listing", &date_dir))? {
-                let Some(id) = file_name(&path).as_deref().and_then(Layout::parse_segment_file_name) else { continue };
+                let Some(id) = file_name(&path)
+                    .as_deref()
+                    .and_then(Layout::parse_segment_file_name)
+                else {
+                    continue;
+                };
                 max_id = max_id.max(id);
                 if index.by_id.contains_key(id.to_be_bytes())? {
                     continue;
@@ -216,7 +265,9 @@ pub(crate) fn recover(index: &Index, layout: &Layout) -> Result<RecoveryReport, 
                         r.bytes_truncated += truncated;
                     }
                     FileOutcome::Deleted => r.orphans_deleted += 1,
-                    FileOutcome::Problem(p) => tracing::warn!(problem = %p, "orphan segment file left in place"),
+                    FileOutcome::Problem(p) => {
+                        tracing::warn!(problem = %p, "orphan segment file left in place")
+                    }
                 }
             }
         }

@@ -17,15 +17,23 @@ pub(crate) fn reindex(cfg: &StoreConfig) -> Result<ReindexReport, StoreError> {
     let index = Index::open(&dir)?;
     let mut r = ReindexReport::default();
     let mut max_id = 0;
-    for (key, sdir) in layout.list_stream_dirs().map_err(StoreError::io("listing", &layout.recordings_dir()))? {
-        let _span = tracing::info_span!("reindex", camera = %key.camera, stream = %key.stream).entered();
+    for (key, sdir) in layout
+        .list_stream_dirs()
+        .map_err(StoreError::io("listing", &layout.recordings_dir()))?
+    {
+        let _span =
+            tracing::info_span!("reindex", camera = %key.camera, stream = %key.stream).entered();
         for date_dir in read_dir_sorted(&sdir).map_err(StoreError::io("listing", &sdir))? {
             if !date_dir.is_dir() {
                 continue;
             }
             for path in read_dir_sorted(&date_dir).map_err(StoreError::io("listing", &date_dir))? {
-                let Some(id) = file_name(&path).as_deref().and_then(Layout::parse_segment_file_name) else {
-                    r.problems.push(format!("{}: not a segment file name", path.display()));
+                let Some(id) = file_name(&path)
+                    .as_deref()
+                    .and_then(Layout::parse_segment_file_name)
+                else {
+                    r.problems
+                        .push(format!("{}: not a segment file name", path.display()));
                     continue;
                 };
                 match index_file(&index, &layout, &key, &path) {

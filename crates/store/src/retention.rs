@@ -20,14 +20,25 @@ use crate::{DeletionRecord, Inner, RetentionPolicy, RetentionReport, StoreError}
 
 pub const FREE_SPACE_REASON: &str = "free space below floor";
 
-pub(crate) fn apply(inner: &Inner, policy: &RetentionPolicy) -> Result<RetentionReport, StoreError> {
-    let _guard = inner.retention_lock.lock().map_err(|_| StoreError::ShuttingDown)?;
+pub(crate) fn apply(
+    inner: &Inner,
+    policy: &RetentionPolicy,
+) -> Result<RetentionReport, StoreError> {
+    let _guard = inner
+        .retention_lock
+        .lock()
+        .map_err(|_| StoreError::ShuttingDown)?;
     let now = inner.clock.now();
     let mut report = RetentionReport::default();
     let streams = inner.index.all_streams()?;
 
     for (sid, key) in &streams {
-        let days = policy.per_stream_days.get(key).copied().unwrap_or(LEGAL_MAX_RETENTION_DAYS).min(LEGAL_MAX_RETENTION_DAYS);
+        let days = policy
+            .per_stream_days
+            .get(key)
+            .copied()
+            .unwrap_or(LEGAL_MAX_RETENTION_DAYS)
+            .min(LEGAL_MAX_RETENTION_DAYS);
         let cutoff = now - Duration90k::from_secs(i64::from(days) * 86_400);
         let mut victims = Vec::new();
         for e in inner.index.stream_segments(*sid) {
@@ -40,13 +51,23 @@ pub(crate) fn apply(inner: &Inner, policy: &RetentionPolicy) -> Result<Retention
             }
         }
         for e in victims {
-            delete(inner, key, &e, &format!("age > {days} days"), now, &mut report)?;
+            delete(
+                inner,
+                key,
+                &e,
+                &format!("age > {days} days"),
+                now,
+                &mut report,
+            )?;
         }
     }
 
     let dir = &inner.cfg.data_dir;
     loop {
-        let space = inner.free.space(dir).map_err(StoreError::io("statvfs", dir))?;
+        let space = inner
+            .free
+            .space(dir)
+            .map_err(StoreError::io("statvfs", dir))?;
         report.free_bytes = space.free_bytes;
         if space.free_bytes >= inner.cfg.min_free_bytes {
             break;
@@ -58,14 +79,21 @@ pub(crate) fn apply(inner: &Inner, policy: &RetentionPolicy) -> Result<Retention
                 if e.open {
                     continue;
                 }
-                if oldest.as_ref().is_none_or(|(_, o)| e.start_90k < o.start_90k) {
+                if oldest
+                    .as_ref()
+                    .is_none_or(|(_, o)| e.start_90k < o.start_90k)
+                {
                     oldest = Some((key, e));
                 }
                 break;
             }
         }
         let Some((key, e)) = oldest else {
-            tracing::warn!(free = space.free_bytes, floor = inner.cfg.min_free_bytes, "free space below the floor and nothing left to delete");
+            tracing::warn!(
+                free = space.free_bytes,
+                floor = inner.cfg.min_free_bytes,
+                "free space below the floor and nothing left to delete"
+            );
             report.floor_unreachable = true;
             break;
         };
@@ -74,7 +102,14 @@ pub(crate) fn apply(inner: &Inner, policy: &RetentionPolicy) -> Result<Retention
     Ok(report)
 }
 
-fn delete(inner: &Inner, key: &StreamKey, e: &SegmentEntry, reason: &str, now: Time90k, report: &mut RetentionReport) -> Result<(), StoreError> {
+fn delete(
+    inner: &Inner,
+    key: &StreamKey,
+    e: &SegmentEntry,
+    reason: &str,
+    now: Time90k,
+    report: &mut RetentionReport,
+) -> Result<(), StoreError> {
     let ix: &Index = &inner.index;
     let path = inner.layout.segment_path(key, e.id, e.start());
     let rec = DeletionRecord {
@@ -88,18 +123,22 @@ fn delete(inner: &Inner, key: &StreamKey, e: &SegmentEntry, reason: &str, now: T
         reason: reason.to_owned(),
     };
     let seq = ix.db.generate_id()?;
-    let garbage = postcard::to_allocvec(&GarbageRow { path: path.clone(), bytes: e.bytes })?;
+    let garbage = postcard::to_allocvec(&GarbageRow {
+        path: path.clone(),
+        bytes: e.bytes,
+    })?;
     let rec_bytes = postcard::to_allocvec(&rec)?;
     let skey = seg_key(e.stream_id, e.start_90k, e.id);
     let id = e.id.to_be_bytes();
-    (&ix.segments, &ix.by_id, &ix.garbage, &ix.deletions)
-        .transaction(|(segs, by_id, garb, dels)| {
+    (&ix.segments, &ix.by_id, &ix.garbage, &ix.deletions).transaction(
+        |(segs, by_id, garb, dels)| {
             segs.remove(&skey[..])?;
             by_id.remove(&id[..])?;
             garb.insert(&id[..], garbage.as_slice())?;
             dels.insert(&Index::deletion_key(now, seq)[..], rec_bytes.as_slice())?;
             Ok::<(), ConflictableTransactionError<StoreError>>(())
-        })?;
+        },
+    )?;
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -119,8 +158,12 @@ fn delete(inner: &Inner, key: &StreamKey, e: &SegmentEntry, reason: &str, now: T
     }
     ix.garbage.remove(id)?;
     inner.free.on_deleted(e.bytes);
-    inner.segments_deleted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    inner.bytes_deleted.fetch_add(e.bytes, std::sync::atomic::Ordering::Relaxed);
+    inner
+        .segments_deleted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    inner
+        .bytes_deleted
+        .fetch_add(e.bytes, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(camera = %key.camera, stream = %key.stream, segment = e.id, start = %rec.start, end = %rec.end, bytes = e.bytes, reason, "segment deleted");
     report.bytes_deleted += e.bytes;
     report.deleted.push(rec);

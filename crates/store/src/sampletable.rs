@@ -56,7 +56,10 @@ pub struct SampleTableEncoder {
 impl SampleTableEncoder {
     pub fn push(&mut self, s: &SampleInfo) {
         let d = i64::from(s.duration_90k);
-        put_varint(&mut self.buf, (zigzag(d - self.prev_duration) << 1) | u64::from(s.is_key));
+        put_varint(
+            &mut self.buf,
+            (zigzag(d - self.prev_duration) << 1) | u64::from(s.is_key),
+        );
         self.prev_duration = d;
         let k = usize::from(s.is_key);
         let b = i64::from(s.bytes);
@@ -86,7 +89,11 @@ pub fn decode_samples(buf: &[u8]) -> Option<Vec<SampleInfo>> {
         let b = prev_b[k].checked_add(unzigzag(get_varint(buf, &mut pos)?))?;
         prev_d = d;
         prev_b[k] = b;
-        out.push(SampleInfo { duration_90k: u32::try_from(d).ok()?, bytes: u32::try_from(b).ok()?, is_key });
+        out.push(SampleInfo {
+            duration_90k: u32::try_from(d).ok()?,
+            bytes: u32::try_from(b).ok()?,
+            is_key,
+        });
     }
     Some(out)
 }
@@ -118,7 +125,11 @@ impl FragmentTableEncoder {
 
 /// Decodes the fragment table of a segment whose init segment is `init_len` bytes long, using
 /// the sample table for the payload sizes.
-pub fn decode_fragments(buf: &[u8], init_len: u64, samples: &[SampleInfo]) -> Option<Vec<FragmentLoc>> {
+pub fn decode_fragments(
+    buf: &[u8],
+    init_len: u64,
+    samples: &[SampleInfo],
+) -> Option<Vec<FragmentLoc>> {
     let mut out = Vec::new();
     let (mut pos, mut end, mut next_sample) = (0usize, init_len, 0usize);
     while pos < buf.len() {
@@ -126,10 +137,18 @@ pub fn decode_fragments(buf: &[u8], init_len: u64, samples: &[SampleInfo]) -> Op
         let header_len = u32::try_from(get_varint(buf, &mut pos)?).ok()?;
         let n = u32::try_from(get_varint(buf, &mut pos)?).ok()?;
         let last = next_sample.checked_add(n as usize)?;
-        let payload: u64 = samples.get(next_sample..last)?.iter().map(|s| u64::from(s.bytes)).sum();
+        let payload: u64 = samples
+            .get(next_sample..last)?
+            .iter()
+            .map(|s| u64::from(s.bytes))
+            .sum();
         next_sample = last;
         end = offset + u64::from(header_len) + payload;
-        out.push(FragmentLoc { offset, header_len, samples: n });
+        out.push(FragmentLoc {
+            offset,
+            header_len,
+            samples: n,
+        });
     }
     Some(out)
 }
@@ -143,7 +162,11 @@ mod tests {
         let samples: Vec<SampleInfo> = (0..250)
             .map(|i| SampleInfo {
                 duration_90k: if i % 7 == 0 { 3601 } else { 3600 },
-                bytes: if i % 25 == 0 { 40_000 + i * 3 } else { 3_000 + (i * 37) % 400 },
+                bytes: if i % 25 == 0 {
+                    40_000 + i * 3
+                } else {
+                    3_000 + (i * 37) % 400
+                },
                 is_key: i % 25 == 0,
             })
             .collect();
@@ -154,12 +177,29 @@ mod tests {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
         let mut f = FragmentTableEncoder::default();
-        let locs = [FragmentLoc { offset: 700, header_len: 320, samples: 25 }, FragmentLoc { offset: 0, header_len: 320, samples: 225 }];
+        let locs = [
+            FragmentLoc {
+                offset: 700,
+                header_len: 320,
+                samples: 25,
+            },
+            FragmentLoc {
+                offset: 0,
+                header_len: 320,
+                samples: 225,
+            },
+        ];
         let p1: u64 = samples[..25].iter().map(|s| u64::from(s.bytes)).sum();
-        let second = FragmentLoc { offset: 700 + 320 + p1, ..locs[1] };
+        let second = FragmentLoc {
+            offset: 700 + 320 + p1,
+            ..locs[1]
+        };
         f.push(700, &locs[0]);
         f.push(700 + 320 + p1, &second);
-        assert_eq!(decode_fragments(&f.buf, 700, &samples).unwrap(), vec![locs[0], second]);
+        assert_eq!(
+            decode_fragments(&f.buf, 700, &samples).unwrap(),
+            vec![locs[0], second]
+        );
     }
 
     #[test]

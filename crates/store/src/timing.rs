@@ -25,10 +25,15 @@ pub struct StartEstimator {
 
 impl StartEstimator {
     pub fn new(first_media: i64, first_recv: i64) -> Self {
-        StartEstimator { first_media, min: first_recv }
+        StartEstimator {
+            first_media,
+            min: first_recv,
+        }
     }
     pub fn observe(&mut self, media: i64, recv: i64) {
-        self.min = self.min.min(recv.saturating_sub(media.saturating_sub(self.first_media)));
+        self.min = self
+            .min
+            .min(recv.saturating_sub(media.saturating_sub(self.first_media)));
     }
     pub fn estimate(&self) -> i64 {
         self.min

@@ -26,9 +26,9 @@
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -50,7 +50,10 @@ const DEFAULT_FRAME_DURATION: u32 = 3_000;
 
 pub(crate) enum Msg {
     Frame(Frame),
-    SessionEnded { session_id: u64, reason: String },
+    SessionEnded {
+        session_id: u64,
+        reason: String,
+    },
     Overflow,
     Stop,
     Crash,
@@ -202,7 +205,11 @@ impl Drop for WriterHandle {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-pub(crate) fn start(inner: &Arc<Inner>, key: StreamKey, stagger: (u32, u32)) -> Result<WriterHandle, StoreError> {
+pub(crate) fn start(
+    inner: &Arc<Inner>,
+    key: StreamKey,
+    stagger: (u32, u32),
+) -> Result<WriterHandle, StoreError> {
     if inner.shutting_down.load(Ordering::SeqCst) {
         return Err(StoreError::ShuttingDown);
     }
@@ -228,7 +235,13 @@ pub(crate) fn start(inner: &Arc<Inner>, key: StreamKey, stagger: (u32, u32)) -> 
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
-    let rec = Recorder::new(inner.clone(), key.clone(), stream_id, counters.clone(), stagger);
+    let rec = Recorder::new(
+        inner.clone(),
+        key.clone(),
+        stream_id,
+        counters.clone(),
+        stagger,
+    );
     let inner2 = inner.clone();
     let key2 = key.clone();
     std::thread::Builder::new()
@@ -243,11 +256,29 @@ pub(crate) fn start(inner: &Arc<Inner>, key: StreamKey, stagger: (u32, u32)) -> 
             drop(inner2);
             let _ = done_tx.send(());
         })
-        .map_err(StoreError::io("spawning the writer thread for", &inner.layout.stream_dir(&key)))?;
+        .map_err(StoreError::io(
+            "spawning the writer thread for",
+            &inner.layout.stream_dir(&key),
+        ))?;
     let alive = Arc::new(AtomicBool::new(true));
-    writers.insert(key.clone(), WriterSlot { tx: tx.clone(), done: Some(done_rx), generation, handle_alive: alive.clone() });
+    writers.insert(
+        key.clone(),
+        WriterSlot {
+            tx: tx.clone(),
+            done: Some(done_rx),
+            generation,
+            handle_alive: alive.clone(),
+        },
+    );
     let limit = inner.cfg.recording.writer_queue_bytes.0;
-    Ok(WriterHandle { key, alive, tx, limit, dropping: AtomicBool::new(false), counters })
+    Ok(WriterHandle {
+        key,
+        alive,
+        tx,
+        limit,
+        dropping: AtomicBool::new(false),
+        counters,
+    })
 }
 
 fn run(mut rec: Recorder, rx: mpsc::Receiver<Msg>) {
@@ -257,7 +288,9 @@ fn run(mut rec: Recorder, rx: mpsc::Receiver<Msg>) {
     loop {
         match rx.recv_timeout(tick) {
             Ok(Msg::Frame(f)) => {
-                rec.counters.queue_bytes.fetch_sub(f.data.len() as u64, Ordering::AcqRel);
+                rec.counters
+                    .queue_bytes
+                    .fetch_sub(f.data.len() as u64, Ordering::AcqRel);
                 rec.on_frame(f);
             }
             Ok(Msg::SessionEnded { session_id, reason }) => {
@@ -327,7 +360,9 @@ struct Segment {
 
 impl Segment {
     fn start_guess(&self) -> i64 {
-        self.start.or(self.contiguous_start).unwrap_or_else(|| self.est.estimate())
+        self.start
+            .or(self.contiguous_start)
+            .unwrap_or_else(|| self.est.estimate())
     }
     fn wall_pos(&self, media: i64) -> i64 {
         self.start_guess() + (media - self.first_media)
@@ -376,7 +411,13 @@ fn write_all_vectored(file: &mut File, bufs: &mut [IoSlice<'_>]) -> io::Result<(
 }
 
 impl Recorder {
-    fn new(inner: Arc<Inner>, key: StreamKey, stream_id: u32, counters: Arc<WriterCounters>, stagger: (u32, u32)) -> Self {
+    fn new(
+        inner: Arc<Inner>,
+        key: StreamKey,
+        stream_id: u32,
+        counters: Arc<WriterCounters>,
+        stagger: (u32, u32),
+    ) -> Self {
         let r = &inner.cfg.recording;
         let seg_len_90k = i64::from(r.segment_seconds.clamp(1, 300)) * 90_000;
         let (i, n) = (i64::from(stagger.0), i64::from(stagger.1.max(1)));
@@ -398,7 +439,11 @@ impl Recorder {
         if let Some(seg) = &self.seg {
             let delta = f.media_90k - seg.pending.media_90k;
             if f.session_id != seg.session_id || delta <= 0 || delta > MAX_FRAME_GAP_90K {
-                tracing::info!(delta, session = f.session_id, "timestamp discontinuity: ending the segment");
+                tracing::info!(
+                    delta,
+                    session = f.session_id,
+                    "timestamp discontinuity: ending the segment"
+                );
                 self.finish("ts-jump", None);
                 self.run = None;
             } else if !same_params(&seg.params, &f.params) {
@@ -413,14 +458,19 @@ impl Recorder {
             }
         }
         if !f.is_key {
-            self.counters.discarded_frames.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .discarded_frames
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         self.begin(f);
     }
 
     fn begin(&mut self, f: Frame) {
-        let (id, params_id) = match (self.inner.alloc_segment_id(), self.inner.index.put_params(&f.params)) {
+        let (id, params_id) = match (
+            self.inner.alloc_segment_id(),
+            self.inner.index.put_params(&f.params),
+        ) {
             (Ok(id), Ok(p)) => (id, p),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, "cannot start a segment");
@@ -474,7 +524,8 @@ impl Recorder {
         seg.frag.push((prev, duration));
         seg.frag_dur += i64::from(duration);
         seg.prev_duration = duration;
-        let cut = seg.frag_dur >= self.fragment_90k || (seg.pending.is_key && seg.frag_dur * 10 >= self.fragment_90k * 6);
+        let cut = seg.frag_dur >= self.fragment_90k
+            || (seg.pending.is_key && seg.frag_dur * 10 >= self.fragment_90k * 6);
         if cut {
             if let Err(e) = self.write_fragment() {
                 self.fail(e);
@@ -505,10 +556,15 @@ impl Recorder {
     }
 
     fn create_file(&mut self) -> Result<(), StoreError> {
-        let Some(seg) = self.seg.as_mut() else { return Ok(()) };
+        let Some(seg) = self.seg.as_mut() else {
+            return Ok(());
+        };
         let start = seg.contiguous_start.unwrap_or_else(|| seg.est.estimate());
         seg.start = Some(start);
-        let path = self.inner.layout.segment_path(&self.key, seg.id, Time90k(start));
+        let path = self
+            .inner
+            .layout
+            .segment_path(&self.key, seg.id, Time90k(start));
         let dir = path.parent().map(|p| p.to_owned()).unwrap_or_default();
         create_dir_all_durable(&dir).map_err(StoreError::io("creating directory", &dir))?;
         let mut file = File::options()
@@ -524,13 +580,16 @@ impl Recorder {
             session_id: seg.session_id,
         };
         let init = vigie_mp4::init_segment(&seg.params, &meta);
-        file.write_all(&init).map_err(StoreError::io("writing", &path))?;
+        file.write_all(&init)
+            .map_err(StoreError::io("writing", &path))?;
         seg.init_len = init.len() as u32;
         seg.written_len = init.len() as u64;
         seg.file = Some(file);
         seg.path = path;
         seg.dir_needs_sync = true;
-        self.counters.bytes.fetch_add(init.len() as u64, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(init.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -541,20 +600,32 @@ impl Recorder {
         if self.seg.as_ref().is_some_and(|s| s.file.is_none()) {
             self.create_file()?;
         }
-        let Some(seg) = self.seg.as_mut() else { return Ok(()) };
+        let Some(seg) = self.seg.as_mut() else {
+            return Ok(());
+        };
         let samples: Vec<SampleInfo> = seg
             .frag
             .iter()
-            .map(|(f, d)| SampleInfo { duration_90k: *d, bytes: f.data.len() as u32, is_key: f.is_key })
+            .map(|(f, d)| SampleInfo {
+                duration_90k: *d,
+                bytes: f.data.len() as u32,
+                is_key: f.is_key,
+            })
             .collect();
         let hdr = vigie_mp4::fragment_header(seg.seq, seg.media_written as u64, &samples);
         let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(1 + seg.frag.len());
         bufs.push(IoSlice::new(&hdr));
         bufs.extend(seg.frag.iter().map(|(f, _)| IoSlice::new(&f.data)));
         let payload: u64 = samples.iter().map(|s| u64::from(s.bytes)).sum();
-        let Some(file) = seg.file.as_mut() else { return Ok(()) };
+        let Some(file) = seg.file.as_mut() else {
+            return Ok(());
+        };
         write_all_vectored(file, &mut bufs).map_err(StoreError::io("writing", &seg.path))?;
-        let loc = FragmentLoc { offset: seg.written_len, header_len: hdr.len() as u32, samples: samples.len() as u32 };
+        let loc = FragmentLoc {
+            offset: seg.written_len,
+            header_len: hdr.len() as u32,
+            samples: samples.len() as u32,
+        };
         seg.frags.push(seg.written_len, &loc);
         for s in &samples {
             seg.samples.push(s);
@@ -567,12 +638,20 @@ impl Recorder {
         seg.seq += 1;
         seg.frag.clear();
         seg.frag_dur = 0;
-        self.counters.frames.fetch_add(samples.len() as u64, Ordering::Relaxed);
+        self.counters
+            .frames
+            .fetch_add(samples.len() as u64, Ordering::Relaxed);
         self.counters.bytes.fetch_add(total, Ordering::Relaxed);
         Ok(())
     }
 
-    fn entry(&self, seg: &Segment, open: bool, end_reason: Option<String>, duration_90k: i64) -> SegmentEntry {
+    fn entry(
+        &self,
+        seg: &Segment,
+        open: bool,
+        end_reason: Option<String>,
+        duration_90k: i64,
+    ) -> SegmentEntry {
         SegmentEntry {
             id: seg.id,
             stream_id: self.stream_id,
@@ -597,9 +676,14 @@ impl Recorder {
 
     /// fdatasync (+ directory fsync after creation), then index the synced bytes.
     fn sync(&mut self) -> Result<(), StoreError> {
-        let Some(seg) = self.seg.as_mut() else { return Ok(()) };
-        let Some(file) = seg.file.as_ref() else { return Ok(()) };
-        file.sync_data().map_err(StoreError::io("fdatasync", &seg.path))?;
+        let Some(seg) = self.seg.as_mut() else {
+            return Ok(());
+        };
+        let Some(file) = seg.file.as_ref() else {
+            return Ok(());
+        };
+        file.sync_data()
+            .map_err(StoreError::io("fdatasync", &seg.path))?;
         if seg.dir_needs_sync {
             if let Some(dir) = seg.path.parent() {
                 fsync_dir(dir).map_err(StoreError::io("fsync", dir))?;
@@ -608,7 +692,9 @@ impl Recorder {
         }
         seg.synced_len = seg.written_len;
         seg.last_sync = Instant::now();
-        let Some(seg) = self.seg.as_ref() else { return Ok(()) };
+        let Some(seg) = self.seg.as_ref() else {
+            return Ok(());
+        };
         let e = self.entry(seg, true, None, seg.media_written);
         self.inner.index.put_segment(&e)?;
         if let Some(seg) = self.seg.as_mut() {
@@ -618,11 +704,14 @@ impl Recorder {
     }
 
     fn maybe_sync(&mut self, force: bool) -> Result<(), StoreError> {
-        let Some(seg) = self.seg.as_ref() else { return Ok(()) };
+        let Some(seg) = self.seg.as_ref() else {
+            return Ok(());
+        };
         if seg.file.is_none() || seg.written_len == seg.synced_len {
             return Ok(());
         }
-        if force || self.flush_interval.is_zero() || seg.last_sync.elapsed() >= self.flush_interval {
+        if force || self.flush_interval.is_zero() || seg.last_sync.elapsed() >= self.flush_interval
+        {
             self.sync()?;
         }
         Ok(())
@@ -639,7 +728,11 @@ impl Recorder {
     /// and the next segment starts exactly at this one's end.
     pub(crate) fn finish(&mut self, reason: &str, next_duration: Option<u32>) {
         let Some(seg) = self.seg.as_mut() else { return };
-        let d = next_duration.unwrap_or(if seg.prev_duration > 0 { seg.prev_duration } else { DEFAULT_FRAME_DURATION });
+        let d = next_duration.unwrap_or(if seg.prev_duration > 0 {
+            seg.prev_duration
+        } else {
+            DEFAULT_FRAME_DURATION
+        });
         let last = seg.pending.clone();
         seg.frag.push((last, d));
         seg.frag_dur += i64::from(d);
@@ -650,9 +743,14 @@ impl Recorder {
         let Some(seg) = self.seg.as_mut() else { return };
         let start = seg.start.unwrap_or_default();
         let wall = wall_duration(start, seg.est.estimate(), seg.media_written);
-        let trailer = vigie_mp4::trailer_box(&SegmentTrailer { wall_duration_90k: wall, end_reason: reason.to_owned() });
+        let trailer = vigie_mp4::trailer_box(&SegmentTrailer {
+            wall_duration_90k: wall,
+            end_reason: reason.to_owned(),
+        });
         let res = match seg.file.as_mut() {
-            Some(f) => f.write_all(&trailer).map_err(StoreError::io("writing", &seg.path)),
+            Some(f) => f
+                .write_all(&trailer)
+                .map_err(StoreError::io("writing", &seg.path)),
             None => Ok(()),
         };
         if let Err(e) = res {
@@ -660,7 +758,9 @@ impl Recorder {
             return;
         }
         seg.written_len += trailer.len() as u64;
-        self.counters.bytes.fetch_add(trailer.len() as u64, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(trailer.len() as u64, Ordering::Relaxed);
         if let Err(e) = self.sync() {
             self.fail(e);
             return;
@@ -672,8 +772,17 @@ impl Recorder {
             return;
         }
         self.counters.recording.store(false, Ordering::Relaxed);
-        tracing::info!(segment = seg.id, reason, frames = seg.frames_written, duration_s = wall as f64 / 90_000.0, "segment closed");
-        self.run = next_duration.map(|_| Run { session_id: seg.session_id, next_start: start + wall });
+        tracing::info!(
+            segment = seg.id,
+            reason,
+            frames = seg.frames_written,
+            duration_s = wall as f64 / 90_000.0,
+            "segment closed"
+        );
+        self.run = next_duration.map(|_| Run {
+            session_id: seg.session_id,
+            next_start: start + wall,
+        });
     }
 }
 

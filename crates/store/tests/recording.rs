@@ -9,7 +9,9 @@ use vigie_core::{FrameSink, StreamEvent, Time90k};
 use vigie_store::SegmentInfo;
 
 fn all(store: &vigie_store::Store) -> Vec<SegmentInfo> {
-    store.segments(&key(), Time90k(0), Time90k(i64::MAX / 2)).unwrap()
+    store
+        .segments(&key(), Time90k(0), Time90k(i64::MAX / 2))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -20,20 +22,41 @@ async fn hundred_fifty_seconds_make_three_valid_contiguous_segments() {
     let store = open(&cfg, &clock);
     let h = store.start_writer(key(), (0, 1)).unwrap();
     let s = stream_a();
-    feed(&h, s, 1, Pos { media: 1_000, recv: t0() }, 150 * 25);
+    feed(
+        &h,
+        s,
+        1,
+        Pos {
+            media: 1_000,
+            recv: t0(),
+        },
+        150 * 25,
+    );
     store.shutdown().await;
 
     let segs = all(&store);
     assert_eq!(segs.len(), 3, "{segs:#?}");
     assert_eq!(segs[0].start, t0());
-    let secs_of: Vec<f64> = segs.iter().map(|s| s.duration_90k as f64 / 90_000.0).collect();
-    assert!((secs_of[0] - 60.0).abs() < 0.1 && (secs_of[1] - 60.0).abs() < 0.1 && (secs_of[2] - 30.0).abs() < 0.1, "{secs_of:?}");
+    let secs_of: Vec<f64> = segs
+        .iter()
+        .map(|s| s.duration_90k as f64 / 90_000.0)
+        .collect();
+    assert!(
+        (secs_of[0] - 60.0).abs() < 0.1
+            && (secs_of[1] - 60.0).abs() < 0.1
+            && (secs_of[2] - 30.0).abs() < 0.1,
+        "{secs_of:?}"
+    );
     assert_eq!(segs.iter().map(|s| s.frames).sum::<u32>(), 150 * 25);
     assert_eq!(segs[0].end_reason.as_deref(), Some("rotation"));
     assert_eq!(segs[1].end_reason.as_deref(), Some("rotation"));
     assert_eq!(segs[2].end_reason.as_deref(), Some("shutdown"));
     for w in segs.windows(2) {
-        assert_eq!(w[1].start, w[0].end(), "segments of one session are contiguous");
+        assert_eq!(
+            w[1].start,
+            w[0].end(),
+            "segments of one session are contiguous"
+        );
     }
     for seg in &segs {
         assert!(!seg.open);
@@ -45,28 +68,67 @@ async fn hundred_fifty_seconds_make_three_valid_contiguous_segments() {
     }
 
     // Listing: one range scan per window; spans merge contiguous segments and clip.
-    let mid = store.segments(&key(), t0() + secs(70), t0() + secs(80)).unwrap();
-    assert_eq!(mid.iter().map(|s| s.id).collect::<Vec<_>>(), vec![segs[1].id]);
-    let edge = store.segments(&key(), t0() + secs(59), t0() + secs(61)).unwrap();
+    let mid = store
+        .segments(&key(), t0() + secs(70), t0() + secs(80))
+        .unwrap();
+    assert_eq!(
+        mid.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![segs[1].id]
+    );
+    let edge = store
+        .segments(&key(), t0() + secs(59), t0() + secs(61))
+        .unwrap();
     assert_eq!(edge.len(), 2);
-    assert!(store.segments(&key(), t0() + secs(200), t0() + secs(300)).unwrap().is_empty());
-    let spans = store.spans(&key(), t0() - secs(3600), t0() + secs(3600)).unwrap();
+    assert!(
+        store
+            .segments(&key(), t0() + secs(200), t0() + secs(300))
+            .unwrap()
+            .is_empty()
+    );
+    let spans = store
+        .spans(&key(), t0() - secs(3600), t0() + secs(3600))
+        .unwrap();
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].start, t0());
     assert!((spans[0].end - t0()).as_secs_f64() - 150.0 < 0.1);
-    let clipped = store.spans(&key(), t0() + secs(10), t0() + secs(20)).unwrap();
-    assert_eq!(clipped, vec![vigie_store::Span { start: t0() + secs(10), end: t0() + secs(20) }]);
+    let clipped = store
+        .spans(&key(), t0() + secs(10), t0() + secs(20))
+        .unwrap();
+    assert_eq!(
+        clipped,
+        vec![vigie_store::Span {
+            start: t0() + secs(10),
+            end: t0() + secs(20)
+        }]
+    );
 
     // Index: sample tables decode to what was written; measure bytes per frame.
     let mut table_bytes = 0;
     for seg in &segs {
         let ix = store.segment_index(seg.id).unwrap().unwrap();
         assert_eq!(ix.samples.len() as u32, seg.frames);
-        assert_eq!(ix.samples.iter().map(|s| i64::from(s.duration_90k)).sum::<i64>(), seg.media_duration_90k);
-        let parsed = vigie_mp4::parse_segment(&mut std::fs::File::open(&seg.path).unwrap()).unwrap();
+        assert_eq!(
+            ix.samples
+                .iter()
+                .map(|s| i64::from(s.duration_90k))
+                .sum::<i64>(),
+            seg.media_duration_90k
+        );
+        let parsed =
+            vigie_mp4::parse_segment(&mut std::fs::File::open(&seg.path).unwrap()).unwrap();
         let offsets: Vec<u64> = parsed.fragments.iter().map(|f| f.offset).collect();
-        assert_eq!(ix.fragments.iter().map(|f| f.offset).collect::<Vec<_>>(), offsets);
-        assert_eq!(ix.samples, parsed.fragments.iter().flat_map(|f| f.samples.clone()).collect::<Vec<_>>());
+        assert_eq!(
+            ix.fragments.iter().map(|f| f.offset).collect::<Vec<_>>(),
+            offsets
+        );
+        assert_eq!(
+            ix.samples,
+            parsed
+                .fragments
+                .iter()
+                .flat_map(|f| f.samples.clone())
+                .collect::<Vec<_>>()
+        );
         table_bytes += vigie_store::sampletable::encode_samples(&ix.samples).len();
         let params = store.params(seg.params_id).unwrap().unwrap();
         assert_eq!(params, *stream_a().params);
@@ -85,9 +147,21 @@ async fn staggered_writer_rotates_at_its_offset() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&config(dir.path()), &clock());
     let h = store.start_writer(key(), (1, 2)).unwrap();
-    feed(&h, stream_a(), 1, Pos { media: 0, recv: t0() }, 100 * 25);
+    feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: 0,
+            recv: t0(),
+        },
+        100 * 25,
+    );
     store.shutdown().await;
-    let d: Vec<i64> = all(&store).iter().map(|s| (s.duration_90k as f64 / 90_000.0).round() as i64).collect();
+    let d: Vec<i64> = all(&store)
+        .iter()
+        .map(|s| (s.duration_90k as f64 / 90_000.0).round() as i64)
+        .collect();
     assert_eq!(d, vec![30, 60, 10]);
 }
 
@@ -96,7 +170,16 @@ async fn parameter_change_rotates() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&config(dir.path()), &clock());
     let h = store.start_writer(key(), (0, 1)).unwrap();
-    let p = feed(&h, stream_a(), 1, Pos { media: 0, recv: t0() }, 250);
+    let p = feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: 0,
+            recv: t0(),
+        },
+        250,
+    );
     feed(&h, stream_b(), 1, p, 250);
     store.shutdown().await;
     let segs = all(&store);
@@ -118,9 +201,36 @@ async fn timestamp_jumps_rotate() {
     let store = open(&config(dir.path()), &clock());
     let h = store.start_writer(key(), (0, 1)).unwrap();
     // Backwards jump, then a forward jump of 20 s; the host clock runs on.
-    let p = feed(&h, stream_a(), 1, Pos { media: 500_000, recv: t0() }, 250);
-    let p = feed(&h, stream_a(), 1, Pos { media: 0, recv: p.recv }, 250);
-    feed(&h, stream_a(), 1, Pos { media: p.media + 20 * 90_000, recv: p.recv }, 250);
+    let p = feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: 500_000,
+            recv: t0(),
+        },
+        250,
+    );
+    let p = feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: 0,
+            recv: p.recv,
+        },
+        250,
+    );
+    feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: p.media + 20 * 90_000,
+            recv: p.recv,
+        },
+        250,
+    );
     store.shutdown().await;
     let segs = all(&store);
     assert_eq!(segs.len(), 3, "{segs:#?}");
@@ -140,17 +250,41 @@ async fn session_end_and_new_session_give_two_spans() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&config(dir.path()), &clock());
     let h = store.start_writer(key(), (0, 1)).unwrap();
-    let p = feed(&h, stream_a(), 1, Pos { media: 0, recv: t0() }, 250);
-    h.push(StreamEvent::SessionEnded { session_id: 1, reason: "camera gone".into() });
+    let p = feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: 0,
+            recv: t0(),
+        },
+        250,
+    );
+    h.push(StreamEvent::SessionEnded {
+        session_id: 1,
+        reason: "camera gone".into(),
+    });
     // New session 20 s later; its first 10 frames are not key frames and are discarded.
     let s = stream_a();
     let mut shifted = s.clone();
     shifted.frames.rotate_left(15);
-    feed(&h, &shifted, 2, Pos { media: 7, recv: p.recv + secs(20) }, 260);
+    feed(
+        &h,
+        &shifted,
+        2,
+        Pos {
+            media: 7,
+            recv: p.recv + secs(20),
+        },
+        260,
+    );
     store.shutdown().await;
     let segs = all(&store);
     assert_eq!(segs.len(), 2);
-    assert_eq!(segs[0].end_reason.as_deref(), Some("session-ended: camera gone"));
+    assert_eq!(
+        segs[0].end_reason.as_deref(),
+        Some("session-ended: camera gone")
+    );
     assert_eq!(segs[1].frames, 250);
     assert_eq!(store.stats().writers[&key()].discarded_frames, 10);
     let spans = store.spans(&key(), t0(), t0() + secs(3600)).unwrap();
@@ -158,7 +292,10 @@ async fn session_end_and_new_session_give_two_spans() {
     assert_eq!(spans[0].end, t0() + secs(10));
     // The second session's start is the minimum of recv − elapsed over its first fragment:
     // its first recorded (key) frame was received 10 frames after the session's first frame.
-    assert_eq!(spans[1].start, t0() + secs(30) + vigie_core::Duration90k(10 * 3600));
+    assert_eq!(
+        spans[1].start,
+        t0() + secs(30) + vigie_core::Duration90k(10 * 3600)
+    );
     for s in &segs {
         assert_valid(&s.path, s.frames);
     }
@@ -172,7 +309,10 @@ async fn writer_overflow_ends_segment_and_resumes_at_key_frame() {
     let store = open(&cfg, &clock());
     let h = store.start_writer(key(), (0, 1)).unwrap();
     let s = stream_a();
-    let mut p = Pos { media: 0, recv: t0() };
+    let mut p = Pos {
+        media: 0,
+        recv: t0(),
+    };
     // 2 s paced, then the disk stalls while 4 s arrive at once, then 4 s paced.
     let paced = |p: Pos, first: usize| {
         let mut p = p;
@@ -197,7 +337,10 @@ async fn writer_overflow_ends_segment_and_resumes_at_key_frame() {
             params: s.params.clone(),
             session_id: 1,
         }));
-        p = Pos { media: p.media + 3600, recv: p.recv + vigie_core::Duration90k(3600) };
+        p = Pos {
+            media: p.media + 3600,
+            recv: p.recv + vigie_core::Duration90k(3600),
+        };
     }
     assert!(h.stats().overflows == 1, "{:?}", h.stats());
     std::thread::sleep(Duration::from_millis(400));
@@ -224,16 +367,43 @@ async fn dropping_the_handle_closes_and_a_new_writer_can_start() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&config(dir.path()), &clock());
     let h = store.start_writer(key(), (0, 1)).unwrap();
-    assert!(matches!(store.start_writer(key(), (0, 1)), Err(vigie_store::StoreError::AlreadyRecording { .. })));
-    let p = feed(&h, stream_a(), 1, Pos { media: 0, recv: t0() }, 100);
+    assert!(matches!(
+        store.start_writer(key(), (0, 1)),
+        Err(vigie_store::StoreError::AlreadyRecording { .. })
+    ));
+    let p = feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: 0,
+            recv: t0(),
+        },
+        100,
+    );
     drop(h);
     let h = store.start_writer(key(), (0, 1)).unwrap();
-    feed(&h, stream_a(), 2, Pos { media: 0, recv: p.recv + secs(5) }, 100);
+    feed(
+        &h,
+        stream_a(),
+        2,
+        Pos {
+            media: 0,
+            recv: p.recv + secs(5),
+        },
+        100,
+    );
     store.shutdown().await;
     let segs = all(&store);
     assert_eq!(segs.len(), 2);
-    assert!(segs.iter().all(|s| s.end_reason.as_deref() == Some("shutdown") && s.frames == 100));
-    assert!(matches!(store.start_writer(key(), (0, 1)), Err(vigie_store::StoreError::ShuttingDown)));
+    assert!(
+        segs.iter()
+            .all(|s| s.end_reason.as_deref() == Some("shutdown") && s.frames == 100)
+    );
+    assert!(matches!(
+        store.start_writer(key(), (0, 1)),
+        Err(vigie_store::StoreError::ShuttingDown)
+    ));
 }
 
 /// Index cost on a denser stream (720p30, one IDR per second), as the Moonfire comparison.
@@ -244,12 +414,19 @@ fn index_bytes_per_frame_720p() {
     let samples: Vec<vigie_store::SampleInfo> = s
         .frames
         .iter()
-        .map(|(d, k)| vigie_store::SampleInfo { duration_90k: 3000, bytes: d.len() as u32, is_key: *k })
+        .map(|(d, k)| vigie_store::SampleInfo {
+            duration_90k: 3000,
+            bytes: d.len() as u32,
+            is_key: *k,
+        })
         .collect();
     let bytes = vigie_store::sampletable::encode_samples(&samples).len();
     let kbps = s.frames.iter().map(|(d, _)| d.len()).sum::<usize>() as f64 * 8.0 / 10.0 / 1000.0;
     let per = bytes as f64 / samples.len() as f64;
-    println!("720p30 at {kbps:.0} kbit/s: sample table {bytes} bytes for {} frames = {per:.2} B/frame", samples.len());
+    println!(
+        "720p30 at {kbps:.0} kbit/s: sample table {bytes} bytes for {} frames = {per:.2} B/frame",
+        samples.len()
+    );
     assert!(per <= 4.0);
 }
 

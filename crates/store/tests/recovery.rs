@@ -10,7 +10,9 @@ use vigie_core::{FrameSink, StreamEvent, Time90k};
 use vigie_store::{SegmentInfo, Store};
 
 fn all(store: &Store) -> Vec<SegmentInfo> {
-    store.segments(&key(), Time90k(0), Time90k(i64::MAX / 2)).unwrap()
+    store
+        .segments(&key(), Time90k(0), Time90k(i64::MAX / 2))
+        .unwrap()
 }
 
 fn drain(h: &vigie_store::WriterHandle) {
@@ -24,7 +26,16 @@ fn drain(h: &vigie_store::WriterHandle) {
 async fn record_then_crash(cfg: &vigie_store::StoreConfig, frames: usize) {
     let store = open(cfg, &clock());
     let h = store.start_writer(key(), (0, 1)).unwrap();
-    feed(&h, stream_a(), 1, Pos { media: 0, recv: t0() }, frames);
+    feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: 0,
+            recv: t0(),
+        },
+        frames,
+    );
     drain(&h);
     store.crash_writers_for_test();
     store.shutdown().await;
@@ -32,7 +43,10 @@ async fn record_then_crash(cfg: &vigie_store::StoreConfig, frames: usize) {
 
 fn only_file(dir: &std::path::Path) -> std::path::PathBuf {
     let d = dir.join("recordings/cam-1/main/20261128");
-    let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(v.len(), 1, "{v:?}");
     v.pop().unwrap()
 }
@@ -50,7 +64,12 @@ async fn kill_with_unindexed_fragments_and_partial_tail_is_recovered() {
     assert_eq!(p.frames(), 475, "the last fragment was still in memory");
     let f = &p.fragments[1];
     let partial = bytes[f.offset as usize..(f.offset + (f.end - f.offset) / 2) as usize].to_vec();
-    std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&partial).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&partial)
+        .unwrap();
 
     let store = open(&cfg, &clock());
     let r = store.recovery_report().clone();
@@ -59,13 +78,25 @@ async fn kill_with_unindexed_fragments_and_partial_tail_is_recovered() {
     let segs = all(&store);
     assert_eq!(segs.len(), 1);
     let s = &segs[0];
-    assert_eq!((s.frames, s.open, s.end_reason.as_deref()), (475, false, Some("recovered")));
+    assert_eq!(
+        (s.frames, s.open, s.end_reason.as_deref()),
+        (475, false, Some("recovered"))
+    );
     assert_eq!(s.start, t0());
     assert_eq!(std::fs::metadata(&s.path).unwrap().len(), s.bytes);
     assert_valid(&s.path, 475);
     // Recording resumes with fresh ids.
     let h = store.start_writer(key(), (0, 1)).unwrap();
-    feed(&h, stream_a(), 2, Pos { media: 0, recv: t0() + secs(60) }, 50);
+    feed(
+        &h,
+        stream_a(),
+        2,
+        Pos {
+            media: 0,
+            recv: t0() + secs(60),
+        },
+        50,
+    );
     store.shutdown().await;
     let segs = all(&store);
     assert_eq!(segs.len(), 2);
@@ -80,9 +111,19 @@ async fn open_entry_with_garbage_appended_is_cut_back() {
     record_then_crash(&cfg, 250).await;
     let path = only_file(dir.path());
     let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&[0x5a; 3000]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&[0x5a; 3000])
+        .unwrap();
     let store = open(&cfg, &clock());
-    assert_eq!(store.recovery_report().segments_recovered, 1, "{:?}", store.recovery_report());
+    assert_eq!(
+        store.recovery_report().segments_recovered,
+        1,
+        "{:?}",
+        store.recovery_report()
+    );
     let segs = all(&store);
     assert_eq!(segs.len(), 1);
     assert_eq!(segs[0].frames, 225);
@@ -102,7 +143,12 @@ async fn file_truncated_mid_fragment_keeps_complete_fragments() {
     let p = vigie_mp4::parse_segment_bytes(&bytes);
     let last = p.fragments.last().unwrap();
     let cut = last.offset + 100;
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
     let store = open(&cfg, &clock());
     let r = store.recovery_report().clone();
     assert_eq!((r.entries_dropped, r.orphans_indexed), (1, 1), "{r:?}");
@@ -119,9 +165,30 @@ async fn dangling_entries_and_empty_orphans_are_removed() {
     let cfg = config(dir.path());
     let store = open(&cfg, &clock());
     let h = store.start_writer(key(), (0, 1)).unwrap();
-    let p = feed(&h, stream_a(), 1, Pos { media: 0, recv: t0() }, 100);
-    h.push(StreamEvent::SessionEnded { session_id: 1, reason: "x".into() });
-    feed(&h, stream_a(), 2, Pos { media: 0, recv: p.recv + secs(5) }, 100);
+    let p = feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: 0,
+            recv: t0(),
+        },
+        100,
+    );
+    h.push(StreamEvent::SessionEnded {
+        session_id: 1,
+        reason: "x".into(),
+    });
+    feed(
+        &h,
+        stream_a(),
+        2,
+        Pos {
+            media: 0,
+            recv: p.recv + secs(5),
+        },
+        100,
+    );
     store.shutdown().await;
     let before = all(&store);
     assert_eq!(before.len(), 2);
@@ -129,8 +196,15 @@ async fn dangling_entries_and_empty_orphans_are_removed() {
     drop(store);
     std::fs::remove_file(&before[0].path).unwrap();
     // A file created just before a crash, with only its init segment.
-    let orphan = vigie_store::layout::Layout::new(dir.path()).segment_path(&key(), 999, t0() + secs(100));
-    let meta = vigie_mp4::SegmentMeta { camera: "cam-1".into(), stream: "main".into(), segment_id: 999, start_90k: (t0() + secs(100)).0, session_id: 3 };
+    let orphan =
+        vigie_store::layout::Layout::new(dir.path()).segment_path(&key(), 999, t0() + secs(100));
+    let meta = vigie_mp4::SegmentMeta {
+        camera: "cam-1".into(),
+        stream: "main".into(),
+        segment_id: 999,
+        start_90k: (t0() + secs(100)).0,
+        session_id: 3,
+    };
     std::fs::write(&orphan, vigie_mp4::init_segment(&stream_a().params, &meta)).unwrap();
 
     let store = open(&cfg, &clock());
@@ -140,7 +214,16 @@ async fn dangling_entries_and_empty_orphans_are_removed() {
     assert_eq!(all(&store), before[1..].to_vec());
     // Ids continue above every id seen, including the deleted orphan's.
     let h = store.start_writer(key(), (0, 1)).unwrap();
-    feed(&h, stream_a(), 4, Pos { media: 0, recv: t0() + secs(200) }, 30);
+    feed(
+        &h,
+        stream_a(),
+        4,
+        Pos {
+            media: 0,
+            recv: t0() + secs(200),
+        },
+        30,
+    );
     store.shutdown().await;
     assert!(all(&store).last().unwrap().id > 999);
 }
@@ -151,18 +234,58 @@ async fn reindex_rebuilds_an_identical_index() {
     let cfg = config(dir.path());
     let store = open(&cfg, &clock());
     let h = store.start_writer(key(), (0, 1)).unwrap();
-    let h2 = store.start_writer(vigie_core::StreamKey::new("cam-2", "sub"), (1, 2)).unwrap();
-    let p = feed(&h, stream_a(), 1, Pos { media: 0, recv: t0() }, 70 * 25);
-    feed(&h2, stream_b(), 9, Pos { media: 0, recv: t0() }, 40 * 25);
-    h.push(StreamEvent::SessionEnded { session_id: 1, reason: "stall".into() });
-    feed(&h, stream_b(), 2, Pos { media: 0, recv: p.recv + secs(3) }, 10 * 25);
+    let h2 = store
+        .start_writer(vigie_core::StreamKey::new("cam-2", "sub"), (1, 2))
+        .unwrap();
+    let p = feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: 0,
+            recv: t0(),
+        },
+        70 * 25,
+    );
+    feed(
+        &h2,
+        stream_b(),
+        9,
+        Pos {
+            media: 0,
+            recv: t0(),
+        },
+        40 * 25,
+    );
+    h.push(StreamEvent::SessionEnded {
+        session_id: 1,
+        reason: "stall".into(),
+    });
+    feed(
+        &h,
+        stream_b(),
+        2,
+        Pos {
+            media: 0,
+            recv: p.recv + secs(3),
+        },
+        10 * 25,
+    );
     store.shutdown().await;
     let k2 = vigie_core::StreamKey::new("cam-2", "sub");
     let listing = |s: &Store| {
         let a = all(s);
         let b = s.segments(&k2, Time90k(0), Time90k(i64::MAX / 2)).unwrap();
-        let ix: Vec<_> = a.iter().chain(&b).map(|x| s.segment_index(x.id).unwrap().unwrap()).collect();
-        let params: Vec<_> = a.iter().chain(&b).map(|x| s.params(x.params_id).unwrap().unwrap()).collect();
+        let ix: Vec<_> = a
+            .iter()
+            .chain(&b)
+            .map(|x| s.segment_index(x.id).unwrap().unwrap())
+            .collect();
+        let params: Vec<_> = a
+            .iter()
+            .chain(&b)
+            .map(|x| s.params(x.params_id).unwrap().unwrap())
+            .collect();
         (a, b, ix, params)
     };
     let before = listing(&store);

@@ -11,15 +11,34 @@ use vigie_core::config::Config;
 
 /// (mount, embedded fixture, camera id, camera name, commune)
 const CAMERAS: &[(&str, &str, &str, &str, &str)] = &[
-    ("gare", "h264-baseline-640x360-25fps-gop50.h264", "demo-gare", "Gare — parvis (simulée)", "demo-nord"),
-    ("mairie", "h264-main-1280x720-15fps-gop30.h264", "demo-mairie", "Mairie — place (simulée)", "demo-nord"),
-    ("rocade", "h265-main-1280x720-25fps-gop50.h265", "demo-rocade", "Rocade — échangeur (simulée, H.265)", "demo-sud"),
+    (
+        "gare",
+        "h264-baseline-640x360-25fps-gop50.h264",
+        "demo-gare",
+        "Gare — parvis (simulée)",
+        "demo-nord",
+    ),
+    (
+        "mairie",
+        "h264-main-1280x720-15fps-gop30.h264",
+        "demo-mairie",
+        "Mairie — place (simulée)",
+        "demo-nord",
+    ),
+    (
+        "rocade",
+        "h265-main-1280x720-25fps-gop50.h265",
+        "demo-rocade",
+        "Rocade — échangeur (simulée, H.265)",
+        "demo-sud",
+    ),
 ];
 
 pub async fn demo(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     let mut mounts = Vec::new();
     for (mount, fixture, ..) in CAMERAS {
-        let fixture = Fixture::embedded(fixture).with_context(|| format!("embedded fixture {fixture} is missing"))?;
+        let fixture = Fixture::embedded(fixture)
+            .with_context(|| format!("embedded fixture {fixture} is missing"))?;
         mounts.push(MountConfig::new(*mount, fixture));
     }
     let camsim = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), mounts)
@@ -55,11 +74,14 @@ retention_days = 30
     }
     let config = Config::from_toml_str(&toml, "embedded demo configuration", &|_| None)?;
     let on_ready: Box<dyn FnOnce(SocketAddr) + Send> = Box::new(move |addr| {
-        println!("Vigie demo: recording {} simulated cameras into {}", CAMERAS.len(), data_dir.display());
+        println!(
+            "Vigie demo: recording {} simulated cameras into {}",
+            CAMERAS.len(),
+            data_dir.display()
+        );
         println!("Open http://{addr}/  (API: http://{addr}/api/v1/cameras) — Ctrl-C to stop.");
     });
     let result = crate::run::run(config, Some(on_ready)).await;
     camsim.shutdown().await;
     result
 }
-

@@ -12,7 +12,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "vigie", version, about = "Vigie — video-protection recorder (RTSP → segmented MP4, time-indexed)")]
+#[command(
+    name = "vigie",
+    version,
+    about = "Vigie — video-protection recorder (RTSP → segmented MP4, time-indexed)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -31,11 +31,18 @@ pub fn store_config(c: &Config) -> vigie_store::StoreConfig {
 const RETENTION_PERIOD: Duration = Duration::from_secs(60);
 
 /// Runs until a shutdown signal. `on_ready` is told the bound HTTP address (the demo prints it).
-pub async fn run(config: Config, on_ready: Option<Box<dyn FnOnce(std::net::SocketAddr) + Send>>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    on_ready: Option<Box<dyn FnOnce(std::net::SocketAddr) + Send>>,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    std::fs::create_dir_all(&config.storage.data_dir)
-        .with_context(|| format!("creating data directory {}", config.storage.data_dir.display()))?;
+    std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
+        format!(
+            "creating data directory {}",
+            config.storage.data_dir.display()
+        )
+    })?;
     let store_cfg = store_config(&config);
     let store = tokio::task::spawn_blocking({
         let clock = clock.clone();
@@ -56,11 +63,18 @@ pub async fn run(config: Config, on_ready: Option<Box<dyn FnOnce(std::net::Socke
         let sink: Arc<dyn FrameSink> = Arc::new(writer);
         let opts = vigie_ingest::IngestOptions::new(clock.clone());
         let handle = vigie_ingest::spawn_stream(key.clone(), source, sink, opts, shutdown.clone());
-        entries.push(vigie_api::StreamEntry { key, status: handle.status.clone() });
+        entries.push(vigie_api::StreamEntry {
+            key,
+            status: handle.status.clone(),
+        });
         handles.push(handle);
     }
 
-    let retention_task = tokio::spawn(retention_loop(config.clone(), store.clone(), shutdown.clone()));
+    let retention_task = tokio::spawn(retention_loop(
+        config.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
 
     let state = vigie_api::AppState {
         config: config.clone(),
@@ -77,13 +91,17 @@ pub async fn run(config: Config, on_ready: Option<Box<dyn FnOnce(std::net::Socke
         f(addr);
     }
     tokio::spawn(wait_for_signal(shutdown.clone()));
-    let server = axum::serve(listener, vigie_api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = axum::serve(listener, vigie_api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
     shutdown.cancel();
 
     tracing::info!("shutting down: ending RTSP sessions and closing segments");
     for h in handles {
-        if tokio::time::timeout(Duration::from_secs(5), h.join()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), h.join())
+            .await
+            .is_err()
+        {
             tracing::warn!("an ingest task did not stop within 5 s");
         }
     }
@@ -94,12 +112,23 @@ pub async fn run(config: Config, on_ready: Option<Box<dyn FnOnce(std::net::Socke
     Ok(())
 }
 
-async fn retention_loop(config: Arc<Config>, store: vigie_store::Store, shutdown: CancellationToken) {
-    let per_stream_days: HashMap<_, _> = config.streams().map(|(k, cam, _)| (k, config.retention_days(cam))).collect();
+async fn retention_loop(
+    config: Arc<Config>,
+    store: vigie_store::Store,
+    shutdown: CancellationToken,
+) {
+    let per_stream_days: HashMap<_, _> = config
+        .streams()
+        .map(|(k, cam, _)| (k, config.retention_days(cam)))
+        .collect();
     let policy = vigie_store::RetentionPolicy { per_stream_days };
     let mut first = true;
     loop {
-        let wait = if first { Duration::from_secs(5) } else { RETENTION_PERIOD };
+        let wait = if first {
+            Duration::from_secs(5)
+        } else {
+            RETENTION_PERIOD
+        };
         first = false;
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -117,7 +146,10 @@ async fn retention_loop(config: Arc<Config>, store: vigie_store::Store, shutdown
 
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             tracing::error!("cannot install signal handlers; stop with kill -9 only");

@@ -20,7 +20,11 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_js
         Err(e) => Some(e.to_string()),
     };
     let total = state.streams.len();
-    let online = state.streams.iter().filter(|s| s.status.snapshot().online).count();
+    let online = state
+        .streams
+        .iter()
+        .filter(|s| s.status.snapshot().online)
+        .count();
     let stats = state.store.stats();
     let ready = storage_error.is_none();
     let body = json!({
@@ -36,6 +40,10 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_js
         "time": state.clock.now().to_rfc3339(),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body))
 }

@@ -21,35 +21,133 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             let _ = writeln!(out, "{name}{{{labels}}} {v}");
         }
     };
-    let snaps: Vec<_> = state.streams.iter().map(|s| (stream_labels(&s.key), s.status.snapshot())).collect();
-    let per = |f: &dyn Fn(&vigie_ingest::StreamStatus) -> f64| snaps.iter().map(|(l, s)| (l.clone(), f(s))).collect::<Vec<_>>();
-    family("vigie_stream_frames_total", "counter", "Frames received from the camera.", per(&|s| s.frames_total as f64));
-    family("vigie_stream_bytes_total", "counter", "Frame payload bytes received from the camera.", per(&|s| s.bytes_total as f64));
-    family("vigie_stream_reconnects_total", "counter", "RTSP sessions restarted after a failure.", per(&|s| s.reconnects as f64));
-    family("vigie_stream_online", "gauge", "1 when the stream is delivering frames.", per(&|s| if s.online { 1.0 } else { 0.0 }));
-    family("vigie_stream_fps", "gauge", "Measured frame rate over the last seconds.", per(&|s| s.fps));
-    family("vigie_stream_bitrate_bps", "gauge", "Measured bit rate over the last seconds.", per(&|s| s.bitrate_bps as f64));
+    let snaps: Vec<_> = state
+        .streams
+        .iter()
+        .map(|s| (stream_labels(&s.key), s.status.snapshot()))
+        .collect();
+    let per = |f: &dyn Fn(&vigie_ingest::StreamStatus) -> f64| {
+        snaps
+            .iter()
+            .map(|(l, s)| (l.clone(), f(s)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "vigie_stream_frames_total",
+        "counter",
+        "Frames received from the camera.",
+        per(&|s| s.frames_total as f64),
+    );
+    family(
+        "vigie_stream_bytes_total",
+        "counter",
+        "Frame payload bytes received from the camera.",
+        per(&|s| s.bytes_total as f64),
+    );
+    family(
+        "vigie_stream_reconnects_total",
+        "counter",
+        "RTSP sessions restarted after a failure.",
+        per(&|s| s.reconnects as f64),
+    );
+    family(
+        "vigie_stream_online",
+        "gauge",
+        "1 when the stream is delivering frames.",
+        per(&|s| if s.online { 1.0 } else { 0.0 }),
+    );
+    family(
+        "vigie_stream_fps",
+        "gauge",
+        "Measured frame rate over the last seconds.",
+        per(&|s| s.fps),
+    );
+    family(
+        "vigie_stream_bitrate_bps",
+        "gauge",
+        "Measured bit rate over the last seconds.",
+        per(&|s| s.bitrate_bps as f64),
+    );
 
     let stats = state.store.stats();
     let writer_rows = |f: &dyn Fn(&vigie_store::WriterStats) -> f64| {
-        stats.writers.iter().map(|(k, w)| (stream_labels(k), f(w))).collect::<Vec<_>>()
+        stats
+            .writers
+            .iter()
+            .map(|(k, w)| (stream_labels(k), f(w)))
+            .collect::<Vec<_>>()
     };
-    family("vigie_writer_frames_total", "counter", "Frames written to segment files.", writer_rows(&|w| w.frames as f64));
-    family("vigie_writer_bytes_total", "counter", "Bytes written to segment files.", writer_rows(&|w| w.bytes as f64));
-    family("vigie_writer_segments_total", "counter", "Segments written.", writer_rows(&|w| w.segments as f64));
-    family("vigie_writer_overflows_total", "counter", "Times the writer queue overflowed (frames dropped until the next key frame).", writer_rows(&|w| w.overflows as f64));
-    let dir = format!("dir=\"{}\"", escape(&state.config.storage.data_dir.display().to_string()));
-    family("vigie_storage_free_bytes", "gauge", "Free bytes in the storage directory.", vec![(dir.clone(), stats.free_bytes as f64)]);
-    family("vigie_storage_total_bytes", "gauge", "Size of the storage file system.", vec![(dir.clone(), stats.total_bytes as f64)]);
-    family("vigie_storage_segments_deleted_total", "counter", "Segments deleted by retention (age or free-space floor).", vec![(dir.clone(), stats.segments_deleted as f64)]);
-    family("vigie_storage_bytes_deleted_total", "counter", "Bytes deleted by retention.", vec![(dir, stats.bytes_deleted as f64)]);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+    family(
+        "vigie_writer_frames_total",
+        "counter",
+        "Frames written to segment files.",
+        writer_rows(&|w| w.frames as f64),
+    );
+    family(
+        "vigie_writer_bytes_total",
+        "counter",
+        "Bytes written to segment files.",
+        writer_rows(&|w| w.bytes as f64),
+    );
+    family(
+        "vigie_writer_segments_total",
+        "counter",
+        "Segments written.",
+        writer_rows(&|w| w.segments as f64),
+    );
+    family(
+        "vigie_writer_overflows_total",
+        "counter",
+        "Times the writer queue overflowed (frames dropped until the next key frame).",
+        writer_rows(&|w| w.overflows as f64),
+    );
+    let dir = format!(
+        "dir=\"{}\"",
+        escape(&state.config.storage.data_dir.display().to_string())
+    );
+    family(
+        "vigie_storage_free_bytes",
+        "gauge",
+        "Free bytes in the storage directory.",
+        vec![(dir.clone(), stats.free_bytes as f64)],
+    );
+    family(
+        "vigie_storage_total_bytes",
+        "gauge",
+        "Size of the storage file system.",
+        vec![(dir.clone(), stats.total_bytes as f64)],
+    );
+    family(
+        "vigie_storage_segments_deleted_total",
+        "counter",
+        "Segments deleted by retention (age or free-space floor).",
+        vec![(dir.clone(), stats.segments_deleted as f64)],
+    );
+    family(
+        "vigie_storage_bytes_deleted_total",
+        "counter",
+        "Bytes deleted by retention.",
+        vec![(dir, stats.bytes_deleted as f64)],
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
 }
 
 fn stream_labels(k: &vigie_core::StreamKey) -> String {
-    format!("camera=\"{}\",stream=\"{}\"", escape(&k.camera), escape(&k.stream))
+    format!(
+        "camera=\"{}\",stream=\"{}\"",
+        escape(&k.camera),
+        escape(&k.stream)
+    )
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

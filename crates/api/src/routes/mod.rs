@@ -16,7 +16,10 @@ pub fn router() -> Router<AppState> {
         .route("/", get(index::page))
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/cameras", get(cameras::list))
-        .route("/api/v1/cameras/{cam}/streams/{stream}/recordings", get(recordings::list))
+        .route(
+            "/api/v1/cameras/{cam}/streams/{stream}/recordings",
+            get(recordings::list),
+        )
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
 }

@@ -26,17 +26,29 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query?;
     let entry = state.stream(&cam, &stream)?;
-    let w = WindowQuery { start: query.start, end: query.end }.window()?;
+    let w = WindowQuery {
+        start: query.start,
+        end: query.end,
+    }
+    .window()?;
     let with_segments = match query.segments.as_deref() {
         None | Some("0") | Some("false") => false,
         Some("1") | Some("true") => true,
-        Some(other) => return Err(ApiError::BadRequest(format!("`segments` must be 0 or 1, not {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`segments` must be 0 or 1, not {other:?}"
+            )));
+        }
     };
     let store = state.store.clone();
     let key = entry.key.clone();
     let (spans, segments) = tokio::task::spawn_blocking(move || {
         let spans = store.spans(&key, w.start, w.end)?;
-        let segments = if with_segments { Some(store.segments(&key, w.start, w.end)?) } else { None };
+        let segments = if with_segments {
+            Some(store.segments(&key, w.start, w.end)?)
+        } else {
+            None
+        };
         Ok::<_, vigie_store::StoreError>((spans, segments))
     })
     .await

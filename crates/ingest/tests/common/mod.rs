@@ -48,7 +48,9 @@ impl FakeCamera {
         let c = connections.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
                 c.fetch_add(1, Ordering::SeqCst);
                 let b = behaviour.clone();
                 tokio::spawn(async move {
@@ -56,7 +58,11 @@ impl FakeCamera {
                 });
             }
         });
-        FakeCamera { addr, connections, task }
+        FakeCamera {
+            addr,
+            connections,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -69,7 +75,10 @@ impl FakeCamera {
 }
 
 /// Reads one RTSP request; returns (method, cseq), or None at EOF.
-async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<(String, String)>> {
+async fn read_request(
+    sock: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(String, String)>> {
     loop {
         // Skip interleaved data the client may send (RTCP receiver reports).
         while buf.first() == Some(&b'$') && buf.len() >= 4 {
@@ -104,7 +113,8 @@ async fn serve(mut sock: TcpStream, b: Behaviour, addr: SocketAddr) -> std::io::
     let mut buf = Vec::new();
     match b {
         Behaviour::Garbage => {
-            sock.write_all(b"\x16\x03\x01garbage that is not RTSP\r\n\r\n\x00\xff\xfe").await?;
+            sock.write_all(b"\x16\x03\x01garbage that is not RTSP\r\n\r\n\x00\xff\xfe")
+                .await?;
             return Ok(());
         }
         Behaviour::Silent => {
@@ -115,7 +125,9 @@ async fn serve(mut sock: TcpStream, b: Behaviour, addr: SocketAddr) -> std::io::
     }
     let base = format!("rtsp://{addr}/stream/");
     loop {
-        let Some((method, cseq)) = read_request(&mut sock, &mut buf).await? else { return Ok(()) };
+        let Some((method, cseq)) = read_request(&mut sock, &mut buf).await? else {
+            return Ok(());
+        };
         let resp = match (&b, method.as_str()) {
             (Behaviour::Unauthorized, _) => format!(
                 "RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: Basic realm=\"cam\"\r\n\r\n"
@@ -182,7 +194,12 @@ pub fn fixture_nals() -> Nals {
         sps: find(7),
         pps: find(8),
         idr: find(5),
-        p: nals.iter().filter(|n| n[0] & 0x1f == 1).take(40).cloned().collect(),
+        p: nals
+            .iter()
+            .filter(|n| n[0] & 0x1f == 1)
+            .take(40)
+            .cloned()
+            .collect(),
     }
 }
 
@@ -219,14 +236,21 @@ impl Rtp {
         for (i, c) in chunks.iter().enumerate() {
             let first = i == 0;
             let last = i == chunks.len() - 1;
-            let mut pl = vec![(hdr & 0xe0) | 28, (hdr & 0x1f) | if first { 0x80 } else { 0 } | if last { 0x40 } else { 0 }];
+            let mut pl = vec![
+                (hdr & 0xe0) | 28,
+                (hdr & 0x1f) | if first { 0x80 } else { 0 } | if last { 0x40 } else { 0 },
+            ];
             pl.extend_from_slice(c);
             out.extend(self.packet(ts, last && last_of_au, &pl));
         }
     }
 }
 
-async fn stream_frames(sock: &mut TcpStream, leading_p: usize, frames: usize) -> std::io::Result<()> {
+async fn stream_frames(
+    sock: &mut TcpStream,
+    leading_p: usize,
+    frames: usize,
+) -> std::io::Result<()> {
     let nals = fixture_nals();
     let mut rtp = Rtp { seq: 1 };
     let mut ts = 0u32;

@@ -73,11 +73,22 @@ pub fn feed(h: &WriterHandle, s: &TestStream, session: u64, pos: Pos, n: usize) 
 }
 
 /// [`feed`] starting at frame `first` of the clip.
-pub fn feed_from(h: &WriterHandle, s: &TestStream, session: u64, pos: Pos, n: usize, first: usize) -> Pos {
+pub fn feed_from(
+    h: &WriterHandle,
+    s: &TestStream,
+    session: u64,
+    pos: Pos,
+    n: usize,
+    first: usize,
+) -> Pos {
     for i in 0..n {
         let (data, is_key) = &s.frames[(first + i) % s.frames.len()];
         let off = i as i64 * 3600;
-        let jitter = if i == 0 { 0 } else { ((i as i64 * 37) % 5) * 200 };
+        let jitter = if i == 0 {
+            0
+        } else {
+            ((i as i64 * 37) % 5) * 200
+        };
         while h.stats().queue_bytes > 4 << 20 {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -91,7 +102,10 @@ pub fn feed_from(h: &WriterHandle, s: &TestStream, session: u64, pos: Pos, n: us
         }));
     }
     let d = n as i64 * 3600;
-    Pos { media: pos.media + d, recv: pos.recv + vigie_core::Duration90k(d) }
+    Pos {
+        media: pos.media + d,
+        recv: pos.recv + vigie_core::Duration90k(d),
+    }
 }
 
 pub fn secs(s: i64) -> vigie_core::Duration90k {
@@ -101,6 +115,11 @@ pub fn secs(s: i64) -> vigie_core::Duration90k {
 /// Runs ffmpeg + ffprobe on a segment file and checks it decodes with `frames` frames.
 pub fn assert_valid(path: &Path, frames: u32) {
     let v = vigie_mp4::testutil::validate_with_ffmpeg(path);
-    assert!(v.ffmpeg_ok, "{}: ffmpeg: {}", path.display(), v.ffmpeg_stderr);
+    assert!(
+        v.ffmpeg_ok,
+        "{}: ffmpeg: {}",
+        path.display(),
+        v.ffmpeg_stderr
+    );
     assert_eq!(v.frames, Some(u64::from(frames)), "{}", path.display());
 }
