@@ -36,7 +36,7 @@
 //!   unknown session → 454, unknown method → 501. Nothing a client sends can panic the server.
 //! - One RTP session per RTSP connection. TCP sessions end with their connection; UDP sessions
 //!   time out after 60 s without an RTSP request (keepalive: GET_PARAMETER / SET_PARAMETER /
-//!   OPTIONS). RTCP from clients is read and ignored.
+//!   OPTIONS). RTCP from clients is ignored (read and discarded over TCP, never read over UDP).
 //! - Payloads are built once per fixture and shared ([`bytes::Bytes`]); per frame a session
 //!   writes only the 16-byte interleave+RTP headers and issues one vectored write.
 //! - A client that stops reading a TCP session blocks only its own connection task.
@@ -67,5 +67,5 @@ pub use faults::{Garbage, MountControl, MountStats};
 pub use fixture::{AccessUnit, Fixture, ParameterSets, fixtures_dir};
 pub use h26x::Codec;
 pub use manifest::{Manifest, ManifestEntry};
-pub use server::{MountConfig, Server, ServerHandle};
+pub use server::{MAX_SPEED, MIN_SPEED, MountConfig, Server, ServerHandle};
 pub use session::{SESSION_TIMEOUT, SR_INTERVAL};

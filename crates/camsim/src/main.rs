@@ -67,7 +67,7 @@ struct Args {
     /// MOUNT=basic|digest:USER:PASS, repeatable.
     #[arg(long = "auth", value_name = "MOUNT=SCHEME:USER:PASS")]
     auth: Vec<String>,
-    /// MOUNT:KIND-after=DELAY[,options], repeatable (see below).
+    /// `MOUNT:KIND-after=DELAY[,OPTION…]`, repeatable (see below).
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<String>,
     /// Log sent frames/bytes totals every this many seconds (0: never).

@@ -140,6 +140,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let total = head_len + content_length;
     if !ok
         || !version.starts_with("RTSP/1.")
+        || uri.bytes().any(|b| b.is_ascii_control())
         || !method.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
     {
         return Parsed::Malformed { len: total, cseq };
@@ -375,6 +376,11 @@ mod tests {
         assert!(matches!(
             parse(b"\xff\xfe\r\n\r\n"),
             Parsed::Malformed { len: 6, .. }
+        ));
+        // A bare LF in the URI could inject headers into responses that echo it.
+        assert!(matches!(
+            parse(b"DESCRIBE rtsp://h/a\nX:1 RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
+            Parsed::Malformed { len: 45, .. }
         ));
         assert_eq!(parse(b"\r\nX"), Parsed::Skip(2));
     }

@@ -18,6 +18,11 @@ use crate::faults::{MountControl, MountState};
 use crate::fixture::Fixture;
 use crate::session::serve_connection;
 
+/// Smallest accepted pacing factor.
+pub const MIN_SPEED: f64 = 0.01;
+/// Largest accepted pacing factor.
+pub const MAX_SPEED: f64 = 1000.0;
+
 /// One simulated camera: `rtsp://HOST:PORT/<name>` serving `fixture`.
 #[derive(Clone, Debug)]
 pub struct MountConfig {
@@ -49,7 +54,8 @@ impl MountConfig {
         self
     }
 
-    /// Sets the pacing factor (values ≤ 0 or not finite mean 1.0).
+    /// Sets the pacing factor (values ≤ 0 or not finite mean 1.0; others are clamped to
+    /// [`MIN_SPEED`, `MAX_SPEED`]).
     pub fn with_speed(mut self, speed: f64) -> MountConfig {
         self.speed = speed;
         self
@@ -87,7 +93,7 @@ impl Server {
                 return Err(Error::InvalidMount(m.name));
             }
             let speed = if m.speed.is_finite() && m.speed > 0.0 {
-                m.speed
+                m.speed.clamp(MIN_SPEED, MAX_SPEED)
             } else {
                 1.0
             };
