@@ -101,7 +101,11 @@ pub struct NewEntry {
 
 impl NewEntry {
     pub fn new(actor: impl Into<String>, action: Action) -> Self {
-        NewEntry { actor: actor.into(), action: Some(action), ..Default::default() }
+        NewEntry {
+            actor: actor.into(),
+            action: Some(action),
+            ..Default::default()
+        }
     }
     pub fn camera(mut self, camera: &str, stream: &str) -> Self {
         self.camera = Some(camera.to_owned());
@@ -203,7 +207,10 @@ mod tests {
             Action::ServiceStart,
             Action::ServiceStop,
         ] {
-            assert_eq!(serde_json::to_value(a).unwrap(), serde_json::Value::String(a.as_str().into()));
+            assert_eq!(
+                serde_json::to_value(a).unwrap(),
+                serde_json::Value::String(a.as_str().into())
+            );
             assert_eq!(Action::parse(a.as_str()), Some(a));
         }
         assert_eq!(Action::parse("nope"), None);

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use vigie_core::{Clock, Time90k};
 
-use crate::entry::{Action, Entry, GENESIS_HASH, NewEntry};
 use crate::AuditError;
+use crate::entry::{Action, Entry, GENESIS_HASH, NewEntry};
 
 /// Key of the newest entry (seq, hash) as last written: detects removal of the newest entries.
 const META_HEAD: &[u8] = b"head";
@@ -77,18 +77,30 @@ fn seq_of(k: &[u8]) -> Option<u64> {
 impl Journal {
     /// Opens (or creates) the journal in `dir`.
     pub fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<Journal, AuditError> {
-        let db = sled::Config::new().path(dir).cache_capacity(8 << 20).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(8 << 20)
+            .open()?;
         let entries = db.open_tree("entries")?;
         let meta = db.open_tree("meta")?;
         let head = match entries.last()? {
             Some((k, v)) => {
                 let seq = seq_of(&k).unwrap_or(0);
-                let e: Entry = serde_json::from_slice(&v).map_err(|source| AuditError::Decode { seq, source })?;
-                Head { next_seq: seq + 1, last_hash: e.hash, last_time_90k: e.time_90k }
+                let e: Entry = serde_json::from_slice(&v)
+                    .map_err(|source| AuditError::Decode { seq, source })?;
+                Head {
+                    next_seq: seq + 1,
+                    last_hash: e.hash,
+                    last_time_90k: e.time_90k,
+                }
             }
             None => {
                 let (seq, hash) = Self::read_genesis(&meta)?;
-                Head { next_seq: seq, last_hash: hash, last_time_90k: i64::MIN }
+                Head {
+                    next_seq: seq,
+                    last_hash: hash,
+                    last_time_90k: i64::MIN,
+                }
             }
         };
         if let Some(v) = meta.get(META_HEAD)? {
@@ -102,7 +114,15 @@ impl Journal {
             }
         }
         tracing::info!(next_seq = head.next_seq, head_hash = %head.last_hash, "access journal opened");
-        Ok(Journal { inner: Arc::new(Inner { db, entries, meta, clock, head: Mutex::new(head) }) })
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                db,
+                entries,
+                meta,
+                clock,
+                head: Mutex::new(head),
+            }),
+        })
     }
 
     fn read_genesis(meta: &sled::Tree) -> Result<(u64, String), AuditError> {
@@ -165,13 +185,16 @@ impl Journal {
         for item in self.inner.entries.range(key(from)..) {
             let (k, v) = item?;
             let seq = seq_of(&k).unwrap_or(0);
-            let e: Entry = serde_json::from_slice(&v).map_err(|source| AuditError::Decode { seq, source })?;
+            let e: Entry =
+                serde_json::from_slice(&v).map_err(|source| AuditError::Decode { seq, source })?;
             if q.end.is_some_and(|end| e.time_90k >= end.0) {
                 break;
             }
             if q.start.is_some_and(|s| e.time_90k < s.0)
                 || q.actor.as_ref().is_some_and(|a| &e.actor != a)
-                || q.camera.as_ref().is_some_and(|c| e.camera.as_ref() != Some(c))
+                || q.camera
+                    .as_ref()
+                    .is_some_and(|c| e.camera.as_ref() != Some(c))
                 || q.action.is_some_and(|a| e.action != a)
             {
                 continue;
@@ -195,7 +218,9 @@ impl Journal {
             let time = match self.inner.entries.range(key(mid)..).next() {
                 Some(item) => {
                     let (_, v) = item?;
-                    serde_json::from_slice::<Entry>(&v).map(|e| e.time_90k).unwrap_or(i64::MIN)
+                    serde_json::from_slice::<Entry>(&v)
+                        .map(|e| e.time_90k)
+                        .unwrap_or(i64::MIN)
                 }
                 None => i64::MAX,
             };
@@ -213,7 +238,11 @@ impl Journal {
         let (first_seq, mut prev_hash) = Self::read_genesis(&self.inner.meta)?;
         let mut expected = first_seq;
         let mut n = 0u64;
-        let broken = |seq: u64, why: String, n: u64| VerifyReport { entries: n, first_seq, first_broken: Some((seq, why)) };
+        let broken = |seq: u64, why: String, n: u64| VerifyReport {
+            entries: n,
+            first_seq,
+            first_broken: Some((seq, why)),
+        };
         for item in self.inner.entries.iter() {
             let (k, v) = item?;
             let Some(seq) = seq_of(&k) else {
@@ -228,23 +257,44 @@ impl Journal {
             }
             let e: Entry = match serde_json::from_slice(&v) {
                 Ok(e) => e,
-                Err(err) => return Ok(broken(seq, format!("entry {seq} is not a valid entry: {err}"), n)),
+                Err(err) => {
+                    return Ok(broken(
+                        seq,
+                        format!("entry {seq} is not a valid entry: {err}"),
+                        n,
+                    ));
+                }
             };
             if e.seq != seq {
-                return Ok(broken(seq, format!("entry {seq} claims sequence number {}", e.seq), n));
+                return Ok(broken(
+                    seq,
+                    format!("entry {seq} claims sequence number {}", e.seq),
+                    n,
+                ));
             }
             if e.prev_hash != prev_hash {
-                return Ok(broken(seq, format!("entry {seq} does not chain to the previous entry (prev_hash mismatch)"), n));
+                return Ok(broken(
+                    seq,
+                    format!(
+                        "entry {seq} does not chain to the previous entry (prev_hash mismatch)"
+                    ),
+                    n,
+                ));
             }
             if e.compute_hash() != e.hash {
-                return Ok(broken(seq, format!("entry {seq} was modified (its hash does not match its content)"), n));
+                return Ok(broken(
+                    seq,
+                    format!("entry {seq} was modified (its hash does not match its content)"),
+                    n,
+                ));
             }
             prev_hash = e.hash;
             expected = seq + 1;
             n += 1;
         }
         if let Some(v) = self.inner.meta.get(META_HEAD)? {
-            let recorded: (u64, String) = serde_json::from_slice(&v).unwrap_or((u64::MAX, String::new()));
+            let recorded: (u64, String) =
+                serde_json::from_slice(&v).unwrap_or((u64::MAX, String::new()));
             if recorded.0.saturating_add(1) != expected || recorded.1 != prev_hash {
                 return Ok(broken(
                     expected,
@@ -256,7 +306,11 @@ impl Journal {
                 ));
             }
         }
-        Ok(VerifyReport { entries: n, first_seq, first_broken: None })
+        Ok(VerifyReport {
+            entries: n,
+            first_seq,
+            first_broken: None,
+        })
     }
 
     /// Deletes entries older than `before` (journal retention, 3 years by default), keeps the
@@ -267,17 +321,26 @@ impl Journal {
         for item in self.inner.entries.iter() {
             let (k, v) = item?;
             let seq = seq_of(&k).unwrap_or(0);
-            let e: Entry = serde_json::from_slice(&v).map_err(|source| AuditError::Decode { seq, source })?;
+            let e: Entry =
+                serde_json::from_slice(&v).map_err(|source| AuditError::Decode { seq, source })?;
             if e.time_90k >= before.0 {
                 break;
             }
             last_deleted = Some((seq, e.hash));
         }
-        let Some((last_seq, last_hash)) = last_deleted else { return Ok(0) };
+        let Some((last_seq, last_hash)) = last_deleted else {
+            return Ok(0);
+        };
         // Genesis first, so a crash mid-purge leaves a chain that verifies from a later start.
-        let genesis = serde_json::to_vec(&(last_seq + 1, &last_hash)).map_err(AuditError::Encode)?;
+        let genesis =
+            serde_json::to_vec(&(last_seq + 1, &last_hash)).map_err(AuditError::Encode)?;
         self.inner.meta.insert(META_GENESIS, genesis)?;
-        let keys: Vec<_> = self.inner.entries.range(..key(last_seq + 1)).keys().collect::<Result<_, _>>()?;
+        let keys: Vec<_> = self
+            .inner
+            .entries
+            .range(..key(last_seq + 1))
+            .keys()
+            .collect::<Result<_, _>>()?;
         for k in keys {
             self.inner.entries.remove(k)?;
             deleted += 1;

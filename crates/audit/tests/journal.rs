@@ -7,7 +7,9 @@ use vigie_core::{Clock, Duration90k, SimulatedClock, Time90k};
 
 fn journal() -> (tempfile::TempDir, Arc<SimulatedClock>, Journal) {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(SimulatedClock::new(Time90k::parse_rfc3339("2026-11-29T10:00:00Z").unwrap()));
+    let clock = Arc::new(SimulatedClock::new(
+        Time90k::parse_rfc3339("2026-11-29T10:00:00Z").unwrap(),
+    ));
     let j = Journal::open(&dir.path().join("journal"), clock.clone()).unwrap();
     (dir, clock, j)
 }
@@ -15,8 +17,16 @@ fn journal() -> (tempfile::TempDir, Arc<SimulatedClock>, Journal) {
 fn fill(j: &Journal, clock: &SimulatedClock, n: u64) {
     for i in 0..n {
         clock.advance(Duration90k::from_secs(60));
-        let action = if i % 2 == 0 { Action::Playback } else { Action::LiveStart };
-        j.append(NewEntry::new(format!("user{}", i % 3), action).camera(&format!("cam{}", i % 4), "main")).unwrap();
+        let action = if i % 2 == 0 {
+            Action::Playback
+        } else {
+            Action::LiveStart
+        };
+        j.append(
+            NewEntry::new(format!("user{}", i % 3), action)
+                .camera(&format!("cam{}", i % 4), "main"),
+        )
+        .unwrap();
     }
 }
 
@@ -43,7 +53,9 @@ fn edited_entry_is_named() {
     fill(&j, &clock, 10);
     let raw = j.raw_entries();
     let v = raw.get(7u64.to_be_bytes()).unwrap().unwrap();
-    let edited = String::from_utf8(v.to_vec()).unwrap().replace("user1", "user2");
+    let edited = String::from_utf8(v.to_vec())
+        .unwrap()
+        .replace("user1", "user2");
     raw.insert(7u64.to_be_bytes(), edited.as_bytes()).unwrap();
     let r = j.verify().unwrap();
     let (seq, why) = r.first_broken.unwrap();
@@ -57,10 +69,12 @@ fn rehashed_edit_breaks_the_next_link() {
     fill(&j, &clock, 10);
     // A forger who also recomputes the edited entry's hash is caught by the next entry.
     let raw = j.raw_entries();
-    let mut e: vigie_audit::Entry = serde_json::from_slice(&raw.get(4u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+    let mut e: vigie_audit::Entry =
+        serde_json::from_slice(&raw.get(4u64.to_be_bytes()).unwrap().unwrap()).unwrap();
     e.actor = "someone-else".into();
     e.hash = e.compute_hash();
-    raw.insert(4u64.to_be_bytes(), serde_json::to_vec(&e).unwrap()).unwrap();
+    raw.insert(4u64.to_be_bytes(), serde_json::to_vec(&e).unwrap())
+        .unwrap();
     let (seq, why) = j.verify().unwrap().first_broken.unwrap();
     assert_eq!(seq, 5, "{why}");
     assert!(why.contains("chain"), "{why}");
@@ -103,17 +117,48 @@ fn queries_filter_by_time_actor_camera_action() {
     let (_d, clock, j) = journal();
     let t0 = clock.now();
     fill(&j, &clock, 40); // one entry per minute from t0 + 1 min
-    let window = Query { start: Some(t0 + Duration90k::from_secs(600)), end: Some(t0 + Duration90k::from_secs(1200)), ..Default::default() };
+    let window = Query {
+        start: Some(t0 + Duration90k::from_secs(600)),
+        end: Some(t0 + Duration90k::from_secs(1200)),
+        ..Default::default()
+    };
     let got = j.query(&window).unwrap();
     assert_eq!(got.len(), 10, "minutes 10..20");
-    assert!(got.iter().all(|e| e.time_90k >= window.start.unwrap().0 && e.time_90k < window.end.unwrap().0));
-    let by_actor = j.query(&Query { actor: Some("user0".into()), ..Default::default() }).unwrap();
+    assert!(
+        got.iter()
+            .all(|e| e.time_90k >= window.start.unwrap().0 && e.time_90k < window.end.unwrap().0)
+    );
+    let by_actor = j
+        .query(&Query {
+            actor: Some("user0".into()),
+            ..Default::default()
+        })
+        .unwrap();
     assert!(!by_actor.is_empty() && by_actor.iter().all(|e| e.actor == "user0"));
-    let by_cam = j.query(&Query { camera: Some("cam2".into()), action: Some(Action::Playback), ..Default::default() }).unwrap();
+    let by_cam = j
+        .query(&Query {
+            camera: Some("cam2".into()),
+            action: Some(Action::Playback),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(by_cam.len(), 10);
-    let page = j.query(&Query { after_seq: Some(35), ..Default::default() }).unwrap();
+    let page = j
+        .query(&Query {
+            after_seq: Some(35),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(page.first().map(|e| e.seq), Some(36));
-    assert_eq!(j.query(&Query { limit: Some(3), ..Default::default() }).unwrap().len(), 3);
+    assert_eq!(
+        j.query(&Query {
+            limit: Some(3),
+            ..Default::default()
+        })
+        .unwrap()
+        .len(),
+        3
+    );
 }
 
 #[test]
@@ -121,13 +166,20 @@ fn purge_keeps_the_rest_verifiable_and_is_journaled() {
     let (_d, clock, j) = journal();
     let t0 = clock.now();
     fill(&j, &clock, 30);
-    let n = j.purge_before(t0 + Duration90k::from_secs(10 * 60 + 1), "system").unwrap();
+    let n = j
+        .purge_before(t0 + Duration90k::from_secs(10 * 60 + 1), "system")
+        .unwrap();
     assert_eq!(n, 10);
     let r = j.verify().unwrap();
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.first_seq, 10);
     assert_eq!(r.entries, 21);
-    let last = j.query(&Query { action: Some(Action::JournalPurge), ..Default::default() }).unwrap();
+    let last = j
+        .query(&Query {
+            action: Some(Action::JournalPurge),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].details["deleted"], 10);
 }

@@ -8,6 +8,8 @@
 //!   per stream which cuts segments and fragments and does all file I/O.
 //! * Listing ([`Store::segments`], [`Store::spans`]) is answered from the index with one range
 //!   scan per call, never a directory walk.
+//! * [`Store::playback_plan`] turns the index of a time range into the input of the virtual
+//!   progressive MP4 builder ([`playback`]).
 //! * [`Store::apply_retention`] deletes whole segments by age per stream and under a free-space
 //!   floor, oldest first, and journals every deletion ([`Store::deletions`]).
 //!
@@ -28,18 +30,24 @@ use vigie_core::config::RecordingConfig;
 use vigie_core::{Clock, Codec, StreamKey, Time90k, VideoParams};
 
 pub mod freespace;
+pub mod holds;
 pub mod index;
 pub mod layout;
+pub mod playback;
 mod recovery;
 mod reindex;
 mod retention;
 pub mod sampletable;
+mod synthetic;
 pub mod timing;
 mod writer;
 
 pub use freespace::{DiskSpace, FakeFreeSpace, FreeSpace, Statvfs};
+pub use holds::{Hold, NewHold, Release};
+pub use playback::{GapPolicy, Piece, PlannedSegment, PlaybackError, PlaybackPlan};
 pub use recovery::RecoveryReport;
 pub use sampletable::FragmentLoc;
+pub use synthetic::SyntheticSegment;
 pub use vigie_mp4::SampleInfo;
 pub use writer::{WriterHandle, WriterStats};
 
@@ -70,6 +78,9 @@ pub enum StoreError {
     AlreadyRecording { key: StreamKey },
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// A request the store refuses (e.g. a hold whose end is not after its start).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl StoreError {
@@ -177,8 +188,13 @@ pub struct RetentionReport {
     pub bytes_deleted: u64,
     /// Free bytes after the pass.
     pub free_bytes: u64,
-    /// True when the floor could not be reached (nothing left to delete but open segments).
+    /// True when the floor could not be reached (nothing left to delete but open or held
+    /// segments).
     pub floor_unreachable: bool,
+    /// Segments kept past their retention because a legal hold covers them.
+    pub held_kept: u64,
+    /// True when recording is stopped because what is left on disk is held.
+    pub recording_blocked: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -233,6 +249,9 @@ pub(crate) struct Inner {
     pub retention_lock: Mutex<()>,
     pub shutting_down: AtomicBool,
     pub recovery: RecoveryReport,
+    /// Set by retention when the free-space floor cannot be reached without deleting held
+    /// footage: writers stop recording (see [`holds`]).
+    pub recording_blocked: Arc<AtomicBool>,
 }
 
 impl Inner {
@@ -328,6 +347,7 @@ impl Store {
             retention_lock: Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             recovery: report,
+            recording_blocked: Arc::new(AtomicBool::new(false)),
         };
         Ok(Store {
             inner: Arc::new(inner),
@@ -424,6 +444,32 @@ impl Store {
     /// Codec parameters by id ([`SegmentInfo::params_id`]).
     pub fn params(&self, params_id: u64) -> Result<Option<VideoParams>, StoreError> {
         self.inner.index.get_params(params_id)
+    }
+
+    /// Places a legal hold on `[start, end)` of a stream: its segments are exempt from retention
+    /// until the hold is released.
+    pub fn place_hold(&self, new: NewHold) -> Result<Hold, StoreError> {
+        holds::place(&self.inner, new)
+    }
+
+    /// Releases a hold (`Ok(None)`: no such hold; releasing twice keeps the first release).
+    pub fn release_hold(
+        &self,
+        id: u64,
+        by: &str,
+        reason: &str,
+    ) -> Result<Option<Hold>, StoreError> {
+        holds::release(&self.inner, id, by, reason)
+    }
+
+    /// All holds, active and released, by id.
+    pub fn holds(&self) -> Result<Vec<Hold>, StoreError> {
+        holds::list(&self.inner)
+    }
+
+    /// True while recording is stopped because the disk is full of held footage.
+    pub fn recording_blocked(&self) -> bool {
+        self.inner.recording_blocked.load(Ordering::Relaxed)
     }
 
     /// Applies retention: age per stream, then the free-space floor, oldest first.

@@ -31,6 +31,9 @@ pub(crate) fn apply(
     let now = inner.clock.now();
     let mut report = RetentionReport::default();
     let streams = inner.index.all_streams()?;
+    let holds = crate::holds::active(inner)?;
+    let held =
+        |key: &StreamKey, e: &SegmentEntry| holds.iter().any(|h| h.covers(key, e.start(), e.end()));
 
     for (sid, key) in &streams {
         let days = policy
@@ -47,7 +50,11 @@ pub(crate) fn apply(
                 break;
             }
             if !e.open && e.end() <= cutoff {
-                victims.push(e);
+                if held(key, &e) {
+                    report.held_kept += 1;
+                } else {
+                    victims.push(e);
+                }
             }
         }
         for e in victims {
@@ -70,13 +77,22 @@ pub(crate) fn apply(
             .map_err(StoreError::io("statvfs", dir))?;
         report.free_bytes = space.free_bytes;
         if space.free_bytes >= inner.cfg.min_free_bytes {
+            if inner
+                .recording_blocked
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                tracing::warn!(
+                    free = space.free_bytes,
+                    "free space is above the floor again: recording resumes"
+                );
+            }
             break;
         }
         let mut oldest: Option<(&StreamKey, SegmentEntry)> = None;
         for (sid, key) in &streams {
             for e in inner.index.stream_segments(*sid) {
                 let e = e?;
-                if e.open {
+                if e.open || held(key, &e) {
                     continue;
                 }
                 if oldest
@@ -95,6 +111,20 @@ pub(crate) fn apply(
                 "free space below the floor and nothing left to delete"
             );
             report.floor_unreachable = true;
+            // Held footage is never deleted to make room: stop recording instead (alert).
+            if !holds.is_empty() {
+                report.recording_blocked = true;
+                if !inner
+                    .recording_blocked
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    tracing::error!(
+                        free = space.free_bytes,
+                        floor = inner.cfg.min_free_bytes,
+                        "disk full of footage under legal hold: RECORDING STOPPED until space is freed or holds are released"
+                    );
+                }
+            }
             break;
         };
         delete(inner, key, &e, FREE_SPACE_REASON, now, &mut report)?;

@@ -55,6 +55,8 @@ pub(crate) enum Msg {
         reason: String,
     },
     Overflow,
+    /// Recording stopped: the disk is full of held footage (see `holds`).
+    Blocked,
     Stop,
     Crash,
     /// Test hook: the writer sleeps, like a stalled disk.
@@ -146,6 +148,10 @@ pub struct WriterHandle {
     limit: u64,
     dropping: AtomicBool,
     counters: Arc<WriterCounters>,
+    /// Shared with retention: set while the disk is full of held footage.
+    blocked: Arc<AtomicBool>,
+    /// This handle has already ended its segment for the current blocked period.
+    blocked_seen: AtomicBool,
 }
 
 impl WriterHandle {
@@ -167,6 +173,17 @@ impl FrameSink for WriterHandle {
         let c = &self.counters;
         match event {
             StreamEvent::Frame(f) => {
+                if self.blocked.load(Ordering::Relaxed) {
+                    if !self.blocked_seen.swap(true, Ordering::Relaxed) {
+                        let _ = self.tx.send(Msg::Blocked);
+                    }
+                    c.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                if self.blocked_seen.swap(false, Ordering::Relaxed) {
+                    // Resume at a key frame.
+                    self.dropping.store(true, Ordering::Relaxed);
+                }
                 if self.dropping.load(Ordering::Relaxed) && !f.is_key {
                     c.dropped_frames.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -278,6 +295,8 @@ pub(crate) fn start(
         limit,
         dropping: AtomicBool::new(false),
         counters,
+        blocked: inner.recording_blocked.clone(),
+        blocked_seen: AtomicBool::new(false),
     })
 }
 
@@ -301,6 +320,10 @@ fn run(mut rec: Recorder, rx: mpsc::Receiver<Msg>) {
             }
             Ok(Msg::Overflow) => {
                 rec.finish("writer-overflow", None);
+                rec.run = None;
+            }
+            Ok(Msg::Blocked) => {
+                rec.finish("disk-full-held", None);
                 rec.run = None;
             }
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {

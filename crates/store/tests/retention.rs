@@ -149,3 +149,128 @@ async fn free_space_floor_deletes_oldest_first_across_streams() {
     assert!(r.floor_unreachable);
     assert!(list(&store, &key()).is_empty());
 }
+
+#[tokio::test]
+async fn legal_holds_are_never_deleted_and_a_disk_full_of_them_stops_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let free = Arc::new(FakeFreeSpace::new(1 << 40, 1 << 40));
+    let mut cfg = config(dir.path());
+    cfg.min_free_bytes = 1 << 30;
+    let store =
+        Store::open_with(cfg.clone(), clock.clone() as Arc<dyn Clock>, free.clone()).unwrap();
+    let h = record_sessions(&store, &key(), &[0, 3600, 7200]);
+    // The writer thread works asynchronously: wait until the three sessions are closed.
+    let mut segs = list(&store, &key());
+    for _ in 0..200 {
+        if segs.len() == 3 && segs.iter().all(|s| !s.open) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        segs = list(&store, &key());
+    }
+    assert_eq!(segs.len(), 3);
+
+    // Hold the middle segment (a range inside it is enough to cover it).
+    let hold = store
+        .place_hold(vigie_store::NewHold {
+            key: key(),
+            start: segs[1].start + secs(2),
+            end: segs[1].start + secs(4),
+            procedure: "PV-2026-0042".into(),
+            reason: "requisition".into(),
+            created_by: "alice".into(),
+        })
+        .unwrap();
+    assert!(
+        store
+            .place_hold(vigie_store::NewHold {
+                end: segs[1].start,
+                start: segs[1].start,
+                ..hold_req()
+            })
+            .is_err()
+    );
+
+    // 40 days later: age retention deletes all but the held segment, and says it kept one.
+    clock.set(t0() + secs(40 * 86_400));
+    let policy = RetentionPolicy {
+        per_stream_days: HashMap::from([(key(), 30)]),
+    };
+    let r = store.apply_retention(&policy).unwrap();
+    let ids: Vec<u64> = r.deleted.iter().map(|d| d.segment_id).collect();
+    assert_eq!(ids, vec![segs[0].id, segs[2].id]);
+    assert_eq!(r.held_kept, 1);
+    assert_eq!(list(&store, &key()), vec![segs[1].clone()]);
+    assert!(segs[1].path.exists());
+
+    // The disk fills up: the held segment is still not deleted; recording stops instead.
+    free.set_free(0);
+    let r = store.apply_retention(&policy).unwrap();
+    assert!(
+        r.deleted.is_empty() && r.floor_unreachable && r.recording_blocked,
+        "{r:?}"
+    );
+    assert!(store.recording_blocked());
+    assert!(segs[1].path.exists());
+    let before = h.stats();
+    feed(
+        &h,
+        stream_a(),
+        9,
+        Pos {
+            media: 0,
+            recv: clock.now(),
+        },
+        100,
+    );
+    let after = h.stats();
+    assert_eq!(
+        after.frames, before.frames,
+        "frames were written while blocked"
+    );
+    assert!(after.dropped_frames >= before.dropped_frames + 100);
+
+    // Releasing the hold lets retention delete it; space comes back; recording resumes.
+    let released = store
+        .release_hold(hold.id, "bob", "procedure closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(released.released.as_ref().unwrap().by, "bob");
+    assert!(store.holds().unwrap().iter().all(|h| !h.active()));
+    let r = store.apply_retention(&policy).unwrap();
+    assert_eq!(r.deleted.len(), 1);
+    free.set_free(1 << 40);
+    store.apply_retention(&policy).unwrap();
+    assert!(!store.recording_blocked());
+    feed(
+        &h,
+        stream_a(),
+        10,
+        Pos {
+            media: 0,
+            recv: clock.now(),
+        },
+        100,
+    );
+    h.push(StreamEvent::SessionEnded {
+        session_id: 10,
+        reason: "test".into(),
+    });
+    store.shutdown().await;
+    assert!(
+        h.stats().frames >= after.frames + 50,
+        "recording did not resume"
+    );
+}
+
+fn hold_req() -> vigie_store::NewHold {
+    vigie_store::NewHold {
+        key: key(),
+        start: t0(),
+        end: t0(),
+        procedure: "x".into(),
+        reason: "x".into(),
+        created_by: "x".into(),
+    }
+}

@@ -1,0 +1,316 @@
+//! Playback plans: which samples of which segment files make up a wall-clock range, turned into
+//! the plain input of the virtual progressive MP4 builder ([`vigie_mp4::progressive`]).
+//!
+//! Rules (see docs/API.md "video.mp4"):
+//! * Segments overlapping `[start, end)` come from one index range scan; they are merged into
+//!   spans with [`crate::SPAN_MERGE_TOLERANCE_90K`]. No span → [`PlaybackError::NoRecording`].
+//!   More than one span (a gap) → [`PlaybackError::Gaps`] unless [`GapPolicy::Skip`], which
+//!   concatenates the spans (the caller says so in a response header).
+//! * Inside a segment, wall-clock offsets map to media time proportionally (wall duration vs
+//!   media duration; they differ by at most ±500 ppm).
+//! * The first frame is the one showing at `start`; samples begin at the key frame at or before
+//!   it and the edit list skips the difference, so players open at the exact instant. Frames
+//!   starting before `end` are included; the edit ends at `end` (within the last frame).
+//! * Each segment may carry its own codec parameters: each distinct set becomes one sample
+//!   description (`stsd` entry). A codec change (H.264 ↔ H.265) inside the range cannot be one
+//!   track: [`PlaybackError::CodecChange`] lists the sub-ranges to ask for instead.
+//! * Only indexed (durable) fragments are used, so a segment still being written is served up to
+//!   its indexed length.
+
+use std::collections::HashMap;
+
+use vigie_core::{Codec, StreamKey, Time90k};
+use vigie_mp4::SampleInfo;
+use vigie_mp4::progressive::{Chunk, Input};
+
+use crate::index::SegmentEntry;
+use crate::{Span, Store, StoreError, merge_spans, sampletable};
+
+/// What to do when the range holds more than one span of recording.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum GapPolicy {
+    /// Refuse ([`PlaybackError::Gaps`]): gaps are never hidden by default.
+    Refuse,
+    /// Concatenate the spans.
+    Skip,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaybackError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no recording in the requested range")]
+    NoRecording,
+    #[error("the range holds {} spans of recording separated by gaps (ask for each span, or pass gaps=skip)", .spans.len())]
+    Gaps { spans: Vec<Span> },
+    #[error("the codec changes inside the range; ask for each sub-range separately")]
+    CodecChange { ranges: Vec<Span> },
+}
+
+/// One segment's contribution (for ETags and diagnostics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedSegment {
+    pub id: u64,
+    /// Indexed length of the file when planned (grows while the segment is open).
+    pub bytes: u64,
+    pub first_sample: u32,
+    pub samples: u32,
+}
+
+/// A stretch of the output's presentation timeline mapped to wall-clock time.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Piece {
+    /// Start on the output's presentation timeline (after the edit list).
+    pub presentation_90k: u64,
+    pub wall_start: Time90k,
+    pub duration_90k: u64,
+}
+
+/// The result of [`Store::playback_plan`].
+#[derive(Clone, Debug)]
+pub struct PlaybackPlan {
+    /// Builder input (no subtitle cues: the caller adds them from [`PlaybackPlan::pieces`]).
+    pub input: Input,
+    /// Spans of recording inside the window (more than one only with [`GapPolicy::Skip`]).
+    pub spans: Vec<Span>,
+    pub segments: Vec<PlannedSegment>,
+    /// Presentation → wall clock, in order, covering `input.duration_90k`.
+    pub pieces: Vec<Piece>,
+}
+
+fn scale(v: i64, num: i64, den: i64) -> i64 {
+    if den <= 0 || num <= 0 {
+        return v;
+    }
+    (i128::from(v) * i128::from(num) / i128::from(den)) as i64
+}
+
+impl Store {
+    /// Plans the virtual MP4 of `key` for `[start, end)` (see the module docs for the rules).
+    pub fn playback_plan(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        gaps: GapPolicy,
+    ) -> Result<PlaybackPlan, PlaybackError> {
+        let Some(sid) = self.inner.index.existing_stream_id(key)? else {
+            return Err(PlaybackError::NoRecording);
+        };
+        let entries: Vec<SegmentEntry> = self
+            .inner
+            .index
+            .segments_overlapping(sid, start, end)?
+            .into_iter()
+            .filter(|e| e.frames > 0)
+            .collect();
+        plan_entries(self, key, &entries, start, end, gaps)
+    }
+}
+
+fn plan_entries(
+    store: &Store,
+    key: &StreamKey,
+    entries: &[SegmentEntry],
+    start: Time90k,
+    end: Time90k,
+    gaps: GapPolicy,
+) -> Result<PlaybackPlan, PlaybackError> {
+    let infos: Vec<_> = entries.iter().map(|e| store.inner.info(key, e)).collect();
+    let spans = merge_spans(&infos, start, end);
+    if spans.is_empty() {
+        return Err(PlaybackError::NoRecording);
+    }
+    if spans.len() > 1 && gaps == GapPolicy::Refuse {
+        return Err(PlaybackError::Gaps { spans });
+    }
+    check_codecs(entries, start, end)?;
+
+    let mut input = Input::default();
+    let mut descriptions: HashMap<u64, u32> = HashMap::new();
+    let mut segments = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut presented = 0u64; // presentation time so far (after the edit)
+    let mut last_clip = 0u64; // media time of the last included frame after `end`
+    for e in entries {
+        let corrupt = || StoreError::Corrupt {
+            what: format!("sample table of segment {}", e.id),
+        };
+        let samples = sampletable::decode_samples(&e.sample_table).ok_or_else(corrupt)?;
+        let frags =
+            sampletable::decode_fragments(&e.fragment_table, u64::from(e.init_len), &samples)
+                .ok_or_else(corrupt)?;
+        // Only fragments wholly inside the indexed (durable) length.
+        let mut usable = 0usize;
+        let mut n_usable = 0usize;
+        for f in &frags {
+            let last = n_usable + f.samples as usize;
+            let payload: u64 = samples[n_usable..last]
+                .iter()
+                .map(|s| u64::from(s.bytes))
+                .sum();
+            if f.offset + u64::from(f.header_len) + payload > e.bytes {
+                break;
+            }
+            usable += 1;
+            n_usable = last;
+        }
+        let frags = &frags[..usable];
+        let samples = &samples[..n_usable];
+        if samples.is_empty() {
+            continue;
+        }
+        let media_sum: i64 = samples.iter().map(|s| i64::from(s.duration_90k)).sum();
+        let wall = e.duration_90k;
+        let a = scale((start.0 - e.start_90k).max(0), e.media_duration_90k, wall).min(media_sum);
+        let b = scale(end.0 - e.start_90k, e.media_duration_90k, wall).clamp(0, media_sum);
+        if a >= media_sum {
+            continue;
+        }
+        // pts of each frame; first = frame showing at `a`; last_excl = first frame at or after b.
+        let mut pts = 0i64;
+        let (mut first, mut last_excl) = (samples.len(), samples.len());
+        let mut first_pts = 0i64;
+        let mut end_pts = media_sum;
+        for (i, s) in samples.iter().enumerate() {
+            let d = i64::from(s.duration_90k);
+            if first == samples.len() && a < pts + d {
+                first = i;
+                first_pts = pts;
+            }
+            if pts >= b {
+                last_excl = i;
+                end_pts = pts;
+                break;
+            }
+            pts += d;
+        }
+        if first >= last_excl {
+            continue;
+        }
+        let key_idx = samples[..=first]
+            .iter()
+            .rposition(|s| s.is_key)
+            .unwrap_or(0);
+        let key_pts: i64 = samples[..key_idx]
+            .iter()
+            .map(|s| i64::from(s.duration_90k))
+            .sum();
+        let is_first_segment = input.samples.is_empty();
+        let present_from = if is_first_segment {
+            input.skip_90k = (a.max(first_pts) - key_pts).max(0) as u64;
+            a.max(first_pts)
+        } else {
+            key_pts
+        };
+        let present_to = b.min(end_pts).max(present_from);
+        last_clip = (end_pts - present_to).max(0) as u64;
+        let wall_at = |m: i64| Time90k(e.start_90k + scale(m, wall, e.media_duration_90k));
+        pieces.push(Piece {
+            presentation_90k: presented,
+            wall_start: wall_at(present_from),
+            duration_90k: (present_to - present_from) as u64,
+        });
+        presented += (present_to - present_from) as u64;
+
+        // Sample description.
+        let n_desc = descriptions.len() as u32;
+        let desc = match descriptions.get(&e.params_id) {
+            Some(d) => *d,
+            None => {
+                let p = store
+                    .params(e.params_id)?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: format!("segment {} refers to unknown params", e.id),
+                    })?;
+                if input.sample_entries.is_empty() {
+                    input.width = p.width;
+                    input.height = p.height;
+                }
+                input.sample_entries.push(p.sample_entry.clone());
+                descriptions.insert(e.params_id, n_desc);
+                n_desc
+            }
+        };
+        let file = input.files.len() as u32;
+        input
+            .files
+            .push(store.inner.layout.segment_path(key, e.id, e.start()));
+        let first_out = input.samples.len() as u32;
+        // Chunks: each fragment's part of [key_idx, last_excl).
+        let mut frag_first = 0usize;
+        for f in frags {
+            let frag_last = frag_first + f.samples as usize;
+            let lo = frag_first.max(key_idx);
+            let hi = frag_last.min(last_excl);
+            if lo < hi {
+                let skip_bytes: u64 = samples[frag_first..lo]
+                    .iter()
+                    .map(|s| u64::from(s.bytes))
+                    .sum();
+                input.chunks.push(Chunk {
+                    file,
+                    offset: f.offset + u64::from(f.header_len) + skip_bytes,
+                    first_sample: input.samples.len() as u32,
+                    samples: (hi - lo) as u32,
+                    description: desc,
+                });
+                input.samples.extend_from_slice(&samples[lo..hi]);
+            }
+            frag_first = frag_last;
+        }
+        segments.push(PlannedSegment {
+            id: e.id,
+            bytes: e.bytes,
+            first_sample: key_idx as u32,
+            samples: input.samples.len() as u32 - first_out,
+        });
+    }
+    if input.samples.is_empty() {
+        return Err(PlaybackError::NoRecording);
+    }
+    let media: u64 = input
+        .samples
+        .iter()
+        .map(|s: &SampleInfo| u64::from(s.duration_90k))
+        .sum();
+    input.duration_90k = media
+        .saturating_sub(input.skip_90k)
+        .saturating_sub(last_clip);
+    if input.duration_90k == 0 {
+        // The window ends inside the first frame: present that frame.
+        input.duration_90k = media.saturating_sub(input.skip_90k).max(1);
+        input.skip_90k = input.skip_90k.min(media - input.duration_90k);
+    }
+    Ok(PlaybackPlan {
+        input,
+        spans,
+        segments,
+        pieces,
+    })
+}
+
+/// A codec change inside the window → the sub-ranges of constant codec.
+fn check_codecs(
+    entries: &[SegmentEntry],
+    start: Time90k,
+    end: Time90k,
+) -> Result<(), PlaybackError> {
+    let mut ranges: Vec<(Codec, Span)> = Vec::new();
+    for e in entries {
+        let (a, b) = (e.start().max(start), e.end().min(end));
+        if b <= a {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some((c, s)) if *c == e.codec => s.end = s.end.max(b),
+            _ => ranges.push((e.codec, Span { start: a, end: b })),
+        }
+    }
+    if ranges.len() > 1 {
+        return Err(PlaybackError::CodecChange {
+            ranges: ranges.into_iter().map(|(_, s)| s).collect(),
+        });
+    }
+    Ok(())
+}
