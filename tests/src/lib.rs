@@ -5,9 +5,12 @@
 //! HTTP API, and validating media files with independent tools (ffmpeg, ffprobe). With feature
 //! `gst`, [`gst_server`] provides GStreamer's RTSP server as an independent camera.
 
+pub mod browser;
 #[cfg(feature = "gst")]
 pub mod gst_server;
+pub mod live;
 pub mod media;
+pub mod playback;
 pub mod process;
 
 pub use process::{Vigie, VigieBuilder};

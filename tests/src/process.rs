@@ -8,6 +8,37 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// The admin every [`VigieBuilder`] creates (with the CLI, before start) unless told not to;
+/// its API token is sent by the [`Vigie`] HTTP helpers.
+pub const ADMIN_USER: &str = "e2e-admin";
+/// Its password (a test fixture, not a secret).
+pub const ADMIN_PASSWORD: &str = "e2e admin password, not a secret";
+
+/// Credentials of the default admin of the Vigie listening on a port.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+    /// A bearer API token (`vigie_…`).
+    pub token: String,
+}
+
+fn credentials_registry() -> &'static std::sync::Mutex<std::collections::HashMap<u16, Credentials>>
+{
+    static R: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<u16, Credentials>>> =
+        std::sync::OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// The default admin's credentials for the Vigie started by this process on `port` (for
+/// clients that only know the port: WebSocket, browser).
+pub fn credentials_for_port(port: u16) -> Option<Credentials> {
+    credentials_registry()
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&port).cloned())
+}
+
 /// Builds the configuration of a Vigie under test. `cameras_toml` holds `[[communes]]` and
 /// `[[cameras]]` tables; server and storage sections are generated.
 pub struct VigieBuilder {
@@ -15,6 +46,11 @@ pub struct VigieBuilder {
     extra_toml: String,
     segment_seconds: u32,
     data_dir: Option<PathBuf>,
+    /// Extra lines of the `[server]` table (e.g. TLS, metrics token).
+    server_toml: String,
+    /// PEM of the certificate to trust when serving HTTPS.
+    tls_root_pem: Option<Vec<u8>>,
+    default_admin: bool,
 }
 
 impl VigieBuilder {
@@ -24,7 +60,30 @@ impl VigieBuilder {
             extra_toml: String::new(),
             segment_seconds: 10,
             data_dir: None,
+            server_toml: String::new(),
+            tls_root_pem: None,
+            default_admin: true,
         }
+    }
+    /// Adds lines to the `[server]` table.
+    pub fn server_toml(mut self, s: &str) -> Self {
+        self.server_toml.push_str(s);
+        self.server_toml.push('\n');
+        self
+    }
+    /// Serves HTTPS with this PEM certificate (also trusted by the helpers' client) and key.
+    pub fn tls(mut self, cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        self.tls_root_pem = Some(std::fs::read(cert)?);
+        Ok(self.server_toml(&format!(
+            "tls_cert = {:?}\ntls_key = {:?}",
+            cert.display().to_string(),
+            key.display().to_string()
+        )))
+    }
+    /// Starts with no user at all (no default admin, helpers unauthenticated).
+    pub fn without_default_admin(mut self) -> Self {
+        self.default_admin = false;
+        self
     }
     pub fn toml(mut self, s: &str) -> Self {
         self.extra_toml.push_str(s);
@@ -47,7 +106,8 @@ impl VigieBuilder {
             .unwrap_or_else(|| work.path().join("data"));
         let port = free_port()?;
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = {:?}\nmin_free_bytes = \"1MiB\"\n[recording]\nsegment_seconds = {}\n{}",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{}[storage]\ndata_dir = {:?}\nmin_free_bytes = \"1MiB\"\n[recording]\nsegment_seconds = {}\n{}",
+            self.server_toml,
             data_dir.display().to_string(),
             self.segment_seconds,
             self.extra_toml
@@ -65,7 +125,29 @@ impl VigieBuilder {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()?,
+            scheme: if self.tls_root_pem.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            admin_token: None,
         };
+        if self.default_admin {
+            let token = v.bootstrap_admin()?;
+            credentials_registry()
+                .lock()
+                .map_err(|_| anyhow::anyhow!("credentials registry poisoned"))?
+                .insert(
+                    port,
+                    Credentials {
+                        user: ADMIN_USER.into(),
+                        password: ADMIN_PASSWORD.into(),
+                        token: token.clone(),
+                    },
+                );
+            v.admin_token = Some(token);
+        }
+        v.http = v.client_builder()?.build()?;
         v.spawn()?;
         Ok(v)
     }
@@ -81,6 +163,8 @@ pub struct Vigie {
     child: Option<Child>,
     log_path: PathBuf,
     http: reqwest::Client,
+    scheme: &'static str,
+    admin_token: Option<String>,
 }
 
 pub fn free_port() -> anyhow::Result<u16> {
@@ -94,7 +178,83 @@ impl Vigie {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+
+    /// The HTTP client of the helpers: sends the default admin's bearer token (if any) and
+    /// trusts the test certificate under TLS.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The default admin's API token (`Authorization: Bearer …`).
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// A client builder with no credentials that trusts this Vigie's certificate (TLS).
+    pub fn anonymous_client_builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
+        let mut b = reqwest::Client::builder().timeout(Duration::from_secs(20));
+        if self.scheme == "https" {
+            let cfg = std::fs::read_to_string(&self.config_path)?;
+            let cert = cfg
+                .lines()
+                .find_map(|l| l.strip_prefix("tls_cert = "))
+                .context("no tls_cert in the config")?
+                .trim_matches('"')
+                .to_owned();
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(cert)?)?);
+        }
+        Ok(b)
+    }
+
+    fn client_builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
+        let mut b = self.anonymous_client_builder()?;
+        if let Some(t) = &self.admin_token {
+            let mut h = reqwest::header::HeaderMap::new();
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))?;
+            v.set_sensitive(true);
+            h.insert(reqwest::header::AUTHORIZATION, v);
+            b = b.default_headers(h);
+        }
+        Ok(b)
+    }
+
+    /// Creates the default admin with the CLI (if absent) and a fresh API token for it.
+    fn bootstrap_admin(&self) -> anyhow::Result<String> {
+        let mut child = Command::new(&self.bin)
+            .args([
+                "user",
+                "add",
+                ADMIN_USER,
+                "--role",
+                "admin",
+                "--all-communes",
+                "--password-stdin",
+                "--config",
+            ])
+            .arg(&self.config_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            writeln!(stdin, "{ADMIN_PASSWORD}")?;
+        }
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !text.contains("already exists") {
+            bail!("vigie user add failed: {text}");
+        }
+        let (ok, out) =
+            self.command(&["token", "create", "--user", ADMIN_USER, "--name", "e2e"])?;
+        if !ok {
+            bail!("vigie token create failed: {out}");
+        }
+        out.lines()
+            .find(|l| l.starts_with("vigie_"))
+            .map(str::to_owned)
+            .context("no token in the output of vigie token create")
     }
 
     /// Starts (or restarts) `vigie run` and waits until the API answers.
@@ -129,6 +289,19 @@ impl Vigie {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Process id of the running `vigie`, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident memory of the running `vigie` in bytes (from /proc), if any.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
     }
 
     /// The log of the current (or last) run.

@@ -15,8 +15,42 @@ pub enum ApiError {
     /// Storage or a dependency is not ready.
     #[error("{0}")]
     Unavailable(String),
+    /// A feature this build lacks (e.g. the `gst` cargo feature for stills).
+    #[error("{0}")]
+    NotImplemented(String),
     #[error(transparent)]
     Store(#[from] vigie_store::StoreError),
+    /// The request conflicts with what is recorded (gaps, a codec change): the body lists the
+    /// spans (`[{start, end, duration_s}]`) the client can ask for instead.
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        spans: Vec<vigie_store::Span>,
+    },
+    /// A `Range` header no byte of the representation satisfies (answered with
+    /// `Content-Range: bytes */<total_len>`).
+    #[error("range not satisfiable: the representation is {total_len} bytes long")]
+    RangeNotSatisfiable { total_len: u64 },
+    /// No (valid) session cookie or bearer token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Authenticated, but the role or the scope does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A mutating request authenticated by the session cookie without a matching
+    /// `X-CSRF-Token` header.
+    #[error(
+        "missing or wrong X-CSRF-Token header (required on POST, PUT, PATCH and DELETE with a session cookie)"
+    )]
+    CsrfMissing,
+    /// Login throttling: answered with `Retry-After: <retry_after_s>`.
+    #[error("too many failed logins: try again in {retry_after_s} s")]
+    TooManyRequests { retry_after_s: u64 },
+    /// The thing to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -25,7 +59,20 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            ApiError::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::CsrfMissing => (StatusCode::FORBIDDEN, "csrf"),
+            ApiError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+            }
+            ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 }
@@ -36,14 +83,65 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
-        (status, Json(body)).into_response()
+        let mut body =
+            serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        if let ApiError::Conflict { spans, .. } = &self {
+            body["error"]["spans"] = spans
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "start": s.start.to_rfc3339(),
+                        "end": s.end.to_rfc3339(),
+                        "duration_s": (s.end - s.start).as_secs_f64(),
+                    })
+                })
+                .collect();
+        }
+        let mut resp = (status, Json(body)).into_response();
+        if let ApiError::RangeNotSatisfiable { total_len } = &self
+            && let Ok(v) = axum::http::HeaderValue::from_str(&format!("bytes */{total_len}"))
+        {
+            resp.headers_mut()
+                .insert(axum::http::header::CONTENT_RANGE, v);
+        }
+        if let ApiError::TooManyRequests { retry_after_s } = &self {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_s),
+            );
+        }
+        resp
     }
 }
 
 /// Turns axum's query-string rejections into our JSON 400.
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(r.body_text())
+    }
+}
+
+/// Users-and-rights errors. Messages never carry secrets.
+impl From<vigie_auth::AuthError> for ApiError {
+    fn from(e: vigie_auth::AuthError) -> Self {
+        use vigie_auth::AuthError as A;
+        match e {
+            A::InvalidCredentials | A::Unauthenticated(_) => {
+                ApiError::Unauthenticated(e.to_string())
+            }
+            A::Disabled(_) => ApiError::Forbidden(e.to_string()),
+            A::Locked { retry_after_s } => ApiError::TooManyRequests { retry_after_s },
+            A::UserExists(_) => ApiError::AlreadyExists(e.to_string()),
+            A::NoSuchUser(_) | A::NoSuchToken(_) => ApiError::NotFound(e.to_string()),
+            A::WeakPassword(_) | A::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            A::InUse { .. } | A::Storage(_) | A::Hash(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Malformed JSON bodies are a 400 with serde's message.
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
         ApiError::BadRequest(r.body_text())
     }
 }

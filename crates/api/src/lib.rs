@@ -6,9 +6,16 @@
 //! Does not own: recording (store), camera sessions (ingest) or process wiring (the binary). The
 //! state it serves from is [`AppState`], built by the binary.
 
+pub mod access;
 pub mod error;
+pub mod journal;
+pub mod live;
 mod params;
+pub mod playback;
 mod routes;
+pub mod server;
+#[cfg(feature = "gst")]
+pub mod still;
 
 use std::sync::Arc;
 
@@ -25,6 +32,8 @@ pub use error::ApiError;
 pub struct StreamEntry {
     pub key: StreamKey,
     pub status: Arc<StatusCell>,
+    /// Live view: fed by ingest through a [`live::TeeSink`], read by WebSocket viewers.
+    pub live: Arc<live::LiveHub>,
 }
 
 /// Everything the handlers read. Cheap to clone (shared behind `Arc`).
@@ -34,6 +43,12 @@ pub struct AppState {
     pub store: Store,
     pub streams: Arc<Vec<StreamEntry>>,
     pub clock: Arc<dyn Clock>,
+    /// The access journal: every access to footage and every change goes through
+    /// [`journal::record`].
+    pub journal: vigie_audit::Journal,
+    /// Users, sessions, API tokens and login throttling; every route is checked by
+    /// [`access::enforce`].
+    pub auth: vigie_auth::AuthStore,
 }
 
 impl AppState {
@@ -53,6 +68,10 @@ impl AppState {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     routes::router()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::enforce,
+        ))
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

@@ -6,7 +6,7 @@
 //!        --auth 'cam=digest:admin:secret' --fault 'cam3:drop-after=10s,every=30s'
 //! ```
 //! prints one URL per mount on stdout (`rtsp://127.0.0.1:8554/cam1` … `cam10`) and runs until
-//! Ctrl-C. Logs go to stderr (`RUST_LOG=debug` for more).
+//! Ctrl-C or SIGTERM (`--stats-json FILE` then writes each mount's counters). Logs go to stderr (`RUST_LOG=debug` for more).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,6 +76,10 @@ struct Args {
     /// Runtime threads: 1 runs everything on one thread (load tests); 0 = one per core.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// On exit (Ctrl-C or SIGTERM), write each mount's counters (frames, packets, bytes,
+    /// sessions) to FILE as JSON: `{"mounts": {"cam1": {"frames": …}, …}}` (used by benchmarks).
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -227,12 +231,41 @@ async fn run(args: Args) -> Result<()> {
             }
         });
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
     info!("shutting down");
+    let mounts = server.mounts();
     server.shutdown().await;
+    if let Some(path) = &args.stats_json {
+        std::fs::write(path, stats_json(&mounts))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// `{"mounts": {NAME: {"frames": …, "packets": …, "bytes": …, "sessions_total": …}, …}}`.
+fn stats_json(mounts: &[MountControl]) -> String {
+    let rows: Vec<String> = mounts
+        .iter()
+        .map(|m| {
+            let s = m.stats();
+            // Mount names are restricted to [A-Za-z0-9._/-]: no escaping needed.
+            format!(
+                "\"{}\": {{\"frames\": {}, \"packets\": {}, \"bytes\": {}, \"sessions_total\": {}, \"auth_failures\": {}}}",
+                m.name(),
+                s.frames,
+                s.packets,
+                s.bytes,
+                s.sessions_total,
+                s.auth_failures
+            )
+        })
+        .collect();
+    format!("{{\"mounts\": {{{}}}}}\n", rows.join(", "))
 }
 
 struct Loader {

@@ -60,6 +60,8 @@ pub struct Config {
     #[serde(default)]
     pub recording: RecordingConfig,
     #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
     pub communes: Vec<Commune>,
     #[serde(default)]
     pub cameras: Vec<Camera>,
@@ -71,8 +73,21 @@ pub struct ServerConfig {
     /// Address of the HTTP API and UI. Default `127.0.0.1:8080`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// PEM certificate chain and private key: when both are given, Vigie serves HTTPS (rustls)
+    /// and the session cookie is marked `Secure`.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// When set, `GET /metrics` also accepts `Authorization: Bearer <metrics_token>`, and is no
+    /// longer open to unauthenticated local clients. Unset: open to loopback clients only.
+    pub metrics_token: Option<Secret>,
+    /// IANA time zone for local wall-clock times shown to people (e.g. the `ts=1` subtitle
+    /// track of video.mp4). Default `Europe/Paris`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "Europe/Paris".into()
 }
 
 fn default_listen() -> SocketAddr {
@@ -85,6 +100,8 @@ impl Default for ServerConfig {
             listen: default_listen(),
             tls_cert: None,
             tls_key: None,
+            metrics_token: None,
+            timezone: default_timezone(),
         }
     }
 }
@@ -167,6 +184,49 @@ impl Default for RecordingConfig {
     }
 }
 
+/// `[auth]`: sessions and login throttling (users themselves live in `data_dir/access/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A session unused for this long ends (1..=1440). Default 30.
+    #[serde(default = "default_session_idle_minutes")]
+    pub session_idle_minutes: u32,
+    /// A session ends this long after login, used or not (1..=720). Default 12.
+    #[serde(default = "default_session_max_hours")]
+    pub session_max_hours: u32,
+    /// Failed logins (per user name; four times as many per client IP) within
+    /// `lockout_minutes` that lock further attempts (1..=100). Default 5.
+    #[serde(default = "default_max_failed_logins")]
+    pub max_failed_logins: u32,
+    /// First lockout length, doubled on each repeat up to 24 h (1..=1440). Default 15.
+    #[serde(default = "default_lockout_minutes")]
+    pub lockout_minutes: u32,
+}
+
+fn default_session_idle_minutes() -> u32 {
+    30
+}
+fn default_session_max_hours() -> u32 {
+    12
+}
+fn default_max_failed_logins() -> u32 {
+    5
+}
+fn default_lockout_minutes() -> u32 {
+    15
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_idle_minutes: default_session_idle_minutes(),
+            session_max_hours: default_session_max_hours(),
+            max_failed_logins: default_max_failed_logins(),
+            lockout_minutes: default_lockout_minutes(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Commune {
@@ -239,6 +299,35 @@ fn default_connect_timeout() -> u32 {
 }
 fn default_stall_timeout() -> u32 {
     10
+}
+
+/// A commune's authorisation that expired or expires soon (see
+/// [`Config::authorisation_warnings`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuthorisationWarning {
+    pub commune: String,
+    pub authorisation: Option<String>,
+    pub expires: jiff::civil::Date,
+    pub days_left: i64,
+}
+
+impl fmt::Display for AuthorisationWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = self.authorisation.as_deref().unwrap_or("(no number)");
+        if self.days_left < 0 {
+            write!(
+                f,
+                "commune {}: prefectoral authorisation {what} EXPIRED on {} ({} days ago)",
+                self.commune, self.expires, -self.days_left
+            )
+        } else {
+            write!(
+                f,
+                "commune {}: prefectoral authorisation {what} expires on {} (in {} days)",
+                self.commune, self.expires, self.days_left
+            )
+        }
+    }
 }
 
 /// A secret string: `Debug` and `Display` print `***`.
@@ -481,6 +570,41 @@ impl Config {
                 "tls_cert and tls_key must be given together".into(),
             );
         }
+        if self
+            .server
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            add(
+                "server.metrics_token".into(),
+                "must be at least 16 characters".into(),
+            );
+        }
+        let a = &self.auth;
+        for (key, v, range) in [
+            (
+                "auth.session_idle_minutes",
+                a.session_idle_minutes,
+                1..=1440,
+            ),
+            ("auth.session_max_hours", a.session_max_hours, 1..=720),
+            ("auth.max_failed_logins", a.max_failed_logins, 1..=100),
+            ("auth.lockout_minutes", a.lockout_minutes, 1..=1440),
+        ] {
+            if !range.contains(&v) {
+                add(
+                    key.into(),
+                    format!("{v} is outside {}..={}", range.start(), range.end()),
+                );
+            }
+        }
+        if let Err(e) = jiff::tz::TimeZone::get(&self.server.timezone) {
+            add(
+                "server.timezone".into(),
+                format!("unknown time zone {:?}: {e}", self.server.timezone),
+            );
+        }
         let check_retention = |key: String,
                                days: Option<u32>,
                                cap: u32,
@@ -598,6 +722,28 @@ impl Config {
         self.cameras.iter().find(|c| c.id == id)
     }
 
+    /// Communes whose prefectoral authorisation has expired or expires within `warn_days` of
+    /// `today`, with the number of days left (negative when expired).
+    pub fn authorisation_warnings(
+        &self,
+        today: jiff::civil::Date,
+        warn_days: i64,
+    ) -> Vec<AuthorisationWarning> {
+        self.communes
+            .iter()
+            .filter_map(|c| {
+                let expires = c.authorisation_expires?;
+                let days_left = (expires - today).get_days() as i64;
+                (days_left <= warn_days).then(|| AuthorisationWarning {
+                    commune: c.id.clone(),
+                    authorisation: c.authorisation.clone(),
+                    expires,
+                    days_left,
+                })
+            })
+            .collect()
+    }
+
     /// Effective retention of a camera in days: the smallest of the legal ceiling,
     /// `retention.max_days`, its commune's and its own.
     pub fn retention_days(&self, camera: &Camera) -> u32 {
@@ -667,6 +813,45 @@ class = "close-up"
     }
 
     #[test]
+    fn timezone_defaults_to_paris_and_is_validated() {
+        let c = Config::from_toml_str(GOOD, "t", &env).unwrap();
+        assert_eq!(c.server.timezone, "Europe/Paris");
+        let text = GOOD.replace("[server]\n", "[server]\ntimezone = \"America/Cayenne\"\n");
+        let c = Config::from_toml_str(&text, "t", &env).unwrap();
+        assert_eq!(c.server.timezone, "America/Cayenne");
+        let text = GOOD.replace("[server]\n", "[server]\ntimezone = \"Mars/Olympus\"\n");
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.timezone"), "{err}");
+    }
+
+    #[test]
+    fn auth_section_is_optional_and_validated() {
+        let c = Config::from_toml_str(GOOD, "t", &env).unwrap();
+        assert_eq!(c.auth.session_idle_minutes, 30);
+        assert_eq!(c.auth.max_failed_logins, 5);
+        let text = format!("{GOOD}\n[auth]\nsession_idle_minutes = 10\nlockout_minutes = 1\n");
+        let c = Config::from_toml_str(&text, "t", &env).unwrap();
+        assert_eq!(
+            (c.auth.session_idle_minutes, c.auth.lockout_minutes),
+            (10, 1)
+        );
+        let text = format!("{GOOD}\n[auth]\nmax_failed_logins = 0\nsession_max_hours = 1000\n");
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.max_failed_logins"), "{err}");
+        assert!(err.contains("auth.session_max_hours"), "{err}");
+        let text = GOOD.replace("[server]\n", "[server]\nmetrics_token = \"short\"\n");
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.metrics_token"), "{err}");
+        assert!(!err.contains("short"), "{err}");
+    }
+
+    #[test]
     fn retention_above_ceiling_is_refused() {
         let text = GOOD.replace("max_days = 30", "max_days = 31");
         let err = Config::from_toml_str(&text, "t", &env)
@@ -729,6 +914,20 @@ class = "close-up"
         assert_eq!(r.username.as_deref(), Some("admin"));
         assert!(!format!("{r:?}").contains("hunter2"));
         assert_eq!(redact_url("rtsp://admin:hunter2@cam/s"), "rtsp://cam/s");
+    }
+
+    #[test]
+    fn authorisation_expiry_warnings() {
+        let c = Config::from_toml_str(GOOD, "t", &env).unwrap();
+        let d = |s: &str| -> jiff::civil::Date { s.parse().unwrap() };
+        assert!(c.authorisation_warnings(d("2029-01-01"), 60).is_empty());
+        let w = c.authorisation_warnings(d("2029-06-01"), 60);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].days_left, 29);
+        assert!(w[0].to_string().contains("expires on 2029-06-30"));
+        let w = c.authorisation_warnings(d("2029-07-10"), 60);
+        assert_eq!(w[0].days_left, -10);
+        assert!(w[0].to_string().contains("EXPIRED"));
     }
 
     #[test]

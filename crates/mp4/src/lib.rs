@@ -5,6 +5,8 @@
 //!   with the stream's sample entry and a Vigie metadata `uuid` box), [`fragment_header`]
 //!   (`moof` + the `mdat` header; the caller writes the frames' bytes after it without copying),
 //!   [`trailer_box`] (wall duration and end reason of a closed segment);
+//! * [`progressive`]: the virtual progressive MP4 for any time range ([`progressive::build`]):
+//!   `moov` built from the index, `mdat` as byte ranges of the segment files;
 //! * [`parse`]: a tolerant reader for crash recovery and reindexing that never panics and reports
 //!   where the last complete fragment ends.
 //!
@@ -12,6 +14,7 @@
 
 pub mod boxes;
 pub mod parse;
+pub mod progressive;
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub mod testutil;
@@ -26,3 +29,6 @@ pub use write::{
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod progressive_tests;

@@ -9,8 +9,10 @@
 //! * Inside a segment, wall-clock offsets map to media time proportionally (wall duration vs
 //!   media duration; they differ by at most ±500 ppm).
 //! * The first frame is the one showing at `start`; samples begin at the key frame at or before
-//!   it and the edit list skips the difference, so players open at the exact instant. Frames
-//!   starting before `end` are included; the edit ends at `end` (within the last frame).
+//!   it and the edit list skips the frames in between, so players open on the frame showing at
+//!   the requested instant (the output thus starts at most one frame before `start`: players
+//!   drop a frame that begins before the edit start). Frames starting before `end` are
+//!   included; the edit ends at `end` (within the last frame).
 //! * Each segment may carry its own codec parameters: each distinct set becomes one sample
 //!   description (`stsd` entry). A codec change (H.264 ↔ H.265) inside the range cannot be one
 //!   track: [`PlaybackError::CodecChange`] lists the sub-ranges to ask for instead.
@@ -85,15 +87,60 @@ fn scale(v: i64, num: i64, den: i64) -> i64 {
     (i128::from(v) * i128::from(num) / i128::from(den)) as i64
 }
 
+/// The segments overlapping a window, read with one index range scan, before any sample table
+/// is decoded: enough to check gaps and compute a cache key ([`Candidates::fingerprint`]).
+#[derive(Clone, Debug)]
+pub struct Candidates {
+    key: StreamKey,
+    start: Time90k,
+    end: Time90k,
+    entries: Vec<SegmentEntry>,
+    /// Spans of recording inside the window.
+    pub spans: Vec<Span>,
+}
+
+impl Candidates {
+    /// Refuses gaps (unless skipped) and codec changes.
+    pub fn check(&self, gaps: GapPolicy) -> Result<(), PlaybackError> {
+        if self.spans.len() > 1 && gaps == GapPolicy::Refuse {
+            return Err(PlaybackError::Gaps {
+                spans: self.spans.clone(),
+            });
+        }
+        check_codecs(&self.entries, self.start, self.end)
+    }
+
+    /// Per segment: id, start, wall duration and indexed length. With the request parameters
+    /// it determines the plan (an open segment changes when it grows or closes).
+    pub fn fingerprint(&self) -> impl Iterator<Item = [u64; 4]> + '_ {
+        self.entries
+            .iter()
+            .map(|e| [e.id, e.start_90k as u64, e.duration_90k as u64, e.bytes])
+    }
+
+    /// Decodes the sample tables and plans (after [`Candidates::check`]).
+    pub fn plan(&self, store: &Store, gaps: GapPolicy) -> Result<PlaybackPlan, PlaybackError> {
+        self.check(gaps)?;
+        plan_entries(
+            store,
+            &self.key,
+            &self.entries,
+            self.start,
+            self.end,
+            self.spans.clone(),
+        )
+    }
+}
+
 impl Store {
-    /// Plans the virtual MP4 of `key` for `[start, end)` (see the module docs for the rules).
-    pub fn playback_plan(
+    /// The segments of `key` overlapping `[start, end)` with frames; [`PlaybackError::NoRecording`]
+    /// when there are none.
+    pub fn playback_candidates(
         &self,
         key: &StreamKey,
         start: Time90k,
         end: Time90k,
-        gaps: GapPolicy,
-    ) -> Result<PlaybackPlan, PlaybackError> {
+    ) -> Result<Candidates, PlaybackError> {
         let Some(sid) = self.inner.index.existing_stream_id(key)? else {
             return Err(PlaybackError::NoRecording);
         };
@@ -104,7 +151,29 @@ impl Store {
             .into_iter()
             .filter(|e| e.frames > 0)
             .collect();
-        plan_entries(self, key, &entries, start, end, gaps)
+        let infos: Vec<_> = entries.iter().map(|e| self.inner.info(key, e)).collect();
+        let spans = merge_spans(&infos, start, end);
+        if spans.is_empty() {
+            return Err(PlaybackError::NoRecording);
+        }
+        Ok(Candidates {
+            key: key.clone(),
+            start,
+            end,
+            entries,
+            spans,
+        })
+    }
+
+    /// Plans the virtual MP4 of `key` for `[start, end)` (see the module docs for the rules).
+    pub fn playback_plan(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        gaps: GapPolicy,
+    ) -> Result<PlaybackPlan, PlaybackError> {
+        self.playback_candidates(key, start, end)?.plan(self, gaps)
     }
 }
 
@@ -114,18 +183,8 @@ fn plan_entries(
     entries: &[SegmentEntry],
     start: Time90k,
     end: Time90k,
-    gaps: GapPolicy,
+    spans: Vec<Span>,
 ) -> Result<PlaybackPlan, PlaybackError> {
-    let infos: Vec<_> = entries.iter().map(|e| store.inner.info(key, e)).collect();
-    let spans = merge_spans(&infos, start, end);
-    if spans.is_empty() {
-        return Err(PlaybackError::NoRecording);
-    }
-    if spans.len() > 1 && gaps == GapPolicy::Refuse {
-        return Err(PlaybackError::Gaps { spans });
-    }
-    check_codecs(entries, start, end)?;
-
     let mut input = Input::default();
     let mut descriptions: HashMap<u64, u32> = HashMap::new();
     let mut segments = Vec::new();
@@ -198,8 +257,10 @@ fn plan_entries(
             .sum();
         let is_first_segment = input.samples.is_empty();
         let present_from = if is_first_segment {
-            input.skip_90k = (a.max(first_pts) - key_pts).max(0) as u64;
-            a.max(first_pts)
+            // The edit starts at the frame showing at `start` (players drop frames that begin
+            // before the edit, even those still showing at its start).
+            input.skip_90k = (first_pts - key_pts).max(0) as u64;
+            first_pts
         } else {
             key_pts
         };

@@ -27,8 +27,9 @@ use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -47,6 +48,47 @@ pub const MAX_FRAME_GAP_90K: i64 = 10 * 90_000;
 pub const HARD_CAP_90K: i64 = 300 * 90_000;
 /// Duration given to the only frame of a one-frame segment.
 const DEFAULT_FRAME_DURATION: u32 = 3_000;
+/// `push` wakes the writer thread at key frames and once per `fragment_ms / WAKE_DIVISOR` of
+/// media, not at every frame: the thread drains its queue in batches (one context switch per
+/// batch instead of one per frame, the largest CPU cost of the writer; see docs/BENCHMARKS.md).
+/// A complete fragment thus waits at most `fragment_ms / WAKE_DIVISOR` before it is written.
+const WAKE_DIVISOR: i64 = 4;
+
+/// The sending side of a writer's queue. The writer thread sleeps with `park_timeout` (see
+/// [`recv_parked`]), so a message reaches it at once only when the sender unparks it:
+/// [`Tx::send`] always does; frames use [`Tx::send_quiet`] and wake it per [`WAKE_DIVISOR`].
+#[derive(Clone)]
+struct Tx {
+    tx: mpsc::Sender<Msg>,
+    thread: Thread,
+}
+
+impl Tx {
+    fn send(&self, m: Msg) -> Result<(), mpsc::SendError<Msg>> {
+        let r = self.tx.send(m);
+        self.thread.unpark();
+        r
+    }
+    fn send_quiet(&self, m: Msg) -> Result<(), mpsc::SendError<Msg>> {
+        self.tx.send(m)
+    }
+}
+
+/// `recv_timeout` for a thread woken by `unpark` (senders do not wake it per message).
+fn recv_parked(rx: &mpsc::Receiver<Msg>, tick: Duration) -> Result<Msg, RecvTimeoutError> {
+    let poll = |rx: &mpsc::Receiver<Msg>| match rx.try_recv() {
+        Ok(m) => Ok(m),
+        Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+        Err(TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
+    };
+    match poll(rx) {
+        Err(RecvTimeoutError::Timeout) => {
+            std::thread::park_timeout(tick);
+            poll(rx)
+        }
+        r => r,
+    }
+}
 
 pub(crate) enum Msg {
     Frame(Frame),
@@ -118,7 +160,7 @@ impl WriterCounters {
 
 /// The store's handle on a running writer.
 pub(crate) struct WriterSlot {
-    tx: mpsc::Sender<Msg>,
+    tx: Tx,
     done: Option<tokio::sync::oneshot::Receiver<()>>,
     generation: u64,
     /// False once the [`WriterHandle`] was dropped (the thread is finishing its segment).
@@ -144,7 +186,10 @@ impl WriterSlot {
 pub struct WriterHandle {
     key: StreamKey,
     alive: Arc<AtomicBool>,
-    tx: mpsc::Sender<Msg>,
+    tx: Tx,
+    /// Media time of the last frame that woke the writer thread.
+    last_wake_media: AtomicI64,
+    wake_every_90k: i64,
     limit: u64,
     dropping: AtomicBool,
     counters: Arc<WriterCounters>,
@@ -200,10 +245,19 @@ impl FrameSink for WriterHandle {
                     return;
                 }
                 self.dropping.store(false, Ordering::Relaxed);
+                let last = self.last_wake_media.load(Ordering::Relaxed);
+                let wake = f.is_key
+                    || f.media_90k < last
+                    || f.media_90k.saturating_sub(last) >= self.wake_every_90k;
+                if wake {
+                    self.last_wake_media.store(f.media_90k, Ordering::Relaxed);
+                }
                 c.queue_bytes.fetch_add(len, Ordering::AcqRel);
-                if self.tx.send(Msg::Frame(f)).is_err() {
+                if self.tx.send_quiet(Msg::Frame(f)).is_err() {
                     c.queue_bytes.fetch_sub(len, Ordering::AcqRel);
                     c.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                } else if wake {
+                    self.tx.thread.unpark();
                 }
             }
             StreamEvent::SessionEnded { session_id, reason } => {
@@ -261,7 +315,7 @@ pub(crate) fn start(
     );
     let inner2 = inner.clone();
     let key2 = key.clone();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("writer-{key}"))
         .spawn(move || {
             run(rec, rx);
@@ -276,7 +330,10 @@ pub(crate) fn start(
         .map_err(StoreError::io(
             "spawning the writer thread for",
             &inner.layout.stream_dir(&key),
-        ))?;
+        ))?
+        .thread()
+        .clone();
+    let tx = Tx { tx, thread };
     let alive = Arc::new(AtomicBool::new(true));
     writers.insert(
         key.clone(),
@@ -288,10 +345,13 @@ pub(crate) fn start(
         },
     );
     let limit = inner.cfg.recording.writer_queue_bytes.0;
+    let fragment_90k = i64::from(inner.cfg.recording.fragment_ms.max(1)) * 90;
     Ok(WriterHandle {
         key,
         alive,
         tx,
+        last_wake_media: AtomicI64::new(i64::MIN),
+        wake_every_90k: (fragment_90k / WAKE_DIVISOR).max(1),
         limit,
         dropping: AtomicBool::new(false),
         counters,
@@ -305,7 +365,7 @@ fn run(mut rec: Recorder, rx: mpsc::Receiver<Msg>) {
     let _e = span.enter();
     let tick = rec.flush_interval.max(Duration::from_millis(100));
     loop {
-        match rx.recv_timeout(tick) {
+        match recv_parked(&rx, tick) {
             Ok(Msg::Frame(f)) => {
                 rec.counters
                     .queue_bytes

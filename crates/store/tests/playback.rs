@@ -73,8 +73,8 @@ fn plans_mid_gop_start_end_clip_and_gaps() {
     );
     // Frames 50..125 (frame 124 starts at 4.96 s < 5 s).
     assert_eq!(p.input.samples.len(), 75);
-    assert_eq!(p.input.skip_90k, 10 * 3600 + 90);
-    assert_eq!(p.input.duration_90k, (end.0 - start.0) as u64);
+    assert_eq!(p.input.skip_90k, 10 * 3600, "frame 60 is shown at start");
+    assert_eq!(p.input.duration_90k, (end.0 - start.0) as u64 + 90);
     // Chunks follow fragments: frames 50..75, 75..100, 100..125.
     assert_eq!(p.input.chunks.len(), 3);
     let payload = |r: std::ops::Range<u32>| -> u64 {
@@ -94,7 +94,7 @@ fn plans_mid_gop_start_end_clip_and_gaps() {
         frag2_offset + 300 + payload(50..75) + 300
     );
     assert_eq!(p.pieces.len(), 1);
-    assert_eq!(p.pieces[0].wall_start, start);
+    assert_eq!(p.pieces[0].wall_start, Time90k(start.0 - 90));
     vigie_mp4::progressive::build(&p.input).unwrap();
 
     // Across the three contiguous segments.

@@ -73,6 +73,9 @@ retention_days = 30
         ));
     }
     let config = Config::from_toml_str(&toml, "embedded demo configuration", &|_| None)?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    crate::users::demo_first_admin(&config)?;
     let on_ready: Box<dyn FnOnce(SocketAddr) + Send> = Box::new(move |addr| {
         println!(
             "Vigie demo: recording {} simulated cameras into {}",

@@ -3,8 +3,10 @@
 //! Owns the command line, process wiring (config → store → ingest → API), signals and graceful
 //! shutdown. Everything else lives in the library crates; see docs/ARCHITECTURE.md.
 
+mod audit;
 mod demo;
 mod run;
+mod users;
 
 use std::path::PathBuf;
 
@@ -49,6 +51,34 @@ enum Command {
         #[arg(long, short, env = "VIGIE_CONFIG")]
         config: PathBuf,
     },
+    /// Users and their rights (run with Vigie stopped, or use the API /api/v1/users).
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
+        #[arg(long, short, env = "VIGIE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// API tokens for scripts (run with Vigie stopped, or use the API /api/v1/tokens).
+    Token {
+        #[command(subcommand)]
+        command: users::TokenCommand,
+        #[arg(long, short, env = "VIGIE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// The access journal (run with Vigie stopped, or use the API).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; names the first edited or removed entry; exit status 1 if broken.
+    Verify {
+        #[arg(long, short, env = "VIGIE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +89,15 @@ fn main() -> std::process::ExitCode {
         Command::Run { config } => load(&config).and_then(|c| run::block_on(run::run(c, None))),
         Command::Demo { data_dir, listen } => run::block_on(demo::demo(data_dir, listen)),
         Command::Reindex { config } => load(&config).and_then(|c| reindex(&c)),
+        Command::User { command, config } => {
+            need_config(config).and_then(|c| users::user(&c, command))
+        }
+        Command::Token { command, config } => {
+            need_config(config).and_then(|c| users::token(&c, command))
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => load(&config).and_then(|c| audit::verify(&c)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -78,6 +117,12 @@ fn init_tracing() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn need_config(path: Option<PathBuf>) -> anyhow::Result<vigie_core::config::Config> {
+    let path =
+        path.context("--config FILE (or VIGIE_CONFIG) is required to find the data directory")?;
+    load(&path)
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<vigie_core::config::Config> {

@@ -50,6 +50,19 @@ pub async fn run(
     })
     .await?
     .with_context(|| format!("opening the store in {}", config.storage.data_dir.display()))?;
+    let journal = crate::audit::open_journal(&config, clock.clone())?;
+    crate::audit::journal_start(&journal, &config);
+    // Users and rights (`<data_dir>/access/`).
+    let auth = crate::users::open_auth(&config, clock.clone())?;
+    crate::users::startup_hint(&auth);
+    let today = clock
+        .now()
+        .to_timestamp()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    for w in config.authorisation_warnings(today, 60) {
+        tracing::warn!("{w}");
+    }
 
     let shutdown = CancellationToken::new();
     let n = config.streams().count() as u32;
@@ -60,12 +73,18 @@ pub async fn run(
             .resolve(&|k| std::env::var(k).ok())
             .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         let writer = store.start_writer(key.clone(), (i as u32, n))?;
-        let sink: Arc<dyn FrameSink> = Arc::new(writer);
+        // Every event goes to the writer and to the stream's live hub (frames shared, not copied).
+        let live = vigie_api::live::LiveHub::new(key.clone());
+        let sink: Arc<dyn FrameSink> = Arc::new(vigie_api::live::TeeSink {
+            first: Arc::new(writer),
+            second: live.clone(),
+        });
         let opts = vigie_ingest::IngestOptions::new(clock.clone());
         let handle = vigie_ingest::spawn_stream(key.clone(), source, sink, opts, shutdown.clone());
         entries.push(vigie_api::StreamEntry {
             key,
             status: handle.status.clone(),
+            live,
         });
         handles.push(handle);
     }
@@ -73,10 +92,14 @@ pub async fn run(
     let retention_task = tokio::spawn(retention_loop(
         config.clone(),
         store.clone(),
+        journal.clone(),
         shutdown.clone(),
     ));
 
+    let live_hubs: Vec<_> = entries.iter().map(|e| e.live.clone()).collect();
     let state = vigie_api::AppState {
+        journal: journal.clone(),
+        auth: auth.clone(),
         config: config.clone(),
         store: store.clone(),
         streams: Arc::new(entries),
@@ -86,15 +109,33 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, streams = n, "Vigie is recording; HTTP API on http://{addr}/");
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            vigie_api::server::load_tls(&vigie_api::server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .await?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, streams = n, "Vigie is recording; HTTP API on {scheme}://{addr}/");
     if let Some(f) = on_ready {
         f(addr);
     }
     tokio::spawn(wait_for_signal(shutdown.clone()));
-    let server = axum::serve(listener, vigie_api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = server.await;
+    let served = vigie_api::server::serve(
+        listener,
+        vigie_api::router(state),
+        tls,
+        shutdown.clone().cancelled_owned(),
+    )
+    .await;
     shutdown.cancel();
+    for hub in &live_hubs {
+        hub.close("server shutting down");
+    }
 
     tracing::info!("shutting down: ending RTSP sessions and closing segments");
     for h in handles {
@@ -108,6 +149,10 @@ pub async fn run(
     store.shutdown().await;
     retention_task.abort();
     served.context("HTTP server")?;
+    journal.append_or_log(vigie_audit::NewEntry::new(
+        "system",
+        vigie_audit::Action::ServiceStop,
+    ));
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -115,6 +160,7 @@ pub async fn run(
 async fn retention_loop(
     config: Arc<Config>,
     store: vigie_store::Store,
+    journal: vigie_audit::Journal,
     shutdown: CancellationToken,
 ) {
     let per_stream_days: HashMap<_, _> = config
@@ -123,6 +169,7 @@ async fn retention_loop(
         .collect();
     let policy = vigie_store::RetentionPolicy { per_stream_days };
     let mut first = true;
+    let mut blocked = false;
     loop {
         let wait = if first {
             Duration::from_secs(5)
@@ -137,7 +184,10 @@ async fn retention_loop(
         let store = store.clone();
         let policy = policy.clone();
         match tokio::task::spawn_blocking(move || store.apply_retention(&policy)).await {
-            Ok(Ok(report)) => tracing::debug!(?report, "retention pass done"),
+            Ok(Ok(report)) => {
+                tracing::debug!(?report, "retention pass done");
+                crate::audit::journal_retention(&journal, &report, &mut blocked);
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "retention pass failed"),
             Err(e) => tracing::error!(error = %e, "retention task panicked"),
         }

@@ -1,5 +1,6 @@
 //! `GET /api/v1/cameras`: cameras, their streams and live status. Credentials never appear:
-//! stream URLs are shown without user info.
+//! stream URLs are shown without user info. Only the cameras inside the caller's scope are
+//! listed.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,12 +8,19 @@ use serde_json::{Value, json};
 use vigie_core::config::redact_url;
 
 use crate::AppState;
+use crate::access::Principal;
 
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
+pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
     let cfg = &state.config;
     let cameras: Vec<Value> = cfg
         .cameras
         .iter()
+        .filter(|cam| {
+            p.can(
+                vigie_auth::Permission::ViewStatus,
+                Some((&cam.id, &cam.commune)),
+            )
+        })
         .map(|cam| {
             let streams: Vec<Value> = cam
                 .streams

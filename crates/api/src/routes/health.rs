@@ -1,4 +1,7 @@
 //! `GET /api/v1/health`: liveness and readiness (storage writable, cameras online).
+//!
+//! Without authentication the body is only `{"status": "ok" | "degraded" | "unavailable"}`
+//! (status 200, or 503 when storage is not writable); authenticated users also get the details.
 
 use axum::Json;
 use axum::extract::State;
@@ -6,8 +9,12 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::AppState;
+use crate::access::Principal;
 
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+pub async fn health(
+    State(state): State<AppState>,
+    principal: Option<Principal>,
+) -> (StatusCode, Json<serde_json::Value>) {
     let dir = state.config.storage.data_dir.clone();
     let writable = tokio::task::spawn_blocking(move || {
         let probe = dir.join(".vigie-health-probe");
@@ -27,8 +34,41 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_js
         .count();
     let stats = state.store.stats();
     let ready = storage_error.is_none();
+    let blocked = state.store.recording_blocked();
+    let mut warnings: Vec<String> = state
+        .config
+        .authorisation_warnings(
+            state
+                .clock
+                .now()
+                .to_timestamp()
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .date(),
+            60,
+        )
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    if blocked {
+        warnings.push("recording stopped: the disk is full of footage under legal hold".into());
+    }
+    let status = if !ready {
+        "unavailable"
+    } else if online < total || blocked {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if principal.is_none() {
+        return (code, Json(json!({ "status": status })));
+    }
     let body = json!({
-        "status": if !ready { "unavailable" } else if online < total { "degraded" } else { "ok" },
+        "status": status,
         "storage": {
             "data_dir": state.config.storage.data_dir,
             "writable": ready,
@@ -37,13 +77,10 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_js
             "min_free_bytes": state.config.storage.min_free_bytes.0,
         },
         "streams": { "online": online, "total": total },
+        "recording_blocked": blocked,
+        "warnings": warnings,
         "time": state.clock.now().to_rfc3339(),
         "version": env!("CARGO_PKG_VERSION"),
     });
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     (code, Json(body))
 }

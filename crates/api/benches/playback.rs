@@ -1,0 +1,320 @@
+//! Playback benchmark (not a timed test): time to first byte and throughput of video.mp4.
+//!
+//! Generates a synthetic index of `--days` days × `--streams` streams (60 s segments at 25 fps,
+//! GOP 50, ~1 s fragments, realistic varying frame sizes at `--kbps`), then for 1 min, 1 h and
+//! 24 h ranges measures:
+//! * TTFB: `vigie_api::playback::prepare` = index range scan + sample-table decoding + plan +
+//!   ETag + `moov` (cold: a distinct range each time, so the moov cache misses; warm: the same
+//!   range again, a cache hit) — everything the handler does before sending the first byte;
+//! * throughput: the handler's body pipeline (a blocking reader of 256 KiB chunks feeding a
+//!   channel, drained by an async task) over real segment files already in the page cache.
+//!
+//! Run: `cargo bench -p vigie-api --bench playback -- [--streams 50] [--days 30] [--dir D]`
+//! (see docs/BENCHMARKS.md).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use vigie_core::{Codec, StreamKey, SystemClock, Time90k, VideoParams};
+use vigie_mp4::SampleInfo;
+use vigie_store::{GapPolicy, Store, StoreConfig, SyntheticSegment};
+
+struct Args {
+    streams: u32,
+    days: u32,
+    kbps: u32,
+    dir: Option<PathBuf>,
+    iterations: u32,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        streams: 50,
+        days: 30,
+        kbps: 2000,
+        dir: None,
+        iterations: 20,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_default();
+        match k.as_str() {
+            "--streams" => a.streams = v().parse().unwrap_or(a.streams),
+            "--days" => a.days = v().parse().unwrap_or(a.days),
+            "--kbps" => a.kbps = v().parse().unwrap_or(a.kbps),
+            "--iterations" => a.iterations = v().parse().unwrap_or(a.iterations),
+            "--dir" => a.dir = Some(v().into()),
+            _ => {} // `--bench` and friends from cargo
+        }
+    }
+    a
+}
+
+/// Deterministic pseudo-random numbers (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn params() -> VideoParams {
+    VideoParams {
+        codec: Codec::H264,
+        rfc6381_codec: "avc1.4d401f".into(),
+        width: 1920,
+        height: 1080,
+        pixel_aspect_ratio: (1, 1),
+        // A plausible avc1 entry (the benchmark never decodes).
+        sample_entry: Bytes::from(vec![0u8; 120]),
+    }
+}
+
+/// One 60 s segment: 1500 frames, key frame every 50 (5× the size of the others), sizes
+/// jittering ±20 %, durations 3600 ± 1 tick now and then (RTP jitter).
+fn segment(rng: &mut Rng, kbps: u32) -> SyntheticSegment {
+    let per_frame = u64::from(kbps) * 1000 / 8 / 25;
+    let p_size = per_frame * 50 / 54; // key = 5 × p, GOP of 50
+    let samples = (0..1500)
+        .map(|i| {
+            let key = i % 50 == 0;
+            let base = if key { p_size * 5 } else { p_size };
+            let jitter = rng.next() % (base * 2 / 5 + 1);
+            SampleInfo {
+                duration_90k: match rng.next() % 20 {
+                    0 => 3599,
+                    1 => 3601,
+                    _ => 3600,
+                },
+                bytes: (base * 4 / 5 + jitter) as u32,
+                is_key: key,
+            }
+        })
+        .collect();
+    SyntheticSegment {
+        start: Time90k(0),
+        wall_duration_90k: None,
+        samples,
+        samples_per_fragment: 25,
+        fragment_header_len: 380,
+        init_len: 900,
+        session_id: 1,
+    }
+}
+
+fn stats(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "median {:.2} ms, p90 {:.2} ms, max {:.2} ms",
+        ms(v[v.len() / 2]),
+        ms(v[v.len() * 9 / 10]),
+        ms(v[v.len() - 1])
+    )
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            total += if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            };
+        }
+    }
+    total
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args();
+    let tmp = tempfile::tempdir()?;
+    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    let store = Store::open(
+        StoreConfig {
+            data_dir: dir.clone(),
+            recording: Default::default(),
+            min_free_bytes: 0,
+        },
+        Arc::new(SystemClock),
+    )?;
+    let seg_90k = 60 * 90_000i64;
+    // Day 0 starts at a UTC midnight; segments of stream s are staggered by s × 60 s / streams.
+    let t0 = Time90k::parse_rfc3339("2026-10-01T00:00:00Z")?.0;
+    let per_stream = i64::from(a.days) * 1440;
+    let key = |s: u32| StreamKey::new(format!("cam-{s:02}"), "main");
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let templates: Vec<SyntheticSegment> = (0..8).map(|_| segment(&mut rng, a.kbps)).collect();
+    println!(
+        "generating {} streams × {} days = {} segments of 60 s ({} kbit/s, 25 fps) in {}",
+        a.streams,
+        a.days,
+        i64::from(a.streams) * per_stream,
+        a.kbps,
+        dir.display()
+    );
+    let t = Instant::now();
+    for s in 0..a.streams {
+        let encs: Vec<_> = templates
+            .iter()
+            .map(|tpl| store.encode_synthetic(&key(s), &params(), tpl))
+            .collect::<Result<_, _>>()?;
+        let stagger = seg_90k * i64::from(s) / i64::from(a.streams);
+        for k in 0..per_stream {
+            let start = Time90k(t0 + stagger + k * seg_90k);
+            store.insert_synthetic(&encs[(k as usize * 7 + s as usize) % encs.len()], start)?;
+        }
+    }
+    store.flush_index()?;
+    let index_bytes = dir_bytes(&dir.join("index"));
+    println!(
+        "index generated in {:.1} s; {:.2} GB on disk ({:.1} MB per camera-day)",
+        t.elapsed().as_secs_f64(),
+        index_bytes as f64 / 1e9,
+        index_bytes as f64 / 1e6 / f64::from(a.streams * a.days)
+    );
+
+    let k = key(a.streams / 2);
+    let mid = t0 + i64::from(a.days / 2) * 86_400 * 90_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    for (name, secs) in [("1 min", 60i64), ("1 h", 3600), ("24 h", 86_400)] {
+        // TTFB, cold: shift the range by 1.3 s each time so neither the ETag nor the cache
+        // repeats.
+        let mut cold = Vec::new();
+        let mut header = 0;
+        for i in 0..a.iterations {
+            let start = Time90k(mid + i64::from(i) * 117_000 + 12_345);
+            let req = vigie_api::playback::PlaybackRequest {
+                key: k.clone(),
+                start,
+                end: Time90k(start.0 + secs * 90_000),
+                gaps: GapPolicy::Refuse,
+                subtitles: None,
+            };
+            let t = Instant::now();
+            let p = vigie_api::playback::prepare(&store, &req)?;
+            cold.push(t.elapsed());
+            header = p.mp4.header_len;
+        }
+        let mut warm = Vec::new();
+        let req = vigie_api::playback::PlaybackRequest {
+            key: k.clone(),
+            start: Time90k(mid + 12_345),
+            end: Time90k(mid + 12_345 + secs * 90_000),
+            gaps: GapPolicy::Refuse,
+            subtitles: None,
+        };
+        let prepared = vigie_api::playback::prepare(&store, &req)?;
+        for _ in 0..a.iterations {
+            let t = Instant::now();
+            vigie_api::playback::prepare(&store, &req)?;
+            warm.push(t.elapsed());
+        }
+        let plan_only: Vec<Duration> = (0..a.iterations)
+            .map(|i| {
+                let start = Time90k(mid + i64::from(i) * 117_000 + 99_999);
+                let t = Instant::now();
+                let _ = store.playback_plan(
+                    &k,
+                    start,
+                    Time90k(start.0 + secs * 90_000),
+                    GapPolicy::Refuse,
+                );
+                t.elapsed()
+            })
+            .collect();
+        println!(
+            "{name:>6}: moov+headers {:.2} MB, file {:.2} GB; TTFB cold {}; of which plan {}; warm (cached moov) {}",
+            header as f64 / 1e6,
+            prepared.mp4.total_len as f64 / 1e9,
+            stats(cold),
+            stats(plan_only),
+            stats(warm)
+        );
+
+        // Throughput: write the segment files of the range (real data for ≤ 1 h, sparse files
+        // for 24 h), read them once into the page cache, then time the body pipeline.
+        let mp4 = prepared.mp4.clone();
+        let sparse = secs > 3600;
+        let buf = vec![0x5au8; 1 << 20];
+        for (i, f) in mp4.files.iter().enumerate() {
+            let need = mp4
+                .parts()
+                .iter()
+                .filter_map(|p| match p {
+                    vigie_mp4::progressive::Part::File { file, offset, len }
+                        if *file as usize == i =>
+                    {
+                        Some(offset + len)
+                    }
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            if std::fs::metadata(f)
+                .map(|m| m.len() >= need)
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            if let Some(d) = f.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            let mut file = std::fs::File::create(f)?;
+            if sparse {
+                file.set_len(need)?;
+            } else {
+                let mut left = need;
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    file.write_all(&buf[..n])?;
+                    left -= n as u64;
+                }
+            }
+        }
+        let pipeline = |mp4: Arc<vigie_mp4::progressive::VirtualMp4>| {
+            rt.block_on(async move {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+                let len = mp4.total_len;
+                tokio::task::spawn_blocking(move || {
+                    let r = vigie_api::playback::read_blocking(&mp4, 0, len, |c| {
+                        tx.blocking_send(Ok(c)).is_ok()
+                    });
+                    if let Err(e) = r {
+                        let _ = tx.blocking_send(Err(e));
+                    }
+                });
+                let mut n = 0u64;
+                while let Some(c) = rx.recv().await {
+                    n += c?.len() as u64;
+                }
+                Ok::<u64, std::io::Error>(n)
+            })
+        };
+        pipeline(mp4.clone())?; // warm the page cache
+        let t = Instant::now();
+        let n = pipeline(mp4.clone())?;
+        let dt = t.elapsed().as_secs_f64();
+        println!(
+            "{name:>6}: throughput {:.2} GB/s ({:.2} GB in {:.2} s{})",
+            n as f64 / dt / 1e9,
+            n as f64 / 1e9,
+            dt,
+            if sparse { ", sparse files" } else { "" }
+        );
+        for f in &mp4.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,448 @@
+//! Authentication and rights for every route, in one place.
+//!
+//! [`enforce`] is a route layer: it runs for every matched route, finds the rule of the route
+//! in [`rule`] (the one table of who may call what), authenticates the request (bearer API
+//! token, else the `vigie_session` cookie), checks CSRF on cookie-authenticated mutations, the
+//! role's permission, the camera scope for `/api/v1/cameras/{cam}/…` routes, and the `Origin`
+//! of WebSocket upgrades. Handlers then get the caller with the [`Principal`] extractor.
+//!
+//! Answers: 401 without valid credentials; 403 when the role lacks the permission, the camera
+//! is outside the user's scope, the CSRF header is missing, or a WebSocket comes from another
+//! origin; 404 for an unknown camera (whatever the scope).
+//!
+//! Routes missing from the table are admin-only (fail closed): add new routes to [`rule`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{
+    ConnectInfo, FromRequestParts, MatchedPath, OptionalFromRequestParts, Path, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use vigie_auth::{Permission, Via};
+
+use crate::{ApiError, AppState};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "vigie_session";
+/// Header carrying the CSRF token on cookie-authenticated mutations.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Anyone (credentials, if valid, are still made available to the handler).
+    Public,
+    /// Any authenticated user.
+    Authenticated,
+    /// Users whose role has the permission.
+    Perm(Permission),
+    /// Users whose role has the permission and whose scope covers the `{cam}` of the path.
+    CameraPerm(Permission),
+    /// `/metrics`: loopback clients when no `server.metrics_token` is set; the metrics token as
+    /// a bearer; or a user with `ViewStatus`.
+    Metrics,
+}
+
+/// The rights table of the routes, keyed by the route template.
+pub fn rule(method: &Method, route: &str) -> Rule {
+    use Permission::*;
+    let read = method == Method::GET || method == Method::HEAD;
+    match route {
+        "/" | "/live.html" | "/api/v1/signing-key" => Rule::Public,
+        // Unauthenticated: status only; details for authenticated users.
+        "/api/v1/health" => Rule::Public,
+        "/api/v1/session" if method == Method::POST => Rule::Public,
+        "/api/v1/session" => Rule::Authenticated,
+        "/metrics" => Rule::Metrics,
+        "/api/v1/cameras" => Rule::Perm(ViewStatus),
+        "/api/v1/cameras/{cam}/streams/{stream}/recordings"
+        | "/api/v1/cameras/{cam}/streams/{stream}/video.mp4" => Rule::CameraPerm(Playback),
+        "/api/v1/cameras/{cam}/streams/{stream}/live" => Rule::CameraPerm(Live),
+        "/api/v1/cameras/{cam}/streams/{stream}/snapshot.jpg" => Rule::CameraPerm(Still),
+        "/api/v1/users" | "/api/v1/users/{name}" | "/api/v1/tokens" | "/api/v1/tokens/{id}" => {
+            Rule::Perm(ManageUsers)
+        }
+        "/api/v1/audit" | "/api/v1/audit/verify" | "/api/v1/register" | "/api/v1/register.csv" => {
+            Rule::Perm(Audit)
+        }
+        // Holds and exports: their handlers check the camera of the body against the scope
+        // (Principal::can).
+        "/api/v1/holds" | "/api/v1/holds/{id}" if read => Rule::Perm(ViewEvidence),
+        "/api/v1/holds" | "/api/v1/holds/{id}" | "/api/v1/holds/{id}/release" => Rule::Perm(Hold),
+        "/api/v1/exports" | "/api/v1/exports/{id}" if read => Rule::Perm(ViewEvidence),
+        "/api/v1/exports" | "/api/v1/exports/{id}" | "/api/v1/exports/{id}/package" => {
+            Rule::Perm(Export)
+        }
+        _ => {
+            tracing::warn!(%method, route, "route missing from the rights table: admin only");
+            Rule::Perm(ManageUsers)
+        }
+    }
+}
+
+/// The authenticated caller of a request. Extracting it from a request without valid
+/// credentials answers 401.
+#[derive(Debug, Clone)]
+pub struct Principal(pub vigie_auth::Principal);
+
+impl std::ops::Deref for Principal {
+    type Target = vigie_auth::Principal;
+    fn deref(&self) -> &vigie_auth::Principal {
+        &self.0
+    }
+}
+
+impl Principal {
+    /// Checks a permission on an optional camera (by id); unknown camera → 404, out of scope
+    /// or not allowed → 403.
+    pub fn require(
+        &self,
+        state: &AppState,
+        perm: Permission,
+        camera: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let cam = match camera {
+            Some(id) => {
+                let c = state
+                    .config
+                    .camera(id)
+                    .ok_or_else(|| ApiError::NotFound(format!("no camera {id:?}")))?;
+                Some((c.id.as_str(), c.commune.as_str()))
+            }
+            None => None,
+        };
+        if !vigie_auth::allows(self.role, perm) {
+            return Err(ApiError::Forbidden(format!(
+                "role {} may not do this ({perm:?})",
+                self.role
+            )));
+        }
+        if !self.can(perm, cam) {
+            return Err(ApiError::Forbidden(format!(
+                "camera {:?} is outside the scope of user {:?}",
+                camera.unwrap_or_default(),
+                self.user
+            )));
+        }
+        Ok(())
+    }
+
+    /// A name for the journal: the user, plus the token id for API tokens.
+    pub fn actor(&self) -> String {
+        match &self.via {
+            Via::Token { id } => format!("{} (token {id})", self.user),
+            Via::Session { .. } => self.user.clone(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthenticated("authentication required".into()))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &S,
+    ) -> Result<Option<Self>, std::convert::Infallible> {
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}
+
+/// The client's IP address (from the TCP connection; not from forwarded headers).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// The value of the session cookie, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+enum Credentials<'a> {
+    None,
+    Bearer(&'a str),
+    Cookie(&'a str),
+}
+
+fn credentials(headers: &HeaderMap) -> Result<Credentials<'_>, ApiError> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::Unauthenticated("malformed Authorization header".into()))?;
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::Unauthenticated(
+                    "the Authorization header must be `Bearer <API token>`".into(),
+                )
+            })?;
+        return Ok(Credentials::Bearer(token.trim()));
+    }
+    Ok(match session_cookie(headers) {
+        Some(c) => Credentials::Cookie(c),
+        None => Credentials::None,
+    })
+}
+
+/// Authenticates from the headers: `Ok(None)` when no credentials are given.
+fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<vigie_auth::Principal>, ApiError> {
+    match credentials(headers)? {
+        Credentials::None => Ok(None),
+        Credentials::Bearer(t) => Ok(Some(state.auth.token(t)?)),
+        Credentials::Cookie(c) => Ok(Some(state.auth.session(c)?)),
+    }
+}
+
+fn is_mutation(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Cookie-authenticated mutations must echo the session's CSRF token.
+fn check_csrf(
+    p: &vigie_auth::Principal,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let Via::Session { csrf_token } = &p.via else {
+        return Ok(());
+    };
+    if !is_mutation(method) {
+        return Ok(());
+    }
+    match headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(v) if vigie_auth::constant_time_eq(v.trim(), csrf_token) => Ok(()),
+        _ => Err(ApiError::CsrfMissing),
+    }
+}
+
+/// A WebSocket upgrade must come from the page's own origin (cross-site WebSocket hijacking):
+/// when an `Origin` header is present, its host and port must equal `Host`.
+fn check_ws_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_ws = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !is_ws {
+        return Ok(());
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(()); // not a browser: nothing to hijack
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match (authority, host) {
+        (Some(a), Some(h)) if a.eq_ignore_ascii_case(h) => Ok(()),
+        _ => Err(ApiError::Forbidden(format!(
+            "WebSocket from origin {origin:?} refused: it must match the host"
+        ))),
+    }
+}
+
+fn metrics_token_given(state: &AppState, headers: &HeaderMap) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (&state.config.server.metrics_token, given) {
+        (Some(expected), Some(t)) => vigie_auth::constant_time_eq(t.trim(), expected.expose()),
+        _ => false,
+    }
+}
+
+fn metrics_allowed(
+    state: &AppState,
+    parts: &Parts,
+    principal: Option<&vigie_auth::Principal>,
+) -> bool {
+    if principal.is_some_and(|p| p.can(Permission::ViewStatus, None)) {
+        return true;
+    }
+    match &state.config.server.metrics_token {
+        Some(_) => metrics_token_given(state, &parts.headers),
+        None => parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|c| c.0.ip().is_loopback()),
+    }
+}
+
+/// The route layer (see the module docs).
+pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match check(&state, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn check(state: &AppState, req: Request) -> Result<Request, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let rule = rule(&parts.method, &route);
+    // The metrics token is not a user token: don't try it as one.
+    let authenticated = if rule == Rule::Metrics && metrics_token_given(state, &parts.headers) {
+        Ok(None)
+    } else {
+        authenticate(state, &parts.headers)
+    };
+    let principal = match rule {
+        Rule::Public => authenticated.ok().flatten(),
+        Rule::Metrics => {
+            let p = authenticated.ok().flatten();
+            if !metrics_allowed(state, &parts, p.as_ref()) {
+                return Err(ApiError::Unauthenticated(
+                    "/metrics needs the metrics token, a user with status rights, or a local client".into(),
+                ));
+            }
+            p
+        }
+        Rule::Authenticated | Rule::Perm(_) | Rule::CameraPerm(_) => {
+            let p = authenticated?.ok_or_else(|| {
+                ApiError::Unauthenticated(
+                    "authentication required: log in (POST /api/v1/session) or send `Authorization: Bearer <API token>`".into(),
+                )
+            })?;
+            check_csrf(&p, &parts.method, &parts.headers)?;
+            let p = Principal(p);
+            match rule {
+                Rule::Perm(perm) => p.require(state, perm, None)?,
+                Rule::CameraPerm(perm) => {
+                    let Path(params) = <Path<HashMap<String, String>> as FromRequestParts<
+                        AppState,
+                    >>::from_request_parts(&mut parts, state)
+                    .await
+                    .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+                    let cam = params.get("cam").ok_or_else(|| {
+                        ApiError::Internal(format!("route {route} has no {{cam}}"))
+                    })?;
+                    p.require(state, perm, Some(cam))?;
+                }
+                _ => {}
+            }
+            Some(p.0)
+        }
+    };
+    check_ws_origin(&parts.headers)?;
+    if let Some(p) = principal {
+        parts.extensions.insert(Principal(p));
+    }
+    Ok(Request::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn every_footage_route_needs_a_footage_permission() {
+        for (route, perm) in [
+            (
+                "/api/v1/cameras/{cam}/streams/{stream}/recordings",
+                Permission::Playback,
+            ),
+            (
+                "/api/v1/cameras/{cam}/streams/{stream}/video.mp4",
+                Permission::Playback,
+            ),
+            (
+                "/api/v1/cameras/{cam}/streams/{stream}/live",
+                Permission::Live,
+            ),
+            (
+                "/api/v1/cameras/{cam}/streams/{stream}/snapshot.jpg",
+                Permission::Still,
+            ),
+        ] {
+            assert_eq!(rule(&Method::GET, route), Rule::CameraPerm(perm), "{route}");
+        }
+        assert_eq!(rule(&Method::POST, "/api/v1/session"), Rule::Public);
+        assert_eq!(
+            rule(&Method::DELETE, "/api/v1/session"),
+            Rule::Authenticated
+        );
+        assert_eq!(
+            rule(&Method::GET, "/api/v1/holds"),
+            Rule::Perm(Permission::ViewEvidence)
+        );
+        assert_eq!(
+            rule(&Method::POST, "/api/v1/holds"),
+            Rule::Perm(Permission::Hold)
+        );
+        assert_eq!(
+            rule(&Method::GET, "/api/v1/something-new"),
+            Rule::Perm(Permission::ManageUsers)
+        );
+    }
+
+    #[test]
+    fn cookies_and_origins() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; vigie_session=xyz; c=d"),
+        );
+        assert_eq!(session_cookie(&h), Some("xyz"));
+        h.insert(header::COOKIE, HeaderValue::from_static("vigie_session="));
+        assert_eq!(session_cookie(&h), None);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        assert!(check_ws_origin(&h).is_ok());
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
+        assert!(check_ws_origin(&h).is_ok());
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(check_ws_origin(&h).is_err());
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(check_ws_origin(&h).is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The one door to the access journal: every journaled event of the API goes through
+//! [`record`], which appends to the hash-chained [`vigie_audit::Journal`] of the [`AppState`].
+//! A user action whose entry cannot be written fails (no untraced access).
+//!
+//! [`Event`] and [`access`] are the users-and-rights events (logins, failures, lockouts,
+//! logouts, user and token changes) turned into journal entries. No secret (password, token,
+//! session id, CSRF token) is ever part of an entry.
+
+use std::net::IpAddr;
+
+use vigie_audit::{Action, NewEntry};
+use vigie_auth::{LoginFailure, Role};
+
+use crate::{ApiError, AppState};
+
+/// Appends one entry to the access journal (off the async executor: it fsyncs).
+pub async fn record(state: &AppState, entry: NewEntry) -> Result<(), ApiError> {
+    let journal = state.journal.clone();
+    tokio::task::spawn_blocking(move || journal.append(entry))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map(|_| ())
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot write to the access journal");
+            ApiError::Unavailable(format!("the access journal cannot be written: {e}"))
+        })
+}
+
+/// A users-and-rights event.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    LoginSucceeded {
+        user: &'a str,
+        ip: Option<IpAddr>,
+    },
+    /// `user` is the name as typed (it may not exist).
+    LoginFailed {
+        user: &'a str,
+        ip: Option<IpAddr>,
+        why: LoginFailure,
+    },
+    Logout {
+        user: &'a str,
+    },
+    UserCreated {
+        by: &'a str,
+        user: &'a str,
+        role: Role,
+    },
+    /// `what` lists the changed fields (never a password).
+    UserChanged {
+        by: &'a str,
+        user: &'a str,
+        what: String,
+    },
+    TokenCreated {
+        by: &'a str,
+        user: &'a str,
+        id: &'a str,
+    },
+    TokenRevoked {
+        by: &'a str,
+        id: &'a str,
+    },
+}
+
+/// Journals a users-and-rights event (and logs it, without secrets).
+pub async fn access(state: &AppState, event: Event<'_>) -> Result<(), ApiError> {
+    use serde_json::json;
+    let remote = |e: NewEntry, ip: &Option<IpAddr>| match ip {
+        Some(ip) => e.remote(ip.to_string()),
+        None => e,
+    };
+    let entry = match &event {
+        Event::LoginSucceeded { user, ip } => {
+            tracing::info!(target: "vigie_access", %user, ?ip, "login");
+            remote(NewEntry::new(*user, Action::Login), ip)
+        }
+        Event::LoginFailed { user, ip, why } => {
+            // A name that does not exist is often a password typed in the wrong field: the
+            // log gets only its length (the journal, readable by auditors only, keeps it).
+            if *why == LoginFailure::UnknownUser {
+                tracing::warn!(target: "vigie_access", user_len = user.len(), ?ip, ?why, "login failed");
+            } else {
+                tracing::warn!(target: "vigie_access", %user, ?ip, ?why, "login failed");
+            }
+            let action = match why {
+                LoginFailure::LockoutStarted => Action::Lockout,
+                _ => Action::LoginFailed,
+            };
+            remote(NewEntry::new(*user, action), ip).details(json!({ "why": format!("{why:?}") }))
+        }
+        Event::Logout { user } => NewEntry::new(*user, Action::Logout),
+        Event::UserCreated { by, user, role } => NewEntry::new(*by, Action::UserAdd)
+            .details(json!({ "user": user, "role": role.as_str() })),
+        Event::UserChanged { by, user, what } => {
+            NewEntry::new(*by, Action::UserChange).details(json!({ "user": user, "changed": what }))
+        }
+        Event::TokenCreated { by, user, id } => {
+            NewEntry::new(*by, Action::TokenCreate).details(json!({ "user": user, "token_id": id }))
+        }
+        Event::TokenRevoked { by, id } => {
+            NewEntry::new(*by, Action::TokenRevoke).details(json!({ "token_id": id }))
+        }
+    };
+    if !matches!(
+        event,
+        Event::LoginFailed { .. } | Event::LoginSucceeded { .. }
+    ) {
+        tracing::info!(target: "vigie_access", event = ?event, "access");
+    }
+    record(state, entry).await
+}

@@ -1,0 +1,341 @@
+//! The access journal and the legal register over HTTP:
+//! `GET /api/v1/audit` (filters: `start`, `end`, `actor`, `camera`, `action`, `after`, `limit`,
+//! `format=csv`), `GET /api/v1/audit/verify`, and `GET /api/v1/register.csv?start=&end=` (the
+//! legal register: recordings per camera and day, destructions, extractions, holds, quality).
+//!
+//! Users whose scope is limited see only entries about cameras in their scope; entries about no
+//! camera (logins, configuration) are shown to users with an unlimited scope only.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use vigie_audit::{Action, Entry};
+use vigie_auth::{Communes, Permission};
+use vigie_core::{Duration90k, Time90k};
+
+use crate::access::Principal;
+use crate::{ApiError, AppState};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    start: Option<String>,
+    end: Option<String>,
+    actor: Option<String>,
+    camera: Option<String>,
+    action: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
+    format: Option<String>,
+}
+
+fn parse_time(name: &str, v: &Option<String>) -> Result<Option<Time90k>, ApiError> {
+    v.as_deref()
+        .map(|s| {
+            Time90k::parse_rfc3339(s).map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}")))
+        })
+        .transpose()
+}
+
+fn sees_everything(who: &Principal) -> bool {
+    matches!(who.scope.communes, Communes::All) && who.scope.cameras.is_none()
+}
+
+fn visible(state: &AppState, who: &Principal, e: &Entry) -> bool {
+    match &e.camera {
+        None => sees_everything(who),
+        Some(cam) => match state.config.camera(cam) {
+            Some(c) => who.can(Permission::Audit, Some((c.id.as_str(), c.commune.as_str()))),
+            // A camera since removed from the configuration: only for unlimited scopes.
+            None => sees_everything(who),
+        },
+    }
+}
+
+fn entry_json(e: &Entry) -> Value {
+    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    v["time"] = json!(e.time().to_rfc3339());
+    if let Some(s) = e.start_90k {
+        v["start"] = json!(Time90k(s).to_rfc3339());
+    }
+    if let Some(s) = e.end_90k {
+        v["end"] = json!(Time90k(s).to_rfc3339());
+    }
+    v
+}
+
+async fn query_journal(state: &AppState, q: vigie_audit::Query) -> Result<Vec<Entry>, ApiError> {
+    let journal = state.journal.clone();
+    tokio::task::spawn_blocking(move || journal.query(&q))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(format!("access journal: {e}")))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let action = match q.action.as_deref() {
+        None => None,
+        Some(a) => Some(
+            Action::parse(a)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown action {a:?}")))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::BadRequest(
+            "`limit` must be within 1..=10000".into(),
+        ));
+    }
+    let (start, end) = (parse_time("start", &q.start)?, parse_time("end", &q.end)?);
+    if let (Some(s), Some(e)) = (start, end)
+        && e <= s
+    {
+        return Err(ApiError::BadRequest("`end` must be after `start`".into()));
+    }
+    let jq = vigie_audit::Query {
+        start,
+        end,
+        actor: q.actor.clone(),
+        camera: q.camera.clone(),
+        action,
+        after_seq: q.after,
+        limit: Some(limit),
+    };
+    let entries: Vec<Entry> = query_journal(&state, jq)
+        .await?
+        .into_iter()
+        .filter(|e| visible(&state, &who, e))
+        .collect();
+    match q.format.as_deref() {
+        None | Some("json") => {
+            let next = entries.last().map(|e| e.seq);
+            Ok(Json(json!({ "entries": entries.iter().map(entry_json).collect::<Vec<_>>(), "next_after": next })).into_response())
+        }
+        Some("csv") => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let _ = w.write_record([
+                "seq",
+                "time",
+                "actor",
+                "action",
+                "camera",
+                "stream",
+                "start",
+                "end",
+                "reason",
+                "procedure",
+                "remote_addr",
+                "details",
+                "prev_hash",
+                "hash",
+            ]);
+            for e in &entries {
+                let _ = w.write_record([
+                    e.seq.to_string(),
+                    e.time().to_rfc3339(),
+                    e.actor.clone(),
+                    e.action.as_str().to_owned(),
+                    e.camera.clone().unwrap_or_default(),
+                    e.stream.clone().unwrap_or_default(),
+                    e.start_90k
+                        .map(|t| Time90k(t).to_rfc3339())
+                        .unwrap_or_default(),
+                    e.end_90k
+                        .map(|t| Time90k(t).to_rfc3339())
+                        .unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                    e.procedure.clone().unwrap_or_default(),
+                    e.remote_addr.clone().unwrap_or_default(),
+                    if e.details.is_null() {
+                        String::new()
+                    } else {
+                        e.details.to_string()
+                    },
+                    e.prev_hash.clone(),
+                    e.hash.clone(),
+                ]);
+            }
+            Ok(csv_response(w, "vigie-journal.csv"))
+        }
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "`format` must be json or csv, not {other:?}"
+        ))),
+    }
+}
+
+fn csv_response(w: csv::Writer<Vec<u8>>, filename: &str) -> Response {
+    let body = w.into_inner().unwrap_or_default();
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn verify(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let journal = state.journal.clone();
+    let r = tokio::task::spawn_blocking(move || journal.verify())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(format!("access journal: {e}")))?;
+    Ok(Json(json!({
+        "ok": r.ok(),
+        "entries": r.entries,
+        "first_seq": r.first_seq,
+        "first_broken": r.first_broken.as_ref().map(|(seq, why)| json!({ "seq": seq, "problem": why })),
+    })))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterQuery {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+/// The legal register as CSV, one row per fact, `section` saying which kind.
+pub async fn register(
+    State(state): State<AppState>,
+    who: Principal,
+    q: Result<Query<RegisterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let now = state.clock.now();
+    let end = parse_time("end", &q.end)?.unwrap_or(now);
+    let start = parse_time("start", &q.start)?.unwrap_or(end - Duration90k::from_secs(31 * 86_400));
+    if end <= start {
+        return Err(ApiError::BadRequest("`end` must be after `start`".into()));
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record([
+        "section",
+        "camera",
+        "stream",
+        "commune",
+        "start",
+        "end",
+        "when",
+        "actor",
+        "requester",
+        "procedure",
+        "reason",
+        "detail",
+    ]);
+    // Recordings per camera and (UTC) day, from the index.
+    for s in state.streams.iter() {
+        let Some(cam) = state.config.camera(&s.key.camera) else {
+            continue;
+        };
+        if !who.can(
+            Permission::Audit,
+            Some((cam.id.as_str(), cam.commune.as_str())),
+        ) {
+            continue;
+        }
+        let store = state.store.clone();
+        let key = s.key.clone();
+        let segs = tokio::task::spawn_blocking(move || store.segments(&key, start, end))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let mut per_day: BTreeMap<String, (f64, u64, Time90k, Time90k)> = BTreeMap::new();
+        for seg in &segs {
+            let day = seg.start.to_rfc3339()[..10].to_owned();
+            let d = per_day.entry(day).or_insert((0.0, 0, seg.start, seg.end()));
+            d.0 += Duration90k(seg.duration_90k).as_secs_f64();
+            d.1 += seg.bytes;
+            d.2 = d.2.min(seg.start);
+            d.3 = d.3.max(seg.end());
+        }
+        for (day, (secs, bytes, first, last)) in per_day {
+            let _ = w.write_record([
+                "recording".to_owned(),
+                cam.id.clone(),
+                s.key.stream.clone(),
+                cam.commune.clone(),
+                first.to_rfc3339(),
+                last.to_rfc3339(),
+                day,
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                format!(
+                    "recorded {secs:.0} s, {bytes} bytes, retention {} days",
+                    state.config.retention_days(cam)
+                ),
+            ]);
+        }
+    }
+    // Facts from the journal.
+    let jq = vigie_audit::Query {
+        start: Some(start),
+        end: Some(end),
+        limit: Some(1_000_000),
+        ..Default::default()
+    };
+    for e in query_journal(&state, jq)
+        .await?
+        .into_iter()
+        .filter(|e| visible(&state, &who, e))
+    {
+        let section = match e.action {
+            Action::RetentionDelete => "destruction",
+            Action::ExportCreate => "extraction",
+            Action::ExportDownload => "extraction-download",
+            Action::HoldPlace => "hold",
+            Action::HoldRelease => "hold-release",
+            Action::QualityAlert => "below-quality-floor",
+            Action::QualityClear => "quality-floor-restored",
+            Action::RecordingBlocked => "recording-blocked",
+            _ => continue,
+        };
+        let commune = e
+            .camera
+            .as_deref()
+            .and_then(|c| state.config.camera(c))
+            .map(|c| c.commune.clone())
+            .unwrap_or_default();
+        let detail = match e.action {
+            Action::ExportCreate | Action::ExportDownload => {
+                format!("sha256={}", e.details["sha256"].as_str().unwrap_or(""))
+            }
+            _ if e.details.is_null() => String::new(),
+            _ => e.details.to_string(),
+        };
+        let _ = w.write_record([
+            section.to_owned(),
+            e.camera.clone().unwrap_or_default(),
+            e.stream.clone().unwrap_or_default(),
+            commune,
+            e.start_90k
+                .map(|t| Time90k(t).to_rfc3339())
+                .unwrap_or_default(),
+            e.end_90k
+                .map(|t| Time90k(t).to_rfc3339())
+                .unwrap_or_default(),
+            e.time().to_rfc3339(),
+            e.actor.clone(),
+            e.details["requester"].as_str().unwrap_or("").to_owned(),
+            e.procedure.clone().unwrap_or_default(),
+            e.reason.clone().unwrap_or_default(),
+            detail,
+        ]);
+    }
+    Ok(csv_response(w, "vigie-register.csv"))
+}

@@ -1,0 +1,138 @@
+//! `GET /api/v1/cameras/{cam}/streams/{stream}/live`: the live view as fMP4 over a WebSocket.
+//! The message protocol is documented in [`crate::live`]; this module only runs one viewer's
+//! socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use tracing::Instrument;
+
+use crate::live::{LiveHub, LiveItem, LiveMuxer, drop_message};
+use crate::{ApiError, AppState};
+
+/// Keepalive ping period.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// At most this many frames per media segment when catching up (the first GOP is one segment).
+const MAX_GROUP: usize = 1024;
+
+pub async fn live(
+    State(state): State<AppState>,
+    Path((cam, stream)): Path<(String, String)>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let entry = state.stream(&cam, &stream)?;
+    // Rights (Live on this camera's scope) and the `Origin` = `Host` check (cross-site
+    // WebSocket hijacking) were done before the upgrade by crate::access::enforce.
+    let ws = ws.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the live view is a WebSocket endpoint: {}",
+            e.body_text()
+        ))
+    })?;
+    let hub = entry.live.clone();
+    let span = tracing::info_span!("live_viewer", camera = %cam, stream = %stream);
+    Ok(ws
+        .max_message_size(64 << 10)
+        .on_upgrade(move |socket| serve_viewer(socket, hub).instrument(span)))
+}
+
+async fn serve_viewer(mut socket: WebSocket, hub: Arc<LiveHub>) {
+    let Some((queue, backlog)) = hub.subscribe() else {
+        let _ = socket.send(close(1001, "server shutting down")).await;
+        return;
+    };
+    tracing::info!(viewers = hub.viewers(), "live viewer connected");
+    let mut mux = LiveMuxer::new(hub.key().clone());
+    let why = run(&mut socket, &queue, &mut mux, backlog).await;
+    queue.leave();
+    tracing::info!(why, "live viewer left");
+}
+
+/// Runs until the socket or the stream ends; returns why.
+async fn run(
+    socket: &mut WebSocket,
+    queue: &crate::live::ViewerQueue,
+    mux: &mut LiveMuxer,
+    backlog: Vec<crate::live::LiveFrame>,
+) -> String {
+    for m in mux.messages(&backlog, MAX_GROUP) {
+        if socket.send(m).await.is_err() {
+            return "send failed".into();
+        }
+    }
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        tokio::select! {
+            items = queue.next_batch() => {
+                let mut frames = Vec::new();
+                for item in items {
+                    match item {
+                        LiveItem::Frame(f) => frames.push(f),
+                        LiveItem::Dropped(n) => {
+                            // Send what came before the gap (unlikely: a drop clears the queue).
+                            if let Err(e) = send_frames(socket, mux, &mut frames).await {
+                                return e;
+                            }
+                            tracing::debug!(frames = n, "slow live viewer skipped to a key frame");
+                            if socket.send(drop_message(n)).await.is_err() {
+                                return "send failed".into();
+                            }
+                        }
+                        LiveItem::End { code, reason } => {
+                            if let Err(e) = send_frames(socket, mux, &mut frames).await {
+                                return e;
+                            }
+                            let _ = socket.send(close(code, &reason)).await;
+                            return reason;
+                        }
+                    }
+                }
+                if let Err(e) = send_frames(socket, mux, &mut frames).await {
+                    return e;
+                }
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(bytes::Bytes::from_static(b"vigie"))).await.is_err() {
+                    return "ping failed".into();
+                }
+            }
+            msg = socket.recv() => match msg {
+                None | Some(Err(_)) => return "connection lost".into(),
+                Some(Ok(Message::Close(_))) => return "closed by client".into(),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// One media segment per frame (lowest latency).
+async fn send_frames(
+    socket: &mut WebSocket,
+    mux: &mut LiveMuxer,
+    frames: &mut Vec<crate::live::LiveFrame>,
+) -> Result<(), String> {
+    for f in frames.drain(..) {
+        for m in mux.messages(std::slice::from_ref(&f), 1) {
+            socket
+                .send(m)
+                .await
+                .map_err(|e| format!("send failed: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    // A close reason is at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    }))
+}

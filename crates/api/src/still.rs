@@ -1,0 +1,412 @@
+//! JPEG stills (`snapshot.jpg`): the frame shown at an instant, decoded with GStreamer.
+//!
+//! Frames come from the store: the segment covering `at`, its sample table (file offset and size
+//! of each frame), and its codec parameters (the `avc1`/`hvc1` sample entry, whose `avcC`/`hvcC`
+//! body is GStreamer's `codec_data`). The frames from the key frame before `at` up to the frame
+//! shown at `at` are read with one positioned read and pushed through
+//! `appsrc ! avdec_h264|avdec_h265 ! videoconvert ! jpegenc ! appsink`; every frame but the last
+//! is flagged `DECODE_ONLY`, so only the wanted picture is converted and encoded. Without `at`,
+//! the live hub's current GOP gives the latest picture (the store is used when the stream is
+//! offline). At most [`MAX_CONCURRENT_DECODES`] decodes run at once, on blocking threads.
+
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::Semaphore;
+use vigie_core::{Codec, StreamKey, Time90k, VideoParams};
+use vigie_store::Store;
+
+use crate::ApiError;
+use crate::live::LiveHub;
+
+/// Decodes running at once (each takes a core for up to a GOP of frames).
+pub const MAX_CONCURRENT_DECODES: usize = 2;
+/// A decode taking longer than this fails.
+const DECODE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How far back "latest" looks in the store when the stream is offline.
+const LATEST_LOOKBACK_90K: i64 = 31 * 86_400 * 90_000;
+
+static DECODES: Semaphore = Semaphore::const_new(MAX_CONCURRENT_DECODES);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StillError {
+    #[error("{0}")]
+    NoRecording(String),
+    #[error("GStreamer: {0}")]
+    Gst(String),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] vigie_store::StoreError),
+    #[error("stored codec parameters are unusable: {0}")]
+    Params(String),
+}
+
+impl From<StillError> for ApiError {
+    fn from(e: StillError) -> Self {
+        match e {
+            StillError::NoRecording(m) => ApiError::NotFound(m),
+            StillError::Store(e) => ApiError::Store(e),
+            other => ApiError::Unavailable(format!("cannot make the still: {other}")),
+        }
+    }
+}
+
+/// What to decode: frames from a key frame to the wanted one (the last).
+#[derive(Clone, Debug)]
+pub struct DecodeJob {
+    pub params: Arc<VideoParams>,
+    /// (sample bytes, is_key, duration_90k); the first is a key frame.
+    pub frames: Vec<(Bytes, bool, u32)>,
+}
+
+/// The JPEG of the picture shown at `at` (or the latest one).
+pub async fn snapshot(
+    store: Store,
+    hub: Arc<LiveHub>,
+    key: StreamKey,
+    at: Option<Time90k>,
+) -> Result<Vec<u8>, ApiError> {
+    let job = match at {
+        None => {
+            let gop = hub.current_gop();
+            match gop.last() {
+                Some(last) => DecodeJob {
+                    params: last.frame.params.clone(),
+                    frames: gop
+                        .iter()
+                        .filter(|f| f.frame.params == last.frame.params)
+                        .map(|f| (f.frame.data.clone(), f.frame.is_key, f.duration_90k))
+                        .collect(),
+                },
+                None => {
+                    let store = store.clone();
+                    let key = key.clone();
+                    blocking(move || job_from_store(&store, &key, None)).await??
+                }
+            }
+        }
+        Some(at) => {
+            let (store2, key2) = (store.clone(), key.clone());
+            match blocking(move || job_from_store(&store2, &key2, Some(at))).await? {
+                Ok(job) => job,
+                // Not indexed yet (the last second or two): the live GOP may cover it.
+                Err(StillError::NoRecording(m)) => {
+                    job_from_gop(&hub, at).ok_or(StillError::NoRecording(m))?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if job.frames.first().is_none_or(|f| !f.1) {
+        return Err(StillError::NoRecording("no key frame to decode from".into()).into());
+    }
+    let _permit = DECODES
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    tracing::debug!(frames = job.frames.len(), "decoding a still");
+    Ok(blocking(move || decode_to_jpeg(&job)).await??)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("still task failed: {e}")))
+}
+
+/// Frames of the live GOP up to the one shown at `at`.
+fn job_from_gop(hub: &LiveHub, at: Time90k) -> Option<DecodeJob> {
+    let gop = hub.current_gop();
+    let first = gop.first()?;
+    let last = gop.last()?;
+    if at < first.wall || at.0 >= last.wall.0 + i64::from(last.duration_90k) {
+        return None;
+    }
+    let n = gop.iter().take_while(|f| f.wall <= at).count();
+    let params = first.frame.params.clone();
+    Some(DecodeJob {
+        frames: gop[..n]
+            .iter()
+            .filter(|f| f.frame.params == params)
+            .map(|f| (f.frame.data.clone(), f.frame.is_key, f.duration_90k))
+            .collect(),
+        params,
+    })
+}
+
+/// Frames from the store: the key frame before `at` (or the latest frame) up to it.
+fn job_from_store(
+    store: &Store,
+    key: &StreamKey,
+    at: Option<Time90k>,
+) -> Result<DecodeJob, StillError> {
+    let (t0, t1) = match at {
+        Some(at) => (at, Time90k(at.0.saturating_add(1))),
+        None => {
+            let now = Time90k::from_timestamp(jiff::Timestamp::now());
+            (
+                Time90k(now.0 - LATEST_LOOKBACK_90K),
+                Time90k(now.0 + 3_600 * 90_000),
+            )
+        }
+    };
+    let segments = store.segments(key, t0, t1)?;
+    let seg = match at {
+        Some(at) => segments
+            .iter()
+            .rev()
+            .find(|s| s.start <= at && at < s.end() && s.frames > 0),
+        None => segments.iter().rev().find(|s| s.frames > 0),
+    };
+    let Some(seg) = seg else {
+        return Err(StillError::NoRecording(match at {
+            Some(at) => format!("nothing recorded on {key} at {}", at.to_rfc3339()),
+            None => format!("nothing recorded on {key}"),
+        }));
+    };
+    let idx = store
+        .segment_index(seg.id)?
+        .ok_or_else(|| StillError::NoRecording(format!("segment {} vanished", seg.id)))?;
+    let params = store
+        .params(seg.params_id)?
+        .ok_or_else(|| StillError::Params(format!("no parameters {}", seg.params_id)))?;
+    if idx.samples.is_empty() {
+        return Err(StillError::NoRecording(format!(
+            "segment {} is empty",
+            seg.id
+        )));
+    }
+    // The sample shown at `at`: media offset = wall offset scaled by media/wall duration.
+    let target = match at {
+        Some(at) => {
+            let wall_off = i128::from((at - seg.start).0);
+            let media = i128::from(seg.media_duration_90k.max(1));
+            let wall = i128::from(seg.duration_90k.max(1));
+            (wall_off * media / wall) as i64
+        }
+        None => i64::MAX,
+    };
+    let mut t = 0i64;
+    let mut i = idx.samples.len() - 1;
+    for (j, s) in idx.samples.iter().enumerate() {
+        if target < t + i64::from(s.duration_90k) {
+            i = j;
+            break;
+        }
+        t += i64::from(s.duration_90k);
+    }
+    let k = (0..=i)
+        .rev()
+        .find(|&j| idx.samples[j].is_key)
+        .ok_or_else(|| {
+            StillError::NoRecording(format!("segment {} has no key frame before", seg.id))
+        })?;
+    // File offset of every sample, from the fragment table.
+    let mut offsets = Vec::with_capacity(idx.samples.len());
+    let mut n = 0usize;
+    for f in &idx.fragments {
+        let mut off = f.offset + u64::from(f.header_len);
+        for s in idx.samples.iter().skip(n).take(f.samples as usize) {
+            offsets.push(off);
+            off += u64::from(s.bytes);
+        }
+        n += f.samples as usize;
+    }
+    if offsets.len() <= i {
+        return Err(StillError::Params(format!(
+            "fragment table of segment {} is short",
+            seg.id
+        )));
+    }
+    let start = offsets[k];
+    let end = offsets[i] + u64::from(idx.samples[i].bytes);
+    let io = |source| StillError::Io {
+        path: seg.path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(&seg.path).map_err(io)?;
+    let len = usize::try_from(end - start).map_err(|_| StillError::Params("huge GOP".into()))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, start).map_err(io)?;
+    let buf = Bytes::from(buf);
+    let frames = (k..=i)
+        .map(|j| {
+            let s = &idx.samples[j];
+            let a = (offsets[j] - start) as usize;
+            (buf.slice(a..a + s.bytes as usize), s.is_key, s.duration_90k)
+        })
+        .collect();
+    Ok(DecodeJob {
+        params: Arc::new(params),
+        frames,
+    })
+}
+
+/// The body of the `avcC`/`hvcC` box inside an `avc1`/`hvc1` sample entry: GStreamer's
+/// `codec_data`.
+pub fn codec_data(sample_entry: &[u8]) -> Option<&[u8]> {
+    // Sample entry header (8) + VisualSampleEntry fields (78), then child boxes.
+    let mut pos = 86usize;
+    while pos + 8 <= sample_entry.len() {
+        let size = u32::from_be_bytes(sample_entry[pos..pos + 4].try_into().ok()?) as usize;
+        let kind = &sample_entry[pos + 4..pos + 8];
+        if size < 8 || pos + size > sample_entry.len() {
+            return None;
+        }
+        if kind == b"avcC" || kind == b"hvcC" {
+            return Some(&sample_entry[pos + 8..pos + size]);
+        }
+        pos += size;
+    }
+    None
+}
+
+fn gst_init() -> Result<(), StillError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(StillError::Gst)
+}
+
+fn gst_err(e: impl std::fmt::Display) -> StillError {
+    StillError::Gst(e.to_string())
+}
+
+/// Decodes `job` and encodes its last frame as JPEG.
+pub fn decode_to_jpeg(job: &DecodeJob) -> Result<Vec<u8>, StillError> {
+    gst_init()?;
+    let p = &job.params;
+    let cd = codec_data(&p.sample_entry)
+        .ok_or_else(|| StillError::Params("sample entry without avcC/hvcC".into()))?;
+    let (media, format, decoder) = match p.codec {
+        Codec::H264 => ("video/x-h264", "avc", "avdec_h264"),
+        Codec::H265 => ("video/x-h265", "hvc1", "avdec_h265"),
+    };
+    let caps = gst::Caps::builder(media)
+        .field("stream-format", format)
+        .field("alignment", "au")
+        .field("codec_data", gst::Buffer::from_slice(cd.to_vec()))
+        .field("width", i32::from(p.width))
+        .field("height", i32::from(p.height))
+        .build();
+    let total: u64 = job.frames.iter().map(|f| f.0.len() as u64).sum();
+    let src = gst_app::AppSrc::builder()
+        .caps(&caps)
+        .format(gst::Format::Time)
+        .is_live(false)
+        .max_bytes(total + 1)
+        .build();
+    let make = |name: &str| {
+        gst::ElementFactory::make(name).build().map_err(|e| {
+            StillError::Gst(format!(
+                "element {name}: {e} (is gstreamer1.0-libav / plugins-good installed?)"
+            ))
+        })
+    };
+    let dec = make(decoder)?;
+    let convert = make("videoconvert")?;
+    let enc = make("jpegenc")?;
+    let sink = gst_app::AppSink::builder().sync(false).build();
+    let pipeline = gst::Pipeline::new();
+    pipeline
+        .add_many([src.upcast_ref(), &dec, &convert, &enc, sink.upcast_ref()])
+        .map_err(gst_err)?;
+    gst::Element::link_many([src.upcast_ref(), &dec, &convert, &enc, sink.upcast_ref()])
+        .map_err(gst_err)?;
+    let result = run_pipeline(&pipeline, &src, &sink, job);
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn run_pipeline(
+    pipeline: &gst::Pipeline,
+    src: &gst_app::AppSrc,
+    sink: &gst_app::AppSink,
+    job: &DecodeJob,
+) -> Result<Vec<u8>, StillError> {
+    pipeline.set_state(gst::State::Playing).map_err(gst_err)?;
+    let last = job.frames.len().saturating_sub(1);
+    let mut pts = 0u64;
+    for (i, (data, is_key, duration)) in job.frames.iter().enumerate() {
+        let mut buf = gst::Buffer::from_slice(data.clone());
+        let b = buf
+            .get_mut()
+            .ok_or_else(|| StillError::Gst("new buffer not writable".into()))?;
+        let t = gst::ClockTime::from_nseconds(pts * 100_000 / 9);
+        b.set_pts(t);
+        b.set_dts(t);
+        b.set_duration(gst::ClockTime::from_nseconds(
+            u64::from(*duration) * 100_000 / 9,
+        ));
+        let mut flags = gst::BufferFlags::empty();
+        if !is_key {
+            flags |= gst::BufferFlags::DELTA_UNIT;
+        }
+        if i != last {
+            flags |= gst::BufferFlags::DECODE_ONLY;
+        }
+        b.set_flags(flags);
+        pts += u64::from(*duration);
+        src.push_buffer(buf).map_err(gst_err)?;
+    }
+    src.end_of_stream().map_err(gst_err)?;
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| StillError::Gst("pipeline without bus".into()))?;
+    let deadline = Instant::now() + DECODE_TIMEOUT;
+    let mut jpeg = None;
+    loop {
+        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(50)) {
+            jpeg = Some(sample);
+            continue;
+        }
+        if sink.is_eos() {
+            break;
+        }
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                return Err(StillError::Gst(format!("{} ({:?})", e.error(), e.debug())));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(StillError::Gst(format!(
+                "decoding took more than {} s",
+                DECODE_TIMEOUT.as_secs()
+            )));
+        }
+    }
+    let sample = jpeg.ok_or_else(|| StillError::Gst("the decoder produced no picture".into()))?;
+    let buffer = sample
+        .buffer()
+        .ok_or_else(|| StillError::Gst("sample without buffer".into()))?;
+    let map = buffer.map_readable().map_err(gst_err)?;
+    Ok(map.as_slice().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_data_is_found_in_a_sample_entry() {
+        let mut e = vec![0u8; 86];
+        e[4..8].copy_from_slice(b"avc1");
+        e.extend_from_slice(&[0, 0, 0, 10, b'p', b'a', b's', b'p', 1, 2]);
+        e.extend_from_slice(&[0, 0, 0, 11, b'a', b'v', b'c', b'C', 1, 0x42, 0xc0]);
+        let n = e.len() as u32;
+        e[..4].copy_from_slice(&n.to_be_bytes());
+        assert_eq!(codec_data(&e), Some(&[1, 0x42, 0xc0][..]));
+        assert_eq!(codec_data(&e[..90]), None);
+    }
+}

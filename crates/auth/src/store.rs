@@ -1,0 +1,1095 @@
+//! [`AuthStore`]: users, sessions and API tokens in their own sled database
+//! (`<data_dir>/access/`), and the login throttle (in memory).
+//!
+//! Trees (values are JSON, so fields can be added later):
+//! * `users`: user name → user record (role, scope, argon2id PHC hash, disabled, times);
+//! * `sessions`: SHA-256(session id) → session record (user, created, last seen);
+//! * `tokens`: SHA-256(token) → token record (public id, user, label, created, expiry, last use).
+//!
+//! Times are unix seconds from the injected [`Clock`] (tests use `SimulatedClock`).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use vigie_core::config::{AuthConfig, Config};
+use vigie_core::{Clock, TIME_UNITS_PER_SEC, Time90k};
+
+use crate::AuthError;
+use crate::password::{self, check_policy, csrf_token, digest, random_hex, random_token_part};
+use crate::roles::{Communes, Permission, Role, Scope, allows};
+use crate::throttle::{Throttle, ThrottleLimits};
+
+/// Prefix of every API token (lets log scanners and secret detectors recognise them).
+pub const TOKEN_PREFIX: &str = "vigie_";
+/// `last_seen` of a session is written at most this often.
+const TOUCH_EVERY_S: i64 = 15;
+/// Per client IP, this many times the per-user failure limit.
+const IP_LIMIT_FACTOR: u32 = 4;
+
+/// Session lifetimes and throttling limits.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthSettings {
+    pub session_idle_s: i64,
+    pub session_max_s: i64,
+    pub max_failed_logins: u32,
+    pub lockout_s: i64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings::from_config(&AuthConfig::default())
+    }
+}
+
+impl AuthSettings {
+    pub fn from_config(c: &AuthConfig) -> Self {
+        AuthSettings {
+            session_idle_s: i64::from(c.session_idle_minutes) * 60,
+            session_max_s: i64::from(c.session_max_hours) * 3600,
+            max_failed_logins: c.max_failed_logins,
+            lockout_s: i64::from(c.lockout_minutes) * 60,
+        }
+    }
+
+    fn user_limits(&self) -> ThrottleLimits {
+        ThrottleLimits {
+            max_failures: self.max_failed_logins,
+            window_s: self.lockout_s,
+            lockout_s: self.lockout_s,
+        }
+    }
+
+    fn ip_limits(&self) -> ThrottleLimits {
+        ThrottleLimits {
+            max_failures: self.max_failed_logins.saturating_mul(IP_LIMIT_FACTOR),
+            ..self.user_limits()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UserRecord {
+    name: String,
+    role: Role,
+    scope: Scope,
+    password_hash: String,
+    #[serde(default)]
+    disabled: bool,
+    created_s: i64,
+    updated_s: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SessionRecord {
+    user: String,
+    created_s: i64,
+    last_seen_s: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenRecord {
+    id: String,
+    user: String,
+    label: String,
+    created_s: i64,
+    expires_s: Option<i64>,
+    last_used_s: Option<i64>,
+}
+
+fn rfc3339(s: i64) -> String {
+    Time90k::from_unix_secs(s).to_rfc3339()
+}
+
+/// A user as shown to administrators (never the hash).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    pub disabled: bool,
+    pub created: String,
+    pub updated: String,
+}
+
+impl From<&UserRecord> for UserInfo {
+    fn from(u: &UserRecord) -> Self {
+        UserInfo {
+            name: u.name.clone(),
+            role: u.role,
+            scope: u.scope.clone(),
+            disabled: u.disabled,
+            created: rfc3339(u.created_s),
+            updated: rfc3339(u.updated_s),
+        }
+    }
+}
+
+/// An API token as listed (never the secret).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user: String,
+    pub label: String,
+    pub created: String,
+    pub expires: Option<String>,
+    pub last_used: Option<String>,
+    pub expired: bool,
+}
+
+/// A freshly created token: `token` is shown once and never again.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub token: String,
+    pub info: TokenInfo,
+}
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A browser session; mutating requests must carry this CSRF token.
+    Session { csrf_token: String },
+    /// An API token (no CSRF: browsers never send it on their own).
+    Token { id: String },
+}
+
+/// An authenticated user, as seen by one request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: String,
+    pub role: Role,
+    pub scope: Scope,
+    pub via: Via,
+}
+
+impl Principal {
+    /// May this user do `perm`, on `camera` = (camera id, commune id) if given?
+    pub fn can(&self, perm: Permission, camera: Option<(&str, &str)>) -> bool {
+        allows(self.role, perm)
+            && camera.is_none_or(|(cam, commune)| self.scope.covers(cam, commune))
+    }
+}
+
+/// A new login: `id` goes into the cookie (and nowhere else).
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub csrf_token: String,
+    pub principal: Principal,
+    /// Seconds until the absolute expiry (the cookie's Max-Age).
+    pub max_age_s: i64,
+}
+
+/// Changes to a user; `None` leaves a field as is.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    pub role: Option<Role>,
+    pub scope: Option<Scope>,
+    pub disabled: Option<bool>,
+    pub password: Option<String>,
+}
+
+/// Why a login failed, for the journal (the client only ever sees the [`AuthError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    UnknownUser,
+    WrongPassword,
+    Disabled,
+    /// Refused because the user name or the client IP is locked.
+    Locked,
+    /// This failure started a lockout.
+    LockoutStarted,
+}
+
+/// User names: 1–64 of `[a-z0-9._@-]`, starting with a letter or digit.
+pub fn validate_user_name(name: &str) -> Result<(), AuthError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@-".contains(&b))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid(format!(
+            "invalid user name {name:?}: use 1-64 of a-z 0-9 . _ @ -, starting with a letter or digit"
+        )))
+    }
+}
+
+impl Scope {
+    /// Checks the scope against the configuration: communes and cameras must exist.
+    pub fn validate(&self, config: &Config) -> Result<(), AuthError> {
+        if let Communes::List(l) = &self.communes {
+            if l.is_empty() {
+                return Err(AuthError::Invalid(
+                    "a scope needs at least one commune (or all communes)".into(),
+                ));
+            }
+            for c in l {
+                if !config.communes.iter().any(|x| &x.id == c) {
+                    return Err(AuthError::Invalid(format!(
+                        "unknown commune {c:?} (not in the configuration)"
+                    )));
+                }
+            }
+        }
+        if let Some(cams) = &self.cameras {
+            if cams.is_empty() {
+                return Err(AuthError::Invalid(
+                    "an empty camera list would give access to nothing; omit it instead".into(),
+                ));
+            }
+            for c in cams {
+                if config.camera(c).is_none() {
+                    return Err(AuthError::Invalid(format!(
+                        "unknown camera {c:?} (not in the configuration)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Inner {
+    db: sled::Db,
+    users: sled::Tree,
+    sessions: sled::Tree,
+    tokens: sled::Tree,
+    clock: Arc<dyn Clock>,
+    settings: AuthSettings,
+    throttle: Mutex<Throttle>,
+}
+
+/// The users, sessions and tokens of one installation. Cheap to clone.
+#[derive(Clone)]
+pub struct AuthStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuthStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthStore")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthStore {
+    /// Opens (creating if needed) the database in `dir` (normally `<data_dir>/access`).
+    /// Fails with [`AuthError::InUse`] when another process has it open.
+    pub fn open(
+        dir: &Path,
+        settings: AuthSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuthStore, AuthError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| AuthError::Storage(format!("creating {}: {e}", dir.display())))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let db = sled::Config::new().path(dir).open().map_err(|e| match &e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                AuthError::InUse {
+                    path: dir.display().to_string(),
+                }
+            }
+            _ => AuthError::Storage(format!("opening {}: {e}", dir.display())),
+        })?;
+        let store = AuthStore {
+            inner: Arc::new(Inner {
+                users: db.open_tree("users")?,
+                sessions: db.open_tree("sessions")?,
+                tokens: db.open_tree("tokens")?,
+                db,
+                clock,
+                settings,
+                throttle: Mutex::new(Throttle::default()),
+            }),
+        };
+        store.purge_expired_sessions()?;
+        Ok(store)
+    }
+
+    pub fn settings(&self) -> AuthSettings {
+        self.inner.settings
+    }
+
+    fn now_s(&self) -> i64 {
+        self.inner.clock.now().0.div_euclid(TIME_UNITS_PER_SEC)
+    }
+
+    fn flush(&self) -> Result<(), AuthError> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    fn load_user(&self, name: &str) -> Result<Option<UserRecord>, AuthError> {
+        match self.inner.users.get(name.as_bytes())? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn save_user(&self, u: &UserRecord) -> Result<(), AuthError> {
+        self.inner
+            .users
+            .insert(u.name.as_bytes(), serde_json::to_vec(u)?)?;
+        Ok(())
+    }
+
+    /// Creates a user. The password must pass the policy (≥ 12 characters).
+    pub fn add_user(
+        &self,
+        name: &str,
+        role: Role,
+        scope: Scope,
+        password: &str,
+    ) -> Result<UserInfo, AuthError> {
+        validate_user_name(name)?;
+        check_policy(password)?;
+        let now = self.now_s();
+        let rec = UserRecord {
+            name: name.to_owned(),
+            role,
+            scope,
+            password_hash: password::hash_password(password)?,
+            disabled: false,
+            created_s: now,
+            updated_s: now,
+        };
+        let swapped = self.inner.users.compare_and_swap(
+            name.as_bytes(),
+            None::<&[u8]>,
+            Some(serde_json::to_vec(&rec)?),
+        )?;
+        if swapped.is_err() {
+            return Err(AuthError::UserExists(name.to_owned()));
+        }
+        self.flush()?;
+        Ok(UserInfo::from(&rec))
+    }
+
+    /// Applies `update` to a user. Disabling a user or changing its password ends its sessions.
+    /// Refuses to leave the installation without an enabled admin.
+    pub fn update_user(&self, name: &str, update: UserUpdate) -> Result<UserInfo, AuthError> {
+        let mut rec = self
+            .load_user(name)?
+            .ok_or_else(|| AuthError::NoSuchUser(name.to_owned()))?;
+        let was_admin = rec.role == Role::Admin && !rec.disabled;
+        if let Some(p) = &update.password {
+            check_policy(p)?;
+            rec.password_hash = password::hash_password(p)?;
+        }
+        if let Some(r) = update.role {
+            rec.role = r;
+        }
+        if let Some(s) = update.scope {
+            rec.scope = s;
+        }
+        if let Some(d) = update.disabled {
+            rec.disabled = d;
+        }
+        let still_admin = rec.role == Role::Admin && !rec.disabled;
+        if was_admin && !still_admin && !self.other_enabled_admin(name)? {
+            return Err(AuthError::Invalid(format!(
+                "{name:?} is the last enabled admin: create or enable another admin first"
+            )));
+        }
+        rec.updated_s = self.now_s();
+        self.save_user(&rec)?;
+        if update.password.is_some() || rec.disabled {
+            self.end_sessions_of(name)?;
+        }
+        self.flush()?;
+        Ok(UserInfo::from(&rec))
+    }
+
+    fn other_enabled_admin(&self, except: &str) -> Result<bool, AuthError> {
+        for u in self.all_users()? {
+            if u.name != except && u.role == Role::Admin && !u.disabled {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn all_users(&self) -> Result<Vec<UserRecord>, AuthError> {
+        let mut out = Vec::new();
+        for kv in self.inner.users.iter() {
+            let (_, v) = kv?;
+            out.push(serde_json::from_slice(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// Every user, sorted by name.
+    pub fn users(&self) -> Result<Vec<UserInfo>, AuthError> {
+        Ok(self.all_users()?.iter().map(UserInfo::from).collect())
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<UserInfo>, AuthError> {
+        Ok(self.load_user(name)?.as_ref().map(UserInfo::from))
+    }
+
+    /// Is there at least one enabled admin? (`vigie run` prints a hint when not.)
+    pub fn has_enabled_admin(&self) -> Result<bool, AuthError> {
+        self.other_enabled_admin("")
+    }
+
+    // ---- login and sessions ----
+
+    /// Checks a user name and password, with throttling per user name and per client IP, and
+    /// opens a session. Blocking (argon2id): call it off the async executor. On failure, the
+    /// [`LoginFailure`] says why for the journal; the [`AuthError`] is what the client may see.
+    pub fn login(
+        &self,
+        name: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<NewSession, (AuthError, LoginFailure)> {
+        let name = name.trim().to_lowercase();
+        let name: String = name.chars().take(64).collect();
+        let user_key = format!("user:{name}");
+        let ip_key = ip.map(|ip| format!("ip:{ip}"));
+        let now = self.now_s();
+        let s = self.inner.settings;
+        {
+            let t = self.throttle();
+            let left = [Some(&user_key), ip_key.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|k| t.locked(k, now))
+                .max();
+            if let Some(left) = left {
+                return Err((
+                    AuthError::Locked {
+                        retry_after_s: left.max(1) as u64,
+                    },
+                    LoginFailure::Locked,
+                ));
+            }
+        }
+        let user = self
+            .load_user(&name)
+            .map_err(|e| (e, LoginFailure::UnknownUser))?;
+        let ok = match &user {
+            Some(u) => password::verify_password(password, &u.password_hash),
+            None => password::verify_dummy(password),
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            let mut t = self.throttle();
+            let a = t.fail(&user_key, now, s.user_limits());
+            let b = ip_key.as_ref().and_then(|k| t.fail(k, now, s.ip_limits()));
+            let why = if self.load_user(&name).ok().flatten().is_some() {
+                LoginFailure::WrongPassword
+            } else {
+                LoginFailure::UnknownUser
+            };
+            return Err(match a.max(b) {
+                Some(lock) => (
+                    AuthError::Locked {
+                        retry_after_s: lock as u64,
+                    },
+                    LoginFailure::LockoutStarted,
+                ),
+                None => (AuthError::InvalidCredentials, why),
+            });
+        };
+        if user.disabled {
+            return Err((AuthError::Disabled(user.name), LoginFailure::Disabled));
+        }
+        self.throttle().succeed(&user_key);
+        let _ = self.purge_expired_sessions();
+        let id = random_token_part(32);
+        let rec = SessionRecord {
+            user: user.name.clone(),
+            created_s: now,
+            last_seen_s: now,
+        };
+        let stored = serde_json::to_vec(&rec)
+            .map_err(AuthError::from)
+            .and_then(|v| {
+                self.inner
+                    .sessions
+                    .insert(digest(&id), v)
+                    .map_err(AuthError::from)
+            });
+        if let Err(e) = stored {
+            return Err((e, LoginFailure::WrongPassword));
+        }
+        let csrf = csrf_token(&id);
+        Ok(NewSession {
+            principal: Principal {
+                user: user.name,
+                role: user.role,
+                scope: user.scope,
+                via: Via::Session {
+                    csrf_token: csrf.clone(),
+                },
+            },
+            csrf_token: csrf,
+            id,
+            max_age_s: s.session_max_s,
+        })
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        // A panic while holding the lock leaves consistent data: keep going.
+        self.inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn session_alive(&self, s: &SessionRecord, now: i64) -> bool {
+        let st = self.inner.settings;
+        now - s.last_seen_s < st.session_idle_s && now - s.created_s < st.session_max_s
+    }
+
+    /// The user behind a session cookie value, if the session is alive and its user enabled.
+    /// Refreshes the idle timer.
+    pub fn session(&self, session_id: &str) -> Result<Principal, AuthError> {
+        let key = digest(session_id);
+        let rec: SessionRecord = match self.inner.sessions.get(key)? {
+            Some(v) => serde_json::from_slice(&v)?,
+            None => return Err(AuthError::Unauthenticated("no such session".into())),
+        };
+        let now = self.now_s();
+        if !self.session_alive(&rec, now) {
+            self.inner.sessions.remove(key)?;
+            return Err(AuthError::Unauthenticated(
+                "session expired: log in again".into(),
+            ));
+        }
+        let user = self.enabled_user(&rec.user)?;
+        if now - rec.last_seen_s >= TOUCH_EVERY_S {
+            let touched = SessionRecord {
+                last_seen_s: now,
+                ..rec
+            };
+            self.inner
+                .sessions
+                .insert(key, serde_json::to_vec(&touched)?)?;
+        }
+        Ok(Principal {
+            user: user.name,
+            role: user.role,
+            scope: user.scope,
+            via: Via::Session {
+                csrf_token: csrf_token(session_id),
+            },
+        })
+    }
+
+    fn enabled_user(&self, name: &str) -> Result<UserRecord, AuthError> {
+        match self.load_user(name)? {
+            Some(u) if !u.disabled => Ok(u),
+            Some(_) => Err(AuthError::Unauthenticated(format!(
+                "account {name:?} is disabled"
+            ))),
+            None => Err(AuthError::Unauthenticated(format!(
+                "account {name:?} no longer exists"
+            ))),
+        }
+    }
+
+    /// Ends a session (logout). Unknown ids are ignored.
+    pub fn logout(&self, session_id: &str) -> Result<(), AuthError> {
+        self.inner.sessions.remove(digest(session_id))?;
+        Ok(())
+    }
+
+    fn end_sessions_of(&self, user: &str) -> Result<(), AuthError> {
+        for kv in self.inner.sessions.iter() {
+            let (k, v) = kv?;
+            let rec: SessionRecord = serde_json::from_slice(&v)?;
+            if rec.user == user {
+                self.inner.sessions.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn purge_expired_sessions(&self) -> Result<(), AuthError> {
+        let now = self.now_s();
+        for kv in self.inner.sessions.iter() {
+            let (k, v) = kv?;
+            let alive = serde_json::from_slice::<SessionRecord>(&v)
+                .map(|s| self.session_alive(&s, now))
+                .unwrap_or(false);
+            if !alive {
+                self.inner.sessions.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of live sessions (diagnostics and tests).
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    // ---- API tokens ----
+
+    /// Creates an API token for `user`. The secret is in the result and is not stored.
+    pub fn create_token(
+        &self,
+        user: &str,
+        label: &str,
+        expires_days: Option<u32>,
+    ) -> Result<NewToken, AuthError> {
+        let label = label.trim();
+        if label.is_empty() || label.len() > 100 || label.chars().any(char::is_control) {
+            return Err(AuthError::Invalid(
+                "a token needs a name of 1-100 printable characters".into(),
+            ));
+        }
+        if expires_days.is_some_and(|d| d == 0 || d > 3650) {
+            return Err(AuthError::Invalid(
+                "expiry must be within 1..=3650 days".into(),
+            ));
+        }
+        if self.load_user(user)?.is_none() {
+            return Err(AuthError::NoSuchUser(user.to_owned()));
+        }
+        let now = self.now_s();
+        let existing: Vec<String> = self
+            .token_records()?
+            .into_iter()
+            .map(|(_, t)| t.id)
+            .collect();
+        let id = loop {
+            let id = format!("tok-{}", random_hex(4));
+            if !existing.contains(&id) {
+                break id;
+            }
+        };
+        let token = format!("{TOKEN_PREFIX}{}", random_token_part(32));
+        let rec = TokenRecord {
+            id,
+            user: user.to_owned(),
+            label: label.to_owned(),
+            created_s: now,
+            expires_s: expires_days.map(|d| now + i64::from(d) * 86_400),
+            last_used_s: None,
+        };
+        self.inner
+            .tokens
+            .insert(digest(&token), serde_json::to_vec(&rec)?)?;
+        self.flush()?;
+        Ok(NewToken {
+            token,
+            info: self.token_info(&rec, now),
+        })
+    }
+
+    fn token_info(&self, t: &TokenRecord, now: i64) -> TokenInfo {
+        TokenInfo {
+            id: t.id.clone(),
+            user: t.user.clone(),
+            label: t.label.clone(),
+            created: rfc3339(t.created_s),
+            expires: t.expires_s.map(rfc3339),
+            last_used: t.last_used_s.map(rfc3339),
+            expired: t.expires_s.is_some_and(|e| e <= now),
+        }
+    }
+
+    fn token_records(&self) -> Result<Vec<(sled::IVec, TokenRecord)>, AuthError> {
+        let mut out = Vec::new();
+        for kv in self.inner.tokens.iter() {
+            let (k, v) = kv?;
+            out.push((k, serde_json::from_slice(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every token, by user then creation.
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>, AuthError> {
+        let now = self.now_s();
+        let mut recs: Vec<TokenRecord> =
+            self.token_records()?.into_iter().map(|(_, t)| t).collect();
+        recs.sort_by(|a, b| (&a.user, a.created_s).cmp(&(&b.user, b.created_s)));
+        Ok(recs.iter().map(|t| self.token_info(t, now)).collect())
+    }
+
+    /// Revokes (deletes) a token by its public id.
+    pub fn revoke_token(&self, id: &str) -> Result<TokenInfo, AuthError> {
+        let now = self.now_s();
+        for (k, t) in self.token_records()? {
+            if t.id == id {
+                self.inner.tokens.remove(k)?;
+                self.flush()?;
+                return Ok(self.token_info(&t, now));
+            }
+        }
+        Err(AuthError::NoSuchToken(id.to_owned()))
+    }
+
+    /// The user behind a bearer token, if the token is known, unexpired and its user enabled.
+    pub fn token(&self, token: &str) -> Result<Principal, AuthError> {
+        if !token.starts_with(TOKEN_PREFIX) {
+            return Err(AuthError::Unauthenticated("not a Vigie API token".into()));
+        }
+        let key = digest(token);
+        let rec: TokenRecord = match self.inner.tokens.get(key)? {
+            Some(v) => serde_json::from_slice(&v)?,
+            None => {
+                return Err(AuthError::Unauthenticated(
+                    "unknown or revoked API token".into(),
+                ));
+            }
+        };
+        let now = self.now_s();
+        if rec.expires_s.is_some_and(|e| e <= now) {
+            return Err(AuthError::Unauthenticated("API token expired".into()));
+        }
+        let user = self.enabled_user(&rec.user)?;
+        if rec.last_used_s.is_none_or(|t| now - t >= 60) {
+            let id = rec.id.clone();
+            let touched = TokenRecord {
+                last_used_s: Some(now),
+                ..rec
+            };
+            self.inner
+                .tokens
+                .insert(key, serde_json::to_vec(&touched)?)?;
+            return Ok(Principal {
+                user: user.name,
+                role: user.role,
+                scope: user.scope,
+                via: Via::Token { id },
+            });
+        }
+        Ok(Principal {
+            user: user.name,
+            role: user.role,
+            scope: user.scope,
+            via: Via::Token { id: rec.id },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigie_core::{Duration90k, SimulatedClock};
+
+    const PW: &str = "correct horse battery";
+
+    fn store() -> (tempfile::TempDir, AuthStore, Arc<SimulatedClock>) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SimulatedClock::new(Time90k::from_unix_secs(1_800_000_000)));
+        let s = AuthStore::open(
+            &dir.path().join("access"),
+            AuthSettings::default(),
+            clock.clone(),
+        )
+        .unwrap();
+        (dir, s, clock)
+    }
+
+    fn mins(m: i64) -> Duration90k {
+        Duration90k::from_secs(m * 60)
+    }
+
+    #[test]
+    fn users_are_created_once_and_passwords_checked() {
+        let (_d, s, _) = store();
+        assert!(!s.has_enabled_admin().unwrap());
+        s.add_user("alice", Role::Admin, Scope::all(), PW).unwrap();
+        assert!(s.has_enabled_admin().unwrap());
+        assert!(matches!(
+            s.add_user("alice", Role::Operator, Scope::all(), PW),
+            Err(AuthError::UserExists(_))
+        ));
+        assert!(matches!(
+            s.add_user("bob", Role::Operator, Scope::all(), "short"),
+            Err(AuthError::WeakPassword(_))
+        ));
+        assert!(matches!(
+            s.add_user("Bob!", Role::Operator, Scope::all(), PW),
+            Err(AuthError::Invalid(_))
+        ));
+        let sess = s.login("alice", PW, None).unwrap();
+        assert_eq!(sess.principal.role, Role::Admin);
+        assert_eq!(sess.csrf_token, csrf_token(&sess.id));
+        // Names are case-insensitive at login.
+        assert!(s.login(" Alice ", PW, None).is_ok());
+        let (e, why) = s.login("alice", "wrong password!", None).unwrap_err();
+        assert!(matches!(e, AuthError::InvalidCredentials));
+        assert_eq!(why, LoginFailure::WrongPassword);
+        let (e, why) = s.login("nobody", PW, None).unwrap_err();
+        assert!(matches!(e, AuthError::InvalidCredentials));
+        assert_eq!(why, LoginFailure::UnknownUser);
+        // Nothing secret is stored in clear.
+        drop(s);
+    }
+
+    #[test]
+    fn sessions_expire_idle_and_absolute() {
+        let (_d, s, clock) = store();
+        s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
+        let sess = s.login("op", PW, None).unwrap();
+        assert_eq!(s.session(&sess.id).unwrap().user, "op");
+        // Used every 20 minutes: stays alive (idle 30 min)…
+        let mut alive_min = 0;
+        for _ in 0..60 {
+            clock.advance(mins(20));
+            if s.session(&sess.id).is_err() {
+                break;
+            }
+            alive_min += 20;
+        }
+        // …until the absolute 12 h limit.
+        assert_eq!(alive_min, 12 * 60 - 20);
+        assert!(s.session(&sess.id).is_err());
+        let sess = s.login("op", PW, None).unwrap();
+        clock.advance(mins(29));
+        assert!(s.session(&sess.id).is_ok());
+        clock.advance(mins(31));
+        assert!(matches!(
+            s.session(&sess.id),
+            Err(AuthError::Unauthenticated(_))
+        ));
+        // Logout ends a session; unknown ids are refused.
+        let sess = s.login("op", PW, None).unwrap();
+        s.logout(&sess.id).unwrap();
+        assert!(s.session(&sess.id).is_err());
+        assert!(s.session("made-up").is_err());
+    }
+
+    #[test]
+    fn disabling_a_user_stops_sessions_and_tokens_at_once() {
+        let (_d, s, _) = store();
+        s.add_user("root", Role::Admin, Scope::all(), PW).unwrap();
+        s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
+        let sess = s.login("op", PW, None).unwrap();
+        let tok = s.create_token("op", "script", None).unwrap();
+        assert!(tok.token.starts_with("vigie_"));
+        assert_eq!(s.token(&tok.token).unwrap().user, "op");
+        s.update_user(
+            "op",
+            UserUpdate {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(s.session(&sess.id).is_err());
+        assert!(s.token(&tok.token).is_err());
+        let (e, why) = s.login("op", PW, None).unwrap_err();
+        assert!(matches!(e, AuthError::Disabled(_)), "{e}");
+        assert_eq!(why, LoginFailure::Disabled);
+        s.update_user(
+            "op",
+            UserUpdate {
+                disabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(s.token(&tok.token).is_ok());
+        // The last enabled admin cannot be disabled or demoted.
+        let e = s
+            .update_user(
+                "root",
+                UserUpdate {
+                    role: Some(Role::Operator),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("last enabled admin"), "{e}");
+    }
+
+    #[test]
+    fn tokens_expire_and_revoke() {
+        let (_d, s, clock) = store();
+        s.add_user("inv", Role::Investigator, Scope::all(), PW)
+            .unwrap();
+        let t = s.create_token("inv", "nightly export", Some(2)).unwrap();
+        let p = s.token(&t.token).unwrap();
+        assert_eq!(
+            p.via,
+            Via::Token {
+                id: t.info.id.clone()
+            }
+        );
+        assert!(s.token("vigie_nope").is_err());
+        assert!(s.token("Bearer-ish").is_err());
+        clock.advance(Duration90k::from_secs(2 * 86_400));
+        assert!(s.token(&t.token).is_err());
+        assert!(s.tokens().unwrap()[0].expired);
+        let t2 = s.create_token("inv", "cron", None).unwrap();
+        assert_eq!(s.tokens().unwrap().len(), 2);
+        s.revoke_token(&t2.info.id).unwrap();
+        assert!(s.token(&t2.token).is_err());
+        assert!(matches!(
+            s.revoke_token(&t2.info.id),
+            Err(AuthError::NoSuchToken(_))
+        ));
+        assert!(s.create_token("ghost", "x", None).is_err());
+        assert!(s.create_token("inv", "", None).is_err());
+    }
+
+    #[test]
+    fn password_change_ends_sessions() {
+        let (_d, s, _) = store();
+        s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
+        let sess = s.login("op", PW, None).unwrap();
+        s.update_user(
+            "op",
+            UserUpdate {
+                password: Some("another long passphrase".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(s.session(&sess.id).is_err());
+        assert!(s.login("op", PW, None).is_err());
+        assert!(s.login("op", "another long passphrase", None).is_ok());
+    }
+
+    #[test]
+    fn login_throttling_locks_user_then_releases() {
+        let (_d, s, clock) = store();
+        s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..4 {
+            let (e, _) = s.login("op", "wrong password!", Some(ip)).unwrap_err();
+            assert!(matches!(e, AuthError::InvalidCredentials));
+        }
+        let (e, why) = s.login("op", "wrong password!", Some(ip)).unwrap_err();
+        assert!(matches!(e, AuthError::Locked { retry_after_s: 900 }), "{e}");
+        assert_eq!(why, LoginFailure::LockoutStarted);
+        // The right password is refused while locked.
+        clock.advance(mins(10));
+        let (e, why) = s.login("op", PW, Some(ip)).unwrap_err();
+        assert!(matches!(e, AuthError::Locked { retry_after_s: 300 }), "{e}");
+        assert_eq!(why, LoginFailure::Locked);
+        clock.advance(mins(5));
+        assert!(s.login("op", PW, Some(ip)).is_ok());
+    }
+
+    #[test]
+    fn login_throttling_per_ip_covers_name_spraying() {
+        let (_d, s, _) = store();
+        s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        let mut locked = false;
+        for i in 0..20 {
+            let (e, _) = s
+                .login(&format!("user{i}"), "guess guess guess", Some(ip))
+                .unwrap_err();
+            locked |= matches!(e, AuthError::Locked { .. });
+        }
+        assert!(locked, "20 failures from one IP must lock it");
+        let (e, _) = s.login("op", PW, Some(ip)).unwrap_err();
+        assert!(matches!(e, AuthError::Locked { .. }));
+        // Another IP is not affected.
+        assert!(
+            s.login("op", PW, Some("198.51.100.2".parse().unwrap()))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn principal_checks_role_and_scope() {
+        let p = Principal {
+            user: "op".into(),
+            role: Role::Operator,
+            scope: Scope {
+                communes: Communes::List(vec!["nord".into()]),
+                cameras: None,
+            },
+            via: Via::Token { id: "t".into() },
+        };
+        assert!(p.can(Permission::Live, Some(("cam-a", "nord"))));
+        assert!(!p.can(Permission::Live, Some(("cam-b", "sud"))));
+        assert!(!p.can(Permission::Export, Some(("cam-a", "nord"))));
+        assert!(p.can(Permission::ViewStatus, None));
+        assert!(!p.can(Permission::ManageUsers, None));
+    }
+
+    #[test]
+    fn second_open_reports_in_use() {
+        let (d, _s, clock) = store();
+        let e =
+            AuthStore::open(&d.path().join("access"), AuthSettings::default(), clock).unwrap_err();
+        assert!(matches!(e, AuthError::InUse { .. }), "{e}");
+        assert!(e.to_string().contains("Vigie is running"));
+    }
+
+    #[test]
+    fn secrets_are_not_stored_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access");
+        let clock = Arc::new(SimulatedClock::new(Time90k::from_unix_secs(1_800_000_000)));
+        let (sid, tok) = {
+            let s = AuthStore::open(&path, AuthSettings::default(), clock.clone()).unwrap();
+            s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
+            let sess = s.login("op", PW, None).unwrap();
+            let t = s.create_token("op", "x", None).unwrap();
+            s.flush().unwrap();
+            (sess.id, t.token)
+        };
+        let mut all = Vec::new();
+        for e in walk(&path) {
+            all.extend(std::fs::read(e).unwrap());
+        }
+        for secret in [PW, sid.as_str(), tok.as_str()] {
+            assert!(
+                !all.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} found in the database files"
+            );
+        }
+    }
+
+    fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                out.extend(walk(&e));
+            } else {
+                out.push(e);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod reopen_tests {
+    use super::*;
+    use vigie_core::SimulatedClock;
+
+    #[test]
+    fn reopens_after_drop_in_the_same_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access");
+        let clock = Arc::new(SimulatedClock::new(Time90k::from_unix_secs(1_800_000_000)));
+        for i in 0..3 {
+            let s = AuthStore::open(&path, AuthSettings::default(), clock.clone()).unwrap();
+            assert_eq!(s.users().unwrap().len(), i);
+            s.add_user(
+                &format!("u{i}"),
+                Role::Operator,
+                Scope::all(),
+                "long enough password",
+            )
+            .unwrap();
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The binary's side of the access journal: opening it, journaling service start/stop,
+//! configuration loads and retention's deletions, and `vigie audit verify`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use vigie_audit::{Action, Journal, NewEntry, Query};
+use vigie_core::Clock;
+use vigie_core::config::Config;
+
+pub fn journal_dir(config: &Config) -> std::path::PathBuf {
+    config.storage.data_dir.join("journal")
+}
+
+pub fn open_journal(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Journal> {
+    let dir = journal_dir(config);
+    Journal::open(&dir, clock).with_context(|| {
+        format!(
+            "opening the access journal in {} (is another Vigie running on this data directory?)",
+            dir.display()
+        )
+    })
+}
+
+/// Journals the start, and the configuration when it differs from the last one journaled
+/// (a digest of the whole configuration, secrets excluded: they print as `***`).
+pub fn journal_start(journal: &Journal, config: &Config) {
+    let digest = hex::encode(Sha256::digest(format!("{config:?}").as_bytes()));
+    journal.append_or_log(NewEntry::new("system", Action::ServiceStart).details(
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    ));
+    let last = journal
+        .query(&Query {
+            action: Some(Action::ConfigLoad),
+            ..Default::default()
+        })
+        .ok()
+        .and_then(|v| v.last().cloned());
+    let previous = last
+        .as_ref()
+        .and_then(|e| e.details["sha256"].as_str().map(str::to_owned));
+    if previous.as_deref() != Some(digest.as_str()) {
+        journal.append_or_log(NewEntry::new("system", Action::ConfigLoad).details(
+            serde_json::json!({
+                "sha256": digest,
+                "previous_sha256": previous,
+                "communes": config.communes.iter().map(|c| &c.id).collect::<Vec<_>>(),
+                "cameras": config.cameras.iter().map(|c| &c.id).collect::<Vec<_>>(),
+                "streams": config.streams().count(),
+                "retention_max_days": config.retention.max_days,
+            }),
+        ));
+    }
+}
+
+/// Journals every destruction of footage and each change of the "recording blocked" state.
+pub fn journal_retention(
+    journal: &Journal,
+    report: &vigie_store::RetentionReport,
+    blocked: &mut bool,
+) {
+    for d in &report.deleted {
+        journal.append_or_log(
+            NewEntry::new("system", Action::RetentionDelete)
+                .camera(&d.camera, &d.stream)
+                .range(d.start, d.end)
+                .reason(d.reason.clone())
+                .details(serde_json::json!({ "segment_id": d.segment_id, "bytes": d.bytes })),
+        );
+    }
+    if report.recording_blocked != *blocked {
+        *blocked = report.recording_blocked;
+        let reason = if *blocked {
+            "disk full of footage under legal hold: recording stopped"
+        } else {
+            "free space available again: recording resumed"
+        };
+        journal.append_or_log(
+            NewEntry::new("system", Action::RecordingBlocked)
+                .reason(reason)
+                .details(
+                    serde_json::json!({ "blocked": *blocked, "free_bytes": report.free_bytes }),
+                ),
+        );
+    }
+}
+
+/// `vigie audit verify`: checks the chain; exit status 1 and the first broken entry if broken.
+pub fn verify(config: &Config) -> anyhow::Result<()> {
+    let journal = open_journal(config, Arc::new(vigie_core::SystemClock))?;
+    let report = journal.verify()?;
+    match &report.first_broken {
+        None => {
+            println!(
+                "access journal OK: {} entries verified (sequence {}..{}), hash chain intact",
+                report.entries,
+                report.first_seq,
+                report.first_seq + report.entries
+            );
+            Ok(())
+        }
+        Some((seq, why)) => {
+            println!("access journal BROKEN at entry {seq}: {why}");
+            println!("({} entries verified before it)", report.entries);
+            anyhow::bail!("access journal verification failed at entry {seq}")
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Headless Chromium (Debian `chromium` + `chromium-driver`) driven over WebDriver with
+//! fantoccini, for tests that need a real browser (video.mp4 playback, MSE live view).
+//!
+//! [`Browser::start`] launches `/usr/bin/chromedriver` on a free port and a fresh Chromium
+//! profile; the driver process is killed and the profile deleted on drop.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A Chromium session. Call [`Browser::close`] to end the session cleanly (drop kills it).
+pub struct Browser {
+    client: Option<fantoccini::Client>,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium session.
+    pub async fn start() -> anyhow::Result<Browser> {
+        let port = crate::process::free_port()?;
+        let profile = tempfile::tempdir()?;
+        let mut driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {CHROMEDRIVER} (apt install chromium-driver)"))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                let _ = driver.kill();
+                bail!("chromedriver did not listen on port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--autoplay-policy=no-user-gesture-required",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": CHROMIUM, "args": args }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = fantoccini::ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await;
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = driver.kill();
+                let _ = driver.wait();
+                bail!("WebDriver session: {e}");
+            }
+        };
+        Ok(Browser {
+            client: Some(client),
+            driver,
+            _profile: profile,
+        })
+    }
+
+    fn client(&self) -> anyhow::Result<&fantoccini::Client> {
+        self.client.as_ref().context("browser closed")
+    }
+
+    pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
+        self.login_for(url).await?;
+        self.client()?.goto(url).await.context("goto")?;
+        Ok(())
+    }
+
+    /// Logs the browser in (session cookie) as the default admin of the Vigie that `url`
+    /// points to, if this process started it (see process::VigieBuilder).
+    async fn login_for(&self, url: &str) -> anyhow::Result<()> {
+        let Some(rest) = url
+            .strip_prefix("http://127.0.0.1:")
+            .or_else(|| url.strip_prefix("https://127.0.0.1:"))
+        else {
+            return Ok(());
+        };
+        let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let Some(c) = port
+            .parse()
+            .ok()
+            .and_then(crate::process::credentials_for_port)
+        else {
+            return Ok(());
+        };
+        let origin = &url[..url.len() - rest.len() + port.len()];
+        self.client()?
+            .goto(&format!("{origin}/"))
+            .await
+            .context("goto (login)")?;
+        let status = self
+            .execute_async(
+                "const [u, p, done] = arguments;
+                 fetch('/api/v1/session', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                   body: JSON.stringify({username: u, password: p})})
+                   .then(r => done(r.status)).catch(e => done(String(e)));",
+                vec![json!(c.user), json!(c.password)],
+            )
+            .await?;
+        if status != json!(200) {
+            bail!("browser login answered {status}");
+        }
+        Ok(())
+    }
+
+    /// Runs `js` (a function body; use `return`) with `arguments` = `args`.
+    pub async fn eval(&self, js: &str, args: Vec<Value>) -> anyhow::Result<Value> {
+        Ok(self.client()?.execute(js, args).await.context("execute")?)
+    }
+
+    /// Runs asynchronous `js`: it must call `arguments[arguments.length - 1](result)`.
+    pub async fn execute_async(&self, js: &str, args: Vec<Value>) -> anyhow::Result<Value> {
+        Ok(self
+            .client()?
+            .execute_async(js, args)
+            .await
+            .context("execute_async")?)
+    }
+
+    /// Sets the script timeout used by [`Browser::execute_async`].
+    pub async fn set_script_timeout(&self, t: Duration) -> anyhow::Result<()> {
+        let c = self.client()?;
+        let mut timeouts = fantoccini::wd::TimeoutConfiguration::default();
+        timeouts.set_script(Some(t));
+        c.update_timeouts(timeouts).await.context("timeouts")?;
+        Ok(())
+    }
+
+    /// Writes a PNG screenshot of the page to `path`.
+    pub async fn screenshot_to(&self, path: &Path) -> anyhow::Result<()> {
+        let png = self.client()?.screenshot().await.context("screenshot")?;
+        std::fs::write(path, png)?;
+        Ok(())
+    }
+
+    /// Ends the WebDriver session and stops chromedriver.
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.client.take() {
+            c.close().await.context("closing the session")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
