@@ -299,9 +299,10 @@ async fn live_websocket_serves_playable_fmp4_to_several_viewers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_live_viewer_is_skipped_to_a_key_frame_with_bounded_memory() {
-    // ~4 Mbit/s, 1080p, GOP 50 at 25 fps.
+    // ~4 Mbit/s, 1080p, GOP 50 at 25 fps, sent 2.5 times faster than real time (~1.25 MB/s) so
+    // that the socket buffers (several MB on loopback) fill quickly.
     let fx = Fixture::load(fixtures_dir().join("h264-4mbps-25fps.h264"), 25.0).unwrap();
-    let sim = camsim(vec![MountConfig::new("hd", fx)]).await;
+    let sim = camsim(vec![MountConfig::new("hd", fx).with_speed(2.5)]).await;
     let v = VigieBuilder::new(BIN)
         .toml(COMMUNE)
         .toml(&camera_toml("cam-hd", &sim.url("hd")))
@@ -315,29 +316,24 @@ async fn slow_live_viewer_is_skipped_to_a_key_frame_with_bounded_memory() {
         .await
         .unwrap();
     let good_task = tokio::spawn(async move {
-        let events = good.collect_for(Duration::from_secs(14)).await.unwrap();
+        let events = good.collect_for(Duration::from_secs(16)).await.unwrap();
         events
             .iter()
             .filter(|e| matches!(e, LiveEvent::Drop { .. }))
             .count()
     });
 
-    let mut slow = LiveClient::connect(
-        v.port,
-        "cam-hd",
-        "main",
-        std::env::var("RCVBUF").ok().and_then(|s| s.parse().ok()),
-    )
-    .await
-    .unwrap();
+    let mut slow = LiveClient::connect(v.port, "cam-hd", "main", Some(4096))
+        .await
+        .unwrap();
     assert!(matches!(
         slow.next(T).await.unwrap(),
         LiveEvent::Init { .. }
     ));
     assert!(slow.next(T).await.unwrap().is_key_media());
     let rss_before = v.rss_bytes().unwrap();
-    // Stop reading for 9 s: ~4.5 MB of video piles up (more than the 100-frame queue).
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    // Stop reading for 12 s: ~15 MB of video comes (more than socket buffers + the queue).
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let rss_after = v.rss_bytes().unwrap();
     eprintln!(
         "RSS before {} MiB, after {} MiB",

@@ -44,14 +44,20 @@ async fn get_bytes(v: &Vigie, path: &str) -> (u16, String, Vec<u8>) {
     (status, ct, r.bytes().await.unwrap().to_vec())
 }
 
-/// Decodes an image or one video frame to 8-bit gray with ffmpeg.
-fn gray(input: &Path, select_frame: Option<u32>) -> Vec<u8> {
+/// Decodes an image or one video frame to 8-bit gray with ffmpeg, through RGB. Video frames are
+/// converted with GStreamer's convention for streams that don't signal their colour matrix
+/// (BT.709 from 720 lines up, BT.601 below; ffmpeg would use BT.601 for all), so the comparison
+/// measures the picture, not the convention.
+fn gray(input: &Path, select_frame: Option<(u32, u32)>) -> Vec<u8> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-nostdin", "-v", "error", "-i"]).arg(input);
-    if let Some(n) = select_frame {
+    if let Some((n, height)) = select_frame {
         cmd.args([
             "-vf",
-            &format!("select=eq(n\\,{n})"),
+            &format!(
+                "select=eq(n\\,{n}),scale=in_color_matrix={}:in_range=tv,format=rgb24",
+                if height >= 720 { "bt709" } else { "bt601" }
+            ),
             "-fps_mode",
             "passthrough",
         ]);
@@ -137,8 +143,8 @@ async fn check_still_at_instant(v: &Vigie, cam: &str, w: u32, h: u32) {
     let p = ffprobe(&path).unwrap();
     assert_eq!((p.width, p.height), (w, h), "{p:?}");
     let ours = gray(&path, None);
-    let want = gray(&file, Some(idx));
-    let near = gray(&file, Some(idx - 6));
+    let want = gray(&file, Some((idx, h)));
+    let near = gray(&file, Some((idx - 6, h)));
     let d = mean_abs_diff(&ours, &want);
     let d_other = mean_abs_diff(&ours, &near);
     eprintln!(

@@ -9,7 +9,8 @@
 //! * throughput: the handler's body pipeline (a blocking reader of 256 KiB chunks feeding a
 //!   channel, drained by an async task) over real segment files already in the page cache.
 //!
-//! Run: `cargo bench -p vigie-api --bench playback -- [--streams 50] [--days 30] [--dir D]`
+//! Run: `cargo bench -p vigie-api --bench playback -- [--streams 50] [--days 30] [--dir D]
+//! [--iterations N] [--kbps K] [--no-throughput]`
 //! (see docs/BENCHMARKS.md).
 
 use std::io::Write;
@@ -28,6 +29,8 @@ struct Args {
     kbps: u32,
     dir: Option<PathBuf>,
     iterations: u32,
+    /// `--no-throughput`: only TTFB (no segment files written).
+    throughput: bool,
 }
 
 fn args() -> Args {
@@ -37,6 +40,7 @@ fn args() -> Args {
         kbps: 2000,
         dir: None,
         iterations: 20,
+        throughput: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -47,6 +51,7 @@ fn args() -> Args {
             "--kbps" => a.kbps = v().parse().unwrap_or(a.kbps),
             "--iterations" => a.iterations = v().parse().unwrap_or(a.iterations),
             "--dir" => a.dir = Some(v().into()),
+            "--no-throughput" => a.throughput = false,
             _ => {} // `--bench` and friends from cargo
         }
     }
@@ -220,30 +225,36 @@ fn main() -> anyhow::Result<()> {
             vigie_api::playback::prepare(&store, &req)?;
             warm.push(t.elapsed());
         }
-        let plan_only: Vec<Duration> = (0..a.iterations)
-            .map(|i| {
-                let start = Time90k(mid + i64::from(i) * 117_000 + 99_999);
-                let t = Instant::now();
-                let _ = store.playback_plan(
-                    &k,
-                    start,
-                    Time90k(start.0 + secs * 90_000),
-                    GapPolicy::Refuse,
-                );
-                t.elapsed()
-            })
-            .collect();
+        // Breakdown of a cold request: index scan, plan (sample tables decoded), moov build.
+        let (mut scan, mut plan, mut build) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..a.iterations {
+            let start = Time90k(mid + i64::from(i) * 117_000 + 99_999);
+            let t = Instant::now();
+            let c = store.playback_candidates(&k, start, Time90k(start.0 + secs * 90_000))?;
+            scan.push(t.elapsed());
+            let t = Instant::now();
+            let p = c.plan(&store, GapPolicy::Refuse)?;
+            plan.push(t.elapsed());
+            let t = Instant::now();
+            vigie_mp4::progressive::build(&p.input)?;
+            build.push(t.elapsed());
+        }
         println!(
-            "{name:>6}: moov+headers {:.2} MB, file {:.2} GB; TTFB cold {}; of which plan {}; warm (cached moov) {}",
+            "{name:>6}: moov+headers {:.2} MB, file {:.2} GB\n        TTFB cold {}\n          scan {}\n          plan {}\n          build {}\n        TTFB warm (cached moov) {}",
             header as f64 / 1e6,
             prepared.mp4.total_len as f64 / 1e9,
             stats(cold),
-            stats(plan_only),
+            stats(scan),
+            stats(plan),
+            stats(build),
             stats(warm)
         );
 
         // Throughput: write the segment files of the range (real data for ≤ 1 h, sparse files
         // for 24 h), read them once into the page cache, then time the body pipeline.
+        if !a.throughput {
+            continue;
+        }
         let mp4 = prepared.mp4.clone();
         let sparse = secs > 3600;
         let buf = vec![0x5au8; 1 << 20];

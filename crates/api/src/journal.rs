@@ -26,6 +26,41 @@ pub async fn record(state: &AppState, entry: NewEntry) -> Result<(), ApiError> {
         })
 }
 
+/// How long a repeated access (same user, same representation) is covered by its first entry.
+const DEDUPE_WINDOW: vigie_core::Duration90k = vigie_core::Duration90k(3600 * 90_000);
+
+/// Journals `entry` unless an entry with the same `dedupe_key` was journaled within the last
+/// hour by this process (e.g. the range requests of one video player). Fails like [`record`].
+pub async fn record_once(
+    state: &AppState,
+    dedupe_key: String,
+    entry: NewEntry,
+) -> Result<(), ApiError> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<HashMap<String, vigie_core::Time90k>>> = Mutex::new(None);
+    let now = state.clock.now();
+    {
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        let map = seen.get_or_insert_with(HashMap::new);
+        if map.len() > 10_000 {
+            map.retain(|_, t| now - *t < DEDUPE_WINDOW);
+        }
+        if map
+            .get(&dedupe_key)
+            .is_some_and(|t| now - *t < DEDUPE_WINDOW)
+        {
+            return Ok(());
+        }
+    }
+    record(state, entry).await?;
+    SEEN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(dedupe_key, now);
+    Ok(())
+}
+
 /// A users-and-rights event.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {

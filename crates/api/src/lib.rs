@@ -8,10 +8,12 @@
 
 pub mod access;
 pub mod error;
+pub mod exports;
 pub mod journal;
 pub mod live;
 mod params;
 pub mod playback;
+pub mod quality;
 mod routes;
 pub mod server;
 #[cfg(feature = "gst")]
@@ -34,6 +36,8 @@ pub struct StreamEntry {
     pub status: Arc<StatusCell>,
     /// Live view: fed by ingest through a [`live::TeeSink`], read by WebSocket viewers.
     pub live: Arc<live::LiveHub>,
+    /// Quality-floor compliance, updated by the binary's quality monitor.
+    pub compliance: Arc<quality::ComplianceCell>,
 }
 
 /// Everything the handlers read. Cheap to clone (shared behind `Arc`).
@@ -49,6 +53,8 @@ pub struct AppState {
     /// Users, sessions, API tokens and login throttling; every route is checked by
     /// [`access::enforce`].
     pub auth: vigie_auth::AuthStore,
+    /// Evidence export jobs and the installation signing key.
+    pub exports: exports::Exports,
 }
 
 impl AppState {

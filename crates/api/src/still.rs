@@ -4,10 +4,11 @@
 //! of each frame), and its codec parameters (the `avc1`/`hvc1` sample entry, whose `avcC`/`hvcC`
 //! body is GStreamer's `codec_data`). The frames from the key frame before `at` up to the frame
 //! shown at `at` are read with one positioned read and pushed through
-//! `appsrc ! avdec_h264|avdec_h265 ! videoconvert ! jpegenc ! appsink`; every frame but the last
-//! is flagged `DECODE_ONLY`, so only the wanted picture is converted and encoded. Without `at`,
-//! the live hub's current GOP gives the latest picture (the store is used when the stream is
-//! offline). At most [`MAX_CONCURRENT_DECODES`] decodes run at once, on blocking threads.
+//! `appsrc ! avdec_h264|avdec_h265 ! videoconvert ! video/x-raw,format=RGB ! jpegenc ! appsink`;
+//! the segment starts at the last frame, so the decoder clips the pictures before it and only
+//! the wanted one is converted and encoded. Without `at`, the live hub's current GOP gives the
+//! latest picture (the store is used when the stream is offline). At most
+//! [`MAX_CONCURRENT_DECODES`] decodes run at once, on blocking threads.
 
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, OnceLock};
@@ -285,6 +286,13 @@ fn gst_err(e: impl std::fmt::Display) -> StillError {
 
 /// Decodes `job` and encodes its last frame as JPEG.
 pub fn decode_to_jpeg(job: &DecodeJob) -> Result<Vec<u8>, StillError> {
+    let (jpeg, pictures) = decode_counted(job)?;
+    tracing::debug!(frames = job.frames.len(), pictures, "still decoded");
+    Ok(jpeg)
+}
+
+/// The JPEG and how many pictures reached the encoder (1: the frames before are clipped).
+fn decode_counted(job: &DecodeJob) -> Result<(Vec<u8>, usize), StillError> {
     gst_init()?;
     let p = &job.params;
     let cd = codec_data(&p.sample_entry)
@@ -305,6 +313,7 @@ pub fn decode_to_jpeg(job: &DecodeJob) -> Result<Vec<u8>, StillError> {
         .caps(&caps)
         .format(gst::Format::Time)
         .is_live(false)
+        .handle_segment_change(true)
         .max_bytes(total + 1)
         .build();
     let make = |name: &str| {
@@ -316,14 +325,39 @@ pub fn decode_to_jpeg(job: &DecodeJob) -> Result<Vec<u8>, StillError> {
     };
     let dec = make(decoder)?;
     let convert = make("videoconvert")?;
+    // RGB into jpegenc: libjpeg then does the full-range (JFIF) conversion itself. Fed the
+    // decoder's limited-range I420, jpegenc would label it full range: washed-out colours.
+    let rgb = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "RGB")
+                .build(),
+        )
+        .build()
+        .map_err(gst_err)?;
     let enc = make("jpegenc")?;
     let sink = gst_app::AppSink::builder().sync(false).build();
     let pipeline = gst::Pipeline::new();
     pipeline
-        .add_many([src.upcast_ref(), &dec, &convert, &enc, sink.upcast_ref()])
+        .add_many([
+            src.upcast_ref(),
+            &dec,
+            &convert,
+            &rgb,
+            &enc,
+            sink.upcast_ref(),
+        ])
         .map_err(gst_err)?;
-    gst::Element::link_many([src.upcast_ref(), &dec, &convert, &enc, sink.upcast_ref()])
-        .map_err(gst_err)?;
+    gst::Element::link_many([
+        src.upcast_ref(),
+        &dec,
+        &convert,
+        &rgb,
+        &enc,
+        sink.upcast_ref(),
+    ])
+    .map_err(gst_err)?;
     let result = run_pipeline(&pipeline, &src, &sink, job);
     let _ = pipeline.set_state(gst::State::Null);
     result
@@ -334,31 +368,34 @@ fn run_pipeline(
     src: &gst_app::AppSrc,
     sink: &gst_app::AppSink,
     job: &DecodeJob,
-) -> Result<Vec<u8>, StillError> {
+) -> Result<(Vec<u8>, usize), StillError> {
     pipeline.set_state(gst::State::Playing).map_err(gst_err)?;
-    let last = job.frames.len().saturating_sub(1);
+    let ns = |t_90k: u64| gst::ClockTime::from_nseconds(t_90k * 100_000 / 9);
+    // The segment starts inside the wanted (last) frame: the decoder decodes the frames before
+    // it (references) but clips their output, so only the wanted picture is converted and
+    // encoded.
+    let total_90k: u64 = job.frames.iter().map(|f| u64::from(f.2)).sum();
+    let last_90k = job.frames.last().map_or(0, |f| u64::from(f.2));
+    let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    segment.set_start(ns(total_90k - last_90k + last_90k / 2));
     let mut pts = 0u64;
-    for (i, (data, is_key, duration)) in job.frames.iter().enumerate() {
+    for (data, is_key, duration) in &job.frames {
         let mut buf = gst::Buffer::from_slice(data.clone());
         let b = buf
             .get_mut()
             .ok_or_else(|| StillError::Gst("new buffer not writable".into()))?;
-        let t = gst::ClockTime::from_nseconds(pts * 100_000 / 9);
-        b.set_pts(t);
-        b.set_dts(t);
-        b.set_duration(gst::ClockTime::from_nseconds(
-            u64::from(*duration) * 100_000 / 9,
-        ));
-        let mut flags = gst::BufferFlags::empty();
+        b.set_pts(ns(pts));
+        b.set_dts(ns(pts));
+        b.set_duration(ns(u64::from(*duration)));
         if !is_key {
-            flags |= gst::BufferFlags::DELTA_UNIT;
+            b.set_flags(gst::BufferFlags::DELTA_UNIT);
         }
-        if i != last {
-            flags |= gst::BufferFlags::DECODE_ONLY;
-        }
-        b.set_flags(flags);
         pts += u64::from(*duration);
-        src.push_buffer(buf).map_err(gst_err)?;
+        let sample = gst::Sample::builder()
+            .buffer(&buf)
+            .segment(&segment)
+            .build();
+        src.push_sample(&sample).map_err(gst_err)?;
     }
     src.end_of_stream().map_err(gst_err)?;
     let bus = pipeline
@@ -366,9 +403,11 @@ fn run_pipeline(
         .ok_or_else(|| StillError::Gst("pipeline without bus".into()))?;
     let deadline = Instant::now() + DECODE_TIMEOUT;
     let mut jpeg = None;
+    let mut pictures = 0;
     loop {
         if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(50)) {
             jpeg = Some(sample);
+            pictures += 1;
             continue;
         }
         if sink.is_eos() {
@@ -391,7 +430,7 @@ fn run_pipeline(
         .buffer()
         .ok_or_else(|| StillError::Gst("sample without buffer".into()))?;
     let map = buffer.map_readable().map_err(gst_err)?;
-    Ok(map.as_slice().to_vec())
+    Ok((map.as_slice().to_vec(), pictures))
 }
 
 #[cfg(test)]
@@ -408,5 +447,29 @@ mod tests {
         e[..4].copy_from_slice(&n.to_be_bytes());
         assert_eq!(codec_data(&e), Some(&[1, 0x42, 0xc0][..]));
         assert_eq!(codec_data(&e[..90]), None);
+    }
+
+    #[test]
+    fn decodes_only_the_wanted_frame_of_a_gop() {
+        let data = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/h264-baseline-640x360-25fps-gop50.h264"
+        ))
+        .unwrap();
+        let s = vigie_mp4::testutil::annexb_to_stream(&data, 640, 360, 25);
+        assert!(s.frames[0].1);
+        let job = DecodeJob {
+            params: s.params.clone(),
+            frames: s.frames[..38]
+                .iter()
+                .map(|(d, k)| (d.clone(), *k, 3600))
+                .collect(),
+        };
+        let (jpeg, pictures) = decode_counted(&job).unwrap();
+        assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF]);
+        assert_eq!(
+            pictures, 1,
+            "frames before the wanted one must not be encoded"
+        );
     }
 }

@@ -193,16 +193,30 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
     let mut first_frame_at: Option<Instant> = None;
     let mut packet_errors = 0u64;
 
+    // One cancellation future and one stall timer for the whole session, not one of each per
+    // item: `deadline` moves with every frame, the timer is re-armed only when it fires before
+    // the current deadline (about once per stall period), which keeps timer-wheel and
+    // cancellation-list updates out of the per-frame path (see docs/BENCHMARKS.md).
+    let cancelled = ctx.shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let stall_timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(stall_timer);
     let end = loop {
         let item = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => break End::Shutdown,
-            r = tokio::time::timeout_at(deadline, demuxed.next()) => r,
+            _ = &mut cancelled => break End::Shutdown,
+            _ = &mut stall_timer => {
+                if Instant::now() >= deadline {
+                    break End::Error(IngestError::Stall(stall_s));
+                }
+                stall_timer.as_mut().reset(deadline);
+                continue;
+            }
+            r = demuxed.next() => r,
         };
         let item = match item {
-            Err(_) => break End::Error(IngestError::Stall(stall_s)),
-            Ok(None) => break End::Error(IngestError::Eof),
-            Ok(Some(Err(e))) => match classify(&e) {
+            None => break End::Error(IngestError::Eof),
+            Some(Err(e)) => match classify(&e) {
                 Severity::Session => break End::Error(from_retina(&e, "PLAY", secret(src))),
                 Severity::Packet => {
                     packet_errors += 1;
@@ -218,7 +232,7 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
                     continue;
                 }
             },
-            Ok(Some(Ok(item))) => item,
+            Some(Ok(item)) => item,
         };
         let CodecItem::VideoFrame(f) = item else {
             continue;

@@ -325,7 +325,8 @@ pub fn build(input: &Input) -> Result<VirtualMp4, BuildError> {
         text_payload.extend_from_slice(&(t.len() as u16).to_be_bytes());
         text_payload.extend_from_slice(t);
     }
-    let video_payload: u64 = input.samples.iter().map(|s| u64::from(s.bytes)).sum();
+    let chunk_lens: Vec<u64> = input.chunks.iter().map(|c| chunk_bytes(input, c)).collect();
+    let video_payload: u64 = chunk_lens.iter().sum();
     let payload = text_payload.len() as u64 + video_payload;
 
     let entries_len: usize = input.sample_entries.iter().map(|e| e.len()).sum();
@@ -413,9 +414,9 @@ pub fn build(input: &Input) -> Result<VirtualMp4, BuildError> {
     });
     let mut rel = Vec::with_capacity(input.chunks.len());
     let mut at = text_payload.len() as u64;
-    for c in &input.chunks {
+    for len in &chunk_lens {
         rel.push(at);
-        at += chunk_bytes(input, c);
+        at += len;
     }
     w.full_boxed(b"co64", 0, 0, |w| {
         w.u32(rel.len() as u32);
@@ -486,8 +487,7 @@ pub fn build(input: &Input) -> Result<VirtualMp4, BuildError> {
     if !text_payload.is_empty() {
         parts.push(Part::Mem(Bytes::from(text_payload)));
     }
-    for c in &input.chunks {
-        let len = chunk_bytes(input, c);
+    for (c, &len) in input.chunks.iter().zip(&chunk_lens) {
         // Merge with the previous part when contiguous in the same file.
         if let Some(Part::File {
             file,

@@ -26,7 +26,7 @@ use vigie_mp4::SampleInfo;
 use vigie_mp4::progressive::{Chunk, Input};
 
 use crate::index::SegmentEntry;
-use crate::{Span, Store, StoreError, merge_spans, sampletable};
+use crate::{SPAN_MERGE_TOLERANCE_90K, Span, Store, StoreError, sampletable};
 
 /// What to do when the range holds more than one span of recording.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -151,8 +151,7 @@ impl Store {
             .into_iter()
             .filter(|e| e.frames > 0)
             .collect();
-        let infos: Vec<_> = entries.iter().map(|e| self.inner.info(key, e)).collect();
-        let spans = merge_spans(&infos, start, end);
+        let spans = merge_ranges(entries.iter().map(|e| (e.start(), e.end())), start, end);
         if spans.is_empty() {
             return Err(PlaybackError::NoRecording);
         }
@@ -191,13 +190,17 @@ fn plan_entries(
     let mut pieces: Vec<Piece> = Vec::new();
     let mut presented = 0u64; // presentation time so far (after the edit)
     let mut last_clip = 0u64; // media time of the last included frame after `end`
+    let mut scratch: Vec<SampleInfo> = Vec::new();
     for e in entries {
         let corrupt = || StoreError::Corrupt {
             what: format!("sample table of segment {}", e.id),
         };
-        let samples = sampletable::decode_samples(&e.sample_table).ok_or_else(corrupt)?;
+        if !sampletable::decode_samples_into(&e.sample_table, &mut scratch) {
+            return Err(corrupt().into());
+        }
+        let samples = &scratch[..];
         let frags =
-            sampletable::decode_fragments(&e.fragment_table, u64::from(e.init_len), &samples)
+            sampletable::decode_fragments(&e.fragment_table, u64::from(e.init_len), samples)
                 .ok_or_else(corrupt)?;
         // Only fragments wholly inside the indexed (durable) length.
         let mut usable = 0usize;
@@ -374,4 +377,27 @@ fn check_codecs(
         });
     }
     Ok(())
+}
+
+/// [`crate::merge_spans`] on bare (start, end) pairs sorted by start (no `SegmentInfo`, whose
+/// path formatting costs more than the merge).
+fn merge_ranges(
+    ranges: impl Iterator<Item = (Time90k, Time90k)>,
+    start: Time90k,
+    end: Time90k,
+) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    for (s, e) in ranges {
+        let (a, b) = (s.max(start), e.min(end));
+        if b <= a {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if a.0 <= last.end.0 + SPAN_MERGE_TOLERANCE_90K => {
+                last.end = last.end.max(b)
+            }
+            _ => out.push(Span { start: a, end: b }),
+        }
+    }
+    out
 }

@@ -80,6 +80,16 @@ pub fn encode_samples<'a>(samples: impl IntoIterator<Item = &'a SampleInfo>) -> 
 /// Decodes a table; `None` if it is malformed.
 pub fn decode_samples(buf: &[u8]) -> Option<Vec<SampleInfo>> {
     let mut out = Vec::with_capacity(buf.len() / 2);
+    decode_samples_into(buf, &mut out).then_some(out)
+}
+
+/// Decodes a table into `out` (cleared first, its allocation reused); false if malformed.
+pub fn decode_samples_into(buf: &[u8], out: &mut Vec<SampleInfo>) -> bool {
+    out.clear();
+    decode_into(buf, out).is_some()
+}
+
+fn decode_into(buf: &[u8], out: &mut Vec<SampleInfo>) -> Option<()> {
     let (mut pos, mut prev_d, mut prev_b) = (0usize, 0i64, [0i64; 2]);
     while pos < buf.len() {
         let a = get_varint(buf, &mut pos)?;
@@ -95,7 +105,7 @@ pub fn decode_samples(buf: &[u8]) -> Option<Vec<SampleInfo>> {
             is_key,
         });
     }
-    Some(out)
+    Some(())
 }
 
 /// Where a fragment sits in its segment file.

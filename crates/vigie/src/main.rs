@@ -5,6 +5,7 @@
 
 mod audit;
 mod demo;
+mod quality;
 mod run;
 mod users;
 

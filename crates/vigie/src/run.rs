@@ -55,6 +55,9 @@ pub async fn run(
     // Users and rights (`<data_dir>/access/`).
     let auth = crate::users::open_auth(&config, clock.clone())?;
     crate::users::startup_hint(&auth);
+    // Evidence exports: installation signing key (created at the first start) and jobs.
+    let exports = vigie_api::exports::Exports::open(&config.storage.data_dir, &journal, &*clock)
+        .context("opening the evidence exports (signing key, jobs)")?;
     let today = clock
         .now()
         .to_timestamp()
@@ -68,7 +71,7 @@ pub async fn run(
     let n = config.streams().count() as u32;
     let mut entries = Vec::new();
     let mut handles = Vec::new();
-    for (i, (key, _cam, stream)) in config.streams().enumerate() {
+    for (i, (key, cam, stream)) in config.streams().enumerate() {
         let source = stream
             .resolve(&|k| std::env::var(k).ok())
             .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
@@ -85,10 +88,17 @@ pub async fn run(
             key,
             status: handle.status.clone(),
             live,
+            compliance: Arc::new(vigie_api::quality::ComplianceCell::new(cam.class.floor())),
         });
         handles.push(handle);
     }
 
+    let quality_task = tokio::spawn(crate::quality::monitor(
+        entries.clone(),
+        clock.clone(),
+        journal.clone(),
+        shutdown.clone(),
+    ));
     let retention_task = tokio::spawn(retention_loop(
         config.clone(),
         store.clone(),
@@ -100,6 +110,7 @@ pub async fn run(
     let state = vigie_api::AppState {
         journal: journal.clone(),
         auth: auth.clone(),
+        exports,
         config: config.clone(),
         store: store.clone(),
         streams: Arc::new(entries),
@@ -148,6 +159,7 @@ pub async fn run(
     }
     store.shutdown().await;
     retention_task.abort();
+    quality_task.abort();
     served.context("HTTP server")?;
     journal.append_or_log(vigie_audit::NewEntry::new(
         "system",

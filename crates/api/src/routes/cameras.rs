@@ -26,16 +26,28 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                 .streams
                 .iter()
                 .map(|s| {
-                    let status = state
+                    let entry = state
                         .streams
                         .iter()
-                        .find(|e| e.key.camera == cam.id && e.key.stream == s.name)
+                        .find(|e| e.key.camera == cam.id && e.key.stream == s.name);
+                    let status = entry
                         .map(|e| serde_json::to_value(e.status.snapshot()).unwrap_or(Value::Null));
+                    let compliance = entry.map(|e| {
+                        let c = e.compliance.snapshot();
+                        json!({
+                            "state": c.state,
+                            "alert": c.state == "below-floor",
+                            "reason": c.reason,
+                            "since": c.since.map(|t| t.to_rfc3339()),
+                            "floor": c.floor,
+                        })
+                    });
                     json!({
                         "name": s.name,
                         "url": redact_url(&s.url),
                         "transport": s.transport,
                         "status": status,
+                        "compliance": compliance,
                     })
                 })
                 .collect();

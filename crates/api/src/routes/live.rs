@@ -20,6 +20,7 @@ const MAX_GROUP: usize = 1024;
 
 pub async fn live(
     State(state): State<AppState>,
+    who: crate::access::Principal,
     Path((cam, stream)): Path<(String, String)>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -34,9 +35,27 @@ pub async fn live(
     })?;
     let hub = entry.live.clone();
     let span = tracing::info_span!("live_viewer", camera = %cam, stream = %stream);
-    Ok(ws
-        .max_message_size(64 << 10)
-        .on_upgrade(move |socket| serve_viewer(socket, hub).instrument(span)))
+    // Journaled before the first frame is sent; the stop is journaled when the socket ends.
+    let actor = who.actor();
+    crate::journal::record(
+        &state,
+        vigie_audit::NewEntry::new(actor.clone(), vigie_audit::Action::LiveStart)
+            .camera(&cam, &stream),
+    )
+    .await?;
+    let journal = state.journal.clone();
+    let started = state.clock.now();
+    let clock = state.clock.clone();
+    Ok(ws.max_message_size(64 << 10).on_upgrade(move |socket| {
+        async move {
+            serve_viewer(socket, hub).await;
+            let entry = vigie_audit::NewEntry::new(actor, vigie_audit::Action::LiveStop)
+                .camera(&cam, &stream)
+                .range(started, clock.now());
+            let _ = tokio::task::spawn_blocking(move || journal.append_or_log(entry)).await;
+        }
+        .instrument(span)
+    }))
 }
 
 async fn serve_viewer(mut socket: WebSocket, hub: Arc<LiveHub>) {

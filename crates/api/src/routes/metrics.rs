@@ -68,6 +68,21 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "Measured bit rate over the last seconds.",
         per(&|s| s.bitrate_bps as f64),
     );
+    family(
+        "vigie_stream_below_quality_floor",
+        "gauge",
+        "1 while the stream's resolution or frame rate is below its camera class's floor (order of 3 August 2007).",
+        state
+            .streams
+            .iter()
+            .map(|s| {
+                (
+                    stream_labels(&s.key),
+                    if s.compliance.below_floor() { 1.0 } else { 0.0 },
+                )
+            })
+            .collect(),
+    );
 
     let stats = state.store.stats();
     let writer_rows = |f: &dyn Fn(&vigie_store::WriterStats) -> f64| {

@@ -17,6 +17,7 @@ pub struct SnapshotQuery {
 
 pub async fn snapshot(
     State(state): State<AppState>,
+    who: crate::access::Principal,
     Path((cam, stream)): Path<(String, String)>,
     query: Result<Query<SnapshotQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -28,7 +29,18 @@ pub async fn snapshot(
         .map(|s| Time90k::parse_rfc3339(s).map_err(|e| ApiError::BadRequest(format!("`at`: {e}"))))
         .transpose()?;
     let span = tracing::info_span!("snapshot", camera = %cam, stream = %stream);
-    render(&state, entry, at, span).await
+    let response = render(&state, entry, at, span).await?;
+    // Journaled once the still exists (no entry for a refused or failed request), before it is
+    // handed over.
+    let at = at.unwrap_or_else(|| state.clock.now());
+    crate::journal::record(
+        &state,
+        vigie_audit::NewEntry::new(who.actor(), vigie_audit::Action::Still)
+            .camera(&cam, &stream)
+            .range(at, at),
+    )
+    .await?;
+    Ok(response)
 }
 
 #[cfg(feature = "gst")]

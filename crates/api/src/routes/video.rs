@@ -181,6 +181,7 @@ fn filename(cam: &str, stream: &str, start: Time90k, end: Time90k) -> String {
 
 pub async fn video(
     State(state): State<AppState>,
+    who: crate::access::Principal,
     Path((cam, stream)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
@@ -208,6 +209,17 @@ pub async fn video(
     let Prepared { mp4, etag, spans } = tokio::task::spawn_blocking(move || prepare(&store, &req))
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))??;
+    // Journaled before any byte is served; once per user and representation (a player's many
+    // range requests for one video are one access).
+    crate::journal::record_once(
+        &state,
+        format!("{}|{etag}", who.actor()),
+        vigie_audit::NewEntry::new(who.actor(), vigie_audit::Action::Playback)
+            .camera(&cam, &stream)
+            .range(start, end)
+            .details(serde_json::json!({ "etag": etag, "gaps": format!("{gaps:?}"), "ts": ts })),
+    )
+    .await?;
 
     let mut h = HeaderMap::new();
     let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("invalid"));

@@ -1,0 +1,321 @@
+//! Writing a package: the master MP4 streamed from the segment files into the zip (method
+//! *stored*, hashed on the way), then the key, the readme and any derived file, the manifest
+//! (listing their hashes) and its signature, the offline player, and the signed `SHA256SUMS`.
+//!
+//! The zip is written to `<path>.partial` and renamed to `path` once complete and fsynced, so a
+//! crash never leaves a package that looks finished.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use vigie_mp4::progressive::{Part, VirtualMp4};
+use zip::CompressionMethod;
+use zip::write::SimpleFileOptions;
+
+use crate::key::{InstallationKey, public_key_file};
+use crate::manifest::{FileEntry, Manifest, SignatureInfo};
+use crate::{ExportError, MANIFEST, MANIFEST_SIG, PLAYER, PUBLIC_KEY, README, SUMS, SUMS_SIG};
+
+/// Reads from segment files in chunks of this size.
+const CHUNK: u64 = 1 << 20;
+
+/// A file added next to the master (e.g. a derived still): its bytes and manifest entry data.
+#[derive(Clone, Debug)]
+pub struct ExtraFile {
+    /// Name in the package (`derive-…` for derived files).
+    pub name: String,
+    /// `derived`, …
+    pub role: String,
+    pub bytes: Vec<u8>,
+    /// Set for derived files: they carry the master's hash.
+    pub derived_from_master: bool,
+    pub description: Option<String>,
+}
+
+/// What to write.
+pub struct PackageSpec<'a> {
+    /// Everything but `files` and `signature` (set here). `video.file` is the MP4's name.
+    pub manifest: Manifest,
+    pub mp4: &'a VirtualMp4,
+    pub extra: Vec<ExtraFile>,
+}
+
+/// What was written.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub manifest: Manifest,
+    pub mp4_sha256: String,
+    pub mp4_bytes: u64,
+    /// SHA-256 and size of the zip itself.
+    pub package_sha256: String,
+    pub package_bytes: u64,
+}
+
+struct HashingWriter<'w, W: Write> {
+    inner: &'w mut W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the whole virtual MP4 to `out`, calling `progress(written, total)` after each chunk;
+/// returns (hex SHA-256, bytes). A segment file shorter than planned is an error.
+pub fn write_mp4(
+    mp4: &VirtualMp4,
+    out: &mut impl Write,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(String, u64), ExportError> {
+    let mut w = HashingWriter {
+        inner: out,
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let total = mp4.total_len;
+    let mut open: Option<(u32, File)> = None;
+    let mut buf = vec![0u8; CHUNK as usize];
+    for part in mp4.parts() {
+        match part {
+            Part::Mem(b) => {
+                w.write_all(b).map_err(|e| ExportError::io("package", e))?;
+            }
+            Part::File { file, offset, len } => {
+                let path = mp4.files.get(*file as usize).ok_or_else(|| {
+                    ExportError::Invalid(format!("virtual MP4 refers to file #{file}"))
+                })?;
+                if open.as_ref().is_none_or(|(f, _)| f != file) {
+                    let f = File::open(path).map_err(|e| ExportError::io(path.display(), e))?;
+                    open = Some((*file, f));
+                }
+                let Some((_, f)) = open.as_ref() else {
+                    continue;
+                };
+                let mut done = 0u64;
+                while done < *len {
+                    let n = (len - done).min(CHUNK) as usize;
+                    f.read_exact_at(&mut buf[..n], offset + done)
+                        .map_err(|e| ExportError::io(path.display(), e))?;
+                    w.write_all(&buf[..n])
+                        .map_err(|e| ExportError::io("package", e))?;
+                    done += n as u64;
+                    progress(w.bytes, total);
+                }
+            }
+        }
+        progress(w.bytes, total);
+    }
+    if w.bytes != total {
+        return Err(ExportError::Invalid(format!(
+            "wrote {} bytes of a {total}-byte MP4",
+            w.bytes
+        )));
+    }
+    Ok((hex::encode(w.hash.finalize()), w.bytes))
+}
+
+fn entry(name: &str, role: &str, bytes: &[u8]) -> FileEntry {
+    FileEntry {
+        name: name.to_owned(),
+        role: role.to_owned(),
+        bytes: bytes.len() as u64,
+        sha256: crate::sha256_hex(bytes),
+        derived_from_sha256: None,
+        description: None,
+    }
+}
+
+/// Writes the package to `path` (via `path.partial`), signing with `key`.
+pub fn write_package(
+    path: &Path,
+    spec: PackageSpec<'_>,
+    key: &InstallationKey,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Written, ExportError> {
+    let partial = path.with_extension("zip.partial");
+    let file = File::create(&partial).map_err(|e| ExportError::io(partial.display(), e))?;
+    let r = write_zip(BufWriter::with_capacity(1 << 20, file), spec, key, progress);
+    let (manifest, mp4_sha256, mp4_bytes) = match r {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, path).map_err(|e| ExportError::io(path.display(), e))?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    let (package_sha256, package_bytes) = hash_file(path)?;
+    Ok(Written {
+        manifest,
+        mp4_sha256,
+        mp4_bytes,
+        package_sha256,
+        package_bytes,
+    })
+}
+
+/// Hex SHA-256 and length of a file.
+pub fn hash_file(path: &Path) -> Result<(String, u64), ExportError> {
+    let mut f = File::open(path).map_err(|e| ExportError::io(path.display(), e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| ExportError::io(path.display(), e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), total))
+}
+
+fn write_zip(
+    out: BufWriter<File>,
+    spec: PackageSpec<'_>,
+    key: &InstallationKey,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Manifest, String, u64), ExportError> {
+    let PackageSpec {
+        mut manifest,
+        mp4,
+        extra,
+    } = spec;
+    let mp4_name = manifest.video.file.clone();
+    if !safe_name(&mp4_name) {
+        return Err(ExportError::Invalid(format!("bad MP4 name {mp4_name:?}")));
+    }
+    let mut zip = zip::ZipWriter::new(out);
+    let stored = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .large_file(mp4.total_len >= u64::from(u32::MAX))
+        .unix_permissions(0o644);
+    let text = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Deflated)
+        .unix_permissions(0o644);
+
+    zip.start_file(mp4_name.as_str(), stored)?;
+    let (mp4_sha256, mp4_bytes) = write_mp4(mp4, &mut zip, progress)?;
+    let mut sums: Vec<(String, String)> = vec![(mp4_sha256.clone(), mp4_name.clone())];
+    let mut files = vec![FileEntry {
+        name: mp4_name.clone(),
+        role: "master".into(),
+        bytes: mp4_bytes,
+        sha256: mp4_sha256.clone(),
+        derived_from_sha256: None,
+        description: Some("enregistrement natif (copie du flux, sans réencodage) / native recording (stream copy, no re-encoding)".into()),
+    }];
+
+    let mut add = |zip: &mut zip::ZipWriter<BufWriter<File>>,
+                   name: &str,
+                   bytes: &[u8],
+                   opts: SimpleFileOptions|
+     -> Result<(), ExportError> {
+        zip.start_file(name, opts)?;
+        zip.write_all(bytes)
+            .map_err(|e| ExportError::io("package", e))?;
+        sums.push((crate::sha256_hex(bytes), name.to_owned()));
+        Ok(())
+    };
+
+    for x in &extra {
+        if !safe_name(&x.name) || is_reserved(&x.name) || x.name == mp4_name {
+            return Err(ExportError::Invalid(format!("bad file name {:?}", x.name)));
+        }
+        let opts = if x.name.ends_with(".jpg") || x.name.ends_with(".mp4") {
+            stored
+        } else {
+            text
+        };
+        add(&mut zip, &x.name, &x.bytes, opts)?;
+        let mut e = entry(&x.name, &x.role, &x.bytes);
+        if x.derived_from_master {
+            e.derived_from_sha256 = Some(mp4_sha256.clone());
+        }
+        e.description = x.description.clone();
+        files.push(e);
+    }
+
+    let pub_file = public_key_file(&key.public());
+    add(&mut zip, PUBLIC_KEY, pub_file.as_bytes(), text)?;
+    files.push(entry(PUBLIC_KEY, "public-key", pub_file.as_bytes()));
+    let readme = crate::player::readme(&manifest, &key.public_hex());
+    add(&mut zip, README, readme.as_bytes(), text)?;
+    files.push(entry(README, "readme", readme.as_bytes()));
+
+    manifest.files = files;
+    manifest.signature = SignatureInfo {
+        public_key_hex: key.public_hex(),
+        ..SignatureInfo::default()
+    };
+    let mut manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
+    manifest_bytes.push(b'\n');
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sig = format!("{}\n", b64.encode(key.sign(&manifest_bytes).to_bytes()));
+    add(&mut zip, MANIFEST, &manifest_bytes, text)?;
+    add(&mut zip, MANIFEST_SIG, sig.as_bytes(), text)?;
+    let player = crate::player::player_html(&manifest, &manifest_bytes, sig.trim());
+    add(&mut zip, PLAYER, player.as_bytes(), text)?;
+
+    // `sha256sum -c SHA256SUMS` format: "<hex>  <name>".
+    let sums_text: String = sums.iter().map(|(h, n)| format!("{h}  {n}\n")).collect();
+    let sums_sig = format!(
+        "{}\n",
+        b64.encode(key.sign(sums_text.as_bytes()).to_bytes())
+    );
+    zip.start_file(SUMS, text)?;
+    zip.write_all(sums_text.as_bytes())
+        .map_err(|e| ExportError::io("package", e))?;
+    zip.start_file(SUMS_SIG, text)?;
+    zip.write_all(sums_sig.as_bytes())
+        .map_err(|e| ExportError::io("package", e))?;
+
+    let out = zip.finish()?;
+    let file = out
+        .into_inner()
+        .map_err(|e| ExportError::io("package", e.into_error()))?;
+    file.sync_all().map_err(|e| ExportError::io("package", e))?;
+    Ok((manifest, mp4_sha256, mp4_bytes))
+}
+
+/// A plain file name: no directory, no hidden file, printable ASCII without quotes.
+pub(crate) fn safe_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 200
+        && !n.starts_with('.')
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'+'))
+}
+
+fn is_reserved(n: &str) -> bool {
+    [
+        MANIFEST,
+        MANIFEST_SIG,
+        PUBLIC_KEY,
+        PLAYER,
+        README,
+        SUMS,
+        SUMS_SIG,
+    ]
+    .contains(&n)
+}

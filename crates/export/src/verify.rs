@@ -1,0 +1,630 @@
+//! Verifying a package (the zip, or the folder it was unzipped into).
+//!
+//! Checks, each reported as one [`Check`] naming the file at fault:
+//! 1. `manifest.sig` is a valid Ed25519 signature of the exact bytes of `manifest.json` by the
+//!    key in `signing-key.pub` (and that key is the one the manifest declares);
+//! 2. when the installation's key is given: the package's key is that key (otherwise anyone
+//!    could re-sign an altered package with a key of their own);
+//! 3. every file listed in the manifest is present with the listed size and SHA-256;
+//! 4. `SHA256SUMS.sig` signs `SHA256SUMS`, and every file it lists (player.html included)
+//!    matches;
+//! 5. no other file is in the package.
+//!
+//! The verdict is VALID only if every check passes.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use ed25519_dalek::{Signature, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::{ExportError, MANIFEST, MANIFEST_SIG, PUBLIC_KEY, SUMS, SUMS_SIG};
+
+/// One check and its outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked, usually a file name (`manifest.json (signature)`, `…mp4`).
+    pub what: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The outcome of [`verify`].
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport {
+    pub package: PathBuf,
+    pub checks: Vec<Check>,
+    /// The package's public key (hex), when readable.
+    pub public_key_hex: Option<String>,
+    /// Export id, camera, procedure and actual range from the manifest, when readable.
+    pub summary: Option<String>,
+}
+
+impl VerifyReport {
+    /// True when every check passed (and there was at least one).
+    pub fn ok(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
+    }
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.ok)
+    }
+    fn check(&mut self, what: impl Into<String>, ok: bool, detail: impl Into<String>) {
+        self.checks.push(Check {
+            what: what.into(),
+            ok,
+            detail: detail.into(),
+        });
+    }
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "package: {}", self.package.display())?;
+        if let Some(s) = &self.summary {
+            writeln!(f, "{s}")?;
+        }
+        if let Some(k) = &self.public_key_hex {
+            writeln!(f, "signing key (Ed25519): {k}")?;
+        }
+        for c in &self.checks {
+            let mark = if c.ok { "ok  " } else { "FAIL" };
+            writeln!(f, "  [{mark}] {}: {}", c.what, c.detail)?;
+        }
+        if self.ok() {
+            write!(
+                f,
+                "VALID — intègre et signé / intact and signed ({} checks passed)",
+                self.checks.len()
+            )
+        } else {
+            let names: Vec<&str> = self.failures().map(|c| c.what.as_str()).collect();
+            write!(
+                f,
+                "INVALID — paquet altéré ou incomplet / package altered or incomplete: {}",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// Where the files are read from.
+enum Source {
+    Zip(zip::ZipArchive<std::fs::File>),
+    Dir(PathBuf),
+}
+
+impl Source {
+    fn names(&self) -> Result<BTreeSet<String>, ExportError> {
+        match self {
+            Source::Zip(z) => Ok(z.file_names().map(str::to_owned).collect()),
+            Source::Dir(d) => {
+                let mut out = BTreeSet::new();
+                for e in std::fs::read_dir(d).map_err(|e| ExportError::io(d.display(), e))? {
+                    let e = e.map_err(|e| ExportError::io(d.display(), e))?;
+                    out.insert(e.file_name().to_string_lossy().into_owned());
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Streams a file through `f`; `Ok(None)` if absent.
+    fn with_reader<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut dyn Read) -> std::io::Result<T>,
+    ) -> Result<Option<T>, String> {
+        match self {
+            Source::Zip(z) => {
+                let mut file = match z.by_name(name) {
+                    Ok(file) => file,
+                    Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+                    Err(e) => return Err(e.to_string()),
+                };
+                f(&mut file).map(Some).map_err(|e| e.to_string())
+            }
+            Source::Dir(d) => {
+                if !crate::package::safe_name(name) {
+                    return Err(format!("unsafe file name {name:?}"));
+                }
+                let mut file = match std::fs::File::open(d.join(name)) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e.to_string()),
+                };
+                f(&mut file).map(Some).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn read_small(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        self.with_reader(name, |r| {
+            let mut v = Vec::new();
+            r.take(64 << 20).read_to_end(&mut v)?;
+            Ok(v)
+        })
+    }
+
+    fn hash(&mut self, name: &str) -> Result<Option<(String, u64)>, String> {
+        self.with_reader(name, |r| {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                total += n as u64;
+            }
+            Ok((hex::encode(h.finalize()), total))
+        })
+    }
+}
+
+fn check_sig(key: &VerifyingKey, message: &[u8], sig_text: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(sig_text).map_err(|_| "not text".to_owned())?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    let sig = Signature::from_slice(&raw).map_err(|e| format!("not a signature: {e}"))?;
+    key.verify_strict(message, &sig)
+        .map_err(|_| "the signature does not match: the file was altered".to_owned())
+}
+
+/// Verifies the package at `path` (a zip file or a directory). With `expected_key` (the
+/// installation's public key), also checks the package was signed by it. `Err` only when the
+/// package cannot be opened at all; everything else is a failed [`Check`].
+pub fn verify(
+    path: &Path,
+    expected_key: Option<&VerifyingKey>,
+) -> Result<VerifyReport, ExportError> {
+    let mut src = if path.is_dir() {
+        Source::Dir(path.to_owned())
+    } else {
+        let f = std::fs::File::open(path).map_err(|e| ExportError::io(path.display(), e))?;
+        Source::Zip(zip::ZipArchive::new(f)?)
+    };
+    let mut r = VerifyReport {
+        package: path.to_owned(),
+        ..Default::default()
+    };
+    let names = src.names()?;
+    let mut covered: BTreeSet<String> = [MANIFEST, MANIFEST_SIG, SUMS, SUMS_SIG]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+
+    // The key.
+    let key = match src.read_small(PUBLIC_KEY) {
+        Ok(Some(b)) => match crate::key::parse_public_key(&String::from_utf8_lossy(&b)) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                r.check(PUBLIC_KEY, false, format!("unreadable public key: {e}"));
+                None
+            }
+        },
+        Ok(None) => {
+            r.check(PUBLIC_KEY, false, "missing");
+            None
+        }
+        Err(e) => {
+            r.check(PUBLIC_KEY, false, format!("unreadable: {e}"));
+            None
+        }
+    };
+    r.public_key_hex = key.map(|k| hex::encode(k.as_bytes()));
+    if let (Some(k), Some(want)) = (&key, expected_key) {
+        let same = k == want;
+        r.check(
+            format!("{PUBLIC_KEY} (installation key)"),
+            same,
+            if same {
+                "the package is signed with this installation's key".to_owned()
+            } else {
+                format!(
+                    "signed with key {}, but this installation's key is {}",
+                    hex::encode(k.as_bytes()),
+                    hex::encode(want.as_bytes())
+                )
+            },
+        );
+    }
+
+    // The manifest and its signature.
+    let manifest_bytes = match src.read_small(MANIFEST) {
+        Ok(Some(b)) => Some(b),
+        Ok(None) => {
+            r.check(MANIFEST, false, "missing");
+            None
+        }
+        Err(e) => {
+            r.check(MANIFEST, false, format!("unreadable: {e}"));
+            None
+        }
+    };
+    if let (Some(m), Some(k)) = (&manifest_bytes, &key) {
+        let what = format!("{MANIFEST} (signature {MANIFEST_SIG})");
+        match src.read_small(MANIFEST_SIG) {
+            Ok(Some(sig)) => match check_sig(k, m, &sig) {
+                Ok(()) => r.check(what, true, "valid Ed25519 signature"),
+                Err(e) => r.check(what, false, e),
+            },
+            Ok(None) => r.check(what, false, format!("{MANIFEST_SIG} is missing")),
+            Err(e) => r.check(what, false, format!("{MANIFEST_SIG} unreadable: {e}")),
+        }
+    }
+    let manifest: Option<serde_json::Value> = match &manifest_bytes {
+        Some(m) => match serde_json::from_slice(m) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                r.check(MANIFEST, false, format!("not valid JSON: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
+
+    // Every file the manifest lists.
+    if let Some(m) = &manifest {
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+        r.summary = Some(format!(
+            "export {} — camera {} ({}), procedure {}, {} → {}",
+            s(&m["export_id"]),
+            s(&m["camera"]["id"]),
+            s(&m["camera"]["name"]),
+            s(&m["procedure"]),
+            s(&m["actual"]["start"]["utc"]),
+            s(&m["actual"]["end"]["utc"]),
+        ));
+        if let (Some(k), Some(declared)) = (&key, m["signature"]["public_key_hex"].as_str())
+            && declared != hex::encode(k.as_bytes())
+        {
+            r.check(
+                PUBLIC_KEY,
+                false,
+                format!("the manifest declares key {declared}, the key file holds another"),
+            );
+        }
+        match m["files"].as_array() {
+            Some(files) if !files.is_empty() => {
+                for f in files {
+                    let name = s(&f["name"]);
+                    let want_hash = s(&f["sha256"]);
+                    let want_bytes = f["bytes"].as_u64();
+                    covered.insert(name.clone());
+                    match src.hash(&name) {
+                        Ok(Some((h, n))) if h == want_hash && Some(n) == want_bytes => {
+                            r.check(&name, true, format!("SHA-256 {h}, {n} bytes"))
+                        }
+                        Ok(Some((h, n))) => r.check(
+                            &name,
+                            false,
+                            format!(
+                                "altered: SHA-256 {h} ({n} bytes), the manifest says {want_hash} ({} bytes)",
+                                want_bytes.unwrap_or(0)
+                            ),
+                        ),
+                        Ok(None) => r.check(&name, false, "listed in the manifest but missing"),
+                        Err(e) => r.check(&name, false, format!("altered or unreadable: {e}")),
+                    }
+                }
+            }
+            _ => r.check(MANIFEST, false, "lists no file"),
+        }
+    }
+
+    // SHA256SUMS (covers player.html, which embeds the manifest) and its signature.
+    match (src.read_small(SUMS), src.read_small(SUMS_SIG)) {
+        (Ok(Some(sums)), Ok(Some(sig))) => {
+            if let Some(k) = &key {
+                let what = format!("{SUMS} (signature {SUMS_SIG})");
+                match check_sig(k, &sums, &sig) {
+                    Ok(()) => r.check(what, true, "valid Ed25519 signature"),
+                    Err(e) => r.check(what, false, e),
+                }
+            }
+            let text = String::from_utf8_lossy(&sums).into_owned();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let Some((h, name)) = line.split_once("  ") else {
+                    r.check(SUMS, false, format!("malformed line {line:?}"));
+                    continue;
+                };
+                // Files also in the manifest were checked above.
+                if covered.contains(name) && name != MANIFEST && name != MANIFEST_SIG {
+                    continue;
+                }
+                covered.insert(name.to_owned());
+                let what = format!("{name} (SHA256SUMS)");
+                match src.hash(name) {
+                    Ok(Some((got, _))) if got == h => r.check(what, true, format!("SHA-256 {got}")),
+                    Ok(Some((got, _))) => {
+                        r.check(what, false, format!("altered: SHA-256 {got}, listed {h}"))
+                    }
+                    Ok(None) => r.check(what, false, "listed but missing"),
+                    Err(e) => r.check(what, false, format!("altered or unreadable: {e}")),
+                }
+            }
+        }
+        (s, g) => {
+            for (name, v) in [(SUMS, s), (SUMS_SIG, g)] {
+                match v {
+                    Ok(Some(_)) => {}
+                    Ok(None) => r.check(name, false, "missing"),
+                    Err(e) => r.check(name, false, format!("unreadable: {e}")),
+                }
+            }
+        }
+    }
+
+    // Nothing else.
+    for n in names.difference(&covered) {
+        r.check(n, false, "not listed in the manifest nor in SHA256SUMS");
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::manifest::*;
+    use crate::{InstallationKey, PackageSpec, write_package};
+    use vigie_mp4::SampleInfo;
+    use vigie_mp4::progressive::{Chunk, Input, build};
+
+    const MP4: &str = "cam_main_20261128T210000Z_20261128T210006Z.mp4";
+
+    fn instant(s: &str) -> Instant {
+        Instant {
+            utc: s.into(),
+            local: s.into(),
+        }
+    }
+
+    fn manifest() -> Manifest {
+        let range = Range {
+            start: instant("2026-11-28T21:00:00Z"),
+            end: instant("2026-11-28T21:00:06Z"),
+            duration_s: 6.0,
+        };
+        Manifest {
+            format: crate::FORMAT.into(),
+            export_id: "20261128T220000Z-00000001".into(),
+            software: Software {
+                name: "Vigie".into(),
+                version: "test".into(),
+            },
+            exported_at: instant("2026-11-28T22:00:00Z"),
+            operator: "alice".into(),
+            requester: "OPJ Martin".into(),
+            procedure: "2026/0042".into(),
+            reason: "réquisition".into(),
+            camera: CameraInfo {
+                id: "cam".into(),
+                name: "Gare".into(),
+                commune: CommuneInfo {
+                    id: "c".into(),
+                    name: "Commune".into(),
+                    authorisation: Some("2024/1".into()),
+                    authorisation_expires: None,
+                },
+            },
+            stream: "main".into(),
+            timezone: "Europe/Paris".into(),
+            requested: range.clone(),
+            actual: range.clone(),
+            recorded_spans: vec![range],
+            gaps: vec![],
+            video: VideoInfo {
+                file: MP4.into(),
+                processing: "stream copy".into(),
+                codec: "avc1.42c01e".into(),
+                width: 640,
+                height: 360,
+                frames: 10,
+                duration_s: 0.4,
+                timestamp_track: false,
+            },
+            files: vec![],
+            signature: SignatureInfo::default(),
+        }
+    }
+
+    /// A package of a small virtual MP4 (fake samples in a temporary file).
+    fn package(dir: &Path, key: &InstallationKey) -> PathBuf {
+        let seg = dir.join("segment.bin");
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::File::create(&seg)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+        let input = Input {
+            sample_entries: vec![bytes::Bytes::from_static(b"\0\0\0\x08avc1")],
+            width: 640,
+            height: 360,
+            files: vec![seg],
+            samples: (0..10)
+                .map(|i| SampleInfo {
+                    duration_90k: 3600,
+                    bytes: 100,
+                    is_key: i == 0,
+                })
+                .collect(),
+            chunks: vec![Chunk {
+                file: 0,
+                offset: 0,
+                first_sample: 0,
+                samples: 10,
+                description: 0,
+            }],
+            skip_90k: 0,
+            duration_90k: 36_000,
+            cues: vec![],
+        };
+        let mp4 = build(&input).unwrap();
+        let out = dir.join("package.zip");
+        let mut last = (0, 0);
+        let w = write_package(
+            &out,
+            PackageSpec {
+                manifest: manifest(),
+                mp4: &mp4,
+                extra: vec![crate::ExtraFile {
+                    name: "derive-still-0.jpg".into(),
+                    role: "derived".into(),
+                    bytes: b"not really a jpeg".to_vec(),
+                    derived_from_master: true,
+                    description: None,
+                }],
+            },
+            key,
+            &mut |a, b| last = (a, b),
+        )
+        .unwrap();
+        assert_eq!(last, (mp4.total_len, mp4.total_len));
+        assert_eq!(w.mp4_bytes, mp4.total_len);
+        assert_eq!(w.manifest.files[0].sha256, w.mp4_sha256);
+        assert_eq!(
+            w.manifest.files[1].derived_from_sha256.as_deref(),
+            Some(w.mp4_sha256.as_str())
+        );
+        assert!(!dir.join("package.zip.partial").exists());
+        out
+    }
+
+    /// Copies the zip, passing each entry's bytes through `edit`.
+    fn rezip(src: &Path, dst: &Path, edit: impl Fn(&str, &mut Vec<u8>)) {
+        let mut z = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
+        let mut w = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
+        for i in 0..z.len() {
+            let mut f = z.by_index(i).unwrap();
+            let name = f.name().to_owned();
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).unwrap();
+            edit(&name, &mut v);
+            w.start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(&v).unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn signed_package_verifies_and_any_altered_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = InstallationKey::from_seed_for_test([1; 32]);
+        let pkg = package(dir.path(), &key);
+        let r = verify(&pkg, Some(&key.public())).unwrap();
+        assert!(r.ok(), "{r}");
+        assert!(r.to_string().contains("VALID"));
+        assert!(r.checks.iter().any(|c| c.what == MP4 && c.ok));
+        assert!(r.checks.iter().any(|c| c.what.starts_with("player.html")));
+
+        // One byte flipped in each file in turn: the verdict names that file.
+        let names: Vec<String> = zip::ZipArchive::new(std::fs::File::open(&pkg).unwrap())
+            .unwrap()
+            .file_names()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(names.len(), 9, "{names:?}");
+        for name in &names {
+            let bad = dir.path().join("bad.zip");
+            rezip(&pkg, &bad, |n, v| {
+                if n == name {
+                    let i = v.len() / 2;
+                    v[i] ^= 0x01;
+                }
+            });
+            let r = verify(&bad, None).unwrap();
+            assert!(!r.ok(), "{name}: {r}");
+            let failed: Vec<&str> = r.failures().map(|c| c.what.as_str()).collect();
+            assert!(
+                failed.iter().any(|w| w.starts_with(name.as_str())
+                    || (name == MANIFEST_SIG && w.contains(MANIFEST_SIG))
+                    || (name == SUMS_SIG && w.contains(SUMS_SIG))
+                    || (name == PUBLIC_KEY && w.contains("signature"))),
+                "{name}: failures {failed:?}\n{r}"
+            );
+            assert!(r.to_string().contains("INVALID"), "{r}");
+        }
+
+        // A raw byte flip in the stored MP4 (zip CRC no longer matches) also fails.
+        let mut raw = std::fs::read(&pkg).unwrap();
+        let at = raw.len() / 4;
+        raw[at] ^= 0xff;
+        let bad = dir.path().join("raw.zip");
+        std::fs::write(&bad, &raw).unwrap();
+        assert!(!verify(&bad, None).unwrap().ok());
+
+        // An extra file is reported.
+        let bad = dir.path().join("extra.zip");
+        rezip(&pkg, &bad, |_, _| {});
+        {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&bad)
+                .unwrap();
+            let mut w = zip::ZipWriter::new_append(f).unwrap();
+            w.start_file("extra.txt", zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(b"hello").unwrap();
+            w.finish().unwrap();
+        }
+        let r = verify(&bad, None).unwrap();
+        assert!(r.failures().any(|c| c.what == "extra.txt"), "{r}");
+    }
+
+    #[test]
+    fn wrong_installation_key_or_resigned_package_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = InstallationKey::from_seed_for_test([1; 32]);
+        let other = InstallationKey::from_seed_for_test([2; 32]);
+        let pkg = package(dir.path(), &key);
+        // Valid on its own, but not this installation's key.
+        assert!(verify(&pkg, None).unwrap().ok());
+        let r = verify(&pkg, Some(&other.public())).unwrap();
+        assert!(!r.ok());
+        assert!(
+            r.failures().any(|c| c.what.contains("installation key")),
+            "{r}"
+        );
+        // Someone swaps in their own key file: the manifest's declared key no longer matches.
+        let bad = dir.path().join("swapped.zip");
+        let pubfile = crate::key::public_key_file(&other.public());
+        rezip(&pkg, &bad, |n, v| {
+            if n == PUBLIC_KEY {
+                *v = pubfile.clone().into_bytes();
+            }
+        });
+        assert!(!verify(&bad, None).unwrap().ok());
+    }
+
+    #[test]
+    fn unzipped_folder_verifies_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = InstallationKey::from_seed_for_test([3; 32]);
+        let pkg = package(dir.path(), &key);
+        let out = dir.path().join("unzipped");
+        zip::ZipArchive::new(std::fs::File::open(&pkg).unwrap())
+            .unwrap()
+            .extract(&out)
+            .unwrap();
+        let r = verify(&out, Some(&key.public())).unwrap();
+        assert!(r.ok(), "{r}");
+        let f = out.join(MP4);
+        let mut b = std::fs::read(&f).unwrap();
+        b[10] ^= 1;
+        std::fs::write(&f, b).unwrap();
+        let r = verify(&out, None).unwrap();
+        assert_eq!(
+            r.failures().map(|c| c.what.as_str()).collect::<Vec<_>>(),
+            [MP4]
+        );
+    }
+}
