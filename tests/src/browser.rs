@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+/// The WebDriver client crate, for tests that drive pages element by element.
+pub use fantoccini;
+
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -24,6 +27,12 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session.
     pub async fn start() -> anyhow::Result<Browser> {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Starts a session with extra Chromium flags (e.g. `--allow-file-access-from-files`, with
+    /// which pages opened from `file://` may read files next to them).
+    pub async fn start_with_args(extra: &[&str]) -> anyhow::Result<Browser> {
         let port = crate::process::free_port()?;
         let profile = tempfile::tempdir()?;
         let mut driver = Command::new(CHROMEDRIVER)
@@ -40,7 +49,7 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let args = [
+        let mut args: Vec<String> = [
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -50,8 +59,12 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
-            &format!("--user-data-dir={}", profile.path().display()),
-        ];
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -126,16 +139,15 @@ impl Browser {
 
     /// Runs `js` (a function body; use `return`) with `arguments` = `args`.
     pub async fn eval(&self, js: &str, args: Vec<Value>) -> anyhow::Result<Value> {
-        Ok(self.client()?.execute(js, args).await.context("execute")?)
+        self.client()?.execute(js, args).await.context("execute")
     }
 
     /// Runs asynchronous `js`: it must call `arguments[arguments.length - 1](result)`.
     pub async fn execute_async(&self, js: &str, args: Vec<Value>) -> anyhow::Result<Value> {
-        Ok(self
-            .client()?
+        self.client()?
             .execute_async(js, args)
             .await
-            .context("execute_async")?)
+            .context("execute_async")
     }
 
     /// Sets the script timeout used by [`Browser::execute_async`].
@@ -144,6 +156,62 @@ impl Browser {
         let mut timeouts = fantoccini::wd::TimeoutConfiguration::default();
         timeouts.set_script(Some(t));
         c.update_timeouts(timeouts).await.context("timeouts")?;
+        Ok(())
+    }
+
+    /// The WebDriver client itself (element lookups, typing, clicks).
+    pub fn webdriver(&self) -> anyhow::Result<&fantoccini::Client> {
+        self.client()
+    }
+
+    /// Opens `url` without logging in first (pages that show their own login form).
+    pub async fn goto_anonymous(&self, url: &str) -> anyhow::Result<()> {
+        self.client()?.goto(url).await.context("goto")?;
+        Ok(())
+    }
+
+    /// Sets the window size (for screenshots of whole pages).
+    pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.client()?
+            .set_window_size(width, height)
+            .await
+            .context("window size")?;
+        Ok(())
+    }
+
+    /// A real mouse click (pointer down and up) at viewport coordinates `(x, y)`.
+    pub async fn click_at(&self, x: f64, y: f64) -> anyhow::Result<()> {
+        use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+        let mouse = MouseActions::new("mouse".into())
+            .then(PointerAction::MoveTo {
+                duration: None,
+                x: x.round(),
+                y: y.round(),
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        self.client()?
+            .perform_actions(mouse)
+            .await
+            .context("click")?;
+        Ok(())
+    }
+
+    /// Presses and releases one key on whatever has the focus (`'\u{e012}'` is ←, see the
+    /// WebDriver key codes).
+    pub async fn press_key(&self, key: char) -> anyhow::Result<()> {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        self.client()?
+            .perform_actions(keys)
+            .await
+            .context("key press")?;
         Ok(())
     }
 

@@ -52,7 +52,8 @@ pub fn rule(method: &Method, route: &str) -> Rule {
     use Permission::*;
     let read = method == Method::GET || method == Method::HEAD;
     match route {
-        "/" | "/live.html" | "/api/v1/signing-key" => Rule::Public,
+        // The UI's pages and static assets hold no footage.
+        "/" | "/live.html" | "/assets/{file}" | "/api/v1/signing-key" => Rule::Public,
         // Unauthenticated: status only; details for authenticated users.
         "/api/v1/health" => Rule::Public,
         "/api/v1/session" if method == Method::POST => Rule::Public,

@@ -413,10 +413,10 @@ fn run_pipeline(
         if sink.is_eos() {
             break;
         }
-        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-            if let gst::MessageView::Error(e) = msg.view() {
-                return Err(StillError::Gst(format!("{} ({:?})", e.error(), e.debug())));
-            }
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
+            && let gst::MessageView::Error(e) = msg.view()
+        {
+            return Err(StillError::Gst(format!("{} ({:?})", e.error(), e.debug())));
         }
         if Instant::now() > deadline {
             return Err(StillError::Gst(format!(

@@ -65,6 +65,37 @@ impl SegmentEntry {
     }
 }
 
+/// The leading fields of a [`SegmentEntry`] (everything but the init length and the tables):
+/// postcard decodes them from the prefix of an encoded entry, so listing-only scans skip the
+/// sample tables. Field order must stay that of [`SegmentEntry`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct EntryHead {
+    pub id: u64,
+    pub stream_id: u32,
+    pub start_90k: i64,
+    pub duration_90k: i64,
+    pub media_duration_90k: i64,
+    pub bytes: u64,
+    pub frames: u32,
+    pub key_frames: u32,
+    pub width: u16,
+    pub height: u16,
+    pub codec: Codec,
+    pub params_id: u64,
+    pub session_id: u64,
+    pub open: bool,
+    pub end_reason: Option<String>,
+}
+
+impl EntryHead {
+    pub fn start(&self) -> Time90k {
+        Time90k(self.start_90k)
+    }
+    pub fn end(&self) -> Time90k {
+        Time90k(self.start_90k.saturating_add(self.duration_90k))
+    }
+}
+
 /// A deletion in progress.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GarbageRow {
@@ -291,6 +322,27 @@ impl Index {
         Ok(out)
     }
 
+    /// [`Index::segments_overlapping`] decoding only each entry's [`EntryHead`]; the encoded
+    /// entry comes along (a cheap reference-counted buffer) for a full decode later.
+    pub fn segments_overlapping_heads(
+        &self,
+        stream_id: u32,
+        start: Time90k,
+        end: Time90k,
+    ) -> Result<Vec<(EntryHead, sled::IVec)>, StoreError> {
+        let lo = seg_key(stream_id, start.0.saturating_sub(MAX_SEGMENT_90K), 0);
+        let hi = seg_key(stream_id, end.0, 0);
+        let mut out = Vec::new();
+        for kv in self.segments.range(lo..hi) {
+            let (_, v) = kv?;
+            let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
+            if h.end() > start || (h.duration_90k == 0 && h.start() >= start) {
+                out.push((h, v));
+            }
+        }
+        Ok(out)
+    }
+
     /// All segments of a stream, oldest first (lazily).
     pub fn stream_segments(
         &self,
@@ -339,6 +391,37 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_head_decodes_from_an_entry_prefix() {
+        let e = SegmentEntry {
+            id: 7,
+            stream_id: 2,
+            start_90k: -5,
+            duration_90k: 900_000,
+            media_duration_90k: 899_990,
+            bytes: 1 << 33,
+            frames: 250,
+            key_frames: 5,
+            width: 1920,
+            height: 1080,
+            codec: Codec::H265,
+            params_id: 99,
+            session_id: 3,
+            open: true,
+            end_reason: Some("rotation".into()),
+            init_len: 800,
+            sample_table: vec![1, 2, 3],
+            fragment_table: vec![4, 5],
+        };
+        let enc = postcard::to_allocvec(&e).unwrap();
+        let (h, _): (EntryHead, _) = postcard::take_from_bytes(&enc).unwrap();
+        assert_eq!(
+            (h.id, h.start_90k, h.bytes, h.codec, h.end_reason.as_deref()),
+            (7, -5, 1 << 33, Codec::H265, Some("rotation"))
+        );
+        assert_eq!((h.open, h.session_id, h.params_id), (true, 3, 99));
+    }
 
     #[test]
     fn key_order_follows_start_including_negative_times() {

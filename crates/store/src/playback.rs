@@ -25,7 +25,7 @@ use vigie_core::{Codec, StreamKey, Time90k};
 use vigie_mp4::SampleInfo;
 use vigie_mp4::progressive::{Chunk, Input};
 
-use crate::index::SegmentEntry;
+use crate::index::{EntryHead, SegmentEntry};
 use crate::{SPAN_MERGE_TOLERANCE_90K, Span, Store, StoreError, sampletable};
 
 /// What to do when the range holds more than one span of recording.
@@ -94,7 +94,7 @@ pub struct Candidates {
     key: StreamKey,
     start: Time90k,
     end: Time90k,
-    entries: Vec<SegmentEntry>,
+    entries: Vec<(EntryHead, sled::IVec)>,
     /// Spans of recording inside the window.
     pub spans: Vec<Span>,
 }
@@ -115,7 +115,7 @@ impl Candidates {
     pub fn fingerprint(&self) -> impl Iterator<Item = [u64; 4]> + '_ {
         self.entries
             .iter()
-            .map(|e| [e.id, e.start_90k as u64, e.duration_90k as u64, e.bytes])
+            .map(|(e, _)| [e.id, e.start_90k as u64, e.duration_90k as u64, e.bytes])
     }
 
     /// Decodes the sample tables and plans (after [`Candidates::check`]).
@@ -144,14 +144,14 @@ impl Store {
         let Some(sid) = self.inner.index.existing_stream_id(key)? else {
             return Err(PlaybackError::NoRecording);
         };
-        let entries: Vec<SegmentEntry> = self
+        let entries: Vec<(EntryHead, sled::IVec)> = self
             .inner
             .index
-            .segments_overlapping(sid, start, end)?
+            .segments_overlapping_heads(sid, start, end)?
             .into_iter()
-            .filter(|e| e.frames > 0)
+            .filter(|(e, _)| e.frames > 0)
             .collect();
-        let spans = merge_ranges(entries.iter().map(|e| (e.start(), e.end())), start, end);
+        let spans = merge_ranges(entries.iter().map(|(e, _)| (e.start(), e.end())), start, end);
         if spans.is_empty() {
             return Err(PlaybackError::NoRecording);
         }
@@ -179,7 +179,7 @@ impl Store {
 fn plan_entries(
     store: &Store,
     key: &StreamKey,
-    entries: &[SegmentEntry],
+    entries: &[(EntryHead, sled::IVec)],
     start: Time90k,
     end: Time90k,
     spans: Vec<Span>,
@@ -191,7 +191,9 @@ fn plan_entries(
     let mut presented = 0u64; // presentation time so far (after the edit)
     let mut last_clip = 0u64; // media time of the last included frame after `end`
     let mut scratch: Vec<SampleInfo> = Vec::new();
-    for e in entries {
+    for (_, encoded) in entries {
+        let e: SegmentEntry = postcard::from_bytes(encoded).map_err(StoreError::from)?;
+        let e = &e;
         let corrupt = || StoreError::Corrupt {
             what: format!("sample table of segment {}", e.id),
         };
@@ -356,12 +358,12 @@ fn plan_entries(
 
 /// A codec change inside the window → the sub-ranges of constant codec.
 fn check_codecs(
-    entries: &[SegmentEntry],
+    entries: &[(EntryHead, sled::IVec)],
     start: Time90k,
     end: Time90k,
 ) -> Result<(), PlaybackError> {
     let mut ranges: Vec<(Codec, Span)> = Vec::new();
-    for e in entries {
+    for (e, _) in entries {
         let (a, b) = (e.start().max(start), e.end().min(end));
         if b <= a {
             continue;

@@ -5,6 +5,7 @@
 
 mod audit;
 mod demo;
+mod export;
 mod quality;
 mod run;
 mod users;
@@ -66,10 +67,33 @@ enum Command {
         #[arg(long, short, env = "VIGIE_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Verify an evidence package (zip or unzipped folder): hashes and signatures. Prints
+    /// VALID or INVALID (naming the file at fault); exit status 1 if invalid.
+    Verify {
+        /// The package (`vigie-export-….zip`) or the folder it was unzipped into.
+        package: PathBuf,
+        /// Also check that the package was signed by this installation's key.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The installation's evidence signing key.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// The access journal (run with Vigie stopped, or use the API).
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print the public key (hex and PEM); creates the key pair if Vigie never ran.
+    Show {
+        #[arg(long, short, env = "VIGIE_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -96,6 +120,21 @@ fn main() -> std::process::ExitCode {
         Command::Token { command, config } => {
             need_config(config).and_then(|c| users::token(&c, command))
         }
+        Command::Verify { package, config } => config
+            .as_deref()
+            .map(load)
+            .transpose()
+            .and_then(|c| export::verify(&package, c.as_ref()))
+            .and_then(|ok| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("the package is INVALID"))
+                }
+            }),
+        Command::Key {
+            command: KeyCommand::Show { config },
+        } => load(&config).and_then(|c| export::key_show(&c)),
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => load(&config).and_then(|c| audit::verify(&c)),

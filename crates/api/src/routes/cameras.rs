@@ -55,6 +55,7 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                 "id": cam.id,
                 "name": cam.name,
                 "commune": cam.commune,
+                "commune_name": cfg.communes.iter().find(|c| c.id == cam.commune).map(|c| c.name.as_str()),
                 "class": cam.class,
                 "retention_days": cfg.retention_days(cam),
                 "streams": streams,

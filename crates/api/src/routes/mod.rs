@@ -2,6 +2,7 @@
 
 mod audit;
 mod cameras;
+mod exports;
 mod health;
 mod holds;
 mod index;
@@ -36,6 +37,7 @@ pub fn router() -> Router<AppState> {
             get(snapshot::snapshot),
         )
         .route("/live.html", get(index::live_page))
+        .route("/assets/{file}", get(index::asset))
         .route(
             "/api/v1/cameras/{cam}/streams/{stream}/video.mp4",
             get(video::video),
@@ -65,6 +67,11 @@ pub fn router() -> Router<AppState> {
             "/api/v1/holds/{id}/release",
             axum::routing::post(holds::release),
         )
+        // Evidence exports and the installation's public signing key.
+        .route("/api/v1/exports", get(exports::list).post(exports::create))
+        .route("/api/v1/exports/{id}", get(exports::get_one))
+        .route("/api/v1/exports/{id}/package", get(exports::package))
+        .route("/api/v1/signing-key", get(exports::signing_key))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/verify", get(audit::verify))
         .route("/api/v1/register.csv", get(audit::register))

@@ -1,0 +1,304 @@
+//! Evidence exports: `POST/GET /api/v1/exports`, `GET /api/v1/exports/{id}`,
+//! `GET /api/v1/exports/{id}/package`, and the installation's public key at
+//! `GET /api/v1/signing-key`.
+//!
+//! Creating an export validates everything before writing anything (400 bad or missing fields,
+//! end not after start, a range in the future or longer than 24 h; 404 unknown camera or stream,
+//! or no recording in the range; 403 out of scope; 409 a codec change inside the range), then
+//! places a legal hold on the range (journaled `HoldPlace`) and starts the background job
+//! ([`crate::exports`]), answering 202 with the job. Downloads are journaled (`ExportDownload`).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use vigie_audit::{Action, NewEntry};
+use vigie_auth::Permission;
+use vigie_core::Time90k;
+use vigie_store::{GapPolicy, NewHold, PlaybackError};
+
+use crate::access::Principal;
+use crate::exports::{self, JobRecord, MAX_EXPORT_SECS, Status};
+use crate::{ApiError, AppState};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    camera: Option<String>,
+    stream: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    reason: Option<String>,
+    procedure: Option<String>,
+    requester: Option<String>,
+    /// Add the wall-clock subtitle track.
+    #[serde(default)]
+    ts: bool,
+}
+
+fn required(name: &str, what: &str, v: &Option<String>) -> Result<String, ApiError> {
+    let v = v.as_deref().map(str::trim).unwrap_or_default();
+    if v.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "`{name}` ({what}) is required for an evidence export"
+        )));
+    }
+    if v.len() > 500 {
+        return Err(ApiError::BadRequest(format!(
+            "`{name}` is longer than 500 bytes"
+        )));
+    }
+    Ok(v.to_owned())
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<ExportRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(req) = body?;
+    let camera = required("camera", "camera id", &req.camera)?;
+    let stream = required("stream", "stream name", &req.stream)?;
+    who.require(&state, Permission::Export, Some(&camera))?;
+    let entry = state.stream(&camera, &stream)?;
+    let key = entry.key.clone();
+    let start_s = required("start", "RFC 3339 time", &req.start)?;
+    let end_s = required("end", "RFC 3339 time", &req.end)?;
+    let start = Time90k::parse_rfc3339(&start_s)
+        .map_err(|e| ApiError::BadRequest(format!("`start`: {e}")))?;
+    let end =
+        Time90k::parse_rfc3339(&end_s).map_err(|e| ApiError::BadRequest(format!("`end`: {e}")))?;
+    if end <= start {
+        return Err(ApiError::BadRequest(format!(
+            "`end` ({}) must be after `start` ({})",
+            end.to_rfc3339(),
+            start.to_rfc3339()
+        )));
+    }
+    let now = state.clock.now();
+    if end > now {
+        return Err(ApiError::BadRequest(format!(
+            "the range is in the future: `end` ({}) is after now ({}); an export covers recorded footage only",
+            end.to_rfc3339(),
+            now.to_rfc3339()
+        )));
+    }
+    if (end - start).0 > MAX_EXPORT_SECS * 90_000 {
+        return Err(ApiError::BadRequest(format!(
+            "the range is longer than {MAX_EXPORT_SECS} s; export it in parts"
+        )));
+    }
+    let procedure = required("procedure", "judicial procedure number", &req.procedure)?;
+    let reason = required("reason", "reason of the export", &req.reason)?;
+    let requester = required("requester", "who asked for the footage", &req.requester)?;
+
+    // Something to export? (one index scan; nothing written yet)
+    let store = state.store.clone();
+    let k2 = key.clone();
+    let check = tokio::task::spawn_blocking(move || {
+        store
+            .playback_candidates(&k2, start, end)
+            .and_then(|c| c.check(GapPolicy::Skip))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match check {
+        Ok(()) => {}
+        Err(PlaybackError::NoRecording) => {
+            return Err(ApiError::NotFound(format!(
+                "no recording of {key} between {} and {}",
+                start.to_rfc3339(),
+                end.to_rfc3339()
+            )));
+        }
+        Err(PlaybackError::Store(e)) => return Err(ApiError::Store(e)),
+        Err(e @ PlaybackError::CodecChange { .. }) | Err(e @ PlaybackError::Gaps { .. }) => {
+            let message = e.to_string();
+            let spans = match e {
+                PlaybackError::CodecChange { ranges } => ranges,
+                PlaybackError::Gaps { spans } => spans,
+                _ => Vec::new(),
+            };
+            return Err(ApiError::Conflict { message, spans });
+        }
+    }
+
+    // The range goes under legal hold before anything else.
+    let id = vigie_export::new_export_id(now.to_timestamp().as_second());
+    let actor = who.actor();
+    let new = NewHold {
+        key: key.clone(),
+        start,
+        end,
+        procedure: procedure.clone(),
+        reason: format!("export {id}: {reason}"),
+        created_by: actor.clone(),
+    };
+    let store = state.store.clone();
+    let hold = tokio::task::spawn_blocking(move || store.place_hold(new))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    crate::journal::record(
+        &state,
+        NewEntry::new(actor.clone(), Action::HoldPlace)
+            .camera(&key.camera, &key.stream)
+            .range(start, end)
+            .procedure(procedure.clone())
+            .reason(hold.reason.clone())
+            .details(json!({ "hold_id": hold.id, "export_id": id, "requester": requester })),
+    )
+    .await?;
+
+    let job = state.exports.create(JobRecord {
+        id,
+        status: Status::Queued,
+        error: None,
+        camera: key.camera.clone(),
+        stream: key.stream.clone(),
+        start_90k: start.0,
+        end_90k: end.0,
+        reason,
+        procedure,
+        requester,
+        operator: actor,
+        ts: req.ts,
+        created_90k: now.0,
+        finished_90k: None,
+        hold_id: Some(hold.id),
+        bytes_total: 0,
+        sha256: None,
+        mp4_bytes: None,
+        package_sha256: None,
+        package_bytes: None,
+        manifest: None,
+    })?;
+    let body = job.to_json();
+    exports::spawn(state.clone(), job);
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+pub async fn list(State(state): State<AppState>, who: Principal) -> Result<Json<Value>, ApiError> {
+    let jobs: Vec<Value> = state
+        .exports
+        .list()
+        .iter()
+        .filter(|j| {
+            who.require(&state, Permission::ViewEvidence, Some(&j.record().camera))
+                .is_ok()
+        })
+        .map(|j| j.to_json())
+        .collect();
+    Ok(Json(json!({ "exports": jobs })))
+}
+
+fn find(state: &AppState, id: &str) -> Result<std::sync::Arc<exports::Job>, ApiError> {
+    state
+        .exports
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no export {id:?}")))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job = find(&state, &id)?;
+    who.require(&state, Permission::ViewEvidence, Some(&job.record().camera))?;
+    Ok(Json(job.to_json()))
+}
+
+pub async fn package(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = find(&state, &id)?;
+    let rec = job.record();
+    who.require(&state, Permission::Export, Some(&rec.camera))?;
+    match rec.status {
+        Status::Done => {}
+        Status::Failed => {
+            return Err(ApiError::Conflict {
+                message: format!(
+                    "export {id} failed, there is no package: {}",
+                    rec.error.as_deref().unwrap_or("unknown error")
+                ),
+                spans: Vec::new(),
+            });
+        }
+        Status::Queued | Status::Running => {
+            return Err(ApiError::Conflict {
+                message: format!("export {id} is not finished yet ({:?})", rec.status),
+                spans: Vec::new(),
+            });
+        }
+    }
+    let path = state.exports.package_path(&id);
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?
+        .len();
+    crate::journal::record(
+        &state,
+        NewEntry::new(who.actor(), Action::ExportDownload)
+            .camera(&rec.camera, &rec.stream)
+            .range(Time90k(rec.start_90k), Time90k(rec.end_90k))
+            .procedure(rec.procedure.clone())
+            .reason(rec.reason.clone())
+            .details(json!({
+                "export_id": rec.id,
+                "requester": rec.requester,
+                "sha256": rec.sha256,
+                "package_sha256": rec.package_sha256,
+                "bytes": len,
+            })),
+    )
+    .await?;
+    let stream = futures::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    });
+    let hv = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("invalid"));
+    let mut resp = Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    h.insert(header::CONTENT_LENGTH, hv(len.to_string()));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        hv(format!("attachment; filename=\"vigie-export-{id}.zip\"")),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(sha) = &rec.package_sha256 {
+        h.insert("x-vigie-package-sha256", hv(sha.clone()));
+    }
+    Ok(resp)
+}
+
+/// The installation's public key (public: anyone may check a package against it).
+pub async fn signing_key(State(state): State<AppState>) -> Json<Value> {
+    let k = state.exports.key();
+    Json(json!({
+        "algorithm": "Ed25519",
+        "public_key_hex": k.public_hex(),
+        "public_key_pem": k.public_pem(),
+    }))
+}

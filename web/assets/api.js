@@ -1,0 +1,34 @@
+// HTTP helpers: JSON in and out, the session's CSRF token on every mutation, API errors as
+// exceptions carrying the status and the server's message ({"error": {"code", "message"}}).
+
+let csrf = '';
+export function setCsrf(t) { csrf = t || ''; }
+
+export class ApiError extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
+
+export async function api(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = csrf;
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: 'same-origin' });
+  const text = await r.text();
+  let v = null;
+  try { v = text ? JSON.parse(text) : null; } catch { v = text; }
+  if (!r.ok) {
+    const e = (v && v.error) || {};
+    const err = new ApiError(r.status, e.code || String(r.status), e.message || r.statusText);
+    if (r.status === 401 && path !== '/api/v1/session') window.dispatchEvent(new CustomEvent('vigie-unauthenticated'));
+    throw err;
+  }
+  return v;
+}
+export const get = (p) => api('GET', p);
+export const post = (p, b) => api('POST', p, b ?? {});
+export const patch = (p, b) => api('PATCH', p, b);
+export const del = (p) => api('DELETE', p);
+
+export const streamPath = (cam, stream) =>
+  `/api/v1/cameras/${encodeURIComponent(cam)}/streams/${encodeURIComponent(stream)}`;

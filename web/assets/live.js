@@ -1,0 +1,243 @@
+// Live wall: a grid of tiles (1, 2×2, 3×3, 4×4), each playing one camera's live WebSocket
+// (fMP4 over MSE, protocol in docs/API.md "Live"), with automatic reconnection, the camera name
+// and the wall-clock time of the picture on each tile; click a tile to enlarge it.
+
+import { t } from './i18n.js';
+import { streamPath } from './api.js';
+import * as time from './time.js';
+import { h, cameraGroups, statusDot, userKey } from './ui.js';
+
+/// One live stream played into a <video> element. Reconnects by itself until stop().
+export class LivePlayer {
+  constructor(video, camera, stream, onState) {
+    Object.assign(this, { video, camera, stream, onState: onState || (() => {}) });
+    this.state = { state: 'connecting', segments: 0, inits: 0, drops: 0, reconnects: 0, wallMs: null,
+      latencyMs: null, error: null, closeReason: null, width: null, height: null };
+    this.stopped = false;
+    this.backoff = 1000;
+    this.timer = setInterval(() => this.tick(), 250);
+    this.connect();
+  }
+  set(s) { this.state.state = s; this.onState(this.state); }
+  connect() {
+    if (this.stopped) return;
+    this.cleanup();
+    const ms = this.ms = new MediaSource();
+    this.sb = null; this.queue = []; this.mapping = []; this.expect = null; this.lastMessage = Date.now();
+    this.url = URL.createObjectURL(ms);
+    this.video.src = this.url;
+    ms.addEventListener('sourceopen', () => {
+      if (this.stopped || ms !== this.ms) return;
+      const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+      const ws = this.ws = new WebSocket(`${proto}//${location.host}${streamPath(this.camera, this.stream)}/live`);
+      ws.binaryType = 'arraybuffer';
+      ws.onopen = () => { this.backoff = 1000; this.set('open'); };
+      ws.onmessage = (ev) => this.message(ev);
+      ws.onclose = (ev) => {
+        if (ws !== this.ws) return;
+        this.state.closeReason = `${ev.code} ${ev.reason}`;
+        this.retry();
+      };
+    }, { once: true });
+  }
+  retry() {
+    if (this.stopped) return;
+    this.ws = null;
+    this.state.reconnects++;
+    this.set('reconnecting');
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), this.backoff);
+    this.backoff = Math.min(this.backoff * 2, 10000);
+  }
+  message(ev) {
+    this.lastMessage = Date.now();
+    if (typeof ev.data === 'string') {
+      const m = JSON.parse(ev.data);
+      if (m.type === 'init') {
+        this.mime = m.mime; this.state.inits++; this.state.width = m.width; this.state.height = m.height; this.expect = 'init';
+      } else if (m.type === 'media') {
+        this.mapping.push({ t: m.dts_90k / 90000, wall: m.wall_ms });
+        if (this.mapping.length > 2000) this.mapping.splice(0, 1000);
+        this.expect = 'media';
+      } else if (m.type === 'drop') this.state.drops++;
+      return;
+    }
+    if (this.expect === 'init') {
+      try { this.newSourceBuffer(); } catch (e) { this.state.error = String(e); this.ws && this.ws.close(); return; }
+    } else this.state.segments++;
+    this.queue.push(ev.data);
+    this.pump();
+  }
+  newSourceBuffer() {
+    if (this.sb && this.ms.readyState === 'open') { if (this.sb.changeType) this.sb.changeType(this.mime); return; }
+    const sb = this.sb = this.ms.addSourceBuffer(this.mime);
+    sb.mode = 'segments';
+    sb.addEventListener('updateend', () => {
+      const b = sb.buffered;
+      // Keep about 30 s behind the playhead.
+      if (!sb.updating && b.length && this.video.currentTime - b.start(0) > 40) {
+        try { sb.remove(b.start(0), this.video.currentTime - 30); } catch { /* closed */ }
+        return;
+      }
+      this.pump();
+    });
+  }
+  pump() {
+    const sb = this.sb;
+    if (!sb || sb.updating || this.queue.length === 0 || this.ms.readyState !== 'open') return;
+    try { sb.appendBuffer(this.queue.shift()); } catch (e) { this.state.error = String(e); this.ws && this.ws.close(); }
+  }
+  wallAt(t) {
+    const m = this.mapping;
+    for (let i = m.length - 1; i >= 0; i--) if (m[i].t <= t) return m[i].wall + (t - m[i].t) * 1000;
+    return null;
+  }
+  tick() {
+    const v = this.video, b = v.buffered;
+    if (b.length) {
+      const end = b.end(b.length - 1), start = b.start(b.length - 1);
+      // Stay near the live edge.
+      if (end - v.currentTime > 1.0 || v.currentTime < start) v.currentTime = Math.max(start, end - 0.15);
+      if (v.paused) v.play().catch(() => {});
+    }
+    const wall = this.wallAt(v.currentTime);
+    if (wall !== null) {
+      this.state.wallMs = wall; this.state.latencyMs = Date.now() - wall;
+      if (this.state.state === 'open' && v.readyState >= 2) this.set('playing');
+    }
+    this.state.currentTime = v.currentTime;
+    // A silent socket for 10 s: reconnect.
+    if (this.ws && this.ws.readyState === WebSocket.OPEN && Date.now() - this.lastMessage > 10000) {
+      this.state.closeReason = 'no data for 10 s';
+      const ws = this.ws; this.ws = null; ws.close(); this.retry();
+    }
+    this.onState(this.state);
+  }
+  cleanup() {
+    if (this.ws) { const ws = this.ws; this.ws = null; ws.onclose = null; try { ws.close(); } catch { /* */ } }
+    if (this.url) { URL.revokeObjectURL(this.url); this.url = null; }
+  }
+  stop() {
+    this.stopped = true;
+    clearInterval(this.timer); clearTimeout(this.retryTimer);
+    this.cleanup();
+    this.video.removeAttribute('src'); this.video.load();
+  }
+}
+
+const LAYOUTS = [1, 2, 3, 4];
+
+export function livePage(root, ctx) {
+  const key = userKey('wall');
+  const saved = JSON.parse(localStorage.getItem(key) || '{}');
+  const cams = ctx.cameras.filter((c) => c.streams.length);
+  const known = new Set(cams.map((c) => c.id));
+  let n = LAYOUTS.includes(saved.n) ? saved.n : (cams.length > 4 ? 3 : cams.length > 1 ? 2 : 1);
+  if (ctx.query.layout && LAYOUTS.includes(+ctx.query.layout)) n = +ctx.query.layout;
+  let slots = Array.isArray(saved.slots) ? saved.slots.filter((s) => s === null || known.has(s)) : [];
+  if (ctx.query.cams) slots = ctx.query.cams.split(',').filter((c) => known.has(c));
+  if (!slots.some(Boolean)) slots = cams.map((c) => c.id);
+  let enlarged = null;
+  const players = new Map(); // slot index → {player, tile}
+  const test = (window.vigie.live = { tiles: [] });
+
+  const grid = h('div', { class: 'wall', role: 'region', 'aria-label': t('live.wall') });
+  const layoutBtns = LAYOUTS.map((k) => h('button', { class: 'seg', 'aria-pressed': String(k === n),
+    'aria-label': t('live.layout', { n: k * k }), title: t('live.layout', { n: k * k }),
+    onclick: () => { n = k; enlarged = null; save(); render(); } }, k === 1 ? '1' : `${k}×${k}`));
+  const side = h('aside', { class: 'side', 'aria-label': t('cameras.title') });
+  const page = h('div', { class: 'live-page' }, side,
+    h('section', { class: 'live-main' },
+      h('div', { class: 'toolbar' }, h('h1', {}, t('live.title')),
+        h('div', { class: 'segs', role: 'group', 'aria-label': t('live.layouts') }, ...layoutBtns),
+        h('span', { class: 'hint' }, t('live.hint'))),
+      grid));
+  root.append(page);
+
+  function save() { localStorage.setItem(key, JSON.stringify({ n, slots })); }
+  function stopAll() { for (const { player } of players.values()) player.stop(); players.clear(); }
+
+  function renderSide() {
+    side.replaceChildren(h('h2', {}, t('cameras.title')));
+    for (const [commune, list] of cameraGroups(cams)) {
+      side.append(h('h3', {}, commune));
+      const ul = h('ul', {});
+      for (const c of list) {
+        const st = (c.streams[0] || {}).status || {};
+        ul.append(h('li', {}, h('button', { class: 'cam-pick', draggable: 'true', 'data-camera': c.id,
+          title: t('live.pick'), 'aria-label': `${t('live.pick')} : ${c.name}`,
+          ondragstart: (ev) => ev.dataTransfer.setData('text/vigie-camera', c.id),
+          onclick: () => place(c.id) }, statusDot(st.online), c.name)));
+      }
+      side.append(ul);
+    }
+  }
+  function place(cam, at) {
+    const count = n * n;
+    let i = at ?? slots.slice(0, count).findIndex((s) => !s);
+    if (i < 0 || i === undefined) i = slots.slice(0, count).indexOf(cam) >= 0 ? slots.indexOf(cam) : count - 1;
+    while (slots.length <= i) slots.push(null);
+    const prev = slots.indexOf(cam);
+    if (prev >= 0 && prev !== i) slots[prev] = null;
+    slots[i] = cam; enlarged = null; save(); render();
+  }
+
+  function render() {
+    layoutBtns.forEach((b, k) => b.setAttribute('aria-pressed', String(LAYOUTS[k] === n)));
+    const count = n * n;
+    // Keep the players of tiles that stay; stop the others.
+    for (const [i, p] of players) {
+      if (i >= count || slots[i] !== p.camera || (enlarged !== null && enlarged !== i)) { p.player.stop(); players.delete(i); }
+    }
+    grid.replaceChildren();
+    grid.style.setProperty('--n', enlarged !== null ? 1 : n);
+    test.tiles = [];
+    for (let i = 0; i < count; i++) {
+      if (enlarged !== null && enlarged !== i) continue;
+      const camId = slots[i] || null;
+      const cam = cams.find((c) => c.id === camId);
+      const tile = h('div', { class: 'tile' + (cam ? '' : ' empty'), 'data-slot': String(i), tabindex: '0',
+        role: 'button', 'aria-label': cam ? t(enlarged === i ? 'live.shrink' : 'live.enlarge', { name: cam.name }) : t('live.empty') });
+      tile.addEventListener('dragover', (ev) => { ev.preventDefault(); tile.classList.add('drop'); });
+      tile.addEventListener('dragleave', () => tile.classList.remove('drop'));
+      tile.addEventListener('drop', (ev) => { ev.preventDefault(); const id = ev.dataTransfer.getData('text/vigie-camera'); if (id) place(id, i); });
+      if (!cam) { tile.append(h('div', { class: 'tile-empty' }, t('live.empty'))); grid.append(tile); continue; }
+      const stream = cam.streams[0].name;
+      const video = h('video', { muted: '', autoplay: '', playsinline: '', 'aria-label': t('live.video', { name: cam.name }) });
+      video.muted = true;
+      const clock = h('span', { class: 'tile-clock', 'aria-live': 'off' }, '--:--:--');
+      const badge = h('span', { class: 'tile-state' }, t('live.connecting'));
+      const close = h('button', { class: 'tile-btn', 'aria-label': t('live.remove', { name: cam.name }), title: t('live.remove', { name: cam.name }),
+        onclick: (ev) => { ev.stopPropagation(); slots[i] = null; enlarged = null; save(); render(); } }, '✕');
+      const replay = h('a', { class: 'tile-btn', href: `#/playback/${encodeURIComponent(cam.id)}`, title: t('nav.playback'),
+        'aria-label': `${t('nav.playback')} : ${cam.name}`, onclick: (ev) => ev.stopPropagation() }, '⟲');
+      tile.append(video, h('div', { class: 'tile-top' }, h('span', { class: 'tile-name' }, cam.name), clock),
+        h('div', { class: 'tile-bottom' }, badge, h('span', { class: 'tile-actions' }, replay, close)));
+      const toggle = () => { enlarged = enlarged === i ? null : i; render(); };
+      tile.addEventListener('click', toggle);
+      tile.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); toggle(); } });
+      let entry = players.get(i);
+      const onState = (s) => {
+        clock.textContent = s.wallMs ? time.hms(s.wallMs) : '--:--:--';
+        badge.textContent = s.state === 'playing' ? (s.width ? `${s.width}×${s.height}` : '') :
+          t('live.' + (s.state === 'reconnecting' ? 'reconnecting' : 'connecting'));
+        tile.classList.toggle('stalled', s.state === 'reconnecting');
+      };
+      if (entry) {
+        // Move the existing video element into the new tile.
+        tile.replaceChild(entry.player.video, video);
+        entry.player.onState = onState;
+      } else {
+        entry = { camera: cam.id, player: new LivePlayer(video, cam.id, stream, onState) };
+        players.set(i, entry);
+      }
+      test.tiles.push({ slot: i, camera: cam.id, state: entry.player.state, video: entry.player.video });
+      grid.append(tile);
+    }
+  }
+  const onKey = (ev) => { if (ev.key === 'Escape' && enlarged !== null) { enlarged = null; render(); } };
+  window.addEventListener('keydown', onKey);
+  renderSide();
+  render();
+  return () => { window.removeEventListener('keydown', onKey); stopAll(); };
+}
