@@ -114,7 +114,7 @@ async fn ws_status(v: &Vigie, path: &str, auth: Option<&str>, origin: Option<&st
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 64];
+    let mut buf = [0u8; 64];
     let mut n = 0;
     while n < 12 {
         let k = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf[n..]))

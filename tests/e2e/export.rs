@@ -152,12 +152,23 @@ async fn evidence_export_package_verifies_plays_and_detects_tampering() {
     // 6 s starting mid-GOP (GOP = 2 s) and mid-frame.
     let start = span_start + SignedDuration::from_millis(3_020);
     let end = start + SignedDuration::from_secs(6);
-    let good = json!({
+    let mut good = json!({
         "camera": "gare", "stream": "main",
         "start": start.to_string(), "end": end.to_string(),
         "reason": "réquisition judiciaire", "procedure": "2026/00123",
         "requester": "OPJ Martin, commissariat de Versailles",
+        "ts": true,
     });
+    // With GStreamer: a derived JPEG still 2.5 s into the range.
+    let still_at = start + SignedDuration::from_millis(2_500);
+    if cfg!(feature = "gst") {
+        good["stills"] = json!([still_at.to_string()]);
+    } else {
+        let mut b = good.clone();
+        b["stills"] = json!([still_at.to_string()]);
+        let (code, resp) = post(&v, &b.to_string()).await;
+        assert_eq!(code, 501, "{resp}");
+    }
 
     // Bad requests: clear 4xx, no job, no hold, no file.
     let before = written_state(&v).await;
@@ -190,6 +201,11 @@ async fn evidence_export_package_verifies_plays_and_detects_tampering() {
         (with("camera", json!("nope")), 404, "nope"),
         (with("stream", json!("sub")), 404, "sub"),
         (with("start", json!("yesterday")), 400, "start"),
+        (
+            with("stills", json!([(end + SignedDuration::from_secs(1)).to_string()])),
+            400,
+            "outside",
+        ),
         (
             json!({"camera": "gare", "stream": "main", "start": "2020-01-01T00:00:00Z",
                    "end": "2020-01-01T00:00:06Z", "reason": "r", "procedure": "p", "requester": "q"})
@@ -312,10 +328,12 @@ async fn evidence_export_package_verifies_plays_and_detects_tampering() {
     assert_eq!(m["operator"], vigie_e2e::process::ADMIN_USER);
     assert_eq!(m["camera"]["name"], "Gare Rive Droite — parvis");
     assert_eq!(m["camera"]["commune"]["authorisation"], "2024/78/0123");
-    assert_eq!(
-        m["requested"]["start"]["utc"],
-        start.to_string().replace("Z", "Z")
-    );
+    let utc: Timestamp = m["requested"]["start"]["utc"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(utc, start, "{m}");
     let local = m["requested"]["start"]["local"].as_str().unwrap();
     assert!(
         local.ends_with("+01:00") || local.ends_with("+02:00"),
@@ -327,6 +345,45 @@ async fn evidence_export_package_verifies_plays_and_detects_tampering() {
         "{m}"
     );
     assert_eq!(m["timezone"], "Europe/Paris");
+    // ts: the wall-clock subtitle track is there.
+    assert_eq!(m["video"]["timestamp_track"], true, "{m}");
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    let types = String::from_utf8_lossy(&out.stdout);
+    assert!(types.contains("subtitle"), "{types}");
+    // The derived still: a JPEG of the recorded picture, carrying the master's hash.
+    if cfg!(feature = "gst") {
+        let d: Vec<&Value> = m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["role"] == "derived")
+            .collect();
+        assert_eq!(d.len(), 1, "{m}");
+        let name = d[0]["name"].as_str().unwrap();
+        assert!(
+            name.starts_with("derive-still-01-") && name.ends_with(".jpg"),
+            "{name}"
+        );
+        assert_eq!(d[0]["derived_from_sha256"], mp4_sha.as_str());
+        let p = ffprobe(&dir.join(name)).unwrap();
+        assert_eq!(
+            (p.codec.as_str(), p.width, p.height),
+            ("mjpeg", 640, 360),
+            "{p:?}"
+        );
+        assert_eq!(sha256sum(&dir.join(name)), d[0]["sha256"].as_str().unwrap());
+    }
     // sha256sum -c over every file, player.html included.
     let out = Command::new("sha256sum")
         .args(["-c", "SHA256SUMS"])

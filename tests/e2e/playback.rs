@@ -289,11 +289,13 @@ async fn chromium_plays_and_seeks_video_mp4() {
 
     let b = vigie_e2e::browser::Browser::start().await.unwrap();
     b.set_script_timeout(Duration::from_secs(30)).await.unwrap();
-    b.goto(&format!("{}/", v.base_url())).await.unwrap();
+    // A blank page (the UI at `/` has videos of its own and may need a login).
+    b.goto("about:blank").await.unwrap();
     let r = b
         .execute_async(
             r#"const [url, done] = arguments;
                const v = document.createElement('video');
+               v.id = 'under-test';
                v.muted = true; v.preload = 'auto';
                document.body.appendChild(v);
                v.onerror = () => done({error: String(v.error && v.error.message)});
@@ -316,7 +318,7 @@ async fn chromium_plays_and_seeks_video_mp4() {
     let r = b
         .execute_async(
             r#"const [t, done] = arguments;
-               const v = document.querySelector('video');
+               const v = document.getElementById('under-test');
                v.addEventListener('seeked', () => done({currentTime: v.currentTime,
                    readyState: v.readyState}), {once: true});
                v.currentTime = t;"#,
@@ -335,7 +337,7 @@ async fn chromium_plays_and_seeks_video_mp4() {
     let r = b
         .execute_async(
             r#"const done = arguments[0];
-               const v = document.querySelector('video');
+               const v = document.getElementById('under-test');
                const t0 = v.currentTime;
                v.play().then(() => setTimeout(() => done({t0, t1: v.currentTime}), 1000),
                              e => done({error: String(e)}));"#,

@@ -131,10 +131,7 @@ impl Ui {
             if Instant::now() > deadline {
                 let page = self
                     .b
-                    .eval(
-                        "return document.body.innerText.slice(0, 3000)",
-                        vec![],
-                    )
+                    .eval("return document.body.innerText.slice(0, 3000)", vec![])
                     .await
                     .unwrap_or_default();
                 panic!("timed out waiting for {what} (last: {last})\npage text:\n{page}");
@@ -195,8 +192,12 @@ impl Ui {
     }
     async fn logout(&self) {
         self.click("header .logout").await;
-        self.wait("the login form", "return document.querySelector('#username') !== null", 20)
-            .await;
+        self.wait(
+            "the login form",
+            "return document.querySelector('#username') !== null",
+            20,
+        )
+        .await;
     }
     /// An in-page fetch with the session cookie: (status, body text).
     async fn fetch_status(&self, url: &str) -> u16 {
@@ -208,8 +209,7 @@ impl Ui {
             )
             .await
             .unwrap();
-        v.as_u64()
-            .unwrap_or_else(|| panic!("fetch {url}: {v}")) as u16
+        v.as_u64().unwrap_or_else(|| panic!("fetch {url}: {v}")) as u16
     }
     /// Clicks the playback timeline at wall-clock time `t_ms` on the row of `cam`; returns the
     /// instant the page computed from the pointer position.
@@ -277,7 +277,12 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
         .await
         .unwrap();
     ui.find("#username").await;
-    let title = ui.js("return document.querySelector('#login-title').textContent", vec![]).await;
+    let title = ui
+        .js(
+            "return document.querySelector('#login-title').textContent",
+            vec![],
+        )
+        .await;
     assert_eq!(title, "Connexion");
     ui.shot("login").await;
     // A wrong password is refused with a message.
@@ -357,14 +362,16 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
         10,
     )
     .await;
-    ui.click("button[aria-label='Disposition à 9 vignette(s)']").await;
+    ui.click("button[aria-label='Disposition à 9 vignette(s)']")
+        .await;
     ui.wait(
         "the 3×3 wall",
         "return document.querySelectorAll('.wall .tile').length === 9",
         10,
     )
     .await;
-    ui.click("button[aria-label='Disposition à 4 vignette(s)']").await;
+    ui.click("button[aria-label='Disposition à 4 vignette(s)']")
+        .await;
 
     // Cameras page, grouped by commune, with status.
     ui.route("#/cameras", "cameras").await;
@@ -434,7 +441,10 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
     ui.click("button.zoom-in").await;
     ui.js(
         "const [a, b] = arguments; window.vigie.playback.timeline.setView(a, b);",
-        vec![json!(ms(s0) - 20_000.0), json!(ms(Timestamp::now()) + 20_000.0)],
+        vec![
+            json!(ms(s0) - 20_000.0),
+            json!(ms(Timestamp::now()) + 20_000.0),
+        ],
     )
     .await;
     let gap_px = ui
@@ -444,7 +454,10 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
             vec![json!(ms(e0))],
         )
         .await;
-    assert!(gap_px.as_f64().unwrap_or(0.0) >= 10.0, "gap width {gap_px} px");
+    assert!(
+        gap_px.as_f64().unwrap_or(0.0) >= 10.0,
+        "gap width {gap_px} px"
+    );
 
     // Clicking the timeline seeks there: the picture shown is within 1 s of the clicked instant.
     let target = ms(s0) + (ms(e0) - ms(s0)) / 2.0;
@@ -469,8 +482,11 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
     )
     .await;
     // Keyboard: space plays (time advances), space pauses, → steps one frame, + speeds up.
-    ui.js("document.activeElement && document.activeElement.blur()", vec![])
-        .await;
+    ui.js(
+        "document.activeElement && document.activeElement.blur()",
+        vec![],
+    )
+    .await;
     ui.b.press_key(' ').await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (after, st) = ui.player_time().await;
@@ -479,7 +495,10 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
     ui.b.press_key(' ').await.unwrap();
     ui.b.press_key('+').await.unwrap();
     let st = ui.js("return window.vigie.playback.state()", vec![]).await;
-    assert_eq!((st["playing"].clone(), st["rate"].clone()), (json!(false), json!(2)));
+    assert_eq!(
+        (st["playing"].clone(), st["rate"].clone()),
+        (json!(false), json!(2))
+    );
     let (paused, _) = ui.player_time().await;
     ui.b.press_key('\u{e014}').await.unwrap(); // →: next frame
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -498,6 +517,7 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
         )
         .await;
     assert_eq!(unlabelled, json!([]), "controls without a label");
+    ui.js("window.scrollTo(0, 0)", vec![]).await;
     ui.shot("playback").await;
 
     // Holds (one placed through the API), release from the UI.
@@ -565,7 +585,8 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
         .unwrap();
     ui.fill("form.user-form input[name=password]", OPERATOR_PW)
         .await;
-    ui.click("form.user-form input[name=commune][value=nord]").await;
+    ui.click("form.user-form input[name=commune][value=nord]")
+        .await;
     ui.click("form.user-form button[type=submit]").await;
     ui.wait(
         "the new user listed",
@@ -597,7 +618,11 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
     // The operator of "nord": no camera of "sud" anywhere, 403 on its URLs.
     ui.login(OPERATOR, OPERATOR_PW).await;
     let nav = ui.js("return [...document.querySelectorAll('header nav a')].map(a => a.getAttribute('href'))", vec![]).await;
-    assert_eq!(nav, json!(["#/cameras", "#/live", "#/playback"]), "operator menu");
+    assert_eq!(
+        nav,
+        json!(["#/cameras", "#/live", "#/playback"]),
+        "operator menu"
+    );
     let tiles = ui
         .wait(
             "the operator's wall",
@@ -615,7 +640,9 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
         )
         .await;
     assert_eq!(cams, json!(["cam-n", "cam-n2"]));
-    let text = ui.js("return document.querySelector('main').innerText", vec![]).await;
+    let text = ui
+        .js("return document.querySelector('main').innerText", vec![])
+        .await;
     assert!(!text.as_str().unwrap().contains("Rond-point sud"), "{text}");
     let (a, b) = window();
     for path in [
@@ -627,19 +654,170 @@ async fn operator_ui_live_playback_admin_pages_and_scopes() {
         assert_eq!(ui.fetch_status(&path).await, 403, "{path}");
     }
     assert_eq!(
-        ui.fetch_status(&format!("/api/v1/cameras/cam-n/streams/main/recordings?start={a}&end={b}"))
-            .await,
+        ui.fetch_status(&format!(
+            "/api/v1/cameras/cam-n/streams/main/recordings?start={a}&end={b}"
+        ))
+        .await,
         200
     );
     // The playback page of a camera out of scope shows nothing of it.
     ui.route("#/playback/cam-s", "playback").await;
-    let text = ui.js("return document.querySelector('main').innerText", vec![]).await;
+    let text = ui
+        .js("return document.querySelector('main').innerText", vec![])
+        .await;
     assert!(!text.as_str().unwrap().contains("Rond-point sud"), "{text}");
     assert_eq!(
-        ui.js("return document.querySelectorAll('main video').length", vec![]).await,
+        ui.js(
+            "return document.querySelectorAll('main video').length",
+            vec![]
+        )
+        .await,
         0
     );
     // Admin pages are refused.
     ui.route("#/users", "forbidden").await;
+    ui.b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_from_the_ui_is_downloaded_and_verified() {
+    let (_sim, v) = setup().await;
+    let spans = wait_spans(&v, "cam-n", 1, 14.0).await;
+    let (s0, _) = spans[0];
+    let ui = Ui::start(&v).await;
+    ui.login(ADMIN_USER, ADMIN_PASSWORD).await;
+    let t1 = ms(s0) + 3000.0;
+    ui.route(&format!("#/playback/cam-n?t={}", t1 as i64), "playback")
+        .await;
+    ui.player_time().await;
+    ui.js(
+        "const [a, b] = arguments; window.vigie.playback.timeline.setView(a, b);",
+        vec![
+            json!(ms(s0) - 5_000.0),
+            json!(ms(Timestamp::now()) + 5_000.0),
+        ],
+    )
+    .await;
+    // In and out marks: click the timeline, then I / O.
+    let in_clicked = ui.click_timeline("cam-n", t1).await;
+    let (in_shown, _) = ui.player_time().await;
+    ui.b.press_key('i').await.unwrap();
+    let out_clicked = ui.click_timeline("cam-n", t1 + 5000.0).await;
+    let (out_shown, _) = ui.player_time().await;
+    ui.b.press_key('o').await.unwrap();
+    let marks = ui.js("return window.vigie.playback.marks", vec![]).await;
+    let (m_in, m_out) = (
+        marks["in"].as_f64().unwrap(),
+        marks["out"].as_f64().unwrap(),
+    );
+    assert!(
+        (m_in - in_clicked).abs() < 1000.0 && (m_in - in_shown).abs() < 1.0,
+        "in mark {m_in} vs {in_clicked}"
+    );
+    assert!(
+        (m_out - out_clicked).abs() < 1000.0 && (m_out - out_shown).abs() < 1.0,
+        "out mark {m_out} vs {out_clicked}"
+    );
+    // The form: procedure, requester, reason.
+    ui.fill("form.export-form [name=procedure]", "PV 2026/001234")
+        .await;
+    ui.fill(
+        "form.export-form [name=requester]",
+        "OPJ Martin, commissariat de Ville-Nord",
+    )
+    .await;
+    ui.fill(
+        "form.export-form [name=reason]",
+        "Réquisition judiciaire : vol à l’arraché",
+    )
+    .await;
+    ui.click("form.export-form button[type=submit]").await;
+    ui.wait(
+        "the export job",
+        "return document.querySelector('.export-job') !== null",
+        20,
+    )
+    .await;
+    ui.js(
+        "document.querySelector('.export-panel').scrollIntoView({block: 'end'})",
+        vec![],
+    )
+    .await;
+    ui.shot("playback-export").await;
+    let href = ui
+        .wait(
+            "the export ready",
+            "const a = document.querySelector('.export-job a.download'); return a ? a.getAttribute('href') : null",
+            120,
+        )
+        .await;
+    let href = href.as_str().unwrap().to_owned();
+    let id = href
+        .trim_start_matches("/api/v1/exports/")
+        .trim_end_matches("/package")
+        .to_owned();
+    // The job has exactly the marks and the form's fields.
+    let (st, job) = v.get(&format!("/api/v1/exports/{id}")).await.unwrap();
+    assert_eq!(st, 200, "{job}");
+    let js: Timestamp = job["start"].as_str().unwrap().parse().unwrap();
+    let je: Timestamp = job["end"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (ms(js) - m_in).abs() <= 1.0 && (ms(je) - m_out).abs() <= 1.0,
+        "{job} vs marks {marks}"
+    );
+    assert_eq!(job["procedure"], "PV 2026/001234");
+    assert_eq!(job["requester"], "OPJ Martin, commissariat de Ville-Nord");
+    assert_eq!(job["reason"], "Réquisition judiciaire : vol à l’arraché");
+    assert_eq!(job["operator"], ADMIN_USER);
+    // Download it with the browser's session, as the link does.
+    let r =
+        ui.b.execute_async(
+            "const [u, done] = arguments;
+             fetch(u).then(r => r.arrayBuffer().then(b => {
+               const a = new Uint8Array(b); let s = '';
+               for (const x of a) s += x.toString(16).padStart(2, '0');
+               done({status: r.status, type: r.headers.get('content-type'), hex: s});
+             }), e => done({error: String(e)}));",
+            vec![json!(href)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["status"], 200, "{}", r["error"]);
+    assert_eq!(r["type"], "application/zip");
+    let zip = hex::decode(r["hex"].as_str().unwrap()).unwrap();
+    let path = v.work_dir().join(format!("vigie-export-{id}.zip"));
+    std::fs::write(&path, &zip).unwrap();
+    let (ok, out) = v.command(&["verify", path.to_str().unwrap()]).unwrap();
+    eprintln!("vigie verify: {out}");
+    assert!(ok, "vigie verify refused the package: {out}");
+    // The exports page lists it, ready, with its hashes.
+    ui.route("#/exports", "exports").await;
+    let row = ui
+        .wait(
+            "the export listed",
+            &format!(
+                "const s = document.querySelector(\"main [data-export='{id}']\");
+                      return s ? s.closest('tr').innerText : null"
+            ),
+            20,
+        )
+        .await;
+    let row = row.as_str().unwrap();
+    assert!(
+        row.contains("prêt") && row.contains("PV 2026/001234"),
+        "{row}"
+    );
+    let sha = job["sha256"].as_str().unwrap();
+    let shown = ui
+        .js(
+            "return [...document.querySelectorAll('main code.hash')].map(c => c.title)",
+            vec![],
+        )
+        .await;
+    assert!(
+        shown.as_array().unwrap().iter().any(|x| x == sha),
+        "{shown} lacks {sha}"
+    );
+    ui.shot("exports").await;
     ui.b.close().await.unwrap();
 }

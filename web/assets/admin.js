@@ -6,7 +6,7 @@ import * as time from './time.js';
 import { h, can, cameraGroups, statusDot, message, table, fmtBytes, session } from './ui.js';
 
 const fmtTime = (s) => (s ? time.dateTime(Date.parse(s)) : '');
-const fmtRange = (a, b) => (a ? `${fmtTime(a)} → ${time.hms(Date.parse(b))}` : '');
+const fmtRange = (a, b) => (a ? `${time.date(Date.parse(a))} ${time.precise(Date.parse(a))} → ${time.precise(Date.parse(b))}` : '');
 const code = (s) => h('code', { class: 'hash', title: s || '' }, s || '');
 
 function relative(ms) {

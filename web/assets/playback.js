@@ -117,9 +117,9 @@ export function playbackPage(root, ctx) {
     picker, h('button', { type: 'submit' }, t('pb.go')));
   const controls = h('div', { class: 'pb-controls', role: 'toolbar', 'aria-label': t('pb.controls') },
     btn(t('pb.back10'), '−10 s', () => seekAll(cur() - 10e3)),
-    btn(t('pb.prevFrame'), '⏮', () => step(-1)),
+    btn(t('pb.prevFrame'), '▮◀', () => step(-1)),
     playBtn,
-    btn(t('pb.nextFrame'), '⏭', () => step(1)),
+    btn(t('pb.nextFrame'), '▶▮', () => step(1)),
     btn(t('pb.fwd10'), '+10 s', () => seekAll(cur() + 10e3)),
     rateSel,
     h('div', { class: 'clock', 'aria-live': 'off' }, clockMain, clockAlt), zoneBtn,
@@ -212,7 +212,7 @@ export function playbackPage(root, ctx) {
       if (playing && p.video.paused) p.video.play().catch(() => {});
       if (!playing && !p.video.paused) p.video.pause();
     }
-    playBtn.textContent = playing ? '⏸' : '▶';
+    playBtn.textContent = playing ? '❚❚' : '▶';
     playBtn.setAttribute('aria-label', t(playing ? 'pb.pause' : 'pb.play'));
     playBtn.title = playBtn.getAttribute('aria-label');
     playBtn.setAttribute('aria-pressed', String(playing));

@@ -52,10 +52,16 @@ pub struct JobRecord {
     pub reason: String,
     pub procedure: String,
     pub requester: String,
-    /// The user who asked (journal actor).
+    /// Who asked, as journaled (the user, plus the token id when an API token was used).
     pub operator: String,
+    /// The user name alone (the manifest's `operator`).
+    #[serde(default)]
+    pub user: String,
     /// Add the wall-clock subtitle track to the MP4.
     pub ts: bool,
+    /// Derived JPEG stills to add, at these instants (90 kHz wall clock; `gst` feature).
+    #[serde(default)]
+    pub stills_90k: Vec<i64>,
     pub created_90k: i64,
     #[serde(default)]
     pub finished_90k: Option<i64>,
@@ -472,7 +478,11 @@ fn run(state: &crate::AppState, job: &Job) -> Result<(), String> {
             version: env!("CARGO_PKG_VERSION").into(),
         },
         exported_at: local(state.clock.now(), &tz),
-        operator: rec.operator.clone(),
+        operator: if rec.user.is_empty() {
+            rec.operator.clone()
+        } else {
+            rec.user.clone()
+        },
         requester: rec.requester.clone(),
         procedure: rec.procedure.clone(),
         reason: rec.reason.clone(),
@@ -518,13 +528,14 @@ fn run(state: &crate::AppState, job: &Job) -> Result<(), String> {
         files: Vec::new(),
         signature: Default::default(),
     };
+    let extra = derived_stills(state, &key, &rec.stills_90k, &tz)?;
     let path = state.exports.package_path(&rec.id);
     let written = vigie_export::write_package(
         &path,
         PackageSpec {
             manifest,
             mp4: &mp4,
-            extra: Vec::new(),
+            extra,
         },
         state.exports.key(),
         &mut |w, _| job.written.store(w, Ordering::Relaxed),
@@ -546,6 +557,56 @@ fn run(state: &crate::AppState, job: &Job) -> Result<(), String> {
         r.manifest = Some(summary);
     });
     Ok(())
+}
+
+/// Derived JPEG stills of the frames shown at `instants`, decoded from the stored frames (the
+/// same bytes as the master's) with GStreamer; named `derive-still-NN-<UTC>.jpg`; the manifest
+/// gives each the master's SHA-256.
+#[cfg(feature = "gst")]
+fn derived_stills(
+    state: &crate::AppState,
+    key: &StreamKey,
+    instants: &[i64],
+    tz: &jiff::tz::TimeZone,
+) -> Result<Vec<vigie_export::ExtraFile>, String> {
+    let mut out = Vec::new();
+    for (i, &t) in instants.iter().enumerate() {
+        let at = Time90k(t);
+        let job = crate::still::job_from_store(&state.store, key, Some(at))
+            .map_err(|e| format!("still at {}: {e}", at.to_rfc3339()))?;
+        let jpeg = crate::still::decode_to_jpeg(&job)
+            .map_err(|e| format!("still at {}: {e}", at.to_rfc3339()))?;
+        let l = local(at, tz);
+        out.push(vigie_export::ExtraFile {
+            name: format!(
+                "derive-still-{:02}-{}.jpg",
+                i + 1,
+                at.to_timestamp().strftime("%Y%m%dT%H%M%S%.3fZ")
+            ),
+            role: "derived".into(),
+            bytes: jpeg,
+            derived_from_master: true,
+            description: Some(format!(
+                "image fixe dérivée (JPEG, décodée) de l'image affichée à {} / derived still (decoded JPEG) of the picture shown at {}",
+                l.local, l.utc
+            )),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "gst"))]
+fn derived_stills(
+    _: &crate::AppState,
+    _: &StreamKey,
+    instants: &[i64],
+    _: &jiff::tz::TimeZone,
+) -> Result<Vec<vigie_export::ExtraFile>, String> {
+    if instants.is_empty() {
+        Ok(Vec::new())
+    } else {
+        Err("derived stills need the `gst` cargo feature".into())
+    }
 }
 
 #[cfg(test)]
@@ -570,6 +631,63 @@ mod tests {
             [(t(10), t(12)), (t(20), t(25)), (t(28), t(30))]
         );
         assert!(gaps(&spans[..1], t(12), t(20)).is_empty());
+    }
+
+    #[test]
+    fn a_job_interrupted_by_a_stop_is_failed_and_journaled_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(vigie_core::SimulatedClock::new(Time90k(1_000 * 90_000)));
+        let journal =
+            vigie_audit::Journal::open(&dir.path().join("journal"), clock.clone()).unwrap();
+        let ex = Exports::open(dir.path(), &journal, &*clock).unwrap();
+        let key_hex = ex.key().public_hex();
+        let rec = JobRecord {
+            id: "20261128T210000Z-00000001".into(),
+            status: Status::Queued,
+            error: None,
+            camera: "cam".into(),
+            stream: "main".into(),
+            start_90k: 0,
+            end_90k: 90_000,
+            reason: "r".into(),
+            procedure: "p".into(),
+            requester: "q".into(),
+            operator: "alice".into(),
+            user: "alice".into(),
+            ts: false,
+            stills_90k: vec![],
+            created_90k: 0,
+            finished_90k: None,
+            hold_id: Some(1),
+            bytes_total: 10,
+            sha256: None,
+            mp4_bytes: None,
+            package_sha256: None,
+            package_bytes: None,
+            manifest: None,
+        };
+        let job = ex.create(rec.clone()).unwrap();
+        job.update(|r| r.status = Status::Running);
+        ex.save(&job.record());
+        std::fs::write(partial_path(&dir.path().join("exports"), &rec.id), b"half").unwrap();
+        drop(ex);
+
+        let ex = Exports::open(dir.path(), &journal, &*clock).unwrap();
+        assert_eq!(ex.key().public_hex(), key_hex, "same key after a restart");
+        let r = ex.get(&rec.id).unwrap().record();
+        assert_eq!(r.status, Status::Failed);
+        assert!(r.error.unwrap().contains("interrupted"));
+        assert!(!partial_path(&dir.path().join("exports"), &rec.id).exists());
+        let entries = journal
+            .query(&vigie_audit::Query {
+                action: Some(Action::ExportCreate),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].details["status"], "failed");
+        assert_eq!(entries[0].details["requester"], "q");
+        assert_eq!(ex.list().len(), 1);
     }
 
     #[test]

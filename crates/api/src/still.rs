@@ -147,7 +147,8 @@ fn job_from_gop(hub: &LiveHub, at: Time90k) -> Option<DecodeJob> {
 }
 
 /// Frames from the store: the key frame before `at` (or the latest frame) up to it.
-fn job_from_store(
+/// (Also used for the derived stills of evidence exports.)
+pub fn job_from_store(
     store: &Store,
     key: &StreamKey,
     at: Option<Time90k>,

@@ -64,7 +64,10 @@ struct Args {
     /// Skip the comparison runs (only the Vigie scale runs).
     #[arg(long)]
     scale_only: bool,
-    /// Where data directories go (local disk). Default: $TMPDIR/vigie-bench.
+    /// Skip the Vigie scale runs (only the comparison runs).
+    #[arg(long)]
+    no_scale: bool,
+    /// Where data directories go (local disk). Default: $TMPDIR/vigie-bench-PID.
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// Directory holding the `vigie` and `camsim` binaries. Default: next to this binary.
@@ -179,7 +182,9 @@ fn main() -> Result<()> {
         work: args
             .work_dir
             .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("vigie-bench")),
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("vigie-bench-{}", std::process::id()))
+            }),
         secs,
         warmup,
         keep: args.keep,
@@ -219,7 +224,7 @@ fn main() -> Result<()> {
             }
         }
     }
-    for &n in &scale {
+    for &n in scale.iter().filter(|_| !args.no_scale) {
         let r = run_vigie(&env, n, Mix::TwoMbps, baseline)?;
         let lost = r.frames_lost != 0;
         report(r, &mut results);

@@ -8,6 +8,7 @@
 //! | `manifest.json` | camera, commune, ranges in UTC and local time, gaps, codec, operator, requester, procedure, reason, software version, SHA-256 + size of every other evidence file |
 //! | `manifest.sig` | Ed25519 signature of the exact bytes of `manifest.json`, base64 (one line) |
 //! | `signing-key.pub` | the installation's public key: a comment line with its hex, then PEM (SPKI) |
+//! | `derive-still-NN-<UTC>.jpg` | optional derived files, listed with the master's SHA-256 |
 //! | `LISEZ-MOI.txt` | how to verify (French, then English) |
 //! | `player.html` | offline player: plays the MP4, shows the manifest, recomputes the SHA-256 |
 //! | `SHA256SUMS` | `sha256sum -c` list of every file above (player.html included) |

@@ -151,7 +151,11 @@ impl Store {
             .into_iter()
             .filter(|(e, _)| e.frames > 0)
             .collect();
-        let spans = merge_ranges(entries.iter().map(|(e, _)| (e.start(), e.end())), start, end);
+        let spans = merge_ranges(
+            entries.iter().map(|(e, _)| (e.start(), e.end())),
+            start,
+            end,
+        );
         if spans.is_empty() {
             return Err(PlaybackError::NoRecording);
         }

@@ -48,8 +48,8 @@ pub const MAX_FRAME_GAP_90K: i64 = 10 * 90_000;
 pub const HARD_CAP_90K: i64 = 300 * 90_000;
 /// Duration given to the only frame of a one-frame segment.
 const DEFAULT_FRAME_DURATION: u32 = 3_000;
-/// `push` wakes the writer thread at key frames and once per `fragment_ms / WAKE_DIVISOR` of
-/// media, not at every frame: the thread drains its queue in batches (one context switch per
+/// `push` wakes the writer thread at key frames, once per `fragment_ms / WAKE_DIVISOR` of media
+/// and when the queue passes half of `writer_queue_bytes`, not at every frame: the thread drains its queue in batches (one context switch per
 /// batch instead of one per frame, the largest CPU cost of the writer; see docs/BENCHMARKS.md).
 /// A complete fragment thus waits at most `fragment_ms / WAKE_DIVISOR` before it is written.
 const WAKE_DIVISOR: i64 = 4;
@@ -248,7 +248,8 @@ impl FrameSink for WriterHandle {
                 let last = self.last_wake_media.load(Ordering::Relaxed);
                 let wake = f.is_key
                     || f.media_90k < last
-                    || f.media_90k.saturating_sub(last) >= self.wake_every_90k;
+                    || f.media_90k.saturating_sub(last) >= self.wake_every_90k
+                    || queued + len > self.limit / 2;
                 if wake {
                     self.last_wake_media.store(f.media_90k, Ordering::Relaxed);
                 }

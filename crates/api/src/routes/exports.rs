@@ -37,7 +37,13 @@ pub struct ExportRequest {
     /// Add the wall-clock subtitle track.
     #[serde(default)]
     ts: bool,
+    /// Derived JPEG stills at these instants (RFC 3339, inside the range; `gst` feature).
+    #[serde(default)]
+    stills: Vec<String>,
 }
+
+/// Most derived stills per export.
+const MAX_STILLS: usize = 20;
 
 fn required(name: &str, what: &str, v: &Option<String>) -> Result<String, ApiError> {
     let v = v.as_deref().map(str::trim).unwrap_or_default();
@@ -94,6 +100,27 @@ pub async fn create(
     let procedure = required("procedure", "judicial procedure number", &req.procedure)?;
     let reason = required("reason", "reason of the export", &req.reason)?;
     let requester = required("requester", "who asked for the footage", &req.requester)?;
+    if req.stills.len() > MAX_STILLS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_STILLS} `stills` per export"
+        )));
+    }
+    let mut stills_90k = Vec::new();
+    for s in &req.stills {
+        let t = Time90k::parse_rfc3339(s)
+            .map_err(|e| ApiError::BadRequest(format!("`stills`: {s:?}: {e}")))?;
+        if t < start || t >= end {
+            return Err(ApiError::BadRequest(format!(
+                "`stills`: {s} is outside the exported range"
+            )));
+        }
+        stills_90k.push(t.0);
+    }
+    if !stills_90k.is_empty() && !cfg!(feature = "gst") {
+        return Err(ApiError::NotImplemented(
+            "derived stills need Vigie built with the `gst` cargo feature (GStreamer)".into(),
+        ));
+    }
 
     // Something to export? (one index scan; nothing written yet)
     let store = state.store.clone();
@@ -164,7 +191,9 @@ pub async fn create(
         procedure,
         requester,
         operator: actor,
+        user: who.user.clone(),
         ts: req.ts,
+        stills_90k,
         created_90k: now.0,
         finished_90k: None,
         hold_id: Some(hold.id),

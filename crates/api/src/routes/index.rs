@@ -25,15 +25,47 @@ pub async fn live_page() -> Html<&'static str> {
 const ASSETS: &[(&str, &str, &str)] = &[
     ("app.js", JS, include_str!("../../../../web/assets/app.js")),
     ("api.js", JS, include_str!("../../../../web/assets/api.js")),
-    ("i18n.js", JS, include_str!("../../../../web/assets/i18n.js")),
-    ("time.js", JS, include_str!("../../../../web/assets/time.js")),
+    (
+        "i18n.js",
+        JS,
+        include_str!("../../../../web/assets/i18n.js"),
+    ),
+    (
+        "time.js",
+        JS,
+        include_str!("../../../../web/assets/time.js"),
+    ),
     ("ui.js", JS, include_str!("../../../../web/assets/ui.js")),
-    ("live.js", JS, include_str!("../../../../web/assets/live.js")),
-    ("timeline.js", JS, include_str!("../../../../web/assets/timeline.js")),
-    ("playback.js", JS, include_str!("../../../../web/assets/playback.js")),
-    ("admin.js", JS, include_str!("../../../../web/assets/admin.js")),
-    ("style.css", "text/css; charset=utf-8", include_str!("../../../../web/assets/style.css")),
-    ("favicon.svg", "image/svg+xml", include_str!("../../../../web/assets/favicon.svg")),
+    (
+        "live.js",
+        JS,
+        include_str!("../../../../web/assets/live.js"),
+    ),
+    (
+        "timeline.js",
+        JS,
+        include_str!("../../../../web/assets/timeline.js"),
+    ),
+    (
+        "playback.js",
+        JS,
+        include_str!("../../../../web/assets/playback.js"),
+    ),
+    (
+        "admin.js",
+        JS,
+        include_str!("../../../../web/assets/admin.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../../web/assets/style.css"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../../../../web/assets/favicon.svg"),
+    ),
 ];
 const JS: &str = "text/javascript; charset=utf-8";
 
