@@ -289,8 +289,11 @@ async fn chromium_plays_and_seeks_video_mp4() {
 
     let b = vigie_e2e::browser::Browser::start().await.unwrap();
     b.set_script_timeout(Duration::from_secs(30)).await.unwrap();
-    // A blank page (the UI at `/` has videos of its own and may need a login).
-    b.goto("about:blank").await.unwrap();
+    // A page of the server's origin without videos of its own (the UI at `/` has some);
+    // `goto` logs the browser in first, so video.mp4 gets the session cookie.
+    b.goto(&format!("{}/api/v1/health", v.base_url()))
+        .await
+        .unwrap();
     let r = b
         .execute_async(
             r#"const [url, done] = arguments;
