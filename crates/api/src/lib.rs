@@ -7,6 +7,8 @@
 //! state it serves from is [`AppState`], built by the binary.
 
 pub mod access;
+#[cfg(feature = "gst")]
+pub mod burnin;
 pub mod error;
 pub mod exports;
 pub mod journal;

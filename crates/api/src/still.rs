@@ -274,14 +274,14 @@ pub fn codec_data(sample_entry: &[u8]) -> Option<&[u8]> {
     None
 }
 
-fn gst_init() -> Result<(), StillError> {
+pub(crate) fn gst_init() -> Result<(), StillError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
         .clone()
         .map_err(StillError::Gst)
 }
 
-fn gst_err(e: impl std::fmt::Display) -> StillError {
+pub(crate) fn gst_err(e: impl std::fmt::Display) -> StillError {
     StillError::Gst(e.to_string())
 }
 
