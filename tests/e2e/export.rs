@@ -161,13 +161,20 @@ async fn evidence_export_package_verifies_plays_and_detects_tampering() {
     });
     // With GStreamer: a derived JPEG still 2.5 s into the range.
     let still_at = start + SignedDuration::from_millis(2_500);
+    // and a working copy with camera name, date and time burned in.
     if cfg!(feature = "gst") {
         good["stills"] = json!([still_at.to_string()]);
+        good["burn_in"] = json!(true);
     } else {
         let mut b = good.clone();
         b["stills"] = json!([still_at.to_string()]);
         let (code, resp) = post(&v, &b.to_string()).await;
         assert_eq!(code, 501, "{resp}");
+        let mut b = good.clone();
+        b["burn_in"] = json!(true);
+        let (code, resp) = post(&v, &b.to_string()).await;
+        assert_eq!(code, 501, "{resp}");
+        assert!(resp.to_string().contains("gst"), "{resp}");
     }
 
     // Bad requests: clear 4xx, no job, no hold, no file.
@@ -369,20 +376,60 @@ async fn evidence_export_package_verifies_plays_and_detects_tampering() {
             .iter()
             .filter(|f| f["role"] == "derived")
             .collect();
-        assert_eq!(d.len(), 1, "{m}");
-        let name = d[0]["name"].as_str().unwrap();
+        assert_eq!(d.len(), 2, "a still and the burned-in copy: {m}");
+        let still = d
+            .iter()
+            .find(|f| f["name"].as_str().unwrap().ends_with(".jpg"))
+            .unwrap_or_else(|| panic!("no still: {m}"));
+        let name = still["name"].as_str().unwrap();
         assert!(
             name.starts_with("derive-still-01-") && name.ends_with(".jpg"),
             "{name}"
         );
-        assert_eq!(d[0]["derived_from_sha256"], mp4_sha.as_str());
+        assert_eq!(still["derived_from_sha256"], mp4_sha.as_str());
         let p = ffprobe(&dir.join(name)).unwrap();
         assert_eq!(
             (p.codec.as_str(), p.width, p.height),
             ("mjpeg", 640, 360),
             "{p:?}"
         );
-        assert_eq!(sha256sum(&dir.join(name)), d[0]["sha256"].as_str().unwrap());
+        assert_eq!(
+            sha256sum(&dir.join(name)),
+            still["sha256"].as_str().unwrap()
+        );
+        // The burned-in working copy: decodes cleanly, same pictures as the master.
+        let burn = d
+            .iter()
+            .find(|f| f["name"].as_str().unwrap().ends_with(".mp4"))
+            .unwrap_or_else(|| panic!("no burned-in copy: {m}"));
+        let name = burn["name"].as_str().unwrap();
+        assert!(name.starts_with("derive-burnin-"), "{name}");
+        assert_eq!(burn["derived_from_sha256"], mp4_sha.as_str());
+        assert_eq!(sha256sum(&dir.join(name)), burn["sha256"].as_str().unwrap());
+        ffmpeg_decodes(&dir.join(name)).unwrap();
+        let p = ffprobe(&dir.join(name)).unwrap();
+        assert_eq!(
+            (p.codec.as_str(), p.width, p.height),
+            ("h264", 640, 360),
+            "{p:?}"
+        );
+        if let Ok(d) = std::env::var("VIGIE_TEST_ARTIFACTS") {
+            let _ = std::fs::create_dir_all(&d);
+            let _ = std::fs::copy(dir.join(name), Path::new(&d).join("export-burnin.mp4"));
+            let _ = std::fs::copy(&mp4, Path::new(&d).join("export-master.mp4"));
+            let _ = Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-ss", "2", "-i"])
+                .arg(dir.join(name))
+                .args(["-frames:v", "1"])
+                .arg(Path::new(&d).join("export-burnin-frame.png"))
+                .status();
+        }
+        assert!(
+            p.frames.abs_diff(probe.frames) <= 1,
+            "burned-in copy: {} frames, master {}",
+            p.frames,
+            probe.frames
+        );
     }
     // sha256sum -c over every file, player.html included.
     let out = Command::new("sha256sum")

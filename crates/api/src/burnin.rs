@@ -1,24 +1,28 @@
-//! Burned-in working copy of an evidence export (`gst` feature): the finished master MP4
+//! Burned-in working copy of an evidence export (`gst` feature): the master's pictures
 //! decoded and re-encoded with the camera name and the recording's wall-clock date and time
 //! drawn on every picture.
 //!
-//! `filesrc ! qtdemux ! h264parse|h265parse ! avdec_h264|avdec_h265 ! videoconvert !
-//! textoverlay ! videoconvert ! x264enc ! h264parse ! mp4mux faststart=true ! filesink`.
+//! `appsrc ! h264parse|h265parse ! avdec_h264|avdec_h265 ! videoconvert ! textoverlay !
+//! videoconvert ! x264enc ! h264parse ! mp4mux faststart=true ! filesink`, fed with the
+//! master's samples (see [`burn_in`]).
 //! The overlay text is set per buffer by a pad probe on textoverlay's video sink: the buffer's
 //! stream time (the master's presentation time, after its edit list) is mapped to the wall
 //! clock through the playback plan's pieces, so concatenated spans (`gaps=skip`) show the real
 //! recording time, never the host clock at export time.
 
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
 use vigie_core::{Codec, Time90k};
+use vigie_mp4::progressive::Input;
 use vigie_store::Piece;
 
-use crate::still::{StillError, gst_err, gst_init};
+use crate::still::{StillError, codec_data, gst_err, gst_init};
 
 /// Wall clock of the picture presented at `presentation_90k` on the master's timeline.
 pub fn wall_at(pieces: &[Piece], presentation_90k: u64) -> Option<Time90k> {
@@ -41,31 +45,54 @@ pub fn overlay_text(camera: &str, wall: Time90k, tz: &jiff::tz::TimeZone) -> Str
     )
 }
 
-/// Decodes `master`, burns in `camera` and the wall-clock time, writes an H.264 MP4 to `out`.
-/// `duration_90k` (the master's) bounds the time allowed.
+/// Decodes the master's samples, burns in `camera` and the wall-clock time, writes an H.264
+/// MP4 to `out`. `input` is what the master was built from: its samples are read from the
+/// segment files (the very bytes of the master's `mdat`) and its edit list (`skip_90k`,
+/// `duration_90k`) becomes the segment, so exactly the master's presented pictures are
+/// encoded.
+///
+/// (Why not `filesrc ! qtdemux` on the master file: qtdemux 1.22 compares sample media times
+/// with the movie's presentation duration and stops early when the edit list skips the start
+/// of a GOP — up to that skip is lost at the end.)
 pub fn burn_in(
-    master: &Path,
+    input: &Input,
     out: &Path,
     codec: Codec,
     camera: &str,
     pieces: Vec<Piece>,
     tz: jiff::tz::TimeZone,
-    duration_90k: u64,
 ) -> Result<(), StillError> {
     gst_init()?;
-    let (parse, dec) = match codec {
-        Codec::H264 => ("h264parse", "avdec_h264"),
-        Codec::H265 => ("h265parse", "avdec_h265"),
+    let (media, format, parse, dec) = match codec {
+        Codec::H264 => ("video/x-h264", "avc", "h264parse", "avdec_h264"),
+        Codec::H265 => ("video/x-h265", "hvc1", "h265parse", "avdec_h265"),
+    };
+    let caps_for = |description: u32| -> Result<gst::Caps, StillError> {
+        let entry = input
+            .sample_entries
+            .get(description as usize)
+            .ok_or_else(|| StillError::Params(format!("no sample entry {description}")))?;
+        let cd = codec_data(entry)
+            .ok_or_else(|| StillError::Params("sample entry without avcC/hvcC".into()))?;
+        Ok(gst::Caps::builder(media)
+            .field("stream-format", format)
+            .field("alignment", "au")
+            .field("codec_data", gst::Buffer::from_slice(cd.to_vec()))
+            .build())
     };
     let desc = format!(
-        "filesrc name=src ! qtdemux name=demux demux.video_0 ! queue ! {parse} ! {dec} ! videoconvert ! \
-         textoverlay name=ov valignment=top halignment=left shaded-background=true \
+        "appsrc name=src format=time ! {parse} ! {dec} ! videoconvert ! \
+         textoverlay name=ov valignment=bottom halignment=left shaded-background=true \
          font-desc=\"Sans 14\" ! videoconvert ! \
          x264enc speed-preset=ultrafast tune=zerolatency ! h264parse ! mp4mux faststart=true ! \
          filesink name=sink"
     );
     let pipeline = gst::parse::launch(&desc)
-        .map_err(|e| StillError::Gst(format!("{e} (is gstreamer1.0-plugins-ugly/-libav installed?)")))?
+        .map_err(|e| {
+            StillError::Gst(format!(
+                "{e} (are gstreamer1.0-plugins-ugly/-good/-base and -libav installed?)"
+            ))
+        })?
         .downcast::<gst::Pipeline>()
         .map_err(|_| StillError::Gst("not a pipeline".into()))?;
     let by_name = |n: &str| {
@@ -73,7 +100,17 @@ pub fn burn_in(
             .by_name(n)
             .ok_or_else(|| StillError::Gst(format!("no element {n}")))
     };
-    by_name("src")?.set_property("location", master.to_string_lossy().as_ref());
+    let src = by_name("src")?
+        .downcast::<gst_app::AppSrc>()
+        .map_err(|_| StillError::Gst("src is not an appsrc".into()))?;
+    src.set_caps(Some(&caps_for(
+        input.chunks.first().map_or(0, |c| c.description),
+    )?));
+    src.set_is_live(false);
+    src.set_block(true);
+    // Without it appsrc ignores the samples' segment (the edit list).
+    src.set_property("handle-segment-change", true);
+    src.set_max_bytes(8 << 20);
     by_name("sink")?.set_property("location", out.to_string_lossy().as_ref());
     let ov = by_name("ov")?;
     let first = wall_at(&pieces, 0).unwrap_or(Time90k(0));
@@ -110,19 +147,104 @@ pub fn burn_in(
         }
         gst::PadProbeReturn::Ok
     });
-    let result = run(&pipeline, duration_90k);
+    pipeline.set_state(gst::State::Playing).map_err(gst_err)?;
+    let result = push_and_wait(&pipeline, &src, input, &caps_for);
     let _ = pipeline.set_state(gst::State::Null);
     result
 }
 
-fn run(pipeline: &gst::Pipeline, duration_90k: u64) -> Result<(), StillError> {
+fn ns(t_90k: u64) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(t_90k * 100_000 / 9)
+}
+
+/// Pushes every sample (the segment = the edit list), then waits for EOS.
+fn push_and_wait(
+    pipeline: &gst::Pipeline,
+    src: &gst_app::AppSrc,
+    input: &Input,
+    caps_for: &dyn Fn(u32) -> Result<gst::Caps, StillError>,
+) -> Result<(), StillError> {
     // Generous: a loaded machine re-encodes SD at several times real time with ultrafast.
-    let limit = Duration::from_secs(120 + 4 * duration_90k / 90_000);
-    pipeline.set_state(gst::State::Playing).map_err(gst_err)?;
+    let limit = Duration::from_secs(120 + 4 * input.duration_90k / 90_000);
+    let deadline = Instant::now() + limit;
     let bus = pipeline
         .bus()
         .ok_or_else(|| StillError::Gst("pipeline without bus".into()))?;
-    let deadline = Instant::now() + limit;
+    let bus_error = || {
+        bus.pop_filtered(&[gst::MessageType::Error])
+            .and_then(|msg| match msg.view() {
+                gst::MessageView::Error(e) => {
+                    Some(StillError::Gst(format!("{} ({:?})", e.error(), e.debug())))
+                }
+                _ => None,
+            })
+    };
+    let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    segment.set_start(ns(input.skip_90k));
+    segment.set_stop(ns(input.skip_90k + input.duration_90k));
+    let mut description = input.chunks.first().map_or(0, |c| c.description);
+    let mut caps = caps_for(description)?;
+    let mut pts = 0u64;
+    let mut open: Option<(u32, std::fs::File)> = None;
+    for chunk in &input.chunks {
+        if chunk.description != description {
+            description = chunk.description;
+            caps = caps_for(description)?;
+        }
+        let path = input
+            .files
+            .get(chunk.file as usize)
+            .ok_or_else(|| StillError::Params(format!("no file #{}", chunk.file)))?;
+        let io = |source| StillError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if open.as_ref().is_none_or(|(f, _)| *f != chunk.file) {
+            open = Some((chunk.file, std::fs::File::open(path).map_err(io)?));
+        }
+        let Some((_, file)) = open.as_ref() else {
+            continue;
+        };
+        let first = chunk.first_sample as usize;
+        let samples = input
+            .samples
+            .get(first..first + chunk.samples as usize)
+            .ok_or_else(|| StillError::Params("chunk outside the sample list".into()))?;
+        let len: u64 = samples.iter().map(|s| u64::from(s.bytes)).sum();
+        let mut data = vec![0u8; len as usize];
+        file.read_exact_at(&mut data, chunk.offset).map_err(io)?;
+        let data = bytes::Bytes::from(data);
+        let mut at = 0usize;
+        for s in samples {
+            let mut buf = gst::Buffer::from_slice(data.slice(at..at + s.bytes as usize));
+            at += s.bytes as usize;
+            let b = buf
+                .get_mut()
+                .ok_or_else(|| StillError::Gst("new buffer not writable".into()))?;
+            b.set_pts(ns(pts));
+            b.set_dts(ns(pts));
+            b.set_duration(ns(u64::from(s.duration_90k)));
+            if !s.is_key {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+            pts += u64::from(s.duration_90k);
+            let sample = gst::Sample::builder()
+                .buffer(&buf)
+                .caps(&caps)
+                .segment(&segment)
+                .build();
+            if let Err(e) = src.push_sample(&sample) {
+                return Err(bus_error().unwrap_or_else(|| gst_err(e)));
+            }
+            if Instant::now() > deadline {
+                return Err(StillError::Gst(format!(
+                    "the burned-in copy took more than {} s",
+                    limit.as_secs()
+                )));
+            }
+        }
+    }
+    src.end_of_stream().map_err(gst_err)?;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

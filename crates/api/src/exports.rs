@@ -62,6 +62,9 @@ pub struct JobRecord {
     /// Derived JPEG stills to add, at these instants (90 kHz wall clock; `gst` feature).
     #[serde(default)]
     pub stills_90k: Vec<i64>,
+    /// Add a working copy with the camera name and date/time burned in (`gst` feature).
+    #[serde(default)]
+    pub burn_in: bool,
     pub created_90k: i64,
     #[serde(default)]
     pub finished_90k: Option<i64>,
@@ -136,6 +139,7 @@ impl Job {
             "requester": r.requester,
             "operator": r.operator,
             "ts": r.ts,
+            "burn_in": r.burn_in,
             "created_at": Time90k(r.created_90k).to_rfc3339(),
             "finished_at": r.finished_90k.map(|t| Time90k(t).to_rfc3339()),
             "hold_id": r.hold_id,
@@ -443,16 +447,18 @@ fn run(state: &crate::AppState, job: &Job) -> Result<(), String> {
         vigie_mp4::progressive::build(&input).map_err(|e| format!("building the MP4: {e}"))?;
     job.update(|r| r.bytes_total = mp4.total_len);
     let mut codecs: Vec<String> = Vec::new();
+    let mut codec = None;
     for seg in &plan.segments {
         let params = store
             .segment(seg.id)
             .ok()
             .flatten()
             .and_then(|s| store.params(s.params_id).ok().flatten());
-        if let Some(p) = params
-            && !codecs.contains(&p.rfc6381_codec)
-        {
-            codecs.push(p.rfc6381_codec);
+        if let Some(p) = params {
+            codec.get_or_insert(p.codec);
+            if !codecs.contains(&p.rfc6381_codec) {
+                codecs.push(p.rfc6381_codec);
+            }
         }
     }
     let frames = presented_frames(
@@ -528,8 +534,20 @@ fn run(state: &crate::AppState, job: &Job) -> Result<(), String> {
         files: Vec::new(),
         signature: Default::default(),
     };
-    let extra = derived_stills(state, &key, &rec.stills_90k, &tz)?;
+    let mut extra = derived_stills(state, &key, &rec.stills_90k, &tz)?;
     let path = state.exports.package_path(&rec.id);
+    if rec.burn_in {
+        let name = format!("derive-burnin-{}.mp4", f(start));
+        extra.push(derived_burn_in(
+            &path,
+            &input,
+            &plan.pieces,
+            codec,
+            &cam.name,
+            &tz,
+            &name,
+        )?);
+    }
     let written = vigie_export::write_package(
         &path,
         PackageSpec {
@@ -609,6 +627,56 @@ fn derived_stills(
     }
 }
 
+/// The burned-in working copy ([`crate::burnin`]): the master's pictures (its samples, read
+/// from the segment files it is made of, within its edit list) re-encoded with the camera name
+/// and the wall-clock time of each picture. Written to a temporary file next to the package.
+#[cfg(feature = "gst")]
+fn derived_burn_in(
+    package: &Path,
+    input: &vigie_mp4::progressive::Input,
+    pieces: &[vigie_store::Piece],
+    codec: Option<vigie_core::Codec>,
+    camera_name: &str,
+    tz: &jiff::tz::TimeZone,
+    name: &str,
+) -> Result<vigie_export::ExtraFile, String> {
+    let out = package.with_extension("burnin.tmp.mp4");
+    let result = crate::burnin::burn_in(
+        input,
+        &out,
+        codec.unwrap_or(vigie_core::Codec::H264),
+        camera_name,
+        pieces.to_vec(),
+        tz.clone(),
+    )
+    .map_err(|e| format!("burned-in copy: {e}"))
+    .and_then(|()| std::fs::read(&out).map_err(|e| format!("burned-in copy: {e}")));
+    let _ = std::fs::remove_file(&out);
+    Ok(vigie_export::ExtraFile {
+        name: name.to_owned(),
+        role: "derived".into(),
+        bytes: result?,
+        derived_from_master: true,
+        description: Some(
+            "copie de travail dérivée (réencodée H.264) avec nom de la caméra, date et heure incrustés / derived working copy (re-encoded H.264) with camera name, date and time burned in"
+                .into(),
+        ),
+    })
+}
+
+#[cfg(not(feature = "gst"))]
+fn derived_burn_in(
+    _: &Path,
+    _: &vigie_mp4::progressive::Input,
+    _: &[vigie_store::Piece],
+    _: Option<vigie_core::Codec>,
+    _: &str,
+    _: &jiff::tz::TimeZone,
+    _: &str,
+) -> Result<vigie_export::ExtraFile, String> {
+    Err("the burned-in copy needs the `gst` cargo feature".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,6 +724,7 @@ mod tests {
             user: "alice".into(),
             ts: false,
             stills_90k: vec![],
+            burn_in: false,
             created_90k: 0,
             finished_90k: None,
             hold_id: Some(1),

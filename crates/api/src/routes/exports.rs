@@ -40,6 +40,9 @@ pub struct ExportRequest {
     /// Derived JPEG stills at these instants (RFC 3339, inside the range; `gst` feature).
     #[serde(default)]
     stills: Vec<String>,
+    /// A derived working copy with camera name, date and time burned in (`gst` feature).
+    #[serde(default)]
+    burn_in: bool,
 }
 
 /// Most derived stills per export.
@@ -122,6 +125,13 @@ pub async fn create(
         ));
     }
 
+    if req.burn_in && !cfg!(feature = "gst") {
+        return Err(ApiError::NotImplemented(
+            "the burned-in copy (`burn_in`) needs Vigie built with the `gst` cargo feature (GStreamer)"
+                .into(),
+        ));
+    }
+
     // Something to export? (one index scan; nothing written yet)
     let store = state.store.clone();
     let k2 = key.clone();
@@ -194,6 +204,7 @@ pub async fn create(
         user: who.user.clone(),
         ts: req.ts,
         stills_90k,
+        burn_in: req.burn_in,
         created_90k: now.0,
         finished_90k: None,
         hold_id: Some(hold.id),
