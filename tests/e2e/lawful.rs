@@ -269,3 +269,98 @@ async fn holds_journal_and_tamper_evidence() {
     assert!(!ok, "deletion not detected: {out}");
     assert!(out.contains(&format!("entry {}", target_seq + 1)), "{out}");
 }
+
+async fn segments(v: &Vigie, cam: &str) -> Vec<Value> {
+    let now = Timestamp::now();
+    let (a, b) = (
+        now - SignedDuration::from_hours(1),
+        now + SignedDuration::from_hours(1),
+    );
+    let (code, body) = v
+        .get(&format!(
+            "/api/v1/cameras/{cam}/streams/main/recordings?start={a}&end={b}&segments=1"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    body["segments"].as_array().unwrap().clone()
+}
+
+/// Free-space floor unreachable (1000 TB): retention deletes every closed segment, except the
+/// held one; with only held footage left, recording stops (alert) instead of deleting it; the
+/// register lists the destructions.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_spares_held_footage_and_the_register_lists_destructions() {
+    let sim = sim(
+        "cam",
+        Fixture::embedded("h264-baseline-640x360-25fps-gop50.h264").unwrap(),
+    )
+    .await;
+    let mut v = VigieBuilder::new(BIN)
+        .min_free_bytes("1000TB")
+        .toml("[retention]\ncheck_interval_s = 1\n")
+        .toml(&camera("gare", "wide", &sim.url("cam")))
+        .start()
+        .unwrap();
+    // The first segment closes and is destroyed by the floor.
+    wait_for("a destruction", Duration::from_secs(45), async || {
+        !journal(&v, "action=retention-delete").await.is_empty()
+    })
+    .await;
+    let destroyed = journal(&v, "action=retention-delete").await;
+    assert_eq!(
+        destroyed[0]["reason"], "free space below floor",
+        "{destroyed:?}"
+    );
+    // Hold the segment being recorded now; when it closes it must survive, and recording stops.
+    wait_for("the next segment", Duration::from_secs(20), async || {
+        !segments(&v, "gare").await.is_empty()
+    })
+    .await;
+    let open = segments(&v, "gare").await;
+    let current = open.last().expect("an open segment").clone();
+    let now = Timestamp::now();
+    let hold = json!({
+        "camera": "gare", "stream": "main",
+        "start": current["start"], "end": (now + SignedDuration::from_secs(1)).to_string(),
+        "procedure": "PV 2026/77", "reason": "requisition",
+    });
+    let r = v
+        .http()
+        .post(format!("{}/api/v1/holds", v.base_url()))
+        .json(&hold)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    wait_for("recording blocked", Duration::from_secs(45), async || {
+        !journal(&v, "action=recording-blocked").await.is_empty()
+    })
+    .await;
+    let segs = segments(&v, "gare").await;
+    assert!(
+        segs.iter().any(|s| s["id"] == current["id"]),
+        "held segment deleted: {segs:?}"
+    );
+    let (_, health) = v.get("/api/v1/health").await.unwrap();
+    assert_eq!(health["recording_blocked"], true, "{health}");
+    assert!(
+        health["warnings"].to_string().contains("legal hold"),
+        "{health}"
+    );
+    let (_, csv) = v.get_text("/api/v1/register.csv").await.unwrap();
+    let destructions = csv
+        .lines()
+        .filter(|l| l.starts_with("destruction,gare,main,test"))
+        .count();
+    assert!(destructions >= 1, "{csv}");
+    assert!(
+        csv.lines().any(|l| l.starts_with("recording-blocked,")),
+        "{csv}"
+    );
+    assert!(
+        !csv.contains(&format!("\"segment_id\":{}", current["id"])),
+        "held segment listed as destroyed"
+    );
+    v.stop().unwrap();
+}

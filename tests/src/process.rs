@@ -45,6 +45,7 @@ pub struct VigieBuilder {
     bin: PathBuf,
     extra_toml: String,
     segment_seconds: u32,
+    min_free_bytes: String,
     data_dir: Option<PathBuf>,
     /// Extra lines of the `[server]` table (e.g. TLS, metrics token).
     server_toml: String,
@@ -59,6 +60,7 @@ impl VigieBuilder {
             bin: bin.into(),
             extra_toml: String::new(),
             segment_seconds: 10,
+            min_free_bytes: "1MiB".to_owned(),
             data_dir: None,
             server_toml: String::new(),
             tls_root_pem: None,
@@ -90,6 +92,12 @@ impl VigieBuilder {
         self.extra_toml.push('\n');
         self
     }
+    /// `storage.min_free_bytes` (default "1MiB"), e.g. "1000TB" to make retention's free-space
+    /// floor delete every closed segment.
+    pub fn min_free_bytes(mut self, s: &str) -> Self {
+        self.min_free_bytes = s.to_owned();
+        self
+    }
     pub fn segment_seconds(mut self, s: u32) -> Self {
         self.segment_seconds = s;
         self
@@ -106,9 +114,10 @@ impl VigieBuilder {
             .unwrap_or_else(|| work.path().join("data"));
         let port = free_port()?;
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n{}[storage]\ndata_dir = {:?}\nmin_free_bytes = \"1MiB\"\n[recording]\nsegment_seconds = {}\n{}",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{}[storage]\ndata_dir = {:?}\nmin_free_bytes = {:?}\n[recording]\nsegment_seconds = {}\n{}",
             self.server_toml,
             data_dir.display().to_string(),
+            self.min_free_bytes,
             self.segment_seconds,
             self.extra_toml
         );

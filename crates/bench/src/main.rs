@@ -179,12 +179,9 @@ fn main() -> Result<()> {
             .fixtures
             .clone()
             .unwrap_or_else(|| root.join("fixtures")),
-        work: args
-            .work_dir
-            .clone()
-            .unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("vigie-bench-{}", std::process::id()))
-            }),
+        work: args.work_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("vigie-bench-{}", std::process::id()))
+        }),
         secs,
         warmup,
         keep: args.keep,
@@ -459,7 +456,7 @@ fn start_camsim(env: &Env, dir: &Path, n: usize, mix: Mix) -> Result<Camsim> {
                 .arg(n.to_string());
         }
         (Mix::Mixed, _) => {
-            if n % 2 != 0 {
+            if !n.is_multiple_of(2) {
                 bail!("mixed runs need N = 1 or an even N");
             }
             cmd.arg("--mount")

@@ -126,6 +126,13 @@ pub struct RetentionConfig {
     /// Ceiling for every commune and camera, in days; at most 30 (legal ceiling).
     #[serde(default = "default_max_days")]
     pub max_days: u32,
+    /// Seconds between retention passes (age and free-space floor). Default 60.
+    #[serde(default = "default_check_interval_s")]
+    pub check_interval_s: u32,
+}
+
+fn default_check_interval_s() -> u32 {
+    60
 }
 
 fn default_max_days() -> u32 {
@@ -136,6 +143,7 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             max_days: default_max_days(),
+            check_interval_s: default_check_interval_s(),
         }
     }
 }
@@ -586,6 +594,12 @@ impl Config {
                     "{max} days is not allowed: the legal ceiling is {LEGAL_MAX_RETENTION_DAYS} days \
                      (Code de la sécurité intérieure, L252-5); use 1..={LEGAL_MAX_RETENTION_DAYS}"
                 ),
+            );
+        }
+        if !(1..=3600).contains(&self.retention.check_interval_s) {
+            add(
+                "retention.check_interval_s".into(),
+                format!("{} is outside 1..=3600", self.retention.check_interval_s),
             );
         }
         let r = &self.recording;

@@ -124,6 +124,13 @@ pub(crate) fn apply(
                         "disk full of footage under legal hold: RECORDING STOPPED until space is freed or holds are released"
                     );
                 }
+            } else if inner
+                .recording_blocked
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                tracing::warn!(
+                    "no legal hold left: recording resumes (free space is still below the floor)"
+                );
             }
             break;
         };

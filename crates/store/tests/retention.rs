@@ -124,8 +124,7 @@ async fn free_space_floor_deletes_oldest_first_across_streams() {
 
     // Floor = the two oldest segments' bytes: exactly those two go, oldest first.
     cfg.min_free_bytes = a[0].bytes + b[0].bytes;
-    let store =
-        Store::open_with(cfg.clone(), clock.clone() as Arc<dyn Clock>, free.clone()).unwrap();
+    let store = reopen(cfg.clone(), clock.clone() as Arc<dyn Clock>, free.clone());
     let r = store.apply_retention(&RetentionPolicy::default()).unwrap();
     let ids: Vec<u64> = r.deleted.iter().map(|d| d.segment_id).collect();
     assert_eq!(ids, vec![a[0].id, b[0].id]);
@@ -143,7 +142,7 @@ async fn free_space_floor_deletes_oldest_first_across_streams() {
     free.set_free(0);
     drop(store);
     cfg.min_free_bytes = u64::MAX;
-    let store = Store::open_with(cfg, clock.clone() as Arc<dyn Clock>, free.clone()).unwrap();
+    let store = reopen(cfg, clock.clone() as Arc<dyn Clock>, free.clone());
     let r = store.apply_retention(&RetentionPolicy::default()).unwrap();
     assert_eq!(r.deleted.len(), 2);
     assert!(r.floor_unreachable);
@@ -273,4 +272,19 @@ fn hold_req() -> vigie_store::NewHold {
         reason: "x".into(),
         created_by: "x".into(),
     }
+}
+
+/// Reopens a store just dropped: sled releases its file lock when its background flusher lets
+/// go of the database, which can lag the drop by a moment on a loaded machine.
+fn reopen(cfg: vigie_store::StoreConfig, clock: Arc<dyn Clock>, free: Arc<FakeFreeSpace>) -> Store {
+    for _ in 0..100 {
+        match Store::open_with(cfg.clone(), clock.clone(), free.clone()) {
+            Ok(s) => return s,
+            Err(e) if e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the index is still locked 10 s after the store was dropped")
 }

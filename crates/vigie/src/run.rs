@@ -27,9 +27,6 @@ pub fn store_config(c: &Config) -> vigie_store::StoreConfig {
     }
 }
 
-/// How often retention runs.
-const RETENTION_PERIOD: Duration = Duration::from_secs(60);
-
 /// Runs until a shutdown signal. `on_ready` is told the bound HTTP address (the demo prints it).
 pub async fn run(
     config: Config,
@@ -186,7 +183,7 @@ async fn retention_loop(
         let wait = if first {
             Duration::from_secs(5)
         } else {
-            RETENTION_PERIOD
+            Duration::from_secs(u64::from(config.retention.check_interval_s))
         };
         first = false;
         tokio::select! {
