@@ -129,6 +129,13 @@ pub struct RetentionConfig {
     /// Seconds between retention passes (age and free-space floor). Default 60.
     #[serde(default = "default_check_interval_s")]
     pub check_interval_s: u32,
+    /// How long the access journal is kept, in days (default 1095 = 3 years; at least 365).
+    #[serde(default = "default_journal_days")]
+    pub journal_days: u32,
+}
+
+fn default_journal_days() -> u32 {
+    1095
 }
 
 fn default_check_interval_s() -> u32 {
@@ -144,6 +151,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             max_days: default_max_days(),
             check_interval_s: default_check_interval_s(),
+            journal_days: default_journal_days(),
         }
     }
 }
@@ -594,6 +602,12 @@ impl Config {
                     "{max} days is not allowed: the legal ceiling is {LEGAL_MAX_RETENTION_DAYS} days \
                      (Code de la sécurité intérieure, L252-5); use 1..={LEGAL_MAX_RETENTION_DAYS}"
                 ),
+            );
+        }
+        if !(365..=3650).contains(&self.retention.journal_days) {
+            add(
+                "retention.journal_days".into(),
+                format!("{} is outside 365..=3650", self.retention.journal_days),
             );
         }
         if !(1..=3600).contains(&self.retention.check_interval_s) {

@@ -196,6 +196,21 @@ async fn retention_loop(
             Ok(Ok(report)) => {
                 tracing::debug!(?report, "retention pass done");
                 crate::audit::journal_retention(&journal, &report, &mut blocked);
+                // The access journal keeps its own, longer retention (3 years by default).
+                let cutoff = vigie_core::Clock::now(&vigie_core::SystemClock)
+                    - vigie_core::Duration90k::from_secs(
+                        i64::from(config.retention.journal_days) * 86_400,
+                    );
+                let j = journal.clone();
+                match tokio::task::spawn_blocking(move || j.purge_before(cutoff, "system")).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(
+                        entries = n,
+                        "access journal entries past the journal retention purged"
+                    ),
+                    Ok(Err(e)) => tracing::error!(error = %e, "purging the access journal failed"),
+                    Err(e) => tracing::error!(error = %e, "journal purge task panicked"),
+                }
             }
             Ok(Err(e)) => tracing::error!(error = %e, "retention pass failed"),
             Err(e) => tracing::error!(error = %e, "retention task panicked"),
