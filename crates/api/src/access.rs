@@ -53,7 +53,9 @@ pub fn rule(method: &Method, route: &str) -> Rule {
     let read = method == Method::GET || method == Method::HEAD;
     match route {
         // The UI's pages and static assets hold no footage.
-        "/" | "/live.html" | "/assets/{file}" | "/api/v1/signing-key" => Rule::Public,
+        "/" | "/live.html" | "/assets/{file}" | "/api/v1/signing-key" | "/api/v1/openapi.json" => {
+            Rule::Public
+        }
         // Unauthenticated: status only; details for authenticated users.
         "/api/v1/health" => Rule::Public,
         "/api/v1/session" if method == Method::POST => Rule::Public,

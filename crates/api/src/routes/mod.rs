@@ -15,67 +15,393 @@ mod users;
 mod video;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{MethodRouter, delete, get, patch, post};
+use serde_json::{Value, json};
 
 use crate::AppState;
 
+/// One documented operation of a route.
+pub struct Op {
+    pub method: &'static str,
+    pub summary: &'static str,
+    /// Query parameters (all optional strings unless the summary says otherwise).
+    pub query: &'static [&'static str],
+    /// Status codes it may answer.
+    pub responses: &'static [u16],
+}
+
+/// A route: its path template, its documented operations, and the handlers. The router and
+/// the OpenAPI description are both built from [`routes`], so they cannot drift apart; the
+/// e2e test `openapi_matches_the_router` checks every documented method is served and every
+/// other method answers 405.
+pub struct RouteDef {
+    pub path: &'static str,
+    pub ops: Vec<Op>,
+    pub make: fn() -> MethodRouter<AppState>,
+}
+
+const fn op(
+    method: &'static str,
+    summary: &'static str,
+    query: &'static [&'static str],
+    responses: &'static [u16],
+) -> Op {
+    Op {
+        method,
+        summary,
+        query,
+        responses,
+    }
+}
+
+const WINDOW: &[&str] = &["start", "end"];
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        RouteDef {
+            path: "/",
+            ops: vec![op(
+                "get",
+                "The operator UI (public, no footage).",
+                &[],
+                &[200],
+            )],
+            make: || get(index::page),
+        },
+        RouteDef {
+            path: "/live.html",
+            ops: vec![op(
+                "get",
+                "A minimal live player page (public).",
+                &["camera", "stream"],
+                &[200],
+            )],
+            make: || get(index::live_page),
+        },
+        RouteDef {
+            path: "/assets/{file}",
+            ops: vec![op("get", "UI assets (public).", &[], &[200, 404])],
+            make: || get(index::asset),
+        },
+        RouteDef {
+            path: "/metrics",
+            ops: vec![op(
+                "get",
+                "Prometheus metrics (loopback, metrics token or a user with status rights).",
+                &[],
+                &[200, 401],
+            )],
+            make: || get(metrics::metrics),
+        },
+        RouteDef {
+            path: "/api/v1/health",
+            ops: vec![op(
+                "get",
+                "Liveness and readiness; details for authenticated users.",
+                &[],
+                &[200, 503],
+            )],
+            make: || get(health::health),
+        },
+        RouteDef {
+            path: "/api/v1/session",
+            ops: vec![
+                op(
+                    "get",
+                    "Who am I (user, role, scope, permissions, CSRF token).",
+                    &[],
+                    &[200, 401],
+                ),
+                op(
+                    "post",
+                    "Log in with {username, password}; sets the session cookie.",
+                    &[],
+                    &[200, 400, 401, 403, 429],
+                ),
+                op("delete", "Log out.", &[], &[200, 401, 403]),
+            ],
+            make: || {
+                get(session::whoami)
+                    .post(session::login)
+                    .delete(session::logout)
+            },
+        },
+        RouteDef {
+            path: "/api/v1/cameras",
+            ops: vec![op(
+                "get",
+                "Cameras in the caller's scope, streams, live status and quality compliance.",
+                &[],
+                &[200, 401, 403],
+            )],
+            make: || get(cameras::list),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/streams/{stream}/recordings",
+            ops: vec![op(
+                "get",
+                "Spans of continuous recording and gaps in [start, end) (RFC 3339); segments=1 lists segments.",
+                &["start", "end", "segments"],
+                &[200, 400, 401, 403, 404],
+            )],
+            make: || get(recordings::list),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/streams/{stream}/video.mp4",
+            ops: vec![op(
+                "get",
+                "Seekable progressive MP4 of a range (Range, HEAD, ETag, If-None-Match, If-Range); gaps=skip; ts=1 adds a wall-clock subtitle track.",
+                &["start", "end", "duration", "gaps", "ts"],
+                &[200, 206, 304, 400, 401, 403, 404, 409, 416],
+            )],
+            make: || get(video::video),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/streams/{stream}/live",
+            ops: vec![op(
+                "get",
+                "Live view: WebSocket upgrade, fMP4 init then media segments (see docs/API.md).",
+                &[],
+                &[101, 400, 401, 403, 404],
+            )],
+            make: || get(live::live),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/streams/{stream}/snapshot.jpg",
+            ops: vec![op(
+                "get",
+                "JPEG still at `at` (default latest); 501 without the gst feature.",
+                &["at"],
+                &[200, 400, 401, 403, 404, 501],
+            )],
+            make: || get(snapshot::snapshot),
+        },
+        RouteDef {
+            path: "/api/v1/users",
+            ops: vec![
+                op("get", "Users (admin).", &[], &[200, 401, 403]),
+                op(
+                    "post",
+                    "Create a user (admin).",
+                    &[],
+                    &[201, 400, 401, 403, 409],
+                ),
+            ],
+            make: || get(users::list).post(users::create),
+        },
+        RouteDef {
+            path: "/api/v1/users/{name}",
+            ops: vec![op(
+                "patch",
+                "Change a user's role, scope, password or disabled flag (admin).",
+                &[],
+                &[200, 400, 401, 403, 404],
+            )],
+            make: || patch(users::patch),
+        },
+        RouteDef {
+            path: "/api/v1/tokens",
+            ops: vec![
+                op("get", "API tokens (admin).", &[], &[200, 401, 403]),
+                op(
+                    "post",
+                    "Create an API token, shown once (admin).",
+                    &[],
+                    &[201, 400, 401, 403, 404],
+                ),
+            ],
+            make: || get(users::tokens).post(users::create_token),
+        },
+        RouteDef {
+            path: "/api/v1/tokens/{id}",
+            ops: vec![op(
+                "delete",
+                "Revoke an API token (admin).",
+                &[],
+                &[200, 401, 403, 404],
+            )],
+            make: || delete(users::revoke_token),
+        },
+        RouteDef {
+            path: "/api/v1/holds",
+            ops: vec![
+                op(
+                    "get",
+                    "Legal holds in the caller's scope.",
+                    &[],
+                    &[200, 401, 403],
+                ),
+                op(
+                    "post",
+                    "Place a legal hold {camera, stream, start, end, procedure, reason}.",
+                    &[],
+                    &[201, 400, 401, 403, 404],
+                ),
+            ],
+            make: || get(holds::list).post(holds::place),
+        },
+        RouteDef {
+            path: "/api/v1/holds/{id}",
+            ops: vec![op("get", "One legal hold.", &[], &[200, 401, 403, 404])],
+            make: || get(holds::get_one),
+        },
+        RouteDef {
+            path: "/api/v1/holds/{id}/release",
+            ops: vec![op(
+                "post",
+                "Release a hold {reason}.",
+                &[],
+                &[200, 400, 401, 403, 404, 409],
+            )],
+            make: || post(holds::release),
+        },
+        RouteDef {
+            path: "/api/v1/exports",
+            ops: vec![
+                op(
+                    "get",
+                    "Evidence export jobs in the caller's scope.",
+                    &[],
+                    &[200, 401, 403],
+                ),
+                op(
+                    "post",
+                    "Create an evidence export {camera, stream, start, end, reason, procedure, requester, ts?, stills?, burn_in?}.",
+                    &[],
+                    &[202, 400, 401, 403, 404, 409, 501],
+                ),
+            ],
+            make: || get(exports::list).post(exports::create),
+        },
+        RouteDef {
+            path: "/api/v1/exports/{id}",
+            ops: vec![op(
+                "get",
+                "An export job: status, progress, hashes.",
+                &[],
+                &[200, 401, 403, 404],
+            )],
+            make: || get(exports::get_one),
+        },
+        RouteDef {
+            path: "/api/v1/exports/{id}/package",
+            ops: vec![op(
+                "get",
+                "The export package (zip); journaled.",
+                &[],
+                &[200, 401, 403, 404, 409],
+            )],
+            make: || get(exports::package),
+        },
+        RouteDef {
+            path: "/api/v1/signing-key",
+            ops: vec![op(
+                "get",
+                "The installation's Ed25519 public key (public).",
+                &[],
+                &[200],
+            )],
+            make: || get(exports::signing_key),
+        },
+        RouteDef {
+            path: "/api/v1/audit",
+            ops: vec![op(
+                "get",
+                "The access journal with filters; format=csv.",
+                &[
+                    "start", "end", "actor", "camera", "action", "after", "limit", "format",
+                ],
+                &[200, 400, 401, 403],
+            )],
+            make: || get(audit::list),
+        },
+        RouteDef {
+            path: "/api/v1/audit/verify",
+            ops: vec![op(
+                "get",
+                "Verify the journal's hash chain.",
+                &[],
+                &[200, 401, 403],
+            )],
+            make: || get(audit::verify),
+        },
+        RouteDef {
+            path: "/api/v1/register.csv",
+            ops: vec![op(
+                "get",
+                "The legal register (CSV).",
+                WINDOW,
+                &[200, 400, 401, 403],
+            )],
+            make: || get(audit::register),
+        },
+        RouteDef {
+            path: "/api/v1/openapi.json",
+            ops: vec![op("get", "This OpenAPI description (public).", &[], &[200])],
+            make: || get(openapi_json),
+        },
+    ]
+}
+
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index::page))
-        .route("/api/v1/health", get(health::health))
-        .route("/api/v1/cameras", get(cameras::list))
-        .route(
-            "/api/v1/cameras/{cam}/streams/{stream}/recordings",
-            get(recordings::list),
-        )
-        .route(
-            "/api/v1/cameras/{cam}/streams/{stream}/live",
-            get(live::live),
-        )
-        .route(
-            "/api/v1/cameras/{cam}/streams/{stream}/snapshot.jpg",
-            get(snapshot::snapshot),
-        )
-        .route("/live.html", get(index::live_page))
-        .route("/assets/{file}", get(index::asset))
-        .route(
-            "/api/v1/cameras/{cam}/streams/{stream}/video.mp4",
-            get(video::video),
-        )
-        .route("/metrics", get(metrics::metrics))
-        // Users and rights. Every route's rights are in crate::access::rule (add new ones there).
-        .route(
-            "/api/v1/session",
-            get(session::whoami)
-                .post(session::login)
-                .delete(session::logout),
-        )
-        .route("/api/v1/users", get(users::list).post(users::create))
-        .route("/api/v1/users/{name}", axum::routing::patch(users::patch))
-        .route(
-            "/api/v1/tokens",
-            get(users::tokens).post(users::create_token),
-        )
-        .route(
-            "/api/v1/tokens/{id}",
-            axum::routing::delete(users::revoke_token),
-        )
-        // Legal holds and the access journal.
-        .route("/api/v1/holds", get(holds::list).post(holds::place))
-        .route("/api/v1/holds/{id}", get(holds::get_one))
-        .route(
-            "/api/v1/holds/{id}/release",
-            axum::routing::post(holds::release),
-        )
-        // Evidence exports and the installation's public signing key.
-        .route("/api/v1/exports", get(exports::list).post(exports::create))
-        .route("/api/v1/exports/{id}", get(exports::get_one))
-        .route("/api/v1/exports/{id}/package", get(exports::package))
-        .route("/api/v1/signing-key", get(exports::signing_key))
-        .route("/api/v1/audit", get(audit::list))
-        .route("/api/v1/audit/verify", get(audit::verify))
-        .route("/api/v1/register.csv", get(audit::register))
+    // Every route's rights are in crate::access::rule (add new ones there too).
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, d| r.route(d.path, (d.make)()))
         .fallback(not_found)
+}
+
+/// The OpenAPI 3.1 description of every route, built from [`routes`].
+pub fn openapi() -> Value {
+    let mut paths = serde_json::Map::new();
+    for d in routes() {
+        let path_params: Vec<Value> = d
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        let mut item = serde_json::Map::new();
+        for o in &d.ops {
+            let mut params = path_params.clone();
+            params.extend(o.query.iter().map(|q| json!({ "name": q, "in": "query", "required": false, "schema": { "type": "string" } })));
+            let responses: serde_json::Map<String, Value> = o
+                .responses
+                .iter()
+                .map(|c| (c.to_string(), json!({ "description": status_text(*c) })))
+                .collect();
+            item.insert(
+                o.method.to_owned(),
+                json!({ "summary": o.summary, "parameters": params, "responses": responses }),
+            );
+        }
+        paths.insert(d.path.to_owned(), Value::Object(item));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Vigie API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Video-protection recorder. Authentication: session cookie `vigie_session` (+ `X-CSRF-Token` on mutations) or `Authorization: Bearer <API token>`. Errors: `{\"error\": {\"code\", \"message\"}}`. Times: RFC 3339.",
+        },
+        "components": { "securitySchemes": {
+            "bearer": { "type": "http", "scheme": "bearer" },
+            "cookie": { "type": "apiKey", "in": "cookie", "name": "vigie_session" },
+        }},
+        "security": [ { "bearer": [] }, { "cookie": [] } ],
+        "paths": paths,
+    })
+}
+
+fn status_text(code: u16) -> &'static str {
+    axum::http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
+
+async fn openapi_json() -> axum::Json<Value> {
+    axum::Json(openapi())
 }
 
 async fn not_found(uri: axum::http::Uri) -> crate::ApiError {
