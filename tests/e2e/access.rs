@@ -3,28 +3,19 @@
 //! (cookie flags, CSRF, logout), disabled users, token revocation, the live WebSocket's Origin
 //! check, TLS, the CLI, and that no secret reaches the log.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vigie_camsim::{Fixture, MountConfig, Server, ServerHandle};
+use vigie_camsim::ServerHandle;
 use vigie_e2e::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
-const BASELINE: &str = "h264-baseline-640x360-25fps-gop50.h264";
 const PW: &str = "a long enough password";
 
 async fn camsim(mounts: &[&str]) -> ServerHandle {
-    let fixture: Arc<Fixture> = Fixture::embedded(BASELINE).expect("fixture");
-    let mounts = mounts
-        .iter()
-        .map(|m| MountConfig::new(*m, fixture.clone()))
-        .collect();
-    Server::start("127.0.0.1:0".parse().unwrap(), mounts)
-        .await
-        .unwrap()
+    vigie_e2e::sim::start_baseline(mounts).await
 }
 
 /// Two communes, one camera each: `cam-n` (nord) and `cam-s` (sud).

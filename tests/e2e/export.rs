@@ -11,26 +11,18 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use vigie_camsim::{Fixture, MountConfig, Server, ServerHandle};
+use vigie_camsim::ServerHandle;
 use vigie_e2e::media::{ffmpeg_decodes, ffprobe};
 use vigie_e2e::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
-const BASELINE: &str = "h264-baseline-640x360-25fps-gop50.h264";
 
 async fn camsim() -> ServerHandle {
-    let f: Arc<Fixture> = Fixture::embedded(BASELINE).expect("fixture");
-    Server::start(
-        "127.0.0.1:0".parse().unwrap(),
-        vec![MountConfig::new("a", f)],
-    )
-    .await
-    .unwrap()
+    vigie_e2e::sim::start_baseline(&["a"]).await
 }
 
 fn config(url: &str) -> String {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use vigie_camsim::{Auth, Fixture, Garbage, MountConfig, Server, ServerHandle};
+use vigie_camsim::{Auth, Fixture, Garbage, MountConfig, ServerHandle};
 use vigie_e2e::media::{ffmpeg_decodes, ffprobe, mp4_files};
 use vigie_e2e::{Vigie, VigieBuilder};
 
@@ -54,9 +54,7 @@ async fn recorded_secs(v: &Vigie, cam: &str) -> f64 {
 }
 
 async fn sim(mounts: Vec<MountConfig>) -> ServerHandle {
-    Server::start("127.0.0.1:0".parse().unwrap(), mounts)
-        .await
-        .unwrap()
+    vigie_e2e::sim::start(mounts).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

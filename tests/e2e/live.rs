@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vigie_camsim::{Fixture, MountConfig, Server, ServerHandle};
+use vigie_camsim::{Fixture, MountConfig, ServerHandle};
 use vigie_e2e::live::{LiveClient, LiveEvent, mdat_payload};
 use vigie_e2e::media::{ffmpeg_decodes, ffprobe};
 use vigie_e2e::{Vigie, VigieBuilder, fixtures_dir};
@@ -17,9 +17,7 @@ const H265: &str = "h265-main-1280x720-25fps-gop50.h265";
 const T: Duration = Duration::from_secs(10);
 
 async fn camsim(mounts: Vec<MountConfig>) -> ServerHandle {
-    Server::start("127.0.0.1:0".parse().unwrap(), mounts)
-        .await
-        .unwrap()
+    vigie_e2e::sim::start(mounts).await
 }
 
 fn embedded(name: &str) -> Arc<Fixture> {

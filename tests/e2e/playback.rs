@@ -5,12 +5,11 @@
 
 mod playback_common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
-use vigie_camsim::{Fixture, MountConfig, Server, ServerHandle};
+use vigie_camsim::ServerHandle;
 use vigie_e2e::media::{ffmpeg_decodes, ffprobe};
 use vigie_e2e::playback::{fetch, video_path};
 use vigie_e2e::{Vigie, VigieBuilder};
@@ -18,17 +17,10 @@ use vigie_e2e::{Vigie, VigieBuilder};
 use playback_common::{check_standard_ranges, wait_segments};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
-const BASELINE: &str = "h264-baseline-640x360-25fps-gop50.h264";
 const COMMUNE: &str = "[[communes]]\nid = \"test\"\nname = \"Test\"\n";
 
 async fn camsim() -> ServerHandle {
-    let f: Arc<Fixture> = Fixture::embedded(BASELINE).unwrap();
-    Server::start(
-        "127.0.0.1:0".parse().unwrap(),
-        vec![MountConfig::new("a", f)],
-    )
-    .await
-    .unwrap()
+    vigie_e2e::sim::start_baseline(&["a"]).await
 }
 
 fn start_vigie(url: &str) -> Vigie {

@@ -1,11 +1,10 @@
 //! End-to-end recording tests: the real `vigie` binary records cameras simulated by camsim (in
 //! this process), and every segment it writes is checked with ffmpeg and ffprobe.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use vigie_camsim::{Fixture, MountConfig, Server, ServerHandle};
+use vigie_camsim::{Fixture, ServerHandle};
 use vigie_e2e::media::{ffmpeg_decodes, ffprobe, mp4_files};
 use vigie_e2e::{Vigie, VigieBuilder, fixtures_dir};
 
@@ -13,18 +12,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const BASELINE: &str = "h264-baseline-640x360-25fps-gop50.h264";
 const H265: &str = "h265-main-1280x720-25fps-gop50.h265";
 
-fn fixture(name: &str) -> Arc<Fixture> {
-    Fixture::embedded(name).unwrap_or_else(|| panic!("fixture {name}"))
-}
-
 async fn camsim(mounts: &[(&str, &str)]) -> ServerHandle {
-    let mounts = mounts
-        .iter()
-        .map(|(m, f)| MountConfig::new(*m, fixture(f)))
-        .collect();
-    Server::start("127.0.0.1:0".parse().unwrap(), mounts)
-        .await
-        .unwrap()
+    vigie_e2e::sim::start_embedded(mounts).await
 }
 
 fn camera_toml(id: &str, url: &str) -> String {

@@ -9,31 +9,22 @@
 //! Screenshots of every page are written to `<target>/ui-screenshots/*.png`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use vigie_camsim::{Fixture, MountConfig, Server, ServerHandle};
+use vigie_camsim::ServerHandle;
 use vigie_e2e::browser::Browser;
 use vigie_e2e::browser::fantoccini::{self, Locator};
 use vigie_e2e::process::{ADMIN_PASSWORD, ADMIN_USER};
 use vigie_e2e::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
-const BASELINE: &str = "h264-baseline-640x360-25fps-gop50.h264";
 const OPERATOR: &str = "op-nord";
 const OPERATOR_PW: &str = "operator password, long enough";
 
 async fn camsim(mounts: &[&str]) -> ServerHandle {
-    let fixture: Arc<Fixture> = Fixture::embedded(BASELINE).expect("fixture");
-    let mounts = mounts
-        .iter()
-        .map(|m| MountConfig::new(*m, fixture.clone()))
-        .collect();
-    Server::start("127.0.0.1:0".parse().unwrap(), mounts)
-        .await
-        .unwrap()
+    vigie_e2e::sim::start_baseline(mounts).await
 }
 
 /// Communes "nord" (cam-n, cam-n2) and "sud" (cam-s).

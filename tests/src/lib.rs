@@ -12,6 +12,7 @@ pub mod live;
 pub mod media;
 pub mod playback;
 pub mod process;
+pub mod sim;
 
 pub use process::{Vigie, VigieBuilder};
 
