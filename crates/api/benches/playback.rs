@@ -3,9 +3,12 @@
 //! Generates a synthetic index of `--days` days × `--streams` streams (60 s segments at 25 fps,
 //! GOP 50, ~1 s fragments, realistic varying frame sizes at `--kbps`), then for 1 min, 1 h and
 //! 24 h ranges measures:
-//! * TTFB: `vigie_api::playback::prepare` = index range scan + sample-table decoding + plan +
-//!   ETag + `moov` (cold: a distinct range each time, so the moov cache misses; warm: the same
-//!   range again, a cache hit) — everything the handler does before sending the first byte;
+//! * TTFB: `vigie_api::playback::prepare` (index range scan, gap check, ETag, plan and layout
+//!   of the file: sample tables decoded only for the segments cut by the range) + producing the
+//!   first body chunk (cold: a distinct range each time, so the layout cache misses; warm: the
+//!   same range again, a cache hit) — everything the handler does before sending the first
+//!   byte. Also measured: rendering the whole `moov` (all sample tables), which happens while
+//!   the response streams;
 //! * throughput: the handler's body pipeline (a blocking reader of 256 KiB chunks feeding a
 //!   channel, drained by an async task) over real segment files already in the page cache.
 //!
@@ -208,7 +211,13 @@ fn main() -> anyhow::Result<()> {
             };
             let t = Instant::now();
             let p = vigie_api::playback::prepare(&store, &req)?;
+            let mut first = 0usize;
+            vigie_api::playback::read_blocking(&p.mp4, 0, p.mp4.total_len, |b| {
+                first = b.len();
+                false
+            })?;
             cold.push(t.elapsed());
+            assert!(first > 0);
             header = p.mp4.header_len;
         }
         let mut warm = Vec::new();
@@ -225,8 +234,11 @@ fn main() -> anyhow::Result<()> {
             vigie_api::playback::prepare(&store, &req)?;
             warm.push(t.elapsed());
         }
-        // Breakdown of a cold request: index scan, plan (sample tables decoded), moov build.
-        let (mut scan, mut plan, mut build) = (Vec::new(), Vec::new(), Vec::new());
+        // Breakdown of a cold request: index scan, plan (only the segments cut by the range are
+        // decoded), layout. Then, after the first byte, rendering the whole `moov` (every
+        // sample table decoded and written), which a player reads at network speed.
+        let (mut scan, mut plan, mut build, mut moov) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..a.iterations {
             let start = Time90k(mid + i64::from(i) * 117_000 + 99_999);
             let t = Instant::now();
@@ -236,17 +248,31 @@ fn main() -> anyhow::Result<()> {
             let p = c.plan(&store, GapPolicy::Refuse)?;
             plan.push(t.elapsed());
             let t = Instant::now();
-            vigie_mp4::progressive::build(&p.input)?;
+            let v = p.build()?;
             build.push(t.elapsed());
+            let t = Instant::now();
+            let mut n = 0u64;
+            v.read(
+                0,
+                v.header_len,
+                vigie_api::playback::READ_CHUNK_BYTES,
+                |b| {
+                    n += b.len() as u64;
+                    true
+                },
+            )?;
+            assert_eq!(n, v.header_len);
+            moov.push(t.elapsed());
         }
         println!(
-            "{name:>6}: moov+headers {:.2} MB, file {:.2} GB\n        TTFB cold {}\n          scan {}\n          plan {}\n          build {}\n        TTFB warm (cached moov) {}",
+            "{name:>6}: moov+headers {:.2} MB, file {:.2} GB\n        TTFB cold {}\n          scan {}\n          plan {}\n          layout {}\n        whole moov rendered (after the first byte) {}\n        TTFB warm (cached layout) {}",
             header as f64 / 1e6,
             prepared.mp4.total_len as f64 / 1e9,
             stats(cold),
             stats(scan),
             stats(plan),
             stats(build),
+            stats(moov),
             stats(warm)
         );
 
@@ -258,20 +284,15 @@ fn main() -> anyhow::Result<()> {
         let mp4 = prepared.mp4.clone();
         let sparse = secs > 3600;
         let buf = vec![0x5au8; 1 << 20];
-        for (i, f) in mp4.files.iter().enumerate() {
-            let need = mp4
-                .parts()
-                .iter()
-                .filter_map(|p| match p {
-                    vigie_mp4::progressive::Part::File { file, offset, len }
-                        if *file as usize == i =>
-                    {
-                        Some(offset + len)
-                    }
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0);
+        let mut needs = vec![0u64; mp4.files.len()];
+        mp4.for_each_slice(mp4.header_len, mp4.total_len, |s| {
+            if let vigie_mp4::progressive::Slice::File { file, offset, len } = s {
+                let n = &mut needs[file as usize];
+                *n = (*n).max(offset + len);
+            }
+            true
+        })?;
+        for (f, &need) in mp4.files.iter().zip(&needs) {
             if std::fs::metadata(f)
                 .map(|m| m.len() >= need)
                 .unwrap_or(false)

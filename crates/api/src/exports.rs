@@ -436,15 +436,16 @@ fn run(state: &crate::AppState, job: &Job) -> Result<(), String> {
     let key = StreamKey::new(&rec.camera, &rec.stream);
     let (start, end) = (Time90k(rec.start_90k), Time90k(rec.end_90k));
     let store: &Store = &state.store;
-    let plan = store
+    let mut plan = store
         .playback_plan(&key, start, end, GapPolicy::Skip)
         .map_err(|e| format!("planning {key}: {e}"))?;
-    let mut input = plan.input;
     if rec.ts {
-        input.cues = crate::playback::cues(&plan.pieces, &tz);
+        plan.input.cues = crate::playback::cues(&plan.pieces, &tz);
     }
-    let mp4 =
-        vigie_mp4::progressive::build(&input).map_err(|e| format!("building the MP4: {e}"))?;
+    let mp4 = plan
+        .clone()
+        .build()
+        .map_err(|e| format!("building the MP4: {e}"))?;
     job.update(|r| r.bytes_total = mp4.total_len);
     let mut codecs: Vec<String> = Vec::new();
     let mut codec = None;
@@ -461,6 +462,9 @@ fn run(state: &crate::AppState, job: &Job) -> Result<(), String> {
             }
         }
     }
+    let input = plan
+        .materialise()
+        .map_err(|e| format!("reading the sample tables of {key}: {e}"))?;
     let frames = presented_frames(
         input.samples.iter().map(|s| s.duration_90k),
         input.skip_90k,

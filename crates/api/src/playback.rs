@@ -4,20 +4,20 @@
 //! * [`prepare`]: the overlapping segments from one index scan
 //!   ([`vigie_store::Store::playback_candidates`]), gap check, strong ETag (hash of the format
 //!   version, the request parameters and each segment's id, start, duration and indexed length),
-//!   then — unless a file with that ETag is cached — the plan (sample tables decoded), the
-//!   wall-clock subtitle cues and the `moov`.
+//!   then — unless a file with that ETag is cached — the plan and the layout of the file
+//!   (sample tables are decoded only for the segments cut by the range; the others are laid
+//!   out from their index heads and their tables generated while the response streams, see
+//!   [`vigie_mp4::progressive`]) and the wall-clock subtitle cues.
 //! * [`read_blocking`]: streams any byte range of a [`VirtualMp4`] from memory and the segment
 //!   files in chunks of [`READ_CHUNK_BYTES`], never holding the whole range in memory.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use vigie_core::{StreamKey, Time90k};
-use vigie_mp4::progressive::{self, Cue, Slice, VirtualMp4};
+use vigie_mp4::progressive::{self, Cue, VirtualMp4};
 use vigie_store::{GapPolicy, Piece, PlaybackError, Span, Store, StoreError};
 
 use crate::ApiError;
@@ -48,7 +48,8 @@ pub struct Prepared {
 /// Built files kept for repeated requests (players issue many range requests for the same
 /// resource): at most this many entries…
 const CACHE_ENTRIES: usize = 16;
-/// …and this many bytes of headers in total.
+/// …and this many bytes in total (index entries and in-memory headers; a 24 h file holds
+/// ~10 MB of index entries).
 const CACHE_BYTES: u64 = 128 << 20;
 
 type Cache = Mutex<VecDeque<(String, Arc<VirtualMp4>)>>;
@@ -73,7 +74,7 @@ fn cache_put(etag: &str, v: &Arc<VirtualMp4>) {
     let mut total = 0u64;
     let mut keep = 0;
     for (_, m) in c.iter() {
-        total += m.header_len;
+        total += m.resident_bytes();
         if keep >= CACHE_ENTRIES || (keep > 0 && total > CACHE_BYTES) {
             break;
         }
@@ -135,22 +136,18 @@ pub fn prepare(store: &Store, req: &PlaybackRequest) -> Result<Prepared, ApiErro
             spans: cands.spans,
         });
     }
-    let plan = cands.plan(store, req.gaps).map_err(map_err)?;
-    let mut input = plan.input;
+    let mut plan = cands.plan(store, req.gaps).map_err(map_err)?;
     if let Some(tz) = &req.subtitles {
-        input.cues = cues(&plan.pieces, tz);
+        plan.input.cues = cues(&plan.pieces, tz);
     }
-    let mp4 = Arc::new(progressive::build(&input).map_err(|e| {
+    let spans = plan.spans.clone();
+    let mp4 = Arc::new(plan.build().map_err(|e| {
         ApiError::Store(StoreError::Corrupt {
             what: format!("playback plan of {}: {e}", req.key),
         })
     })?);
     cache_put(&etag, &mp4);
-    Ok(Prepared {
-        mp4,
-        etag,
-        spans: plan.spans,
-    })
+    Ok(Prepared { mp4, etag, spans })
 }
 
 /// One cue per wall-clock second (the first and last ones partial), local time with its UTC
@@ -186,45 +183,9 @@ pub fn read_blocking(
     mp4: &VirtualMp4,
     start: u64,
     end: u64,
-    mut send: impl FnMut(Bytes) -> bool,
+    send: impl FnMut(Bytes) -> bool,
 ) -> std::io::Result<()> {
-    let mut open: Option<(u32, File)> = None;
-    for s in mp4.slices(start, end) {
-        match s {
-            Slice::Mem(m) => {
-                for i in (0..m.len()).step_by(READ_CHUNK_BYTES) {
-                    if !send(m.slice(i..(i + READ_CHUNK_BYTES).min(m.len()))) {
-                        return Ok(());
-                    }
-                }
-            }
-            Slice::File { file, offset, len } => {
-                if open.as_ref().is_none_or(|(f, _)| *f != file) {
-                    let path = mp4.files.get(file as usize).ok_or_else(|| {
-                        std::io::Error::other(format!("virtual MP4 refers to file #{file}"))
-                    })?;
-                    let f = File::open(path).map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                    })?;
-                    open = Some((file, f));
-                }
-                let Some((_, f)) = open.as_ref() else {
-                    continue;
-                };
-                let mut done = 0u64;
-                while done < len {
-                    let n = (len - done).min(READ_CHUNK_BYTES as u64) as usize;
-                    let mut buf = vec![0u8; n];
-                    f.read_exact_at(&mut buf, offset + done)?;
-                    done += n as u64;
-                    if !send(Bytes::from(buf)) {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
+    mp4.read(start, end, READ_CHUNK_BYTES, send)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vigie_core::config::{ByteSize, RecordingConfig};
 use vigie_core::{Clock, Frame, FrameSink, SimulatedClock, StreamEvent, StreamKey, Time90k};
 use vigie_mp4::testutil::{TestStream, annexb_to_stream};
@@ -141,6 +141,7 @@ fn index(c: &mut Criterion) {
         session_id: 1,
         open: true,
         end_reason: None,
+        counts: vigie_store::sampletable::TableCounts::default(),
         init_len: 800,
         sample_table: table.clone(),
         fragment_table: vec![0; 180],
@@ -174,19 +175,77 @@ fn mp4(c: &mut Criterion) {
     g.bench_function("init_segment", |b| {
         b.iter(|| vigie_mp4::init_segment(&s.params, std::hint::black_box(&meta)))
     });
-    for (name, hours) in [("progressive_moov_1h", 1u64), ("progressive_moov_24h", 24)] {
+    for (hours, sample_size) in [(1u64, 50), (24, 10)] {
         let input = progressive_input(&s, hours);
         g.throughput(Throughput::Elements(input.samples.len() as u64));
-        g.sample_size(if hours > 1 { 10 } else { 50 });
-        g.bench_function(name, |b| {
-            b.iter_batched(
-                || input.clone(),
-                |i| vigie_mp4::progressive::build(&i).unwrap(),
-                BatchSize::LargeInput,
-            )
+        g.sample_size(sample_size);
+        // The whole `moov`: layout, then every table rendered (what a full read of the header
+        // costs, spread over the response).
+        g.bench_function(format!("progressive_moov_{hours}h"), |b| {
+            b.iter(|| {
+                let v = vigie_mp4::progressive::build(std::hint::black_box(&input)).unwrap();
+                v.read_to_vec(0, v.header_len).unwrap()
+            })
+        });
+        // The layout alone from per-piece summaries (what a request costs before its first
+        // byte; pieces come from the index heads).
+        let (lazy, source) = lazy_input(&input);
+        g.bench_function(format!("progressive_layout_{hours}h"), |b| {
+            b.iter(|| {
+                vigie_mp4::progressive::build_lazy(
+                    std::hint::black_box(lazy.clone()),
+                    source.clone(),
+                )
+                .unwrap()
+            })
         });
     }
     g.finish();
+}
+
+/// `input` as per-file pieces with their summaries, and a source holding their tables.
+fn lazy_input(
+    input: &vigie_mp4::progressive::Input,
+) -> (
+    vigie_mp4::progressive::LazyInput,
+    std::sync::Arc<vigie_mp4::progressive::MemSource>,
+) {
+    use vigie_mp4::progressive::*;
+    let mut pieces: Vec<PieceRef> = Vec::new();
+    let mut tables: Vec<PieceTables> = Vec::new();
+    for c in &input.chunks {
+        if pieces.last().is_none_or(|p| p.file != c.file) {
+            pieces.push(PieceRef {
+                file: c.file,
+                description: c.description,
+                summary: PieceSummary::default(),
+            });
+            tables.push(PieceTables::default());
+        }
+        let t = tables.last_mut().unwrap();
+        let a = c.first_sample as usize;
+        t.samples
+            .extend_from_slice(&input.samples[a..a + c.samples as usize]);
+        t.chunks.push(ChunkLoc {
+            offset: c.offset,
+            samples: c.samples,
+        });
+    }
+    for (p, t) in pieces.iter_mut().zip(&tables) {
+        p.summary = PieceSummary::of(t);
+    }
+    let lazy = LazyInput {
+        sample_entries: input.sample_entries.clone(),
+        width: input.width,
+        height: input.height,
+        files: input.files.clone(),
+        pieces,
+        skip_90k: input.skip_90k,
+        duration_90k: input.duration_90k,
+        cues: Vec::new(),
+    };
+    let source = MemSource(tables.into_iter().map(std::sync::Arc::new).collect());
+    (lazy, std::sync::Arc::new(source))
 }
 
 /// `hours` of 25 fps in 60 s segment files of 1 s fragments (one chunk per fragment).

@@ -7,12 +7,11 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use vigie_mp4::progressive::{Part, VirtualMp4};
+use vigie_mp4::progressive::VirtualMp4;
 use zip::CompressionMethod;
 use zip::write::SimpleFileOptions;
 
@@ -86,37 +85,20 @@ pub fn write_mp4(
         bytes: 0,
     };
     let total = mp4.total_len;
-    let mut open: Option<(u32, File)> = None;
-    let mut buf = vec![0u8; CHUNK as usize];
-    for part in mp4.parts() {
-        match part {
-            Part::Mem(b) => {
-                w.write_all(b).map_err(|e| ExportError::io("package", e))?;
-            }
-            Part::File { file, offset, len } => {
-                let path = mp4.files.get(*file as usize).ok_or_else(|| {
-                    ExportError::Invalid(format!("virtual MP4 refers to file #{file}"))
-                })?;
-                if open.as_ref().is_none_or(|(f, _)| f != file) {
-                    let f = File::open(path).map_err(|e| ExportError::io(path.display(), e))?;
-                    open = Some((*file, f));
-                }
-                let Some((_, f)) = open.as_ref() else {
-                    continue;
-                };
-                let mut done = 0u64;
-                while done < *len {
-                    let n = (len - done).min(CHUNK) as usize;
-                    f.read_exact_at(&mut buf[..n], offset + done)
-                        .map_err(|e| ExportError::io(path.display(), e))?;
-                    w.write_all(&buf[..n])
-                        .map_err(|e| ExportError::io("package", e))?;
-                    done += n as u64;
-                    progress(w.bytes, total);
-                }
-            }
+    let mut write_err = None;
+    mp4.read(0, total, CHUNK as usize, |b| match w.write_all(&b) {
+        Ok(()) => {
+            progress(w.bytes, total);
+            true
         }
-        progress(w.bytes, total);
+        Err(e) => {
+            write_err = Some(e);
+            false
+        }
+    })
+    .map_err(|e| ExportError::io("reading the recording", e))?;
+    if let Some(e) = write_err {
+        return Err(ExportError::io("package", e));
     }
     if w.bytes != total {
         return Err(ExportError::Invalid(format!(

@@ -3,10 +3,17 @@
 
 /// Writes nested boxes into a buffer. `start*` opens a box (size placeholder), `end` closes the
 /// innermost open box and patches its 32-bit size.
+///
+/// [`BoxWriter::outside`] declares bytes that belong to the box stream at the current position
+/// but are not in the buffer (the lazily generated tables of the virtual progressive MP4):
+/// enclosing boxes count them in their sizes.
 #[derive(Debug, Default)]
 pub struct BoxWriter {
     buf: Vec<u8>,
-    open: Vec<usize>,
+    /// Open boxes: (position of the size field in `buf`, virtual offset of the box start).
+    open: Vec<(usize, u64)>,
+    /// Bytes declared with [`BoxWriter::outside`] so far.
+    outside: u64,
 }
 
 impl BoxWriter {
@@ -18,12 +25,13 @@ impl BoxWriter {
         BoxWriter {
             buf: Vec::with_capacity(cap),
             open: Vec::new(),
+            outside: 0,
         }
     }
 
     /// Opens a plain box.
     pub fn start(&mut self, fourcc: &[u8; 4]) -> &mut Self {
-        self.open.push(self.buf.len());
+        self.open.push((self.buf.len(), self.virtual_len()));
         self.buf.extend_from_slice(&[0, 0, 0, 0]);
         self.buf.extend_from_slice(fourcc);
         self
@@ -38,11 +46,22 @@ impl BoxWriter {
     /// Closes the innermost open box. Boxes written here are small (headers, tables); a box
     /// larger than 4 GiB gets its size saturated, which callers avoid by construction.
     pub fn end(&mut self) -> &mut Self {
-        if let Some(pos) = self.open.pop() {
-            let size = u32::try_from(self.buf.len() - pos).unwrap_or(u32::MAX);
+        if let Some((pos, start)) = self.open.pop() {
+            let size = u32::try_from(self.virtual_len() - start).unwrap_or(u32::MAX);
             self.patch_u32(pos, size);
         }
         self
+    }
+
+    /// Declares `n` bytes at the current position that live outside the buffer.
+    pub fn outside(&mut self, n: u64) -> &mut Self {
+        self.outside += n;
+        self
+    }
+
+    /// Length of the box stream so far: the buffer plus the bytes declared outside.
+    pub fn virtual_len(&self) -> u64 {
+        self.buf.len() as u64 + self.outside
     }
 
     /// Writes a whole box with `body` as its content.
@@ -155,5 +174,21 @@ mod tests {
             &b[8..20],
             &[0, 0, 0, 16, b'm', b'v', b'h', b'd', 1, 2, 0, 0]
         );
+    }
+
+    #[test]
+    fn outside_bytes_count_in_enclosing_sizes() {
+        let mut w = BoxWriter::new();
+        w.boxed(b"moov", |w| {
+            w.boxed(b"stsz", |w| {
+                w.u32(1).outside(100);
+            });
+            w.u8(9);
+        });
+        assert_eq!(w.virtual_len(), 8 + 8 + 4 + 100 + 1);
+        let b = w.into_inner();
+        assert_eq!(b.len(), 8 + 8 + 4 + 1);
+        assert_eq!(u32::from_be_bytes(b[0..4].try_into().unwrap()), 121);
+        assert_eq!(u32::from_be_bytes(b[8..12].try_into().unwrap()), 112);
     }
 }

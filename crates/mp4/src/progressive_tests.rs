@@ -59,11 +59,19 @@ fn be64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
 }
 
+/// `ftyp` + `moov` + `mdat` header, with every lazily generated table rendered.
 fn header(v: &VirtualMp4) -> Bytes {
-    match &v.parts()[0] {
-        Part::Mem(b) => b.clone(),
-        p => panic!("first part is {p:?}"),
-    }
+    Bytes::from(v.read_to_vec(0, v.header_len).unwrap())
+}
+
+fn slices(v: &VirtualMp4, a: u64, b: u64) -> Vec<Slice> {
+    let mut out = Vec::new();
+    v.for_each_slice(a, b, |s| {
+        out.push(s);
+        true
+    })
+    .unwrap();
+    out
 }
 
 #[test]
@@ -136,7 +144,7 @@ fn over_4_gib_uses_64_bit_sizes_and_offsets() {
     let last = be64(&h, co64 + 16 + 8 * (count - 1));
     assert!(last > u64::from(u32::MAX));
     let last_chunk = input.chunks.last().unwrap();
-    let s: Vec<Slice> = v.slices(last, last + 10).collect();
+    let s = slices(&v, last, last + 10);
     assert_eq!(
         s,
         vec![Slice::File {
@@ -150,10 +158,16 @@ fn over_4_gib_uses_64_bit_sizes_and_offsets() {
     assert_eq!(be32(&h, stsz + 16) as usize, n);
     let (stss, _) = find_box(&h, b"stss").unwrap();
     assert_eq!(be32(&h, stss + 12) as usize, n / 50);
+    // Runs are per piece (here one per file of 60 chunks): 1,440 `stsc` and `stts` entries.
     let (stsc, _) = find_box(&h, b"stsc").unwrap();
-    assert_eq!(be32(&h, stsc + 12), 1);
+    assert_eq!(be32(&h, stsc + 12), 1440);
+    assert_eq!(
+        (be32(&h, stsc + 16 + 12), be32(&h, stsc + 20 + 12)),
+        (61, 25),
+        "the second piece's entry starts at chunk 61"
+    );
     let (stts, _) = find_box(&h, b"stts").unwrap();
-    assert_eq!((be32(&h, stts + 12), be32(&h, stts + 16)), (1, n as u32));
+    assert_eq!((be32(&h, stts + 12), be32(&h, stts + 16)), (1440, 1500));
 }
 
 #[test]
@@ -199,7 +213,7 @@ fn slices_cover_any_range_exactly() {
     let flat = |a: u64, b: u64| -> Vec<(u32, u64)> {
         // (file or u32::MAX for memory, offset) of each byte.
         let mut out = Vec::new();
-        for s in v.slices(a, b) {
+        for s in slices(&v, a, b) {
             match s {
                 Slice::Mem(m) => out.extend((0..m.len()).map(|i| (u32::MAX, i as u64))),
                 Slice::File { file, offset, len } => {
@@ -313,7 +327,7 @@ fn materialise(
     let out = dir.join("out.mp4");
     let mut o = std::fs::File::create(&out).unwrap();
     let files: Vec<Vec<u8>> = v.files.iter().map(|p| std::fs::read(p).unwrap()).collect();
-    for s in v.slices(0, v.total_len) {
+    for s in slices(&v, 0, v.total_len) {
         match s {
             Slice::Mem(m) => o.write_all(&m).unwrap(),
             Slice::File { file, offset, len } => o
@@ -413,4 +427,62 @@ fn ffmpeg_decodes_several_sample_descriptions() {
     let val = validate_with_ffmpeg(&out);
     assert!(val.ffmpeg_ok, "{}", val.ffmpeg_stderr);
     assert_eq!(val.frames, Some(input.samples.len() as u64));
+}
+
+/// A source whose tables no longer match the summaries the file was laid out with (an index
+/// changed under a response): reading the affected share is an error, never wrong bytes.
+#[test]
+fn a_piece_that_differs_from_its_summary_is_an_error() {
+    let tables = PieceTables {
+        samples: (0..4)
+            .map(|i| SampleInfo {
+                duration_90k: 3600,
+                bytes: 100 + i,
+                is_key: i == 0,
+            })
+            .collect(),
+        chunks: vec![ChunkLoc {
+            offset: 10,
+            samples: 4,
+        }],
+    };
+    let summary = PieceSummary::of(&tables);
+    assert_eq!(
+        (
+            summary.samples,
+            summary.key_frames,
+            summary.stts_runs,
+            summary.chunks
+        ),
+        (4, 1, 1, 1)
+    );
+    assert_eq!((summary.payload_bytes, summary.media_90k), (406, 14_400));
+    let mut shorter = tables.clone();
+    shorter.samples.pop();
+    shorter.chunks[0].samples = 3;
+    let input = LazyInput {
+        sample_entries: vec![Bytes::from_static(b"\0\0\0\x08avc1")],
+        width: 2,
+        height: 2,
+        files: vec!["/nonexistent".into()],
+        pieces: vec![PieceRef {
+            file: 0,
+            description: 0,
+            summary,
+        }],
+        skip_90k: 0,
+        duration_90k: 14_400,
+        cues: Vec::new(),
+    };
+    let good = build_lazy(
+        input.clone(),
+        std::sync::Arc::new(MemSource(vec![tables.into()])),
+    )
+    .unwrap();
+    good.read_to_vec(0, good.header_len).unwrap();
+    let bad = build_lazy(input, std::sync::Arc::new(MemSource(vec![shorter.into()]))).unwrap();
+    let e = bad.read_to_vec(0, bad.header_len).unwrap_err();
+    assert!(e.to_string().contains("index inconsistent"), "{e}");
+    let e = bad.read_to_vec(bad.header_len, bad.total_len).unwrap_err();
+    assert!(e.to_string().contains("index inconsistent"), "{e}");
 }

@@ -18,13 +18,15 @@ use serde::{Deserialize, Serialize};
 use sled::Tree;
 use vigie_core::{Codec, StreamKey, Time90k, VideoParams};
 
+use crate::sampletable::TableCounts;
 use crate::{DeletionRecord, StoreError};
 
 /// Longest a segment can be in the index: the 5 min hard cap + the 10 s largest frame duration
 /// + slew margin. Range scans start this far before the window.
 pub const MAX_SEGMENT_90K: i64 = (300 + 20) * 90_000;
 
-const FORMAT: u32 = 1;
+/// 2: entries carry [`TableCounts`].
+const FORMAT: u32 = 2;
 
 /// One segment in the index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +50,8 @@ pub struct SegmentEntry {
     pub session_id: u64,
     pub open: bool,
     pub end_reason: Option<String>,
+    /// Run, chunk and payload counts of the tables below (for laying out playback files).
+    pub counts: TableCounts,
     /// Length of the init segment (`ftyp` + `moov`): where the first fragment starts.
     pub init_len: u32,
     /// See [`crate::sampletable`].
@@ -85,6 +89,7 @@ pub struct EntryHead {
     pub session_id: u64,
     pub open: bool,
     pub end_reason: Option<String>,
+    pub counts: TableCounts,
 }
 
 impl EntryHead {
@@ -182,7 +187,11 @@ impl Index {
                 idx.meta.insert("format", &FORMAT.to_be_bytes())?;
             }
             Some(v) if u32_of(&v) == Some(FORMAT) => {}
-            Some(_) => return Err(corrupt("index format is not 1 (run `vigie reindex`)")),
+            Some(_) => {
+                return Err(corrupt(format!(
+                    "index format is not {FORMAT} (run `vigie reindex` to rebuild it from the segment files)"
+                )));
+            }
         }
         Ok(idx)
     }
@@ -410,6 +419,12 @@ mod tests {
             session_id: 3,
             open: true,
             end_reason: Some("rotation".into()),
+            counts: TableCounts {
+                stts_runs: 4,
+                chunks: 5,
+                stsc_runs: 2,
+                payload_bytes: 1 << 34,
+            },
             init_len: 800,
             sample_table: vec![1, 2, 3],
             fragment_table: vec![4, 5],
@@ -421,6 +436,7 @@ mod tests {
             (7, -5, 1 << 33, Codec::H265, Some("rotation"))
         );
         assert_eq!((h.open, h.session_id, h.params_id), (true, 3, 99));
+        assert_eq!(h.counts, e.counts);
     }
 
     #[test]

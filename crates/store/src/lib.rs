@@ -44,7 +44,9 @@ mod writer;
 
 pub use freespace::{DiskSpace, FakeFreeSpace, FreeSpace, Statvfs};
 pub use holds::{Hold, NewHold, Release};
-pub use playback::{Candidates, GapPolicy, Piece, PlannedSegment, PlaybackError, PlaybackPlan};
+pub use playback::{
+    Candidates, GapPolicy, IndexPieces, Piece, PlannedSegment, PlaybackError, PlaybackPlan,
+};
 pub use recovery::RecoveryReport;
 pub use sampletable::FragmentLoc;
 pub use synthetic::SyntheticSegment;

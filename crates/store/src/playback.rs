@@ -20,12 +20,17 @@
 //!   its indexed length.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use vigie_core::{Codec, StreamKey, Time90k};
 use vigie_mp4::SampleInfo;
-use vigie_mp4::progressive::{Chunk, Input};
+use vigie_mp4::progressive::{
+    self, BuildError, Chunk, ChunkLoc, Input, LazyInput, PieceRef, PieceSource, PieceSummary,
+    PieceTables, VirtualMp4,
+};
 
 use crate::index::{EntryHead, SegmentEntry};
+use crate::sampletable::FragmentLoc;
 use crate::{SPAN_MERGE_TOLERANCE_90K, Span, Store, StoreError, sampletable};
 
 /// What to do when the range holds more than one span of recording.
@@ -72,12 +77,54 @@ pub struct Piece {
 #[derive(Clone, Debug)]
 pub struct PlaybackPlan {
     /// Builder input (no subtitle cues: the caller adds them from [`PlaybackPlan::pieces`]).
-    pub input: Input,
+    pub input: LazyInput,
+    /// Loads each piece's sample tables when the built file is read.
+    pub source: Arc<IndexPieces>,
     /// Spans of recording inside the window (more than one only with [`GapPolicy::Skip`]).
     pub spans: Vec<Span>,
     pub segments: Vec<PlannedSegment>,
     /// Presentation → wall clock, in order, covering `input.duration_90k`.
     pub pieces: Vec<Piece>,
+}
+
+impl PlaybackPlan {
+    /// Lays out the virtual MP4 (no sample table is decoded for whole segments).
+    pub fn build(self) -> Result<VirtualMp4, BuildError> {
+        progressive::build_lazy(self.input, self.source)
+    }
+
+    /// The same file as a fully materialised [`Input`] (decodes every piece's tables): for
+    /// consumers that walk every sample (export frame counts, the burned-in copy, tests).
+    pub fn materialise(&self) -> std::io::Result<Input> {
+        let i = &self.input;
+        let mut out = Input {
+            sample_entries: i.sample_entries.clone(),
+            width: i.width,
+            height: i.height,
+            files: i.files.clone(),
+            samples: Vec::new(),
+            chunks: Vec::new(),
+            skip_90k: i.skip_90k,
+            duration_90k: i.duration_90k,
+            cues: i.cues.clone(),
+        };
+        for (n, piece) in i.pieces.iter().enumerate() {
+            let t = self.source.load(n as u32)?;
+            let mut first = out.samples.len() as u32;
+            for c in &t.chunks {
+                out.chunks.push(Chunk {
+                    file: piece.file,
+                    offset: c.offset,
+                    first_sample: first,
+                    samples: c.samples,
+                    description: piece.description,
+                });
+                first += c.samples;
+            }
+            out.samples.extend_from_slice(&t.samples);
+        }
+        Ok(out)
+    }
 }
 
 fn scale(v: i64, num: i64, den: i64) -> i64 {
@@ -188,176 +235,286 @@ fn plan_entries(
     end: Time90k,
     spans: Vec<Span>,
 ) -> Result<PlaybackPlan, PlaybackError> {
-    let mut input = Input::default();
+    let mut input = LazyInput::default();
+    let mut sources: Vec<IndexPiece> = Vec::new();
     let mut descriptions: HashMap<u64, u32> = HashMap::new();
     let mut segments = Vec::new();
     let mut pieces: Vec<Piece> = Vec::new();
     let mut presented = 0u64; // presentation time so far (after the edit)
     let mut last_clip = 0u64; // media time of the last included frame after `end`
     let mut scratch: Vec<SampleInfo> = Vec::new();
-    for (_, encoded) in entries {
-        let e: SegmentEntry = postcard::from_bytes(encoded).map_err(StoreError::from)?;
-        let e = &e;
-        let corrupt = || StoreError::Corrupt {
-            what: format!("sample table of segment {}", e.id),
-        };
-        if !sampletable::decode_samples_into(&e.sample_table, &mut scratch) {
-            return Err(corrupt().into());
-        }
-        let samples = &scratch[..];
-        let frags =
-            sampletable::decode_fragments(&e.fragment_table, u64::from(e.init_len), samples)
-                .ok_or_else(corrupt)?;
-        // Only fragments wholly inside the indexed (durable) length.
-        let mut usable = 0usize;
-        let mut n_usable = 0usize;
-        for f in &frags {
-            let last = n_usable + f.samples as usize;
-            let payload: u64 = samples[n_usable..last]
-                .iter()
-                .map(|s| u64::from(s.bytes))
-                .sum();
-            if f.offset + u64::from(f.header_len) + payload > e.bytes {
-                break;
-            }
-            usable += 1;
-            n_usable = last;
-        }
-        let frags = &frags[..usable];
-        let samples = &samples[..n_usable];
-        if samples.is_empty() {
-            continue;
-        }
-        let media_sum: i64 = samples.iter().map(|s| i64::from(s.duration_90k)).sum();
-        let wall = e.duration_90k;
-        let a = scale((start.0 - e.start_90k).max(0), e.media_duration_90k, wall).min(media_sum);
-        let b = scale(end.0 - e.start_90k, e.media_duration_90k, wall).clamp(0, media_sum);
-        if a >= media_sum {
-            continue;
-        }
-        // pts of each frame; first = frame showing at `a`; last_excl = first frame at or after b.
-        let mut pts = 0i64;
-        let (mut first, mut last_excl) = (samples.len(), samples.len());
-        let mut first_pts = 0i64;
-        let mut end_pts = media_sum;
-        for (i, s) in samples.iter().enumerate() {
-            let d = i64::from(s.duration_90k);
-            if first == samples.len() && a < pts + d {
-                first = i;
-                first_pts = pts;
-            }
-            if pts >= b {
-                last_excl = i;
-                end_pts = pts;
-                break;
-            }
-            pts += d;
-        }
-        if first >= last_excl {
-            continue;
-        }
-        let key_idx = samples[..=first]
-            .iter()
-            .rposition(|s| s.is_key)
-            .unwrap_or(0);
-        let key_pts: i64 = samples[..key_idx]
-            .iter()
-            .map(|s| i64::from(s.duration_90k))
-            .sum();
-        let is_first_segment = input.samples.is_empty();
-        let present_from = if is_first_segment {
-            // The edit starts at the frame showing at `start` (players drop frames that begin
-            // before the edit, even those still showing at its start).
-            input.skip_90k = (first_pts - key_pts).max(0) as u64;
-            first_pts
+    for (h, encoded) in entries {
+        let wall = h.duration_90k;
+        let is_first_piece = input.pieces.is_empty();
+        // (summary, first sample, source, presented media [from, to), media after `to`)
+        let (summary, first_sample, source, present_from, present_to, clip);
+        if h.start_90k >= start.0 && h.end() <= end {
+            // The whole segment: laid out from the entry's head, tables decoded when read.
+            let media = h.media_duration_90k.max(0);
+            summary = PieceSummary {
+                samples: h.frames,
+                key_frames: h.key_frames,
+                stts_runs: h.counts.stts_runs,
+                chunks: h.counts.chunks,
+                stsc_runs: h.counts.stsc_runs,
+                payload_bytes: h.counts.payload_bytes,
+                media_90k: media as u64,
+            };
+            first_sample = 0;
+            source = IndexPiece::Entry {
+                id: h.id,
+                encoded: encoded.clone(),
+                samples: h.frames,
+            };
+            (present_from, present_to, clip) = (0, media, 0);
         } else {
-            key_pts
-        };
-        let present_to = b.min(end_pts).max(present_from);
-        last_clip = (end_pts - present_to).max(0) as u64;
-        let wall_at = |m: i64| Time90k(e.start_90k + scale(m, wall, e.media_duration_90k));
-        pieces.push(Piece {
-            presentation_90k: presented,
-            wall_start: wall_at(present_from),
-            duration_90k: (present_to - present_from) as u64,
-        });
-        presented += (present_to - present_from) as u64;
+            // A segment cut by the window: decode it now (at most the first and last ones).
+            let e: SegmentEntry = postcard::from_bytes(encoded).map_err(StoreError::from)?;
+            let frags = decode_usable(&e, &mut scratch)?;
+            let samples = &scratch[..];
+            if samples.is_empty() {
+                continue;
+            }
+            let media_sum: i64 = samples.iter().map(|s| i64::from(s.duration_90k)).sum();
+            let a =
+                scale((start.0 - e.start_90k).max(0), e.media_duration_90k, wall).min(media_sum);
+            let b = scale(end.0 - e.start_90k, e.media_duration_90k, wall).clamp(0, media_sum);
+            if a >= media_sum {
+                continue;
+            }
+            // first = frame showing at `a`; last_excl = first frame at or after b.
+            let mut pts = 0i64;
+            let (mut first, mut last_excl) = (samples.len(), samples.len());
+            let mut first_pts = 0i64;
+            let mut end_pts = media_sum;
+            for (i, s) in samples.iter().enumerate() {
+                let d = i64::from(s.duration_90k);
+                if first == samples.len() && a < pts + d {
+                    first = i;
+                    first_pts = pts;
+                }
+                if pts >= b {
+                    last_excl = i;
+                    end_pts = pts;
+                    break;
+                }
+                pts += d;
+            }
+            if first >= last_excl {
+                continue;
+            }
+            let key_idx = samples[..=first]
+                .iter()
+                .rposition(|s| s.is_key)
+                .unwrap_or(0);
+            let key_pts: i64 = samples[..key_idx]
+                .iter()
+                .map(|s| i64::from(s.duration_90k))
+                .sum();
+            let from = if is_first_piece {
+                // The edit starts at the frame showing at `start` (players drop frames that
+                // begin before the edit, even those still showing at its start).
+                input.skip_90k = (first_pts - key_pts).max(0) as u64;
+                first_pts
+            } else {
+                key_pts
+            };
+            let to = b.min(end_pts).max(from);
+            let tables = tables_of(samples, &frags, key_idx, last_excl);
+            summary = PieceSummary::of(&tables);
+            first_sample = key_idx as u32;
+            source = IndexPiece::Decoded(Arc::new(tables));
+            (present_from, present_to, clip) = (from - key_pts, to - key_pts, end_pts - to);
+            // Presentation offsets below are relative to the piece's first (key) sample.
+            let wall_at = |m: i64| Time90k(e.start_90k + scale(m, wall, e.media_duration_90k));
+            pieces.push(Piece {
+                presentation_90k: presented,
+                wall_start: wall_at(from),
+                duration_90k: (to - from) as u64,
+            });
+        }
+        if matches!(source, IndexPiece::Entry { .. }) {
+            pieces.push(Piece {
+                presentation_90k: presented,
+                wall_start: h.start(),
+                duration_90k: present_to as u64,
+            });
+        }
+        presented += (present_to - present_from).max(0) as u64;
+        last_clip = clip.max(0) as u64;
 
         // Sample description.
         let n_desc = descriptions.len() as u32;
-        let desc = match descriptions.get(&e.params_id) {
+        let description = match descriptions.get(&h.params_id) {
             Some(d) => *d,
             None => {
                 let p = store
-                    .params(e.params_id)?
+                    .params(h.params_id)?
                     .ok_or_else(|| StoreError::Corrupt {
-                        what: format!("segment {} refers to unknown params", e.id),
+                        what: format!("segment {} refers to unknown params", h.id),
                     })?;
                 if input.sample_entries.is_empty() {
                     input.width = p.width;
                     input.height = p.height;
                 }
                 input.sample_entries.push(p.sample_entry.clone());
-                descriptions.insert(e.params_id, n_desc);
+                descriptions.insert(h.params_id, n_desc);
                 n_desc
             }
         };
         let file = input.files.len() as u32;
         input
             .files
-            .push(store.inner.layout.segment_path(key, e.id, e.start()));
-        let first_out = input.samples.len() as u32;
-        // Chunks: each fragment's part of [key_idx, last_excl).
-        let mut frag_first = 0usize;
-        for f in frags {
-            let frag_last = frag_first + f.samples as usize;
-            let lo = frag_first.max(key_idx);
-            let hi = frag_last.min(last_excl);
-            if lo < hi {
-                let skip_bytes: u64 = samples[frag_first..lo]
-                    .iter()
-                    .map(|s| u64::from(s.bytes))
-                    .sum();
-                input.chunks.push(Chunk {
-                    file,
-                    offset: f.offset + u64::from(f.header_len) + skip_bytes,
-                    first_sample: input.samples.len() as u32,
-                    samples: (hi - lo) as u32,
-                    description: desc,
-                });
-                input.samples.extend_from_slice(&samples[lo..hi]);
-            }
-            frag_first = frag_last;
-        }
+            .push(store.inner.layout.segment_path(key, h.id, h.start()));
+        input.pieces.push(PieceRef {
+            file,
+            description,
+            summary,
+        });
+        sources.push(source);
         segments.push(PlannedSegment {
-            id: e.id,
-            bytes: e.bytes,
-            first_sample: key_idx as u32,
-            samples: input.samples.len() as u32 - first_out,
+            id: h.id,
+            bytes: h.bytes,
+            first_sample,
+            samples: summary.samples,
         });
     }
-    if input.samples.is_empty() {
+    if input.pieces.is_empty() {
         return Err(PlaybackError::NoRecording);
     }
-    let media: u64 = input
-        .samples
-        .iter()
-        .map(|s: &SampleInfo| u64::from(s.duration_90k))
-        .sum();
+    let media: u64 = input.pieces.iter().map(|p| p.summary.media_90k).sum();
     input.duration_90k = media
         .saturating_sub(input.skip_90k)
         .saturating_sub(last_clip);
     if input.duration_90k == 0 {
         // The window ends inside the first frame: present that frame.
         input.duration_90k = media.saturating_sub(input.skip_90k).max(1);
-        input.skip_90k = input.skip_90k.min(media - input.duration_90k);
+        input.skip_90k = input.skip_90k.min(media.saturating_sub(input.duration_90k));
     }
     Ok(PlaybackPlan {
         input,
+        source: Arc::new(IndexPieces { pieces: sources }),
         spans,
         segments,
         pieces,
     })
+}
+
+/// Decodes an entry's sample table into `samples` and returns its fragments, both cut to the
+/// fragments wholly inside the indexed (durable) length.
+fn decode_usable(
+    e: &SegmentEntry,
+    samples: &mut Vec<SampleInfo>,
+) -> Result<Vec<FragmentLoc>, StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        what: format!("sample table of segment {}", e.id),
+    };
+    if !sampletable::decode_samples_into(&e.sample_table, samples) {
+        return Err(corrupt());
+    }
+    let mut frags =
+        sampletable::decode_fragments(&e.fragment_table, u64::from(e.init_len), samples)
+            .ok_or_else(corrupt)?;
+    let mut usable = 0usize;
+    let mut n_usable = 0usize;
+    for f in &frags {
+        let last = n_usable + f.samples as usize;
+        let payload: u64 = samples[n_usable..last]
+            .iter()
+            .map(|s| u64::from(s.bytes))
+            .sum();
+        if f.offset + u64::from(f.header_len) + payload > e.bytes {
+            break;
+        }
+        usable += 1;
+        n_usable = last;
+    }
+    frags.truncate(usable);
+    samples.truncate(n_usable);
+    Ok(frags)
+}
+
+/// Samples `[lo, hi)` of a segment and their chunks (each fragment's part of the range).
+fn tables_of(samples: &[SampleInfo], frags: &[FragmentLoc], lo: usize, hi: usize) -> PieceTables {
+    let hi = hi.min(samples.len());
+    let lo = lo.min(hi);
+    let mut t = PieceTables {
+        samples: samples[lo..hi].to_vec(),
+        chunks: Vec::with_capacity(frags.len()),
+    };
+    let mut frag_first = 0usize;
+    for f in frags {
+        let frag_last = frag_first + f.samples as usize;
+        let (a, b) = (frag_first.max(lo), frag_last.min(hi));
+        if a < b {
+            let skip_bytes: u64 = samples[frag_first..a]
+                .iter()
+                .map(|s| u64::from(s.bytes))
+                .sum();
+            t.chunks.push(ChunkLoc {
+                offset: f.offset + u64::from(f.header_len) + skip_bytes,
+                samples: (b - a) as u32,
+            });
+        }
+        frag_first = frag_last;
+    }
+    t
+}
+
+/// One piece of a plan, for [`IndexPieces`].
+enum IndexPiece {
+    /// The first `samples` samples of an encoded entry (the bytes the plan's scan read, so later
+    /// appends to an open segment do not matter).
+    Entry {
+        id: u64,
+        encoded: sled::IVec,
+        samples: u32,
+    },
+    /// Tables decoded while planning (segments cut by the window).
+    Decoded(Arc<PieceTables>),
+}
+
+/// The [`PieceSource`] of a [`PlaybackPlan`]: loads each piece's tables from the index entries
+/// the plan was made from.
+pub struct IndexPieces {
+    pieces: Vec<IndexPiece>,
+}
+
+impl std::fmt::Debug for IndexPieces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IndexPieces({} pieces)", self.pieces.len())
+    }
+}
+
+impl PieceSource for IndexPieces {
+    fn load(&self, piece: u32) -> std::io::Result<Arc<PieceTables>> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+        match self.pieces.get(piece as usize) {
+            None => Err(std::io::Error::other(format!("no piece #{piece}"))),
+            Some(IndexPiece::Decoded(t)) => Ok(t.clone()),
+            Some(IndexPiece::Entry {
+                id,
+                encoded,
+                samples,
+            }) => {
+                let e: SegmentEntry = postcard::from_bytes(encoded)
+                    .map_err(|e| invalid(format!("index entry of segment {id}: {e}")))?;
+                let mut decoded = Vec::new();
+                let frags = decode_usable(&e, &mut decoded).map_err(|e| invalid(e.to_string()))?;
+                Ok(Arc::new(tables_of(&decoded, &frags, 0, *samples as usize)))
+            }
+        }
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                IndexPiece::Entry { encoded, .. } => encoded.len() as u64,
+                IndexPiece::Decoded(t) => (t.samples.len() * 12 + t.chunks.len() * 16) as u64,
+            })
+            .sum()
+    }
 }
 
 /// A codec change inside the window → the sub-ranges of constant codec.

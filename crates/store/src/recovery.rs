@@ -22,7 +22,7 @@ use vigie_mp4::{ParsedSegment, SegmentTrailer};
 use crate::StoreError;
 use crate::index::{Index, SegmentEntry};
 use crate::layout::{Layout, file_name, fsync_dir, read_dir_sorted};
-use crate::sampletable::{FragmentLoc, FragmentTableEncoder, encode_samples};
+use crate::sampletable::{FragmentLoc, FragmentTableEncoder, SampleTableEncoder};
 
 /// End reason given to segments closed by recovery.
 pub const RECOVERED: &str = "recovered";
@@ -140,6 +140,7 @@ pub(crate) fn index_file(
         prev_end = f.end;
     }
     let samples: Vec<_> = p.fragments.iter().flat_map(|f| f.samples.iter()).collect();
+    let table = SampleTableEncoder::of(samples.iter().copied());
     let entry = SegmentEntry {
         id: m.segment_id,
         stream_id: index.stream_id(key)?,
@@ -156,8 +157,9 @@ pub(crate) fn index_file(
         session_id: m.session_id,
         open: false,
         end_reason: Some(trailer.end_reason.clone()),
+        counts: crate::sampletable::counts(&table, &frags),
         init_len: init.len as u32,
-        sample_table: encode_samples(samples.iter().copied()),
+        sample_table: table.buf,
         fragment_table: frags.buf,
     };
     index.put_segment(&entry)?;

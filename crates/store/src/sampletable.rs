@@ -10,7 +10,9 @@
 //! fragment's end (0 in practice), header length (`moof` + `mdat` header) and sample count, from
 //! which every sample's byte offset in the file follows.
 
+use serde::{Deserialize, Serialize};
 use vigie_mp4::SampleInfo;
+use vigie_mp4::progressive::RunCounter;
 
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
@@ -45,16 +47,46 @@ pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     }
 }
 
+/// Counts kept in each index entry's head beside the encoded tables: with the frame and
+/// key-frame counts and the media duration they make the segment's
+/// [`vigie_mp4::progressive::PieceSummary`], so a playback of whole segments is laid out
+/// without decoding their tables (see `crate::playback`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableCounts {
+    /// Runs of equal sample durations.
+    pub stts_runs: u32,
+    /// Fragments holding at least one sample.
+    pub chunks: u32,
+    /// Runs of such fragments with equal sample counts.
+    pub stsc_runs: u32,
+    /// Sum of the sample sizes.
+    pub payload_bytes: u64,
+}
+
+/// The counts of what `samples` and `frags` encoded so far.
+pub fn counts(samples: &SampleTableEncoder, frags: &FragmentTableEncoder) -> TableCounts {
+    TableCounts {
+        stts_runs: samples.stts.runs(),
+        chunks: frags.chunks,
+        stsc_runs: frags.stsc.runs(),
+        payload_bytes: samples.payload_bytes,
+    }
+}
+
 /// Incremental encoder of the sample table.
 #[derive(Clone, Debug, Default)]
 pub struct SampleTableEncoder {
     pub buf: Vec<u8>,
     prev_duration: i64,
     prev_bytes: [i64; 2],
+    stts: RunCounter,
+    payload_bytes: u64,
 }
 
 impl SampleTableEncoder {
     pub fn push(&mut self, s: &SampleInfo) {
+        self.stts.push(s.duration_90k);
+        self.payload_bytes += u64::from(s.bytes);
         let d = i64::from(s.duration_90k);
         put_varint(
             &mut self.buf,
@@ -70,11 +102,17 @@ impl SampleTableEncoder {
 
 /// Encodes a whole table.
 pub fn encode_samples<'a>(samples: impl IntoIterator<Item = &'a SampleInfo>) -> Vec<u8> {
-    let mut e = SampleTableEncoder::default();
-    for s in samples {
-        e.push(s);
+    SampleTableEncoder::of(samples).buf
+}
+
+impl SampleTableEncoder {
+    pub fn of<'a>(samples: impl IntoIterator<Item = &'a SampleInfo>) -> SampleTableEncoder {
+        let mut e = SampleTableEncoder::default();
+        for s in samples {
+            e.push(s);
+        }
+        e
     }
-    e.buf
 }
 
 /// Decodes a table; `None` if it is malformed.
@@ -122,11 +160,17 @@ pub struct FragmentLoc {
 #[derive(Clone, Debug, Default)]
 pub struct FragmentTableEncoder {
     pub buf: Vec<u8>,
+    chunks: u32,
+    stsc: RunCounter,
 }
 
 impl FragmentTableEncoder {
     /// `prev_end` is where the previous fragment (or the init segment) ended.
     pub fn push(&mut self, prev_end: u64, f: &FragmentLoc) {
+        if f.samples > 0 {
+            self.chunks += 1;
+            self.stsc.push(f.samples);
+        }
         put_varint(&mut self.buf, f.offset.saturating_sub(prev_end));
         put_varint(&mut self.buf, u64::from(f.header_len));
         put_varint(&mut self.buf, u64::from(f.samples));

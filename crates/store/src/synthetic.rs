@@ -5,7 +5,7 @@ use vigie_core::{StreamKey, Time90k, VideoParams};
 use vigie_mp4::SampleInfo;
 
 use crate::index::SegmentEntry;
-use crate::sampletable::{FragmentLoc, FragmentTableEncoder, encode_samples};
+use crate::sampletable::{FragmentLoc, FragmentTableEncoder, SampleTableEncoder};
 use crate::{Store, StoreError};
 
 /// A segment to index without writing its file.
@@ -53,6 +53,7 @@ impl Store {
                 + group.iter().map(|s| u64::from(s.bytes)).sum::<u64>();
         }
         let media: i64 = seg.samples.iter().map(|s| i64::from(s.duration_90k)).sum();
+        let table = SampleTableEncoder::of(&seg.samples);
         Ok(EncodedSynthetic {
             template: SegmentEntry {
                 id: 0,
@@ -70,8 +71,9 @@ impl Store {
                 session_id: seg.session_id,
                 open: false,
                 end_reason: Some("rotation".into()),
+                counts: crate::sampletable::counts(&table, &frags),
                 init_len: seg.init_len,
-                sample_table: encode_samples(&seg.samples),
+                sample_table: table.buf,
                 fragment_table: frags.buf,
             },
         })

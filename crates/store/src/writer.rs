@@ -752,6 +752,7 @@ impl Recorder {
             session_id: seg.session_id,
             open,
             end_reason,
+            counts: crate::sampletable::counts(&seg.samples, &seg.frags),
             init_len: seg.init_len,
             sample_table: seg.samples.buf.clone(),
             fragment_table: seg.frags.buf.clone(),

@@ -1,7 +1,11 @@
 //! Playback planning on synthetic index entries: mid-GOP starts (edit list), end clipping,
 //! gaps (refused or skipped), no recording, several segments.
 
+mod common;
+
 use std::sync::Arc;
+
+use common::lazy_equals_materialised;
 
 use vigie_core::{SimulatedClock, StreamKey, Time90k};
 use vigie_mp4::SampleInfo;
@@ -72,11 +76,12 @@ fn plans_mid_gop_start_end_clip_and_gaps() {
         "starts at the key frame before"
     );
     // Frames 50..125 (frame 124 starts at 4.96 s < 5 s).
-    assert_eq!(p.input.samples.len(), 75);
+    assert_eq!(samples(&p), 75);
     assert_eq!(p.input.skip_90k, 10 * 3600, "frame 60 is shown at start");
     assert_eq!(p.input.duration_90k, (end.0 - start.0) as u64 + 90);
     // Chunks follow fragments: frames 50..75, 75..100, 100..125.
-    assert_eq!(p.input.chunks.len(), 3);
+    let full = lazy_equals_materialised(&p);
+    assert_eq!(full.chunks.len(), 3);
     let payload = |r: std::ops::Range<u32>| -> u64 {
         r.map(|i| {
             if i % 50 == 0 {
@@ -88,14 +93,13 @@ fn plans_mid_gop_start_end_clip_and_gaps() {
         .sum()
     };
     let frag2_offset = 700 + 2 * 300 + payload(0..50);
-    assert_eq!(p.input.chunks[0].offset, frag2_offset + 300);
+    assert_eq!(full.chunks[0].offset, frag2_offset + 300);
     assert_eq!(
-        p.input.chunks[1].offset,
+        full.chunks[1].offset,
         frag2_offset + 300 + payload(50..75) + 300
     );
     assert_eq!(p.pieces.len(), 1);
     assert_eq!(p.pieces[0].wall_start, Time90k(start.0 - 90));
-    vigie_mp4::progressive::build(&p.input).unwrap();
 
     // Across the three contiguous segments.
     let p = s
@@ -116,7 +120,11 @@ fn plans_mid_gop_start_end_clip_and_gaps() {
     assert_eq!(p.input.files.len(), 3);
     assert_eq!(p.input.duration_90k, 20 * 90_000);
     assert_eq!(p.input.skip_90k, 25 * 3600); // 5 s = frame 125, key frame at 100
-    assert_eq!(p.input.samples.len(), 150 + 250 + 125);
+    assert_eq!(samples(&p), 150 + 250 + 125);
+    // The middle segment is whole: laid out from its index head alone, and the lazily generated
+    // tables equal those of the fully decoded plan, byte for byte.
+    assert_eq!(p.input.pieces[1].summary.samples, 250);
+    lazy_equals_materialised(&p);
 
     // The gap is refused by default, concatenated with gaps=skip.
     let (a, b) = (Time90k(T0 + 25 * 90_000), Time90k(T0 + 95 * 90_000));
@@ -134,6 +142,7 @@ fn plans_mid_gop_start_end_clip_and_gaps() {
     assert_eq!(p.pieces.len(), 2);
     assert_eq!(p.pieces[1].presentation_90k, 5 * 90_000);
     assert_eq!(p.pieces[1].wall_start, Time90k(T0 + 90 * 90_000));
+    lazy_equals_materialised(&p);
 
     // Nothing recorded there; unknown stream.
     for (k, a, b) in [
@@ -146,4 +155,8 @@ fn plans_mid_gop_start_end_clip_and_gaps() {
             Err(PlaybackError::NoRecording)
         ));
     }
+}
+
+fn samples(p: &vigie_store::PlaybackPlan) -> u32 {
+    p.input.pieces.iter().map(|p| p.summary.samples).sum()
 }

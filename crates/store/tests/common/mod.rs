@@ -123,3 +123,18 @@ pub fn assert_valid(path: &Path, frames: u32) {
     );
     assert_eq!(v.frames, Some(u64::from(frames)), "{}", path.display());
 }
+
+/// Builds `p` lazily and from its fully decoded tables, and checks the two files' headers are
+/// identical (so the counts stored in index heads match the tables); returns the decoded input.
+pub fn lazy_equals_materialised(p: &vigie_store::PlaybackPlan) -> vigie_mp4::progressive::Input {
+    let full = p.materialise().unwrap();
+    let lazy = p.clone().build().unwrap();
+    let eager = vigie_mp4::progressive::build(&full).unwrap();
+    assert_eq!(lazy.total_len, eager.total_len);
+    assert_eq!(lazy.header_len, eager.header_len);
+    assert_eq!(
+        lazy.read_to_vec(0, lazy.header_len).unwrap(),
+        eager.read_to_vec(0, eager.header_len).unwrap()
+    );
+    full
+}
