@@ -83,7 +83,10 @@ async fn records_camsim_cameras_end_to_end() {
         .start()
         .unwrap();
 
-    // After ~10 s of recording the listing shows one span per stream, ending close to now.
+    // After ~10 s of recording the listing shows one span per stream, ending close to now: a
+    // segment being written is re-indexed every `recording.index_interval_ms` (default 10 s)
+    // after an fsync (every 1 s) of complete fragments (1 s + up to 0.25 s in the queue), so the
+    // listing lags live by at most ~12.25 s (docs/API.md, video.mp4).
     for cam in ["cam-a", "cam-b"] {
         let spans = wait_spans(&v, cam, 12.0, Duration::from_secs(40)).await;
         let now = Timestamp::now();
@@ -102,7 +105,7 @@ async fn records_camsim_cameras_end_to_end() {
             "{cam}: span ends in the future: {end} > {now}"
         );
         assert!(
-            end >= now - SignedDuration::from_secs(4),
+            end >= now - SignedDuration::from_secs(14),
             "{cam}: index lags: span end {end}, now {now}"
         );
     }

@@ -9,12 +9,19 @@
 //! share the same frame `Bytes`.
 //!
 //! The hub holds back each frame until the next one arrives, to know its exact duration (one
-//! frame of added latency, 40 ms at 25 fps). It keeps the frames since the latest key frame (the
-//! current GOP, at most [`MAX_GOP_FRAMES`] / [`MAX_GOP_BYTES`]) so a new viewer starts at the most
-//! recent key frame and sees a picture at once. Each viewer has a bounded queue
-//! ([`MAX_QUEUE_FRAMES`] / [`MAX_QUEUE_BYTES`]); a viewer whose queue is full (it reads slower than
-//! the camera sends) loses its queued frames and resumes at the next key frame, and is told how
-//! many frames it missed. Memory per stream is therefore one GOP plus at most one queue per viewer.
+//! frame of added latency, 40 ms at 25 fps). While the stream is watched — a viewer is connected,
+//! or one was, or a still was asked for, in the last [`GOP_LINGER`] — it keeps the frames since
+//! the latest key frame (the current GOP, at most [`MAX_GOP_FRAMES`] / [`MAX_GOP_BYTES`]), so a
+//! new viewer starts at the most recent key frame and sees a picture at once. A stream nobody
+//! watches keeps no GOP: the first viewer starts at the next key frame (at most one GOP later,
+//! ≤ 2 s for a camera sending a key frame every 2 s). That GOP was most of Vigie's memory per
+//! recorded stream: ~0.26 MiB on average and 0.5 MiB at its peak at 2 Mbit/s, 0.5 and 1 MiB at
+//! 4 Mbit/s (GOP 50 at 25 fps), held for every camera although few are watched at any time (see
+//! docs/BENCHMARKS.md, "Ingest"). Each viewer has a bounded queue ([`MAX_QUEUE_FRAMES`] /
+//! [`MAX_QUEUE_BYTES`]); a viewer whose queue is full (it reads slower than the camera sends)
+//! loses its queued frames and resumes at the next key frame, and is told how many frames it
+//! missed. Memory per stream is therefore one GOP while watched, plus at most one queue per
+//! viewer.
 //!
 //! # WebSocket protocol (`GET /api/v1/cameras/{cam}/streams/{stream}/live`)
 //!
@@ -31,8 +38,9 @@
 //!    camera reconnect). `wall`/`wall_ms` are the host wall-clock time of the segment's first
 //!    frame (estimated capture time), so a client can show the clock and compute its latency as
 //!    `now − (wall_ms + (currentTime·1000 − dts_90k/90))`. The first media segment starts with a
-//!    key frame and holds the frames since the most recent key frame; after that, one frame per
-//!    segment.
+//!    key frame and holds the frames since the most recent key frame (or, on a stream nobody
+//!    watched in the last [`GOP_LINGER`], the next key frame alone); after that, one frame per
+//!    segment. The init is sent just before the first media segment.
 //! 3. text `{"type":"drop","frames":N}` when the client was too slow: N frames were skipped and
 //!    the next media segment starts at a key frame.
 //! 4. A WebSocket ping every 30 s (browsers answer automatically).
@@ -45,6 +53,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
 use bytes::Bytes;
@@ -52,6 +61,11 @@ use tokio::sync::Notify;
 use vigie_core::{Frame, FrameSink, StreamEvent, StreamKey, Time90k, VideoParams};
 use vigie_mp4::{SampleInfo, SegmentMeta};
 
+/// The current GOP is kept for this long after the stream was last watched (a viewer connected,
+/// or a still asked for): a player that reconnects, or an operator who comes back to a camera
+/// within a minute, starts at once; past it the GOP's memory (up to ~1 MiB per 4 Mbit/s camera)
+/// goes back. Measured at each key frame, so a GOP may be kept up to one GOP longer.
+pub const GOP_LINGER: Duration = Duration::from_secs(60);
 /// The current GOP kept for new viewers is dropped (they wait for the next key frame) beyond
 /// this many frames…
 pub const MAX_GOP_FRAMES: usize = 900;
@@ -110,9 +124,15 @@ struct HubState {
     session: Option<u64>,
     /// min over the session's frames of (receive time − media time): cancels receive jitter.
     wall_base_90k: i64,
-    /// Frames since the latest key frame (empty until a key frame is seen).
+    /// Frames since the latest key frame while the stream is watched (`keep_gop`); empty until
+    /// a key frame is seen, and while nobody watches.
     gop: Vec<LiveFrame>,
     gop_bytes: usize,
+    /// Decided at each key frame: the stream was watched in the last [`GOP_LINGER`].
+    keep_gop: bool,
+    /// Last time the stream was watched: a viewer subscribed, or was connected at a key frame,
+    /// or a still asked for the current GOP.
+    watched_at: Option<Instant>,
     viewers: Vec<Arc<ViewerQueue>>,
     closed: bool,
 }
@@ -140,23 +160,29 @@ impl LiveHub {
         lock(&self.state).viewers.len()
     }
 
-    /// A new viewer: its queue, and the frames since the latest key frame (empty if none yet:
-    /// the queue then starts at the next key frame). Taken atomically, so nothing is missed or
-    /// sent twice. `None` once the hub is closed (Vigie is stopping).
+    /// A new viewer: its queue, and the frames since the latest key frame (empty if none yet,
+    /// or if nobody watched the stream in the last [`GOP_LINGER`]: the queue then starts at the
+    /// next key frame). Taken atomically, so nothing is missed or sent twice. `None` once the
+    /// hub is closed (Vigie is stopping).
     pub fn subscribe(&self) -> Option<(Arc<ViewerQueue>, Vec<LiveFrame>)> {
         let mut st = lock(&self.state);
         if st.closed {
             return None;
         }
+        st.watched();
         let backlog = st.gop.clone();
         let q = Arc::new(ViewerQueue::new(backlog.is_empty()));
         st.viewers.push(q.clone());
         Some((q, backlog))
     }
 
-    /// The frames since the latest key frame (for a "latest" still).
+    /// The frames since the latest key frame (for a "latest" still); empty when the hub keeps
+    /// no GOP (nobody watched the stream in the last [`GOP_LINGER`]), but the call counts as
+    /// watching: the hub keeps the GOP from the next key frame on (see
+    /// [`LiveHub::latest_gop`]).
     pub fn current_gop(&self) -> Vec<LiveFrame> {
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
+        st.watched();
         let mut gop = st.gop.clone();
         // The held-back frame is the newest picture; its duration does not matter here.
         if let Some((f, wall)) = &st.pending
@@ -172,6 +198,43 @@ impl LiveHub {
             });
         }
         gop
+    }
+
+    /// The current GOP as [`LiveHub::current_gop`]; if the hub keeps none while the camera is
+    /// streaming, waits (at most `wait`) for the next key frame and returns it alone, which
+    /// decodes by itself. Empty when the stream is offline or no key frame came in time.
+    pub async fn latest_gop(&self, wait: Duration) -> Vec<LiveFrame> {
+        let gop = self.current_gop();
+        if !gop.is_empty() || lock(&self.state).session.is_none() {
+            return gop;
+        }
+        let Some((queue, backlog)) = self.subscribe() else {
+            return Vec::new();
+        };
+        if !backlog.is_empty() {
+            queue.leave();
+            return backlog;
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(wait, async {
+            loop {
+                for item in queue.next_batch().await {
+                    match item {
+                        // The queue of a viewer that joined without a backlog starts at a key
+                        // frame.
+                        LiveItem::Frame(f) => {
+                            out.push(f);
+                            return;
+                        }
+                        LiveItem::End { .. } => return,
+                        LiveItem::Dropped(_) => {}
+                    }
+                }
+            }
+        })
+        .await;
+        queue.leave();
+        out
     }
 
     /// Ends every viewer's socket with `reason` and refuses new ones (server shutdown).
@@ -233,13 +296,27 @@ impl LiveHub {
 }
 
 impl HubState {
+    fn watched(&mut self) {
+        self.watched_at = Some(Instant::now());
+    }
+
     fn publish(&mut self, lf: LiveFrame) {
         let len = lf.frame.data.len();
         if lf.frame.is_key {
             self.gop.clear();
             self.gop_bytes = 0;
+            // Decided once per GOP (one clock read per key frame, not per frame).
+            if !self.viewers.is_empty() {
+                self.watched();
+            }
+            let keep = self.watched_at.is_some_and(|t| t.elapsed() < GOP_LINGER);
+            if self.keep_gop && !keep {
+                // Give the memory of the Vec back too (a GOP of 50 frames: ~4 KiB).
+                self.gop = Vec::new();
+            }
+            self.keep_gop = keep;
         }
-        if lf.frame.is_key || !self.gop.is_empty() {
+        if self.keep_gop && (lf.frame.is_key || !self.gop.is_empty()) {
             if self.gop.len() >= MAX_GOP_FRAMES || self.gop_bytes + len > MAX_GOP_BYTES {
                 // Absurdly long GOP: new viewers wait for the next key frame instead.
                 self.gop.clear();
@@ -553,6 +630,8 @@ mod tests {
         let hub = LiveHub::new(StreamKey::new("c", "s"));
         let p = params();
         let data = Bytes::from(vec![7u8; 1000]);
+        // Watched (a still asked for): the hub keeps the GOP from the next key frame.
+        assert!(hub.current_gop().is_empty());
         for i in 0..8 {
             hub.push(frame(i, i % 5 == 0, &p, &data));
         }
@@ -574,6 +653,7 @@ mod tests {
         let hub = LiveHub::new(StreamKey::new("c", "s"));
         let p = params();
         let data = Bytes::from(vec![1u8; 100]);
+        let _ = hub.current_gop(); // watched: the GOP is kept
         hub.push(frame(0, true, &p, &data));
         hub.push(frame(1, false, &p, &data));
         let (q, backlog) = hub.subscribe().unwrap();
@@ -592,6 +672,78 @@ mod tests {
         assert!(fs.len() <= MAX_QUEUE_FRAMES);
         // Frames accounted: dropped + queued = published since subscribing (1..=300).
         assert_eq!(*n as usize + fs.len(), 300);
+    }
+
+    #[tokio::test]
+    async fn unwatched_stream_keeps_no_gop_and_its_first_viewer_starts_at_the_next_key_frame() {
+        let hub = LiveHub::new(StreamKey::new("c", "s"));
+        let p = params();
+        let data = Bytes::from(vec![3u8; 500]);
+        for i in 0..8 {
+            hub.push(frame(i, i % 5 == 0, &p, &data));
+        }
+        assert!(
+            lock(&hub.state).gop.is_empty(),
+            "nobody watches: no GOP held"
+        );
+        let (q1, backlog) = hub.subscribe().unwrap();
+        assert!(backlog.is_empty());
+        for i in 8..14 {
+            hub.push(frame(i, i % 5 == 0, &p, &data));
+        }
+        // Published 7..=12: the viewer's queue starts at key frame 10, nothing reported dropped.
+        let got = q1.next_batch().await;
+        assert!(
+            got.iter().all(|i| matches!(i, LiveItem::Frame(_))),
+            "{got:?}"
+        );
+        let fs = frames(&got);
+        assert_eq!(fs.len(), 3);
+        assert!(fs[0].frame.is_key);
+        assert_eq!(fs[0].frame.media_90k, 10 * 3600);
+        // Now watched: a second viewer joining mid-GOP gets the GOP at once.
+        let (_q2, backlog) = hub.subscribe().unwrap();
+        assert_eq!(backlog.len(), 3);
+        assert!(backlog[0].frame.is_key);
+        // After the first viewer leaves, the GOP is still kept (for `GOP_LINGER`).
+        q1.leave();
+        for i in 14..22 {
+            hub.push(frame(i, i % 5 == 0, &p, &data));
+        }
+        assert_eq!(hub.current_gop().len(), 2, "20 and the held-back 21");
+    }
+
+    #[tokio::test]
+    async fn latest_gop_waits_for_the_next_key_frame_when_none_is_kept() {
+        let hub = LiveHub::new(StreamKey::new("c", "s"));
+        let p = params();
+        let data = Bytes::from(vec![5u8; 200]);
+        // Offline: nothing to wait for.
+        let offline = LiveHub::new(StreamKey::new("c", "offline"));
+        assert!(offline.latest_gop(Duration::from_secs(5)).await.is_empty());
+        for i in 0..3 {
+            hub.push(frame(i, i == 0, &p, &data));
+        }
+        let feeder = {
+            let hub = hub.clone();
+            let (p, data) = (p.clone(), data.clone());
+            tokio::spawn(async move {
+                for i in 3..12 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    hub.push(frame(i, i % 5 == 0, &p, &data));
+                }
+            })
+        };
+        let gop = hub.latest_gop(Duration::from_secs(5)).await;
+        assert_eq!(gop.len(), 1, "{gop:?}");
+        assert!(gop[0].frame.is_key);
+        assert_eq!(gop[0].frame.media_90k, 5 * 3600);
+        feeder.await.unwrap();
+        // The request counted as watching: the GOP is kept from then on, and the still's
+        // viewer queue is gone.
+        assert_eq!(hub.current_gop().len(), 2, "10 and the held-back 11");
+        hub.push(frame(12, false, &p, &data));
+        assert_eq!(hub.viewers(), 0);
     }
 
     #[tokio::test]

@@ -7,7 +7,9 @@
 //! `appsrc ! avdec_h264|avdec_h265 ! videoconvert ! video/x-raw,format=RGB ! jpegenc ! appsink`;
 //! the segment starts at the last frame, so the decoder clips the pictures before it and only
 //! the wanted one is converted and encoded. Without `at`, the live hub's current GOP gives the
-//! latest picture (the store is used when the stream is offline). At most
+//! latest picture; the hub keeps a GOP only for streams watched in the last minute, so for the
+//! others the request waits for the camera's next key frame (at most [`LATEST_KEY_WAIT`]); the
+//! store is used when the stream is offline or no key frame came. At most
 //! [`MAX_CONCURRENT_DECODES`] decodes run at once, on blocking threads.
 
 use std::os::unix::fs::FileExt;
@@ -29,6 +31,9 @@ use crate::live::LiveHub;
 pub const MAX_CONCURRENT_DECODES: usize = 2;
 /// A decode taking longer than this fails.
 const DECODE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long "latest" waits for the next key frame of a stream whose live hub keeps no GOP
+/// (cameras send one every 1–4 s; past this, the last recorded picture is used).
+pub const LATEST_KEY_WAIT: Duration = Duration::from_secs(5);
 /// How far back "latest" looks in the store when the stream is offline.
 const LATEST_LOOKBACK_90K: i64 = 31 * 86_400 * 90_000;
 
@@ -78,7 +83,7 @@ pub async fn snapshot(
 ) -> Result<Vec<u8>, ApiError> {
     let job = match at {
         None => {
-            let gop = hub.current_gop();
+            let gop = hub.latest_gop(LATEST_KEY_WAIT).await;
             match gop.last() {
                 Some(last) => DecodeJob {
                     params: last.frame.params.clone(),
@@ -99,7 +104,8 @@ pub async fn snapshot(
             let (store2, key2) = (store.clone(), key.clone());
             match blocking(move || job_from_store(&store2, &key2, Some(at))).await? {
                 Ok(job) => job,
-                // Not indexed yet (the last second or two): the live GOP may cover it.
+                // Not indexed yet (up to `recording.index_interval_ms` + ~2 s behind live): the
+                // live GOP may cover it if the stream is being watched.
                 Err(StillError::NoRecording(m)) => {
                     job_from_gop(&hub, at).ok_or(StillError::NoRecording(m))?
                 }

@@ -165,10 +165,22 @@ pub struct RecordingConfig {
     /// Target fragment length in milliseconds (200..=5000): what a process crash may lose.
     #[serde(default = "default_fragment_ms")]
     pub fragment_ms: u32,
-    /// How often written fragments are fsync'ed and indexed, in milliseconds (0 = every
-    /// fragment): what a power cut may lose.
+    /// How often written fragments are fsync'ed, in milliseconds (0 = every fragment): what a
+    /// power cut may lose.
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u32,
+    /// How often the index entry of a segment being written is updated, in milliseconds (always
+    /// right after an fsync, so it never points past durable bytes; 0 = at every fsync). The
+    /// entry carries the segment's whole sample table (up to ~4.5 KB for 60 s at 25 fps), which
+    /// sled rewrites at each update: at every 1 s fsync that was ~0.8 % of the video bytes
+    /// written again at 2 Mbit/s, ~0.15 % every 10 s (device write amplification at 200 streams
+    /// 1.0215 → 1.0153; docs/BENCHMARKS.md, "Ingest"). A new segment is indexed at its first
+    /// fsync and a closing one at once; after a crash, recovery indexes the durable complete
+    /// fragments past the indexed length from the file, so this costs nothing in durability,
+    /// only in how soon the newest seconds appear in listings and `video.mp4` (≤ this interval
+    /// + `flush_interval_ms` + `fragment_ms` behind live).
+    #[serde(default = "default_index_interval_ms")]
+    pub index_interval_ms: u32,
     /// Bound of the queue between a stream's RTSP reader and its writer, in bytes. When a slow
     /// disk lets it overflow, the segment ends with reason `writer-overflow` and recording
     /// resumes at the next key frame; the socket is never blocked.
@@ -185,6 +197,9 @@ fn default_fragment_ms() -> u32 {
 fn default_flush_interval_ms() -> u32 {
     1000
 }
+fn default_index_interval_ms() -> u32 {
+    10_000
+}
 fn default_writer_queue_bytes() -> ByteSize {
     ByteSize(16 << 20)
 }
@@ -195,6 +210,7 @@ impl Default for RecordingConfig {
             segment_seconds: default_segment_seconds(),
             fragment_ms: default_fragment_ms(),
             flush_interval_ms: default_flush_interval_ms(),
+            index_interval_ms: default_index_interval_ms(),
             writer_queue_bytes: default_writer_queue_bytes(),
         }
     }
@@ -635,6 +651,12 @@ impl Config {
                 format!("{} is above 60000", r.flush_interval_ms),
             );
         }
+        if r.index_interval_ms > 60_000 {
+            add(
+                "recording.index_interval_ms".into(),
+                format!("{} is above 60000", r.index_interval_ms),
+            );
+        }
         if r.writer_queue_bytes.0 < (1 << 20) {
             add(
                 "recording.writer_queue_bytes".into(),
@@ -926,6 +948,21 @@ class = "close-up"
             .to_string();
         assert!(err.contains("server.metrics_token"), "{err}");
         assert!(!err.contains("short"), "{err}");
+    }
+
+    #[test]
+    fn index_interval_defaults_to_10_s_and_is_bounded() {
+        let c = Config::from_toml_str(GOOD, "t", &env).unwrap();
+        assert_eq!(c.recording.index_interval_ms, 10_000);
+        assert_eq!(c.recording.flush_interval_ms, 1_000);
+        let text = format!("{GOOD}\n[recording]\nindex_interval_ms = 0\n");
+        let c = Config::from_toml_str(&text, "t", &env).unwrap();
+        assert_eq!(c.recording.index_interval_ms, 0);
+        let text = format!("{GOOD}\n[recording]\nindex_interval_ms = 60001\n");
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("recording.index_interval_ms"), "{err}");
     }
 
     #[test]

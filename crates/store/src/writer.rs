@@ -38,7 +38,7 @@ use vigie_mp4::{SampleInfo, SegmentMeta, SegmentTrailer};
 
 use crate::index::SegmentEntry;
 use crate::layout::{create_dir_all_durable, fsync_dir};
-use crate::sampletable::{FragmentLoc, FragmentTableEncoder, SampleTableEncoder};
+use crate::sampletable::{FragmentLoc, FragmentTableEncoder, SampleTableEncoder, TableCounts};
 use crate::timing::{StartEstimator, wall_duration};
 use crate::{Inner, StoreError};
 
@@ -438,8 +438,26 @@ struct Segment {
     samples: SampleTableEncoder,
     frags: FragmentTableEncoder,
     last_sync: Instant,
-    /// The entry as last indexed (describes synced bytes only).
-    indexed: Option<SegmentEntry>,
+    /// What the last successful fdatasync made durable (`None` before the first one).
+    synced: Option<SyncMark>,
+    /// The index holds an entry for this segment (describing `indexed_len` synced bytes).
+    indexed: bool,
+    indexed_len: u64,
+    last_index: Instant,
+}
+
+/// The state of a segment at its last fdatasync: what an index entry may describe. The sample
+/// and fragment tables are append-only encodings, so their prefixes at these lengths are the
+/// tables of the synced fragments.
+#[derive(Clone, Copy, Debug)]
+struct SyncMark {
+    bytes: u64,
+    media: i64,
+    frames: u32,
+    key_frames: u32,
+    samples_len: usize,
+    frags_len: usize,
+    counts: TableCounts,
 }
 
 impl Segment {
@@ -462,6 +480,7 @@ struct Recorder {
     stagger_offset_90k: i64,
     fragment_90k: i64,
     flush_interval: Duration,
+    index_interval: Duration,
     seg: Option<Segment>,
     run: Option<Run>,
 }
@@ -510,6 +529,7 @@ impl Recorder {
             stagger_offset_90k: seg_len_90k * (i % n) / n,
             fragment_90k: i64::from(r.fragment_ms.max(1)) * 90,
             flush_interval: Duration::from_millis(u64::from(r.flush_interval_ms)),
+            index_interval: Duration::from_millis(u64::from(r.index_interval_ms)),
             inner,
             key,
             stream_id,
@@ -597,7 +617,10 @@ impl Recorder {
             samples: SampleTableEncoder::default(),
             frags: FragmentTableEncoder::default(),
             last_sync: Instant::now(),
-            indexed: None,
+            synced: None,
+            indexed: false,
+            indexed_len: 0,
+            last_index: Instant::now(),
         });
     }
 
@@ -626,9 +649,17 @@ impl Recorder {
     /// the file back to it.
     fn fail(&mut self, e: StoreError) {
         tracing::error!(error = %e, "segment abandoned");
-        if let Some(mut entry) = self.seg.as_mut().and_then(|s| s.indexed.take()) {
-            entry.open = false;
-            entry.end_reason = Some(format!("io-error: {e}"));
+        if let Some(seg) = self.seg.as_ref()
+            && seg.indexed
+            && let Some(mark) = seg.synced
+        {
+            let entry = self.entry(
+                seg,
+                &mark,
+                false,
+                Some(format!("io-error: {e}")),
+                mark.media,
+            );
             if let Err(e2) = self.inner.index.put_segment(&entry) {
                 tracing::error!(error = %e2, "cannot close the abandoned segment's index entry");
             }
@@ -729,9 +760,11 @@ impl Recorder {
         Ok(())
     }
 
+    /// The index entry of `seg` as of the fdatasync `m`.
     fn entry(
         &self,
         seg: &Segment,
+        m: &SyncMark,
         open: bool,
         end_reason: Option<String>,
         duration_90k: i64,
@@ -741,10 +774,10 @@ impl Recorder {
             stream_id: self.stream_id,
             start_90k: seg.start.unwrap_or_default(),
             duration_90k,
-            media_duration_90k: seg.media_written,
-            bytes: seg.synced_len,
-            frames: seg.frames_written,
-            key_frames: seg.key_frames_written,
+            media_duration_90k: m.media,
+            bytes: m.bytes,
+            frames: m.frames,
+            key_frames: m.key_frames,
             width: seg.params.width,
             height: seg.params.height,
             codec: seg.params.codec,
@@ -752,15 +785,29 @@ impl Recorder {
             session_id: seg.session_id,
             open,
             end_reason,
-            counts: crate::sampletable::counts(&seg.samples, &seg.frags),
+            counts: m.counts,
             init_len: seg.init_len,
-            sample_table: seg.samples.buf.clone(),
-            fragment_table: seg.frags.buf.clone(),
+            sample_table: seg
+                .samples
+                .buf
+                .get(..m.samples_len)
+                .unwrap_or_default()
+                .to_vec(),
+            fragment_table: seg
+                .frags
+                .buf
+                .get(..m.frags_len)
+                .unwrap_or_default()
+                .to_vec(),
         }
     }
 
-    /// fdatasync (+ directory fsync after creation), then index the synced bytes.
-    fn sync(&mut self) -> Result<(), StoreError> {
+    /// fdatasync (+ directory fsync after creation); then, when `index_open` and the segment's
+    /// index entry is due (first sync of the segment, or `index_interval` since the last
+    /// update), index the synced bytes. Updating the entry less often than syncing saves
+    /// rewriting the growing sample table into sled every second (see
+    /// `RecordingConfig::index_interval_ms`); recovery indexes the rest from the file.
+    fn sync(&mut self, index_open: bool) -> Result<(), StoreError> {
         let Some(seg) = self.seg.as_mut() else {
             return Ok(());
         };
@@ -777,13 +824,41 @@ impl Recorder {
         }
         seg.synced_len = seg.written_len;
         seg.last_sync = Instant::now();
+        seg.synced = Some(SyncMark {
+            bytes: seg.written_len,
+            media: seg.media_written,
+            frames: seg.frames_written,
+            key_frames: seg.key_frames_written,
+            samples_len: seg.samples.buf.len(),
+            frags_len: seg.frags.buf.len(),
+            counts: crate::sampletable::counts(&seg.samples, &seg.frags),
+        });
+        if index_open {
+            self.maybe_index()?;
+        }
+        Ok(())
+    }
+
+    /// Indexes the open segment as of its last fdatasync if that is not indexed yet and the
+    /// entry is due: never indexed, or `index_interval` elapsed since the last update.
+    fn maybe_index(&mut self) -> Result<(), StoreError> {
         let Some(seg) = self.seg.as_ref() else {
             return Ok(());
         };
-        let e = self.entry(seg, true, None, seg.media_written);
+        let Some(mark) = seg.synced else {
+            return Ok(());
+        };
+        let due = !seg.indexed
+            || (mark.bytes != seg.indexed_len && seg.last_index.elapsed() >= self.index_interval);
+        if !due {
+            return Ok(());
+        }
+        let e = self.entry(seg, &mark, true, None, mark.media);
         self.inner.index.put_segment(&e)?;
         if let Some(seg) = self.seg.as_mut() {
-            seg.indexed = Some(e);
+            seg.indexed = true;
+            seg.indexed_len = mark.bytes;
+            seg.last_index = Instant::now();
         }
         Ok(())
     }
@@ -797,13 +872,15 @@ impl Recorder {
         }
         if force || self.flush_interval.is_zero() || seg.last_sync.elapsed() >= self.flush_interval
         {
-            self.sync()?;
+            self.sync(true)?;
         }
         Ok(())
     }
 
     fn tick(&mut self) {
-        if let Err(e) = self.maybe_sync(false) {
+        // Also index a synced tail that missed its update because nothing was written since
+        // (a stalled camera): the index then catches up within `index_interval`.
+        if let Err(e) = self.maybe_sync(false).and_then(|()| self.maybe_index()) {
             self.fail(e);
         }
     }
@@ -846,12 +923,18 @@ impl Recorder {
         self.counters
             .bytes
             .fetch_add(trailer.len() as u64, Ordering::Relaxed);
-        if let Err(e) = self.sync() {
+        // The closed entry below is written at once: no open update first.
+        if let Err(e) = self.sync(false) {
             self.fail(e);
             return;
         }
         let Some(seg) = self.seg.take() else { return };
-        let e = self.entry(&seg, false, Some(reason.to_owned()), wall);
+        let Some(mark) = seg.synced else {
+            // Nothing durable to index (cannot happen: the last fragment was just synced).
+            self.counters.recording.store(false, Ordering::Relaxed);
+            return;
+        };
+        let e = self.entry(&seg, &mark, false, Some(reason.to_owned()), wall);
         if let Err(e) = self.inner.index.put_segment(&e) {
             self.fail(e);
             return;

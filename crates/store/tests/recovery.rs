@@ -103,11 +103,57 @@ async fn kill_with_unindexed_fragments_and_partial_tail_is_recovered() {
     assert!(segs[1].id > segs[0].id);
 }
 
+/// `index_interval_ms`: the open segment's entry is written at its first fdatasync, then not
+/// again within the interval although every fragment is synced; a crash loses nothing more,
+/// because recovery indexes the durable fragments past the indexed length from the file.
+#[tokio::test]
+async fn index_lags_by_index_interval_and_recovery_indexes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.recording.flush_interval_ms = 0; // every fragment synced
+    cfg.recording.index_interval_ms = 60_000;
+    let store = open(&cfg, &clock());
+    let h = store.start_writer(key(), (0, 1)).unwrap();
+    feed(
+        &h,
+        stream_a(),
+        1,
+        Pos {
+            media: 0,
+            recv: t0(),
+        },
+        250,
+    );
+    drain(&h);
+    let segs = all(&store);
+    assert_eq!(segs.len(), 1);
+    assert!(segs[0].open);
+    assert_eq!(
+        segs[0].frames, 25,
+        "only the first synced fragment is indexed"
+    );
+    store.crash_writers_for_test();
+    store.shutdown().await;
+    drop((h, store));
+    let file_len = std::fs::metadata(only_file(dir.path())).unwrap().len();
+
+    let store = open(&cfg, &clock());
+    assert_eq!(store.recovery_report().segments_recovered, 1);
+    let segs = all(&store);
+    assert_eq!(segs.len(), 1);
+    // 9 complete fragments were synced; the 10th was still in memory.
+    assert_eq!(segs[0].frames, 225);
+    assert!(!segs[0].open);
+    assert!(segs[0].bytes > file_len, "a trailer was added");
+    assert_valid(&segs[0].path, 225);
+}
+
 #[tokio::test]
 async fn open_entry_with_garbage_appended_is_cut_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.recording.flush_interval_ms = 0; // every fragment synced and indexed
+    cfg.recording.index_interval_ms = 0;
     record_then_crash(&cfg, 250).await;
     let path = only_file(dir.path());
     let len = std::fs::metadata(&path).unwrap().len();
@@ -137,6 +183,7 @@ async fn file_truncated_mid_fragment_keeps_complete_fragments() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.recording.flush_interval_ms = 0;
+    cfg.recording.index_interval_ms = 0;
     record_then_crash(&cfg, 250).await;
     let path = only_file(dir.path());
     let bytes = std::fs::read(&path).unwrap();

@@ -44,6 +44,7 @@ pub fn config(dir: &Path) -> StoreConfig {
             segment_seconds: 60,
             fragment_ms: 1000,
             flush_interval_ms: 1000,
+            index_interval_ms: 10_000,
             writer_queue_bytes: ByteSize(16 << 20),
         },
         min_free_bytes: 0,
