@@ -15,12 +15,18 @@
 //! [`StatusCell`] (`last_error`, short and free of credentials) and logged with `tracing::warn!`
 //! inside a span carrying `camera` and `stream`.
 //!
+//! TCP sessions can run on an [`IngestRuntime`] ([`IngestOptions::runtime`]; `vigie run` does):
+//! a few threads that wake once per tick (91 ms) and then handle every packet buffered since,
+//! instead of once per packet burst per stream, the largest cost of ingest before.
+//!
 //! Modules: [`backoff`] (delays), [`status`] (per-stream status and rates), [`error`]
-//! (classification, sanitizing), [`params`] (codec parameters), `session` (one RTSP session).
+//! (classification, sanitizing), [`params`] (codec parameters), [`runtime`] (the paced ingest
+//! threads), `session` (one RTSP session).
 
 pub mod backoff;
 pub mod error;
 pub mod params;
+pub mod runtime;
 mod session;
 pub mod status;
 
@@ -31,11 +37,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use retina::client::SessionGroup;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
-use vigie_core::config::ResolvedSource;
+use vigie_core::config::{ResolvedSource, Transport};
 use vigie_core::{Clock, FrameSink, StreamEvent, StreamKey};
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use error::IngestError;
+pub use runtime::IngestRuntime;
 pub use status::{StatusCell, StreamState, StreamStatus};
 pub use tokio_util::sync::CancellationToken;
 
@@ -48,6 +55,9 @@ pub struct IngestOptions {
     pub backoff: BackoffConfig,
     /// `User-Agent` sent to cameras.
     pub user_agent: String,
+    /// Where TCP sessions run (see [`runtime`]); `None`: on the caller's runtime, reading
+    /// packets as they arrive. UDP sessions always run on the caller's runtime.
+    pub runtime: Option<Arc<IngestRuntime>>,
 }
 
 impl IngestOptions {
@@ -56,6 +66,7 @@ impl IngestOptions {
             clock,
             backoff: BackoffConfig::default(),
             user_agent: format!("Vigie/{}", env!("CARGO_PKG_VERSION")),
+            runtime: None,
         }
     }
 }
@@ -65,6 +76,7 @@ impl std::fmt::Debug for IngestOptions {
         f.debug_struct("IngestOptions")
             .field("backoff", &self.backoff)
             .field("user_agent", &self.user_agent)
+            .field("runtime", &self.runtime)
             .finish()
     }
 }
@@ -132,7 +144,7 @@ pub fn spawn_stream(
     key: StreamKey,
     source: ResolvedSource,
     sink: Arc<dyn FrameSink>,
-    opts: IngestOptions,
+    mut opts: IngestOptions,
     shutdown: CancellationToken,
 ) -> StreamHandle {
     let status = Arc::new(StatusCell::new(
@@ -142,9 +154,24 @@ pub fn spawn_stream(
         opts.clock.clone(),
     ));
     let span = info_span!("stream", camera = %key.camera, stream = %key.stream);
-    let join = tokio::spawn(
-        run_stream(key, source, sink, opts, status.clone(), shutdown).instrument(span),
-    );
+    let runtime = match (opts.runtime.take(), source.transport) {
+        (rt, Transport::Tcp) => rt,
+        // No flow control: see `runtime` for why UDP is read as packets arrive.
+        (_, Transport::Udp) => None,
+    };
+    let task = run_stream(key, source, sink, opts, status.clone(), shutdown).instrument(span);
+    let join = match runtime {
+        Some(rt) => {
+            let handle = rt.handle().clone();
+            // The task keeps its threads running until it ends, even if the caller lets go of
+            // the runtime.
+            handle.spawn(async move {
+                let _threads = rt;
+                task.await
+            })
+        }
+        None => tokio::spawn(task),
+    };
     StreamHandle { status, join }
 }
 

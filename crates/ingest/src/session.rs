@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use retina::client::{
     Credentials, Demuxed, PlayOptions, Session, SessionGroup, SessionOptions, SetupOptions,
     TcpTransportOptions, Transport as RtspTransport, UdpTransportOptions,
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use vigie_core::config::{ResolvedSource, Transport};
-use vigie_core::{Clock, Frame, FrameSink, StreamEvent, VideoParams};
+use vigie_core::{Clock, Frame, FrameSink, StreamEvent, Time90k, VideoParams};
 
 use crate::error::{IngestError, Severity, classify, from_retina, sanitize};
 use crate::params::video_params;
@@ -180,18 +180,26 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
 
     let stall_s = src.stall_timeout_s.max(1);
     let stall = Duration::from_secs(u64::from(stall_s));
-    // A camera that sends frames but never a key frame is as useless as a stalled one.
-    let key_wait = Duration::from_secs(u64::from(stall_s).max(10) * 3);
     let play_at = Instant::now();
-    let mut deadline = play_at + stall;
-    let mut params = match refresh_params(&demuxed, i, &None) {
+    let params = match refresh_params(&demuxed, i, &None) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    let mut have_key = false;
-    let mut frames = 0u64;
-    let mut first_frame_at: Option<Instant> = None;
-    let mut packet_errors = 0u64;
+    let mut r = Reader {
+        ctx,
+        i,
+        session_id,
+        stall,
+        // A camera that sends frames but never a key frame is as useless as a stalled one.
+        key_wait: Duration::from_secs(u64::from(stall_s).max(10) * 3),
+        play_at,
+        deadline: play_at + stall,
+        params,
+        have_key: false,
+        frames: 0,
+        first_frame_at: None,
+        packet_errors: 0,
+    };
 
     // One cancellation future and one stall timer for the whole session, not one of each per
     // item: `deadline` moves with every frame, the timer is re-armed only when it fires before
@@ -199,102 +207,153 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
     // cancellation-list updates out of the per-frame path (see docs/BENCHMARKS.md).
     let cancelled = ctx.shutdown.cancelled();
     tokio::pin!(cancelled);
-    let stall_timer = tokio::time::sleep_until(deadline);
+    let stall_timer = tokio::time::sleep_until(r.deadline);
     tokio::pin!(stall_timer);
     let end = loop {
         let item = tokio::select! {
             biased;
             _ = &mut cancelled => break End::Shutdown,
             _ = &mut stall_timer => {
-                if Instant::now() >= deadline {
+                if Instant::now() >= r.deadline {
                     break End::Error(IngestError::Stall(stall_s));
                 }
-                stall_timer.as_mut().reset(deadline);
+                stall_timer.as_mut().reset(r.deadline);
                 continue;
             }
-            r = demuxed.next() => r,
+            item = demuxed.next() => item,
         };
+        // A wake-up finds many frames buffered (see `runtime`): read the clocks once for all of
+        // them (the first frame is complete by now and the others were already in the socket,
+        // or arrive within the microseconds it takes to read them, so `recv` is not earlier
+        // than a frame's arrival by more than that), and handle the rest without going back
+        // through the `select!`: cancellation and the stall timer are polled once per wake-up,
+        // not once per frame.
+        let now = Instant::now();
+        let recv = ctx.clock.now();
+        let mut item = Some(item);
+        let ended = loop {
+            let Some(it) = item else { break None };
+            if let Some(end) = r.on_item(&demuxed, it, now, recv) {
+                break Some(end);
+            }
+            // `None` once nothing is buffered; the `select!` then registers the task's waker.
+            item = demuxed.next().now_or_never();
+        };
+        if let Some(end) = ended {
+            break end;
+        }
+    };
+    Outcome {
+        end,
+        frames: r.frames,
+        streamed_for: r.first_frame_at.map(|t| t.elapsed()).unwrap_or_default(),
+    }
+}
+
+/// The read loop's state: what handling one retina item updates.
+struct Reader<'c, 'a> {
+    ctx: &'c SessionCtx<'a>,
+    i: usize,
+    session_id: u64,
+    stall: Duration,
+    key_wait: Duration,
+    play_at: Instant,
+    /// No frame by then is a stall.
+    deadline: Instant,
+    params: Option<Arc<VideoParams>>,
+    have_key: bool,
+    frames: u64,
+    first_frame_at: Option<Instant>,
+    packet_errors: u64,
+}
+
+impl Reader<'_, '_> {
+    /// Handles one item of the demuxed stream (`None`: end of stream), received by `now`
+    /// (`recv` on the wall clock). Returns how the session ends, if this item ends it.
+    fn on_item(
+        &mut self,
+        demuxed: &Demuxed,
+        item: Option<Result<CodecItem, retina::Error>>,
+        now: Instant,
+        recv: Time90k,
+    ) -> Option<End> {
+        let src = self.ctx.source;
         let item = match item {
-            None => break End::Error(IngestError::Eof),
+            None => return Some(End::Error(IngestError::Eof)),
             Some(Err(e)) => match classify(&e) {
-                Severity::Session => break End::Error(from_retina(&e, "PLAY", secret(src))),
+                Severity::Session => return Some(End::Error(from_retina(&e, "PLAY", secret(src)))),
                 Severity::Packet => {
-                    packet_errors += 1;
-                    ctx.status.on_packet_error();
+                    self.packet_errors += 1;
+                    self.ctx.status.on_packet_error();
                     let msg = sanitize(&e.to_string(), secret(src));
                     let msg = crate::params::first_line(&msg);
+                    let packet_errors = self.packet_errors;
                     // Joining mid-stream routinely yields one such error; persistent ones matter.
-                    if have_key && (packet_errors <= 3 || packet_errors.is_multiple_of(1000)) {
+                    if self.have_key && (packet_errors <= 3 || packet_errors.is_multiple_of(1000)) {
                         warn!(packet_errors, "packet error (frame dropped): {msg}");
                     } else {
                         debug!(packet_errors, "packet error (frame dropped): {msg}");
                     }
-                    continue;
+                    return None;
                 }
             },
             Some(Ok(item)) => item,
         };
         let CodecItem::VideoFrame(f) = item else {
-            continue;
+            return None;
         };
-        if f.stream_id() != i {
-            continue;
+        if f.stream_id() != self.i {
+            return None;
         }
-        let now = Instant::now();
-        if f.has_new_parameters() || params.is_none() {
-            match refresh_params(&demuxed, i, &params) {
+        if f.has_new_parameters() || self.params.is_none() {
+            match refresh_params(demuxed, self.i, &self.params) {
                 Ok(p) => {
-                    if have_key
+                    if self.have_key
                         && p.as_ref()
-                            .zip(params.as_ref())
+                            .zip(self.params.as_ref())
                             .is_some_and(|(a, b)| !Arc::ptr_eq(a, b))
                     {
                         info!("codec parameters changed");
                     }
-                    params = p;
+                    self.params = p;
                 }
-                Err(e) => break End::Error(e),
+                Err(e) => return Some(End::Error(e)),
             }
         }
-        if !have_key {
-            if !f.is_random_access_point() || params.is_none() {
-                if now.duration_since(play_at) > key_wait {
-                    break End::Error(IngestError::Media(format!(
+        if !self.have_key {
+            if !f.is_random_access_point() || self.params.is_none() {
+                if now.duration_since(self.play_at) > self.key_wait {
+                    return Some(End::Error(IngestError::Media(format!(
                         "no key frame within {} s of PLAY",
-                        key_wait.as_secs()
-                    )));
+                        self.key_wait.as_secs()
+                    ))));
                 }
-                deadline = now + stall;
-                continue;
+                self.deadline = now + self.stall;
+                return None;
             }
-            have_key = true;
+            self.have_key = true;
         }
-        let Some(p) = params.as_ref() else { continue };
-        let recv = ctx.clock.now();
+        let p = self.params.as_ref()?;
         let ts = f.timestamp();
         let media_90k = to_90k(ts.elapsed(), ts.clock_rate().get());
         let is_key = f.is_random_access_point();
         let data = Bytes::from(f.into_data());
-        ctx.status.on_frame(recv, media_90k, data.len(), p);
-        if frames == 0 {
-            first_frame_at = Some(now);
+        self.ctx.status.on_frame(recv, media_90k, data.len(), p);
+        if self.frames == 0 {
+            self.first_frame_at = Some(now);
             info!(codec = %p.rfc6381_codec, width = p.width, height = p.height, "online");
         }
-        frames += 1;
-        ctx.sink.push(StreamEvent::Frame(Frame {
+        self.frames += 1;
+        self.ctx.sink.push(StreamEvent::Frame(Frame {
             data,
             is_key,
             media_90k,
             recv,
             params: p.clone(),
-            session_id,
+            session_id: self.session_id,
         }));
-        deadline = now + stall;
-    };
-    Outcome {
-        end,
-        frames,
-        streamed_for: first_frame_at.map(|t| t.elapsed()).unwrap_or_default(),
+        self.deadline = now + self.stall;
+        None
     }
 }
 

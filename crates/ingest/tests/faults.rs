@@ -10,7 +10,9 @@ use std::time::Duration;
 use common::{Behaviour, FakeCamera};
 use vigie_core::config::{ResolvedSource, Secret, Transport};
 use vigie_core::{Codec, Frame, FrameSink, StreamEvent, StreamKey, SystemClock};
-use vigie_ingest::{CancellationToken, IngestOptions, StreamHandle, StreamState, spawn_stream};
+use vigie_ingest::{
+    CancellationToken, IngestOptions, IngestRuntime, StreamHandle, StreamState, spawn_stream,
+};
 
 #[derive(Default)]
 struct Collect(Mutex<Vec<StreamEvent>>);
@@ -56,6 +58,14 @@ fn source(url: &str) -> ResolvedSource {
 }
 
 fn start(src: ResolvedSource) -> (Arc<Collect>, StreamHandle, CancellationToken) {
+    start_on(src, None)
+}
+
+/// Starts a stream whose TCP session runs on `runtime` (the caller's runtime if `None`).
+fn start_on(
+    src: ResolvedSource,
+    runtime: Option<Arc<IngestRuntime>>,
+) -> (Arc<Collect>, StreamHandle, CancellationToken) {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("vigie_ingest=debug")
@@ -65,6 +75,7 @@ fn start(src: ResolvedSource) -> (Arc<Collect>, StreamHandle, CancellationToken)
     let mut opts = IngestOptions::new(Arc::new(SystemClock));
     opts.backoff.min = Duration::from_millis(100);
     opts.backoff.max = Duration::from_millis(400);
+    opts.runtime = runtime;
     let h = spawn_stream(
         StreamKey::new("cam", "main"),
         src,
@@ -202,6 +213,18 @@ async fn not_found_is_reported() {
 /// reconnect follows.
 #[tokio::test]
 async fn stream_then_stall() {
+    stream_then_stall_on(None).await;
+}
+
+/// The same on a paced ingest thread (see `vigie_ingest::runtime`): frames, stall detection,
+/// reconnection and shutdown behave the same; frames come in batches, `recv` never goes back.
+#[tokio::test]
+async fn stream_then_stall_on_ingest_runtime() {
+    let rt = IngestRuntime::start(1, vigie_ingest::runtime::DEFAULT_TICK).unwrap();
+    stream_then_stall_on(Some(Arc::new(rt))).await;
+}
+
+async fn stream_then_stall_on(runtime: Option<Arc<IngestRuntime>>) {
     let cam = FakeCamera::start(Behaviour::Stream {
         leading_p: 3,
         frames: 20,
@@ -209,7 +232,7 @@ async fn stream_then_stall() {
     .await;
     let mut src = source(&cam.url());
     src.stall_timeout_s = 1;
-    let (sink, handle, shutdown) = start(src);
+    let (sink, handle, shutdown) = start_on(src, runtime);
     wait_for("21 frames", 10, || sink.frames().len() >= 21).await;
     let frames = sink.frames();
     assert!(
@@ -228,6 +251,7 @@ async fn stream_then_stall() {
             .take(20)
             .all(|w| w[1].media_90k - w[0].media_90k == 3600)
     );
+    assert!(frames.windows(2).all(|w| w[1].recv >= w[0].recv));
     let st = handle.snapshot();
     assert!(st.online);
     assert!(st.packet_errors >= 1, "{st:?}");

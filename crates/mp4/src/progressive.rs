@@ -274,7 +274,11 @@ pub enum Table {
 pub enum Part {
     Mem(Bytes),
     /// A piece's share of one table, generated on demand.
-    Table { table: Table, piece: u32, len: u64 },
+    Table {
+        table: Table,
+        piece: u32,
+        len: u64,
+    },
     /// A piece's sample data (its chunks, read from its file).
     Data {
         piece: u32,
@@ -456,13 +460,16 @@ impl VirtualMp4 {
 
     /// Every share of `piece` (indexed by [`Table`]).
     fn render_shares(&self, piece: u32, t: &PieceTables) -> [Option<Bytes>; 5] {
-        let desc = self
-            .pieces
-            .get(piece as usize)
-            .map_or(0, |p| p.description);
+        let desc = self.pieces.get(piece as usize).map_or(0, |p| p.description);
         let bases = self.bases.get(piece as usize).copied().unwrap_or_default();
-        [Table::Stts, Table::Stss, Table::Stsc, Table::Stsz, Table::Co64]
-            .map(|table| Some(Bytes::from(render(table, t, bases[table as usize], desc))))
+        [
+            Table::Stts,
+            Table::Stss,
+            Table::Stsc,
+            Table::Stsz,
+            Table::Co64,
+        ]
+        .map(|table| Some(Bytes::from(render(table, t, bases[table as usize], desc))))
     }
 
     /// Reads bytes `[start, end)` (clamped) from memory and the files, handing chunks of at most

@@ -66,6 +66,14 @@ pub async fn run(
 
     let shutdown = CancellationToken::new();
     let n = config.streams().count() as u32;
+    // The RTSP sessions run on their own threads, woken once per tick (see vigie_ingest::runtime).
+    let ingest_rt = Arc::new(
+        vigie_ingest::IngestRuntime::start(
+            vigie_ingest::runtime::threads_for(n as usize),
+            vigie_ingest::runtime::DEFAULT_TICK,
+        )
+        .context("starting the ingest threads")?,
+    );
     let mut entries = Vec::new();
     let mut handles = Vec::new();
     for (i, (key, cam, stream)) in config.streams().enumerate() {
@@ -79,7 +87,8 @@ pub async fn run(
             first: Arc::new(writer),
             second: live.clone(),
         });
-        let opts = vigie_ingest::IngestOptions::new(clock.clone());
+        let mut opts = vigie_ingest::IngestOptions::new(clock.clone());
+        opts.runtime = Some(ingest_rt.clone());
         let handle = vigie_ingest::spawn_stream(key.clone(), source, sink, opts, shutdown.clone());
         entries.push(vigie_api::StreamEntry {
             key,
