@@ -190,7 +190,8 @@ fn mp4(c: &mut Criterion) {
         });
         // The layout alone from per-piece summaries (what a request costs before its first
         // byte; pieces come from the index heads).
-        let (lazy, source) = lazy_input(&input);
+        let (lazy, source) = vigie_mp4::progressive::to_pieces(&input);
+        let source = std::sync::Arc::new(source);
         g.bench_function(format!("progressive_layout_{hours}h"), |b| {
             b.iter(|| {
                 vigie_mp4::progressive::build_lazy(
@@ -202,51 +203,6 @@ fn mp4(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// `input` as per-file pieces with their summaries, and a source holding their tables.
-fn lazy_input(
-    input: &vigie_mp4::progressive::Input,
-) -> (
-    vigie_mp4::progressive::LazyInput,
-    std::sync::Arc<vigie_mp4::progressive::MemSource>,
-) {
-    use vigie_mp4::progressive::*;
-    let mut pieces: Vec<PieceRef> = Vec::new();
-    let mut tables: Vec<PieceTables> = Vec::new();
-    for c in &input.chunks {
-        if pieces.last().is_none_or(|p| p.file != c.file) {
-            pieces.push(PieceRef {
-                file: c.file,
-                description: c.description,
-                summary: PieceSummary::default(),
-            });
-            tables.push(PieceTables::default());
-        }
-        let t = tables.last_mut().unwrap();
-        let a = c.first_sample as usize;
-        t.samples
-            .extend_from_slice(&input.samples[a..a + c.samples as usize]);
-        t.chunks.push(ChunkLoc {
-            offset: c.offset,
-            samples: c.samples,
-        });
-    }
-    for (p, t) in pieces.iter_mut().zip(&tables) {
-        p.summary = PieceSummary::of(t);
-    }
-    let lazy = LazyInput {
-        sample_entries: input.sample_entries.clone(),
-        width: input.width,
-        height: input.height,
-        files: input.files.clone(),
-        pieces,
-        skip_90k: input.skip_90k,
-        duration_90k: input.duration_90k,
-        cues: Vec::new(),
-    };
-    let source = MemSource(tables.into_iter().map(std::sync::Arc::new).collect());
-    (lazy, std::sync::Arc::new(source))
 }
 
 /// `hours` of 25 fps in 60 s segment files of 1 s fragments (one chunk per fragment).

@@ -735,6 +735,13 @@ pub fn build(input: &Input) -> Result<VirtualMp4, BuildError> {
             total: n as u64,
         });
     }
+    let (lazy, source) = to_pieces(input);
+    build_lazy(lazy, Arc::new(source))
+}
+
+/// `input` as pieces (consecutive chunks of one file and description) with their summaries,
+/// and a source holding their tables. Does not validate `input` (see [`build`]).
+pub fn to_pieces(input: &Input) -> (LazyInput, MemSource) {
     let mut pieces: Vec<PieceRef> = Vec::new();
     let mut tables: Vec<PieceTables> = Vec::new();
     for c in input.chunks.iter().filter(|c| c.samples > 0) {
@@ -750,9 +757,9 @@ pub fn build(input: &Input) -> Result<VirtualMp4, BuildError> {
             tables.push(PieceTables::default());
         }
         if let Some(t) = tables.last_mut() {
-            let a = c.first_sample as usize;
-            t.samples
-                .extend_from_slice(&input.samples[a..a + c.samples as usize]);
+            let a = (c.first_sample as usize).min(input.samples.len());
+            let b = (a + c.samples as usize).min(input.samples.len());
+            t.samples.extend_from_slice(&input.samples[a..b]);
             t.chunks.push(ChunkLoc {
                 offset: c.offset,
                 samples: c.samples,
@@ -762,19 +769,17 @@ pub fn build(input: &Input) -> Result<VirtualMp4, BuildError> {
     for (p, t) in pieces.iter_mut().zip(&tables) {
         p.summary = PieceSummary::of(t);
     }
-    build_lazy(
-        LazyInput {
-            sample_entries: input.sample_entries.clone(),
-            width: input.width,
-            height: input.height,
-            files: input.files.clone(),
-            pieces,
-            skip_90k: input.skip_90k,
-            duration_90k: input.duration_90k,
-            cues: input.cues.clone(),
-        },
-        Arc::new(MemSource(tables.into_iter().map(Arc::new).collect())),
-    )
+    let lazy = LazyInput {
+        sample_entries: input.sample_entries.clone(),
+        width: input.width,
+        height: input.height,
+        files: input.files.clone(),
+        pieces,
+        skip_90k: input.skip_90k,
+        duration_90k: input.duration_90k,
+        cues: input.cues.clone(),
+    };
+    (lazy, MemSource(tables.into_iter().map(Arc::new).collect()))
 }
 
 /// Totals over all pieces.
