@@ -22,9 +22,8 @@ fn drain(h: &vigie_store::WriterHandle) {
     std::thread::sleep(Duration::from_millis(50));
 }
 
-/// Records, then "kill -9": the writer stops dead, nothing is closed.
-async fn record_then_crash(cfg: &vigie_store::StoreConfig, frames: usize) {
-    let store = open(cfg, &clock());
+/// Feeds `frames` frames of the test stream to a new writer and waits until it has them.
+fn record(store: &Store, frames: usize) -> vigie_store::WriterHandle {
     let h = store.start_writer(key(), (0, 1)).unwrap();
     feed(
         &h,
@@ -37,6 +36,13 @@ async fn record_then_crash(cfg: &vigie_store::StoreConfig, frames: usize) {
         frames,
     );
     drain(&h);
+    h
+}
+
+/// Records, then "kill -9": the writer stops dead, nothing is closed.
+async fn record_then_crash(cfg: &vigie_store::StoreConfig, frames: usize) {
+    let store = open(cfg, &clock());
+    let _h = record(&store, frames);
     store.crash_writers_for_test();
     store.shutdown().await;
 }
@@ -113,18 +119,7 @@ async fn index_lags_by_index_interval_and_recovery_indexes_the_rest() {
     cfg.recording.flush_interval_ms = 0; // every fragment synced
     cfg.recording.index_interval_ms = 60_000;
     let store = open(&cfg, &clock());
-    let h = store.start_writer(key(), (0, 1)).unwrap();
-    feed(
-        &h,
-        stream_a(),
-        1,
-        Pos {
-            media: 0,
-            recv: t0(),
-        },
-        250,
-    );
-    drain(&h);
+    let h = record(&store, 250);
     let segs = all(&store);
     assert_eq!(segs.len(), 1);
     assert!(segs[0].open);
