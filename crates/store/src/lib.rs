@@ -4,8 +4,9 @@
 //! * [`Store`] is the handle (cheap to clone). [`Store::open`] opens or creates
 //!   `data_dir/index` (sled) and `data_dir/recordings`, and runs crash recovery before returning.
 //! * [`Store::start_writer`] returns a [`WriterHandle`], the [`FrameSink`] ingest pushes into.
-//!   `push` never blocks: a byte-bounded queue sits between ingest and a dedicated writer thread
-//!   per stream which cuts segments and fragments and does all file I/O.
+//!   `push` never blocks: a byte-bounded queue sits between ingest and the stream's recorder,
+//!   which cuts segments and fragments and does all file I/O on one of a few shared writer
+//!   threads (`writer::pool`).
 //! * Listing ([`Store::segments`], [`Store::spans`]) is answered from the index with one range
 //!   scan per call, never a directory walk.
 //! * [`Store::playback_plan`] turns the index of a time range into the input of the virtual
@@ -14,8 +15,8 @@
 //!   floor, oldest first, and journals every deletion ([`Store::deletions`]).
 //!
 //! Durability policy: fragments are appended as they complete (a process crash loses at most
-//! the fragment in memory, ≤ `fragment_ms`), files are `fdatasync`ed every `flush_interval_ms`
-//! and at close (directories `fsync`ed when files are created), and the index only ever
+//! the fragment in memory, ≤ `fragment_ms`), files are made durable every `flush_interval_ms`
+//! (one `syncfs` for the files of a writer thread, or `fdatasync`) and at close (directories `fsync`ed when files are created), and the index only ever
 //! describes bytes already synced; at open, recovery trusts the self-describing files over the
 //! index. Wall-clock time: run starts cancel receive buffering, segments of a run are
 //! contiguous, and camera drift is slewed by at most ±500 ppm (see [`timing`]).
@@ -206,6 +207,10 @@ pub struct StoreStats {
     /// Since the store was opened.
     pub segments_deleted: u64,
     pub bytes_deleted: u64,
+    /// Since the store was opened: `syncfs` calls that made several writers' files durable at
+    /// once, and `fdatasync` calls on one segment file (see `writer::sync_group`).
+    pub syncfs_calls: u64,
+    pub fdatasync_calls: u64,
     pub writers: BTreeMap<StreamKey, WriterStats>,
 }
 
@@ -243,11 +248,15 @@ pub(crate) struct Inner {
     pub free: Arc<dyn FreeSpace>,
     pub next_segment_id: AtomicU64,
     pub writers: Mutex<HashMap<StreamKey, writer::WriterSlot>>,
+    /// The threads the writers run on.
+    pub pool: writer::pool::Pool,
     /// Writers whose handle was dropped and that were replaced before their thread ended.
     pub retired: Mutex<Vec<writer::WriterSlot>>,
     pub counters: Mutex<BTreeMap<StreamKey, Arc<writer::WriterCounters>>>,
     pub segments_deleted: AtomicU64,
     pub bytes_deleted: AtomicU64,
+    pub syncfs_calls: AtomicU64,
+    pub fdatasync_calls: AtomicU64,
     pub retention_lock: Mutex<()>,
     pub shutting_down: AtomicBool,
     pub recovery: RecoveryReport,
@@ -334,7 +343,12 @@ impl Store {
             tracing::info!(?report, "crash recovery done");
         }
         let next = index.next_segment_id()?;
+        let pool = writer::pool::Pool::new(
+            cfg.recording.fragment_ms.max(1),
+            cfg.recording.flush_interval_ms,
+        );
         let inner = Inner {
+            pool,
             cfg,
             layout,
             index,
@@ -346,6 +360,8 @@ impl Store {
             counters: Mutex::new(BTreeMap::new()),
             segments_deleted: AtomicU64::new(0),
             bytes_deleted: AtomicU64::new(0),
+            syncfs_calls: AtomicU64::new(0),
+            fdatasync_calls: AtomicU64::new(0),
             retention_lock: Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             recovery: report,
@@ -505,6 +521,8 @@ impl Store {
             total_bytes: space.total_bytes,
             segments_deleted: self.inner.segments_deleted.load(Ordering::Relaxed),
             bytes_deleted: self.inner.bytes_deleted.load(Ordering::Relaxed),
+            syncfs_calls: self.inner.syncfs_calls.load(Ordering::Relaxed),
+            fdatasync_calls: self.inner.fdatasync_calls.load(Ordering::Relaxed),
             writers: counters
                 .iter()
                 .map(|(k, c)| (k.clone(), c.snapshot()))

@@ -142,7 +142,19 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "vigie_storage_bytes_deleted_total",
         "counter",
         "Bytes deleted by retention.",
-        vec![(dir, stats.bytes_deleted as f64)],
+        vec![(dir.clone(), stats.bytes_deleted as f64)],
+    );
+    family(
+        "vigie_storage_syncs_total",
+        "counter",
+        "Durability syncs: kind=\"filesystem\" is one syncfs for several streams' segment files, kind=\"file\" one fdatasync of one segment file.",
+        vec![
+            (
+                format!("{dir},kind=\"filesystem\""),
+                stats.syncfs_calls as f64,
+            ),
+            (format!("{dir},kind=\"file\""), stats.fdatasync_calls as f64),
+        ],
     );
     (
         [(
