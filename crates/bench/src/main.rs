@@ -85,6 +85,9 @@ struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Vigie's `recording.flush_interval_ms` (default: Vigie's default, 1000).
+    #[arg(long)]
+    flush_interval_ms: Option<u32>,
     /// camsim runtime threads (1 = one thread, as measured in crates/camsim/tests/perf.rs).
     #[arg(long, default_value_t = 1)]
     camsim_threads: usize,
@@ -192,6 +195,7 @@ fn main() -> Result<()> {
         keep: args.keep,
         camsim_threads: args.camsim_threads,
         clk_tck: clk_tck(),
+        flush_interval_ms: args.flush_interval_ms,
     };
     for b in [&env.vigie, &env.camsim] {
         if !b.is_file() {
@@ -253,6 +257,7 @@ struct Env {
     keep: bool,
     camsim_threads: usize,
     clk_tck: f64,
+    flush_interval_ms: Option<u32>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -324,13 +329,13 @@ fn cpu_secs(pid: u32, tck: f64) -> f64 {
     (ut + st) / tck
 }
 
-/// CPU seconds (user + sys) of kthreadd (pid 2) and its children, the kernel's own threads.
-/// Kernel threads that ended during the window are missed (workqueue threads are long-lived).
-fn kthreads_cpu_secs(tck: f64) -> f64 {
+/// CPU seconds (user + sys) of kthreadd (pid 2) and each of its children (the kernel's own
+/// threads), by pid.
+fn kthreads_cpu(tck: f64) -> BTreeMap<u32, f64> {
+    let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return out;
     };
-    let mut total = 0.0;
     for e in dir.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
@@ -345,10 +350,19 @@ fn kthreads_cpu_secs(tck: f64) -> f64 {
             .nth(1)
             .and_then(|v| v.parse::<u32>().ok());
         if pid == 2 || ppid == Some(2) {
-            total += cpu_secs(pid, tck);
+            out.insert(pid, cpu_secs(pid, tck));
         }
     }
-    total
+    out
+}
+
+/// CPU the kernel's threads used between two [`kthreads_cpu`] readings: per-thread differences
+/// (a worker that exited in between is missed, one that started counts whole).
+fn kthreads_delta(before: &BTreeMap<u32, f64>, after: &BTreeMap<u32, f64>) -> f64 {
+    after
+        .iter()
+        .map(|(pid, t)| (t - before.get(pid).copied().unwrap_or(0.0)).max(0.0))
+        .sum()
 }
 
 /// A `Key:   123 kB` field of /proc/PID/status or smaps_rollup, KiB.
@@ -542,12 +556,15 @@ fn stop_camsim(mut c: Camsim) -> Result<u64> {
 // ---------------------------------------------------------------------------------------------
 // Vigie
 
-fn vigie_config(dir: &Path, port: u16, urls: &[String]) -> String {
+fn vigie_config(dir: &Path, port: u16, urls: &[String], flush_ms: Option<u32>) -> String {
     let mut s = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\ndata_dir = {:?}\nmin_free_bytes = \"1GiB\"\n\n\
          [retention]\nmax_days = 30\n\n[[communes]]\nid = \"bench\"\nname = \"Bench\"\n",
         dir.join("data").display().to_string()
     );
+    if let Some(ms) = flush_ms {
+        s.push_str(&format!("\n[recording]\nflush_interval_ms = {ms}\n"));
+    }
     for (i, url) in urls.iter().enumerate() {
         s.push_str(&format!(
             "\n[[cameras]]\nid = \"cam{i:04}\"\nname = \"cam{i:04}\"\ncommune = \"bench\"\nclass = \"traffic\"\n  \
@@ -560,7 +577,7 @@ fn vigie_config(dir: &Path, port: u16, urls: &[String]) -> String {
 fn start_vigie(env: &Env, dir: &Path, urls: &[String]) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let cfg = dir.join("vigie.toml");
-    std::fs::write(&cfg, vigie_config(dir, port, urls))?;
+    std::fs::write(&cfg, vigie_config(dir, port, urls, env.flush_interval_ms))?;
     let log = std::fs::File::create(dir.join("vigie.log"))?;
     let child = Command::new(&env.vigie)
         .arg("run")
@@ -674,14 +691,14 @@ fn run_vigie(env: &Env, n: usize, mix: Mix, baseline: u64) -> Result<RunResult> 
 
     let c0 = cpu_secs(pid, env.clk_tck);
     let s0 = cpu_secs(cam.proc.pid(), env.clk_tck);
-    let k0 = kthreads_cpu_secs(env.clk_tck);
+    let k0 = kthreads_cpu(env.clk_tck);
     let m0 = metrics(port)?;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(env.secs));
     let window = t0.elapsed().as_secs_f64();
     let c1 = cpu_secs(pid, env.clk_tck);
     let s1 = cpu_secs(cam.proc.pid(), env.clk_tck);
-    let k1 = kthreads_cpu_secs(env.clk_tck);
+    let k1 = kthreads_cpu(env.clk_tck);
     let m1 = metrics(port)?;
     let rss_peak = proc_kib(pid, "status", "VmHWM");
     let rss_end = proc_kib(pid, "status", "VmRSS");
@@ -724,7 +741,7 @@ fn run_vigie(env: &Env, n: usize, mix: Mix, baseline: u64) -> Result<RunResult> 
         cpu_s: c1 - c0,
         cpu_pct_per_stream: (c1 - c0) / window / n as f64 * 100.0,
         camsim_cpu_pct: (s1 - s0) / window * 100.0,
-        kthreads_cpu_pct_per_stream: (k1 - k0) / window / n as f64 * 100.0,
+        kthreads_cpu_pct_per_stream: kthreads_delta(&k0, &k1) / window / n as f64 * 100.0,
         rss_peak_kib: rss_peak,
         rss_end_kib: rss_end,
         pss_end_kib: pss_end,
@@ -826,13 +843,13 @@ fn run_ffmpeg(env: &Env, n: usize, mix: Mix) -> Result<RunResult> {
     let cpu = |pids: &[u32]| pids.iter().map(|&p| cpu_secs(p, env.clk_tck)).sum::<f64>();
     let c0 = cpu(&pids);
     let s0 = cpu_secs(cam.proc.pid(), env.clk_tck);
-    let k0 = kthreads_cpu_secs(env.clk_tck);
+    let k0 = kthreads_cpu(env.clk_tck);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(env.secs));
     let window = t0.elapsed().as_secs_f64();
     let c1 = cpu(&pids);
     let s1 = cpu_secs(cam.proc.pid(), env.clk_tck);
-    let k1 = kthreads_cpu_secs(env.clk_tck);
+    let k1 = kthreads_cpu(env.clk_tck);
     let sum = |f: &dyn Fn(u32) -> u64| pids.iter().map(|&p| f(p)).sum::<u64>();
     let rss_peak = sum(&|p| proc_kib(p, "status", "VmHWM"));
     let rss_end = sum(&|p| proc_kib(p, "status", "VmRSS"));
@@ -873,7 +890,7 @@ fn run_ffmpeg(env: &Env, n: usize, mix: Mix) -> Result<RunResult> {
         cpu_s: c1 - c0,
         cpu_pct_per_stream: (c1 - c0) / window / n as f64 * 100.0,
         camsim_cpu_pct: (s1 - s0) / window * 100.0,
-        kthreads_cpu_pct_per_stream: (k1 - k0) / window / n as f64 * 100.0,
+        kthreads_cpu_pct_per_stream: kthreads_delta(&k0, &k1) / window / n as f64 * 100.0,
         rss_peak_kib: rss_peak,
         rss_end_kib: rss_end,
         pss_end_kib: pss_end,
