@@ -16,10 +16,11 @@
 //!
 //! Durability policy: fragments are appended as they complete (a process crash loses at most
 //! the fragment in memory, ≤ `fragment_ms`), files are made durable every `flush_interval_ms`
-//! (one `syncfs` for the files of a writer thread, or `fdatasync`) and at close (directories `fsync`ed when files are created), and the index only ever
-//! describes bytes already synced; at open, recovery trusts the self-describing files over the
-//! index. Wall-clock time: run starts cancel receive buffering, segments of a run are
-//! contiguous, and camera drift is slewed by at most ±500 ppm (see [`timing`]).
+//! (one `syncfs` for the files of a writer thread, or `fdatasync`) and at close (directories
+//! `fsync`ed when files are created), and the index only ever describes bytes already synced;
+//! at open, recovery trusts the self-describing files over the index. Wall-clock time: run
+//! starts cancel receive buffering, segments of a run are contiguous, and camera drift is
+//! slewed by at most ±500 ppm (see [`timing`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -207,8 +208,9 @@ pub struct StoreStats {
     /// Since the store was opened.
     pub segments_deleted: u64,
     pub bytes_deleted: u64,
-    /// Since the store was opened: `syncfs` calls that made several writers' files durable at
-    /// once, and `fdatasync` calls on one segment file (see `writer::sync_group`).
+    /// Since the store was opened: `syncfs` calls that made every writer's files durable at
+    /// once (one per filesystem per `flush_interval_ms`), and `fdatasync` calls on one segment
+    /// file (segment close, `flush_interval_ms = 0`, fallbacks; see `writer::pool::SyncEpochs`).
     pub syncfs_calls: u64,
     pub fdatasync_calls: u64,
     pub writers: BTreeMap<StreamKey, WriterStats>,
@@ -255,7 +257,6 @@ pub(crate) struct Inner {
     pub counters: Mutex<BTreeMap<StreamKey, Arc<writer::WriterCounters>>>,
     pub segments_deleted: AtomicU64,
     pub bytes_deleted: AtomicU64,
-    pub syncfs_calls: AtomicU64,
     pub fdatasync_calls: AtomicU64,
     pub retention_lock: Mutex<()>,
     pub shutting_down: AtomicBool,
@@ -360,7 +361,6 @@ impl Store {
             counters: Mutex::new(BTreeMap::new()),
             segments_deleted: AtomicU64::new(0),
             bytes_deleted: AtomicU64::new(0),
-            syncfs_calls: AtomicU64::new(0),
             fdatasync_calls: AtomicU64::new(0),
             retention_lock: Mutex::new(()),
             shutting_down: AtomicBool::new(false),
@@ -521,7 +521,7 @@ impl Store {
             total_bytes: space.total_bytes,
             segments_deleted: self.inner.segments_deleted.load(Ordering::Relaxed),
             bytes_deleted: self.inner.bytes_deleted.load(Ordering::Relaxed),
-            syncfs_calls: self.inner.syncfs_calls.load(Ordering::Relaxed),
+            syncfs_calls: self.inner.pool.epochs.syncfs_calls(),
             fdatasync_calls: self.inner.fdatasync_calls.load(Ordering::Relaxed),
             writers: counters
                 .iter()

@@ -23,14 +23,13 @@
 //! that ends without a successor gets the previous frame's duration. Fragments are cut at frame
 //! boundaries once they reach `fragment_ms` (or earlier, at a key frame past 60 % of it), and
 //! written with one vectored write of the `moof`/`mdat` header plus the frames' `Bytes`.
-//! Durability (fdatasync or the pool's group `syncfs`) and index updates: see [`Recorder::sync`]
-//! and [`sync_group`].
+//! Durability (the store-wide `syncfs` epochs, or `fdatasync`) and index updates: see
+//! [`Recorder::group_step`], [`pool::SyncEpochs`] and [`Recorder::sync`].
 
 pub(crate) mod pool;
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -151,7 +150,7 @@ pub(crate) struct WriterSlot {
     tx: Tx,
     done: Option<tokio::sync::oneshot::Receiver<()>>,
     generation: u64,
-    /// False once the [`WriterHandle`] was dropped (the thread is finishing its segment).
+    /// False once the [`WriterHandle`] was dropped (its recorder is finishing its segment).
     handle_alive: Arc<AtomicBool>,
 }
 
@@ -191,7 +190,8 @@ impl WriterHandle {
     pub fn stats(&self) -> WriterStats {
         self.counters.snapshot()
     }
-    /// Test hook: makes the writer thread sleep for `d`, as if the disk stalled.
+    /// Test hook: makes the writer thread sleep for `d`, as if the disk stalled (the other
+    /// streams of that thread wait too, as they would for a stalled disk).
     #[doc(hidden)]
     pub fn stall_for_test(&self, d: Duration) {
         let _ = self.tx.send(Msg::Stall(d));
@@ -393,8 +393,11 @@ struct Segment {
     samples: SampleTableEncoder,
     frags: FragmentTableEncoder,
     last_sync: Instant,
-    /// What the last successful fdatasync made durable (`None` before the first one).
+    /// What the last successful sync made durable (`None` before the first one).
     synced: Option<SyncMark>,
+    /// A mark waiting for the store's next sync epoch: durable once `SyncEpochs::completed`
+    /// reaches the epoch (see [`Recorder::group_step`]).
+    sync_wait: Option<(SyncMark, u64)>,
     /// The index holds an entry for this segment (describing `indexed_len` synced bytes).
     indexed: bool,
     indexed_len: u64,
@@ -623,6 +626,7 @@ impl Recorder {
             frags: FragmentTableEncoder::default(),
             last_sync: Instant::now(),
             synced: None,
+            sync_wait: None,
             indexed: false,
             indexed_len: 0,
             last_index: Instant::now(),
@@ -643,7 +647,7 @@ impl Recorder {
                 self.fail(e);
                 return;
             }
-            // Otherwise the pool syncs every `flush_interval` (see `sync_group`).
+            // Otherwise the store syncs every `flush_interval` (see `Recorder::group_step`).
             if self.flush_interval.is_zero()
                 && let Err(e) = self.sync(true)
             {
@@ -711,6 +715,7 @@ impl Recorder {
             .metadata()
             .map_err(StoreError::io("inspecting", &path))?
             .dev();
+        self.inner.pool.epochs.register(seg.dev, &dir);
         seg.file = Some(file);
         seg.path = path;
         seg.dir_needs_sync = true;
@@ -815,10 +820,10 @@ impl Recorder {
     }
 
     /// The open segment's file, if it holds bytes written since its last sync.
-    fn unsynced(&self) -> Option<(u64, BorrowedFd<'_>)> {
+    fn unsynced(&self) -> Option<u64> {
         let seg = self.seg.as_ref()?;
-        let file = seg.file.as_ref()?;
-        (seg.written_len != seg.synced_len).then(|| (seg.dev, file.as_fd()))
+        seg.file.as_ref()?;
+        (seg.written_len != seg.synced_len).then_some(seg.dev)
     }
 
     /// The state of the open segment now: what a sync started after this call makes durable.
@@ -837,7 +842,7 @@ impl Recorder {
 
     /// fdatasync (+ directory fsync after creation) of the open segment alone, then
     /// [`Recorder::synced`]. Used when a segment closes, when `flush_interval_ms` is 0, and
-    /// when a group sync is not possible (see [`sync_group`]).
+    /// when a group sync is not possible (see [`Recorder::group_step`]).
     fn sync(&mut self, index_open: bool) -> Result<(), StoreError> {
         let Some(mark) = self.mark() else {
             return Ok(());
@@ -870,6 +875,9 @@ impl Recorder {
         let Some(seg) = self.seg.as_mut() else {
             return Ok(());
         };
+        if seg.synced.is_some_and(|m| m.bytes >= mark.bytes) {
+            return Ok(()); // a later sync of the file already covered it
+        }
         seg.dir_needs_sync = false;
         seg.synced_len = mark.bytes;
         seg.last_sync = Instant::now();
@@ -904,6 +912,57 @@ impl Recorder {
             seg.last_index = Instant::now();
         }
         Ok(())
+    }
+
+    /// One step of group commit, run by the writer thread at every pass. A mark of what was
+    /// written is taken, with the first sync epoch that will start after it (a sync that starts
+    /// later covers every byte written before); once the store's epochs reach it, the mark is
+    /// durable. If that epoch's `syncfs` failed, the file is `fdatasync`ed on its own instead,
+    /// which reports its own error. Then the index entry is updated when due.
+    pub(crate) fn group_step(&mut self, epochs: &pool::SyncEpochs) {
+        let res = self.group_step_inner(epochs);
+        if let Err(e) = res.and_then(|()| self.maybe_index()) {
+            self.fail(e);
+        }
+    }
+
+    fn group_step_inner(&mut self, epochs: &pool::SyncEpochs) -> Result<(), StoreError> {
+        let Some(seg) = self.seg.as_mut() else {
+            return Ok(());
+        };
+        if let Some((mark, epoch)) = seg.sync_wait
+            && epochs.completed() >= epoch
+        {
+            seg.sync_wait = None;
+            if epochs.failed_since(epoch) {
+                self.sync(false)?;
+            } else {
+                self.synced(mark, false)?;
+            }
+        }
+        if self.seg.as_ref().is_some_and(|s| s.sync_wait.is_none()) && self.unsynced().is_some() {
+            let mark = self.mark();
+            // Read after the writes the mark describes (they returned before this call).
+            let epoch = epochs.next_to_start();
+            if let (Some(seg), Some(mark)) = (self.seg.as_mut(), mark) {
+                seg.sync_wait = Some((mark, epoch));
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-file durability at the writer thread's own flush, where `syncfs` cannot be used
+    /// (kernels before 5.8, whose `syncfs` does not report write-back errors).
+    pub(crate) fn flush_alone(&mut self) {
+        if self.unsynced().is_some()
+            && let Err(e) = self.sync(true)
+        {
+            self.fail(e);
+            return;
+        }
+        if let Err(e) = self.maybe_index() {
+            self.fail(e);
+        }
     }
 
     /// Ends the open segment (if any). `next_duration` is the last frame's duration when the
@@ -975,68 +1034,8 @@ impl Recorder {
     }
 }
 
-/// Makes what every recorder in `recs` wrote durable, then updates their index entries when
-/// due ("group commit"). Files on one filesystem are synced with one `syncfs(2)` instead of
-/// one `fdatasync(2)` each: one device cache flush and one wait instead of one per stream,
-/// which was the largest part of the writers' CPU at 50 streams (docs/BENCHMARKS.md). Each
-/// recorder's [`SyncMark`] is taken before the `syncfs` starts, so it describes only bytes the
-/// sync covers. A single dirty file, a kernel whose `syncfs` cannot report write-back errors
-/// (before Linux 5.8), or a failed `syncfs` fall back to per-file `fdatasync`, which reports
-/// the error against the file it concerns.
-pub(crate) fn sync_group(recs: &mut [&mut Recorder]) {
-    let mut by_dev: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
-    for (i, r) in recs.iter().enumerate() {
-        if let Some((dev, _)) = r.unsynced() {
-            by_dev.entry(dev).or_default().push(i);
-        }
-    }
-    for (_, idx) in by_dev {
-        let grouped = idx.len() > 1
-            && syncfs_reports_errors()
-            && {
-                let marks: Vec<Option<SyncMark>> = idx.iter().map(|&i| recs[i].mark()).collect();
-                recs[idx[0]]
-                    .inner
-                    .syncfs_calls
-                    .fetch_add(1, Ordering::Relaxed);
-                let res = match recs[idx[0]].unsynced() {
-                    Some((_, fd)) => nix::unistd::syncfs(fd.as_raw_fd()),
-                    None => Ok(()),
-                };
-                match res {
-                    Ok(()) => {
-                        for (&i, m) in idx.iter().zip(marks) {
-                            if let Some(m) = m
-                                && let Err(e) = recs[i].synced(m, true)
-                            {
-                                recs[i].fail(e);
-                            }
-                        }
-                        true
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, files = idx.len(), "syncfs failed: syncing each file on its own");
-                        false
-                    }
-                }
-            };
-        if !grouped {
-            for &i in &idx {
-                if let Err(e) = recs[i].sync(true) {
-                    recs[i].fail(e);
-                }
-            }
-        }
-    }
-    for r in recs.iter_mut() {
-        if let Err(e) = r.maybe_index() {
-            r.fail(e);
-        }
-    }
-}
-
 /// `syncfs(2)` returns write-back errors since Linux 5.8; before, it always succeeds.
-fn syncfs_reports_errors() -> bool {
+pub(crate) fn syncfs_reports_errors() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

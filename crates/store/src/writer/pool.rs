@@ -3,10 +3,12 @@
 //!
 //! A thread owns up to [`STREAMS_PER_THREAD`] streams (more once [`MAX_THREADS`] threads run).
 //! It wakes once per tick (a quarter of `fragment_ms`, so a complete fragment waits at most that
-//! long before it is written), drains each of its streams' queues, and once per
-//! `flush_interval_ms` makes everything its streams wrote durable with [`sync_group`]: one
-//! `syncfs` per filesystem instead of one `fdatasync` per file. Senders wake a thread early
-//! only for control messages and for a queue past half full.
+//! long before it is written), drains each of its streams' queues, and takes part in group
+//! commit ([`SyncEpochs`]): once per `flush_interval_ms` one of the store's writer threads runs a
+//! sync epoch, one `syncfs` per filesystem holding segment files, instead of one `fdatasync`
+//! per file; every thread then marks durable what its streams had written before that epoch
+//! started ([`Recorder::group_step`]). Senders wake a thread early only for control messages
+//! and for a queue past half full.
 //!
 //! Why: with a thread per stream, 50 streams meant 50 threads each woken about five times a
 //! second and 50 `fdatasync`s (each a device cache flush) a second: about 40 % of Vigie's CPU
@@ -14,19 +16,29 @@
 //! other streams of its thread, whose queues (`writer_queue_bytes` each) absorb the delay; they
 //! share the disk anyway.
 //!
+//! Why epochs are store-wide and not per thread: a `syncfs` flushes every file of the
+//! filesystem, and each flush of a file's partly written last page makes the next write dirty
+//! that page again (4 KiB more to the disk). Threads syncing on their own schedules would flush
+//! each file up to once per thread per interval once their phases drift apart; one epoch per
+//! interval flushes it once, and costs one `syncfs` whatever the number of threads.
+//!
 //! A thread exits when its last stream has ended; [`Pool::add`] starts threads as needed.
 //! A panic while handling one stream ends that stream's writer only.
 //!
 //! Not here: what a recorder does with a message, segments, files and the index (`writer`).
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use super::{Flow, Msg, Recorder, sync_group};
+use super::{Flow, Msg, Recorder, syncfs_reports_errors};
 
 /// Streams per writer thread before another thread is started.
 pub const STREAMS_PER_THREAD: usize = 32;
@@ -115,11 +127,106 @@ struct Worker {
     thread: Thread,
 }
 
+/// The store's sync epochs (group commit across writer threads). Epoch `e` is one `syncfs` of
+/// every filesystem that holds segment files, started after `started` became `e`; it covers
+/// every byte written before that. A writer that has written since its last sync takes a mark
+/// and waits for epoch [`SyncEpochs::next_to_start`] as read after its writes; when
+/// [`SyncEpochs::completed`] reaches it, the mark is durable.
+pub(crate) struct SyncEpochs {
+    started: AtomicU64,
+    completed: AtomicU64,
+    /// The last epoch whose `syncfs` failed somewhere: marks waiting on it or an earlier one
+    /// are synced file by file instead ([`SyncEpochs::failed_since`]).
+    failed: AtomicU64,
+    /// A directory on each filesystem holding segment files, to call `syncfs` on.
+    devices: Mutex<BTreeMap<u64, File>>,
+    /// When the next epoch is due (only the thread that takes it runs the epoch).
+    next_due: Mutex<Instant>,
+    interval: Duration,
+    syncfs_calls: AtomicU64,
+}
+
+impl SyncEpochs {
+    fn new(interval: Duration) -> SyncEpochs {
+        SyncEpochs {
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            devices: Mutex::new(BTreeMap::new()),
+            next_due: Mutex::new(Instant::now() + interval),
+            interval,
+            syncfs_calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Remembers a directory of filesystem `dev` (the first one seen), to sync it.
+    pub fn register(&self, dev: u64, dir: &Path) {
+        let mut d = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        if d.contains_key(&dev) {
+            return;
+        }
+        match File::open(dir) {
+            Ok(f) => {
+                d.insert(dev, f);
+            }
+            // Without it, this filesystem's files wait for an epoch that does not sync them:
+            // harmless only because a failed open is also a failed epoch (see `run`).
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot open a segment directory for syncfs");
+                self.failed.store(u64::MAX, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// The first epoch that starts after this call.
+    pub fn next_to_start(&self) -> u64 {
+        self.started.load(Ordering::SeqCst) + 1
+    }
+
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    /// True if an epoch at or after `epoch` failed: the mark must be synced on its own.
+    pub fn failed_since(&self, epoch: u64) -> bool {
+        self.failed.load(Ordering::SeqCst) >= epoch
+    }
+
+    pub fn syncfs_calls(&self) -> u64 {
+        self.syncfs_calls.load(Ordering::Relaxed)
+    }
+
+    /// Runs an epoch if one is due and no other thread took it.
+    fn run_if_due(&self, now: Instant) {
+        {
+            let Ok(mut due) = self.next_due.try_lock() else {
+                return;
+            };
+            if now < *due {
+                return;
+            }
+            *due = now + self.interval;
+        }
+        let epoch = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        for (dev, dir) in devices.iter() {
+            self.syncfs_calls.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = nix::unistd::syncfs(dir.as_raw_fd()) {
+                tracing::warn!(error = %e, dev, "syncfs failed: writers sync each file on its own");
+                self.failed.fetch_max(epoch, Ordering::SeqCst);
+            }
+        }
+        drop(devices);
+        self.completed.store(epoch, Ordering::SeqCst);
+    }
+}
+
 /// A store's writer threads.
 pub(crate) struct Pool {
     workers: Mutex<Vec<Worker>>,
     tick: Duration,
     flush_interval: Duration,
+    pub epochs: Arc<SyncEpochs>,
 }
 
 static THREAD_NO: AtomicU64 = AtomicU64::new(0);
@@ -135,6 +242,9 @@ impl Pool {
             workers: Mutex::new(Vec::new()),
             tick: Duration::from_millis(u64::from(fragment_ms.max(4) / 4)),
             flush_interval: Duration::from_millis(u64::from(flush_interval_ms)),
+            epochs: Arc::new(SyncEpochs::new(Duration::from_millis(u64::from(
+                flush_interval_ms,
+            )))),
         }
     }
 
@@ -168,12 +278,13 @@ impl Pool {
         }));
         let (tick, flush) = (self.tick, self.flush_interval);
         let inbox2 = inbox.clone();
+        let epochs = self.epochs.clone();
         let thread = std::thread::Builder::new()
             .name(format!(
                 "writer-{}",
                 THREAD_NO.fetch_add(1, Ordering::Relaxed)
             ))
-            .spawn(move || run(&inbox2, tick, flush))?
+            .spawn(move || run(&inbox2, &epochs, tick, flush))?
             .thread()
             .clone();
         workers.push(Worker {
@@ -185,7 +296,9 @@ impl Pool {
 }
 
 /// A writer thread's loop: see the module documentation.
-fn run(inbox: &Mutex<Inbox>, tick: Duration, flush_interval: Duration) {
+fn run(inbox: &Mutex<Inbox>, epochs: &SyncEpochs, tick: Duration, flush_interval: Duration) {
+    // `flush_interval_ms = 0`: recorders sync every fragment themselves.
+    let grouped = syncfs_reports_errors() && !flush_interval.is_zero();
     let mut slots: Vec<Slot> = Vec::new();
     let mut next_flush = Instant::now() + flush_interval;
     loop {
@@ -219,15 +332,33 @@ fn run(inbox: &Mutex<Inbox>, tick: Duration, flush_interval: Duration) {
             }
         }
         let now = Instant::now();
-        if now >= next_flush {
-            let mut recs: Vec<&mut Recorder> = slots.iter_mut().map(|s| &mut s.rec).collect();
-            if catch_unwind(AssertUnwindSafe(|| sync_group(&mut recs))).is_err() {
+        let flush_alone = !grouped && now >= next_flush;
+        if grouped {
+            epochs.run_if_due(now);
+        }
+        for s in &mut slots {
+            let _e = s.span.enter();
+            let step = catch_unwind(AssertUnwindSafe(|| {
+                if grouped {
+                    s.rec.group_step(epochs);
+                } else if flush_alone {
+                    s.rec.flush_alone();
+                }
+            }));
+            if step.is_err() {
                 tracing::error!("writer panicked while syncing");
             }
+        }
+        if flush_alone {
             next_flush = now + flush_interval;
         }
         if !busy {
-            let wait = tick.min(next_flush.saturating_duration_since(Instant::now()));
+            // Grouped: epochs are checked at every pass, so due at most one tick late.
+            let wait = if grouped {
+                tick
+            } else {
+                tick.min(next_flush.saturating_duration_since(Instant::now()))
+            };
             std::thread::park_timeout(wait);
         }
     }
