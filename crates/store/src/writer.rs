@@ -379,8 +379,6 @@ struct Segment {
     pending: Frame,
     prev_duration: u32,
     file: Option<File>,
-    /// Device of `file` (`st_dev`): files on one filesystem are synced together.
-    dev: u64,
     path: PathBuf,
     dir_needs_sync: bool,
     init_len: u32,
@@ -612,7 +610,6 @@ impl Recorder {
             pending: f,
             prev_duration: 0,
             file: None,
-            dev: 0,
             path: PathBuf::new(),
             dir_needs_sync: false,
             init_len: 0,
@@ -711,11 +708,12 @@ impl Recorder {
             .map_err(StoreError::io("writing", &path))?;
         seg.init_len = init.len() as u32;
         seg.written_len = init.len() as u64;
-        seg.dev = file
+        // Sync epochs `syncfs` each filesystem that holds segment files.
+        let dev = file
             .metadata()
             .map_err(StoreError::io("inspecting", &path))?
             .dev();
-        self.inner.pool.epochs.register(seg.dev, &dir);
+        self.inner.pool.epochs.register(dev, &dir);
         seg.file = Some(file);
         seg.path = path;
         seg.dir_needs_sync = true;
@@ -819,11 +817,11 @@ impl Recorder {
         }
     }
 
-    /// The open segment's file, if it holds bytes written since its last sync.
-    fn unsynced(&self) -> Option<u64> {
-        let seg = self.seg.as_ref()?;
-        seg.file.as_ref()?;
-        (seg.written_len != seg.synced_len).then_some(seg.dev)
+    /// The open segment has a file holding bytes written since its last sync.
+    fn unsynced(&self) -> bool {
+        self.seg
+            .as_ref()
+            .is_some_and(|seg| seg.file.is_some() && seg.written_len != seg.synced_len)
     }
 
     /// The state of the open segment now: what a sync started after this call makes durable.
@@ -940,7 +938,7 @@ impl Recorder {
                 self.synced(mark, false)?;
             }
         }
-        if self.seg.as_ref().is_some_and(|s| s.sync_wait.is_none()) && self.unsynced().is_some() {
+        if self.seg.as_ref().is_some_and(|s| s.sync_wait.is_none()) && self.unsynced() {
             let mark = self.mark();
             // Read after the writes the mark describes (they returned before this call).
             let epoch = epochs.next_to_start();
@@ -954,7 +952,7 @@ impl Recorder {
     /// Per-file durability at the writer thread's own flush, where `syncfs` cannot be used
     /// (kernels before 5.8, whose `syncfs` does not report write-back errors).
     pub(crate) fn flush_alone(&mut self) {
-        if self.unsynced().is_some()
+        if self.unsynced()
             && let Err(e) = self.sync(true)
         {
             self.fail(e);

@@ -208,15 +208,22 @@ impl SyncEpochs {
             *due = now + self.interval;
         }
         let epoch = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        let devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-        for (dev, dir) in devices.iter() {
+        // Not holding the lock across `syncfs`: a writer creating a file would wait for it. The
+        // descriptors stay open: entries are never removed while `self` lives.
+        let fds: Vec<(u64, std::os::fd::RawFd)> = self
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(dev, dir)| (*dev, dir.as_raw_fd()))
+            .collect();
+        for (dev, fd) in fds {
             self.syncfs_calls.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = nix::unistd::syncfs(dir.as_raw_fd()) {
+            if let Err(e) = nix::unistd::syncfs(fd) {
                 tracing::warn!(error = %e, dev, "syncfs failed: writers sync each file on its own");
                 self.failed.fetch_max(epoch, Ordering::SeqCst);
             }
         }
-        drop(devices);
         self.completed.store(epoch, Ordering::SeqCst);
     }
 }
