@@ -370,3 +370,35 @@ fn run(inbox: &Mutex<Inbox>, epochs: &SyncEpochs, tick: Duration, flush_interval
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mark waits for the first epoch that starts after it; one due epoch runs one `syncfs`
+    /// per registered filesystem, and none runs before the interval has passed again.
+    #[test]
+    fn an_epoch_covers_marks_taken_before_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = SyncEpochs::new(Duration::from_secs(2));
+        e.register(7, dir.path());
+        e.register(7, dir.path()); // known filesystem: not opened again
+        let wait_for = e.next_to_start();
+        assert!(e.completed() < wait_for);
+        e.run_if_due(Instant::now()); // not due for 2 s
+        assert_eq!((e.completed(), e.syncfs_calls()), (0, 0));
+        let later = Instant::now() + Duration::from_secs(3);
+        e.run_if_due(later);
+        assert!(e.completed() >= wait_for);
+        assert!(!e.failed_since(wait_for));
+        assert_eq!(e.syncfs_calls(), 1);
+        // A mark taken now needs the next epoch, which is not due until 2 s after this one.
+        let next = e.next_to_start();
+        assert!(next > e.completed());
+        e.run_if_due(later + Duration::from_secs(1));
+        assert!(e.completed() < next);
+        e.run_if_due(later + Duration::from_secs(2));
+        assert!(e.completed() >= next);
+        assert_eq!(e.syncfs_calls(), 2);
+    }
+}
