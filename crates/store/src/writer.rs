@@ -390,7 +390,6 @@ struct Segment {
     key_frames_written: u32,
     samples: SampleTableEncoder,
     frags: FragmentTableEncoder,
-    last_sync: Instant,
     /// What the last successful sync made durable (`None` before the first one).
     synced: Option<SyncMark>,
     /// A mark waiting for the store's next sync epoch: durable once `SyncEpochs::completed`
@@ -621,7 +620,6 @@ impl Recorder {
             key_frames_written: 0,
             samples: SampleTableEncoder::default(),
             frags: FragmentTableEncoder::default(),
-            last_sync: Instant::now(),
             synced: None,
             sync_wait: None,
             indexed: false,
@@ -878,7 +876,6 @@ impl Recorder {
         }
         seg.dir_needs_sync = false;
         seg.synced_len = mark.bytes;
-        seg.last_sync = Instant::now();
         seg.synced = Some(mark);
         if index_open {
             self.maybe_index()?;

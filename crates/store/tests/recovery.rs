@@ -43,6 +43,17 @@ async fn record_then_crash(cfg: &vigie_store::StoreConfig, frames: usize) {
     store.shutdown().await;
 }
 
+/// The store holds one segment, closed by recovery with a trailer past `file_len`, with the
+/// 225 frames of 9 synced fragments, and ffmpeg decodes them all.
+fn assert_single_closed_225(store: &Store, file_len: u64) {
+    let segs = all(store);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].frames, 225);
+    assert!(!segs[0].open);
+    assert!(segs[0].bytes > file_len, "a trailer was added");
+    assert_valid(&segs[0].path, 225);
+}
+
 fn only_file(dir: &std::path::Path) -> std::path::PathBuf {
     let d = dir.join("recordings/cam-1/main/20261128");
     let mut v: Vec<_> = std::fs::read_dir(d)
@@ -130,13 +141,8 @@ async fn index_lags_by_index_interval_and_recovery_indexes_the_rest() {
 
     let store = open(&cfg, &clock());
     assert_eq!(store.recovery_report().segments_recovered, 1);
-    let segs = all(&store);
-    assert_eq!(segs.len(), 1);
     // 9 complete fragments were synced; the 10th was still in memory.
-    assert_eq!(segs[0].frames, 225);
-    assert!(!segs[0].open);
-    assert!(segs[0].bytes > file_len, "a trailer was added");
-    assert_valid(&segs[0].path, 225);
+    assert_single_closed_225(&store, file_len);
 }
 
 #[tokio::test]
@@ -161,12 +167,7 @@ async fn open_entry_with_garbage_appended_is_cut_back() {
         "{:?}",
         store.recovery_report()
     );
-    let segs = all(&store);
-    assert_eq!(segs.len(), 1);
-    assert_eq!(segs[0].frames, 225);
-    assert!(!segs[0].open);
-    assert!(segs[0].bytes > len, "a trailer was added");
-    assert_valid(&segs[0].path, 225);
+    assert_single_closed_225(&store, len);
 }
 
 #[tokio::test]
