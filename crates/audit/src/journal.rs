@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use vigie_core::dblock::{LOCK_WAIT, is_lock_conflict, retry_while_locked};
 use vigie_core::{Clock, Time90k};
 
 use crate::AuditError;
@@ -77,10 +78,11 @@ fn seq_of(k: &[u8]) -> Option<u64> {
 impl Journal {
     /// Opens (or creates) the journal in `dir`.
     pub fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<Journal, AuditError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(8 << 20)
-            .open()?;
+        let db = retry_while_locked(
+            LOCK_WAIT,
+            || sled::Config::new().path(dir).cache_capacity(8 << 20).open(),
+            |e| matches!(e, sled::Error::Io(io) if is_lock_conflict(io)),
+        )?;
         let entries = db.open_tree("entries")?;
         let meta = db.open_tree("meta")?;
         let head = match entries.last()? {

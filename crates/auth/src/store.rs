@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use vigie_core::config::{AuthConfig, Config};
+use vigie_core::dblock::{LOCK_WAIT, is_lock_conflict, retry_while_locked};
 use vigie_core::{Clock, TIME_UNITS_PER_SEC, Time90k};
 
 use crate::AuthError;
@@ -295,12 +296,15 @@ impl AuthStore {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        let db = sled::Config::new().path(dir).open().map_err(|e| match &e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                AuthError::InUse {
-                    path: dir.display().to_string(),
-                }
-            }
+        let db = retry_while_locked(
+            LOCK_WAIT,
+            || sled::Config::new().path(dir).open(),
+            |e| matches!(e, sled::Error::Io(io) if is_lock_conflict(io)),
+        )
+        .map_err(|e| match &e {
+            sled::Error::Io(io) if is_lock_conflict(io) => AuthError::InUse {
+                path: dir.display().to_string(),
+            },
             _ => AuthError::Storage(format!("opening {}: {e}", dir.display())),
         })?;
         let store = AuthStore {

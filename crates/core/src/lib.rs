@@ -2,13 +2,15 @@
 //!
 //! Owns: identifiers ([`ids`]), 90 kHz media and wall-clock time ([`time`]), the clock abstraction
 //! that makes time testable ([`clock`]), the frames and codec parameters that flow from ingest to
-//! the store ([`frame`]), and the configuration schema with its validation ([`config`]).
+//! the store ([`frame`]), the configuration schema with its validation ([`config`]), and waiting
+//! out a database lock being released ([`dblock`]).
 //!
 //! Does not own: networking, files, the index or HTTP. Every other crate depends on this one and
 //! this one depends on none of them.
 
 pub mod clock;
 pub mod config;
+pub mod dblock;
 pub mod frame;
 pub mod ids;
 pub mod time;

@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 use sled::Tree;
+use vigie_core::dblock::{LOCK_WAIT, is_lock_conflict, retry_while_locked};
 use vigie_core::{Codec, StreamKey, Time90k, VideoParams};
 
 use crate::sampletable::TableCounts;
@@ -151,20 +152,35 @@ pub struct Index {
     pub deletions: Tree,
 }
 
+fn is_sled_lock(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if is_lock_conflict(io))
+}
+
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt { what: what.into() }
 }
 
 impl Index {
     pub fn open(dir: &std::path::Path) -> Result<Index, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|source| StoreError::Index {
+        let db = retry_while_locked(
+            LOCK_WAIT,
+            || {
+                sled::Config::new()
+                    .path(dir)
+                    .flush_every_ms(Some(500))
+                    .open()
+            },
+            is_sled_lock,
+        )
+        .map_err(|source| match &source {
+            sled::Error::Io(io) if is_lock_conflict(io) => StoreError::InUse {
+                path: dir.to_owned(),
+            },
+            _ => StoreError::Index {
                 context: format!("opening {}", dir.display()),
                 source,
-            })?;
+            },
+        })?;
         let t = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Index {
                 context: format!("opening tree {name}"),
@@ -400,6 +416,24 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lock released within [`LOCK_WAIT`] (as sled's I/O threads release it just after a
+    /// close) is waited for; one still held after it is reported as another Vigie running.
+    #[test]
+    fn a_second_open_waits_for_the_lock_then_reports_it_in_use() {
+        let d = tempfile::tempdir().unwrap();
+        let first = Index::open(d.path()).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        let second = Index::open(d.path()).unwrap();
+        closer.join().unwrap();
+        let e = Index::open(d.path()).err().unwrap();
+        assert!(matches!(e, StoreError::InUse { .. }), "{e}");
+        assert!(e.to_string().contains("already running"), "{e}");
+        drop(second);
+    }
 
     #[test]
     fn entry_head_decodes_from_an_entry_prefix() {

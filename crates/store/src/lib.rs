@@ -76,6 +76,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Another process (normally a running `vigie run`) has the index open.
+    #[error(
+        "the index {path} is in use by another process: is Vigie already running with this data_dir?"
+    )]
+    InUse { path: PathBuf },
     #[error("corrupt index: {what}")]
     Corrupt { what: String },
     #[error("stream {key} is already being recorded")]
