@@ -53,6 +53,7 @@ pub use recovery::RecoveryReport;
 pub use sampletable::FragmentLoc;
 pub use synthetic::SyntheticSegment;
 pub use vigie_mp4::SampleInfo;
+pub use writer::pool::SyncFault;
 pub use writer::{WriterHandle, WriterStats};
 
 use index::{Index, SegmentEntry};
@@ -560,6 +561,13 @@ impl Store {
     /// Rebuilds the whole index from the segment files alone (the store must be closed).
     pub fn reindex(cfg: &StoreConfig) -> Result<ReindexReport, StoreError> {
         reindex::reindex(cfg)
+    }
+
+    /// Forces a sync path this machine cannot produce (a failing `syncfs`, an old kernel), for
+    /// tests. Set it before starting writers.
+    #[doc(hidden)]
+    pub fn set_sync_fault_for_test(&self, fault: SyncFault) {
+        self.inner.pool.epochs.set_fault(fault);
     }
 
     /// Simulates a crash for tests: drops every writer without closing its segment (files keep

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use common::*;
 use vigie_core::{FrameSink, StreamEvent, Time90k};
-use vigie_store::{SegmentInfo, Store};
+use vigie_store::{SegmentInfo, Store, SyncFault};
 
 fn all(store: &Store) -> Vec<SegmentInfo> {
     store
@@ -346,12 +346,40 @@ async fn reindex_rebuilds_an_identical_index() {
 /// recovery keeps every stream's synced fragments.
 #[tokio::test]
 async fn streams_synced_together_by_syncfs_survive_a_crash() {
+    let stats = synced_streams_survive_a_crash(SyncFault::None).await;
+    assert!(stats.syncfs_calls >= 1, "{stats:?}");
+    assert_eq!(stats.fdatasync_calls, 0, "{stats:?}");
+}
+
+/// When a `syncfs` fails, every stream waiting on it `fdatasync`s its own file instead (which
+/// reports the error against that file), and what is indexed is still durable.
+#[tokio::test]
+async fn a_failed_syncfs_falls_back_to_each_file() {
+    let stats = synced_streams_survive_a_crash(SyncFault::SyncfsFails).await;
+    assert!(stats.syncfs_calls >= 1, "{stats:?}");
+    assert!(stats.fdatasync_calls >= 3, "{stats:?}");
+}
+
+/// On a kernel whose `syncfs` cannot report errors (before 5.8), writer threads sync each file
+/// on their own, every `flush_interval_ms`, and never call `syncfs`.
+#[tokio::test]
+async fn without_an_error_reporting_syncfs_each_file_is_synced() {
+    let stats = synced_streams_survive_a_crash(SyncFault::OldKernel).await;
+    assert_eq!(stats.syncfs_calls, 0, "{stats:?}");
+    assert!(stats.fdatasync_calls >= 3, "{stats:?}");
+}
+
+/// Records three streams (one writer thread) with `fault` forced, waits until every stream's
+/// open entry indexes its synced fragments, kills the writers and checks that recovery keeps
+/// exactly those fragments. Returns the store's sync counters before the kill.
+async fn synced_streams_survive_a_crash(fault: SyncFault) -> vigie_store::StoreStats {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path()); // flush every 1000 ms
     let keys: Vec<_> = (0..3)
         .map(|i| vigie_core::StreamKey::new(format!("cam-{i}"), "main"))
         .collect();
     let store = open(&cfg, &clock());
+    store.set_sync_fault_for_test(fault);
     let handles: Vec<_> = keys
         .iter()
         .enumerate()
@@ -387,7 +415,6 @@ async fn streams_synced_together_by_syncfs_survive_a_crash() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let stats = store.stats();
-    assert!(stats.syncfs_calls >= 1, "{stats:?}");
     store.crash_writers_for_test();
     store.shutdown().await;
     drop((handles, store));
@@ -403,4 +430,5 @@ async fn streams_synced_together_by_syncfs_survive_a_crash() {
         assert!(!segs[0].open);
         assert_valid(&segs[0].path, 225);
     }
+    stats
 }

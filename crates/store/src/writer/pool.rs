@@ -32,7 +32,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::Thread;
@@ -127,6 +127,21 @@ struct Worker {
     thread: Thread,
 }
 
+/// Sync paths this machine cannot produce on demand, forced for tests
+/// ([`crate::Store::set_sync_fault_for_test`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncFault {
+    /// The real thing.
+    None = 0,
+    /// Every `syncfs` reports an I/O error (it is not called): writers must `fdatasync`
+    /// their own files.
+    SyncfsFails = 1,
+    /// Behave as on a kernel before 5.8, whose `syncfs` cannot report errors: no epochs,
+    /// every writer thread syncs its own files.
+    OldKernel = 2,
+}
+
 /// The store's sync epochs (group commit across writer threads). Epoch `e` is one `syncfs` of
 /// every filesystem that holds segment files, started after `started` became `e`; it covers
 /// every byte written before that. A writer that has written since its last sync takes a mark
@@ -144,6 +159,8 @@ pub(crate) struct SyncEpochs {
     next_due: Mutex<Instant>,
     interval: Duration,
     syncfs_calls: AtomicU64,
+    /// A [`SyncFault`], for tests.
+    fault: AtomicU8,
 }
 
 impl SyncEpochs {
@@ -156,6 +173,7 @@ impl SyncEpochs {
             next_due: Mutex::new(Instant::now() + interval),
             interval,
             syncfs_calls: AtomicU64::new(0),
+            fault: AtomicU8::new(SyncFault::None as u8),
         }
     }
 
@@ -196,6 +214,22 @@ impl SyncEpochs {
         self.syncfs_calls.load(Ordering::Relaxed)
     }
 
+    pub fn set_fault(&self, fault: SyncFault) {
+        self.fault.store(fault as u8, Ordering::SeqCst);
+    }
+
+    fn fault(&self) -> u8 {
+        self.fault.load(Ordering::Relaxed)
+    }
+
+    /// Whether writers sync by epochs: `syncfs` reports errors on this kernel, and
+    /// `flush_interval_ms` is not 0 (then recorders sync every fragment themselves).
+    fn grouped(&self) -> bool {
+        syncfs_reports_errors()
+            && !self.interval.is_zero()
+            && self.fault() != SyncFault::OldKernel as u8
+    }
+
     /// Runs an epoch if one is due and no other thread took it.
     fn run_if_due(&self, now: Instant) {
         {
@@ -219,7 +253,12 @@ impl SyncEpochs {
             .collect();
         for (dev, fd) in fds {
             self.syncfs_calls.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = nix::unistd::syncfs(fd) {
+            let res = if self.fault() == SyncFault::SyncfsFails as u8 {
+                Err(nix::errno::Errno::EIO)
+            } else {
+                nix::unistd::syncfs(fd)
+            };
+            if let Err(e) = res {
                 tracing::warn!(error = %e, dev, "syncfs failed: writers sync each file on its own");
                 self.failed.fetch_max(epoch, Ordering::SeqCst);
             }
@@ -304,8 +343,6 @@ impl Pool {
 
 /// A writer thread's loop: see the module documentation.
 fn run(inbox: &Mutex<Inbox>, epochs: &SyncEpochs, tick: Duration, flush_interval: Duration) {
-    // `flush_interval_ms = 0`: recorders sync every fragment themselves.
-    let grouped = syncfs_reports_errors() && !flush_interval.is_zero();
     let mut slots: Vec<Slot> = Vec::new();
     let mut next_flush = Instant::now() + flush_interval;
     loop {
@@ -339,6 +376,9 @@ fn run(inbox: &Mutex<Inbox>, epochs: &SyncEpochs, tick: Duration, flush_interval
             }
         }
         let now = Instant::now();
+        // Not grouped with `flush_interval_ms = 0` either: recorders then sync every fragment
+        // themselves, and `flush_alone` only updates their index entries.
+        let grouped = epochs.grouped();
         let flush_alone = !grouped && now >= next_flush;
         if grouped {
             epochs.run_if_due(now);
