@@ -85,7 +85,7 @@ struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Vigie's `recording.flush_interval_ms` (default: Vigie's default, 1000).
+    /// Vigie's `recording.flush_interval_ms` (default: Vigie's default, 2000).
     #[arg(long)]
     flush_interval_ms: Option<u32>,
     /// camsim runtime threads (1 = one thread, as measured in crates/camsim/tests/perf.rs).
@@ -363,6 +363,41 @@ fn kthreads_delta(before: &BTreeMap<u32, f64>, after: &BTreeMap<u32, f64>) -> f6
         .iter()
         .map(|(pid, t)| (t - before.get(pid).copied().unwrap_or(0.0)).max(0.0))
         .sum()
+}
+
+/// CPU used during one measurement window of `env.secs`: by the recorder, by camsim, and by
+/// the kernel's own threads ([`kthreads_cpu`]).
+struct Window {
+    secs: f64,
+    recorder_cpu_s: f64,
+    camsim_cpu_s: f64,
+    kthreads_cpu_s: f64,
+}
+
+impl Window {
+    /// Sleeps through the window; `recorder_cpu` reads the recorder's CPU seconds.
+    fn measure(env: &Env, camsim_pid: u32, recorder_cpu: &dyn Fn() -> f64) -> Window {
+        let c0 = recorder_cpu();
+        let s0 = cpu_secs(camsim_pid, env.clk_tck);
+        let k0 = kthreads_cpu(env.clk_tck);
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(env.secs));
+        let secs = t0.elapsed().as_secs_f64();
+        let c1 = recorder_cpu();
+        let s1 = cpu_secs(camsim_pid, env.clk_tck);
+        let k1 = kthreads_cpu(env.clk_tck);
+        Window {
+            secs,
+            recorder_cpu_s: c1 - c0,
+            camsim_cpu_s: s1 - s0,
+            kthreads_cpu_s: kthreads_delta(&k0, &k1),
+        }
+    }
+
+    /// `cpu_s` over the window, as % of one core.
+    fn pct(&self, cpu_s: f64) -> f64 {
+        cpu_s / self.secs * 100.0
+    }
 }
 
 /// A `Key:   123 kB` field of /proc/PID/status or smaps_rollup, KiB.
@@ -689,16 +724,9 @@ fn run_vigie(env: &Env, n: usize, mix: Mix, baseline: u64) -> Result<RunResult> 
     }
     std::thread::sleep(Duration::from_secs(env.warmup));
 
-    let c0 = cpu_secs(pid, env.clk_tck);
-    let s0 = cpu_secs(cam.proc.pid(), env.clk_tck);
-    let k0 = kthreads_cpu(env.clk_tck);
     let m0 = metrics(port)?;
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(env.secs));
-    let window = t0.elapsed().as_secs_f64();
-    let c1 = cpu_secs(pid, env.clk_tck);
-    let s1 = cpu_secs(cam.proc.pid(), env.clk_tck);
-    let k1 = kthreads_cpu(env.clk_tck);
+    let w = Window::measure(env, cam.proc.pid(), &|| cpu_secs(pid, env.clk_tck));
+    let window = w.secs;
     let m1 = metrics(port)?;
     let rss_peak = proc_kib(pid, "status", "VmHWM");
     let rss_end = proc_kib(pid, "status", "VmRSS");
@@ -738,10 +766,10 @@ fn run_vigie(env: &Env, n: usize, mix: Mix, baseline: u64) -> Result<RunResult> 
         n,
         mix: mix_name(mix, n),
         window_s: window,
-        cpu_s: c1 - c0,
-        cpu_pct_per_stream: (c1 - c0) / window / n as f64 * 100.0,
-        camsim_cpu_pct: (s1 - s0) / window * 100.0,
-        kthreads_cpu_pct_per_stream: kthreads_delta(&k0, &k1) / window / n as f64 * 100.0,
+        cpu_s: w.recorder_cpu_s,
+        cpu_pct_per_stream: w.pct(w.recorder_cpu_s) / n as f64,
+        camsim_cpu_pct: w.pct(w.camsim_cpu_s),
+        kthreads_cpu_pct_per_stream: w.pct(w.kthreads_cpu_s) / n as f64,
         rss_peak_kib: rss_peak,
         rss_end_kib: rss_end,
         pss_end_kib: pss_end,
@@ -841,15 +869,8 @@ fn run_ffmpeg(env: &Env, n: usize, mix: Mix) -> Result<RunResult> {
     std::thread::sleep(Duration::from_secs(env.warmup));
     let pids: Vec<u32> = procs.iter().map(|p| p.pid()).collect();
     let cpu = |pids: &[u32]| pids.iter().map(|&p| cpu_secs(p, env.clk_tck)).sum::<f64>();
-    let c0 = cpu(&pids);
-    let s0 = cpu_secs(cam.proc.pid(), env.clk_tck);
-    let k0 = kthreads_cpu(env.clk_tck);
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(env.secs));
-    let window = t0.elapsed().as_secs_f64();
-    let c1 = cpu(&pids);
-    let s1 = cpu_secs(cam.proc.pid(), env.clk_tck);
-    let k1 = kthreads_cpu(env.clk_tck);
+    let w = Window::measure(env, cam.proc.pid(), &|| cpu(&pids));
+    let window = w.secs;
     let sum = |f: &dyn Fn(u32) -> u64| pids.iter().map(|&p| f(p)).sum::<u64>();
     let rss_peak = sum(&|p| proc_kib(p, "status", "VmHWM"));
     let rss_end = sum(&|p| proc_kib(p, "status", "VmRSS"));
@@ -887,10 +908,10 @@ fn run_ffmpeg(env: &Env, n: usize, mix: Mix) -> Result<RunResult> {
         n,
         mix: mix_name(mix, n),
         window_s: window,
-        cpu_s: c1 - c0,
-        cpu_pct_per_stream: (c1 - c0) / window / n as f64 * 100.0,
-        camsim_cpu_pct: (s1 - s0) / window * 100.0,
-        kthreads_cpu_pct_per_stream: kthreads_delta(&k0, &k1) / window / n as f64 * 100.0,
+        cpu_s: w.recorder_cpu_s,
+        cpu_pct_per_stream: w.pct(w.recorder_cpu_s) / n as f64,
+        camsim_cpu_pct: w.pct(w.camsim_cpu_s),
+        kthreads_cpu_pct_per_stream: w.pct(w.kthreads_cpu_s) / n as f64,
         rss_peak_kib: rss_peak,
         rss_end_kib: rss_end,
         pss_end_kib: pss_end,

@@ -172,14 +172,17 @@ impl Index {
             },
             is_sled_lock,
         )
-        .map_err(|source| match &source {
-            sled::Error::Io(io) if is_lock_conflict(io) => StoreError::InUse {
-                path: dir.to_owned(),
-            },
-            _ => StoreError::Index {
-                context: format!("opening {}", dir.display()),
-                source,
-            },
+        .map_err(|source| {
+            if is_sled_lock(&source) {
+                StoreError::InUse {
+                    path: dir.to_owned(),
+                }
+            } else {
+                StoreError::Index {
+                    context: format!("opening {}", dir.display()),
+                    source,
+                }
+            }
         })?;
         let t = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Index {
