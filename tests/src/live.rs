@@ -50,6 +50,20 @@ impl LiveClient {
         stream: &str,
         recv_buffer: Option<u32>,
     ) -> anyhow::Result<LiveClient> {
+        let auth = crate::process::credentials_for_port(port)
+            .map(|c| ("authorization".to_owned(), format!("Bearer {}", c.token)));
+        Self::connect_as(port, cam, stream, recv_buffer, auth).await
+    }
+
+    /// Like [`LiveClient::connect`], authenticated by this one header (e.g. `("authorization",
+    /// "Bearer vigie_…")` or `("cookie", "vigie_session=…")`), or by nothing.
+    pub async fn connect_as(
+        port: u16,
+        cam: &str,
+        stream: &str,
+        recv_buffer: Option<u32>,
+        auth: Option<(String, String)>,
+    ) -> anyhow::Result<LiveClient> {
         let sock = tokio::net::TcpSocket::new_v4()?;
         if let Some(n) = recv_buffer {
             sock.set_recv_buffer_size(n)?;
@@ -58,12 +72,13 @@ impl LiveClient {
             .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
             .await?;
         let url = format!("ws://127.0.0.1:{port}/api/v1/cameras/{cam}/streams/{stream}/live");
-        // The default admin's token of the Vigie on that port (see process::VigieBuilder).
         let mut req =
             tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
-        if let Some(c) = crate::process::credentials_for_port(port) {
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {}", c.token).parse()?);
+        if let Some((name, value)) = auth {
+            req.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())?,
+                value.parse()?,
+            );
         }
         let (ws, resp) = tokio_tungstenite::client_async(req, tcp)
             .await

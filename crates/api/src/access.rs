@@ -1,7 +1,7 @@
 //! Authentication and rights for every route, in one place.
 //!
 //! [`enforce`] is a route layer: it runs for every matched route, finds the rule of the route
-//! in [`rule`] (the one table of who may call what), authenticates the request (bearer API
+//! in [`rule`] (read from the one route table, where each operation carries its [`Rule`]), authenticates the request (bearer API
 //! token, else the `vigie_session` cookie), checks CSRF on cookie-authenticated mutations, the
 //! role's permission, the camera scope for `/api/v1/cameras/{cam}/…` routes, and the `Origin`
 //! of WebSocket upgrades. Handlers then get the caller with the [`Principal`] extractor.
@@ -10,7 +10,8 @@
 //! is outside the user's scope, the CSRF header is missing, or a WebSocket comes from another
 //! origin; 404 for an unknown camera (whatever the scope).
 //!
-//! Routes missing from the table are admin-only (fail closed): add new routes to [`rule`].
+//! Routes missing from the table are admin-only (fail closed). The credential itself is also
+//! made available ([`Credential`]) so that a long-lived connection can check it again.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,60 +32,89 @@ pub const SESSION_COOKIE: &str = "vigie_session";
 /// Header carrying the CSRF token on cookie-authenticated mutations.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// Who may call a route.
+/// Who may call a route. Each operation of the route table (`crate::routes`) carries one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     /// Anyone (credentials, if valid, are still made available to the handler).
     Public,
     /// Any authenticated user.
     Authenticated,
-    /// Users whose role has the permission.
+    /// Users whose role has the permission. Lists answered by such routes hold only what lies
+    /// inside the caller's scope (cameras, users, holds, exports, journal entries).
     Perm(Permission),
     /// Users whose role has the permission and whose scope covers the `{cam}` of the path.
     CameraPerm(Permission),
+    /// Users whose role has the permission; the handler then checks the scope of what the
+    /// request names or touches (the camera of the body, of the hold or export; the user or
+    /// scope being managed) and answers 403 outside it.
+    ResourcePerm(Permission),
     /// `/metrics`: loopback clients when no `server.metrics_token` is set; the metrics token as
-    /// a bearer; or a user with `ViewStatus`.
+    /// a bearer; or a user with `ViewStatus` (then only the series of cameras in its scope).
     Metrics,
 }
 
-/// The rights table of the routes, keyed by the route template.
-pub fn rule(method: &Method, route: &str) -> Rule {
-    use Permission::*;
-    let read = method == Method::GET || method == Method::HEAD;
-    match route {
-        // The UI's pages and static assets hold no footage.
-        "/" | "/live.html" | "/assets/{file}" | "/api/v1/signing-key" | "/api/v1/openapi.json" => {
-            Rule::Public
-        }
-        // Unauthenticated: status only; details for authenticated users.
-        "/api/v1/health" => Rule::Public,
-        "/api/v1/session" if method == Method::POST => Rule::Public,
-        "/api/v1/session" => Rule::Authenticated,
-        "/metrics" => Rule::Metrics,
-        "/api/v1/cameras" => Rule::Perm(ViewStatus),
-        "/api/v1/cameras/{cam}/streams/{stream}/recordings"
-        | "/api/v1/cameras/{cam}/streams/{stream}/video.mp4" => Rule::CameraPerm(Playback),
-        "/api/v1/cameras/{cam}/streams/{stream}/live" => Rule::CameraPerm(Live),
-        "/api/v1/cameras/{cam}/streams/{stream}/snapshot.jpg" => Rule::CameraPerm(Still),
-        "/api/v1/users" | "/api/v1/users/{name}" | "/api/v1/tokens" | "/api/v1/tokens/{id}" => {
-            Rule::Perm(ManageUsers)
-        }
-        "/api/v1/audit" | "/api/v1/audit/verify" | "/api/v1/register" | "/api/v1/register.csv" => {
-            Rule::Perm(Audit)
-        }
-        // Holds and exports: their handlers check the camera of the body against the scope
-        // (Principal::can).
-        "/api/v1/holds" | "/api/v1/holds/{id}" if read => Rule::Perm(ViewEvidence),
-        "/api/v1/holds" | "/api/v1/holds/{id}" | "/api/v1/holds/{id}/release" => Rule::Perm(Hold),
-        "/api/v1/exports" | "/api/v1/exports/{id}" if read => Rule::Perm(ViewEvidence),
-        "/api/v1/exports" | "/api/v1/exports/{id}" | "/api/v1/exports/{id}/package" => {
-            Rule::Perm(Export)
-        }
-        _ => {
-            tracing::warn!(%method, route, "route missing from the rights table: admin only");
-            Rule::Perm(ManageUsers)
+impl Rule {
+    /// The permission the rule needs, if any.
+    pub fn permission(self) -> Option<Permission> {
+        match self {
+            Rule::Perm(p) | Rule::CameraPerm(p) | Rule::ResourcePerm(p) => Some(p),
+            Rule::Metrics => Some(Permission::ViewStatus),
+            Rule::Public | Rule::Authenticated => None,
         }
     }
+}
+
+/// One row of the rights table: an HTTP method on a route template and who may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    pub method: Method,
+    pub path: &'static str,
+    pub rule: Rule,
+}
+
+/// The rights table, read from the one route table (the same list builds the router and the
+/// OpenAPI description): every documented operation with its [`Rule`]. The permission matrix
+/// test walks it.
+pub fn rights_table() -> &'static [RouteRule] {
+    static TABLE: std::sync::OnceLock<Vec<RouteRule>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut out = Vec::new();
+        for d in crate::routes::routes() {
+            for o in &d.ops {
+                if let Ok(method) = Method::from_bytes(o.method.to_ascii_uppercase().as_bytes()) {
+                    out.push(RouteRule {
+                        method,
+                        path: d.path,
+                        rule: o.rule,
+                    });
+                }
+            }
+        }
+        out
+    })
+}
+
+/// The rule of a method on a route template. HEAD follows GET. A method the route does not
+/// serve (axum answers 405) is admin-only; a route missing from the table too (fail closed).
+pub fn rule(method: &Method, route: &str) -> Rule {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    let mut known_path = false;
+    for r in rights_table() {
+        if r.path == route {
+            known_path = true;
+            if r.method == method {
+                return r.rule;
+            }
+        }
+    }
+    if !known_path {
+        tracing::warn!(%method, route, "route missing from the rights table: admin only");
+    }
+    Rule::Perm(Permission::ManageUsers)
 }
 
 /// The authenticated caller of a request. Extracting it from a request without valid
@@ -224,11 +254,34 @@ fn credentials(headers: &HeaderMap) -> Result<Credentials<'_>, ApiError> {
 fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<Option<vigie_auth::Principal>, ApiError> {
+) -> Result<Option<(vigie_auth::Principal, vigie_auth::Credential)>, ApiError> {
     match credentials(headers)? {
         Credentials::None => Ok(None),
-        Credentials::Bearer(t) => Ok(Some(state.auth.token(t)?)),
-        Credentials::Cookie(c) => Ok(Some(state.auth.session(c)?)),
+        Credentials::Bearer(t) => Ok(Some((
+            state.auth.token(t)?,
+            vigie_auth::Credential::Token(t.to_owned()),
+        ))),
+        Credentials::Cookie(c) => Ok(Some((
+            state.auth.session(c)?,
+            vigie_auth::Credential::Session(c.to_owned()),
+        ))),
+    }
+}
+
+/// The credential of an authenticated request (session id or API token), for connections that
+/// outlive the request and must stop when it no longer stands (the live WebSocket checks it
+/// every second with [`vigie_auth::AuthStore::recheck`]). Present whenever [`Principal`] is.
+#[derive(Debug, Clone)]
+pub struct Credential(pub vigie_auth::Credential);
+
+impl<S: Send + Sync> FromRequestParts<S> for Credential {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Credential>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthenticated("authentication required".into()))
     }
 }
 
@@ -330,6 +383,11 @@ async fn check(state: &AppState, req: Request) -> Result<Request, ApiError> {
     } else {
         authenticate(state, &parts.headers)
     };
+    let (authenticated, credential) = match authenticated {
+        Ok(Some((p, c))) => (Ok(Some(p)), Some(c)),
+        Ok(None) => (Ok(None), None),
+        Err(e) => (Err(e), None),
+    };
     let principal = match rule {
         Rule::Public => authenticated.ok().flatten(),
         Rule::Metrics => {
@@ -341,7 +399,7 @@ async fn check(state: &AppState, req: Request) -> Result<Request, ApiError> {
             }
             p
         }
-        Rule::Authenticated | Rule::Perm(_) | Rule::CameraPerm(_) => {
+        Rule::Authenticated | Rule::Perm(_) | Rule::CameraPerm(_) | Rule::ResourcePerm(_) => {
             let p = authenticated?.ok_or_else(|| {
                 ApiError::Unauthenticated(
                     "authentication required: log in (POST /api/v1/session) or send `Authorization: Bearer <API token>`".into(),
@@ -350,7 +408,7 @@ async fn check(state: &AppState, req: Request) -> Result<Request, ApiError> {
             check_csrf(&p, &parts.method, &parts.headers)?;
             let p = Principal(p);
             match rule {
-                Rule::Perm(perm) => p.require(state, perm, None)?,
+                Rule::Perm(perm) | Rule::ResourcePerm(perm) => p.require(state, perm, None)?,
                 Rule::CameraPerm(perm) => {
                     let Path(params) = <Path<HashMap<String, String>> as FromRequestParts<
                         AppState,
@@ -370,6 +428,9 @@ async fn check(state: &AppState, req: Request) -> Result<Request, ApiError> {
     check_ws_origin(&parts.headers)?;
     if let Some(p) = principal {
         parts.extensions.insert(Principal(p));
+        if let Some(c) = credential {
+            parts.extensions.insert(Credential(c));
+        }
     }
     Ok(Request::from_parts(parts, body))
 }
@@ -412,12 +473,31 @@ mod tests {
         );
         assert_eq!(
             rule(&Method::POST, "/api/v1/holds"),
-            Rule::Perm(Permission::Hold)
+            Rule::ResourcePerm(Permission::Hold)
+        );
+        assert_eq!(
+            rule(&Method::HEAD, "/api/v1/cameras/{cam}/streams/{stream}/video.mp4"),
+            Rule::CameraPerm(Permission::Playback)
         );
         assert_eq!(
             rule(&Method::GET, "/api/v1/something-new"),
             Rule::Perm(Permission::ManageUsers)
         );
+        // A method the route does not serve: admin only (axum then answers 405).
+        assert_eq!(
+            rule(&Method::PUT, "/"),
+            Rule::Perm(Permission::ManageUsers)
+        );
+        // Every user-management operation needs ManageUsers; only the login is public
+        // among the mutations.
+        for r in rights_table() {
+            if r.path.starts_with("/api/v1/users") || r.path.starts_with("/api/v1/tokens") {
+                assert_eq!(r.rule.permission(), Some(Permission::ManageUsers), "{r:?}");
+            }
+            if r.method != Method::GET && r.rule == Rule::Public {
+                assert_eq!((r.method.as_str(), r.path), ("POST", "/api/v1/session"));
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! | `Playback` (recordings, video.mp4) | ✓ | ✓ | ✓ | ✓ | |
 //! | `Still` (snapshot.jpg) | ✓ | ✓ | ✓ | ✓ | |
 //! | `Export` (create, download) | ✓ | ✓ | | ✓ | |
-//! | `Hold` (place, release) | ✓ | ✓ | | ✓ | |
+//! | `Hold` (place; release one's own) | ✓ | ✓ | | ✓ | |
+//! | `ReleaseAnyHold` (release another user's hold) | ✓ | ✓ | | | |
 //! | `ViewEvidence` (lists of holds and exports) | ✓ | ✓ | | ✓ | ✓ |
 //! | `Audit` (journal, register) | ✓ | ✓ | | | ✓ |
 //! | `ManageUsers` (users, tokens) | ✓ | | | | |
@@ -37,6 +38,15 @@
 //! token (`vigie_…`, shown once) has its user's rights, an optional expiry, and can be revoked.
 //! Every check reloads the user: disabling a user, or changing its role or scope, applies to its
 //! sessions and tokens at once. Changing a password ends the user's sessions (not its tokens).
+//! Long-lived connections (the live WebSocket) call [`AuthStore::recheck`] every second.
+//!
+//! # Managing users within a scope
+//!
+//! [`Principal::may_grant`], [`Principal::may_manage`] and [`Principal::may_set_credentials`]:
+//! an admin grants, sees and manages only users whose scope is inside its own
+//! ([`Scope::includes`]); so only an unrestricted admin manages unrestricted users; another
+//! admin's password and tokens are an unrestricted admin's business. The CLI has no caller (it
+//! runs as the machine's operator, with the database closed to the server) and is unrestricted.
 
 mod password;
 mod roles;
@@ -49,7 +59,7 @@ pub use password::{
 };
 pub use roles::{Communes, Permission, Role, Scope, allows};
 pub use store::{
-    AuthSettings, AuthStore, LoginFailure, NewSession, NewToken, Principal, TokenInfo, UserInfo,
+    AuthSettings, AuthStore, Credential, LoginFailure, NewSession, NewToken, Principal, TokenInfo, UserInfo,
     UserUpdate, Via, validate_user_name,
 };
 pub use throttle::MAX_LOCKOUT_S;
@@ -60,7 +70,8 @@ pub enum AuthError {
     /// Wrong user name or password (deliberately not saying which).
     #[error("wrong user name or password")]
     InvalidCredentials,
-    /// The right password for a disabled account.
+    /// A disabled account. Not what a login answers (a disabled account fails like a wrong
+    /// password, so that the answer reveals nothing about the password).
     #[error("account {0:?} is disabled")]
     Disabled(String),
     /// Too many failed logins: try again in `retry_after_s` seconds.

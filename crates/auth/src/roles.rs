@@ -75,8 +75,10 @@ pub enum Permission {
     Still,
     /// Create evidence exports and download their packages.
     Export,
-    /// Place and release legal holds.
+    /// Place legal holds, and release the holds one placed.
     Hold,
+    /// Release a legal hold placed by someone else.
+    ReleaseAnyHold,
     /// List holds and exports (their metadata, not the footage).
     ViewEvidence,
     /// Read the access journal and the legal register.
@@ -86,13 +88,14 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::ViewStatus,
         Permission::Live,
         Permission::Playback,
         Permission::Still,
         Permission::Export,
         Permission::Hold,
+        Permission::ReleaseAnyHold,
         Permission::ViewEvidence,
         Permission::Audit,
         Permission::ManageUsers,
@@ -117,6 +120,7 @@ impl Permission {
 /// | Still | ✓ | ✓ | ✓ | ✓ | |
 /// | Export | ✓ | ✓ | | ✓ | |
 /// | Hold | ✓ | ✓ | | ✓ | |
+/// | ReleaseAnyHold | ✓ | ✓ | | | |
 /// | ViewEvidence | ✓ | ✓ | | ✓ | ✓ |
 /// | Audit | ✓ | ✓ | | | ✓ |
 /// | ManageUsers | ✓ | | | | |
@@ -178,6 +182,26 @@ impl Scope {
     pub fn is_unrestricted(&self) -> bool {
         self.communes == Communes::All && self.cameras.is_none()
     }
+
+    /// Is `other` inside this scope, whatever cameras the configuration holds now or later?
+    /// Its communes must be among ours (or ours are all), and when we are narrowed to some
+    /// cameras it must be narrowed to some of those. Structural on purpose: a scope of "all
+    /// communes" also covers communes added later, so it is inside only an unrestricted one.
+    pub fn includes(&self, other: &Scope) -> bool {
+        let communes_ok = match (&self.communes, &other.communes) {
+            (Communes::All, _) => true,
+            (Communes::List(_), Communes::All) => false,
+            (Communes::List(mine), Communes::List(theirs)) => {
+                theirs.iter().all(|c| mine.contains(c))
+            }
+        };
+        let cameras_ok = match (&self.cameras, &other.cameras) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.iter().all(|c| mine.contains(c)),
+        };
+        communes_ok && cameras_ok
+    }
 }
 
 impl fmt::Display for Scope {
@@ -225,6 +249,14 @@ mod tests {
         assert!(allows(Role::Operator, Live));
         assert!(allows(Role::Supervisor, Audit));
         assert!(allows(Role::Supervisor, Live));
+        // Releasing someone else's hold: supervisors and admins only.
+        for r in Role::ALL {
+            assert_eq!(
+                allows(r, ReleaseAnyHold),
+                matches!(r, Role::Admin | Role::Supervisor),
+                "{r}"
+            );
+        }
     }
 
     #[test]
@@ -262,5 +294,18 @@ mod tests {
         assert!(!cams_any_commune.covers("cam-a", "nord"));
         assert!(!cams_any_commune.is_unrestricted());
         assert_eq!(one_cam.to_string(), "communes nord; cameras cam-a");
+
+        // Inclusion: what a scoped admin may grant or manage.
+        assert!(all.includes(&nord) && all.includes(&one_cam) && all.includes(&all));
+        assert!(nord.includes(&one_cam) && nord.includes(&nord));
+        assert!(!nord.includes(&all), "a scoped admin cannot grant all communes");
+        assert!(!one_cam.includes(&nord), "nor widen a camera list");
+        assert!(!nord.includes(&cams_any_commune));
+        assert!(!cams_any_commune.includes(&all));
+        let both = Scope {
+            communes: Communes::List(vec!["nord".into(), "sud".into()]),
+            cameras: None,
+        };
+        assert!(both.includes(&nord) && !nord.includes(&both));
     }
 }

@@ -170,6 +170,72 @@ impl Principal {
         allows(self.role, perm)
             && camera.is_none_or(|(cam, commune)| self.scope.covers(cam, commune))
     }
+
+    /// May this caller give `scope` to a user (create it with that scope, or change a user's
+    /// scope to it)? Only a scope inside its own ([`Scope::includes`]).
+    pub fn may_grant(&self, scope: &Scope) -> Result<(), String> {
+        if !allows(self.role, Permission::ManageUsers) {
+            return Err(format!("role {} may not manage users", self.role));
+        }
+        if !self.scope.includes(scope) {
+            return Err(format!(
+                "{:?} ({}) may not grant a scope beyond its own: {scope}",
+                self.user, self.scope
+            ));
+        }
+        Ok(())
+    }
+
+    /// May this caller see and manage the account `target` (list it, change it, list, create or
+    /// revoke its tokens)? Its scope must be inside the caller's; so only an unrestricted admin
+    /// manages unrestricted users (admins included).
+    pub fn may_manage(&self, target: &UserInfo) -> Result<(), String> {
+        if !allows(self.role, Permission::ManageUsers) {
+            return Err(format!("role {} may not manage users", self.role));
+        }
+        if !self.scope.includes(&target.scope) {
+            return Err(format!(
+                "user {:?} ({}) is outside the scope of {:?} ({})",
+                target.name, target.scope, self.user, self.scope
+            ));
+        }
+        Ok(())
+    }
+
+    /// May this caller set the password of, or create an API token for, `target`? On top of
+    /// [`Principal::may_manage`]: another admin's credentials are only an unrestricted admin's
+    /// business (a scoped admin must not be able to act under a peer admin's name).
+    pub fn may_set_credentials(&self, target: &UserInfo) -> Result<(), String> {
+        self.may_manage(target)?;
+        if target.role == Role::Admin && target.name != self.user && !self.scope.is_unrestricted()
+        {
+            return Err(format!(
+                "only an admin of all communes may set the password of, or create a token for, another admin ({:?})",
+                target.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The credential a request was authenticated with, kept by long-lived connections (the live
+/// WebSocket) to check it again with [`AuthStore::recheck`].
+#[derive(Clone)]
+pub enum Credential {
+    /// A session id (the cookie value).
+    Session(String),
+    /// An API token (`vigie_…`).
+    Token(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.write_str(match self {
+            Credential::Session(_) => "Credential::Session(…)",
+            Credential::Token(_) => "Credential::Token(…)",
+        })
+    }
 }
 
 /// A new login: `id` goes into the cookie (and nowhere else).
@@ -265,6 +331,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     settings: AuthSettings,
     throttle: Mutex<Throttle>,
+    /// Serialises read-modify-write of user records, so that the "last enabled admin" check and
+    /// the write it guards are one step (two concurrent demotions cannot both pass it).
+    user_writes: Mutex<()>,
 }
 
 /// The users, sessions and tokens of one installation. Cheap to clone.
@@ -316,6 +385,7 @@ impl AuthStore {
                 clock,
                 settings,
                 throttle: Mutex::new(Throttle::default()),
+                user_writes: Mutex::new(()),
             }),
         };
         store.purge_expired_sessions()?;
@@ -386,13 +456,26 @@ impl AuthStore {
     /// Applies `update` to a user. Disabling a user or changing its password ends its sessions.
     /// Refuses to leave the installation without an enabled admin.
     pub fn update_user(&self, name: &str, update: UserUpdate) -> Result<UserInfo, AuthError> {
+        // Hash first (slow), then load, check and write under the lock: the check that another
+        // enabled admin remains must see every other change that has been written.
+        let new_hash = match &update.password {
+            Some(p) => {
+                check_policy(p)?;
+                Some(password::hash_password(p)?)
+            }
+            None => None,
+        };
+        let _writing = self
+            .inner
+            .user_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut rec = self
             .load_user(name)?
             .ok_or_else(|| AuthError::NoSuchUser(name.to_owned()))?;
         let was_admin = rec.role == Role::Admin && !rec.disabled;
-        if let Some(p) = &update.password {
-            check_policy(p)?;
-            rec.password_hash = password::hash_password(p)?;
+        if let Some(h) = new_hash {
+            rec.password_hash = h;
         }
         if let Some(r) = update.role {
             rec.role = r;
@@ -490,11 +573,17 @@ impl AuthStore {
             Some(u) => password::verify_password(password, &u.password_hash),
             None => password::verify_dummy(password),
         };
-        let Some(user) = user.filter(|_| ok) else {
+        // A disabled account fails exactly like a wrong password (same error, same throttling),
+        // right password or not: otherwise the answer would tell whether a password is right.
+        // Only the journal learns the truth.
+        let disabled = user.as_ref().is_some_and(|u| u.disabled);
+        let Some(user) = user.filter(|_| ok && !disabled) else {
             let mut t = self.throttle();
             let a = t.fail(&user_key, now, s.user_limits());
             let b = ip_key.as_ref().and_then(|k| t.fail(k, now, s.ip_limits()));
-            let why = if self.load_user(&name).ok().flatten().is_some() {
+            let why = if disabled {
+                LoginFailure::Disabled
+            } else if self.load_user(&name).ok().flatten().is_some() {
                 LoginFailure::WrongPassword
             } else {
                 LoginFailure::UnknownUser
@@ -509,9 +598,6 @@ impl AuthStore {
                 None => (AuthError::InvalidCredentials, why),
             });
         };
-        if user.disabled {
-            return Err((AuthError::Disabled(user.name), LoginFailure::Disabled));
-        }
         self.throttle().succeed(&user_key);
         let _ = self.purge_expired_sessions();
         let id = random_token_part(32);
@@ -592,6 +678,51 @@ impl AuthStore {
             via: Via::Session {
                 csrf_token: csrf_token(session_id),
             },
+        })
+    }
+
+    /// Checks again, without refreshing anything, that a credential still stands: the session
+    /// alive (not logged out, idle or past its absolute end, not ended by a password change),
+    /// the token not revoked or expired, the user enabled. Returns the user's current rights
+    /// (role and scope may have changed since). For long-lived connections (the live
+    /// WebSocket): watching is not activity, so it does not keep an idle session alive.
+    pub fn recheck(&self, credential: &Credential) -> Result<Principal, AuthError> {
+        let now = self.now_s();
+        let (user, via) = match credential {
+            Credential::Session(id) => {
+                let rec: SessionRecord = match self.inner.sessions.get(digest(id))? {
+                    Some(v) => serde_json::from_slice(&v)?,
+                    None => return Err(AuthError::Unauthenticated("session ended".into())),
+                };
+                if !self.session_alive(&rec, now) {
+                    return Err(AuthError::Unauthenticated("session expired".into()));
+                }
+                (
+                    rec.user,
+                    Via::Session {
+                        csrf_token: csrf_token(id),
+                    },
+                )
+            }
+            Credential::Token(token) => {
+                let rec: TokenRecord = match self.inner.tokens.get(digest(token))? {
+                    Some(v) => serde_json::from_slice(&v)?,
+                    None => {
+                        return Err(AuthError::Unauthenticated("API token revoked".into()));
+                    }
+                };
+                if rec.expires_s.is_some_and(|e| e <= now) {
+                    return Err(AuthError::Unauthenticated("API token expired".into()));
+                }
+                (rec.user, Via::Token { id: rec.id })
+            }
+        };
+        let u = self.enabled_user(&user)?;
+        Ok(Principal {
+            user: u.name,
+            role: u.role,
+            scope: u.scope,
+            via,
         })
     }
 
@@ -892,8 +1023,13 @@ mod tests {
         .unwrap();
         assert!(s.session(&sess.id).is_err());
         assert!(s.token(&tok.token).is_err());
+        // Right password of a disabled account: the same answer as a wrong one (no oracle);
+        // the journal gets the truth.
         let (e, why) = s.login("op", PW, None).unwrap_err();
-        assert!(matches!(e, AuthError::Disabled(_)), "{e}");
+        assert!(matches!(e, AuthError::InvalidCredentials), "{e}");
+        assert_eq!(why, LoginFailure::Disabled);
+        let (e, why) = s.login("op", "wrong password!", None).unwrap_err();
+        assert!(matches!(e, AuthError::InvalidCredentials), "{e}");
         assert_eq!(why, LoginFailure::Disabled);
         s.update_user(
             "op",
@@ -915,6 +1051,92 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("last enabled admin"), "{e}");
+    }
+
+    #[test]
+    fn recheck_sees_logout_revocation_disable_expiry_and_does_not_refresh() {
+        let (_d, s, clock) = store();
+        s.add_user("root", Role::Admin, Scope::all(), PW).unwrap();
+        s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
+        let sess = s.login("op", PW, None).unwrap();
+        let cs = Credential::Session(sess.id.clone());
+        assert_eq!(s.recheck(&cs).unwrap().user, "op");
+        // Rechecking is not activity: the idle timer runs out while a socket is open.
+        for _ in 0..4 {
+            clock.advance(mins(10));
+            let _ = s.recheck(&cs);
+        }
+        assert!(s.recheck(&cs).is_err(), "idle session must end");
+        let sess = s.login("op", PW, None).unwrap();
+        let cs = Credential::Session(sess.id.clone());
+        s.logout(&sess.id).unwrap();
+        assert!(s.recheck(&cs).is_err());
+        let t = s.create_token("op", "x", None).unwrap();
+        let ct = Credential::Token(t.token.clone());
+        assert!(s.recheck(&ct).is_ok());
+        s.update_user(
+            "op",
+            UserUpdate {
+                scope: Some(Scope {
+                    communes: Communes::List(vec!["nord".into()]),
+                    cameras: None,
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!s.recheck(&ct).unwrap().scope.is_unrestricted());
+        s.update_user(
+            "op",
+            UserUpdate {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(s.recheck(&ct).is_err());
+        s.update_user(
+            "op",
+            UserUpdate {
+                disabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        s.revoke_token(&t.info.id).unwrap();
+        assert!(s.recheck(&ct).is_err());
+    }
+
+    #[test]
+    fn concurrent_demotions_leave_an_enabled_admin() {
+        let (_d, s, _) = store();
+        s.add_user("a1", Role::Admin, Scope::all(), PW).unwrap();
+        s.add_user("a2", Role::Admin, Scope::all(), PW).unwrap();
+        // Each demotion also changes the password: the slow hash used to sit between the
+        // "another admin remains" check and the write.
+        let handles: Vec<_> = ["a1", "a2"]
+            .into_iter()
+            .map(|n| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    s.update_user(
+                        n,
+                        UserUpdate {
+                            role: Some(Role::Operator),
+                            password: Some("another long passphrase".into()),
+                            ..Default::default()
+                        },
+                    )
+                })
+            })
+            .collect();
+        let ok = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(ok, 1, "exactly one of two concurrent demotions may pass");
+        assert!(s.has_enabled_admin().unwrap());
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
+    pub holds: HoldsConfig,
+    #[serde(default)]
     pub communes: Vec<Commune>,
     #[serde(default)]
     pub cameras: Vec<Camera>,
@@ -258,6 +260,29 @@ impl Default for AuthConfig {
             session_max_hours: default_session_max_hours(),
             max_failed_logins: default_max_failed_logins(),
             lockout_minutes: default_lockout_minutes(),
+        }
+    }
+}
+
+/// `[holds]`: limits on legal holds (placed directly or by exports).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldsConfig {
+    /// Longest `[start, end)` one hold may cover, in days (1..=366). A hold covers footage
+    /// that exists (its end is not in the future), so this bounds how far back one hold
+    /// reaches. Default 31.
+    #[serde(default = "default_hold_max_span_days")]
+    pub max_span_days: u32,
+}
+
+fn default_hold_max_span_days() -> u32 {
+    31
+}
+
+impl Default for HoldsConfig {
+    fn default() -> Self {
+        HoldsConfig {
+            max_span_days: default_hold_max_span_days(),
         }
     }
 }
@@ -701,6 +726,12 @@ impl Config {
                 );
             }
         }
+        if !(1..=366).contains(&self.holds.max_span_days) {
+            add(
+                "holds.max_span_days".into(),
+                format!("{} is outside 1..=366", self.holds.max_span_days),
+            );
+        }
         if let Err(e) = jiff::tz::TimeZone::get(&self.server.timezone) {
             add(
                 "server.timezone".into(),
@@ -951,6 +982,22 @@ class = "close-up"
             .to_string();
         assert!(err.contains("server.metrics_token"), "{err}");
         assert!(!err.contains("short"), "{err}");
+    }
+
+    #[test]
+    fn holds_max_span_defaults_to_31_days_and_is_validated() {
+        let c = Config::from_toml_str(GOOD, "t", &env).unwrap();
+        assert_eq!(c.holds.max_span_days, 31);
+        let c = Config::from_toml_str(&format!("{GOOD}\n[holds]\nmax_span_days = 7\n"), "t", &env)
+            .unwrap();
+        assert_eq!(c.holds.max_span_days, 7);
+        for bad in ["0", "367"] {
+            let text = format!("{GOOD}\n[holds]\nmax_span_days = {bad}\n");
+            let err = Config::from_toml_str(&text, "t", &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("holds.max_span_days"), "{err}");
+        }
     }
 
     #[test]

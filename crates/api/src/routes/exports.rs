@@ -100,6 +100,8 @@ pub async fn create(
             "the range is longer than {MAX_EXPORT_SECS} s; export it in parts"
         )));
     }
+    // The export's range goes under a legal hold: the rule of every hold applies.
+    super::holds::check_hold_range(&state, start, end)?;
     let procedure = required("procedure", "judicial procedure number", &req.procedure)?;
     let reason = required("reason", "reason of the export", &req.reason)?;
     let requester = required("requester", "who asked for the footage", &req.requester)?;

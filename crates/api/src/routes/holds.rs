@@ -2,8 +2,12 @@
 //! `POST /api/v1/holds/{id}/release`.
 //!
 //! A hold protects `[start, end)` of a stream from retention until it is released explicitly
-//! (procedure number required). Placing and releasing are journaled; listing shows only holds on
-//! cameras inside the caller's scope.
+//! (procedure number required). Placing and releasing are journaled (the release with who
+//! placed the hold); listing shows only holds on cameras inside the caller's scope.
+//!
+//! A hold covers footage that exists ([`check_hold_range`]: not ending in the future, at most
+//! `holds.max_span_days` long; the same rule for the holds that exports place). A hold is
+//! released by its creator, or by a role with `ReleaseAnyHold` (supervisor, admin).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use vigie_audit::{Action, NewEntry};
 use vigie_auth::Permission;
-use vigie_core::Time90k;
+use vigie_core::{TIME_UNITS_PER_SEC, Time90k};
 use vigie_store::{Hold, NewHold};
 
 use crate::access::Principal;
@@ -53,8 +57,10 @@ pub fn hold_json(h: &Hold) -> Value {
     })
 }
 
-/// Parses and checks a `[start, end)` range given as RFC 3339 strings: end after start, not in
-/// the future.
+/// How far in the future a hold's `end` may be: the caller's clock may run a little ahead.
+pub const HOLD_CLOCK_TOLERANCE_S: i64 = 5;
+
+/// Parses and checks a `[start, end)` range given as RFC 3339 strings ([`check_hold_range`]).
 pub fn parse_range(
     state: &AppState,
     start: &str,
@@ -63,18 +69,38 @@ pub fn parse_range(
     let s =
         Time90k::parse_rfc3339(start).map_err(|e| ApiError::BadRequest(format!("`start`: {e}")))?;
     let e = Time90k::parse_rfc3339(end).map_err(|e| ApiError::BadRequest(format!("`end`: {e}")))?;
-    if e <= s {
+    check_hold_range(state, s, e)?;
+    Ok((s, e))
+}
+
+/// The rule of every legal hold, placed directly or by an export: a hold covers footage that
+/// exists. `start` < `end`; `end` not after now (+ [`HOLD_CLOCK_TOLERANCE_S`]), so that no
+/// future recording escapes retention (CSI L252-5) nor, in time, fills the disk; and at most
+/// `holds.max_span_days` long. 400 otherwise.
+pub fn check_hold_range(state: &AppState, start: Time90k, end: Time90k) -> Result<(), ApiError> {
+    if end <= start {
         return Err(ApiError::BadRequest(format!(
-            "`end` ({e}) must be after `start` ({s})"
+            "`end` ({}) must be after `start` ({})",
+            end.to_rfc3339(),
+            start.to_rfc3339()
         )));
     }
     let now = state.clock.now();
-    if s > now {
+    let latest = Time90k(now.0 + HOLD_CLOCK_TOLERANCE_S * TIME_UNITS_PER_SEC);
+    if end > latest {
         return Err(ApiError::BadRequest(format!(
-            "`start` ({s}) is in the future (now {now})"
+            "`end` ({}) is in the future (now {}): a legal hold covers footage already recorded; place another hold later for what comes next",
+            end.to_rfc3339(),
+            now.to_rfc3339()
         )));
     }
-    Ok((s, e))
+    let max_days = i64::from(state.config.holds.max_span_days);
+    if end.0.saturating_sub(start.0) > max_days * 86_400 * TIME_UNITS_PER_SEC {
+        return Err(ApiError::BadRequest(format!(
+            "the range is longer than {max_days} days (holds.max_span_days): place several holds, one per period"
+        )));
+    }
+    Ok(())
 }
 
 fn require_text(name: &str, v: &str) -> Result<String, ApiError> {
@@ -173,6 +199,12 @@ pub async fn release(
     let reason = require_text("reason", &req.reason)?;
     let h = find(&state, id).await?;
     who.require(&state, Permission::Hold, Some(&h.camera))?;
+    if !placed_by(&h, &who.user) && !vigie_auth::allows(who.role, Permission::ReleaseAnyHold) {
+        return Err(ApiError::Forbidden(format!(
+            "hold {id} was placed by {}: only its creator, a supervisor or an admin may release it",
+            h.created_by
+        )));
+    }
     if let Some(r) = &h.released {
         return Err(ApiError::AlreadyExists(format!(
             "hold {id} was already released by {} at {}",
@@ -193,8 +225,17 @@ pub async fn release(
             .range(hold.start, hold.end)
             .procedure(hold.procedure.clone())
             .reason(reason)
-            .details(json!({ "hold_id": hold.id })),
+            .details(json!({ "hold_id": hold.id, "placed_by": hold.created_by })),
     )
     .await?;
     Ok(Json(hold_json(&hold)))
+}
+
+/// Did `user` place this hold (in person or with one of its API tokens)? `created_by` is the
+/// journal actor: the user name, or `name (token tok-…)`; user names hold no space.
+fn placed_by(h: &Hold, user: &str) -> bool {
+    h.created_by == user
+        || h.created_by
+            .strip_prefix(user)
+            .is_some_and(|rest| rest.starts_with(" (token "))
 }

@@ -1,6 +1,11 @@
 //! `GET /api/v1/cameras/{cam}/streams/{stream}/live`: the live view as fMP4 over a WebSocket.
 //! The message protocol is documented in [`crate::live`]; this module only runs one viewer's
 //! socket.
+//!
+//! An open view checks its rights again every second ([`Rights`]): after a logout, a session
+//! expiry, a token revocation, a disabled account or a password change it closes with code
+//! [`CLOSE_UNAUTHENTICATED`] (4401); when the user loses `Live` on the camera (role or scope
+//! change) with [`CLOSE_FORBIDDEN`] (4403); the reason says why.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +26,7 @@ const MAX_GROUP: usize = 1024;
 pub async fn live(
     State(state): State<AppState>,
     who: crate::access::Principal,
+    crate::access::Credential(credential): crate::access::Credential,
     Path((cam, stream)): Path<(String, String)>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -46,9 +52,14 @@ pub async fn live(
     let journal = state.journal.clone();
     let started = state.clock.now();
     let clock = state.clock.clone();
+    let rights = Rights {
+        state: state.clone(),
+        credential,
+        camera: cam.clone(),
+    };
     Ok(ws.max_message_size(64 << 10).on_upgrade(move |socket| {
         async move {
-            serve_viewer(socket, hub).await;
+            serve_viewer(socket, hub, rights).await;
             let entry = vigie_audit::NewEntry::new(actor, vigie_audit::Action::LiveStop)
                 .camera(&cam, &stream)
                 .range(started, clock.now());
@@ -58,14 +69,49 @@ pub async fn live(
     }))
 }
 
-async fn serve_viewer(mut socket: WebSocket, hub: Arc<LiveHub>) {
+/// What a viewer's right to watch rests on, checked again every [`RECHECK_EVERY`]: the
+/// credential (session or token) must still stand and its user must still have `Live` on the
+/// camera. Watching is not activity: it does not keep an idle session alive.
+struct Rights {
+    state: AppState,
+    credential: vigie_auth::Credential,
+    camera: String,
+}
+
+/// Close code when the credential no longer stands (logout, expiry, revocation, disabled
+/// account, password change): like HTTP 401.
+pub const CLOSE_UNAUTHENTICATED: u16 = 4401;
+/// Close code when the user may no longer watch this camera (role or scope changed): like 403.
+pub const CLOSE_FORBIDDEN: u16 = 4403;
+/// How often an open live view checks its rights again.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+impl Rights {
+    /// `Err((close code, reason))` when the viewer must be disconnected.
+    fn check(&self) -> Result<(), (u16, String)> {
+        let p = self
+            .state
+            .auth
+            .recheck(&self.credential)
+            .map_err(|e| (CLOSE_UNAUTHENTICATED, format!("credentials no longer valid: {e}")))?;
+        crate::access::Principal(p)
+            .require(
+                &self.state,
+                vigie_auth::Permission::Live,
+                Some(&self.camera),
+            )
+            .map_err(|e| (CLOSE_FORBIDDEN, format!("live view no longer allowed: {e}")))
+    }
+}
+
+async fn serve_viewer(mut socket: WebSocket, hub: Arc<LiveHub>, rights: Rights) {
     let Some((queue, backlog)) = hub.subscribe() else {
         let _ = socket.send(close(1001, "server shutting down")).await;
         return;
     };
     tracing::info!(viewers = hub.viewers(), "live viewer connected");
     let mut mux = LiveMuxer::new(hub.key().clone());
-    let why = run(&mut socket, &queue, &mut mux, backlog).await;
+    let why = run(&mut socket, &queue, &mut mux, backlog, &rights).await;
     queue.leave();
     tracing::info!(why, "live viewer left");
 }
@@ -76,6 +122,7 @@ async fn run(
     queue: &crate::live::ViewerQueue,
     mux: &mut LiveMuxer,
     backlog: Vec<crate::live::LiveFrame>,
+    rights: &Rights,
 ) -> String {
     for m in mux.messages(&backlog, MAX_GROUP) {
         if socket.send(m).await.is_err() {
@@ -83,8 +130,18 @@ async fn run(
         }
     }
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_EVERY, RECHECK_EVERY);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = recheck.tick() => {
+                if let Err((code, reason)) = rights.check() {
+                    tracing::info!(code, %reason, "live viewer disconnected: rights withdrawn");
+                    let _ = socket.send(close(code, &reason)).await;
+                    return reason;
+                }
+            }
             items = queue.next_batch() => {
                 let mut frames = Vec::new();
                 for item in items {

@@ -1,7 +1,8 @@
 //! `GET /metrics`: Prometheus text exposition format (version 0.0.4).
 //!
 //! Per stream: frames, bytes, reconnects, online, measured fps; per storage directory: free bytes
-//! and retention deletions. Label values are ids, which are restricted to `[a-z0-9_-]`, so they
+//! and retention deletions. A user (session or API token) gets the per-stream series of the
+//! cameras in its scope only; the metrics token and loopback clients get every stream. Label values are ids, which are restricted to `[a-z0-9_-]`, so they
 //! need no escaping; the directory path is escaped.
 
 use std::fmt::Write;
@@ -10,9 +11,28 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::AppState;
+use vigie_core::StreamKey;
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+use crate::AppState;
+use crate::access::Principal;
+
+pub async fn metrics(
+    State(state): State<AppState>,
+    principal: Option<Principal>,
+) -> impl IntoResponse {
+    // A user sees the per-stream series of the cameras in its scope only; the metrics token and
+    // local clients (the monitoring system) see every stream.
+    let in_scope = |k: &StreamKey| match &principal {
+        None => true,
+        Some(p) => state.config.camera(&k.camera).is_some_and(|c| {
+            p.can(
+                vigie_auth::Permission::ViewStatus,
+                Some((c.id.as_str(), c.commune.as_str())),
+            )
+        }),
+    };
+    let streams: Vec<&crate::StreamEntry> =
+        state.streams.iter().filter(|s| in_scope(&s.key)).collect();
     let mut out = String::with_capacity(4096);
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -21,8 +41,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             let _ = writeln!(out, "{name}{{{labels}}} {v}");
         }
     };
-    let snaps: Vec<_> = state
-        .streams
+    let snaps: Vec<_> = streams
         .iter()
         .map(|s| (stream_labels(&s.key), s.status.snapshot()))
         .collect();
@@ -72,8 +91,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "vigie_stream_below_quality_floor",
         "gauge",
         "1 while the stream's resolution or frame rate is below its camera class's floor (order of 3 August 2007).",
-        state
-            .streams
+        streams
             .iter()
             .map(|s| {
                 (
@@ -89,6 +107,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         stats
             .writers
             .iter()
+            .filter(|(k, _)| in_scope(k))
             .map(|(k, w)| (stream_labels(k), f(w)))
             .collect::<Vec<_>>()
     };

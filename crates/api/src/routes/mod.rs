@@ -19,10 +19,14 @@ use axum::routing::{MethodRouter, delete, get, patch, post};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::access::Rule;
+use vigie_auth::Permission::*;
 
 /// One documented operation of a route.
 pub struct Op {
     pub method: &'static str,
+    /// Who may call it (checked by [`crate::access::enforce`] before the handler runs).
+    pub rule: Rule,
     pub summary: &'static str,
     /// Query parameters (all optional strings unless the summary says otherwise).
     pub query: &'static [&'static str],
@@ -42,12 +46,14 @@ pub struct RouteDef {
 
 const fn op(
     method: &'static str,
+    rule: Rule,
     summary: &'static str,
     query: &'static [&'static str],
     responses: &'static [u16],
 ) -> Op {
     Op {
         method,
+        rule,
         summary,
         query,
         responses,
@@ -62,6 +68,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/",
             ops: vec![op(
                 "get",
+                Rule::Public,
                 "The operator UI (public, no footage).",
                 &[],
                 &[200],
@@ -72,6 +79,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/live.html",
             ops: vec![op(
                 "get",
+                Rule::Public,
                 "A minimal live player page (public).",
                 &["camera", "stream"],
                 &[200],
@@ -80,13 +88,14 @@ pub fn routes() -> Vec<RouteDef> {
         },
         RouteDef {
             path: "/assets/{file}",
-            ops: vec![op("get", "UI assets (public).", &[], &[200, 404])],
+            ops: vec![op("get", Rule::Public, "UI assets (public).", &[], &[200, 404])],
             make: || get(index::asset),
         },
         RouteDef {
             path: "/metrics",
             ops: vec![op(
                 "get",
+                Rule::Metrics,
                 "Prometheus metrics (loopback, metrics token or a user with status rights).",
                 &[],
                 &[200, 401],
@@ -97,6 +106,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/health",
             ops: vec![op(
                 "get",
+                Rule::Public,
                 "Liveness and readiness; details for authenticated users.",
                 &[],
                 &[200, 503],
@@ -108,17 +118,19 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![
                 op(
                     "get",
+                    Rule::Authenticated,
                     "Who am I (user, role, scope, permissions, CSRF token).",
                     &[],
                     &[200, 401],
                 ),
                 op(
                     "post",
+                    Rule::Public,
                     "Log in with {username, password}; sets the session cookie.",
                     &[],
                     &[200, 400, 401, 403, 429],
                 ),
-                op("delete", "Log out.", &[], &[200, 401, 403]),
+                op("delete", Rule::Authenticated, "Log out.", &[], &[200, 401, 403]),
             ],
             make: || {
                 get(session::whoami)
@@ -130,6 +142,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/cameras",
             ops: vec![op(
                 "get",
+                Rule::Perm(ViewStatus),
                 "Cameras in the caller's scope, streams, live status and quality compliance.",
                 &[],
                 &[200, 401, 403],
@@ -140,6 +153,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/cameras/{cam}/streams/{stream}/recordings",
             ops: vec![op(
                 "get",
+                Rule::CameraPerm(Playback),
                 "Spans of continuous recording and gaps in [start, end) (RFC 3339); segments=1 lists segments.",
                 &["start", "end", "segments"],
                 &[200, 400, 401, 403, 404],
@@ -150,6 +164,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/cameras/{cam}/streams/{stream}/video.mp4",
             ops: vec![op(
                 "get",
+                Rule::CameraPerm(Playback),
                 "Seekable progressive MP4 of a range (Range, HEAD, ETag, If-None-Match, If-Range); gaps=skip; ts=1 adds a wall-clock subtitle track.",
                 &["start", "end", "duration", "gaps", "ts"],
                 &[200, 206, 304, 400, 401, 403, 404, 409, 416],
@@ -160,6 +175,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/cameras/{cam}/streams/{stream}/live",
             ops: vec![op(
                 "get",
+                Rule::CameraPerm(Live),
                 "Live view: WebSocket upgrade, fMP4 init then media segments (see docs/API.md).",
                 &[],
                 &[101, 400, 401, 403, 404],
@@ -170,6 +186,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/cameras/{cam}/streams/{stream}/snapshot.jpg",
             ops: vec![op(
                 "get",
+                Rule::CameraPerm(Still),
                 "JPEG still at `at` (default latest); 501 without the gst feature.",
                 &["at"],
                 &[200, 400, 401, 403, 404, 501],
@@ -179,9 +196,10 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef {
             path: "/api/v1/users",
             ops: vec![
-                op("get", "Users (admin).", &[], &[200, 401, 403]),
+                op("get", Rule::Perm(ManageUsers), "Users (admin).", &[], &[200, 401, 403]),
                 op(
                     "post",
+                    Rule::ResourcePerm(ManageUsers),
                     "Create a user (admin).",
                     &[],
                     &[201, 400, 401, 403, 409],
@@ -193,6 +211,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/users/{name}",
             ops: vec![op(
                 "patch",
+                Rule::ResourcePerm(ManageUsers),
                 "Change a user's role, scope, password or disabled flag (admin).",
                 &[],
                 &[200, 400, 401, 403, 404],
@@ -202,9 +221,10 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef {
             path: "/api/v1/tokens",
             ops: vec![
-                op("get", "API tokens (admin).", &[], &[200, 401, 403]),
+                op("get", Rule::Perm(ManageUsers), "API tokens (admin).", &[], &[200, 401, 403]),
                 op(
                     "post",
+                    Rule::ResourcePerm(ManageUsers),
                     "Create an API token, shown once (admin).",
                     &[],
                     &[201, 400, 401, 403, 404],
@@ -216,6 +236,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/tokens/{id}",
             ops: vec![op(
                 "delete",
+                Rule::ResourcePerm(ManageUsers),
                 "Revoke an API token (admin).",
                 &[],
                 &[200, 401, 403, 404],
@@ -227,12 +248,14 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![
                 op(
                     "get",
+                    Rule::Perm(ViewEvidence),
                     "Legal holds in the caller's scope.",
                     &[],
                     &[200, 401, 403],
                 ),
                 op(
                     "post",
+                    Rule::ResourcePerm(Hold),
                     "Place a legal hold {camera, stream, start, end, procedure, reason}.",
                     &[],
                     &[201, 400, 401, 403, 404],
@@ -242,13 +265,14 @@ pub fn routes() -> Vec<RouteDef> {
         },
         RouteDef {
             path: "/api/v1/holds/{id}",
-            ops: vec![op("get", "One legal hold.", &[], &[200, 401, 403, 404])],
+            ops: vec![op("get", Rule::ResourcePerm(ViewEvidence), "One legal hold.", &[], &[200, 401, 403, 404])],
             make: || get(holds::get_one),
         },
         RouteDef {
             path: "/api/v1/holds/{id}/release",
             ops: vec![op(
                 "post",
+                Rule::ResourcePerm(Hold),
                 "Release a hold {reason}.",
                 &[],
                 &[200, 400, 401, 403, 404, 409],
@@ -260,12 +284,14 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![
                 op(
                     "get",
+                    Rule::Perm(ViewEvidence),
                     "Evidence export jobs in the caller's scope.",
                     &[],
                     &[200, 401, 403],
                 ),
                 op(
                     "post",
+                    Rule::ResourcePerm(Export),
                     "Create an evidence export {camera, stream, start, end, reason, procedure, requester, ts?, stills?, burn_in?}.",
                     &[],
                     &[202, 400, 401, 403, 404, 409, 501],
@@ -277,6 +303,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/exports/{id}",
             ops: vec![op(
                 "get",
+                Rule::ResourcePerm(ViewEvidence),
                 "An export job: status, progress, hashes.",
                 &[],
                 &[200, 401, 403, 404],
@@ -287,6 +314,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/exports/{id}/package",
             ops: vec![op(
                 "get",
+                Rule::ResourcePerm(Export),
                 "The export package (zip); journaled.",
                 &[],
                 &[200, 401, 403, 404, 409],
@@ -297,6 +325,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/signing-key",
             ops: vec![op(
                 "get",
+                Rule::Public,
                 "The installation's Ed25519 public key (public).",
                 &[],
                 &[200],
@@ -307,6 +336,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/audit",
             ops: vec![op(
                 "get",
+                Rule::Perm(Audit),
                 "The access journal with filters; format=csv.",
                 &[
                     "start", "end", "actor", "camera", "action", "after", "limit", "format",
@@ -319,6 +349,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/audit/verify",
             ops: vec![op(
                 "get",
+                Rule::Perm(Audit),
                 "Verify the journal's hash chain.",
                 &[],
                 &[200, 401, 403],
@@ -329,6 +360,7 @@ pub fn routes() -> Vec<RouteDef> {
             path: "/api/v1/register.csv",
             ops: vec![op(
                 "get",
+                Rule::Perm(Audit),
                 "The legal register (CSV).",
                 WINDOW,
                 &[200, 400, 401, 403],
@@ -337,14 +369,14 @@ pub fn routes() -> Vec<RouteDef> {
         },
         RouteDef {
             path: "/api/v1/openapi.json",
-            ops: vec![op("get", "This OpenAPI description (public).", &[], &[200])],
+            ops: vec![op("get", Rule::Public, "This OpenAPI description (public).", &[], &[200])],
             make: || get(openapi_json),
         },
     ]
 }
 
 pub fn router() -> Router<AppState> {
-    // Every route's rights are in crate::access::rule (add new ones there too).
+    // Every operation carries its rights (`Op::rule`), enforced by crate::access::enforce.
     routes()
         .into_iter()
         .fold(Router::new(), |r, d| r.route(d.path, (d.make)()))
@@ -372,7 +404,8 @@ pub fn openapi() -> Value {
                 .collect();
             item.insert(
                 o.method.to_owned(),
-                json!({ "summary": o.summary, "parameters": params, "responses": responses }),
+                json!({ "summary": o.summary, "parameters": params, "responses": responses,
+                        "x-vigie-rule": format!("{:?}", o.rule) }),
             );
         }
         paths.insert(d.path.to_owned(), Value::Object(item));

@@ -1,4 +1,8 @@
-//! User and API-token administration (admin only, see [`crate::access::rule`]):
+//! User and API-token administration (admin only, see [`crate::access::rule`]), within the
+//! caller's scope: an admin grants only scopes inside its own, sees and manages only users whose
+//! scope is inside its own (so only an admin of all communes manages unrestricted users), and
+//! only an admin of all communes sets another admin's password or creates tokens for it
+//! ([`vigie_auth::Principal::may_manage`] and friends). Out of scope → 403.
 //!
 //! * `GET /api/v1/users` → `{users: [{name, role, scope, disabled, created, updated}]}`
 //! * `POST /api/v1/users` `{name, role, password, communes: "all" | [ids], cameras?: [ids]}` → 201
@@ -15,7 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vigie_auth::{Communes, Role, Scope, UserUpdate};
+use vigie_auth::{Communes, Role, Scope, UserInfo, UserUpdate};
 
 use crate::access::Principal;
 use crate::journal::{self, Event};
@@ -55,8 +59,24 @@ pub struct NewUserBody {
     cameras: Option<AllOrList>,
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "users": state.auth.users()? })))
+/// The user `name`, if the caller may manage it (404 unknown, 403 outside its scope).
+fn managed_user(state: &AppState, p: &Principal, name: &str) -> Result<UserInfo, ApiError> {
+    let user = state
+        .auth
+        .user(name)?
+        .ok_or_else(|| ApiError::NotFound(format!("no user {name:?}")))?;
+    p.may_manage(&user).map_err(ApiError::Forbidden)?;
+    Ok(user)
+}
+
+pub async fn list(State(state): State<AppState>, p: Principal) -> Result<Json<Value>, ApiError> {
+    let users: Vec<UserInfo> = state
+        .auth
+        .users()?
+        .into_iter()
+        .filter(|u| p.may_manage(u).is_ok())
+        .collect();
+    Ok(Json(json!({ "users": users })))
 }
 
 pub async fn create(
@@ -77,6 +97,7 @@ pub async fn create(
         },
     };
     scope.validate(&state.config)?;
+    p.may_grant(&scope).map_err(ApiError::Forbidden)?;
     let auth = state.auth.clone();
     let name = b.name.clone();
     let info = tokio::task::spawn_blocking(move || auth.add_user(&name, role, scope, &b.password))
@@ -111,10 +132,7 @@ pub async fn patch(
     body: Result<Json<PatchUserBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(b) = body?;
-    let current = state
-        .auth
-        .user(&name)?
-        .ok_or_else(|| ApiError::NotFound(format!("no user {name:?}")))?;
+    let current = managed_user(&state, &p, &name)?;
     let mut changed = Vec::new();
     let mut update = UserUpdate::default();
     if let Some(r) = &b.role {
@@ -135,6 +153,7 @@ pub async fn patch(
             changed.push("cameras");
         }
         scope.validate(&state.config)?;
+        p.may_grant(&scope).map_err(ApiError::Forbidden)?;
         update.scope = Some(scope);
     }
     if let Some(d) = b.disabled {
@@ -142,6 +161,8 @@ pub async fn patch(
         changed.push(if d { "disabled" } else { "enabled" });
     }
     if b.password.is_some() {
+        p.may_set_credentials(&current)
+            .map_err(ApiError::Forbidden)?;
         update.password = b.password;
         changed.push("password");
     }
@@ -166,8 +187,21 @@ pub async fn patch(
     ))
 }
 
-pub async fn tokens(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "tokens": state.auth.tokens()? })))
+pub async fn tokens(State(state): State<AppState>, p: Principal) -> Result<Json<Value>, ApiError> {
+    let visible: Vec<String> = state
+        .auth
+        .users()?
+        .into_iter()
+        .filter(|u| p.may_manage(u).is_ok())
+        .map(|u| u.name)
+        .collect();
+    let tokens: Vec<_> = state
+        .auth
+        .tokens()?
+        .into_iter()
+        .filter(|t| visible.contains(&t.user))
+        .collect();
+    Ok(Json(json!({ "tokens": tokens })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +218,9 @@ pub async fn create_token(
     body: Result<Json<NewTokenBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
+    let target = managed_user(&state, &p, &b.user)?;
+    p.may_set_credentials(&target)
+        .map_err(ApiError::Forbidden)?;
     let t = state.auth.create_token(&b.user, &b.name, b.expires_days)?;
     journal::access(
         &state,
@@ -209,6 +246,23 @@ pub async fn revoke_token(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let owner = state
+        .auth
+        .tokens()?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no API token {id:?}")))?
+        .user;
+    // A token whose user no longer exists can be revoked by an unrestricted admin only.
+    match state.auth.user(&owner)? {
+        Some(u) => p.may_manage(&u).map_err(ApiError::Forbidden)?,
+        None if p.scope.is_unrestricted() => {}
+        None => {
+            return Err(ApiError::Forbidden(format!(
+                "token {id:?} belongs to no current user: only an admin of all communes may revoke it"
+            )));
+        }
+    }
     let info = state.auth.revoke_token(&id)?;
     journal::access(
         &state,
