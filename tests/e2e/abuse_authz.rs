@@ -733,47 +733,74 @@ async fn only_its_creator_or_a_supervisor_releases_a_hold() {
     sim.shutdown().await;
 }
 
+async fn set_role(base_url: String, token: String, name: String, role: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .patch(format!("{base_url}/api/v1/users/{name}"))
+        .bearer_auth(token)
+        .json(&json!({ "role": role }))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_demotions_never_leave_no_admin() {
     let (sim, v) = start("").await;
-    let root = v.admin_token().unwrap().to_owned();
-    let other = user(&v, "adm-2", "admin", json!("all")).await;
-    // Both demotions also reset the password: the slow hash used to sit between the "another
-    // enabled admin remains" check and the write.
-    let demote = |name: &'static str| {
-        let v = &v;
-        let root = root.clone();
-        async move {
-            call(
-                v,
-                Some(&root),
-                "PATCH",
-                &format!("/api/v1/users/{name}"),
-                Some(&json!({ "role": "operator", "password": format!("{name} new long password") })),
-            )
-            .await
+    // Six admins of all communes; in each round they all demote themselves at the same moment.
+    const N: usize = 6;
+    let mut admins = vec![(
+        vigie_e2e::process::ADMIN_USER.to_owned(),
+        v.admin_token().unwrap().to_owned(),
+    )];
+    for i in 1..N {
+        let name = format!("adm-{i}");
+        let t = user(&v, &name, "admin", json!("all")).await;
+        admins.push((name, t));
+    }
+    for round in 0..30 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, token) in &admins {
+            tasks.spawn(set_role(
+                v.base_url(),
+                token.clone(),
+                name.clone(),
+                "operator",
+            ));
         }
-    };
-    let (a, b) = tokio::join!(demote(vigie_e2e::process::ADMIN_USER), demote("adm-2"));
-    let passed = [a.0, b.0].iter().filter(|s| **s == 200).count();
-    assert_eq!(
-        passed, 1,
-        "exactly one of two concurrent demotions may pass: {a:?} {b:?}"
-    );
-    let refused = if a.0 == 200 { &b.1 } else { &a.1 };
-    assert!(
-        refused.to_string().contains("last enabled admin"),
-        "{refused}"
-    );
-    // An enabled admin remains.
-    let mut admins = 0;
-    for t in [&root, &other] {
-        let (st, me) = call(&v, Some(t), "GET", "/api/v1/session", None).await;
-        if st == 200 && me["role"] == "admin" {
-            admins += 1;
+        let results = tasks.join_all().await;
+        let passed = results.iter().filter(|r| r.0 == 200).count();
+        let mut remaining = Vec::new();
+        for (name, token) in &admins {
+            let (st, me) = call(&v, Some(token), "GET", "/api/v1/session", None).await;
+            if st == 200 && me["role"] == "admin" {
+                remaining.push((name.clone(), token.clone()));
+            }
+        }
+        assert_eq!(
+            remaining.len(),
+            1,
+            "round {round}: {passed} of {N} concurrent demotions passed, leaving {} enabled admins: {results:?}",
+            remaining.len()
+        );
+        assert!(
+            results
+                .iter()
+                .filter(|r| r.0 != 200)
+                .all(|r| r.1.to_string().contains("last enabled admin")),
+            "{results:?}"
+        );
+        // The survivor promotes the others back for the next round.
+        let (survivor, token) = &remaining[0];
+        for (name, _) in &admins {
+            if name != survivor {
+                let (st, b) =
+                    set_role(v.base_url(), token.clone(), name.clone(), "admin").await;
+                assert_eq!(st, 200, "{b}");
+            }
         }
     }
-    assert_eq!(admins, 1);
     sim.shutdown().await;
 }
 

@@ -1110,33 +1110,48 @@ mod tests {
     #[test]
     fn concurrent_demotions_leave_an_enabled_admin() {
         let (_d, s, _) = store();
-        s.add_user("a1", Role::Admin, Scope::all(), PW).unwrap();
-        s.add_user("a2", Role::Admin, Scope::all(), PW).unwrap();
-        // Each demotion also changes the password: the slow hash used to sit between the
-        // "another admin remains" check and the write.
-        let handles: Vec<_> = ["a1", "a2"]
-            .into_iter()
-            .map(|n| {
-                let s = s.clone();
-                std::thread::spawn(move || {
-                    s.update_user(
-                        n,
-                        UserUpdate {
-                            role: Some(Role::Operator),
-                            password: Some("another long passphrase".into()),
-                            ..Default::default()
-                        },
-                    )
+        let names: Vec<String> = (0..6).map(|i| format!("a{i}")).collect();
+        for n in &names {
+            s.add_user(n, Role::Admin, Scope::all(), PW).unwrap();
+        }
+        for round in 0..20 {
+            // Every admin demoted at the same moment: the "another enabled admin remains" check
+            // and the write must be one step.
+            let barrier = Arc::new(std::sync::Barrier::new(names.len()));
+            let handles: Vec<_> = names
+                .iter()
+                .map(|n| {
+                    let (s, n, b) = (s.clone(), n.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        b.wait();
+                        s.update_user(
+                            &n,
+                            UserUpdate {
+                                role: Some(Role::Operator),
+                                ..Default::default()
+                            },
+                        )
+                    })
                 })
-            })
-            .collect();
-        let ok = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(Result::is_ok)
-            .count();
-        assert_eq!(ok, 1, "exactly one of two concurrent demotions may pass");
-        assert!(s.has_enabled_admin().unwrap());
+                .collect();
+            let ok = handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(Result::is_ok)
+                .count();
+            assert_eq!(ok, names.len() - 1, "round {round}");
+            assert!(s.has_enabled_admin().unwrap(), "round {round}");
+            for n in &names {
+                s.update_user(
+                    n,
+                    UserUpdate {
+                        role: Some(Role::Admin),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            }
+        }
     }
 
     #[test]
