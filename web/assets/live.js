@@ -36,6 +36,9 @@ export class LivePlayer {
       ws.onclose = (ev) => {
         if (ws !== this.ws) return;
         this.state.closeReason = `${ev.code} ${ev.reason}`;
+        // The server ended the view because its rights ended (4401: credentials no longer
+        // valid, 4403: no longer allowed): a retry would only be refused.
+        if (ev.code === 4401 || ev.code === 4403) { this.ws = null; this.set('ended'); return; }
         this.retry();
       };
     }, { once: true });
@@ -220,8 +223,9 @@ export function livePage(root, ctx) {
       const onState = (s) => {
         clock.textContent = s.wallMs ? time.hms(s.wallMs) : '--:--:--';
         badge.textContent = s.state === 'playing' ? (s.width ? `${s.width}×${s.height}` : '') :
+          s.state === 'ended' ? (s.closeReason || '') :
           t('live.' + (s.state === 'reconnecting' ? 'reconnecting' : 'connecting'));
-        tile.classList.toggle('stalled', s.state === 'reconnecting');
+        tile.classList.toggle('stalled', s.state === 'reconnecting' || s.state === 'ended');
       };
       if (entry) {
         // Move the existing video element into the new tile.
