@@ -62,7 +62,14 @@ async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    call_h(v, token.map(|t| ("authorization", format!("Bearer {t}"))), method, path, body).await
+    call_h(
+        v,
+        token.map(|t| ("authorization", format!("Bearer {t}"))),
+        method,
+        path,
+        body,
+    )
+    .await
 }
 
 async fn call_h(
@@ -337,7 +344,9 @@ async fn scoped_admin_cannot_leave_its_scope() {
     assert_eq!(st, 200);
     let owners = names(&b, "tokens", "user");
     assert!(
-        owners.iter().all(|u| u != "op-s" && u != vigie_e2e::process::ADMIN_USER),
+        owners
+            .iter()
+            .all(|u| u != "op-s" && u != vigie_e2e::process::ADMIN_USER),
         "{owners:?}"
     );
     // The unrestricted admin's token still works, and it still manages everyone.
@@ -467,7 +476,9 @@ async fn expect_closed(c: &mut LiveClient, what: &str, want_code: u16) -> String
                 return reason;
             }
             Ok(_) => {}
-            Err(e) => panic!("live view after {what}: {e:#} (still streaming, or cut without a close frame)"),
+            Err(e) => panic!(
+                "live view after {what}: {e:#} (still streaming, or cut without a close frame)"
+            ),
         }
     }
 }
@@ -519,21 +530,18 @@ async fn live_view_is_closed_when_its_rights_are_withdrawn() {
     // Password change (ends the sessions).
     let (ck, _) = login(&v, "watcher").await;
     let mut c = open_live(&v, "cam-n", cookie(&ck)).await;
-    patch("watcher", json!({ "password": "a brand new long password" })).await;
+    patch(
+        "watcher",
+        json!({ "password": "a brand new long password" }),
+    )
+    .await;
     expect_closed(&mut c, "password change", 4401).await;
     patch("watcher", json!({ "password": PW })).await;
 
     // Token revocation.
     let (t2, t2_id) = token_for(&v, "watcher").await;
     let mut c = open_live(&v, "cam-n", bearer(&t2)).await;
-    let (st, _) = call(
-        &v,
-        root,
-        "DELETE",
-        &format!("/api/v1/tokens/{t2_id}"),
-        None,
-    )
-    .await;
+    let (st, _) = call(&v, root, "DELETE", &format!("/api/v1/tokens/{t2_id}"), None).await;
     assert_eq!(st, 200);
     expect_closed(&mut c, "token revocation", 4401).await;
 
@@ -559,9 +567,7 @@ async fn live_view_is_closed_when_its_rights_are_withdrawn() {
     let mut keep = open_live(&v, "cam-n", bearer(root.unwrap())).await;
     let events = keep.collect_for(Duration::from_secs(3)).await.unwrap();
     assert!(
-        !events
-            .iter()
-            .any(|e| matches!(e, LiveEvent::Closed { .. })),
+        !events.iter().any(|e| matches!(e, LiveEvent::Closed { .. })),
         "{events:?}"
     );
     keep.close().await;
@@ -795,8 +801,7 @@ async fn concurrent_demotions_never_leave_no_admin() {
         let (survivor, token) = &remaining[0];
         for (name, _) in &admins {
             if name != survivor {
-                let (st, b) =
-                    set_role(v.base_url(), token.clone(), name.clone(), "admin").await;
+                let (st, b) = set_role(v.base_url(), token.clone(), name.clone(), "admin").await;
                 assert_eq!(st, 200, "{b}");
             }
         }
@@ -846,7 +851,10 @@ fn documented_rights() -> Vec<(Role, Vec<Permission>)> {
     };
     let perms: Vec<Permission> = rows[0][1..].iter().map(|h| column(h)).collect();
     for p in Permission::ALL {
-        assert!(perms.contains(&p), "README's rights table has no column for {p:?}");
+        assert!(
+            perms.contains(&p),
+            "README's rights table has no column for {p:?}"
+        );
     }
     rows[2..]
         .iter()
@@ -906,9 +914,7 @@ fn case(method: &str, path: &str, f: &Fixtures) -> Case {
         json!({ "camera": c, "stream": "main", "start": t0, "end": "2090-01-01T00:00:00Z",
                 "procedure": "matrix", "reason": "matrix" })
     };
-    let user_body = |communes: Value| {
-        json!({ "name": "matrix-new", "role": "operator", "password": "short", "communes": communes })
-    };
+    let user_body = |communes: Value| json!({ "name": "matrix-new", "role": "operator", "password": "short", "communes": communes });
     match (method, path) {
         (_, p) if p.contains("{cam}") => {
             let q = match p.rsplit('/').next() {
@@ -1127,7 +1133,8 @@ async fn permission_matrix_from_the_route_table() {
             }
             report.push_str(&format!(" {role}={st:3}"));
             if let Some((path_out, body_out)) = &c.out {
-                let (st, body) = send(path_out.clone(), body_out.clone(), Some(token.clone())).await;
+                let (st, body) =
+                    send(path_out.clone(), body_out.clone(), Some(token.clone())).await;
                 if st != 403 {
                     failures.push(format!(
                         "{method} {path_out} as {role} (out of scope): {st}, want 403: {body}"

@@ -476,7 +476,10 @@ mod tests {
             Rule::ResourcePerm(Permission::Hold)
         );
         assert_eq!(
-            rule(&Method::HEAD, "/api/v1/cameras/{cam}/streams/{stream}/video.mp4"),
+            rule(
+                &Method::HEAD,
+                "/api/v1/cameras/{cam}/streams/{stream}/video.mp4"
+            ),
             Rule::CameraPerm(Permission::Playback)
         );
         assert_eq!(
@@ -484,10 +487,7 @@ mod tests {
             Rule::Perm(Permission::ManageUsers)
         );
         // A method the route does not serve: admin only (axum then answers 405).
-        assert_eq!(
-            rule(&Method::PUT, "/"),
-            Rule::Perm(Permission::ManageUsers)
-        );
+        assert_eq!(rule(&Method::PUT, "/"), Rule::Perm(Permission::ManageUsers));
         // Every user-management operation needs ManageUsers; only the login is public
         // among the mutations.
         for r in rights_table() {

@@ -59,8 +59,8 @@ pub use password::{
 };
 pub use roles::{Communes, Permission, Role, Scope, allows};
 pub use store::{
-    AuthSettings, AuthStore, Credential, LoginFailure, NewSession, NewToken, Principal, TokenInfo, UserInfo,
-    UserUpdate, Via, validate_user_name,
+    AuthSettings, AuthStore, Credential, LoginFailure, NewSession, NewToken, Principal, TokenInfo,
+    UserInfo, UserUpdate, Via, validate_user_name,
 };
 pub use throttle::MAX_LOCKOUT_S;
 

@@ -298,7 +298,10 @@ mod tests {
         // Inclusion: what a scoped admin may grant or manage.
         assert!(all.includes(&nord) && all.includes(&one_cam) && all.includes(&all));
         assert!(nord.includes(&one_cam) && nord.includes(&nord));
-        assert!(!nord.includes(&all), "a scoped admin cannot grant all communes");
+        assert!(
+            !nord.includes(&all),
+            "a scoped admin cannot grant all communes"
+        );
         assert!(!one_cam.includes(&nord), "nor widen a camera list");
         assert!(!nord.includes(&cams_any_commune));
         assert!(!cams_any_commune.includes(&all));

@@ -207,8 +207,7 @@ impl Principal {
     /// business (a scoped admin must not be able to act under a peer admin's name).
     pub fn may_set_credentials(&self, target: &UserInfo) -> Result<(), String> {
         self.may_manage(target)?;
-        if target.role == Role::Admin && target.name != self.user && !self.scope.is_unrestricted()
-        {
+        if target.role == Role::Admin && target.name != self.user && !self.scope.is_unrestricted() {
             return Err(format!(
                 "only an admin of all communes may set the password of, or create a token for, another admin ({:?})",
                 target.name

@@ -89,11 +89,12 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 impl Rights {
     /// `Err((close code, reason))` when the viewer must be disconnected.
     fn check(&self) -> Result<(), (u16, String)> {
-        let p = self
-            .state
-            .auth
-            .recheck(&self.credential)
-            .map_err(|e| (CLOSE_UNAUTHENTICATED, format!("credentials no longer valid: {e}")))?;
+        let p = self.state.auth.recheck(&self.credential).map_err(|e| {
+            (
+                CLOSE_UNAUTHENTICATED,
+                format!("credentials no longer valid: {e}"),
+            )
+        })?;
         crate::access::Principal(p)
             .require(
                 &self.state,

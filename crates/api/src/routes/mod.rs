@@ -88,7 +88,13 @@ pub fn routes() -> Vec<RouteDef> {
         },
         RouteDef {
             path: "/assets/{file}",
-            ops: vec![op("get", Rule::Public, "UI assets (public).", &[], &[200, 404])],
+            ops: vec![op(
+                "get",
+                Rule::Public,
+                "UI assets (public).",
+                &[],
+                &[200, 404],
+            )],
             make: || get(index::asset),
         },
         RouteDef {
@@ -130,7 +136,13 @@ pub fn routes() -> Vec<RouteDef> {
                     &[],
                     &[200, 400, 401, 403, 429],
                 ),
-                op("delete", Rule::Authenticated, "Log out.", &[], &[200, 401, 403]),
+                op(
+                    "delete",
+                    Rule::Authenticated,
+                    "Log out.",
+                    &[],
+                    &[200, 401, 403],
+                ),
             ],
             make: || {
                 get(session::whoami)
@@ -196,7 +208,13 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef {
             path: "/api/v1/users",
             ops: vec![
-                op("get", Rule::Perm(ManageUsers), "Users (admin).", &[], &[200, 401, 403]),
+                op(
+                    "get",
+                    Rule::Perm(ManageUsers),
+                    "Users (admin).",
+                    &[],
+                    &[200, 401, 403],
+                ),
                 op(
                     "post",
                     Rule::ResourcePerm(ManageUsers),
@@ -221,7 +239,13 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef {
             path: "/api/v1/tokens",
             ops: vec![
-                op("get", Rule::Perm(ManageUsers), "API tokens (admin).", &[], &[200, 401, 403]),
+                op(
+                    "get",
+                    Rule::Perm(ManageUsers),
+                    "API tokens (admin).",
+                    &[],
+                    &[200, 401, 403],
+                ),
                 op(
                     "post",
                     Rule::ResourcePerm(ManageUsers),
@@ -265,7 +289,13 @@ pub fn routes() -> Vec<RouteDef> {
         },
         RouteDef {
             path: "/api/v1/holds/{id}",
-            ops: vec![op("get", Rule::ResourcePerm(ViewEvidence), "One legal hold.", &[], &[200, 401, 403, 404])],
+            ops: vec![op(
+                "get",
+                Rule::ResourcePerm(ViewEvidence),
+                "One legal hold.",
+                &[],
+                &[200, 401, 403, 404],
+            )],
             make: || get(holds::get_one),
         },
         RouteDef {
@@ -369,7 +399,13 @@ pub fn routes() -> Vec<RouteDef> {
         },
         RouteDef {
             path: "/api/v1/openapi.json",
-            ops: vec![op("get", Rule::Public, "This OpenAPI description (public).", &[], &[200])],
+            ops: vec![op(
+                "get",
+                Rule::Public,
+                "This OpenAPI description (public).",
+                &[],
+                &[200],
+            )],
             make: || get(openapi_json),
         },
     ]
