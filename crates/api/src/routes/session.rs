@@ -4,7 +4,8 @@
 //! Login answers `{user, role, scope, csrf_token}` and sets the `vigie_session` cookie
 //! (HttpOnly, SameSite=Strict, Path=/, Max-Age = the absolute session lifetime; Secure under
 //! TLS). Wrong credentials → 401; too many failures → 429 with `Retry-After`; a disabled
-//! account → 403.
+//! account → the same 401 as a wrong password, right password or not (no password oracle; the
+//! journal records why).
 
 use axum::Json;
 use axum::extract::State;
