@@ -114,10 +114,26 @@ pub struct StorageConfig {
     /// Free-space floor: when free space falls below it, the oldest footage is deleted first.
     #[serde(default = "default_min_free")]
     pub min_free_bytes: ByteSize,
+    /// sled's page cache for the segment index (default 64 MiB; sled's own default, 1 GiB, is
+    /// what a walk of a large index would leave resident).
+    #[serde(default = "default_index_cache")]
+    pub index_cache_bytes: ByteSize,
+    /// Throttle of the background verification of the recorded history after a start, in index
+    /// entries (one `stat` each) per second (default 2000).
+    #[serde(default = "default_verify_entries_per_s")]
+    pub verify_entries_per_s: u32,
 }
 
 fn default_min_free() -> ByteSize {
     ByteSize(1 << 30)
+}
+
+fn default_index_cache() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+fn default_verify_entries_per_s() -> u32 {
+    2000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -633,6 +649,21 @@ impl Config {
             add(
                 "retention.check_interval_s".into(),
                 format!("{} is outside 1..=3600", self.retention.check_interval_s),
+            );
+        }
+        if !((1 << 20)..=(64u64 << 30)).contains(&self.storage.index_cache_bytes.0) {
+            add(
+                "storage.index_cache_bytes".into(),
+                "must be between 1MiB and 64GiB".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.storage.verify_entries_per_s) {
+            add(
+                "storage.verify_entries_per_s".into(),
+                format!(
+                    "{} is outside 1..=1000000",
+                    self.storage.verify_entries_per_s
+                ),
             );
         }
         let r = &self.recording;

@@ -160,13 +160,25 @@ fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt { what: what.into() }
 }
 
+/// Default of sled's page cache (`storage.index_cache_bytes`): sled's own default is 1 GiB,
+/// which a walk of a large index (background verification, reindex) fills, and the recorder
+/// keeps for good. 64 MiB holds the upper levels of the trees and the recent leaves every
+/// writer and listing touches.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 impl Index {
     pub fn open(dir: &std::path::Path) -> Result<Index, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Index::open`] with sled's page cache capped at `cache_bytes`.
+    pub fn open_with_cache(dir: &std::path::Path, cache_bytes: u64) -> Result<Index, StoreError> {
         let db = retry_while_locked(
             LOCK_WAIT,
             || {
                 sled::Config::new()
                     .path(dir)
+                    .cache_capacity(cache_bytes)
                     .flush_every_ms(Some(500))
                     .open()
             },
