@@ -1102,6 +1102,30 @@ class = "close-up"
     }
 
     #[test]
+    fn index_cache_and_verify_rate_default_and_are_validated() {
+        let c = Config::from_toml_str(GOOD, "t", &env).unwrap();
+        assert_eq!(c.storage.index_cache_bytes, ByteSize(64 << 20));
+        assert_eq!(c.storage.verify_entries_per_s, 2000);
+        let text = GOOD.replace(
+            "[storage]\n",
+            "[storage]\nindex_cache_bytes = \"256MiB\"\nverify_entries_per_s = 500\n",
+        );
+        let c = Config::from_toml_str(&text, "t", &env).unwrap();
+        assert_eq!(c.storage.index_cache_bytes, ByteSize(256 << 20));
+        assert_eq!(c.storage.verify_entries_per_s, 500);
+        for (line, key) in [
+            ("index_cache_bytes = \"1kB\"", "storage.index_cache_bytes"),
+            ("verify_entries_per_s = 0", "storage.verify_entries_per_s"),
+        ] {
+            let text = GOOD.replace("[storage]\n", &format!("[storage]\n{line}\n"));
+            let err = Config::from_toml_str(&text, "t", &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn byte_sizes() {
         assert_eq!(ByteSize::parse("20GiB").unwrap(), ByteSize(20 << 30));
         assert_eq!(ByteSize::parse("500MB").unwrap(), ByteSize(500_000_000));
