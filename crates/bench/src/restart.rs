@@ -278,7 +278,9 @@ impl RestartResult {
 }
 
 pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<RestartResult> {
-    let dir = env.work.join(format!("restart-{}x{}", size.days, size.streams));
+    let dir = env
+        .work
+        .join(format!("restart-{}x{}", size.days, size.streams));
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data");
     if size.days > 0 {
