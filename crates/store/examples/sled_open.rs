@@ -75,6 +75,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 t.elapsed().as_secs_f64(),
                 hwm_kib() / 1024
             );
+            if mode == "batches" {
+                // As the background verification walks: 256 entries per range scan.
+                let t = Instant::now();
+                let mut n = 0u64;
+                let mut after: Option<sled::IVec> = None;
+                loop {
+                    let lo = match &after {
+                        Some(k) => std::ops::Bound::Excluded(k.clone()),
+                        None => std::ops::Bound::Unbounded,
+                    };
+                    let mut last = None;
+                    for kv in seg
+                        .range::<sled::IVec, _>((lo, std::ops::Bound::Unbounded))
+                        .take(256)
+                    {
+                        let (k, v) = kv?;
+                        n += v.len() as u64;
+                        last = Some(k);
+                    }
+                    match last {
+                        Some(k) => after = Some(k),
+                        None => break,
+                    }
+                }
+                println!(
+                    "batched walk {:.2} s ({n} bytes), VmHWM {} MiB, VmRSS {} MiB",
+                    t.elapsed().as_secs_f64(),
+                    hwm_kib() / 1024,
+                    rss_kib() / 1024
+                );
+            }
             if mode == "walk" {
                 let t = Instant::now();
                 let mut n = 0u64;
