@@ -28,7 +28,7 @@ use vigie_core::{StreamKey, Time90k};
 use vigie_mp4::{ParsedSegment, SegmentTrailer};
 
 use crate::StoreError;
-use crate::index::{EntryHead, Index, SegmentEntry, seg_key};
+use crate::index::{ByIdRow, EntryHead, Index, SegmentEntry, seg_key};
 use crate::layout::{Layout, file_name, fsync_dir, read_dir_sorted};
 use crate::sampletable::{FragmentLoc, FragmentTableEncoder, SampleTableEncoder};
 
@@ -326,9 +326,9 @@ fn recent_keys(
         .rev()
         .take(RECENT_ENTRIES_PER_STREAM * streams.len().max(1))
     {
-        let (_, k) = kv?;
-        if let Ok(k) = <[u8; 20]>::try_from(&k[..]) {
-            keys.insert(k);
+        let (_, v) = kv?;
+        if let Some(row) = ByIdRow::decode(&v) {
+            keys.insert(row.key);
         }
     }
     Ok(keys)

@@ -6,9 +6,11 @@
 //! camera, stream and segment id, as start-up findings are.
 //!
 //! Bounded cost:
-//! * memory: the walk resumes from the last key in batches of [`BATCH`] entries, decoding only
-//!   each entry's head (never the sample tables), and keeps the stream names (one per stream);
-//!   the index is never materialised;
+//! * memory: the walk reads the small `by_id` tree (segment id → `segments` key, indexed length,
+//!   open flag), never the entries themselves unless something is wrong (or the row predates the
+//!   length: then the entry's head only), resuming from the last id in batches of [`BATCH`], and
+//!   keeps the stream names (one per stream); the index is never materialised. Reading the
+//!   entries would make sled keep hundreds of MiB resident (docs/BENCHMARKS.md "Restart");
 //! * I/O: throttled to `verify_entries_per_s` entries per second (one `stat` each);
 //! * concurrency: a finding is handled under the retention lock after re-reading the entry, so
 //!   a segment retention is deleting at the same moment is not mistaken for a missing file;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use vigie_core::StreamKey;
 
-use crate::index::EntryHead;
+use crate::index::{ByIdRow, EntryHead};
 use crate::recovery::{Checked, Deferred, RecoveryReport, check_entry};
 use crate::{Inner, StoreError};
 
@@ -114,7 +116,7 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
         let mut batch = Vec::with_capacity(BATCH);
         for kv in inner
             .index
-            .segments
+            .by_id
             .range::<sled::IVec, _>((lo, Bound::Unbounded))
             .take(BATCH)
         {
@@ -175,30 +177,46 @@ fn check_one(
     progress: &VerifyProgress,
     deferred: &Deferred,
     names: &mut HashMap<u32, Option<StreamKey>>,
-    k: &sled::IVec,
+    id_key: &sled::IVec,
     v: &sled::IVec,
 ) -> Result<(), StoreError> {
-    if <[u8; 20]>::try_from(&k[..]).is_ok_and(|k| deferred.checked.contains(&k)) {
+    let row = ByIdRow::decode(v).ok_or_else(|| StoreError::Corrupt {
+        what: format!("by_id row {id_key:?}"),
+    })?;
+    if row.id() >= deferred.first_new_id || deferred.checked.contains(&row.key) {
         return Ok(());
     }
-    let (h, _): (EntryHead, _) = postcard::take_from_bytes(v)?;
-    if h.id >= deferred.first_new_id {
-        return Ok(());
-    }
-    let key = match names.get(&h.stream_id) {
+    // Rows written before `by_id` carried the length: read the entry's head instead.
+    let (bytes, open) = match row.bytes_open {
+        Some(b) => b,
+        None => {
+            let Some(e) = inner.index.segments.get(row.key)? else {
+                return Ok(());
+            };
+            let (h, _): (EntryHead, _) = postcard::take_from_bytes(&e)?;
+            (h.bytes, h.open)
+        }
+    };
+    let sid = row.stream_id();
+    let key = match names.get(&sid) {
         Some(k) => k.clone(),
         None => {
-            let k = inner.index.stream_key(h.stream_id)?;
-            names.insert(h.stream_id, k.clone());
+            let k = inner.index.stream_key(sid)?;
+            names.insert(sid, k.clone());
             k
         }
     };
     progress.checked.fetch_add(1, Ordering::Relaxed);
-    // The common case, without any lock: the file is there with the indexed length.
+    // The common case, without any lock and without reading the entry: the file is there with
+    // the indexed length.
     if let Some(key) = &key
-        && !h.open
-        && std::fs::metadata(inner.layout.segment_path(key, h.id, h.start()))
-            .is_ok_and(|m| m.len() == h.bytes)
+        && !open
+        && std::fs::metadata(inner.layout.segment_path(
+            key,
+            row.id(),
+            vigie_core::Time90k(row.start_90k()),
+        ))
+        .is_ok_and(|m| m.len() == bytes)
     {
         return Ok(());
     }
@@ -207,7 +225,7 @@ fn check_one(
         .retention_lock
         .lock()
         .map_err(|_| StoreError::ShuttingDown)?;
-    let Some(v) = inner.index.segments.get(k)? else {
+    let Some(v) = inner.index.segments.get(row.key)? else {
         return Ok(()); // deleted by retention meanwhile
     };
     let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
