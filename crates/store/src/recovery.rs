@@ -12,7 +12,8 @@
 //!    recording runs ([`crate::verify`]).
 //! 3. Orphans (files with no entry) in each stream's recent date directories — the only place a
 //!    crash can leave them — are indexed from their own metadata if they hold at least one
-//!    complete fragment, else deleted.
+//!    complete fragment, else deleted. Only files with an id from the oldest of the stream's
+//!    entries checked in step 2 on are looked up in the index (a crash's orphan is newer).
 //! 4. The next segment id is raised above every id seen (the index's highest id and the
 //!    orphans').
 //!
@@ -385,6 +386,24 @@ pub(crate) fn recover(
             None => None,
         };
         let from = newest.map(|e| Layout::date_dir_name(Time90k(e.start_90k - 86_400 * 90_000)));
+        // A writer creates its next file only after closing the previous one, so a crash's
+        // orphan is newer (by id) than its stream's newest entries, all of which step 2 saw:
+        // files older than the oldest of those are indexed (or were handled in step 2) and need
+        // no lookup. Saves one index lookup per file of the last two days (3.5 s at 200 streams
+        // on a cold cache).
+        let oldest_checked_id = match index.existing_stream_id(&key)? {
+            Some(sid) => {
+                let lo = seg_key(sid, i64::MIN, 0);
+                let hi = seg_key(sid, i64::MAX, u64::MAX);
+                checked
+                    .range(lo..=hi)
+                    .map(|k| {
+                        u64::from_be_bytes([k[12], k[13], k[14], k[15], k[16], k[17], k[18], k[19]])
+                    })
+                    .min()
+            }
+            None => None,
+        };
         for date_dir in read_dir_sorted(&dir).map_err(StoreError::io("listing", &dir))? {
             let Some(name) = file_name(&date_dir) else {
                 continue;
@@ -400,7 +419,9 @@ pub(crate) fn recover(
                     continue;
                 };
                 max_id = max_id.max(id);
-                if index.by_id.contains_key(id.to_be_bytes())? {
+                if oldest_checked_id.is_some_and(|o| id < o)
+                    || index.by_id.contains_key(id.to_be_bytes())?
+                {
                     continue;
                 }
                 index_orphan(index, layout, &key, id, &path, &mut r)?;
