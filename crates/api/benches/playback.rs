@@ -151,6 +151,8 @@ fn main() -> anyhow::Result<()> {
             data_dir: dir.clone(),
             recording: Default::default(),
             min_free_bytes: 0,
+            index_cache_bytes: vigie_store::index::DEFAULT_CACHE_BYTES,
+            verify_entries_per_s: vigie_store::verify::DEFAULT_VERIFY_ENTRIES_PER_S,
         },
         Arc::new(SystemClock),
     )?;

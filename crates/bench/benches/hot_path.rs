@@ -60,6 +60,8 @@ fn writer(c: &mut Criterion) {
             writer_queue_bytes: ByteSize(64 << 20),
         },
         min_free_bytes: 0,
+        index_cache_bytes: vigie_store::index::DEFAULT_CACHE_BYTES,
+        verify_entries_per_s: vigie_store::verify::DEFAULT_VERIFY_ENTRIES_PER_S,
     };
     let t0 = Time90k::parse_rfc3339("2026-11-28T21:00:00Z").unwrap();
     let clock = Arc::new(SimulatedClock::new(t0));

@@ -32,6 +32,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+mod restart;
+
 const FX2: &str = "h264-2mbps-25fps.h264";
 const FX4: &str = "h264-4mbps-25fps.h264";
 const FPS: f64 = 25.0;
@@ -91,6 +93,21 @@ struct Args {
     /// camsim runtime threads (1 = one thread, as measured in crates/camsim/tests/perf.rs).
     #[arg(long, default_value_t = 1)]
     camsim_threads: usize,
+    /// Restart benchmark instead (issue 16): sizes `DAYSxSTREAMS`, e.g. `0x50,1x50,7x50` (0 days:
+    /// an empty index, the control). See `restart.rs`.
+    #[arg(long, value_delimiter = ',')]
+    restart: Option<Vec<String>>,
+    /// Restart benchmark: Vigie's `storage.verify_entries_per_s` (default: 1000000, i.e. the
+    /// verification's own speed; Vigie's default is 2000).
+    #[arg(long, default_value_t = 1_000_000)]
+    restart_verify_rate: u32,
+    /// Restart benchmark: longest wait for the background verification, seconds.
+    #[arg(long, default_value_t = 600)]
+    restart_verify_wait_s: u64,
+    /// Restart benchmark: label of the binary in the table; `baseline` = a Vigie without the
+    /// background verification (no `verify_entries_per_s` in its configuration).
+    #[arg(long, default_value = "vigie")]
+    restart_label: String,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
@@ -215,6 +232,22 @@ fn main() -> Result<()> {
 
     let baseline = vigie_baseline(&env)?;
     eprintln!("# idle vigie RSS baseline: {baseline} KiB");
+    if let Some(sizes) = &args.restart {
+        let opts = restart::Opts {
+            verify_rate: args.restart_verify_rate,
+            verify_wait_s: args.restart_verify_wait_s,
+            vigie_label: args.restart_label.clone(),
+        };
+        println!(
+            "| binary | history | segments | index MB per camera-day | page cache | `vigie run` → HTTP (writers open) | → every writer recording | peak RSS at recording / at end (above idle) | background verification | notes |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for size in restart::parse_sizes(sizes)? {
+            let r = restart::run_size(&env, &size, &opts, baseline)?;
+            println!("{}", r.line(&args.restart_label));
+        }
+        return Ok(());
+    }
     let mut results: Vec<RunResult> = Vec::new();
     let report = |r: RunResult, results: &mut Vec<RunResult>| {
         eprintln!("{}", one_line(&r));

@@ -116,10 +116,26 @@ pub struct StorageConfig {
     /// Free-space floor: when free space falls below it, the oldest footage is deleted first.
     #[serde(default = "default_min_free")]
     pub min_free_bytes: ByteSize,
+    /// sled's page cache for the segment index (default 64 MiB; sled's own default, 1 GiB, is
+    /// what a walk of a large index would leave resident).
+    #[serde(default = "default_index_cache")]
+    pub index_cache_bytes: ByteSize,
+    /// Throttle of the background verification of the recorded history after a start, in index
+    /// entries (one `stat` each) per second (default 2000).
+    #[serde(default = "default_verify_entries_per_s")]
+    pub verify_entries_per_s: u32,
 }
 
 fn default_min_free() -> ByteSize {
     ByteSize(1 << 30)
+}
+
+fn default_index_cache() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+fn default_verify_entries_per_s() -> u32 {
+    2000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -660,6 +676,21 @@ impl Config {
                 format!("{} is outside 1..=3600", self.retention.check_interval_s),
             );
         }
+        if !((1 << 20)..=(64u64 << 30)).contains(&self.storage.index_cache_bytes.0) {
+            add(
+                "storage.index_cache_bytes".into(),
+                "must be between 1MiB and 64GiB".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.storage.verify_entries_per_s) {
+            add(
+                "storage.verify_entries_per_s".into(),
+                format!(
+                    "{} is outside 1..=1000000",
+                    self.storage.verify_entries_per_s
+                ),
+            );
+        }
         let r = &self.recording;
         if !(10..=300).contains(&r.segment_seconds) {
             add(
@@ -1115,6 +1146,30 @@ class = "close-up"
         assert_eq!(wide.check(640, 360, 6.0), None);
         assert!(wide.check(320, 180, 25.0).is_some());
         assert!(CameraClass::Traffic.floor().is_none());
+    }
+
+    #[test]
+    fn index_cache_and_verify_rate_default_and_are_validated() {
+        let c = Config::from_toml_str(GOOD, "t", &env).unwrap();
+        assert_eq!(c.storage.index_cache_bytes, ByteSize(64 << 20));
+        assert_eq!(c.storage.verify_entries_per_s, 2000);
+        let text = GOOD.replace(
+            "[storage]\n",
+            "[storage]\nindex_cache_bytes = \"256MiB\"\nverify_entries_per_s = 500\n",
+        );
+        let c = Config::from_toml_str(&text, "t", &env).unwrap();
+        assert_eq!(c.storage.index_cache_bytes, ByteSize(256 << 20));
+        assert_eq!(c.storage.verify_entries_per_s, 500);
+        for (line, key) in [
+            ("index_cache_bytes = \"1kB\"", "storage.index_cache_bytes"),
+            ("verify_entries_per_s = 0", "storage.verify_entries_per_s"),
+        ] {
+            let text = GOOD.replace("[storage]\n", &format!("[storage]\n{line}\n"));
+            let err = Config::from_toml_str(&text, "t", &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!   and "segments of S overlapping [t0, t1)" is ONE range scan from
 //!   `(S, t0 − MAX_SEGMENT_90K)` to `(S, t1)`, filtered on end > t0. Value = postcard
 //!   ([`SegmentEntry`]).
-//! * `by_id`: segment id (u64 BE) → its `segments` key.
+//! * `by_id`: segment id (u64 BE) → its `segments` key (20 bytes), then the entry's indexed
+//!   length (u64 BE) and open flag (1 byte): what the background verification needs, so it walks
+//!   this small tree instead of the entries (rows written before have the key only).
 //! * `params`: params id (u64 BE, FNV-1a of the postcard encoding) → postcard(VideoParams):
 //!   codec parameters stored once, shared by all segments that use them.
 //! * `garbage`: segment id → postcard(GarbageRow): a deletion in progress (survives a crash).
@@ -117,6 +119,50 @@ pub fn seg_key(stream_id: u32, start_90k: i64, id: u64) -> [u8; 20] {
     k
 }
 
+/// A `by_id` row: the `segments` key, and the indexed length and open flag when the row has them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByIdRow {
+    pub key: [u8; 20],
+    pub bytes_open: Option<(u64, bool)>,
+}
+
+impl ByIdRow {
+    pub fn encode(key: &[u8; 20], bytes: u64, open: bool) -> [u8; 29] {
+        let mut v = [0u8; 29];
+        v[..20].copy_from_slice(key);
+        v[20..28].copy_from_slice(&bytes.to_be_bytes());
+        v[28] = u8::from(open);
+        v
+    }
+
+    /// `None` for a value that is neither 20 nor 29 bytes long.
+    pub fn decode(v: &[u8]) -> Option<ByIdRow> {
+        let key: [u8; 20] = v.get(..20)?.try_into().ok()?;
+        let bytes_open = match v.len() {
+            20 => None,
+            29 => Some((u64_of(&v[20..28])?, v[28] != 0)),
+            _ => return None,
+        };
+        Some(ByIdRow { key, bytes_open })
+    }
+
+    pub fn stream_id(&self) -> u32 {
+        u32::from_be_bytes([self.key[0], self.key[1], self.key[2], self.key[3]])
+    }
+
+    pub fn start_90k(&self) -> i64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.key[4..12]);
+        (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+    }
+
+    pub fn id(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.key[12..]);
+        u64::from_be_bytes(b)
+    }
+}
+
 fn flip(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1 << 63)).to_be_bytes()
 }
@@ -160,13 +206,25 @@ fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt { what: what.into() }
 }
 
+/// Default of sled's page cache (`storage.index_cache_bytes`): sled's own default is 1 GiB,
+/// which a walk of a large index (background verification, reindex) fills, and the recorder
+/// keeps for good. 64 MiB holds the upper levels of the trees and the recent leaves every
+/// writer and listing touches.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 impl Index {
     pub fn open(dir: &std::path::Path) -> Result<Index, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Index::open`] with sled's page cache capped at `cache_bytes`.
+    pub fn open_with_cache(dir: &std::path::Path, cache_bytes: u64) -> Result<Index, StoreError> {
         let db = retry_while_locked(
             LOCK_WAIT,
             || {
                 sled::Config::new()
                     .path(dir)
+                    .cache_capacity(cache_bytes)
                     .flush_every_ms(Some(500))
                     .open()
             },
@@ -308,15 +366,20 @@ impl Index {
     pub fn put_segment(&self, e: &SegmentEntry) -> Result<(), StoreError> {
         let key = seg_key(e.stream_id, e.start_90k, e.id);
         self.segments.insert(key, postcard::to_allocvec(e)?)?;
-        self.by_id.insert(e.id.to_be_bytes(), &key[..])?;
+        self.by_id.insert(
+            e.id.to_be_bytes(),
+            &ByIdRow::encode(&key, e.bytes, e.open)[..],
+        )?;
         Ok(())
     }
 
     pub fn get_segment(&self, id: u64) -> Result<Option<SegmentEntry>, StoreError> {
-        let Some(key) = self.by_id.get(id.to_be_bytes())? else {
+        let Some(v) = self.by_id.get(id.to_be_bytes())? else {
             return Ok(None);
         };
-        match self.segments.get(key)? {
+        let row =
+            ByIdRow::decode(&v).ok_or_else(|| corrupt(format!("by_id row of segment {id}")))?;
+        match self.segments.get(row.key)? {
             Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
             None => Ok(None),
         }
@@ -474,6 +537,20 @@ mod tests {
         );
         assert_eq!((h.open, h.session_id, h.params_id), (true, 3, 99));
         assert_eq!(h.counts, e.counts);
+    }
+
+    #[test]
+    fn by_id_rows_round_trip_and_old_rows_still_decode() {
+        let k = seg_key(3, -90_000, 42);
+        let row = ByIdRow::decode(&ByIdRow::encode(&k, 1 << 40, true)).unwrap();
+        assert_eq!(row.bytes_open, Some((1 << 40, true)));
+        assert_eq!(
+            (row.stream_id(), row.start_90k(), row.id()),
+            (3, -90_000, 42)
+        );
+        let old = ByIdRow::decode(&k).unwrap();
+        assert_eq!((old.key, old.bytes_open), (k, None));
+        assert_eq!(ByIdRow::decode(&k[..19]), None);
     }
 
     #[test]

@@ -42,6 +42,7 @@ mod retention;
 pub mod sampletable;
 mod synthetic;
 pub mod timing;
+pub mod verify;
 mod writer;
 
 pub use freespace::{DiskSpace, FakeFreeSpace, FreeSpace, Statvfs};
@@ -49,9 +50,10 @@ pub use holds::{Hold, NewHold, Release};
 pub use playback::{
     Candidates, GapPolicy, IndexPieces, Piece, PlannedSegment, PlaybackError, PlaybackPlan,
 };
-pub use recovery::RecoveryReport;
+pub use recovery::{RECENT_ENTRIES_PER_STREAM, RecoveryReport};
 pub use sampletable::FragmentLoc;
 pub use synthetic::SyntheticSegment;
+pub use verify::VerifyStatus;
 pub use vigie_mp4::SampleInfo;
 pub use writer::pool::SyncFault;
 pub use writer::{WriterHandle, WriterStats};
@@ -119,6 +121,24 @@ pub struct StoreConfig {
     pub recording: RecordingConfig,
     /// Free-space floor of the data directory's file system.
     pub min_free_bytes: u64,
+    /// sled's page cache ([`index::DEFAULT_CACHE_BYTES`] by default).
+    pub index_cache_bytes: u64,
+    /// Throttle of the background verification of the history ([`verify`]), entries (one
+    /// `stat` each) per second ([`verify::DEFAULT_VERIFY_ENTRIES_PER_S`] by default).
+    pub verify_entries_per_s: u32,
+}
+
+impl StoreConfig {
+    /// A configuration with the default index cache and verification rate.
+    pub fn new(data_dir: PathBuf, recording: RecordingConfig, min_free_bytes: u64) -> Self {
+        StoreConfig {
+            data_dir,
+            recording,
+            min_free_bytes,
+            index_cache_bytes: index::DEFAULT_CACHE_BYTES,
+            verify_entries_per_s: verify::DEFAULT_VERIFY_ENTRIES_PER_S,
+        }
+    }
 }
 
 /// One recorded segment, as listed.
@@ -267,6 +287,9 @@ pub(crate) struct Inner {
     pub retention_lock: Mutex<()>,
     pub shutting_down: AtomicBool,
     pub recovery: RecoveryReport,
+    /// Background verification of the history ([`verify`]).
+    pub verify: Arc<verify::VerifyProgress>,
+    pub verify_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set by retention when the free-space floor cannot be reached without deleting held
     /// footage: writers stop recording (see [`holds`]).
     pub recording_blocked: Arc<AtomicBool>,
@@ -310,22 +333,77 @@ pub(crate) fn entry_info(layout: &Layout, key: &StreamKey, e: &SegmentEntry) -> 
     }
 }
 
-/// Merges segments (sorted by start) into spans clipped to [start, end).
-pub fn merge_spans(segments: &[SegmentInfo], start: Time90k, end: Time90k) -> Vec<Span> {
-    let mut out: Vec<Span> = Vec::new();
-    for s in segments {
-        let (a, b) = (s.start.max(start), s.end().min(end));
-        if b <= a {
-            continue;
+/// Builds spans from segments given one at a time in start order (listings stream the index
+/// through it: memory bounded by the spans, not the segments).
+#[derive(Debug)]
+pub struct SpanMerger {
+    start: Time90k,
+    end: Time90k,
+    out: Vec<Span>,
+}
+
+impl SpanMerger {
+    /// Spans clipped to [start, end).
+    pub fn new(start: Time90k, end: Time90k) -> Self {
+        SpanMerger {
+            start,
+            end,
+            out: Vec::new(),
         }
-        match out.last_mut() {
+    }
+
+    /// Adds the segment [seg_start, seg_end).
+    pub fn push(&mut self, seg_start: Time90k, seg_end: Time90k) {
+        let (a, b) = (seg_start.max(self.start), seg_end.min(self.end));
+        if b <= a {
+            return;
+        }
+        match self.out.last_mut() {
             Some(last) if a.0 <= last.end.0 + SPAN_MERGE_TOLERANCE_90K => {
                 last.end = last.end.max(b)
             }
-            _ => out.push(Span { start: a, end: b }),
+            _ => self.out.push(Span { start: a, end: b }),
         }
     }
-    out
+
+    pub fn finish(self) -> Vec<Span> {
+        self.out
+    }
+}
+
+/// Merges segments (sorted by start) into spans clipped to [start, end).
+pub fn merge_spans(segments: &[SegmentInfo], start: Time90k, end: Time90k) -> Vec<Span> {
+    let mut m = SpanMerger::new(start, end);
+    for s in segments {
+        m.push(s.start, s.end());
+    }
+    m.finish()
+}
+
+pub(crate) fn head_info(layout: &Layout, key: &StreamKey, e: &index::EntryHead) -> SegmentInfo {
+    SegmentInfo {
+        id: e.id,
+        key: key.clone(),
+        start: e.start(),
+        duration_90k: e.duration_90k,
+        media_duration_90k: e.media_duration_90k,
+        bytes: e.bytes,
+        frames: e.frames,
+        key_frames: e.key_frames,
+        width: e.width,
+        height: e.height,
+        codec: e.codec,
+        fps: if e.media_duration_90k > 0 {
+            f64::from(e.frames) * 90_000.0 / e.media_duration_90k as f64
+        } else {
+            0.0
+        },
+        path: layout.segment_path(key, e.id, e.start()),
+        open: e.open,
+        end_reason: e.end_reason.clone(),
+        params_id: e.params_id,
+        session_id: e.session_id,
+    }
 }
 
 impl Store {
@@ -344,8 +422,18 @@ impl Store {
         let layout = Layout::new(&cfg.data_dir);
         layout::create_dir_all_durable(&layout.recordings_dir())
             .map_err(StoreError::io("creating", &layout.recordings_dir()))?;
-        let index = Index::open(&layout.index_dir())?;
-        let report = recovery::recover(&index, &layout)?;
+        let started = std::time::Instant::now();
+        let index = Index::open_with_cache(&layout.index_dir(), cfg.index_cache_bytes)?;
+        // sled replays its log since its last open here: the part of a start that still grows
+        // (with the index written since then), see docs/BENCHMARKS.md "Restart".
+        let index_open_ms = started.elapsed().as_millis() as u64;
+        let (report, deferred) = recovery::recover(&index, &layout)?;
+        let recovery_ms = started.elapsed().as_millis() as u64 - index_open_ms;
+        tracing::info!(
+            index_open_ms,
+            recovery_ms,
+            "index opened and start-up recovery done"
+        );
         if report != RecoveryReport::default() {
             tracing::info!(?report, "crash recovery done");
         }
@@ -354,6 +442,7 @@ impl Store {
             cfg.recording.fragment_ms.max(1),
             cfg.recording.flush_interval_ms,
         );
+        let verify_rate = cfg.verify_entries_per_s;
         let inner = Inner {
             pool,
             cfg,
@@ -371,16 +460,36 @@ impl Store {
             retention_lock: Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             recovery: report,
+            verify: Arc::new(verify::VerifyProgress::default()),
+            verify_thread: Mutex::new(None),
             recording_blocked: Arc::new(AtomicBool::new(false)),
         };
-        Ok(Store {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        // Everything older than what recovery checked: verified while recording runs.
+        let thread = verify::spawn(
+            Arc::downgrade(&inner),
+            inner.verify.clone(),
+            deferred,
+            verify_rate,
+        )
+        .map_err(StoreError::io(
+            "starting the verification thread in",
+            &inner.cfg.data_dir,
+        ))?;
+        if let Ok(mut t) = inner.verify_thread.lock() {
+            *t = Some(thread);
+        }
+        Ok(Store { inner })
     }
 
-    /// What crash recovery did when the store was opened.
+    /// What crash recovery did when the store was opened (before recording resumed).
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.recovery
+    }
+
+    /// Progress of the background verification of the older history ([`verify`]).
+    pub fn verification(&self) -> VerifyStatus {
+        self.inner.verify.status()
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -397,34 +506,86 @@ impl Store {
         writer::start(&self.inner, key, stagger)
     }
 
-    /// Segments of `key` overlapping [start, end), oldest first: one sled range scan.
+    /// Segments of `key` overlapping [start, end), oldest first: one sled range scan decoding
+    /// entry heads only. The result grows with the window: long windows should use
+    /// [`Store::segments_page`] or [`Store::for_each_segment`].
     pub fn segments(
         &self,
         key: &StreamKey,
         start: Time90k,
         end: Time90k,
     ) -> Result<Vec<SegmentInfo>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_segment(key, start, end, |s| {
+            out.push(s);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// At most `limit` segments of `key` overlapping [start, end), oldest first, and the start
+    /// to ask for the next page from (`None`: the listing is complete).
+    pub fn segments_page(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        limit: usize,
+    ) -> Result<(Vec<SegmentInfo>, Option<Time90k>), StoreError> {
+        let mut out = Vec::new();
+        let mut next = None;
+        self.for_each_segment(key, start, end, |s| {
+            if out.len() >= limit {
+                next = Some(s.start);
+                return false;
+            }
+            out.push(s);
+            true
+        })?;
+        Ok((out, next))
+    }
+
+    /// Streams the segments of `key` overlapping [start, end), oldest first, to `f` until it
+    /// returns false: one range scan, heads only, nothing accumulated.
+    pub fn for_each_segment(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        mut f: impl FnMut(SegmentInfo) -> bool,
+    ) -> Result<(), StoreError> {
         let Some(sid) = self.inner.index.existing_stream_id(key)? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        Ok(self
-            .inner
-            .index
-            .segments_overlapping(sid, start, end)?
-            .iter()
-            .map(|e| self.inner.info(key, e))
-            .collect())
+        let lo = index::seg_key(sid, start.0.saturating_sub(index::MAX_SEGMENT_90K), 0);
+        let hi = index::seg_key(sid, end.0, 0);
+        for kv in self.inner.index.segments.range(lo..hi) {
+            let (_, v) = kv?;
+            let (h, _): (index::EntryHead, _) = postcard::take_from_bytes(&v)?;
+            if (h.end() > start || (h.duration_90k == 0 && h.start() >= start))
+                && !f(head_info(&self.inner.layout, key, &h))
+            {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Continuous recording of `key` in [start, end): contiguous segments merged, clipped to
-    /// the window; gaps are what lies between spans.
+    /// the window; gaps are what lies between spans. Streams the index (memory grows with the
+    /// spans, not the segments).
     pub fn spans(
         &self,
         key: &StreamKey,
         start: Time90k,
         end: Time90k,
     ) -> Result<Vec<Span>, StoreError> {
-        Ok(merge_spans(&self.segments(key, start, end)?, start, end))
+        let mut m = SpanMerger::new(start, end);
+        self.for_each_segment(key, start, end, |s| {
+            m.push(s.start, s.end());
+            true
+        })?;
+        Ok(m.finish())
     }
 
     /// One segment by id.
@@ -552,6 +713,18 @@ impl Store {
         }
         for s in slots {
             s.wait().await;
+        }
+        // The verification thread sees `shutting_down` within one batch or 100 ms.
+        let verifier = self
+            .inner
+            .verify_thread
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take());
+        if let Some(t) = verifier
+            && tokio::task::spawn_blocking(move || t.join()).await.is_err()
+        {
+            tracing::error!("the verification thread panicked");
         }
         if let Err(e) = self.inner.index.db.flush_async().await {
             tracing::error!(error = %e, "flushing the index at shutdown");

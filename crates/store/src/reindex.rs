@@ -14,7 +14,7 @@ pub(crate) fn reindex(cfg: &StoreConfig) -> Result<ReindexReport, StoreError> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(StoreError::io("removing", &dir))?;
     }
-    let index = Index::open(&dir)?;
+    let index = Index::open_with_cache(&dir, cfg.index_cache_bytes)?;
     let mut r = ReindexReport::default();
     let mut max_id = 0;
     for (key, sdir) in layout

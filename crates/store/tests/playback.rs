@@ -19,6 +19,8 @@ fn store(dir: &std::path::Path) -> Store {
             data_dir: dir.to_owned(),
             recording: Default::default(),
             min_free_bytes: 0,
+            index_cache_bytes: vigie_store::index::DEFAULT_CACHE_BYTES,
+            verify_entries_per_s: vigie_store::verify::DEFAULT_VERIFY_ENTRIES_PER_S,
         },
         Arc::new(SimulatedClock::new(Time90k(T0))),
     )

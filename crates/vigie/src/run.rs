@@ -24,6 +24,8 @@ pub fn store_config(c: &Config) -> vigie_store::StoreConfig {
         data_dir: c.storage.data_dir.clone(),
         recording: c.recording.clone(),
         min_free_bytes: c.storage.min_free_bytes.0,
+        index_cache_bytes: c.storage.index_cache_bytes.0,
+        verify_entries_per_s: c.storage.verify_entries_per_s,
     }
 }
 

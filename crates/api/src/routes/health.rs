@@ -78,6 +78,8 @@ pub async fn health(
         },
         "streams": { "online": online, "total": total },
         "recording_blocked": blocked,
+        // Background check of the history against the files after a start (issue 16).
+        "history_verification": state.store.verification(),
         "warnings": warnings,
         "time": state.clock.now().to_rfc3339(),
         "version": env!("CARGO_PKG_VERSION"),

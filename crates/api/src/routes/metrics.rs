@@ -175,6 +175,32 @@ pub async fn metrics(
             (format!("{dir},kind=\"file\""), stats.fdatasync_calls as f64),
         ],
     );
+    // Background verification of the recorded history after a start (issue 16).
+    let verify = state.store.verification();
+    family(
+        "vigie_history_verify_entries_checked_total",
+        "counter",
+        "Index entries older than this start checked against their files by the background verification.",
+        vec![(dir.clone(), verify.entries_checked as f64)],
+    );
+    family(
+        "vigie_history_verify_findings_total",
+        "counter",
+        "Entries the background verification repaired (file missing or short: entry dropped; open or longer: re-read).",
+        vec![(dir.clone(), verify.findings as f64)],
+    );
+    family(
+        "vigie_history_verify_errors_total",
+        "counter",
+        "Entries the background verification could not check (logged, left as they are).",
+        vec![(dir.clone(), verify.errors as f64)],
+    );
+    family(
+        "vigie_history_verify_done",
+        "gauge",
+        "1 once the background verification of the history is complete.",
+        vec![(dir.clone(), if verify.done { 1.0 } else { 0.0 })],
+    );
     (
         [(
             header::CONTENT_TYPE,

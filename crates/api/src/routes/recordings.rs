@@ -19,6 +19,10 @@ pub struct RecordingsQuery {
     segments: Option<String>,
 }
 
+/// Most segments listed by one `segments=1` answer (about a week of one stream at 60 s
+/// segments); `segments_next_start` then says where the next page starts.
+pub const MAX_LISTED_SEGMENTS: usize = 10_000;
+
 pub async fn list(
     State(state): State<AppState>,
     Path((cam, stream)): Path<(String, String)>,
@@ -42,10 +46,11 @@ pub async fn list(
     };
     let store = state.store.clone();
     let key = entry.key.clone();
+    // Spans stream the index (memory grows with the spans); the segment list is paged.
     let (spans, segments) = tokio::task::spawn_blocking(move || {
         let spans = store.spans(&key, w.start, w.end)?;
         let segments = if with_segments {
-            Some(store.segments(&key, w.start, w.end)?)
+            Some(store.segments_page(&key, w.start, w.end, MAX_LISTED_SEGMENTS)?)
         } else {
             None
         };
@@ -76,7 +81,11 @@ pub async fn list(
         "spans": spans,
         "gaps": gaps,
     });
-    if let Some(segments) = segments {
+    if let Some((segments, next)) = segments {
+        if let Some(next) = next {
+            // More than one page: ask again from here.
+            body["segments_next_start"] = json!(next.to_rfc3339());
+        }
         body["segments"] = segments
             .iter()
             .map(|s| {

@@ -48,6 +48,8 @@ pub fn config(dir: &Path) -> StoreConfig {
             writer_queue_bytes: ByteSize(16 << 20),
         },
         min_free_bytes: 0,
+        index_cache_bytes: vigie_store::index::DEFAULT_CACHE_BYTES,
+        verify_entries_per_s: vigie_store::verify::DEFAULT_VERIFY_ENTRIES_PER_S,
     }
 }
 

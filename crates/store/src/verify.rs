@@ -1,0 +1,244 @@
+//! Background verification of the history: after start-up recovery has checked what a crash can
+//! have affected ([`crate::recovery`]) and recording has resumed, one thread walks every older
+//! index entry and checks it against its file exactly as start-up recovery always did
+//! ([`crate::recovery::check_entry`]: a missing file drops the entry, a short file drops it and
+//! the file is re-read as an orphan, an open or longer one is re-read). Findings are logged with
+//! camera, stream and segment id, as start-up findings are.
+//!
+//! Bounded cost:
+//! * memory: the walk reads the small `by_id` tree (segment id → `segments` key, indexed length,
+//!   open flag), never the entries themselves unless something is wrong (or the row predates the
+//!   length: then the entry's head only), resuming from the last id in batches of [`BATCH`], and
+//!   keeps the stream names (one per stream); the index is never materialised. Reading the
+//!   entries would make sled keep hundreds of MiB resident (docs/BENCHMARKS.md "Restart");
+//! * I/O: throttled to `verify_entries_per_s` entries per second (one `stat` each);
+//! * concurrency: a finding is handled under the retention lock after re-reading the entry, so
+//!   a segment retention is deleting at the same moment is not mistaken for a missing file;
+//!   entries of this run's writers (ids ≥ the first id allocated after recovery) are skipped.
+//!
+//! The thread holds the store only through a weak reference between batches: dropping the store
+//! ends it, and [`crate::Store::shutdown`] stops and joins it.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use vigie_core::StreamKey;
+
+use crate::index::{ByIdRow, EntryHead};
+use crate::recovery::{Checked, Deferred, RecoveryReport, check_entry};
+use crate::{Inner, StoreError};
+
+/// Entries read per batch (one index range scan, then the store is released).
+pub const BATCH: usize = 256;
+
+/// Default of `storage.verify_entries_per_s`.
+pub const DEFAULT_VERIFY_ENTRIES_PER_S: u32 = 2_000;
+
+/// Progress of the background verification, shared with the API (metrics, health).
+#[derive(Debug, Default)]
+pub struct VerifyProgress {
+    checked: AtomicU64,
+    findings: AtomicU64,
+    errors: AtomicU64,
+    done: AtomicBool,
+    duration_ms: AtomicU64,
+    report: Mutex<RecoveryReport>,
+}
+
+/// A snapshot of [`VerifyProgress`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct VerifyStatus {
+    /// Entries of the history checked against their files so far.
+    pub entries_checked: u64,
+    /// Entries for which something was done (dropped, recovered, re-read).
+    pub findings: u64,
+    /// Entries that could not be checked (unreadable entry, I/O error other than a missing
+    /// file); left as they are and logged.
+    pub errors: u64,
+    /// True once every entry older than this run has been checked.
+    pub done: bool,
+    /// How long the whole pass took (once done).
+    pub duration_ms: u64,
+    /// What the findings were, counted as start-up recovery counts them.
+    pub report: RecoveryReport,
+}
+
+impl VerifyProgress {
+    pub fn status(&self) -> VerifyStatus {
+        VerifyStatus {
+            entries_checked: self.checked.load(Ordering::Relaxed),
+            findings: self.findings.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            done: self.done.load(Ordering::Acquire),
+            duration_ms: self.duration_ms.load(Ordering::Relaxed),
+            report: self.report.lock().map(|r| r.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Starts the background pass on its own thread.
+pub(crate) fn spawn(
+    inner: Weak<Inner>,
+    progress: Arc<VerifyProgress>,
+    deferred: Deferred,
+    entries_per_s: u32,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("vigie-verify".into())
+        .spawn(move || run(&inner, &progress, &deferred, entries_per_s))
+}
+
+fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entries_per_s: u32) {
+    let started = Instant::now();
+    let rate = f64::from(entries_per_s.max(1));
+    let mut names: HashMap<u32, Option<StreamKey>> = HashMap::new();
+    let mut after: Option<sled::IVec> = None;
+    let mut seen = 0u64;
+    tracing::info!(
+        entries_per_s,
+        "verifying the recorded history against the segment files in the background"
+    );
+    loop {
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        if inner.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let lo = match &after {
+            Some(k) => Bound::Excluded(k.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut batch = Vec::with_capacity(BATCH);
+        for kv in inner
+            .index
+            .by_id
+            .range::<sled::IVec, _>((lo, Bound::Unbounded))
+            .take(BATCH)
+        {
+            match kv {
+                Ok((k, v)) => batch.push((k, v)),
+                Err(e) => {
+                    tracing::error!(error = %e, "background verification: reading the index failed; stopping");
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        let Some((last, _)) = batch.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for (k, v) in &batch {
+            seen += 1;
+            if let Err(e) = check_one(&inner, progress, deferred, &mut names, k, v) {
+                tracing::error!(error = %e, "background verification of an index entry failed; entry left as it is");
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(inner);
+        if seen % (BATCH as u64 * 400) < BATCH as u64 {
+            tracing::info!(
+                entries_checked = progress.checked.load(Ordering::Relaxed),
+                findings = progress.findings.load(Ordering::Relaxed),
+                "background verification in progress"
+            );
+        }
+        // Throttle: never ahead of `rate` entries per second since the start.
+        let due = started + Duration::from_secs_f64(seen as f64 / rate);
+        while let Some(wait) = due.checked_duration_since(Instant::now()) {
+            match weak.upgrade() {
+                Some(i) if !i.shutting_down.load(Ordering::SeqCst) => {}
+                _ => return,
+            }
+            std::thread::sleep(wait.min(Duration::from_millis(100)));
+        }
+    }
+    let ms = started.elapsed().as_millis() as u64;
+    progress.duration_ms.store(ms, Ordering::Relaxed);
+    progress.done.store(true, Ordering::Release);
+    let s = progress.status();
+    tracing::info!(
+        entries_checked = s.entries_checked,
+        findings = s.findings,
+        errors = s.errors,
+        duration_ms = ms,
+        report = ?s.report,
+        "background verification of the history done"
+    );
+}
+
+fn check_one(
+    inner: &Inner,
+    progress: &VerifyProgress,
+    deferred: &Deferred,
+    names: &mut HashMap<u32, Option<StreamKey>>,
+    id_key: &sled::IVec,
+    v: &sled::IVec,
+) -> Result<(), StoreError> {
+    let row = ByIdRow::decode(v).ok_or_else(|| StoreError::Corrupt {
+        what: format!("by_id row {id_key:?}"),
+    })?;
+    if row.id() >= deferred.first_new_id || deferred.checked.contains(&row.key) {
+        return Ok(());
+    }
+    // Rows written before `by_id` carried the length: read the entry's head instead.
+    let (bytes, open) = match row.bytes_open {
+        Some(b) => b,
+        None => {
+            let Some(e) = inner.index.segments.get(row.key)? else {
+                return Ok(());
+            };
+            let (h, _): (EntryHead, _) = postcard::take_from_bytes(&e)?;
+            (h.bytes, h.open)
+        }
+    };
+    let sid = row.stream_id();
+    let key = match names.get(&sid) {
+        Some(k) => k.clone(),
+        None => {
+            let k = inner.index.stream_key(sid)?;
+            names.insert(sid, k.clone());
+            k
+        }
+    };
+    progress.checked.fetch_add(1, Ordering::Relaxed);
+    // The common case, without any lock and without reading the entry: the file is there with
+    // the indexed length.
+    if let Some(key) = &key
+        && !open
+        && std::fs::metadata(inner.layout.segment_path(
+            key,
+            row.id(),
+            vigie_core::Time90k(row.start_90k()),
+        ))
+        .is_ok_and(|m| m.len() == bytes)
+    {
+        return Ok(());
+    }
+    // A finding, or a race with retention: re-read the entry under the retention lock.
+    let _guard = inner
+        .retention_lock
+        .lock()
+        .map_err(|_| StoreError::ShuttingDown)?;
+    let Some(v) = inner.index.segments.get(row.key)? else {
+        return Ok(()); // deleted by retention meanwhile
+    };
+    let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
+    let mut r = RecoveryReport::default();
+    if check_entry(&inner.index, &inner.layout, key.as_ref(), &h, &mut r)? == Checked::Repaired {
+        progress.findings.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut total) = progress.report.lock() {
+            total.entries_dropped += r.entries_dropped;
+            total.segments_recovered += r.segments_recovered;
+            total.orphans_indexed += r.orphans_indexed;
+            total.orphans_deleted += r.orphans_deleted;
+            total.bytes_truncated += r.bytes_truncated;
+        }
+    }
+    Ok(())
+}
