@@ -58,6 +58,7 @@ fn source(url: &str, transport: Transport) -> ResolvedSource {
         transport,
         connect_timeout_s: 10,
         stall_timeout_s: 10,
+        allow_basic_auth: false,
     }
 }
 

@@ -67,6 +67,11 @@ struct Args {
     /// MOUNT=basic|digest:USER:PASS, repeatable.
     #[arg(long = "auth", value_name = "MOUNT=SCHEME:USER:PASS")]
     auth: Vec<String>,
+    /// MOUNT=MODE, repeatable: the mount behaves like an attacker's device. MODE is one of
+    /// endless-header, huge-content-length, endless-fu-a, tiny-packet-flood, huge-sprop,
+    /// absurd-clock-rate (a Basic-only challenge is `--auth MOUNT=basic:USER:PASS`).
+    #[arg(long = "rogue", value_name = "MOUNT=MODE")]
+    rogue: Vec<String>,
     /// `MOUNT:KIND-after=DELAY[,OPTION…]`, repeatable (see below).
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<String>,
@@ -178,6 +183,24 @@ async fn run(args: Args) -> Result<()> {
         }
         if !any {
             bail!("--auth {spec:?}: no mount named {target}");
+        }
+    }
+    for spec in &args.rogue {
+        let (target, mode) = spec
+            .split_once('=')
+            .with_context(|| format!("--rogue {spec:?}: expected MOUNT=MODE"))?;
+        let mode: vigie_camsim::Rogue = mode
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--rogue {spec:?}: {e}"))?;
+        let mut any = false;
+        for (base, m) in &mut mounts {
+            if target == "*" || target == base || target == m.name {
+                m.rogue = Some(mode);
+                any = true;
+            }
+        }
+        if !any {
+            bail!("--rogue {spec:?}: no mount named {target}");
         }
     }
     let faults: Vec<FaultSpec> = args
