@@ -478,8 +478,7 @@ fn sends_basic_credentials(head: &[u8]) -> bool {
 
 /// A 401 whose challenges are all Basic.
 fn basic_only_challenge(head: &[u8]) -> bool {
-    let status = head.get(9..12);
-    if !head.starts_with(b"RTSP/") || status != Some(b"401") {
+    if !head.starts_with(b"RTSP/") || head.get(9..12) != Some(&b"401"[..]) {
         return false;
     }
     let schemes: Vec<&str> = header_lines(head)
@@ -487,7 +486,8 @@ fn basic_only_challenge(head: &[u8]) -> bool {
         .map(|(_, v)| v)
         .collect();
     let is = |v: &str, s: &str| v.get(..s.len()).is_some_and(|x| x.eq_ignore_ascii_case(s));
-    schemes.iter().any(|v| is(v, "basic")) && !schemes.iter().any(|v| is(v, "digest"))
+    schemes.iter().copied().any(|v| is(v, "basic"))
+        && !schemes.iter().copied().any(|v| is(v, "digest"))
 }
 
 /// A SETUP answer for UDP without `source=`: retina would take the relay's address as the RTP
