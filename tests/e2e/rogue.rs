@@ -97,7 +97,10 @@ async fn rogue_cameras_are_bounded_and_healthy_ones_lose_nothing() {
                 still.push(cam);
                 continue;
             }
-            assert!(err.starts_with(want), "{cam}: {err:?} should start with {want:?}");
+            assert!(
+                err.starts_with(want),
+                "{cam}: {err:?} should start with {want:?}"
+            );
             assert_eq!(st["online"], false, "{cam}: {st}");
         }
         pending = still;

@@ -544,7 +544,11 @@ impl Conn {
         }
 
         let attack = match mount.rogue {
-            Some(mode) if mode.is_media() && !p.attacked && p.frame_counter > rogue::FRAMES_BEFORE_ATTACK => {
+            Some(mode)
+                if mode.is_media()
+                    && !p.attacked
+                    && p.frame_counter > rogue::FRAMES_BEFORE_ATTACK =>
+            {
                 p.attacked = true;
                 Some((mode, fixture.codec() == Codec::H265))
             }

@@ -361,8 +361,7 @@ fn scan(
                         }
                     }
                     Direction::FromCamera => {
-                        if !cfg.allow_basic_auth && cfg.has_password && basic_only_challenge(head)
-                        {
+                        if !cfg.allow_basic_auth && cfg.has_password && basic_only_challenge(head) {
                             return Err(IngestError::BasicAuthRefused);
                         }
                         if body_len == 0
@@ -573,7 +572,10 @@ mod tests {
             endless.extend_from_slice(b"X-Junk: aaaaaaaa\r\n");
         }
         let e = run(&endless, Direction::FromCamera).err().unwrap();
-        assert!(e.to_string().contains("RTSP header longer than 1000 bytes"), "{e}");
+        assert!(
+            e.to_string().contains("RTSP header longer than 1000 bytes"),
+            "{e}"
+        );
         let huge = b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 99999999999999\r\n\r\n";
         let e = run(huge, Direction::FromCamera).err().unwrap();
         assert!(e.to_string().contains("more than 1000"), "{e}");
@@ -652,7 +654,10 @@ mod tests {
             Scan::Replace(0, new, skip) => {
                 assert_eq!(skip, head.len());
                 let s = String::from_utf8(new).unwrap();
-                assert!(s.contains("server_port=6000-6001;source=10.0.0.9\r\n"), "{s}");
+                assert!(
+                    s.contains("server_port=6000-6001;source=10.0.0.9\r\n"),
+                    "{s}"
+                );
                 assert!(s.ends_with("\r\n\r\n"));
             }
             _ => panic!("replace expected"),

@@ -195,7 +195,12 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
             };
         }
         Some(Err(_)) if guard.as_ref().and_then(Guard::verdict).is_some() => {
-            return fail(guard.as_ref().and_then(Guard::verdict).unwrap_or(IngestError::Eof));
+            return fail(
+                guard
+                    .as_ref()
+                    .and_then(Guard::verdict)
+                    .unwrap_or(IngestError::Eof),
+            );
         }
         Some(Err(_)) => {
             let phase = PHASES[usize::from(phase.load(Ordering::Relaxed)).min(PHASES.len() - 1)];

@@ -124,7 +124,10 @@ async fn rogue_session_ends_clearly(mode: Rogue) {
     .await;
     let err = handle.snapshot().last_error.unwrap();
     let want = expected_error(mode);
-    assert!(err.starts_with(&want), "{mode:?}: {err:?}, expected {want:?}");
+    assert!(
+        err.starts_with(&want),
+        "{mode:?}: {err:?}, expected {want:?}"
+    );
     if mode.is_media() {
         // It recorded until the attack.
         assert!(sink.frames() >= 10, "{mode:?}: {} frames", sink.frames());

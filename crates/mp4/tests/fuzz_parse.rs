@@ -68,7 +68,11 @@ fn parse_checked(input: &[u8]) -> ParsedSegment {
     assert_eq!(p.total_len, n);
     assert!(p.complete_len <= n, "complete_len {} > {n}", p.complete_len);
     // A sample costs at least 4 bytes of trun or 1 byte of mdat; a fragment at least 16 bytes.
-    assert!(p.frames() as u64 <= n, "{} frames from {n} bytes", p.frames());
+    assert!(
+        p.frames() as u64 <= n,
+        "{} frames from {n} bytes",
+        p.frames()
+    );
     assert!(p.fragments.len() as u64 <= n / 16 + 1);
     assert!(p.fragments.len() <= MAX_FRAGMENTS_PER_SEGMENT);
     for f in &p.fragments {
@@ -244,7 +248,11 @@ fn write_regressions_when_asked() {
     }
     let mut f = init_segment(&params(), &meta());
     f.extend(crafted_fragment(0x02_0000, &[], 0x1, u32::MAX));
-    std::fs::write(regressions_dir().join("trun-count-ffffffff-flags-1.bin"), &f).unwrap();
+    std::fs::write(
+        regressions_dir().join("trun-count-ffffffff-flags-1.bin"),
+        &f,
+    )
+    .unwrap();
     let mut f = init_segment(&params(), &meta());
     f.extend(crafted_fragment(0x02_0010, &[0], 0x1, u32::MAX));
     std::fs::write(
