@@ -39,7 +39,17 @@ With --copies N > 1, --mount NAME=FIXTURE creates mounts NAME1 … NAMEN.
       switch  ,to=FIXTURE  serve another fixture from the next frame (new SPS/PPS in band)
       divisor ,n=N         send only every Nth frame (and key frames); n=1 restores
       garbage ,kind=rtp|raw  send random bytes as RTP (default) or raw on the RTSP connection
-  e.g. --fault cam1:drop-after=10s   --fault 'cam2:stall-after=5s,for=3s,every=20s'";
+  e.g. --fault cam1:drop-after=10s   --fault 'cam2:stall-after=5s,for=3s,every=20s'
+
+--rogue MOUNT=MODE   the mount behaves like an attacker's device (MOUNT as for --auth; each
+    burst is bounded to 64 MiB and stops when the client hangs up). Modes:
+      endless-header       DESCRIBE answer whose header lines never end
+      huge-content-length  DESCRIBE answer with Content-Length: 1 TiB and a streaming body
+      endless-fu-a         after 2 s, an access unit of FU-A fragments that never ends
+      tiny-packet-flood    after 2 s, tiny RTP packets of one access unit that never ends
+      huge-sprop           SDP with a 1 MiB sprop-parameter-sets
+      absurd-clock-rate    SDP with a 1 Hz RTP clock rate
+    A Basic-only challenge is --auth MOUNT=basic:USER:PASS.";
 
 /// Camera simulator: serves H.264/H.265 fixture files as live RTSP cameras (looping, N copies,
 /// real time or faster, Basic/Digest auth, faults on demand).
