@@ -27,7 +27,9 @@
 //!
 //! Limits: RTP over UDP does not pass through the relay (retina binds its own sockets), so the
 //! access-unit caps apply to TCP (interleaved) streams, the default; the RTSP message cap and
-//! the Basic refusal apply to both. The relay adds one copy through a loopback socket per byte.
+//! the Basic refusal apply to both. The relay adds one copy through a loopback socket per byte,
+//! and, on the paced ingest threads ([`crate::runtime`]), where it shares the session's thread,
+//! the relayed bytes may reach retina one tick later (not measured yet).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
