@@ -58,6 +58,7 @@ fn source(url: &str, transport: Transport) -> ResolvedSource {
         transport,
         connect_timeout_s: 10,
         stall_timeout_s: 10,
+        allow_basic_auth: false,
     }
 }
 
@@ -332,10 +333,26 @@ async fn basic_auth_wrong_and_right_password() {
     })
     .unwrap();
 
-    // Wrong password: clear error, retries, never the password in status.
+    // gst-rtsp-server challenges with Basic: by default the password is not sent at all.
+    let mut src = source(&server.url(), Transport::Tcp);
+    src.username = Some("rec".into());
+    src.password = Some(Secret::new("s3cret-pw"));
+    let (sink, handle, shutdown) = start(src);
+    wait_for("a refusal", 20, || handle.snapshot().last_error.is_some()).await;
+    let err = handle.snapshot().last_error.unwrap();
+    assert!(
+        err.starts_with("refused to send the password in clear"),
+        "{err}"
+    );
+    assert!(sink.frames().is_empty());
+    shutdown.cancel();
+    handle.join().await;
+
+    // Wrong password (Basic allowed): clear error, retries, never the password in status.
     let mut src = source(&server.url(), Transport::Tcp);
     src.username = Some("rec".into());
     src.password = Some(Secret::new("wrong-pw"));
+    src.allow_basic_auth = true;
     let (sink, handle, shutdown) = start(src);
     wait_for("two failed attempts", 20, || {
         handle.snapshot().reconnects >= 2
@@ -353,10 +370,11 @@ async fn basic_auth_wrong_and_right_password() {
     shutdown.cancel();
     handle.join().await;
 
-    // Right password.
+    // Right password (Basic allowed).
     let mut src = source(&server.url(), Transport::Tcp);
     src.username = Some("rec".into());
     src.password = Some(Secret::new("s3cret-pw"));
+    src.allow_basic_auth = true;
     let (sink, handle, shutdown) = start(src);
     wait_for("frames with auth", 20, || sink.frames().len() >= 10).await;
     shutdown.cancel();

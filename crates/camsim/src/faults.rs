@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::fixture::Fixture;
+use crate::rogue::Rogue;
 
 /// What [`MountControl::send_garbage`] sends to each playing session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct MountStats {
     pub sessions_total: u64,
     /// RTSP requests answered 401.
     pub auth_failures: u64,
+    /// RTSP requests that carried `Authorization: Basic` (a password in clear).
+    pub basic_credentials: u64,
 }
 
 pub(crate) struct MountState {
@@ -62,6 +65,8 @@ pub(crate) struct MountState {
     pub sessions_active: AtomicU64,
     pub sessions_total: AtomicU64,
     pub auth_failures: AtomicU64,
+    pub basic_credentials: AtomicU64,
+    pub rogue: Option<Rogue>,
 }
 
 impl MountState {
@@ -86,6 +91,8 @@ impl MountState {
             sessions_active: AtomicU64::new(0),
             sessions_total: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
+            basic_credentials: AtomicU64::new(0),
+            rogue: None,
         }
     }
 
@@ -204,6 +211,7 @@ impl MountControl {
             sessions_active: s.sessions_active.load(Relaxed),
             sessions_total: s.sessions_total.load(Relaxed),
             auth_failures: s.auth_failures.load(Relaxed),
+            basic_credentials: s.basic_credentials.load(Relaxed),
         }
     }
 }

@@ -40,10 +40,15 @@
 //! - Payloads are built once per fixture and shared ([`bytes::Bytes`]); per frame a session
 //!   writes only the 16-byte interleave+RTP headers and issues one vectored write.
 //! - A client that stops reading a TCP session blocks only its own connection task.
+//! - Rogue modes ([`Rogue`], [`MountConfig::with_rogue`], `--rogue MOUNT=MODE`) make a mount
+//!   behave like an attacker's device: endless RTSP header, huge `Content-Length`, an access
+//!   unit of endless FU-A fragments, a flood of tiny RTP packets, absurd SDP (1 MiB
+//!   `sprop-parameter-sets`, 1 Hz clock rate). A Basic-only mount ([`Auth::basic`]) counts the
+//!   requests that carried a password in clear ([`MountStats::basic_credentials`]).
 //!
 //! ## Modules
 //! [`annexb`] (byte stream → NAL units), [`h26x`] (NAL types, access units, SPS size),
-//! [`packetize`] (RTP payloads), [`fixture`] / [`manifest`] (loading), [`sdp`], [`rtsp`]
+//! [`packetize`] (RTP payloads), [`fixture`] / [`manifest`] (loading), [`sdp`], [`rogue`], [`rtsp`]
 //! (messages), [`auth`], [`rtp`] (headers, sender reports), `faults` ([`MountControl`]),
 //! `session` (one connection), `server` ([`Server`], [`ServerHandle`]).
 
@@ -55,6 +60,7 @@ pub mod fixture;
 pub mod h26x;
 pub mod manifest;
 pub mod packetize;
+pub mod rogue;
 pub mod rtp;
 pub mod rtsp;
 pub mod sdp;
@@ -67,5 +73,6 @@ pub use faults::{Garbage, MountControl, MountStats};
 pub use fixture::{AccessUnit, Fixture, ParameterSets, fixtures_dir};
 pub use h26x::Codec;
 pub use manifest::{Manifest, ManifestEntry};
+pub use rogue::Rogue;
 pub use server::{MAX_SPEED, MIN_SPEED, MountConfig, Server, ServerHandle};
 pub use session::{SESSION_TIMEOUT, SR_INTERVAL};

@@ -39,7 +39,17 @@ With --copies N > 1, --mount NAME=FIXTURE creates mounts NAME1 … NAMEN.
       switch  ,to=FIXTURE  serve another fixture from the next frame (new SPS/PPS in band)
       divisor ,n=N         send only every Nth frame (and key frames); n=1 restores
       garbage ,kind=rtp|raw  send random bytes as RTP (default) or raw on the RTSP connection
-  e.g. --fault cam1:drop-after=10s   --fault 'cam2:stall-after=5s,for=3s,every=20s'";
+  e.g. --fault cam1:drop-after=10s   --fault 'cam2:stall-after=5s,for=3s,every=20s'
+
+--rogue MOUNT=MODE   the mount behaves like an attacker's device (MOUNT as for --auth; each
+    burst is bounded to 64 MiB and stops when the client hangs up). Modes:
+      endless-header       DESCRIBE answer whose header lines never end
+      huge-content-length  DESCRIBE answer with Content-Length: 1 TiB and a streaming body
+      endless-fu-a         after 2 s, an access unit of FU-A fragments that never ends
+      tiny-packet-flood    after 2 s, tiny RTP packets of one access unit that never ends
+      huge-sprop           SDP with a 1 MiB sprop-parameter-sets
+      absurd-clock-rate    SDP with a 1 Hz RTP clock rate
+    A Basic-only challenge is --auth MOUNT=basic:USER:PASS.";
 
 /// Camera simulator: serves H.264/H.265 fixture files as live RTSP cameras (looping, N copies,
 /// real time or faster, Basic/Digest auth, faults on demand).
@@ -67,6 +77,11 @@ struct Args {
     /// MOUNT=basic|digest:USER:PASS, repeatable.
     #[arg(long = "auth", value_name = "MOUNT=SCHEME:USER:PASS")]
     auth: Vec<String>,
+    /// MOUNT=MODE, repeatable: the mount behaves like an attacker's device. MODE is one of
+    /// endless-header, huge-content-length, endless-fu-a, tiny-packet-flood, huge-sprop,
+    /// absurd-clock-rate (a Basic-only challenge is `--auth MOUNT=basic:USER:PASS`).
+    #[arg(long = "rogue", value_name = "MOUNT=MODE")]
+    rogue: Vec<String>,
     /// `MOUNT:KIND-after=DELAY[,OPTION…]`, repeatable (see below).
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<String>,
@@ -178,6 +193,24 @@ async fn run(args: Args) -> Result<()> {
         }
         if !any {
             bail!("--auth {spec:?}: no mount named {target}");
+        }
+    }
+    for spec in &args.rogue {
+        let (target, mode) = spec
+            .split_once('=')
+            .with_context(|| format!("--rogue {spec:?}: expected MOUNT=MODE"))?;
+        let mode: vigie_camsim::Rogue = mode
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--rogue {spec:?}: {e}"))?;
+        let mut any = false;
+        for (base, m) in &mut mounts {
+            if target == "*" || target == base || target == m.name {
+                m.rogue = Some(mode);
+                any = true;
+            }
+        }
+        if !any {
+            bail!("--rogue {spec:?}: no mount named {target}");
         }
     }
     let faults: Vec<FaultSpec> = args

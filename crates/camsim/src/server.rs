@@ -16,6 +16,7 @@ use crate::auth::Auth;
 use crate::error::{Error, Result};
 use crate::faults::{MountControl, MountState};
 use crate::fixture::Fixture;
+use crate::rogue::Rogue;
 use crate::session::serve_connection;
 
 /// Smallest accepted pacing factor.
@@ -35,6 +36,8 @@ pub struct MountConfig {
     /// Pacing factor: 1.0 is real time, 4.0 sends four times faster (RTP timestamps still
     /// advance by the nominal frame duration per frame).
     pub speed: f64,
+    /// Behave like an attacker's device (see [`crate::rogue`]); `None`: a well-behaved camera.
+    pub rogue: Option<Rogue>,
 }
 
 impl MountConfig {
@@ -45,7 +48,14 @@ impl MountConfig {
             fixture,
             auth: None,
             speed: 1.0,
+            rogue: None,
         }
+    }
+
+    /// Makes the mount rogue (see [`crate::rogue`]).
+    pub fn with_rogue(mut self, rogue: Rogue) -> MountConfig {
+        self.rogue = Some(rogue);
+        self
     }
 
     /// Requires these credentials.
@@ -97,7 +107,8 @@ impl Server {
             } else {
                 1.0
             };
-            let state = MountState::new(m.name.clone(), m.fixture, m.auth, speed);
+            let mut state = MountState::new(m.name.clone(), m.fixture, m.auth, speed);
+            state.rogue = m.rogue;
             table.insert(m.name, Arc::new(state));
         }
         let listener = TcpListener::bind(listen)

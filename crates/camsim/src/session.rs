@@ -22,7 +22,9 @@ use tracing::{debug, info};
 
 use crate::faults::MountState;
 use crate::fixture::Fixture;
+use crate::h26x::Codec;
 use crate::packetize::RtpPayload;
+use crate::rogue::{self, Rogue};
 use crate::rtp::{RTP_HEADER_LEN, ntp_now, write_rtp_header, write_sender_report};
 use crate::rtsp::{Parsed, Request, Response, TransportSpec, parse, parse_transport, url_path};
 use crate::sdp::{PAYLOAD_TYPE, TRACK_CONTROL, build_sdp};
@@ -58,6 +60,8 @@ struct Play {
     anchor_ticks: u64,
     next_sr: Instant,
     sent_any: bool,
+    /// A rogue media attack was sent (once per session).
+    attacked: bool,
 }
 
 struct Session {
@@ -327,6 +331,13 @@ impl Conn {
             self.close = true;
             return Ok(());
         }
+        if req
+            .header("Authorization")
+            .and_then(|v| v.trim().get(..5))
+            .is_some_and(|s| s.eq_ignore_ascii_case("basic"))
+        {
+            mount.basic_credentials.fetch_add(1, Relaxed);
+        }
         if req.method != "OPTIONS"
             && let Some(auth) = &mount.auth
             && !auth.check(req.header("Authorization"), &req.method, &self.shared.nonce)
@@ -353,8 +364,17 @@ impl Conn {
                     .await
             }
             "DESCRIBE" => {
+                if let Some(mode @ (Rogue::EndlessHeader | Rogue::HugeContentLength)) = mount.rogue
+                {
+                    self.rogue_describe(mode, cseq).await?;
+                    self.close = true;
+                    return Ok(());
+                }
                 let fixture = mount.fixture();
-                let sdp = build_sdp(&mount.name, &fixture, rand::random::<u32>().into());
+                let mut sdp = build_sdp(&mount.name, &fixture, rand::random::<u32>().into());
+                if let Some(mode) = mount.rogue {
+                    sdp = rogue::rogue_sdp(mode, sdp);
+                }
                 let base = format!("{}/", req.uri.trim_end_matches('/'));
                 let resp = Response::new(200)
                     .header("Content-Base", base)
@@ -472,6 +492,7 @@ impl Conn {
                 anchor_ticks: 0,
                 next_sr: now,
                 sent_any: false,
+                attacked: false,
             });
             info!(peer = %self.peer, mount = %mount.name, "play");
         }
@@ -522,9 +543,24 @@ impl Conn {
             p.next_sr = Instant::now() + SR_INTERVAL;
         }
 
+        let attack = match mount.rogue {
+            Some(mode)
+                if mode.is_media()
+                    && !p.attacked
+                    && p.frame_counter > rogue::FRAMES_BEFORE_ATTACK =>
+            {
+                p.attacked = true;
+                Some((mode, fixture.codec() == Codec::H265))
+            }
+            _ => None,
+        };
         if garbage {
             let raw = mount.garbage_kind.load(Relaxed) == 1;
             self.send_garbage(raw).await?;
+        }
+        if let Some((mode, h265)) = attack {
+            // The frame's timestamp for the whole burst: one access unit that never ends.
+            self.send_attack(mode, h265, ts, &mount).await?;
         }
         if !send {
             return Ok(());
@@ -598,6 +634,79 @@ impl Conn {
                 Ok(())
             }
         }
+    }
+
+    /// Answers DESCRIBE like an attacker: a header that never ends, or a 1 TiB body. Both are
+    /// bounded by [`rogue::BURST_BYTES`] and stop when the client closes the connection.
+    async fn rogue_describe(&mut self, mode: Rogue, cseq: Option<&str>) -> std::io::Result<()> {
+        info!(peer = %self.peer, mount = self.mount_name(), mode = mode.name(), "rogue DESCRIBE answer");
+        let cseq = cseq.unwrap_or("0");
+        let head = match mode {
+            Rogue::HugeContentLength => format!(
+                "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\nContent-Length: 1099511627776\r\n\r\n"
+            ),
+            _ => format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n"),
+        };
+        self.writer.write_all(head.as_bytes()).await?;
+        let chunk: Vec<u8> = match mode {
+            Rogue::HugeContentLength => b"v=0\r\n".repeat(64 << 10 >> 2),
+            _ => b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
+                .repeat(800),
+        };
+        let mut sent = 0;
+        while sent < rogue::BURST_BYTES {
+            // An error is the client closing the connection: the attack is over.
+            if self.writer.write_all(&chunk).await.is_err() {
+                return Ok(());
+            }
+            sent += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Sends the media attack of `mode` (bounded by [`rogue::BURST_BYTES`]) with timestamp `ts`
+    /// and no marker bit. TCP only (UDP sessions are not attacked: the datagrams would be lost
+    /// on the client's side without telling anything).
+    async fn send_attack(
+        &mut self,
+        mode: Rogue,
+        h265: bool,
+        ts: u32,
+        mount: &MountState,
+    ) -> std::io::Result<()> {
+        let Some(s) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let Transport::Tcp { rtp_channel, .. } = s.transport else {
+            return Ok(());
+        };
+        info!(peer = %self.peer, mount = %mount.name, mode = mode.name(), "rogue media attack");
+        let mut sent = 0;
+        let mut first = true;
+        while sent < rogue::BURST_BYTES {
+            let batch = rogue::attack_batch(mode, h265, first);
+            first = false;
+            match write_frame_tcp(
+                &mut self.writer,
+                &mut self.headers,
+                &batch,
+                rtp_channel,
+                &mut s.seq,
+                ts,
+                s.ssrc,
+            )
+            .await
+            {
+                Ok(n) => {
+                    sent += n;
+                    mount.packets.fetch_add(batch.len() as u64, Relaxed);
+                    mount.bytes.fetch_add(n as u64, Relaxed);
+                }
+                // The client closed the connection: the attack is over.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     async fn send_garbage(&mut self, raw: bool) -> std::io::Result<()> {

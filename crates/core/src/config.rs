@@ -417,6 +417,11 @@ pub struct StreamConfig {
     /// Seconds without a frame before the session is declared stalled and restarted. Default 10.
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout_s: u32,
+    /// Allow answering a `WWW-Authenticate: Basic` challenge on plain RTSP, which sends the
+    /// password in clear (base64) to whatever answers at the camera's address. Default false:
+    /// such a session ends with an error instead (Digest is used when offered).
+    #[serde(default)]
+    pub allow_basic_auth: bool,
 }
 
 fn default_connect_timeout() -> u32 {
@@ -541,6 +546,8 @@ pub struct ResolvedSource {
     pub transport: Transport,
     pub connect_timeout_s: u32,
     pub stall_timeout_s: u32,
+    /// See [`StreamConfig::allow_basic_auth`].
+    pub allow_basic_auth: bool,
 }
 
 impl fmt::Debug for ResolvedSource {
@@ -614,6 +621,7 @@ impl StreamConfig {
             transport: self.transport,
             connect_timeout_s: self.connect_timeout_s,
             stall_timeout_s: self.stall_timeout_s,
+            allow_basic_auth: self.allow_basic_auth,
         })
     }
 }
@@ -720,6 +728,13 @@ impl Config {
             add(
                 "recording.writer_queue_bytes".into(),
                 "must be at least 1MiB".into(),
+            );
+        }
+        // Per stream: an absurd bound (e.g. "16EB") is no bound at all on a stream's memory.
+        if r.writer_queue_bytes.0 > (1 << 30) {
+            add(
+                "recording.writer_queue_bytes".into(),
+                "must be at most 1GiB".into(),
             );
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
@@ -1103,6 +1118,7 @@ class = "close-up"
             transport: Transport::Tcp,
             connect_timeout_s: 10,
             stall_timeout_s: 10,
+            allow_basic_auth: false,
         };
         let r = s.resolve(&|_| None).unwrap();
         assert_eq!(r.url.as_str(), "rtsp://cam.example:554/s");

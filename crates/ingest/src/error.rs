@@ -43,6 +43,14 @@ pub enum IngestError {
     Protocol(String),
     #[error("{0}")]
     Media(String),
+    /// The camera broke a per-stream bound ([`crate::guard::StreamLimits`]).
+    #[error("camera exceeded a per-stream limit: {0}")]
+    Limit(String),
+    /// The camera asked for Basic authentication on plain RTSP and the stream does not allow it.
+    #[error(
+        "refused to send the password in clear: the camera asks for Basic authentication over plain RTSP (set allow_basic_auth = true on this stream to allow it)"
+    )]
+    BasicAuthRefused,
 }
 
 const SESSION_PREFIXES: &[&str] = &[

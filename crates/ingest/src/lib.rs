@@ -19,12 +19,21 @@
 //! a few threads that wake once per tick (91 ms) and then handle every packet buffered since,
 //! instead of once per packet burst per stream, the largest cost of ingest before.
 //!
+//! Hostile cameras: every session goes through [`guard`], a relay that bounds each stream's
+//! memory ([`StreamLimits`]: RTSP message size, access-unit bytes and packets) and refuses to
+//! send a password in clear (Basic authentication on plain RTSP) unless the stream sets
+//! `allow_basic_auth = true`; such sessions end with a clear `last_error`
+//! ([`IngestError::Limit`], [`IngestError::BasicAuthRefused`]) and are retried with backoff like
+//! any failure, without affecting other streams. Codec parameters are checked too: an RTP
+//! clock rate outside 1 kHz..=1 MHz or dimensions beyond 65535 end the session.
+//!
 //! Modules: [`backoff`] (delays), [`status`] (per-stream status and rates), [`error`]
-//! (classification, sanitizing), [`params`] (codec parameters), [`runtime`] (the paced ingest
-//! threads), `session` (one RTSP session).
+//! (classification, sanitizing), [`guard`] (the bounding relay), [`params`] (codec
+//! parameters), [`runtime`] (the paced ingest threads), `session` (one RTSP session).
 
 pub mod backoff;
 pub mod error;
+pub mod guard;
 pub mod params;
 pub mod runtime;
 mod session;
@@ -42,6 +51,7 @@ use vigie_core::{Clock, FrameSink, StreamEvent, StreamKey};
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use error::IngestError;
+pub use guard::StreamLimits;
 pub use runtime::IngestRuntime;
 pub use status::{StatusCell, StreamState, StreamStatus};
 pub use tokio_util::sync::CancellationToken;
@@ -58,6 +68,8 @@ pub struct IngestOptions {
     /// Where TCP sessions run (see [`runtime`]); `None`: on the caller's runtime, reading
     /// packets as they arrive. UDP sessions always run on the caller's runtime.
     pub runtime: Option<Arc<IngestRuntime>>,
+    /// Bounds on what each stream's camera may make Vigie buffer ([`guard`]).
+    pub limits: StreamLimits,
 }
 
 impl IngestOptions {
@@ -67,6 +79,7 @@ impl IngestOptions {
             backoff: BackoffConfig::default(),
             user_agent: format!("Vigie/{}", env!("CARGO_PKG_VERSION")),
             runtime: None,
+            limits: StreamLimits::default(),
         }
     }
 }
@@ -77,6 +90,7 @@ impl std::fmt::Debug for IngestOptions {
             .field("backoff", &self.backoff)
             .field("user_agent", &self.user_agent)
             .field("runtime", &self.runtime)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -215,6 +229,7 @@ async fn run_stream(
             group: &group,
             shutdown: &shutdown,
             user_agent: &opts.user_agent,
+            limits: &opts.limits,
         };
         let outcome = session::run(&ctx, session_id)
             .instrument(info_span!("session", id = session_id))

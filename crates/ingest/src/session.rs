@@ -19,6 +19,7 @@ use vigie_core::config::{ResolvedSource, Transport};
 use vigie_core::{Clock, Frame, FrameSink, StreamEvent, Time90k, VideoParams};
 
 use crate::error::{IngestError, Severity, classify, from_retina, sanitize};
+use crate::guard::{self, Guard, GuardConfig, StreamLimits};
 use crate::params::video_params;
 use crate::status::StatusCell;
 
@@ -31,6 +32,7 @@ pub(crate) struct SessionCtx<'a> {
     pub group: &'a Arc<SessionGroup>,
     pub shutdown: &'a CancellationToken,
     pub user_agent: &'a str,
+    pub limits: &'a StreamLimits,
 }
 
 /// How a session ended.
@@ -54,9 +56,31 @@ fn secret(src: &ResolvedSource) -> Option<&str> {
     src.password.as_ref().map(|p| p.expose())
 }
 
-/// DESCRIBE, pick the first H.264/H.265 video stream, SETUP it, PLAY.
-async fn start(ctx: &SessionCtx<'_>, phase: &AtomicU8) -> Result<(Demuxed, usize), IngestError> {
+/// RTP clock rates accepted for video (RFC 6184 and 7798 mandate 90 kHz; anything far from it
+/// is a hostile or broken camera, and rescaling its timestamps would be meaningless).
+const CLOCK_RATES_HZ: std::ops::RangeInclusive<u32> = 1_000..=1_000_000;
+
+/// Connects through the [`guard`] relay, DESCRIBE, pick the first H.264/H.265 video stream,
+/// SETUP it, PLAY. The guard is returned with the stream: it must live as long as the session.
+async fn start(
+    ctx: &SessionCtx<'_>,
+    phase: &AtomicU8,
+    guard_slot: &mut Option<Guard>,
+) -> Result<(Demuxed, usize), IngestError> {
     let src = ctx.source;
+    phase.store(0, Ordering::Relaxed);
+    let g = guard::start(
+        &src.url,
+        GuardConfig {
+            limits: ctx.limits.clone(),
+            allow_basic_auth: src.allow_basic_auth,
+            has_password: src.password.is_some(),
+        },
+    )
+    .await?;
+    let url = g.url.clone();
+    let g = guard_slot.insert(g);
+    let explain = |e: IngestError| g.explain(e);
     let creds = src.username.as_ref().map(|u| Credentials {
         username: u.clone(),
         password: src
@@ -69,10 +93,9 @@ async fn start(ctx: &SessionCtx<'_>, phase: &AtomicU8) -> Result<(Demuxed, usize
         .creds(creds)
         .session_group(ctx.group.clone())
         .user_agent(ctx.user_agent.to_owned());
-    phase.store(0, Ordering::Relaxed);
-    let mut session = Session::describe(src.url.clone(), opts)
+    let mut session = Session::describe(url, opts)
         .await
-        .map_err(|e| from_retina(&e, "DESCRIBE", secret(src)))?;
+        .map_err(|e| explain(from_retina(&e, "DESCRIBE", secret(src))))?;
     let found: Vec<String> = session
         .streams()
         .iter()
@@ -88,6 +111,14 @@ async fn start(ctx: &SessionCtx<'_>, phase: &AtomicU8) -> Result<(Demuxed, usize
                 found.join(", ")
             ))
         })?;
+    let clock_rate_hz = session.streams()[i].clock_rate_hz();
+    if !CLOCK_RATES_HZ.contains(&clock_rate_hz) {
+        return Err(IngestError::Media(format!(
+            "RTP clock rate {clock_rate_hz} Hz is outside {}..={} Hz (video uses 90000)",
+            CLOCK_RATES_HZ.start(),
+            CLOCK_RATES_HZ.end()
+        )));
+    }
     let transport = match src.transport {
         Transport::Tcp => RtspTransport::Tcp(TcpTransportOptions::default()),
         Transport::Udp => RtspTransport::Udp(UdpTransportOptions::default()),
@@ -101,16 +132,16 @@ async fn start(ctx: &SessionCtx<'_>, phase: &AtomicU8) -> Result<(Demuxed, usize
                 .frame_format(FrameFormat::MP4),
         )
         .await
-        .map_err(|e| from_retina(&e, "SETUP", secret(src)))?;
+        .map_err(|e| explain(from_retina(&e, "SETUP", secret(src))))?;
     phase.store(2, Ordering::Relaxed);
     let playing = session
         .play(PlayOptions::default())
         .await
-        .map_err(|e| from_retina(&e, "PLAY", secret(src)))?;
+        .map_err(|e| explain(from_retina(&e, "PLAY", secret(src))))?;
     phase.store(3, Ordering::Relaxed);
     let demuxed = playing
         .demuxed()
-        .map_err(|e| from_retina(&e, "PLAY", secret(src)))?;
+        .map_err(|e| explain(from_retina(&e, "PLAY", secret(src))))?;
     Ok((demuxed, i))
 }
 
@@ -144,10 +175,11 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
     let src = ctx.source;
     let connect_timeout = Duration::from_secs(u64::from(src.connect_timeout_s.max(1)));
     let phase = AtomicU8::new(0);
+    let mut guard: Option<Guard> = None;
     let started = tokio::select! {
         biased;
         _ = ctx.shutdown.cancelled() => None,
-        r = tokio::time::timeout(connect_timeout, start(ctx, &phase)) => Some(r),
+        r = tokio::time::timeout(connect_timeout, start(ctx, &phase, &mut guard)) => Some(r),
     };
     let fail = |e| Outcome {
         end: End::Error(e),
@@ -161,6 +193,14 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
                 frames: 0,
                 streamed_for: Duration::ZERO,
             };
+        }
+        Some(Err(_)) if guard.as_ref().and_then(Guard::verdict).is_some() => {
+            return fail(
+                guard
+                    .as_ref()
+                    .and_then(Guard::verdict)
+                    .unwrap_or(IngestError::Eof),
+            );
         }
         Some(Err(_)) => {
             let phase = PHASES[usize::from(phase.load(Ordering::Relaxed)).min(PHASES.len() - 1)];
@@ -243,10 +283,21 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
             break end;
         }
     };
+    // The relay ended the session (a limit, Basic refused): retina only saw the connection close.
+    let end = match (end, guard.as_ref().and_then(Guard::verdict)) {
+        (End::Error(_), Some(v)) => End::Error(v),
+        (end, _) => end,
+    };
+    let frames = r.frames;
+    let streamed_for = r.first_frame_at.map(|t| t.elapsed()).unwrap_or_default();
+    // retina's TEARDOWN goes through the relay: drop the session first.
+    drop(r);
+    drop(demuxed);
+    drop(guard);
     Outcome {
         end,
-        frames: r.frames,
-        streamed_for: r.first_frame_at.map(|t| t.elapsed()).unwrap_or_default(),
+        frames,
+        streamed_for,
     }
 }
 

@@ -54,6 +54,7 @@ fn source(url: &str) -> ResolvedSource {
         transport: Transport::Tcp,
         connect_timeout_s: 2,
         stall_timeout_s: 2,
+        allow_basic_auth: false,
     }
 }
 
@@ -173,6 +174,7 @@ async fn unauthorized_says_authentication_and_hides_password() {
     let mut src = source(&format!("rtsp://{}/stream", cam.addr));
     src.username = Some("admin".into());
     src.password = Some(Secret::new("hunter2"));
+    src.allow_basic_auth = true; // its challenge is Basic (refused by default: see rogue.rs)
     let (_sink, handle, shutdown) = start(src);
     wait_for("auth error", 10, || handle.snapshot().reconnects >= 1).await;
     let st = handle.snapshot();

@@ -5,6 +5,14 @@
 //! fragment (or the trailer) ends. Anything after that — a fragment cut by a crash, garbage — is
 //! reported, never trusted, and never makes the parser panic: every length is checked against
 //! the bytes actually present.
+//!
+//! The input may be hostile (a crafted file in the recordings directory is read at start-up):
+//! the work and memory are bounded by the input's size and by fixed caps, never by a count read
+//! from the file. A `trun` sample count must fit in the bytes of its own box (one 4-byte field
+//! per sample) or, when sample sizes come from defaults, in its `mdat` (each sample at least one
+//! byte); a fragment holds at most [`MAX_SAMPLES_PER_FRAGMENT`] samples, a segment at most
+//! [`MAX_SAMPLES_PER_SEGMENT`] samples and [`MAX_FRAGMENTS_PER_SEGMENT`] fragments; a box body
+//! read into memory is at most 16 MiB. `tests/fuzz_parse.rs` fuzzes all of this.
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -15,6 +23,16 @@ use crate::write::{META_UUID, SampleInfo, SegmentMeta, SegmentTrailer, TIMESCALE
 
 /// Largest `moov` or `moof` the parser accepts (anything bigger is garbage for us).
 const MAX_HEADER_BOX: u64 = 16 << 20;
+
+/// Most samples one fragment may hold. Vigie writes about one fragment per second (a few dozen
+/// frames); a million is beyond any camera and bounds one `trun` to 12 MiB of [`SampleInfo`].
+pub const MAX_SAMPLES_PER_FRAGMENT: usize = 1 << 20;
+/// Most samples a segment may hold: 4 Mi frames, 14 000 fps over the 5 min longest segment.
+/// Parsing stops (as at a damaged fragment) when a fragment would exceed it.
+pub const MAX_SAMPLES_PER_SEGMENT: usize = 1 << 22;
+/// Most fragments a segment may hold (Vigie writes a few hundred): empty fragments cost memory
+/// without samples, so they are capped on their own.
+pub const MAX_FRAGMENTS_PER_SEGMENT: usize = 1 << 20;
 
 /// The init segment read back from a file.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,6 +106,7 @@ pub fn parse_segment<R: Read + Seek>(r: &mut R) -> io::Result<ParsedSegment> {
     };
     let mut pos = 0u64;
     let mut seen_ftyp = false;
+    let mut samples_total = 0usize;
     while pos < total {
         let Some(h) = read_header(r, pos, total)? else {
             out.problem = Some(format!("truncated or invalid box header at offset {pos}"));
@@ -119,14 +138,13 @@ pub fn parse_segment<R: Read + Seek>(r: &mut R) -> io::Result<ParsedSegment> {
                 }
             }
             b"moof" if out.init.is_some() && out.trailer.is_none() => {
-                let body = read_body(r, &h)?;
-                let (sequence, bmdt, samples, data_offset) = match parse_moof(&body) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        out.problem = Some(format!("invalid moof at offset {pos}: {e}"));
-                        break;
-                    }
-                };
+                if out.fragments.len() >= MAX_FRAGMENTS_PER_SEGMENT {
+                    out.problem = Some(format!(
+                        "fragment at offset {pos}: more than {MAX_FRAGMENTS_PER_SEGMENT} fragments"
+                    ));
+                    break;
+                }
+                // The mdat is read first: its size bounds the sample count of the moof.
                 let Some(m) = read_header(r, h.end, total)? else {
                     out.problem = Some(format!(
                         "fragment at offset {pos}: missing or truncated mdat header"
@@ -144,14 +162,28 @@ pub fn parse_segment<R: Read + Seek>(r: &mut R) -> io::Result<ParsedSegment> {
                     out.problem = Some(format!("fragment at offset {pos}: mdat is truncated"));
                     break;
                 }
+                let limits = SampleLimits {
+                    mdat_payload_bytes: m.end - m.body_start(),
+                    max_samples: MAX_SAMPLES_PER_FRAGMENT
+                        .min(MAX_SAMPLES_PER_SEGMENT.saturating_sub(samples_total)),
+                };
+                let body = read_body(r, &h)?;
+                let (sequence, bmdt, samples, data_offset) = match parse_moof(&body, limits) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        out.problem = Some(format!("invalid moof at offset {pos}: {e}"));
+                        break;
+                    }
+                };
                 let payload: u64 = samples.iter().map(|s| u64::from(s.bytes)).sum();
-                let data_start = h.start + data_offset;
-                if data_start != m.body_start() || data_start + payload != m.end {
+                let data_start = h.start.saturating_add(data_offset);
+                if data_start != m.body_start() || data_start.saturating_add(payload) != m.end {
                     out.problem = Some(format!(
                         "fragment at offset {pos}: sample sizes do not match mdat"
                     ));
                     break;
                 }
+                samples_total += samples.len();
                 out.fragments.push(ParsedFragment {
                     offset: h.start,
                     data_offset: data_start,
@@ -434,7 +466,16 @@ fn parse_moov(moov: &[u8]) -> Result<(VideoParams, SegmentMeta), String> {
 
 type MoofContent = (u32, u64, Vec<SampleInfo>, u64);
 
-fn parse_moof(moof: &[u8]) -> Result<MoofContent, String> {
+/// What bounds the sample count of one `moof`, besides the bytes of its `trun`.
+#[derive(Clone, Copy, Debug)]
+struct SampleLimits {
+    /// Payload bytes of the fragment's `mdat`.
+    mdat_payload_bytes: u64,
+    /// Samples this fragment may still hold (per-fragment and per-segment caps).
+    max_samples: usize,
+}
+
+fn parse_moof(moof: &[u8], limits: SampleLimits) -> Result<MoofContent, String> {
     let mut mfhd = Cur::new(child(moof, b"mfhd")?);
     mfhd.take(4)?;
     let sequence = mfhd.u32()?;
@@ -485,6 +526,21 @@ fn parse_moof(moof: &[u8]) -> Result<MoofContent, String> {
         .count();
     if count.saturating_mul(per_sample * 4) > trun.rest().len() {
         return Err("trun sample count exceeds the box".into());
+    }
+    if count > limits.max_samples {
+        return Err(format!(
+            "trun sample count {count} exceeds the limit of {}",
+            limits.max_samples
+        ));
+    }
+    // Without per-sample sizes every sample has the default size: they must fill the mdat
+    // exactly, and an empty sample is not a frame (without this a count with no per-sample
+    // fields would be bounded by nothing).
+    if flags & 0x200 == 0 && count > 0 {
+        let needed = (count as u64).checked_mul(u64::from(default_size));
+        if default_size == 0 || needed != Some(limits.mdat_payload_bytes) {
+            return Err("trun default sample sizes do not match the mdat".into());
+        }
     }
     let mut samples = Vec::with_capacity(count);
     for i in 0..count {

@@ -115,7 +115,9 @@ impl SampleTableEncoder {
     }
 }
 
-/// Decodes a table; `None` if it is malformed.
+/// Decodes a table; `None` if it is malformed. Work and memory are linear in `buf.len()`
+/// (each sample takes at least two bytes), whatever the bytes (fuzzed by
+/// `tests/fuzz_decoders.rs`).
 pub fn decode_samples(buf: &[u8]) -> Option<Vec<SampleInfo>> {
     let mut out = Vec::with_capacity(buf.len() / 2);
     decode_samples_into(buf, &mut out).then_some(out)
@@ -178,7 +180,8 @@ impl FragmentTableEncoder {
 }
 
 /// Decodes the fragment table of a segment whose init segment is `init_len` bytes long, using
-/// the sample table for the payload sizes.
+/// the sample table for the payload sizes. `None` if it is malformed: a sample count beyond
+/// `samples`, or offsets that overflow. Linear in `buf.len() + samples.len()`.
 pub fn decode_fragments(
     buf: &[u8],
     init_len: u64,
@@ -197,7 +200,10 @@ pub fn decode_fragments(
             .map(|s| u64::from(s.bytes))
             .sum();
         next_sample = last;
-        end = offset + u64::from(header_len) + payload;
+        // A corrupt (or crafted) index can hold any offset: overflow is malformed, not a panic.
+        end = offset
+            .checked_add(u64::from(header_len))?
+            .checked_add(payload)?;
         out.push(FragmentLoc {
             offset,
             header_len,
@@ -262,5 +268,16 @@ mod tests {
         assert!(decode_samples(&[0x02]).is_none());
         assert!(decode_fragments(&[0, 8, 5], 0, &[]).is_none());
         assert!(decode_samples(&[0xff; 12]).is_none());
+    }
+
+    /// A fragment offset near `u64::MAX` overflowed `offset + header_len` (a panic in debug
+    /// builds, a wrapped offset in release) instead of being reported as malformed.
+    #[test]
+    fn fragment_offsets_that_overflow_are_malformed() {
+        let mut buf = Vec::new();
+        put_varint(&mut buf, u64::MAX - 10);
+        put_varint(&mut buf, 100);
+        put_varint(&mut buf, 0);
+        assert!(decode_fragments(&buf, 5, &[]).is_none());
     }
 }
