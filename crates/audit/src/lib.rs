@@ -19,7 +19,7 @@ mod entry;
 mod journal;
 
 pub use entry::{Action, Entry, NewEntry};
-pub use journal::{Journal, Query, VerifyReport};
+pub use journal::{HeadSigner, Journal, JournalOptions, Query, Scan, TamperAlarm, VerifyReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
