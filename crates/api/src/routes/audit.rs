@@ -199,6 +199,14 @@ pub async fn verify(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         "entries": r.entries,
         "first_seq": r.first_seq,
         "first_broken": r.first_broken.as_ref().map(|(seq, why)| json!({ "seq": seq, "problem": why })),
+        // Tamper alarms are never cleared: once raised, `ok` stays false.
+        "alarms": r.alarms.iter().map(|a| json!({
+            "id": a.id,
+            "time": Time90k(a.time_90k).to_rfc3339(),
+            "entry_seq": a.entry_seq,
+            "problem": a.problem,
+        })).collect::<Vec<_>>(),
+        "head_signed_by": r.head_key,
     })))
 }
 
