@@ -9,6 +9,7 @@
 pub mod access;
 #[cfg(feature = "gst")]
 pub mod burnin;
+pub mod csvsafe;
 pub mod error;
 pub mod exports;
 pub mod journal;
