@@ -12,6 +12,8 @@ pub mod burnin;
 pub mod csvsafe;
 pub mod error;
 pub mod exports;
+#[cfg(feature = "gst")]
+pub mod gst_elements;
 pub mod journal;
 pub mod live;
 mod params;

@@ -47,6 +47,10 @@ pub async fn run(
     })
     .await?
     .with_context(|| format!("opening the store in {}", config.storage.data_dir.display()))?;
+    // Every GStreamer element stills and burned-in copies need, checked now (a warning naming
+    // the Debian package) rather than at a user's first request.
+    #[cfg(feature = "gst")]
+    vigie_api::gst_elements::log_missing();
     let journal = crate::audit::open_journal(&config, clock.clone())?;
     crate::audit::journal_start(&journal, &config);
     // Users and rights (`<data_dir>/access/`).
