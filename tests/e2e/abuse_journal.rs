@@ -74,7 +74,10 @@ async fn api_verify(v: &Vigie) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn truncated_journal_raises_a_tamper_alarm_that_restarts_do_not_erase() {
-    let mut v = VigieBuilder::new(BIN).toml(&camera(DEAD_URL)).start().unwrap();
+    let mut v = VigieBuilder::new(BIN)
+        .toml(&camera(DEAD_URL))
+        .start()
+        .unwrap();
     v.stop().unwrap();
     cycles(&mut v, 2);
     let (ok, out) = v.command(&["audit", "verify"]).unwrap();
@@ -94,7 +97,10 @@ async fn truncated_journal_raises_a_tamper_alarm_that_restarts_do_not_erase() {
     // At the next start the head disagrees with the chain: a tamper alarm, reported by the API.
     v.spawn().unwrap();
     let r = api_verify(&v).await;
-    assert_eq!(r["ok"], false, "truncation not reported after a restart: {r}");
+    assert_eq!(
+        r["ok"], false,
+        "truncation not reported after a restart: {r}"
+    );
     let alarms = r["alarms"].as_array().expect("alarms listed").clone();
     assert_eq!(alarms.len(), 1, "{r}");
     assert!(
@@ -129,7 +135,10 @@ async fn truncated_journal_raises_a_tamper_alarm_that_restarts_do_not_erase() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleted_head_is_reported_and_alarmed() {
-    let mut v = VigieBuilder::new(BIN).toml(&camera(DEAD_URL)).start().unwrap();
+    let mut v = VigieBuilder::new(BIN)
+        .toml(&camera(DEAD_URL))
+        .start()
+        .unwrap();
     v.stop().unwrap();
     with_db(&v, |_, meta| {
         assert!(meta.remove(b"head").unwrap().is_some(), "no head key");
@@ -148,7 +157,10 @@ async fn deleted_head_is_reported_and_alarmed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleted_prefix_does_not_pass_as_a_purge() {
-    let mut v = VigieBuilder::new(BIN).toml(&camera(DEAD_URL)).start().unwrap();
+    let mut v = VigieBuilder::new(BIN)
+        .toml(&camera(DEAD_URL))
+        .start()
+        .unwrap();
     v.stop().unwrap();
     cycles(&mut v, 1);
     // The oldest three entries are deleted and the "purge start" rewritten to match, as if
@@ -226,8 +238,10 @@ fn vigie_verify(args: &[&str]) -> (bool, String) {
 fn assert_no_raw_controls(out: &str) {
     for c in out.chars() {
         assert!(
-            c == '\n' || !(c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)
-                || ('\u{2066}'..='\u{2069}').contains(&c)),
+            c == '\n'
+                || !(c.is_control()
+                    || ('\u{202a}'..='\u{202e}').contains(&c)
+                    || ('\u{2066}'..='\u{2069}').contains(&c)),
             "raw control character {c:?} printed: {out:?}"
         );
     }
@@ -243,7 +257,10 @@ fn verify_escapes_names_and_rejects_unsafe_entries() {
     let (ok, out) = vigie_verify(&[pkg.to_str().unwrap()]);
     assert!(!ok, "{out}");
     assert_no_raw_controls(&out);
-    assert!(out.contains("\\u{1b}[2K"), "the name is shown escaped: {out:?}");
+    assert!(
+        out.contains("\\u{1b}[2K"),
+        "the name is shown escaped: {out:?}"
+    );
     assert!(out.contains("INVALID"), "{out}");
 
     // Unsafe names are named as such.
@@ -362,7 +379,13 @@ async fn verify_pins_keys_rejects_duplicates_and_symlinks_and_csv_cells_are_neut
         .map(|(i, c)| if i == 0 { 'Z' } else { c })
         .collect();
     let dup = work.join("dup.zip");
-    zip_with_extra(&pkg, &dup, &placeholder, mp4_name.as_bytes(), b"forged video");
+    zip_with_extra(
+        &pkg,
+        &dup,
+        &placeholder,
+        mp4_name.as_bytes(),
+        b"forged video",
+    );
     let (ok, out) = vigie_verify(&[dup.to_str().unwrap()]);
     assert!(!ok, "a duplicate entry passed: {out}");
     assert!(out.contains("duplicate"), "{out}");

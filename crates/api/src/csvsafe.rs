@@ -56,11 +56,19 @@ mod tests {
         for f in ["=1+1", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
             assert_eq!(neutralise(f), format!("'{f}"));
         }
-        for ok in ["", "alice", "2026/0042", "réquisition", "{\"a\":1}", "'quoted"] {
+        for ok in [
+            "",
+            "alice",
+            "2026/0042",
+            "réquisition",
+            "{\"a\":1}",
+            "'quoted",
+        ] {
             assert_eq!(neutralise(ok), ok);
         }
         let mut w = SafeCsv::from_writer(Vec::new());
-        w.write_record(["=HYPERLINK(\"http://x\")", "plain"]).unwrap();
+        w.write_record(["=HYPERLINK(\"http://x\")", "plain"])
+            .unwrap();
         let out = String::from_utf8(w.into_inner().unwrap()).unwrap();
         assert_eq!(out, "\"'=HYPERLINK(\"\"http://x\"\")\",plain\n");
     }

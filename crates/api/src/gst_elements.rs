@@ -64,7 +64,9 @@ pub fn log_missing() {
                 );
             }
         }
-        Err(e) => tracing::warn!(error = %e, "GStreamer cannot start: stills and burned-in copies will fail"),
+        Err(e) => {
+            tracing::warn!(error = %e, "GStreamer cannot start: stills and burned-in copies will fail")
+        }
     }
 }
 
@@ -89,9 +91,11 @@ mod tests {
     /// The check does see a missing element (and keeps its package name).
     #[test]
     fn a_missing_element_is_named_with_its_package() {
-        let missing =
-            missing_from(&[("textoverlay", "x"), ("vigie_no_such_element", "gstreamer1.0-nope")])
-                .unwrap();
+        let missing = missing_from(&[
+            ("textoverlay", "x"),
+            ("vigie_no_such_element", "gstreamer1.0-nope"),
+        ])
+        .unwrap();
         assert_eq!(missing, [("vigie_no_such_element", "gstreamer1.0-nope")]);
     }
 
@@ -102,14 +106,20 @@ mod tests {
         for (parse, dec) in [("h264parse", "avdec_h264"), ("h265parse", "avdec_h265")] {
             for part in crate::burnin::pipeline_description(parse, dec).split('!') {
                 let name = part.split_whitespace().next().unwrap_or("");
-                assert!(listed(name), "{name} is in the burn-in pipeline but not in GST_ELEMENTS");
+                assert!(
+                    listed(name),
+                    "{name} is in the burn-in pipeline but not in GST_ELEMENTS"
+                );
             }
         }
         // The still decoder makes its elements one by one: `make("…")`.
         let still = include_str!("still.rs");
         for part in still.split("make(\"").skip(1) {
             let name: String = part.chars().take_while(|c| *c != '"').collect();
-            assert!(listed(&name), "{name} is made in still.rs but not in GST_ELEMENTS");
+            assert!(
+                listed(&name),
+                "{name} is made in still.rs but not in GST_ELEMENTS"
+            );
         }
         assert!(still.contains("avdec_h264") && listed("avdec_h264") && listed("jpegenc"));
     }

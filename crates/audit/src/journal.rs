@@ -143,7 +143,10 @@ fn check_head(
     };
     let (Some(key_hex), Some(sig_hex)) = (&head.public_key, &head.signature) else {
         return if signed_before {
-            Err("the journal head is not signed although this journal's heads are: it was replaced".into())
+            Err(
+                "the journal head is not signed although this journal's heads are: it was replaced"
+                    .into(),
+            )
         } else {
             Ok(HeadCheck::AgreesUnsigned)
         };
@@ -574,8 +577,7 @@ impl Journal {
                     problem: e.reason.clone().unwrap_or_default(),
                 }),
                 Action::JournalPurge
-                    if first_seq > 0
-                        && e.details["up_to_seq"].as_u64() == Some(first_seq - 1) =>
+                    if first_seq > 0 && e.details["up_to_seq"].as_u64() == Some(first_seq - 1) =>
                 {
                     purge = Some(e.clone());
                 }

@@ -75,7 +75,10 @@ fn truncation_raises_an_alarm_that_later_appends_do_not_erase() {
     fill(&j, &c, 1, 60);
     let r = j.verify().unwrap();
     assert!(!r.ok(), "{r:?}");
-    assert!(r.first_broken.is_none(), "the chain itself is intact: {r:?}");
+    assert!(
+        r.first_broken.is_none(),
+        "the chain itself is intact: {r:?}"
+    );
     assert_eq!(r.alarms.len(), 1, "{r:?}");
     assert!(r.alarms[0].problem.contains("7..=9 were removed"), "{r:?}");
     let chained = j
@@ -103,7 +106,10 @@ fn an_alarm_deleted_from_the_alarm_store_is_still_reported_from_the_chain() {
     let r = open(&dir, &c, 1).verify().unwrap();
     assert_eq!(r.alarms.len(), 1, "{r:?}");
     assert!(r.alarms[0].problem.contains("head is missing"), "{r:?}");
-    assert!(r.alarms[0].problem.contains("deleted from the alarm store"), "{r:?}");
+    assert!(
+        r.alarms[0].problem.contains("deleted from the alarm store"),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -119,7 +125,9 @@ fn missing_head_fails_verification() {
     let r = Journal::open(&dir, c.clone()).unwrap().verify().unwrap();
     assert!(!r.ok(), "{r:?}");
     assert!(
-        r.alarms.iter().any(|a| a.problem.contains("head is missing")),
+        r.alarms
+            .iter()
+            .any(|a| a.problem.contains("head is missing")),
         "{r:?}"
     );
 }
@@ -254,7 +262,11 @@ fn deleted_prefix_is_not_a_purge_but_a_real_purge_is() {
     let j = open(&young, &c, 1);
     j.purge_before(c.now() - Duration90k::from_secs(60 * 86_400), "system")
         .unwrap();
-    let (_, why) = j.verify().unwrap().first_broken.expect("young purge passed");
+    let (_, why) = j
+        .verify()
+        .unwrap()
+        .first_broken
+        .expect("young purge passed");
     assert!(why.contains("younger than the journal retention"), "{why}");
 }
 

@@ -537,9 +537,30 @@ fn is_credential_param(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     matches!(
         n.as_str(),
-        "user" | "username" | "usr" | "login" | "u" | "password" | "pass" | "passwd" | "pwd"
-            | "p" | "pw" | "token" | "key" | "apikey" | "api_key" | "auth" | "authorization"
-            | "secret" | "sig" | "signature" | "session" | "sessionid" | "sid" | "credentials"
+        "user"
+            | "username"
+            | "usr"
+            | "login"
+            | "u"
+            | "password"
+            | "pass"
+            | "passwd"
+            | "pwd"
+            | "p"
+            | "pw"
+            | "token"
+            | "key"
+            | "apikey"
+            | "api_key"
+            | "auth"
+            | "authorization"
+            | "secret"
+            | "sig"
+            | "signature"
+            | "session"
+            | "sessionid"
+            | "sid"
+            | "credentials"
     ) || ["pass", "pwd", "token", "secret", "auth", "key"]
         .iter()
         .any(|w| n.contains(w))

@@ -138,17 +138,23 @@ pub fn safe_entry_name(name: &[u8]) -> bool {
     let Ok(s) = std::str::from_utf8(name) else {
         return false;
     };
-    !s.is_empty()
-        && !s.starts_with('/')
-        && !s.contains('\\')
-        && !s.chars().any(char::is_control)
-        && !s.split('/').any(|c| c == ".." || c == ".")
-        && !(s.len() >= 2 && s.as_bytes()[1] == b':')
+    let unsafe_name = s.is_empty()
+        || s.starts_with('/')
+        || s.contains('\\')
+        || s.chars().any(char::is_control)
+        || s.split('/').any(|c| c == ".." || c == ".")
+        // A Windows drive (`C:`).
+        || (s.len() >= 2 && s.as_bytes()[1] == b':');
+    !unsafe_name
 }
 
 impl Source {
     /// The names present, with a failed check for each duplicate, unsafe or non-regular entry.
-    fn names(&mut self, path: &Path, r: &mut VerifyReport) -> Result<BTreeSet<String>, ExportError> {
+    fn names(
+        &mut self,
+        path: &Path,
+        r: &mut VerifyReport,
+    ) -> Result<BTreeSet<String>, ExportError> {
         match self {
             Source::Zip(z) => {
                 // The zip reader keeps one entry per name: count the central directory itself.
@@ -183,10 +189,17 @@ impl Source {
                         && f.is_symlink()
                     {
                         let name = f.name().to_owned();
-                        r.check(name, false, "a symlink entry (an unzip would create a link)");
+                        r.check(
+                            name,
+                            false,
+                            "a symlink entry (an unzip would create a link)",
+                        );
                     }
                 }
-                Ok(z.file_names().take(MAX_ENTRIES).map(str::to_owned).collect())
+                Ok(z.file_names()
+                    .take(MAX_ENTRIES)
+                    .map(str::to_owned)
+                    .collect())
             }
             Source::Dir(d) => {
                 let mut out = BTreeSet::new();
@@ -200,9 +213,7 @@ impl Source {
                             false,
                             "a symlink (not followed: the package's files must be in the folder)",
                         ),
-                        Ok(t) if !t.is_file() => {
-                            r.check(&name, false, "not a regular file")
-                        }
+                        Ok(t) if !t.is_file() => r.check(&name, false, "not a regular file"),
                         Ok(_) => {}
                         Err(err) => r.check(&name, false, format!("unreadable: {err}")),
                     }

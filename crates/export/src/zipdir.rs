@@ -49,8 +49,7 @@ pub fn central_directory_names(path: &Path, max_entries: usize) -> Result<Vec<Ve
     let mut entries = u64::from(u16_at(&tail, eocd + 10).ok_or_else(bad)?);
     let mut cd_size = u64::from(u32_at(&tail, eocd + 12).ok_or_else(bad)?);
     let mut cd_offset = u64::from(u32_at(&tail, eocd + 16).ok_or_else(bad)?);
-    if (entries == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF) && eocd_pos >= 20
-    {
+    if (entries == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF) && eocd_pos >= 20 {
         let loc = read_at(&mut f, eocd_pos - 20, 20)?;
         if u32_at(&loc, 0) == Some(ZIP64_LOCATOR_SIG) {
             let z64_pos = u64_at(&loc, 8).ok_or_else(bad)?;
@@ -111,7 +110,10 @@ mod tests {
         }
         w.finish().unwrap();
         let names = central_directory_names(&p, 100).unwrap();
-        assert_eq!(names, [b"b.txt".to_vec(), b"a.txt".to_vec(), b"../c".to_vec()]);
+        assert_eq!(
+            names,
+            [b"b.txt".to_vec(), b"a.txt".to_vec(), b"../c".to_vec()]
+        );
         assert!(central_directory_names(&p, 2).is_err());
         std::fs::write(&p, b"not a zip at all").unwrap();
         assert!(central_directory_names(&p, 100).is_err());

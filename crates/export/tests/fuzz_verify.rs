@@ -66,8 +66,22 @@ const NAMES: &[&str] = &[
 
 fn random_string(rng: &mut StdRng) -> String {
     let pool: &[&str] = &[
-        "a", "é", "\u{1b}[31m", "\r", "\n", "\u{202e}", "\u{2066}", "\\", "\"", "=", "..", "/",
-        "\u{0}", "🦀", "  ", "VALID",
+        "a",
+        "é",
+        "\u{1b}[31m",
+        "\r",
+        "\n",
+        "\u{202e}",
+        "\u{2066}",
+        "\\",
+        "\"",
+        "=",
+        "..",
+        "/",
+        "\u{0}",
+        "🦀",
+        "  ",
+        "VALID",
     ];
     (0..rng.gen_range(0..12))
         .map(|_| pool[rng.gen_range(0..pool.len())])
@@ -103,8 +117,14 @@ fn random_json(rng: &mut StdRng, depth: u32) -> serde_json::Value {
 fn hostile_manifest(rng: &mut StdRng, valid: &[u8]) -> Vec<u8> {
     let mut m: serde_json::Value = serde_json::from_slice(valid).unwrap();
     for _ in 0..rng.gen_range(1..4) {
-        let field = ["files", "signature", "camera", "procedure", "actual", "export_id"]
-            [rng.gen_range(0..6)];
+        let field = [
+            "files",
+            "signature",
+            "camera",
+            "procedure",
+            "actual",
+            "export_id",
+        ][rng.gen_range(0..6)];
         m[field] = random_json(rng, 0);
     }
     if rng.gen_bool(0.2) {
@@ -201,7 +221,13 @@ fn crafted_end(rng: &mut StdRng) -> Vec<u8> {
     let (a, c) = (f16(rng), f16(rng));
     b.extend_from_slice(&a.to_le_bytes());
     b.extend_from_slice(&c.to_le_bytes());
-    let f32v = |rng: &mut StdRng| if max { 0xFFFF_FFFF } else { rng.gen_range(0..600u32) };
+    let f32v = |rng: &mut StdRng| {
+        if max {
+            0xFFFF_FFFF
+        } else {
+            rng.gen_range(0..600u32)
+        }
+    };
     let (s, o) = (f32v(rng), f32v(rng));
     b.extend_from_slice(&s.to_le_bytes());
     b.extend_from_slice(&o.to_le_bytes());
@@ -222,7 +248,12 @@ fn no_raw_controls(text: &str) -> Result<(), String> {
 }
 
 /// Verifies `bytes` as a package; `Err` describes a finding.
-fn check_one(path: &Path, bytes: &[u8], key: &InstallationKey, must_fail: bool) -> Result<(), String> {
+fn check_one(
+    path: &Path,
+    bytes: &[u8],
+    key: &InstallationKey,
+    must_fail: bool,
+) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| e.to_string())?;
     let result = std::panic::catch_unwind(|| verify(path, Some(&key.public())));
     match result {

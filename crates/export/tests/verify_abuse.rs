@@ -32,15 +32,16 @@ fn names_and_manifest_fields_are_escaped_when_printed() {
     // signature: the verdict is INVALID, and must be readable as such).
     for (n, d) in &mut e {
         if n == b"manifest.json" {
-            let s = String::from_utf8(d.clone()).unwrap().replace(
-                "2026/0042",
-                "\\u001b[2K\\r\\u001b[1AVALID \\u202e",
-            );
+            let s = String::from_utf8(d.clone())
+                .unwrap()
+                .replace("2026/0042", "\\u001b[2K\\r\\u001b[1AVALID \\u202e");
             *d = s.into_bytes();
         }
     }
     e.push((
-        "x\u{1b}[2K\r\u{1b}[1AVALID \u{2014} intact\u{202e}".as_bytes().to_vec(),
+        "x\u{1b}[2K\r\u{1b}[1AVALID \u{2014} intact\u{202e}"
+            .as_bytes()
+            .to_vec(),
         b"x".to_vec(),
     ));
     let bad = dir.path().join("bad.zip");
@@ -102,10 +103,7 @@ fn unsafe_entry_names_are_invalid() {
         )
         .unwrap();
         let r = verify(&p, None).unwrap();
-        assert!(
-            r.to_string().contains("unsafe entry name"),
-            "{name:?}: {r}"
-        );
+        assert!(r.to_string().contains("unsafe entry name"), "{name:?}: {r}");
     }
 }
 

@@ -317,11 +317,24 @@ fn write_register(
     end: Time90k,
     out: &mut RegisterOut,
 ) -> Result<(), String> {
-    row(out, [
-        "section", "camera", "stream", "commune", "start", "end", "when", "actor", "requester",
-        "procedure", "reason", "detail",
-    ]
-    .map(str::to_owned))?;
+    row(
+        out,
+        [
+            "section",
+            "camera",
+            "stream",
+            "commune",
+            "start",
+            "end",
+            "when",
+            "actor",
+            "requester",
+            "procedure",
+            "reason",
+            "detail",
+        ]
+        .map(str::to_owned),
+    )?;
     // Recordings per camera and (UTC) day, from the index, one day of segments at a time.
     for s in state.streams.iter() {
         let Some(cam) = state.config.camera(&s.key.camera) else {
@@ -352,23 +365,26 @@ fn write_register(
                 d.3 = d.3.max(seg.end());
             }
             for (day, (secs, bytes, first, last)) in per_day {
-                row(out, [
-                    "recording".to_owned(),
-                    cam.id.clone(),
-                    s.key.stream.clone(),
-                    cam.commune.clone(),
-                    first.to_rfc3339(),
-                    last.to_rfc3339(),
-                    day,
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    format!(
-                        "recorded {secs:.0} s, {bytes} bytes, retention {} days",
-                        state.config.retention_days(cam)
-                    ),
-                ])?;
+                row(
+                    out,
+                    [
+                        "recording".to_owned(),
+                        cam.id.clone(),
+                        s.key.stream.clone(),
+                        cam.commune.clone(),
+                        first.to_rfc3339(),
+                        last.to_rfc3339(),
+                        day,
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        format!(
+                            "recorded {secs:.0} s, {bytes} bytes, retention {} days",
+                            state.config.retention_days(cam)
+                        ),
+                    ],
+                )?;
             }
             a = b;
         }
@@ -409,24 +425,27 @@ fn write_register(
             _ if e.details.is_null() => String::new(),
             _ => e.details.to_string(),
         };
-        row(out, [
-            section.to_owned(),
-            e.camera.clone().unwrap_or_default(),
-            e.stream.clone().unwrap_or_default(),
-            commune,
-            e.start_90k
-                .map(|t| Time90k(t).to_rfc3339())
-                .unwrap_or_default(),
-            e.end_90k
-                .map(|t| Time90k(t).to_rfc3339())
-                .unwrap_or_default(),
-            e.time().to_rfc3339(),
-            e.actor.clone(),
-            e.details["requester"].as_str().unwrap_or("").to_owned(),
-            e.procedure.clone().unwrap_or_default(),
-            e.reason.clone().unwrap_or_default(),
-            detail,
-        ])?;
+        row(
+            out,
+            [
+                section.to_owned(),
+                e.camera.clone().unwrap_or_default(),
+                e.stream.clone().unwrap_or_default(),
+                commune,
+                e.start_90k
+                    .map(|t| Time90k(t).to_rfc3339())
+                    .unwrap_or_default(),
+                e.end_90k
+                    .map(|t| Time90k(t).to_rfc3339())
+                    .unwrap_or_default(),
+                e.time().to_rfc3339(),
+                e.actor.clone(),
+                e.details["requester"].as_str().unwrap_or("").to_owned(),
+                e.procedure.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+                detail,
+            ],
+        )?;
     }
     Ok(())
 }
