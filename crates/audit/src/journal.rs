@@ -18,9 +18,6 @@ use crate::entry::{Action, Entry, GENESIS_HASH, NewEntry};
 const META_HEAD: &[u8] = b"head";
 /// (first seq, its prev_hash) after a purge: where verification starts.
 const META_GENESIS: &[u8] = b"genesis";
-/// Present once a signed head was written: an unsigned head after that is a forgery, not an
-/// old journal to upgrade.
-const META_SIGNED: &[u8] = b"head_signed";
 /// Domain separation of the head signature (never valid as an evidence-package signature).
 const HEAD_CONTEXT: &str = "vigie-journal-head/1";
 
@@ -87,8 +84,6 @@ enum HeadCheck {
     Fresh,
     /// Agrees (and its signature is valid, when a signer is known).
     Agrees,
-    /// Agrees, written before heads were signed: to sign now.
-    AgreesUnsigned,
 }
 
 /// Compares the stored head with the chain's last entry (`chain_end`: seq and hash). `Err` is
@@ -97,7 +92,6 @@ fn check_head(
     stored: Option<&[u8]>,
     chain_end: Option<(u64, &str)>,
     signer: Option<&dyn HeadSigner>,
-    signed_before: bool,
 ) -> Result<HeadCheck, String> {
     let Some(bytes) = stored else {
         return match chain_end {
@@ -142,14 +136,12 @@ fn check_head(
         return Ok(HeadCheck::Agrees);
     };
     let (Some(key_hex), Some(sig_hex)) = (&head.public_key, &head.signature) else {
-        return if signed_before {
-            Err(
-                "the journal head is not signed although this journal's heads are: it was replaced"
-                    .into(),
-            )
-        } else {
-            Ok(HeadCheck::AgreesUnsigned)
-        };
+        // No silent "upgrade" of an unsigned head: anyone with file access could present a
+        // rewritten journal as one written before heads were signed.
+        return Err(
+            "the journal head is not signed (a journal written by a version without signed heads, or a replaced head)"
+                .into(),
+        );
     };
     let ours = signer.public();
     if *key_hex != hex::encode(ours.as_bytes()) {
@@ -303,7 +295,6 @@ impl Journal {
             stored.as_deref(),
             chain_end.as_ref().map(|(s, h)| (*s, h.as_str())),
             options.signer.as_deref(),
-            meta.get(META_SIGNED)?.is_some(),
         );
         tracing::info!(next_seq = head.next_seq, head_hash = %head.last_hash, "access journal opened");
         let j = Journal {
@@ -318,16 +309,6 @@ impl Journal {
             }),
         };
         match check {
-            Ok(HeadCheck::AgreesUnsigned) => {
-                // A journal from before heads were signed: sign its current head once.
-                if let Some((seq, hash)) = &chain_end {
-                    let head = j.head_bytes(*seq, hash)?;
-                    j.inner.meta.insert(META_HEAD, head)?;
-                    j.inner.meta.insert(META_SIGNED, b"1".as_slice())?;
-                    j.inner.db.flush()?;
-                    tracing::info!("access journal head now signed with the installation key");
-                }
-            }
             Ok(_) => {}
             Err(problem) => {
                 j.raise_alarm(problem)?;
@@ -420,14 +401,10 @@ impl Journal {
         e.hash = e.compute_hash();
         let bytes = serde_json::to_vec(&e).map_err(AuditError::Encode)?;
         let head_bytes = self.head_bytes(e.seq, &e.hash)?;
-        let signed = self.inner.options.signer.is_some();
         (&self.inner.entries, &self.inner.meta)
             .transaction(|(entries, meta)| {
                 entries.insert(&key(e.seq), bytes.as_slice())?;
                 meta.insert(META_HEAD, head_bytes.as_slice())?;
-                if signed {
-                    meta.insert(META_SIGNED, b"1".as_slice())?;
-                }
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|err| match err {
@@ -599,15 +576,11 @@ impl Journal {
                 stored.as_deref(),
                 last.as_ref().map(|(s, h)| (*s, h.as_str())),
                 signer,
-                self.inner.meta.get(META_SIGNED)?.is_some(),
             ) {
                 Ok(HeadCheck::Agrees) => {
                     head_key = signer.map(|s| hex::encode(s.public().as_bytes()));
                 }
                 Ok(HeadCheck::Fresh) => {}
-                Ok(HeadCheck::AgreesUnsigned) => {
-                    // Not signed yet (the journal is signed at its next open with a key).
-                }
                 Err(problem) => broken = Some((expected, problem)),
             }
         }

@@ -126,6 +126,9 @@ pub async fn run(
         streams: Arc::new(entries),
         clock: clock.clone(),
     };
+    // Signal handlers before the listener: a SIGTERM as soon as the port answers (a service
+    // manager, a test) must be a clean stop, not the default kill.
+    let signals = install_signal_handlers();
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.server.listen))?;
@@ -145,7 +148,7 @@ pub async fn run(
     if let Some(f) = on_ready {
         f(addr);
     }
-    tokio::spawn(wait_for_signal(shutdown.clone()));
+    tokio::spawn(wait_for_signal(signals, shutdown.clone()));
     let served = vigie_api::server::serve(
         listener,
         vigie_api::router(state),
@@ -231,17 +234,25 @@ async fn retention_loop(
     }
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
+type Signals = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+fn install_signal_handlers() -> Signals {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
+        (Ok(t), Ok(i)) => Some((t, i)),
         _ => {
             tracing::error!("cannot install signal handlers; stop with kill -9 only");
-            return;
+            None
         }
+    }
+}
+
+async fn wait_for_signal(signals: Signals, shutdown: CancellationToken) {
+    let Some((mut term, mut int)) = signals else {
+        return;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
