@@ -308,10 +308,11 @@ impl Journal {
                 head: Mutex::new(head),
             }),
         };
-        match check {
-            Ok(_) => {}
-            Err(problem) => {
-                j.raise_alarm(problem)?;
+        if let Err(problem) = check {
+            // Not fatal: recording must not stop because the alarm cannot be written (a full
+            // disk); the head still disagrees, so the next start raises it again.
+            if let Err(e) = j.raise_alarm(problem.clone()) {
+                tracing::error!(error = %e, problem = %problem, "cannot record the journal tamper alarm");
             }
         }
         Ok(j)
