@@ -155,7 +155,7 @@ export function holdsPage(root) {
 
 const ACTIONS = ['login', 'login-failed', 'lockout', 'logout', 'live-start', 'live-stop', 'playback', 'still', 'export-create',
   'export-download', 'hold-place', 'hold-release', 'retention-delete', 'recording-blocked', 'config-load', 'user-add', 'user-change',
-  'token-create', 'token-revoke', 'quality-alert', 'quality-clear', 'journal-purge', 'service-start', 'service-stop'];
+  'token-create', 'token-revoke', 'quality-alert', 'quality-clear', 'journal-purge', 'service-start', 'service-stop', 'tamper-alarm'];
 
 export function journalPage(root, ctx) {
   const f = {

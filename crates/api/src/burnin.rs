@@ -45,6 +45,18 @@ pub fn overlay_text(camera: &str, wall: Time90k, tz: &jiff::tz::TimeZone) -> Str
     )
 }
 
+/// The burned-in copy's pipeline (its elements are listed in
+/// [`crate::gst_elements::GST_ELEMENTS`], checked by a test).
+pub(crate) fn pipeline_description(parse: &str, dec: &str) -> String {
+    format!(
+        "appsrc name=src format=time ! {parse} ! {dec} ! videoconvert ! \
+         textoverlay name=ov valignment=bottom halignment=left shaded-background=true \
+         font-desc=\"Sans 14\" ! videoconvert ! \
+         x264enc speed-preset=ultrafast tune=zerolatency ! h264parse ! mp4mux faststart=true ! \
+         filesink name=sink"
+    )
+}
+
 /// Decodes the master's samples, burns in `camera` and the wall-clock time, writes an H.264
 /// MP4 to `out`. `input` is what the master was built from: its samples are read from the
 /// segment files (the very bytes of the master's `mdat`) and its edit list (`skip_90k`,
@@ -80,13 +92,7 @@ pub fn burn_in(
             .field("codec_data", gst::Buffer::from_slice(cd.to_vec()))
             .build())
     };
-    let desc = format!(
-        "appsrc name=src format=time ! {parse} ! {dec} ! videoconvert ! \
-         textoverlay name=ov valignment=bottom halignment=left shaded-background=true \
-         font-desc=\"Sans 14\" ! videoconvert ! \
-         x264enc speed-preset=ultrafast tune=zerolatency ! h264parse ! mp4mux faststart=true ! \
-         filesink name=sink"
-    );
+    let desc = pipeline_description(parse, dec);
     let pipeline = gst::parse::launch(&desc)
         .map_err(|e| {
             StillError::Gst(format!(

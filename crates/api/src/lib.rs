@@ -9,8 +9,11 @@
 pub mod access;
 #[cfg(feature = "gst")]
 pub mod burnin;
+pub mod csvsafe;
 pub mod error;
 pub mod exports;
+#[cfg(feature = "gst")]
+pub mod gst_elements;
 pub mod journal;
 pub mod live;
 mod params;

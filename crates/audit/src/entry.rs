@@ -39,6 +39,9 @@ pub enum Action {
     /// The recorder started or stopped.
     ServiceStart,
     ServiceStop,
+    /// The journal found at start disagreed with its signed head (entries removed or
+    /// rewritten, head deleted or forged). Kept forever; reported by every verification.
+    TamperAlarm,
 }
 
 impl Action {
@@ -69,6 +72,7 @@ impl Action {
             Action::JournalPurge => "journal-purge",
             Action::ServiceStart => "service-start",
             Action::ServiceStop => "service-stop",
+            Action::TamperAlarm => "tamper-alarm",
         }
     }
 
@@ -206,6 +210,7 @@ mod tests {
             Action::JournalPurge,
             Action::ServiceStart,
             Action::ServiceStop,
+            Action::TamperAlarm,
         ] {
             assert_eq!(
                 serde_json::to_value(a).unwrap(),

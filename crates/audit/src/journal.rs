@@ -4,17 +4,176 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
 use vigie_core::dblock::{LOCK_WAIT, is_lock_conflict, retry_while_locked};
-use vigie_core::{Clock, Time90k};
+use vigie_core::{Clock, Duration90k, Time90k};
 
 use crate::AuditError;
 use crate::entry::{Action, Entry, GENESIS_HASH, NewEntry};
 
-/// Key of the newest entry (seq, hash) as last written: detects removal of the newest entries.
+/// Key of the newest entry as last written ([`StoredHead`], signed when a signer is given):
+/// detects removal of the newest entries. Written in the same transaction as the entry.
 const META_HEAD: &[u8] = b"head";
 /// (first seq, its prev_hash) after a purge: where verification starts.
 const META_GENESIS: &[u8] = b"genesis";
+/// Domain separation of the head signature (never valid as an evidence-package signature).
+const HEAD_CONTEXT: &str = "vigie-journal-head/1";
+
+/// Signs the journal head. The audit crate owns no key: the binary passes one in (the
+/// installation's Ed25519 key, the one that signs evidence packages).
+pub trait HeadSigner: Send + Sync {
+    fn sign(&self, message: &[u8]) -> Signature;
+    fn public(&self) -> VerifyingKey;
+}
+
+impl HeadSigner for SigningKey {
+    fn sign(&self, message: &[u8]) -> Signature {
+        Signer::sign(self, message)
+    }
+    fn public(&self) -> VerifyingKey {
+        self.verifying_key()
+    }
+}
+
+/// How a journal is opened: [`Journal::open_with`].
+#[derive(Clone, Default)]
+pub struct JournalOptions {
+    /// Signs the head at every append; without it the head is unsigned and its signature is
+    /// not checked (tests, tools).
+    pub signer: Option<Arc<dyn HeadSigner>>,
+    /// The journal retention: a purge may only have removed entries older than this at the
+    /// time of the purge. `None`: not checked.
+    pub retention: Option<Duration90k>,
+}
+
+/// The head as stored under [`META_HEAD`]. Older versions stored a bare `[seq, hash]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredHead {
+    seq: u64,
+    hash: String,
+    /// Hex Ed25519 public key and signature of [`head_message`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+}
+
+fn head_message(seq: u64, hash: &str) -> Vec<u8> {
+    format!("{HEAD_CONTEXT}\n{seq}\n{hash}").into_bytes()
+}
+
+fn parse_head(bytes: &[u8]) -> Option<StoredHead> {
+    if let Ok(h) = serde_json::from_slice::<StoredHead>(bytes) {
+        return Some(h);
+    }
+    let (seq, hash): (u64, String) = serde_json::from_slice(bytes).ok()?;
+    Some(StoredHead {
+        seq,
+        hash,
+        public_key: None,
+        signature: None,
+    })
+}
+
+/// Outcome of comparing the stored head with the chain.
+#[derive(Debug, PartialEq)]
+enum HeadCheck {
+    /// Empty journal, no head.
+    Fresh,
+    /// Agrees (and its signature is valid, when a signer is known).
+    Agrees,
+}
+
+/// Compares the stored head with the chain's last entry (`chain_end`: seq and hash). `Err` is
+/// the tamper finding, worded for an operator.
+fn check_head(
+    stored: Option<&[u8]>,
+    chain_end: Option<(u64, &str)>,
+    signer: Option<&dyn HeadSigner>,
+) -> Result<HeadCheck, String> {
+    let Some(bytes) = stored else {
+        return match chain_end {
+            None => Ok(HeadCheck::Fresh),
+            Some((seq, _)) => Err(format!(
+                "the journal head is missing although the journal holds entries up to {seq}: it was deleted"
+            )),
+        };
+    };
+    let Some(head) = parse_head(bytes) else {
+        return Err("the journal head is unreadable: it was overwritten".into());
+    };
+    match chain_end {
+        None => {
+            return Err(format!(
+                "the journal head was entry {} but the journal holds no entry: all were removed",
+                head.seq
+            ));
+        }
+        Some((seq, _)) if seq < head.seq => {
+            return Err(format!(
+                "the journal head was entry {} but the journal now ends at entry {seq}: entries {}..={} were removed",
+                head.seq,
+                seq + 1,
+                head.seq
+            ));
+        }
+        Some((seq, _)) if seq > head.seq => {
+            return Err(format!(
+                "the journal ends at entry {seq}, past its head (entry {}): entries were added behind the journal's back",
+                head.seq
+            ));
+        }
+        Some((seq, hash)) if hash != head.hash => {
+            return Err(format!(
+                "entry {seq} differs from the journal head: the newest entries were rewritten"
+            ));
+        }
+        Some(_) => {}
+    }
+    let Some(signer) = signer else {
+        return Ok(HeadCheck::Agrees);
+    };
+    let (Some(key_hex), Some(sig_hex)) = (&head.public_key, &head.signature) else {
+        // No silent "upgrade" of an unsigned head: anyone with file access could present a
+        // rewritten journal as one written before heads were signed.
+        return Err(
+            "the journal head is not signed (a journal written by a version without signed heads, or a replaced head)"
+                .into(),
+        );
+    };
+    let ours = signer.public();
+    if *key_hex != hex::encode(ours.as_bytes()) {
+        return Err(format!(
+            "the journal head is signed by another key ({key_hex}), not this installation's"
+        ));
+    }
+    let sig = hex::decode(sig_hex)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok());
+    match sig {
+        Some(sig)
+            if ours
+                .verify_strict(&head_message(head.seq, &head.hash), &sig)
+                .is_ok() =>
+        {
+            Ok(HeadCheck::Agrees)
+        }
+        _ => Err("the journal head's signature is invalid: the head was forged".into()),
+    }
+}
+
+/// A tamper alarm: raised at start when the journal disagrees with its head; never removed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TamperAlarm {
+    pub id: u64,
+    /// When it was raised.
+    pub time_90k: i64,
+    /// The chained `tamper-alarm` entry that journals it.
+    pub entry_seq: Option<u64>,
+    pub problem: String,
+}
 
 /// The access journal. Cheap to clone.
 #[derive(Clone)]
@@ -26,7 +185,10 @@ struct Inner {
     db: sled::Db,
     entries: sled::Tree,
     meta: sled::Tree,
+    /// Tamper alarms by id: a separate tree nothing but [`Journal::raise_alarm`] writes.
+    alarms: sled::Tree,
     clock: Arc<dyn Clock>,
+    options: JournalOptions,
     head: Mutex<Head>,
 }
 
@@ -59,11 +221,16 @@ pub struct VerifyReport {
     pub first_seq: u64,
     /// The first broken entry and what is wrong with it; `None` when the chain is intact.
     pub first_broken: Option<(u64, String)>,
+    /// Every tamper alarm ever raised (from the alarm store and from the chain).
+    pub alarms: Vec<TamperAlarm>,
+    /// Hex public key whose signature of the head was checked; `None`: not checked (no key).
+    pub head_key: Option<String>,
 }
 
 impl VerifyReport {
+    /// Intact chain, agreeing head and no tamper alarm ever.
     pub fn ok(&self) -> bool {
-        self.first_broken.is_none()
+        self.first_broken.is_none() && self.alarms.is_empty()
     }
 }
 
@@ -76,8 +243,19 @@ fn seq_of(k: &[u8]) -> Option<u64> {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir`.
+    /// Opens (or creates) the journal in `dir` without a signing key (tests, tools).
     pub fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<Journal, AuditError> {
+        Self::open_with(dir, clock, JournalOptions::default())
+    }
+
+    /// Opens (or creates) the journal in `dir`. A head that disagrees with the chain (newest
+    /// entries removed or rewritten, head deleted, unsigned or forged) raises a
+    /// [`TamperAlarm`] before anything else is appended.
+    pub fn open_with(
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+        options: JournalOptions,
+    ) -> Result<Journal, AuditError> {
         let db = retry_while_locked(
             LOCK_WAIT,
             || sled::Config::new().path(dir).cache_capacity(8 << 20).open(),
@@ -85,46 +263,59 @@ impl Journal {
         )?;
         let entries = db.open_tree("entries")?;
         let meta = db.open_tree("meta")?;
-        let head = match entries.last()? {
+        let alarms = db.open_tree("alarms")?;
+        let (head, chain_end) = match entries.last()? {
             Some((k, v)) => {
                 let seq = seq_of(&k).unwrap_or(0);
                 let e: Entry = serde_json::from_slice(&v)
                     .map_err(|source| AuditError::Decode { seq, source })?;
-                Head {
-                    next_seq: seq + 1,
-                    last_hash: e.hash,
-                    last_time_90k: e.time_90k,
-                }
+                (
+                    Head {
+                        next_seq: seq + 1,
+                        last_hash: e.hash.clone(),
+                        last_time_90k: e.time_90k,
+                    },
+                    Some((seq, e.hash)),
+                )
             }
             None => {
                 let (seq, hash) = Self::read_genesis(&meta)?;
-                Head {
-                    next_seq: seq,
-                    last_hash: hash,
-                    last_time_90k: i64::MIN,
-                }
+                (
+                    Head {
+                        next_seq: seq,
+                        last_hash: hash,
+                        last_time_90k: i64::MIN,
+                    },
+                    None,
+                )
             }
         };
-        if let Some(v) = meta.get(META_HEAD)? {
-            let recorded: (u64, String) = serde_json::from_slice(&v).unwrap_or((0, String::new()));
-            if recorded.0 + 1 != head.next_seq || recorded.1 != head.last_hash {
-                tracing::error!(
-                    recorded_head_seq = recorded.0,
-                    found_next_seq = head.next_seq,
-                    "the access journal's newest entries were removed or altered; run `vigie audit verify`"
-                );
-            }
-        }
+        let stored = meta.get(META_HEAD)?;
+        let check = check_head(
+            stored.as_deref(),
+            chain_end.as_ref().map(|(s, h)| (*s, h.as_str())),
+            options.signer.as_deref(),
+        );
         tracing::info!(next_seq = head.next_seq, head_hash = %head.last_hash, "access journal opened");
-        Ok(Journal {
+        let j = Journal {
             inner: Arc::new(Inner {
                 db,
                 entries,
                 meta,
+                alarms,
                 clock,
+                options,
                 head: Mutex::new(head),
             }),
-        })
+        };
+        if let Err(problem) = check {
+            // Not fatal: recording must not stop because the alarm cannot be written (a full
+            // disk); the head still disagrees, so the next start raises it again.
+            if let Err(e) = j.raise_alarm(problem.clone()) {
+                tracing::error!(error = %e, problem = %problem, "cannot record the journal tamper alarm");
+            }
+        }
+        Ok(j)
     }
 
     fn read_genesis(meta: &sled::Tree) -> Result<(u64, String), AuditError> {
@@ -134,7 +325,61 @@ impl Journal {
         })
     }
 
-    /// Appends an entry and flushes it to disk before returning it.
+    /// The head record for entry `seq`, signed when a signer is known.
+    fn head_bytes(&self, seq: u64, hash: &str) -> Result<Vec<u8>, AuditError> {
+        let (public_key, signature) = match &self.inner.options.signer {
+            Some(s) => (
+                Some(hex::encode(s.public().as_bytes())),
+                Some(hex::encode(s.sign(&head_message(seq, hash)).to_bytes())),
+            ),
+            None => (None, None),
+        };
+        serde_json::to_vec(&StoredHead {
+            seq,
+            hash: hash.to_owned(),
+            public_key,
+            signature,
+        })
+        .map_err(AuditError::Encode)
+    }
+
+    /// Records a tamper alarm: in the alarm tree first (durable even if the chain cannot be
+    /// written), then as a chained `tamper-alarm` entry. Nothing deletes either.
+    fn raise_alarm(&self, problem: String) -> Result<TamperAlarm, AuditError> {
+        let id = match self.inner.alarms.last()? {
+            Some((k, _)) => seq_of(&k).unwrap_or(0) + 1,
+            None => 0,
+        };
+        tracing::error!(
+            alarm = id,
+            problem = %problem,
+            "ACCESS JOURNAL TAMPERING DETECTED: the journal disagrees with its signed head; run `vigie audit verify`"
+        );
+        let mut alarm = TamperAlarm {
+            id,
+            time_90k: self.inner.clock.now().0,
+            entry_seq: None,
+            problem: problem.clone(),
+        };
+        let store = |a: &TamperAlarm| -> Result<(), AuditError> {
+            let bytes = serde_json::to_vec(a).map_err(AuditError::Encode)?;
+            self.inner.alarms.insert(key(a.id), bytes)?;
+            self.inner.db.flush()?;
+            Ok(())
+        };
+        store(&alarm)?;
+        let e = self.append(
+            NewEntry::new("system", Action::TamperAlarm)
+                .reason(problem)
+                .details(serde_json::json!({ "alarm_id": id })),
+        )?;
+        alarm.entry_seq = Some(e.seq);
+        store(&alarm)?;
+        Ok(alarm)
+    }
+
+    /// Appends an entry and flushes it to disk before returning it. The entry and the new
+    /// head are written in one transaction (a crash cannot leave them disagreeing).
     pub fn append(&self, new: NewEntry) -> Result<Entry, AuditError> {
         let mut head = self.inner.head.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.inner.clock.now().0.max(head.last_time_90k);
@@ -156,9 +401,19 @@ impl Journal {
         };
         e.hash = e.compute_hash();
         let bytes = serde_json::to_vec(&e).map_err(AuditError::Encode)?;
-        let head_bytes = serde_json::to_vec(&(e.seq, &e.hash)).map_err(AuditError::Encode)?;
-        self.inner.entries.insert(key(e.seq), bytes)?;
-        self.inner.meta.insert(META_HEAD, head_bytes)?;
+        let head_bytes = self.head_bytes(e.seq, &e.hash)?;
+        (&self.inner.entries, &self.inner.meta)
+            .transaction(|(entries, meta)| {
+                entries.insert(&key(e.seq), bytes.as_slice())?;
+                meta.insert(META_HEAD, head_bytes.as_slice())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|err| match err {
+                sled::transaction::TransactionError::Storage(s) => AuditError::Db(s),
+                sled::transaction::TransactionError::Abort(()) => {
+                    AuditError::Db(sled::Error::Unsupported("transaction aborted".into()))
+                }
+            })?;
         self.inner.db.flush()?;
         head.next_seq = e.seq + 1;
         head.last_hash = e.hash.clone();
@@ -175,38 +430,25 @@ impl Journal {
         }
     }
 
-    /// Entries matching `q`, oldest first.
+    /// Entries matching `q`, oldest first, at most `q.limit` (1000 by default).
     pub fn query(&self, q: &Query) -> Result<Vec<Entry>, AuditError> {
         let limit = q.limit.unwrap_or(1000);
+        self.scan(q)?.take(limit).collect()
+    }
+
+    /// Entries matching `q` (its `limit` ignored), oldest first, read lazily from the
+    /// database: bounded memory however many match (the legal register streams this).
+    pub fn scan(&self, q: &Query) -> Result<Scan, AuditError> {
         let from = match (q.start, q.after_seq) {
             (_, Some(s)) => s.saturating_add(1),
             (Some(t), None) => self.first_seq_at_or_after(t)?,
             (None, None) => 0,
         };
-        let mut out = Vec::new();
-        for item in self.inner.entries.range(key(from)..) {
-            let (k, v) = item?;
-            let seq = seq_of(&k).unwrap_or(0);
-            let e: Entry =
-                serde_json::from_slice(&v).map_err(|source| AuditError::Decode { seq, source })?;
-            if q.end.is_some_and(|end| e.time_90k >= end.0) {
-                break;
-            }
-            if q.start.is_some_and(|s| e.time_90k < s.0)
-                || q.actor.as_ref().is_some_and(|a| &e.actor != a)
-                || q.camera
-                    .as_ref()
-                    .is_some_and(|c| e.camera.as_ref() != Some(c))
-                || q.action.is_some_and(|a| e.action != a)
-            {
-                continue;
-            }
-            out.push(e);
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(Scan {
+            iter: self.inner.entries.range(key(from)..),
+            q: q.clone(),
+            done: false,
+        })
     }
 
     /// Binary search on sequence numbers: entry times never decrease (see `append`).
@@ -235,90 +477,190 @@ impl Journal {
         Ok(lo)
     }
 
-    /// Checks the whole chain; names the first broken entry.
+    /// Every tamper alarm in the alarm store.
+    pub fn alarms(&self) -> Result<Vec<TamperAlarm>, AuditError> {
+        let mut out = Vec::new();
+        for item in self.inner.alarms.iter() {
+            let (k, v) = item?;
+            let id = seq_of(&k).unwrap_or(0);
+            out.push(serde_json::from_slice(&v).unwrap_or(TamperAlarm {
+                id,
+                time_90k: 0,
+                entry_seq: None,
+                problem: "(an alarm record was overwritten with garbage)".into(),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Checks the whole chain, the head (and its signature when a signer is known), that a
+    /// missing prefix was purged by the journal retention, and lists every tamper alarm.
     pub fn verify(&self) -> Result<VerifyReport, AuditError> {
-        let (first_seq, mut prev_hash) = Self::read_genesis(&self.inner.meta)?;
+        let (first_seq, genesis_hash) = Self::read_genesis(&self.inner.meta)?;
+        let mut prev_hash = genesis_hash.clone();
         let mut expected = first_seq;
         let mut n = 0u64;
-        let broken = |seq: u64, why: String, n: u64| VerifyReport {
-            entries: n,
-            first_seq,
-            first_broken: Some((seq, why)),
-        };
-        for item in self.inner.entries.iter() {
+        let mut broken: Option<(u64, String)> = None;
+        let mut chain_alarms: Vec<TamperAlarm> = Vec::new();
+        // The journal-purge entry that accounts for the missing prefix (the last one).
+        let mut purge: Option<Entry> = None;
+        let mut last: Option<(u64, String)> = None;
+        // Entries below the purge start are leftovers of an interrupted purge (deleted by the
+        // next one): not part of the chain.
+        for item in self.inner.entries.range(key(first_seq)..) {
             let (k, v) = item?;
             let Some(seq) = seq_of(&k) else {
-                return Ok(broken(expected, "an entry has a malformed key".into(), n));
+                broken = Some((expected, "an entry has a malformed key".into()));
+                break;
             };
             if seq != expected {
-                return Ok(broken(
+                broken = Some((
                     expected,
                     format!("entry {expected} is missing (next present entry is {seq})"),
-                    n,
                 ));
+                break;
             }
             let e: Entry = match serde_json::from_slice(&v) {
                 Ok(e) => e,
                 Err(err) => {
-                    return Ok(broken(
-                        seq,
-                        format!("entry {seq} is not a valid entry: {err}"),
-                        n,
-                    ));
+                    broken = Some((seq, format!("entry {seq} is not a valid entry: {err}")));
+                    break;
                 }
             };
             if e.seq != seq {
-                return Ok(broken(
-                    seq,
-                    format!("entry {seq} claims sequence number {}", e.seq),
-                    n,
-                ));
+                broken = Some((seq, format!("entry {seq} claims sequence number {}", e.seq)));
+                break;
             }
             if e.prev_hash != prev_hash {
-                return Ok(broken(
+                broken = Some((
                     seq,
                     format!(
                         "entry {seq} does not chain to the previous entry (prev_hash mismatch)"
                     ),
-                    n,
                 ));
+                break;
             }
             if e.compute_hash() != e.hash {
-                return Ok(broken(
+                broken = Some((
                     seq,
                     format!("entry {seq} was modified (its hash does not match its content)"),
-                    n,
                 ));
+                break;
+            }
+            match e.action {
+                Action::TamperAlarm => chain_alarms.push(TamperAlarm {
+                    id: e.details["alarm_id"].as_u64().unwrap_or(u64::MAX),
+                    time_90k: e.time_90k,
+                    entry_seq: Some(seq),
+                    problem: e.reason.clone().unwrap_or_default(),
+                }),
+                Action::JournalPurge
+                    if first_seq > 0 && e.details["up_to_seq"].as_u64() == Some(first_seq - 1) =>
+                {
+                    purge = Some(e.clone());
+                }
+                _ => {}
             }
             prev_hash = e.hash;
+            last = Some((seq, prev_hash.clone()));
             expected = seq + 1;
             n += 1;
         }
-        if let Some(v) = self.inner.meta.get(META_HEAD)? {
-            let recorded: (u64, String) =
-                serde_json::from_slice(&v).unwrap_or((u64::MAX, String::new()));
-            if recorded.0.saturating_add(1) != expected || recorded.1 != prev_hash {
-                return Ok(broken(
-                    expected,
-                    format!(
-                        "the newest entries were removed: the journal head was entry {} but the chain ends before entry {expected}",
-                        recorded.0
-                    ),
-                    n,
-                ));
+        if broken.is_none() && first_seq > 0 {
+            broken = self.check_purge(first_seq, &genesis_hash, purge.as_ref());
+        }
+        let mut head_key = None;
+        if broken.is_none() {
+            let stored = self.inner.meta.get(META_HEAD)?;
+            let signer = self.inner.options.signer.as_deref();
+            match check_head(
+                stored.as_deref(),
+                last.as_ref().map(|(s, h)| (*s, h.as_str())),
+                signer,
+            ) {
+                Ok(HeadCheck::Agrees) => {
+                    head_key = signer.map(|s| hex::encode(s.public().as_bytes()));
+                }
+                Ok(HeadCheck::Fresh) => {}
+                Err(problem) => broken = Some((expected, problem)),
+            }
+        }
+        // Alarms: the store's, plus any chained one missing from the store (store deleted).
+        let mut alarms = self.alarms()?;
+        for a in chain_alarms {
+            if !alarms.iter().any(|s| s.id == a.id) {
+                let mut a = a;
+                a.problem
+                    .push_str(" (this alarm was deleted from the alarm store)");
+                alarms.push(a);
             }
         }
         Ok(VerifyReport {
             entries: n,
             first_seq,
-            first_broken: None,
+            first_broken: broken,
+            alarms,
+            head_key,
         })
+    }
+
+    /// A prefix is missing (`first_seq` > 0): legitimate only if a journal-purge entry in the
+    /// chain accounts for exactly it and removed only entries older than the retention.
+    fn check_purge(
+        &self,
+        first_seq: u64,
+        genesis_hash: &str,
+        purge: Option<&Entry>,
+    ) -> Option<(u64, String)> {
+        let Some(p) = purge else {
+            return Some((
+                first_seq,
+                format!(
+                    "entries before {first_seq} are missing and no journal-purge entry accounts for them: the oldest entries were deleted, not purged"
+                ),
+            ));
+        };
+        if let Some(h) = p.details["genesis_hash"].as_str()
+            && h != genesis_hash
+        {
+            return Some((
+                p.seq,
+                format!(
+                    "the purge start does not match journal-purge entry {}: it was rewritten",
+                    p.seq
+                ),
+            ));
+        }
+        let Some(before) = p.details["before_90k"].as_i64() else {
+            return Some((
+                p.seq,
+                format!("journal-purge entry {} does not say what it purged", p.seq),
+            ));
+        };
+        if let Some(r) = self.inner.options.retention
+            && before > p.time_90k.saturating_sub(r.0)
+        {
+            return Some((
+                p.seq,
+                format!(
+                    "journal-purge entry {} removed entries younger than the journal retention ({} days)",
+                    p.seq,
+                    r.0 / (86_400 * 90_000)
+                ),
+            ));
+        }
+        None
     }
 
     /// Deletes entries older than `before` (journal retention, 3 years by default), keeps the
     /// chain verifiable from the first remaining entry, and journals the purge.
+    ///
+    /// Order, so that a crash at any point leaves a verifiable journal: the journal-purge
+    /// entry (naming the first kept entry and the hash it chains to), then the new start of
+    /// the chain, then the deletions (leftovers below the start are ignored by `verify` and
+    /// deleted by the next purge).
     pub fn purge_before(&self, before: Time90k, actor: &str) -> Result<u64, AuditError> {
-        let mut deleted = 0u64;
+        let mut to_delete = 0u64;
         let mut last_deleted = None;
         for item in self.inner.entries.iter() {
             let (k, v) = item?;
@@ -328,15 +670,28 @@ impl Journal {
             if e.time_90k >= before.0 {
                 break;
             }
+            to_delete += 1;
             last_deleted = Some((seq, e.hash));
         }
         let Some((last_seq, last_hash)) = last_deleted else {
             return Ok(0);
         };
-        // Genesis first, so a crash mid-purge leaves a chain that verifies from a later start.
+        let (old_first, _) = Self::read_genesis(&self.inner.meta)?;
+        let deleted = to_delete.min((last_seq + 1).saturating_sub(old_first));
+        self.append(
+            NewEntry::new(actor, Action::JournalPurge)
+                .reason("journal retention")
+                .details(serde_json::json!({
+                    "deleted": deleted,
+                    "up_to_seq": last_seq,
+                    "before_90k": before.0,
+                    "genesis_hash": last_hash,
+                })),
+        )?;
         let genesis =
             serde_json::to_vec(&(last_seq + 1, &last_hash)).map_err(AuditError::Encode)?;
         self.inner.meta.insert(META_GENESIS, genesis)?;
+        self.inner.db.flush()?;
         let keys: Vec<_> = self
             .inner
             .entries
@@ -345,14 +700,8 @@ impl Journal {
             .collect::<Result<_, _>>()?;
         for k in keys {
             self.inner.entries.remove(k)?;
-            deleted += 1;
         }
         self.inner.db.flush()?;
-        self.append(
-            NewEntry::new(actor, Action::JournalPurge)
-                .reason("journal retention")
-                .details(serde_json::json!({ "deleted": deleted, "up_to_seq": last_seq, "before_90k": before.0 })),
-        )?;
         Ok(deleted)
     }
 
@@ -366,5 +715,52 @@ impl Journal {
     pub fn flush(&self) -> Result<(), AuditError> {
         self.inner.db.flush()?;
         Ok(())
+    }
+}
+
+/// Entries of a [`Journal::scan`], read one at a time.
+pub struct Scan {
+    iter: sled::Iter,
+    q: Query,
+    done: bool,
+}
+
+impl Iterator for Scan {
+    type Item = Result<Entry, AuditError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let (k, v) = match self.iter.next()? {
+                Ok(kv) => kv,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e.into()));
+                }
+            };
+            let seq = seq_of(&k).unwrap_or(0);
+            let e: Entry = match serde_json::from_slice(&v) {
+                Ok(e) => e,
+                Err(source) => {
+                    self.done = true;
+                    return Some(Err(AuditError::Decode { seq, source }));
+                }
+            };
+            let q = &self.q;
+            if q.end.is_some_and(|end| e.time_90k >= end.0) {
+                self.done = true;
+                return None;
+            }
+            if q.start.is_some_and(|s| e.time_90k < s.0)
+                || q.actor.as_ref().is_some_and(|a| &e.actor != a)
+                || q.camera
+                    .as_ref()
+                    .is_some_and(|c| e.camera.as_ref() != Some(c))
+                || q.action.is_some_and(|a| e.action != a)
+            {
+                continue;
+            }
+            return Some(Ok(e));
+        }
+        None
     }
 }

@@ -11,15 +11,18 @@
 //! binary call [`Journal::append`]), nor the legal register's layout (built from this and the
 //! store by the API).
 //!
-//! Truncation of the newest entries is detectable against the head (sequence and hash) kept in a
-//! separate tree and logged at every start; an attacker able to rewrite the whole database
-//! consistently is out of scope (anchor the head hash externally, e.g. in the syslog, for that).
+//! Truncation of the newest entries is detected against the head (sequence and hash), kept in a
+//! separate tree, written in the same transaction as each entry and signed with the
+//! installation key ([`HeadSigner`], passed in by the binary). A head that disagrees at open
+//! raises a [`TamperAlarm`] that nothing overwrites; a missing prefix must be accounted for by a
+//! `journal-purge` entry within the journal retention. What this does and does not protect
+//! against (someone with the key can rewrite everything): see the crate's README.
 
 mod entry;
 mod journal;
 
 pub use entry::{Action, Entry, NewEntry};
-pub use journal::{Journal, Query, VerifyReport};
+pub use journal::{HeadSigner, Journal, JournalOptions, Query, Scan, TamperAlarm, VerifyReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

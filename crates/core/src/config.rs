@@ -398,7 +398,7 @@ pub enum Transport {
     Udp,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     pub name: String,
@@ -422,6 +422,24 @@ pub struct StreamConfig {
     /// such a session ends with an error instead (Digest is used when offered).
     #[serde(default)]
     pub allow_basic_auth: bool,
+}
+
+/// Credentials never print: the URL is redacted ([`redact_url`]), passwords are [`Secret`]s.
+/// The journaled configuration hash is computed over this form, so a password (in the URL or
+/// not) never feeds it (a hash of a secret can be brute-forced offline).
+impl fmt::Debug for StreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamConfig")
+            .field("name", &self.name)
+            .field("url", &redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("password_env", &self.password_env)
+            .field("transport", &self.transport)
+            .field("connect_timeout_s", &self.connect_timeout_s)
+            .field("stall_timeout_s", &self.stall_timeout_s)
+            .finish()
+    }
 }
 
 fn default_connect_timeout() -> u32 {
@@ -553,7 +571,7 @@ pub struct ResolvedSource {
 impl fmt::Debug for ResolvedSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResolvedSource")
-            .field("url", &self.url.as_str())
+            .field("url", &redact_url(self.url.as_str()))
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("transport", &self.transport)
@@ -561,12 +579,66 @@ impl fmt::Debug for ResolvedSource {
     }
 }
 
-/// Returns `url` as a string with any user name and password removed.
+/// True for a query parameter that carries a credential (cameras accept `?user=…&password=…`,
+/// `?token=…`, `?auth=…`; matched case-insensitively).
+fn is_credential_param(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "user"
+            | "username"
+            | "usr"
+            | "login"
+            | "u"
+            | "password"
+            | "pass"
+            | "passwd"
+            | "pwd"
+            | "p"
+            | "pw"
+            | "token"
+            | "key"
+            | "apikey"
+            | "api_key"
+            | "auth"
+            | "authorization"
+            | "secret"
+            | "sig"
+            | "signature"
+            | "session"
+            | "sessionid"
+            | "sid"
+            | "credentials"
+    ) || ["pass", "pwd", "token", "secret", "auth", "key"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// Returns `url` as a string with any user name and password removed, and the value of every
+/// credential-like query parameter ([`is_credential_param`]) replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
+            if u.query().is_some() {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if is_credential_param(&k) {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                if pairs.is_empty() {
+                    u.set_query(None);
+                } else {
+                    u.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+            }
             u.to_string()
         }
         Err(_) => "<unparsable url>".to_owned(),
@@ -1125,6 +1197,28 @@ class = "close-up"
         assert_eq!(r.username.as_deref(), Some("admin"));
         assert!(!format!("{r:?}").contains("hunter2"));
         assert_eq!(redact_url("rtsp://admin:hunter2@cam/s"), "rtsp://cam/s");
+        // Query-string credentials, any case; other parameters kept.
+        let r = redact_url(
+            "rtsp://cam/s?user=admin&PassWord=hunter2&pwd=h3&Token=t0k&x=1&channel=2&auth=z&api_key=k",
+        );
+        for secret in ["admin", "hunter2", "h3", "t0k", "=z", "=k"] {
+            assert!(!r.contains(secret), "{secret} in {r}");
+        }
+        assert!(r.contains("x=1") && r.contains("channel=2"), "{r}");
+        assert!(r.contains("PassWord=***"), "{r}");
+        // The configuration's Debug form (hashed into the journal) holds no credential.
+        let s = StreamConfig {
+            name: "main".into(),
+            url: "rtsp://admin:hunter2@cam/s?password=hunter3".into(),
+            username: None,
+            password: Some(Secret::new("hunter4")),
+            password_env: None,
+            transport: Transport::Tcp,
+            connect_timeout_s: 10,
+            stall_timeout_s: 10,
+        };
+        let dbg = format!("{s:?} {:?}", s.resolve(&|_| None).unwrap());
+        assert!(!dbg.contains("hunter"), "{dbg}");
     }
 
     #[test]

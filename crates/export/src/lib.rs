@@ -26,11 +26,12 @@ pub mod manifest;
 pub mod package;
 mod player;
 pub mod verify;
+mod zipdir;
 
 pub use key::{InstallationKey, parse_public_key};
 pub use manifest::Manifest;
 pub use package::{ExtraFile, PackageSpec, Written, write_package};
-pub use verify::{Check, VerifyReport, verify};
+pub use verify::{Check, VerifyReport, escape, safe_entry_name, verify};
 
 /// File names inside a package.
 pub const MANIFEST: &str = "manifest.json";

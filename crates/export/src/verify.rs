@@ -8,9 +8,18 @@
 //! 3. every file listed in the manifest is present with the listed size and SHA-256;
 //! 4. `SHA256SUMS.sig` signs `SHA256SUMS`, and every file it lists (player.html included)
 //!    matches;
-//! 5. no other file is in the package.
+//! 5. no other file is in the package;
+//! 6. the zip is unambiguous: no two entries with one name (an unzip would keep only one of
+//!    them), no unsafe entry name (absolute, `..`, backslash, control character: an unzip
+//!    could write outside its folder), no symlink entry; in folder mode symlinks and other
+//!    non-regular files are refused, never followed;
+//! 7. with an expected key (`--key HEX`, or the installation's key with `--config`): the package
+//!    is signed by it.
 //!
-//! The verdict is VALID only if every check passes.
+//! The verdict is VALID only if every check passes. Everything printed that comes from the
+//! package (names, manifest fields, error texts) goes through [`escape`]: a package cannot
+//! draw its own "VALID" line with terminal escape sequences or reorder text with bidi
+//! overrides.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -59,18 +68,42 @@ impl VerifyReport {
     }
 }
 
+/// Makes an untrusted string safe to print on a terminal: control characters (ESC, CR, BEL,
+/// …), bidi overrides and isolates, and other invisible format characters become visible
+/// `\u{..}` escapes; a backslash becomes `\\` so an escape cannot be faked.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let invisible = matches!(c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
+            | '\u{061c}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}');
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() || invisible {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "package: {}", self.package.display())?;
+        writeln!(
+            f,
+            "package: {}",
+            escape(&self.package.display().to_string())
+        )?;
         if let Some(s) = &self.summary {
-            writeln!(f, "{s}")?;
+            writeln!(f, "{}", escape(s))?;
         }
         if let Some(k) = &self.public_key_hex {
             writeln!(f, "signing key (Ed25519): {k}")?;
         }
         for c in &self.checks {
             let mark = if c.ok { "ok  " } else { "FAIL" };
-            writeln!(f, "  [{mark}] {}: {}", c.what, c.detail)?;
+            writeln!(f, "  [{mark}] {}: {}", escape(&c.what), escape(&c.detail))?;
         }
         if self.ok() {
             write!(
@@ -79,7 +112,7 @@ impl std::fmt::Display for VerifyReport {
                 self.checks.len()
             )
         } else {
-            let names: Vec<&str> = self.failures().map(|c| c.what.as_str()).collect();
+            let names: Vec<String> = self.failures().map(|c| escape(&c.what)).collect();
             write!(
                 f,
                 "INVALID — paquet altéré ou incomplet / package altered or incomplete: {}",
@@ -95,15 +128,101 @@ enum Source {
     Dir(PathBuf),
 }
 
+/// At most this many entries (a package has about ten): bounds the work on a hostile zip.
+const MAX_ENTRIES: usize = 10_000;
+
+/// True for an entry name an unzip may write without leaving its folder or hiding text: not
+/// empty, not absolute, no `..` or `.` component, no backslash (a separator on Windows), no
+/// control character.
+pub fn safe_entry_name(name: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(name) else {
+        return false;
+    };
+    let unsafe_name = s.is_empty()
+        || s.starts_with('/')
+        || s.contains('\\')
+        || s.chars().any(char::is_control)
+        || s.split('/').any(|c| c == ".." || c == ".")
+        // A Windows drive (`C:`).
+        || (s.len() >= 2 && s.as_bytes()[1] == b':');
+    !unsafe_name
+}
+
 impl Source {
-    fn names(&self) -> Result<BTreeSet<String>, ExportError> {
+    /// The names present, with a failed check for each duplicate, unsafe or non-regular entry.
+    fn names(
+        &mut self,
+        path: &Path,
+        r: &mut VerifyReport,
+    ) -> Result<BTreeSet<String>, ExportError> {
         match self {
-            Source::Zip(z) => Ok(z.file_names().map(str::to_owned).collect()),
+            Source::Zip(z) => {
+                // The zip reader keeps one entry per name: count the central directory itself.
+                match crate::zipdir::central_directory_names(path, MAX_ENTRIES) {
+                    Ok(raw) => {
+                        let mut seen = std::collections::BTreeMap::<&[u8], usize>::new();
+                        for n in &raw {
+                            *seen.entry(n.as_slice()).or_default() += 1;
+                        }
+                        for (n, count) in seen {
+                            let shown = String::from_utf8_lossy(n).into_owned();
+                            if count > 1 {
+                                r.check(
+                                    &shown,
+                                    false,
+                                    format!("duplicate entry: {count} entries have this name (an unzip keeps only one of them)"),
+                                );
+                            }
+                            if !safe_entry_name(n) {
+                                r.check(
+                                    &shown,
+                                    false,
+                                    "unsafe entry name (absolute, `..`, backslash or control character): an unzip could write outside its folder",
+                                );
+                            }
+                        }
+                    }
+                    Err(e) => r.check("zip central directory", false, e),
+                }
+                for i in 0..z.len().min(MAX_ENTRIES) {
+                    if let Ok(f) = z.by_index_raw(i)
+                        && f.is_symlink()
+                    {
+                        let name = f.name().to_owned();
+                        r.check(
+                            name,
+                            false,
+                            "a symlink entry (an unzip would create a link)",
+                        );
+                    }
+                }
+                Ok(z.file_names()
+                    .take(MAX_ENTRIES)
+                    .map(str::to_owned)
+                    .collect())
+            }
             Source::Dir(d) => {
                 let mut out = BTreeSet::new();
-                for e in std::fs::read_dir(d).map_err(|e| ExportError::io(d.display(), e))? {
+                for e in std::fs::read_dir(&*d).map_err(|e| ExportError::io(d.display(), e))? {
                     let e = e.map_err(|e| ExportError::io(d.display(), e))?;
-                    out.insert(e.file_name().to_string_lossy().into_owned());
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    // DirEntry::file_type does not follow symlinks.
+                    match e.file_type() {
+                        Ok(t) if t.is_symlink() => r.check(
+                            &name,
+                            false,
+                            "a symlink (not followed: the package's files must be in the folder)",
+                        ),
+                        Ok(t) if !t.is_file() => r.check(&name, false, "not a regular file"),
+                        Ok(_) => {}
+                        Err(err) => r.check(&name, false, format!("unreadable: {err}")),
+                    }
+                    out.insert(name);
+                    if out.len() > MAX_ENTRIES {
+                        return Err(ExportError::Invalid(format!(
+                            "more than {MAX_ENTRIES} files in the folder"
+                        )));
+                    }
                 }
                 Ok(out)
             }
@@ -129,11 +248,25 @@ impl Source {
                 if !crate::package::safe_name(name) {
                     return Err(format!("unsafe file name {name:?}"));
                 }
-                let mut file = match std::fs::File::open(d.join(name)) {
-                    Ok(file) => file,
+                let path = d.join(name);
+                // Never follow a symlink, never open a FIFO or device (it could block or
+                // serve anything): a regular file, and the one opened is the one checked.
+                let before = match std::fs::symlink_metadata(&path) {
+                    Ok(m) => m,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(e.to_string()),
                 };
+                if !before.file_type().is_file() {
+                    return Err("not a regular file (symlinks are not followed)".into());
+                }
+                let mut file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                let after = file.metadata().map_err(|e| e.to_string())?;
+                {
+                    use std::os::unix::fs::MetadataExt;
+                    if (before.dev(), before.ino()) != (after.dev(), after.ino()) {
+                        return Err("replaced while being verified".into());
+                    }
+                }
                 f(&mut file).map(Some).map_err(|e| e.to_string())
             }
         }
@@ -192,7 +325,7 @@ pub fn verify(
         package: path.to_owned(),
         ..Default::default()
     };
-    let names = src.names()?;
+    let names = src.names(path, &mut r)?;
     let mut covered: BTreeSet<String> = [MANIFEST, MANIFEST_SIG, SUMS, SUMS_SIG]
         .iter()
         .map(|s| s.to_string())
@@ -217,17 +350,22 @@ pub fn verify(
         }
     };
     r.public_key_hex = key.map(|k| hex::encode(k.as_bytes()));
-    if let (Some(k), Some(want)) = (&key, expected_key) {
-        let same = k == want;
+    if let Some(want) = expected_key {
+        let same = key.as_ref() == Some(want);
         r.check(
             format!("{PUBLIC_KEY} (installation key)"),
             same,
             if same {
-                "the package is signed with this installation's key".to_owned()
+                "the package is signed with the expected key".to_owned()
+            } else if let Some(k) = &key {
+                format!(
+                    "signed with key {}, but the expected key is {}",
+                    hex::encode(k.as_bytes()),
+                    hex::encode(want.as_bytes())
+                )
             } else {
                 format!(
-                    "signed with key {}, but this installation's key is {}",
-                    hex::encode(k.as_bytes()),
+                    "no readable key in the package; the expected key is {}",
                     hex::encode(want.as_bytes())
                 )
             },
@@ -290,6 +428,9 @@ pub fn verify(
             );
         }
         match m["files"].as_array() {
+            Some(files) if files.len() > MAX_ENTRIES => {
+                r.check(MANIFEST, false, format!("lists {} files", files.len()))
+            }
             Some(files) if !files.is_empty() => {
                 for f in files {
                     let name = s(&f["name"]);
@@ -328,7 +469,11 @@ pub fn verify(
                 }
             }
             let text = String::from_utf8_lossy(&sums).into_owned();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            for line in text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(MAX_ENTRIES)
+            {
                 let Some((h, name)) = line.split_once("  ") else {
                     r.check(SUMS, false, format!("malformed line {line:?}"));
                     continue;

@@ -13,9 +13,35 @@ pub fn journal_dir(config: &Config) -> std::path::PathBuf {
     config.storage.data_dir.join("journal")
 }
 
+/// Signs the journal head with the installation key (the key stays in `vigie-export`; the
+/// journal only sees this signer).
+struct InstallationSigner(vigie_export::InstallationKey);
+
+impl vigie_audit::HeadSigner for InstallationSigner {
+    fn sign(&self, message: &[u8]) -> ed25519_dalek::Signature {
+        self.0.sign(message)
+    }
+    fn public(&self) -> ed25519_dalek::VerifyingKey {
+        self.0.public()
+    }
+}
+
+/// Opens the journal with its head signed by the installation key (created on first use) and
+/// purges checked against `retention.journal_days`.
 pub fn open_journal(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Journal> {
     let dir = journal_dir(config);
-    Journal::open(&dir, clock).with_context(|| {
+    let (key, created) = vigie_export::InstallationKey::load_or_create(&config.storage.data_dir)
+        .context("loading the installation signing key (it signs the access journal's head)")?;
+    if created {
+        tracing::info!(public_key = %key.public_hex(), path = %key.path().display(), "created the installation signing key (Ed25519)");
+    }
+    let options = vigie_audit::JournalOptions {
+        signer: Some(Arc::new(InstallationSigner(key))),
+        retention: Some(vigie_core::Duration90k::from_secs(
+            i64::from(config.retention.journal_days) * 86_400,
+        )),
+    };
+    Journal::open_with(&dir, clock, options).with_context(|| {
         format!(
             "opening the access journal in {} (is another Vigie running on this data directory?)",
             dir.display()
@@ -88,24 +114,49 @@ pub fn journal_retention(
     }
 }
 
-/// `vigie audit verify`: checks the chain; exit status 1 and the first broken entry if broken.
+/// `vigie audit verify`: checks the chain, its signed head and its purges, and lists every
+/// tamper alarm; exit status 1 if anything is wrong.
 pub fn verify(config: &Config) -> anyhow::Result<()> {
     let journal = open_journal(config, Arc::new(vigie_core::SystemClock))?;
     let report = journal.verify()?;
+    for a in &report.alarms {
+        println!(
+            "TAMPER ALARM #{} raised {}{}: {}",
+            a.id,
+            vigie_core::Time90k(a.time_90k).to_rfc3339(),
+            a.entry_seq
+                .map(|s| format!(" (journal entry {s})"))
+                .unwrap_or_default(),
+            a.problem
+        );
+    }
     match &report.first_broken {
         None => {
             println!(
-                "access journal OK: {} entries verified (sequence {}..{}), hash chain intact",
+                "hash chain intact: {} entries verified (sequence {}..{}), head {}",
                 report.entries,
                 report.first_seq,
-                report.first_seq + report.entries
+                report.first_seq + report.entries,
+                match &report.head_key {
+                    Some(k) => format!("signed by the installation key {k}"),
+                    None => "not signed".to_owned(),
+                }
             );
-            Ok(())
         }
         Some((seq, why)) => {
             println!("access journal BROKEN at entry {seq}: {why}");
             println!("({} entries verified before it)", report.entries);
-            anyhow::bail!("access journal verification failed at entry {seq}")
         }
+    }
+    if report.ok() {
+        println!("access journal OK");
+        Ok(())
+    } else if let Some((seq, _)) = &report.first_broken {
+        anyhow::bail!("access journal verification failed at entry {seq}")
+    } else {
+        anyhow::bail!(
+            "the access journal was tampered with ({} tamper alarm(s) on record)",
+            report.alarms.len()
+        )
     }
 }

@@ -9,10 +9,15 @@ use vigie_core::config::Config;
 use vigie_export::InstallationKey;
 
 /// Verifies a package (zip or unzipped folder); with a configuration, also checks that it was
-/// signed by this installation's key. Prints the report; `Ok(false)` when INVALID.
-pub fn verify(package: &Path, config: Option<&Config>) -> anyhow::Result<bool> {
-    let expected = match config {
-        Some(c) => Some(
+/// signed by this installation's key, with `key` (hex or PEM) that it was signed by that key.
+/// Prints the report (untrusted text escaped); `Ok(false)` when INVALID.
+pub fn verify(package: &Path, config: Option<&Config>, key: Option<&str>) -> anyhow::Result<bool> {
+    let expected = match (config, key) {
+        (_, Some(k)) => Some(
+            vigie_export::parse_public_key(k)
+                .map_err(|e| anyhow::anyhow!("--key: not an Ed25519 public key: {e}"))?,
+        ),
+        (Some(c), None) => Some(
             InstallationKey::load(&c.storage.data_dir)
                 .with_context(|| {
                     format!(
@@ -22,14 +27,18 @@ pub fn verify(package: &Path, config: Option<&Config>) -> anyhow::Result<bool> {
                 })?
                 .public(),
         ),
-        None => None,
+        (None, None) => None,
     };
-    let report = vigie_export::verify(package, expected.as_ref())
-        .with_context(|| format!("opening {}", package.display()))?;
+    let report = vigie_export::verify(package, expected.as_ref()).with_context(|| {
+        format!(
+            "opening {}",
+            vigie_export::escape(&package.display().to_string())
+        )
+    })?;
     println!("{report}");
     if expected.is_none() && report.ok() {
         println!(
-            "note: without --config, the key was not compared with the installation's: compare the key above with GET /api/v1/signing-key (or `vigie key show`)"
+            "note: without --config or --key, the key was not compared with the installation's: compare the key above with GET /api/v1/signing-key (or `vigie key show`)"
         );
     }
     Ok(report.ok())

@@ -75,6 +75,11 @@ enum Command {
         /// Also check that the package was signed by this installation's key.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// The public key the package must be signed with (64 hex digits, as printed by
+        /// `vigie key show` or GET /api/v1/signing-key, or a PEM file's text): another key
+        /// makes the package INVALID.
+        #[arg(long, value_name = "HEX", conflicts_with = "config")]
+        key: Option<String>,
     },
     /// The installation's evidence signing key.
     Key {
@@ -120,11 +125,15 @@ fn main() -> std::process::ExitCode {
         Command::Token { command, config } => {
             need_config(config).and_then(|c| users::token(&c, command))
         }
-        Command::Verify { package, config } => config
+        Command::Verify {
+            package,
+            config,
+            key,
+        } => config
             .as_deref()
             .map(load)
             .transpose()
-            .and_then(|c| export::verify(&package, c.as_ref()))
+            .and_then(|c| export::verify(&package, c.as_ref(), key.as_deref()))
             .and_then(|ok| {
                 if ok {
                     Ok(())

@@ -49,6 +49,10 @@ pub async fn run(
     })
     .await?
     .with_context(|| format!("opening the store in {}", config.storage.data_dir.display()))?;
+    // Every GStreamer element stills and burned-in copies need, checked now (a warning naming
+    // the Debian package) rather than at a user's first request.
+    #[cfg(feature = "gst")]
+    vigie_api::gst_elements::log_missing();
     let journal = crate::audit::open_journal(&config, clock.clone())?;
     crate::audit::journal_start(&journal, &config);
     // Users and rights (`<data_dir>/access/`).
@@ -124,6 +128,9 @@ pub async fn run(
         streams: Arc::new(entries),
         clock: clock.clone(),
     };
+    // Signal handlers before the listener: a SIGTERM as soon as the port answers (a service
+    // manager, a test) must be a clean stop, not the default kill.
+    let signals = install_signal_handlers();
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.server.listen))?;
@@ -143,7 +150,7 @@ pub async fn run(
     if let Some(f) = on_ready {
         f(addr);
     }
-    tokio::spawn(wait_for_signal(shutdown.clone()));
+    tokio::spawn(wait_for_signal(signals, shutdown.clone()));
     let served = vigie_api::server::serve(
         listener,
         vigie_api::router(state),
@@ -229,17 +236,25 @@ async fn retention_loop(
     }
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
+type Signals = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+fn install_signal_handlers() -> Signals {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
+        (Ok(t), Ok(i)) => Some((t, i)),
         _ => {
             tracing::error!("cannot install signal handlers; stop with kill -9 only");
-            return;
+            None
         }
+    }
+}
+
+async fn wait_for_signal(signals: Signals, shutdown: CancellationToken) {
+    let Some((mut term, mut int)) = signals else {
+        return;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),

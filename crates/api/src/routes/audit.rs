@@ -19,6 +19,7 @@ use vigie_auth::{Communes, Permission};
 use vigie_core::{Duration90k, Time90k};
 
 use crate::access::Principal;
+use crate::csvsafe::SafeCsv;
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Deserialize, Default)]
@@ -122,7 +123,7 @@ pub async fn list(
             Ok(Json(json!({ "entries": entries.iter().map(entry_json).collect::<Vec<_>>(), "next_after": next })).into_response())
         }
         Some("csv") => {
-            let mut w = csv::Writer::from_writer(Vec::new());
+            let mut w = SafeCsv::from_writer(Vec::new());
             let _ = w.write_record([
                 "seq",
                 "time",
@@ -173,7 +174,7 @@ pub async fn list(
     }
 }
 
-fn csv_response(w: csv::Writer<Vec<u8>>, filename: &str) -> Response {
+fn csv_response(w: SafeCsv<Vec<u8>>, filename: &str) -> Response {
     let body = w.into_inner().unwrap_or_default();
     (
         [
@@ -199,6 +200,14 @@ pub async fn verify(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         "entries": r.entries,
         "first_seq": r.first_seq,
         "first_broken": r.first_broken.as_ref().map(|(seq, why)| json!({ "seq": seq, "problem": why })),
+        // Tamper alarms are never cleared: once raised, `ok` stays false.
+        "alarms": r.alarms.iter().map(|a| json!({
+            "id": a.id,
+            "time": Time90k(a.time_90k).to_rfc3339(),
+            "entry_seq": a.entry_seq,
+            "problem": a.problem,
+        })).collect::<Vec<_>>(),
+        "head_signed_by": r.head_key,
     })))
 }
 
@@ -209,7 +218,9 @@ pub struct RegisterQuery {
     end: Option<String>,
 }
 
-/// The legal register as CSV, one row per fact, `section` saying which kind.
+/// The legal register as CSV, one row per fact, `section` saying which kind. Streamed: rows
+/// are produced on a blocking thread (recordings day by day from the index, facts one by one
+/// from the journal) into a small bounded channel, so memory stays bounded whatever the window.
 pub async fn register(
     State(state): State<AppState>,
     who: Principal,
@@ -222,22 +233,109 @@ pub async fn register(
     if end <= start {
         return Err(ApiError::BadRequest("`end` must be after `start`".into()));
     }
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record([
-        "section",
-        "camera",
-        "stream",
-        "commune",
-        "start",
-        "end",
-        "when",
-        "actor",
-        "requester",
-        "procedure",
-        "reason",
-        "detail",
-    ]);
-    // Recordings per camera and (UTC) day, from the index.
+    // Chunks of about 64 KiB, at most 4 in flight.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = SafeCsv::from_writer(ChunkSender {
+            buf: Vec::with_capacity(REGISTER_CHUNK_BYTES),
+            tx: tx.clone(),
+        });
+        let done = write_register(&state, &who, start, end, &mut out)
+            .and_then(|()| out.flush().map_err(|e| e.to_string()));
+        if let Err(e) = done {
+            // Headers are sent: the stream ends with an error (the client sees a cut body).
+            tracing::debug!(error = %e, "legal register: stopped");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"vigie-register.csv\"".to_owned(),
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+const REGISTER_CHUNK_BYTES: usize = 64 << 10;
+
+/// Where the register's CSV goes: chunks of [`REGISTER_CHUNK_BYTES`] sent to the response
+/// body, waiting (bounded channel) while the client is slow; an error once it went away.
+struct ChunkSender {
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(REGISTER_CHUNK_BYTES));
+        self.tx
+            .blocking_send(Ok(bytes::Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= REGISTER_CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+type RegisterOut = SafeCsv<ChunkSender>;
+
+fn row<const N: usize>(out: &mut RegisterOut, cells: [String; N]) -> Result<(), String> {
+    out.write_record(cells).map_err(|e| e.to_string())
+}
+
+/// Start of the UTC day after `t`.
+fn next_utc_day(t: Time90k) -> Time90k {
+    const DAY_90K: i64 = 86_400 * 90_000;
+    Time90k((t.0.div_euclid(DAY_90K) + 1) * DAY_90K)
+}
+
+fn write_register(
+    state: &AppState,
+    who: &Principal,
+    start: Time90k,
+    end: Time90k,
+    out: &mut RegisterOut,
+) -> Result<(), String> {
+    row(
+        out,
+        [
+            "section",
+            "camera",
+            "stream",
+            "commune",
+            "start",
+            "end",
+            "when",
+            "actor",
+            "requester",
+            "procedure",
+            "reason",
+            "detail",
+        ]
+        .map(str::to_owned),
+    )?;
+    // Recordings per camera and (UTC) day, from the index, one day of segments at a time.
     for s in state.streams.iter() {
         let Some(cam) = state.config.camera(&s.key.camera) else {
             continue;
@@ -248,52 +346,60 @@ pub async fn register(
         ) {
             continue;
         }
-        let store = state.store.clone();
-        let key = s.key.clone();
-        let segs = tokio::task::spawn_blocking(move || store.segments(&key, start, end))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
-        let mut per_day: BTreeMap<String, (f64, u64, Time90k, Time90k)> = BTreeMap::new();
-        for seg in &segs {
-            let day = seg.start.to_rfc3339()[..10].to_owned();
-            let d = per_day.entry(day).or_insert((0.0, 0, seg.start, seg.end()));
-            d.0 += Duration90k(seg.duration_90k).as_secs_f64();
-            d.1 += seg.bytes;
-            d.2 = d.2.min(seg.start);
-            d.3 = d.3.max(seg.end());
-        }
-        for (day, (secs, bytes, first, last)) in per_day {
-            let _ = w.write_record([
-                "recording".to_owned(),
-                cam.id.clone(),
-                s.key.stream.clone(),
-                cam.commune.clone(),
-                first.to_rfc3339(),
-                last.to_rfc3339(),
-                day,
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                format!(
-                    "recorded {secs:.0} s, {bytes} bytes, retention {} days",
-                    state.config.retention_days(cam)
-                ),
-            ]);
+        let mut a = start;
+        while a < end {
+            let b = next_utc_day(a).min(end);
+            let segs = state
+                .store
+                .segments(&s.key, a, b)
+                .map_err(|e| e.to_string())?;
+            let mut per_day: BTreeMap<String, (f64, u64, Time90k, Time90k)> = BTreeMap::new();
+            // A segment belongs to the day it starts in; the first day also takes those that
+            // started before the window.
+            for seg in segs.iter().filter(|seg| seg.start >= a || a == start) {
+                let day = seg.start.to_rfc3339()[..10].to_owned();
+                let d = per_day.entry(day).or_insert((0.0, 0, seg.start, seg.end()));
+                d.0 += Duration90k(seg.duration_90k).as_secs_f64();
+                d.1 += seg.bytes;
+                d.2 = d.2.min(seg.start);
+                d.3 = d.3.max(seg.end());
+            }
+            for (day, (secs, bytes, first, last)) in per_day {
+                row(
+                    out,
+                    [
+                        "recording".to_owned(),
+                        cam.id.clone(),
+                        s.key.stream.clone(),
+                        cam.commune.clone(),
+                        first.to_rfc3339(),
+                        last.to_rfc3339(),
+                        day,
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        format!(
+                            "recorded {secs:.0} s, {bytes} bytes, retention {} days",
+                            state.config.retention_days(cam)
+                        ),
+                    ],
+                )?;
+            }
+            a = b;
         }
     }
-    // Facts from the journal.
+    // Facts from the journal, read lazily.
     let jq = vigie_audit::Query {
         start: Some(start),
         end: Some(end),
-        limit: Some(1_000_000),
         ..Default::default()
     };
-    for e in query_journal(&state, jq)
-        .await?
-        .into_iter()
-        .filter(|e| visible(&state, &who, e))
-    {
+    for e in state.journal.scan(&jq).map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        if !visible(state, who, &e) {
+            continue;
+        }
         let section = match e.action {
             Action::RetentionDelete => "destruction",
             Action::ExportCreate => "extraction",
@@ -303,6 +409,7 @@ pub async fn register(
             Action::QualityAlert => "below-quality-floor",
             Action::QualityClear => "quality-floor-restored",
             Action::RecordingBlocked => "recording-blocked",
+            Action::TamperAlarm => "journal-tamper-alarm",
             _ => continue,
         };
         let commune = e
@@ -318,24 +425,27 @@ pub async fn register(
             _ if e.details.is_null() => String::new(),
             _ => e.details.to_string(),
         };
-        let _ = w.write_record([
-            section.to_owned(),
-            e.camera.clone().unwrap_or_default(),
-            e.stream.clone().unwrap_or_default(),
-            commune,
-            e.start_90k
-                .map(|t| Time90k(t).to_rfc3339())
-                .unwrap_or_default(),
-            e.end_90k
-                .map(|t| Time90k(t).to_rfc3339())
-                .unwrap_or_default(),
-            e.time().to_rfc3339(),
-            e.actor.clone(),
-            e.details["requester"].as_str().unwrap_or("").to_owned(),
-            e.procedure.clone().unwrap_or_default(),
-            e.reason.clone().unwrap_or_default(),
-            detail,
-        ]);
+        row(
+            out,
+            [
+                section.to_owned(),
+                e.camera.clone().unwrap_or_default(),
+                e.stream.clone().unwrap_or_default(),
+                commune,
+                e.start_90k
+                    .map(|t| Time90k(t).to_rfc3339())
+                    .unwrap_or_default(),
+                e.end_90k
+                    .map(|t| Time90k(t).to_rfc3339())
+                    .unwrap_or_default(),
+                e.time().to_rfc3339(),
+                e.actor.clone(),
+                e.details["requester"].as_str().unwrap_or("").to_owned(),
+                e.procedure.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+                detail,
+            ],
+        )?;
     }
-    Ok(csv_response(w, "vigie-register.csv"))
+    Ok(())
 }
