@@ -1216,6 +1216,7 @@ class = "close-up"
             transport: Transport::Tcp,
             connect_timeout_s: 10,
             stall_timeout_s: 10,
+            allow_basic_auth: false,
         };
         let dbg = format!("{s:?} {:?}", s.resolve(&|_| None).unwrap());
         assert!(!dbg.contains("hunter"), "{dbg}");
