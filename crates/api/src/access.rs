@@ -228,8 +228,20 @@ fn authenticate(
     match credentials(headers)? {
         Credentials::None => Ok(None),
         Credentials::Bearer(t) => Ok(Some(state.auth.token(t)?)),
-        Credentials::Cookie(c) => Ok(Some(state.auth.session(c)?)),
+        // The UI's periodic refreshes say so and do not keep an idle session alive.
+        Credentials::Cookie(c) => Ok(Some(
+            state.auth.session_use(c, !is_background(headers))?,
+        )),
     }
+}
+
+/// Header the UI sets on requests it makes on its own (timers), not on user actions.
+pub const BACKGROUND_HEADER: &str = "x-vigie-background";
+
+fn is_background(headers: &HeaderMap) -> bool {
+    headers
+        .get(BACKGROUND_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1")
 }
 
 fn is_mutation(m: &Method) -> bool {
