@@ -1156,6 +1156,126 @@ mod tests {
         assert_eq!(ex.list().len(), 1);
     }
 
+    fn record(id: &str, user: &str, status: Status, dedupe: &str) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            status,
+            error: None,
+            camera: "cam".into(),
+            stream: "main".into(),
+            start_90k: 0,
+            end_90k: 90_000,
+            reason: "r".into(),
+            procedure: "p".into(),
+            requester: "q".into(),
+            operator: user.into(),
+            user: user.into(),
+            ts: false,
+            stills_90k: vec![],
+            burn_in: false,
+            created_90k: 0,
+            finished_90k: None,
+            hold_id: Some(7),
+            bytes_total: 0,
+            sha256: None,
+            mp4_bytes: None,
+            package_sha256: None,
+            package_bytes: None,
+            manifest: None,
+            estimate_bytes: 1000,
+            dedupe_key: dedupe.into(),
+            package_deleted: None,
+        }
+    }
+
+    #[test]
+    fn admission_bounds_jobs_dedupes_and_keeps_quota_and_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(vigie_core::SimulatedClock::new(Time90k(1_000 * 90_000)));
+        let journal =
+            vigie_audit::Journal::open(&dir.path().join("journal"), clock.clone()).unwrap();
+        let ex = Exports::open(dir.path(), &journal, &*clock).unwrap();
+        let limits = ExportLimits {
+            max_per_user: 2,
+            max_queued: 3,
+            quota_bytes: 10_000,
+            min_free_bytes: 5_000,
+        };
+        let ask = |user: &str, key: &str, est: u64| AdmitRequest {
+            user: user.into(),
+            dedupe_key: key.into(),
+            estimate_bytes: est,
+        };
+        let free = 1_000_000;
+        // Two for alice: the third is refused (per user), even while the first two are only
+        // being admitted (reservations count).
+        let a1 = match ex.admit(&ask("alice", "k1", 1000), limits, free).unwrap() {
+            Admit::New(a) => a,
+            Admit::Existing(_) => panic!("nothing to dedupe"),
+        };
+        let Admit::New(_a2) = ex.admit(&ask("alice", "k2", 1000), limits, free).unwrap() else {
+            panic!()
+        };
+        let e = ex.admit(&ask("alice", "k3", 1000), limits, free).unwrap_err();
+        assert!(matches!(e, ApiError::LimitReached { .. }), "{e}");
+        assert!(e.to_string().contains("max_concurrent_per_user"), "{e}");
+        // The same request while it is being created: 409; once it is a job: that job.
+        let e = ex.admit(&ask("alice", "k1", 1000), limits, free).unwrap_err();
+        assert!(matches!(e, ApiError::Conflict { .. }), "{e}");
+        let job = ex
+            .create(a1, record("20261128T210000Z-00000001", "alice", Status::Queued, "k1"))
+            .unwrap();
+        match ex.admit(&ask("alice", "k1", 1000), limits, free).unwrap() {
+            Admit::Existing(j) => assert_eq!(j.record().id, job.record().id),
+            Admit::New(_) => panic!("an identical request must get the existing job"),
+        }
+        // The installation-wide limit.
+        let Admit::New(_b1) = ex.admit(&ask("bob", "k4", 1000), limits, free).unwrap() else {
+            panic!()
+        };
+        let e = ex.admit(&ask("carol", "k5", 1000), limits, free).unwrap_err();
+        assert!(e.to_string().contains("exports.max_queued"), "{e}");
+        drop(_b1);
+        // Quota: 2000 in use by alice's two; 9000 more would exceed 10 000.
+        let e = ex.admit(&ask("carol", "k6", 9000), limits, free).unwrap_err();
+        assert!(matches!(e, ApiError::InsufficientStorage(_)), "{e}");
+        assert!(e.to_string().contains("quota"), "{e}");
+        // Free-space floor: 8000 free, 2000 pending, 1000 more leaves 5000: fine; 1001: no.
+        let Admit::New(_c) = ex.admit(&ask("carol", "k7", 1000), limits, 8000).unwrap() else {
+            panic!()
+        };
+        drop(_c);
+        let e = ex.admit(&ask("carol", "k8", 1001), limits, 8000).unwrap_err();
+        assert!(e.to_string().contains("min_free_bytes"), "{e}");
+    }
+
+    #[test]
+    fn packages_go_when_their_hold_is_released_or_their_lifetime_is_over() {
+        let mut r = record("x", "alice", Status::Done, "k");
+        r.finished_90k = Some(0);
+        let day = 86_400;
+        let none = std::collections::HashSet::new();
+        assert_eq!(deletion_due(&r, Time90k(6 * day * 90_000), 7 * day, &none), None);
+        assert!(
+            deletion_due(&r, Time90k(7 * day * 90_000), 7 * day, &none)
+                .unwrap()
+                .contains("lifetime")
+        );
+        let released = std::collections::HashSet::from([7u64]);
+        assert!(
+            deletion_due(&r, Time90k(90_000), 7 * day, &released)
+                .unwrap()
+                .contains("hold 7 released")
+        );
+        r.package_deleted = Some(PackageDeletion {
+            at_90k: 1,
+            reason: "x".into(),
+        });
+        assert_eq!(deletion_due(&r, Time90k(8 * day * 90_000), 7 * day, &none), None);
+        let running = record("y", "alice", Status::Running, "k");
+        assert_eq!(deletion_due(&running, Time90k(8 * day * 90_000), 7 * day, &released), None);
+    }
+
     #[test]
     fn presented_frames_follow_the_edit_list() {
         // 25 fps, start half-way through frame 3, 6 s: 150 + 1 frames shown.

@@ -10,6 +10,8 @@
 //!   upgraded WebSocket keeps holding it until it closes. This bounds the file descriptors
 //!   strangers can hold, below the process limit (the binary raises `RLIMIT_NOFILE` and keeps a
 //!   reserve for recording; see `vigie run`).
+//! * **Per-IP connection limit** (`server.max_connections_per_ip`): one client address cannot
+//!   take every slot, so the operators (and the health check) still get in during a flood.
 //! * **Header-read timeout** (`server.header_read_timeout_s`): a client must send a request's
 //!   headers within it (slowloris), and on HTTP/1.1 an idle keep-alive connection waiting for
 //!   its next request is closed after it too; a TLS handshake gets as long.
@@ -23,10 +25,11 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -55,6 +58,7 @@ pub struct TlsFiles {
 #[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -63,6 +67,7 @@ impl ServeLimits {
     pub fn from_config(s: &vigie_core::config::ServerConfig) -> ServeLimits {
         ServeLimits {
             max_connections: s.max_connections as usize,
+            max_connections_per_ip: s.max_connections_per_ip as usize,
             header_read_timeout: Duration::from_secs(u64::from(s.header_read_timeout_s)),
             idle_timeout: Duration::from_secs(u64::from(s.idle_timeout_s)),
         }
@@ -92,6 +97,7 @@ pub async fn load_tls(files: &TlsFiles) -> std::io::Result<axum_server::tls_rust
 struct Guarded {
     inner: Box<dyn Io>,
     _slot: OwnedSemaphorePermit,
+    _ip_slot: IpSlot,
     last_activity_ms: Arc<AtomicU64>,
     epoch: Instant,
 }
@@ -155,6 +161,42 @@ impl AsyncWrite for Guarded {
     }
 }
 
+/// Open connections per client IP.
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// A connection's place in its IP's count (given back on drop).
+struct IpSlot {
+    ip: IpAddr,
+    table: PerIp,
+}
+
+impl IpSlot {
+    fn take(table: &PerIp, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ip,
+            table: table.clone(),
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Rate-limited warnings (a flood must not flood the log).
 struct Throttled {
     last: Option<Instant>,
@@ -182,6 +224,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(c.get_inner()));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_ip: PerIp = Arc::default();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -217,6 +260,15 @@ pub async fn serve(
                 }
             },
         };
+        let Some(ip_slot) = IpSlot::take(&per_ip, addr.ip(), limits.max_connections_per_ip)
+        else {
+            refused.note(
+                "HTTP connection refused: server.max_connections_per_ip reached",
+                &addr,
+            );
+            drop(tcp);
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             refused.note(
                 "HTTP connection refused: server.max_connections reached",
@@ -235,7 +287,7 @@ pub async fn serve(
             _alive: alive_tx.clone(),
             epoch,
         };
-        tokio::spawn(conn.run(tcp, addr, slot));
+        tokio::spawn(conn.run(tcp, addr, slot, ip_slot));
     }
     drop(listener);
     let _ = closing_tx.send(true);
@@ -266,6 +318,7 @@ impl Connection {
         tcp: tokio::net::TcpStream,
         addr: SocketAddr,
         slot: OwnedSemaphorePermit,
+        ip_slot: IpSlot,
     ) {
         let inner: Box<dyn Io> = match &self.acceptor {
             None => Box::new(tcp),
@@ -289,6 +342,7 @@ impl Connection {
         let io = Guarded {
             inner,
             _slot: slot,
+            _ip_slot: ip_slot,
             last_activity_ms: last_activity_ms.clone(),
             epoch: self.epoch,
         };

@@ -109,6 +109,15 @@ pub struct ServerConfig {
     /// (Vigie lowers it at start when the limit is too small). Default 512.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Most HTTP connections open at once from one client IP (1..=65536, ≤ `max_connections`),
+    /// so that one stranger cannot take every connection. Behind a reverse proxy every client
+    /// has the proxy's address: raise it to `max_connections`. Default 128.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: u32,
+}
+
+fn default_max_connections_per_ip() -> u32 {
+    128
 }
 
 fn default_header_read_timeout_s() -> u32 {
@@ -145,6 +154,7 @@ impl Default for ServerConfig {
             idle_timeout_s: default_idle_timeout_s(),
             request_timeout_s: default_request_timeout_s(),
             max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
         }
     }
 }
@@ -838,6 +848,11 @@ impl Config {
                 1..=3600,
             ),
             ("server.max_connections", self.server.max_connections, 16..=65536),
+            (
+                "server.max_connections_per_ip",
+                self.server.max_connections_per_ip,
+                1..=self.server.max_connections.max(1),
+            ),
             ("exports.max_running", self.exports.max_running, 1..=16),
             (
                 "exports.max_concurrent_per_user",

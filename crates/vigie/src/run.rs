@@ -131,6 +131,9 @@ pub async fn run(
     ));
     let mut serve_limits = vigie_api::server::ServeLimits::from_config(&config.server);
     serve_limits.max_connections = connection_cap(serve_limits.max_connections, fd_limit, n);
+    serve_limits.max_connections_per_ip = serve_limits
+        .max_connections_per_ip
+        .min(serve_limits.max_connections);
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.server.listen))?;
