@@ -107,7 +107,7 @@ async fn assert_no_loss(v: &Vigie, sim: &ServerHandle, before: Recording, what: 
     let sent = after.sent - before.sent;
     let written = after.written - before.written;
     eprintln!("{what}: camsim sent {sent} frames, Vigie stored {written} meanwhile");
-    assert!(sent > 100, "{what}: camsim sent only {sent} frames");
+    assert!(sent >= 50, "{what}: camsim sent only {sent} frames");
     assert!(
         (sent as f64 - written).abs() <= 75.0,
         "{what}: frames lost during the attack: sent {sent}, stored {written}"
@@ -415,12 +415,60 @@ async fn login_flood_is_bounded_and_cannot_lock_the_owner_out() {
     let before = recording(&v, &sim).await;
     let health = HealthProbe::start(&v);
     let t0 = Instant::now();
-    // 300 wrong passwords for a known admin, all at once, from one address.
-    let answers = futures::future::join_all((0..300).map(|i| {
-        let (c, u) = (attacker.clone(), url.clone());
+    // Waves of 300 wrong passwords for a known admin, all at once, from one address, for 8 s.
+    let mut answers = Vec::new();
+    let mut waves = 0;
+    while t0.elapsed() < Duration::from_secs(8) {
+        waves += 1;
+        answers.extend(
+            futures::future::join_all((0..300).map(|i| {
+                let (c, u) = (attacker.clone(), url.clone());
+                async move {
+                    c.post(u)
+                        .json(&json!({ "username": "chief", "password": format!("guess number {i}") }))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                }
+            }))
+            .await,
+        );
+    }
+    let flood_s = t0.elapsed().as_secs_f64();
+    let count = |s: u16| answers.iter().filter(|&&a| a == s).count();
+    eprintln!(
+        "{waves} waves of 300 parallel logins in {flood_s:.1} s: {} × 401 (password checked), {} × 429, {} × 503, {} connections closed at accept (per-address limit)",
+        count(401),
+        count(429),
+        count(503),
+        count(0)
+    );
+    // The throttle reserved each failure before hashing: no more than max_failed_logins (5)
+    // passwords were checked (the 5th failure answers 429: it starts the lockout).
+    assert!(count(401) <= 5, "{} passwords checked, limit 5", count(401));
+    assert!(count(429) > 0, "{answers:?}");
+    assert_eq!(
+        count(401) + count(429) + count(503) + count(0),
+        answers.len(),
+        "{answers:?}"
+    );
+
+    // A spray from 50 addresses (a botnet), 6 unknown names each, all at once: every attempt
+    // needs a hash; at most auth.max_concurrent_logins (2) hash at once, 16 wait, the rest are
+    // answered 503 at once.
+    let spray = futures::future::join_all((0..300).map(|i| {
+        let client = v
+            .anonymous_client_builder()
+            .unwrap()
+            .local_address(format!("127.0.1.{}", 1 + i / 6).parse::<IpAddr>().unwrap())
+            .build()
+            .unwrap();
+        let u = url.clone();
         async move {
-            c.post(u)
-                .json(&json!({ "username": "chief", "password": format!("guess number {i}") }))
+            client
+                .post(u)
+                .json(&json!({ "username": format!("nobody{i}"), "password": "spray spray spray" }))
                 .send()
                 .await
                 .map(|r| r.status().as_u16())
@@ -428,19 +476,14 @@ async fn login_flood_is_bounded_and_cannot_lock_the_owner_out() {
         }
     }))
     .await;
-    let flood_s = t0.elapsed().as_secs_f64();
-    let count = |s: u16| answers.iter().filter(|&&a| a == s).count();
-    eprintln!(
-        "300 parallel logins in {flood_s:.1} s: {} × 401 (hashed), {} × 429, {} × 503, {} other",
-        count(401),
-        count(429),
-        count(503),
-        300 - count(401) - count(429) - count(503)
+    let busy = spray.iter().filter(|&&a| a == 503).count();
+    let checked = spray.iter().filter(|&&a| a == 401).count();
+    eprintln!("spray of 300 from 50 addresses: {checked} × 401 (hashed), {busy} × 503 (busy)");
+    assert!(busy > 0, "the hashing queue never filled: {spray:?}");
+    assert!(
+        spray.iter().all(|a| [401, 429, 503].contains(a)),
+        "{spray:?}"
     );
-    // The throttle reserved each failure before hashing: no more than max_failed_logins (5)
-    // passwords were checked.
-    assert!(count(401) <= 5, "{} passwords checked, limit 5", count(401));
-    assert_eq!(count(401) + count(429) + count(503), 300, "{answers:?}");
     health.finish("login flood").await;
 
     // The owner, from their own address, is not locked out.
@@ -702,15 +745,17 @@ async fn ui_polling_lets_sessions_expire_and_responses_carry_security_headers() 
     let t0 = Instant::now();
     let mut last_action = Instant::now();
     while t0.elapsed() < Duration::from_secs(80) {
-        assert_eq!(get(watcher.clone(), true).await, 200, "polling before the idle timeout");
+        let polled = get(watcher.clone(), true).await;
+        if t0.elapsed() < Duration::from_secs(55) {
+            assert_eq!(polled, 200, "polling before the idle timeout");
+        } else if polled == 401 {
+            break;
+        }
         if last_action.elapsed() >= Duration::from_secs(20) {
             assert_eq!(get(worker.clone(), false).await, 200);
             last_action = Instant::now();
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
-        if t0.elapsed() > Duration::from_secs(62) && get(watcher.clone(), true).await == 401 {
-            break;
-        }
     }
     eprintln!("the polled session ended after {:.0} s", t0.elapsed().as_secs_f64());
     assert_eq!(

@@ -49,7 +49,8 @@ pub struct LockInfo {
     pub failures: u32,
     /// How many lockouts of this key in a row (1 = the first), which set its length.
     pub repeat: u32,
-    /// Attempts refused while the key's previous lock was in force (0 for a first lock).
+    /// Attempts refused on this key since its previous lockout started (while locked, or
+    /// because as many attempts as the limit were already in flight).
     pub refused_before: u64,
 }
 
@@ -63,7 +64,7 @@ struct Entry {
     /// Lockouts so far without a success in between (sets the doubling).
     lockouts: u32,
     last_failure_s: i64,
-    /// Attempts refused while locked, since the last lockout started.
+    /// Attempts refused (locked, or in-flight limit) since the last lockout started.
     refused: u64,
 }
 
