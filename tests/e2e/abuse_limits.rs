@@ -185,7 +185,10 @@ async fn admin_call(v: &Vigie, method: &str, path: &str, body: Option<Value>) ->
     let resp = r.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Creates a user with a token; returns the token.
@@ -210,14 +213,22 @@ async fn user_with_token(v: &Vigie, name: &str, role: &str) -> String {
 }
 
 async fn journal_count(v: &Vigie, query: &str) -> usize {
-    let (st, b) = v.get(&format!("/api/v1/audit?{query}&limit=10000")).await.unwrap();
+    let (st, b) = v
+        .get(&format!("/api/v1/audit?{query}&limit=10000"))
+        .await
+        .unwrap();
     assert_eq!(st, 200, "{b}");
     b["entries"].as_array().map_or(0, Vec::len)
 }
 
 // ---- item 3: export flooding --------------------------------------------------------------
 
-async fn post_export(client: &reqwest::Client, v: &Vigie, token: &str, body: Value) -> (u16, Value) {
+async fn post_export(
+    client: &reqwest::Client,
+    v: &Vigie,
+    token: &str,
+    body: Value,
+) -> (u16, Value) {
     let r = client
         .post(format!("{}/api/v1/exports", v.base_url()))
         .bearer_auth(token)
@@ -227,7 +238,10 @@ async fn post_export(client: &reqwest::Client, v: &Vigie, token: &str, body: Val
         .unwrap();
     let st = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,12 +262,18 @@ async fn export_flood_is_bounded_deduplicated_and_packages_expire() {
     let before = recording(&v, &sim).await;
     let health = HealthProbe::start(&v);
     // 50 different exports at once by one investigator.
-    let answers = futures::future::join_all(
-        (0..50).map(|i| post_export(&client, &v, &inv, body(i))),
-    )
-    .await;
-    let accepted: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 202).map(|(_, b)| b).collect();
-    let limited: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 429).map(|(_, b)| b).collect();
+    let answers =
+        futures::future::join_all((0..50).map(|i| post_export(&client, &v, &inv, body(i)))).await;
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 202)
+        .map(|(_, b)| b)
+        .collect();
+    let limited: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 429)
+        .map(|(_, b)| b)
+        .collect();
     eprintln!(
         "50 parallel exports by one user: {} accepted, {} refused 429",
         accepted.len(),
@@ -262,7 +282,10 @@ async fn export_flood_is_bounded_deduplicated_and_packages_expire() {
     assert!(
         answers.iter().all(|(s, _)| *s == 202 || *s == 429),
         "unexpected answers: {:?}",
-        answers.iter().filter(|(s, _)| *s != 202 && *s != 429).collect::<Vec<_>>()
+        answers
+            .iter()
+            .filter(|(s, _)| *s != 202 && *s != 429)
+            .collect::<Vec<_>>()
     );
     assert!(
         limited.len() >= 40,
@@ -282,7 +305,8 @@ async fn export_flood_is_bounded_deduplicated_and_packages_expire() {
     let twin = body(1000);
     tokio::time::sleep(Duration::from_secs(2)).await; // let the first ones finish
     let answers =
-        futures::future::join_all((0..10).map(|_| post_export(&client, &v, &inv, twin.clone()))).await;
+        futures::future::join_all((0..10).map(|_| post_export(&client, &v, &inv, twin.clone())))
+            .await;
     let ids: std::collections::BTreeSet<String> = answers
         .iter()
         .filter(|(s, _)| *s == 200 || *s == 202)
@@ -293,7 +317,11 @@ async fn export_flood_is_bounded_deduplicated_and_packages_expire() {
         1,
         "identical requests: {answers:?}"
     );
-    assert_eq!(ids.len(), 1, "identical requests made several jobs: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        1,
+        "identical requests made several jobs: {ids:?}"
+    );
     health.finish("export flood").await;
 
     // Every accepted job ends done.
@@ -301,7 +329,10 @@ async fn export_flood_is_bounded_deduplicated_and_packages_expire() {
     let jobs = loop {
         let (_, b) = v.get("/api/v1/exports").await.unwrap();
         let jobs = b["exports"].as_array().unwrap().clone();
-        if jobs.iter().all(|j| j["status"] == "done" || j["status"] == "failed") {
+        if jobs
+            .iter()
+            .all(|j| j["status"] == "done" || j["status"] == "failed")
+        {
             break jobs;
         }
         assert!(Instant::now() < deadline, "exports did not finish: {b}");
@@ -351,7 +382,10 @@ async fn export_flood_is_bounded_deduplicated_and_packages_expire() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert!(!zip.exists(), "{} still on disk", zip.display());
-    let (st, _) = v.get(&format!("/api/v1/exports/{id}/package")).await.unwrap();
+    let (st, _) = v
+        .get(&format!("/api/v1/exports/{id}/package"))
+        .await
+        .unwrap();
     assert_eq!(st, 410);
     assert_eq!(journal_count(&v, "action=export-delete").await, 1);
     let (_, register) = v.get_text("/api/v1/register.csv").await.unwrap();
@@ -369,7 +403,11 @@ async fn export_flood_is_bounded_deduplicated_and_packages_expire() {
     // Quota and free-space floor (restart with other settings).
     v.stop().unwrap();
     let cfg = std::fs::read_to_string(&v.config_path).unwrap();
-    std::fs::write(&v.config_path, format!("{cfg}\n[exports]\nquota_bytes = 1\n")).unwrap();
+    std::fs::write(
+        &v.config_path,
+        format!("{cfg}\n[exports]\nquota_bytes = 1\n"),
+    )
+    .unwrap();
     v.spawn().unwrap();
     wait_recorded(&v, 1.0).await;
     let (st, b) = post_export(&client, &v, &inv, body(2000)).await;
@@ -561,7 +599,9 @@ async fn slowloris_and_connection_floods_do_not_starve_the_server() {
     for _ in 0..600 {
         match connect_from(ATTACKER, addr).await {
             Ok(mut s) => {
-                let _ = s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n").await;
+                let _ = s
+                    .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+                    .await;
                 conns.push(s);
             }
             Err(e) => panic!("connect: {e}"),
@@ -702,7 +742,13 @@ async fn ui_polling_lets_sessions_expire_and_responses_carry_security_headers() 
 
     // Security headers on pages, assets, API answers and errors.
     let anon = v.anonymous_client_builder().unwrap().build().unwrap();
-    for path in ["/", "/live.html", "/assets/app.js", "/api/v1/health", "/api/v1/nothing"] {
+    for path in [
+        "/",
+        "/live.html",
+        "/assets/app.js",
+        "/api/v1/health",
+        "/api/v1/nothing",
+    ] {
         let r = anon
             .get(format!("{}{path}", v.base_url()))
             .send()
@@ -713,19 +759,37 @@ async fn ui_polling_lets_sessions_expire_and_responses_carry_security_headers() 
             .get("content-security-policy")
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
-        for d in ["default-src 'self'", "script-src 'self'", "frame-ancestors 'none'"] {
+        for d in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
             assert!(csp.contains(d), "{path}: CSP {csp:?} lacks {d}");
         }
         assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
-        assert_eq!(h.get("x-frame-options").map(|v| v.to_str().unwrap()), Some("DENY"), "{path}");
-        assert_eq!(h.get("x-content-type-options").map(|v| v.to_str().unwrap()), Some("nosniff"), "{path}");
+        assert_eq!(
+            h.get("x-frame-options").map(|v| v.to_str().unwrap()),
+            Some("DENY"),
+            "{path}"
+        );
+        assert_eq!(
+            h.get("x-content-type-options").map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{path}"
+        );
         assert!(h.contains_key("referrer-policy"), "{path}");
     }
     // No inline script or style is left in the pages (the CSP would block them).
     for path in ["/", "/live.html"] {
         let (_, page) = v.get_text(path).await.unwrap();
-        assert!(!page.contains("<script>") && !page.contains("<script type=\"module\">"), "{path}");
-        assert!(!page.contains("<style") && !page.contains("style=\""), "{path}");
+        assert!(
+            !page.contains("<script>") && !page.contains("<script type=\"module\">"),
+            "{path}"
+        );
+        assert!(
+            !page.contains("<style") && !page.contains("style=\""),
+            "{path}"
+        );
     }
 
     // Two sessions for 75 s: one only polled by the UI's timers (background header), one used.
@@ -757,13 +821,20 @@ async fn ui_polling_lets_sessions_expire_and_responses_carry_security_headers() 
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    eprintln!("the polled session ended after {:.0} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "the polled session ended after {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
     assert_eq!(
         get(watcher.clone(), false).await,
         401,
         "a session only polled by timers must reach its idle timeout"
     );
-    assert_eq!(get(worker.clone(), false).await, 200, "a used session stays");
+    assert_eq!(
+        get(worker.clone(), false).await,
+        200,
+        "a used session stays"
+    );
 
     // Behind a TLS proxy the cookie is Secure.
     v.stop().unwrap();

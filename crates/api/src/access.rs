@@ -229,9 +229,7 @@ fn authenticate(
         Credentials::None => Ok(None),
         Credentials::Bearer(t) => Ok(Some(state.auth.token(t)?)),
         // The UI's periodic refreshes say so and do not keep an idle session alive.
-        Credentials::Cookie(c) => Ok(Some(
-            state.auth.session_use(c, !is_background(headers))?,
-        )),
+        Credentials::Cookie(c) => Ok(Some(state.auth.session_use(c, !is_background(headers))?)),
     }
 }
 

@@ -1216,14 +1216,21 @@ mod tests {
         let Admit::New(_a2) = ex.admit(&ask("alice", "k2", 1000), limits, free).unwrap() else {
             panic!()
         };
-        let e = ex.admit(&ask("alice", "k3", 1000), limits, free).unwrap_err();
+        let e = ex
+            .admit(&ask("alice", "k3", 1000), limits, free)
+            .unwrap_err();
         assert!(matches!(e, ApiError::LimitReached { .. }), "{e}");
         assert!(e.to_string().contains("max_concurrent_per_user"), "{e}");
         // The same request while it is being created: 409; once it is a job: that job.
-        let e = ex.admit(&ask("alice", "k1", 1000), limits, free).unwrap_err();
+        let e = ex
+            .admit(&ask("alice", "k1", 1000), limits, free)
+            .unwrap_err();
         assert!(matches!(e, ApiError::Conflict { .. }), "{e}");
         let job = ex
-            .create(a1, record("20261128T210000Z-00000001", "alice", Status::Queued, "k1"))
+            .create(
+                a1,
+                record("20261128T210000Z-00000001", "alice", Status::Queued, "k1"),
+            )
             .unwrap();
         match ex.admit(&ask("alice", "k1", 1000), limits, free).unwrap() {
             Admit::Existing(j) => assert_eq!(j.record().id, job.record().id),
@@ -1233,11 +1240,15 @@ mod tests {
         let Admit::New(_b1) = ex.admit(&ask("bob", "k4", 1000), limits, free).unwrap() else {
             panic!()
         };
-        let e = ex.admit(&ask("carol", "k5", 1000), limits, free).unwrap_err();
+        let e = ex
+            .admit(&ask("carol", "k5", 1000), limits, free)
+            .unwrap_err();
         assert!(e.to_string().contains("exports.max_queued"), "{e}");
         drop(_b1);
         // Quota: 2000 in use by alice's two; 9000 more would exceed 10 000.
-        let e = ex.admit(&ask("carol", "k6", 9000), limits, free).unwrap_err();
+        let e = ex
+            .admit(&ask("carol", "k6", 9000), limits, free)
+            .unwrap_err();
         assert!(matches!(e, ApiError::InsufficientStorage(_)), "{e}");
         assert!(e.to_string().contains("quota"), "{e}");
         // Free-space floor: 8000 free, 2000 pending, 1000 more leaves 5000: fine; 1001: no.
@@ -1245,7 +1256,9 @@ mod tests {
             panic!()
         };
         drop(_c);
-        let e = ex.admit(&ask("carol", "k8", 1001), limits, 8000).unwrap_err();
+        let e = ex
+            .admit(&ask("carol", "k8", 1001), limits, 8000)
+            .unwrap_err();
         assert!(e.to_string().contains("min_free_bytes"), "{e}");
     }
 
@@ -1255,7 +1268,10 @@ mod tests {
         r.finished_90k = Some(0);
         let day = 86_400;
         let none = std::collections::HashSet::new();
-        assert_eq!(deletion_due(&r, Time90k(6 * day * 90_000), 7 * day, &none), None);
+        assert_eq!(
+            deletion_due(&r, Time90k(6 * day * 90_000), 7 * day, &none),
+            None
+        );
         assert!(
             deletion_due(&r, Time90k(7 * day * 90_000), 7 * day, &none)
                 .unwrap()
@@ -1271,9 +1287,15 @@ mod tests {
             at_90k: 1,
             reason: "x".into(),
         });
-        assert_eq!(deletion_due(&r, Time90k(8 * day * 90_000), 7 * day, &none), None);
+        assert_eq!(
+            deletion_due(&r, Time90k(8 * day * 90_000), 7 * day, &none),
+            None
+        );
         let running = record("y", "alice", Status::Running, "k");
-        assert_eq!(deletion_due(&running, Time90k(8 * day * 90_000), 7 * day, &released), None);
+        assert_eq!(
+            deletion_due(&running, Time90k(8 * day * 90_000), 7 * day, &released),
+            None
+        );
     }
 
     #[test]

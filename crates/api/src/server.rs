@@ -23,14 +23,14 @@
 //! Shutdown: stop accepting, ask every connection to finish gracefully, wait up to
 //! [`GRACE`], return.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -260,8 +260,7 @@ pub async fn serve(
                 }
             },
         };
-        let Some(ip_slot) = IpSlot::take(&per_ip, addr.ip(), limits.max_connections_per_ip)
-        else {
+        let Some(ip_slot) = IpSlot::take(&per_ip, addr.ip(), limits.max_connections_per_ip) else {
             refused.note(
                 "HTTP connection refused: server.max_connections_per_ip reached",
                 &addr,
@@ -347,18 +346,18 @@ impl Connection {
             epoch: self.epoch,
         };
         let app = self.app.clone();
-        let service = hyper::service::service_fn(
-            move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(addr));
                 app.clone().oneshot(req)
-            },
-        );
+            });
         let conn = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         let idle_ms = self.limits.idle_timeout.as_millis() as u64;
-        let mut tick = tokio::time::interval((self.limits.idle_timeout / 4).max(Duration::from_secs(1)));
+        let mut tick =
+            tokio::time::interval((self.limits.idle_timeout / 4).max(Duration::from_secs(1)));
         let mut closing = *self.closing.borrow();
         if closing {
             conn.as_mut().graceful_shutdown();

@@ -49,7 +49,7 @@ pub use password::{
 };
 pub use roles::{Communes, Permission, Role, Scope, allows};
 pub use store::{
-    AuthSettings, AuthStore, LockScope, LoginAttempt, LoginFailure, Lockout, NewSession, NewToken,
+    AuthSettings, AuthStore, LockScope, Lockout, LoginAttempt, LoginFailure, NewSession, NewToken,
     Principal, TokenInfo, UserInfo, UserUpdate, Via, validate_user_name,
 };
 pub use throttle::{ACCOUNT_LOCK_S, LockInfo, MAX_LOCKOUT_S};

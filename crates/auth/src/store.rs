@@ -20,9 +20,7 @@ use vigie_core::{Clock, TIME_UNITS_PER_SEC, Time90k};
 use crate::AuthError;
 use crate::password::{self, check_policy, csrf_token, digest, random_hex, random_token_part};
 use crate::roles::{Communes, Permission, Role, Scope, allows};
-use crate::throttle::{
-    ACCOUNT_LOCK_S, LockInfo, MAX_LOCKOUT_S, Throttle, ThrottleLimits,
-};
+use crate::throttle::{ACCOUNT_LOCK_S, LockInfo, MAX_LOCKOUT_S, Throttle, ThrottleLimits};
 
 /// Prefix of every API token (lets log scanners and secret detectors recognise them).
 pub const TOKEN_PREFIX: &str = "vigie_";
@@ -569,7 +567,11 @@ impl AuthStore {
         if ip.is_some() {
             keys.push((LockScope::Ip, format!("ip:{ip_text}"), s.ip_limits()));
         }
-        keys.push((LockScope::Account, format!("user:{name}"), s.account_limits()));
+        keys.push((
+            LockScope::Account,
+            format!("user:{name}"),
+            s.account_limits(),
+        ));
         let now = self.now_s();
         let mut t = self.throttle();
         for (i, (_, key, limits)) in keys.iter().enumerate() {
@@ -718,7 +720,11 @@ impl AuthStore {
 
     /// Like [`Self::session`]; `refresh_idle = false` for requests the UI makes on its own
     /// (periodic refreshes), which must not keep an unattended session alive.
-    pub fn session_use(&self, session_id: &str, refresh_idle: bool) -> Result<Principal, AuthError> {
+    pub fn session_use(
+        &self,
+        session_id: &str,
+        refresh_idle: bool,
+    ) -> Result<Principal, AuthError> {
         let key = digest(session_id);
         let rec: SessionRecord = match self.inner.sessions.get(key)? {
             Some(v) => serde_json::from_slice(&v)?,
@@ -1186,7 +1192,10 @@ mod tests {
             s.login("admin1", PW, Some(stranger)).unwrap_err().1,
             LoginFailure::Locked
         ));
-        assert!(s.login("admin1", PW, Some(owner)).is_ok(), "owner locked out");
+        assert!(
+            s.login("admin1", PW, Some(owner)).is_ok(),
+            "owner locked out"
+        );
         // Strangers from many IPs reach the account-wide limit: a 60 s slow-down, no more.
         for i in 0..20 {
             let ip: IpAddr = format!("198.18.0.{i}").parse().unwrap();

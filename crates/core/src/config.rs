@@ -373,7 +373,9 @@ impl Config {
     pub fn exports_min_free_bytes(&self) -> u64 {
         self.exports
             .min_free_bytes
-            .map_or(self.storage.min_free_bytes.0.saturating_add(2 << 30), |b| b.0)
+            .map_or(self.storage.min_free_bytes.0.saturating_add(2 << 30), |b| {
+                b.0
+            })
     }
 }
 
@@ -834,20 +836,32 @@ impl Config {
             ("auth.session_max_hours", a.session_max_hours, 1..=720),
             ("auth.max_failed_logins", a.max_failed_logins, 1..=100),
             ("auth.lockout_minutes", a.lockout_minutes, 1..=1440),
-            ("auth.max_concurrent_logins", a.max_concurrent_logins, 1..=64),
+            (
+                "auth.max_concurrent_logins",
+                a.max_concurrent_logins,
+                1..=64,
+            ),
             ("auth.max_queued_logins", a.max_queued_logins, 0..=1024),
             (
                 "server.header_read_timeout_s",
                 self.server.header_read_timeout_s,
                 1..=300,
             ),
-            ("server.idle_timeout_s", self.server.idle_timeout_s, 10..=3600),
+            (
+                "server.idle_timeout_s",
+                self.server.idle_timeout_s,
+                10..=3600,
+            ),
             (
                 "server.request_timeout_s",
                 self.server.request_timeout_s,
                 1..=3600,
             ),
-            ("server.max_connections", self.server.max_connections, 16..=65536),
+            (
+                "server.max_connections",
+                self.server.max_connections,
+                16..=65536,
+            ),
             (
                 "server.max_connections_per_ip",
                 self.server.max_connections_per_ip,
@@ -865,7 +879,11 @@ impl Config {
                 self.exports.package_lifetime_days,
                 1..=365,
             ),
-            ("exports.check_interval_s", self.exports.check_interval_s, 1..=3600),
+            (
+                "exports.check_interval_s",
+                self.exports.check_interval_s,
+                1..=3600,
+            ),
         ] {
             if !range.contains(&v) {
                 add(
@@ -1277,7 +1295,9 @@ class = "close-up"
             "listen = \"127.0.0.1:8080\"",
             "listen = \"127.0.0.1:8080\"\nmax_connections = 1\nrequest_timeout_s = 0",
         );
-        let e = Config::from_toml_str(&bad, "t", &env).unwrap_err().to_string();
+        let e = Config::from_toml_str(&bad, "t", &env)
+            .unwrap_err()
+            .to_string();
         for key in [
             "exports.max_running",
             "exports.max_concurrent_per_user",

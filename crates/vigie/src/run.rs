@@ -204,7 +204,11 @@ fn raise_fd_limit() -> Option<u64> {
     if soft < hard {
         match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
             Ok(()) => {
-                tracing::info!(from = soft, to = hard, "raised the open-file limit (RLIMIT_NOFILE)");
+                tracing::info!(
+                    from = soft,
+                    to = hard,
+                    "raised the open-file limit (RLIMIT_NOFILE)"
+                );
                 return Some(hard);
             }
             Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),

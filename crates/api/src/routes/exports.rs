@@ -191,17 +191,26 @@ pub async fn create(
     let store = state.store.clone();
     let k2 = key.clone();
     let estimate_bytes = tokio::task::spawn_blocking(move || {
-        store.segments(&k2, start, end).map(|segs| {
-            estimate_package_bytes(&segs, start, end)
-        })
+        store
+            .segments(&k2, start, end)
+            .map(|segs| estimate_package_bytes(&segs, start, end))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??
     .saturating_mul(if req.burn_in { 2 } else { 1 })
     .saturating_add(stills_90k.len() as u64 * 512 * 1024);
     let dedupe_key = serde_json::to_string(&json!([
-        who.user, key.camera, key.stream, start.0, end.0, procedure, reason, requester, req.ts,
-        stills_90k, req.burn_in
+        who.user,
+        key.camera,
+        key.stream,
+        start.0,
+        end.0,
+        procedure,
+        reason,
+        requester,
+        req.ts,
+        stills_90k,
+        req.burn_in
     ]))
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let dir = state.exports.dir().to_owned();
@@ -255,35 +264,38 @@ pub async fn create(
     )
     .await?;
 
-    let job = state.exports.create(admission, JobRecord {
-        id,
-        status: Status::Queued,
-        error: None,
-        camera: key.camera.clone(),
-        stream: key.stream.clone(),
-        start_90k: start.0,
-        end_90k: end.0,
-        reason,
-        procedure,
-        requester,
-        operator: actor,
-        user: who.user.clone(),
-        ts: req.ts,
-        stills_90k,
-        burn_in: req.burn_in,
-        created_90k: now.0,
-        finished_90k: None,
-        hold_id: Some(hold.id),
-        bytes_total: 0,
-        sha256: None,
-        mp4_bytes: None,
-        package_sha256: None,
-        package_bytes: None,
-        manifest: None,
-        estimate_bytes,
-        dedupe_key,
-        package_deleted: None,
-    })?;
+    let job = state.exports.create(
+        admission,
+        JobRecord {
+            id,
+            status: Status::Queued,
+            error: None,
+            camera: key.camera.clone(),
+            stream: key.stream.clone(),
+            start_90k: start.0,
+            end_90k: end.0,
+            reason,
+            procedure,
+            requester,
+            operator: actor,
+            user: who.user.clone(),
+            ts: req.ts,
+            stills_90k,
+            burn_in: req.burn_in,
+            created_90k: now.0,
+            finished_90k: None,
+            hold_id: Some(hold.id),
+            bytes_total: 0,
+            sha256: None,
+            mp4_bytes: None,
+            package_sha256: None,
+            package_bytes: None,
+            manifest: None,
+            estimate_bytes,
+            dedupe_key,
+            package_deleted: None,
+        },
+    )?;
     let body = job.to_json();
     exports::spawn(state.clone(), job);
     Ok((StatusCode::ACCEPTED, Json(body)))

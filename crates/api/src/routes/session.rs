@@ -33,8 +33,7 @@ pub struct LoginBody {
 }
 
 fn cookie(state: &AppState, value: &str, max_age_s: i64) -> Result<HeaderValue, ApiError> {
-    let secure = if state.config.server.tls_cert.is_some() || state.config.server.behind_tls_proxy
-    {
+    let secure = if state.config.server.tls_cert.is_some() || state.config.server.behind_tls_proxy {
         "; Secure"
     } else {
         ""
