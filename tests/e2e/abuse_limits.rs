@@ -856,3 +856,54 @@ async fn ui_polling_lets_sessions_expire_and_responses_carry_security_headers() 
     assert!(set.contains("; Secure"), "{set}");
     sim.shutdown().await;
 }
+
+// ---- item 9 over built-in TLS -----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_listener_has_the_same_connection_bounds() {
+    let work = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let sim = vigie_e2e::sim::start_baseline(&["a"]).await;
+    let v = VigieBuilder::new(bin())
+        .toml(&config(&sim))
+        .tls(&cert, &key)
+        .unwrap()
+        .start()
+        .unwrap();
+    wait_recorded(&v, 2.0).await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", v.port).parse().unwrap();
+    let health = HealthProbe::start(&v);
+    // 300 connections from one address that never start their TLS handshake.
+    let mut conns = Vec::new();
+    for _ in 0..300 {
+        conns.push(connect_from(ATTACKER, addr).await.unwrap());
+    }
+    let checks = futures::future::join_all(
+        conns
+            .iter_mut()
+            .map(|s| closed_within(s, Duration::from_secs(2))),
+    )
+    .await;
+    let open = checks.iter().filter(|c| !**c).count();
+    eprintln!("TLS: {open} of 300 silent connections from one address open after 2 s");
+    assert!(open <= 128, "{open} open (per-address limit 128)");
+    // The handshake timeout (server.header_read_timeout_s, 10 s) closes the rest.
+    let closed = futures::future::join_all(
+        conns
+            .iter_mut()
+            .zip(&checks)
+            .filter(|(_, c)| !**c)
+            .map(|(s, _)| closed_within(s, Duration::from_secs(25))),
+    )
+    .await;
+    assert!(
+        closed.iter().all(|c| *c),
+        "silent TLS connections kept open past the handshake timeout"
+    );
+    health.finish("TLS connection flood").await;
+    sim.shutdown().await;
+}

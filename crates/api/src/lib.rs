@@ -93,15 +93,18 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-/// Routes whose answer is a stream meant to last (video, live view, package download): no
-/// request timeout (their time to first byte is bounded by their own work; the connection's
-/// idle timeout still applies).
+/// Routes without the request timeout: answers that are streams meant to last (video, live
+/// view, package download), and the auditors' long reads over the whole journal (its
+/// verification, the legal register), which may legitimately take longer on a large journal.
+/// The connection's idle timeout still applies to all of them.
 pub fn is_streaming_route(route: &str) -> bool {
     matches!(
         route,
         "/api/v1/cameras/{cam}/streams/{stream}/video.mp4"
             | "/api/v1/cameras/{cam}/streams/{stream}/live"
             | "/api/v1/exports/{id}/package"
+            | "/api/v1/audit/verify"
+            | "/api/v1/register.csv"
     )
 }
 

@@ -99,9 +99,9 @@ pub struct ServerConfig {
     /// (10..=3600). Upgraded WebSocket connections are exempt. Default 120.
     #[serde(default = "default_idle_timeout_s")]
     pub idle_timeout_s: u32,
-    /// Longest time a non-streaming request may take to be answered (its body read and its
-    /// response headers produced) before a 503 (1..=3600). Not applied to `video.mp4`, the live
-    /// WebSocket or package downloads. Default 30.
+    /// Longest time a request may take to be answered (its body read and its response headers
+    /// produced) before a 503 (1..=3600). Not applied to `video.mp4`, the live WebSocket,
+    /// package downloads, `audit/verify` and `register.csv`. Default 30.
     #[serde(default = "default_request_timeout_s")]
     pub request_timeout_s: u32,
     /// Most HTTP connections open at once (16..=65536); further ones are closed at accept.
@@ -109,7 +109,8 @@ pub struct ServerConfig {
     /// (Vigie lowers it at start when the limit is too small). Default 512.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
-    /// Most HTTP connections open at once from one client IP (1..=65536, ≤ `max_connections`),
+    /// Most HTTP connections open at once from one client IP (1..=65536; at most
+    /// `max_connections` in effect),
     /// so that one stranger cannot take every connection. Behind a reverse proxy every client
     /// has the proxy's address: raise it to `max_connections`. Default 128.
     #[serde(default = "default_max_connections_per_ip")]
@@ -865,7 +866,7 @@ impl Config {
             (
                 "server.max_connections_per_ip",
                 self.server.max_connections_per_ip,
-                1..=self.server.max_connections.max(1),
+                1..=65536,
             ),
             ("exports.max_running", self.exports.max_running, 1..=16),
             (
