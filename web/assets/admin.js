@@ -154,7 +154,7 @@ export function holdsPage(root) {
 // ---- Access journal --------------------------------------------------------------------------
 
 const ACTIONS = ['login', 'login-failed', 'lockout', 'logout', 'live-start', 'live-stop', 'playback', 'still', 'export-create',
-  'export-download', 'hold-place', 'hold-release', 'retention-delete', 'recording-blocked', 'config-load', 'user-add', 'user-change',
+  'export-download', 'export-delete', 'hold-place', 'hold-release', 'retention-delete', 'recording-blocked', 'config-load', 'user-add', 'user-change',
   'token-create', 'token-revoke', 'quality-alert', 'quality-clear', 'journal-purge', 'service-start', 'service-stop'];
 
 export function journalPage(root, ctx) {
