@@ -1,7 +1,7 @@
 // Pages: cameras (status by commune), exports, legal holds, access journal, users.
 
 import { t, lang } from './i18n.js';
-import { get, post, patch, del } from './api.js';
+import { get, getBackground, post, patch, del } from './api.js';
 import * as time from './time.js';
 import { h, can, cameraGroups, statusDot, message, table, fmtBytes, session } from './ui.js';
 
@@ -22,9 +22,9 @@ export function camerasPage(root, ctx) {
   const status = h('div', {});
   root.append(h('div', { class: 'page' }, h('div', { class: 'toolbar' }, h('h1', {}, t('cameras.title')),
     h('span', { class: 'hint' }, t('cameras.hint'))), status, body));
-  async function refresh() {
+  async function refresh(background = false) {
     try {
-      const { cameras } = await get('/api/v1/cameras');
+      const { cameras } = await (background ? getBackground : get)('/api/v1/cameras');
       session.cameras = cameras;
       message(status, '');
       const groups = cameraGroups(cameras);
@@ -59,7 +59,7 @@ export function camerasPage(root, ctx) {
         can('Playback') ? h('a', { class: 'button', href: `#/playback/${encodeURIComponent(c.id)}` }, t('nav.playback')) : null));
   }
   refresh();
-  const timer = setInterval(refresh, 3000);
+  const timer = setInterval(() => refresh(true), 3000);
   return () => clearInterval(timer);
 }
 
@@ -80,7 +80,7 @@ export function exportProgress(job) {
   }
   async function poll() {
     try {
-      const j = await get(`/api/v1/exports/${encodeURIComponent(job.id)}`);
+      const j = await getBackground(`/api/v1/exports/${encodeURIComponent(job.id)}`);
       render(j);
       if (j.status === 'done' || j.status === 'failed') return;
     } catch (e) { if (!el.isConnected) return; }
@@ -96,9 +96,9 @@ export function exportsPage(root) {
   root.append(h('div', { class: 'page' }, h('div', { class: 'toolbar' }, h('h1', {}, t('ex.title')),
     h('span', { class: 'hint' }, t('ex.hint'))), status, body));
   let timer;
-  async function refresh() {
+  async function refresh(background = false) {
     try {
-      const { exports } = await get('/api/v1/exports');
+      const { exports } = await (background ? getBackground : get)('/api/v1/exports');
       exports.sort((a, b) => (b.created_at || '').localeCompare(a.created_at || ''));
       body.replaceChildren(table(
         [t('ex.created'), t('ex.camera'), t('ex.range'), t('ex.procedure'), t('ex.requester'), t('ex.reason'), t('ex.operator'), t('ex.status'), t('ex.hashes'), ''],
@@ -115,8 +115,8 @@ export function exportsPage(root) {
         }), t('ex.none')));
       message(status, '');
       clearTimeout(timer);
-      timer = setTimeout(refresh, exports.some((j) => j.status === 'queued' || j.status === 'running') ? 1000 : 5000);
-    } catch (e) { message(status, `${t('error')}: ${e.message}`); timer = setTimeout(refresh, 5000); }
+      timer = setTimeout(() => refresh(true), exports.some((j) => j.status === 'queued' || j.status === 'running') ? 1000 : 5000);
+    } catch (e) { message(status, `${t('error')}: ${e.message}`); timer = setTimeout(() => refresh(true), 5000); }
   }
   refresh();
   return () => clearTimeout(timer);
@@ -154,7 +154,7 @@ export function holdsPage(root) {
 // ---- Access journal --------------------------------------------------------------------------
 
 const ACTIONS = ['login', 'login-failed', 'lockout', 'logout', 'live-start', 'live-stop', 'playback', 'still', 'export-create',
-  'export-download', 'hold-place', 'hold-release', 'retention-delete', 'recording-blocked', 'config-load', 'user-add', 'user-change',
+  'export-download', 'export-delete', 'hold-place', 'hold-release', 'retention-delete', 'recording-blocked', 'config-load', 'user-add', 'user-change',
   'token-create', 'token-revoke', 'quality-alert', 'quality-clear', 'journal-purge', 'service-start', 'service-stop', 'tamper-alarm'];
 
 export function journalPage(root, ctx) {

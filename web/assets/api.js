@@ -8,8 +8,12 @@ export class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
 
-export async function api(method, path, body) {
+// Requests the UI makes on its own (periodic refreshes) carry `X-Vigie-Background: 1`: the
+// server does not count them as activity, so an unattended screen still reaches the session's
+// idle timeout. User actions (navigation, clicks) are sent without it.
+export async function api(method, path, body, background = false) {
   const headers = {};
+  if (background) headers['X-Vigie-Background'] = '1';
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = csrf;
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -26,6 +30,8 @@ export async function api(method, path, body) {
   return v;
 }
 export const get = (p) => api('GET', p);
+/// A GET made by a timer, not by the user (does not refresh the session's idle time).
+export const getBackground = (p) => api('GET', p, undefined, true);
 export const post = (p, b) => api('POST', p, b ?? {});
 export const patch = (p, b) => api('PATCH', p, b);
 export const del = (p) => api('DELETE', p);

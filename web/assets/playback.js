@@ -4,7 +4,7 @@
 // stills, in/out marks and the evidence-export form.
 
 import { t } from './i18n.js';
-import { get, post, streamPath } from './api.js';
+import { get, getBackground, post, streamPath } from './api.js';
 import * as time from './time.js';
 import { Timeline } from './timeline.js';
 import { h, can, message, session } from './ui.js';
@@ -31,8 +31,8 @@ class CamPlayer {
     this.video = h('video', { muted: '', playsinline: '', preload: 'auto', 'aria-label': t('pb.video', { name: cam.name }) });
     this.video.muted = true;
   }
-  async loadSpans(a, b) {
-    const r = await get(`${streamPath(this.cam.id, this.stream)}/recordings?start=${time.iso(a)}&end=${time.iso(b)}`);
+  async loadSpans(a, b, background = false) {
+    const r = await (background ? getBackground : get)(`${streamPath(this.cam.id, this.stream)}/recordings?start=${time.iso(a)}&end=${time.iso(b)}`);
     this.spans = r.spans.map((s) => [Date.parse(s.start), Date.parse(s.end)]);
     this.gaps = r.gaps.map((s) => [Date.parse(s.start), Date.parse(s.end)]);
   }
@@ -174,10 +174,10 @@ export function playbackPage(root, ctx) {
     zoneBtn.textContent = time.isUtc() ? 'UTC' : 'Paris';
     zoneBtn.setAttribute('aria-pressed', String(time.isUtc()));
   }
-  async function loadDay() {
+  async function loadDay(background = false) {
     tlBar.querySelector('.tl-day').textContent = time.date(day[0]);
     try {
-      await Promise.all(players.map((p) => p.loadSpans(day[0], day[1])));
+      await Promise.all(players.map((p) => p.loadSpans(day[0], day[1], background)));
       message(status, '');
     } catch (e) { message(status, `${t('error')}: ${e.message}`); }
     timeline.setNow(Date.now());
@@ -306,7 +306,7 @@ export function playbackPage(root, ctx) {
       }
     } finally { continuing = false; }
   }
-  const refresh = setInterval(() => { if (day[1] > Date.now()) loadDay(); }, 10000);
+  const refresh = setInterval(() => { if (day[1] > Date.now()) loadDay(true); }, 10000);
 
   const onKey = (ev) => {
     if (ev.target.closest && ev.target.closest('input, textarea, select, [contenteditable]')) return;

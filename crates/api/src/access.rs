@@ -261,8 +261,9 @@ fn authenticate(
             state.auth.token(t)?,
             vigie_auth::Credential::Token(t.to_owned()),
         ))),
+        // The UI's periodic refreshes say so and do not keep an idle session alive.
         Credentials::Cookie(c) => Ok(Some((
-            state.auth.session(c)?,
+            state.auth.session_use(c, !is_background(headers))?,
             vigie_auth::Credential::Session(c.to_owned()),
         ))),
     }
@@ -283,6 +284,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Credential {
             .cloned()
             .ok_or_else(|| ApiError::Unauthenticated("authentication required".into()))
     }
+}
+
+/// Header the UI sets on requests it makes on its own (timers), not on user actions.
+pub const BACKGROUND_HEADER: &str = "x-vigie-background";
+
+fn is_background(headers: &HeaderMap) -> bool {
+    headers
+        .get(BACKGROUND_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1")
 }
 
 fn is_mutation(m: &Method) -> bool {

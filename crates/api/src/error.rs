@@ -46,6 +46,20 @@ pub enum ApiError {
     /// Login throttling: answered with `Retry-After: <retry_after_s>`.
     #[error("too many failed logins: try again in {retry_after_s} s")]
     TooManyRequests { retry_after_s: u64 },
+    /// A bound on what one user or the installation may consume is reached (export jobs):
+    /// answered 429 with `Retry-After`.
+    #[error("{message}")]
+    LimitReached { message: String, retry_after_s: u64 },
+    /// The server is saturated for a moment (login hashing queue full, a request that took
+    /// longer than `server.request_timeout_s`): answered 503 with `Retry-After`.
+    #[error("{message}")]
+    Busy { message: String, retry_after_s: u64 },
+    /// Not enough disk (export quota, free-space floor): answered 507.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    /// It existed and was deleted (an export package past its lifetime): answered 410.
+    #[error("{0}")]
+    Gone(String),
     /// The thing to create exists already.
     #[error("{0}")]
     AlreadyExists(String),
@@ -71,6 +85,12 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
             }
+            ApiError::LimitReached { .. } => (StatusCode::TOO_MANY_REQUESTS, "limit_reached"),
+            ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -80,7 +100,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
+        // Saturation answers come in floods: not one error log line each.
+        if status.is_server_error() && !matches!(self, ApiError::Busy { .. }) {
             tracing::error!(error = %self, "request failed");
         }
         let mut body =
@@ -104,7 +125,10 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(axum::http::header::CONTENT_RANGE, v);
         }
-        if let ApiError::TooManyRequests { retry_after_s } = &self {
+        if let ApiError::TooManyRequests { retry_after_s }
+        | ApiError::LimitReached { retry_after_s, .. }
+        | ApiError::Busy { retry_after_s, .. } = &self
+        {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(*retry_after_s),

@@ -9,6 +9,17 @@
 //!
 //! Journal: the API journals the hold at creation; the job journals `ExportCreate` when it ends
 //! (done: with the MP4's `sha256`, which the legal register prints; failed: with the error).
+//!
+//! Bounds (`[exports]`, checked atomically by [`Exports::admit`] before anything is written):
+//! jobs queued or running per user (`max_concurrent_per_user`) and in total (`max_queued`), a
+//! repeated identical request returns the job already under way, a disk quota for the packages
+//! kept plus the estimated size of the jobs under way (`quota_bytes`), and a free-space floor on
+//! the exports file system (`min_free_bytes`, by default the storage floor + 2 GiB, so exports
+//! never push retention into deleting other footage). Jobs run on their own threads, at most
+//! `max_running` at once ([`spawn`]), never on tokio's blocking pool (which the journal and
+//! retention need). [`janitor`] deletes a package when its legal hold is released or
+//! `package_lifetime_days` after it was written, and journals `ExportDelete` (listed in the
+//! register).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +96,22 @@ pub struct JobRecord {
     /// Summary of the manifest (once done).
     #[serde(default)]
     pub manifest: Option<Value>,
+    /// Estimated size of the package, counted against the quota while the job is under way.
+    #[serde(default)]
+    pub estimate_bytes: u64,
+    /// Identity of the request, to return this job for an identical one while it is under way.
+    #[serde(default)]
+    pub dedupe_key: String,
+    /// Set when the package was deleted (lifetime over, or its hold released).
+    #[serde(default)]
+    pub package_deleted: Option<PackageDeletion>,
+}
+
+/// Why and when a package was deleted.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackageDeletion {
+    pub at_90k: i64,
+    pub reason: String,
 }
 
 /// A job and its live progress.
@@ -145,10 +172,14 @@ impl Job {
             "hold_id": r.hold_id,
             "sha256": r.sha256,
             "mp4_bytes": r.mp4_bytes,
-            "package": (r.status == Status::Done).then(|| json!({
+            "package": (r.status == Status::Done && r.package_deleted.is_none()).then(|| json!({
                 "url": format!("/api/v1/exports/{}/package", r.id),
                 "sha256": r.package_sha256,
                 "bytes": r.package_bytes,
+            })),
+            "package_deleted": r.package_deleted.as_ref().map(|d| json!({
+                "at": Time90k(d.at_90k).to_rfc3339(),
+                "reason": d.reason,
             })),
             "manifest": r.manifest,
         })
@@ -165,6 +196,73 @@ struct Inner {
     dir: PathBuf,
     key: InstallationKey,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    /// Requests admitted and not yet registered as jobs (placing their hold): counted by the
+    /// limits like jobs. Locked after `jobs` when both are needed.
+    reserved: Mutex<Vec<Reservation>>,
+    /// The dedicated export workers' slots (`exports.max_running`), made at the first job.
+    workers: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
+    next_reservation: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct Reservation {
+    id: u64,
+    user: String,
+    dedupe_key: String,
+    estimate_bytes: u64,
+}
+
+/// What [`Exports::admit`] is asked about one request.
+#[derive(Debug, Clone)]
+pub struct AdmitRequest {
+    pub user: String,
+    /// Same value for identical requests (see the route).
+    pub dedupe_key: String,
+    pub estimate_bytes: u64,
+}
+
+/// The bounds [`Exports::admit`] applies (from `[exports]` and the free-space floor).
+#[derive(Debug, Clone, Copy)]
+pub struct ExportLimits {
+    pub max_per_user: usize,
+    pub max_queued: usize,
+    pub quota_bytes: u64,
+    pub min_free_bytes: u64,
+}
+
+impl ExportLimits {
+    pub fn from_config(c: &Config) -> ExportLimits {
+        ExportLimits {
+            max_per_user: c.exports.max_concurrent_per_user as usize,
+            max_queued: c.exports.max_queued as usize,
+            quota_bytes: c.exports.quota_bytes.0,
+            min_free_bytes: c.exports_min_free_bytes(),
+        }
+    }
+}
+
+/// A request admitted by [`Exports::admit`]: holds its place in the limits until it becomes a
+/// job ([`Exports::create`]) or is dropped (the request failed).
+#[derive(Debug)]
+pub struct Admission {
+    exports: Exports,
+    id: u64,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.exports.inner.reserved.lock() {
+            r.retain(|x| x.id != self.id);
+        }
+    }
+}
+
+/// The answer of [`Exports::admit`].
+#[derive(Debug)]
+pub enum Admit {
+    New(Admission),
+    /// An identical request is queued or running: this is its job.
+    Existing(Arc<Job>),
 }
 
 impl std::fmt::Debug for Exports {
@@ -242,6 +340,9 @@ impl Exports {
                 dir,
                 key,
                 jobs: Mutex::new(jobs),
+                reserved: Mutex::new(Vec::new()),
+                workers: std::sync::OnceLock::new(),
+                next_reservation: AtomicU64::new(1),
             }),
         })
     }
@@ -272,8 +373,139 @@ impl Exports {
             .join(format!("vigie-export-{id}.zip"))
     }
 
-    /// Registers and persists a new job (status queued).
-    pub fn create(&self, rec: JobRecord) -> Result<Arc<Job>, ApiError> {
+    /// The directory holding the jobs and packages.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Bytes counted against the quota: packages kept, plus the estimates of the jobs under
+    /// way and of the requests being admitted.
+    pub fn used_bytes(&self) -> u64 {
+        let jobs = self.list();
+        let reserved: u64 = self
+            .inner
+            .reserved
+            .lock()
+            .map(|r| r.iter().map(|x| x.estimate_bytes).sum())
+            .unwrap_or(0);
+        jobs.iter()
+            .map(|j| {
+                let r = j.record();
+                match r.status {
+                    Status::Queued | Status::Running => r.estimate_bytes.max(r.bytes_total),
+                    Status::Done if r.package_deleted.is_none() => r.package_bytes.unwrap_or(0),
+                    _ => 0,
+                }
+            })
+            .sum::<u64>()
+            + reserved
+    }
+
+    /// Admits a new export request, or refuses it, atomically against concurrent requests (the
+    /// place is reserved before the slow part: placing the hold). Refusals: 429 over a job
+    /// limit, 409 while an identical request is being created, 507 over the quota or the
+    /// free-space floor. `free_bytes` is the free space of the exports file system.
+    pub fn admit(
+        &self,
+        req: &AdmitRequest,
+        limits: ExportLimits,
+        free_bytes: u64,
+    ) -> Result<Admit, ApiError> {
+        let used = self.used_bytes();
+        let jobs = self
+            .inner
+            .jobs
+            .lock()
+            .map_err(|_| ApiError::Internal("export table poisoned".into()))?;
+        let mut reserved = self
+            .inner
+            .reserved
+            .lock()
+            .map_err(|_| ApiError::Internal("export reservations poisoned".into()))?;
+        let active: Vec<JobRecord> = jobs
+            .values()
+            .map(|j| j.record())
+            .filter(|r| matches!(r.status, Status::Queued | Status::Running))
+            .collect();
+        if let Some(j) = jobs.values().find(|j| {
+            let r = j.record();
+            matches!(r.status, Status::Queued | Status::Running) && r.dedupe_key == req.dedupe_key
+        }) {
+            return Ok(Admit::Existing(j.clone()));
+        }
+        if reserved.iter().any(|r| r.dedupe_key == req.dedupe_key) {
+            return Err(ApiError::Conflict {
+                message: "an identical export request is being created right now: list the exports (GET /api/v1/exports) in a moment".into(),
+                spans: Vec::new(),
+            });
+        }
+        let mine = active.iter().filter(|r| r.user == req.user).count()
+            + reserved.iter().filter(|r| r.user == req.user).count();
+        if mine >= limits.max_per_user {
+            return Err(ApiError::LimitReached {
+                message: format!(
+                    "user {:?} already has {mine} export job(s) queued or running (exports.max_concurrent_per_user = {}): wait for one to finish",
+                    req.user, limits.max_per_user
+                ),
+                retry_after_s: 30,
+            });
+        }
+        let total = active.len() + reserved.len();
+        if total >= limits.max_queued {
+            return Err(ApiError::LimitReached {
+                message: format!(
+                    "{total} export jobs are queued or running (exports.max_queued = {}): try again later",
+                    limits.max_queued
+                ),
+                retry_after_s: 30,
+            });
+        }
+        if used.saturating_add(req.estimate_bytes) > limits.quota_bytes {
+            return Err(ApiError::InsufficientStorage(format!(
+                "the export quota would be exceeded: {used} bytes of packages kept or under way + about {} for this one > exports.quota_bytes ({}); packages are deleted when their hold is released or after exports.package_lifetime_days",
+                req.estimate_bytes, limits.quota_bytes
+            )));
+        }
+        let pending: u64 = active
+            .iter()
+            .map(|r| {
+                r.estimate_bytes
+                    .max(r.bytes_total)
+                    .saturating_sub(jobs.get(&r.id).map_or(0, |j| j.written()))
+            })
+            .sum::<u64>()
+            + reserved.iter().map(|r| r.estimate_bytes).sum::<u64>();
+        let after = free_bytes
+            .saturating_sub(pending)
+            .saturating_sub(req.estimate_bytes);
+        if after < limits.min_free_bytes {
+            return Err(ApiError::InsufficientStorage(format!(
+                "not enough free space for this export: {free_bytes} bytes free on the exports file system, about {} needed by the exports under way and this one, and {} must stay free (exports.min_free_bytes) so that recording is not affected",
+                pending.saturating_add(req.estimate_bytes),
+                limits.min_free_bytes
+            )));
+        }
+        let id = self.inner.next_reservation.fetch_add(1, Ordering::Relaxed);
+        reserved.push(Reservation {
+            id,
+            user: req.user.clone(),
+            dedupe_key: req.dedupe_key.clone(),
+            estimate_bytes: req.estimate_bytes,
+        });
+        Ok(Admit::New(Admission {
+            exports: self.clone(),
+            id,
+        }))
+    }
+
+    /// Registers and persists a new job (status queued), ending its admission's reservation.
+    pub fn create(&self, admission: Admission, rec: JobRecord) -> Result<Arc<Job>, ApiError> {
+        let job = self.create_unchecked(rec)?;
+        drop(admission);
+        Ok(job)
+    }
+
+    fn create_unchecked(&self, rec: JobRecord) -> Result<Arc<Job>, ApiError> {
         let dir = self.inner.dir.join(&rec.id);
         std::fs::create_dir(&dir)
             .map_err(|e| ApiError::Internal(format!("creating {}: {e}", dir.display())))?;
@@ -330,13 +562,41 @@ fn create_entry(r: &JobRecord) -> NewEntry {
         }))
 }
 
-/// Runs a job to its end in the background and journals the outcome.
+/// Runs a job to its end in the background and journals the outcome. The job waits for one of
+/// the `exports.max_running` worker slots, then runs on a thread of its own (never on tokio's
+/// blocking pool, which the journal and retention need).
 pub fn spawn(state: crate::AppState, job: Arc<Job>) {
+    let slots = state
+        .exports
+        .inner
+        .workers
+        .get_or_init(|| {
+            Arc::new(tokio::sync::Semaphore::new(
+                state.config.exports.max_running.max(1) as usize,
+            ))
+        })
+        .clone();
     tokio::spawn(async move {
-        let (st, j) = (state.clone(), job.clone());
-        let result = tokio::task::spawn_blocking(move || run(&st, &j))
-            .await
-            .unwrap_or_else(|e| Err(format!("the export task failed: {e}")));
+        let result = match slots.acquire_owned().await {
+            Err(e) => Err(format!("the export workers are closed: {e}")),
+            Ok(slot) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let (st, j) = (state.clone(), job.clone());
+                let started = std::thread::Builder::new()
+                    .name("vigie-export".into())
+                    .spawn(move || {
+                        let r = run(&st, &j);
+                        drop(slot);
+                        let _ = tx.send(r);
+                    });
+                match started {
+                    Err(e) => Err(format!("cannot start the export worker thread: {e}")),
+                    Ok(_) => rx
+                        .await
+                        .unwrap_or_else(|_| Err("the export worker stopped unexpectedly".into())),
+                }
+            }
+        };
         let now = state.clock.now().0;
         let rec = job.update(|r| {
             r.finished_90k = Some(now);
@@ -350,15 +610,136 @@ pub fn spawn(state: crate::AppState, job: Arc<Job>) {
         });
         if rec.status == Status::Failed {
             let _ = std::fs::remove_file(partial_path(&state.exports.inner.dir, &rec.id));
-            tracing::error!(id = %rec.id, error = ?rec.error, "export failed");
+            tracing::error!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, error = ?rec.error, "export failed");
         } else {
-            tracing::info!(id = %rec.id, sha256 = ?rec.sha256, "export done");
+            tracing::info!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, sha256 = ?rec.sha256, "export done");
         }
         state.exports.save(&rec);
         if let Err(e) = crate::journal::record(&state, create_entry(&rec)).await {
             tracing::error!(id = %rec.id, error = %e, "cannot journal the export");
         }
     });
+}
+
+/// Why a kept package must go now, if it must: its legal hold was released, or it is older
+/// than `lifetime_s`.
+pub fn deletion_due(
+    r: &JobRecord,
+    now: Time90k,
+    lifetime_s: i64,
+    released_holds: &std::collections::HashSet<u64>,
+) -> Option<String> {
+    if r.status != Status::Done || r.package_deleted.is_some() {
+        return None;
+    }
+    if let Some(h) = r.hold_id
+        && released_holds.contains(&h)
+    {
+        return Some(format!("legal hold {h} released"));
+    }
+    let written = r.finished_90k.unwrap_or(r.created_90k);
+    (now.0 - written >= lifetime_s * 90_000).then(|| {
+        format!(
+            "package lifetime over ({} days, exports.package_lifetime_days)",
+            lifetime_s / 86_400
+        )
+    })
+}
+
+/// The `ExportDelete` journal entry of a deleted package (listed in the legal register).
+fn delete_entry(r: &JobRecord, reason: &str) -> NewEntry {
+    NewEntry::new("system", Action::ExportDelete)
+        .camera(&r.camera, &r.stream)
+        .range(Time90k(r.start_90k), Time90k(r.end_90k))
+        .procedure(r.procedure.clone())
+        .reason(reason.to_owned())
+        .details(json!({
+            "export_id": r.id,
+            "requester": r.requester,
+            "sha256": r.sha256,
+            "package_sha256": r.package_sha256,
+            "bytes": r.package_bytes,
+            "hold_id": r.hold_id,
+        }))
+}
+
+impl Exports {
+    /// One pass of the janitor: deletes the packages that are due ([`deletion_due`]), marks
+    /// their jobs and journals each deletion. Returns how many were deleted. Blocking (file
+    /// system, journal): run it off the executor.
+    pub fn delete_due_packages(
+        &self,
+        store: &Store,
+        journal: &vigie_audit::Journal,
+        now: Time90k,
+        lifetime_s: i64,
+    ) -> usize {
+        let released: std::collections::HashSet<u64> = match store.holds() {
+            Ok(h) => h.iter().filter(|h| !h.active()).map(|h| h.id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "export janitor: cannot read the holds");
+                return 0;
+            }
+        };
+        let mut deleted = 0;
+        for job in self.list() {
+            let rec = job.record();
+            let Some(reason) = deletion_due(&rec, now, lifetime_s, &released) else {
+                continue;
+            };
+            let path = self.package_path(&rec.id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(id = %rec.id, path = %path.display(), error = %e, "cannot delete an export package");
+                    continue;
+                }
+            }
+            let rec = job.update(|r| {
+                r.package_deleted = Some(PackageDeletion {
+                    at_90k: now.0,
+                    reason: reason.clone(),
+                })
+            });
+            self.save(&rec);
+            tracing::info!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, %reason, "export package deleted");
+            journal.append_or_log(delete_entry(&rec, &reason));
+            deleted += 1;
+        }
+        deleted
+    }
+}
+
+/// Deletes export packages when due, every `exports.check_interval_s`, until `shutdown`.
+pub async fn janitor(state: crate::AppState, shutdown: impl std::future::Future<Output = ()>) {
+    let every = std::time::Duration::from_secs(u64::from(state.config.exports.check_interval_s));
+    let lifetime_s = i64::from(state.config.exports.package_lifetime_days) * 86_400;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let st = state.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            st.exports
+                .delete_due_packages(&st.store, &st.journal, st.clock.now(), lifetime_s)
+        })
+        .await;
+        if let Err(e) = pass {
+            tracing::error!(error = %e, "export janitor pass panicked");
+        }
+    }
+}
+
+/// Free space of the file system holding `dir` (`u64::MAX` when it cannot be read: the write
+/// itself will then fail cleanly).
+pub fn free_bytes(dir: &Path) -> u64 {
+    use vigie_store::FreeSpace;
+    vigie_store::Statvfs
+        .space(dir)
+        .map_or(u64::MAX, |s| s.free_bytes)
 }
 
 fn local(t: Time90k, tz: &jiff::tz::TimeZone) -> mf::Instant {
@@ -447,6 +828,15 @@ fn run(state: &crate::AppState, job: &Job) -> Result<(), String> {
         .build()
         .map_err(|e| format!("building the MP4: {e}"))?;
     job.update(|r| r.bytes_total = mp4.total_len);
+    // The size is known now: refuse to write what would cross the free-space floor.
+    let floor = config.exports_min_free_bytes();
+    let free = free_bytes(&state.exports.inner.dir);
+    if free.saturating_sub(mp4.total_len) < floor {
+        return Err(format!(
+            "not enough free space: the package needs about {} bytes, {free} are free and {floor} must stay free (exports.min_free_bytes)",
+            mp4.total_len
+        ));
+    }
     let mut codecs: Vec<String> = Vec::new();
     let mut codec = None;
     for seg in &plan.segments {
@@ -738,8 +1128,11 @@ mod tests {
             package_sha256: None,
             package_bytes: None,
             manifest: None,
+            estimate_bytes: 0,
+            dedupe_key: String::new(),
+            package_deleted: None,
         };
-        let job = ex.create(rec.clone()).unwrap();
+        let job = ex.create_unchecked(rec.clone()).unwrap();
         job.update(|r| r.status = Status::Running);
         ex.save(&job.record());
         std::fs::write(partial_path(&dir.path().join("exports"), &rec.id), b"half").unwrap();
@@ -761,6 +1154,148 @@ mod tests {
         assert_eq!(entries[0].details["status"], "failed");
         assert_eq!(entries[0].details["requester"], "q");
         assert_eq!(ex.list().len(), 1);
+    }
+
+    fn record(id: &str, user: &str, status: Status, dedupe: &str) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            status,
+            error: None,
+            camera: "cam".into(),
+            stream: "main".into(),
+            start_90k: 0,
+            end_90k: 90_000,
+            reason: "r".into(),
+            procedure: "p".into(),
+            requester: "q".into(),
+            operator: user.into(),
+            user: user.into(),
+            ts: false,
+            stills_90k: vec![],
+            burn_in: false,
+            created_90k: 0,
+            finished_90k: None,
+            hold_id: Some(7),
+            bytes_total: 0,
+            sha256: None,
+            mp4_bytes: None,
+            package_sha256: None,
+            package_bytes: None,
+            manifest: None,
+            estimate_bytes: 1000,
+            dedupe_key: dedupe.into(),
+            package_deleted: None,
+        }
+    }
+
+    #[test]
+    fn admission_bounds_jobs_dedupes_and_keeps_quota_and_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(vigie_core::SimulatedClock::new(Time90k(1_000 * 90_000)));
+        let journal =
+            vigie_audit::Journal::open(&dir.path().join("journal"), clock.clone()).unwrap();
+        let ex = Exports::open(dir.path(), &journal, &*clock).unwrap();
+        let limits = ExportLimits {
+            max_per_user: 2,
+            max_queued: 3,
+            quota_bytes: 10_000,
+            min_free_bytes: 5_000,
+        };
+        let ask = |user: &str, key: &str, est: u64| AdmitRequest {
+            user: user.into(),
+            dedupe_key: key.into(),
+            estimate_bytes: est,
+        };
+        let free = 1_000_000;
+        // Two for alice: the third is refused (per user), even while the first two are only
+        // being admitted (reservations count).
+        let a1 = match ex.admit(&ask("alice", "k1", 1000), limits, free).unwrap() {
+            Admit::New(a) => a,
+            Admit::Existing(_) => panic!("nothing to dedupe"),
+        };
+        let Admit::New(_a2) = ex.admit(&ask("alice", "k2", 1000), limits, free).unwrap() else {
+            panic!()
+        };
+        let e = ex
+            .admit(&ask("alice", "k3", 1000), limits, free)
+            .unwrap_err();
+        assert!(matches!(e, ApiError::LimitReached { .. }), "{e}");
+        assert!(e.to_string().contains("max_concurrent_per_user"), "{e}");
+        // The same request while it is being created: 409; once it is a job: that job.
+        let e = ex
+            .admit(&ask("alice", "k1", 1000), limits, free)
+            .unwrap_err();
+        assert!(matches!(e, ApiError::Conflict { .. }), "{e}");
+        let job = ex
+            .create(
+                a1,
+                record("20261128T210000Z-00000001", "alice", Status::Queued, "k1"),
+            )
+            .unwrap();
+        match ex.admit(&ask("alice", "k1", 1000), limits, free).unwrap() {
+            Admit::Existing(j) => assert_eq!(j.record().id, job.record().id),
+            Admit::New(_) => panic!("an identical request must get the existing job"),
+        }
+        // The installation-wide limit.
+        let Admit::New(_b1) = ex.admit(&ask("bob", "k4", 1000), limits, free).unwrap() else {
+            panic!()
+        };
+        let e = ex
+            .admit(&ask("carol", "k5", 1000), limits, free)
+            .unwrap_err();
+        assert!(e.to_string().contains("exports.max_queued"), "{e}");
+        drop(_b1);
+        // Quota: 2000 in use by alice's two; 9000 more would exceed 10 000.
+        let e = ex
+            .admit(&ask("carol", "k6", 9000), limits, free)
+            .unwrap_err();
+        assert!(matches!(e, ApiError::InsufficientStorage(_)), "{e}");
+        assert!(e.to_string().contains("quota"), "{e}");
+        // Free-space floor: 8000 free, 2000 pending, 1000 more leaves 5000: fine; 1001: no.
+        let Admit::New(_c) = ex.admit(&ask("carol", "k7", 1000), limits, 8000).unwrap() else {
+            panic!()
+        };
+        drop(_c);
+        let e = ex
+            .admit(&ask("carol", "k8", 1001), limits, 8000)
+            .unwrap_err();
+        assert!(e.to_string().contains("min_free_bytes"), "{e}");
+    }
+
+    #[test]
+    fn packages_go_when_their_hold_is_released_or_their_lifetime_is_over() {
+        let mut r = record("x", "alice", Status::Done, "k");
+        r.finished_90k = Some(0);
+        let day = 86_400;
+        let none = std::collections::HashSet::new();
+        assert_eq!(
+            deletion_due(&r, Time90k(6 * day * 90_000), 7 * day, &none),
+            None
+        );
+        assert!(
+            deletion_due(&r, Time90k(7 * day * 90_000), 7 * day, &none)
+                .unwrap()
+                .contains("lifetime")
+        );
+        let released = std::collections::HashSet::from([7u64]);
+        assert!(
+            deletion_due(&r, Time90k(90_000), 7 * day, &released)
+                .unwrap()
+                .contains("hold 7 released")
+        );
+        r.package_deleted = Some(PackageDeletion {
+            at_90k: 1,
+            reason: "x".into(),
+        });
+        assert_eq!(
+            deletion_due(&r, Time90k(8 * day * 90_000), 7 * day, &none),
+            None
+        );
+        let running = record("y", "alice", Status::Running, "k");
+        assert_eq!(
+            deletion_due(&running, Time90k(8 * day * 90_000), 7 * day, &released),
+            None
+        );
     }
 
     #[test]

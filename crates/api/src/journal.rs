@@ -119,11 +119,22 @@ pub async fn access(state: &AppState, event: Event<'_>) -> Result<(), ApiError> 
             } else {
                 tracing::warn!(target: "vigie_access", %user, ?ip, ?why, "login failed");
             }
-            let action = match why {
-                LoginFailure::LockoutStarted => Action::Lockout,
-                _ => Action::LoginFailed,
-            };
-            remote(NewEntry::new(*user, action), ip).details(json!({ "why": format!("{why:?}") }))
+            match why {
+                // One entry per lockout, with its counters (the attempts refused while locked
+                // are not journaled one by one: they are counted into the next lockout's entry).
+                LoginFailure::LockoutStarted(l) => {
+                    remote(NewEntry::new(*user, Action::Lockout), ip).details(json!({
+                        "why": "LockoutStarted",
+                        "scope": l.scope.as_str(),
+                        "lock_s": l.info.lock_s,
+                        "failures": l.info.failures,
+                        "repeat": l.info.repeat,
+                        "refused_during_previous_lock": l.info.refused_before,
+                    }))
+                }
+                _ => remote(NewEntry::new(*user, Action::LoginFailed), ip)
+                    .details(json!({ "why": format!("{why:?}") })),
+            }
         }
         Event::Logout { user } => NewEntry::new(*user, Action::Logout),
         Event::UserCreated { by, user, role } => NewEntry::new(*by, Action::UserAdd)

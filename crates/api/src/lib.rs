@@ -15,6 +15,7 @@ pub mod exports;
 #[cfg(feature = "gst")]
 pub mod gst_elements;
 pub mod journal;
+pub mod limits;
 pub mod live;
 mod params;
 pub mod playback;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub auth: vigie_auth::AuthStore,
     /// Evidence export jobs and the installation signing key.
     pub exports: exports::Exports,
+    /// Process-wide bounds (login hashing gate).
+    pub limits: Arc<limits::Limits>,
 }
 
 impl AppState {
@@ -76,13 +79,100 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface: the routes behind [`access::enforce`], the request timeout of
+/// non-streaming routes, and the security headers on every response.
 pub fn router(state: AppState) -> Router {
+    let timeout = std::time::Duration::from_secs(u64::from(state.config.server.request_timeout_s));
     routes::router()
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::enforce,
         ))
+        .route_layer(axum::middleware::from_fn(move |req, next| {
+            request_timeout(timeout, req, next)
+        }))
         .with_state(state)
+        .layer(axum::middleware::from_fn(security_headers))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Routes without the request timeout: answers that are streams meant to last (video, live
+/// view, package download), and the auditors' long reads over the whole journal (its
+/// verification, the legal register), which may legitimately take longer on a large journal.
+/// The connection's idle timeout still applies to all of them.
+pub fn is_streaming_route(route: &str) -> bool {
+    matches!(
+        route,
+        "/api/v1/cameras/{cam}/streams/{stream}/video.mp4"
+            | "/api/v1/cameras/{cam}/streams/{stream}/live"
+            | "/api/v1/exports/{id}/package"
+            | "/api/v1/audit/verify"
+            | "/api/v1/register.csv"
+    )
+}
+
+/// Answers 503 when a non-streaming request (reading its body included) takes longer than
+/// `server.request_timeout_s` to produce its response head. Work already handed to a blocking
+/// thread finishes in the background; the client is not kept waiting.
+async fn request_timeout(
+    timeout: std::time::Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let streaming = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|m| is_streaming_route(m.as_str()));
+    if streaming {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_owned();
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(%path, timeout_s = timeout.as_secs(), "request timed out");
+            ApiError::Busy {
+                message: format!(
+                    "the request took longer than {} s (server.request_timeout_s)",
+                    timeout.as_secs()
+                ),
+                retry_after_s: 5,
+            }
+            .into_response()
+        }
+    }
+}
+
+/// The Content-Security-Policy of every response. The UI is same-origin modules and a
+/// stylesheet, with no inline script or style; video plays from same-origin URLs or Media
+/// Source blobs; the live view is a same-origin WebSocket.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
+     connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+     frame-ancestors 'none'; form-action 'self'";
+
+/// Security headers on every response (pages, API, errors): CSP, no framing, no MIME sniffing,
+/// no referrer to other sites.
+async fn security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
 }

@@ -19,6 +19,8 @@ pub enum Action {
     Still,
     ExportCreate,
     ExportDownload,
+    /// An export package deleted (its hold released, or its lifetime over).
+    ExportDelete,
     HoldPlace,
     HoldRelease,
     /// Footage destroyed by retention (age or free-space floor).
@@ -58,6 +60,7 @@ impl Action {
             Action::Still => "still",
             Action::ExportCreate => "export-create",
             Action::ExportDownload => "export-download",
+            Action::ExportDelete => "export-delete",
             Action::HoldPlace => "hold-place",
             Action::HoldRelease => "hold-release",
             Action::RetentionDelete => "retention-delete",
@@ -196,6 +199,7 @@ mod tests {
             Action::Still,
             Action::ExportCreate,
             Action::ExportDownload,
+            Action::ExportDelete,
             Action::HoldPlace,
             Action::HoldRelease,
             Action::RetentionDelete,

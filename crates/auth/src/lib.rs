@@ -59,10 +59,10 @@ pub use password::{
 };
 pub use roles::{Communes, Permission, Role, Scope, allows};
 pub use store::{
-    AuthSettings, AuthStore, Credential, LoginFailure, NewSession, NewToken, Principal, TokenInfo,
-    UserInfo, UserUpdate, Via, validate_user_name,
+    AuthSettings, AuthStore, Credential, LockScope, Lockout, LoginAttempt, LoginFailure,
+    NewSession, NewToken, Principal, TokenInfo, UserInfo, UserUpdate, Via, validate_user_name,
 };
-pub use throttle::MAX_LOCKOUT_S;
+pub use throttle::{ACCOUNT_LOCK_S, LockInfo, MAX_LOCKOUT_S};
 
 /// Errors of the users-and-rights store.
 #[derive(Debug, thiserror::Error)]

@@ -20,13 +20,14 @@ use vigie_core::{Clock, TIME_UNITS_PER_SEC, Time90k};
 use crate::AuthError;
 use crate::password::{self, check_policy, csrf_token, digest, random_hex, random_token_part};
 use crate::roles::{Communes, Permission, Role, Scope, allows};
-use crate::throttle::{Throttle, ThrottleLimits};
+use crate::throttle::{ACCOUNT_LOCK_S, LockInfo, MAX_LOCKOUT_S, Throttle, ThrottleLimits};
 
 /// Prefix of every API token (lets log scanners and secret detectors recognise them).
 pub const TOKEN_PREFIX: &str = "vigie_";
 /// `last_seen` of a session is written at most this often.
 const TOUCH_EVERY_S: i64 = 15;
-/// Per client IP, this many times the per-user failure limit.
+/// Per client IP, and per account from any IP, this many times the per-(account, IP) failure
+/// limit.
 const IP_LIMIT_FACTOR: u32 = 4;
 
 /// Session lifetimes and throttling limits.
@@ -54,18 +55,32 @@ impl AuthSettings {
         }
     }
 
-    fn user_limits(&self) -> ThrottleLimits {
+    /// The pair (account, client IP): `max_failed_logins`, then `lockout_minutes` doubling up
+    /// to 1 h.
+    fn pair_limits(&self) -> ThrottleLimits {
         ThrottleLimits {
             max_failures: self.max_failed_logins,
             window_s: self.lockout_s,
             lockout_s: self.lockout_s,
+            max_lockout_s: MAX_LOCKOUT_S,
         }
     }
 
+    /// A client IP, whatever the account: four times as many failures, same locks.
     fn ip_limits(&self) -> ThrottleLimits {
         ThrottleLimits {
             max_failures: self.max_failed_logins.saturating_mul(IP_LIMIT_FACTOR),
-            ..self.user_limits()
+            ..self.pair_limits()
+        }
+    }
+
+    /// An account, from any IP: four times as many failures, then a fixed 60 s slow-down.
+    fn account_limits(&self) -> ThrottleLimits {
+        ThrottleLimits {
+            max_failures: self.max_failed_logins.saturating_mul(IP_LIMIT_FACTOR),
+            window_s: self.lockout_s,
+            lockout_s: ACCOUNT_LOCK_S,
+            max_lockout_s: ACCOUNT_LOCK_S,
         }
     }
 }
@@ -262,10 +277,78 @@ pub enum LoginFailure {
     UnknownUser,
     WrongPassword,
     Disabled,
-    /// Refused because the user name or the client IP is locked.
+    /// Refused before hashing: the pair (account, client IP), the client IP or the account is
+    /// locked, or as many attempts as the limit allows are already in flight. Not journaled one
+    /// by one: counted, and reported with the next lockout ([`LockInfo::refused_before`]).
     Locked,
-    /// This failure started a lockout.
-    LockoutStarted,
+    /// This failure started a lockout (journaled once, with its counters).
+    LockoutStarted(Lockout),
+}
+
+/// Which throttle key a lockout is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockScope {
+    /// The account, from one client IP (long, doubling lock: a stranger only locks themselves).
+    AccountFromIp,
+    /// One client IP, whatever the account (name spraying).
+    Ip,
+    /// The account from any IP: a short fixed slow-down ([`crate::throttle::ACCOUNT_LOCK_S`]).
+    Account,
+}
+
+impl LockScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockScope::AccountFromIp => "account+ip",
+            LockScope::Ip => "ip",
+            LockScope::Account => "account",
+        }
+    }
+}
+
+/// A lockout that a failure just started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    pub scope: LockScope,
+    pub info: LockInfo,
+}
+
+/// A login that passed the throttle ([`AuthStore::begin_login`]) and holds its reservations;
+/// dropping it unfinished releases them.
+pub struct LoginAttempt {
+    store: AuthStore,
+    name: String,
+    keys: Vec<(LockScope, String, ThrottleLimits)>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for LoginAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginAttempt")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoginAttempt {
+    /// Checks the password (argon2id: blocking, ~19 MiB; call it off the async executor and
+    /// bound how many run at once) and opens a session. On failure, the [`LoginFailure`] says
+    /// why for the journal; the [`AuthError`] is what the client may see.
+    pub fn finish(mut self, password: &str) -> Result<NewSession, (AuthError, LoginFailure)> {
+        self.finished = true;
+        self.store.finish_login(&self.name, password, &self.keys)
+    }
+}
+
+impl Drop for LoginAttempt {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut t = self.store.throttle();
+            for (_, k, _) in &self.keys {
+                t.release(k);
+            }
+        }
+    }
 }
 
 /// User names: 1–64 of `[a-z0-9._@-]`, starting with a letter or digit.
@@ -534,29 +617,51 @@ impl AuthStore {
 
     // ---- login and sessions ----
 
-    /// Checks a user name and password, with throttling per user name and per client IP, and
-    /// opens a session. Blocking (argon2id): call it off the async executor. On failure, the
-    /// [`LoginFailure`] says why for the journal; the [`AuthError`] is what the client may see.
+    /// Checks a user name and password, with throttling, and opens a session: [`Self::begin_login`]
+    /// then [`LoginAttempt::finish`]. Blocking (argon2id): call it off the async executor.
     pub fn login(
         &self,
         name: &str,
         password: &str,
         ip: Option<IpAddr>,
     ) -> Result<NewSession, (AuthError, LoginFailure)> {
+        self.begin_login(name, ip)?.finish(password)
+    }
+
+    /// The throttle half of a login, cheap and non-blocking: refuses at once when the pair
+    /// (account, client IP), the client IP or the account is locked, else reserves a failure on
+    /// each (see [`crate::throttle`]) and returns the attempt, to be finished (hashing) by
+    /// [`LoginAttempt::finish`]. Dropping the attempt unfinished releases the reservations.
+    pub fn begin_login(
+        &self,
+        name: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<LoginAttempt, (AuthError, LoginFailure)> {
         let name = name.trim().to_lowercase();
         let name: String = name.chars().take(64).collect();
-        let user_key = format!("user:{name}");
-        let ip_key = ip.map(|ip| format!("ip:{ip}"));
-        let now = self.now_s();
+        let ip_text = ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
         let s = self.inner.settings;
-        {
-            let t = self.throttle();
-            let left = [Some(&user_key), ip_key.as_ref()]
-                .into_iter()
-                .flatten()
-                .filter_map(|k| t.locked(k, now))
-                .max();
-            if let Some(left) = left {
+        let mut keys = vec![(
+            LockScope::AccountFromIp,
+            format!("user+ip:{name}|{ip_text}"),
+            s.pair_limits(),
+        )];
+        if ip.is_some() {
+            keys.push((LockScope::Ip, format!("ip:{ip_text}"), s.ip_limits()));
+        }
+        keys.push((
+            LockScope::Account,
+            format!("user:{name}"),
+            s.account_limits(),
+        ));
+        let now = self.now_s();
+        let mut t = self.throttle();
+        for (i, (_, key, limits)) in keys.iter().enumerate() {
+            if let Err(left) = t.reserve(key, now, *limits) {
+                t.refused(key);
+                for (_, k, _) in &keys[..i] {
+                    t.release(k);
+                }
                 return Err((
                     AuthError::Locked {
                         retry_after_s: left.max(1) as u64,
@@ -565,9 +670,35 @@ impl AuthStore {
                 ));
             }
         }
-        let user = self
-            .load_user(&name)
-            .map_err(|e| (e, LoginFailure::UnknownUser))?;
+        drop(t);
+        Ok(LoginAttempt {
+            store: self.clone(),
+            name,
+            keys,
+            finished: false,
+        })
+    }
+
+    fn finish_login(
+        &self,
+        name: &str,
+        password: &str,
+        keys: &[(LockScope, String, ThrottleLimits)],
+    ) -> Result<NewSession, (AuthError, LoginFailure)> {
+        let now = self.now_s();
+        let s = self.inner.settings;
+        let release = |t: &mut Throttle| {
+            for (_, k, _) in keys {
+                t.release(k);
+            }
+        };
+        let user = match self.load_user(name) {
+            Ok(u) => u,
+            Err(e) => {
+                release(&mut self.throttle());
+                return Err((e, LoginFailure::UnknownUser));
+            }
+        };
         let ok = match &user {
             Some(u) => password::verify_password(password, &u.password_hash),
             None => password::verify_dummy(password),
@@ -578,26 +709,47 @@ impl AuthStore {
         let disabled = user.as_ref().is_some_and(|u| u.disabled);
         let Some(user) = user.filter(|_| ok && !disabled) else {
             let mut t = self.throttle();
-            let a = t.fail(&user_key, now, s.user_limits());
-            let b = ip_key.as_ref().and_then(|k| t.fail(k, now, s.ip_limits()));
+            let mut lock: Option<Lockout> = None;
+            for (scope, key, limits) in keys {
+                if let Some(info) = t.fail(key, now, *limits)
+                    && lock.is_none_or(|l| info.lock_s > l.info.lock_s)
+                {
+                    lock = Some(Lockout {
+                        scope: *scope,
+                        info,
+                    });
+                }
+            }
+            drop(t);
             let why = if disabled {
                 LoginFailure::Disabled
-            } else if self.load_user(&name).ok().flatten().is_some() {
+            } else if self.load_user(name).ok().flatten().is_some() {
                 LoginFailure::WrongPassword
             } else {
                 LoginFailure::UnknownUser
             };
-            return Err(match a.max(b) {
-                Some(lock) => (
+            return Err(match lock {
+                Some(l) => (
                     AuthError::Locked {
-                        retry_after_s: lock as u64,
+                        retry_after_s: l.info.lock_s as u64,
                     },
-                    LoginFailure::LockoutStarted,
+                    LoginFailure::LockoutStarted(l),
                 ),
                 None => (AuthError::InvalidCredentials, why),
             });
         };
-        self.throttle().succeed(&user_key);
+        {
+            let mut t = self.throttle();
+            for (scope, key, _) in keys {
+                // The right password clears the pair, not the IP nor the account (another
+                // client's failures there are not forgiven by this one's success).
+                if *scope == LockScope::AccountFromIp {
+                    t.succeed(key);
+                } else {
+                    t.release(key);
+                }
+            }
+        }
         let _ = self.purge_expired_sessions();
         let id = random_token_part(32);
         let rec = SessionRecord {
@@ -648,6 +800,16 @@ impl AuthStore {
     /// The user behind a session cookie value, if the session is alive and its user enabled.
     /// Refreshes the idle timer.
     pub fn session(&self, session_id: &str) -> Result<Principal, AuthError> {
+        self.session_use(session_id, true)
+    }
+
+    /// Like [`Self::session`]; `refresh_idle = false` for requests the UI makes on its own
+    /// (periodic refreshes), which must not keep an unattended session alive.
+    pub fn session_use(
+        &self,
+        session_id: &str,
+        refresh_idle: bool,
+    ) -> Result<Principal, AuthError> {
         let key = digest(session_id);
         let rec: SessionRecord = match self.inner.sessions.get(key)? {
             Some(v) => serde_json::from_slice(&v)?,
@@ -661,7 +823,7 @@ impl AuthStore {
             ));
         }
         let user = self.enabled_user(&rec.user)?;
-        if now - rec.last_seen_s >= TOUCH_EVERY_S {
+        if refresh_idle && now - rec.last_seen_s >= TOUCH_EVERY_S {
             let touched = SessionRecord {
                 last_seen_s: now,
                 ..rec
@@ -1212,7 +1374,7 @@ mod tests {
         }
         let (e, why) = s.login("op", "wrong password!", Some(ip)).unwrap_err();
         assert!(matches!(e, AuthError::Locked { retry_after_s: 900 }), "{e}");
-        assert_eq!(why, LoginFailure::LockoutStarted);
+        assert!(matches!(why, LoginFailure::LockoutStarted(_)), "{why:?}");
         // The right password is refused while locked.
         clock.advance(mins(10));
         let (e, why) = s.login("op", PW, Some(ip)).unwrap_err();
@@ -1242,6 +1404,47 @@ mod tests {
             s.login("op", PW, Some("198.51.100.2".parse().unwrap()))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_stranger_cannot_keep_an_account_locked() {
+        let (_d, s, clock) = store();
+        s.add_user("admin1", Role::Admin, Scope::all(), PW).unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        let owner: IpAddr = "192.0.2.10".parse().unwrap();
+        // The stranger fails until locked out: only their own pair is locked.
+        let mut lock = None;
+        for _ in 0..5 {
+            if let Err((_, LoginFailure::LockoutStarted(l))) =
+                s.login("admin1", "wrong password!", Some(stranger))
+            {
+                lock = Some(l);
+            }
+        }
+        let lock = lock.expect("a lockout");
+        assert_eq!(lock.scope, LockScope::AccountFromIp);
+        assert_eq!(lock.info.failures, 5);
+        assert!(matches!(
+            s.login("admin1", PW, Some(stranger)).unwrap_err().1,
+            LoginFailure::Locked
+        ));
+        assert!(
+            s.login("admin1", PW, Some(owner)).is_ok(),
+            "owner locked out"
+        );
+        // Strangers from many IPs reach the account-wide limit: a 60 s slow-down, no more.
+        for i in 0..20 {
+            let ip: IpAddr = format!("198.18.0.{i}").parse().unwrap();
+            let _ = s.login("admin1", "wrong password!", Some(ip));
+        }
+        let (e, why) = s.login("admin1", PW, Some(owner)).unwrap_err();
+        assert_eq!(why, LoginFailure::Locked, "{e}");
+        assert!(
+            matches!(e, AuthError::Locked { retry_after_s } if retry_after_s <= 60),
+            "{e}"
+        );
+        clock.advance(Duration90k::from_secs(61));
+        assert!(s.login("admin1", PW, Some(owner)).is_ok());
     }
 
     #[test]

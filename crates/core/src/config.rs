@@ -64,6 +64,8 @@ pub struct Config {
     #[serde(default)]
     pub holds: HoldsConfig,
     #[serde(default)]
+    pub exports: ExportsConfig,
+    #[serde(default)]
     pub communes: Vec<Commune>,
     #[serde(default)]
     pub cameras: Vec<Camera>,
@@ -86,6 +88,52 @@ pub struct ServerConfig {
     /// track of video.mp4). Default `Europe/Paris`.
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// Vigie is reached through a reverse proxy that terminates TLS: the session cookie is
+    /// marked `Secure` although Vigie itself serves plain HTTP. Default false.
+    #[serde(default)]
+    pub behind_tls_proxy: bool,
+    /// Seconds a client gets to send a request's headers (and, on HTTP/1.1, how long an idle
+    /// keep-alive connection waits for its next request); a TLS handshake gets as long (1..=300).
+    /// Default 10.
+    #[serde(default = "default_header_read_timeout_s")]
+    pub header_read_timeout_s: u32,
+    /// A connection that neither sends nor receives a byte for this long is closed
+    /// (10..=3600). Upgraded WebSocket connections are exempt. Default 120.
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: u32,
+    /// Longest time a request may take to be answered (its body read and its response headers
+    /// produced) before a 503 (1..=3600). Not applied to `video.mp4`, the live WebSocket,
+    /// package downloads, `audit/verify` and `register.csv`. Default 30.
+    #[serde(default = "default_request_timeout_s")]
+    pub request_timeout_s: u32,
+    /// Most HTTP connections open at once (16..=65536); further ones are closed at accept.
+    /// Kept well below the process's file-descriptor limit so recording always has descriptors
+    /// (Vigie lowers it at start when the limit is too small). Default 512.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Most HTTP connections open at once from one client IP (1..=65536; at most
+    /// `max_connections` in effect),
+    /// so that one stranger cannot take every connection. Behind a reverse proxy every client
+    /// has the proxy's address: raise it to `max_connections`. Default 128.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: u32,
+}
+
+fn default_max_connections_per_ip() -> u32 {
+    128
+}
+
+fn default_header_read_timeout_s() -> u32 {
+    10
+}
+fn default_idle_timeout_s() -> u32 {
+    120
+}
+fn default_request_timeout_s() -> u32 {
+    30
+}
+fn default_max_connections() -> u32 {
+    512
 }
 
 fn default_timezone() -> String {
@@ -104,6 +152,12 @@ impl Default for ServerConfig {
             tls_key: None,
             metrics_token: None,
             timezone: default_timezone(),
+            behind_tls_proxy: false,
+            header_read_timeout_s: default_header_read_timeout_s(),
+            idle_timeout_s: default_idle_timeout_s(),
+            request_timeout_s: default_request_timeout_s(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
         }
     }
 }
@@ -254,6 +308,94 @@ pub struct AuthConfig {
     /// First lockout length, doubled on each repeat up to 24 h (1..=1440). Default 15.
     #[serde(default = "default_lockout_minutes")]
     pub lockout_minutes: u32,
+    /// Password hashes (argon2id, 19 MiB each) computed at once for logins (1..=64). Default 2.
+    #[serde(default = "default_max_concurrent_logins")]
+    pub max_concurrent_logins: u32,
+    /// Logins waiting for a hashing slot beyond which further ones are answered 503 at once
+    /// (0..=1024). Default 16.
+    #[serde(default = "default_max_queued_logins")]
+    pub max_queued_logins: u32,
+}
+
+fn default_max_concurrent_logins() -> u32 {
+    2
+}
+fn default_max_queued_logins() -> u32 {
+    16
+}
+
+/// `[exports]`: bounds on evidence export jobs and the packages they leave on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportsConfig {
+    /// Export jobs running at once, each on its own dedicated thread (1..=16). Default 2.
+    #[serde(default = "default_exports_max_running")]
+    pub max_running: u32,
+    /// Export jobs queued or running per user (1..=100). Default 2.
+    #[serde(default = "default_exports_max_per_user")]
+    pub max_concurrent_per_user: u32,
+    /// Export jobs queued or running in total (1..=1000). Default 8.
+    #[serde(default = "default_exports_max_queued")]
+    pub max_queued: u32,
+    /// Disk quota of the export packages kept (and of the jobs under way, by estimate). Default
+    /// "20GiB".
+    #[serde(default = "default_exports_quota")]
+    pub quota_bytes: ByteSize,
+    /// An export is refused (and a running one fails) when it would leave less than this free
+    /// on the exports file system. Default: `storage.min_free_bytes` + 2 GiB.
+    pub min_free_bytes: Option<ByteSize>,
+    /// A package is deleted this many days after it was written (1..=365), or as soon as its
+    /// legal hold is released; the deletion is journaled and listed in the register. Default 7.
+    #[serde(default = "default_exports_lifetime_days")]
+    pub package_lifetime_days: u32,
+    /// Seconds between passes deleting expired packages (1..=3600). Default 60.
+    #[serde(default = "default_exports_check_interval_s")]
+    pub check_interval_s: u32,
+}
+
+fn default_exports_max_running() -> u32 {
+    2
+}
+fn default_exports_max_per_user() -> u32 {
+    2
+}
+fn default_exports_max_queued() -> u32 {
+    8
+}
+fn default_exports_quota() -> ByteSize {
+    ByteSize(20 << 30)
+}
+fn default_exports_lifetime_days() -> u32 {
+    7
+}
+fn default_exports_check_interval_s() -> u32 {
+    60
+}
+
+impl Default for ExportsConfig {
+    fn default() -> Self {
+        ExportsConfig {
+            max_running: default_exports_max_running(),
+            max_concurrent_per_user: default_exports_max_per_user(),
+            max_queued: default_exports_max_queued(),
+            quota_bytes: default_exports_quota(),
+            min_free_bytes: None,
+            package_lifetime_days: default_exports_lifetime_days(),
+            check_interval_s: default_exports_check_interval_s(),
+        }
+    }
+}
+
+impl Config {
+    /// The free-space floor of exports: `exports.min_free_bytes`, else `storage.min_free_bytes`
+    /// + 2 GiB (exports must never push recording into its own floor).
+    pub fn exports_min_free_bytes(&self) -> u64 {
+        self.exports
+            .min_free_bytes
+            .map_or(self.storage.min_free_bytes.0.saturating_add(2 << 30), |b| {
+                b.0
+            })
+    }
 }
 
 fn default_session_idle_minutes() -> u32 {
@@ -276,6 +418,8 @@ impl Default for AuthConfig {
             session_max_hours: default_session_max_hours(),
             max_failed_logins: default_max_failed_logins(),
             lockout_minutes: default_lockout_minutes(),
+            max_concurrent_logins: default_max_concurrent_logins(),
+            max_queued_logins: default_max_queued_logins(),
         }
     }
 }
@@ -836,6 +980,54 @@ impl Config {
             ("auth.session_max_hours", a.session_max_hours, 1..=720),
             ("auth.max_failed_logins", a.max_failed_logins, 1..=100),
             ("auth.lockout_minutes", a.lockout_minutes, 1..=1440),
+            (
+                "auth.max_concurrent_logins",
+                a.max_concurrent_logins,
+                1..=64,
+            ),
+            ("auth.max_queued_logins", a.max_queued_logins, 0..=1024),
+            (
+                "server.header_read_timeout_s",
+                self.server.header_read_timeout_s,
+                1..=300,
+            ),
+            (
+                "server.idle_timeout_s",
+                self.server.idle_timeout_s,
+                10..=3600,
+            ),
+            (
+                "server.request_timeout_s",
+                self.server.request_timeout_s,
+                1..=3600,
+            ),
+            (
+                "server.max_connections",
+                self.server.max_connections,
+                16..=65536,
+            ),
+            (
+                "server.max_connections_per_ip",
+                self.server.max_connections_per_ip,
+                1..=65536,
+            ),
+            ("exports.max_running", self.exports.max_running, 1..=16),
+            (
+                "exports.max_concurrent_per_user",
+                self.exports.max_concurrent_per_user,
+                1..=100,
+            ),
+            ("exports.max_queued", self.exports.max_queued, 1..=1000),
+            (
+                "exports.package_lifetime_days",
+                self.exports.package_lifetime_days,
+                1..=365,
+            ),
+            (
+                "exports.check_interval_s",
+                self.exports.check_interval_s,
+                1..=3600,
+            ),
         ] {
             if !range.contains(&v) {
                 add(
@@ -848,6 +1040,21 @@ impl Config {
             add(
                 "holds.max_span_days".into(),
                 format!("{} is outside 1..=366", self.holds.max_span_days),
+            );
+        }
+        if self.exports.max_concurrent_per_user > self.exports.max_queued {
+            add(
+                "exports.max_concurrent_per_user".into(),
+                format!(
+                    "{} is above exports.max_queued ({})",
+                    self.exports.max_concurrent_per_user, self.exports.max_queued
+                ),
+            );
+        }
+        if self.exports.quota_bytes.0 == 0 {
+            add(
+                "exports.quota_bytes".into(),
+                "must be above 0 (no export could be made)".into(),
             );
         }
         if let Err(e) = jiff::tz::TimeZone::get(&self.server.timezone) {
@@ -1280,6 +1487,41 @@ class = "close-up"
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn resource_limits_have_defaults_and_are_validated() {
+        let c = Config::from_toml_str(GOOD, "t", &env).unwrap();
+        assert_eq!(c.server.max_connections, 512);
+        assert_eq!(c.server.header_read_timeout_s, 10);
+        assert!(!c.server.behind_tls_proxy);
+        assert_eq!(c.auth.max_concurrent_logins, 2);
+        assert_eq!(c.exports.max_concurrent_per_user, 2);
+        assert_eq!(c.exports.package_lifetime_days, 7);
+        assert_eq!(c.exports_min_free_bytes(), (20u64 << 30) + (2 << 30));
+        let bad = GOOD.replace(
+            "[retention]",
+            "[exports]\nmax_running = 0\nmax_concurrent_per_user = 9\nmax_queued = 3\nquota_bytes = 0\n\
+             package_lifetime_days = 0\n[auth]\nmax_concurrent_logins = 0\n[retention]",
+        );
+        let bad = bad.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\nmax_connections = 1\nrequest_timeout_s = 0",
+        );
+        let e = Config::from_toml_str(&bad, "t", &env)
+            .unwrap_err()
+            .to_string();
+        for key in [
+            "exports.max_running",
+            "exports.max_concurrent_per_user",
+            "exports.quota_bytes",
+            "exports.package_lifetime_days",
+            "auth.max_concurrent_logins",
+            "server.max_connections",
+            "server.request_timeout_s",
+        ] {
+            assert!(e.contains(key), "{key} not reported: {e}");
         }
     }
 

@@ -36,6 +36,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let fd_limit = raise_fd_limit();
     std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
         format!(
             "creating data directory {}",
@@ -127,10 +128,21 @@ pub async fn run(
         store: store.clone(),
         streams: Arc::new(entries),
         clock: clock.clone(),
+        limits: Arc::new(vigie_api::limits::Limits::new(&config)),
     };
     // Signal handlers before the listener: a SIGTERM as soon as the port answers (a service
     // manager, a test) must be a clean stop, not the default kill.
     let signals = install_signal_handlers();
+    // Export packages past their lifetime or whose hold was released are deleted (journaled).
+    let janitor_task = tokio::spawn(vigie_api::exports::janitor(
+        state.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    let mut serve_limits = vigie_api::server::ServeLimits::from_config(&config.server);
+    serve_limits.max_connections = connection_cap(serve_limits.max_connections, fd_limit, n);
+    serve_limits.max_connections_per_ip = serve_limits
+        .max_connections_per_ip
+        .min(serve_limits.max_connections);
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.server.listen))?;
@@ -155,6 +167,7 @@ pub async fn run(
         listener,
         vigie_api::router(state),
         tls,
+        serve_limits,
         shutdown.clone().cancelled_owned(),
     )
     .await;
@@ -175,6 +188,7 @@ pub async fn run(
     store.shutdown().await;
     retention_task.abort();
     quality_task.abort();
+    janitor_task.abort();
     served.context("HTTP server")?;
     journal.append_or_log(vigie_audit::NewEntry::new(
         "system",
@@ -182,6 +196,61 @@ pub async fn run(
     ));
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Descriptors kept for recording whatever HTTP clients do: per stream an RTSP socket, the
+/// segment file being written and one being closed, plus the index, journal, user database,
+/// export workers and the runtime's own.
+fn fd_reserve(streams: u32) -> u64 {
+    256 + 8 * u64::from(streams)
+}
+
+/// Raises the soft limit on open files to the hard limit (systemd's default soft limit of 1024
+/// is easily reached by HTTP clients alone) and returns the soft limit in force.
+fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(
+                    from = soft,
+                    to = hard,
+                    "raised the open-file limit (RLIMIT_NOFILE)"
+                );
+                return Some(hard);
+            }
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    Some(soft)
+}
+
+/// `server.max_connections`, lowered when the descriptor limit could not hold it and still
+/// leave [`fd_reserve`] descriptors to recording.
+fn connection_cap(configured: usize, fd_limit: Option<u64>, streams: u32) -> usize {
+    let Some(limit) = fd_limit else {
+        return configured;
+    };
+    let room = limit.saturating_sub(fd_reserve(streams)).max(16) as usize;
+    if configured > room {
+        tracing::warn!(
+            configured,
+            lowered_to = room,
+            fd_limit = limit,
+            reserve = fd_reserve(streams),
+            "server.max_connections lowered to keep file descriptors for recording (raise LimitNOFILE to allow more)"
+        );
+        room
+    } else {
+        tracing::info!(
+            max_connections = configured,
+            fd_limit = limit,
+            reserve = fd_reserve(streams),
+            "HTTP connection limit"
+        );
+        configured
+    }
 }
 
 async fn retention_loop(

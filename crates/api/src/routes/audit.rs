@@ -404,6 +404,7 @@ fn write_register(
             Action::RetentionDelete => "destruction",
             Action::ExportCreate => "extraction",
             Action::ExportDownload => "extraction-download",
+            Action::ExportDelete => "extraction-deleted",
             Action::HoldPlace => "hold",
             Action::HoldRelease => "hold-release",
             Action::QualityAlert => "below-quality-floor",
@@ -419,7 +420,7 @@ fn write_register(
             .map(|c| c.commune.clone())
             .unwrap_or_default();
         let detail = match e.action {
-            Action::ExportCreate | Action::ExportDownload => {
+            Action::ExportCreate | Action::ExportDownload | Action::ExportDelete => {
                 format!("sha256={}", e.details["sha256"].as_str().unwrap_or(""))
             }
             _ if e.details.is_null() => String::new(),

@@ -7,6 +7,12 @@
 //! or no recording in the range; 403 out of scope; 409 a codec change inside the range), then
 //! places a legal hold on the range (journaled `HoldPlace`) and starts the background job
 //! ([`crate::exports`]), answering 202 with the job. Downloads are journaled (`ExportDownload`).
+//!
+//! Limits ([`crate::exports::Exports::admit`], before the hold): an identical request (same
+//! user, range, procedure, reason, requester and options) while its job is queued or running
+//! answers 200 with that job (`"deduplicated": true`); too many jobs for the user or in total →
+//! 429 with `Retry-After`; over the export quota or the free-space floor → 507. A deleted
+//! package answers 410.
 
 use axum::Json;
 use axum::body::Body;
@@ -21,7 +27,7 @@ use vigie_core::Time90k;
 use vigie_store::{GapPolicy, NewHold, PlaybackError};
 
 use crate::access::Principal;
-use crate::exports::{self, JobRecord, MAX_EXPORT_SECS, Status};
+use crate::exports::{self, Admit, AdmitRequest, ExportLimits, JobRecord, MAX_EXPORT_SECS, Status};
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +53,23 @@ pub struct ExportRequest {
 
 /// Most derived stills per export.
 const MAX_STILLS: usize = 20;
+
+/// Upper estimate of a package's size: the recorded bytes of `[start, end)` (each segment's
+/// bytes pro rata of its overlap), plus room for the index, manifest and player.
+fn estimate_package_bytes(segs: &[vigie_store::SegmentInfo], start: Time90k, end: Time90k) -> u64 {
+    let media: u64 = segs
+        .iter()
+        .map(|s| {
+            let (a, b) = (s.start.max(start), s.end().min(end));
+            if b <= a || s.duration_90k <= 0 {
+                return 0;
+            }
+            let part = (b - a).0 as f64 / s.duration_90k as f64;
+            (s.bytes as f64 * part.min(1.0)).ceil() as u64
+        })
+        .sum();
+    media + media / 50 + 256 * 1024
+}
 
 fn required(name: &str, what: &str, v: &Option<String>) -> Result<String, ApiError> {
     let v = v.as_deref().map(str::trim).unwrap_or_default();
@@ -165,6 +188,58 @@ pub async fn create(
         }
     }
 
+    // The limits, before anything is written: an identical request under way returns its job;
+    // job counts, the quota and the free-space floor are checked and a place reserved.
+    let store = state.store.clone();
+    let k2 = key.clone();
+    let estimate_bytes = tokio::task::spawn_blocking(move || {
+        store
+            .segments(&k2, start, end)
+            .map(|segs| estimate_package_bytes(&segs, start, end))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??
+    .saturating_mul(if req.burn_in { 2 } else { 1 })
+    .saturating_add(stills_90k.len() as u64 * 512 * 1024);
+    let dedupe_key = serde_json::to_string(&json!([
+        who.user,
+        key.camera,
+        key.stream,
+        start.0,
+        end.0,
+        procedure,
+        reason,
+        requester,
+        req.ts,
+        stills_90k,
+        req.burn_in
+    ]))
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let dir = state.exports.dir().to_owned();
+    let free = tokio::task::spawn_blocking(move || exports::free_bytes(&dir))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let admission = match state.exports.admit(
+        &AdmitRequest {
+            user: who.user.clone(),
+            dedupe_key: dedupe_key.clone(),
+            estimate_bytes,
+        },
+        ExportLimits::from_config(&state.config),
+        free,
+    ) {
+        Ok(Admit::New(a)) => a,
+        Ok(Admit::Existing(job)) => {
+            let mut body = job.to_json();
+            body["deduplicated"] = json!(true);
+            return Ok((StatusCode::OK, Json(body)));
+        }
+        Err(e) => {
+            tracing::warn!(camera = %key.camera, stream = %key.stream, user = %who.user, error = %e, "export refused");
+            return Err(e);
+        }
+    };
+
     // The range goes under legal hold before anything else.
     let id = vigie_export::new_export_id(now.to_timestamp().as_second());
     let actor = who.actor();
@@ -191,32 +266,38 @@ pub async fn create(
     )
     .await?;
 
-    let job = state.exports.create(JobRecord {
-        id,
-        status: Status::Queued,
-        error: None,
-        camera: key.camera.clone(),
-        stream: key.stream.clone(),
-        start_90k: start.0,
-        end_90k: end.0,
-        reason,
-        procedure,
-        requester,
-        operator: actor,
-        user: who.user.clone(),
-        ts: req.ts,
-        stills_90k,
-        burn_in: req.burn_in,
-        created_90k: now.0,
-        finished_90k: None,
-        hold_id: Some(hold.id),
-        bytes_total: 0,
-        sha256: None,
-        mp4_bytes: None,
-        package_sha256: None,
-        package_bytes: None,
-        manifest: None,
-    })?;
+    let job = state.exports.create(
+        admission,
+        JobRecord {
+            id,
+            status: Status::Queued,
+            error: None,
+            camera: key.camera.clone(),
+            stream: key.stream.clone(),
+            start_90k: start.0,
+            end_90k: end.0,
+            reason,
+            procedure,
+            requester,
+            operator: actor,
+            user: who.user.clone(),
+            ts: req.ts,
+            stills_90k,
+            burn_in: req.burn_in,
+            created_90k: now.0,
+            finished_90k: None,
+            hold_id: Some(hold.id),
+            bytes_total: 0,
+            sha256: None,
+            mp4_bytes: None,
+            package_sha256: None,
+            package_bytes: None,
+            manifest: None,
+            estimate_bytes,
+            dedupe_key,
+            package_deleted: None,
+        },
+    )?;
     let body = job.to_json();
     exports::spawn(state.clone(), job);
     Ok((StatusCode::ACCEPTED, Json(body)))
@@ -261,6 +342,13 @@ pub async fn package(
     let job = find(&state, &id)?;
     let rec = job.record();
     who.require(&state, Permission::Export, Some(&rec.camera))?;
+    if let Some(d) = &rec.package_deleted {
+        return Err(ApiError::Gone(format!(
+            "the package of export {id} was deleted on {} ({}); the journal and the register keep its hashes",
+            Time90k(d.at_90k).to_rfc3339(),
+            d.reason
+        )));
+    }
     match rec.status {
         Status::Done => {}
         Status::Failed => {

@@ -57,6 +57,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../../web/assets/admin.js"),
     ),
     (
+        "live-page.js",
+        JS,
+        include_str!("../../../../web/assets/live-page.js"),
+    ),
+    (
+        "live-page.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../../web/assets/live-page.css"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_str!("../../../../web/assets/style.css"),

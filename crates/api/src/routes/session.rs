@@ -3,9 +3,15 @@
 //!
 //! Login answers `{user, role, scope, csrf_token}` and sets the `vigie_session` cookie
 //! (HttpOnly, SameSite=Strict, Path=/, Max-Age = the absolute session lifetime; Secure under
-//! TLS). Wrong credentials → 401; too many failures → 429 with `Retry-After`; a disabled
-//! account → the same 401 as a wrong password, right password or not (no password oracle; the
-//! journal records why).
+//! built-in TLS or with `server.behind_tls_proxy`). Wrong credentials → 401; too many failures
+//! → 429 with `Retry-After`; too many logins hashing at once → 503 with `Retry-After`; a
+//! disabled account → the same 401 as a wrong password, right password or not (no password
+//! oracle; the journal records why).
+//!
+//! Order of a login (see [`vigie_auth`]'s throttle and [`crate::limits::LoginGate`]): the
+//! throttle reserves a failure first (locked → 429 at once, no hashing, no journal entry), then
+//! a hashing slot is taken, then the password is hashed. Failures are journaled; a lockout is
+//! journaled once, with its counters.
 
 use axum::Json;
 use axum::extract::State;
@@ -28,7 +34,7 @@ pub struct LoginBody {
 }
 
 fn cookie(state: &AppState, value: &str, max_age_s: i64) -> Result<HeaderValue, ApiError> {
-    let secure = if state.config.server.tls_cert.is_some() {
+    let secure = if state.config.server.tls_cert.is_some() || state.config.server.behind_tls_proxy {
         "; Secure"
     } else {
         ""
@@ -70,12 +76,27 @@ pub async fn login(
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
-    let auth = state.auth.clone();
     let LoginBody { username, password } = body;
-    let typed = username.clone();
-    let result = tokio::task::spawn_blocking(move || auth.login(&username, &password, ip))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let user: String = username.trim().to_lowercase().chars().take(64).collect();
+    // 1. The throttle, before any hashing: a locked key (or as many attempts in flight as
+    //    could lock it) is refused at once, and not journaled one attempt at a time.
+    let attempt = match state.auth.begin_login(&username, ip) {
+        Ok(a) => a,
+        Err((e, why)) => {
+            tracing::debug!(target: "vigie_access", user_len = user.len(), ?ip, ?why, "login refused before hashing");
+            return Err(e.into());
+        }
+    };
+    // 2. A hashing slot (bounded; 503 at once when the queue is full). Dropping `attempt` on
+    //    the way out releases its reservations.
+    let permit = state.limits.login.enter().await?;
+    // 3. The hash, off the executor.
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        attempt.finish(&password)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     match result {
         Ok(session) => {
             journal::access(
@@ -96,7 +117,6 @@ pub async fn login(
             Ok(resp)
         }
         Err((e, why)) => {
-            let user: String = typed.trim().to_lowercase().chars().take(64).collect();
             // The failure is answered even if the journal cannot take it.
             let _ = journal::access(
                 &state,
