@@ -40,6 +40,7 @@ mod recovery;
 mod reindex;
 mod retention;
 pub mod sampletable;
+pub mod space;
 mod synthetic;
 pub mod timing;
 mod writer;
@@ -51,6 +52,7 @@ pub use playback::{
 };
 pub use recovery::RecoveryReport;
 pub use sampletable::FragmentLoc;
+pub use space::{StorageHealth, StorageState};
 pub use synthetic::SyntheticSegment;
 pub use vigie_mp4::SampleInfo;
 pub use writer::pool::SyncFault;
@@ -82,6 +84,9 @@ pub enum StoreError {
         "the index {path} is in use by another process: is Vigie already running with this data_dir?"
     )]
     InUse { path: PathBuf },
+    /// The index is being reopened after a failed write (see `space`).
+    #[error("the index is unavailable: {0}")]
+    IndexUnavailable(String),
     #[error("corrupt index: {what}")]
     Corrupt { what: String },
     #[error("stream {key} is already being recorded")]
@@ -251,7 +256,13 @@ pub struct Store {
 pub(crate) struct Inner {
     pub cfg: StoreConfig,
     pub layout: Layout,
-    pub index: Index,
+    /// The index. `None` only while it is being reopened after a failed write ([`Inner::index`]).
+    pub index_cell: std::sync::RwLock<Option<Index>>,
+    /// Free space where bytes are written, the reserve, the storage state ([`space`]).
+    pub space: space::Space,
+    /// Index writes that failed or may not have reached the disk before the index failed,
+    /// replayed after it is reopened ([`retention::reopen_index`]).
+    pub replay: Mutex<retention::Replay>,
     pub clock: Arc<dyn Clock>,
     pub free: Arc<dyn FreeSpace>,
     pub next_segment_id: AtomicU64,
@@ -270,12 +281,34 @@ pub(crate) struct Inner {
     /// Set by retention when the free-space floor cannot be reached without deleting held
     /// footage: writers stop recording (see [`holds`]).
     pub recording_blocked: Arc<AtomicBool>,
+    /// Deletions made by [`Store::open`] to get above the floor, for the caller to journal.
+    pub startup_deletions: Mutex<Vec<DeletionRecord>>,
+    /// Active holds as last read by retention: what may not be deleted when the index cannot
+    /// be read (see `retention`).
+    pub holds_cache: Mutex<Option<Vec<Hold>>>,
 }
 
 impl Inner {
+    /// The index (a cheap clone of its handles). Callers never keep it: the index is replaced
+    /// when it is reopened after a failed write.
+    pub fn index(&self) -> Result<Index, StoreError> {
+        self.index_cell
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::IndexUnavailable("being reopened".into()))
+    }
+
+    /// Notes an index error: an I/O error means sled refuses every write until reopened.
+    pub fn index_failed(&self, e: &StoreError) {
+        if space::is_sled_io(e) {
+            self.space.set_index_error(e.to_string());
+        }
+    }
+
     pub fn alloc_segment_id(&self) -> Result<u64, StoreError> {
         let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
-        self.index.set_next_segment_id(id + 1)?;
+        self.index()?.set_next_segment_id(id + 1)?;
         Ok(id)
     }
 
@@ -342,9 +375,15 @@ impl Store {
         free: Arc<dyn FreeSpace>,
     ) -> Result<Store, StoreError> {
         let layout = Layout::new(&cfg.data_dir);
+        let space = space::Space::new(&cfg.data_dir, cfg.min_free_bytes, free.clone());
+        // On a full disk, opening the index (sled writes a snapshot), recovery (trailers) and
+        // the first deletions need a little room: the reserve gives it (see `space`).
+        if space.free_bytes() < cfg.min_free_bytes.max(1) {
+            space.release_reserve("starting below the free-space floor");
+        }
         layout::create_dir_all_durable(&layout.recordings_dir())
             .map_err(StoreError::io("creating", &layout.recordings_dir()))?;
-        let index = Index::open(&layout.index_dir())?;
+        let index = retention::open_index_on_full_disk(&layout, &space)?;
         let report = recovery::recover(&index, &layout)?;
         if report != RecoveryReport::default() {
             tracing::info!(?report, "crash recovery done");
@@ -358,7 +397,9 @@ impl Store {
             pool,
             cfg,
             layout,
-            index,
+            index_cell: std::sync::RwLock::new(Some(index)),
+            space,
+            replay: Mutex::new(retention::Replay::default()),
             clock,
             free,
             next_segment_id: AtomicU64::new(next),
@@ -372,10 +413,24 @@ impl Store {
             shutting_down: AtomicBool::new(false),
             recovery: report,
             recording_blocked: Arc::new(AtomicBool::new(false)),
+            startup_deletions: Mutex::new(Vec::new()),
+            holds_cache: Mutex::new(None),
         };
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(inner),
-        })
+        };
+        // Free space first (before any writer starts), then keep the reserve.
+        let r = retention::free_space_pass(&store.inner)?;
+        if !r.deleted.is_empty() {
+            tracing::warn!(
+                segments = r.deleted.len(),
+                bytes = r.bytes_deleted,
+                free = r.free_bytes,
+                "started below the free-space floor: oldest footage deleted before recording"
+            );
+        }
+        store.inner.startup_deletions.lock().map_err(|_| StoreError::ShuttingDown)?.extend(r.deleted);
+        Ok(store)
     }
 
     /// What crash recovery did when the store was opened.
@@ -404,12 +459,12 @@ impl Store {
         start: Time90k,
         end: Time90k,
     ) -> Result<Vec<SegmentInfo>, StoreError> {
-        let Some(sid) = self.inner.index.existing_stream_id(key)? else {
+        let Some(sid) = self.inner.index()?.existing_stream_id(key)? else {
             return Ok(Vec::new());
         };
         Ok(self
             .inner
-            .index
+            .index()?
             .segments_overlapping(sid, start, end)?
             .iter()
             .map(|e| self.inner.info(key, e))
@@ -429,12 +484,12 @@ impl Store {
 
     /// One segment by id.
     pub fn segment(&self, id: u64) -> Result<Option<SegmentInfo>, StoreError> {
-        let Some(e) = self.inner.index.get_segment(id)? else {
+        let Some(e) = self.inner.index()?.get_segment(id)? else {
             return Ok(None);
         };
         let key = self
             .inner
-            .index
+            .index()?
             .stream_key(e.stream_id)?
             .ok_or_else(|| StoreError::Corrupt {
                 what: format!("segment {id} refers to unknown stream id {}", e.stream_id),
@@ -444,7 +499,7 @@ impl Store {
 
     /// A segment's sample table and fragment offsets (for the virtual MP4 builder).
     pub fn segment_index(&self, id: u64) -> Result<Option<SegmentIndex>, StoreError> {
-        let Some(e) = self.inner.index.get_segment(id)? else {
+        let Some(e) = self.inner.index()?.get_segment(id)? else {
             return Ok(None);
         };
         let info = self.segment(id)?.ok_or(StoreError::Corrupt {
@@ -467,7 +522,7 @@ impl Store {
 
     /// Codec parameters by id ([`SegmentInfo::params_id`]).
     pub fn params(&self, params_id: u64) -> Result<Option<VideoParams>, StoreError> {
-        self.inner.index.get_params(params_id)
+        self.inner.index()?.get_params(params_id)
     }
 
     /// Places a legal hold on `[start, end)` of a stream: its segments are exempt from retention
@@ -501,13 +556,41 @@ impl Store {
         retention::apply(&self.inner, policy)
     }
 
+    /// The free-space floor alone (what a writer below the floor asks for): reopens the index
+    /// if a write of it failed, deletes the oldest unheld footage while below the floor, then
+    /// re-creates the reserve. Cheap when nothing is to be done.
+    pub fn free_space_pass(&self) -> Result<RetentionReport, StoreError> {
+        retention::free_space_pass(&self.inner)
+    }
+
+    /// Resolves when a writer found free space below the floor or the index failed: run
+    /// [`Store::free_space_pass`] then, not at the next periodic pass.
+    pub async fn space_wanted(&self) {
+        self.inner.space.wanted().await
+    }
+
+    /// What is wrong with the storage, if anything (for health).
+    pub fn storage_health(&self) -> StorageHealth {
+        self.inner.space.health(self.recording_blocked())
+    }
+
+    /// Deletions [`Store::open`] made to start above the floor (once; for the access journal,
+    /// which opens after the store).
+    pub fn take_startup_deletions(&self) -> Vec<DeletionRecord> {
+        self.inner
+            .startup_deletions
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+
     /// Deletions journaled with `when` in [start, end), oldest first.
     pub fn deletions(
         &self,
         start: Time90k,
         end: Time90k,
     ) -> Result<Vec<DeletionRecord>, StoreError> {
-        self.inner.index.deletions_between(start, end)
+        self.inner.index()?.deletions_between(start, end)
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -553,7 +636,11 @@ impl Store {
         for s in slots {
             s.wait().await;
         }
-        if let Err(e) = self.inner.index.db.flush_async().await {
+        let flushed = match self.inner.index() {
+            Ok(ix) => ix.db.flush_async().await.map(|_| ()).map_err(StoreError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = flushed {
             tracing::error!(error = %e, "flushing the index at shutdown");
         }
     }

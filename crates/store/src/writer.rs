@@ -285,7 +285,7 @@ pub(crate) fn start(
             retired.push(old);
         }
     }
-    let stream_id = inner.index.stream_id(&key)?;
+    let stream_id = inner.index()?.stream_id(&key)?;
     let counters = inner
         .counters
         .lock()
@@ -438,6 +438,9 @@ pub(crate) struct Recorder {
     index_interval: Duration,
     seg: Option<Segment>,
     run: Option<Run>,
+    /// Why the last segment start or fragment was refused (full disk, index error), until a
+    /// segment starts again: state changes are logged once, not at every key frame.
+    refused: Option<&'static str>,
 }
 
 fn same_params(a: &Arc<VideoParams>, b: &Arc<VideoParams>) -> bool {
@@ -491,6 +494,22 @@ impl Recorder {
             counters,
             seg: None,
             run: None,
+            refused: None,
+        }
+    }
+
+    /// Asks the store for room before writing (see `space::Space::admit`); on a refusal, logs
+    /// the state change once and returns the reason to end the segment with.
+    fn refused_by_space(&mut self) -> Option<&'static str> {
+        match self.inner.space.admit() {
+            crate::space::Admit::Write => None,
+            crate::space::Admit::Refuse { reason, message } => {
+                if self.refused != Some(reason) {
+                    tracing::warn!(reason, %message, "recording stopped: no room to write");
+                    self.refused = Some(reason);
+                }
+                Some(reason)
+            }
         }
     }
 
@@ -575,13 +594,21 @@ impl Recorder {
     }
 
     fn begin(&mut self, f: Frame) {
+        if self.refused_by_space().is_some() {
+            self.counters.dropped_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(reason) = self.refused.take() {
+            tracing::warn!(reason, "room to write again: recording resumes");
+        }
         let (id, params_id) = match (
             self.inner.alloc_segment_id(),
-            self.inner.index.put_params(&f.params),
+            self.inner.index().and_then(|ix| ix.put_params(&f.params)),
         ) {
             (Ok(id), Ok(p)) => (id, p),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, "cannot start a segment");
+                self.inner.index_failed(&e);
                 self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -638,6 +665,13 @@ impl Recorder {
         let cut = seg.frag_dur >= self.fragment_90k
             || (seg.pending.is_key && seg.frag_dur * 10 >= self.fragment_90k * 6);
         if cut {
+            // The floor is enforced where bytes are written: below half of it, end the segment
+            // cleanly (it keeps what it has) and record again once there is room.
+            if let Some(reason) = self.refused_by_space() {
+                self.finish(reason, None);
+                self.run = None;
+                return;
+            }
             if let Err(e) = self.write_fragment() {
                 self.fail(e);
                 return;
@@ -656,6 +690,13 @@ impl Recorder {
     /// the file back to it.
     fn fail(&mut self, e: StoreError) {
         tracing::error!(error = %e, "segment abandoned");
+        self.inner.index_failed(&e);
+        if let StoreError::Io { source, .. } = &e
+            && crate::space::is_no_space(source)
+        {
+            // Something else filled the disk: ask for room now.
+            self.inner.space.wake();
+        }
         if let Some(seg) = self.seg.as_ref()
             && seg.indexed
             && let Some(mark) = seg.synced
@@ -667,8 +708,10 @@ impl Recorder {
                 Some(format!("io-error: {e}")),
                 mark.media,
             );
-            if let Err(e2) = self.inner.index.put_segment(&entry) {
-                tracing::error!(error = %e2, "cannot close the abandoned segment's index entry");
+            self.inner.note_put(&entry);
+            if let Err(e2) = self.inner.index().and_then(|ix| ix.put_segment(&entry)) {
+                tracing::error!(error = %e2, "cannot close the abandoned segment's index entry (written again when the index is reopened)");
+                self.inner.index_failed(&e2);
             }
         }
         self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
@@ -900,7 +943,7 @@ impl Recorder {
             return Ok(());
         }
         let e = self.entry(seg, &mark, true, None, mark.media);
-        self.inner.index.put_segment(&e)?;
+        self.inner.index()?.put_segment(&e)?;
         if let Some(seg) = self.seg.as_mut() {
             seg.indexed = true;
             seg.indexed_len = mark.bytes;
@@ -1010,8 +1053,15 @@ impl Recorder {
             return;
         };
         let e = self.entry(&seg, &mark, false, Some(reason.to_owned()), wall);
-        if let Err(e) = self.inner.index.put_segment(&e) {
-            self.fail(e);
+        self.inner.note_put(&e);
+        if let Err(err) = self.inner.index().and_then(|ix| ix.put_segment(&e)) {
+            // The file is closed and durable: only its entry is missing, written again when the
+            // index is reopened (or by recovery at the next start).
+            tracing::error!(error = %err, segment = seg.id, "segment closed but its index entry could not be written");
+            self.inner.index_failed(&err);
+            self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+            self.counters.recording.store(false, Ordering::Relaxed);
+            self.run = None;
             return;
         }
         self.counters.recording.store(false, Ordering::Relaxed);
