@@ -286,6 +286,9 @@ pub(crate) struct Inner {
     /// Active holds as last read by retention: what may not be deleted when the index cannot
     /// be read (see `retention`).
     pub holds_cache: Mutex<Option<Vec<Hold>>>,
+    /// Segment files abandoned for lack of space (or an index failure), to index from their
+    /// content once there is room (`retention::free_space_pass`).
+    pub reread: Mutex<Vec<(StreamKey, PathBuf)>>,
 }
 
 impl Inner {
@@ -415,6 +418,7 @@ impl Store {
             recording_blocked: Arc::new(AtomicBool::new(false)),
             startup_deletions: Mutex::new(Vec::new()),
             holds_cache: Mutex::new(None),
+            reread: Mutex::new(Vec::new()),
         };
         let store = Store {
             inner: Arc::new(inner),

@@ -299,6 +299,7 @@ pub(crate) fn apply(
     }
     drop(ix);
     floor_loop(inner, &streams, &holds, now, &mut report)?;
+    reread_abandoned(inner);
     inner.space.ensure_reserve();
     Ok(report)
 }
@@ -318,8 +319,55 @@ pub(crate) fn free_space_pass(inner: &Inner) -> Result<RetentionReport, StoreErr
     let streams = inner.index()?.all_streams()?;
     let holds = active_holds(inner)?;
     floor_loop(inner, &streams, &holds, now, &mut report)?;
+    reread_abandoned(inner);
     inner.space.ensure_reserve();
     Ok(report)
+}
+
+/// Indexes the segment files abandoned for lack of space from their content (complete
+/// fragments kept, partial tail cut, `recovered` trailer), as recovery would at the next start.
+/// Files that still cannot be handled stay for the next pass.
+fn reread_abandoned(inner: &Inner) {
+    let todo = match inner.reread.lock() {
+        Ok(mut r) if !r.is_empty() => std::mem::take(&mut *r),
+        _ => return,
+    };
+    let Ok(ix) = inner.index() else {
+        if let Ok(mut r) = inner.reread.lock() {
+            r.extend(todo);
+        }
+        return;
+    };
+    for (key, path) in todo {
+        if !path.exists() {
+            continue; // deleted since (or never created)
+        }
+        match crate::recovery::index_file(&ix, &inner.layout, &key, &path) {
+            Ok(crate::recovery::FileOutcome::Indexed { entry, truncated, .. }) => {
+                tracing::info!(camera = %key.camera, stream = %key.stream, segment = entry.id, frames = entry.frames, truncated, "abandoned segment indexed from its file");
+                inner.note_put(&entry);
+            }
+            Ok(crate::recovery::FileOutcome::Deleted) => {
+                if let Some(id) = crate::layout::file_name(&path)
+                    .as_deref()
+                    .and_then(Layout::parse_segment_file_name)
+                    && let Ok(Some(e)) = ix.get_segment(id)
+                {
+                    let _ = ix.remove_segment(&e);
+                }
+            }
+            Ok(crate::recovery::FileOutcome::Problem(p)) => {
+                tracing::warn!(problem = %p, "abandoned segment file left as is");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot index an abandoned segment yet");
+                inner.index_failed(&e);
+                if let Ok(mut r) = inner.reread.lock() {
+                    r.push((key, path));
+                }
+            }
+        }
+    }
 }
 
 /// Reopens the index; if that fails (for lack of space: sled writes a snapshot when it opens),
@@ -330,6 +378,12 @@ fn reopen_or_make_room(inner: &Inner) -> Result<(), StoreError> {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
+    // Deleting footage helps only if the index shares the data directory's file system and that
+    // is what is full (an index on its own full file system must be given room by a person).
+    let same_fs = same_device(&inner.layout.index_dir(), &inner.cfg.data_dir);
+    if !same_fs || inner.space.free_bytes() >= inner.cfg.min_free_bytes.max(1) {
+        return Err(last);
+    }
     let mut unlinked = Vec::new();
     for _ in 0..8 {
         let Some(path) = oldest_file_unheld(inner)? else {
@@ -352,6 +406,14 @@ fn reopen_or_make_room(inner: &Inner) -> Result<(), StoreError> {
         }
     }
     Err(last)
+}
+
+fn same_device(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    }
 }
 
 /// The oldest segment file of any stream, from the files' names (the index may be unreadable):

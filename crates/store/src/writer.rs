@@ -691,11 +691,18 @@ impl Recorder {
     fn fail(&mut self, e: StoreError) {
         tracing::error!(error = %e, "segment abandoned");
         self.inner.index_failed(&e);
-        if let StoreError::Io { source, .. } = &e
-            && crate::space::is_no_space(source)
-        {
-            // Something else filled the disk: ask for room now.
+        let no_space = matches!(&e, StoreError::Io { source, .. } if crate::space::is_no_space(source));
+        if no_space || crate::space::is_sled_io(&e) {
+            // Something else filled the disk: ask for room now, and have the free-space pass
+            // index the file from its content once there is room (what recovery would do at
+            // the next start: its complete fragments are kept, a partial tail cut), so that the
+            // index matches the files without a restart.
             self.inner.space.wake();
+            if let Some(seg) = self.seg.as_ref().filter(|s| s.file.is_some())
+                && let Ok(mut r) = self.inner.reread.lock()
+            {
+                r.push((self.key.clone(), seg.path.clone()));
+            }
         }
         if let Some(seg) = self.seg.as_ref()
             && seg.indexed
