@@ -318,3 +318,100 @@ async fn another_program_fills_the_disk_recording_resumes_and_the_index_matches_
     };
     assert_eq!(strip(&r), strip(&after));
 }
+
+/// The index alone runs out of space (its own 2 MiB file system fills up, the data directory
+/// has room): sled's next write fails, and sled then refuses every write until reopened.
+/// Recording stops cleanly, health says `index_error`; once its file system has room again,
+/// the free-space pass reopens the index, replays what it may have lost, and recording
+/// resumes; the index matches the files. Fails on the old code (no reopen: every later write
+/// of the index fails until the process restarts).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_that_cannot_write_is_reopened_and_recording_resumes() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let Some(_data_mount) = Mount::tmpfs(&data, 64) else {
+        return;
+    };
+    let Some(_index_mount) = Mount::tmpfs(&data.join("index"), 2) else {
+        return;
+    };
+    let clock = clock();
+    let mut cfg = config(&data);
+    cfg.min_free_bytes = 4 << 20;
+    cfg.recording.segment_seconds = 2;
+    cfg.recording.flush_interval_ms = 100;
+    cfg.recording.index_interval_ms = 0;
+    let store = Store::open(cfg.clone(), clock.clone() as Arc<dyn Clock>).unwrap();
+    let h = store.start_writer(key(), (0, 1)).unwrap();
+    let mut pos = Pos {
+        media: 0,
+        recv: t0(),
+    };
+    pos = feed(&h, stream_a(), 1, pos, 100);
+    h.wait_handled_for_test();
+    fill(&data.join("index").join("junk"));
+    // Keep recording until the index fails (sled flushes every 500 ms).
+    let mut failed = false;
+    for _ in 0..60 {
+        pos = feed(&h, stream_a(), 1, pos, 25);
+        h.wait_handled_for_test();
+        std::thread::sleep(Duration::from_millis(100));
+        let health = store.storage_health();
+        if health.state == StorageState::IndexError {
+            assert!(health.recording_blocked, "{health:?}");
+            assert!(
+                health.message.contains("index cannot be written"),
+                "{health:?}"
+            );
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the index never failed: {:?}", store.storage_health());
+    // While its file system is full, it cannot be reopened: recording stays stopped.
+    assert!(store.free_space_pass().is_err());
+    pos = feed(&h, stream_a(), 1, pos, 50);
+    h.wait_handled_for_test();
+    assert!(!h.stats().recording);
+    // Room again: reopened at the next pass; recording resumes at the next key frame.
+    std::fs::remove_file(data.join("index").join("junk")).unwrap();
+    store.free_space_pass().unwrap();
+    assert_eq!(store.storage_health().state, StorageState::Ok);
+    let resumed_at = pos.recv;
+    feed(&h, stream_a(), 1, pos, 200);
+    h.push(StreamEvent::SessionEnded {
+        session_id: 1,
+        reason: "test".into(),
+    });
+    h.wait_handled_for_test();
+    drop(h);
+    store.shutdown().await;
+    let segs = all(&store);
+    assert!(
+        segs.iter()
+            .filter(|s| s.start >= resumed_at)
+            .map(|s| s.frames)
+            .sum::<u32>()
+            >= 175,
+        "recording did not resume: {segs:?}"
+    );
+    drop(store);
+    for s in &segs {
+        assert_valid(&s.path, s.frames);
+    }
+    // A reopen after a clean shutdown finds nothing to recover, and lists the same.
+    let reopened = loop {
+        match Store::open(cfg.clone(), clock.clone() as Arc<dyn Clock>) {
+            Ok(s) => break s,
+            Err(e) if e.to_string().contains("in use") => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(all(&reopened), segs);
+    assert_eq!(
+        reopened.recovery_report(),
+        &vigie_store::RecoveryReport::default()
+    );
+}
