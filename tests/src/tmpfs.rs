@@ -16,11 +16,9 @@ impl Tmpfs {
     pub fn mount(size_mib: u64) -> Option<Tmpfs> {
         let holder = tempfile::tempdir().ok()?;
         let dir = holder.path().to_owned();
-        let t = Self::mount_at(&dir, size_mib)?;
-        Some(Tmpfs {
-            _holder: Some(holder),
-            ..t
-        })
+        let mut t = Self::mount_at(&dir, size_mib)?;
+        t._holder = Some(holder);
+        Some(t)
     }
 
     /// Mounts a tmpfs of `size_mib` MiB on `dir` (created if needed).

@@ -5,9 +5,9 @@
 //! * [`Space::admit`], called by every writer before it starts a segment and before each
 //!   fragment it writes. Below `min_free_bytes` it wakes the deletion of the oldest footage at
 //!   once ([`Space::wanted`], awaited by the retention loop) instead of waiting for the periodic
-//!   pass; below **half** the floor ([`Space::stop_bytes`]) it refuses: the writer ends its
-//!   segment (`disk-full`) and records again at the first key frame once space is back. The
-//!   last half of the floor is left to the index, the access journal and exports.
+//!   pass; below **half** the floor (at most 256 MiB: [`Space::stop_bytes`]) it refuses: the
+//!   writer ends its segment (`disk-full`) and records again at the first key frame once space
+//!   is back. The rest is left to the index, the access journal and exports.
 //! * The **reserve**, `<data_dir>/.reserve`: a file of a quarter of the floor (at most
 //!   [`MAX_RESERVE_BYTES`]) kept allocated while the disk has room. It is released (unlinked)
 //!   when the index may need the space: at start-up before the index is opened (sled writes a
@@ -36,6 +36,10 @@ use crate::layout::fsync_dir;
 pub const RESERVE_FILE: &str = ".reserve";
 /// Largest reserve, whatever the floor.
 pub const MAX_RESERVE_BYTES: u64 = 64 << 20;
+/// Writers stop below half the floor, but never higher than this: with a huge floor (larger
+/// than the disk, to make retention delete everything closed) recording still goes on while
+/// retention deletes.
+pub const MAX_STOP_BYTES: u64 = 256 << 20;
 
 /// Size of the reserve for a floor: a quarter of it, at most [`MAX_RESERVE_BYTES`].
 pub fn reserve_bytes_for(min_free_bytes: u64) -> u64 {
@@ -50,7 +54,8 @@ pub enum StorageState {
     Ok,
     /// Below the floor: the oldest footage is being deleted; recording continues.
     BelowFloor,
-    /// Below half the floor and nothing (yet) to delete: recording stopped until space returns.
+    /// Below the stop level (half the floor, at most 256 MiB): recording stopped until the
+    /// oldest footage is deleted (or, with nothing left to delete, until space returns).
     Full,
     /// Below the floor and what is left is under legal hold: recording stopped (never deleted).
     HeldFull,
@@ -65,7 +70,7 @@ pub struct StorageHealth {
     pub state: StorageState,
     pub free_bytes: u64,
     pub floor_bytes: u64,
-    /// Writers stop below this (half the floor).
+    /// Writers stop below this (half the floor, at most 256 MiB).
     pub stop_bytes: u64,
     pub reserve_bytes: u64,
     /// The reserve file is in place.
@@ -123,8 +128,9 @@ impl Space {
         }
     }
 
+    /// Writers stop below this: half the floor, at most [`MAX_STOP_BYTES`].
     pub fn stop_bytes(&self) -> u64 {
-        self.floor_bytes / 2
+        (self.floor_bytes / 2).min(MAX_STOP_BYTES)
     }
 
     pub fn reserve_path(&self) -> PathBuf {
@@ -191,7 +197,7 @@ impl Space {
         Admit::Refuse {
             reason: "disk-full",
             message: format!(
-                "{free} bytes free, below half the floor ({} of {}): waiting for the oldest footage to be deleted",
+                "{free} bytes free, below the stop level ({} bytes; floor {}): waiting for the oldest footage to be deleted",
                 self.stop_bytes(),
                 self.floor_bytes
             ),
@@ -301,7 +307,8 @@ impl Space {
             (
                 StorageState::Full,
                 format!(
-                    "{free} bytes free, below half the floor ({} bytes): recording stopped until the oldest footage is deleted{}",
+                    "{free} bytes free, below the stop level of {} bytes (floor {}): recording stopped until the oldest footage is deleted{}",
+                    self.stop_bytes(),
                     self.floor_bytes,
                     if self.nothing_to_delete.load(Ordering::Relaxed) {
                         " (nothing left to delete: other files fill the disk)"

@@ -71,7 +71,7 @@ async fn writers_enforce_the_floor_where_they_write() {
     assert!(!segs[0].open);
     let health = store.storage_health();
     assert_eq!(health.state, StorageState::Full, "{health:?}");
-    assert!(health.recording_blocked && health.message.contains("below half the floor"));
+    assert!(health.recording_blocked && health.message.contains("recording stopped"));
     pos = feed(&h, stream_a(), 1, pos, 100);
     h.wait_handled_for_test();
     assert_eq!(h.stats().frames, stopped.frames, "frames written below half the floor");
