@@ -137,7 +137,7 @@ fn copy_data(from: &Path, to: &Path) {
     }
 }
 
-/// Two ~4 Mbit/s cameras on a 48 MiB tmpfs, another program's 28 MiB file on it, floor 4 MiB,
+/// Two ~4 Mbit/s cameras on a 48 MiB tmpfs, another program's 24 MiB file on it, floor 4 MiB,
 /// periodic retention pass once an hour (so only the writers' own floor checks keep the disk
 /// from filling): many fill-and-delete cycles, no gap longer than a few seconds; then another
 /// program fills the disk to 0 bytes while recording (recording goes on); then a restart on a
@@ -149,7 +149,7 @@ async fn fill_and_delete_cycles_keep_recording_and_a_restart_at_0_bytes_free_rec
         return;
     };
     let data = fs.path().to_owned();
-    std::fs::write(data.join("other-program.bin"), vec![7u8; 28 << 20]).unwrap();
+    std::fs::write(data.join("other-program.bin"), vec![7u8; 24 << 20]).unwrap();
     let f = heavy_fixture();
     let sim: ServerHandle = vigie_e2e::sim::start(vec![
         MountConfig::new("a", f.clone()),
@@ -159,7 +159,7 @@ async fn fill_and_delete_cycles_keep_recording_and_a_restart_at_0_bytes_free_rec
     let mut v = VigieBuilder::new(BIN)
         .data_dir(&data)
         .min_free_bytes("4MiB")
-        .segment_seconds(4)
+        .segment_seconds(10)
         .toml("[retention]\ncheck_interval_s = 3600\n")
         .toml(COMMUNE)
         .toml(&camera_toml("cam-a", &sim.url("a")))
@@ -183,7 +183,7 @@ async fn fill_and_delete_cycles_keep_recording_and_a_restart_at_0_bytes_free_rec
     eprintln!(
         "phase 1: {deleted} segments deleted, storage states seen {states:?}, lowest free space {min_free} bytes"
     );
-    assert!(deleted >= 10, "too few deletions: {deleted}\n{}", v.log());
+    assert!(deleted >= 8, "too few deletions: {deleted}\n{}", v.log());
     // Recording went on through the deletions: measure the gaps (first segment excluded: the
     // cameras connect then).
     let from = t_start + SignedDuration::from_secs(10);
@@ -246,7 +246,7 @@ async fn fill_and_delete_cycles_keep_recording_and_a_restart_at_0_bytes_free_rec
     let mut v2 = VigieBuilder::new(BIN)
         .data_dir(&copy)
         .min_free_bytes("4MiB")
-        .segment_seconds(4)
+        .segment_seconds(10)
         .toml(COMMUNE)
         .toml(&camera_toml("cam-a", "rtsp://127.0.0.1:9/none"))
         .toml(&camera_toml("cam-b", "rtsp://127.0.0.1:9/none"))
@@ -277,7 +277,7 @@ async fn an_index_out_of_space_stops_recording_loudly_then_recovers_without_a_re
     let mut v = VigieBuilder::new(BIN)
         .data_dir(&data)
         .min_free_bytes("4MiB")
-        .segment_seconds(2)
+        .segment_seconds(10)
         // (first extra line: it lands in the generated `[recording]` table)
         .toml("index_interval_ms = 0")
         .toml(COMMUNE)
@@ -334,7 +334,7 @@ async fn a_journal_out_of_space_never_stops_recording_nor_serves_unjournaled_foo
     let mut v = VigieBuilder::new(BIN)
         .data_dir(&data)
         .min_free_bytes("4MiB")
-        .segment_seconds(2)
+        .segment_seconds(10)
         .toml(COMMUNE)
         .toml(&camera_toml("cam-a", &sim.url("a")))
         .start()
