@@ -374,3 +374,100 @@ async fn a_journal_out_of_space_never_stops_recording_nor_serves_unjournaled_foo
     v.stop().unwrap();
     sim.shutdown().await;
 }
+
+/// An export whose package cannot be written (its directory on a 1 MiB file system, the export
+/// ~10 MB): the job fails with a clear error, leaves no partial package, the footage it covers
+/// is still there, and recording continues.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_that_cannot_be_written_fails_cleanly_and_recording_continues() {
+    let Some(fs) = Tmpfs::mount(64) else {
+        return;
+    };
+    let data = fs.path().to_owned();
+    let Some(_exports_fs) = Tmpfs::mount_at(&data.join("exports"), 1) else {
+        return;
+    };
+    let f = heavy_fixture();
+    let sim = vigie_e2e::sim::start(vec![MountConfig::new("a", f)]).await;
+    let mut v = VigieBuilder::new(BIN)
+        .data_dir(&data)
+        .min_free_bytes("4MiB")
+        .segment_seconds(10)
+        .toml(COMMUNE)
+        .toml(&camera_toml("cam-a", &sim.url("a")))
+        .start()
+        .unwrap();
+    let t0 = Timestamp::now();
+    wait_recording_past(&v, "cam-a", t0, 22, "before the export").await;
+    let before = listing(&v, &["cam-a"]).await;
+    let body = serde_json::json!({
+        "camera": "cam-a", "stream": "main",
+        "start": (t0 + SignedDuration::from_secs(2)).to_string(),
+        "end": (t0 + SignedDuration::from_secs(20)).to_string(),
+        "reason": "réquisition", "procedure": "2026/00999", "requester": "OPJ Test",
+    });
+    let r = v
+        .http()
+        .post(format!("{}/api/v1/exports", v.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let job: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(code, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let (_, j) = v.get(&format!("/api/v1/exports/{id}")).await.unwrap();
+        match j["status"].as_str().unwrap_or("") {
+            "failed" => break j,
+            "done" => panic!("an export larger than its file system succeeded: {j}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "export still running: {j}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    eprintln!("export failed as expected: {}", job["error"]);
+    let err = job["error"].as_str().unwrap_or("");
+    assert!(
+        err.to_lowercase().contains("no space left"),
+        "unclear error: {job}"
+    );
+    // No partial package left behind.
+    let leftovers: Vec<_> = walk(&data.join("exports"))
+        .into_iter()
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.ends_with(".mp4") || n.ends_with(".zip") || n.contains(".part") || n.contains(".tmp")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "partial package left: {leftovers:?}");
+    // Nothing lost, recording continues.
+    let after = listing(&v, &["cam-a"]).await;
+    for s in &before {
+        assert!(
+            after.iter().any(|a| a.0 == s.0 && a.1 == s.1),
+            "segment {s:?} lost"
+        );
+    }
+    wait_recording_past(&v, "cam-a", Timestamp::now(), 5, "after the failed export").await;
+    v.stop().unwrap();
+    sim.shutdown().await;
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
