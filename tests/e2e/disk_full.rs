@@ -84,7 +84,10 @@ async fn wait_recording_past(v: &Vigie, cam: &str, t: Timestamp, extra_s: i64, w
             Instant::now() < deadline,
             "{what}: {cam} not recording past {target} within 60 s; spans {:?}; health {}\nlog:\n{}",
             spans(v, cam).await,
-            v.get("/api/v1/health").await.map(|h| h.1).unwrap_or_default(),
+            v.get("/api/v1/health")
+                .await
+                .map(|h| h.1)
+                .unwrap_or_default(),
             v.log()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -224,7 +227,8 @@ async fn fill_and_delete_cycles_keep_recording_and_a_restart_at_0_bytes_free_rec
     }
     let log = v.log();
     assert!(
-        log.contains("reserve file released") || log.contains("oldest footage deleted before recording"),
+        log.contains("reserve file released")
+            || log.contains("oldest footage deleted before recording"),
         "{log}"
     );
     v.stop().unwrap();
@@ -235,7 +239,11 @@ async fn fill_and_delete_cycles_keep_recording_and_a_restart_at_0_bytes_free_rec
     let listed = listing(&v, &["cam-a", "cam-b"]).await;
     v.stop().unwrap();
     let files = mp4_files(&data.join("recordings"));
-    assert_eq!(files.len(), listed.len(), "files {files:?}\nlisted {listed:?}");
+    assert_eq!(
+        files.len(),
+        listed.len(),
+        "files {files:?}\nlisted {listed:?}"
+    );
     for f in &files {
         ffmpeg_decodes(f).unwrap();
     }
@@ -293,7 +301,11 @@ async fn an_index_out_of_space_stops_recording_loudly_then_recovers_without_a_re
             assert_eq!(code, 503, "{h}");
             break h;
         }
-        assert!(Instant::now() < deadline, "no index error reported: {h}\n{}", v.log());
+        assert!(
+            Instant::now() < deadline,
+            "no index error reported: {h}\n{}",
+            v.log()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     eprintln!("health while the index cannot write: {h}");
@@ -346,8 +358,8 @@ async fn a_journal_out_of_space_never_stops_recording_nor_serves_unjournaled_foo
     // still have room in the log segment it already wrote: up to 512 KiB of entries).
     // (Each request a different range: the same access is journaled once a minute.)
     let video_at = |i: i64| {
-        let start = (t_full - SignedDuration::from_secs(4) + SignedDuration::from_millis(i))
-            .to_string();
+        let start =
+            (t_full - SignedDuration::from_secs(4) + SignedDuration::from_millis(i)).to_string();
         format!("/api/v1/cameras/cam-a/streams/main/video.mp4?start={start}&duration=2")
     };
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -433,7 +433,12 @@ impl Store {
                 "started below the free-space floor: oldest footage deleted before recording"
             );
         }
-        store.inner.startup_deletions.lock().map_err(|_| StoreError::ShuttingDown)?.extend(r.deleted);
+        store
+            .inner
+            .startup_deletions
+            .lock()
+            .map_err(|_| StoreError::ShuttingDown)?
+            .extend(r.deleted);
         Ok(store)
     }
 
@@ -641,7 +646,12 @@ impl Store {
             s.wait().await;
         }
         let flushed = match self.inner.index() {
-            Ok(ix) => ix.db.flush_async().await.map(|_| ()).map_err(StoreError::from),
+            Ok(ix) => ix
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from),
             Err(e) => Err(e),
         };
         if let Err(e) = flushed {

@@ -343,7 +343,9 @@ fn reread_abandoned(inner: &Inner) {
             continue; // deleted since (or never created)
         }
         match crate::recovery::index_file(&ix, &inner.layout, &key, &path) {
-            Ok(crate::recovery::FileOutcome::Indexed { entry, truncated, .. }) => {
+            Ok(crate::recovery::FileOutcome::Indexed {
+                entry, truncated, ..
+            }) => {
                 tracing::info!(camera = %key.camera, stream = %key.stream, segment = entry.id, frames = entry.frames, truncated, "abandoned segment indexed from its file");
                 inner.note_put(&entry);
             }
@@ -522,7 +524,10 @@ fn floor_loop(
                 .recording_blocked
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
             {
-                tracing::warn!(free, "free space is above the floor again: recording resumes");
+                tracing::warn!(
+                    free,
+                    "free space is above the floor again: recording resumes"
+                );
             }
             return Ok(());
         }

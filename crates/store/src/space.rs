@@ -284,7 +284,9 @@ impl Space {
                 let _ = fsync_dir(&self.data_dir);
                 tracing::info!(bytes = self.reserve_bytes, path = %path.display(), "reserve file created");
             }
-            Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot create the reserve file"),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot create the reserve file")
+            }
         }
     }
 
@@ -293,9 +295,13 @@ impl Space {
         let (state, message) = if let Some(msg) = self.index_error() {
             (
                 StorageState::IndexError,
-                format!("the index cannot be written: {msg}; recording stopped until it can be reopened"),
+                format!(
+                    "the index cannot be written: {msg}; recording stopped until it can be reopened"
+                ),
             )
-        } else if recording_blocked_held || (self.held_full.load(Ordering::Relaxed) && free < self.floor_bytes) {
+        } else if recording_blocked_held
+            || (self.held_full.load(Ordering::Relaxed) && free < self.floor_bytes)
+        {
             (
                 StorageState::HeldFull,
                 format!(

@@ -691,7 +691,8 @@ impl Recorder {
     fn fail(&mut self, e: StoreError) {
         tracing::error!(error = %e, "segment abandoned");
         self.inner.index_failed(&e);
-        let no_space = matches!(&e, StoreError::Io { source, .. } if crate::space::is_no_space(source));
+        let no_space =
+            matches!(&e, StoreError::Io { source, .. } if crate::space::is_no_space(source));
         if no_space || crate::space::is_sled_io(&e) {
             // Something else filled the disk: ask for room now, and have the free-space pass
             // index the file from its content once there is room (what recovery would do at

@@ -36,7 +36,9 @@ async fn writers_enforce_the_floor_where_they_write() {
         Store::open_with(cfg.clone(), clock.clone() as Arc<dyn Clock>, free.clone()).unwrap();
     // The reserve (a quarter of the floor) is in place.
     assert_eq!(
-        std::fs::metadata(dir.path().join(".reserve")).unwrap().len(),
+        std::fs::metadata(dir.path().join(".reserve"))
+            .unwrap()
+            .len(),
         1 << 20
     );
     assert_eq!(store.storage_health().state, StorageState::Ok);
@@ -74,7 +76,11 @@ async fn writers_enforce_the_floor_where_they_write() {
     assert!(health.recording_blocked && health.message.contains("recording stopped"));
     pos = feed(&h, stream_a(), 1, pos, 100);
     h.wait_handled_for_test();
-    assert_eq!(h.stats().frames, stopped.frames, "frames written below half the floor");
+    assert_eq!(
+        h.stats().frames,
+        stopped.frames,
+        "frames written below half the floor"
+    );
 
     // Room again: recording resumes at the next key frame (at most one second of frames here).
     free.set_free(1 << 40);
@@ -278,7 +284,12 @@ async fn another_program_fills_the_disk_recording_resumes_and_the_index_matches_
     store.shutdown().await;
     let after = all(&store);
     assert!(
-        after.iter().filter(|s| s.id > last_id).map(|s| s.frames).sum::<u32>() >= 600,
+        after
+            .iter()
+            .filter(|s| s.id > last_id)
+            .map(|s| s.frames)
+            .sum::<u32>()
+            >= 600,
         "recording did not resume: {after:?}"
     );
     assert!(
@@ -307,7 +318,13 @@ async fn another_program_fills_the_disk_recording_resumes_and_the_index_matches_
     let report = Store::reindex(&ccfg).unwrap();
     eprintln!("reindex: {report:?}");
     for s in &after {
-        eprintln!("{} {:?} {:?} {}", s.id, s.end_reason, s.path.file_name(), std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0));
+        eprintln!(
+            "{} {:?} {:?} {}",
+            s.id,
+            s.end_reason,
+            s.path.file_name(),
+            std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0)
+        );
     }
     let reindexed = Store::open(ccfg, clock.clone() as Arc<dyn Clock>).unwrap();
     let r = all(&reindexed);
@@ -367,7 +384,11 @@ async fn an_index_that_cannot_write_is_reopened_and_recording_resumes() {
             break;
         }
     }
-    assert!(failed, "the index never failed: {:?}", store.storage_health());
+    assert!(
+        failed,
+        "the index never failed: {:?}",
+        store.storage_health()
+    );
     // While its file system is full, it cannot be reopened: recording stays stopped.
     assert!(store.free_space_pass().is_err());
     pos = feed(&h, stream_a(), 1, pos, 50);

@@ -49,8 +49,8 @@ pub async fn health(
         .as_ref()
         .is_some_and(|s| s.state == vigie_store::StorageState::IndexError);
     let ready = (storage_error.is_none() || probe_full) && !index_error;
-    let blocked = state.store.recording_blocked()
-        || storage.as_ref().is_some_and(|s| s.recording_blocked);
+    let blocked =
+        state.store.recording_blocked() || storage.as_ref().is_some_and(|s| s.recording_blocked);
     let mut warnings: Vec<String> = state
         .config
         .authorisation_warnings(
@@ -66,7 +66,14 @@ pub async fn health(
         .map(|w| w.to_string())
         .collect();
     if let Some(s) = storage.as_ref().filter(|s| !s.message.is_empty()) {
-        warnings.push(format!("storage {}: {}", serde_json::to_value(s.state).unwrap_or_default().as_str().unwrap_or("?"), s.message));
+        warnings.push(format!(
+            "storage {}: {}",
+            serde_json::to_value(s.state)
+                .unwrap_or_default()
+                .as_str()
+                .unwrap_or("?"),
+            s.message
+        ));
     } else if blocked {
         warnings.push("recording stopped: the disk is full of footage under legal hold".into());
     }
