@@ -423,22 +423,25 @@ impl Store {
         let store = Store {
             inner: Arc::new(inner),
         };
-        // Free space first (before any writer starts), then keep the reserve.
-        let r = retention::free_space_pass(&store.inner)?;
-        if !r.deleted.is_empty() {
-            tracing::warn!(
-                segments = r.deleted.len(),
-                bytes = r.bytes_deleted,
-                free = r.free_bytes,
-                "started below the free-space floor: oldest footage deleted before recording"
-            );
+        // Free space first (before any writer starts), then keep the reserve. A failure here
+        // must not keep the recorder from starting: writers stop on their own while there is
+        // no room, and the retention loop tries again.
+        match retention::free_space_pass(&store.inner) {
+            Ok(r) => {
+                if !r.deleted.is_empty() {
+                    tracing::warn!(
+                        segments = r.deleted.len(),
+                        bytes = r.bytes_deleted,
+                        free = r.free_bytes,
+                        "started below the free-space floor: oldest footage deleted before recording"
+                    );
+                }
+                if let Ok(mut d) = store.inner.startup_deletions.lock() {
+                    d.extend(r.deleted);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "free-space pass at start-up failed"),
         }
-        store
-            .inner
-            .startup_deletions
-            .lock()
-            .map_err(|_| StoreError::ShuttingDown)?
-            .extend(r.deleted);
         Ok(store)
     }
 
