@@ -309,6 +309,19 @@ async fn an_index_out_of_space_stops_recording_loudly_then_recovers_without_a_re
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     eprintln!("health while the index cannot write: {h}");
+    let (_, metrics) = v.get_text("/metrics").await.unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("vigie_storage_state{") && l.contains("state=\"index_error\"} 1")
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vigie_storage_recording_blocked{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
     assert_eq!(h["status"], "unavailable");
     assert_eq!(h["recording_blocked"], true, "{h}");
     assert!(
