@@ -519,7 +519,7 @@ fn floor_loop(
         let free = inner.space.free_bytes();
         report.free_bytes = free;
         if free >= floor {
-            inner.space.set_pass_outcome(false, false);
+            let _ = inner.space.set_pass_outcome(false, false);
             if inner
                 .recording_blocked
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
@@ -559,7 +559,7 @@ fn floor_loop(
             report.floor_unreachable = true;
             // Held footage is never deleted to make room: stop recording instead (alert).
             let held_full = !holds.is_empty();
-            inner.space.set_pass_outcome(held_full, true);
+            let already = inner.space.set_pass_outcome(held_full, true);
             if held_full {
                 report.recording_blocked = true;
                 if !inner
@@ -573,12 +573,14 @@ fn floor_loop(
                     );
                 }
             } else {
-                tracing::warn!(
-                    free,
-                    floor,
-                    open_or_held,
-                    "free space below the floor and nothing left to delete"
-                );
+                if !already {
+                    tracing::warn!(
+                        free,
+                        floor,
+                        open_or_held,
+                        "free space below the floor and nothing left to delete"
+                    );
+                }
                 if inner
                     .recording_blocked
                     .swap(false, std::sync::atomic::Ordering::SeqCst)

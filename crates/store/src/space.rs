@@ -24,7 +24,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -106,7 +106,6 @@ pub(crate) struct Space {
     held_full: AtomicBool,
     /// Set by the free-space pass: nothing left to delete at all (open segments, other files).
     nothing_to_delete: AtomicBool,
-    last_free: AtomicU64,
     /// Last time a writer woke the retention loop (to wake it at most every 100 ms).
     last_wake: Mutex<Option<Instant>>,
 }
@@ -123,7 +122,6 @@ impl Space {
             index_failed: AtomicBool::new(false),
             held_full: AtomicBool::new(false),
             nothing_to_delete: AtomicBool::new(false),
-            last_free: AtomicU64::new(u64::MAX),
             last_wake: Mutex::new(None),
         }
     }
@@ -141,10 +139,7 @@ impl Space {
     /// failing statvfs must not stop recording; the error is logged).
     pub fn free_bytes(&self) -> u64 {
         match self.free.space(&self.data_dir) {
-            Ok(s) => {
-                self.last_free.store(s.free_bytes, Ordering::Relaxed);
-                s.free_bytes
-            }
+            Ok(s) => s.free_bytes,
             Err(e) => {
                 tracing::warn!(error = %e, dir = %self.data_dir.display(), "statvfs failed");
                 u64::MAX
@@ -236,10 +231,11 @@ impl Space {
     }
 
     /// Result of a free-space pass: whether anything deletable was left when it ended.
-    pub fn set_pass_outcome(&self, held_full: bool, nothing_to_delete: bool) {
+    /// Returns the previous "nothing to delete" (to log a change once, not at every pass).
+    pub fn set_pass_outcome(&self, held_full: bool, nothing_to_delete: bool) -> bool {
         self.held_full.store(held_full, Ordering::SeqCst);
         self.nothing_to_delete
-            .store(nothing_to_delete, Ordering::SeqCst);
+            .swap(nothing_to_delete, Ordering::SeqCst)
     }
 
     pub fn reserve_present(&self) -> bool {
