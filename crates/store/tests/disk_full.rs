@@ -436,3 +436,144 @@ async fn an_index_that_cannot_write_is_reopened_and_recording_resumes() {
         &vigie_store::RecoveryReport::default()
     );
 }
+
+/// The worst case: the disk is at 0 bytes, the reserve is gone (another program took the
+/// space), and the index has failed a write (sled refuses every write until reopened, and
+/// reopening writes a snapshot, which needs space). The pass deletes the oldest segment file
+/// *before* its entry (that frees space), reopens the index, then removes the entry with its
+/// deletion record: recording resumes and the index still matches the files.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_reserve_left_the_oldest_file_is_deleted_before_its_entry() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let Some(_mount) = Mount::tmpfs(&data, 24) else {
+        return;
+    };
+    let clock = clock();
+    let mut cfg = config(&data);
+    cfg.min_free_bytes = 4 << 20;
+    cfg.recording.segment_seconds = 4;
+    let store = Store::open(cfg.clone(), clock.clone() as Arc<dyn Clock>).unwrap();
+    let h = store.start_writer(key(), (0, 1)).unwrap();
+    let mut pos = Pos {
+        media: 0,
+        recv: t0(),
+    };
+    while all(&store).iter().map(|s| s.bytes).sum::<u64>() < 12 << 20 {
+        pos = feed(&h, stream_a(), 1, pos, 250);
+        h.wait_handled_for_test();
+    }
+    let before = all(&store);
+    std::fs::remove_file(data.join(".reserve")).unwrap();
+    fill(&data.join("junk"));
+    // Make sled fail a write now (a hold on another stream, flushed at once).
+    let poisoned = store
+        .place_hold(vigie_store::NewHold {
+            key: vigie_core::StreamKey::new("cam-x", "main"),
+            ..hold_req()
+        })
+        .is_err();
+    eprintln!("index write failed: {poisoned}");
+    let mut ok = false;
+    for _ in 0..20 {
+        pos = feed(&h, stream_a(), 1, pos, 25);
+        h.wait_handled_for_test();
+        match store.free_space_pass() {
+            Ok(r) if r.free_bytes >= cfg.min_free_bytes => {
+                ok = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("pass failed (retried): {e}"),
+        }
+    }
+    assert!(ok, "{:?}", store.storage_health());
+    for _ in 0..4 {
+        pos = feed(&h, stream_a(), 1, pos, 100);
+        h.wait_handled_for_test();
+        store.free_space_pass().unwrap();
+    }
+    h.push(StreamEvent::SessionEnded {
+        session_id: 1,
+        reason: "test".into(),
+    });
+    h.wait_handled_for_test();
+    drop(h);
+    store.shutdown().await;
+    let after = all(&store);
+    let last_id = before.last().unwrap().id;
+    assert!(
+        after
+            .iter()
+            .filter(|s| s.id > last_id)
+            .map(|s| s.frames)
+            .sum::<u32>()
+            >= 300,
+        "recording did not resume: {after:?}"
+    );
+    // Every deletion is journaled, the files and the index agree.
+    let deleted: Vec<u64> = store
+        .deletions(Time90k(0), Time90k(i64::MAX / 2))
+        .unwrap()
+        .iter()
+        .map(|d| d.segment_id)
+        .collect();
+    for s in &before {
+        assert!(
+            after.iter().any(|a| a.id == s.id) || deleted.contains(&s.id),
+            "segment {} neither listed nor journaled as deleted",
+            s.id
+        );
+    }
+    eprintln!(
+        "{} segments before, {} after, {} deletions journaled",
+        before.len(),
+        after.len(),
+        deleted.len()
+    );
+    assert!(!deleted.is_empty());
+    for s in &after {
+        assert!(s.path.exists(), "{}", s.path.display());
+    }
+    let files = walk_mp4(&data.join("recordings"));
+    assert_eq!(files.len(), after.len(), "{files:?}");
+    drop(store);
+    let reopened = loop {
+        match Store::open(cfg.clone(), clock.clone() as Arc<dyn Clock>) {
+            Ok(s) => break s,
+            Err(e) if e.to_string().contains("in use") => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(all(&reopened), after);
+    assert_eq!(reopened.recovery_report().entries_dropped, 0);
+}
+
+fn hold_req() -> vigie_store::NewHold {
+    vigie_store::NewHold {
+        key: key(),
+        start: t0(),
+        end: t0() + secs(1),
+        procedure: "x".into(),
+        reason: "x".into(),
+        created_by: "x".into(),
+    }
+}
+
+fn walk_mp4(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "mp4") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
