@@ -171,11 +171,11 @@ async fn fill_and_delete_cycles_keep_recording_and_a_restart_at_0_bytes_free_rec
         .unwrap();
     let t_start = Timestamp::now();
 
-    // Phase 1: ~60 s of recording through fill-and-delete cycles.
+    // Phase 1: ~70 s of recording through fill-and-delete cycles (~1 MB/s, 5 MB segments).
     let mut states = std::collections::BTreeSet::new();
     let mut min_free = u64::MAX;
     let phase1 = Instant::now();
-    while phase1.elapsed() < Duration::from_secs(60) {
+    while phase1.elapsed() < Duration::from_secs(70) {
         let h = health(&v).await;
         assert_ne!(h["status"], "unavailable", "{h}");
         states.insert(h["storage"]["state"].as_str().unwrap_or("?").to_owned());
@@ -186,7 +186,7 @@ async fn fill_and_delete_cycles_keep_recording_and_a_restart_at_0_bytes_free_rec
     eprintln!(
         "phase 1: {deleted} segments deleted, storage states seen {states:?}, lowest free space {min_free} bytes"
     );
-    assert!(deleted >= 8, "too few deletions: {deleted}\n{}", v.log());
+    assert!(deleted >= 6, "too few deletions: {deleted}\n{}", v.log());
     // Recording went on through the deletions: measure the gaps (first segment excluded: the
     // cameras connect then).
     let from = t_start + SignedDuration::from_secs(10);
