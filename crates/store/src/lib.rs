@@ -13,6 +13,11 @@
 //!   progressive MP4 builder ([`playback`]).
 //! * [`Store::apply_retention`] deletes whole segments by age per stream and under a free-space
 //!   floor, oldest first, and journals every deletion ([`Store::deletions`]).
+//! * A full disk never bricks it ([`space`], `retention`): writers check free space before each
+//!   segment and fragment (below the floor they wake [`Store::free_space_pass`] through
+//!   [`Store::space_wanted`]; below min(floor/2, 256 MiB) they stop with `disk-full`), a reserve
+//!   file lets the index write and be reopened after a failed write, and opening on a full disk
+//!   frees space before anything records. [`Store::storage_health`] says what is wrong.
 //!
 //! Durability policy: fragments are appended as they complete (a process crash loses at most
 //! the fragment in memory, ≤ `fragment_ms`), files are made durable every `flush_interval_ms`

@@ -17,7 +17,10 @@
 //!   `offset = segment_seconds × index / count` (staggered across streams), at least half a
 //!   segment after the segment's start; a segment that reaches 5 min without a key frame ends
 //!   (`max-duration`) and recording resumes at the next key frame;
-//! * `SessionEnded` ends it (`session-ended: <reason>`), shutdown too (`shutdown`).
+//! * `SessionEnded` ends it (`session-ended: <reason>`), shutdown too (`shutdown`);
+//! * no room to write (checked before a segment starts and before each fragment,
+//!   `space::Space::admit`) ends it (`disk-full`, `disk-full-held`, `index-error`); recording
+//!   starts again at the first key frame once there is room.
 //!
 //! A frame's duration is the next frame's `media_90k` minus its own; the last frame of a segment
 //! that ends without a successor gets the previous frame's duration. Fragments are cut at frame
