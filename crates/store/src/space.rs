@@ -2,10 +2,10 @@
 //! file that lets the index write on a full disk, and the storage state reported by health.
 //!
 //! Owns:
-//! * [`Space::admit`], called by every writer before it starts a segment and before each
+//! * `Space::admit`, called by every writer before it starts a segment and before each
 //!   fragment it writes. Below `min_free_bytes` it wakes the deletion of the oldest footage at
-//!   once ([`Space::wanted`], awaited by the retention loop) instead of waiting for the periodic
-//!   pass; below **half** the floor (at most 256 MiB: [`Space::stop_bytes`]) it refuses: the
+//!   once (`Space::wanted`, awaited by the retention loop) instead of waiting for the periodic
+//!   pass; below **half** the floor (at most 256 MiB: `Space::stop_bytes`) it refuses: the
 //!   writer ends its segment (`disk-full`) and records again at the first key frame once space
 //!   is back. The rest is left to the index, the access journal and exports.
 //! * The **reserve**, `<data_dir>/.reserve`: a file of a quarter of the floor (at most
@@ -46,7 +46,7 @@ pub fn reserve_bytes_for(min_free_bytes: u64) -> u64 {
     (min_free_bytes / 4).min(MAX_RESERVE_BYTES)
 }
 
-/// What is wrong with the storage, worst first in [`StorageState::rank`].
+/// What is wrong with the storage.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StorageState {
