@@ -43,11 +43,13 @@ const BATCH: usize = 256;
 const REPLAY_WINDOW: Duration = Duration::from_secs(5);
 
 /// Index writes to apply again after the index is reopened: recent and failed segment entry
-/// updates (latest per segment), and recent deletions.
+/// updates (latest per segment), recent deletions, and recently stored codec parameters.
 #[derive(Default)]
 pub(crate) struct Replay {
     puts: BTreeMap<u64, (Instant, SegmentEntry)>,
     deletions: Vec<(Instant, PendingDeletion)>,
+    /// Codec parameters stored at segment starts (entries refer to them by id).
+    params: Vec<(Instant, std::sync::Arc<vigie_core::VideoParams>)>,
 }
 
 #[derive(Clone)]
@@ -66,6 +68,7 @@ impl Replay {
         let fresh = |t: &Instant| t.elapsed() < REPLAY_WINDOW;
         self.puts.retain(|_, (t, _)| fresh(t));
         self.deletions.retain(|(t, _)| fresh(t));
+        self.params.retain(|(t, _)| fresh(t));
     }
 }
 
@@ -77,6 +80,17 @@ impl Inner {
         if let Ok(mut r) = self.replay.lock() {
             r.prune(failed);
             r.puts.insert(e.id, (Instant::now(), e.clone()));
+        }
+    }
+
+    /// Remembers codec parameters just stored (see [`Inner::note_put`]).
+    pub(crate) fn note_params(&self, p: &std::sync::Arc<vigie_core::VideoParams>) {
+        let failed = self.space.index_error().is_some();
+        if let Ok(mut r) = self.replay.lock() {
+            r.prune(failed);
+            if !r.params.iter().any(|(_, q)| std::sync::Arc::ptr_eq(q, p)) {
+                r.params.push((Instant::now(), p.clone()));
+            }
         }
     }
 
@@ -147,6 +161,9 @@ pub(crate) fn reopen_index(inner: &Inner) -> Result<(), StoreError> {
         .map(|mut r| std::mem::take(&mut *r))
         .unwrap_or_default();
     let res = (|| {
+        for (_, p) in &replay.params {
+            ix.put_params(p)?;
+        }
         for (_, e) in replay.puts.values() {
             // A later state already in the index (e.g. closed) wins over an older one.
             if let Some(cur) = ix.get_segment(e.id)?
@@ -176,6 +193,7 @@ pub(crate) fn reopen_index(inner: &Inner) -> Result<(), StoreError> {
                 r.puts.entry(id).or_insert(p);
             }
             r.deletions.extend(replay.deletions);
+            r.params.extend(replay.params);
         }
         inner.index_failed(&e);
         return Err(e);

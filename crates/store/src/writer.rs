@@ -608,7 +608,10 @@ impl Recorder {
             self.inner.alloc_segment_id(),
             self.inner.index().and_then(|ix| ix.put_params(&f.params)),
         ) {
-            (Ok(id), Ok(p)) => (id, p),
+            (Ok(id), Ok(p)) => {
+                self.inner.note_params(&f.params);
+                (id, p)
+            }
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, "cannot start a segment");
                 self.inner.index_failed(&e);
