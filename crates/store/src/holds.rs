@@ -62,7 +62,7 @@ pub struct NewHold {
 }
 
 fn tree(inner: &Inner) -> Result<sled::Tree, StoreError> {
-    Ok(inner.index.db.open_tree("holds")?)
+    Ok(inner.index()?.db.open_tree("holds")?)
 }
 
 fn decode(v: &[u8]) -> Result<Hold, StoreError> {
@@ -77,7 +77,7 @@ pub(crate) fn place(inner: &Inner, new: NewHold) -> Result<Hold, StoreError> {
         )));
     }
     let t = tree(inner)?;
-    let id = inner.index.db.generate_id()? + 1;
+    let id = inner.index()?.db.generate_id()? + 1;
     let hold = Hold {
         id,
         camera: new.key.camera,

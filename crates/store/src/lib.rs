@@ -13,6 +13,11 @@
 //!   progressive MP4 builder ([`playback`]).
 //! * [`Store::apply_retention`] deletes whole segments by age per stream and under a free-space
 //!   floor, oldest first, and journals every deletion ([`Store::deletions`]).
+//! * A full disk never bricks it ([`space`], `retention`): writers check free space before each
+//!   segment and fragment (below the floor they wake [`Store::free_space_pass`] through
+//!   [`Store::space_wanted`]; below min(floor/2, 256 MiB) they stop with `disk-full`), a reserve
+//!   file lets the index write and be reopened after a failed write, and opening on a full disk
+//!   frees space before anything records. [`Store::storage_health`] says what is wrong.
 //!
 //! Durability policy: fragments are appended as they complete (a process crash loses at most
 //! the fragment in memory, ≤ `fragment_ms`), files are made durable every `flush_interval_ms`
@@ -40,6 +45,7 @@ mod recovery;
 mod reindex;
 mod retention;
 pub mod sampletable;
+pub mod space;
 mod synthetic;
 pub mod timing;
 pub mod verify;
@@ -52,6 +58,7 @@ pub use playback::{
 };
 pub use recovery::{RECENT_ENTRIES_PER_STREAM, RecoveryReport};
 pub use sampletable::FragmentLoc;
+pub use space::{StorageHealth, StorageState};
 pub use synthetic::SyntheticSegment;
 pub use verify::VerifyStatus;
 pub use vigie_mp4::SampleInfo;
@@ -84,6 +91,9 @@ pub enum StoreError {
         "the index {path} is in use by another process: is Vigie already running with this data_dir?"
     )]
     InUse { path: PathBuf },
+    /// The index is being reopened after a failed write (see `space`).
+    #[error("the index is unavailable: {0}")]
+    IndexUnavailable(String),
     #[error("corrupt index: {what}")]
     Corrupt { what: String },
     #[error("stream {key} is already being recorded")]
@@ -271,7 +281,13 @@ pub struct Store {
 pub(crate) struct Inner {
     pub cfg: StoreConfig,
     pub layout: Layout,
-    pub index: Index,
+    /// The index. `None` only while it is being reopened after a failed write ([`Inner::index`]).
+    pub index_cell: std::sync::RwLock<Option<Index>>,
+    /// Free space where bytes are written, the reserve, the storage state ([`space`]).
+    pub space: space::Space,
+    /// Index writes that failed or may not have reached the disk before the index failed,
+    /// replayed after it is reopened ([`retention::reopen_index`]).
+    pub replay: Mutex<retention::Replay>,
     pub clock: Arc<dyn Clock>,
     pub free: Arc<dyn FreeSpace>,
     pub next_segment_id: AtomicU64,
@@ -293,12 +309,37 @@ pub(crate) struct Inner {
     /// Set by retention when the free-space floor cannot be reached without deleting held
     /// footage: writers stop recording (see [`holds`]).
     pub recording_blocked: Arc<AtomicBool>,
+    /// Deletions made by [`Store::open`] to get above the floor, for the caller to journal.
+    pub startup_deletions: Mutex<Vec<DeletionRecord>>,
+    /// Active holds as last read by retention: what may not be deleted when the index cannot
+    /// be read (see `retention`).
+    pub holds_cache: Mutex<Option<Vec<Hold>>>,
+    /// Segment files abandoned for lack of space (or an index failure), to index from their
+    /// content once there is room (`retention::free_space_pass`).
+    pub reread: Mutex<Vec<(StreamKey, PathBuf)>>,
 }
 
 impl Inner {
+    /// The index (a cheap clone of its handles). Callers never keep it: the index is replaced
+    /// when it is reopened after a failed write.
+    pub fn index(&self) -> Result<Index, StoreError> {
+        self.index_cell
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::IndexUnavailable("being reopened".into()))
+    }
+
+    /// Notes an index error: an I/O error means sled refuses every write until reopened.
+    pub fn index_failed(&self, e: &StoreError) {
+        if space::is_sled_io(e) {
+            self.space.set_index_error(e.to_string());
+        }
+    }
+
     pub fn alloc_segment_id(&self) -> Result<u64, StoreError> {
         let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
-        self.index.set_next_segment_id(id + 1)?;
+        self.index()?.set_next_segment_id(id + 1)?;
         Ok(id)
     }
 
@@ -420,10 +461,16 @@ impl Store {
         free: Arc<dyn FreeSpace>,
     ) -> Result<Store, StoreError> {
         let layout = Layout::new(&cfg.data_dir);
+        let space = space::Space::new(&cfg.data_dir, cfg.min_free_bytes, free.clone());
+        // On a full disk, opening the index (sled writes a snapshot), recovery (trailers) and
+        // the first deletions need a little room: the reserve gives it (see `space`).
+        if space.free_bytes() < cfg.min_free_bytes.max(1) {
+            space.release_reserve("starting below the free-space floor");
+        }
         layout::create_dir_all_durable(&layout.recordings_dir())
             .map_err(StoreError::io("creating", &layout.recordings_dir()))?;
         let started = std::time::Instant::now();
-        let index = Index::open_with_cache(&layout.index_dir(), cfg.index_cache_bytes)?;
+        let index = retention::open_index_on_full_disk(&layout, &space, cfg.index_cache_bytes)?;
         // sled replays its log since its last open here: the part of a start that still grows
         // (with the index written since then), see docs/BENCHMARKS.md "Restart".
         let index_open_ms = started.elapsed().as_millis() as u64;
@@ -447,7 +494,9 @@ impl Store {
             pool,
             cfg,
             layout,
-            index,
+            index_cell: std::sync::RwLock::new(Some(index)),
+            space,
+            replay: Mutex::new(retention::Replay::default()),
             clock,
             free,
             next_segment_id: AtomicU64::new(next),
@@ -463,23 +512,47 @@ impl Store {
             verify: Arc::new(verify::VerifyProgress::default()),
             verify_thread: Mutex::new(None),
             recording_blocked: Arc::new(AtomicBool::new(false)),
+            startup_deletions: Mutex::new(Vec::new()),
+            holds_cache: Mutex::new(None),
+            reread: Mutex::new(Vec::new()),
         };
-        let inner = Arc::new(inner);
+        let store = Store {
+            inner: Arc::new(inner),
+        };
         // Everything older than what recovery checked: verified while recording runs.
         let thread = verify::spawn(
-            Arc::downgrade(&inner),
-            inner.verify.clone(),
+            Arc::downgrade(&store.inner),
+            store.inner.verify.clone(),
             deferred,
             verify_rate,
         )
         .map_err(StoreError::io(
             "starting the verification thread in",
-            &inner.cfg.data_dir,
+            &store.inner.cfg.data_dir,
         ))?;
-        if let Ok(mut t) = inner.verify_thread.lock() {
+        if let Ok(mut t) = store.inner.verify_thread.lock() {
             *t = Some(thread);
         }
-        Ok(Store { inner })
+        // Free space first (before any writer starts), then keep the reserve. A failure here
+        // must not keep the recorder from starting: writers stop on their own while there is
+        // no room, and the retention loop tries again.
+        match retention::free_space_pass(&store.inner) {
+            Ok(r) => {
+                if !r.deleted.is_empty() {
+                    tracing::warn!(
+                        segments = r.deleted.len(),
+                        bytes = r.bytes_deleted,
+                        free = r.free_bytes,
+                        "started below the free-space floor: oldest footage deleted before recording"
+                    );
+                }
+                if let Ok(mut d) = store.inner.startup_deletions.lock() {
+                    d.extend(r.deleted);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "free-space pass at start-up failed"),
+        }
+        Ok(store)
     }
 
     /// What crash recovery did when the store was opened (before recording resumed).
@@ -554,12 +627,13 @@ impl Store {
         end: Time90k,
         mut f: impl FnMut(SegmentInfo) -> bool,
     ) -> Result<(), StoreError> {
-        let Some(sid) = self.inner.index.existing_stream_id(key)? else {
+        let Some(sid) = self.inner.index()?.existing_stream_id(key)? else {
             return Ok(());
         };
         let lo = index::seg_key(sid, start.0.saturating_sub(index::MAX_SEGMENT_90K), 0);
         let hi = index::seg_key(sid, end.0, 0);
-        for kv in self.inner.index.segments.range(lo..hi) {
+        let index = self.inner.index()?;
+        for kv in index.segments.range(lo..hi) {
             let (_, v) = kv?;
             let (h, _): (index::EntryHead, _) = postcard::take_from_bytes(&v)?;
             if (h.end() > start || (h.duration_90k == 0 && h.start() >= start))
@@ -590,12 +664,12 @@ impl Store {
 
     /// One segment by id.
     pub fn segment(&self, id: u64) -> Result<Option<SegmentInfo>, StoreError> {
-        let Some(e) = self.inner.index.get_segment(id)? else {
+        let Some(e) = self.inner.index()?.get_segment(id)? else {
             return Ok(None);
         };
         let key = self
             .inner
-            .index
+            .index()?
             .stream_key(e.stream_id)?
             .ok_or_else(|| StoreError::Corrupt {
                 what: format!("segment {id} refers to unknown stream id {}", e.stream_id),
@@ -605,7 +679,7 @@ impl Store {
 
     /// A segment's sample table and fragment offsets (for the virtual MP4 builder).
     pub fn segment_index(&self, id: u64) -> Result<Option<SegmentIndex>, StoreError> {
-        let Some(e) = self.inner.index.get_segment(id)? else {
+        let Some(e) = self.inner.index()?.get_segment(id)? else {
             return Ok(None);
         };
         let info = self.segment(id)?.ok_or(StoreError::Corrupt {
@@ -628,7 +702,7 @@ impl Store {
 
     /// Codec parameters by id ([`SegmentInfo::params_id`]).
     pub fn params(&self, params_id: u64) -> Result<Option<VideoParams>, StoreError> {
-        self.inner.index.get_params(params_id)
+        self.inner.index()?.get_params(params_id)
     }
 
     /// Places a legal hold on `[start, end)` of a stream: its segments are exempt from retention
@@ -662,13 +736,41 @@ impl Store {
         retention::apply(&self.inner, policy)
     }
 
+    /// The free-space floor alone (what a writer below the floor asks for): reopens the index
+    /// if a write of it failed, deletes the oldest unheld footage while below the floor, then
+    /// re-creates the reserve. Cheap when nothing is to be done.
+    pub fn free_space_pass(&self) -> Result<RetentionReport, StoreError> {
+        retention::free_space_pass(&self.inner)
+    }
+
+    /// Resolves when a writer found free space below the floor or the index failed: run
+    /// [`Store::free_space_pass`] then, not at the next periodic pass.
+    pub async fn space_wanted(&self) {
+        self.inner.space.wanted().await
+    }
+
+    /// What is wrong with the storage, if anything (for health).
+    pub fn storage_health(&self) -> StorageHealth {
+        self.inner.space.health(self.recording_blocked())
+    }
+
+    /// Deletions [`Store::open`] made to start above the floor (once; for the access journal,
+    /// which opens after the store).
+    pub fn take_startup_deletions(&self) -> Vec<DeletionRecord> {
+        self.inner
+            .startup_deletions
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+
     /// Deletions journaled with `when` in [start, end), oldest first.
     pub fn deletions(
         &self,
         start: Time90k,
         end: Time90k,
     ) -> Result<Vec<DeletionRecord>, StoreError> {
-        self.inner.index.deletions_between(start, end)
+        self.inner.index()?.deletions_between(start, end)
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -726,7 +828,16 @@ impl Store {
         {
             tracing::error!("the verification thread panicked");
         }
-        if let Err(e) = self.inner.index.db.flush_async().await {
+        let flushed = match self.inner.index() {
+            Ok(ix) => ix
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = flushed {
             tracing::error!(error = %e, "flushing the index at shutdown");
         }
     }

@@ -188,12 +188,12 @@ impl Store {
         start: Time90k,
         end: Time90k,
     ) -> Result<Candidates, PlaybackError> {
-        let Some(sid) = self.inner.index.existing_stream_id(key)? else {
+        let Some(sid) = self.inner.index()?.existing_stream_id(key)? else {
             return Err(PlaybackError::NoRecording);
         };
         let entries: Vec<(EntryHead, sled::IVec)> = self
             .inner
-            .index
+            .index()?
             .segments_overlapping_heads(sid, start, end)?
             .into_iter()
             .filter(|(e, _)| e.frames > 0)

@@ -1,12 +1,27 @@
 //! Retention: destroy whole segments whose end is older than the stream's retention, then, while
 //! the data directory's free space is below the floor, the oldest segments across all streams.
-//! Open segments are never deleted.
+//! Open segments and segments under a legal hold are never deleted. Also owns what keeps
+//! deletion working on a full disk: reopening the index after a failed write, and the start-up
+//! open of the index on a full disk (see `space` for the reserve).
 //!
 //! Deletion order (crash-safe): one index transaction removes the entry, inserts a `garbage` row
 //! and journals the deletion → unlink the file → fsync its directory → remove the `garbage` row.
 //! A crash in between leaves a `garbage` row that recovery finishes.
+//!
+//! When the index cannot be written (sled refuses every write after one failed for lack of
+//! space, until it is reopened): the reserve is released and the index reopened; if it still
+//! cannot be opened (the file system is full and the reserve is gone), the oldest unheld file is
+//! unlinked **first** (that frees space; the entry is still there), then the index is reopened
+//! and the transaction applied. A crash between the unlink and the transaction leaves an entry
+//! without a file, which recovery drops (logged) like any entry whose file vanished: the only
+//! thing lost is that deletion's record in the `deletions` tree.
+//!
+//! Memory: scans decode entry heads only (never sample tables) and the age pass deletes in
+//! batches of [`BATCH`] while it walks a stream, so no pass holds more than a batch of entries.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::time::{Duration, Instant};
 
 use vigie_core::config::LEGAL_MAX_RETENTION_DAYS;
 use vigie_core::{Duration90k, StreamKey, Time90k};
@@ -14,11 +29,243 @@ use vigie_core::{Duration90k, StreamKey, Time90k};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
-use crate::index::{GarbageRow, Index, SegmentEntry, seg_key};
+use crate::holds::Hold;
+use crate::index::{EntryHead, GarbageRow, Index, SegmentEntry, seg_key};
 use crate::layout::{Layout, fsync_dir};
+use crate::space::{Space, is_no_space, is_sled_io};
 use crate::{DeletionRecord, Inner, RetentionPolicy, RetentionReport, StoreError};
 
 pub const FREE_SPACE_REASON: &str = "free space below floor";
+/// Entries decoded per step of the age pass.
+const BATCH: usize = 256;
+/// Index writes younger than this when the index fails may not have reached its file (sled
+/// flushes every 500 ms): they are replayed after it is reopened.
+const REPLAY_WINDOW: Duration = Duration::from_secs(5);
+
+/// Index writes to apply again after the index is reopened: recent and failed segment entry
+/// updates (latest per segment), recent deletions, and recently stored codec parameters.
+#[derive(Default)]
+pub(crate) struct Replay {
+    puts: BTreeMap<u64, (Instant, SegmentEntry)>,
+    deletions: Vec<(Instant, PendingDeletion)>,
+    /// Codec parameters stored at segment starts (entries refer to them by id).
+    params: Vec<(Instant, std::sync::Arc<vigie_core::VideoParams>)>,
+}
+
+#[derive(Clone)]
+pub(crate) struct PendingDeletion {
+    skey: [u8; 20],
+    id: u64,
+    rec_key: [u8; 16],
+    rec: Vec<u8>,
+}
+
+impl Replay {
+    fn prune(&mut self, keep_all: bool) {
+        if keep_all {
+            return;
+        }
+        let fresh = |t: &Instant| t.elapsed() < REPLAY_WINDOW;
+        self.puts.retain(|_, (t, _)| fresh(t));
+        self.deletions.retain(|(t, _)| fresh(t));
+        self.params.retain(|(t, _)| fresh(t));
+    }
+}
+
+impl Inner {
+    /// Remembers a segment entry written (or that failed to be written) to the index, to write
+    /// it again if the index has to be reopened before sled flushed it.
+    pub(crate) fn note_put(&self, e: &SegmentEntry) {
+        let failed = self.space.index_error().is_some();
+        if let Ok(mut r) = self.replay.lock() {
+            r.prune(failed);
+            r.puts.insert(e.id, (Instant::now(), e.clone()));
+        }
+    }
+
+    /// Remembers codec parameters just stored (see [`Inner::note_put`]).
+    pub(crate) fn note_params(&self, p: &std::sync::Arc<vigie_core::VideoParams>) {
+        let failed = self.space.index_error().is_some();
+        if let Ok(mut r) = self.replay.lock() {
+            r.prune(failed);
+            if !r.params.iter().any(|(_, q)| std::sync::Arc::ptr_eq(q, p)) {
+                r.params.push((Instant::now(), p.clone()));
+            }
+        }
+    }
+
+    fn note_deletion(&self, d: PendingDeletion) {
+        let failed = self.space.index_error().is_some();
+        if let Ok(mut r) = self.replay.lock() {
+            r.prune(failed);
+            r.deletions.push((Instant::now(), d));
+        }
+    }
+}
+
+/// Opens the index at start-up. If that fails for lack of space (sled writes a snapshot when it
+/// opens), the reserve is released and it is tried again.
+pub(crate) fn open_index_on_full_disk(
+    layout: &Layout,
+    space: &Space,
+    cache_bytes: u64,
+) -> Result<Index, StoreError> {
+    match Index::open_with_cache(&layout.index_dir(), cache_bytes) {
+        Ok(ix) => Ok(ix),
+        Err(e) if is_sled_io(&e) => {
+            tracing::warn!(error = %e, "cannot open the index: releasing the reserve and retrying");
+            if space.release_reserve("the index could not be opened") == 0 {
+                return Err(no_room(e));
+            }
+            Index::open_with_cache(&layout.index_dir(), cache_bytes).map_err(no_room)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn no_room(e: StoreError) -> StoreError {
+    let full = match &e {
+        StoreError::Index {
+            source: sled::Error::Io(io),
+            ..
+        }
+        | StoreError::Sled(sled::Error::Io(io)) => is_no_space(io),
+        _ => false,
+    };
+    if full {
+        StoreError::Invalid(format!(
+            "{e}: the file system of the index is full and the reserve file is gone; free some space (e.g. delete the oldest recordings) and start again"
+        ))
+    } else {
+        e
+    }
+}
+
+/// Reopens the index after a failed write: releases the reserve, drops the failed handle, opens
+/// the index again, replays the writes it may have lost and finishes interrupted deletions.
+/// Caller holds the retention lock.
+pub(crate) fn reopen_index(inner: &Inner) -> Result<(), StoreError> {
+    inner.space.release_reserve("the index failed to write");
+    {
+        let mut cell = inner.index_cell.write().unwrap_or_else(|p| p.into_inner());
+        // sled releases its lock once every handle is gone; `Index::open` waits for it.
+        drop(cell.take());
+        match Index::open_with_cache(&inner.layout.index_dir(), inner.cfg.index_cache_bytes) {
+            Ok(ix) => *cell = Some(ix),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reopen the index yet");
+                return Err(e);
+            }
+        }
+    }
+    let ix = inner.index()?;
+    let replay = inner
+        .replay
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
+    let res = (|| {
+        for (_, p) in &replay.params {
+            ix.put_params(p)?;
+        }
+        for (_, e) in replay.puts.values() {
+            // A later state already in the index (e.g. closed) wins over an older one.
+            if let Some(cur) = ix.get_segment(e.id)?
+                && (cur.bytes > e.bytes || (!cur.open && e.open))
+            {
+                continue;
+            }
+            ix.put_segment(e)?;
+        }
+        for (_, d) in &replay.deletions {
+            apply_deletion_txn(&ix, d, None)?;
+        }
+        ix.set_next_segment_id(
+            inner
+                .next_segment_id
+                .load(std::sync::atomic::Ordering::SeqCst),
+        )?;
+        finish_garbage(&ix)?;
+        // Proves the index can write to its file again (the snapshot at open already did).
+        ix.db.flush()?;
+        Ok::<(), StoreError>(())
+    })();
+    if let Err(e) = res {
+        // Keep what is still to replay for the next attempt.
+        if let Ok(mut r) = inner.replay.lock() {
+            for (id, p) in replay.puts {
+                r.puts.entry(id).or_insert(p);
+            }
+            r.deletions.extend(replay.deletions);
+            r.params.extend(replay.params);
+        }
+        inner.index_failed(&e);
+        return Err(e);
+    }
+    tracing::info!(
+        entries = replay.puts.len(),
+        deletions = replay.deletions.len(),
+        "index reopened"
+    );
+    inner.space.clear_index_error();
+    Ok(())
+}
+
+/// Interrupted deletions: unlink (already done, normally), fsync, drop the row.
+fn finish_garbage(ix: &Index) -> Result<(), StoreError> {
+    for kv in ix.garbage.iter() {
+        let (k, v) = kv?;
+        let row: GarbageRow = postcard::from_bytes(&v)?;
+        match fs::remove_file(&row.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("deleting", &row.path)(e)),
+        }
+        if let Some(dir) = row.path.parent()
+            && dir.exists()
+        {
+            fsync_dir(dir).map_err(StoreError::io("fsync", dir))?;
+        }
+        ix.garbage.remove(k)?;
+    }
+    Ok(())
+}
+
+/// Active holds (read even from an index that can no longer write).
+fn active_holds(inner: &Inner) -> Result<Vec<Hold>, StoreError> {
+    crate::holds::active(inner)
+}
+
+fn held(holds: &[Hold], key: &StreamKey, h: &EntryHead) -> bool {
+    holds.iter().any(|x| x.covers(key, h.start(), h.end()))
+}
+
+/// Up to `n` entry heads of stream `sid` after `after` (exclusive), in start order, with keys.
+fn heads_after(
+    ix: &Index,
+    sid: u32,
+    after: Option<[u8; 20]>,
+    n: usize,
+) -> Result<Vec<([u8; 20], EntryHead)>, StoreError> {
+    let lo = match after {
+        Some(k) => std::ops::Bound::Excluded(k.to_vec()),
+        None => std::ops::Bound::Included(sid.to_be_bytes().to_vec()),
+    };
+    let hi = match sid.checked_add(1) {
+        Some(next) => std::ops::Bound::Excluded(next.to_be_bytes().to_vec()),
+        None => std::ops::Bound::Unbounded,
+    };
+    let mut out = Vec::new();
+    for kv in ix.segments.range::<Vec<u8>, _>((lo, hi)).take(n) {
+        let (k, v) = kv?;
+        let key: [u8; 20] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            what: "segments key length".into(),
+        })?;
+        let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
+        out.push((key, h));
+    }
+    Ok(out)
+}
 
 pub(crate) fn apply(
     inner: &Inner,
@@ -30,10 +277,12 @@ pub(crate) fn apply(
         .map_err(|_| StoreError::ShuttingDown)?;
     let now = inner.clock.now();
     let mut report = RetentionReport::default();
-    let streams = inner.index.all_streams()?;
-    let holds = crate::holds::active(inner)?;
-    let held =
-        |key: &StreamKey, e: &SegmentEntry| holds.iter().any(|h| h.covers(key, e.start(), e.end()));
+    if inner.space.index_error().is_some() {
+        reopen_or_make_room(inner)?;
+    }
+    let ix = inner.index()?;
+    let streams = ix.all_streams()?;
+    let holds = active_holds(inner)?;
 
     for (sid, key) in &streams {
         let days = policy
@@ -43,139 +292,399 @@ pub(crate) fn apply(
             .unwrap_or(LEGAL_MAX_RETENTION_DAYS)
             .min(LEGAL_MAX_RETENTION_DAYS);
         let cutoff = now - Duration90k::from_secs(i64::from(days) * 86_400);
-        let mut victims = Vec::new();
-        for e in inner.index.stream_segments(*sid) {
-            let e = e?;
-            if e.start() >= cutoff {
-                break;
-            }
-            if !e.open && e.end() <= cutoff {
-                if held(key, &e) {
-                    report.held_kept += 1;
-                } else {
-                    victims.push(e);
+        let mut after = None;
+        'stream: loop {
+            let batch = heads_after(&ix, *sid, after, BATCH)?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(*last);
+            for (_, h) in &batch {
+                if h.start() >= cutoff {
+                    break 'stream;
+                }
+                if !h.open && h.end() <= cutoff {
+                    if held(&holds, key, h) {
+                        report.held_kept += 1;
+                    } else {
+                        delete(
+                            inner,
+                            &ix,
+                            key,
+                            h,
+                            &format!("age > {days} days"),
+                            now,
+                            &mut report,
+                        )?;
+                    }
                 }
             }
         }
-        for e in victims {
-            delete(
-                inner,
-                key,
-                &e,
-                &format!("age > {days} days"),
-                now,
-                &mut report,
-            )?;
+    }
+    drop(ix);
+    floor_loop(inner, &streams, &holds, now, &mut report)?;
+    reread_abandoned(inner);
+    inner.space.ensure_reserve();
+    Ok(report)
+}
+
+/// The free-space floor alone: reopen a failed index, delete the oldest while below the floor,
+/// re-create the reserve.
+pub(crate) fn free_space_pass(inner: &Inner) -> Result<RetentionReport, StoreError> {
+    let _guard = inner
+        .retention_lock
+        .lock()
+        .map_err(|_| StoreError::ShuttingDown)?;
+    let now = inner.clock.now();
+    let mut report = RetentionReport::default();
+    if inner.space.index_error().is_some() {
+        reopen_or_make_room(inner)?;
+    }
+    let streams = inner.index()?.all_streams()?;
+    let holds = active_holds(inner)?;
+    floor_loop(inner, &streams, &holds, now, &mut report)?;
+    reread_abandoned(inner);
+    inner.space.ensure_reserve();
+    Ok(report)
+}
+
+/// Indexes the segment files abandoned for lack of space from their content (complete
+/// fragments kept, partial tail cut, `recovered` trailer), as recovery would at the next start.
+/// Files that still cannot be handled stay for the next pass.
+fn reread_abandoned(inner: &Inner) {
+    let todo = match inner.reread.lock() {
+        Ok(mut r) if !r.is_empty() => std::mem::take(&mut *r),
+        _ => return,
+    };
+    let Ok(ix) = inner.index() else {
+        if let Ok(mut r) = inner.reread.lock() {
+            r.extend(todo);
+        }
+        return;
+    };
+    for (key, path) in todo {
+        if !path.exists() {
+            continue; // deleted since (or never created)
+        }
+        match crate::recovery::index_file(&ix, &inner.layout, &key, &path) {
+            Ok(crate::recovery::FileOutcome::Indexed {
+                entry, truncated, ..
+            }) => {
+                tracing::info!(camera = %key.camera, stream = %key.stream, segment = entry.id, frames = entry.frames, truncated, "abandoned segment indexed from its file");
+                inner.note_put(&entry);
+            }
+            Ok(crate::recovery::FileOutcome::Deleted) => {
+                if let Some(id) = crate::layout::file_name(&path)
+                    .as_deref()
+                    .and_then(Layout::parse_segment_file_name)
+                    && let Ok(Some(e)) = ix.get_segment(id)
+                {
+                    let _ = ix.remove_segment(&e);
+                }
+            }
+            Ok(crate::recovery::FileOutcome::Problem(p)) => {
+                tracing::warn!(problem = %p, "abandoned segment file left as is");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot index an abandoned segment yet");
+                inner.index_failed(&e);
+                if let Ok(mut r) = inner.reread.lock() {
+                    r.push((key, path));
+                }
+            }
         }
     }
+}
 
-    let dir = &inner.cfg.data_dir;
+/// Reopens the index; if that fails (for lack of space: sled writes a snapshot when it opens),
+/// unlinks the oldest unheld segment file first and tries again, a few files per pass at most.
+/// The entry of an unlinked file is then removed with its deletion record.
+fn reopen_or_make_room(inner: &Inner) -> Result<(), StoreError> {
+    let mut last = match reopen_index(inner) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    // Deleting footage helps only if the index shares the data directory's file system and that
+    // is what is full (an index on its own full file system must be given room by a person).
+    let same_fs = same_device(&inner.layout.index_dir(), &inner.cfg.data_dir);
+    if !same_fs || inner.space.free_bytes() >= inner.cfg.min_free_bytes.max(1) {
+        return Err(last);
+    }
+    let mut unlinked = Vec::new();
+    for _ in 0..8 {
+        let Some(path) = oldest_file_unheld(inner)? else {
+            break;
+        };
+        tracing::warn!(path = %path.display(), error = %last, "the index cannot be reopened: deleting the oldest segment file before its entry");
+        fs::remove_file(&path).map_err(StoreError::io("deleting", &path))?;
+        if let Some(dir) = path.parent() {
+            fsync_dir(dir).map_err(StoreError::io("fsync", dir))?;
+        }
+        unlinked.push(path);
+        match reopen_index(inner) {
+            Ok(()) => {
+                for p in &unlinked {
+                    drop_entry_of_unlinked(inner, p)?;
+                }
+                return Ok(());
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn same_device(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+/// The oldest segment file of any stream, from the files' names (the index may be unreadable):
+/// only streams without an active hold (holds as last read from the index; none known → none
+/// deleted), and never a stream's newest file (it may be open).
+fn oldest_file_unheld(inner: &Inner) -> Result<Option<std::path::PathBuf>, StoreError> {
+    let Some(holds) = inner.holds_cache.lock().ok().and_then(|c| c.clone()) else {
+        return Ok(None); // holds unknown: never risk deleting held footage
+    };
+    let mut best: Option<(String, std::path::PathBuf)> = None;
+    let dirs = inner
+        .layout
+        .list_stream_dirs()
+        .map_err(StoreError::io("listing", &inner.layout.recordings_dir()))?;
+    for (key, dir) in dirs {
+        if holds
+            .iter()
+            .any(|h| h.camera == key.camera && h.stream == key.stream)
+        {
+            continue;
+        }
+        let mut files = Vec::new();
+        for d in crate::layout::read_dir_sorted(&dir).map_err(StoreError::io("listing", &dir))? {
+            let Some(date) = crate::layout::file_name(&d) else {
+                continue;
+            };
+            for f in crate::layout::read_dir_sorted(&d).map_err(StoreError::io("listing", &d))? {
+                let Some(name) = crate::layout::file_name(&f) else {
+                    continue;
+                };
+                if Layout::parse_segment_file_name(&name).is_none() {
+                    continue;
+                }
+                // `<date dir><HHMMSSZ.mp4>` orders the files of all streams by start.
+                let time = name.split('-').nth(1).unwrap_or_default();
+                files.push((format!("{date}{time}"), f));
+                if files.len() == 2 {
+                    break;
+                }
+            }
+            if files.len() == 2 {
+                break;
+            }
+        }
+        if files.len() < 2 {
+            continue;
+        }
+        let (order, f) = files.swap_remove(0);
+        if best.as_ref().is_none_or(|(b, _)| order < *b) {
+            best = Some((order, f));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}
+
+/// After a file was unlinked before its entry (index full): remove the entry, journal it.
+fn drop_entry_of_unlinked(inner: &Inner, path: &std::path::Path) -> Result<(), StoreError> {
+    let Some(id) = crate::layout::file_name(path)
+        .as_deref()
+        .and_then(Layout::parse_segment_file_name)
+    else {
+        return Ok(());
+    };
+    let ix = inner.index()?;
+    let Some(skey) = ix.by_id.get(id.to_be_bytes())? else {
+        return Ok(());
+    };
+    let Some(v) = ix.segments.get(skey)? else {
+        return Ok(());
+    };
+    let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
+    let Some(key) = ix.stream_key(h.stream_id)? else {
+        return Ok(());
+    };
+    let mut report = RetentionReport::default();
+    delete(
+        inner,
+        &ix,
+        &key,
+        &h,
+        FREE_SPACE_REASON,
+        inner.clock.now(),
+        &mut report,
+    )
+}
+
+/// While below the floor: delete the oldest closed, unheld segment across all streams.
+fn floor_loop(
+    inner: &Inner,
+    streams: &[(u32, StreamKey)],
+    holds: &[Hold],
+    now: Time90k,
+    report: &mut RetentionReport,
+) -> Result<(), StoreError> {
+    if let Ok(mut c) = inner.holds_cache.lock() {
+        *c = Some(holds.to_vec());
+    }
+    let floor = inner.cfg.min_free_bytes;
+    let mut reopened = false;
     loop {
-        let space = inner
-            .free
-            .space(dir)
-            .map_err(StoreError::io("statvfs", dir))?;
-        report.free_bytes = space.free_bytes;
-        if space.free_bytes >= inner.cfg.min_free_bytes {
+        let free = inner.space.free_bytes();
+        report.free_bytes = free;
+        if free >= floor {
+            let _ = inner.space.set_pass_outcome(false, false);
             if inner
                 .recording_blocked
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
             {
                 tracing::warn!(
-                    free = space.free_bytes,
+                    free,
                     "free space is above the floor again: recording resumes"
                 );
             }
-            break;
+            return Ok(());
         }
-        let mut oldest: Option<(&StreamKey, SegmentEntry)> = None;
-        for (sid, key) in &streams {
-            for e in inner.index.stream_segments(*sid) {
-                let e = e?;
-                if e.open || held(key, &e) {
-                    continue;
+        let ix = inner.index()?;
+        let mut oldest: Option<(&StreamKey, EntryHead)> = None;
+        let mut open_or_held = 0u64;
+        for (sid, key) in streams {
+            let mut after = None;
+            'scan: loop {
+                let batch = heads_after(&ix, *sid, after, 16)?;
+                let Some((last, _)) = batch.last() else { break };
+                after = Some(*last);
+                for (_, h) in batch {
+                    if h.open || held(holds, key, &h) {
+                        open_or_held += 1;
+                        continue;
+                    }
+                    if oldest
+                        .as_ref()
+                        .is_none_or(|(_, o)| h.start_90k < o.start_90k)
+                    {
+                        oldest = Some((key, h));
+                    }
+                    break 'scan;
                 }
-                if oldest
-                    .as_ref()
-                    .is_none_or(|(_, o)| e.start_90k < o.start_90k)
-                {
-                    oldest = Some((key, e));
-                }
-                break;
             }
         }
-        let Some((key, e)) = oldest else {
-            tracing::warn!(
-                free = space.free_bytes,
-                floor = inner.cfg.min_free_bytes,
-                "free space below the floor and nothing left to delete"
-            );
+        let Some((key, h)) = oldest else {
             report.floor_unreachable = true;
             // Held footage is never deleted to make room: stop recording instead (alert).
-            if !holds.is_empty() {
+            let held_full = !holds.is_empty();
+            let already = inner.space.set_pass_outcome(held_full, true);
+            if held_full {
                 report.recording_blocked = true;
                 if !inner
                     .recording_blocked
                     .swap(true, std::sync::atomic::Ordering::SeqCst)
                 {
                     tracing::error!(
-                        free = space.free_bytes,
-                        floor = inner.cfg.min_free_bytes,
+                        free,
+                        floor,
                         "disk full of footage under legal hold: RECORDING STOPPED until space is freed or holds are released"
                     );
                 }
-            } else if inner
-                .recording_blocked
-                .swap(false, std::sync::atomic::Ordering::SeqCst)
-            {
-                tracing::warn!(
-                    "no legal hold left: recording resumes (free space is still below the floor)"
-                );
+            } else {
+                if !already {
+                    tracing::warn!(
+                        free,
+                        floor,
+                        open_or_held,
+                        "free space below the floor and nothing left to delete"
+                    );
+                }
+                if inner
+                    .recording_blocked
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    tracing::warn!(
+                        "no legal hold left: recording resumes (free space is still below the floor)"
+                    );
+                }
             }
-            break;
+            return Ok(());
         };
-        delete(inner, key, &e, FREE_SPACE_REASON, now, &mut report)?;
+        match delete(inner, &ix, key, &h, FREE_SPACE_REASON, now, report) {
+            Ok(()) => {}
+            Err(e) if is_sled_io(&e) && !reopened => {
+                // The index cannot write: reopen it (the reserve is released first), then
+                // continue; once per pass, the next pass tries again.
+                drop(ix);
+                inner.index_failed(&e);
+                reopened = true;
+                reopen_or_make_room(inner)?;
+            }
+            Err(e) => {
+                inner.index_failed(&e);
+                return Err(e);
+            }
+        }
     }
-    Ok(report)
+}
+
+fn apply_deletion_txn(
+    ix: &Index,
+    d: &PendingDeletion,
+    garbage: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let id = d.id.to_be_bytes();
+    (&ix.segments, &ix.by_id, &ix.garbage, &ix.deletions).transaction(
+        |(segs, by_id, garb, dels)| {
+            segs.remove(&d.skey[..])?;
+            by_id.remove(&id[..])?;
+            if let Some(g) = garbage {
+                garb.insert(&id[..], g)?;
+            }
+            dels.insert(&d.rec_key[..], d.rec.as_slice())?;
+            Ok::<(), ConflictableTransactionError<StoreError>>(())
+        },
+    )?;
+    Ok(())
 }
 
 fn delete(
     inner: &Inner,
+    ix: &Index,
     key: &StreamKey,
-    e: &SegmentEntry,
+    h: &EntryHead,
     reason: &str,
     now: Time90k,
     report: &mut RetentionReport,
 ) -> Result<(), StoreError> {
-    let ix: &Index = &inner.index;
-    let path = inner.layout.segment_path(key, e.id, e.start());
+    let path = inner.layout.segment_path(key, h.id, h.start());
     let rec = DeletionRecord {
         camera: key.camera.clone(),
         stream: key.stream.clone(),
-        segment_id: e.id,
-        start: e.start(),
-        end: e.end(),
-        bytes: e.bytes,
+        segment_id: h.id,
+        start: h.start(),
+        end: h.end(),
+        bytes: h.bytes,
         when: now,
         reason: reason.to_owned(),
     };
     let seq = ix.db.generate_id()?;
     let garbage = postcard::to_allocvec(&GarbageRow {
         path: path.clone(),
-        bytes: e.bytes,
+        bytes: h.bytes,
     })?;
-    let rec_bytes = postcard::to_allocvec(&rec)?;
-    let skey = seg_key(e.stream_id, e.start_90k, e.id);
-    let id = e.id.to_be_bytes();
-    (&ix.segments, &ix.by_id, &ix.garbage, &ix.deletions).transaction(
-        |(segs, by_id, garb, dels)| {
-            segs.remove(&skey[..])?;
-            by_id.remove(&id[..])?;
-            garb.insert(&id[..], garbage.as_slice())?;
-            dels.insert(&Index::deletion_key(now, seq)[..], rec_bytes.as_slice())?;
-            Ok::<(), ConflictableTransactionError<StoreError>>(())
-        },
-    )?;
+    let pending = PendingDeletion {
+        skey: seg_key(h.stream_id, h.start_90k, h.id),
+        id: h.id,
+        rec_key: Index::deletion_key(now, seq),
+        rec: postcard::to_allocvec(&rec)?,
+    };
+    apply_deletion_txn(ix, &pending, Some(&garbage))?;
+    inner.note_deletion(pending);
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -193,16 +702,16 @@ fn delete(
             let _ = fsync_dir(parent);
         }
     }
-    ix.garbage.remove(id)?;
-    inner.free.on_deleted(e.bytes);
+    ix.garbage.remove(h.id.to_be_bytes())?;
+    inner.free.on_deleted(h.bytes);
     inner
         .segments_deleted
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     inner
         .bytes_deleted
-        .fetch_add(e.bytes, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(camera = %key.camera, stream = %key.stream, segment = e.id, start = %rec.start, end = %rec.end, bytes = e.bytes, reason, "segment deleted");
-    report.bytes_deleted += e.bytes;
+        .fetch_add(h.bytes, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(camera = %key.camera, stream = %key.stream, segment = h.id, start = %rec.start, end = %rec.end, bytes = h.bytes, reason, "segment deleted");
+    report.bytes_deleted += h.bytes;
     report.deleted.push(rec);
     Ok(())
 }

@@ -38,8 +38,8 @@ impl Store {
         params: &VideoParams,
         seg: &SyntheticSegment,
     ) -> Result<EncodedSynthetic, StoreError> {
-        let stream_id = self.inner.index.stream_id(key)?;
-        let params_id = self.inner.index.put_params(params)?;
+        let stream_id = self.inner.index()?.stream_id(key)?;
+        let params_id = self.inner.index()?.put_params(params)?;
         let mut frags = FragmentTableEncoder::default();
         let mut end = u64::from(seg.init_len);
         for group in seg.samples.chunks(seg.samples_per_fragment.max(1) as usize) {
@@ -89,14 +89,14 @@ impl Store {
         let mut e = enc.template.clone();
         e.id = self.inner.alloc_segment_id()?;
         e.start_90k = start.0;
-        self.inner.index.put_segment(&e)?;
+        self.inner.index()?.put_segment(&e)?;
         Ok(e.id)
     }
 
     /// Flushes the index to disk (benchmarks: before timing reads).
     #[doc(hidden)]
     pub fn flush_index(&self) -> Result<(), StoreError> {
-        self.inner.index.db.flush()?;
+        self.inner.index()?.db.flush()?;
         Ok(())
     }
 }

@@ -113,9 +113,14 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
             Some(k) => Bound::Excluded(k.clone()),
             None => Bound::Unbounded,
         };
+        // The index is away while it is reopened after a write error (full disk): wait.
+        let Ok(index) = inner.index() else {
+            drop(inner);
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            continue;
+        };
         let mut batch = Vec::with_capacity(BATCH);
-        for kv in inner
-            .index
+        for kv in index
             .by_id
             .range::<sled::IVec, _>((lo, Bound::Unbounded))
             .take(BATCH)
@@ -190,7 +195,7 @@ fn check_one(
     let (bytes, open) = match row.bytes_open {
         Some(b) => b,
         None => {
-            let Some(e) = inner.index.segments.get(row.key)? else {
+            let Some(e) = inner.index()?.segments.get(row.key)? else {
                 return Ok(());
             };
             let (h, _): (EntryHead, _) = postcard::take_from_bytes(&e)?;
@@ -201,7 +206,7 @@ fn check_one(
     let key = match names.get(&sid) {
         Some(k) => k.clone(),
         None => {
-            let k = inner.index.stream_key(sid)?;
+            let k = inner.index()?.stream_key(sid)?;
             names.insert(sid, k.clone());
             k
         }
@@ -225,12 +230,12 @@ fn check_one(
         .retention_lock
         .lock()
         .map_err(|_| StoreError::ShuttingDown)?;
-    let Some(v) = inner.index.segments.get(row.key)? else {
+    let Some(v) = inner.index()?.segments.get(row.key)? else {
         return Ok(()); // deleted by retention meanwhile
     };
     let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
     let mut r = RecoveryReport::default();
-    if check_entry(&inner.index, &inner.layout, key.as_ref(), &h, &mut r)? == Checked::Repaired {
+    if check_entry(&inner.index()?, &inner.layout, key.as_ref(), &h, &mut r)? == Checked::Repaired {
         progress.findings.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut total) = progress.report.lock() {
             total.entries_dropped += r.entries_dropped;

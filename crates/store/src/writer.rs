@@ -17,7 +17,10 @@
 //!   `offset = segment_seconds × index / count` (staggered across streams), at least half a
 //!   segment after the segment's start; a segment that reaches 5 min without a key frame ends
 //!   (`max-duration`) and recording resumes at the next key frame;
-//! * `SessionEnded` ends it (`session-ended: <reason>`), shutdown too (`shutdown`).
+//! * `SessionEnded` ends it (`session-ended: <reason>`), shutdown too (`shutdown`);
+//! * no room to write (checked before a segment starts and before each fragment,
+//!   `space::Space::admit`) ends it (`disk-full`, `disk-full-held`, `index-error`); recording
+//!   starts again at the first key frame once there is room.
 //!
 //! A frame's duration is the next frame's `media_90k` minus its own; the last frame of a segment
 //! that ends without a successor gets the previous frame's duration. Fragments are cut at frame
@@ -285,7 +288,7 @@ pub(crate) fn start(
             retired.push(old);
         }
     }
-    let stream_id = inner.index.stream_id(&key)?;
+    let stream_id = inner.index()?.stream_id(&key)?;
     let counters = inner
         .counters
         .lock()
@@ -438,6 +441,9 @@ pub(crate) struct Recorder {
     index_interval: Duration,
     seg: Option<Segment>,
     run: Option<Run>,
+    /// Why the last segment start or fragment was refused (full disk, index error), until a
+    /// segment starts again: state changes are logged once, not at every key frame.
+    refused: Option<&'static str>,
 }
 
 fn same_params(a: &Arc<VideoParams>, b: &Arc<VideoParams>) -> bool {
@@ -491,6 +497,22 @@ impl Recorder {
             counters,
             seg: None,
             run: None,
+            refused: None,
+        }
+    }
+
+    /// Asks the store for room before writing (see `space::Space::admit`); on a refusal, logs
+    /// the state change once and returns the reason to end the segment with.
+    fn refused_by_space(&mut self) -> Option<&'static str> {
+        match self.inner.space.admit() {
+            crate::space::Admit::Write => None,
+            crate::space::Admit::Refuse { reason, message } => {
+                if self.refused != Some(reason) {
+                    tracing::warn!(reason, %message, "recording stopped: no room to write");
+                    self.refused = Some(reason);
+                }
+                Some(reason)
+            }
         }
     }
 
@@ -575,13 +597,24 @@ impl Recorder {
     }
 
     fn begin(&mut self, f: Frame) {
+        if self.refused_by_space().is_some() {
+            self.counters.dropped_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(reason) = self.refused.take() {
+            tracing::warn!(reason, "room to write again: recording resumes");
+        }
         let (id, params_id) = match (
             self.inner.alloc_segment_id(),
-            self.inner.index.put_params(&f.params),
+            self.inner.index().and_then(|ix| ix.put_params(&f.params)),
         ) {
-            (Ok(id), Ok(p)) => (id, p),
+            (Ok(id), Ok(p)) => {
+                self.inner.note_params(&f.params);
+                (id, p)
+            }
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!(error = %e, "cannot start a segment");
+                self.inner.index_failed(&e);
                 self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -638,6 +671,13 @@ impl Recorder {
         let cut = seg.frag_dur >= self.fragment_90k
             || (seg.pending.is_key && seg.frag_dur * 10 >= self.fragment_90k * 6);
         if cut {
+            // The floor is enforced where bytes are written: below half of it, end the segment
+            // cleanly (it keeps what it has) and record again once there is room.
+            if let Some(reason) = self.refused_by_space() {
+                self.finish(reason, None);
+                self.run = None;
+                return;
+            }
             if let Err(e) = self.write_fragment() {
                 self.fail(e);
                 return;
@@ -656,6 +696,21 @@ impl Recorder {
     /// the file back to it.
     fn fail(&mut self, e: StoreError) {
         tracing::error!(error = %e, "segment abandoned");
+        self.inner.index_failed(&e);
+        let no_space =
+            matches!(&e, StoreError::Io { source, .. } if crate::space::is_no_space(source));
+        if no_space || crate::space::is_sled_io(&e) {
+            // Something else filled the disk: ask for room now, and have the free-space pass
+            // index the file from its content once there is room (what recovery would do at
+            // the next start: its complete fragments are kept, a partial tail cut), so that the
+            // index matches the files without a restart.
+            self.inner.space.wake();
+            if let Some(seg) = self.seg.as_ref().filter(|s| s.file.is_some())
+                && let Ok(mut r) = self.inner.reread.lock()
+            {
+                r.push((self.key.clone(), seg.path.clone()));
+            }
+        }
         if let Some(seg) = self.seg.as_ref()
             && seg.indexed
             && let Some(mark) = seg.synced
@@ -667,8 +722,10 @@ impl Recorder {
                 Some(format!("io-error: {e}")),
                 mark.media,
             );
-            if let Err(e2) = self.inner.index.put_segment(&entry) {
-                tracing::error!(error = %e2, "cannot close the abandoned segment's index entry");
+            self.inner.note_put(&entry);
+            if let Err(e2) = self.inner.index().and_then(|ix| ix.put_segment(&entry)) {
+                tracing::error!(error = %e2, "cannot close the abandoned segment's index entry (written again when the index is reopened)");
+                self.inner.index_failed(&e2);
             }
         }
         self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
@@ -900,7 +957,7 @@ impl Recorder {
             return Ok(());
         }
         let e = self.entry(seg, &mark, true, None, mark.media);
-        self.inner.index.put_segment(&e)?;
+        self.inner.index()?.put_segment(&e)?;
         if let Some(seg) = self.seg.as_mut() {
             seg.indexed = true;
             seg.indexed_len = mark.bytes;
@@ -1010,8 +1067,15 @@ impl Recorder {
             return;
         };
         let e = self.entry(&seg, &mark, false, Some(reason.to_owned()), wall);
-        if let Err(e) = self.inner.index.put_segment(&e) {
-            self.fail(e);
+        self.inner.note_put(&e);
+        if let Err(err) = self.inner.index().and_then(|ix| ix.put_segment(&e)) {
+            // The file is closed and durable: only its entry is missing, written again when the
+            // index is reopened (or by recovery at the next start).
+            tracing::error!(error = %err, segment = seg.id, "segment closed but its index entry could not be written");
+            self.inner.index_failed(&err);
+            self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+            self.counters.recording.store(false, Ordering::Relaxed);
+            self.run = None;
             return;
         }
         self.counters.recording.store(false, Ordering::Relaxed);

@@ -122,10 +122,12 @@ async fn free_space_floor_deletes_oldest_first_across_streams() {
     let b = list(&store, &other);
     drop(store);
 
-    // Floor = the two oldest segments' bytes: exactly those two go, oldest first.
+    // Floor = the two oldest segments' bytes: exactly those two go, oldest first (already when
+    // the store opens: it frees space before anything records).
     cfg.min_free_bytes = a[0].bytes + b[0].bytes;
     let store = reopen(cfg.clone(), clock.clone() as Arc<dyn Clock>, free.clone());
-    let r = store.apply_retention(&RetentionPolicy::default()).unwrap();
+    let mut r = store.apply_retention(&RetentionPolicy::default()).unwrap();
+    r.deleted.splice(0..0, store.take_startup_deletions());
     let ids: Vec<u64> = r.deleted.iter().map(|d| d.segment_id).collect();
     assert_eq!(ids, vec![a[0].id, b[0].id]);
     assert!(
@@ -143,7 +145,8 @@ async fn free_space_floor_deletes_oldest_first_across_streams() {
     drop(store);
     cfg.min_free_bytes = u64::MAX;
     let store = reopen(cfg, clock.clone() as Arc<dyn Clock>, free.clone());
-    let r = store.apply_retention(&RetentionPolicy::default()).unwrap();
+    let mut r = store.apply_retention(&RetentionPolicy::default()).unwrap();
+    r.deleted.splice(0..0, store.take_startup_deletions());
     assert_eq!(r.deleted.len(), 2);
     assert!(r.floor_unreachable);
     assert!(list(&store, &key()).is_empty());

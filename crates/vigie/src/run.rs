@@ -56,6 +56,13 @@ pub async fn run(
     vigie_api::gst_elements::log_missing();
     let journal = crate::audit::open_journal(&config, clock.clone())?;
     crate::audit::journal_start(&journal, &config);
+    // Footage the store deleted to start above the free-space floor (before the journal could
+    // be opened: it needs the room).
+    let startup = vigie_store::RetentionReport {
+        deleted: store.take_startup_deletions(),
+        ..Default::default()
+    };
+    crate::audit::journal_retention(&journal, &startup, &mut false);
     // Users and rights (`<data_dir>/access/`).
     let auth = crate::users::open_auth(&config, clock.clone())?;
     crate::users::startup_hint(&auth);
@@ -253,6 +260,10 @@ fn connection_cap(configured: usize, fd_limit: Option<u64>, streams: u32) -> usi
     }
 }
 
+/// Retention: a full pass (age, then the free-space floor) 5 s after start and every
+/// `retention.check_interval_s`; a free-space pass alone as soon as a writer finds free space
+/// below the floor or the index failed (`Store::space_wanted`), and every second while the
+/// storage is not `ok` (to reopen the index, or resume once space is back).
 async fn retention_loop(
     config: Arc<Config>,
     store: vigie_store::Store,
@@ -264,25 +275,72 @@ async fn retention_loop(
         .map(|(k, cam, _)| (k, config.retention_days(cam)))
         .collect();
     let policy = vigie_store::RetentionPolicy { per_stream_days };
-    let mut first = true;
+    let interval = Duration::from_secs(u64::from(config.retention.check_interval_s));
+    let mut next_full = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut blocked = false;
+    let mut last_state = vigie_store::StorageState::Ok;
     loop {
-        let wait = if first {
-            Duration::from_secs(5)
+        let unwell = store.storage_health().state != vigie_store::StorageState::Ok;
+        let wake = if unwell {
+            next_full.min(tokio::time::Instant::now() + Duration::from_secs(1))
         } else {
-            Duration::from_secs(u64::from(config.retention.check_interval_s))
+            next_full
         };
-        first = false;
-        tokio::select! {
+        let full = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(wake) => tokio::time::Instant::now() >= next_full,
+            _ = store.space_wanted() => false,
+        };
+        if full {
+            next_full = tokio::time::Instant::now() + interval;
         }
-        let store = store.clone();
+        let s = store.clone();
         let policy = policy.clone();
-        match tokio::task::spawn_blocking(move || store.apply_retention(&policy)).await {
+        let res = tokio::task::spawn_blocking(move || {
+            if full {
+                s.apply_retention(&policy)
+            } else {
+                s.free_space_pass()
+            }
+        })
+        .await;
+        let health = store.storage_health();
+        if health.state != last_state {
+            if health.state == vigie_store::StorageState::Ok {
+                tracing::info!(free_bytes = health.free_bytes, "storage ok again");
+            } else {
+                tracing::warn!(state = ?health.state, message = %health.message, "storage state changed");
+            }
+            // Held-full is journaled by `journal_retention`; an index that cannot be written
+            // stops every camera, so it is journaled too (once per change, as far as the
+            // journal itself can still write).
+            let index_error = vigie_store::StorageState::IndexError;
+            if health.state == index_error || last_state == index_error {
+                let stopped = health.state == index_error;
+                journal.append_or_log(
+                    vigie_audit::NewEntry::new("system", vigie_audit::Action::RecordingBlocked)
+                        .reason(if stopped {
+                            "the index cannot be written: recording stopped"
+                        } else {
+                            "the index was reopened: recording resumed"
+                        })
+                        .details(serde_json::json!({
+                            "blocked": stopped,
+                            "state": health.state,
+                            "message": health.message,
+                            "free_bytes": health.free_bytes,
+                        })),
+                );
+            }
+            last_state = health.state;
+        }
+        match res {
             Ok(Ok(report)) => {
                 tracing::debug!(?report, "retention pass done");
                 crate::audit::journal_retention(&journal, &report, &mut blocked);
+                if !full {
+                    continue;
+                }
                 // The access journal keeps its own, longer retention (3 years by default).
                 let cutoff = vigie_core::Clock::now(&vigie_core::SystemClock)
                     - vigie_core::Duration90k::from_secs(

@@ -1,7 +1,9 @@
 //! `GET /api/v1/health`: liveness and readiness (storage writable, cameras online).
 //!
 //! Without authentication the body is only `{"status": "ok" | "degraded" | "unavailable"}`
-//! (status 200, or 503 when storage is not writable); authenticated users also get the details.
+//! (status 200, or 503 when storage is not writable or the index cannot be written);
+//! authenticated users also get the details, among them `storage.state` (`ok`, `below_floor`,
+//! `full`, `held_full`, `index_error`), `storage.message` and `recording_blocked`.
 
 use axum::Json;
 use axum::extract::State;
@@ -21,9 +23,15 @@ pub async fn health(
         std::fs::write(&probe, b"ok").and_then(|_| std::fs::remove_file(&probe))
     })
     .await;
+    // A full disk is not "unavailable": the storage state below says what is wrong and
+    // retention is making room; a read-only or missing data directory is.
+    let mut probe_full = false;
     let storage_error = match writable {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
+        Ok(Err(e)) => {
+            probe_full = vigie_store::space::is_no_space(&e);
+            Some(e.to_string())
+        }
         Err(e) => Some(e.to_string()),
     };
     let total = state.streams.len();
@@ -33,8 +41,16 @@ pub async fn health(
         .filter(|s| s.status.snapshot().online)
         .count();
     let stats = state.store.stats();
-    let ready = storage_error.is_none();
-    let blocked = state.store.recording_blocked();
+    let store = state.store.clone();
+    let storage = tokio::task::spawn_blocking(move || store.storage_health())
+        .await
+        .ok();
+    let index_error = storage
+        .as_ref()
+        .is_some_and(|s| s.state == vigie_store::StorageState::IndexError);
+    let ready = (storage_error.is_none() || probe_full) && !index_error;
+    let blocked =
+        state.store.recording_blocked() || storage.as_ref().is_some_and(|s| s.recording_blocked);
     let mut warnings: Vec<String> = state
         .config
         .authorisation_warnings(
@@ -49,12 +65,26 @@ pub async fn health(
         .iter()
         .map(|w| w.to_string())
         .collect();
-    if blocked {
+    if let Some(s) = storage.as_ref().filter(|s| !s.message.is_empty()) {
+        warnings.push(format!(
+            "storage {}: {}",
+            serde_json::to_value(s.state)
+                .unwrap_or_default()
+                .as_str()
+                .unwrap_or("?"),
+            s.message
+        ));
+    } else if blocked {
         warnings.push("recording stopped: the disk is full of footage under legal hold".into());
     }
     let status = if !ready {
         "unavailable"
-    } else if online < total || blocked {
+    } else if online < total
+        || blocked
+        || storage
+            .as_ref()
+            .is_some_and(|s| s.state != vigie_store::StorageState::Ok)
+    {
         "degraded"
     } else {
         "ok"
@@ -73,8 +103,16 @@ pub async fn health(
             "data_dir": state.config.storage.data_dir,
             "writable": ready,
             "error": storage_error,
-            "free_bytes": stats.free_bytes,
+            "free_bytes": storage.as_ref().map_or(stats.free_bytes, |s| s.free_bytes),
             "min_free_bytes": state.config.storage.min_free_bytes.0,
+            // What is wrong, exactly (see vigie_store::space).
+            "state": storage.as_ref().map(|s| s.state),
+            "floor_bytes": storage.as_ref().map(|s| s.floor_bytes),
+            "stop_bytes": storage.as_ref().map(|s| s.stop_bytes),
+            "reserve_bytes": storage.as_ref().map(|s| s.reserve_bytes),
+            "reserve_present": storage.as_ref().map(|s| s.reserve_present),
+            "recording_blocked": storage.as_ref().is_some_and(|s| s.recording_blocked),
+            "message": storage.as_ref().map(|s| s.message.clone()),
         },
         "streams": { "online": online, "total": total },
         "recording_blocked": blocked,

@@ -201,6 +201,30 @@ pub async fn metrics(
         "1 once the background verification of the history is complete.",
         vec![(dir.clone(), if verify.done { 1.0 } else { 0.0 })],
     );
+    // What is wrong with the disk (see /api/v1/health `storage.state`): one row per state,
+    // 1 for the current one, so an alert can match `state!="ok"`.
+    let storage = state.store.storage_health();
+    let current = serde_json::to_value(storage.state).unwrap_or_default();
+    family(
+        "vigie_storage_state",
+        "gauge",
+        "Storage state: 1 for the current one (ok, below_floor, full, held_full, index_error).",
+        ["ok", "below_floor", "full", "held_full", "index_error"]
+            .iter()
+            .map(|s| {
+                (
+                    format!("{dir},state=\"{s}\""),
+                    if current == *s { 1.0 } else { 0.0 },
+                )
+            })
+            .collect(),
+    );
+    family(
+        "vigie_storage_recording_blocked",
+        "gauge",
+        "1 while recording is stopped for lack of space or because the index cannot be written.",
+        vec![(dir.clone(), f64::from(u8::from(storage.recording_blocked)))],
+    );
     (
         [(
             header::CONTENT_TYPE,
