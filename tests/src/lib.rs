@@ -13,6 +13,7 @@ pub mod media;
 pub mod playback;
 pub mod process;
 pub mod sim;
+pub mod soak;
 
 pub use process::{Vigie, VigieBuilder};
 
