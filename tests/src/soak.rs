@@ -839,6 +839,37 @@ pub async fn run(cfg: SoakConfig) -> anyhow::Result<SoakReport> {
             );
         }
     }
+    // Per fault kind: the loss of the (lifetime, mount) cells that saw exactly that one fault
+    // (it includes the cell's kill loss when the lifetime ended with a kill).
+    let mut by_kind: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for c in &cells {
+        if let Some([f]) = c["faults"].as_array().map(Vec::as_slice) {
+            let kind = f
+                .as_str()
+                .and_then(|x| x.split_once(' ').map(|(_, k)| k))
+                .map(|k| {
+                    if k.starts_with("garbage") {
+                        k.to_owned()
+                    } else {
+                        k.split(' ').next().unwrap_or(k).to_owned()
+                    }
+                })
+                .unwrap_or_default();
+            by_kind
+                .entry(kind)
+                .or_default()
+                .push(c["lost"].as_i64().unwrap_or(0).max(0) as u64);
+        }
+    }
+    let per_fault_kind: BTreeMap<String, Value> = by_kind
+        .into_iter()
+        .map(|(k, mut v)| {
+            let max = v.iter().copied().max().unwrap_or(0);
+            let n = v.len();
+            let med = median(&mut v);
+            (k, json!({"cells": n, "lost_frames_median": med, "lost_frames_max": max}))
+        })
+        .collect();
     // Per kill: mounts with no fault from 10 s before the lifetime to its end.
     let mut kill_rows = Vec::new();
     for l in 0..nl {
@@ -973,6 +1004,7 @@ pub async fn run(cfg: SoakConfig) -> anyhow::Result<SoakReport> {
                    "fault_bound_frames": FAULT_BOUND_FRAMES},
         "per_kill": kill_rows,
         "per_mount": per_mount,
+        "per_fault_kind": per_fault_kind,
         "per_lifetime_mount": cells,
         "fault_events": faults.iter().map(|f| json!({"at": f.at.to_string(), "mount": names[f.mount], "kind": f.kind})).collect::<Vec<_>>(),
         "lifetimes": lifetimes.iter().map(|l| json!({"spawn": l.spawn.map(|t| t.to_string()), "kill": l.kill.map(|t| t.to_string()), "pid": l.pid})).collect::<Vec<_>>(),
@@ -1019,6 +1051,10 @@ pub async fn run(cfg: SoakConfig) -> anyhow::Result<SoakReport> {
     for k in &kill_rows {
         summary.push_str(&format!("  {k}\n"));
     }
+    summary.push_str(&format!(
+        "  loss in cells with one fault (incl. their kill): {}\n",
+        json!(per_fault_kind)
+    ));
     for m in &mem_rows {
         summary.push_str(&format!("  {m}\n"));
     }
@@ -1183,10 +1219,10 @@ fn decode_all(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(f) = files.get(i) else { return };
-                    if let Err(e) = crate::media::ffmpeg_decodes(f) {
-                        if let Ok(mut o) = out.lock() {
-                            o.push((f.clone(), format!("{e:#}")));
-                        }
+                    if let Err(e) = crate::media::ffmpeg_decodes(f)
+                        && let Ok(mut o) = out.lock()
+                    {
+                        o.push((f.clone(), format!("{e:#}")));
                     }
                 }
             });
