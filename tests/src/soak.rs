@@ -571,8 +571,8 @@ pub async fn run(cfg: SoakConfig) -> anyhow::Result<SoakReport> {
         let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
     }
     for id in ctx.holds.lock().map(|h| h.clone()).unwrap_or_default() {
-        if !aborted {
-            let _ = release_hold(&ctx, id).await;
+        if !aborted && let Err(e) = release_hold(&ctx, id).await {
+            failures.push(format!("an export's hold could not be released: {e:#}"));
         }
     }
     sim.shutdown().await;
@@ -719,14 +719,22 @@ pub async fn run(cfg: SoakConfig) -> anyhow::Result<SoakReport> {
                 let m = names.iter().position(|n| n == cam)?;
                 Some((m, seen.get(&(m, *id))?.clone()))
             });
-        let stall = seg.as_ref().and_then(|(m, s)| {
-            faults.iter().find(|x| {
-                x.mount == *m
-                    && x.kind.starts_with("stall")
-                    && x.at >= s.start - SignedDuration::from_secs(1)
-                    && x.at <= s.end
-            })
-        });
+        // Only the H.265 decoder's missing-reference complaint is explained by a stall.
+        let missing_refs_only = err
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| l.contains("Could not find ref with POC"));
+        let stall = seg
+            .as_ref()
+            .filter(|_| missing_refs_only)
+            .and_then(|(m, s)| {
+                faults.iter().find(|x| {
+                    x.mount == *m
+                        && x.kind.starts_with("stall")
+                        && x.at >= s.start - SignedDuration::from_secs(1)
+                        && x.at <= s.end
+                })
+            });
         match stall {
             Some(x) => decode_explained.push(format!(
                 "{} (stall at {}): {err}",
@@ -867,7 +875,10 @@ pub async fn run(cfg: SoakConfig) -> anyhow::Result<SoakReport> {
             let max = v.iter().copied().max().unwrap_or(0);
             let n = v.len();
             let med = median(&mut v);
-            (k, json!({"cells": n, "lost_frames_median": med, "lost_frames_max": max}))
+            (
+                k,
+                json!({"cells": n, "lost_frames_median": med, "lost_frames_max": max}),
+            )
         })
         .collect();
     // Per kill: mounts with no fault from 10 s before the lifetime to its end.
@@ -1231,6 +1242,12 @@ fn decode_all(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
     out.into_inner().unwrap_or_default()
 }
 
+fn is_h265(fixture: usize) -> bool {
+    SWITCH_FIXTURES
+        .get(fixture)
+        .is_some_and(|n| n.ends_with(".h265"))
+}
+
 async fn fault_task(
     ctx: Ctx,
     mounts: Vec<MountControl>,
@@ -1279,9 +1296,22 @@ async fn fault_task(
                     if to == current[m] {
                         to = (to + 1) % fixtures.len();
                     }
+                    let codec_change = is_h265(to) != is_h265(current[m]);
                     current[m] = to;
+                    if codec_change {
+                        // A camera reconfigured to another codec restarts its RTSP session
+                        // (the codec is in the SDP): end the session, refuse a reconnection
+                        // until the switch is done, then serve the new fixture.
+                        ctl.refuse_for(Duration::from_secs(1));
+                        ctl.drop_sessions();
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
                     ctl.switch_fixture(fixtures[to].clone());
-                    format!("switch {}", SWITCH_FIXTURES[to])
+                    format!(
+                        "switch {}{}",
+                        SWITCH_FIXTURES[to],
+                        if codec_change { " (new session)" } else { "" }
+                    )
                 }
                 5 => {
                     ctl.send_garbage(Garbage::Rtp);
@@ -1569,7 +1599,11 @@ async fn exporter_task(ctx: Ctx, mut rng: Rng) {
         }
         ctx.stats().count(&outcome);
         if let Some(h) = hold {
-            let _ = release_hold(&ctx, h).await;
+            match release_hold(&ctx, h).await {
+                Ok(()) => ctx.stats().count("hold_released"),
+                // Retried before the next export and at the end.
+                Err(_) => ctx.stats().count("hold_release_deferred"),
+            }
         }
     }
 }
