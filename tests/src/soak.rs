@@ -617,6 +617,7 @@ pub async fn run(cfg: SoakConfig) -> anyhow::Result<SoakReport> {
 
     // Index and files.
     let final_index = read_index(&data_dir);
+    let deletions = read_deletions(&data_dir, soak_start);
     let index_entries = match &final_index {
         Ok(e) => e.clone(),
         Err(e) => {
@@ -751,6 +752,33 @@ pub async fn run(cfg: SoakConfig) -> anyhow::Result<SoakReport> {
         notes.push(format!(
             "decoder errors after a stall (frames skipped by the camera): {d}"
         ));
+    }
+
+    // Every segment listed during the run and gone at the end was deleted by retention, and
+    // the deletion journal (written in the same index transaction) says so.
+    match &deletions {
+        Ok(d) => {
+            let live: std::collections::BTreeSet<(String, u64)> = index_entries
+                .iter()
+                .map(|e| (e.camera.clone(), e.id))
+                .collect();
+            let mut missing = Vec::new();
+            for (m, id) in seen.keys() {
+                let k = (names[*m].clone(), *id);
+                if !live.contains(&k) && !d.contains(&k) {
+                    missing.push(format!("{}/{}", k.0, k.1));
+                }
+            }
+            missing.sort();
+            if !missing.is_empty() {
+                failures.push(format!(
+                    "{} segment(s) listed during the run are gone without a deletion record (first: {})",
+                    missing.len(),
+                    missing.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        Err(e) => failures.push(format!("cannot read the deletion journal: {e:#}")),
     }
 
     // Frame accounting.
@@ -1141,6 +1169,21 @@ fn read_index(data_dir: &Path) -> anyhow::Result<Vec<IndexRow>> {
     }
     out.sort_by_key(|r| r.id);
     Ok(out)
+}
+
+/// (camera, segment id) of every deletion recorded since `since`.
+fn read_deletions(
+    data_dir: &Path,
+    since: Timestamp,
+) -> anyhow::Result<std::collections::BTreeSet<(String, u64)>> {
+    let idx = vigie_store::index::Index::open(&data_dir.join("index"))?;
+    let from = vigie_core::Time90k::from_timestamp(since - SignedDuration::from_hours(1));
+    let to = vigie_core::Time90k::from_timestamp(Timestamp::now() + SignedDuration::from_hours(1));
+    Ok(idx
+        .deletions_between(from, to)?
+        .into_iter()
+        .map(|d| (d.camera, d.segment_id))
+        .collect())
 }
 
 /// Copies the recordings, rebuilds an index from the files alone with `vigie reindex`, and
