@@ -14,6 +14,7 @@ pub mod playback;
 pub mod process;
 pub mod sim;
 pub mod tmpfs;
+pub mod soak;
 
 pub use process::{Vigie, VigieBuilder};
 

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p vigie-bench            # full run (~25 min)
 //! cargo run --release -p vigie-bench -- --quick # smoke run (~2 min)
+//! cargo run --release -p vigie-bench -- soak --minutes 20   # soak with faults (src/soak.rs)
 //! ```
 //!
 //! Every recorder and camsim run as separate processes (the release binaries next to this one,
@@ -33,6 +34,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 mod restart;
+mod soak;
 
 const FX2: &str = "h264-2mbps-25fps.h264";
 const FX4: &str = "h264-4mbps-25fps.h264";
@@ -40,8 +42,11 @@ const FPS: f64 = 25.0;
 
 /// Ingest benchmark: Vigie vs `ffmpeg -c copy -f segment` (one process per stream) on camsim.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "vigie-bench")]
+#[command(name = "vigie-bench", args_conflicts_with_subcommands = true)]
 struct Args {
+    /// Without a subcommand: the ingest benchmark (the flags below).
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     /// Smoke run: short windows, N = 1, 10, 50 and a 200-stream Vigie check only.
     #[arg(long)]
     quick: bool,
@@ -110,6 +115,13 @@ struct Args {
     restart_label: String,
 }
 
+#[derive(clap::Subcommand, Debug, Clone)]
+enum Cmd {
+    /// Soak with faults, kill -9 and restarts, a disk at its floor and clients (see
+    /// docs/RELIABILITY.md).
+    Soak(soak::SoakArgs),
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
 enum Mix {
     /// Half 2 Mbit/s 720p, half 4 Mbit/s 1080p (N = 1: one 2 Mbit/s stream).
@@ -173,6 +185,9 @@ struct RunResult {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(Cmd::Soak(a)) = args.cmd {
+        return soak::main(a);
+    }
     let quick = args.quick;
     let secs = args.secs.unwrap_or(if quick { 6 } else { 40 });
     let warmup = args.warmup.unwrap_or(if quick { 2 } else { 8 });
