@@ -297,25 +297,31 @@ pub(crate) fn apply(
             let batch = heads_after(&ix, *sid, after, BATCH)?;
             let Some((last, _)) = batch.last() else { break };
             after = Some(*last);
+            // Index halves of the batch, one flush, then the files (see `delete`).
+            let mut marked = Vec::new();
+            let mut reached_cutoff = false;
             for (_, h) in &batch {
                 if h.start() >= cutoff {
-                    break 'stream;
+                    reached_cutoff = true;
+                    break;
                 }
                 if !h.open && h.end() <= cutoff {
                     if held(&holds, key, h) {
                         report.held_kept += 1;
                     } else {
-                        delete(
-                            inner,
-                            &ix,
-                            key,
-                            h,
-                            &format!("age > {days} days"),
-                            now,
-                            &mut report,
-                        )?;
+                        let reason = format!("age > {days} days");
+                        marked.push(mark_deleted(inner, &ix, key, h, &reason, now)?);
                     }
                 }
+            }
+            if !marked.is_empty() {
+                ix.db.flush()?;
+            }
+            for m in marked {
+                unlink_deleted(inner, &ix, key, m, now, &mut report)?;
+            }
+            if reached_cutoff {
+                break 'stream;
             }
         }
     }
@@ -652,6 +658,7 @@ fn apply_deletion_txn(
     Ok(())
 }
 
+/// Deletes one segment: its entry (and a deletion record) first, made durable, then its file.
 fn delete(
     inner: &Inner,
     ix: &Index,
@@ -661,6 +668,33 @@ fn delete(
     now: Time90k,
     report: &mut RetentionReport,
 ) -> Result<(), StoreError> {
+    let marked = mark_deleted(inner, ix, key, h, reason, now)?;
+    // Durable before the unlink: a kill in between must not bring the entry back without its
+    // file and without the deletion record (footage destroyed, nothing saying so).
+    ix.db.flush()?;
+    unlink_deleted(inner, ix, key, marked, now, report)
+}
+
+/// A segment whose entry is gone from the index (and its deletion recorded, and a garbage row
+/// written) but whose file is still there.
+struct Marked {
+    path: std::path::PathBuf,
+    id: u64,
+    bytes: u64,
+    rec: DeletionRecord,
+}
+
+/// The index half of a deletion: one transaction removes the entry, records the deletion and
+/// writes a garbage row (what recovery finishes if the file's unlink never happens). Not yet
+/// flushed: the caller flushes before [`unlink_deleted`] (once per batch).
+fn mark_deleted(
+    inner: &Inner,
+    ix: &Index,
+    key: &StreamKey,
+    h: &EntryHead,
+    reason: &str,
+    now: Time90k,
+) -> Result<Marked, StoreError> {
     let path = inner.layout.segment_path(key, h.id, h.start());
     let rec = DeletionRecord {
         camera: key.camera.clone(),
@@ -685,6 +719,29 @@ fn delete(
     };
     apply_deletion_txn(ix, &pending, Some(&garbage))?;
     inner.note_deletion(pending);
+    Ok(Marked {
+        path,
+        id: h.id,
+        bytes: h.bytes,
+        rec,
+    })
+}
+
+/// The file half of a deletion, once the index half is durable.
+fn unlink_deleted(
+    inner: &Inner,
+    ix: &Index,
+    key: &StreamKey,
+    m: Marked,
+    now: Time90k,
+    report: &mut RetentionReport,
+) -> Result<(), StoreError> {
+    let Marked {
+        path,
+        id,
+        bytes,
+        rec,
+    } = m;
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -702,16 +759,16 @@ fn delete(
             let _ = fsync_dir(parent);
         }
     }
-    ix.garbage.remove(h.id.to_be_bytes())?;
-    inner.free.on_deleted(h.bytes);
+    ix.garbage.remove(id.to_be_bytes())?;
+    inner.free.on_deleted(bytes);
     inner
         .segments_deleted
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     inner
         .bytes_deleted
-        .fetch_add(h.bytes, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(camera = %key.camera, stream = %key.stream, segment = h.id, start = %rec.start, end = %rec.end, bytes = h.bytes, reason, "segment deleted");
-    report.bytes_deleted += h.bytes;
+        .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(camera = %key.camera, stream = %key.stream, segment = id, start = %rec.start, end = %rec.end, bytes, reason = %rec.reason, "segment deleted");
+    report.bytes_deleted += bytes;
     report.deleted.push(rec);
     Ok(())
 }

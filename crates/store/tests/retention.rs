@@ -291,3 +291,46 @@ fn reopen(cfg: vigie_store::StoreConfig, clock: Arc<dyn Clock>, free: Arc<FakeFr
     }
     panic!("the index is still locked 10 s after the store was dropped")
 }
+
+/// What a `kill -9` right after a retention pass leaves on disk: a copy of the data directory
+/// taken at once (the page cache is what survives a process kill). The deletion must be in it
+/// (entry gone, deletion record kept): before the fix the index transaction was unlinked-after
+/// but not flushed, so the copy had the entry back without its file and no deletion record.
+#[tokio::test]
+async fn deletion_is_durable_before_the_file_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(&config(dir.path()), &clock);
+    let _h = record_sessions(&store, &key(), &[0, 3600]);
+    store.shutdown().await;
+    let segs = list(&store, &key());
+    assert_eq!(segs.len(), 2);
+
+    let policy = RetentionPolicy {
+        per_stream_days: HashMap::from([(key(), 1)]),
+    };
+    clock.set(t0() + secs(86_400 + 60));
+    let r = store.apply_retention(&policy).unwrap();
+    assert_eq!(r.deleted.len(), 1, "{r:?}");
+    assert!(!segs[0].path.exists());
+    // Copy at once, before sled's own periodic flush (500 ms) could have run.
+    let copy = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", dir.path().display()))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    drop(store);
+
+    let copied = open(&config(copy.path()), &clock);
+    assert_eq!(
+        copied.deletions(t0(), clock.now() + secs(1)).unwrap(),
+        r.deleted,
+        "the deletion record must survive a kill right after the unlink"
+    );
+    let left = list(&copied, &key());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].id, segs[1].id);
+}
