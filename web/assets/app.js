@@ -10,6 +10,10 @@ import { livePage } from './live.js';
 import { playbackPage } from './playback.js';
 import { camerasPage, exportsPage, holdsPage, journalPage, usersPage } from './admin.js';
 
+// window.vigie: views of page state (and the seek/zoom the page itself offers) read by the UI
+// e2e tests (crates/vigie/tests/e2e/ui.rs). Unconditional on purpose: they hold only what this
+// page's own script already holds for the signed-in user and allow nothing the UI does not;
+// hiding them outside tests would need a test-only server setting injected into every page.
 window.vigie = window.vigie || {};
 const app = document.getElementById('app');
 

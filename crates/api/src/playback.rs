@@ -1,5 +1,6 @@
-//! Preparing and reading the virtual MP4 of `video.mp4` (HTTP-independent, also used by
-//! `vigie bench-playback`).
+//! Preparing and reading the virtual MP4 of `video.mp4` (HTTP-independent, also used by the
+//! playback benchmark `crates/api/benches/playback.rs`; method and numbers in
+//! docs/BENCHMARKS.md, "Playback").
 //!
 //! * [`prepare`]: the overlapping segments from one index scan
 //!   ([`vigie_store::Store::playback_candidates`]), gap check, strong ETag (hash of the format

@@ -95,7 +95,7 @@ struct Args {
     /// Vigie's `recording.flush_interval_ms` (default: Vigie's default, 2000).
     #[arg(long)]
     flush_interval_ms: Option<u32>,
-    /// camsim runtime threads (1 = one thread, as measured in crates/camsim/tests/perf.rs).
+    /// camsim runtime threads (1 = one thread, as measured by crates/camsim/benches/serve_load.rs).
     #[arg(long, default_value_t = 1)]
     camsim_threads: usize,
     /// Restart benchmark instead (issue 16): sizes `DAYSxSTREAMS`, e.g. `0x50,1x50,7x50` (0 days:

@@ -7,15 +7,15 @@
 //!
 //! Owns only the command line: the soak itself (camsim with random faults, `kill -9` and
 //! restarts of the release `vigie` next to this binary, a tmpfs at its floor, clients, and the
-//! end checks) is [`vigie_e2e::soak`], shared with the short version in the test suite
-//! (`tests/e2e/soak.rs`). Exit status 1 when a check fails.
+//! end checks) is [`vigie_testkit::soak`], shared with the short version in the test suite
+//! (`crates/vigie/tests/e2e/soak.rs`). Exit status 1 when a check fails.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use vigie_e2e::soak::{SoakConfig, run, seed_from_clock};
+use vigie_testkit::soak::{SoakConfig, run, seed_from_clock};
 
 /// Soak with faults: N camsim streams with random faults, Vigie killed with SIGKILL and
 /// restarted at random intervals, its data directory on a small tmpfs at its free-space floor

@@ -234,11 +234,13 @@ pub struct RecordingConfig {
     /// Target segment length in seconds (10..=300). Segments start on a key frame.
     #[serde(default = "default_segment_seconds")]
     pub segment_seconds: u32,
-    /// Target fragment length in milliseconds (200..=5000): what a process crash may lose.
+    /// Target fragment length in milliseconds (200..=5000): bounds what a process crash may lose
+    /// (crates/store/README.md, "Durability policy").
     #[serde(default = "default_fragment_ms")]
     pub fragment_ms: u32,
-    /// How often written fragments are made durable (one `syncfs` per writer thread, or
-    /// `fdatasync`), in milliseconds (0 = every fragment): what a power cut may lose. Each sync
+    /// How often written fragments are made durable, in milliseconds (0 = every fragment): with
+    /// `fragment_ms`, bounds what a power cut may lose (crates/store/README.md, "Durability
+    /// policy": store-wide `syncfs` epochs, `fdatasync` fallbacks). Each sync
     /// makes the next write dirty the file's last, partly written page again: at 2 s that is
     /// ~0.5 % more bytes to the disk at 3 Mbit/s, at 1 s ~1 % (device write amplification
     /// 1.011 against 1.020 at 50 streams; docs/BENCHMARKS.md, "Writer pool").

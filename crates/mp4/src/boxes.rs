@@ -1,5 +1,5 @@
 //! A tiny ISO-BMFF box writer: big-endian fields into a `Vec<u8>`, box sizes back-patched when a
-//! box is closed. Reused by init segments, fragments and (later) the virtual progressive MP4.
+//! box is closed. Reused by init segments, fragments and the virtual progressive MP4.
 
 /// Writes nested boxes into a buffer. `start*` opens a box (size placeholder), `end` closes the
 /// innermost open box and patches its 32-bit size.

@@ -19,13 +19,14 @@
 //!   file lets the index write and be reopened after a failed write, and opening on a full disk
 //!   frees space before anything records. [`Store::storage_health`] says what is wrong.
 //!
-//! Durability policy: fragments are appended as they complete (a process crash loses at most
-//! the fragment in memory, ≤ `fragment_ms`), files are made durable every `flush_interval_ms`
-//! (one `syncfs` for the files of a writer thread, or `fdatasync`) and at close (directories
-//! `fsync`ed when files are created), and the index only ever describes bytes already synced;
-//! at open, recovery trusts the self-describing files over the index. Wall-clock time: run
-//! starts cancel receive buffering, segments of a run are contiguous, and camera drift is
-//! slewed by at most ±500 ppm (see [`timing`]).
+//! Durability contract: a process crash loses at most 1.25 × `fragment_ms` of each stream, a
+//! power cut at most `flush_interval_ms` + 1.25 × `fragment_ms`; the index never describes bytes
+//! not yet synced, and at open recovery trusts the self-describing files over the index. How
+//! (store-wide sync epochs, their fallbacks) and why: `crates/store/README.md`, "Durability
+//! policy", the one home of that design.
+//!
+//! Wall-clock time: run starts cancel receive buffering, segments of a run are contiguous, and
+//! camera drift is slewed by at most ±500 ppm (see [`timing`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ pub use space::{StorageHealth, StorageState};
 pub use synthetic::SyntheticSegment;
 pub use verify::VerifyStatus;
 pub use vigie_mp4::SampleInfo;
+#[cfg(any(test, feature = "test-support"))]
 pub use writer::pool::SyncFault;
 pub use writer::{WriterHandle, WriterStats};
 
@@ -848,15 +850,16 @@ impl Store {
     }
 
     /// Forces a sync path this machine cannot produce (a failing `syncfs`, an old kernel), for
-    /// tests. Set it before starting writers.
-    #[doc(hidden)]
+    /// tests. Set it before starting writers. Feature `test-support` only.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn set_sync_fault_for_test(&self, fault: SyncFault) {
         self.inner.pool.epochs.set_fault(fault);
     }
 
     /// Simulates a crash for tests: drops every writer without closing its segment (files keep
     /// what was written, the index what was synced). Use with [`Store::shutdown`] to wait.
-    #[doc(hidden)]
+    /// Feature `test-support` only.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn crash_writers_for_test(&self) {
         if let Ok(w) = self.inner.writers.lock() {
             for s in w.values() {

@@ -88,10 +88,14 @@ pub(crate) enum Msg {
     /// Recording stopped: the disk is full of held footage (see `holds`).
     Blocked,
     Stop,
+    /// Test hook: a simulated `kill -9` of the writer.
+    #[cfg(any(test, feature = "test-support"))]
     Crash,
     /// Test hook: the writer sleeps, like a stalled disk.
+    #[cfg(any(test, feature = "test-support"))]
     Stall(Duration),
     /// Test hook: answered once every message queued before it has been handled.
+    #[cfg(any(test, feature = "test-support"))]
     Barrier(mpsc::Sender<()>),
 }
 
@@ -161,6 +165,7 @@ impl WriterSlot {
     pub fn request_shutdown(&self) {
         let _ = self.tx.send(Msg::Stop);
     }
+    #[cfg(any(test, feature = "test-support"))]
     pub fn request_crash(&self) {
         let _ = self.tx.send(Msg::Crash);
     }
@@ -194,14 +199,15 @@ impl WriterHandle {
         self.counters.snapshot()
     }
     /// Test hook: makes the writer thread sleep for `d`, as if the disk stalled (the other
-    /// streams of that thread wait too, as they would for a stalled disk).
-    #[doc(hidden)]
+    /// streams of that thread wait too, as they would for a stalled disk). Feature
+    /// `test-support` only.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn stall_for_test(&self, d: Duration) {
         let _ = self.tx.send(Msg::Stall(d));
     }
     /// Test hook: returns once the writer has handled everything pushed before this call
-    /// (at most 30 s).
-    #[doc(hidden)]
+    /// (at most 30 s). Feature `test-support` only.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn wait_handled_for_test(&self) {
         let (tx, rx) = mpsc::channel();
         if self.tx.send(Msg::Barrier(tx)).is_ok() {
@@ -547,12 +553,15 @@ impl Recorder {
                 self.finish("shutdown", None);
                 return Flow::Ended;
             }
+            #[cfg(any(test, feature = "test-support"))]
             Msg::Crash => {
                 // Simulated kill -9: whatever was written stays, nothing else happens.
                 self.seg = None;
                 return Flow::Ended;
             }
+            #[cfg(any(test, feature = "test-support"))]
             Msg::Stall(d) => std::thread::sleep(d),
+            #[cfg(any(test, feature = "test-support"))]
             Msg::Barrier(done) => {
                 let _ = done.send(());
             }

@@ -214,6 +214,7 @@ impl SyncEpochs {
         self.syncfs_calls.load(Ordering::Relaxed)
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     pub fn set_fault(&self, fault: SyncFault) {
         self.fault.store(fault as u8, Ordering::SeqCst);
     }

@@ -14,17 +14,17 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use vigie_camsim::ServerHandle;
-use vigie_e2e::browser::Browser;
-use vigie_e2e::browser::fantoccini::{self, Locator};
-use vigie_e2e::process::{ADMIN_PASSWORD, ADMIN_USER};
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::browser::Browser;
+use vigie_testkit::browser::fantoccini::{self, Locator};
+use vigie_testkit::process::{ADMIN_PASSWORD, ADMIN_USER};
+use vigie_testkit::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const OPERATOR: &str = "op-nord";
 const OPERATOR_PW: &str = "operator password, long enough";
 
 async fn camsim(mounts: &[&str]) -> ServerHandle {
-    vigie_e2e::sim::start_baseline(mounts).await
+    vigie_testkit::sim::start_baseline(mounts).await
 }
 
 /// Communes "nord" (cam-n, cam-n2) and "sud" (cam-s).

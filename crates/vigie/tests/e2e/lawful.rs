@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use vigie_camsim::{Fixture, MountConfig, Server, ServerHandle};
-use vigie_e2e::{Vigie, VigieBuilder, fixtures_dir};
+use vigie_testkit::{Vigie, VigieBuilder, fixtures_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 

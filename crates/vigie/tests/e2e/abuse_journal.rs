@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 
@@ -328,7 +328,7 @@ async fn export(v: &Vigie, body: &Value) -> Vec<u8> {
 /// entries and of the register.
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_pins_keys_rejects_duplicates_and_symlinks_and_csv_cells_are_neutralised() {
-    let sim = vigie_e2e::sim::start_baseline(&["a"]).await;
+    let sim = vigie_testkit::sim::start_baseline(&["a"]).await;
     let mut v = VigieBuilder::new(BIN)
         .toml(&camera(&sim.url("a")))
         .start()

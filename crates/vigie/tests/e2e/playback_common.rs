@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use jiff::SignedDuration;
-use vigie_e2e::Vigie;
-use vigie_e2e::playback::{ListedSegment, check_range, segments};
+use vigie_testkit::Vigie;
+use vigie_testkit::playback::{ListedSegment, check_range, segments};
 
 /// Waits until `cam` has at least `n` closed segments of 10 s (segment_seconds = 10) in one
 /// span and returns them.

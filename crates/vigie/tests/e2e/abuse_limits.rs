@@ -21,7 +21,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vigie_camsim::ServerHandle;
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::{Vigie, VigieBuilder};
 
 const PW: &str = "a long enough password";
 /// The attacker's address (any 127/8 address reaches the loopback listener).
@@ -40,7 +40,7 @@ fn config(sim: &ServerHandle) -> String {
 }
 
 async fn start(extra: &str) -> (ServerHandle, Vigie) {
-    let sim = vigie_e2e::sim::start_baseline(&["a"]).await;
+    let sim = vigie_testkit::sim::start_baseline(&["a"]).await;
     let v = VigieBuilder::new(bin())
         .toml(&config(&sim))
         .toml(extra)
@@ -701,7 +701,7 @@ async fn slowloris_and_connection_floods_do_not_starve_the_server() {
     let c = v.anonymous_client_builder().unwrap().build().unwrap();
     let r = c
         .post(format!("{}/api/v1/session", v.base_url()))
-        .json(&json!({ "username": vigie_e2e::process::ADMIN_USER, "password": vigie_e2e::process::ADMIN_PASSWORD }))
+        .json(&json!({ "username": vigie_testkit::process::ADMIN_USER, "password": vigie_testkit::process::ADMIN_PASSWORD }))
         .send()
         .await
         .unwrap();
@@ -867,7 +867,7 @@ async fn tls_listener_has_the_same_connection_bounds() {
     let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    let sim = vigie_e2e::sim::start_baseline(&["a"]).await;
+    let sim = vigie_testkit::sim::start_baseline(&["a"]).await;
     let v = VigieBuilder::new(bin())
         .toml(&config(&sim))
         .tls(&cert, &key)

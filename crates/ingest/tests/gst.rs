@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use vigie_core::config::{ResolvedSource, Secret, Transport};
 use vigie_core::{Codec, Frame, FrameSink, StreamEvent, StreamKey, SystemClock};
-use vigie_e2e::gst_server::{GstRtspServer, GstServerOptions, fixture};
 use vigie_ingest::{CancellationToken, IngestOptions, StreamHandle, StreamState, spawn_stream};
+use vigie_testkit::gst_server::{GstRtspServer, GstServerOptions, fixture};
+use vigie_testkit::media::ffprobe_output;
 
 const H264: &str = "h264-baseline-640x360-25fps-gop50.h264";
 const H265: &str = "h265-main-1280x720-25fps-gop50.h265";
@@ -190,32 +191,23 @@ async fn h265_udp() {
 #[test]
 fn gst_server_timestamps_advance_ffprobe() {
     let server = GstRtspServer::start(&fixture(H264), Codec::H264, 25).unwrap();
-    let out = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
+    let out = ffprobe_output(
+        server.url(),
+        &[
             "-rtsp_transport",
             "tcp",
             "-select_streams",
             "v:0",
-        ])
-        .args([
             "-read_intervals",
             "%+3",
             "-show_entries",
             "packet=pts_time",
             "-of",
             "csv=p=0",
-        ])
-        .arg(server.url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        ],
+    )
+    .unwrap();
+    let pts: Vec<f64> = out
         .lines()
         .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
         .collect();

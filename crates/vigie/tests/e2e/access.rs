@@ -9,13 +9,13 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vigie_camsim::ServerHandle;
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const PW: &str = "a long enough password";
 
 async fn camsim(mounts: &[&str]) -> ServerHandle {
-    vigie_e2e::sim::start_baseline(mounts).await
+    vigie_testkit::sim::start_baseline(mounts).await
 }
 
 /// Two communes, one camera each: `cam-n` (nord) and `cam-s` (sud).
@@ -601,7 +601,7 @@ async fn login_lockout_sessions_tokens_and_secrets() {
         session_id,
         csrf.as_str(),
         v.admin_token().unwrap(),
-        vigie_e2e::process::ADMIN_PASSWORD,
+        vigie_testkit::process::ADMIN_PASSWORD,
     ] {
         assert!(!log.contains(secret), "secret {secret:?} found in the log");
     }
@@ -901,8 +901,8 @@ async fn tls_serves_https_with_secure_cookies() {
     assert_eq!(st, 200, "{body}");
     let (st, set_cookie, _, body) = login(
         &v,
-        vigie_e2e::process::ADMIN_USER,
-        vigie_e2e::process::ADMIN_PASSWORD,
+        vigie_testkit::process::ADMIN_USER,
+        vigie_testkit::process::ADMIN_PASSWORD,
     )
     .await;
     assert_eq!(st, 200, "{body}");

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use vigie_camsim::{Auth, Fixture, Garbage, MountConfig, ServerHandle};
-use vigie_e2e::media::{ffmpeg_decodes, ffprobe, mp4_files};
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::media::{ffmpeg_decodes, ffprobe, mp4_files};
+use vigie_testkit::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const BASELINE: &str = "h264-baseline-640x360-25fps-gop50.h264";
@@ -54,7 +54,7 @@ async fn recorded_secs(v: &Vigie, cam: &str) -> f64 {
 }
 
 async fn sim(mounts: Vec<MountConfig>) -> ServerHandle {
-    vigie_e2e::sim::start(mounts).await
+    vigie_testkit::sim::start(mounts).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,7 +187,7 @@ async fn bad_cameras_get_clear_errors_and_good_ones_keep_recording() {
         locked,
     ])
     .await;
-    let unused = vigie_e2e::process::free_port().unwrap();
+    let unused = vigie_testkit::process::free_port().unwrap();
     let garbage = garbage_camera().await;
     let mut v = VigieBuilder::new(BIN)
         .toml(COMMUNE)

@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use vigie_camsim::{Fixture, ServerHandle};
-use vigie_e2e::media::{ffmpeg_decodes, ffprobe, mp4_files};
-use vigie_e2e::{Vigie, VigieBuilder, fixtures_dir};
+use vigie_testkit::media::{ffmpeg_decodes, ffprobe, mp4_files};
+use vigie_testkit::{Vigie, VigieBuilder, fixtures_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const BASELINE: &str = "h264-baseline-640x360-25fps-gop50.h264";
 const H265: &str = "h265-main-1280x720-25fps-gop50.h265";
 
 async fn camsim(mounts: &[(&str, &str)]) -> ServerHandle {
-    vigie_e2e::sim::start_embedded(mounts).await
+    vigie_testkit::sim::start_embedded(mounts).await
 }
 
 fn camera_toml(id: &str, url: &str) -> String {
@@ -54,7 +54,7 @@ async fn wait_spans(
 }
 
 /// Validates every segment file under the data dir; returns the total frame count by codec.
-fn validate_segments(v: &Vigie) -> Vec<(std::path::PathBuf, vigie_e2e::media::Probe)> {
+fn validate_segments(v: &Vigie) -> Vec<(std::path::PathBuf, vigie_testkit::media::Probe)> {
     let files = mp4_files(&v.data_dir.join("recordings"));
     assert!(
         !files.is_empty(),

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use vigie_core::Codec;
-use vigie_e2e::gst_server::GstRtspServer;
-use vigie_e2e::media::{ffmpeg_decodes, ffprobe, mp4_files};
-use vigie_e2e::{VigieBuilder, fixtures_dir};
+use vigie_testkit::gst_server::GstRtspServer;
+use vigie_testkit::media::{ffmpeg_decodes, ffprobe, mp4_files};
+use vigie_testkit::{VigieBuilder, fixtures_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 

@@ -17,8 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vigie_api::access::{Rule, rights_table};
 use vigie_auth::{Permission, Role};
 use vigie_camsim::ServerHandle;
-use vigie_e2e::live::{LiveClient, LiveEvent};
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::live::{LiveClient, LiveEvent};
+use vigie_testkit::{Vigie, VigieBuilder};
 
 const PW: &str = "a long enough password";
 
@@ -41,7 +41,7 @@ fn two_communes(sim: &ServerHandle) -> String {
 }
 
 async fn start(extra_toml: &str) -> (ServerHandle, Vigie) {
-    let sim = vigie_e2e::sim::start_baseline(&["n", "s"]).await;
+    let sim = vigie_testkit::sim::start_baseline(&["n", "s"]).await;
     let v = VigieBuilder::new(bin())
         .toml(&two_communes(&sim))
         .toml(extra_toml)
@@ -213,7 +213,7 @@ async fn scoped_admin_cannot_leave_its_scope() {
     let _ = peer;
     user(&v, "op-s", "operator", json!(["sud"])).await;
     user(&v, "op-n", "operator", json!(["nord"])).await;
-    let (_, root_token_id) = token_for(&v, vigie_e2e::process::ADMIN_USER).await;
+    let (_, root_token_id) = token_for(&v, vigie_testkit::process::ADMIN_USER).await;
     let t = Some(adm_n.as_str());
 
     // The reproduction, with a browser session and its CSRF header: widen its own scope.
@@ -283,7 +283,7 @@ async fn scoped_admin_cannot_leave_its_scope() {
     let (st, b) = call(&v, t, "GET", "/api/v1/users", None).await;
     assert_eq!(st, 200);
     let listed = names(&b, "users", "name");
-    for hidden in [vigie_e2e::process::ADMIN_USER, "op-s"] {
+    for hidden in [vigie_testkit::process::ADMIN_USER, "op-s"] {
         assert!(
             !listed.iter().any(|n| n == hidden),
             "{hidden} listed: {listed:?}"
@@ -293,12 +293,12 @@ async fn scoped_admin_cannot_leave_its_scope() {
     for (method, path, body) in [
         (
             "PATCH",
-            format!("/api/v1/users/{}", vigie_e2e::process::ADMIN_USER),
+            format!("/api/v1/users/{}", vigie_testkit::process::ADMIN_USER),
             json!({ "password": "taken over by a scoped admin" }),
         ),
         (
             "PATCH",
-            format!("/api/v1/users/{}", vigie_e2e::process::ADMIN_USER),
+            format!("/api/v1/users/{}", vigie_testkit::process::ADMIN_USER),
             json!({ "disabled": true }),
         ),
         (
@@ -309,7 +309,7 @@ async fn scoped_admin_cannot_leave_its_scope() {
         (
             "POST",
             "/api/v1/tokens".into(),
-            json!({ "user": vigie_e2e::process::ADMIN_USER, "name": "backdoor" }),
+            json!({ "user": vigie_testkit::process::ADMIN_USER, "name": "backdoor" }),
         ),
         (
             "POST",
@@ -346,7 +346,7 @@ async fn scoped_admin_cannot_leave_its_scope() {
     assert!(
         owners
             .iter()
-            .all(|u| u != "op-s" && u != vigie_e2e::process::ADMIN_USER),
+            .all(|u| u != "op-s" && u != vigie_testkit::process::ADMIN_USER),
         "{owners:?}"
     );
     // The unrestricted admin's token still works, and it still manages everyone.
@@ -757,7 +757,7 @@ async fn concurrent_demotions_never_leave_no_admin() {
     // Six admins of all communes; in each round they all demote themselves at the same moment.
     const N: usize = 6;
     let mut admins = vec![(
-        vigie_e2e::process::ADMIN_USER.to_owned(),
+        vigie_testkit::process::ADMIN_USER.to_owned(),
         v.admin_token().unwrap().to_owned(),
     )];
     for i in 1..N {

@@ -1,5 +1,6 @@
 //! Independent validation of media files with ffmpeg and ffprobe (never with our own parser).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -34,11 +35,32 @@ pub struct Probe {
     pub duration_s: f64,
 }
 
-pub fn ffprobe(path: &Path) -> anyhow::Result<Probe> {
+/// Runs `ffprobe -v error ARGS INPUT` (INPUT a file or a URL) and returns its standard output;
+/// fails with ffprobe's standard error when it exits non-zero. Every test that asks ffprobe
+/// something goes through here.
+pub fn ffprobe_output(input: impl AsRef<OsStr>, args: &[&str]) -> anyhow::Result<String> {
+    let input = input.as_ref();
     let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
+        .args(["-v", "error"])
+        .args(args)
+        .arg(input)
+        .output()
+        .context("running ffprobe")?;
+    if !out.status.success() {
+        bail!(
+            "ffprobe failed on {}: {}",
+            input.to_string_lossy(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The first video stream's codec, dimensions, frame count (by decoding) and the duration.
+pub fn ffprobe(path: &Path) -> anyhow::Result<Probe> {
+    let out = ffprobe_output(
+        path,
+        &[
             "-count_frames",
             "-select_streams",
             "v:0",
@@ -46,18 +68,9 @@ pub fn ffprobe(path: &Path) -> anyhow::Result<Probe> {
             "stream=codec_name,width,height,nb_read_frames:format=duration",
             "-of",
             "json",
-        ])
-        .arg(path)
-        .output()
-        .context("running ffprobe")?;
-    if !out.status.success() {
-        bail!(
-            "ffprobe failed on {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
     let s = &v["streams"][0];
     let num = |x: &serde_json::Value| -> u64 {
         x.as_u64()

@@ -1,5 +1,6 @@
-//! Test support for Vigie's end-to-end tests (the `tests/e2e/*.rs` targets of the `vigie`
-//! package, which start the real binary).
+//! Vigie's test kit: support for the end-to-end tests (`crates/vigie/tests/e2e/`, one test
+//! binary of the `vigie` package, which start the real binary), for ingest's tests against
+//! GStreamer's RTSP server, and for `vigie-bench soak`.
 //!
 //! Owns: starting and stopping the `vigie` binary on a temporary data directory, talking to its
 //! HTTP API, and validating media files with independent tools (ffmpeg, ffprobe). With feature
@@ -13,12 +14,12 @@ pub mod media;
 pub mod playback;
 pub mod process;
 pub mod sim;
-pub mod tmpfs;
 pub mod soak;
+pub mod tmpfs;
 
 pub use process::{Vigie, VigieBuilder};
 
 /// Where the committed fixtures live.
 pub fn fixtures_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }

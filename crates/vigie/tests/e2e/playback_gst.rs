@@ -1,22 +1,20 @@
 //! video.mp4 for recordings of a camera served by GStreamer's RTSP server (an implementation not
 //! written here): ranges inside one segment, across three, starting mid-GOP.
 
-mod playback_common;
-
 use std::time::Duration;
 
 use vigie_core::Codec;
-use vigie_e2e::VigieBuilder;
-use vigie_e2e::gst_server::GstRtspServer;
+use vigie_testkit::VigieBuilder;
+use vigie_testkit::gst_server::GstRtspServer;
 
-use playback_common::{check_standard_ranges, wait_segments};
+use crate::playback_common::{check_standard_ranges, wait_segments};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gstreamer_h264_ranges() {
     let server = GstRtspServer::start(
-        &vigie_e2e::fixtures_dir().join("h264-baseline-640x360-25fps-gop50.h264"),
+        &vigie_testkit::fixtures_dir().join("h264-baseline-640x360-25fps-gop50.h264"),
         Codec::H264,
         25,
     )

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use vigie_camsim::{Auth, Fixture, MountConfig, Rogue};
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const BASELINE: &str = "h264-baseline-640x360-25fps-gop50.h264";
@@ -56,7 +56,7 @@ async fn rogue_cameras_are_bounded_and_healthy_ones_lose_nothing() {
         mounts.push(MountConfig::new(mode.name(), fixture()).with_rogue(mode));
     }
     mounts.push(MountConfig::new("basic", fixture()).with_auth(Auth::basic("viewer", "s3cret-pw")));
-    let sim = vigie_e2e::sim::start(mounts).await;
+    let sim = vigie_testkit::sim::start(mounts).await;
 
     let mut b = VigieBuilder::new(BIN).toml(COMMUNE);
     for n in HEALTHY {

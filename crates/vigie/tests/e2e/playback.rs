@@ -3,24 +3,22 @@
 //! displayed frame), HTTP range and conditional semantics (RFC 9110), bad input, gaps, the
 //! subtitle track, and playback in headless Chromium.
 
-mod playback_common;
-
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use vigie_camsim::ServerHandle;
-use vigie_e2e::media::{ffmpeg_decodes, ffprobe};
-use vigie_e2e::playback::{fetch, video_path};
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::media::{ffmpeg_decodes, ffprobe};
+use vigie_testkit::playback::{fetch, video_path};
+use vigie_testkit::{Vigie, VigieBuilder};
 
-use playback_common::{check_standard_ranges, wait_segments};
+use crate::playback_common::{check_standard_ranges, wait_segments};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const COMMUNE: &str = "[[communes]]\nid = \"test\"\nname = \"Test\"\n";
 
 async fn camsim() -> ServerHandle {
-    vigie_e2e::sim::start_baseline(&["a"]).await
+    vigie_testkit::sim::start_baseline(&["a"]).await
 }
 
 fn start_vigie(url: &str) -> Vigie {
@@ -279,7 +277,7 @@ async fn chromium_plays_and_seeks_video_mp4() {
     assert!(secs >= 4.0, "{segs:?}");
     let url = format!("{}{}", v.base_url(), video_path("cam", start, secs, ""));
 
-    let b = vigie_e2e::browser::Browser::start().await.unwrap();
+    let b = vigie_testkit::browser::Browser::start().await.unwrap();
     b.set_script_timeout(Duration::from_secs(30)).await.unwrap();
     // A page of the server's origin without videos of its own (the UI at `/` has some);
     // `goto` logs the browser in first, so video.mp4 gets the session cookie.

@@ -14,7 +14,7 @@
 //! * no panic in any log, no unexpected HTTP answer to a client.
 //!
 //! Owns: the schedule (one seed drives faults, kills and clients; it is printed), the sampling,
-//! and the end checks. Used by `vigie-bench soak` (long runs) and `tests/e2e/soak.rs` (short).
+//! and the end checks. Used by `vigie-bench soak` (long runs) and `crates/vigie/tests/e2e/soak.rs` (short).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! default), and every undocumented method on a documented path answers 405.
 
 use vigie_camsim::{Fixture, MountConfig, Server};
-use vigie_e2e::VigieBuilder;
+use vigie_testkit::VigieBuilder;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 
@@ -53,7 +53,7 @@ async fn openapi_matches_the_router() {
         p.replace("{cam}", "cam-a")
             .replace("{stream}", "main")
             .replace("{id}", "1")
-            .replace("{name}", vigie_e2e::process::ADMIN_USER)
+            .replace("{name}", vigie_testkit::process::ADMIN_USER)
             .replace("{file}", "app.js")
     };
     let client = v.http().clone();

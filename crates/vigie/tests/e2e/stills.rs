@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use vigie_camsim::{Fixture, MountConfig, Server};
-use vigie_e2e::media::{ffprobe, mp4_files};
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::media::{ffprobe, mp4_files};
+use vigie_testkit::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const BASELINE: &str = "h264-baseline-640x360-25fps-gop50.h264";

@@ -2,7 +2,7 @@
 //! killed with `kill -9` and restarted every 15–30 s, its data directory on a small tmpfs at its
 //! free-space floor (on the work disk with a floor just under its free space where mounting is
 //! refused), players, an exporter and live viewers throughout; then every check of
-//! [`vigie_e2e::soak`] (decoding, index against files and against `vigie reindex`, frames lost
+//! [`vigie_testkit::soak`] (decoding, index against files and against `vigie reindex`, frames lost
 //! within the kill and fault bounds, RSS and descriptors flat). The long run is
 //! `vigie-bench soak --minutes N` (docs/RELIABILITY.md).
 //!
@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use vigie_e2e::soak::{SoakConfig, run, seed_from_clock};
+use vigie_testkit::soak::{SoakConfig, run, seed_from_clock};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use vigie_camsim::ServerHandle;
-use vigie_e2e::media::{ffmpeg_decodes, ffprobe};
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::media::{ffmpeg_decodes, ffprobe, ffprobe_output};
+use vigie_testkit::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 
 async fn camsim() -> ServerHandle {
-    vigie_e2e::sim::start_baseline(&["a"]).await
+    vigie_testkit::sim::start_baseline(&["a"]).await
 }
 
 fn config(url: &str) -> String {
@@ -324,7 +324,7 @@ async fn evidence_export_package_verifies_plays_and_detects_tampering() {
     // The manifest says what police need.
     assert_eq!(m["procedure"], "2026/00123");
     assert_eq!(m["requester"], "OPJ Martin, commissariat de Versailles");
-    assert_eq!(m["operator"], vigie_e2e::process::ADMIN_USER);
+    assert_eq!(m["operator"], vigie_testkit::process::ADMIN_USER);
     assert_eq!(m["camera"]["name"], "Gare Rive Droite — parvis");
     assert_eq!(m["camera"]["commune"]["authorisation"], "2024/78/0123");
     let utc: Timestamp = m["requested"]["start"]["utc"]
@@ -346,19 +346,11 @@ async fn evidence_export_package_verifies_plays_and_detects_tampering() {
     assert_eq!(m["timezone"], "Europe/Paris");
     // ts: the wall-clock subtitle track is there.
     assert_eq!(m["video"]["timestamp_track"], true, "{m}");
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_type",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&mp4)
-        .output()
-        .unwrap();
-    let types = String::from_utf8_lossy(&out.stdout);
+    let types = ffprobe_output(
+        &mp4,
+        &["-show_entries", "stream=codec_type", "-of", "csv=p=0"],
+    )
+    .unwrap();
     assert!(types.contains("subtitle"), "{types}");
     // The derived still: a JPEG of the recorded picture, carrying the master's hash.
     if cfg!(feature = "gst") {
@@ -561,7 +553,7 @@ async fn evidence_export_package_verifies_plays_and_detects_tampering() {
 }
 
 /// Opens player.html and waits for its verdict; returns (verdict state, video state).
-async fn open_player(b: &vigie_e2e::browser::Browser, page: &Path) -> Value {
+async fn open_player(b: &vigie_testkit::browser::Browser, page: &Path) -> Value {
     b.goto(&format!("file://{}", page.display())).await.unwrap();
     b.execute_async(
         r#"const done = arguments[0];
@@ -586,7 +578,7 @@ async fn open_player(b: &vigie_e2e::browser::Browser, page: &Path) -> Value {
 }
 
 async fn player_in_chromium(dir: &Path, mp4_name: &str, work: &Path) {
-    use vigie_e2e::browser::Browser;
+    use vigie_testkit::browser::Browser;
     let b = Browser::start_with_args(&["--allow-file-access-from-files"])
         .await
         .unwrap();

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vigie_camsim::{Fixture, MountConfig, ServerHandle};
-use vigie_e2e::live::{LiveClient, LiveEvent, mdat_payload};
-use vigie_e2e::media::{ffmpeg_decodes, ffprobe};
-use vigie_e2e::{Vigie, VigieBuilder, fixtures_dir};
+use vigie_testkit::live::{LiveClient, LiveEvent, mdat_payload};
+use vigie_testkit::media::{ffmpeg_decodes, ffprobe};
+use vigie_testkit::{Vigie, VigieBuilder, fixtures_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const BASELINE: &str = "h264-baseline-640x360-25fps-gop50.h264";
@@ -17,7 +17,7 @@ const H265: &str = "h265-main-1280x720-25fps-gop50.h265";
 const T: Duration = Duration::from_secs(10);
 
 async fn camsim(mounts: Vec<MountConfig>) -> ServerHandle {
-    vigie_e2e::sim::start(mounts).await
+    vigie_testkit::sim::start(mounts).await
 }
 
 fn embedded(name: &str) -> Arc<Fixture> {
@@ -411,7 +411,7 @@ async fn chromium_plays_the_live_view_through_mse() {
         .start()
         .unwrap();
     wait_online(&v, "cam-a").await;
-    let browser = vigie_e2e::browser::Browser::start().await.unwrap();
+    let browser = vigie_testkit::browser::Browser::start().await.unwrap();
     browser
         .goto(&format!(
             "{}/live.html?camera=cam-a&stream=main",

@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use vigie_camsim::{Fixture, MountConfig, ServerHandle};
-use vigie_e2e::media::{ffmpeg_decodes, mp4_files};
-use vigie_e2e::tmpfs::{Tmpfs, fill, free_bytes};
-use vigie_e2e::{Vigie, VigieBuilder};
+use vigie_testkit::media::{ffmpeg_decodes, mp4_files};
+use vigie_testkit::tmpfs::{Tmpfs, fill, free_bytes};
+use vigie_testkit::{Vigie, VigieBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const COMMUNE: &str = "[[communes]]\nid = \"test\"\nname = \"Test\"\n";
 
 /// ~4 Mbit/s 1080p (500 kB/s): two cameras fill a 48 MiB disk in well under a minute.
 fn heavy_fixture() -> Arc<Fixture> {
-    let path = vigie_e2e::fixtures_dir().join("h264-4mbps-25fps.h264");
+    let path = vigie_testkit::fixtures_dir().join("h264-4mbps-25fps.h264");
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Fixture::from_annexb(
         "h264-4mbps-25fps.h264",
@@ -154,7 +154,7 @@ async fn fill_and_delete_cycles_keep_recording_and_a_restart_at_0_bytes_free_rec
     let data = fs.path().to_owned();
     std::fs::write(data.join("other-program.bin"), vec![7u8; 24 << 20]).unwrap();
     let f = heavy_fixture();
-    let sim: ServerHandle = vigie_e2e::sim::start(vec![
+    let sim: ServerHandle = vigie_testkit::sim::start(vec![
         MountConfig::new("a", f.clone()),
         MountConfig::new("b", f),
     ])
@@ -281,7 +281,7 @@ async fn an_index_out_of_space_stops_recording_loudly_then_recovers_without_a_re
     let Some(_index_fs) = Tmpfs::mount_at(&data.join("index"), 2) else {
         return;
     };
-    let sim = vigie_e2e::sim::start_baseline(&["a"]).await;
+    let sim = vigie_testkit::sim::start_baseline(&["a"]).await;
     let mut v = VigieBuilder::new(BIN)
         .data_dir(&data)
         .min_free_bytes("4MiB")
@@ -355,7 +355,7 @@ async fn a_journal_out_of_space_never_stops_recording_nor_serves_unjournaled_foo
     let Some(_journal_fs) = Tmpfs::mount_at(&data.join("journal"), 2) else {
         return;
     };
-    let sim = vigie_e2e::sim::start_baseline(&["a"]).await;
+    let sim = vigie_testkit::sim::start_baseline(&["a"]).await;
     let mut v = VigieBuilder::new(BIN)
         .data_dir(&data)
         .min_free_bytes("4MiB")
@@ -413,7 +413,7 @@ async fn an_export_that_cannot_be_written_fails_cleanly_and_recording_continues(
         return;
     };
     let f = heavy_fixture();
-    let sim = vigie_e2e::sim::start(vec![MountConfig::new("a", f)]).await;
+    let sim = vigie_testkit::sim::start(vec![MountConfig::new("a", f)]).await;
     let mut v = VigieBuilder::new(BIN)
         .data_dir(&data)
         .min_free_bytes("4MiB")

@@ -1,0 +1,30 @@
+//! Vigie's end-to-end tests: one test binary (one link step on a small machine, not one per
+//! area), one module per area. Every test starts the real `vigie` binary (`CARGO_BIN_EXE_vigie`)
+//! through [`vigie_testkit`] against camsim or GStreamer RTSP cameras, and validates what it
+//! writes and serves with independent tools (ffmpeg, ffprobe, openssl, headless Chromium).
+//!
+//! Run one area with `cargo nextest run -p vigie --all-features -E 'test(/^access::/)'`.
+//! Modules that need GStreamer exist only with feature `gst`.
+
+mod abuse_authz;
+mod abuse_journal;
+mod abuse_limits;
+mod access;
+mod disk_full;
+mod export;
+mod faults;
+#[cfg(feature = "gst")]
+mod interop_gst;
+mod lawful;
+mod live;
+mod openapi;
+mod playback;
+mod playback_common;
+#[cfg(feature = "gst")]
+mod playback_gst;
+mod record;
+mod rogue;
+mod soak;
+#[cfg(feature = "gst")]
+mod stills;
+mod ui;
