@@ -10,8 +10,7 @@
 //! Env: CAMSIM_STREAMS (default 200), CAMSIM_SECS (default 10), CAMSIM_THREADS (default 1),
 //! CAMSIM_FIXTURE (default h264-2mbps-25fps.h264).
 
-// The RTSP client of camsim's tests; this benchmark uses only part of it.
-#[allow(dead_code)]
+// The RTSP client of camsim's tests (which allows the parts this benchmark does not use).
 #[path = "../tests/common/mod.rs"]
 mod common;
 
