@@ -46,7 +46,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::boxes::{BoxWriter, write_dinf, write_mdhd_hdlr, write_mvhd, write_tkhd};
-use crate::write::{SampleInfo, TIMESCALE};
+use crate::write::SampleInfo;
 
 /// Bumped whenever the bytes produced for the same input change (part of HTTP ETags).
 /// 2: table runs are no longer merged across pieces.
