@@ -157,44 +157,6 @@ impl BoxWriter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nested_sizes_are_patched() {
-        let mut w = BoxWriter::new();
-        w.boxed(b"moov", |w| {
-            w.full_boxed(b"mvhd", 1, 0x20000, |w| {
-                w.u32(7);
-            });
-        });
-        let b = w.into_inner();
-        assert_eq!(b.len(), 8 + 16);
-        assert_eq!(&b[0..8], &[0, 0, 0, 24, b'm', b'o', b'o', b'v']);
-        assert_eq!(
-            &b[8..20],
-            &[0, 0, 0, 16, b'm', b'v', b'h', b'd', 1, 2, 0, 0]
-        );
-    }
-
-    #[test]
-    fn outside_bytes_count_in_enclosing_sizes() {
-        let mut w = BoxWriter::new();
-        w.boxed(b"moov", |w| {
-            w.boxed(b"stsz", |w| {
-                w.u32(1).outside(100);
-            });
-            w.u8(9);
-        });
-        assert_eq!(w.virtual_len(), 8 + 8 + 4 + 100 + 1);
-        let b = w.into_inner();
-        assert_eq!(b.len(), 8 + 8 + 4 + 1);
-        assert_eq!(u32::from_be_bytes(b[0..4].try_into().unwrap()), 121);
-        assert_eq!(u32::from_be_bytes(b[8..12].try_into().unwrap()), 112);
-    }
-}
-
 /// The 90 kHz timescale every Vigie track uses.
 const TIMESCALE: u32 = crate::write::TIMESCALE;
 
@@ -267,4 +229,42 @@ pub(crate) fn write_dinf(w: &mut BoxWriter) {
             w.u32(1).full_boxed(b"url ", 0, 1, |_| {});
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_sizes_are_patched() {
+        let mut w = BoxWriter::new();
+        w.boxed(b"moov", |w| {
+            w.full_boxed(b"mvhd", 1, 0x20000, |w| {
+                w.u32(7);
+            });
+        });
+        let b = w.into_inner();
+        assert_eq!(b.len(), 8 + 16);
+        assert_eq!(&b[0..8], &[0, 0, 0, 24, b'm', b'o', b'o', b'v']);
+        assert_eq!(
+            &b[8..20],
+            &[0, 0, 0, 16, b'm', b'v', b'h', b'd', 1, 2, 0, 0]
+        );
+    }
+
+    #[test]
+    fn outside_bytes_count_in_enclosing_sizes() {
+        let mut w = BoxWriter::new();
+        w.boxed(b"moov", |w| {
+            w.boxed(b"stsz", |w| {
+                w.u32(1).outside(100);
+            });
+            w.u8(9);
+        });
+        assert_eq!(w.virtual_len(), 8 + 8 + 4 + 100 + 1);
+        let b = w.into_inner();
+        assert_eq!(b.len(), 8 + 8 + 4 + 1);
+        assert_eq!(u32::from_be_bytes(b[0..4].try_into().unwrap()), 121);
+        assert_eq!(u32::from_be_bytes(b[8..12].try_into().unwrap()), 112);
+    }
 }
