@@ -13,7 +13,9 @@
 //!   channel, drained by an async task) over real segment files already in the page cache.
 //!
 //! Run: `cargo bench -p vigie-api --bench playback -- [--streams 50] [--days 30] [--dir D]
-//! [--iterations N] [--kbps K] [--no-throughput]`
+//! [--iterations N] [--kbps K] [--no-throughput] [--v1-tables]`
+//! (`--v1-tables`: sample tables in the journal form, as index entries written before index
+//! format 3 hold them, to compare the two forms in one binary)
 //! (see docs/BENCHMARKS.md).
 
 use std::io::Write;
@@ -34,6 +36,8 @@ struct Args {
     iterations: u32,
     /// `--no-throughput`: only TTFB (no segment files written).
     throughput: bool,
+    /// `--v1-tables`: journal-form (pre-format-3) sample tables.
+    v1_tables: bool,
 }
 
 fn args() -> Args {
@@ -44,6 +48,7 @@ fn args() -> Args {
         dir: None,
         iterations: 20,
         throughput: true,
+        v1_tables: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -55,6 +60,7 @@ fn args() -> Args {
             "--iterations" => a.iterations = v().parse().unwrap_or(a.iterations),
             "--dir" => a.dir = Some(v().into()),
             "--no-throughput" => a.throughput = false,
+            "--v1-tables" => a.v1_tables = true,
             _ => {} // `--bench` and friends from cargo
         }
     }
@@ -164,18 +170,25 @@ fn main() -> anyhow::Result<()> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let templates: Vec<SyntheticSegment> = (0..8).map(|_| segment(&mut rng, a.kbps)).collect();
     println!(
-        "generating {} streams × {} days = {} segments of 60 s ({} kbit/s, 25 fps) in {}",
+        "generating {} streams × {} days = {} segments of 60 s ({} kbit/s, 25 fps, {} sample tables) in {}",
         a.streams,
         a.days,
         i64::from(a.streams) * per_stream,
         a.kbps,
+        if a.v1_tables { "v1" } else { "packed" },
         dir.display()
     );
     let t = Instant::now();
     for s in 0..a.streams {
         let encs: Vec<_> = templates
             .iter()
-            .map(|tpl| store.encode_synthetic(&key(s), &params(), tpl))
+            .map(|tpl| {
+                if a.v1_tables {
+                    store.encode_synthetic_v1(&key(s), &params(), tpl)
+                } else {
+                    store.encode_synthetic(&key(s), &params(), tpl)
+                }
+            })
             .collect::<Result<_, _>>()?;
         let stagger = seg_90k * i64::from(s) / i64::from(a.streams);
         for k in 0..per_stream {

@@ -137,15 +137,28 @@ fn generate(data: &Path, size: &Size) -> Result<()> {
             .map(|tpl| store.encode_synthetic(&key(s), &params(), tpl))
             .collect::<Result<_, _>>()?;
         let stagger = seg_90k * s as i64 / size.streams as i64;
-        for k in 0..per_stream {
-            let start = Time90k(t0 + stagger + k * seg_90k);
-            let id = store.insert_synthetic(&encs[(k as usize * 7 + s) % encs.len()], start)?;
-            let info = store.segment(id)?.context("segment just inserted")?;
-            let dir = info.path.parent().context("segment dir")?.to_owned();
-            if made_dirs.insert(dir.clone()) {
-                std::fs::create_dir_all(&dir)?;
+        // One sled batch per 1,440 entries (a day of the stream): generation is dominated by
+        // sled's inserts otherwise.
+        let mut k = 0;
+        while k < per_stream {
+            let items: Vec<_> = (k..(k + 1440).min(per_stream))
+                .map(|k| {
+                    (
+                        &encs[(k as usize * 7 + s) % encs.len()],
+                        Time90k(t0 + stagger + k * seg_90k),
+                    )
+                })
+                .collect();
+            let ids = store.insert_synthetic_many(&items)?;
+            for (id, (enc, start)) in ids.into_iter().zip(&items) {
+                let (path, bytes) = store.synthetic_file(&key(s), enc, id, *start);
+                let dir = path.parent().context("segment dir")?.to_owned();
+                if made_dirs.insert(dir.clone()) {
+                    std::fs::create_dir_all(&dir)?;
+                }
+                std::fs::File::create(&path)?.set_len(bytes)?;
             }
-            std::fs::File::create(&info.path)?.set_len(info.bytes)?;
+            k += items.len() as i64;
         }
         if s % 10 == 9 {
             eprintln!(
@@ -176,8 +189,13 @@ fn entry_anatomy(index_dir: &Path) -> Result<String> {
     let e: vigie_store::index::SegmentEntry = postcard::from_bytes(&v)?;
     let (st, ft) = (e.sample_table.len(), e.fragment_table.len());
     Ok(format!(
-        "entry {} B = sample table {st} B + fragment table {ft} B + head {} B",
+        "entry {} B = sample table {st} B ({}) + fragment table {ft} B + head {} B",
         v.len(),
+        if vigie_store::sampletable::is_packed(&e.sample_table) {
+            "packed"
+        } else {
+            "journal form"
+        },
         v.len() - st - ft
     ))
 }

@@ -168,8 +168,8 @@ pub(crate) fn index_file(
         end_reason: Some(trailer.end_reason.clone()),
         counts: crate::sampletable::counts(&table, &frags),
         init_len: init.len as u32,
-        sample_table: table.buf,
-        fragment_table: frags.buf,
+        sample_table: table.packed_prefix(table.buf.len()),
+        fragment_table: frags.packed_prefix(frags.buf.len()),
     };
     index.put_segment(&entry)?;
     Ok(FileOutcome::Indexed {
