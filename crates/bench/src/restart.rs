@@ -51,6 +51,8 @@ pub struct Opts {
     pub verify_rate: u32,
     pub verify_wait_s: u64,
     pub vigie_label: String,
+    /// Journal-form tables (entries as written before index format 3).
+    pub v1_tables: bool,
 }
 
 /// Deterministic pseudo-random numbers (xorshift).
@@ -111,8 +113,12 @@ pub fn key(i: usize) -> StreamKey {
 }
 
 /// Generates the index and the sparse files in `data` (unless already there).
-fn generate(data: &Path, size: &Size) -> Result<()> {
-    let marker = data.join(".generated");
+fn generate(data: &Path, size: &Size, v1_tables: bool) -> Result<()> {
+    let marker = data.join(if v1_tables {
+        ".generated-v1"
+    } else {
+        ".generated"
+    });
     if marker.exists() {
         eprintln!("# reusing {}", data.display());
         return Ok(());
@@ -134,7 +140,13 @@ fn generate(data: &Path, size: &Size) -> Result<()> {
     for s in 0..size.streams {
         let encs: Vec<_> = templates
             .iter()
-            .map(|tpl| store.encode_synthetic(&key(s), &params(), tpl))
+            .map(|tpl| {
+                if v1_tables {
+                    store.encode_synthetic_v1(&key(s), &params(), tpl)
+                } else {
+                    store.encode_synthetic(&key(s), &params(), tpl)
+                }
+            })
             .collect::<Result<_, _>>()?;
         let stagger = seg_90k * s as i64 / size.streams as i64;
         // One sled batch per 1,440 entries (a day of the stream): generation is dominated by
@@ -302,7 +314,7 @@ pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<Re
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data");
     if size.days > 0 {
-        generate(&data, size)?;
+        generate(&data, size, opts.v1_tables)?;
     } else {
         let _ = std::fs::remove_dir_all(&data);
     }
