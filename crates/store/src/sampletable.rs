@@ -363,8 +363,8 @@ fn unpack_into(buf: &[u8], out: &mut Vec<SampleInfo>) -> Option<()> {
         }
         _ => return None,
     }
-    let keys = get_varint(buf, &mut pos)?;
-    if keys > n as u64 {
+    let keys = usize::try_from(get_varint(buf, &mut pos)?).ok()?;
+    if keys > n {
         return None;
     }
     let mut next = 0usize;
@@ -373,33 +373,43 @@ fn unpack_into(buf: &[u8], out: &mut Vec<SampleInfo>) -> Option<()> {
         out.get_mut(i)?.is_key = true;
         next = i + 1;
     }
+    let mut key_sizes = Vec::with_capacity(keys);
     let mut prev_b = 0i64;
-    let mut key_iter = out.iter_mut().filter(|s| s.is_key);
     for _ in 0..keys {
         let b = prev_b.checked_add(unzigzag(get_varint(buf, &mut pos)?))?;
-        key_iter.next()?.bytes = u32::try_from(b).ok()?;
+        key_sizes.push(u32::try_from(b).ok()?);
         prev_b = b;
     }
-    let mut others = out.iter_mut().filter(|s| !s.is_key).peekable();
-    while others.peek().is_some() {
-        let min = u32::try_from(get_varint(buf, &mut pos)?).ok()?;
-        let w = u32::from(*buf.get(pos)?);
+    // The other sizes, block by block: one bounds check per block, then each value read as a
+    // little-endian u64 window from a padded copy of the block's bytes (no per-bit loop).
+    let others = n - keys;
+    let mut other_sizes = Vec::with_capacity(others);
+    let mut window = [0u8; BLOCK * 4 + 8];
+    while other_sizes.len() < others {
+        let count = (others - other_sizes.len()).min(BLOCK);
+        let min = u64::from(u32::try_from(get_varint(buf, &mut pos)?).ok()?);
+        let w = usize::from(*buf.get(pos)?);
         pos += 1;
         if w > 32 {
             return None;
         }
-        let mask = if w == 32 { u64::from(u32::MAX) } else { (1u64 << w) - 1 };
-        let (mut acc, mut bits) = (0u64, 0u32);
-        for s in others.by_ref().take(BLOCK) {
-            while bits < w {
-                acc |= u64::from(*buf.get(pos)?) << bits;
-                pos += 1;
-                bits += 8;
-            }
-            s.bytes = min.checked_add(u32::try_from(acc & mask).ok()?)?;
-            acc >>= w;
-            bits -= w;
+        let len = (w * count).div_ceil(8);
+        let bytes = buf.get(pos..pos.checked_add(len)?)?;
+        pos += len;
+        window[..len].copy_from_slice(bytes);
+        window[len..len + 8].fill(0);
+        let mask = (1u64 << w) - 1;
+        for j in 0..count {
+            let bit = j * w;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&window[bit / 8..bit / 8 + 8]);
+            let v = min + ((u64::from_le_bytes(word) >> (bit % 8)) & mask);
+            other_sizes.push(u32::try_from(v).ok()?);
         }
+    }
+    let (mut k, mut o) = (key_sizes.into_iter(), other_sizes.into_iter());
+    for s in out.iter_mut() {
+        s.bytes = if s.is_key { k.next()? } else { o.next()? };
     }
     // Trailing bytes: malformed (keeps one encoding per table).
     (pos == buf.len()).then_some(())
