@@ -420,10 +420,11 @@ impl Index {
         start: Time90k,
         end: Time90k,
     ) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
-        self.segments_overlapping_heads(stream_id, start, end)
-            .map(|r| -> Result<SegmentEntry, StoreError> {
+        self.segments_overlapping_heads(stream_id, start, end).map(
+            |r| -> Result<SegmentEntry, StoreError> {
                 Ok(postcard::from_bytes::<SegmentEntry>(&r?.1)?)
-            })
+            },
+        )
     }
 
     /// [`Index::segments_overlapping`] decoding only each entry's [`EntryHead`]; the encoded
@@ -440,11 +441,13 @@ impl Index {
         let hi = seg_key(stream_id, end.0, 0);
         self.segments
             .range(lo..hi)
-            .map(move |kv| -> Result<Option<(EntryHead, sled::IVec)>, StoreError> {
-                let (_, v) = kv?;
-                let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
-                Ok(h.overlaps(start).then_some((h, v)))
-            })
+            .map(
+                move |kv| -> Result<Option<(EntryHead, sled::IVec)>, StoreError> {
+                    let (_, v) = kv?;
+                    let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
+                    Ok(h.overlaps(start).then_some((h, v)))
+                },
+            )
             .filter_map(Result::transpose)
     }
 

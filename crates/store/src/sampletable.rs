@@ -526,7 +526,11 @@ pub fn decode_fragments(
     let mut repeat = (0u64, 0u64, 0u32, 0u32); // (left, gap, header_len, samples)
     while repeat.0 > 0 || pos < buf.len() {
         if repeat.0 == 0 {
-            let count = if packed { get_varint(buf, &mut pos)? } else { 1 };
+            let count = if packed {
+                get_varint(buf, &mut pos)?
+            } else {
+                1
+            };
             let gap = get_varint(buf, &mut pos)?;
             let header_len = u32::try_from(get_varint(buf, &mut pos)?).ok()?;
             let n = u32::try_from(get_varint(buf, &mut pos)?).ok()?;
@@ -645,7 +649,12 @@ mod tests {
         assert!(is_packed(&packed) && !is_packed(&v1));
         assert_eq!(decode_samples(&packed).unwrap(), samples);
         assert_eq!(decode_samples(&v1).unwrap(), samples);
-        assert!(packed.len() * 10 < v1.len() * 7, "{} vs {}", packed.len(), v1.len());
+        assert!(
+            packed.len() * 10 < v1.len() * 7,
+            "{} vs {}",
+            packed.len(),
+            v1.len()
+        );
         // A constant frame rate costs nothing per frame for durations.
         let steady: Vec<SampleInfo> = samples
             .iter()
@@ -656,7 +665,12 @@ mod tests {
             .collect();
         let p = encode_samples(&steady);
         assert_eq!(decode_samples(&p).unwrap(), steady);
-        assert!(p.len() + 250 < packed.len(), "{} vs {}", p.len(), packed.len());
+        assert!(
+            p.len() + 250 < packed.len(),
+            "{} vs {}",
+            p.len(),
+            packed.len()
+        );
     }
 
     #[test]
@@ -670,10 +684,18 @@ mod tests {
             vec![],
             vec![s(0, 0, false)],
             vec![s(3600, 40_000, true)],
-            vec![s(u32::MAX, u32::MAX, false), s(0, 0, false), s(1, u32::MAX, true)],
-            (0..100).map(|i| s(3000 + i * 7, 5_000 + i, false)).collect(), // variable rate
+            vec![
+                s(u32::MAX, u32::MAX, false),
+                s(0, 0, false),
+                s(1, u32::MAX, true),
+            ],
+            (0..100)
+                .map(|i| s(3000 + i * 7, 5_000 + i, false))
+                .collect(), // variable rate
             (0..100).map(|i| s(3600, 9_000, i % 3 == 0)).collect(),
-            (0..65).map(|i| s(3600, if i == 64 { u32::MAX } else { 0 }, false)).collect(),
+            (0..65)
+                .map(|i| s(3600, if i == 64 { u32::MAX } else { 0 }, false))
+                .collect(),
             (0..40).map(|i| s(i, i * 1000, true)).collect(),
         ];
         for v in shapes {
@@ -752,11 +774,18 @@ mod tests {
             };
             f.push(end, &loc);
             locs.push(loc);
-            end = loc.offset + u64::from(loc.header_len) + group.iter().map(|s| u64::from(s.bytes)).sum::<u64>();
+            end = loc.offset
+                + u64::from(loc.header_len)
+                + group.iter().map(|s| u64::from(s.bytes)).sum::<u64>();
         }
         let packed = f.packed_prefix(f.buf.len());
         assert!(packed.starts_with(&PACKED_MAGIC));
-        assert!(packed.len() * 4 < f.buf.len(), "{} vs {}", packed.len(), f.buf.len());
+        assert!(
+            packed.len() * 4 < f.buf.len(),
+            "{} vs {}",
+            packed.len(),
+            f.buf.len()
+        );
         assert_eq!(decode_fragments(&packed, 900, &samples).unwrap(), locs);
         assert_eq!(decode_fragments(&f.buf, 900, &samples).unwrap(), locs);
         // Malformed: a zero count, several empty fragments in one run, trailing bytes.

@@ -101,7 +101,10 @@ async fn a_format_2_index_opens_and_its_old_entries_read_beside_new_ones() {
     }
     // Marked format 3; old entries untouched (no migration), new ones packed and smaller.
     let ix = Index::open(&dir.path().join("index")).unwrap();
-    assert_eq!(ix.meta.get("format").unwrap().unwrap().as_ref(), 3u32.to_be_bytes());
+    assert_eq!(
+        ix.meta.get("format").unwrap().unwrap().as_ref(),
+        3u32.to_be_bytes()
+    );
     for (o, n) in old_ids.iter().zip(&new_ids) {
         let (old, new) = (sample_table(&ix, *o), sample_table(&ix, *n));
         assert!(!is_packed(&old) && is_packed(&new));
