@@ -17,7 +17,11 @@ fn seg(seed: u32) -> SyntheticSegment {
         wall_duration_90k: None,
         samples: (0..1500u32)
             .map(|i| SampleInfo {
-                duration_90k: if (i * 7 + seed) % 10 == 0 { 3601 } else { 3600 },
+                duration_90k: if (i * 7 + seed).is_multiple_of(10) {
+                    3601
+                } else {
+                    3600
+                },
                 bytes: if i % 50 == 0 {
                     40_000 + i
                 } else {
