@@ -146,7 +146,7 @@ impl SampleTableEncoder {
     /// index entry. A prefix that does not decode (it cannot: the encoder wrote it) is kept in
     /// the journal form, which readers also accept.
     pub fn packed_prefix(&self, len: usize) -> Vec<u8> {
-        let journal = self.buf.get(..len).unwrap_or(&self.buf);
+        let journal = self.buf.get(..len).unwrap_or_default();
         let mut samples = Vec::with_capacity(journal.len() / 2);
         if decode_v1_into(journal, &mut samples).is_some() {
             pack(&samples)
@@ -470,7 +470,7 @@ impl FragmentTableEncoder {
     /// The packed form of the first `len` bytes of the journal (see [`pack_fragments`]); kept
     /// as it is if it does not parse (it cannot: the encoder wrote it).
     pub fn packed_prefix(&self, len: usize) -> Vec<u8> {
-        let journal = self.buf.get(..len).unwrap_or(&self.buf);
+        let journal = self.buf.get(..len).unwrap_or_default();
         pack_fragments(journal).unwrap_or_else(|| journal.to_vec())
     }
 }
