@@ -7,30 +7,27 @@
 //! state it serves from is [`AppState`], built by the binary.
 
 pub mod access;
-#[cfg(feature = "gst")]
-pub mod burnin;
 pub mod csvsafe;
 pub mod error;
-pub mod exports;
-#[cfg(feature = "gst")]
-pub mod gst_elements;
 pub mod journal;
 pub mod limits;
-pub mod live;
 mod params;
-pub mod playback;
-pub mod quality;
 mod routes;
 pub mod server;
+
+/// The GStreamer elements stills and burned-in copies need (moved to `vigie-decode`).
 #[cfg(feature = "gst")]
-pub mod still;
+pub use vigie_decode::gst_elements;
 
 use std::sync::Arc;
 
 use axum::Router;
 use vigie_core::config::Config;
 use vigie_core::{Clock, StreamKey};
+use vigie_export::jobs::{Exports, JobContext};
 use vigie_ingest::StatusCell;
+use vigie_live::LiveHub;
+use vigie_quality::ComplianceCell;
 use vigie_store::Store;
 
 pub use error::ApiError;
@@ -40,10 +37,10 @@ pub use error::ApiError;
 pub struct StreamEntry {
     pub key: StreamKey,
     pub status: Arc<StatusCell>,
-    /// Live view: fed by ingest through a [`live::TeeSink`], read by WebSocket viewers.
-    pub live: Arc<live::LiveHub>,
-    /// Quality-floor compliance, updated by the binary's quality monitor.
-    pub compliance: Arc<quality::ComplianceCell>,
+    /// Live view: fed by ingest through a [`vigie_live::TeeSink`], read by WebSocket viewers.
+    pub live: Arc<LiveHub>,
+    /// Quality-floor compliance, updated by [`vigie_quality::monitor`].
+    pub compliance: Arc<ComplianceCell>,
 }
 
 /// Everything the handlers read. Cheap to clone (shared behind `Arc`).
@@ -60,12 +57,22 @@ pub struct AppState {
     /// [`access::enforce`].
     pub auth: vigie_auth::AuthStore,
     /// Evidence export jobs and the installation signing key.
-    pub exports: exports::Exports,
+    pub exports: Exports,
     /// Process-wide bounds (login hashing gate).
     pub limits: Arc<limits::Limits>,
 }
 
 impl AppState {
+    /// What the export jobs started by the handlers run with.
+    pub fn job_context(&self) -> JobContext {
+        JobContext {
+            config: self.config.clone(),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            journal: self.journal.clone(),
+        }
+    }
+
     pub(crate) fn stream(&self, camera: &str, stream: &str) -> Result<&StreamEntry, ApiError> {
         if self.config.camera(camera).is_none() {
             return Err(ApiError::NotFound(format!("no camera {camera:?}")));

@@ -6,7 +6,6 @@
 mod audit;
 mod demo;
 mod export;
-mod quality;
 mod run;
 mod users;
 

@@ -67,7 +67,7 @@ pub async fn run(
     let auth = crate::users::open_auth(&config, clock.clone())?;
     crate::users::startup_hint(&auth);
     // Evidence exports: installation signing key (created at the first start) and jobs.
-    let exports = vigie_api::exports::Exports::open(&config.storage.data_dir, &journal, &*clock)
+    let exports = vigie_export::jobs::Exports::open(&config.storage.data_dir, &journal, &*clock)
         .context("opening the evidence exports (signing key, jobs)")?;
     let today = clock
         .now()
@@ -96,8 +96,8 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         let writer = store.start_writer(key.clone(), (i as u32, n))?;
         // Every event goes to the writer and to the stream's live hub (frames shared, not copied).
-        let live = vigie_api::live::LiveHub::new(key.clone());
-        let sink: Arc<dyn FrameSink> = Arc::new(vigie_api::live::TeeSink {
+        let live = vigie_live::LiveHub::new(key.clone());
+        let sink: Arc<dyn FrameSink> = Arc::new(vigie_live::TeeSink {
             first: Arc::new(writer),
             second: live.clone(),
         });
@@ -108,13 +108,23 @@ pub async fn run(
             key,
             status: handle.status.clone(),
             live,
-            compliance: Arc::new(vigie_api::quality::ComplianceCell::new(cam.class.floor())),
+            compliance: Arc::new(vigie_quality::ComplianceCell::new(vigie_quality::floor(
+                cam.class,
+            ))),
         });
         handles.push(handle);
     }
 
-    let quality_task = tokio::spawn(crate::quality::monitor(
-        entries.clone(),
+    let watched = entries
+        .iter()
+        .map(|e| vigie_quality::Watched {
+            key: e.key.clone(),
+            status: e.status.clone(),
+            compliance: e.compliance.clone(),
+        })
+        .collect();
+    let quality_task = tokio::spawn(vigie_quality::monitor(
+        watched,
         clock.clone(),
         journal.clone(),
         shutdown.clone(),
@@ -123,6 +133,7 @@ pub async fn run(
         config.clone(),
         store.clone(),
         journal.clone(),
+        clock.clone(),
         shutdown.clone(),
     ));
 
@@ -141,8 +152,9 @@ pub async fn run(
     // manager, a test) must be a clean stop, not the default kill.
     let signals = install_signal_handlers();
     // Export packages past their lifetime or whose hold was released are deleted (journaled).
-    let janitor_task = tokio::spawn(vigie_api::exports::janitor(
-        state.clone(),
+    let janitor_task = tokio::spawn(vigie_export::jobs::janitor(
+        state.exports.clone(),
+        state.job_context(),
         shutdown.clone().cancelled_owned(),
     ));
     let mut serve_limits = vigie_api::server::ServeLimits::from_config(&config.server);
@@ -268,6 +280,7 @@ async fn retention_loop(
     config: Arc<Config>,
     store: vigie_store::Store,
     journal: vigie_audit::Journal,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
     let per_stream_days: HashMap<_, _> = config
@@ -342,7 +355,7 @@ async fn retention_loop(
                     continue;
                 }
                 // The access journal keeps its own, longer retention (3 years by default).
-                let cutoff = vigie_core::Clock::now(&vigie_core::SystemClock)
+                let cutoff = clock.now()
                     - vigie_core::Duration90k::from_secs(
                         i64::from(config.retention.journal_days) * 86_400,
                     );

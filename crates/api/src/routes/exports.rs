@@ -6,9 +6,9 @@
 //! end not after start, a range in the future or longer than 24 h; 404 unknown camera or stream,
 //! or no recording in the range; 403 out of scope; 409 a codec change inside the range), then
 //! places a legal hold on the range (journaled `HoldPlace`) and starts the background job
-//! ([`crate::exports`]), answering 202 with the job. Downloads are journaled (`ExportDownload`).
+//! ([`vigie_export::jobs`]), answering 202 with the job. Downloads are journaled (`ExportDownload`).
 //!
-//! Limits ([`crate::exports::Exports::admit`], before the hold): an identical request (same
+//! Limits ([`vigie_export::jobs::Exports::admit`], before the hold): an identical request (same
 //! user, range, procedure, reason, requester and options) while its job is queued or running
 //! answers 200 with that job (`"deduplicated": true`); too many jobs for the user or in total →
 //! 429 with `Retry-After`; over the export quota or the free-space floor → 507. A deleted
@@ -27,7 +27,9 @@ use vigie_core::Time90k;
 use vigie_store::{GapPolicy, NewHold, PlaybackError};
 
 use crate::access::Principal;
-use crate::exports::{self, Admit, AdmitRequest, ExportLimits, JobRecord, MAX_EXPORT_SECS, Status};
+use vigie_export::jobs::{
+    self as exports, Admit, AdmitRequest, ExportLimits, JobRecord, MAX_EXPORT_SECS, Status,
+};
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Deserialize)]
@@ -236,7 +238,7 @@ pub async fn create(
         }
         Err(e) => {
             tracing::warn!(camera = %key.camera, stream = %key.stream, user = %who.user, error = %e, "export refused");
-            return Err(e);
+            return Err(e.into());
         }
     };
 
@@ -299,7 +301,7 @@ pub async fn create(
         },
     )?;
     let body = job.to_json();
-    exports::spawn(state.clone(), job);
+    state.exports.spawn(&state.job_context(), job);
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 

@@ -1,6 +1,6 @@
 //! `GET /api/v1/cameras/{cam}/streams/{stream}/snapshot.jpg?at=T`: the picture shown at `T`
 //! (RFC 3339; default: the latest) as a JPEG. Decoding needs the `gst` cargo feature; without it
-//! the route answers 501 naming the feature. See [`crate::still`].
+//! the route answers 501 naming the feature. See `vigie_decode::still`.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -54,11 +54,12 @@ async fn render(
     use axum::response::IntoResponse;
     use tracing::Instrument;
 
-    let jpeg = crate::still::snapshot(
+    let jpeg = vigie_decode::still::snapshot(
         state.store.clone(),
         entry.live.clone(),
         entry.key.clone(),
         at,
+        state.clock.clone(),
     )
     .instrument(span)
     .await?;

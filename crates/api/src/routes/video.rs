@@ -18,7 +18,7 @@ use serde::Deserialize;
 use vigie_core::{Duration90k, Time90k};
 use vigie_store::GapPolicy;
 
-use crate::playback::{PlaybackRequest, Prepared, prepare, read_blocking};
+use vigie_footage::{PlaybackRequest, Prepared, prepare, read_blocking};
 use crate::{ApiError, AppState};
 
 /// Longest range one request may ask for.

@@ -21,11 +21,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::Semaphore;
-use vigie_core::{Codec, StreamKey, Time90k, VideoParams};
+use vigie_core::{Clock, Codec, StreamKey, Time90k, VideoParams};
+use vigie_live::LiveHub;
 use vigie_store::Store;
-
-use crate::ApiError;
-use crate::live::LiveHub;
 
 /// Decodes running at once (each takes a core for up to a GOP of frames).
 pub const MAX_CONCURRENT_DECODES: usize = 2;
@@ -54,16 +52,9 @@ pub enum StillError {
     Store(#[from] vigie_store::StoreError),
     #[error("stored codec parameters are unusable: {0}")]
     Params(String),
-}
-
-impl From<StillError> for ApiError {
-    fn from(e: StillError) -> Self {
-        match e {
-            StillError::NoRecording(m) => ApiError::NotFound(m),
-            StillError::Store(e) => ApiError::Store(e),
-            other => ApiError::Unavailable(format!("cannot make the still: {other}")),
-        }
-    }
+    /// The decode could not run (its task failed, or the decoder slots are closed).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What to decode: frames from a key frame to the wanted one (the last).
@@ -74,13 +65,14 @@ pub struct DecodeJob {
     pub frames: Vec<(Bytes, bool, u32)>,
 }
 
-/// The JPEG of the picture shown at `at` (or the latest one).
+/// The JPEG of the picture shown at `at` (or the latest one; "latest" is judged by `clock`).
 pub async fn snapshot(
     store: Store,
     hub: Arc<LiveHub>,
     key: StreamKey,
     at: Option<Time90k>,
-) -> Result<Vec<u8>, ApiError> {
+    clock: Arc<dyn Clock>,
+) -> Result<Vec<u8>, StillError> {
     let job = match at {
         None => {
             let gop = hub.latest_gop(LATEST_KEY_WAIT).await;
@@ -96,40 +88,42 @@ pub async fn snapshot(
                 None => {
                     let store = store.clone();
                     let key = key.clone();
-                    blocking(move || job_from_store(&store, &key, None)).await??
+                    let now = clock.now();
+                    blocking(move || job_from_store(&store, &key, None, now)).await??
                 }
             }
         }
         Some(at) => {
             let (store2, key2) = (store.clone(), key.clone());
-            match blocking(move || job_from_store(&store2, &key2, Some(at))).await? {
+            let now = clock.now();
+            match blocking(move || job_from_store(&store2, &key2, Some(at), now)).await? {
                 Ok(job) => job,
                 // Not indexed yet (up to `recording.index_interval_ms` + ~2 s behind live): the
                 // live GOP may cover it if the stream is being watched.
                 Err(StillError::NoRecording(m)) => {
                     job_from_gop(&hub, at).ok_or(StillError::NoRecording(m))?
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
     };
     if job.frames.first().is_none_or(|f| !f.1) {
-        return Err(StillError::NoRecording("no key frame to decode from".into()).into());
+        return Err(StillError::NoRecording("no key frame to decode from".into()));
     }
     let _permit = DECODES
         .acquire()
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| StillError::Unavailable(e.to_string()))?;
     tracing::debug!(frames = job.frames.len(), "decoding a still");
-    Ok(blocking(move || decode_to_jpeg(&job)).await??)
+    blocking(move || decode_to_jpeg(&job)).await?
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, StillError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("still task failed: {e}")))
+        .map_err(|e| StillError::Unavailable(format!("still task failed: {e}")))
 }
 
 /// Frames of the live GOP up to the one shown at `at`.
@@ -152,17 +146,18 @@ fn job_from_gop(hub: &LiveHub, at: Time90k) -> Option<DecodeJob> {
     })
 }
 
-/// Frames from the store: the key frame before `at` (or the latest frame) up to it.
+/// Frames from the store: the key frame before `at` (or the latest frame, looked for in the
+/// month before `now`, the injected clock's time) up to it.
 /// (Also used for the derived stills of evidence exports.)
 pub fn job_from_store(
     store: &Store,
     key: &StreamKey,
     at: Option<Time90k>,
+    now: Time90k,
 ) -> Result<DecodeJob, StillError> {
     let (t0, t1) = match at {
         Some(at) => (at, Time90k(at.0.saturating_add(1))),
         None => {
-            let now = Time90k::from_timestamp(jiff::Timestamp::now());
             (
                 Time90k(now.0 - LATEST_LOOKBACK_90K),
                 Time90k(now.0 + 3_600 * 90_000),
