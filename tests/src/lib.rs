@@ -13,8 +13,8 @@ pub mod media;
 pub mod playback;
 pub mod process;
 pub mod sim;
-pub mod tmpfs;
 pub mod soak;
+pub mod tmpfs;
 
 pub use process::{Vigie, VigieBuilder};
 

@@ -205,15 +205,15 @@ impl From<vigie_footage::FootageError> for ApiError {
     }
 }
 
-/// Still errors: 404 nothing recorded, 503 anything else (with why).
-#[cfg(feature = "gst")]
-impl From<vigie_decode::still::StillError> for ApiError {
-    fn from(e: vigie_decode::still::StillError) -> Self {
-        use vigie_decode::still::StillError as S;
+/// Still errors: 404 nothing recorded, 501 not built, 503 anything else (with why).
+impl From<vigie_decode::StillError> for ApiError {
+    fn from(e: vigie_decode::StillError) -> Self {
+        use vigie_decode::StillError as S;
         match e {
             S::NoRecording(m) => ApiError::NotFound(m),
             S::Store(e) => ApiError::Store(e),
             S::Unavailable(m) => ApiError::Unavailable(m),
+            S::NotBuilt => ApiError::NotImplemented(S::NotBuilt.to_string()),
             other => ApiError::Unavailable(format!("cannot make the still: {other}")),
         }
     }

@@ -3,8 +3,11 @@
 //! Owns: routing, request parsing (times, ids), the JSON shapes of responses, and the mapping of
 //! every error to an HTTP status ([`error`], the one place where that happens).
 //!
-//! Does not own: recording (store), camera sessions (ingest) or process wiring (the binary). The
-//! state it serves from is [`AppState`], built by the binary.
+//! Does not own: recording (store), camera sessions (ingest), process wiring (the binary), nor
+//! any feature behind the routes. Footage, live frames, stills and export jobs are reached
+//! through the service traits of `vigie-service` held by [`AppState`] (built by the binary);
+//! the store is used directly only for node-local administration (legal holds, storage
+//! health and statistics).
 
 pub mod access;
 pub mod csvsafe;
@@ -24,10 +27,9 @@ use std::sync::Arc;
 use axum::Router;
 use vigie_core::config::Config;
 use vigie_core::{Clock, StreamKey};
-use vigie_export::jobs::{Exports, JobContext};
 use vigie_ingest::StatusCell;
-use vigie_live::LiveHub;
 use vigie_quality::ComplianceCell;
+use vigie_service::{ExportJobs, Footage, LiveSource, Stills};
 use vigie_store::Store;
 
 pub use error::ApiError;
@@ -37,8 +39,6 @@ pub use error::ApiError;
 pub struct StreamEntry {
     pub key: StreamKey,
     pub status: Arc<StatusCell>,
-    /// Live view: fed by ingest through a [`vigie_live::TeeSink`], read by WebSocket viewers.
-    pub live: Arc<LiveHub>,
     /// Quality-floor compliance, updated by [`vigie_quality::monitor`].
     pub compliance: Arc<ComplianceCell>,
 }
@@ -47,7 +47,14 @@ pub struct StreamEntry {
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// Node-local storage administration: legal holds, storage health and statistics.
     pub store: Store,
+    /// Recorded footage (recordings listing, video.mp4, export checks).
+    pub footage: Arc<dyn Footage>,
+    /// Live frames (the live view, the latest still).
+    pub live: Arc<dyn LiveSource>,
+    /// JPEG stills (snapshot.jpg).
+    pub stills: Arc<dyn Stills>,
     pub streams: Arc<Vec<StreamEntry>>,
     pub clock: Arc<dyn Clock>,
     /// The access journal: every access to footage and every change goes through
@@ -57,22 +64,12 @@ pub struct AppState {
     /// [`access::enforce`].
     pub auth: vigie_auth::AuthStore,
     /// Evidence export jobs and the installation signing key.
-    pub exports: Exports,
+    pub exports: Arc<dyn ExportJobs>,
     /// Process-wide bounds (login hashing gate).
     pub limits: Arc<limits::Limits>,
 }
 
 impl AppState {
-    /// What the export jobs started by the handlers run with.
-    pub fn job_context(&self) -> JobContext {
-        JobContext {
-            config: self.config.clone(),
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            journal: self.journal.clone(),
-        }
-    }
-
     pub(crate) fn stream(&self, camera: &str, stream: &str) -> Result<&StreamEntry, ApiError> {
         if self.config.camera(camera).is_none() {
             return Err(ApiError::NotFound(format!("no camera {camera:?}")));

@@ -7,8 +7,8 @@
 //! ([`gst_elements`], checked at start).
 //!
 //! Does not own: where frames come from (the store, the live hub) or what the results are for
-//! (HTTP answers, export packages). Without the `gst` feature the modules are absent and
-//! [`AVAILABLE`] is `false`; callers answer "not built" themselves.
+//! (HTTP answers, export packages). Without the `gst` feature the modules are absent,
+//! [`AVAILABLE`] is `false` and callers answer "not built" ([`StillError::NotBuilt`]).
 
 #[cfg(feature = "gst")]
 pub mod burnin;
@@ -19,3 +19,27 @@ pub mod still;
 
 /// Whether this build can decode (the `gst` cargo feature).
 pub const AVAILABLE: bool = cfg!(feature = "gst");
+
+/// Why a still (or a burned-in copy) could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum StillError {
+    #[error("{0}")]
+    NoRecording(String),
+    #[error("GStreamer: {0}")]
+    Gst(String),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] vigie_store::StoreError),
+    #[error("stored codec parameters are unusable: {0}")]
+    Params(String),
+    /// The decode could not run (its task failed, or the decoder slots are closed).
+    #[error("{0}")]
+    Unavailable(String),
+    /// This build has no decoder (built without the `gst` cargo feature).
+    #[error("decoding needs the `gst` cargo feature (GStreamer)")]
+    NotBuilt,
+}

@@ -37,25 +37,7 @@ const LATEST_LOOKBACK_90K: i64 = 31 * 86_400 * 90_000;
 
 static DECODES: Semaphore = Semaphore::const_new(MAX_CONCURRENT_DECODES);
 
-#[derive(Debug, thiserror::Error)]
-pub enum StillError {
-    #[error("{0}")]
-    NoRecording(String),
-    #[error("GStreamer: {0}")]
-    Gst(String),
-    #[error("reading {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Store(#[from] vigie_store::StoreError),
-    #[error("stored codec parameters are unusable: {0}")]
-    Params(String),
-    /// The decode could not run (its task failed, or the decoder slots are closed).
-    #[error("{0}")]
-    Unavailable(String),
-}
+pub use crate::StillError;
 
 /// What to decode: frames from a key frame to the wanted one (the last).
 #[derive(Clone, Debug)]
@@ -108,7 +90,9 @@ pub async fn snapshot(
         }
     };
     if job.frames.first().is_none_or(|f| !f.1) {
-        return Err(StillError::NoRecording("no key frame to decode from".into()));
+        return Err(StillError::NoRecording(
+            "no key frame to decode from".into(),
+        ));
     }
     let _permit = DECODES
         .acquire()
@@ -157,12 +141,10 @@ pub fn job_from_store(
 ) -> Result<DecodeJob, StillError> {
     let (t0, t1) = match at {
         Some(at) => (at, Time90k(at.0.saturating_add(1))),
-        None => {
-            (
-                Time90k(now.0 - LATEST_LOOKBACK_90K),
-                Time90k(now.0 + 3_600 * 90_000),
-            )
-        }
+        None => (
+            Time90k(now.0 - LATEST_LOOKBACK_90K),
+            Time90k(now.0 + 3_600 * 90_000),
+        ),
     };
     let segments = store.segments(key, t0, t1)?;
     let seg = match at {

@@ -31,9 +31,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use vigie_audit::{Action, NewEntry};
+use vigie_core::Clock;
 use vigie_core::config::Config;
 use vigie_core::{StreamKey, Time90k};
-use vigie_core::Clock;
 use vigie_store::{GapPolicy, Span, Store};
 
 use crate::manifest as mf;
@@ -591,70 +591,70 @@ fn create_entry(r: &JobRecord) -> NewEntry {
 }
 
 impl Exports {
-/// Runs a job to its end in the background and journals the outcome. The job waits for one of
-/// the `exports.max_running` worker slots, then runs on a thread of its own (never on tokio's
-/// blocking pool, which the journal and retention need).
-pub fn spawn(&self, ctx: &JobContext, job: Arc<Job>) {
-    let slots = self
-        .inner
-        .workers
-        .get_or_init(|| {
-            Arc::new(tokio::sync::Semaphore::new(
-                ctx.config.exports.max_running.max(1) as usize,
-            ))
-        })
-        .clone();
-    let (exports, ctx) = (self.clone(), ctx.clone());
-    tokio::spawn(async move {
-        let result = match slots.acquire_owned().await {
-            Err(e) => Err(format!("the export workers are closed: {e}")),
-            Ok(slot) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let (ex, cx, j) = (exports.clone(), ctx.clone(), job.clone());
-                let started = std::thread::Builder::new()
-                    .name("vigie-export".into())
-                    .spawn(move || {
-                        let r = ex.run(&cx, &j);
-                        drop(slot);
-                        let _ = tx.send(r);
-                    });
-                match started {
-                    Err(e) => Err(format!("cannot start the export worker thread: {e}")),
-                    Ok(_) => rx
-                        .await
-                        .unwrap_or_else(|_| Err("the export worker stopped unexpectedly".into())),
+    /// Runs a job to its end in the background and journals the outcome. The job waits for one of
+    /// the `exports.max_running` worker slots, then runs on a thread of its own (never on tokio's
+    /// blocking pool, which the journal and retention need).
+    pub fn spawn(&self, ctx: &JobContext, job: Arc<Job>) {
+        let slots = self
+            .inner
+            .workers
+            .get_or_init(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    ctx.config.exports.max_running.max(1) as usize,
+                ))
+            })
+            .clone();
+        let (exports, ctx) = (self.clone(), ctx.clone());
+        tokio::spawn(async move {
+            let result = match slots.acquire_owned().await {
+                Err(e) => Err(format!("the export workers are closed: {e}")),
+                Ok(slot) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let (ex, cx, j) = (exports.clone(), ctx.clone(), job.clone());
+                    let started = std::thread::Builder::new()
+                        .name("vigie-export".into())
+                        .spawn(move || {
+                            let r = ex.run(&cx, &j);
+                            drop(slot);
+                            let _ = tx.send(r);
+                        });
+                    match started {
+                        Err(e) => Err(format!("cannot start the export worker thread: {e}")),
+                        Ok(_) => rx.await.unwrap_or_else(|_| {
+                            Err("the export worker stopped unexpectedly".into())
+                        }),
+                    }
                 }
+            };
+            let now = ctx.clock.now().0;
+            let rec = job.update(|r| {
+                r.finished_90k = Some(now);
+                match result {
+                    Ok(()) => r.status = Status::Done,
+                    Err(e) => {
+                        r.status = Status::Failed;
+                        r.error = Some(e);
+                    }
+                }
+            });
+            if rec.status == Status::Failed {
+                let _ = std::fs::remove_file(partial_path(&exports.inner.dir, &rec.id));
+                tracing::error!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, error = ?rec.error, "export failed");
+            } else {
+                tracing::info!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, sha256 = ?rec.sha256, "export done");
             }
-        };
-        let now = ctx.clock.now().0;
-        let rec = job.update(|r| {
-            r.finished_90k = Some(now);
-            match result {
-                Ok(()) => r.status = Status::Done,
-                Err(e) => {
-                    r.status = Status::Failed;
-                    r.error = Some(e);
+            exports.save(&rec);
+            // Off the executor: the journal fsyncs.
+            let (journal, entry) = (ctx.journal.clone(), create_entry(&rec));
+            match tokio::task::spawn_blocking(move || journal.append(entry)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(id = %rec.id, error = %e, "cannot journal the export")
                 }
+                Err(e) => tracing::error!(id = %rec.id, error = %e, "cannot journal the export"),
             }
         });
-        if rec.status == Status::Failed {
-            let _ = std::fs::remove_file(partial_path(&exports.inner.dir, &rec.id));
-            tracing::error!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, error = ?rec.error, "export failed");
-        } else {
-            tracing::info!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, sha256 = ?rec.sha256, "export done");
-        }
-        exports.save(&rec);
-        // Off the executor: the journal fsyncs.
-        let (journal, entry) = (ctx.journal.clone(), create_entry(&rec));
-        match tokio::task::spawn_blocking(move || journal.append(entry)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(id = %rec.id, error = %e, "cannot journal the export")
-            }
-            Err(e) => tracing::error!(id = %rec.id, error = %e, "cannot journal the export"),
-        }
-    });
-}
+    }
 }
 
 /// Why a kept package must go now, if it must: its legal hold was released, or it is older
@@ -772,6 +772,32 @@ pub async fn janitor(
     }
 }
 
+/// Upper estimate of a package's size: the recorded bytes of `[start, end)` (each segment's
+/// bytes pro rata of its overlap), plus room for the index, manifest and player; twice that
+/// with a burned-in copy, plus 512 KiB per derived still.
+pub fn estimate_package_bytes(
+    segs: &[vigie_store::SegmentInfo],
+    start: Time90k,
+    end: Time90k,
+    burn_in: bool,
+    stills: usize,
+) -> u64 {
+    let media: u64 = segs
+        .iter()
+        .map(|s| {
+            let (a, b) = (s.start.max(start), s.end().min(end));
+            if b <= a || s.duration_90k <= 0 {
+                return 0;
+            }
+            let part = (b - a).0 as f64 / s.duration_90k as f64;
+            (s.bytes as f64 * part.min(1.0)).ceil() as u64
+        })
+        .sum();
+    (media + media / 50 + 256 * 1024)
+        .saturating_mul(if burn_in { 2 } else { 1 })
+        .saturating_add(stills as u64 * 512 * 1024)
+}
+
 /// Free space of the file system holding `dir` (`u64::MAX` when it cannot be read: the write
 /// itself will then fail cleanly).
 pub fn free_bytes(dir: &Path) -> u64 {
@@ -844,172 +870,172 @@ pub fn presented_frames(durations: impl Iterator<Item = u32>, skip: u64, duratio
 }
 
 impl Exports {
-fn run(&self, ctx: &JobContext, job: &Job) -> Result<(), String> {
-    let rec = job.update(|r| r.status = Status::Running);
-    self.save(&rec);
-    let config: &Config = &ctx.config;
-    let cam = config
-        .camera(&rec.camera)
-        .ok_or_else(|| format!("camera {:?} is no longer configured", rec.camera))?;
-    let commune = config.communes.iter().find(|c| c.id == cam.commune);
-    let tz = jiff::tz::TimeZone::get(&config.server.timezone)
-        .map_err(|e| format!("server.timezone: {e}"))?;
-    let key = StreamKey::new(&rec.camera, &rec.stream);
-    let (start, end) = (Time90k(rec.start_90k), Time90k(rec.end_90k));
-    let store: &Store = &ctx.store;
-    let mut plan = store
-        .playback_plan(&key, start, end, GapPolicy::Skip)
-        .map_err(|e| format!("planning {key}: {e}"))?;
-    if rec.ts {
-        plan.input.cues = vigie_footage::cues(&plan.pieces, &tz);
-    }
-    let mp4 = plan
-        .clone()
-        .build()
-        .map_err(|e| format!("building the MP4: {e}"))?;
-    job.update(|r| r.bytes_total = mp4.total_len);
-    // The size is known now: refuse to write what would cross the free-space floor.
-    let floor = config.exports_min_free_bytes();
-    let free = free_bytes(&self.inner.dir);
-    if free.saturating_sub(mp4.total_len) < floor {
-        return Err(format!(
-            "not enough free space: the package needs about {} bytes, {free} are free and {floor} must stay free (exports.min_free_bytes)",
-            mp4.total_len
-        ));
-    }
-    let mut codecs: Vec<String> = Vec::new();
-    let mut codec = None;
-    for seg in &plan.segments {
-        let params = store
-            .segment(seg.id)
-            .ok()
-            .flatten()
-            .and_then(|s| store.params(s.params_id).ok().flatten());
-        if let Some(p) = params {
-            codec.get_or_insert(p.codec);
-            if !codecs.contains(&p.rfc6381_codec) {
-                codecs.push(p.rfc6381_codec);
+    fn run(&self, ctx: &JobContext, job: &Job) -> Result<(), String> {
+        let rec = job.update(|r| r.status = Status::Running);
+        self.save(&rec);
+        let config: &Config = &ctx.config;
+        let cam = config
+            .camera(&rec.camera)
+            .ok_or_else(|| format!("camera {:?} is no longer configured", rec.camera))?;
+        let commune = config.communes.iter().find(|c| c.id == cam.commune);
+        let tz = jiff::tz::TimeZone::get(&config.server.timezone)
+            .map_err(|e| format!("server.timezone: {e}"))?;
+        let key = StreamKey::new(&rec.camera, &rec.stream);
+        let (start, end) = (Time90k(rec.start_90k), Time90k(rec.end_90k));
+        let store: &Store = &ctx.store;
+        let mut plan = store
+            .playback_plan(&key, start, end, GapPolicy::Skip)
+            .map_err(|e| format!("planning {key}: {e}"))?;
+        if rec.ts {
+            plan.input.cues = vigie_footage::cues(&plan.pieces, &tz);
+        }
+        let mp4 = plan
+            .clone()
+            .build()
+            .map_err(|e| format!("building the MP4: {e}"))?;
+        job.update(|r| r.bytes_total = mp4.total_len);
+        // The size is known now: refuse to write what would cross the free-space floor.
+        let floor = config.exports_min_free_bytes();
+        let free = free_bytes(&self.inner.dir);
+        if free.saturating_sub(mp4.total_len) < floor {
+            return Err(format!(
+                "not enough free space: the package needs about {} bytes, {free} are free and {floor} must stay free (exports.min_free_bytes)",
+                mp4.total_len
+            ));
+        }
+        let mut codecs: Vec<String> = Vec::new();
+        let mut codec = None;
+        for seg in &plan.segments {
+            let params = store
+                .segment(seg.id)
+                .ok()
+                .flatten()
+                .and_then(|s| store.params(s.params_id).ok().flatten());
+            if let Some(p) = params {
+                codec.get_or_insert(p.codec);
+                if !codecs.contains(&p.rfc6381_codec) {
+                    codecs.push(p.rfc6381_codec);
+                }
             }
         }
-    }
-    let input = plan
-        .materialise()
-        .map_err(|e| format!("reading the sample tables of {key}: {e}"))?;
-    let frames = presented_frames(
-        input.samples.iter().map(|s| s.duration_90k),
-        input.skip_90k,
-        input.duration_90k,
-    );
-    let actual_start = plan.spans.first().map_or(start, |s| s.start);
-    let actual_end = plan.spans.last().map_or(end, |s| s.end);
-    let f = |t: Time90k| t.to_timestamp().strftime("%Y%m%dT%H%M%SZ").to_string();
-    let mp4_name = format!(
-        "{}_{}_{}_{}.mp4",
-        clean(&rec.camera),
-        clean(&rec.stream),
-        f(start),
-        f(end)
-    );
-    let manifest = Manifest {
-        format: crate::FORMAT.into(),
-        export_id: rec.id.clone(),
-        software: mf::Software {
-            name: "Vigie".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        exported_at: local(ctx.clock.now(), &tz),
-        operator: if rec.user.is_empty() {
-            rec.operator.clone()
-        } else {
-            rec.user.clone()
-        },
-        requester: rec.requester.clone(),
-        procedure: rec.procedure.clone(),
-        reason: rec.reason.clone(),
-        camera: mf::CameraInfo {
-            id: cam.id.clone(),
-            name: cam.name.clone(),
-            commune: mf::CommuneInfo {
-                id: cam.commune.clone(),
-                name: commune.map_or_else(|| cam.commune.clone(), |c| c.name.clone()),
-                authorisation: commune.and_then(|c| c.authorisation.clone()),
-                authorisation_expires: commune
-                    .and_then(|c| c.authorisation_expires)
-                    .map(|d| d.to_string()),
+        let input = plan
+            .materialise()
+            .map_err(|e| format!("reading the sample tables of {key}: {e}"))?;
+        let frames = presented_frames(
+            input.samples.iter().map(|s| s.duration_90k),
+            input.skip_90k,
+            input.duration_90k,
+        );
+        let actual_start = plan.spans.first().map_or(start, |s| s.start);
+        let actual_end = plan.spans.last().map_or(end, |s| s.end);
+        let f = |t: Time90k| t.to_timestamp().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let mp4_name = format!(
+            "{}_{}_{}_{}.mp4",
+            clean(&rec.camera),
+            clean(&rec.stream),
+            f(start),
+            f(end)
+        );
+        let manifest = Manifest {
+            format: crate::FORMAT.into(),
+            export_id: rec.id.clone(),
+            software: mf::Software {
+                name: "Vigie".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
             },
-        },
-        stream: rec.stream.clone(),
-        timezone: config.server.timezone.clone(),
-        requested: range(start, end, &tz),
-        actual: range(actual_start, actual_end, &tz),
-        recorded_spans: plan
-            .spans
-            .iter()
-            .map(|s| range(s.start, s.end, &tz))
-            .collect(),
-        gaps: gaps(&plan.spans, start, end)
-            .into_iter()
-            .map(|(a, b)| mf::Gap {
-                start: local(a, &tz),
-                end: local(b, &tz),
-                duration_s: (b - a).as_secs_f64(),
-            })
-            .collect(),
-        video: mf::VideoInfo {
-            file: mp4_name,
-            processing: "copie du flux, sans réencodage / stream copy, no re-encoding".into(),
-            codec: codecs.join(","),
-            width: u32::from(input.width),
-            height: u32::from(input.height),
-            frames,
-            duration_s: input.duration_90k as f64 / 90_000.0,
-            timestamp_track: !input.cues.is_empty(),
-        },
-        files: Vec::new(),
-        signature: Default::default(),
-    };
-    let mut extra = derived_stills(ctx, &key, &rec.stills_90k, &tz)?;
-    let path = self.package_path(&rec.id);
-    if rec.burn_in {
-        let name = format!("derive-burnin-{}.mp4", f(start));
-        extra.push(derived_burn_in(
+            exported_at: local(ctx.clock.now(), &tz),
+            operator: if rec.user.is_empty() {
+                rec.operator.clone()
+            } else {
+                rec.user.clone()
+            },
+            requester: rec.requester.clone(),
+            procedure: rec.procedure.clone(),
+            reason: rec.reason.clone(),
+            camera: mf::CameraInfo {
+                id: cam.id.clone(),
+                name: cam.name.clone(),
+                commune: mf::CommuneInfo {
+                    id: cam.commune.clone(),
+                    name: commune.map_or_else(|| cam.commune.clone(), |c| c.name.clone()),
+                    authorisation: commune.and_then(|c| c.authorisation.clone()),
+                    authorisation_expires: commune
+                        .and_then(|c| c.authorisation_expires)
+                        .map(|d| d.to_string()),
+                },
+            },
+            stream: rec.stream.clone(),
+            timezone: config.server.timezone.clone(),
+            requested: range(start, end, &tz),
+            actual: range(actual_start, actual_end, &tz),
+            recorded_spans: plan
+                .spans
+                .iter()
+                .map(|s| range(s.start, s.end, &tz))
+                .collect(),
+            gaps: gaps(&plan.spans, start, end)
+                .into_iter()
+                .map(|(a, b)| mf::Gap {
+                    start: local(a, &tz),
+                    end: local(b, &tz),
+                    duration_s: (b - a).as_secs_f64(),
+                })
+                .collect(),
+            video: mf::VideoInfo {
+                file: mp4_name,
+                processing: "copie du flux, sans réencodage / stream copy, no re-encoding".into(),
+                codec: codecs.join(","),
+                width: u32::from(input.width),
+                height: u32::from(input.height),
+                frames,
+                duration_s: input.duration_90k as f64 / 90_000.0,
+                timestamp_track: !input.cues.is_empty(),
+            },
+            files: Vec::new(),
+            signature: Default::default(),
+        };
+        let mut extra = derived_stills(ctx, &key, &rec.stills_90k, &tz)?;
+        let path = self.package_path(&rec.id);
+        if rec.burn_in {
+            let name = format!("derive-burnin-{}.mp4", f(start));
+            extra.push(derived_burn_in(
+                &path,
+                &input,
+                &plan.pieces,
+                codec,
+                &cam.name,
+                &tz,
+                &name,
+            )?);
+        }
+        let written = crate::write_package(
             &path,
-            &input,
-            &plan.pieces,
-            codec,
-            &cam.name,
-            &tz,
-            &name,
-        )?);
+            PackageSpec {
+                manifest,
+                mp4: &mp4,
+                extra,
+            },
+            self.key(),
+            &mut |w, _| job.written.store(w, Ordering::Relaxed),
+        )
+        .map_err(|e| format!("writing the package: {e}"))?;
+        let m = &written.manifest;
+        let summary = json!({
+            "actual": m.actual,
+            "gaps": m.gaps,
+            "video": m.video,
+            "files": m.files,
+            "public_key_hex": m.signature.public_key_hex,
+        });
+        job.update(|r| {
+            r.sha256 = Some(written.mp4_sha256.clone());
+            r.mp4_bytes = Some(written.mp4_bytes);
+            r.package_sha256 = Some(written.package_sha256.clone());
+            r.package_bytes = Some(written.package_bytes);
+            r.manifest = Some(summary);
+        });
+        Ok(())
     }
-    let written = crate::write_package(
-        &path,
-        PackageSpec {
-            manifest,
-            mp4: &mp4,
-            extra,
-        },
-        self.key(),
-        &mut |w, _| job.written.store(w, Ordering::Relaxed),
-    )
-    .map_err(|e| format!("writing the package: {e}"))?;
-    let m = &written.manifest;
-    let summary = json!({
-        "actual": m.actual,
-        "gaps": m.gaps,
-        "video": m.video,
-        "files": m.files,
-        "public_key_hex": m.signature.public_key_hex,
-    });
-    job.update(|r| {
-        r.sha256 = Some(written.mp4_sha256.clone());
-        r.mp4_bytes = Some(written.mp4_bytes);
-        r.package_sha256 = Some(written.package_sha256.clone());
-        r.package_bytes = Some(written.package_bytes);
-        r.manifest = Some(summary);
-    });
-    Ok(())
-}
 }
 
 /// Derived JPEG stills of the frames shown at `instants`, decoded from the stored frames (the

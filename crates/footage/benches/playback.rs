@@ -254,15 +254,10 @@ fn main() -> anyhow::Result<()> {
             build.push(t.elapsed());
             let t = Instant::now();
             let mut n = 0u64;
-            v.read(
-                0,
-                v.header_len,
-                vigie_footage::READ_CHUNK_BYTES,
-                |b| {
-                    n += b.len() as u64;
-                    true
-                },
-            )?;
+            v.read(0, v.header_len, vigie_footage::READ_CHUNK_BYTES, |b| {
+                n += b.len() as u64;
+                true
+            })?;
             assert_eq!(n, v.header_len);
             moov.push(t.elapsed());
         }

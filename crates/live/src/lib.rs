@@ -789,11 +789,15 @@ mod tests {
         let mut m = LiveMuxer::new(StreamKey::new("c", "s"));
         let msgs = m.messages(&[lf(0, true), lf(1, false), lf(2, false)], 64);
         assert_eq!(msgs.len(), 4, "init text + init + media text + media");
-        let LiveMessage::Text(t) = &msgs[2] else { panic!() };
+        let LiveMessage::Text(t) = &msgs[2] else {
+            panic!()
+        };
         assert!(t.as_str().contains("\"dts_90k\":0"), "{}", t.as_str());
         let msgs = m.messages(&[lf(3, false)], 64);
         assert_eq!(msgs.len(), 2);
-        let LiveMessage::Text(t) = &msgs[0] else { panic!() };
+        let LiveMessage::Text(t) = &msgs[0] else {
+            panic!()
+        };
         assert!(t.as_str().contains("\"dts_90k\":10800"), "{}", t.as_str());
     }
 }

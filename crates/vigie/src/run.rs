@@ -89,6 +89,7 @@ pub async fn run(
         .context("starting the ingest threads")?,
     );
     let mut entries = Vec::new();
+    let mut hubs = HashMap::new();
     let mut handles = Vec::new();
     for (i, (key, cam, stream)) in config.streams().enumerate() {
         let source = stream
@@ -104,10 +105,10 @@ pub async fn run(
         let mut opts = vigie_ingest::IngestOptions::new(clock.clone());
         opts.runtime = Some(ingest_rt.clone());
         let handle = vigie_ingest::spawn_stream(key.clone(), source, sink, opts, shutdown.clone());
+        hubs.insert(key.clone(), live);
         entries.push(vigie_api::StreamEntry {
             key,
             status: handle.status.clone(),
-            live,
             compliance: Arc::new(vigie_quality::ComplianceCell::new(vigie_quality::floor(
                 cam.class,
             ))),
@@ -137,11 +138,29 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let live_hubs: Vec<_> = entries.iter().map(|e| e.live.clone()).collect();
+    let live_hubs: Vec<_> = hubs.values().cloned().collect();
+    // The services the handlers call: everything is recorded here (see vigie-service).
+    let live: Arc<dyn vigie_service::LiveSource> = Arc::new(vigie_service::LocalLive(hubs));
+    let job_ctx = vigie_export::jobs::JobContext {
+        config: config.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
+        journal: journal.clone(),
+    };
     let state = vigie_api::AppState {
         journal: journal.clone(),
         auth: auth.clone(),
-        exports,
+        exports: Arc::new(vigie_service::LocalExports {
+            jobs: exports.clone(),
+            ctx: job_ctx.clone(),
+        }),
+        footage: Arc::new(vigie_service::LocalFootage(store.clone())),
+        stills: Arc::new(vigie_service::LocalStills {
+            store: store.clone(),
+            live: live.clone(),
+            clock: clock.clone(),
+        }),
+        live,
         config: config.clone(),
         store: store.clone(),
         streams: Arc::new(entries),
@@ -153,8 +172,8 @@ pub async fn run(
     let signals = install_signal_handlers();
     // Export packages past their lifetime or whose hold was released are deleted (journaled).
     let janitor_task = tokio::spawn(vigie_export::jobs::janitor(
-        state.exports.clone(),
-        state.job_context(),
+        exports,
+        job_ctx,
         shutdown.clone().cancelled_owned(),
     ));
     let mut serve_limits = vigie_api::server::ServeLimits::from_config(&config.server);

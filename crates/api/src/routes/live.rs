@@ -15,8 +15,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use tracing::Instrument;
 
-use vigie_live::{LiveHub, LiveItem, LiveMessage, LiveMuxer, drop_message};
 use crate::{ApiError, AppState};
+use vigie_live::{LiveHub, LiveItem, LiveMessage, LiveMuxer, drop_message};
 
 /// Keepalive ping period.
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -39,7 +39,10 @@ pub async fn live(
             e.body_text()
         ))
     })?;
-    let hub = entry.live.clone();
+    let hub = state
+        .live
+        .hub(&entry.key)
+        .ok_or_else(|| ApiError::NotFound(format!("no live view of {}", entry.key)))?;
     let span = tracing::info_span!("live_viewer", camera = %cam, stream = %stream);
     // Journaled before the first frame is sent; the stop is journaled when the socket ends.
     let actor = who.actor();
