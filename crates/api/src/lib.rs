@@ -1,7 +1,10 @@
 //! The HTTP API of Vigie (axum), versioned under `/api/v1`, plus `/metrics` and the static page.
 //!
-//! Owns: routing, request parsing (times, ids), the JSON shapes of responses, and the mapping of
-//! every error to an HTTP status ([`error`], the one place where that happens).
+//! Owns: routing, access control on every route ([`access`]), request parsing (times, ids), the
+//! representations of responses (JSON, CSV, the live WebSocket, streamed bodies), journaling
+//! each access to footage ([`journal`]), the HTTP server and its bounds ([`server`],
+//! [`limits`]), and the mapping of every error to an HTTP status ([`error`], the one place
+//! where that happens, including the errors of the services).
 //!
 //! Does not own: recording (store), camera sessions (ingest), process wiring (the binary), nor
 //! any feature behind the routes. Footage, live frames, stills and export jobs are reached

@@ -421,6 +421,63 @@ fn run_pipeline(
 mod tests {
     use super::*;
 
+    /// "Latest" is looked for in the month before the injected clock's time, not the host's:
+    /// footage recorded (by a simulated clock) in 2001 is found when that clock says 2001.
+    #[test]
+    fn latest_is_judged_by_the_injected_clock() {
+        use vigie_store::{StoreConfig, SyntheticSegment};
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Time90k::parse_rfc3339("2001-02-03T04:05:06Z").unwrap();
+        let clock = Arc::new(vigie_core::SimulatedClock::new(t0));
+        let store = Store::open(
+            StoreConfig {
+                data_dir: dir.path().to_owned(),
+                recording: Default::default(),
+                min_free_bytes: 0,
+                index_cache_bytes: vigie_store::index::DEFAULT_CACHE_BYTES,
+                verify_entries_per_s: vigie_store::verify::DEFAULT_VERIFY_ENTRIES_PER_S,
+            },
+            clock.clone(),
+        )
+        .unwrap();
+        let key = StreamKey::new("cam", "main");
+        let params = VideoParams {
+            codec: Codec::H264,
+            rfc6381_codec: "avc1.42C01E".into(),
+            width: 640,
+            height: 360,
+            pixel_aspect_ratio: (1, 1),
+            sample_entry: Bytes::from(vec![0u8; 100]),
+        };
+        let seg = SyntheticSegment {
+            start: Time90k(0),
+            wall_duration_90k: None,
+            samples: (0..50)
+                .map(|i| vigie_mp4::SampleInfo {
+                    duration_90k: 3600,
+                    bytes: 100,
+                    is_key: i % 25 == 0,
+                })
+                .collect(),
+            samples_per_fragment: 25,
+            fragment_header_len: 100,
+            init_len: 200,
+            session_id: 1,
+        };
+        let enc = store.encode_synthetic(&key, &params, &seg).unwrap();
+        store.insert_synthetic(&enc, t0).unwrap();
+        // A synthetic entry has no file: give it one, longer than its frames need.
+        let info = &store.segments(&key, t0, Time90k(t0.0 + 90_000)).unwrap()[0];
+        std::fs::create_dir_all(info.path.parent().unwrap()).unwrap();
+        std::fs::write(&info.path, vec![0u8; 64 << 10]).unwrap();
+
+        clock.set(Time90k(t0.0 + 3_600 * 90_000));
+        let job = job_from_store(&store, &key, None, clock.now()).unwrap();
+        // The latest picture: from the last key frame (25) to the last frame (49).
+        assert_eq!(job.frames.len(), 25);
+        assert!(job.frames[0].1);
+    }
+
     #[test]
     fn codec_data_is_found_in_a_sample_entry() {
         let mut e = vec![0u8; 86];
