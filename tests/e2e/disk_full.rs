@@ -400,16 +400,19 @@ async fn a_journal_out_of_space_never_stops_recording_nor_serves_unjournaled_foo
     sim.shutdown().await;
 }
 
-/// An export whose package cannot be written (its directory on a 1 MiB file system, the export
-/// ~10 MB): the job fails with a clear error, leaves no partial package, the footage it covers
-/// is still there, and recording continues.
+/// Exports and a full exports file system. First the admission: an export larger than the room
+/// on its file system (1 MiB, the export ~10 MB) is refused before anything is written (507,
+/// with the numbers). Then an export admitted with room whose file system another program
+/// fills while it runs (the burned-in copy keeps it busy for seconds): the job fails with a
+/// clear error, leaves no partial package, the footage it covers is still there, and recording
+/// continues.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_export_that_cannot_be_written_fails_cleanly_and_recording_continues() {
     let Some(fs) = Tmpfs::mount(64) else {
         return;
     };
     let data = fs.path().to_owned();
-    let Some(_exports_fs) = Tmpfs::mount_at(&data.join("exports"), 1) else {
+    let Some(exports_fs) = Tmpfs::mount_at(&data.join("exports"), 1) else {
         return;
     };
     let f = heavy_fixture();
@@ -420,27 +423,57 @@ async fn an_export_that_cannot_be_written_fails_cleanly_and_recording_continues(
         .segment_seconds(10)
         .toml(COMMUNE)
         .toml(&camera_toml("cam-a", &sim.url("a")))
+        .toml("[exports]\nmin_free_bytes = \"1MiB\"\n")
         .start()
         .unwrap();
     let t0 = Timestamp::now();
     wait_recording_past(&v, "cam-a", t0, 22, "before the export").await;
     let before = listing(&v, &["cam-a"]).await;
-    let body = serde_json::json!({
-        "camera": "cam-a", "stream": "main",
-        "start": (t0 + SignedDuration::from_secs(2)).to_string(),
-        "end": (t0 + SignedDuration::from_secs(20)).to_string(),
-        "reason": "réquisition", "procedure": "2026/00999", "requester": "OPJ Test",
-    });
+    let body = |burn_in: bool| {
+        serde_json::json!({
+            "camera": "cam-a", "stream": "main",
+            "start": (t0 + SignedDuration::from_secs(2)).to_string(),
+            "end": (t0 + SignedDuration::from_secs(20)).to_string(),
+            "reason": "réquisition", "procedure": "2026/00999", "requester": "OPJ Test",
+            "burn_in": burn_in,
+        })
+    };
+    // 1. Refused at admission: nothing written.
     let r = v
         .http()
         .post(format!("{}/api/v1/exports", v.base_url()))
-        .json(&body)
+        .json(&body(false))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let refusal: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(code, 507, "{refusal}");
+    let msg = refusal["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("not enough free space"),
+        "unclear refusal: {refusal}"
+    );
+
+    // 2. Admitted with room, then the file system fills up under the running job.
+    assert!(exports_fs.resize(64), "cannot resize the exports tmpfs");
+    let r = v
+        .http()
+        .post(format!("{}/api/v1/exports", v.base_url()))
+        .json(&body(true))
         .send()
         .await
         .unwrap();
     let code = r.status().as_u16();
     let job: serde_json::Value = r.json().await.unwrap();
     assert_eq!(code, 202, "{job}");
+    // Another program takes every byte left.
+    {
+        use std::io::Write;
+        let mut junk = std::fs::File::create(data.join("exports").join("junk")).unwrap();
+        let block = vec![0u8; 1 << 20];
+        while junk.write_all(&block).is_ok() {}
+    }
     let id = job["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     let job = loop {
@@ -456,7 +489,7 @@ async fn an_export_that_cannot_be_written_fails_cleanly_and_recording_continues(
     eprintln!("export failed as expected: {}", job["error"]);
     let err = job["error"].as_str().unwrap_or("");
     assert!(
-        err.to_lowercase().contains("no space left"),
+        err.to_lowercase().contains("no space left") || err.contains("space"),
         "unclear error: {job}"
     );
     // No partial package left behind.

@@ -411,8 +411,11 @@ pub async fn run(cfg: SoakConfig) -> anyhow::Result<SoakReport> {
         .collect::<anyhow::Result<_>>()?;
     let sent = |c: &[MountControl]| c.iter().map(|m| m.stats().frames).collect::<Vec<u64>>();
 
-    let mut toml = String::from(
-        "[retention]\ncheck_interval_s = 1\n[[communes]]\nid = \"soak\"\nname = \"Soak\"\n",
+    // The disk sits at its floor by design: exports may use a quarter of it (their default
+    // floor, the storage floor + 2 GiB, would refuse every export here with 507).
+    let mut toml = format!(
+        "[retention]\ncheck_interval_s = 1\n[exports]\nmin_free_bytes = \"{}B\"\n[[communes]]\nid = \"soak\"\nname = \"Soak\"\n",
+        min_free_bytes / 4
     );
     for n in &names {
         toml.push_str(&format!(

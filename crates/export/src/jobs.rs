@@ -565,9 +565,15 @@ fn write_record(dir: &Path, rec: &JobRecord) -> Result<(), crate::ExportError> {
     let path = dir.join(&rec.id).join("job.json");
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(rec)?;
-    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-    Ok(())
+    // On a full disk the write fails part way: leave no `.tmp` behind (the job file in place
+    // keeps its previous state; at the next start a job left running is marked failed).
+    let written = std::fs::write(&tmp, bytes)
+        .map_err(|e| io(&tmp, e))
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| io(&path, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The `ExportCreate` journal entry of a finished (done or failed) job. `details.sha256` and

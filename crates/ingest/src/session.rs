@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use vigie_core::config::{ResolvedSource, Transport};
-use vigie_core::{Clock, Frame, FrameSink, StreamEvent, Time90k, VideoParams};
+use vigie_core::{Clock, Codec, Frame, FrameSink, StreamEvent, Time90k, VideoParams};
 
 use crate::error::{IngestError, Severity, classify, from_retina, sanitize};
 use crate::guard::{self, Guard, GuardConfig, StreamLimits};
@@ -308,6 +308,7 @@ struct Reader<'c, 'a> {
     session_id: u64,
     stall: Duration,
     key_wait: Duration,
+    /// Since when a key frame is awaited: PLAY, or the last frame lost mid-stream.
     play_at: Instant,
     /// No frame by then is a stall.
     deadline: Instant,
@@ -319,6 +320,14 @@ struct Reader<'c, 'a> {
 }
 
 impl Reader<'_, '_> {
+    /// After a lost frame: drop frames until the next key frame, waiting at most `key_wait`.
+    fn await_key_frame(&mut self, now: Instant) {
+        if self.have_key {
+            self.have_key = false;
+            self.play_at = now;
+        }
+    }
+
     /// Handles one item of the demuxed stream (`None`: end of stream), received by `now`
     /// (`recv` on the wall clock). Returns how the session ends, if this item ends it.
     fn on_item(
@@ -345,6 +354,11 @@ impl Reader<'_, '_> {
                     } else {
                         debug!(packet_errors, "packet error (frame dropped): {msg}");
                     }
+                    // The frames after a dropped one may reference it: recording them would
+                    // make a segment no decoder reads cleanly (and a camera that switched codec
+                    // inside its session would be recorded as garbage). Resume at the next key
+                    // frame; a session that never sends one ends after `key_wait`.
+                    self.await_key_frame(now);
                     return None;
                 }
             },
@@ -371,12 +385,25 @@ impl Reader<'_, '_> {
                 Err(e) => return Some(End::Error(e)),
             }
         }
+        // Packets lost before this frame (RTP sequence gap): same as a dropped frame.
+        if f.loss() > 0 && !f.is_random_access_point() && self.have_key {
+            debug!(
+                loss = f.loss(),
+                "packets lost before a frame: waiting for the next key frame"
+            );
+            self.await_key_frame(now);
+        }
         if !self.have_key {
             if !f.is_random_access_point() || self.params.is_none() {
                 if now.duration_since(self.play_at) > self.key_wait {
                     return Some(End::Error(IngestError::Media(format!(
-                        "no key frame within {} s of PLAY",
-                        self.key_wait.as_secs()
+                        "no key frame within {} s of {}",
+                        self.key_wait.as_secs(),
+                        if self.frames == 0 {
+                            "PLAY"
+                        } else {
+                            "a lost frame"
+                        }
                     ))));
                 }
                 self.deadline = now + self.stall;
@@ -385,6 +412,17 @@ impl Reader<'_, '_> {
             self.have_key = true;
         }
         let p = self.params.as_ref()?;
+        if p.codec == Codec::H264 && !plausible_h264(f.data()) {
+            // Not H.264 (e.g. H.265 sent inside an H.264 session): never recorded as such.
+            self.packet_errors += 1;
+            self.ctx.status.on_packet_error();
+            warn!(
+                packet_errors = self.packet_errors,
+                "frame dropped: NAL units that are not H.264 slices or parameter sets (codec changed inside the session?); waiting for a key frame"
+            );
+            self.await_key_frame(now);
+            return None;
+        }
         let ts = f.timestamp();
         let media_90k = to_90k(ts.elapsed(), ts.clock_rate().get());
         let is_key = f.is_random_access_point();
@@ -408,8 +446,57 @@ impl Reader<'_, '_> {
     }
 }
 
+/// Whether an AVC access unit (4-byte length-prefixed NAL units, as retina hands them) holds
+/// only NAL unit types H.264 cameras send: slices (1, 5), SEI, parameter sets, delimiters,
+/// end of sequence/stream, filler, SPS extension (6–13), SVC/MVC units (14, 15, 19, 20), and no
+/// forbidden bit. Refused: 0, data partitions (2–4, Extended profile only, which no browser
+/// plays), reserved and unspecified types: what H.265 NAL headers (VPS, SPS, PPS, TRAIL) look
+/// like when read as H.264.
+fn plausible_h264(data: &[u8]) -> bool {
+    let mut rest = data;
+    let mut any = false;
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return false;
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        let Some(header) = tail.get(..len).and_then(|n| n.first()) else {
+            return false;
+        };
+        if header & 0x80 != 0 || !matches!(header & 0x1f, 1 | 5..=15 | 19 | 20) {
+            return false;
+        }
+        any = true;
+        rest = &tail[len..];
+    }
+    any
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn plausible_h264_access_units() {
+        use super::plausible_h264;
+        let au = |nals: &[&[u8]]| {
+            let mut v = Vec::new();
+            for n in nals {
+                v.extend_from_slice(&(n.len() as u32).to_be_bytes());
+                v.extend_from_slice(n);
+            }
+            v
+        };
+        assert!(plausible_h264(&au(&[
+            &[0x67, 1],
+            &[0x68, 1],
+            &[0x65, 0x88]
+        ])));
+        assert!(plausible_h264(&au(&[&[0x41, 0x9a]])));
+        assert!(!plausible_h264(&au(&[&[0x02, 0x01]]))); // H.265 TRAIL_R read as H.264
+        assert!(!plausible_h264(&au(&[&[0x41, 0x9a], &[0x40, 0x01]]))); // VPS
+        assert!(!plausible_h264(&[0, 0, 0, 9, 0x41])); // truncated
+        assert!(!plausible_h264(&[]));
+    }
+
     #[test]
     fn rescale() {
         assert_eq!(super::to_90k(3600, 90_000), 3600);

@@ -298,3 +298,64 @@ async fn streams_are_independent() {
     stop(h1, sd1).await;
     stop(h2, sd2).await;
 }
+
+/// NAL unit types of the AVC (4-byte length-prefixed) access unit `data` (H.264 header byte).
+fn h264_nal_types(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let Some(nal) = rest.get(4..4 + len) else {
+            out.push(0xff); // truncated: not a valid access unit
+            break;
+        };
+        out.push(nal.first().map_or(0xff, |b| b & 0x9f)); // forbidden bit + type
+        rest = &rest[4 + len..];
+    }
+    out
+}
+
+/// A camera that switches from H.264 to H.265 inside its session (no new SDP: what a hostile or
+/// misconfigured camera can do). retina rejects some of the H.265 NAL units as H.264 (bad
+/// header) and lets others through as H.264 types they are not (data partitions, SEI…). Every
+/// frame handed to the recorder as H.264 must hold only H.264 slice and parameter NAL units:
+/// after a dropped frame, ingest waits for the next key frame (none comes here), so no garbage
+/// reaches a segment. Before the fix, frames of NAL types 2/4 (H.265 TRAIL_R/PPS headers read
+/// as H.264) were recorded.
+#[tokio::test]
+async fn codec_switch_inside_a_session_records_no_garbage() {
+    use vigie_camsim::{Fixture, MountConfig, Server};
+    let h264 = Fixture::embedded("h264-baseline-640x360-25fps-gop50.h264").unwrap();
+    let h265 = Fixture::embedded("h265-main-1280x720-25fps-gop50.h265").unwrap();
+    let server = Server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![MountConfig::new("cam", h264)],
+    )
+    .await
+    .unwrap();
+    let url = server.url("cam");
+    let (sink, handle, shutdown) = start(source(&url));
+    wait_for("H.264 frames", 15, || sink.frames().len() >= 30).await;
+    server.mount("cam").unwrap().switch_fixture(h265);
+    // 4 s of H.265 in an H.264 session (~100 access units).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let frames = sink.frames();
+    let mut bad = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        if f.params.codec != vigie_core::Codec::H264 {
+            continue;
+        }
+        let types = h264_nal_types(&f.data);
+        if types.is_empty() || types.iter().any(|t| !matches!(t, 1 | 5..=9 | 12)) {
+            bad.push((i, types));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} frames recorded as H.264 are not H.264: first {:?}",
+        bad.len(),
+        frames.len(),
+        &bad[..bad.len().min(3)]
+    );
+    stop(handle, shutdown).await;
+}

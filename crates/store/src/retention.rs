@@ -58,6 +58,9 @@ pub(crate) struct PendingDeletion {
     id: u64,
     rec_key: [u8; 16],
     rec: Vec<u8>,
+    /// The garbage row written with it: replayed too, so that a deletion whose flush failed
+    /// (the file still there) has its file unlinked once the index is back.
+    garbage: Option<Vec<u8>>,
 }
 
 impl Replay {
@@ -178,15 +181,17 @@ pub(crate) fn reopen_index(inner: &Inner) -> Result<(), StoreError> {
             ix.put_segment(e)?;
         }
         for (_, d) in &replay.deletions {
-            apply_deletion_txn(&ix, d, None)?;
+            apply_deletion_txn(&ix, d, d.garbage.as_deref())?;
         }
         ix.set_next_segment_id(
             inner
                 .next_segment_id
                 .load(std::sync::atomic::Ordering::SeqCst),
         )?;
+        // Durable (and proof that the index can write to its file again) before the files of
+        // replayed deletions are unlinked.
+        ix.db.flush()?;
         finish_garbage(&ix)?;
-        // Proves the index can write to its file again (the snapshot at open already did).
         ix.db.flush()?;
         Ok::<(), StoreError>(())
     })();
@@ -716,6 +721,7 @@ fn mark_deleted(
         id: h.id,
         rec_key: Index::deletion_key(now, seq),
         rec: postcard::to_allocvec(&rec)?,
+        garbage: Some(garbage.clone()),
     };
     apply_deletion_txn(ix, &pending, Some(&garbage))?;
     inner.note_deletion(pending);
