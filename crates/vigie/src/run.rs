@@ -374,12 +374,12 @@ async fn retention_loop(
                     continue;
                 }
                 // The access journal keeps its own, longer retention (3 years by default).
-                let cutoff = clock.now()
-                    - vigie_core::Duration90k::from_secs(
-                        i64::from(config.retention.journal_days) * 86_400,
-                    );
-                let j = journal.clone();
-                match tokio::task::spawn_blocking(move || j.purge_before(cutoff, "system")).await {
+                let (j, c, days) = (
+                    journal.clone(),
+                    clock.clone(),
+                    config.retention.journal_days,
+                );
+                match tokio::task::spawn_blocking(move || purge_journal(&j, &*c, days)).await {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => tracing::info!(
                         entries = n,
@@ -393,6 +393,17 @@ async fn retention_loop(
             Err(e) => tracing::error!(error = %e, "retention task panicked"),
         }
     }
+}
+
+/// Purges the access-journal entries older than `journal_days` before now, as the injected
+/// clock tells it (never the host clock). Blocking.
+fn purge_journal(
+    journal: &vigie_audit::Journal,
+    clock: &dyn Clock,
+    journal_days: u32,
+) -> Result<u64, vigie_audit::AuditError> {
+    let cutoff = clock.now() - vigie_core::Duration90k::from_secs(i64::from(journal_days) * 86_400);
+    journal.purge_before(cutoff, "system")
 }
 
 type Signals = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
@@ -421,4 +432,36 @@ async fn wait_for_signal(signals: Signals, shutdown: CancellationToken) {
         _ = shutdown.cancelled() => {}
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The journal purge follows the injected clock: entries written (by a simulated clock) in
+    /// 2040 are past a 30-day retention when that clock says 2040 + 31 days, whatever the host
+    /// clock says.
+    #[test]
+    fn the_journal_purge_reads_the_injected_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = vigie_core::Time90k::parse_rfc3339("2040-01-01T00:00:00Z").unwrap();
+        let clock = Arc::new(vigie_core::SimulatedClock::new(t0));
+        let journal =
+            vigie_audit::Journal::open(&dir.path().join("journal"), clock.clone()).unwrap();
+        for _ in 0..3 {
+            journal
+                .append(vigie_audit::NewEntry::new(
+                    "alice",
+                    vigie_audit::Action::Login,
+                ))
+                .unwrap();
+        }
+        assert_eq!(
+            purge_journal(&journal, &*clock, 30).unwrap(),
+            0,
+            "nothing is 30 days old"
+        );
+        clock.advance(vigie_core::Duration90k::from_secs(31 * 86_400));
+        assert_eq!(purge_journal(&journal, &*clock, 30).unwrap(), 3);
+    }
 }
