@@ -9,6 +9,9 @@ mod export;
 mod run;
 mod users;
 
+#[cfg(test)]
+mod architecture_tests;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
