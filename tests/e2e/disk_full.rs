@@ -345,7 +345,8 @@ async fn an_index_out_of_space_stops_recording_loudly_then_recovers_without_a_re
 
 /// The access journal alone runs out of space (its own 2 MiB file system): recording goes on
 /// (the store does not depend on it), footage is never served without its access journaled
-/// (503), and after a restart with room the journal works again.
+/// (503); once there is room again footage is served again without a restart (the journal is
+/// reopened; before, it stayed refused until someone restarted Vigie), and after a restart too.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_journal_out_of_space_never_stops_recording_nor_serves_unjournaled_footage() {
     let Some(fs) = Tmpfs::mount(64) else {
@@ -392,6 +393,25 @@ async fn a_journal_out_of_space_never_stops_recording_nor_serves_unjournaled_foo
     eprintln!("footage refused while the journal is full (after {served} served): {refused}");
     wait_recording_past(&v, "cam-a", t_full, 8, "with a full journal").await;
     std::fs::remove_file(data.join("journal").join("junk")).unwrap();
+    // Room again: served again, same process (a reopen is tried at most once a second).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    loop {
+        i += 1;
+        let (code, body) = v.get_text(&video_at(served + i)).await.unwrap();
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "footage still refused 30 s after the journal's disk has room again: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Its access was journaled: the entry is in the journal (read through the API).
+    let (code, body) = v.get("/api/v1/audit?limit=10000").await.unwrap();
+    assert_eq!(code, 200, "{body}");
     v.stop().unwrap();
     v.spawn().unwrap();
     let (code, body) = v.get_text(&video_at(-1)).await.unwrap();

@@ -240,7 +240,7 @@ async fn holds_journal_and_tamper_evidence() {
     {
         let j =
             vigie_audit::Journal::open(&journal_dir, Arc::new(vigie_core::SystemClock)).unwrap();
-        let raw = j.raw_entries();
+        let raw = j.raw_entries().unwrap();
         let v0 = raw.get(target_seq.to_be_bytes()).unwrap().unwrap();
         let edited = String::from_utf8(v0.to_vec())
             .unwrap()
@@ -255,7 +255,7 @@ async fn holds_journal_and_tamper_evidence() {
     {
         let j =
             vigie_audit::Journal::open(&journal_dir, Arc::new(vigie_core::SystemClock)).unwrap();
-        let raw = j.raw_entries();
+        let raw = j.raw_entries().unwrap();
         let original = raw.get((target_seq).to_be_bytes()).unwrap().unwrap();
         let fixed = String::from_utf8(original.to_vec())
             .unwrap()

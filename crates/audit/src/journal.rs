@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -176,8 +177,27 @@ pub struct TamperAlarm {
 }
 
 /// The access journal. Cheap to clone.
+///
+/// sled refuses every write after one failed (e.g. `ENOSPC`) until the database is opened
+/// again: a failed append therefore closes the journal and reopens it (at most once a second,
+/// at the next use), so that once there is room again footage access resumes without a restart.
+/// While it is closed, every operation fails (footage access answers 503: no untraced access).
 #[derive(Clone)]
 pub struct Journal {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: std::path::PathBuf,
+    clock: Arc<dyn Clock>,
+    options: JournalOptions,
+    current: std::sync::RwLock<Option<Opened>>,
+    last_open_attempt: Mutex<Option<std::time::Instant>>,
+}
+
+/// The journal as opened once: what a reopen replaces.
+#[derive(Clone)]
+struct Opened {
     inner: Arc<Inner>,
 }
 
@@ -256,8 +276,156 @@ impl Journal {
         clock: Arc<dyn Clock>,
         options: JournalOptions,
     ) -> Result<Journal, AuditError> {
+        let opened = Opened::open_with(dir, clock.clone(), options.clone(), LOCK_WAIT)?;
+        Ok(Journal {
+            shared: Arc::new(Shared {
+                dir: dir.to_owned(),
+                clock,
+                options,
+                current: std::sync::RwLock::new(Some(opened)),
+                last_open_attempt: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The open journal, reopening it first when a failed write closed it (at most one attempt
+    /// a second: each costs a sled open).
+    fn opened(&self) -> Result<Opened, AuditError> {
+        let sh = &self.shared;
+        if let Some(o) = sh
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(o.clone());
+        }
+        let mut cur = sh.current.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = cur.as_ref() {
+            return Ok(o.clone());
+        }
+        {
+            let mut last = sh
+                .last_open_attempt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Err(closed());
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        // Readers still holding the old handles (a streamed register) keep sled's lock for a
+        // moment: wait a little, not the full start-up wait (requests are waiting).
+        match Opened::open_with(
+            &sh.dir,
+            sh.clock.clone(),
+            sh.options.clone(),
+            Duration::from_millis(500),
+        ) {
+            Ok(o) => {
+                tracing::warn!(
+                    "access journal reopened after a failed write: footage access resumes"
+                );
+                *cur = Some(o.clone());
+                Ok(o)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the access journal cannot be reopened yet");
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the journal after a failed write (sled refuses every write after one failed):
+    /// the next use reopens it.
+    fn close_after(&self, e: &AuditError) {
+        if matches!(e, AuditError::Db(sled::Error::Io(_))) {
+            tracing::error!(error = %e, "access journal write failed: closing it; it is reopened at the next use (footage access refused meanwhile)");
+            *self
+                .shared
+                .current
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// Appends an entry and flushes it to disk before returning it. The entry and the new
+    /// head are written in one transaction (a crash cannot leave them disagreeing).
+    pub fn append(&self, new: NewEntry) -> Result<Entry, AuditError> {
+        let r = self.opened()?.append(new);
+        if let Err(e) = &r {
+            self.close_after(e);
+        }
+        r
+    }
+
+    /// Appends, logging a failure instead of returning it. Only for system events (service
+    /// start/stop, retention) that have no caller to report to; user actions use
+    /// [`Journal::append`] and fail when it fails (no untraced access).
+    pub fn append_or_log(&self, new: NewEntry) {
+        if let Err(e) = self.append(new) {
+            tracing::error!(error = %e, "cannot write to the access journal");
+        }
+    }
+
+    /// Entries matching `q`, oldest first, at most `q.limit` (1000 by default).
+    pub fn query(&self, q: &Query) -> Result<Vec<Entry>, AuditError> {
+        self.opened()?.query(q)
+    }
+
+    /// Entries matching `q` (its `limit` ignored), oldest first, read lazily from the
+    /// database: bounded memory however many match (the legal register streams this).
+    pub fn scan(&self, q: &Query) -> Result<Scan, AuditError> {
+        self.opened()?.scan(q)
+    }
+
+    /// Every tamper alarm ever raised, oldest first.
+    pub fn alarms(&self) -> Result<Vec<TamperAlarm>, AuditError> {
+        self.opened()?.alarms()
+    }
+
+    /// Checks the whole chain, the signed head and the purges (see [`VerifyReport`]).
+    pub fn verify(&self) -> Result<VerifyReport, AuditError> {
+        self.opened()?.verify()
+    }
+
+    /// Deletes the entries older than `before` (journal retention), journaling the purge
+    /// first. Returns how many were deleted.
+    pub fn purge_before(&self, before: Time90k, actor: &str) -> Result<u64, AuditError> {
+        let r = self.opened()?.purge_before(before, actor);
+        if let Err(e) = &r {
+            self.close_after(e);
+        }
+        r
+    }
+
+    /// Raw access for tests that tamper with the store.
+    #[doc(hidden)]
+    pub fn raw_entries(&self) -> Result<sled::Tree, AuditError> {
+        Ok(self.opened()?.raw_entries())
+    }
+
+    /// Flushes everything (also done after every append).
+    pub fn flush(&self) -> Result<(), AuditError> {
+        self.opened()?.flush()
+    }
+}
+
+fn closed() -> AuditError {
+    AuditError::Db(sled::Error::Unsupported(
+        "the access journal is closed after a failed write (full disk?); it is reopened at the next use".into(),
+    ))
+}
+
+impl Opened {
+    fn open_with(
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+        options: JournalOptions,
+        lock_wait: Duration,
+    ) -> Result<Opened, AuditError> {
         let db = retry_while_locked(
-            LOCK_WAIT,
+            lock_wait,
             || sled::Config::new().path(dir).cache_capacity(8 << 20).open(),
             |e| matches!(e, sled::Error::Io(io) if is_lock_conflict(io)),
         )?;
@@ -297,7 +465,7 @@ impl Journal {
             options.signer.as_deref(),
         );
         tracing::info!(next_seq = head.next_seq, head_hash = %head.last_hash, "access journal opened");
-        let j = Journal {
+        let j = Opened {
             inner: Arc::new(Inner {
                 db,
                 entries,
@@ -419,15 +587,6 @@ impl Journal {
         head.last_hash = e.hash.clone();
         head.last_time_90k = now;
         Ok(e)
-    }
-
-    /// Appends, logging a failure instead of returning it. Only for system events (service
-    /// start/stop, retention) that have no caller to report to; user actions use
-    /// [`Journal::append`] and fail when it fails (no untraced access).
-    pub fn append_or_log(&self, new: NewEntry) {
-        if let Err(e) = self.append(new) {
-            tracing::error!(error = %e, "cannot write to the access journal");
-        }
     }
 
     /// Entries matching `q`, oldest first, at most `q.limit` (1000 by default).
@@ -707,8 +866,8 @@ impl Journal {
 
     /// Raw access for tests that tamper with the store.
     #[doc(hidden)]
-    pub fn raw_entries(&self) -> &sled::Tree {
-        &self.inner.entries
+    pub fn raw_entries(&self) -> sled::Tree {
+        self.inner.entries.clone()
     }
 
     /// Flushes everything (also done after every append).

@@ -51,7 +51,7 @@ fn entries_chain_and_verify() {
 fn edited_entry_is_named() {
     let (_d, clock, j) = journal();
     fill(&j, &clock, 10);
-    let raw = j.raw_entries();
+    let raw = j.raw_entries().unwrap();
     let v = raw.get(7u64.to_be_bytes()).unwrap().unwrap();
     let edited = String::from_utf8(v.to_vec())
         .unwrap()
@@ -68,7 +68,7 @@ fn rehashed_edit_breaks_the_next_link() {
     let (_d, clock, j) = journal();
     fill(&j, &clock, 10);
     // A forger who also recomputes the edited entry's hash is caught by the next entry.
-    let raw = j.raw_entries();
+    let raw = j.raw_entries().unwrap();
     let mut e: vigie_audit::Entry =
         serde_json::from_slice(&raw.get(4u64.to_be_bytes()).unwrap().unwrap()).unwrap();
     e.actor = "someone-else".into();
@@ -84,14 +84,14 @@ fn rehashed_edit_breaks_the_next_link() {
 fn removed_entries_are_named() {
     let (_d, clock, j) = journal();
     fill(&j, &clock, 10);
-    j.raw_entries().remove(3u64.to_be_bytes()).unwrap();
+    j.raw_entries().unwrap().remove(3u64.to_be_bytes()).unwrap();
     let (seq, why) = j.verify().unwrap().first_broken.unwrap();
     assert_eq!(seq, 3, "{why}");
     assert!(why.contains("missing"), "{why}");
 
     let (_d, clock, j) = journal();
     fill(&j, &clock, 10);
-    j.raw_entries().remove(9u64.to_be_bytes()).unwrap();
+    j.raw_entries().unwrap().remove(9u64.to_be_bytes()).unwrap();
     let (seq, why) = j.verify().unwrap().first_broken.unwrap();
     assert_eq!(seq, 9, "{why}");
     assert!(why.contains("removed"), "{why}");

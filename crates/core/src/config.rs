@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
@@ -840,58 +841,13 @@ impl Config {
                 ),
             );
         }
-        if !(365..=3650).contains(&self.retention.journal_days) {
-            add(
-                "retention.journal_days".into(),
-                format!("{} is outside 365..=3650", self.retention.journal_days),
-            );
-        }
-        if !(1..=3600).contains(&self.retention.check_interval_s) {
-            add(
-                "retention.check_interval_s".into(),
-                format!("{} is outside 1..=3600", self.retention.check_interval_s),
-            );
-        }
         if !((1 << 20)..=(64u64 << 30)).contains(&self.storage.index_cache_bytes.0) {
             add(
                 "storage.index_cache_bytes".into(),
                 "must be between 1MiB and 64GiB".into(),
             );
         }
-        if !(1..=1_000_000).contains(&self.storage.verify_entries_per_s) {
-            add(
-                "storage.verify_entries_per_s".into(),
-                format!(
-                    "{} is outside 1..=1000000",
-                    self.storage.verify_entries_per_s
-                ),
-            );
-        }
         let r = &self.recording;
-        if !(10..=300).contains(&r.segment_seconds) {
-            add(
-                "recording.segment_seconds".into(),
-                format!("{} is outside 10..=300", r.segment_seconds),
-            );
-        }
-        if !(200..=5000).contains(&r.fragment_ms) {
-            add(
-                "recording.fragment_ms".into(),
-                format!("{} is outside 200..=5000", r.fragment_ms),
-            );
-        }
-        if r.flush_interval_ms > 60_000 {
-            add(
-                "recording.flush_interval_ms".into(),
-                format!("{} is above 60000", r.flush_interval_ms),
-            );
-        }
-        if r.index_interval_ms > 60_000 {
-            add(
-                "recording.index_interval_ms".into(),
-                format!("{} is above 60000", r.index_interval_ms),
-            );
-        }
         if r.writer_queue_bytes.0 < (1 << 20) {
             add(
                 "recording.writer_queue_bytes".into(),
@@ -922,77 +878,126 @@ impl Config {
                 "must be at least 16 characters".into(),
             );
         }
+        // Every numeric setting with a plain allowed range: one table, one message.
         let a = &self.auth;
-        for (key, v, range) in [
+        let ranges: [(&str, u64, RangeInclusive<u64>); 24] = [
+            (
+                "retention.journal_days",
+                self.retention.journal_days.into(),
+                365..=3650,
+            ),
+            (
+                "retention.check_interval_s",
+                self.retention.check_interval_s.into(),
+                1..=3600,
+            ),
+            (
+                "storage.verify_entries_per_s",
+                self.storage.verify_entries_per_s.into(),
+                1..=1_000_000,
+            ),
+            (
+                "recording.segment_seconds",
+                r.segment_seconds.into(),
+                10..=300,
+            ),
+            ("recording.fragment_ms", r.fragment_ms.into(), 200..=5000),
+            (
+                "recording.flush_interval_ms",
+                r.flush_interval_ms.into(),
+                0..=60_000,
+            ),
+            (
+                "recording.index_interval_ms",
+                r.index_interval_ms.into(),
+                0..=60_000,
+            ),
+            (
+                "holds.max_span_days",
+                self.holds.max_span_days.into(),
+                1..=366,
+            ),
             (
                 "auth.session_idle_minutes",
-                a.session_idle_minutes,
+                a.session_idle_minutes.into(),
                 1..=1440,
             ),
-            ("auth.session_max_hours", a.session_max_hours, 1..=720),
-            ("auth.max_failed_logins", a.max_failed_logins, 1..=100),
-            ("auth.lockout_minutes", a.lockout_minutes, 1..=1440),
+            (
+                "auth.session_max_hours",
+                a.session_max_hours.into(),
+                1..=720,
+            ),
+            (
+                "auth.max_failed_logins",
+                a.max_failed_logins.into(),
+                1..=100,
+            ),
+            ("auth.lockout_minutes", a.lockout_minutes.into(), 1..=1440),
             (
                 "auth.max_concurrent_logins",
-                a.max_concurrent_logins,
+                a.max_concurrent_logins.into(),
                 1..=64,
             ),
-            ("auth.max_queued_logins", a.max_queued_logins, 0..=1024),
+            (
+                "auth.max_queued_logins",
+                a.max_queued_logins.into(),
+                0..=1024,
+            ),
             (
                 "server.header_read_timeout_s",
-                self.server.header_read_timeout_s,
+                self.server.header_read_timeout_s.into(),
                 1..=300,
             ),
             (
                 "server.idle_timeout_s",
-                self.server.idle_timeout_s,
+                self.server.idle_timeout_s.into(),
                 10..=3600,
             ),
             (
                 "server.request_timeout_s",
-                self.server.request_timeout_s,
+                self.server.request_timeout_s.into(),
                 1..=3600,
             ),
             (
                 "server.max_connections",
-                self.server.max_connections,
+                self.server.max_connections.into(),
                 16..=65536,
             ),
             (
                 "server.max_connections_per_ip",
-                self.server.max_connections_per_ip,
+                self.server.max_connections_per_ip.into(),
                 1..=65536,
             ),
-            ("exports.max_running", self.exports.max_running, 1..=16),
+            (
+                "exports.max_running",
+                self.exports.max_running.into(),
+                1..=16,
+            ),
             (
                 "exports.max_concurrent_per_user",
-                self.exports.max_concurrent_per_user,
+                self.exports.max_concurrent_per_user.into(),
                 1..=100,
             ),
-            ("exports.max_queued", self.exports.max_queued, 1..=1000),
+            (
+                "exports.max_queued",
+                self.exports.max_queued.into(),
+                1..=1000,
+            ),
             (
                 "exports.package_lifetime_days",
-                self.exports.package_lifetime_days,
+                self.exports.package_lifetime_days.into(),
                 1..=365,
             ),
             (
                 "exports.check_interval_s",
-                self.exports.check_interval_s,
+                self.exports.check_interval_s.into(),
                 1..=3600,
             ),
-        ] {
+        ];
+        for (key, v, range) in ranges {
             if !range.contains(&v) {
-                add(
-                    key.into(),
-                    format!("{v} is outside {}..={}", range.start(), range.end()),
-                );
+                add(key.into(), outside(v, &range));
             }
-        }
-        if !(1..=366).contains(&self.holds.max_span_days) {
-            add(
-                "holds.max_span_days".into(),
-                format!("{} is outside 1..=366", self.holds.max_span_days),
-            );
         }
         if self.exports.max_concurrent_per_user > self.exports.max_queued {
             add(
@@ -1102,17 +1107,13 @@ impl Config {
                 if let Err(e) = s.resolve(getenv) {
                     add(format!("{key}.url"), e);
                 }
-                if !(1..=120).contains(&s.connect_timeout_s) {
-                    add(
-                        format!("{key}.connect_timeout_s"),
-                        "must be within 1..=120".into(),
-                    );
-                }
-                if !(1..=300).contains(&s.stall_timeout_s) {
-                    add(
-                        format!("{key}.stall_timeout_s"),
-                        "must be within 1..=300".into(),
-                    );
+                for (name, v, range) in [
+                    ("connect_timeout_s", s.connect_timeout_s, 1..=120),
+                    ("stall_timeout_s", s.stall_timeout_s, 1..=300),
+                ] {
+                    if !range.contains(&v) {
+                        add(format!("{key}.{name}"), outside(v, &range));
+                    }
                 }
             }
         }
@@ -1173,6 +1174,11 @@ impl Config {
         .min()
         .unwrap_or(LEGAL_MAX_RETENTION_DAYS)
     }
+}
+
+/// The message for a setting outside its allowed range.
+fn outside<T: std::fmt::Display>(v: T, range: &RangeInclusive<T>) -> String {
+    format!("{v} is outside {}..={}", range.start(), range.end())
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! A tiny ISO-BMFF box writer: big-endian fields into a `Vec<u8>`, box sizes back-patched when a
-//! box is closed. Reused by init segments, fragments and (later) the virtual progressive MP4.
+//! box is closed, and the header boxes both MP4 layouts write (`mvhd`, `tkhd`, `mdhd`, `hdlr`,
+//! `dinf`): the fragmented segments ([`crate::write`], version 0, no duration) and the virtual
+//! progressive MP4 ([`crate::progressive`], version 1, 64-bit durations).
 
 /// Writes nested boxes into a buffer. `start*` opens a box (size placeholder), `end` closes the
 /// innermost open box and patches its 32-bit size.
@@ -153,6 +155,80 @@ impl BoxWriter {
         debug_assert!(self.open.is_empty(), "unclosed boxes");
         self.buf
     }
+}
+
+/// The 90 kHz timescale every Vigie track uses.
+const TIMESCALE: u32 = crate::write::TIMESCALE;
+
+/// Creation and modification times (0: unknown), then `timescale` and `duration_90k`, in the
+/// width `version` gives them (0: 32-bit, 1: 64-bit). `extra_u32` sits between the times and
+/// the duration in `tkhd` (track id, reserved), not in `mvhd`/`mdhd`.
+fn times(w: &mut BoxWriter, version: u8, middle: &[u32], duration_90k: u64) {
+    if version == 1 {
+        w.u64(0).u64(0);
+    } else {
+        w.u32(0).u32(0);
+    }
+    for &m in middle {
+        w.u32(m);
+    }
+    if version == 1 {
+        w.u64(duration_90k);
+    } else {
+        w.u32(u32::try_from(duration_90k).unwrap_or(u32::MAX));
+    }
+}
+
+/// `mvhd`: movie header.
+pub(crate) fn write_mvhd(w: &mut BoxWriter, version: u8, duration_90k: u64, next_track_id: u32) {
+    w.full_boxed(b"mvhd", version, 0, |w| {
+        times(w, version, &[TIMESCALE], duration_90k);
+        w.u32(0x0001_0000).u16(0x0100).zeros(10); // rate, volume, reserved
+        w.unity_matrix().zeros(24).u32(next_track_id);
+    });
+}
+
+/// `tkhd`: track header (`flags`: enabled 1, in movie 2, in preview 4).
+pub(crate) fn write_tkhd(
+    w: &mut BoxWriter,
+    version: u8,
+    flags: u32,
+    track_id: u32,
+    duration_90k: u64,
+    (width, height): (u16, u16),
+) {
+    w.full_boxed(b"tkhd", version, flags, |w| {
+        times(w, version, &[track_id, 0], duration_90k); // track id, reserved
+        w.zeros(8).u16(0).u16(0).u16(0).u16(0); // reserved, layer, group, volume, reserved
+        w.unity_matrix();
+        w.u32(u32::from(width) << 16).u32(u32::from(height) << 16);
+    });
+}
+
+/// `mdhd` (language `und`) and `hdlr` (`handler`, NUL-terminated `name`).
+pub(crate) fn write_mdhd_hdlr(
+    w: &mut BoxWriter,
+    version: u8,
+    duration_90k: u64,
+    handler: &[u8; 4],
+    name: &[u8],
+) {
+    w.full_boxed(b"mdhd", version, 0, |w| {
+        times(w, version, &[TIMESCALE], duration_90k);
+        w.u16(0x55c4).u16(0); // 'und'
+    });
+    w.full_boxed(b"hdlr", 0, 0, |w| {
+        w.u32(0).bytes(handler).zeros(12).bytes(name);
+    });
+}
+
+/// `dinf` with one self-contained `url ` entry.
+pub(crate) fn write_dinf(w: &mut BoxWriter) {
+    w.boxed(b"dinf", |w| {
+        w.full_boxed(b"dref", 0, 0, |w| {
+            w.u32(1).full_boxed(b"url ", 0, 1, |_| {});
+        });
+    });
 }
 
 #[cfg(test)]

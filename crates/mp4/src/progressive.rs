@@ -45,8 +45,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::boxes::BoxWriter;
-use crate::write::{SampleInfo, TIMESCALE};
+use crate::boxes::{BoxWriter, write_dinf, write_mdhd_hdlr, write_mvhd, write_tkhd};
+use crate::write::SampleInfo;
 
 /// Bumped whenever the bytes produced for the same input change (part of HTTP ETags).
 /// 2: table runs are no longer merged across pieces.
@@ -624,41 +624,6 @@ fn write_ftyp(w: &mut BoxWriter) {
     });
 }
 
-fn write_mvhd(w: &mut BoxWriter, duration_90k: u64, next_track_id: u32) {
-    w.full_boxed(b"mvhd", 1, 0, |w| {
-        w.u64(0).u64(0).u32(TIMESCALE).u64(duration_90k);
-        w.u32(0x0001_0000).u16(0x0100).zeros(10); // rate, volume, reserved
-        w.unity_matrix().zeros(24).u32(next_track_id);
-    });
-}
-
-fn write_tkhd(w: &mut BoxWriter, track_id: u32, duration_90k: u64, width: u16, height: u16) {
-    w.full_boxed(b"tkhd", 1, 0x3, |w| {
-        w.u64(0).u64(0).u32(track_id).u32(0).u64(duration_90k);
-        w.zeros(8).u16(0).u16(0).u16(0).u16(0); // reserved, layer, group, volume, reserved
-        w.unity_matrix();
-        w.u32(u32::from(width) << 16).u32(u32::from(height) << 16);
-    });
-}
-
-fn write_mdhd_hdlr(w: &mut BoxWriter, duration_90k: u64, handler: &[u8; 4], name: &[u8]) {
-    w.full_boxed(b"mdhd", 1, 0, |w| {
-        w.u64(0).u64(0).u32(TIMESCALE).u64(duration_90k);
-        w.u16(0x55c4).u16(0); // 'und'
-    });
-    w.full_boxed(b"hdlr", 0, 0, |w| {
-        w.u32(0).bytes(handler).zeros(12).bytes(name);
-    });
-}
-
-fn write_dinf(w: &mut BoxWriter) {
-    w.boxed(b"dinf", |w| {
-        w.full_boxed(b"dref", 0, 0, |w| {
-            w.u32(1).full_boxed(b"url ", 0, 1, |_| {});
-        });
-    });
-}
-
 /// `stts` from an iterator of durations (run-length encoded).
 fn write_stts(w: &mut BoxWriter, durations: impl Iterator<Item = u32>) {
     w.full_boxed(b"stts", 0, 0, |w| {
@@ -899,6 +864,7 @@ pub fn build_lazy(
     w.start(b"moov");
     write_mvhd(
         &mut w,
+        1,
         input.duration_90k,
         if has_text {
             TEXT_TRACK_ID + 1
@@ -911,10 +877,11 @@ pub fn build_lazy(
     w.start(b"trak");
     write_tkhd(
         &mut w,
+        1,
+        0x3,
         VIDEO_TRACK_ID,
         input.duration_90k,
-        input.width,
-        input.height,
+        (input.width, input.height),
     );
     w.boxed(b"edts", |w| {
         w.full_boxed(b"elst", 1, 0, |w| {
@@ -926,7 +893,7 @@ pub fn build_lazy(
         });
     });
     w.start(b"mdia");
-    write_mdhd_hdlr(&mut w, totals.media_90k, b"vide", b"VideoHandler\0");
+    write_mdhd_hdlr(&mut w, 1, totals.media_90k, b"vide", b"VideoHandler\0");
     w.start(b"minf");
     w.full_boxed(b"vmhd", 0, 1, |w| {
         w.zeros(8);
@@ -969,9 +936,16 @@ pub fn build_lazy(
     if has_text {
         let text_90k: u64 = input.cues.iter().map(|c| u64::from(c.duration_90k)).sum();
         w.start(b"trak");
-        write_tkhd(&mut w, TEXT_TRACK_ID, text_90k, input.width, input.height);
+        write_tkhd(
+            &mut w,
+            1,
+            0x3,
+            TEXT_TRACK_ID,
+            text_90k,
+            (input.width, input.height),
+        );
         w.start(b"mdia");
-        write_mdhd_hdlr(&mut w, text_90k, b"sbtl", b"WallClock\0");
+        write_mdhd_hdlr(&mut w, 1, text_90k, b"sbtl", b"WallClock\0");
         w.start(b"minf");
         w.full_boxed(b"nmhd", 0, 0, |_| {});
         write_dinf(&mut w);

@@ -247,3 +247,14 @@ fn real_h264_segment_decodes_with_ffmpeg() {
         "h264,320,240,25/1"
     );
 }
+
+/// The init segment is part of every segment file on disk (and what recovery parses): its bytes
+/// must not change by accident (e.g. while sharing header-box code with the progressive MP4).
+#[test]
+fn init_segment_bytes_are_stable() {
+    let b = init_segment(&synthetic_params(), &meta());
+    let fnv = b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    assert_eq!((b.len(), fnv), (726, 1018763475266635503));
+}

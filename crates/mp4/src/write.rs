@@ -9,7 +9,7 @@
 
 use vigie_core::VideoParams;
 
-use crate::boxes::BoxWriter;
+use crate::boxes::{BoxWriter, write_dinf, write_mdhd_hdlr, write_mvhd, write_tkhd};
 
 /// `uuid` user type of the Vigie metadata box inside `moov`.
 pub const META_UUID: [u8; 16] = *b"vigie-seg-meta-1";
@@ -83,35 +83,16 @@ pub fn init_segment(params: &VideoParams, meta: &SegmentMeta) -> Vec<u8> {
     let mut w = BoxWriter::with_capacity(768 + params.sample_entry.len());
     write_ftyp(&mut w);
     w.boxed(b"moov", |w| {
-        w.full_boxed(b"mvhd", 0, 0, |w| {
-            w.u32(0).u32(0).u32(TIMESCALE).u32(0); // creation, modification, timescale, duration
-            w.u32(0x0001_0000).u16(0x0100).zeros(10); // rate, volume, reserved
-            w.unity_matrix().zeros(24).u32(TRACK_ID + 1);
-        });
+        write_mvhd(w, 0, 0, TRACK_ID + 1);
         w.boxed(b"trak", |w| {
-            w.full_boxed(b"tkhd", 0, 0x7, |w| {
-                w.u32(0).u32(0).u32(TRACK_ID).u32(0).u32(0); // times, track id, reserved, duration
-                w.zeros(8).u16(0).u16(0).u16(0).u16(0); // reserved, layer, group, volume, reserved
-                w.unity_matrix();
-                w.u32(u32::from(params.width) << 16)
-                    .u32(u32::from(params.height) << 16);
-            });
+            write_tkhd(w, 0, 0x7, TRACK_ID, 0, (params.width, params.height));
             w.boxed(b"mdia", |w| {
-                w.full_boxed(b"mdhd", 0, 0, |w| {
-                    w.u32(0).u32(0).u32(TIMESCALE).u32(0).u16(0x55c4).u16(0); // 'und'
-                });
-                w.full_boxed(b"hdlr", 0, 0, |w| {
-                    w.u32(0).bytes(b"vide").zeros(12).bytes(b"VideoHandler\0");
-                });
+                write_mdhd_hdlr(w, 0, 0, b"vide", b"VideoHandler\0");
                 w.boxed(b"minf", |w| {
                     w.full_boxed(b"vmhd", 0, 1, |w| {
                         w.zeros(8);
                     });
-                    w.boxed(b"dinf", |w| {
-                        w.full_boxed(b"dref", 0, 0, |w| {
-                            w.u32(1).full_boxed(b"url ", 0, 1, |_| {});
-                        });
-                    });
+                    write_dinf(w);
                     w.boxed(b"stbl", |w| {
                         w.full_boxed(b"stsd", 0, 0, |w| {
                             w.u32(1).bytes(&params.sample_entry);
