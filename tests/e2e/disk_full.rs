@@ -234,8 +234,14 @@ async fn fill_and_delete_cycles_keep_recording_and_a_restart_at_0_bytes_free_rec
     v.stop().unwrap();
     sim.shutdown().await;
 
-    // Index and files agree; every file decodes.
+    // Index and files agree (once the background verification, which also indexes orphan
+    // files anywhere in the history, is done); every file decodes.
     v.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(&v).await["history_verification"]["done"] != serde_json::json!(true) {
+        assert!(Instant::now() < deadline, "history verification not done");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let listed = listing(&v, &["cam-a", "cam-b"]).await;
     v.stop().unwrap();
     let files = mp4_files(&data.join("recordings"));

@@ -308,7 +308,7 @@ struct Reader<'c, 'a> {
     session_id: u64,
     stall: Duration,
     key_wait: Duration,
-    /// Since when a key frame is awaited: PLAY, or the last frame lost mid-stream.
+    /// Since when a key frame is awaited: PLAY, or the last frame refused mid-stream.
     play_at: Instant,
     /// No frame by then is a stall.
     deadline: Instant,
@@ -320,7 +320,9 @@ struct Reader<'c, 'a> {
 }
 
 impl Reader<'_, '_> {
-    /// After a lost frame: drop frames until the next key frame, waiting at most `key_wait`.
+    /// After a frame that cannot be recorded as the session's codec: drop frames until the next
+    /// key frame, waiting at most `key_wait` (then the session ends and the reconnection gets
+    /// the camera's new SDP).
     fn await_key_frame(&mut self, now: Instant) {
         if self.have_key {
             self.have_key = false;
@@ -354,11 +356,10 @@ impl Reader<'_, '_> {
                     } else {
                         debug!(packet_errors, "packet error (frame dropped): {msg}");
                     }
-                    // The frames after a dropped one may reference it: recording them would
-                    // make a segment no decoder reads cleanly (and a camera that switched codec
-                    // inside its session would be recorded as garbage). Resume at the next key
-                    // frame; a session that never sends one ends after `key_wait`.
-                    self.await_key_frame(now);
+                    // The frames after a dropped one may reference it; they are still recorded
+                    // (decoders conceal the damage: a picture with artefacts until the next key
+                    // frame is better evidence than none). What is not H.264 at all is refused
+                    // below.
                     return None;
                 }
             },
@@ -385,14 +386,6 @@ impl Reader<'_, '_> {
                 Err(e) => return Some(End::Error(e)),
             }
         }
-        // Packets lost before this frame (RTP sequence gap): same as a dropped frame.
-        if f.loss() > 0 && !f.is_random_access_point() && self.have_key {
-            debug!(
-                loss = f.loss(),
-                "packets lost before a frame: waiting for the next key frame"
-            );
-            self.await_key_frame(now);
-        }
         if !self.have_key {
             if !f.is_random_access_point() || self.params.is_none() {
                 if now.duration_since(self.play_at) > self.key_wait {
@@ -402,7 +395,7 @@ impl Reader<'_, '_> {
                         if self.frames == 0 {
                             "PLAY"
                         } else {
-                            "a lost frame"
+                            "a frame that was not H.264"
                         }
                     ))));
                 }

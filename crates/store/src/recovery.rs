@@ -14,6 +14,8 @@
 //!    crash can leave them — are indexed from their own metadata if they hold at least one
 //!    complete fragment, else deleted. Only files with an id from the oldest of the stream's
 //!    entries checked in step 2 on are looked up in the index (a crash's orphan is newer).
+//!    Orphans elsewhere in the history (a full disk can leave them) are found afterwards by the
+//!    background pass ([`crate::verify`]), which looks up every older file.
 //! 4. The next segment id is raised above every id seen (the index's highest id and the
 //!    orphans').
 //!
@@ -278,7 +280,7 @@ pub(crate) fn check_entry(
 
 /// Indexes a file with no entry from its own content (or deletes it if it holds no complete
 /// fragment).
-fn index_orphan(
+pub(crate) fn index_orphan(
     index: &Index,
     layout: &Layout,
     key: &StreamKey,

@@ -3,7 +3,9 @@
 //! index entry and checks it against its file exactly as start-up recovery always did
 //! ([`crate::recovery::check_entry`]: a missing file drops the entry, a short file drops it and
 //! the file is re-read as an orphan, an open or longer one is re-read). Findings are logged with
-//! camera, stream and segment id, as start-up findings are.
+//! camera, stream and segment id, as start-up findings are. Then it lists every segment file
+//! older than this run and looks each up: a file without an entry is handled as an orphan
+//! ([`orphan_pass`]), as start-up recovery handles those of the newest directories.
 //!
 //! Bounded cost:
 //! * memory: the walk reads the small `by_id` tree (segment id → `segments` key, indexed length,
@@ -163,6 +165,11 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
             std::thread::sleep(wait.min(Duration::from_millis(100)));
         }
     }
+    // Then the files: one without an entry anywhere in the history (not only where a crash
+    // leaves them, which start-up recovery checked).
+    if !orphan_pass(weak, progress, deferred, started, rate, &mut seen) {
+        return;
+    }
     let ms = started.elapsed().as_millis() as u64;
     progress.duration_ms.store(ms, Ordering::Relaxed);
     progress.done.store(true, Ordering::Release);
@@ -175,6 +182,103 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
         report = ?s.report,
         "background verification of the history done"
     );
+}
+
+/// Every segment file older than this run is looked up in `by_id` (one directory listing at a
+/// time, throttled with the entries: one lookup each); a file without an entry is an orphan:
+/// indexed from its own content, or deleted if it holds no complete fragment, exactly as
+/// start-up recovery handles the recent ones. Orphans away from the newest directories arise
+/// when the disk is full (a segment abandoned when the index could not be written and the
+/// process stopped before it was re-read; an entry removed whose file could not be unlinked).
+/// A candidate is re-checked under the retention lock (retention may be deleting it: entry
+/// first, then file) and skipped while a deletion of it is pending. Returns false when the
+/// store went away or is shutting down.
+fn orphan_pass(
+    weak: &Weak<Inner>,
+    progress: &VerifyProgress,
+    deferred: &Deferred,
+    started: Instant,
+    rate: f64,
+    seen: &mut u64,
+) -> bool {
+    let dirs = match weak.upgrade().map(|i| i.layout.list_stream_dirs()) {
+        None => return false,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "background verification: listing the recordings failed");
+            progress.errors.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+    };
+    for (key, dir) in dirs {
+        let Ok(date_dirs) = crate::layout::read_dir_sorted(&dir) else {
+            continue;
+        };
+        for date_dir in date_dirs.into_iter().filter(|d| d.is_dir()) {
+            let Ok(files) = crate::layout::read_dir_sorted(&date_dir) else {
+                continue;
+            };
+            for path in files {
+                let Some(id) = crate::layout::file_name(&path)
+                    .as_deref()
+                    .and_then(crate::layout::Layout::parse_segment_file_name)
+                else {
+                    continue;
+                };
+                if id >= deferred.first_new_id {
+                    continue; // this run's writers
+                }
+                let Some(inner) = weak.upgrade() else {
+                    return false;
+                };
+                if inner.shutting_down.load(Ordering::SeqCst) {
+                    return false;
+                }
+                *seen += 1;
+                if let Err(e) = check_file(&inner, progress, &key, id, &path) {
+                    tracing::error!(camera = %key.camera, stream = %key.stream, segment = id, error = %e, "background verification of a segment file failed; left as it is");
+                    progress.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(inner);
+                let due = started + Duration::from_secs_f64(*seen as f64 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait.min(Duration::from_millis(100)));
+                }
+            }
+        }
+    }
+    true
+}
+
+fn check_file(
+    inner: &Inner,
+    progress: &VerifyProgress,
+    key: &StreamKey,
+    id: u64,
+    path: &std::path::Path,
+) -> Result<(), StoreError> {
+    let id_key = id.to_be_bytes();
+    if inner.index()?.by_id.contains_key(id_key)? {
+        return Ok(());
+    }
+    let _guard = inner
+        .retention_lock
+        .lock()
+        .map_err(|_| StoreError::ShuttingDown)?;
+    let index = inner.index()?;
+    if !path.exists() || index.by_id.contains_key(id_key)? || index.garbage.contains_key(id_key)? {
+        return Ok(()); // deleted meanwhile, indexed meanwhile, or being deleted
+    }
+    tracing::warn!(camera = %key.camera, stream = %key.stream, segment = id, "segment file without an index entry in the history: treated as an orphan");
+    let mut r = RecoveryReport::default();
+    crate::recovery::index_orphan(&index, &inner.layout, key, id, path, &mut r)?;
+    progress.findings.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut total) = progress.report.lock() {
+        total.orphans_indexed += r.orphans_indexed;
+        total.orphans_deleted += r.orphans_deleted;
+        total.bytes_truncated += r.bytes_truncated;
+    }
+    Ok(())
 }
 
 fn check_one(
