@@ -77,7 +77,7 @@ fn params() -> VideoParams {
     }
 }
 
-/// One 60 s segment at 2 Mbit/s, 25 fps, GOP 50 (as crates/api/benches/playback.rs).
+/// One 60 s segment at 2 Mbit/s, 25 fps, GOP 50 (as crates/footage/benches/playback.rs).
 fn segment(rng: &mut Rng) -> SyntheticSegment {
     let per_frame = 2000u64 * 1000 / 8 / 25;
     let p_size = per_frame * 50 / 54;

@@ -10,7 +10,7 @@ use vigie_store::SampleInfo;
 use vigie_store::sampletable::{decode_samples_into, encode_samples, encode_samples_v1};
 
 /// The benchmarks' minute: 1500 frames at 2 Mbit/s, GOP 50, sizes ±20 %, 10 % of durations
-/// off by one tick (crates/api/benches/playback.rs).
+/// off by one tick (crates/footage/benches/playback.rs).
 fn minute() -> Vec<SampleInfo> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {

@@ -612,7 +612,7 @@ mod tests {
         );
     }
 
-    /// The benchmarks' minute (crates/api/benches/playback.rs, crates/bench/src/restart.rs):
+    /// The benchmarks' minute (crates/footage/benches/playback.rs, crates/bench/src/restart.rs):
     /// 1500 frames at 2 Mbit/s, GOP 50, sizes ±20 %, 10 % of durations off by one tick.
     fn benchmark_minute(seed: u64) -> Vec<SampleInfo> {
         let mut x = seed;
