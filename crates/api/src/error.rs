@@ -169,3 +169,52 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
         ApiError::BadRequest(r.body_text())
     }
 }
+
+/// Export admission and registration errors: 429 over a job limit, 409 while an identical
+/// request is being created, 507 over the quota or the free-space floor.
+impl From<vigie_export::jobs::JobError> for ApiError {
+    fn from(e: vigie_export::jobs::JobError) -> Self {
+        use vigie_export::jobs::JobError as J;
+        match e {
+            J::LimitReached {
+                message,
+                retry_after_s,
+            } => ApiError::LimitReached {
+                message,
+                retry_after_s,
+            },
+            J::Conflict(message) => ApiError::Conflict {
+                message,
+                spans: Vec::new(),
+            },
+            J::InsufficientStorage(m) => ApiError::InsufficientStorage(m),
+            J::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// Footage errors: 404 nothing recorded, 409 gaps or a codec change (with the spans).
+impl From<vigie_footage::FootageError> for ApiError {
+    fn from(e: vigie_footage::FootageError) -> Self {
+        use vigie_footage::FootageError as F;
+        match e {
+            F::NoRecording { .. } => ApiError::NotFound(e.to_string()),
+            F::Conflict { message, spans } => ApiError::Conflict { message, spans },
+            F::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
+/// Still errors: 404 nothing recorded, 501 not built, 503 anything else (with why).
+impl From<vigie_decode::StillError> for ApiError {
+    fn from(e: vigie_decode::StillError) -> Self {
+        use vigie_decode::StillError as S;
+        match e {
+            S::NoRecording(m) => ApiError::NotFound(m),
+            S::Store(e) => ApiError::Store(e),
+            S::Unavailable(m) => ApiError::Unavailable(m),
+            S::NotBuilt => ApiError::NotImplemented(S::NotBuilt.to_string()),
+            other => ApiError::Unavailable(format!("cannot make the still: {other}")),
+        }
+    }
+}

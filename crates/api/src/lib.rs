@@ -1,29 +1,29 @@
 //! The HTTP API of Vigie (axum), versioned under `/api/v1`, plus `/metrics` and the static page.
 //!
-//! Owns: routing, request parsing (times, ids), the JSON shapes of responses, and the mapping of
-//! every error to an HTTP status ([`error`], the one place where that happens).
+//! Owns: routing, access control on every route ([`access`]), request parsing (times, ids), the
+//! representations of responses (JSON, CSV, the live WebSocket, streamed bodies), journaling
+//! each access to footage ([`journal`]), the HTTP server and its bounds ([`server`],
+//! [`limits`]), and the mapping of every error to an HTTP status ([`error`], the one place
+//! where that happens, including the errors of the services).
 //!
-//! Does not own: recording (store), camera sessions (ingest) or process wiring (the binary). The
-//! state it serves from is [`AppState`], built by the binary.
+//! Does not own: recording (store), camera sessions (ingest), process wiring (the binary), nor
+//! any feature behind the routes. Footage, live frames, stills and export jobs are reached
+//! through the service traits of `vigie-service` held by [`AppState`] (built by the binary);
+//! the store is used directly only for node-local administration (legal holds, storage
+//! health and statistics).
 
 pub mod access;
-#[cfg(feature = "gst")]
-pub mod burnin;
 pub mod csvsafe;
 pub mod error;
-pub mod exports;
-#[cfg(feature = "gst")]
-pub mod gst_elements;
 pub mod journal;
 pub mod limits;
-pub mod live;
 mod params;
-pub mod playback;
-pub mod quality;
 mod routes;
 pub mod server;
+
+/// The GStreamer elements stills and burned-in copies need (moved to `vigie-decode`).
 #[cfg(feature = "gst")]
-pub mod still;
+pub use vigie_decode::gst_elements;
 
 use std::sync::Arc;
 
@@ -31,6 +31,8 @@ use axum::Router;
 use vigie_core::config::Config;
 use vigie_core::{Clock, StreamKey};
 use vigie_ingest::StatusCell;
+use vigie_quality::ComplianceCell;
+use vigie_service::{ExportJobs, Footage, LiveSource, Stills};
 use vigie_store::Store;
 
 pub use error::ApiError;
@@ -40,17 +42,22 @@ pub use error::ApiError;
 pub struct StreamEntry {
     pub key: StreamKey,
     pub status: Arc<StatusCell>,
-    /// Live view: fed by ingest through a [`live::TeeSink`], read by WebSocket viewers.
-    pub live: Arc<live::LiveHub>,
-    /// Quality-floor compliance, updated by the binary's quality monitor.
-    pub compliance: Arc<quality::ComplianceCell>,
+    /// Quality-floor compliance, updated by [`vigie_quality::monitor`].
+    pub compliance: Arc<ComplianceCell>,
 }
 
 /// Everything the handlers read. Cheap to clone (shared behind `Arc`).
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// Node-local storage administration: legal holds, storage health and statistics.
     pub store: Store,
+    /// Recorded footage (recordings listing, video.mp4, export checks).
+    pub footage: Arc<dyn Footage>,
+    /// Live frames (the live view, the latest still).
+    pub live: Arc<dyn LiveSource>,
+    /// JPEG stills (snapshot.jpg).
+    pub stills: Arc<dyn Stills>,
     pub streams: Arc<Vec<StreamEntry>>,
     pub clock: Arc<dyn Clock>,
     /// The access journal: every access to footage and every change goes through
@@ -60,7 +67,7 @@ pub struct AppState {
     /// [`access::enforce`].
     pub auth: vigie_auth::AuthStore,
     /// Evidence export jobs and the installation signing key.
-    pub exports: exports::Exports,
+    pub exports: Arc<dyn ExportJobs>,
     /// Process-wide bounds (login hashing gate).
     pub limits: Arc<limits::Limits>,
 }

@@ -1,5 +1,5 @@
 //! Bounds on what strangers can make the server do at once, outside any one handler: the login
-//! hashing gate ([`LoginGate`]). (Export jobs are bounded by [`crate::exports`]; connections,
+//! hashing gate ([`LoginGate`]). (Export jobs are bounded by [`vigie_export::jobs`]; connections,
 //! header and request timeouts by [`crate::server`].)
 //!
 //! Why a gate for logins: each attempt hashes with argon2id (19 MiB, tens of milliseconds of

@@ -128,6 +128,15 @@ fn index(c: &mut Criterion) {
     g.bench_function("sample_table_decode_60s", |b| {
         b.iter(|| vigie_store::sampletable::decode_samples(std::hint::black_box(&table)))
     });
+    // The journal form (v1): what the writer appends to, and what entries written before index
+    // format 3 hold.
+    let table_v1 = vigie_store::sampletable::encode_samples_v1(&minute);
+    g.bench_function("sample_table_encode_60s_v1", |b| {
+        b.iter(|| vigie_store::sampletable::encode_samples_v1(std::hint::black_box(&minute)))
+    });
+    g.bench_function("sample_table_decode_60s_v1", |b| {
+        b.iter(|| vigie_store::sampletable::decode_samples(std::hint::black_box(&table_v1)))
+    });
     let entry = vigie_store::index::SegmentEntry {
         id: 1,
         stream_id: 1,

@@ -113,6 +113,10 @@ struct Args {
     /// background verification (no `verify_entries_per_s` in its configuration).
     #[arg(long, default_value = "vigie")]
     restart_label: String,
+    /// Restart benchmark: generate the index with journal-form (pre-format-3) sample and
+    /// fragment tables, as an index written before issue 16's packing holds them.
+    #[arg(long)]
+    restart_v1_tables: bool,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -252,6 +256,7 @@ fn main() -> Result<()> {
             verify_rate: args.restart_verify_rate,
             verify_wait_s: args.restart_verify_wait_s,
             vigie_label: args.restart_label.clone(),
+            v1_tables: args.restart_v1_tables,
         };
         println!(
             "| binary | history | segments | index MB per camera-day | page cache | `vigie run` → HTTP (writers open) | → every writer recording | peak RSS at recording / at end (above idle) | background verification | notes |"

@@ -51,6 +51,8 @@ pub struct Opts {
     pub verify_rate: u32,
     pub verify_wait_s: u64,
     pub vigie_label: String,
+    /// Journal-form tables (entries as written before index format 3).
+    pub v1_tables: bool,
 }
 
 /// Deterministic pseudo-random numbers (xorshift).
@@ -75,7 +77,7 @@ fn params() -> VideoParams {
     }
 }
 
-/// One 60 s segment at 2 Mbit/s, 25 fps, GOP 50 (as crates/api/benches/playback.rs).
+/// One 60 s segment at 2 Mbit/s, 25 fps, GOP 50 (as crates/footage/benches/playback.rs).
 fn segment(rng: &mut Rng) -> SyntheticSegment {
     let per_frame = 2000u64 * 1000 / 8 / 25;
     let p_size = per_frame * 50 / 54;
@@ -111,8 +113,12 @@ pub fn key(i: usize) -> StreamKey {
 }
 
 /// Generates the index and the sparse files in `data` (unless already there).
-fn generate(data: &Path, size: &Size) -> Result<()> {
-    let marker = data.join(".generated");
+fn generate(data: &Path, size: &Size, v1_tables: bool) -> Result<()> {
+    let marker = data.join(if v1_tables {
+        ".generated-v1"
+    } else {
+        ".generated"
+    });
     if marker.exists() {
         eprintln!("# reusing {}", data.display());
         return Ok(());
@@ -134,18 +140,37 @@ fn generate(data: &Path, size: &Size) -> Result<()> {
     for s in 0..size.streams {
         let encs: Vec<_> = templates
             .iter()
-            .map(|tpl| store.encode_synthetic(&key(s), &params(), tpl))
+            .map(|tpl| {
+                if v1_tables {
+                    store.encode_synthetic_v1(&key(s), &params(), tpl)
+                } else {
+                    store.encode_synthetic(&key(s), &params(), tpl)
+                }
+            })
             .collect::<Result<_, _>>()?;
         let stagger = seg_90k * s as i64 / size.streams as i64;
-        for k in 0..per_stream {
-            let start = Time90k(t0 + stagger + k * seg_90k);
-            let id = store.insert_synthetic(&encs[(k as usize * 7 + s) % encs.len()], start)?;
-            let info = store.segment(id)?.context("segment just inserted")?;
-            let dir = info.path.parent().context("segment dir")?.to_owned();
-            if made_dirs.insert(dir.clone()) {
-                std::fs::create_dir_all(&dir)?;
+        // One sled batch per 1,440 entries (a day of the stream): generation is dominated by
+        // sled's inserts otherwise.
+        let mut k = 0;
+        while k < per_stream {
+            let items: Vec<_> = (k..(k + 1440).min(per_stream))
+                .map(|k| {
+                    (
+                        &encs[(k as usize * 7 + s) % encs.len()],
+                        Time90k(t0 + stagger + k * seg_90k),
+                    )
+                })
+                .collect();
+            let ids = store.insert_synthetic_many(&items)?;
+            for (id, (enc, start)) in ids.into_iter().zip(&items) {
+                let (path, bytes) = store.synthetic_file(&key(s), enc, id, *start);
+                let dir = path.parent().context("segment dir")?.to_owned();
+                if made_dirs.insert(dir.clone()) {
+                    std::fs::create_dir_all(&dir)?;
+                }
+                std::fs::File::create(&path)?.set_len(bytes)?;
             }
-            std::fs::File::create(&info.path)?.set_len(info.bytes)?;
+            k += items.len() as i64;
         }
         if s % 10 == 9 {
             eprintln!(
@@ -176,8 +201,13 @@ fn entry_anatomy(index_dir: &Path) -> Result<String> {
     let e: vigie_store::index::SegmentEntry = postcard::from_bytes(&v)?;
     let (st, ft) = (e.sample_table.len(), e.fragment_table.len());
     Ok(format!(
-        "entry {} B = sample table {st} B + fragment table {ft} B + head {} B",
+        "entry {} B = sample table {st} B ({}) + fragment table {ft} B + head {} B",
         v.len(),
+        if vigie_store::sampletable::is_packed(&e.sample_table) {
+            "packed"
+        } else {
+            "journal form"
+        },
         v.len() - st - ft
     ))
 }
@@ -284,7 +314,7 @@ pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<Re
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data");
     if size.days > 0 {
-        generate(&data, size)?;
+        generate(&data, size, opts.v1_tables)?;
     } else {
         let _ = std::fs::remove_dir_all(&data);
     }

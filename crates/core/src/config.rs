@@ -462,6 +462,7 @@ pub struct Commune {
     pub retention_days: Option<u32>,
 }
 
+/// The camera class of the order of 3 August 2007; its quality floor is `vigie_quality::floor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum CameraClass {
@@ -472,55 +473,6 @@ pub enum CameraClass {
     Wide,
     /// No floor.
     Traffic,
-}
-
-/// The minimum quality the technical order of 3 August 2007 sets for a camera class.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct QualityFloor {
-    pub min_width: u16,
-    pub min_height: u16,
-    pub min_fps: f64,
-}
-
-impl CameraClass {
-    /// The class's floor; `None` for `traffic` (no floor).
-    pub fn floor(self) -> Option<QualityFloor> {
-        match self {
-            CameraClass::CloseUp => Some(QualityFloor {
-                min_width: 704,
-                min_height: 576,
-                min_fps: 12.0,
-            }),
-            CameraClass::Wide => Some(QualityFloor {
-                min_width: 352,
-                min_height: 288,
-                min_fps: 6.0,
-            }),
-            CameraClass::Traffic => None,
-        }
-    }
-}
-
-impl QualityFloor {
-    /// Why `(width, height, fps)` is below this floor, or `None` when it is not. The picture
-    /// may be in either orientation (a portrait 576×704 stream meets a 704×576 floor).
-    pub fn check(&self, width: u16, height: u16, fps: f64) -> Option<String> {
-        let (long, short) = (width.max(height), width.min(height));
-        let mut why = Vec::new();
-        if long < self.min_width || short < self.min_height {
-            why.push(format!(
-                "resolution {width}×{height} below {}×{}",
-                self.min_width, self.min_height
-            ));
-        }
-        if fps + 0.05 < self.min_fps {
-            why.push(format!(
-                "frame rate {fps:.1} fps below {} fps",
-                self.min_fps
-            ));
-        }
-        (!why.is_empty()).then(|| why.join("; "))
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1449,29 +1401,6 @@ class = "close-up"
         let w = c.authorisation_warnings(d("2029-07-10"), 60);
         assert_eq!(w[0].days_left, -10);
         assert!(w[0].to_string().contains("EXPIRED"));
-    }
-
-    #[test]
-    fn quality_floors() {
-        let close = CameraClass::CloseUp.floor().unwrap();
-        assert_eq!(close.check(1280, 720, 25.0), None);
-        assert!(
-            close
-                .check(640, 360, 25.0)
-                .unwrap()
-                .contains("resolution 640×360")
-        );
-        assert!(
-            close
-                .check(1280, 720, 5.0)
-                .unwrap()
-                .contains("frame rate 5.0 fps below 12")
-        );
-        assert_eq!(close.check(576, 704, 12.0), None);
-        let wide = CameraClass::Wide.floor().unwrap();
-        assert_eq!(wide.check(640, 360, 6.0), None);
-        assert!(wide.check(320, 180, 25.0).is_some());
-        assert!(CameraClass::Traffic.floor().is_none());
     }
 
     #[test]

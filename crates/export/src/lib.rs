@@ -18,9 +18,13 @@
 //! listed in `manifest.json`; it is covered by `SHA256SUMS` and its signature instead.
 //!
 //! Modules: [`key`] (the installation key), [`manifest`] (the document), [`package`] (writing),
-//! [`verify`] (checking a package). No HTTP and no index access here: the caller (the API) plans
-//! the range and hands over a [`vigie_mp4::progressive::VirtualMp4`].
+//! [`verify`] (checking a package), and [`jobs`]: the export jobs of an installation (admission
+//! and its bounds, planning the range in the store, assembling the manifest, writing the
+//! package on a worker thread, journaling the outcome, deleting packages when due). No HTTP
+//! here: the API validates a request and hands it to [`jobs::Exports`]. Derived stills and the
+//! burned-in copy are decoded by `vigie-decode` (this crate's `gst` feature).
 
+pub mod jobs;
 pub mod key;
 pub mod manifest;
 pub mod package;

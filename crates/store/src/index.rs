@@ -28,8 +28,14 @@ use crate::{DeletionRecord, StoreError};
 /// + slew margin. Range scans start this far before the window.
 pub const MAX_SEGMENT_90K: i64 = (300 + 20) * 90_000;
 
-/// 2: entries carry [`TableCounts`].
-const FORMAT: u32 = 2;
+/// 2: entries carry [`TableCounts`]. 3: new entries' sample tables are in the packed form
+/// ([`crate::sampletable`]); format-2 entries (journal-form tables) stay as they are and are
+/// read as before, so a format-2 index is opened and marked 3 in place (no migration). The
+/// mark keeps a binary that predates packed tables from opening the index.
+const FORMAT: u32 = 3;
+
+/// Formats [`Index::open`] accepts (and marks [`FORMAT`]).
+const READABLE_FORMATS: [u32; 2] = [2, 3];
 
 /// One segment in the index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +107,11 @@ impl EntryHead {
     }
     pub fn end(&self) -> Time90k {
         Time90k(self.start_90k.saturating_add(self.duration_90k))
+    }
+    /// True if the segment reaches past `start` (an empty one counts if it starts there or
+    /// later): the filter of a range scan that starts [`MAX_SEGMENT_90K`] early.
+    pub fn overlaps(&self, start: Time90k) -> bool {
+        self.end() > start || (self.duration_90k == 0 && self.start() >= start)
     }
 }
 
@@ -264,6 +275,14 @@ impl Index {
                 idx.meta.insert("format", &FORMAT.to_be_bytes())?;
             }
             Some(v) if u32_of(&v) == Some(FORMAT) => {}
+            Some(v) if u32_of(&v).is_some_and(|f| READABLE_FORMATS.contains(&f)) => {
+                tracing::info!(
+                    from = u32_of(&v),
+                    to = FORMAT,
+                    "index format upgraded in place (older entries are read as they are)"
+                );
+                idx.meta.insert("format", &FORMAT.to_be_bytes())?;
+            }
             Some(_) => {
                 return Err(corrupt(format!(
                     "index format is not {FORMAT} (run `vigie reindex` to rebuild it from the segment files)"
@@ -393,45 +412,43 @@ impl Index {
         Ok(())
     }
 
-    /// Segments of a stream overlapping [start, end), in start order: one range scan.
+    /// Segments of a stream overlapping [start, end), in start order: one range scan, read
+    /// lazily (one entry at a time; nothing accumulated).
     pub fn segments_overlapping(
         &self,
         stream_id: u32,
         start: Time90k,
         end: Time90k,
-    ) -> Result<Vec<SegmentEntry>, StoreError> {
-        let lo = seg_key(stream_id, start.0.saturating_sub(MAX_SEGMENT_90K), 0);
-        let hi = seg_key(stream_id, end.0, 0);
-        let mut out = Vec::new();
-        for kv in self.segments.range(lo..hi) {
-            let (_, v) = kv?;
-            let e: SegmentEntry = postcard::from_bytes(&v)?;
-            if e.end() > start || (e.duration_90k == 0 && e.start() >= start) {
-                out.push(e);
-            }
-        }
-        Ok(out)
+    ) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
+        self.segments_overlapping_heads(stream_id, start, end).map(
+            |r| -> Result<SegmentEntry, StoreError> {
+                Ok(postcard::from_bytes::<SegmentEntry>(&r?.1)?)
+            },
+        )
     }
 
     /// [`Index::segments_overlapping`] decoding only each entry's [`EntryHead`]; the encoded
-    /// entry comes along (a cheap reference-counted buffer) for a full decode later.
+    /// entry comes along (a cheap reference-counted buffer) for a full decode later. Lazy: the
+    /// caller keeps what it needs (playback keeps its range's entries, capped by the API's
+    /// longest range), so no walk of the index is materialised here.
     pub fn segments_overlapping_heads(
         &self,
         stream_id: u32,
         start: Time90k,
         end: Time90k,
-    ) -> Result<Vec<(EntryHead, sled::IVec)>, StoreError> {
+    ) -> impl Iterator<Item = Result<(EntryHead, sled::IVec), StoreError>> + use<> {
         let lo = seg_key(stream_id, start.0.saturating_sub(MAX_SEGMENT_90K), 0);
         let hi = seg_key(stream_id, end.0, 0);
-        let mut out = Vec::new();
-        for kv in self.segments.range(lo..hi) {
-            let (_, v) = kv?;
-            let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
-            if h.end() > start || (h.duration_90k == 0 && h.start() >= start) {
-                out.push((h, v));
-            }
-        }
-        Ok(out)
+        self.segments
+            .range(lo..hi)
+            .map(
+                move |kv| -> Result<Option<(EntryHead, sled::IVec)>, StoreError> {
+                    let (_, v) = kv?;
+                    let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
+                    Ok(h.overlaps(start).then_some((h, v)))
+                },
+            )
+            .filter_map(Result::transpose)
     }
 
     /// All segments of a stream, oldest first (lazily).

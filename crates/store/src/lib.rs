@@ -632,15 +632,13 @@ impl Store {
         let Some(sid) = self.inner.index()?.existing_stream_id(key)? else {
             return Ok(());
         };
-        let lo = index::seg_key(sid, start.0.saturating_sub(index::MAX_SEGMENT_90K), 0);
-        let hi = index::seg_key(sid, end.0, 0);
-        let index = self.inner.index()?;
-        for kv in index.segments.range(lo..hi) {
-            let (_, v) = kv?;
-            let (h, _): (index::EntryHead, _) = postcard::take_from_bytes(&v)?;
-            if (h.end() > start || (h.duration_90k == 0 && h.start() >= start))
-                && !f(head_info(&self.inner.layout, key, &h))
-            {
+        for r in self
+            .inner
+            .index()?
+            .segments_overlapping_heads(sid, start, end)
+        {
+            let (h, _) = r?;
+            if !f(head_info(&self.inner.layout, key, &h)) {
                 break;
             }
         }

@@ -191,13 +191,19 @@ impl Store {
         let Some(sid) = self.inner.index()?.existing_stream_id(key)? else {
             return Err(PlaybackError::NoRecording);
         };
-        let entries: Vec<(EntryHead, sled::IVec)> = self
+        // Streamed: only the entries with frames are kept (the plan needs each one's tables);
+        // their number is bounded by the range, which the API caps (24 h).
+        let mut entries: Vec<(EntryHead, sled::IVec)> = Vec::new();
+        for r in self
             .inner
             .index()?
-            .segments_overlapping_heads(sid, start, end)?
-            .into_iter()
-            .filter(|(e, _)| e.frames > 0)
-            .collect();
+            .segments_overlapping_heads(sid, start, end)
+        {
+            let (h, v) = r?;
+            if h.frames > 0 {
+                entries.push((h, v));
+            }
+        }
         let spans = merge_ranges(
             entries.iter().map(|(e, _)| (e.start(), e.end())),
             start,

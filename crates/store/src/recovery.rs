@@ -10,8 +10,8 @@
 //!    truncated, a trailer (`recovered`) is appended and the entry is closed. Every older entry
 //!    gets the same check ([`check_entry`]) afterwards, in the background, throttled, while
 //!    recording runs ([`crate::verify`]).
-//! 3. Orphans (files with no entry) in each stream's recent date directories — the only place a
-//!    crash can leave them — are indexed from their own metadata if they hold at least one
+//! 3. Orphans (files with no entry) in the date directory of each stream's newest entry and
+//!    later ones — where a crash can leave them — are indexed from their own metadata if they hold at least one
 //!    complete fragment, else deleted. Only files with an id from the oldest of the stream's
 //!    entries checked in step 2 on are looked up in the index (a crash's orphan is newer).
 //!    Orphans elsewhere in the history (a full disk can leave them) are found afterwards by the
@@ -170,8 +170,8 @@ pub(crate) fn index_file(
         end_reason: Some(trailer.end_reason.clone()),
         counts: crate::sampletable::counts(&table, &frags),
         init_len: init.len as u32,
-        sample_table: table.buf,
-        fragment_table: frags.buf,
+        sample_table: table.packed_prefix(table.buf.len()),
+        fragment_table: frags.packed_prefix(frags.buf.len()),
     };
     index.put_segment(&entry)?;
     Ok(FileOutcome::Indexed {
@@ -387,7 +387,10 @@ pub(crate) fn recover(
             },
             None => None,
         };
-        let from = newest.map(|e| Layout::date_dir_name(Time90k(e.start_90k - 86_400 * 90_000)));
+        // A crash's orphan starts after the newest entry (allowing an hour of wall-clock
+        // correction): at most that entry's date directory and later ones are listed. Orphans
+        // anywhere else are found by the background pass (`crate::verify`).
+        let from = newest.map(|e| Layout::date_dir_name(Time90k(e.start_90k - 3_600 * 90_000)));
         // A writer creates its next file only after closing the previous one, so a crash's
         // orphan is newer (by id) than its stream's newest entries, all of which step 2 saw:
         // files older than the oldest of those are indexed (or were handled in step 2) and need

@@ -38,6 +38,29 @@ impl Store {
         params: &VideoParams,
         seg: &SyntheticSegment,
     ) -> Result<EncodedSynthetic, StoreError> {
+        self.encode_synthetic_as(key, params, seg, false)
+    }
+
+    /// [`Store::encode_synthetic`] with the sample table in the journal form (v1), as entries
+    /// written before index format 3 hold it: benchmarks compare the two, tests read old
+    /// entries.
+    #[doc(hidden)]
+    pub fn encode_synthetic_v1(
+        &self,
+        key: &StreamKey,
+        params: &VideoParams,
+        seg: &SyntheticSegment,
+    ) -> Result<EncodedSynthetic, StoreError> {
+        self.encode_synthetic_as(key, params, seg, true)
+    }
+
+    fn encode_synthetic_as(
+        &self,
+        key: &StreamKey,
+        params: &VideoParams,
+        seg: &SyntheticSegment,
+        journal_form: bool,
+    ) -> Result<EncodedSynthetic, StoreError> {
         let stream_id = self.inner.index()?.stream_id(key)?;
         let params_id = self.inner.index()?.put_params(params)?;
         let mut frags = FragmentTableEncoder::default();
@@ -73,8 +96,16 @@ impl Store {
                 end_reason: Some("rotation".into()),
                 counts: crate::sampletable::counts(&table, &frags),
                 init_len: seg.init_len,
-                sample_table: table.buf,
-                fragment_table: frags.buf,
+                sample_table: if journal_form {
+                    table.buf
+                } else {
+                    table.packed_prefix(table.buf.len())
+                },
+                fragment_table: if journal_form {
+                    frags.buf
+                } else {
+                    frags.packed_prefix(frags.buf.len())
+                },
             },
         })
     }
@@ -91,6 +122,54 @@ impl Store {
         e.start_90k = start.0;
         self.inner.index()?.put_segment(&e)?;
         Ok(e.id)
+    }
+
+    /// Inserts one index entry per `(template, start)` in one sled batch per tree (benchmarks
+    /// generating millions of entries); returns the segment ids, in order.
+    #[doc(hidden)]
+    pub fn insert_synthetic_many(
+        &self,
+        items: &[(&EncodedSynthetic, Time90k)],
+    ) -> Result<Vec<u64>, StoreError> {
+        let index = self.inner.index()?;
+        let (mut segs, mut by_id) = (sled::Batch::default(), sled::Batch::default());
+        let mut ids = Vec::with_capacity(items.len());
+        for (enc, start) in items {
+            let mut e = enc.template.clone();
+            e.id = self
+                .inner
+                .next_segment_id
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            e.start_90k = start.0;
+            let key = crate::index::seg_key(e.stream_id, e.start_90k, e.id);
+            segs.insert(&key[..], postcard::to_allocvec(&e)?);
+            by_id.insert(
+                &e.id.to_be_bytes()[..],
+                &crate::index::ByIdRow::encode(&key, e.bytes, e.open)[..],
+            );
+            ids.push(e.id);
+        }
+        index.segments.apply_batch(segs)?;
+        index.by_id.apply_batch(by_id)?;
+        if let Some(last) = ids.last() {
+            index.set_next_segment_id(last + 1)?;
+        }
+        Ok(ids)
+    }
+
+    /// Where the file of a synthetic segment lives, and its indexed length (to create it).
+    #[doc(hidden)]
+    pub fn synthetic_file(
+        &self,
+        key: &StreamKey,
+        enc: &EncodedSynthetic,
+        id: u64,
+        start: Time90k,
+    ) -> (std::path::PathBuf, u64) {
+        (
+            self.inner.layout.segment_path(key, id, start),
+            enc.template.bytes,
+        )
     }
 
     /// Flushes the index to disk (benchmarks: before timing reads).

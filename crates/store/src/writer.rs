@@ -866,18 +866,9 @@ impl Recorder {
             end_reason,
             counts: m.counts,
             init_len: seg.init_len,
-            sample_table: seg
-                .samples
-                .buf
-                .get(..m.samples_len)
-                .unwrap_or_default()
-                .to_vec(),
-            fragment_table: seg
-                .frags
-                .buf
-                .get(..m.frags_len)
-                .unwrap_or_default()
-                .to_vec(),
+            // The journal's prefix at the sync mark, packed (see `crate::sampletable`).
+            sample_table: seg.samples.packed_prefix(m.samples_len),
+            fragment_table: seg.frags.packed_prefix(m.frags_len),
         }
     }
 

@@ -15,6 +15,7 @@ use vigie_core::{Codec, StreamKey, VideoParams};
 use vigie_store::index::{EntryHead, GarbageRow, SegmentEntry};
 use vigie_store::sampletable::{
     FragmentTableEncoder, TableCounts, decode_fragments, decode_samples, encode_samples,
+    encode_samples_v1, max_samples,
 };
 use vigie_store::{DeletionRecord, FragmentLoc, SampleInfo};
 
@@ -81,9 +82,9 @@ fn decode_everything(bytes: &[u8]) {
     if let Ok(e) = postcard::from_bytes::<SegmentEntry>(bytes) {
         assert!(e.sample_table.len() + e.fragment_table.len() <= bytes.len());
         if let Some(s) = decode_samples(&e.sample_table) {
-            assert!(s.len() <= e.sample_table.len() / 2);
+            assert!(s.len() <= max_samples(e.sample_table.len()));
             if let Some(f) = decode_fragments(&e.fragment_table, u64::from(e.init_len), &s) {
-                assert!(f.len() <= e.fragment_table.len() / 3);
+                assert!(f.len() <= s.len() + e.fragment_table.len() / 3);
             }
         }
     }
@@ -126,10 +127,26 @@ fn samples() -> impl Strategy<Value = Vec<SampleInfo>> {
 proptest! {
     #![proptest_config(config())]
 
+    /// Random bytes behind the packed form's magic (index format 3's tables).
+    #[test]
+    fn fuzz_packed_sample_table_random(tail in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut buf = vec![0x80, 0x00, 0x02];
+        buf.extend_from_slice(&tail);
+        if let Some(s) = decode_samples(&buf) {
+            prop_assert!(s.len() <= max_samples(buf.len()));
+            prop_assert_eq!(decode_samples(&encode_samples(&s)), Some(s));
+        }
+    }
+
+    #[test]
+    fn fuzz_sample_table_v1_round_trip(s in samples()) {
+        prop_assert_eq!(decode_samples(&encode_samples_v1(&s)), Some(s));
+    }
+
     #[test]
     fn fuzz_sample_table_random(buf in prop::collection::vec(any::<u8>(), 0..512)) {
         if let Some(s) = decode_samples(&buf) {
-            prop_assert!(s.len() <= buf.len() / 2);
+            prop_assert!(s.len() <= max_samples(buf.len()));
             // A table that decodes re-encodes to itself only when canonical; decoding the
             // re-encoding must give the same samples.
             prop_assert_eq!(decode_samples(&encode_samples(&s)), Some(s));
@@ -149,6 +166,22 @@ proptest! {
     ) {
         if let Some(f) = decode_fragments(&buf, init_len, &s) {
             prop_assert!(f.len() <= buf.len() / 3);
+            let total: u64 = f.iter().map(|l| u64::from(l.samples)).sum();
+            prop_assert!(total <= s.len() as u64);
+        }
+    }
+
+    /// Random bytes behind the packed form's magic: runs of fragments.
+    #[test]
+    fn fuzz_packed_fragment_table_random(
+        tail in prop::collection::vec(any::<u8>(), 0..256),
+        init_len in any::<u64>(),
+        s in samples(),
+    ) {
+        let mut buf = vec![0x80, 0x00, 0x02];
+        buf.extend_from_slice(&tail);
+        if let Some(f) = decode_fragments(&buf, init_len, &s) {
+            prop_assert!(f.len() <= s.len() + buf.len() / 4);
             let total: u64 = f.iter().map(|l| u64::from(l.samples)).sum();
             prop_assert!(total <= s.len() as u64);
         }

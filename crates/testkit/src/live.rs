@@ -1,5 +1,5 @@
 //! A live-view WebSocket client for the e2e tests (tokio-tungstenite), speaking the protocol
-//! documented in `vigie_api::live`: text announcements (`init`, `media`, `drop`) each followed,
+//! documented in `vigie_live`: text announcements (`init`, `media`, `drop`) each followed,
 //! for `init` and `media`, by one binary message.
 
 use std::time::Duration;

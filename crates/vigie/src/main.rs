@@ -6,9 +6,11 @@
 mod audit;
 mod demo;
 mod export;
-mod quality;
 mod run;
 mod users;
+
+#[cfg(test)]
+mod architecture_tests;
 
 use std::path::PathBuf;
 

@@ -67,7 +67,7 @@ pub async fn run(
     let auth = crate::users::open_auth(&config, clock.clone())?;
     crate::users::startup_hint(&auth);
     // Evidence exports: installation signing key (created at the first start) and jobs.
-    let exports = vigie_api::exports::Exports::open(&config.storage.data_dir, &journal, &*clock)
+    let exports = vigie_export::jobs::Exports::open(&config.storage.data_dir, &journal, &*clock)
         .context("opening the evidence exports (signing key, jobs)")?;
     let today = clock
         .now()
@@ -89,6 +89,7 @@ pub async fn run(
         .context("starting the ingest threads")?,
     );
     let mut entries = Vec::new();
+    let mut hubs = HashMap::new();
     let mut handles = Vec::new();
     for (i, (key, cam, stream)) in config.streams().enumerate() {
         let source = stream
@@ -96,25 +97,35 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
         let writer = store.start_writer(key.clone(), (i as u32, n))?;
         // Every event goes to the writer and to the stream's live hub (frames shared, not copied).
-        let live = vigie_api::live::LiveHub::new(key.clone());
-        let sink: Arc<dyn FrameSink> = Arc::new(vigie_api::live::TeeSink {
+        let live = vigie_live::LiveHub::new(key.clone());
+        let sink: Arc<dyn FrameSink> = Arc::new(vigie_live::TeeSink {
             first: Arc::new(writer),
             second: live.clone(),
         });
         let mut opts = vigie_ingest::IngestOptions::new(clock.clone());
         opts.runtime = Some(ingest_rt.clone());
         let handle = vigie_ingest::spawn_stream(key.clone(), source, sink, opts, shutdown.clone());
+        hubs.insert(key.clone(), live);
         entries.push(vigie_api::StreamEntry {
             key,
             status: handle.status.clone(),
-            live,
-            compliance: Arc::new(vigie_api::quality::ComplianceCell::new(cam.class.floor())),
+            compliance: Arc::new(vigie_quality::ComplianceCell::new(vigie_quality::floor(
+                cam.class,
+            ))),
         });
         handles.push(handle);
     }
 
-    let quality_task = tokio::spawn(crate::quality::monitor(
-        entries.clone(),
+    let watched = entries
+        .iter()
+        .map(|e| vigie_quality::Watched {
+            key: e.key.clone(),
+            status: e.status.clone(),
+            compliance: e.compliance.clone(),
+        })
+        .collect();
+    let quality_task = tokio::spawn(vigie_quality::monitor(
+        watched,
         clock.clone(),
         journal.clone(),
         shutdown.clone(),
@@ -123,14 +134,33 @@ pub async fn run(
         config.clone(),
         store.clone(),
         journal.clone(),
+        clock.clone(),
         shutdown.clone(),
     ));
 
-    let live_hubs: Vec<_> = entries.iter().map(|e| e.live.clone()).collect();
+    let live_hubs: Vec<_> = hubs.values().cloned().collect();
+    // The services the handlers call: everything is recorded here (see vigie-service).
+    let live: Arc<dyn vigie_service::LiveSource> = Arc::new(vigie_service::LocalLive(hubs));
+    let job_ctx = vigie_export::jobs::JobContext {
+        config: config.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
+        journal: journal.clone(),
+    };
     let state = vigie_api::AppState {
         journal: journal.clone(),
         auth: auth.clone(),
-        exports,
+        exports: Arc::new(vigie_service::LocalExports {
+            jobs: exports.clone(),
+            ctx: job_ctx.clone(),
+        }),
+        footage: Arc::new(vigie_service::LocalFootage(store.clone())),
+        stills: Arc::new(vigie_service::LocalStills {
+            store: store.clone(),
+            live: live.clone(),
+            clock: clock.clone(),
+        }),
+        live,
         config: config.clone(),
         store: store.clone(),
         streams: Arc::new(entries),
@@ -141,8 +171,9 @@ pub async fn run(
     // manager, a test) must be a clean stop, not the default kill.
     let signals = install_signal_handlers();
     // Export packages past their lifetime or whose hold was released are deleted (journaled).
-    let janitor_task = tokio::spawn(vigie_api::exports::janitor(
-        state.clone(),
+    let janitor_task = tokio::spawn(vigie_export::jobs::janitor(
+        exports,
+        job_ctx,
         shutdown.clone().cancelled_owned(),
     ));
     let mut serve_limits = vigie_api::server::ServeLimits::from_config(&config.server);
@@ -268,6 +299,7 @@ async fn retention_loop(
     config: Arc<Config>,
     store: vigie_store::Store,
     journal: vigie_audit::Journal,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
     let per_stream_days: HashMap<_, _> = config
@@ -342,12 +374,12 @@ async fn retention_loop(
                     continue;
                 }
                 // The access journal keeps its own, longer retention (3 years by default).
-                let cutoff = vigie_core::Clock::now(&vigie_core::SystemClock)
-                    - vigie_core::Duration90k::from_secs(
-                        i64::from(config.retention.journal_days) * 86_400,
-                    );
-                let j = journal.clone();
-                match tokio::task::spawn_blocking(move || j.purge_before(cutoff, "system")).await {
+                let (j, c, days) = (
+                    journal.clone(),
+                    clock.clone(),
+                    config.retention.journal_days,
+                );
+                match tokio::task::spawn_blocking(move || purge_journal(&j, &*c, days)).await {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => tracing::info!(
                         entries = n,
@@ -361,6 +393,17 @@ async fn retention_loop(
             Err(e) => tracing::error!(error = %e, "retention task panicked"),
         }
     }
+}
+
+/// Purges the access-journal entries older than `journal_days` before now, as the injected
+/// clock tells it (never the host clock). Blocking.
+fn purge_journal(
+    journal: &vigie_audit::Journal,
+    clock: &dyn Clock,
+    journal_days: u32,
+) -> Result<u64, vigie_audit::AuditError> {
+    let cutoff = clock.now() - vigie_core::Duration90k::from_secs(i64::from(journal_days) * 86_400);
+    journal.purge_before(cutoff, "system")
 }
 
 type Signals = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
@@ -389,4 +432,36 @@ async fn wait_for_signal(signals: Signals, shutdown: CancellationToken) {
         _ = shutdown.cancelled() => {}
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The journal purge follows the injected clock: entries written (by a simulated clock) in
+    /// 2040 are past a 30-day retention when that clock says 2040 + 31 days, whatever the host
+    /// clock says.
+    #[test]
+    fn the_journal_purge_reads_the_injected_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = vigie_core::Time90k::parse_rfc3339("2040-01-01T00:00:00Z").unwrap();
+        let clock = Arc::new(vigie_core::SimulatedClock::new(t0));
+        let journal =
+            vigie_audit::Journal::open(&dir.path().join("journal"), clock.clone()).unwrap();
+        for _ in 0..3 {
+            journal
+                .append(vigie_audit::NewEntry::new(
+                    "alice",
+                    vigie_audit::Action::Login,
+                ))
+                .unwrap();
+        }
+        assert_eq!(
+            purge_journal(&journal, &*clock, 30).unwrap(),
+            0,
+            "nothing is 30 days old"
+        );
+        clock.advance(vigie_core::Duration90k::from_secs(31 * 86_400));
+        assert_eq!(purge_journal(&journal, &*clock, 30).unwrap(), 3);
+    }
 }

@@ -350,7 +350,7 @@ fn write_register(
         while a < end {
             let b = next_utc_day(a).min(end);
             let segs = state
-                .store
+                .footage
                 .segments(&s.key, a, b)
                 .map_err(|e| e.to_string())?;
             let mut per_day: BTreeMap<String, (f64, u64, Time90k, Time90k)> = BTreeMap::new();

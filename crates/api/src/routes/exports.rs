@@ -6,9 +6,9 @@
 //! end not after start, a range in the future or longer than 24 h; 404 unknown camera or stream,
 //! or no recording in the range; 403 out of scope; 409 a codec change inside the range), then
 //! places a legal hold on the range (journaled `HoldPlace`) and starts the background job
-//! ([`crate::exports`]), answering 202 with the job. Downloads are journaled (`ExportDownload`).
+//! ([`vigie_export::jobs`]), answering 202 with the job. Downloads are journaled (`ExportDownload`).
 //!
-//! Limits ([`crate::exports::Exports::admit`], before the hold): an identical request (same
+//! Limits ([`vigie_export::jobs::Exports::admit`], before the hold): an identical request (same
 //! user, range, procedure, reason, requester and options) while its job is queued or running
 //! answers 200 with that job (`"deduplicated": true`); too many jobs for the user or in total →
 //! 429 with `Retry-After`; over the export quota or the free-space floor → 507. A deleted
@@ -27,8 +27,10 @@ use vigie_core::Time90k;
 use vigie_store::{GapPolicy, NewHold, PlaybackError};
 
 use crate::access::Principal;
-use crate::exports::{self, Admit, AdmitRequest, ExportLimits, JobRecord, MAX_EXPORT_SECS, Status};
 use crate::{ApiError, AppState};
+use vigie_export::jobs::{
+    Admit, AdmitRequest, Job, JobRecord, MAX_EXPORT_SECS, Status, estimate_package_bytes,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,23 +55,6 @@ pub struct ExportRequest {
 
 /// Most derived stills per export.
 const MAX_STILLS: usize = 20;
-
-/// Upper estimate of a package's size: the recorded bytes of `[start, end)` (each segment's
-/// bytes pro rata of its overlap), plus room for the index, manifest and player.
-fn estimate_package_bytes(segs: &[vigie_store::SegmentInfo], start: Time90k, end: Time90k) -> u64 {
-    let media: u64 = segs
-        .iter()
-        .map(|s| {
-            let (a, b) = (s.start.max(start), s.end().min(end));
-            if b <= a || s.duration_90k <= 0 {
-                return 0;
-            }
-            let part = (b - a).0 as f64 / s.duration_90k as f64;
-            (s.bytes as f64 * part.min(1.0)).ceil() as u64
-        })
-        .sum();
-    media + media / 50 + 256 * 1024
-}
 
 fn required(name: &str, what: &str, v: &Option<String>) -> Result<String, ApiError> {
     let v = v.as_deref().map(str::trim).unwrap_or_default();
@@ -158,15 +143,12 @@ pub async fn create(
     }
 
     // Something to export? (one index scan; nothing written yet)
-    let store = state.store.clone();
+    let footage = state.footage.clone();
     let k2 = key.clone();
-    let check = tokio::task::spawn_blocking(move || {
-        store
-            .playback_candidates(&k2, start, end)
-            .and_then(|c| c.check(GapPolicy::Skip))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let check =
+        tokio::task::spawn_blocking(move || footage.check(&k2, start, end, GapPolicy::Skip))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
     match check {
         Ok(()) => {}
         Err(PlaybackError::NoRecording) => {
@@ -190,17 +172,16 @@ pub async fn create(
 
     // The limits, before anything is written: an identical request under way returns its job;
     // job counts, the quota and the free-space floor are checked and a place reserved.
-    let store = state.store.clone();
+    let footage = state.footage.clone();
     let k2 = key.clone();
+    let (burn_in, stills) = (req.burn_in, stills_90k.len());
     let estimate_bytes = tokio::task::spawn_blocking(move || {
-        store
+        footage
             .segments(&k2, start, end)
-            .map(|segs| estimate_package_bytes(&segs, start, end))
+            .map(|segs| estimate_package_bytes(&segs, start, end, burn_in, stills))
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??
-    .saturating_mul(if req.burn_in { 2 } else { 1 })
-    .saturating_add(stills_90k.len() as u64 * 512 * 1024);
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     let dedupe_key = serde_json::to_string(&json!([
         who.user,
         key.camera,
@@ -215,19 +196,16 @@ pub async fn create(
         req.burn_in
     ]))
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let dir = state.exports.dir().to_owned();
-    let free = tokio::task::spawn_blocking(move || exports::free_bytes(&dir))
+    let ask = AdmitRequest {
+        user: who.user.clone(),
+        dedupe_key: dedupe_key.clone(),
+        estimate_bytes,
+    };
+    let exports = state.exports.clone();
+    let admitted = tokio::task::spawn_blocking(move || exports.admit(&ask))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let admission = match state.exports.admit(
-        &AdmitRequest {
-            user: who.user.clone(),
-            dedupe_key: dedupe_key.clone(),
-            estimate_bytes,
-        },
-        ExportLimits::from_config(&state.config),
-        free,
-    ) {
+    let admission = match admitted {
         Ok(Admit::New(a)) => a,
         Ok(Admit::Existing(job)) => {
             let mut body = job.to_json();
@@ -236,7 +214,7 @@ pub async fn create(
         }
         Err(e) => {
             tracing::warn!(camera = %key.camera, stream = %key.stream, user = %who.user, error = %e, "export refused");
-            return Err(e);
+            return Err(e.into());
         }
     };
 
@@ -299,7 +277,7 @@ pub async fn create(
         },
     )?;
     let body = job.to_json();
-    exports::spawn(state.clone(), job);
+    state.exports.start(job);
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
@@ -317,7 +295,7 @@ pub async fn list(State(state): State<AppState>, who: Principal) -> Result<Json<
     Ok(Json(json!({ "exports": jobs })))
 }
 
-fn find(state: &AppState, id: &str) -> Result<std::sync::Arc<exports::Job>, ApiError> {
+fn find(state: &AppState, id: &str) -> Result<std::sync::Arc<Job>, ApiError> {
     state
         .exports
         .get(id)
@@ -425,7 +403,7 @@ pub async fn package(
 
 /// The installation's public key (public: anyone may check a package against it).
 pub async fn signing_key(State(state): State<AppState>) -> Json<Value> {
-    let k = state.exports.key();
+    let k = state.exports.signing_key();
     Json(json!({
         "algorithm": "Ed25519",
         "public_key_hex": k.public_hex(),

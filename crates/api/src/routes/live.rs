@@ -1,5 +1,5 @@
 //! `GET /api/v1/cameras/{cam}/streams/{stream}/live`: the live view as fMP4 over a WebSocket.
-//! The message protocol is documented in [`crate::live`]; this module only runs one viewer's
+//! The message protocol is documented in [`vigie_live`]; this module only runs one viewer's
 //! socket.
 //!
 //! An open view checks its rights again every second ([`Rights`]): after a logout, a session
@@ -15,8 +15,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use tracing::Instrument;
 
-use crate::live::{LiveHub, LiveItem, LiveMuxer, drop_message};
 use crate::{ApiError, AppState};
+use vigie_live::{LiveHub, LiveItem, LiveMessage, LiveMuxer, drop_message};
 
 /// Keepalive ping period.
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -39,7 +39,10 @@ pub async fn live(
             e.body_text()
         ))
     })?;
-    let hub = entry.live.clone();
+    let hub = state
+        .live
+        .hub(&entry.key)
+        .ok_or_else(|| ApiError::NotFound(format!("no live view of {}", entry.key)))?;
     let span = tracing::info_span!("live_viewer", camera = %cam, stream = %stream);
     // Journaled before the first frame is sent; the stop is journaled when the socket ends.
     let actor = who.actor();
@@ -120,13 +123,13 @@ async fn serve_viewer(mut socket: WebSocket, hub: Arc<LiveHub>, rights: Rights) 
 /// Runs until the socket or the stream ends; returns why.
 async fn run(
     socket: &mut WebSocket,
-    queue: &crate::live::ViewerQueue,
+    queue: &vigie_live::ViewerQueue,
     mux: &mut LiveMuxer,
-    backlog: Vec<crate::live::LiveFrame>,
+    backlog: Vec<vigie_live::LiveFrame>,
     rights: &Rights,
 ) -> String {
     for m in mux.messages(&backlog, MAX_GROUP) {
-        if socket.send(m).await.is_err() {
+        if socket.send(ws_message(m)).await.is_err() {
             return "send failed".into();
         }
     }
@@ -154,7 +157,7 @@ async fn run(
                                 return e;
                             }
                             tracing::debug!(frames = n, "slow live viewer skipped to a key frame");
-                            if socket.send(drop_message(n)).await.is_err() {
+                            if socket.send(ws_message(drop_message(n))).await.is_err() {
                                 return "send failed".into();
                             }
                         }
@@ -189,17 +192,25 @@ async fn run(
 async fn send_frames(
     socket: &mut WebSocket,
     mux: &mut LiveMuxer,
-    frames: &mut Vec<crate::live::LiveFrame>,
+    frames: &mut Vec<vigie_live::LiveFrame>,
 ) -> Result<(), String> {
     for f in frames.drain(..) {
         for m in mux.messages(std::slice::from_ref(&f), 1) {
             socket
-                .send(m)
+                .send(ws_message(m))
                 .await
                 .map_err(|e| format!("send failed: {e}"))?;
         }
     }
     Ok(())
+}
+
+/// A live-protocol message as a WebSocket message.
+fn ws_message(m: LiveMessage) -> Message {
+    match m {
+        LiveMessage::Text(t) => Message::Text(t.into()),
+        LiveMessage::Binary(b) => Message::Binary(b),
+    }
 }
 
 fn close(code: u16, reason: &str) -> Message {

@@ -44,13 +44,13 @@ pub async fn list(
             )));
         }
     };
-    let store = state.store.clone();
+    let footage = state.footage.clone();
     let key = entry.key.clone();
     // Spans stream the index (memory grows with the spans); the segment list is paged.
     let (spans, segments) = tokio::task::spawn_blocking(move || {
-        let spans = store.spans(&key, w.start, w.end)?;
+        let spans = footage.spans(&key, w.start, w.end)?;
         let segments = if with_segments {
-            Some(store.segments_page(&key, w.start, w.end, MAX_LISTED_SEGMENTS)?)
+            Some(footage.segments_page(&key, w.start, w.end, MAX_LISTED_SEGMENTS)?)
         } else {
             None
         };

@@ -1,6 +1,7 @@
 //! `GET /api/v1/cameras/{cam}/streams/{stream}/snapshot.jpg?at=T`: the picture shown at `T`
 //! (RFC 3339; default: the latest) as a JPEG. Decoding needs the `gst` cargo feature; without it
-//! the route answers 501 naming the feature. See [`crate::still`].
+//! the route answers 501 naming the feature. The still comes from the [`vigie_service::Stills`]
+//! service (locally: `vigie_decode::still`).
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -54,14 +55,7 @@ async fn render(
     use axum::response::IntoResponse;
     use tracing::Instrument;
 
-    let jpeg = crate::still::snapshot(
-        state.store.clone(),
-        entry.live.clone(),
-        entry.key.clone(),
-        at,
-    )
-    .instrument(span)
-    .await?;
+    let jpeg = state.stills.still(&entry.key, at).instrument(span).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/jpeg"),

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use vigie_core::{Duration90k, Time90k};
 use vigie_store::GapPolicy;
 
-use crate::playback::{PlaybackRequest, Prepared, prepare, read_blocking};
 use crate::{ApiError, AppState};
+use vigie_footage::{PlaybackRequest, Prepared};
 
 /// Longest range one request may ask for.
 pub const MAX_RANGE_SECS: i64 = 24 * 3600;
@@ -205,8 +205,8 @@ pub async fn video(
         gaps,
         subtitles,
     };
-    let store = state.store.clone();
-    let Prepared { mp4, etag, spans } = tokio::task::spawn_blocking(move || prepare(&store, &req))
+    let footage = state.footage.clone();
+    let Prepared { mp4, etag, spans } = tokio::task::spawn_blocking(move || footage.prepare(&req))
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))??;
     // Journaled before any byte is served; once per user and representation (a player's many
@@ -278,8 +278,9 @@ pub async fn video(
         return Ok((status, h).into_response());
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let footage = state.footage.clone();
     tokio::task::spawn_blocking(move || {
-        let r = read_blocking(&mp4, a, b, |chunk| tx.blocking_send(Ok(chunk)).is_ok());
+        let r = footage.read(&mp4, a, b, &mut |chunk| tx.blocking_send(Ok(chunk)).is_ok());
         if let Err(e) = r {
             tracing::warn!(error = %e, "video.mp4: reading segment data failed; response cut");
             let _ = tx.blocking_send(Err(e));

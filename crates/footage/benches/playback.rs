@@ -3,7 +3,7 @@
 //! Generates a synthetic index of `--days` days × `--streams` streams (60 s segments at 25 fps,
 //! GOP 50, ~1 s fragments, realistic varying frame sizes at `--kbps`), then for 1 min, 1 h and
 //! 24 h ranges measures:
-//! * TTFB: `vigie_api::playback::prepare` (index range scan, gap check, ETag, plan and layout
+//! * TTFB: `vigie_footage::prepare` (index range scan, gap check, ETag, plan and layout
 //!   of the file: sample tables decoded only for the segments cut by the range) + producing the
 //!   first body chunk (cold: a distinct range each time, so the layout cache misses; warm: the
 //!   same range again, a cache hit) — everything the handler does before sending the first
@@ -12,8 +12,10 @@
 //! * throughput: the handler's body pipeline (a blocking reader of 256 KiB chunks feeding a
 //!   channel, drained by an async task) over real segment files already in the page cache.
 //!
-//! Run: `cargo bench -p vigie-api --bench playback -- [--streams 50] [--days 30] [--dir D]
-//! [--iterations N] [--kbps K] [--no-throughput]`
+//! Run: `cargo bench -p vigie-footage --bench playback -- [--streams 50] [--days 30] [--dir D]
+//! [--iterations N] [--kbps K] [--no-throughput] [--v1-tables]`
+//! (`--v1-tables`: sample tables in the journal form, as index entries written before index
+//! format 3 hold them, to compare the two forms in one binary)
 //! (see docs/BENCHMARKS.md).
 
 use std::io::Write;
@@ -34,6 +36,8 @@ struct Args {
     iterations: u32,
     /// `--no-throughput`: only TTFB (no segment files written).
     throughput: bool,
+    /// `--v1-tables`: journal-form (pre-format-3) sample tables.
+    v1_tables: bool,
 }
 
 fn args() -> Args {
@@ -44,6 +48,7 @@ fn args() -> Args {
         dir: None,
         iterations: 20,
         throughput: true,
+        v1_tables: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -55,6 +60,7 @@ fn args() -> Args {
             "--iterations" => a.iterations = v().parse().unwrap_or(a.iterations),
             "--dir" => a.dir = Some(v().into()),
             "--no-throughput" => a.throughput = false,
+            "--v1-tables" => a.v1_tables = true,
             _ => {} // `--bench` and friends from cargo
         }
     }
@@ -164,18 +170,25 @@ fn main() -> anyhow::Result<()> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let templates: Vec<SyntheticSegment> = (0..8).map(|_| segment(&mut rng, a.kbps)).collect();
     println!(
-        "generating {} streams × {} days = {} segments of 60 s ({} kbit/s, 25 fps) in {}",
+        "generating {} streams × {} days = {} segments of 60 s ({} kbit/s, 25 fps, {} sample tables) in {}",
         a.streams,
         a.days,
         i64::from(a.streams) * per_stream,
         a.kbps,
+        if a.v1_tables { "v1" } else { "packed" },
         dir.display()
     );
     let t = Instant::now();
     for s in 0..a.streams {
         let encs: Vec<_> = templates
             .iter()
-            .map(|tpl| store.encode_synthetic(&key(s), &params(), tpl))
+            .map(|tpl| {
+                if a.v1_tables {
+                    store.encode_synthetic_v1(&key(s), &params(), tpl)
+                } else {
+                    store.encode_synthetic(&key(s), &params(), tpl)
+                }
+            })
             .collect::<Result<_, _>>()?;
         let stagger = seg_90k * i64::from(s) / i64::from(a.streams);
         for k in 0..per_stream {
@@ -204,7 +217,7 @@ fn main() -> anyhow::Result<()> {
         let mut header = 0;
         for i in 0..a.iterations {
             let start = Time90k(mid + i64::from(i) * 117_000 + 12_345);
-            let req = vigie_api::playback::PlaybackRequest {
+            let req = vigie_footage::PlaybackRequest {
                 key: k.clone(),
                 start,
                 end: Time90k(start.0 + secs * 90_000),
@@ -212,9 +225,9 @@ fn main() -> anyhow::Result<()> {
                 subtitles: None,
             };
             let t = Instant::now();
-            let p = vigie_api::playback::prepare(&store, &req)?;
+            let p = vigie_footage::prepare(&store, &req)?;
             let mut first = 0usize;
-            vigie_api::playback::read_blocking(&p.mp4, 0, p.mp4.total_len, |b| {
+            vigie_footage::read_blocking(&p.mp4, 0, p.mp4.total_len, |b| {
                 first = b.len();
                 false
             })?;
@@ -223,17 +236,17 @@ fn main() -> anyhow::Result<()> {
             header = p.mp4.header_len;
         }
         let mut warm = Vec::new();
-        let req = vigie_api::playback::PlaybackRequest {
+        let req = vigie_footage::PlaybackRequest {
             key: k.clone(),
             start: Time90k(mid + 12_345),
             end: Time90k(mid + 12_345 + secs * 90_000),
             gaps: GapPolicy::Refuse,
             subtitles: None,
         };
-        let prepared = vigie_api::playback::prepare(&store, &req)?;
+        let prepared = vigie_footage::prepare(&store, &req)?;
         for _ in 0..a.iterations {
             let t = Instant::now();
-            vigie_api::playback::prepare(&store, &req)?;
+            vigie_footage::prepare(&store, &req)?;
             warm.push(t.elapsed());
         }
         // Breakdown of a cold request: index scan, plan (only the segments cut by the range are
@@ -254,15 +267,10 @@ fn main() -> anyhow::Result<()> {
             build.push(t.elapsed());
             let t = Instant::now();
             let mut n = 0u64;
-            v.read(
-                0,
-                v.header_len,
-                vigie_api::playback::READ_CHUNK_BYTES,
-                |b| {
-                    n += b.len() as u64;
-                    true
-                },
-            )?;
+            v.read(0, v.header_len, vigie_footage::READ_CHUNK_BYTES, |b| {
+                n += b.len() as u64;
+                true
+            })?;
             assert_eq!(n, v.header_len);
             moov.push(t.elapsed());
         }
@@ -321,7 +329,7 @@ fn main() -> anyhow::Result<()> {
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
                 let len = mp4.total_len;
                 tokio::task::spawn_blocking(move || {
-                    let r = vigie_api::playback::read_blocking(&mp4, 0, len, |c| {
+                    let r = vigie_footage::read_blocking(&mp4, 0, len, |c| {
                         tx.blocking_send(Ok(c)).is_ok()
                     });
                     if let Err(e) = r {

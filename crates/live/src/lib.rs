@@ -1,4 +1,6 @@
-//! Live view: a per-stream hub fed by ingest that fans frames out to WebSocket viewers.
+//! Live view: a per-stream hub fed by ingest that fans frames out to viewers, and the muxer that
+//! turns a viewer's frames into the messages of the live protocol ([`LiveMessage`]). The HTTP
+//! layer (`vigie-api`) only carries these messages over a WebSocket.
 //!
 //! # Data path
 //!
@@ -55,7 +57,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Message;
 use bytes::Bytes;
 use tokio::sync::Notify;
 use vigie_core::{Frame, FrameSink, StreamEvent, StreamKey, Time90k, VideoParams};
@@ -470,6 +471,13 @@ impl ViewerQueue {
     }
 }
 
+/// One message of the live protocol: a WebSocket text or binary message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveMessage {
+    Text(String),
+    Binary(Bytes),
+}
+
 /// Turns a viewer's frames into WebSocket messages (see the protocol in the module docs).
 pub struct LiveMuxer {
     key: StreamKey,
@@ -491,7 +499,7 @@ impl LiveMuxer {
     /// Messages for `frames` (in order; the first one is a key frame): an init when the codec
     /// parameters change, then media segments of runs of frames with the same parameters (at
     /// most `max_group` frames each).
-    pub fn messages(&mut self, frames: &[LiveFrame], max_group: usize) -> Vec<Message> {
+    pub fn messages(&mut self, frames: &[LiveFrame], max_group: usize) -> Vec<LiveMessage> {
         let mut out = Vec::new();
         let mut rest = frames;
         while let Some(first) = rest.first() {
@@ -514,7 +522,7 @@ impl LiveMuxer {
         out
     }
 
-    fn init(&mut self, first: &LiveFrame) -> [Message; 2] {
+    fn init(&mut self, first: &LiveFrame) -> [LiveMessage; 2] {
         let p = &first.frame.params;
         self.params = Some(p.clone());
         let codec = &p.rfc6381_codec;
@@ -536,12 +544,12 @@ impl LiveMuxer {
             },
         );
         [
-            Message::Text(text.to_string().into()),
-            Message::Binary(Bytes::from(init)),
+            LiveMessage::Text(text.to_string()),
+            LiveMessage::Binary(Bytes::from(init)),
         ]
     }
 
-    fn media(&mut self, group: &[LiveFrame]) -> [Message; 2] {
+    fn media(&mut self, group: &[LiveFrame]) -> [LiveMessage; 2] {
         let samples: Vec<SampleInfo> = group
             .iter()
             .map(|f| SampleInfo {
@@ -573,19 +581,15 @@ impl LiveMuxer {
         });
         self.next_dts_90k += duration;
         [
-            Message::Text(text.to_string().into()),
-            Message::Binary(Bytes::from(buf)),
+            LiveMessage::Text(text.to_string()),
+            LiveMessage::Binary(Bytes::from(buf)),
         ]
     }
 }
 
 /// `{"type":"drop","frames":N}`.
-pub fn drop_message(n: u64) -> Message {
-    Message::Text(
-        serde_json::json!({ "type": "drop", "frames": n })
-            .to_string()
-            .into(),
-    )
+pub fn drop_message(n: u64) -> LiveMessage {
+    LiveMessage::Text(serde_json::json!({ "type": "drop", "frames": n }).to_string())
 }
 
 #[cfg(test)]
@@ -785,11 +789,15 @@ mod tests {
         let mut m = LiveMuxer::new(StreamKey::new("c", "s"));
         let msgs = m.messages(&[lf(0, true), lf(1, false), lf(2, false)], 64);
         assert_eq!(msgs.len(), 4, "init text + init + media text + media");
-        let Message::Text(t) = &msgs[2] else { panic!() };
+        let LiveMessage::Text(t) = &msgs[2] else {
+            panic!()
+        };
         assert!(t.as_str().contains("\"dts_90k\":0"), "{}", t.as_str());
         let msgs = m.messages(&[lf(3, false)], 64);
         assert_eq!(msgs.len(), 2);
-        let Message::Text(t) = &msgs[0] else { panic!() };
+        let LiveMessage::Text(t) = &msgs[0] else {
+            panic!()
+        };
         assert!(t.as_str().contains("\"dts_90k\":10800"), "{}", t.as_str());
     }
 }

@@ -21,11 +21,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::Semaphore;
-use vigie_core::{Codec, StreamKey, Time90k, VideoParams};
+use vigie_core::{Clock, Codec, StreamKey, Time90k, VideoParams};
+use vigie_live::LiveHub;
 use vigie_store::Store;
-
-use crate::ApiError;
-use crate::live::LiveHub;
 
 /// Decodes running at once (each takes a core for up to a GOP of frames).
 pub const MAX_CONCURRENT_DECODES: usize = 2;
@@ -39,32 +37,7 @@ const LATEST_LOOKBACK_90K: i64 = 31 * 86_400 * 90_000;
 
 static DECODES: Semaphore = Semaphore::const_new(MAX_CONCURRENT_DECODES);
 
-#[derive(Debug, thiserror::Error)]
-pub enum StillError {
-    #[error("{0}")]
-    NoRecording(String),
-    #[error("GStreamer: {0}")]
-    Gst(String),
-    #[error("reading {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Store(#[from] vigie_store::StoreError),
-    #[error("stored codec parameters are unusable: {0}")]
-    Params(String),
-}
-
-impl From<StillError> for ApiError {
-    fn from(e: StillError) -> Self {
-        match e {
-            StillError::NoRecording(m) => ApiError::NotFound(m),
-            StillError::Store(e) => ApiError::Store(e),
-            other => ApiError::Unavailable(format!("cannot make the still: {other}")),
-        }
-    }
-}
+pub use crate::StillError;
 
 /// What to decode: frames from a key frame to the wanted one (the last).
 #[derive(Clone, Debug)]
@@ -74,13 +47,14 @@ pub struct DecodeJob {
     pub frames: Vec<(Bytes, bool, u32)>,
 }
 
-/// The JPEG of the picture shown at `at` (or the latest one).
+/// The JPEG of the picture shown at `at` (or the latest one; "latest" is judged by `clock`).
 pub async fn snapshot(
     store: Store,
     hub: Arc<LiveHub>,
     key: StreamKey,
     at: Option<Time90k>,
-) -> Result<Vec<u8>, ApiError> {
+    clock: Arc<dyn Clock>,
+) -> Result<Vec<u8>, StillError> {
     let job = match at {
         None => {
             let gop = hub.latest_gop(LATEST_KEY_WAIT).await;
@@ -96,40 +70,44 @@ pub async fn snapshot(
                 None => {
                     let store = store.clone();
                     let key = key.clone();
-                    blocking(move || job_from_store(&store, &key, None)).await??
+                    let now = clock.now();
+                    blocking(move || job_from_store(&store, &key, None, now)).await??
                 }
             }
         }
         Some(at) => {
             let (store2, key2) = (store.clone(), key.clone());
-            match blocking(move || job_from_store(&store2, &key2, Some(at))).await? {
+            let now = clock.now();
+            match blocking(move || job_from_store(&store2, &key2, Some(at), now)).await? {
                 Ok(job) => job,
                 // Not indexed yet (up to `recording.index_interval_ms` + ~2 s behind live): the
                 // live GOP may cover it if the stream is being watched.
                 Err(StillError::NoRecording(m)) => {
                     job_from_gop(&hub, at).ok_or(StillError::NoRecording(m))?
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
     };
     if job.frames.first().is_none_or(|f| !f.1) {
-        return Err(StillError::NoRecording("no key frame to decode from".into()).into());
+        return Err(StillError::NoRecording(
+            "no key frame to decode from".into(),
+        ));
     }
     let _permit = DECODES
         .acquire()
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| StillError::Unavailable(e.to_string()))?;
     tracing::debug!(frames = job.frames.len(), "decoding a still");
-    Ok(blocking(move || decode_to_jpeg(&job)).await??)
+    blocking(move || decode_to_jpeg(&job)).await?
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, StillError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("still task failed: {e}")))
+        .map_err(|e| StillError::Unavailable(format!("still task failed: {e}")))
 }
 
 /// Frames of the live GOP up to the one shown at `at`.
@@ -152,22 +130,21 @@ fn job_from_gop(hub: &LiveHub, at: Time90k) -> Option<DecodeJob> {
     })
 }
 
-/// Frames from the store: the key frame before `at` (or the latest frame) up to it.
+/// Frames from the store: the key frame before `at` (or the latest frame, looked for in the
+/// month before `now`, the injected clock's time) up to it.
 /// (Also used for the derived stills of evidence exports.)
 pub fn job_from_store(
     store: &Store,
     key: &StreamKey,
     at: Option<Time90k>,
+    now: Time90k,
 ) -> Result<DecodeJob, StillError> {
     let (t0, t1) = match at {
         Some(at) => (at, Time90k(at.0.saturating_add(1))),
-        None => {
-            let now = Time90k::from_timestamp(jiff::Timestamp::now());
-            (
-                Time90k(now.0 - LATEST_LOOKBACK_90K),
-                Time90k(now.0 + 3_600 * 90_000),
-            )
-        }
+        None => (
+            Time90k(now.0 - LATEST_LOOKBACK_90K),
+            Time90k(now.0 + 3_600 * 90_000),
+        ),
     };
     let segments = store.segments(key, t0, t1)?;
     let seg = match at {
@@ -443,6 +420,63 @@ fn run_pipeline(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "Latest" is looked for in the month before the injected clock's time, not the host's:
+    /// footage recorded (by a simulated clock) in 2001 is found when that clock says 2001.
+    #[test]
+    fn latest_is_judged_by_the_injected_clock() {
+        use vigie_store::{StoreConfig, SyntheticSegment};
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Time90k::parse_rfc3339("2001-02-03T04:05:06Z").unwrap();
+        let clock = Arc::new(vigie_core::SimulatedClock::new(t0));
+        let store = Store::open(
+            StoreConfig {
+                data_dir: dir.path().to_owned(),
+                recording: Default::default(),
+                min_free_bytes: 0,
+                index_cache_bytes: vigie_store::index::DEFAULT_CACHE_BYTES,
+                verify_entries_per_s: vigie_store::verify::DEFAULT_VERIFY_ENTRIES_PER_S,
+            },
+            clock.clone(),
+        )
+        .unwrap();
+        let key = StreamKey::new("cam", "main");
+        let params = VideoParams {
+            codec: Codec::H264,
+            rfc6381_codec: "avc1.42C01E".into(),
+            width: 640,
+            height: 360,
+            pixel_aspect_ratio: (1, 1),
+            sample_entry: Bytes::from(vec![0u8; 100]),
+        };
+        let seg = SyntheticSegment {
+            start: Time90k(0),
+            wall_duration_90k: None,
+            samples: (0..50)
+                .map(|i| vigie_mp4::SampleInfo {
+                    duration_90k: 3600,
+                    bytes: 100,
+                    is_key: i % 25 == 0,
+                })
+                .collect(),
+            samples_per_fragment: 25,
+            fragment_header_len: 100,
+            init_len: 200,
+            session_id: 1,
+        };
+        let enc = store.encode_synthetic(&key, &params, &seg).unwrap();
+        store.insert_synthetic(&enc, t0).unwrap();
+        // A synthetic entry has no file: give it one, longer than its frames need.
+        let info = &store.segments(&key, t0, Time90k(t0.0 + 90_000)).unwrap()[0];
+        std::fs::create_dir_all(info.path.parent().unwrap()).unwrap();
+        std::fs::write(&info.path, vec![0u8; 64 << 10]).unwrap();
+
+        clock.set(Time90k(t0.0 + 3_600 * 90_000));
+        let job = job_from_store(&store, &key, None, clock.now()).unwrap();
+        // The latest picture: from the last key frame (25) to the last frame (49).
+        assert_eq!(job.frames.len(), 25);
+        assert!(job.frames[0].1);
+    }
 
     #[test]
     fn codec_data_is_found_in_a_sample_entry() {

@@ -1,5 +1,7 @@
-//! Evidence export jobs (HTTP-independent): the installation signing key, the job table, the
-//! background job that plans the range and writes the package with [`vigie_export`].
+//! Evidence export jobs: the installation signing key, the job table, the admission of new
+//! requests, the background job that plans the range, assembles the manifest and writes the
+//! package ([`crate::write_package`]), and the janitor that deletes packages when due. The HTTP
+//! layer only validates requests and calls [`Exports`].
 //!
 //! Layout: `<data_dir>/exports/<id>/job.json` (the job, rewritten atomically at each state
 //! change) and `<data_dir>/exports/<id>/vigie-export-<id>.zip` (the package, written via
@@ -16,7 +18,7 @@
 //! kept plus the estimated size of the jobs under way (`quota_bytes`), and a free-space floor on
 //! the exports file system (`min_free_bytes`, by default the storage floor + 2 GiB, so exports
 //! never push retention into deleting other footage). Jobs run on their own threads, at most
-//! `max_running` at once ([`spawn`]), never on tokio's blocking pool (which the journal and
+//! `max_running` at once ([`Exports::spawn`]), never on tokio's blocking pool (which the journal and
 //! retention need). [`janitor`] deletes a package when its legal hold is released or
 //! `package_lifetime_days` after it was written, and journals `ExportDelete` (listed in the
 //! register).
@@ -29,13 +31,40 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use vigie_audit::{Action, NewEntry};
+use vigie_core::Clock;
 use vigie_core::config::Config;
 use vigie_core::{StreamKey, Time90k};
-use vigie_export::manifest as mf;
-use vigie_export::{InstallationKey, Manifest, PackageSpec};
 use vigie_store::{GapPolicy, Span, Store};
 
-use crate::ApiError;
+use crate::manifest as mf;
+use crate::{InstallationKey, Manifest, PackageSpec};
+
+/// Why a request is refused or a job cannot be registered. The HTTP layer maps each variant to
+/// its status (429, 409, 507, 500).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A bound on jobs per user or in total is reached: retry after `retry_after_s`.
+    #[error("{message}")]
+    LimitReached { message: String, retry_after_s: u64 },
+    /// An identical request is being created right now.
+    #[error("{0}")]
+    Conflict(String),
+    /// Over the export quota or the free-space floor.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What a running job needs besides its table: the configuration, the footage, the clock and
+/// the journal it writes its outcome to.
+#[derive(Clone)]
+pub struct JobContext {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub journal: vigie_audit::Journal,
+}
 
 /// Longest range one export may cover.
 pub const MAX_EXPORT_SECS: i64 = 24 * 3600;
@@ -273,8 +302,8 @@ impl std::fmt::Debug for Exports {
     }
 }
 
-fn io(path: &Path, e: std::io::Error) -> vigie_export::ExportError {
-    vigie_export::ExportError::Io {
+fn io(path: &Path, e: std::io::Error) -> crate::ExportError {
+    crate::ExportError::Io {
         path: path.display().to_string(),
         source: e,
     }
@@ -287,7 +316,7 @@ impl Exports {
         data_dir: &Path,
         journal: &vigie_audit::Journal,
         clock: &dyn vigie_core::Clock,
-    ) -> Result<Exports, vigie_export::ExportError> {
+    ) -> Result<Exports, crate::ExportError> {
         let (key, created) = InstallationKey::load_or_create(data_dir)?;
         if created {
             tracing::info!(public_key = %key.public_hex(), path = %key.path().display(), "created the installation signing key (Ed25519)");
@@ -310,7 +339,7 @@ impl Exports {
                     continue;
                 }
             };
-            if !vigie_export::valid_export_id(&rec.id) {
+            if !crate::valid_export_id(&rec.id) {
                 continue;
             }
             if matches!(rec.status, Status::Queued | Status::Running) {
@@ -410,18 +439,18 @@ impl Exports {
         req: &AdmitRequest,
         limits: ExportLimits,
         free_bytes: u64,
-    ) -> Result<Admit, ApiError> {
+    ) -> Result<Admit, JobError> {
         let used = self.used_bytes();
         let jobs = self
             .inner
             .jobs
             .lock()
-            .map_err(|_| ApiError::Internal("export table poisoned".into()))?;
+            .map_err(|_| JobError::Internal("export table poisoned".into()))?;
         let mut reserved = self
             .inner
             .reserved
             .lock()
-            .map_err(|_| ApiError::Internal("export reservations poisoned".into()))?;
+            .map_err(|_| JobError::Internal("export reservations poisoned".into()))?;
         let active: Vec<JobRecord> = jobs
             .values()
             .map(|j| j.record())
@@ -434,15 +463,14 @@ impl Exports {
             return Ok(Admit::Existing(j.clone()));
         }
         if reserved.iter().any(|r| r.dedupe_key == req.dedupe_key) {
-            return Err(ApiError::Conflict {
-                message: "an identical export request is being created right now: list the exports (GET /api/v1/exports) in a moment".into(),
-                spans: Vec::new(),
-            });
+            return Err(JobError::Conflict(
+                "an identical export request is being created right now: list the exports (GET /api/v1/exports) in a moment".into(),
+            ));
         }
         let mine = active.iter().filter(|r| r.user == req.user).count()
             + reserved.iter().filter(|r| r.user == req.user).count();
         if mine >= limits.max_per_user {
-            return Err(ApiError::LimitReached {
+            return Err(JobError::LimitReached {
                 message: format!(
                     "user {:?} already has {mine} export job(s) queued or running (exports.max_concurrent_per_user = {}): wait for one to finish",
                     req.user, limits.max_per_user
@@ -452,7 +480,7 @@ impl Exports {
         }
         let total = active.len() + reserved.len();
         if total >= limits.max_queued {
-            return Err(ApiError::LimitReached {
+            return Err(JobError::LimitReached {
                 message: format!(
                     "{total} export jobs are queued or running (exports.max_queued = {}): try again later",
                     limits.max_queued
@@ -461,7 +489,7 @@ impl Exports {
             });
         }
         if used.saturating_add(req.estimate_bytes) > limits.quota_bytes {
-            return Err(ApiError::InsufficientStorage(format!(
+            return Err(JobError::InsufficientStorage(format!(
                 "the export quota would be exceeded: {used} bytes of packages kept or under way + about {} for this one > exports.quota_bytes ({}); packages are deleted when their hold is released or after exports.package_lifetime_days",
                 req.estimate_bytes, limits.quota_bytes
             )));
@@ -479,7 +507,7 @@ impl Exports {
             .saturating_sub(pending)
             .saturating_sub(req.estimate_bytes);
         if after < limits.min_free_bytes {
-            return Err(ApiError::InsufficientStorage(format!(
+            return Err(JobError::InsufficientStorage(format!(
                 "not enough free space for this export: {free_bytes} bytes free on the exports file system, about {} needed by the exports under way and this one, and {} must stay free (exports.min_free_bytes) so that recording is not affected",
                 pending.saturating_add(req.estimate_bytes),
                 limits.min_free_bytes
@@ -499,17 +527,17 @@ impl Exports {
     }
 
     /// Registers and persists a new job (status queued), ending its admission's reservation.
-    pub fn create(&self, admission: Admission, rec: JobRecord) -> Result<Arc<Job>, ApiError> {
+    pub fn create(&self, admission: Admission, rec: JobRecord) -> Result<Arc<Job>, JobError> {
         let job = self.create_unchecked(rec)?;
         drop(admission);
         Ok(job)
     }
 
-    fn create_unchecked(&self, rec: JobRecord) -> Result<Arc<Job>, ApiError> {
+    fn create_unchecked(&self, rec: JobRecord) -> Result<Arc<Job>, JobError> {
         let dir = self.inner.dir.join(&rec.id);
         std::fs::create_dir(&dir)
-            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", dir.display())))?;
-        write_record(&self.inner.dir, &rec).map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| JobError::Internal(format!("creating {}: {e}", dir.display())))?;
+        write_record(&self.inner.dir, &rec).map_err(|e| JobError::Internal(e.to_string()))?;
         let job = Arc::new(Job {
             record: Mutex::new(rec.clone()),
             written: AtomicU64::new(0),
@@ -517,7 +545,7 @@ impl Exports {
         self.inner
             .jobs
             .lock()
-            .map_err(|_| ApiError::Internal("export table poisoned".into()))?
+            .map_err(|_| JobError::Internal("export table poisoned".into()))?
             .insert(rec.id, job.clone());
         Ok(job)
     }
@@ -533,7 +561,7 @@ fn partial_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(id).join(format!("vigie-export-{id}.zip.partial"))
 }
 
-fn write_record(dir: &Path, rec: &JobRecord) -> Result<(), vigie_export::ExportError> {
+fn write_record(dir: &Path, rec: &JobRecord) -> Result<(), crate::ExportError> {
     let path = dir.join(&rec.id).join("job.json");
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(rec)?;
@@ -568,63 +596,71 @@ fn create_entry(r: &JobRecord) -> NewEntry {
         }))
 }
 
-/// Runs a job to its end in the background and journals the outcome. The job waits for one of
-/// the `exports.max_running` worker slots, then runs on a thread of its own (never on tokio's
-/// blocking pool, which the journal and retention need).
-pub fn spawn(state: crate::AppState, job: Arc<Job>) {
-    let slots = state
-        .exports
-        .inner
-        .workers
-        .get_or_init(|| {
-            Arc::new(tokio::sync::Semaphore::new(
-                state.config.exports.max_running.max(1) as usize,
-            ))
-        })
-        .clone();
-    tokio::spawn(async move {
-        let result = match slots.acquire_owned().await {
-            Err(e) => Err(format!("the export workers are closed: {e}")),
-            Ok(slot) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let (st, j) = (state.clone(), job.clone());
-                let started = std::thread::Builder::new()
-                    .name("vigie-export".into())
-                    .spawn(move || {
-                        let r = run(&st, &j);
-                        drop(slot);
-                        let _ = tx.send(r);
-                    });
-                match started {
-                    Err(e) => Err(format!("cannot start the export worker thread: {e}")),
-                    Ok(_) => rx
-                        .await
-                        .unwrap_or_else(|_| Err("the export worker stopped unexpectedly".into())),
+impl Exports {
+    /// Runs a job to its end in the background and journals the outcome. The job waits for one of
+    /// the `exports.max_running` worker slots, then runs on a thread of its own (never on tokio's
+    /// blocking pool, which the journal and retention need).
+    pub fn spawn(&self, ctx: &JobContext, job: Arc<Job>) {
+        let slots = self
+            .inner
+            .workers
+            .get_or_init(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    ctx.config.exports.max_running.max(1) as usize,
+                ))
+            })
+            .clone();
+        let (exports, ctx) = (self.clone(), ctx.clone());
+        tokio::spawn(async move {
+            let result = match slots.acquire_owned().await {
+                Err(e) => Err(format!("the export workers are closed: {e}")),
+                Ok(slot) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let (ex, cx, j) = (exports.clone(), ctx.clone(), job.clone());
+                    let started = std::thread::Builder::new()
+                        .name("vigie-export".into())
+                        .spawn(move || {
+                            let r = ex.run(&cx, &j);
+                            drop(slot);
+                            let _ = tx.send(r);
+                        });
+                    match started {
+                        Err(e) => Err(format!("cannot start the export worker thread: {e}")),
+                        Ok(_) => rx.await.unwrap_or_else(|_| {
+                            Err("the export worker stopped unexpectedly".into())
+                        }),
+                    }
                 }
+            };
+            let now = ctx.clock.now().0;
+            let rec = job.update(|r| {
+                r.finished_90k = Some(now);
+                match result {
+                    Ok(()) => r.status = Status::Done,
+                    Err(e) => {
+                        r.status = Status::Failed;
+                        r.error = Some(e);
+                    }
+                }
+            });
+            if rec.status == Status::Failed {
+                let _ = std::fs::remove_file(partial_path(&exports.inner.dir, &rec.id));
+                tracing::error!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, error = ?rec.error, "export failed");
+            } else {
+                tracing::info!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, sha256 = ?rec.sha256, "export done");
             }
-        };
-        let now = state.clock.now().0;
-        let rec = job.update(|r| {
-            r.finished_90k = Some(now);
-            match result {
-                Ok(()) => r.status = Status::Done,
-                Err(e) => {
-                    r.status = Status::Failed;
-                    r.error = Some(e);
+            exports.save(&rec);
+            // Off the executor: the journal fsyncs.
+            let (journal, entry) = (ctx.journal.clone(), create_entry(&rec));
+            match tokio::task::spawn_blocking(move || journal.append(entry)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(id = %rec.id, error = %e, "cannot journal the export")
                 }
+                Err(e) => tracing::error!(id = %rec.id, error = %e, "cannot journal the export"),
             }
         });
-        if rec.status == Status::Failed {
-            let _ = std::fs::remove_file(partial_path(&state.exports.inner.dir, &rec.id));
-            tracing::error!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, error = ?rec.error, "export failed");
-        } else {
-            tracing::info!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, sha256 = ?rec.sha256, "export done");
-        }
-        state.exports.save(&rec);
-        if let Err(e) = crate::journal::record(&state, create_entry(&rec)).await {
-            tracing::error!(id = %rec.id, error = %e, "cannot journal the export");
-        }
-    });
+    }
 }
 
 /// Why a kept package must go now, if it must: its legal hold was released, or it is older
@@ -718,25 +754,54 @@ impl Exports {
 }
 
 /// Deletes export packages when due, every `exports.check_interval_s`, until `shutdown`.
-pub async fn janitor(state: crate::AppState, shutdown: impl std::future::Future<Output = ()>) {
-    let every = std::time::Duration::from_secs(u64::from(state.config.exports.check_interval_s));
-    let lifetime_s = i64::from(state.config.exports.package_lifetime_days) * 86_400;
+pub async fn janitor(
+    exports: Exports,
+    ctx: JobContext,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let every = std::time::Duration::from_secs(u64::from(ctx.config.exports.check_interval_s));
+    let lifetime_s = i64::from(ctx.config.exports.package_lifetime_days) * 86_400;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let st = state.clone();
+        let (ex, cx) = (exports.clone(), ctx.clone());
         let pass = tokio::task::spawn_blocking(move || {
-            st.exports
-                .delete_due_packages(&st.store, &st.journal, st.clock.now(), lifetime_s)
+            ex.delete_due_packages(&cx.store, &cx.journal, cx.clock.now(), lifetime_s)
         })
         .await;
         if let Err(e) = pass {
             tracing::error!(error = %e, "export janitor pass panicked");
         }
     }
+}
+
+/// Upper estimate of a package's size: the recorded bytes of `[start, end)` (each segment's
+/// bytes pro rata of its overlap), plus room for the index, manifest and player; twice that
+/// with a burned-in copy, plus 512 KiB per derived still.
+pub fn estimate_package_bytes(
+    segs: &[vigie_store::SegmentInfo],
+    start: Time90k,
+    end: Time90k,
+    burn_in: bool,
+    stills: usize,
+) -> u64 {
+    let media: u64 = segs
+        .iter()
+        .map(|s| {
+            let (a, b) = (s.start.max(start), s.end().min(end));
+            if b <= a || s.duration_90k <= 0 {
+                return 0;
+            }
+            let part = (b - a).0 as f64 / s.duration_90k as f64;
+            (s.bytes as f64 * part.min(1.0)).ceil() as u64
+        })
+        .sum();
+    (media + media / 50 + 256 * 1024)
+        .saturating_mul(if burn_in { 2 } else { 1 })
+        .saturating_add(stills as u64 * 512 * 1024)
 }
 
 /// Free space of the file system holding `dir` (`u64::MAX` when it cannot be read: the write
@@ -810,171 +875,173 @@ pub fn presented_frames(durations: impl Iterator<Item = u32>, skip: u64, duratio
     n
 }
 
-fn run(state: &crate::AppState, job: &Job) -> Result<(), String> {
-    let rec = job.update(|r| r.status = Status::Running);
-    state.exports.save(&rec);
-    let config: &Config = &state.config;
-    let cam = config
-        .camera(&rec.camera)
-        .ok_or_else(|| format!("camera {:?} is no longer configured", rec.camera))?;
-    let commune = config.communes.iter().find(|c| c.id == cam.commune);
-    let tz = jiff::tz::TimeZone::get(&config.server.timezone)
-        .map_err(|e| format!("server.timezone: {e}"))?;
-    let key = StreamKey::new(&rec.camera, &rec.stream);
-    let (start, end) = (Time90k(rec.start_90k), Time90k(rec.end_90k));
-    let store: &Store = &state.store;
-    let mut plan = store
-        .playback_plan(&key, start, end, GapPolicy::Skip)
-        .map_err(|e| format!("planning {key}: {e}"))?;
-    if rec.ts {
-        plan.input.cues = crate::playback::cues(&plan.pieces, &tz);
-    }
-    let mp4 = plan
-        .clone()
-        .build()
-        .map_err(|e| format!("building the MP4: {e}"))?;
-    job.update(|r| r.bytes_total = mp4.total_len);
-    // The size is known now: refuse to write what would cross the free-space floor.
-    let floor = config.exports_min_free_bytes();
-    let free = free_bytes(&state.exports.inner.dir);
-    if free.saturating_sub(mp4.total_len) < floor {
-        return Err(format!(
-            "not enough free space: the package needs about {} bytes, {free} are free and {floor} must stay free (exports.min_free_bytes)",
-            mp4.total_len
-        ));
-    }
-    let mut codecs: Vec<String> = Vec::new();
-    let mut codec = None;
-    for seg in &plan.segments {
-        let params = store
-            .segment(seg.id)
-            .ok()
-            .flatten()
-            .and_then(|s| store.params(s.params_id).ok().flatten());
-        if let Some(p) = params {
-            codec.get_or_insert(p.codec);
-            if !codecs.contains(&p.rfc6381_codec) {
-                codecs.push(p.rfc6381_codec);
+impl Exports {
+    fn run(&self, ctx: &JobContext, job: &Job) -> Result<(), String> {
+        let rec = job.update(|r| r.status = Status::Running);
+        self.save(&rec);
+        let config: &Config = &ctx.config;
+        let cam = config
+            .camera(&rec.camera)
+            .ok_or_else(|| format!("camera {:?} is no longer configured", rec.camera))?;
+        let commune = config.communes.iter().find(|c| c.id == cam.commune);
+        let tz = jiff::tz::TimeZone::get(&config.server.timezone)
+            .map_err(|e| format!("server.timezone: {e}"))?;
+        let key = StreamKey::new(&rec.camera, &rec.stream);
+        let (start, end) = (Time90k(rec.start_90k), Time90k(rec.end_90k));
+        let store: &Store = &ctx.store;
+        let mut plan = store
+            .playback_plan(&key, start, end, GapPolicy::Skip)
+            .map_err(|e| format!("planning {key}: {e}"))?;
+        if rec.ts {
+            plan.input.cues = vigie_footage::cues(&plan.pieces, &tz);
+        }
+        let mp4 = plan
+            .clone()
+            .build()
+            .map_err(|e| format!("building the MP4: {e}"))?;
+        job.update(|r| r.bytes_total = mp4.total_len);
+        // The size is known now: refuse to write what would cross the free-space floor.
+        let floor = config.exports_min_free_bytes();
+        let free = free_bytes(&self.inner.dir);
+        if free.saturating_sub(mp4.total_len) < floor {
+            return Err(format!(
+                "not enough free space: the package needs about {} bytes, {free} are free and {floor} must stay free (exports.min_free_bytes)",
+                mp4.total_len
+            ));
+        }
+        let mut codecs: Vec<String> = Vec::new();
+        let mut codec = None;
+        for seg in &plan.segments {
+            let params = store
+                .segment(seg.id)
+                .ok()
+                .flatten()
+                .and_then(|s| store.params(s.params_id).ok().flatten());
+            if let Some(p) = params {
+                codec.get_or_insert(p.codec);
+                if !codecs.contains(&p.rfc6381_codec) {
+                    codecs.push(p.rfc6381_codec);
+                }
             }
         }
-    }
-    let input = plan
-        .materialise()
-        .map_err(|e| format!("reading the sample tables of {key}: {e}"))?;
-    let frames = presented_frames(
-        input.samples.iter().map(|s| s.duration_90k),
-        input.skip_90k,
-        input.duration_90k,
-    );
-    let actual_start = plan.spans.first().map_or(start, |s| s.start);
-    let actual_end = plan.spans.last().map_or(end, |s| s.end);
-    let f = |t: Time90k| t.to_timestamp().strftime("%Y%m%dT%H%M%SZ").to_string();
-    let mp4_name = format!(
-        "{}_{}_{}_{}.mp4",
-        clean(&rec.camera),
-        clean(&rec.stream),
-        f(start),
-        f(end)
-    );
-    let manifest = Manifest {
-        format: vigie_export::FORMAT.into(),
-        export_id: rec.id.clone(),
-        software: mf::Software {
-            name: "Vigie".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        exported_at: local(state.clock.now(), &tz),
-        operator: if rec.user.is_empty() {
-            rec.operator.clone()
-        } else {
-            rec.user.clone()
-        },
-        requester: rec.requester.clone(),
-        procedure: rec.procedure.clone(),
-        reason: rec.reason.clone(),
-        camera: mf::CameraInfo {
-            id: cam.id.clone(),
-            name: cam.name.clone(),
-            commune: mf::CommuneInfo {
-                id: cam.commune.clone(),
-                name: commune.map_or_else(|| cam.commune.clone(), |c| c.name.clone()),
-                authorisation: commune.and_then(|c| c.authorisation.clone()),
-                authorisation_expires: commune
-                    .and_then(|c| c.authorisation_expires)
-                    .map(|d| d.to_string()),
+        let input = plan
+            .materialise()
+            .map_err(|e| format!("reading the sample tables of {key}: {e}"))?;
+        let frames = presented_frames(
+            input.samples.iter().map(|s| s.duration_90k),
+            input.skip_90k,
+            input.duration_90k,
+        );
+        let actual_start = plan.spans.first().map_or(start, |s| s.start);
+        let actual_end = plan.spans.last().map_or(end, |s| s.end);
+        let f = |t: Time90k| t.to_timestamp().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let mp4_name = format!(
+            "{}_{}_{}_{}.mp4",
+            clean(&rec.camera),
+            clean(&rec.stream),
+            f(start),
+            f(end)
+        );
+        let manifest = Manifest {
+            format: crate::FORMAT.into(),
+            export_id: rec.id.clone(),
+            software: mf::Software {
+                name: "Vigie".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
             },
-        },
-        stream: rec.stream.clone(),
-        timezone: config.server.timezone.clone(),
-        requested: range(start, end, &tz),
-        actual: range(actual_start, actual_end, &tz),
-        recorded_spans: plan
-            .spans
-            .iter()
-            .map(|s| range(s.start, s.end, &tz))
-            .collect(),
-        gaps: gaps(&plan.spans, start, end)
-            .into_iter()
-            .map(|(a, b)| mf::Gap {
-                start: local(a, &tz),
-                end: local(b, &tz),
-                duration_s: (b - a).as_secs_f64(),
-            })
-            .collect(),
-        video: mf::VideoInfo {
-            file: mp4_name,
-            processing: "copie du flux, sans réencodage / stream copy, no re-encoding".into(),
-            codec: codecs.join(","),
-            width: u32::from(input.width),
-            height: u32::from(input.height),
-            frames,
-            duration_s: input.duration_90k as f64 / 90_000.0,
-            timestamp_track: !input.cues.is_empty(),
-        },
-        files: Vec::new(),
-        signature: Default::default(),
-    };
-    let mut extra = derived_stills(state, &key, &rec.stills_90k, &tz)?;
-    let path = state.exports.package_path(&rec.id);
-    if rec.burn_in {
-        let name = format!("derive-burnin-{}.mp4", f(start));
-        extra.push(derived_burn_in(
+            exported_at: local(ctx.clock.now(), &tz),
+            operator: if rec.user.is_empty() {
+                rec.operator.clone()
+            } else {
+                rec.user.clone()
+            },
+            requester: rec.requester.clone(),
+            procedure: rec.procedure.clone(),
+            reason: rec.reason.clone(),
+            camera: mf::CameraInfo {
+                id: cam.id.clone(),
+                name: cam.name.clone(),
+                commune: mf::CommuneInfo {
+                    id: cam.commune.clone(),
+                    name: commune.map_or_else(|| cam.commune.clone(), |c| c.name.clone()),
+                    authorisation: commune.and_then(|c| c.authorisation.clone()),
+                    authorisation_expires: commune
+                        .and_then(|c| c.authorisation_expires)
+                        .map(|d| d.to_string()),
+                },
+            },
+            stream: rec.stream.clone(),
+            timezone: config.server.timezone.clone(),
+            requested: range(start, end, &tz),
+            actual: range(actual_start, actual_end, &tz),
+            recorded_spans: plan
+                .spans
+                .iter()
+                .map(|s| range(s.start, s.end, &tz))
+                .collect(),
+            gaps: gaps(&plan.spans, start, end)
+                .into_iter()
+                .map(|(a, b)| mf::Gap {
+                    start: local(a, &tz),
+                    end: local(b, &tz),
+                    duration_s: (b - a).as_secs_f64(),
+                })
+                .collect(),
+            video: mf::VideoInfo {
+                file: mp4_name,
+                processing: "copie du flux, sans réencodage / stream copy, no re-encoding".into(),
+                codec: codecs.join(","),
+                width: u32::from(input.width),
+                height: u32::from(input.height),
+                frames,
+                duration_s: input.duration_90k as f64 / 90_000.0,
+                timestamp_track: !input.cues.is_empty(),
+            },
+            files: Vec::new(),
+            signature: Default::default(),
+        };
+        let mut extra = derived_stills(ctx, &key, &rec.stills_90k, &tz)?;
+        let path = self.package_path(&rec.id);
+        if rec.burn_in {
+            let name = format!("derive-burnin-{}.mp4", f(start));
+            extra.push(derived_burn_in(
+                &path,
+                &input,
+                &plan.pieces,
+                codec,
+                &cam.name,
+                &tz,
+                &name,
+            )?);
+        }
+        let written = crate::write_package(
             &path,
-            &input,
-            &plan.pieces,
-            codec,
-            &cam.name,
-            &tz,
-            &name,
-        )?);
+            PackageSpec {
+                manifest,
+                mp4: &mp4,
+                extra,
+            },
+            self.key(),
+            &mut |w, _| job.written.store(w, Ordering::Relaxed),
+        )
+        .map_err(|e| format!("writing the package: {e}"))?;
+        let m = &written.manifest;
+        let summary = json!({
+            "actual": m.actual,
+            "gaps": m.gaps,
+            "video": m.video,
+            "files": m.files,
+            "public_key_hex": m.signature.public_key_hex,
+        });
+        job.update(|r| {
+            r.sha256 = Some(written.mp4_sha256.clone());
+            r.mp4_bytes = Some(written.mp4_bytes);
+            r.package_sha256 = Some(written.package_sha256.clone());
+            r.package_bytes = Some(written.package_bytes);
+            r.manifest = Some(summary);
+        });
+        Ok(())
     }
-    let written = vigie_export::write_package(
-        &path,
-        PackageSpec {
-            manifest,
-            mp4: &mp4,
-            extra,
-        },
-        state.exports.key(),
-        &mut |w, _| job.written.store(w, Ordering::Relaxed),
-    )
-    .map_err(|e| format!("writing the package: {e}"))?;
-    let m = &written.manifest;
-    let summary = json!({
-        "actual": m.actual,
-        "gaps": m.gaps,
-        "video": m.video,
-        "files": m.files,
-        "public_key_hex": m.signature.public_key_hex,
-    });
-    job.update(|r| {
-        r.sha256 = Some(written.mp4_sha256.clone());
-        r.mp4_bytes = Some(written.mp4_bytes);
-        r.package_sha256 = Some(written.package_sha256.clone());
-        r.package_bytes = Some(written.package_bytes);
-        r.manifest = Some(summary);
-    });
-    Ok(())
 }
 
 /// Derived JPEG stills of the frames shown at `instants`, decoded from the stored frames (the
@@ -982,20 +1049,20 @@ fn run(state: &crate::AppState, job: &Job) -> Result<(), String> {
 /// gives each the master's SHA-256.
 #[cfg(feature = "gst")]
 fn derived_stills(
-    state: &crate::AppState,
+    ctx: &JobContext,
     key: &StreamKey,
     instants: &[i64],
     tz: &jiff::tz::TimeZone,
-) -> Result<Vec<vigie_export::ExtraFile>, String> {
+) -> Result<Vec<crate::ExtraFile>, String> {
     let mut out = Vec::new();
     for (i, &t) in instants.iter().enumerate() {
         let at = Time90k(t);
-        let job = crate::still::job_from_store(&state.store, key, Some(at))
+        let job = vigie_decode::still::job_from_store(&ctx.store, key, Some(at), ctx.clock.now())
             .map_err(|e| format!("still at {}: {e}", at.to_rfc3339()))?;
-        let jpeg = crate::still::decode_to_jpeg(&job)
+        let jpeg = vigie_decode::still::decode_to_jpeg(&job)
             .map_err(|e| format!("still at {}: {e}", at.to_rfc3339()))?;
         let l = local(at, tz);
-        out.push(vigie_export::ExtraFile {
+        out.push(crate::ExtraFile {
             name: format!(
                 "derive-still-{:02}-{}.jpg",
                 i + 1,
@@ -1015,11 +1082,11 @@ fn derived_stills(
 
 #[cfg(not(feature = "gst"))]
 fn derived_stills(
-    _: &crate::AppState,
+    _: &JobContext,
     _: &StreamKey,
     instants: &[i64],
     _: &jiff::tz::TimeZone,
-) -> Result<Vec<vigie_export::ExtraFile>, String> {
+) -> Result<Vec<crate::ExtraFile>, String> {
     if instants.is_empty() {
         Ok(Vec::new())
     } else {
@@ -1027,7 +1094,7 @@ fn derived_stills(
     }
 }
 
-/// The burned-in working copy ([`crate::burnin`]): the master's pictures (its samples, read
+/// The burned-in working copy ([`vigie_decode::burnin`]): the master's pictures (its samples, read
 /// from the segment files it is made of, within its edit list) re-encoded with the camera name
 /// and the wall-clock time of each picture. Written to a temporary file next to the package.
 #[cfg(feature = "gst")]
@@ -1039,9 +1106,9 @@ fn derived_burn_in(
     camera_name: &str,
     tz: &jiff::tz::TimeZone,
     name: &str,
-) -> Result<vigie_export::ExtraFile, String> {
+) -> Result<crate::ExtraFile, String> {
     let out = package.with_extension("burnin.tmp.mp4");
-    let result = crate::burnin::burn_in(
+    let result = vigie_decode::burnin::burn_in(
         input,
         &out,
         codec.unwrap_or(vigie_core::Codec::H264),
@@ -1052,7 +1119,7 @@ fn derived_burn_in(
     .map_err(|e| format!("burned-in copy: {e}"))
     .and_then(|()| std::fs::read(&out).map_err(|e| format!("burned-in copy: {e}")));
     let _ = std::fs::remove_file(&out);
-    Ok(vigie_export::ExtraFile {
+    Ok(crate::ExtraFile {
         name: name.to_owned(),
         role: "derived".into(),
         bytes: result?,
@@ -1073,7 +1140,7 @@ fn derived_burn_in(
     _: &str,
     _: &jiff::tz::TimeZone,
     _: &str,
-) -> Result<vigie_export::ExtraFile, String> {
+) -> Result<crate::ExtraFile, String> {
     Err("the burned-in copy needs the `gst` cargo feature".into())
 }
 
@@ -1225,13 +1292,13 @@ mod tests {
         let e = ex
             .admit(&ask("alice", "k3", 1000), limits, free)
             .unwrap_err();
-        assert!(matches!(e, ApiError::LimitReached { .. }), "{e}");
+        assert!(matches!(e, JobError::LimitReached { .. }), "{e}");
         assert!(e.to_string().contains("max_concurrent_per_user"), "{e}");
         // The same request while it is being created: 409; once it is a job: that job.
         let e = ex
             .admit(&ask("alice", "k1", 1000), limits, free)
             .unwrap_err();
-        assert!(matches!(e, ApiError::Conflict { .. }), "{e}");
+        assert!(matches!(e, JobError::Conflict(_)), "{e}");
         let job = ex
             .create(
                 a1,
@@ -1255,7 +1322,7 @@ mod tests {
         let e = ex
             .admit(&ask("carol", "k6", 9000), limits, free)
             .unwrap_err();
-        assert!(matches!(e, ApiError::InsufficientStorage(_)), "{e}");
+        assert!(matches!(e, JobError::InsufficientStorage(_)), "{e}");
         assert!(e.to_string().contains("quota"), "{e}");
         // Free-space floor: 8000 free, 2000 pending, 1000 more leaves 5000: fine; 1001: no.
         let Admit::New(_c) = ex.admit(&ask("carol", "k7", 1000), limits, 8000).unwrap() else {

@@ -1,6 +1,6 @@
-//! Preparing and reading the virtual MP4 of `video.mp4` (HTTP-independent, also used by the
-//! playback benchmark `crates/api/benches/playback.rs`; method and numbers in
-//! docs/BENCHMARKS.md, "Playback").
+//! Recorded footage as MP4 files: preparing and reading the virtual MP4 of `video.mp4`, and the
+//! wall-clock subtitle cues also written into evidence exports (used by the HTTP layer, the
+//! export jobs and `cargo bench -p vigie-footage --bench playback`).
 //!
 //! * [`prepare`]: the overlapping segments from one index scan
 //!   ([`vigie_store::Store::playback_candidates`]), gap check, strong ETag (hash of the format
@@ -21,7 +21,22 @@ use vigie_core::{StreamKey, Time90k};
 use vigie_mp4::progressive::{self, Cue, VirtualMp4};
 use vigie_store::{GapPolicy, Piece, PlaybackError, Span, Store, StoreError};
 
-use crate::ApiError;
+/// Why footage cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum FootageError {
+    /// Nothing recorded in the range.
+    #[error("no recording of {key} between {start} and {end}")]
+    NoRecording {
+        key: StreamKey,
+        start: Time90k,
+        end: Time90k,
+    },
+    /// Gaps (with `gaps=error`) or a codec change inside the range: the recorded spans.
+    #[error("{message}")]
+    Conflict { message: String, spans: Vec<Span> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Size of the reads from segment files while streaming.
 pub const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -85,19 +100,18 @@ fn cache_put(etag: &str, v: &Arc<VirtualMp4>) {
 }
 
 /// Plans, computes the ETag and builds (or reuses) the virtual MP4. Blocking (index reads).
-pub fn prepare(store: &Store, req: &PlaybackRequest) -> Result<Prepared, ApiError> {
+pub fn prepare(store: &Store, req: &PlaybackRequest) -> Result<Prepared, FootageError> {
     let map_err = |e: PlaybackError| {
         let message = e.to_string();
         match e {
-            PlaybackError::Store(e) => ApiError::Store(e),
-            PlaybackError::NoRecording => ApiError::NotFound(format!(
-                "no recording of {} between {} and {}",
-                req.key,
-                req.start.to_rfc3339(),
-                req.end.to_rfc3339()
-            )),
-            PlaybackError::Gaps { spans } => ApiError::Conflict { message, spans },
-            PlaybackError::CodecChange { ranges } => ApiError::Conflict {
+            PlaybackError::Store(e) => FootageError::Store(e),
+            PlaybackError::NoRecording => FootageError::NoRecording {
+                key: req.key.clone(),
+                start: req.start,
+                end: req.end,
+            },
+            PlaybackError::Gaps { spans } => FootageError::Conflict { message, spans },
+            PlaybackError::CodecChange { ranges } => FootageError::Conflict {
                 message,
                 spans: ranges,
             },
@@ -143,7 +157,7 @@ pub fn prepare(store: &Store, req: &PlaybackRequest) -> Result<Prepared, ApiErro
     }
     let spans = plan.spans.clone();
     let mp4 = Arc::new(plan.build().map_err(|e| {
-        ApiError::Store(StoreError::Corrupt {
+        FootageError::Store(StoreError::Corrupt {
             what: format!("playback plan of {}: {e}", req.key),
         })
     })?);

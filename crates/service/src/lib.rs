@@ -1,0 +1,248 @@
+//! The services the HTTP layer reaches recorded footage, live frames, stills and evidence
+//! export jobs through, one small trait each, keyed by stream: [`Footage`], [`LiveSource`],
+//! [`Stills`], [`ExportJobs`].
+//!
+//! Today every stream is recorded by this node and the `Local*` implementations call the
+//! crates that own each feature (`vigie-store` and `vigie-footage`, `vigie-live`,
+//! `vigie-decode`, `vigie-export`). A camera recorded by another node will be served by another
+//! implementation of the same traits (dispatching on the [`StreamKey`]), without the handlers
+//! changing. Storage administration (holds, health, statistics, metrics) is node-local and stays
+//! on the store.
+//!
+//! Blocking methods say so: callers run them off the async executor.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use vigie_core::{Clock, StreamKey, Time90k};
+use vigie_decode::StillError;
+use vigie_export::InstallationKey;
+use vigie_export::jobs::{
+    Admission, Admit, AdmitRequest, ExportLimits, Exports, Job, JobContext, JobError, JobRecord,
+};
+use vigie_footage::{FootageError, PlaybackRequest, Prepared};
+use vigie_live::LiveHub;
+use vigie_mp4::progressive::VirtualMp4;
+use vigie_store::{GapPolicy, PlaybackError, SegmentInfo, Span, Store, StoreError};
+
+/// A boxed future, for the async methods of object-safe traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Recorded footage of a stream. All methods are blocking (index and file reads).
+pub trait Footage: Send + Sync {
+    /// Continuous recording in `[start, end)`, merged and clipped to the window.
+    fn spans(&self, key: &StreamKey, start: Time90k, end: Time90k)
+    -> Result<Vec<Span>, StoreError>;
+    /// Segments overlapping `[start, end)`, oldest first.
+    fn segments(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+    ) -> Result<Vec<SegmentInfo>, StoreError>;
+    /// At most `limit` segments overlapping `[start, end)`, and where the next page starts.
+    fn segments_page(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        limit: usize,
+    ) -> Result<(Vec<SegmentInfo>, Option<Time90k>), StoreError>;
+    /// Whether `[start, end)` can be served as one file under `gaps` (one index scan).
+    fn check(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        gaps: GapPolicy,
+    ) -> Result<(), PlaybackError>;
+    /// The virtual MP4 of a range, its strong ETag and recorded spans.
+    fn prepare(&self, req: &PlaybackRequest) -> Result<Prepared, FootageError>;
+    /// Bytes `[start, end)` of a prepared file, in order, to `send` until it returns false.
+    fn read(
+        &self,
+        mp4: &VirtualMp4,
+        start: u64,
+        end: u64,
+        send: &mut dyn FnMut(Bytes) -> bool,
+    ) -> std::io::Result<()>;
+}
+
+/// Live frames of a stream: its hub, which viewers subscribe to.
+pub trait LiveSource: Send + Sync {
+    /// `None`: no live view of this stream here.
+    fn hub(&self, key: &StreamKey) -> Option<Arc<LiveHub>>;
+}
+
+/// JPEG stills of a stream.
+pub trait Stills: Send + Sync {
+    /// The picture shown at `at` (or the latest one) as a JPEG.
+    fn still(
+        &self,
+        key: &StreamKey,
+        at: Option<Time90k>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, StillError>>;
+}
+
+/// Evidence export jobs.
+pub trait ExportJobs: Send + Sync {
+    /// Admits a new request against the job limits, the quota and the free-space floor, or
+    /// refuses it (see [`Exports::admit`]). Blocking (reads the free space).
+    fn admit(&self, req: &AdmitRequest) -> Result<Admit, JobError>;
+    /// Registers an admitted job (status queued).
+    fn create(&self, admission: Admission, rec: JobRecord) -> Result<Arc<Job>, JobError>;
+    /// Runs a registered job in the background; it journals its outcome.
+    fn start(&self, job: Arc<Job>);
+    /// All jobs, newest first.
+    fn list(&self) -> Vec<Arc<Job>>;
+    fn get(&self, id: &str) -> Option<Arc<Job>>;
+    /// Where the finished package of a job is.
+    fn package_path(&self, id: &str) -> PathBuf;
+    /// The key packages are signed with.
+    fn signing_key(&self) -> &InstallationKey;
+}
+
+/// Footage of the streams this node records: its store.
+pub struct LocalFootage(pub Store);
+
+impl Footage for LocalFootage {
+    fn spans(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+    ) -> Result<Vec<Span>, StoreError> {
+        self.0.spans(key, start, end)
+    }
+    fn segments(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+    ) -> Result<Vec<SegmentInfo>, StoreError> {
+        self.0.segments(key, start, end)
+    }
+    fn segments_page(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        limit: usize,
+    ) -> Result<(Vec<SegmentInfo>, Option<Time90k>), StoreError> {
+        self.0.segments_page(key, start, end, limit)
+    }
+    fn check(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        gaps: GapPolicy,
+    ) -> Result<(), PlaybackError> {
+        self.0
+            .playback_candidates(key, start, end)
+            .and_then(|c| c.check(gaps))
+    }
+    fn prepare(&self, req: &PlaybackRequest) -> Result<Prepared, FootageError> {
+        vigie_footage::prepare(&self.0, req)
+    }
+    fn read(
+        &self,
+        mp4: &VirtualMp4,
+        start: u64,
+        end: u64,
+        send: &mut dyn FnMut(Bytes) -> bool,
+    ) -> std::io::Result<()> {
+        vigie_footage::read_blocking(mp4, start, end, send)
+    }
+}
+
+/// The live hubs of the streams this node ingests.
+pub struct LocalLive(pub HashMap<StreamKey, Arc<LiveHub>>);
+
+impl LiveSource for LocalLive {
+    fn hub(&self, key: &StreamKey) -> Option<Arc<LiveHub>> {
+        self.0.get(key).cloned()
+    }
+}
+
+/// Stills decoded here (`vigie-decode`) from the store and the live hubs.
+pub struct LocalStills {
+    pub store: Store,
+    pub live: Arc<dyn LiveSource>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Stills for LocalStills {
+    fn still(
+        &self,
+        key: &StreamKey,
+        at: Option<Time90k>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, StillError>> {
+        let key = key.clone();
+        Box::pin(async move {
+            let hub = self
+                .live
+                .hub(&key)
+                .ok_or_else(|| StillError::NoRecording(format!("no live view of {key}")))?;
+            decode(self.store.clone(), hub, key, at, self.clock.clone()).await
+        })
+    }
+}
+
+#[cfg(feature = "gst")]
+async fn decode(
+    store: Store,
+    hub: Arc<LiveHub>,
+    key: StreamKey,
+    at: Option<Time90k>,
+    clock: Arc<dyn Clock>,
+) -> Result<Vec<u8>, StillError> {
+    vigie_decode::still::snapshot(store, hub, key, at, clock).await
+}
+
+#[cfg(not(feature = "gst"))]
+async fn decode(
+    _: Store,
+    _: Arc<LiveHub>,
+    _: StreamKey,
+    _: Option<Time90k>,
+    _: Arc<dyn Clock>,
+) -> Result<Vec<u8>, StillError> {
+    Err(StillError::NotBuilt)
+}
+
+/// The export jobs of this installation, run here.
+pub struct LocalExports {
+    pub jobs: Exports,
+    pub ctx: JobContext,
+}
+
+impl ExportJobs for LocalExports {
+    fn admit(&self, req: &AdmitRequest) -> Result<Admit, JobError> {
+        let free = vigie_export::jobs::free_bytes(self.jobs.dir());
+        self.jobs
+            .admit(req, ExportLimits::from_config(&self.ctx.config), free)
+    }
+    fn create(&self, admission: Admission, rec: JobRecord) -> Result<Arc<Job>, JobError> {
+        self.jobs.create(admission, rec)
+    }
+    fn start(&self, job: Arc<Job>) {
+        self.jobs.spawn(&self.ctx, job);
+    }
+    fn list(&self) -> Vec<Arc<Job>> {
+        self.jobs.list()
+    }
+    fn get(&self, id: &str) -> Option<Arc<Job>> {
+        self.jobs.get(id)
+    }
+    fn package_path(&self, id: &str) -> PathBuf {
+        self.jobs.package_path(id)
+    }
+    fn signing_key(&self) -> &InstallationKey {
+        self.jobs.key()
+    }
+}

@@ -1,0 +1,165 @@
+//! Index format 3 (packed sample tables, issue 16): an index written before it — format 2,
+//! entries whose sample tables are in the journal form — opens without a migration, its old
+//! entries are read as they are next to new packed ones, and playback over both is right.
+
+mod common;
+
+use common::*;
+use vigie_core::{StreamKey, Time90k};
+use vigie_mp4::SampleInfo;
+use vigie_store::index::Index;
+use vigie_store::sampletable::{decode_samples, is_packed};
+use vigie_store::{GapPolicy, SyntheticSegment};
+
+fn seg(seed: u32) -> SyntheticSegment {
+    SyntheticSegment {
+        start: Time90k(0),
+        wall_duration_90k: None,
+        samples: (0..1500u32)
+            .map(|i| SampleInfo {
+                duration_90k: if (i * 7 + seed).is_multiple_of(10) {
+                    3601
+                } else {
+                    3600
+                },
+                bytes: if i % 50 == 0 {
+                    40_000 + i
+                } else {
+                    8_000 + (i * 37 + seed) % 3_000
+                },
+                is_key: i % 50 == 0,
+            })
+            .collect(),
+        samples_per_fragment: 25,
+        fragment_header_len: 380,
+        init_len: 900,
+        session_id: 1,
+    }
+}
+
+fn sample_table(ix: &Index, id: u64) -> Vec<u8> {
+    ix.get_segment(id).unwrap().unwrap().sample_table
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_2_index_opens_and_its_old_entries_read_beside_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let k: StreamKey = key();
+    let params = vigie_mp4::testutil::avc_params(&[0x67, 0x4d, 0x40, 0x1f], &[0x68], 320, 240);
+    let start = |i: i64| Time90k(t0().0 - 3_600 * 90_000 + i * 60 * 90_000);
+    let (mut old_ids, mut new_ids) = (Vec::new(), Vec::new());
+    {
+        let store = open(&cfg, &clock());
+        for i in 0..4 {
+            let enc = store.encode_synthetic_v1(&k, &params, &seg(i)).unwrap();
+            let id = store.insert_synthetic(&enc, start(i.into())).unwrap();
+            // Its file, as a sparse file of the indexed length (recovery checks it at the next
+            // start).
+            let info = store.segment(id).unwrap().unwrap();
+            std::fs::create_dir_all(info.path.parent().unwrap()).unwrap();
+            std::fs::File::create(&info.path)
+                .unwrap()
+                .set_len(info.bytes)
+                .unwrap();
+            old_ids.push(id);
+        }
+        store.flush_index().unwrap();
+        store.shutdown().await;
+    }
+    // As a binary before format 3 left it: format 2 and journal-form tables.
+    {
+        let ix = Index::open(&dir.path().join("index")).unwrap();
+        ix.meta.insert("format", &2u32.to_be_bytes()).unwrap();
+        for id in &old_ids {
+            assert!(!is_packed(&sample_table(&ix, *id)));
+        }
+        ix.db.flush().unwrap();
+    }
+    {
+        let store = open(&cfg, &clock());
+        for i in 4..8 {
+            let enc = store.encode_synthetic(&k, &params, &seg(i)).unwrap();
+            new_ids.push(store.insert_synthetic(&enc, start(i.into())).unwrap());
+        }
+        // Every segment's samples, old and new, are the ones indexed.
+        for (i, id) in old_ids.iter().chain(&new_ids).enumerate() {
+            let ix = store.segment_index(*id).unwrap().unwrap();
+            assert_eq!(ix.samples, seg(i as u32).samples, "segment {i}");
+            assert_eq!(ix.fragments.len(), 60);
+        }
+        // A playback across both kinds, cut inside an old and inside a new segment: the lazily
+        // rendered file equals the one built from the decoded tables.
+        let plan = store
+            .playback_plan(
+                &k,
+                Time90k(start(1).0 + 10 * 90_000),
+                Time90k(start(6).0 + 30 * 90_000),
+                GapPolicy::Refuse,
+            )
+            .unwrap();
+        let full = lazy_equals_materialised(&plan);
+        assert!(!full.samples.is_empty());
+        store.flush_index().unwrap();
+        store.shutdown().await;
+    }
+    // Marked format 3; old entries untouched (no migration), new ones packed and smaller.
+    let ix = Index::open(&dir.path().join("index")).unwrap();
+    assert_eq!(
+        ix.meta.get("format").unwrap().unwrap().as_ref(),
+        3u32.to_be_bytes()
+    );
+    for (o, n) in old_ids.iter().zip(&new_ids) {
+        let (old, new) = (sample_table(&ix, *o), sample_table(&ix, *n));
+        assert!(!is_packed(&old) && is_packed(&new));
+        assert!(new.len() < old.len(), "{} vs {}", new.len(), old.len());
+        assert_eq!(decode_samples(&old).unwrap().len(), 1500);
+    }
+}
+
+/// A format this binary does not know is still refused (not misread).
+#[test]
+fn an_unknown_index_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ix = Index::open(dir.path()).unwrap();
+        ix.meta.insert("format", &1u32.to_be_bytes()).unwrap();
+        ix.db.flush().unwrap();
+    }
+    let e = Index::open(dir.path()).err().unwrap();
+    assert!(e.to_string().contains("reindex"), "{e}");
+}
+
+/// What the writer indexes is in the packed form, and decodes to the frames recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_indexes_packed_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let clock = clock();
+    let ids: Vec<u64> = {
+        let store = open(&cfg, &clock);
+        let h = store.start_writer(key(), (0, 1)).unwrap();
+        let s = stream_a();
+        let p = Pos {
+            media: 0,
+            recv: t0(),
+        };
+        feed(&h, s, 1, p, 250);
+        store.shutdown().await;
+        let segs = store
+            .segments(&key(), Time90k(0), Time90k(i64::MAX / 2))
+            .unwrap();
+        assert!(!segs.is_empty());
+        for seg in &segs {
+            let ix = store.segment_index(seg.id).unwrap().unwrap();
+            assert_eq!(ix.samples.len(), seg.frames as usize);
+            assert_valid(&seg.path, seg.frames);
+        }
+        drop(store);
+        segs.iter().map(|s| s.id).collect()
+    };
+    let ix = Index::open(&dir.path().join("index")).unwrap();
+    for id in ids {
+        assert!(is_packed(&sample_table(&ix, id)), "segment {id}");
+    }
+}
