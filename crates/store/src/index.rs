@@ -37,9 +37,38 @@ const FORMAT: u32 = 3;
 /// Formats [`Index::open`] accepts (and marks [`FORMAT`]).
 const READABLE_FORMATS: [u32; 2] = [2, 3];
 
-/// One segment in the index.
+/// One segment in the index: its [`EntryHead`] (what listings need) followed by the init
+/// length and the tables. postcard lays a nested struct out inline, so the encoded bytes are
+/// those of the flat layout older versions wrote (test `entry_bytes_are_those_of_the_flat_layout`),
+/// and an [`EntryHead`] decodes from the prefix of an encoded entry: listing-only scans skip the
+/// sample tables. Reads of head fields go through `Deref` (`entry.id`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentEntry {
+    pub head: EntryHead,
+    /// Length of the init segment (`ftyp` + `moov`): where the first fragment starts.
+    pub init_len: u32,
+    /// See [`crate::sampletable`].
+    pub sample_table: Vec<u8>,
+    /// See [`crate::sampletable`].
+    pub fragment_table: Vec<u8>,
+}
+
+impl std::ops::Deref for SegmentEntry {
+    type Target = EntryHead;
+    fn deref(&self) -> &EntryHead {
+        &self.head
+    }
+}
+
+impl std::ops::DerefMut for SegmentEntry {
+    fn deref_mut(&mut self) -> &mut EntryHead {
+        &mut self.head
+    }
+}
+
+/// The leading fields of a [`SegmentEntry`]: everything but the init length and the tables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryHead {
     pub id: u64,
     pub stream_id: u32,
     /// Wall-clock start, 90 kHz.
@@ -59,45 +88,7 @@ pub struct SegmentEntry {
     pub session_id: u64,
     pub open: bool,
     pub end_reason: Option<String>,
-    /// Run, chunk and payload counts of the tables below (for laying out playback files).
-    pub counts: TableCounts,
-    /// Length of the init segment (`ftyp` + `moov`): where the first fragment starts.
-    pub init_len: u32,
-    /// See [`crate::sampletable`].
-    pub sample_table: Vec<u8>,
-    /// See [`crate::sampletable`].
-    pub fragment_table: Vec<u8>,
-}
-
-impl SegmentEntry {
-    pub fn start(&self) -> Time90k {
-        Time90k(self.start_90k)
-    }
-    pub fn end(&self) -> Time90k {
-        Time90k(self.start_90k.saturating_add(self.duration_90k))
-    }
-}
-
-/// The leading fields of a [`SegmentEntry`] (everything but the init length and the tables):
-/// postcard decodes them from the prefix of an encoded entry, so listing-only scans skip the
-/// sample tables. Field order must stay that of [`SegmentEntry`].
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct EntryHead {
-    pub id: u64,
-    pub stream_id: u32,
-    pub start_90k: i64,
-    pub duration_90k: i64,
-    pub media_duration_90k: i64,
-    pub bytes: u64,
-    pub frames: u32,
-    pub key_frames: u32,
-    pub width: u16,
-    pub height: u16,
-    pub codec: Codec,
-    pub params_id: u64,
-    pub session_id: u64,
-    pub open: bool,
-    pub end_reason: Option<String>,
+    /// Run, chunk and payload counts of the tables (for laying out playback files).
     pub counts: TableCounts,
 }
 
@@ -521,32 +512,43 @@ mod tests {
     #[test]
     fn entry_head_decodes_from_an_entry_prefix() {
         let e = SegmentEntry {
-            id: 7,
-            stream_id: 2,
-            start_90k: -5,
-            duration_90k: 900_000,
-            media_duration_90k: 899_990,
-            bytes: 1 << 33,
-            frames: 250,
-            key_frames: 5,
-            width: 1920,
-            height: 1080,
-            codec: Codec::H265,
-            params_id: 99,
-            session_id: 3,
-            open: true,
-            end_reason: Some("rotation".into()),
-            counts: TableCounts {
-                stts_runs: 4,
-                chunks: 5,
-                stsc_runs: 2,
-                payload_bytes: 1 << 34,
+            head: EntryHead {
+                id: 7,
+                stream_id: 2,
+                start_90k: -5,
+                duration_90k: 900_000,
+                media_duration_90k: 899_990,
+                bytes: 1 << 33,
+                frames: 250,
+                key_frames: 5,
+                width: 1920,
+                height: 1080,
+                codec: Codec::H265,
+                params_id: 99,
+                session_id: 3,
+                open: true,
+                end_reason: Some("rotation".into()),
+                counts: TableCounts {
+                    stts_runs: 4,
+                    chunks: 5,
+                    stsc_runs: 2,
+                    payload_bytes: 1 << 34,
+                },
             },
             init_len: 800,
             sample_table: vec![1, 2, 3],
             fragment_table: vec![4, 5],
         };
         let enc = postcard::to_allocvec(&e).unwrap();
+        // The bytes of the flat layout (format 2 and 3 indexes written before the head was
+        // nested): nesting must not change them.
+        let hex: String = enc.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "070209c0ee6dacee6d8080808020fa0105800fb808016303010108726f746174696f6e04050280808080\
+             40a00603010203020405",
+            "entry_bytes_are_those_of_the_flat_layout"
+        );
         let (h, _): (EntryHead, _) = postcard::take_from_bytes(&enc).unwrap();
         assert_eq!(
             (h.id, h.start_90k, h.bytes, h.codec, h.end_reason.as_deref()),
