@@ -34,7 +34,7 @@ use vigie_audit::{Action, NewEntry};
 use vigie_core::Clock;
 use vigie_core::config::Config;
 use vigie_core::{StreamKey, Time90k};
-use vigie_store::{GapPolicy, Span, Store};
+use vigie_store::{GapPolicy, Store};
 
 use crate::manifest as mf;
 use crate::{InstallationKey, Manifest, PackageSpec};
@@ -845,21 +845,7 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
-/// Parts of `[start, end)` not covered by `spans` (sorted, inside the window).
-pub fn gaps(spans: &[Span], start: Time90k, end: Time90k) -> Vec<(Time90k, Time90k)> {
-    let mut out = Vec::new();
-    let mut t = start;
-    for s in spans {
-        if s.start > t {
-            out.push((t, s.start.min(end)));
-        }
-        t = t.max(s.end);
-    }
-    if t < end {
-        out.push((t, end));
-    }
-    out
-}
+pub use vigie_store::gaps;
 
 /// Frames presented by the edit list `[skip, skip + duration)` of samples with these durations
 /// (a frame counts if any of it is shown), as `ffprobe -count_frames` reports them.
@@ -1147,6 +1133,7 @@ fn derived_burn_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigie_store::Span;
 
     #[test]
     fn gaps_are_the_complement_of_the_spans() {

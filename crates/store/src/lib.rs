@@ -47,6 +47,7 @@ mod reindex;
 mod retention;
 pub mod sampletable;
 pub mod space;
+pub mod spans;
 mod synthetic;
 pub mod timing;
 pub mod verify;
@@ -60,6 +61,7 @@ pub use playback::{
 pub use recovery::{RECENT_ENTRIES_PER_STREAM, RecoveryReport};
 pub use sampletable::FragmentLoc;
 pub use space::{StorageHealth, StorageState};
+pub use spans::{SPAN_MERGE_TOLERANCE_90K, Span, SpanMerger, gaps, merge_spans};
 pub use synthetic::SyntheticSegment;
 pub use verify::VerifyStatus;
 pub use vigie_mp4::SampleInfo;
@@ -189,17 +191,6 @@ impl SegmentInfo {
         Time90k(self.start.0.saturating_add(self.duration_90k))
     }
 }
-
-/// A stretch of continuous recording.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Span {
-    pub start: Time90k,
-    pub end: Time90k,
-}
-
-/// Segments closer than this are merged into one span (covers jitter of the start estimate after
-/// a timestamp jump; any real gap is longer).
-pub const SPAN_MERGE_TOLERANCE_90K: i64 = 9_000;
 
 /// Retention: days to keep per stream. Streams not listed (e.g. removed from the configuration)
 /// are kept for the legal ceiling, [`vigie_core::config::LEGAL_MAX_RETENTION_DAYS`]. The
@@ -374,53 +365,6 @@ pub(crate) fn entry_info(layout: &Layout, key: &StreamKey, e: &SegmentEntry) -> 
         params_id: e.params_id,
         session_id: e.session_id,
     }
-}
-
-/// Builds spans from segments given one at a time in start order (listings stream the index
-/// through it: memory bounded by the spans, not the segments).
-#[derive(Debug)]
-pub struct SpanMerger {
-    start: Time90k,
-    end: Time90k,
-    out: Vec<Span>,
-}
-
-impl SpanMerger {
-    /// Spans clipped to [start, end).
-    pub fn new(start: Time90k, end: Time90k) -> Self {
-        SpanMerger {
-            start,
-            end,
-            out: Vec::new(),
-        }
-    }
-
-    /// Adds the segment [seg_start, seg_end).
-    pub fn push(&mut self, seg_start: Time90k, seg_end: Time90k) {
-        let (a, b) = (seg_start.max(self.start), seg_end.min(self.end));
-        if b <= a {
-            return;
-        }
-        match self.out.last_mut() {
-            Some(last) if a.0 <= last.end.0 + SPAN_MERGE_TOLERANCE_90K => {
-                last.end = last.end.max(b)
-            }
-            _ => self.out.push(Span { start: a, end: b }),
-        }
-    }
-
-    pub fn finish(self) -> Vec<Span> {
-        self.out
-    }
-}
-
-/// Merges segments (sorted by start) into spans clipped to [start, end).
-pub fn merge_spans(segments: &[SegmentInfo], start: Time90k, end: Time90k) -> Vec<Span> {
-    let mut m = SpanMerger::new(start, end);
-    for s in segments {
-        m.push(s.start, s.end());
-    }
-    m.finish()
 }
 
 pub(crate) fn head_info(layout: &Layout, key: &StreamKey, e: &index::EntryHead) -> SegmentInfo {

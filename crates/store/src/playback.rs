@@ -31,7 +31,7 @@ use vigie_mp4::progressive::{
 
 use crate::index::{EntryHead, SegmentEntry};
 use crate::sampletable::FragmentLoc;
-use crate::{SPAN_MERGE_TOLERANCE_90K, Span, Store, StoreError, sampletable};
+use crate::{Span, Store, StoreError, sampletable};
 
 /// What to do when the range holds more than one span of recording.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -204,7 +204,7 @@ impl Store {
                 entries.push((h, v));
             }
         }
-        let spans = merge_ranges(
+        let spans = crate::spans::merge_ranges(
             entries.iter().map(|(e, _)| (e.start(), e.end())),
             start,
             end,
@@ -546,27 +546,4 @@ fn check_codecs(
         });
     }
     Ok(())
-}
-
-/// [`crate::merge_spans`] on bare (start, end) pairs sorted by start (no `SegmentInfo`, whose
-/// path formatting costs more than the merge).
-fn merge_ranges(
-    ranges: impl Iterator<Item = (Time90k, Time90k)>,
-    start: Time90k,
-    end: Time90k,
-) -> Vec<Span> {
-    let mut out: Vec<Span> = Vec::new();
-    for (s, e) in ranges {
-        let (a, b) = (s.max(start), e.min(end));
-        if b <= a {
-            continue;
-        }
-        match out.last_mut() {
-            Some(last) if a.0 <= last.end.0 + SPAN_MERGE_TOLERANCE_90K => {
-                last.end = last.end.max(b)
-            }
-            _ => out.push(Span { start: a, end: b }),
-        }
-    }
-    out
 }
