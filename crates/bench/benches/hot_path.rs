@@ -142,7 +142,7 @@ fn index(c: &mut Criterion) {
             id: 1,
             stream_id: 1,
             start_90k: 0,
-            duration_90k: 1500 * 3600,
+            wall_duration_90k: 1500 * 3600,
             media_duration_90k: 1500 * 3600,
             bytes: 15_000_000,
             frames: 1500,

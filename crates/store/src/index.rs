@@ -74,7 +74,7 @@ pub struct EntryHead {
     /// Wall-clock start, 90 kHz.
     pub start_90k: i64,
     /// Wall-clock duration (media duration slewed toward the host clock; equal to it while open).
-    pub duration_90k: i64,
+    pub wall_duration_90k: i64,
     /// Sum of the sample durations (RTP time).
     pub media_duration_90k: i64,
     /// Length of the file covered by this entry (durable bytes).
@@ -97,12 +97,12 @@ impl EntryHead {
         Time90k(self.start_90k)
     }
     pub fn end(&self) -> Time90k {
-        Time90k(self.start_90k.saturating_add(self.duration_90k))
+        Time90k(self.start_90k.saturating_add(self.wall_duration_90k))
     }
     /// True if the segment reaches past `start` (an empty one counts if it starts there or
     /// later): the filter of a range scan that starts [`MAX_SEGMENT_90K`] early.
     pub fn overlaps(&self, start: Time90k) -> bool {
-        self.end() > start || (self.duration_90k == 0 && self.start() >= start)
+        self.end() > start || (self.wall_duration_90k == 0 && self.start() >= start)
     }
 }
 
@@ -516,7 +516,7 @@ mod tests {
                 id: 7,
                 stream_id: 2,
                 start_90k: -5,
-                duration_90k: 900_000,
+                wall_duration_90k: 900_000,
                 media_duration_90k: 899_990,
                 bytes: 1 << 33,
                 frames: 250,

@@ -160,9 +160,14 @@ impl Candidates {
     /// Per segment: id, start, wall duration and indexed length. With the request parameters
     /// it determines the plan (an open segment changes when it grows or closes).
     pub fn fingerprint(&self) -> impl Iterator<Item = [u64; 4]> + '_ {
-        self.entries
-            .iter()
-            .map(|(e, _)| [e.id, e.start_90k as u64, e.duration_90k as u64, e.bytes])
+        self.entries.iter().map(|(e, _)| {
+            [
+                e.id,
+                e.start_90k as u64,
+                e.wall_duration_90k as u64,
+                e.bytes,
+            ]
+        })
     }
 
     /// Decodes the sample tables and plans (after [`Candidates::check`]).
@@ -250,7 +255,7 @@ fn plan_entries(
     let mut last_clip = 0u64; // media time of the last included frame after `end`
     let mut scratch: Vec<SampleInfo> = Vec::new();
     for (h, encoded) in entries {
-        let wall = h.duration_90k;
+        let wall = h.wall_duration_90k;
         let is_first_piece = input.pieces.is_empty();
         // (summary, first sample, source, presented media [from, to), media after `to`)
         let (summary, first_sample, source, present_from, present_to, clip);

@@ -157,7 +157,7 @@ pub(crate) fn index_file(
             id: m.segment_id,
             stream_id: index.stream_id(key)?,
             start_90k: m.start_90k,
-            duration_90k: trailer.wall_duration_90k,
+            wall_duration_90k: trailer.wall_duration_90k,
             media_duration_90k: media as i64,
             bytes,
             frames: samples.len() as u32,

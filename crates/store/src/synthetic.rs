@@ -83,7 +83,7 @@ impl Store {
                     id: 0,
                     stream_id,
                     start_90k: seg.start.0,
-                    duration_90k: seg.wall_duration_90k.unwrap_or(media),
+                    wall_duration_90k: seg.wall_duration_90k.unwrap_or(media),
                     media_duration_90k: media,
                     bytes: end,
                     frames: seg.samples.len() as u32,

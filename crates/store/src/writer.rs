@@ -846,14 +846,14 @@ impl Recorder {
         m: &SyncMark,
         open: bool,
         end_reason: Option<String>,
-        duration_90k: i64,
+        wall_duration_90k: i64,
     ) -> SegmentEntry {
         SegmentEntry {
             head: crate::index::EntryHead {
                 id: seg.id,
                 stream_id: self.stream_id,
                 start_90k: seg.start.unwrap_or_default(),
-                duration_90k,
+                wall_duration_90k,
                 media_duration_90k: m.media,
                 bytes: m.bytes,
                 frames: m.frames,

@@ -59,7 +59,7 @@ fn entry(sample_table: Vec<u8>, fragment_table: Vec<u8>) -> SegmentEntry {
             id: 7,
             stream_id: 2,
             start_90k: 1_795_899_600 * 90_000,
-            duration_90k: 900_000,
+            wall_duration_90k: 900_000,
             media_duration_90k: 899_990,
             bytes: 1 << 20,
             frames: 250,

@@ -1164,7 +1164,7 @@ fn read_index(data_dir: &Path) -> anyhow::Result<Vec<IndexRow>> {
             start: e.start().to_timestamp(),
             end: e.end().to_timestamp(),
             start_90k: e.start_90k,
-            duration_90k: e.duration_90k,
+            duration_90k: e.wall_duration_90k,
             frames: u64::from(e.frames),
             bytes: e.bytes,
             open: e.open,
