@@ -27,7 +27,8 @@ pub async fn record(state: &AppState, entry: NewEntry) -> Result<(), ApiError> {
 }
 
 /// How long a repeated access (same user, same representation) is covered by its first entry.
-const DEDUPE_WINDOW: vigie_core::Duration90k = vigie_core::Duration90k(3600 * 90_000);
+const DEDUPE_WINDOW: vigie_core::Duration90k =
+    vigie_core::Duration90k(3600 * vigie_core::TIME_UNITS_PER_SEC);
 
 /// Journals `entry` unless an entry with the same `dedupe_key` was journaled within the last
 /// hour by this process (e.g. the range requests of one video player). Fails like [`record`].

@@ -804,7 +804,7 @@ impl Opened {
                 format!(
                     "journal-purge entry {} removed entries younger than the journal retention ({} days)",
                     p.seq,
-                    r.0 / (86_400 * 90_000)
+                    r.0 / (86_400 * vigie_core::TIME_UNITS_PER_SEC)
                 ),
             ));
         }

@@ -131,7 +131,7 @@ fn generate(data: &Path, size: &Size, v1_tables: bool) -> Result<()> {
     )?;
     let seg_90k = 60 * 90_000i64;
     let per_stream = i64::from(size.days) * 1440;
-    let end = vigie_core::Clock::now(&SystemClock).0 - 300 * 90_000;
+    let end = vigie_core::Clock::now(&SystemClock).0 - 300 * vigie_core::TIME_UNITS_PER_SEC;
     let t0 = end - per_stream * seg_90k;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let templates: Vec<SyntheticSegment> = (0..8).map(|_| segment(&mut rng)).collect();

@@ -284,16 +284,19 @@ mod tests {
         let pieces = vec![
             Piece {
                 presentation_90k: 0,
-                wall_start: Time90k(1_000 * 90_000),
+                wall_start: Time90k(1_000 * vigie_core::TIME_UNITS_PER_SEC),
                 duration_90k: 5 * 90_000,
             },
             Piece {
                 presentation_90k: 5 * 90_000,
-                wall_start: Time90k(2_000 * 90_000),
+                wall_start: Time90k(2_000 * vigie_core::TIME_UNITS_PER_SEC),
                 duration_90k: 5 * 90_000,
             },
         ];
-        assert_eq!(wall_at(&pieces, 90_000), Some(Time90k(1_001 * 90_000)));
+        assert_eq!(
+            wall_at(&pieces, 90_000),
+            Some(Time90k(1_001 * vigie_core::TIME_UNITS_PER_SEC))
+        );
         assert_eq!(wall_at(&pieces, 6 * 90_000), Some(Time90k(2_001 * 90_000)));
         let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
         // 2026-11-28T21:00:00Z = 22:00 in Paris.

@@ -33,7 +33,7 @@ const DECODE_TIMEOUT: Duration = Duration::from_secs(20);
 /// (cameras send one every 1–4 s; past this, the last recorded picture is used).
 pub const LATEST_KEY_WAIT: Duration = Duration::from_secs(5);
 /// How far back "latest" looks in the store when the stream is offline.
-const LATEST_LOOKBACK_90K: i64 = 31 * 86_400 * 90_000;
+const LATEST_LOOKBACK_90K: i64 = 31 * 86_400 * vigie_core::TIME_UNITS_PER_SEC;
 
 static DECODES: Semaphore = Semaphore::const_new(MAX_CONCURRENT_DECODES);
 
@@ -143,7 +143,7 @@ pub fn job_from_store(
         Some(at) => (at, Time90k(at.0.saturating_add(1))),
         None => (
             Time90k(now.0 - LATEST_LOOKBACK_90K),
-            Time90k(now.0 + 3_600 * 90_000),
+            Time90k(now.0 + 3_600 * vigie_core::TIME_UNITS_PER_SEC),
         ),
     };
     let segments = store.segments(key, t0, t1)?;
@@ -471,7 +471,7 @@ mod tests {
         std::fs::create_dir_all(info.path.parent().unwrap()).unwrap();
         std::fs::write(&info.path, vec![0u8; 64 << 10]).unwrap();
 
-        clock.set(Time90k(t0.0 + 3_600 * 90_000));
+        clock.set(Time90k(t0.0 + 3_600 * vigie_core::TIME_UNITS_PER_SEC));
         let job = job_from_store(&store, &key, None, clock.now()).unwrap();
         // The latest picture: from the last key frame (25) to the last frame (49).
         assert_eq!(job.frames.len(), 25);

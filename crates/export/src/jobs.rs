@@ -680,7 +680,7 @@ pub fn deletion_due(
         return Some(format!("legal hold {h} released"));
     }
     let written = r.finished_90k.unwrap_or(r.created_90k);
-    (now.0 - written >= lifetime_s * 90_000).then(|| {
+    (now.0 - written >= lifetime_s * vigie_core::TIME_UNITS_PER_SEC).then(|| {
         format!(
             "package lifetime over ({} days, exports.package_lifetime_days)",
             lifetime_s / 86_400
@@ -1137,7 +1137,7 @@ mod tests {
 
     #[test]
     fn gaps_are_the_complement_of_the_spans() {
-        let t = |s: i64| Time90k(s * 90_000);
+        let t = |s: i64| Time90k(s * vigie_core::TIME_UNITS_PER_SEC);
         let spans = [
             Span {
                 start: t(12),
@@ -1158,7 +1158,9 @@ mod tests {
     #[test]
     fn a_job_interrupted_by_a_stop_is_failed_and_journaled_at_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(vigie_core::SimulatedClock::new(Time90k(1_000 * 90_000)));
+        let clock = Arc::new(vigie_core::SimulatedClock::new(Time90k(
+            1_000 * vigie_core::TIME_UNITS_PER_SEC,
+        )));
         let journal =
             vigie_audit::Journal::open(&dir.path().join("journal"), clock.clone()).unwrap();
         let ex = Exports::open(dir.path(), &journal, &*clock).unwrap();
@@ -1251,7 +1253,9 @@ mod tests {
     #[test]
     fn admission_bounds_jobs_dedupes_and_keeps_quota_and_floor() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(vigie_core::SimulatedClock::new(Time90k(1_000 * 90_000)));
+        let clock = Arc::new(vigie_core::SimulatedClock::new(Time90k(
+            1_000 * vigie_core::TIME_UNITS_PER_SEC,
+        )));
         let journal =
             vigie_audit::Journal::open(&dir.path().join("journal"), clock.clone()).unwrap();
         let ex = Exports::open(dir.path(), &journal, &*clock).unwrap();
@@ -1329,13 +1333,23 @@ mod tests {
         let day = 86_400;
         let none = std::collections::HashSet::new();
         assert_eq!(
-            deletion_due(&r, Time90k(6 * day * 90_000), 7 * day, &none),
+            deletion_due(
+                &r,
+                Time90k(6 * day * vigie_core::TIME_UNITS_PER_SEC),
+                7 * day,
+                &none
+            ),
             None
         );
         assert!(
-            deletion_due(&r, Time90k(7 * day * 90_000), 7 * day, &none)
-                .unwrap()
-                .contains("lifetime")
+            deletion_due(
+                &r,
+                Time90k(7 * day * vigie_core::TIME_UNITS_PER_SEC),
+                7 * day,
+                &none
+            )
+            .unwrap()
+            .contains("lifetime")
         );
         let released = std::collections::HashSet::from([7u64]);
         assert!(
@@ -1348,12 +1362,22 @@ mod tests {
             reason: "x".into(),
         });
         assert_eq!(
-            deletion_due(&r, Time90k(8 * day * 90_000), 7 * day, &none),
+            deletion_due(
+                &r,
+                Time90k(8 * day * vigie_core::TIME_UNITS_PER_SEC),
+                7 * day,
+                &none
+            ),
             None
         );
         let running = record("y", "alice", Status::Running, "k");
         assert_eq!(
-            deletion_due(&running, Time90k(8 * day * 90_000), 7 * day, &released),
+            deletion_due(
+                &running,
+                Time90k(8 * day * vigie_core::TIME_UNITS_PER_SEC),
+                7 * day,
+                &released
+            ),
             None
         );
     }

@@ -174,7 +174,7 @@ pub fn cues(pieces: &[Piece], tz: &jiff::tz::TimeZone) -> Vec<Cue> {
         let mut t = 0u64;
         while t < p.duration_90k {
             let wall = Time90k(p.wall_start.0 + t as i64);
-            let next_second = (wall.0.div_euclid(90_000) + 1) * 90_000;
+            let next_second = (wall.0.div_euclid(90_000) + 1) * vigie_core::TIME_UNITS_PER_SEC;
             let d = ((next_second - wall.0) as u64).min(p.duration_90k - t);
             let text = wall
                 .to_timestamp()

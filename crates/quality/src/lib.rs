@@ -66,7 +66,7 @@ impl QualityFloor {
 }
 
 /// How long a stream must stay below (or back above) its floor before the state changes.
-pub const HYSTERESIS: Duration90k = Duration90k(5 * 90_000);
+pub const HYSTERESIS: Duration90k = Duration90k(5 * vigie_core::TIME_UNITS_PER_SEC);
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Compliance {

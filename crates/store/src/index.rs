@@ -26,7 +26,7 @@ use crate::{DeletionRecord, StoreError};
 
 /// Longest a segment can be in the index: the 5 min hard cap + the 10 s largest frame duration
 /// + slew margin. Range scans start this far before the window.
-pub const MAX_SEGMENT_90K: i64 = (300 + 20) * 90_000;
+pub const MAX_SEGMENT_90K: i64 = (300 + 20) * vigie_core::TIME_UNITS_PER_SEC;
 
 /// 2: entries carry [`TableCounts`]. 3: new entries' sample tables are in the packed form
 /// ([`crate::sampletable`]); format-2 entries (journal-form tables) stay as they are and are

@@ -392,7 +392,11 @@ pub(crate) fn recover(
         // A crash's orphan starts after the newest entry (allowing an hour of wall-clock
         // correction): at most that entry's date directory and later ones are listed. Orphans
         // anywhere else are found by the background pass (`crate::verify`).
-        let from = newest.map(|e| Layout::date_dir_name(Time90k(e.start_90k - 3_600 * 90_000)));
+        let from = newest.map(|e| {
+            Layout::date_dir_name(Time90k(
+                e.start_90k - 3_600 * vigie_core::TIME_UNITS_PER_SEC,
+            ))
+        });
         // A writer creates its next file only after closing the previous one, so a crash's
         // orphan is newer (by id) than its stream's newest entries, all of which step 2 saw:
         // files older than the oldest of those are indexed (or were handled in step 2) and need

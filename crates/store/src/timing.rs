@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn slew_is_bounded() {
-        let minute = 60 * 90_000;
+        let minute = 60 * vigie_core::TIME_UNITS_PER_SEC;
         assert_eq!(wall_duration(0, 0, minute), minute);
         assert_eq!(wall_duration(0, 100, minute), minute + 100);
         assert_eq!(wall_duration(0, 1_000_000, minute), minute + 2_700);

@@ -52,9 +52,9 @@ use crate::timing::{StartEstimator, wall_duration};
 use crate::{Inner, StoreError};
 
 /// A media-time step larger than this is a discontinuity.
-pub const MAX_FRAME_GAP_90K: i64 = 10 * 90_000;
+pub const MAX_FRAME_GAP_90K: i64 = 10 * vigie_core::TIME_UNITS_PER_SEC;
 /// Hard cap on a segment's media duration.
-pub const HARD_CAP_90K: i64 = 300 * 90_000;
+pub const HARD_CAP_90K: i64 = 300 * vigie_core::TIME_UNITS_PER_SEC;
 /// Duration given to the only frame of a one-frame segment.
 const DEFAULT_FRAME_DURATION: u32 = 3_000;
 /// The sending side of a writer's queue. The writer thread wakes on its own once per tick (see
@@ -489,7 +489,8 @@ impl Recorder {
         stagger: (u32, u32),
     ) -> Self {
         let r = &inner.cfg.recording;
-        let seg_len_90k = i64::from(r.segment_seconds.clamp(1, 300)) * 90_000;
+        let seg_len_90k =
+            i64::from(r.segment_seconds.clamp(1, 300)) * vigie_core::TIME_UNITS_PER_SEC;
         let (i, n) = (i64::from(stagger.0), i64::from(stagger.1.max(1)));
         Recorder {
             seg_len_90k,
@@ -1122,7 +1123,7 @@ mod tests {
 
     #[test]
     fn boundaries_are_staggered_and_at_least_half_a_segment_away() {
-        let len = 60 * 90_000;
+        let len = 60 * vigie_core::TIME_UNITS_PER_SEC;
         assert_eq!(next_boundary(0, len, 0), len);
         assert_eq!(next_boundary(1, len, 0), len);
         assert_eq!(next_boundary(len / 2 + 1, len, 0), 2 * len);

@@ -306,7 +306,7 @@ fn row<const N: usize>(out: &mut RegisterOut, cells: [String; N]) -> Result<(), 
 
 /// Start of the UTC day after `t`.
 fn next_utc_day(t: Time90k) -> Time90k {
-    const DAY_90K: i64 = 86_400 * 90_000;
+    const DAY_90K: i64 = 86_400 * vigie_core::TIME_UNITS_PER_SEC;
     Time90k((t.0.div_euclid(DAY_90K) + 1) * DAY_90K)
 }
 

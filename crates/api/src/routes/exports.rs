@@ -103,7 +103,7 @@ pub async fn create(
             now.to_rfc3339()
         )));
     }
-    if (end - start).0 > MAX_EXPORT_SECS * 90_000 {
+    if (end - start).0 > MAX_EXPORT_SECS * vigie_core::TIME_UNITS_PER_SEC {
         return Err(ApiError::BadRequest(format!(
             "the range is longer than {MAX_EXPORT_SECS} s; export it in parts"
         )));

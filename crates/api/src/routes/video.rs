@@ -71,7 +71,7 @@ fn parse_query(q: &VideoQuery) -> Result<(Time90k, Time90k, GapPolicy, bool), Ap
             start.to_rfc3339()
         )));
     }
-    if (end - start).0 > MAX_RANGE_SECS * 90_000 {
+    if (end - start).0 > MAX_RANGE_SECS * vigie_core::TIME_UNITS_PER_SEC {
         return Err(bad(format!(
             "the range is longer than {MAX_RANGE_SECS} s; ask for it in parts"
         )));
