@@ -16,24 +16,24 @@
 /// Bound of the slew, in parts per million of the media duration.
 pub const MAX_SLEW_PPM: i64 = 500;
 
-/// Tracks `min(recv − (media − first_media))` over a segment's frames.
+/// Tracks `min(recv − (media − first_media_90k))` over a segment's frames.
 #[derive(Copy, Clone, Debug)]
 pub struct StartEstimator {
-    first_media: i64,
+    first_media_90k: i64,
     min: i64,
 }
 
 impl StartEstimator {
-    pub fn new(first_media: i64, first_recv: i64) -> Self {
+    pub fn new(first_media_90k: i64, first_recv: i64) -> Self {
         StartEstimator {
-            first_media,
+            first_media_90k,
             min: first_recv,
         }
     }
     pub fn observe(&mut self, media: i64, recv: i64) {
         self.min = self
             .min
-            .min(recv.saturating_sub(media.saturating_sub(self.first_media)));
+            .min(recv.saturating_sub(media.saturating_sub(self.first_media_90k)));
     }
     pub fn estimate(&self) -> i64 {
         self.min

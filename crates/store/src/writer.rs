@@ -376,17 +376,17 @@ struct Segment {
     session_id: u64,
     params: Arc<VideoParams>,
     params_id: u64,
-    first_media: i64,
+    first_media_90k: i64,
     est: StartEstimator,
     contiguous_start: Option<i64>,
     start: Option<i64>,
-    boundary: i64,
+    boundary_90k: i64,
     /// Frames of the fragment being built, with their durations.
     frag: Vec<(Frame, u32)>,
-    frag_dur: i64,
+    frag_duration_90k: i64,
     /// The last frame: its duration is known when the next one arrives.
     pending: Frame,
-    prev_duration: u32,
+    prev_duration_90k: u32,
     file: Option<File>,
     path: PathBuf,
     dir_needs_sync: bool,
@@ -394,7 +394,7 @@ struct Segment {
     written_len: u64,
     synced_len: u64,
     seq: u32,
-    media_written: i64,
+    media_written_90k: i64,
     frames_written: u32,
     key_frames_written: u32,
     samples: SampleTableEncoder,
@@ -431,7 +431,7 @@ impl Segment {
             .unwrap_or_else(|| self.est.estimate())
     }
     fn wall_pos(&self, media: i64) -> i64 {
-        self.start_guess() + (media - self.first_media)
+        self.start_guess() + (media - self.first_media_90k)
     }
 }
 
@@ -588,9 +588,9 @@ impl Recorder {
                 self.run = None;
             } else if !same_params(&seg.params, &f.params) {
                 self.finish("params-change", Some(delta as u32));
-            } else if f.is_key && seg.wall_pos(f.media_90k) >= seg.boundary {
+            } else if f.is_key && seg.wall_pos(f.media_90k) >= seg.boundary_90k {
                 self.finish("rotation", Some(delta as u32));
-            } else if f.media_90k - seg.first_media >= HARD_CAP_90K {
+            } else if f.media_90k - seg.first_media_90k >= HARD_CAP_90K {
                 self.finish("max-duration", Some(delta as u32));
             } else {
                 self.append(f, delta as u32);
@@ -642,15 +642,15 @@ impl Recorder {
             session_id: f.session_id,
             params: f.params.clone(),
             params_id,
-            first_media: f.media_90k,
+            first_media_90k: f.media_90k,
             est: StartEstimator::new(f.media_90k, f.recv.0),
             contiguous_start,
             start: None,
-            boundary: next_boundary(guess, self.seg_len_90k, self.stagger_offset_90k),
+            boundary_90k: next_boundary(guess, self.seg_len_90k, self.stagger_offset_90k),
             frag: Vec::new(),
-            frag_dur: 0,
+            frag_duration_90k: 0,
             pending: f,
-            prev_duration: 0,
+            prev_duration_90k: 0,
             file: None,
             path: PathBuf::new(),
             dir_needs_sync: false,
@@ -658,7 +658,7 @@ impl Recorder {
             written_len: 0,
             synced_len: 0,
             seq: 1,
-            media_written: 0,
+            media_written_90k: 0,
             frames_written: 0,
             key_frames_written: 0,
             samples: SampleTableEncoder::default(),
@@ -676,10 +676,10 @@ impl Recorder {
         seg.est.observe(f.media_90k, f.recv.0);
         let prev = std::mem::replace(&mut seg.pending, f);
         seg.frag.push((prev, duration));
-        seg.frag_dur += i64::from(duration);
-        seg.prev_duration = duration;
-        let cut = seg.frag_dur >= self.fragment_90k
-            || (seg.pending.is_key && seg.frag_dur * 10 >= self.fragment_90k * 6);
+        seg.frag_duration_90k += i64::from(duration);
+        seg.prev_duration_90k = duration;
+        let cut = seg.frag_duration_90k >= self.fragment_90k
+            || (seg.pending.is_key && seg.frag_duration_90k * 10 >= self.fragment_90k * 6);
         if cut {
             // The floor is enforced where bytes are written: below half of it, end the segment
             // cleanly (it keeps what it has) and record again once there is room.
@@ -807,7 +807,7 @@ impl Recorder {
                 is_key: f.is_key,
             })
             .collect();
-        let hdr = vigie_mp4::fragment_header(seg.seq, seg.media_written as u64, &samples);
+        let hdr = vigie_mp4::fragment_header(seg.seq, seg.media_written_90k as u64, &samples);
         let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(1 + seg.frag.len());
         bufs.push(IoSlice::new(&hdr));
         bufs.extend(seg.frag.iter().map(|(f, _)| IoSlice::new(&f.data)));
@@ -827,12 +827,12 @@ impl Recorder {
         }
         let total = hdr.len() as u64 + payload;
         seg.written_len += total;
-        seg.media_written += seg.frag_dur;
+        seg.media_written_90k += seg.frag_duration_90k;
         seg.frames_written += samples.len() as u32;
         seg.key_frames_written += samples.iter().filter(|s| s.is_key).count() as u32;
         seg.seq += 1;
         seg.frag.clear();
-        seg.frag_dur = 0;
+        seg.frag_duration_90k = 0;
         self.counters
             .frames
             .fetch_add(samples.len() as u64, Ordering::Relaxed);
@@ -887,7 +887,7 @@ impl Recorder {
         let seg = self.seg.as_ref()?;
         Some(SyncMark {
             bytes: seg.written_len,
-            media: seg.media_written,
+            media: seg.media_written_90k,
             frames: seg.frames_written,
             key_frames: seg.key_frames_written,
             samples_len: seg.samples.buf.len(),
@@ -1025,21 +1025,21 @@ impl Recorder {
     /// and the next segment starts exactly at this one's end.
     pub(crate) fn finish(&mut self, reason: &str, next_duration: Option<u32>) {
         let Some(seg) = self.seg.as_mut() else { return };
-        let d = next_duration.unwrap_or(if seg.prev_duration > 0 {
-            seg.prev_duration
+        let d = next_duration.unwrap_or(if seg.prev_duration_90k > 0 {
+            seg.prev_duration_90k
         } else {
             DEFAULT_FRAME_DURATION
         });
         let last = seg.pending.clone();
         seg.frag.push((last, d));
-        seg.frag_dur += i64::from(d);
+        seg.frag_duration_90k += i64::from(d);
         if let Err(e) = self.write_fragment() {
             self.fail(e);
             return;
         }
         let Some(seg) = self.seg.as_mut() else { return };
         let start = seg.start.unwrap_or_default();
-        let wall = wall_duration(start, seg.est.estimate(), seg.media_written);
+        let wall = wall_duration(start, seg.est.estimate(), seg.media_written_90k);
         let trailer = vigie_mp4::trailer_box(&SegmentTrailer {
             wall_duration_90k: wall,
             end_reason: reason.to_owned(),
