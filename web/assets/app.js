@@ -8,13 +8,11 @@ import * as time from './time.js';
 import { h, session, can, userKey, message } from './ui.js';
 import { livePage } from './live.js';
 import { playbackPage } from './playback.js';
+import './hooks.js';
 import { camerasPage, exportsPage, holdsPage, journalPage, usersPage } from './admin.js';
 
-// window.vigie: views of page state (and the seek/zoom the page itself offers) read by the UI
-// e2e tests (crates/vigie/tests/e2e/ui.rs). Unconditional on purpose: they hold only what this
-// page's own script already holds for the signed-in user and allow nothing the UI does not;
-// hiding them outside tests would need a test-only server setting injected into every page.
-window.vigie = window.vigie || {};
+// Test hooks (window.vigie) are published only by builds with the `ui-test-hooks` feature:
+// see hooks/on.js and hooks/off.js, one of which the server serves as hooks.js.
 const app = document.getElementById('app');
 
 const PAGES = [

@@ -1,6 +1,7 @@
 // The standalone live page (/live.html?camera=ID&stream=NAME): one LivePlayer (live.js, the
 // same player the live wall uses; protocol in docs/API.md "Live") and a status line.
 import { LivePlayer } from './live.js';
+import { expose } from './hooks.js';
 
 const q = new URLSearchParams(location.search);
 const camera = q.get('camera') || '', stream = q.get('stream') || 'main';
@@ -16,5 +17,5 @@ const player = new LivePlayer(video, camera, stream, (s) => {
     info.textContent = `${new Date(s.wallMs).toLocaleString('fr-FR')} — latence ${(s.latencyMs / 1000).toFixed(2)} s — ${s.width}×${s.height}`;
   }
 });
-// State readable by tests: window.vigieLive (the player's own state object).
-window.vigieLive = player.state;
+// State readable by tests (builds with `ui-test-hooks`): window.vigieLive.
+expose('vigieLive', player.state);

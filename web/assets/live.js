@@ -6,6 +6,7 @@ import { t } from './i18n.js';
 import { streamPath } from './api.js';
 import * as time from './time.js';
 import { h, cameraGroups, statusDot, userKey } from './ui.js';
+import { hooks } from './hooks.js';
 
 /// One live stream played into a <video> element. Reconnects by itself until stop().
 export class LivePlayer {
@@ -142,7 +143,7 @@ export function livePage(root, ctx) {
   if (!slots.some(Boolean)) slots = cams.map((c) => c.id);
   let enlarged = null;
   const players = new Map(); // slot index → {player, tile}
-  const test = (window.vigie.live = { tiles: [] });
+  const test = (hooks.live = { tiles: [] });
 
   const grid = h('div', { class: 'wall', role: 'region', 'aria-label': t('live.wall') });
   const layoutBtns = LAYOUTS.map((k) => h('button', { class: 'seg', 'aria-pressed': String(k === n),

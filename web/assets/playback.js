@@ -9,6 +9,7 @@ import * as time from './time.js';
 import { Timeline } from './timeline.js';
 import { h, can, message, session } from './ui.js';
 import { exportProgress } from './admin.js';
+import { hooks } from './hooks.js';
 
 const RATES = [0.5, 1, 2, 4, 8, 16];
 const BEFORE = 5 * 60e3, AFTER = 25 * 60e3;
@@ -157,7 +158,7 @@ export function playbackPage(root, ctx) {
     can('Export') ? h('details', { class: 'export-panel', open: true }, h('summary', {}, t('ex.new')), markBar, exportBox) : null));
   buildExportForm();
 
-  const test = window.vigie.playback = { players, timeline, seek: (ms) => seekAll(ms), pos: () => cur(), marks,
+  const test = hooks.playback = { players, timeline, seek: (ms) => seekAll(ms), pos: () => cur(), marks,
     state: () => ({ playing, rate: RATES[rateIdx], pos: cur(), players: players.map((p) => ({ camera: p.cam.id, url: p.url || null,
       win: p.win, loading: p.loading, currentTime: p.video.currentTime, readyState: p.video.readyState, wall: p.wall(), error: p.error || null })) }) };
 

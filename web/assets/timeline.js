@@ -6,6 +6,7 @@
 import { t } from './i18n.js';
 import * as time from './time.js';
 import { h } from './ui.js';
+import { hooks } from './hooks.js';
 
 const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600].map((s) => s * 1000);
 const MIN_SPAN = 60e3;
@@ -131,7 +132,7 @@ export class Timeline {
       if (!this.drag) return;
       this.drag = null;
       const ms = this.timeAtX(ev.clientX);
-      window.vigie.lastTimelineClick = ms;
+      hooks.lastTimelineClick = ms;
       this.setPlayhead(ms); this.onSeek(ms);
     });
     b.addEventListener('pointercancel', () => { this.drag = null; });

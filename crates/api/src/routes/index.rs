@@ -21,8 +21,19 @@ pub async fn live_page() -> Html<&'static str> {
     Html(include_str!("../../../../web/live.html"))
 }
 
+/// The UI's test hooks: page state published on `window` only by builds with the
+/// `ui-test-hooks` feature (the e2e tests); a normal build serves the inert version.
+const HOOKS_ON_JS: &str = include_str!("../../../../web/assets/hooks/on.js");
+const HOOKS_OFF_JS: &str = include_str!("../../../../web/assets/hooks/off.js");
+const HOOKS_JS: &str = if cfg!(feature = "ui-test-hooks") {
+    HOOKS_ON_JS
+} else {
+    HOOKS_OFF_JS
+};
+
 /// The UI's static files: (name, content type, body).
 const ASSETS: &[(&str, &str, &str)] = &[
+    ("hooks.js", JS, HOOKS_JS),
     ("app.js", JS, include_str!("../../../../web/assets/app.js")),
     ("api.js", JS, include_str!("../../../../web/assets/api.js")),
     (
@@ -95,4 +106,23 @@ pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
         HeaderValue::from_static("nosniff"),
     );
     Ok(r)
+}
+
+#[cfg(test)]
+mod hooks_tests {
+    /// A normal build publishes nothing on `window`; only the test build does.
+    #[test]
+    fn test_hooks_are_inert_without_the_feature() {
+        let code = |s: &str| -> String {
+            s.lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect()
+        };
+        assert!(!code(super::HOOKS_OFF_JS).contains("window"));
+        assert!(code(super::HOOKS_ON_JS).contains("window.vigie"));
+        assert_eq!(
+            super::HOOKS_JS == super::HOOKS_ON_JS,
+            cfg!(feature = "ui-test-hooks")
+        );
+    }
 }
