@@ -341,30 +341,9 @@ impl Inner {
     }
 }
 
+/// [`head_info`] of a full entry (its head: the tables play no part).
 pub(crate) fn entry_info(layout: &Layout, key: &StreamKey, e: &SegmentEntry) -> SegmentInfo {
-    SegmentInfo {
-        id: e.id,
-        key: key.clone(),
-        start: e.start(),
-        duration_90k: e.wall_duration_90k,
-        media_duration_90k: e.media_duration_90k,
-        bytes: e.bytes,
-        frames: e.frames,
-        key_frames: e.key_frames,
-        width: e.width,
-        height: e.height,
-        codec: e.codec,
-        fps: if e.media_duration_90k > 0 {
-            f64::from(e.frames) * 90_000.0 / e.media_duration_90k as f64
-        } else {
-            0.0
-        },
-        path: layout.segment_path(key, e.id, e.start()),
-        open: e.open,
-        end_reason: e.end_reason.clone(),
-        params_id: e.params_id,
-        session_id: e.session_id,
-    }
+    head_info(layout, key, &e.head)
 }
 
 pub(crate) fn head_info(layout: &Layout, key: &StreamKey, e: &index::EntryHead) -> SegmentInfo {
