@@ -10,6 +10,8 @@ mod abuse_authz;
 mod abuse_journal;
 mod abuse_limits;
 mod access;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod disk_full;
 mod export;
 mod faults;
