@@ -496,3 +496,90 @@ async fn a_hold_placed_through_one_node_protects_footage_held_by_another() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_node_is_replaced_then_comes_back_without_a_gap_after_the_takeover() {
+    let etcd = Etcd::start();
+    let sim = camsim(4).await;
+    let cams = cameras_toml(&sim, 4, None);
+    let a = node(&etcd, "rec-a", &cams);
+    let b = node(&etcd, "rec-b", &cams);
+    let s = wait_status(&a, "4 cameras over 2 nodes", Duration::from_secs(60), |s| {
+        steady(s, 4, &["rec-a", "rec-b"])
+    })
+    .await;
+    let of_b = node_cameras(&s, "rec-b");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = b.pid().unwrap().to_string();
+    let t_stop = Timestamp::now();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    // Well past the lease TTL (2 s): rec-a takes rec-b's cameras over.
+    let taken = wait_status(&a, "rec-a records all 4 while rec-b is paused", Duration::from_secs(60), |s| {
+        !node_alive(s, "rec-b") && node_cameras(s, "rec-a").len() == 4
+    })
+    .await;
+    assert_eq!(assignments(&taken).values().filter(|n| *n == "rec-a").count(), 4);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let t_cont = Timestamp::now();
+    // rec-b registers again and gets its share back; every camera ends up with one recorder.
+    let end = wait_status(&a, "one recorder per camera again", Duration::from_secs(60), |s| {
+        steady(s, 4, &["rec-a", "rec-b"])
+    })
+    .await;
+    let t_end = Timestamp::now();
+    let log = b.log();
+    assert!(log.contains("lease expired"), "{log}");
+    // A paused process records nothing: rec-b's cameras have the failover gap (lease TTL +
+    // takeover) during the pause, as after a kill -9. From rec-a's takeover on there is no
+    // gap: rec-b's return and the handback are make-before-break.
+    let owners = assignments(&end);
+    for cam in &of_b {
+        let final_owner = if owners[cam] == "rec-a" { &a } else { &b };
+        spans_until(final_owner, cam, t_end, Duration::from_secs(60)).await;
+        let (x, y) = window();
+        let on_a = a.spans(cam, "main", &x, &y).await.unwrap();
+        let on_b = b.spans(cam, "main", &x, &y).await.unwrap();
+        let takeover = on_a
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| *s >= t_stop - SignedDuration::from_secs(1))
+            .min()
+            .unwrap_or_else(|| panic!("{cam}: rec-a never took it over: {on_a:?}"));
+        let before_pause = on_b
+            .iter()
+            .filter(|(s, _)| *s < t_stop)
+            .map(|(_, e)| *e)
+            .max()
+            .unwrap_or(t_stop);
+        eprintln!(
+            "{cam}: gap during the pause {:.1} s (rec-b's last footage → rec-a's first)",
+            takeover.duration_since(before_pause).as_secs_f64()
+        );
+        let mut all = on_a.clone();
+        all.extend(on_b.iter().copied());
+        assert!(
+            covers(&all, takeover, t_end),
+            "{cam}: gap after the takeover (pause {t_stop}, resume {t_cont}): a {on_a:?} b {on_b:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_another_camera_list_is_refused() {
+    let etcd = Etcd::start();
+    let sim = camsim(2).await;
+    let a = node(&etcd, "rec-a", &cameras_toml(&sim, 2, None));
+    wait_status(&a, "rec-a registered", Duration::from_secs(30), |s| node_alive(s, "rec-a")).await;
+    let err = match node_builder(&etcd, "rec-b", &cameras_toml(&sim, 1, None), "").start() {
+        Ok(_) => panic!("a node with another camera list started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("differs from the cluster's"), "{err}");
+    // Same name as a live node: refused too (after waiting a lease TTL for it to expire).
+    let err = match node_builder(&etcd, "rec-a", &cameras_toml(&sim, 2, None), "").start() {
+        Ok(_) => panic!("a second rec-a started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("already registered"), "{err}");
+}
