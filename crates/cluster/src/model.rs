@@ -144,9 +144,13 @@ pub struct NodeStatus {
     pub coverage: BTreeMap<String, CoverageRecord>,
 }
 
+/// What of a [`NodeStatus`] triggers a write when it changes: each recorded camera with its
+/// streams' states, and the draining flag.
+pub type ChangeKey = Vec<(String, Vec<String>)>;
+
 impl NodeStatus {
     /// The part whose change triggers a write (everything but times that move on their own).
-    pub fn change_key(&self) -> Vec<(String, Vec<String>)> {
+    pub fn change_key(&self) -> ChangeKey {
         self.recording
             .iter()
             .map(|(c, s)| (c.clone(), s.iter().map(|s| s.state.clone()).collect()))
@@ -192,7 +196,13 @@ mod tests {
     fn keys_are_under_the_prefix_and_control_covers_the_tick() {
         let k = Keys::new("/vigie/");
         assert_eq!(k.node("rec-a"), "/vigie/c/nodes/rec-a");
-        for key in [k.node("a"), k.controller(), k.assignment(), k.ready("cam"), k.drain("a")] {
+        for key in [
+            k.node("a"),
+            k.controller(),
+            k.assignment(),
+            k.ready("cam"),
+            k.drain("a"),
+        ] {
             assert!(key.starts_with(&k.control()), "{key}");
         }
         for key in [k.status("a"), k.hold("a", 7)] {

@@ -352,7 +352,9 @@ async fn holds_kept_elsewhere_are_honoured_and_unknown_ones_stop_every_deletion(
     };
     clock.set(t0() + secs(3 * 86_400));
 
-    store.set_external_holds(vigie_store::ExternalHolds::Unknown("etcd unreachable".into()));
+    store.set_external_holds(vigie_store::ExternalHolds::Unknown(
+        "etcd unreachable".into(),
+    ));
     let err = store.apply_retention(&policy).unwrap_err();
     assert!(
         matches!(err, vigie_store::StoreError::HoldsUnknown(_)),
