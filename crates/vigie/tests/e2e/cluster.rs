@@ -370,6 +370,42 @@ async fn two_nodes_share_the_cameras_and_the_survivor_takes_over_after_kill9() {
         "{metrics}"
     );
 
+    let (ok, human) = a.command(&["cluster", "status"]).unwrap();
+    assert!(
+        ok && human.contains("controller: rec-") && human.contains("rec-b"),
+        "{human}"
+    );
+
+    // Each node publishes its streams' status and its footage coverage in etcd.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let out = etcd
+            .etcdctl()
+            .args(["get", "--print-value-only", "/vigie/s/rec-a"])
+            .output()
+            .unwrap();
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let recording = st["recording"].as_object().map_or(0, |r| r.len());
+        // Coverage: every camera recorded now (and any recorded here before).
+        let covered = st["recording"].as_object().map_or(0, |r| {
+            r.keys()
+                .filter(|c| {
+                    let v = &st["coverage"][c.as_str()];
+                    v["first_s"].as_i64() < v["last_s"].as_i64()
+                })
+                .count()
+        });
+        let online = st["recording"].as_object().is_some_and(|r| {
+            r.values()
+                .all(|s| s[0]["state"] == "online" && s[0]["width"] == 640)
+        });
+        if recording == 3 && covered == 3 && online {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rec-a's status in etcd: {st:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // kill -9 rec-b: its cameras go to rec-a once its lease (2 s) expires.
     let of_b: Vec<String> = node_cameras(&s, "rec-b");
     let t_kill = Timestamp::now();
