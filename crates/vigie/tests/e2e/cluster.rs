@@ -835,3 +835,48 @@ async fn nodes_reach_etcd_over_tls_with_client_certificates() {
     assert!(!node_alive(&s, "rec-c"), "{s:#}");
     assert!(c.log().contains("etcd unreachable"), "{}", c.log());
 }
+
+/// Benchmark (not a test; `--run-ignored ignored-only`): etcd writes per second in steady state
+/// for 2 nodes recording 20 cameras, from etcd's own counter of committed Raft proposals (every
+/// put, transaction, lease grant), over 60 s. Reported in docs/BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_etcd_write_rate_in_steady_state() {
+    let etcd = Etcd::start();
+    let n = 20;
+    let sim = camsim(n).await;
+    let cams = cameras_toml(&sim, n, None);
+    let a = node_builder(&etcd, "rec-a", &cams, "").start().unwrap();
+    let _b = node_builder(&etcd, "rec-b", &cams, "").start().unwrap();
+    wait_status(
+        &a,
+        "20 cameras over 2 nodes",
+        Duration::from_secs(90),
+        |s| steady(s, n, &["rec-a", "rec-b"]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let proposals = || async {
+        let text = reqwest::get(format!("{}/metrics", etcd.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("etcd_server_proposals_committed_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap()
+    };
+    let p0 = proposals().await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let p1 = proposals().await;
+    let rate = (p1 - p0) / t0.elapsed().as_secs_f64();
+    let s = status(&a);
+    assert!(steady(&s, n, &["rec-a", "rec-b"]), "{s:#}");
+    eprintln!(
+        "BENCH etcd committed proposals: {rate:.2}/s (2 nodes, {n} cameras, lease_ttl_s 2, 60 s)"
+    );
+}
