@@ -254,7 +254,15 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
             biased;
             _ = &mut cancelled => break End::Shutdown,
             _ = &mut stall_timer => {
-                if Instant::now() >= r.deadline {
+                let now = Instant::now();
+                // A timer that fires long after its own deadline means this process was not
+                // running (SIGSTOP, host suspend, starvation), not that the camera stalled:
+                // what the camera sent meanwhile waits in the socket; read it before judging.
+                let late = now.saturating_duration_since(stall_timer.deadline());
+                if now >= r.deadline && late > PAUSE_LATENESS {
+                    tracing::info!(late_ms = late.as_millis() as u64, "this process was paused: reading what the camera sent meanwhile before judging a stall");
+                    r.deadline = now + r.stall;
+                } else if now >= r.deadline {
                     break End::Error(IngestError::Stall(stall_s));
                 }
                 stall_timer.as_mut().reset(r.deadline);
@@ -464,6 +472,10 @@ fn plausible_h264(data: &[u8]) -> bool {
     }
     any
 }
+
+/// A stall timer firing later than this after its deadline means the process did not run
+/// (paused or starved) rather than that the camera stopped sending.
+const PAUSE_LATENESS: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
