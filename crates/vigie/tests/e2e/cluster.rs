@@ -887,3 +887,35 @@ async fn bench_etcd_write_rate_in_steady_state() {
         "BENCH etcd committed proposals: {rate:.2}/s (2 nodes, {n} cameras, lease_ttl_s 2, 60 s)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_nobody_can_take_over_times_out_with_a_clear_message() {
+    let etcd = Etcd::start();
+    let sim = camsim(1).await;
+    let a = node(&etcd, "rec-a", &cameras_toml(&sim, 1, None));
+    wait_status(&a, "cam-0 on rec-a", Duration::from_secs(60), |s| {
+        steady(s, 1, &["rec-a"])
+    })
+    .await;
+    let (ok, out) = tokio::task::block_in_place(|| {
+        a.command(&["cluster", "drain", "rec-a", "--timeout-s", "3"])
+    })
+    .unwrap();
+    assert!(!ok, "a drain with nowhere to go succeeded: {out}");
+    assert!(
+        out.contains("drain of rec-a timed out") && out.contains("cam-0"),
+        "{out}"
+    );
+    // Still recorded (never unrecorded for a drain), and undrain puts it back in service.
+    let s = status(&a);
+    assert_eq!(node_cameras(&s, "rec-a"), ["cam-0"], "{s:#}");
+    let (ok, out) = a.command(&["cluster", "undrain", "rec-a"]).unwrap();
+    assert!(ok, "{out}");
+    wait_status(
+        &a,
+        "rec-a no longer draining",
+        Duration::from_secs(30),
+        |s| steady(s, 1, &["rec-a"]) && s["nodes"][0]["draining"] == false,
+    )
+    .await;
+}
