@@ -104,9 +104,56 @@ impl AgentHandle {
 
 struct Session {
     lease: i64,
-    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
-    last_keepalive: Instant,
     registered: bool,
+    /// The keep-alive task (its own loop, so that slow etcd calls of a tick never delay a
+    /// renewal) and its verdict: set once etcd answers that the lease is gone.
+    keepalive: Option<(tokio::task::JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some((task, _)) = &self.keepalive {
+            task.abort();
+        }
+    }
+}
+
+/// Renews `lease` every TTL/3 until etcd says it is gone (sets `lost`) or the task is aborted.
+/// Errors (etcd unreachable) are retried at the next period on a new stream.
+async fn keepalive_loop(client: Client, lease: i64, ttl_s: i64, lost: Arc<AtomicBool>) {
+    let every = Duration::from_millis(ttl_s.max(1) as u64 * 1000 / 3);
+    let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if keeper.is_none() {
+            let mut c = client.clone();
+            match bounded(c.lease_keep_alive(lease)).await {
+                Ok(k) => keeper = Some(k),
+                Err(e) => {
+                    tracing::debug!(error = %e, "lease keep-alive: no stream");
+                    continue;
+                }
+            }
+        }
+        let Some((k, stream)) = keeper.as_mut() else {
+            continue;
+        };
+        let answer = async {
+            bounded(k.keep_alive()).await?;
+            bounded(stream.message()).await
+        }
+        .await;
+        match answer {
+            Ok(Some(r)) if r.ttl() > 0 => {}
+            Ok(Some(_)) => {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Ok(None) | Err(_) => keeper = None,
+        }
+    }
 }
 
 /// A snapshot of `c/`.
@@ -318,55 +365,31 @@ impl Agent {
     /// Lease, keep-alive and registration.
     async fn keep_session(&mut self, client: &Client) -> Result<(), ClusterError> {
         let ttl = i64::from(self.cfg.cluster.lease_ttl_s);
+        if self
+            .session
+            .as_ref()
+            .and_then(|s| s.keepalive.as_ref())
+            .is_some_and(|(_, lost)| lost.load(Ordering::SeqCst))
+        {
+            tracing::warn!(
+                "this node's lease expired (etcd outage, partition or pause longer than {ttl} s): registering again"
+            );
+            self.shared.count_lease_loss();
+            self.resumed_at = Some(Instant::now());
+            self.session = None;
+        }
         if self.session.is_none() {
             let mut c = client.clone();
             let lease = bounded(c.lease_grant(ttl, None)).await?.id();
             self.session = Some(Session {
                 lease,
-                keeper: None,
-                last_keepalive: Instant::now(),
                 registered: false,
+                keepalive: None,
             });
         }
         let Some(s) = self.session.as_mut() else {
             return Ok(());
         };
-        let every = Duration::from_millis(ttl as u64 * 1000 / 3);
-        if s.registered && s.last_keepalive.elapsed() >= every {
-            if s.keeper.is_none() {
-                let mut c = client.clone();
-                s.keeper = Some(bounded(c.lease_keep_alive(s.lease)).await?);
-            }
-            let result = async {
-                let (keeper, stream) = s
-                    .keeper
-                    .as_mut()
-                    .ok_or(ClusterError::Other("no keep-alive stream".into()))?;
-                bounded(keeper.keep_alive()).await?;
-                bounded(stream.message()).await
-            }
-            .await;
-            match result {
-                Ok(Some(r)) if r.ttl() > 0 => s.last_keepalive = Instant::now(),
-                Ok(Some(_)) => {
-                    tracing::warn!(
-                        "this node's lease expired (etcd outage, partition or pause longer than {ttl} s): registering again"
-                    );
-                    self.shared.count_lease_loss();
-                    self.resumed_at = Some(Instant::now());
-                    self.session = None;
-                    return Box::pin(self.keep_session(client)).await;
-                }
-                Ok(None) => {
-                    s.keeper = None;
-                    return Err(ClusterError::Other("keep-alive stream ended".into()));
-                }
-                Err(e) => {
-                    s.keeper = None;
-                    return Err(e);
-                }
-            }
-        }
         if !s.registered {
             let lease = s.lease;
             if self.first_registration {
@@ -393,7 +416,9 @@ impl Agent {
             .await?;
             if let Some(s) = self.session.as_mut() {
                 s.registered = true;
-                s.last_keepalive = Instant::now();
+                let lost = Arc::new(AtomicBool::new(false));
+                let task = tokio::spawn(keepalive_loop(client.clone(), lease, ttl, lost.clone()));
+                s.keepalive = Some((task, lost));
             }
             self.first_registration = false;
             self.last_status = None;
