@@ -41,6 +41,8 @@ pub const OFFLINE_HANDOVER_GRACE: Duration = Duration::from_secs(15);
 /// only after this long: ingest first reads what the cameras sent during the pause (waiting in
 /// the sockets), which covers the new owner's takeover gap.
 pub const CATCH_UP: Duration = Duration::from_secs(5);
+/// A node's status is written at most this often (changes are coalesced).
+pub const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// Legal holds are published and read this often.
 pub const HOLDS_INTERVAL: Duration = Duration::from_secs(3);
 
@@ -664,7 +666,13 @@ impl Agent {
         status.heartbeat_s = now_s();
         let key = status.change_key();
         let changed = self.last_status.as_ref().is_none_or(|(k, _)| *k != key);
-        if !(changed || heartbeat_due) {
+        // Changes are coalesced: at most one write per STATUS_MIN_INTERVAL (cameras flapping
+        // between connecting and backoff must not turn into a write stream).
+        let recent = self
+            .last_status
+            .as_ref()
+            .is_some_and(|(_, t)| t.elapsed() < STATUS_MIN_INTERVAL);
+        if !((changed && !recent) || heartbeat_due) {
             return Ok(());
         }
         let v = serde_json::to_vec(&status).map_err(|e| ClusterError::Other(e.to_string()))?;
