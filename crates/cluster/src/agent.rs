@@ -120,6 +120,11 @@ impl Drop for Session {
     }
 }
 
+/// etcd's answer to a request under a lease that expired (`ErrLeaseNotFound`, gRPC NotFound).
+fn is_lease_gone(e: &ClusterError) -> bool {
+    e.to_string().contains("requested lease not found")
+}
+
 /// Renews `lease` every TTL/3 until etcd says it is gone (sets `lost`) or the task is aborted.
 /// Errors (etcd unreachable) are retried at the next period on a new stream.
 async fn keepalive_loop(client: Client, lease: i64, ttl_s: i64, lost: Arc<AtomicBool>) {
@@ -150,6 +155,10 @@ async fn keepalive_loop(client: Client, lease: i64, ttl_s: i64, lost: Arc<Atomic
         match answer {
             Ok(Some(r)) if r.ttl() > 0 => {}
             Ok(Some(_)) => {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) if is_lease_gone(&e) => {
                 lost.store(true, Ordering::SeqCst);
                 return;
             }
@@ -320,6 +329,17 @@ impl Agent {
                 self.resumed_at = Some(Instant::now());
             }
             if let Err(e) = self.tick().await {
+                if is_lease_gone(&e) && self.session.is_some() {
+                    // A write under our lease was refused: the lease expired (pause,
+                    // partition). Register again at the next tick.
+                    tracing::warn!(
+                        "this node's lease is gone (etcd refused a write under it): registering again"
+                    );
+                    self.shared.count_lease_loss();
+                    self.resumed_at = Some(Instant::now());
+                    self.session = None;
+                    continue;
+                }
                 self.shared.count_etcd_error();
                 self.shared.update(|v| v.etcd_ok = false);
                 let now = Instant::now();

@@ -26,12 +26,21 @@ struct Slot {
     stagger: (u32, u32),
 }
 
+/// One stream of a camera being recorded here: its ingest task, its writer and how many
+/// frames the writer had written when it started (ready = it wrote more: a key frame first).
+struct RunningStream {
+    handle: vigie_ingest::StreamHandle,
+    writer: Arc<vigie_store::WriterHandle>,
+    written_at_start: u64,
+}
+
 /// A camera being recorded here.
 struct Running {
     token: CancellationToken,
-    handles: Arc<Mutex<Vec<vigie_ingest::StreamHandle>>>,
-    /// Frames received by each of its streams when it started (ready = each got more).
-    baseline: Vec<(Arc<vigie_ingest::StatusCell>, u64)>,
+    streams: Arc<Mutex<Vec<RunningStream>>>,
+    /// How many streams the camera has (ready needs every one).
+    expected: usize,
+    cells: Vec<Arc<vigie_ingest::StatusCell>>,
 }
 
 pub struct Recording {
@@ -48,7 +57,8 @@ pub struct Recording {
 
 /// One camera's state, for the cluster.
 pub struct CameraState {
-    /// Every stream got a frame (the first one is a key frame) since it started here.
+    /// The writer of every stream has written a frame to its segment file (the first one is a
+    /// key frame) since the camera started here.
     pub ready: bool,
     /// At least one stream is online.
     pub online: bool,
@@ -132,17 +142,18 @@ impl Recording {
             return Ok(());
         }
         let token = self.shutdown.child_token();
-        let mut handles = Vec::new();
+        let mut streams = Vec::new();
         for slot in slots {
             let writer = self.store.start_writer(slot.key.clone(), slot.stagger)?;
-            handles.push(self.spawn(slot, writer, &token));
+            streams.push(self.spawn(slot, writer, &token));
         }
         running.insert(
             camera.to_owned(),
             Running {
                 token,
-                handles: Arc::new(Mutex::new(handles)),
-                baseline: baseline(slots),
+                streams: Arc::new(Mutex::new(streams)),
+                expected: slots.len(),
+                cells: slots.iter().map(|s| s.status.clone()).collect(),
             },
         );
         Ok(())
@@ -160,13 +171,14 @@ impl Recording {
             return;
         }
         let token = self.shutdown.child_token();
-        let handles = Arc::new(Mutex::new(Vec::new()));
+        let streams = Arc::new(Mutex::new(Vec::new()));
         running.insert(
             camera.to_owned(),
             Running {
                 token: token.clone(),
-                handles: handles.clone(),
-                baseline: baseline(slots),
+                streams: streams.clone(),
+                expected: slots.len(),
+                cells: slots.iter().map(|s| s.status.clone()).collect(),
             },
         );
         drop(running);
@@ -195,8 +207,8 @@ impl Recording {
                     }
                 };
                 let Some(writer) = writer else { continue };
-                let h = this.spawn(slot, writer, &token);
-                handles.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+                let r = this.spawn(slot, writer, &token);
+                streams.lock().unwrap_or_else(|e| e.into_inner()).push(r);
             }
         });
     }
@@ -206,22 +218,29 @@ impl Recording {
         slot: &Slot,
         writer: vigie_store::WriterHandle,
         token: &CancellationToken,
-    ) -> vigie_ingest::StreamHandle {
+    ) -> RunningStream {
+        let writer = Arc::new(writer);
+        let written_at_start = writer.stats().frames;
         // Every event goes to the writer and to the stream's live hub (frames shared, not copied).
         let sink: Arc<dyn FrameSink> = Arc::new(vigie_live::TeeSink {
-            first: Arc::new(writer),
+            first: writer.clone(),
             second: slot.live.clone(),
         });
         let mut opts = vigie_ingest::IngestOptions::new(self.clock.clone());
         opts.runtime = Some(self.ingest_rt.clone());
-        vigie_ingest::spawn_stream_with_status(
+        let handle = vigie_ingest::spawn_stream_with_status(
             slot.key.clone(),
             slot.source.clone(),
             sink,
             opts,
             slot.status.clone(),
             token.clone(),
-        )
+        );
+        RunningStream {
+            handle,
+            writer,
+            written_at_start,
+        }
     }
 
     /// Stops recording `camera`: ends its sessions; the writers close their segments.
@@ -230,7 +249,8 @@ impl Recording {
             return;
         };
         r.token.cancel();
-        let handles = std::mem::take(&mut *r.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        // The writers stop once their ingest tasks end and drop the last handle.
+        let handles = take_handles(&r);
         let task = tokio::spawn(join_all(handles));
         let mut stopping = self.stopping.lock().unwrap_or_else(|e| e.into_inner());
         stopping.retain(|t| !t.is_finished());
@@ -242,13 +262,12 @@ impl Recording {
         self.running()
             .iter()
             .map(|(cam, r)| {
-                let snaps: Vec<_> = r
-                    .baseline
-                    .iter()
-                    .map(|(cell, base)| (cell.snapshot(), *base))
-                    .collect();
-                let ready = !snaps.is_empty() && snaps.iter().all(|(s, b)| s.frames_total > *b);
-                let online = snaps.iter().any(|(s, _)| s.online);
+                let streams = r.streams.lock().unwrap_or_else(|e| e.into_inner());
+                let ready = streams.len() == r.expected
+                    && streams
+                        .iter()
+                        .all(|s| s.writer.stats().frames > s.written_at_start);
+                let online = r.cells.iter().any(|c| c.snapshot().online);
                 (cam.clone(), CameraState { ready, online })
             })
             .collect()
@@ -260,7 +279,8 @@ impl Recording {
         let running: Vec<Running> = self.running().drain().map(|(_, r)| r).collect();
         for r in running {
             r.token.cancel();
-            let handles = std::mem::take(&mut *r.handles.lock().unwrap_or_else(|e| e.into_inner()));
+            let handles = take_handles(&r);
+            drop(r);
             join_all(handles).await;
         }
         let stopping =
@@ -279,10 +299,12 @@ impl Recording {
     }
 }
 
-fn baseline(slots: &[Slot]) -> Vec<(Arc<vigie_ingest::StatusCell>, u64)> {
-    slots
-        .iter()
-        .map(|s| (s.status.clone(), s.status.snapshot().frames_total))
+/// The ingest tasks of a camera, its writer handles let go (each writer stops when its
+/// ingest task, holding the other handle, ends).
+fn take_handles(r: &Running) -> Vec<vigie_ingest::StreamHandle> {
+    std::mem::take(&mut *r.streams.lock().unwrap_or_else(|e| e.into_inner()))
+        .into_iter()
+        .map(|s| s.handle)
         .collect()
 }
 
