@@ -7,7 +7,7 @@
 //! and persisted in `data_dir` so that a restart while etcd is down records it too).
 //!
 //! Handover is make-before-break: a node keeps recording a camera assigned elsewhere until
-//! the new owner, alive, has published `ready/<camera>` (it has received a key frame of every
+//! the new owner, alive, has published `ready/<camera>` (it has written a key frame of every
 //! stream of the camera), or, when this node gets no frame of that camera itself, for at most
 //! [`OFFLINE_HANDOVER_GRACE`].
 //!
@@ -49,7 +49,8 @@ pub const HOLDS_INTERVAL: Duration = Duration::from_secs(3);
 /// One camera recorded here, as the recorder reports it.
 #[derive(Clone, Debug)]
 pub struct LocalCamera {
-    /// A key frame of every stream of the camera was received since it started here.
+    /// A key frame of every stream of the camera was written to its segment file since it
+    /// started here.
     pub ready: bool,
     /// At least one of its streams is receiving frames now.
     pub online: bool,
@@ -629,7 +630,7 @@ impl Agent {
                 }
             }
         }
-        // Publish readiness of what this node owns and has received a key frame of.
+        // Publish readiness of what this node owns and has written a key frame of.
         let recording = self.recorder.recording();
         for (cam, local) in &recording {
             if !local.ready {
