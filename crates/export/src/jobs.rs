@@ -775,7 +775,11 @@ pub fn deletion_due(
     }
     // A multi-camera package goes when the hold of any of its cameras is released: that
     // camera's footage may then be destroyed, its copy must not outlive it.
-    if let Some(h) = r.hold_ids().into_iter().find(|h| released_holds.contains(h)) {
+    if let Some(h) = r
+        .hold_ids()
+        .into_iter()
+        .find(|h| released_holds.contains(h))
+    {
         return Some(format!("legal hold {h} released"));
     }
     let written = r.finished_90k.unwrap_or(r.created_90k);
@@ -1207,8 +1211,8 @@ impl Exports {
                 .camera(&s.camera)
                 .ok_or_else(|| format!("camera {:?} is no longer configured", s.camera))?;
             let key = StreamKey::new(&s.camera, &s.stream);
-            let _span = tracing::info_span!("export", camera = %s.camera, stream = %s.stream)
-                .entered();
+            let _span =
+                tracing::info_span!("export", camera = %s.camera, stream = %s.stream).entered();
             let p = Planned::new(&ctx.store, &key, start, end, rec.ts, &tz)?;
             let (a, b) = p.actual(start, end);
             cameras.push(mf::CameraExport {

@@ -738,7 +738,10 @@ mod tests {
             assert!(r.checks.iter().any(|c| c.what == name && c.ok), "{r}");
         }
         let text = r.to_string();
-        assert!(text.contains("2 cameras") && text.contains("camera quai"), "{text}");
+        assert!(
+            text.contains("2 cameras") && text.contains("camera quai"),
+            "{text}"
+        );
         let m: serde_json::Value = serde_json::from_slice(
             &Source::Zip(zip::ZipArchive::new(std::fs::File::open(&pkg).unwrap()).unwrap())
                 .read_small(MANIFEST)
@@ -787,7 +790,8 @@ mod tests {
         }
         let r = verify(&bad, None).unwrap();
         assert!(
-            r.failures().any(|c| c.what == MP4_B && c.detail.contains("missing")),
+            r.failures()
+                .any(|c| c.what == MP4_B && c.detail.contains("missing")),
             "{r}"
         );
         // The player and readme name both cameras.

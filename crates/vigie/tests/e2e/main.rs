@@ -12,6 +12,7 @@ mod abuse_limits;
 mod access;
 mod disk_full;
 mod export;
+mod export_multi;
 mod faults;
 #[cfg(feature = "gst")]
 mod interop_gst;
