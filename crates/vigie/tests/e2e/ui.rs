@@ -812,3 +812,91 @@ async fn export_from_the_ui_is_downloaded_and_verified() {
     ui.shot("exports").await;
     ui.b.close().await.unwrap();
 }
+
+/// Two cameras played in sync: the export form offers both (ticked), and one request makes
+/// one package with a master per camera, which `vigie verify` accepts.
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_camera_export_from_the_synchronised_playback_page() {
+    let (_sim, v) = setup().await;
+    let a = wait_spans(&v, "cam-n", 1, 14.0).await[0];
+    let b = wait_spans(&v, "cam-n2", 1, 14.0).await[0];
+    let s0 = a.0.max(b.0);
+    let ui = Ui::start(&v).await;
+    ui.login(ADMIN_USER, ADMIN_PASSWORD).await;
+    let t1 = ms(s0) + 3000.0;
+    ui.route(
+        &format!("#/playback/cam-n?t={}&with=cam-n2", t1 as i64),
+        "playback",
+    )
+    .await;
+    ui.player_time().await;
+    let boxes = ui
+        .wait(
+            "the camera checkboxes",
+            "const b = [...document.querySelectorAll('form.export-form input[name=cameras]')];
+             return b.length ? b.map(x => [x.value, x.checked]) : null",
+            20,
+        )
+        .await;
+    assert_eq!(boxes, json!([["cam-n", true], ["cam-n2", true]]));
+    // Marks set through the page's state (the keys I/O are tested above).
+    ui.js(
+        "const [a, b] = arguments; const m = window.vigie.playback.marks; m.in = a; m.out = b;",
+        vec![json!(t1), json!(t1 + 5000.0)],
+    )
+    .await;
+    ui.fill("form.export-form [name=procedure]", "PV 2026/009999")
+        .await;
+    ui.fill("form.export-form [name=requester]", "OPJ Durand")
+        .await;
+    ui.fill(
+        "form.export-form [name=reason]",
+        "Réquisition : deux caméras",
+    )
+    .await;
+    ui.click("form.export-form button[type=submit]").await;
+    let href = ui
+        .wait(
+            "the export ready",
+            "const a = document.querySelector('.export-job a.download'); return a ? a.getAttribute('href') : null",
+            120,
+        )
+        .await;
+    let id = href
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/api/v1/exports/")
+        .trim_end_matches("/package")
+        .to_owned();
+    let listed = ui
+        .wait(
+            "both cameras' hashes",
+            "const l = [...document.querySelectorAll('.export-job .export-streams li')];
+             return l.length ? l.map(x => x.dataset.camera) : null",
+            20,
+        )
+        .await;
+    assert_eq!(listed, json!(["cam-n", "cam-n2"]));
+    ui.shot("playback-export-multi").await;
+    let (st, job) = v.get(&format!("/api/v1/exports/{id}")).await.unwrap();
+    assert_eq!(st, 200, "{job}");
+    let cams: Vec<&str> = job["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["camera"].as_str().unwrap())
+        .collect();
+    assert_eq!(cams, ["cam-n", "cam-n2"], "{job}");
+    let r = v
+        .http()
+        .get(format!("{}/api/v1/exports/{id}/package", v.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let path = v.work_dir().join(format!("vigie-export-{id}.zip"));
+    std::fs::write(&path, r.bytes().await.unwrap()).unwrap();
+    let (ok, out) = v.command(&["verify", path.to_str().unwrap()]).unwrap();
+    assert!(ok && out.contains("2 cameras"), "{out}");
+    ui.b.close().await.unwrap();
+}
