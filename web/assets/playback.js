@@ -26,9 +26,11 @@ function once(el, ok, bad = 'error') {
 /// One camera's player: its spans for the day and the MP4 window it currently plays.
 class CamPlayer {
   constructor(cam) {
-    this.cam = cam; this.stream = cam.streams[0].name;
+    // The main (recorded) stream: a `live`-only sub-stream has no recording.
+    const main = cam.streams.find((s) => s.name === cam.main_stream) || cam.streams[0];
+    this.cam = cam; this.stream = main.name;
     this.spans = []; this.gaps = []; this.win = null; this.loading = false; this.seq = 0;
-    this.fps = (cam.streams[0].status && cam.streams[0].status.fps) || 25;
+    this.fps = (main.status && main.status.fps) || 25;
     this.video = h('video', { muted: '', playsinline: '', preload: 'auto', 'aria-label': t('pb.video', { name: cam.name }) });
     this.video.muted = true;
   }

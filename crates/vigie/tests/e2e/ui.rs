@@ -900,3 +900,120 @@ async fn multi_camera_export_from_the_synchronised_playback_page() {
     assert!(ok && out.contains("2 cameras"), "{out}");
     ui.b.close().await.unwrap();
 }
+
+/// Sub-streams where they belong: a camera with a 1280×720 main stream (`record`) and a
+/// 640×360 sub-stream (`role = "live"`). The wall's tile asks for the sub-stream and decodes
+/// 640×360; the enlarged tile asks for the main one and decodes 1280×720; the sub-stream is not
+/// recorded; the camera listing shows the roles.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_wall_plays_the_sub_stream_and_the_enlarged_tile_the_main_one() {
+    let sim = vigie_testkit::sim::start_embedded(&[
+        ("m", "h264-main-1280x720-15fps-gop30.h264"),
+        ("s", vigie_testkit::sim::BASELINE),
+    ])
+    .await;
+    let toml = format!(
+        "[[communes]]\nid = \"nord\"\nname = \"Ville-Nord\"\n\
+         [[cameras]]\nid = \"cam-d\"\nname = \"Dôme du carrefour\"\ncommune = \"nord\"\n\
+           [[cameras.streams]]\n  name = \"main\"\n  url = \"{}\"\n  role = \"record\"\n\
+           [[cameras.streams]]\n  name = \"sub\"\n  url = \"{}\"\n  role = \"live\"\n",
+        sim.url("m"),
+        sim.url("s")
+    );
+    let v = VigieBuilder::new(BIN).toml(&toml).start().unwrap();
+    // The listing shows the roles.
+    let (_, cams) = v.get("/api/v1/cameras").await.unwrap();
+    let cam = &cams["cameras"][0];
+    assert_eq!(cam["live_stream"], "sub", "{cam}");
+    assert_eq!(cam["main_stream"], "main", "{cam}");
+    let roles: Vec<(&str, &str, bool)> = cam["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["role"].as_str().unwrap(),
+                s["recorded"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(roles, [("main", "record", true), ("sub", "live", false)]);
+    wait_spans(&v, "cam-d", 1, 3.0).await;
+
+    let ui = Ui::start(&v).await;
+    ui.login(ADMIN_USER, ADMIN_PASSWORD).await;
+    // Record which live WebSockets the page opens.
+    ui.js(
+        "const W = window.WebSocket; window.__ws = [];
+         class Spy extends W { constructor(u, p) { super(u, p); window.__ws.push(String(u)); } }
+         window.WebSocket = Spy;",
+        vec![],
+    )
+    .await;
+    ui.route("#/live?layout=2&cams=cam-d", "live").await;
+    let tile = ui
+        .wait(
+            "the wall's tile playing",
+            "const t = window.vigie.live.tiles[0]; const v = t && t.video;
+             return v && v.readyState >= 2 && v.currentTime > 0.5 && v.videoWidth > 0
+               ? {stream: t.stream, w: v.videoWidth, h: v.videoHeight, ws: window.__ws} : null",
+            40,
+        )
+        .await;
+    assert_eq!(tile["stream"], "sub", "{tile}");
+    assert_eq!(
+        (tile["w"].as_u64(), tile["h"].as_u64()),
+        (Some(640), Some(360)),
+        "{tile}"
+    );
+    let ws: Vec<String> = serde_json::from_value(tile["ws"].clone()).unwrap();
+    assert!(
+        !ws.is_empty()
+            && ws
+                .iter()
+                .all(|u| u.ends_with("/cameras/cam-d/streams/sub/live")),
+        "{ws:?}"
+    );
+    ui.shot("live-wall-substream").await;
+    // Enlarged: the main stream.
+    ui.click(".tile[data-slot=\"0\"]").await;
+    let big = ui
+        .wait(
+            "the enlarged tile playing the main stream",
+            "const t = window.vigie.live.tiles[0]; const v = t && t.video;
+             return t && t.enlarged && v && v.readyState >= 2 && v.currentTime > 0.5 && v.videoWidth === 1280
+               ? {stream: t.stream, w: v.videoWidth, h: v.videoHeight, ws: window.__ws} : null",
+            40,
+        )
+        .await;
+    assert_eq!(big["stream"], "main", "{big}");
+    assert_eq!(big["h"], 720, "{big}");
+    let ws: Vec<String> = serde_json::from_value(big["ws"].clone()).unwrap();
+    assert!(
+        ws.last()
+            .unwrap()
+            .ends_with("/cameras/cam-d/streams/main/live"),
+        "{ws:?}"
+    );
+    ui.shot("live-enlarged-main").await;
+    ui.b.close().await.unwrap();
+    // The server journaled both live views, each with its stream.
+    let (_, j) = v.get("/api/v1/audit?action=live-start").await.unwrap();
+    let streams: Vec<&str> = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["camera"] == "cam-d")
+        .map(|e| e["stream"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        streams.contains(&"sub") && streams.contains(&"main"),
+        "{streams:?}"
+    );
+    // The live-only sub-stream is not recorded (the main one is).
+    let (a, b) = window();
+    assert!(v.spans("cam-d", "sub", &a, &b).await.unwrap().is_empty());
+    assert!(!v.spans("cam-d", "main", &a, &b).await.unwrap().is_empty());
+    assert!(!v.data_dir.join("recordings/cam-d/sub").exists());
+}
