@@ -744,7 +744,7 @@ impl fmt::Debug for ResolvedSource {
 
 /// True for a query parameter that carries a credential (cameras accept `?user=…&password=…`,
 /// `?token=…`, `?auth=…`; matched case-insensitively).
-fn is_credential_param(name: &str) -> bool {
+pub(crate) fn is_credential_param(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     matches!(
         n.as_str(),
