@@ -91,7 +91,10 @@ pub const COLUMNS: &[(&str, &[&str])] = &[
     ("name", &["name", "nom", "libelle", "camera"]),
     ("commune", &["commune", "ville", "city", "town"]),
     ("class", &["class", "classe", "type"]),
-    ("address", &["address", "adresse", "localisation", "location"]),
+    (
+        "address",
+        &["address", "adresse", "localisation", "location"],
+    ),
     ("onvif", &["onvif", "onvif_url", "url_onvif"]),
     (
         "rtsp_main",
@@ -452,6 +455,19 @@ pub fn import(
             .map(|x| x.id.clone())
     };
 
+    // Line numbers from byte offsets (the csv crate's own line count is off after `\r\n`).
+    let newlines: Vec<u64> = text
+        .bytes()
+        .enumerate()
+        .filter(|&(_, b)| b == b'\n')
+        .map(|(i, _)| i as u64)
+        .collect();
+    let line_at = |p: Option<&csv::Position>| {
+        // After `\r\n` a record's offset is its line's `\n`, which belongs to the line before.
+        p.map_or(0, |p| {
+            1 + newlines.partition_point(|&n| n <= p.byte()) as u64
+        })
+    };
     let mut rows: Vec<Row> = Vec::new();
     let mut bad: Vec<LineError> = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -459,7 +475,7 @@ pub fn import(
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map_or(0, csv::Position::line);
+                let line = line_at(e.position());
                 bad.push(LineError {
                     line,
                     message: format!("unreadable: {e}"),
@@ -467,7 +483,7 @@ pub fn import(
                 continue;
             }
         };
-        let line = rec.position().map_or(0, csv::Position::line);
+        let line = line_at(rec.position());
         if rec.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
@@ -491,10 +507,11 @@ pub fn import(
                 seen.insert(r.id.clone(), line);
                 rows.push(r);
             }
-            Err(messages) => bad.extend(messages.into_iter().map(|message| LineError {
-                line,
-                message,
-            })),
+            Err(messages) => bad.extend(
+                messages
+                    .into_iter()
+                    .map(|message| LineError { line, message }),
+            ),
         }
     }
 
@@ -583,7 +600,9 @@ fn row(
     }
     let id = cell("id").to_owned();
     if let Err(e) = validate_id(&id) {
-        errs.push(format!("id {id:?} {e} (ids are lowercase: a-z, 0-9, - and _)"));
+        errs.push(format!(
+            "id {id:?} {e} (ids are lowercase: a-z, 0-9, - and _)"
+        ));
     } else if let Some(prev) = seen.get(&id) {
         errs.push(format!("id {id:?} is already on line {prev}"));
     } else if existing.cameras.iter().any(|c| c.id == id) {
@@ -717,7 +736,11 @@ commune = "versailles"
         assert_eq!(cam.live_stream().unwrap().name, "sub");
         assert_eq!(cam.record_stream().unwrap().name, "main");
         assert_eq!(cam.streams[0].password_env.as_deref(), Some("VIGIE_CAM_A"));
-        assert!(out.toml.contains("adresse : 3, place de la Gare"), "{}", out.toml);
+        assert!(
+            out.toml.contains("adresse : 3, place de la Gare"),
+            "{}",
+            out.toml
+        );
         let cam = c.camera("chesnay-rond-point").unwrap();
         assert_eq!(cam.commune, "le-chesnay");
         // Quotes inside an unquoted field are kept as written, and escaped in the TOML.
@@ -748,7 +771,11 @@ commune = "versailles"
         let c = combined(&out);
         assert_eq!(c.camera("a1").unwrap().name, "Gare, parvis");
         // One comment line for the address, whatever it held.
-        assert!(out.toml.contains("adresse : 1 rue X bâtiment B\n"), "{}", out.toml);
+        assert!(
+            out.toml.contains("adresse : 1 rue X bâtiment B\n"),
+            "{}",
+            out.toml
+        );
     }
 
     #[test]
@@ -783,6 +810,13 @@ commune = "versailles"
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }
+    }
+
+    #[test]
+    fn line_numbers_are_right_with_crlf_line_ends() {
+        let csv = "id;name;commune;rtsp_main\r\nok-1;A;versailles;rtsp://h/1\r\nBAD;B;versailles;rtsp://h/2\r\n";
+        let e = bad_lines(csv.as_bytes());
+        assert_eq!(e.iter().map(|e| e.line).collect::<Vec<_>>(), [3], "{e:?}");
     }
 
     #[test]
@@ -829,7 +863,8 @@ commune = "versailles"
         csv = b"id;nom;url\nw-1;A;rtsp://h/1\n".to_vec();
         let e = import(&csv, CONFIG, &ImportOptions::default()).unwrap_err();
         assert!(
-            matches!(e, ImportError::Header(_)) && e.to_string().contains("missing column(s) commune"),
+            matches!(e, ImportError::Header(_))
+                && e.to_string().contains("missing column(s) commune"),
             "{e}"
         );
     }

@@ -10,6 +10,7 @@ mod abuse_authz;
 mod abuse_journal;
 mod abuse_limits;
 mod access;
+mod camera_import;
 mod disk_full;
 mod export;
 mod export_multi;
