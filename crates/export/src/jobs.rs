@@ -274,7 +274,7 @@ impl Job {
                 "reason": d.reason,
             })),
             "manifest": r.manifest,
-            "streams": r.is_multi().then(|| &r.streams),
+            "streams": r.is_multi().then_some(&r.streams),
         })
     }
 }

@@ -229,8 +229,11 @@ impl Document for MultiManifest {
     }
 }
 
-/// The zip, written to `path.partial`, renamed when complete; returns the completed
-/// manifest, each master's (SHA-256, bytes), and the package's SHA-256 and size.
+/// What [`write_any`] returns: the completed manifest, each master's (SHA-256, bytes), and the
+/// package's SHA-256 and size.
+type WrittenAny<D> = (D, Vec<(String, u64)>, String, u64);
+
+/// The zip, written to `path.partial`, renamed when complete.
 fn write_any<D: Document>(
     path: &Path,
     manifest: D,
@@ -238,7 +241,7 @@ fn write_any<D: Document>(
     extra: Vec<ExtraFile>,
     key: &InstallationKey,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(D, Vec<(String, u64)>, String, u64), ExportError> {
+) -> Result<WrittenAny<D>, ExportError> {
     let partial = path.with_extension("zip.partial");
     let file = File::create(&partial).map_err(|e| ExportError::io(partial.display(), e))?;
     let r = write_zip(

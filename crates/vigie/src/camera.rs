@@ -80,13 +80,13 @@ fn import(
         )?,
         None => Default::default(),
     };
-    if let Some(o) = out {
-        if o.exists() {
-            anyhow::bail!(
-                "{} exists: give another --out (the import never overwrites a file)",
-                o.display()
-            );
-        }
+    if let Some(o) = out
+        && o.exists()
+    {
+        anyhow::bail!(
+            "{} exists: give another --out (the import never overwrites a file)",
+            o.display()
+        );
     }
     let opts = ImportOptions {
         delimiter,
@@ -108,10 +108,12 @@ fn import(
     };
     match out {
         Some(o) => {
-            // Written whole or not at all.
+            // Written whole or not at all, and never over a file (a link fails if `o` exists).
             let tmp = o.with_extension("toml.partial");
             std::fs::write(&tmp, &r.toml).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, o).with_context(|| format!("writing {}", o.display()))?;
+            let linked = std::fs::hard_link(&tmp, o);
+            let _ = std::fs::remove_file(&tmp);
+            linked.with_context(|| format!("writing {}", o.display()))?;
             eprintln!(
                 "{}: {} camera(s) imported (separator {sep}, {}){} → {}; append it to {} and run `vigie check-config`",
                 inventory_path.display(),
