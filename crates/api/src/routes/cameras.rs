@@ -33,7 +33,9 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                         .find(|e| e.key.camera == cam.id && e.key.stream == s.name);
                     let status = entry
                         .map(|e| serde_json::to_value(e.status.snapshot()).unwrap_or(Value::Null));
-                    let compliance = entry.map(|e| {
+                    // Quality floors apply to recorded streams only (a live-only sub-stream
+                    // is not watched).
+                    let compliance = entry.filter(|_| cam.records(&s.name)).map(|e| {
                         let c = e.compliance.snapshot();
                         json!({
                             "state": c.state,

@@ -914,7 +914,7 @@ async fn live_wall_plays_the_sub_stream_and_the_enlarged_tile_the_main_one() {
     .await;
     let toml = format!(
         "[[communes]]\nid = \"nord\"\nname = \"Ville-Nord\"\n\
-         [[cameras]]\nid = \"cam-d\"\nname = \"Dôme du carrefour\"\ncommune = \"nord\"\n\
+         [[cameras]]\nid = \"cam-d\"\nname = \"Dôme du carrefour\"\ncommune = \"nord\"\nclass = \"close-up\"\n\
            [[cameras.streams]]\n  name = \"main\"\n  url = \"{}\"\n  role = \"record\"\n\
            [[cameras.streams]]\n  name = \"sub\"\n  url = \"{}\"\n  role = \"live\"\n",
         sim.url("m"),
@@ -1011,6 +1011,21 @@ async fn live_wall_plays_the_sub_stream_and_the_enlarged_tile_the_main_one() {
         streams.contains(&"sub") && streams.contains(&"main"),
         "{streams:?}"
     );
+    // The quality floor (close-up: ≥ 704×576) is about recorded footage: the 640×360 live-only
+    // sub-stream, watched for well over the 5 s hysteresis, raised no alert and shows none.
+    let (_, j) = v.get("/api/v1/audit?action=quality-alert").await.unwrap();
+    assert!(
+        !j["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["camera"] == "cam-d"),
+        "{j}"
+    );
+    let (_, cams) = v.get("/api/v1/cameras").await.unwrap();
+    let streams = cams["cameras"][0]["streams"].as_array().unwrap();
+    assert!(streams[1]["compliance"].is_null(), "{}", streams[1]);
+    assert_eq!(streams[0]["compliance"]["alert"], false, "{}", streams[0]);
     // The live-only sub-stream is not recorded (the main one is).
     let (a, b) = window();
     assert!(v.spans("cam-d", "sub", &a, &b).await.unwrap().is_empty());
