@@ -518,16 +518,46 @@ pub fn import(
     // The configuration's own rules over the existing configuration plus the new cameras.
     let base = existing.cameras.len();
     loop {
-        let toml = render(&rows);
+        let (toml, starts) = render(&rows);
         let combined = format!("{existing_toml}\n{toml}");
-        let problems = match Config::from_toml_str(&combined, "import", &any_env) {
-            Ok(_) => Vec::new(),
-            Err(crate::config::ConfigError::Invalid { problems, .. }) => problems,
+        let problems = match toml::from_str::<Config>(&combined) {
+            // A key this version's configuration does not know (e.g. `onvif` before ONVIF
+            // support): the line whose entry holds it.
             Err(e) => {
-                return Err(ImportError::Existing(format!(
-                    "the configuration with the imported cameras does not parse: {e}"
-                )));
+                let offset = e
+                    .span()
+                    .map(|s| s.start.saturating_sub(existing_toml.len() + 1));
+                let row = offset
+                    .filter(|_| e.span().is_some_and(|s| s.start > existing_toml.len()))
+                    .map(|o| starts.partition_point(|&st| st <= o).saturating_sub(1));
+                match row {
+                    Some(i) if i < rows.len() => {
+                        bad.push(LineError {
+                            line: rows[i].line,
+                            message: format!(
+                                "not accepted by this version's configuration: {}",
+                                e.message()
+                            ),
+                        });
+                        rows.remove(i);
+                        continue;
+                    }
+                    _ => {
+                        return Err(ImportError::Existing(format!(
+                            "the configuration with the imported cameras does not parse: {e}"
+                        )));
+                    }
+                }
             }
+            Ok(_) => match Config::from_toml_str(&combined, "import", &any_env) {
+                Ok(_) => Vec::new(),
+                Err(crate::config::ConfigError::Invalid { problems, .. }) => problems,
+                Err(e) => {
+                    return Err(ImportError::Existing(format!(
+                        "the configuration with the imported cameras does not parse: {e}"
+                    )));
+                }
+            },
         };
         let mut drop = Vec::new();
         for p in &problems {
@@ -575,14 +605,17 @@ pub fn import(
     }
 }
 
-fn render(rows: &[Row]) -> String {
+/// The TOML of `rows`, and where each row's text starts in it.
+fn render(rows: &[Row]) -> (String, Vec<usize>) {
     let mut out = String::from(
         "# Caméras importées par « vigie camera import » : à ajouter à la configuration.\n# Cameras imported by `vigie camera import`: append to the configuration.\n",
     );
+    let mut starts = Vec::with_capacity(rows.len());
     for r in rows {
+        starts.push(out.len());
         r.render(&mut out);
     }
-    out
+    (out, starts)
 }
 
 /// Checks one line; every problem of the line at once.
@@ -809,6 +842,47 @@ commune = "versailles"
             "nothing written",
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn onvif_urls_are_written_as_the_cameras_onvif_key_or_reported_on_their_line() {
+        let csv = "id,name,commune,onvif,rtsp_main\n\
+                   o-1,Dome,versailles,http://10.0.0.9/onvif/device_service,rtsp://10.0.0.9/1\n\
+                   o-2,Plain,versailles,,rtsp://10.0.0.8/1\n\
+                   o-3,Bad,versailles,ftp://10.0.0.7/x,rtsp://10.0.0.7/1\n";
+        let e = bad_lines(csv.as_bytes());
+        assert!(
+            e.iter()
+                .any(|e| e.line == 4 && e.message.contains("http://")),
+            "{e:?}"
+        );
+        let out = ok(
+            csv.as_bytes(),
+            &ImportOptions {
+                skip_bad: true,
+                ..Default::default()
+            },
+        );
+        // This version's configuration may or may not know the camera's `onvif` key (issue 17,
+        // item 1): either the camera is written with it and the whole passes validation, or its
+        // line is reported, naming the key.
+        let c = combined(&out);
+        assert!(c.camera("o-2").is_some());
+        match c.camera("o-1") {
+            Some(_) => assert!(
+                out.toml
+                    .contains("onvif = \"http://10.0.0.9/onvif/device_service\""),
+                "{}",
+                out.toml
+            ),
+            None => assert!(
+                out.skipped
+                    .iter()
+                    .any(|e| e.line == 2 && e.message.contains("onvif")),
+                "{:?}",
+                out.skipped
+            ),
         }
     }
 
