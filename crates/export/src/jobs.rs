@@ -1654,6 +1654,60 @@ mod tests {
     }
 
     #[test]
+    fn a_multi_camera_package_goes_when_any_of_its_holds_is_released_and_is_journaled_per_camera() {
+        let mut r = record("m", "alice", Status::Done, "k");
+        r.finished_90k = Some(0);
+        r.hold_id = Some(7);
+        r.sha256 = Some("aa".into());
+        r.streams = vec![
+            JobStream {
+                camera: "cam".into(),
+                stream: "main".into(),
+                hold_id: Some(7),
+                sha256: Some("aa".into()),
+                mp4_bytes: Some(1),
+            },
+            JobStream {
+                camera: "quai".into(),
+                stream: "main".into(),
+                hold_id: Some(8),
+                sha256: Some("bb".into()),
+                mp4_bytes: Some(2),
+            },
+        ];
+        assert_eq!(r.cameras(), ["cam", "quai"]);
+        assert_eq!(r.hold_ids(), [7, 8]);
+        let released = std::collections::HashSet::from([8u64]);
+        assert!(
+            deletion_due(&r, Time90k(90_000), 86_400, &released)
+                .unwrap()
+                .contains("hold 8 released")
+        );
+        let none = std::collections::HashSet::new();
+        assert_eq!(deletion_due(&r, Time90k(90_000), 86_400, &none), None);
+        let entries = create_entries(&r);
+        assert_eq!(entries.len(), 2);
+        let shown: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.camera.clone().unwrap_or_default(),
+                    e.details["sha256"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [("cam".into(), "aa".into()), ("quai".into(), "bb".into())]
+        );
+        assert!(entries.iter().all(|e| e.details["cameras"] == 2));
+        // A single-camera job: one entry, as before.
+        let single = record("s", "alice", Status::Done, "k");
+        assert_eq!(create_entries(&single).len(), 1);
+        assert!(create_entries(&single)[0].details.get("cameras").is_none());
+    }
+
+    #[test]
     fn presented_frames_follow_the_edit_list() {
         // 25 fps, start half-way through frame 3, 6 s: 150 + 1 frames shown.
         let d = std::iter::repeat_n(3600u32, 400);

@@ -349,6 +349,18 @@ async fn multi_camera_export_verifies_decodes_plays_and_refuses_out_of_scope() {
         }
     }
 
+    // The legal register lists one extraction per camera, each with its master's hash.
+    let (_, register) = v.get_text("/api/v1/register.csv").await.unwrap();
+    for s in &streams {
+        let sha = s["sha256"].as_str().unwrap();
+        assert!(
+            register
+                .lines()
+                .any(|l| l.starts_with("extraction,") && l.contains(sha)),
+            "no extraction with {sha}:\n{register}"
+        );
+    }
+
     players_in_chromium(&dir, &names, &work).await;
     v.stop().unwrap();
     sim.shutdown().await;
