@@ -110,7 +110,10 @@ export function exportsPage(root) {
             h('span', { class: 'ex-status st-' + j.status, 'data-export': j.id }, t('ex.st.' + j.status),
               j.status === 'done' || j.status === 'failed' ? '' : h('progress', { max: '100', value: String(pct), 'aria-label': t('ex.progress') }),
               j.error ? h('div', { class: 'small bad' }, j.error) : null),
-            h('div', { class: 'hashes' }, j.sha256 ? h('div', {}, 'MP4 ', code(j.sha256)) : null,
+            h('div', { class: 'hashes' },
+              ...(j.streams && j.status === 'done'
+                ? j.streams.map((s) => h('div', { 'data-camera': s.camera }, `MP4 ${s.camera} `, code(s.sha256)))
+                : [j.sha256 ? h('div', {}, 'MP4 ', code(j.sha256)) : null]),
               j.package && j.package.sha256 ? h('div', {}, 'ZIP ', code(j.package.sha256)) : null),
             j.status === 'done' && can('Export') ? h('a', { class: 'button download', href: j.package.url, download: `vigie-export-${j.id}.zip` },
               t('ex.download'), j.package.bytes ? ` (${fmtBytes(j.package.bytes)})` : '') : ''];

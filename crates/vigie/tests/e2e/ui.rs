@@ -898,6 +898,27 @@ async fn multi_camera_export_from_the_synchronised_playback_page() {
     std::fs::write(&path, r.bytes().await.unwrap()).unwrap();
     let (ok, out) = v.command(&["verify", path.to_str().unwrap()]).unwrap();
     assert!(ok && out.contains("2 cameras"), "{out}");
+    // The exports page lists both cameras, each with its master's hash.
+    ui.route("#/exports", "exports").await;
+    let hashes = ui
+        .wait(
+            "the multi-camera export listed",
+            &format!(
+                "const s = document.querySelector(\"main [data-export='{id}']\");
+                 const r = s && s.closest('tr');
+                 return r ? [...r.querySelectorAll('.hashes [data-camera]')].map(d => [d.dataset.camera, d.querySelector('code').title]) : null"
+            ),
+            20,
+        )
+        .await;
+    let want: Vec<Value> = job["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| json!([s["camera"], s["sha256"]]))
+        .collect();
+    assert_eq!(hashes, json!(want));
+    ui.shot("exports-multi").await;
     ui.b.close().await.unwrap();
 }
 
