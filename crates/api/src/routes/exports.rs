@@ -2,8 +2,8 @@
 //! `GET /api/v1/exports/{id}/package`, and the installation's public key at
 //! `GET /api/v1/signing-key`.
 //!
-//! A multi-camera export (`streams: [{camera, stream}, …]` instead of `camera` and `stream`, 2 to
-//! [`MAX_EXPORT_CAMERAS`]) makes one package with a master per camera: the caller's export
+//! A multi-camera export (`streams: [{camera, stream?}, …]` instead of `camera` and `stream`, 2
+//! to [`MAX_EXPORT_CAMERAS`]; without `stream`, the camera's main stream) makes one package with a master per camera: the caller's export
 //! right is checked on every camera first (403 for any camera outside its scope, nothing
 //! built), every camera is checked for footage, held and journaled (hold, creation, download)
 //! one entry per camera. Listing, status and download need the right on every camera.
@@ -75,8 +75,12 @@ pub struct StreamRef {
 pub const MAX_EXPORT_CAMERAS: usize = 16;
 
 /// The (camera, stream) pairs a request asks for: `camera` + `stream`, or `streams` (2 to
-/// [`MAX_EXPORT_CAMERAS`], all different).
-fn targets(req: &ExportRequest) -> Result<Vec<(String, String)>, ApiError> {
+/// [`MAX_EXPORT_CAMERAS`], all different; an entry without `stream` means the camera's main,
+/// recorded, stream).
+fn targets(
+    req: &ExportRequest,
+    config: &vigie_core::config::Config,
+) -> Result<Vec<(String, String)>, ApiError> {
     let Some(list) = &req.streams else {
         return Ok(vec![(
             required("camera", "camera id", &req.camera)?,
@@ -98,7 +102,14 @@ fn targets(req: &ExportRequest) -> Result<Vec<(String, String)>, ApiError> {
     let mut out: Vec<(String, String)> = Vec::with_capacity(list.len());
     for (i, s) in list.iter().enumerate() {
         let camera = required(&format!("streams[{i}].camera"), "camera id", &s.camera)?;
-        let stream = required(&format!("streams[{i}].stream"), "stream name", &s.stream)?;
+        let main = config
+            .camera(&camera)
+            .and_then(|c| c.record_stream())
+            .map(|m| m.name.clone());
+        let stream = match (&s.stream, main) {
+            (None, Some(main)) => main,
+            (given, _) => required(&format!("streams[{i}].stream"), "stream name", given)?,
+        };
         if out.iter().any(|(c, st)| *c == camera && *st == stream) {
             return Err(ApiError::BadRequest(format!(
                 "`streams` lists {camera}/{stream} twice"
@@ -133,7 +144,7 @@ pub async fn create(
     body: Result<Json<ExportRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(req) = body?;
-    let targets = targets(&req)?;
+    let targets = targets(&req, &state.config)?;
     let multi = req.streams.is_some();
     // The caller's rights on every camera before anything else: a scoped user asking for one
     // camera outside its scope gets 403 and nothing is built, held or journaled as done.

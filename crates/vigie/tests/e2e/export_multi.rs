@@ -124,8 +124,9 @@ async fn multi_camera_export_verifies_decodes_plays_and_refuses_out_of_scope() {
     // 6 s on both cameras, starting mid-GOP.
     let start = common_recording(&v).await + SignedDuration::from_millis(2_020);
     let end = start + SignedDuration::from_secs(6);
+    // `quai` without its stream: the camera's main (recorded) stream.
     let good = json!({
-        "streams": [{"camera": "gare", "stream": "main"}, {"camera": "quai", "stream": "main"}],
+        "streams": [{"camera": "gare", "stream": "main"}, {"camera": "quai"}],
         "start": start.to_string(), "end": end.to_string(),
         "reason": "réquisition judiciaire", "procedure": "2026/00777",
         "requester": "OPJ Martin, commissariat de Versailles",
