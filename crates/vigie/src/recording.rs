@@ -22,7 +22,9 @@ struct Slot {
     source: ResolvedSource,
     status: Arc<vigie_ingest::StatusCell>,
     live: Arc<vigie_live::LiveHub>,
-    /// (index, count) among all streams, to stagger segment rotations.
+    /// Recorded (role `record` or `both`); a `live`-only stream feeds its hub alone.
+    recorded: bool,
+    /// (index, count) among the recorded streams, to stagger segment rotations.
     stagger: (u32, u32),
 }
 
@@ -30,8 +32,8 @@ struct Slot {
 /// frames the writer had written when it started (ready = it wrote more: a key frame first).
 struct RunningStream {
     handle: vigie_ingest::StreamHandle,
-    writer: Arc<vigie_store::WriterHandle>,
-    written_at_start: u64,
+    /// `None` for a live-only stream.
+    writer: Option<(Arc<vigie_store::WriterHandle>, u64)>,
 }
 
 /// A camera being recorded here.
@@ -74,9 +76,14 @@ impl Recording {
         ingest_rt: Arc<vigie_ingest::IngestRuntime>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Recording> {
-        let n = config.streams().count() as u32;
+        // Rotations are staggered across the recorded streams.
+        let n = config
+            .streams()
+            .filter(|(_, cam, s)| cam.records(&s.name))
+            .count() as u32;
+        let mut rec_index = 0u32;
         let mut cameras: BTreeMap<String, Vec<Slot>> = BTreeMap::new();
-        for (i, (key, _cam, stream)) in config.streams().enumerate() {
+        for (key, cam, stream) in config.streams() {
             let source = stream
                 .resolve(&|k| std::env::var(k).ok())
                 .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
@@ -86,13 +93,21 @@ impl Recording {
                 source.transport,
                 clock.clone(),
             ));
+            let recorded = cam.records(&stream.name);
+            if !recorded {
+                tracing::info!(camera = %key.camera, stream = %key.stream, "live-only stream (role = \"live\"): not recorded");
+            }
             cameras.entry(key.camera.clone()).or_default().push(Slot {
                 live: vigie_live::LiveHub::new(key.clone()),
                 key,
                 source,
                 status,
-                stagger: (i as u32, n),
+                recorded,
+                stagger: (rec_index, n),
             });
+            if recorded {
+                rec_index += 1;
+            }
         }
         Ok(Recording {
             store,
@@ -144,7 +159,11 @@ impl Recording {
         let token = self.shutdown.child_token();
         let mut streams = Vec::new();
         for slot in slots {
-            let writer = self.store.start_writer(slot.key.clone(), slot.stagger)?;
+            let writer = if slot.recorded {
+                Some(self.store.start_writer(slot.key.clone(), slot.stagger)?)
+            } else {
+                None
+            };
             streams.push(self.spawn(slot, writer, &token));
         }
         running.insert(
@@ -189,6 +208,11 @@ impl Recording {
                 return;
             };
             for slot in slots {
+                if !slot.recorded {
+                    let r = this.spawn(slot, None, &token);
+                    streams.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                    continue;
+                }
                 let mut tries = 0;
                 let writer = loop {
                     if token.is_cancelled() {
@@ -207,7 +231,7 @@ impl Recording {
                     }
                 };
                 let Some(writer) = writer else { continue };
-                let r = this.spawn(slot, writer, &token);
+                let r = this.spawn(slot, Some(writer), &token);
                 streams.lock().unwrap_or_else(|e| e.into_inner()).push(r);
             }
         });
@@ -216,16 +240,23 @@ impl Recording {
     fn spawn(
         &self,
         slot: &Slot,
-        writer: vigie_store::WriterHandle,
+        writer: Option<vigie_store::WriterHandle>,
         token: &CancellationToken,
     ) -> RunningStream {
-        let writer = Arc::new(writer);
-        let written_at_start = writer.stats().frames;
-        // Every event goes to the writer and to the stream's live hub (frames shared, not copied).
-        let sink: Arc<dyn FrameSink> = Arc::new(vigie_live::TeeSink {
-            first: writer.clone(),
-            second: slot.live.clone(),
+        let writer = writer.map(|w| {
+            let w = Arc::new(w);
+            let written_at_start = w.stats().frames;
+            (w, written_at_start)
         });
+        // Every event goes to the writer and to the stream's live hub (frames shared, not
+        // copied); a stream with role `live` only feeds its hub.
+        let sink: Arc<dyn FrameSink> = match &writer {
+            Some((w, _)) => Arc::new(vigie_live::TeeSink {
+                first: w.clone(),
+                second: slot.live.clone(),
+            }),
+            None => slot.live.clone(),
+        };
         let mut opts = vigie_ingest::IngestOptions::new(self.clock.clone());
         opts.runtime = Some(self.ingest_rt.clone());
         let handle = vigie_ingest::spawn_stream_with_status(
@@ -236,11 +267,7 @@ impl Recording {
             slot.status.clone(),
             token.clone(),
         );
-        RunningStream {
-            handle,
-            writer,
-            written_at_start,
-        }
+        RunningStream { handle, writer }
     }
 
     /// Stops recording `camera`: ends its sessions; the writers close their segments.
@@ -263,10 +290,13 @@ impl Recording {
             .iter()
             .map(|(cam, r)| {
                 let streams = r.streams.lock().unwrap_or_else(|e| e.into_inner());
+                // Every recorded stream has written a frame (live-only ones record nothing).
                 let ready = streams.len() == r.expected
-                    && streams
-                        .iter()
-                        .all(|s| s.writer.stats().frames > s.written_at_start);
+                    && streams.iter().all(|s| {
+                        s.writer
+                            .as_ref()
+                            .is_none_or(|(w, at_start)| w.stats().frames > *at_start)
+                    });
                 let online = r.cells.iter().any(|c| c.snapshot().online);
                 (cam.clone(), CameraState { ready, online })
             })

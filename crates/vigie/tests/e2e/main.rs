@@ -10,10 +10,12 @@ mod abuse_authz;
 mod abuse_journal;
 mod abuse_limits;
 mod access;
+mod camera_import;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod disk_full;
 mod export;
+mod export_multi;
 mod faults;
 #[cfg(feature = "gst")]
 mod interop_gst;
