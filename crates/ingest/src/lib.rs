@@ -158,6 +158,27 @@ pub fn spawn_stream(
     key: StreamKey,
     source: ResolvedSource,
     sink: Arc<dyn FrameSink>,
+    opts: IngestOptions,
+    shutdown: CancellationToken,
+) -> StreamHandle {
+    spawn_stream_from(key, source, None, sink, opts, shutdown)
+}
+
+/// Finds a stream's URL anew before each connection attempt (an ONVIF camera's
+/// `GetStreamUri`: the URI may change after a reboot). An `Err` is the stream's `last_error`
+/// (short, free of credentials) and the attempt is retried with the usual backoff.
+pub trait UrlSource: Send + Sync {
+    /// The URL to connect to now.
+    fn url(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<url::Url, String>> + Send + '_>>;
+}
+
+/// [`spawn_stream`] whose URL comes from `url_source` (when given) instead of `source.url`
+/// (then only shown in the status until the first answer).
+pub fn spawn_stream_from(
+    key: StreamKey,
+    source: ResolvedSource,
+    url_source: Option<Arc<dyn UrlSource>>,
+    sink: Arc<dyn FrameSink>,
     mut opts: IngestOptions,
     shutdown: CancellationToken,
 ) -> StreamHandle {
@@ -173,7 +194,16 @@ pub fn spawn_stream(
         // No flow control: see `runtime` for why UDP is read as packets arrive.
         (_, Transport::Udp) => None,
     };
-    let task = run_stream(key, source, sink, opts, status.clone(), shutdown).instrument(span);
+    let task = run_stream(
+        key,
+        source,
+        url_source,
+        sink,
+        opts,
+        status.clone(),
+        shutdown,
+    )
+    .instrument(span);
     let join = match runtime {
         Some(rt) => {
             let handle = rt.handle().clone();
@@ -191,7 +221,8 @@ pub fn spawn_stream(
 
 async fn run_stream(
     key: StreamKey,
-    source: ResolvedSource,
+    mut source: ResolvedSource,
+    url_source: Option<Arc<dyn UrlSource>>,
     sink: Arc<dyn FrameSink>,
     opts: IngestOptions,
     status: Arc<StatusCell>,
@@ -220,6 +251,34 @@ async fn run_stream(
             }
         }
 
+        if let Some(us) = &url_source {
+            let found = tokio::select! {
+                r = us.url() => r,
+                _ = shutdown.cancelled() => break,
+            };
+            match found {
+                Ok(mut u) => {
+                    // Credentials are configured apart; any in the camera's answer are dropped.
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                    source.url = u;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    status.set_error(e.clone());
+                    status.set_backoff(delay);
+                    warn!(
+                        retry_in_s = format_args!("{:.1}", delay.as_secs_f64()),
+                        "stream URL unavailable: {e}"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            }
+        }
         let session_id = next_session_id();
         let ctx = session::SessionCtx {
             source: &source,

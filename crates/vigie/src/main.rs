@@ -6,6 +6,7 @@
 mod audit;
 mod demo;
 mod export;
+mod onvif;
 mod run;
 mod users;
 
@@ -88,6 +89,11 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// ONVIF cameras: probe one, discover them on the local network segment.
+    Camera {
+        #[command(subcommand)]
+        command: onvif::CameraCommand,
+    },
     /// The access journal (run with Vigie stopped, or use the API).
     Audit {
         #[command(subcommand)]
@@ -146,6 +152,7 @@ fn main() -> std::process::ExitCode {
         Command::Key {
             command: KeyCommand::Show { config },
         } => load(&config).and_then(|c| export::key_show(&c)),
+        Command::Camera { command } => onvif::camera(command),
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => load(&config).and_then(|c| audit::verify(&c)),

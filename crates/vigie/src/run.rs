@@ -92,9 +92,19 @@ pub async fn run(
     let mut hubs = HashMap::new();
     let mut handles = Vec::new();
     for (i, (key, cam, stream)) in config.streams().enumerate() {
-        let source = stream
-            .resolve(&|k| std::env::var(k).ok())
+        let getenv = |k: &str| std::env::var(k).ok();
+        let (source, onvif) = cam
+            .resolve_stream(stream, &getenv)
             .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        let url_source: Option<Arc<dyn vigie_ingest::UrlSource>> =
+            match (onvif, cam.onvif_access(&getenv)) {
+                (Some(stream_ref), Ok(Some(access))) => Some(Arc::new(crate::onvif::ProfileUrl {
+                    access,
+                    stream: stream_ref,
+                    timeout: Duration::from_secs(u64::from(stream.connect_timeout_s)),
+                })),
+                _ => None,
+            };
         let writer = store.start_writer(key.clone(), (i as u32, n))?;
         // Every event goes to the writer and to the stream's live hub (frames shared, not copied).
         let live = vigie_live::LiveHub::new(key.clone());
@@ -104,7 +114,14 @@ pub async fn run(
         });
         let mut opts = vigie_ingest::IngestOptions::new(clock.clone());
         opts.runtime = Some(ingest_rt.clone());
-        let handle = vigie_ingest::spawn_stream(key.clone(), source, sink, opts, shutdown.clone());
+        let handle = vigie_ingest::spawn_stream_from(
+            key.clone(),
+            source,
+            url_source,
+            sink,
+            opts,
+            shutdown.clone(),
+        );
         hubs.insert(key.clone(), live);
         entries.push(vigie_api::StreamEntry {
             key,

@@ -1,0 +1,245 @@
+//! ONVIF wiring of the binary: stream URLs taken from a camera's media profiles (the ingest
+//! [`UrlSource`]), and the `vigie camera probe` / `vigie camera discover` commands. The
+//! protocol itself is `vigie-onvif`'s.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use vigie_core::config::{OnvifAccess, OnvifStream, ProfileRef};
+use vigie_ingest::UrlSource;
+use vigie_onvif::{Credentials, Device, Options};
+
+#[derive(Subcommand)]
+pub enum CameraCommand {
+    /// Print what an ONVIF camera offers: device information, media profiles (codec,
+    /// resolution, stream URI), PTZ (status, presets), event topics.
+    Probe {
+        /// The device service URL, e.g. http://192.0.2.10/onvif/device_service.
+        url: String,
+        /// ONVIF user name.
+        #[arg(long)]
+        user: Option<String>,
+        /// Name of the environment variable holding the password (never on the command line).
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// Per-request timeout in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+    },
+    /// List the ONVIF devices answering a WS-Discovery probe on the local network segment.
+    Discover {
+        /// How long to collect answers.
+        #[arg(long, default_value_t = 3)]
+        timeout_s: u64,
+        /// Where to send the probe (default: the multicast group 239.255.255.250:3702; a
+        /// unicast address probes one device).
+        #[arg(long, value_name = "ADDR")]
+        target: Option<SocketAddr>,
+    },
+}
+
+pub fn credentials(access: &OnvifAccess) -> Option<Credentials> {
+    access.username.as_ref().map(|u| Credentials {
+        username: u.clone(),
+        password: access
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default(),
+    })
+}
+
+/// A stream's URL from its camera's ONVIF profile, asked at every connection attempt.
+pub struct ProfileUrl {
+    pub access: OnvifAccess,
+    pub stream: OnvifStream,
+    pub timeout: Duration,
+}
+
+impl ProfileUrl {
+    async fn find(&self) -> vigie_onvif::Result<Result<url::Url, String>> {
+        let dev = Device::connect(
+            &self.access.url,
+            credentials(&self.access),
+            Options {
+                timeout: self.timeout,
+            },
+        )
+        .await?;
+        let profiles = dev.profiles().await?;
+        let token = match &self.stream.profile {
+            ProfileRef::Token(t) => profiles.iter().find(|p| &p.token == t),
+            ProfileRef::Index(i) => profiles.get(*i),
+        }
+        .map(|p| p.token.clone());
+        let Some(token) = token else {
+            let have: Vec<&str> = profiles.iter().map(|p| p.token.as_str()).collect();
+            return Ok(Err(format!(
+                "ONVIF: the camera at {} has no {} (its profiles: {have:?})",
+                self.access.url, self.stream.profile
+            )));
+        };
+        let uri = dev.stream_uri(&token).await?;
+        Ok(url::Url::parse(&uri).map_err(|e| format!("ONVIF: stream URI of {token:?}: {e}")))
+    }
+}
+
+impl UrlSource for ProfileUrl {
+    fn url(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<url::Url, String>> + Send + '_>> {
+        Box::pin(async move {
+            match self.find().await {
+                Ok(r) => r,
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+pub fn camera(command: CameraCommand) -> anyhow::Result<()> {
+    crate::run::block_on(async move {
+        match command {
+            CameraCommand::Probe {
+                url,
+                user,
+                password_env,
+                timeout_s,
+            } => {
+                probe(
+                    &url,
+                    user,
+                    password_env,
+                    Duration::from_secs(timeout_s.max(1)),
+                )
+                .await
+            }
+            CameraCommand::Discover { timeout_s, target } => {
+                discover(target, Duration::from_secs(timeout_s.max(1))).await
+            }
+        }
+    })
+}
+
+async fn probe(
+    url: &str,
+    user: Option<String>,
+    password_env: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let password = match &password_env {
+        Some(v) => Some(
+            std::env::var(v)
+                .with_context(|| format!("--password-env: environment variable {v} is not set"))?,
+        ),
+        None => None,
+    };
+    if password.is_some() && user.is_none() {
+        anyhow::bail!("--password-env needs --user");
+    }
+    let creds = user.map(|u| Credentials {
+        username: u,
+        password: password.unwrap_or_default(),
+    });
+    let dev = Device::connect(url, creds, Options { timeout }).await?;
+    let info = dev.device_information().await?;
+    println!("device      {url}");
+    println!(
+        "            {} {} (firmware {}, serial {}, hardware {})",
+        info.manufacturer, info.model, info.firmware_version, info.serial_number, info.hardware_id
+    );
+    println!(
+        "clock       camera {:+} s from this host",
+        dev.clock_offset().as_secs()
+    );
+    let profiles = dev.profiles().await?;
+    println!("profiles    {}", profiles.len());
+    for (i, p) in profiles.iter().enumerate() {
+        let res = p
+            .resolution
+            .map_or("?".to_owned(), |(w, h)| format!("{w}x{h}"));
+        let fps = p.fps.map_or("?".to_owned(), |f| format!("{f}"));
+        let uri = match dev.stream_uri(&p.token).await {
+            Ok(u) => vigie_core::config::redact_url(&u),
+            Err(e) => format!("(no stream URI: {e})"),
+        };
+        let role = match i {
+            0 => " [stream main]",
+            1 => " [stream sub]",
+            _ => "",
+        };
+        println!(
+            "  {:<10} {} {res} {fps} fps{}{role}\n             {uri}",
+            p.token,
+            if p.encoding.is_empty() {
+                "?"
+            } else {
+                &p.encoding
+            },
+            if p.ptz { " ptz" } else { "" },
+        );
+    }
+    match (dev.has_ptz(), profiles.iter().find(|p| p.ptz)) {
+        (true, Some(p)) => {
+            println!("ptz         yes (profile {})", p.token);
+            if let Ok(st) = dev.ptz_status(&p.token).await
+                && let Some(pos) = st.position
+            {
+                println!(
+                    "            position pan {:.3} tilt {:.3} zoom {:.3}{}",
+                    pos.pan,
+                    pos.tilt,
+                    pos.zoom,
+                    if st.moving { " (moving)" } else { "" }
+                );
+            }
+            match dev.ptz_presets(&p.token).await {
+                Ok(ps) => {
+                    println!("presets     {}", ps.len());
+                    for pr in ps {
+                        println!("  {:<10} {}", pr.token, pr.name);
+                    }
+                }
+                Err(e) => println!("presets     ({e})"),
+            }
+        }
+        _ => println!("ptz         no"),
+    }
+    if dev.has_events() {
+        match dev.event_topics().await {
+            Ok(t) => {
+                println!("events      {} topic(s)", t.len());
+                for topic in t {
+                    println!(
+                        "  {topic}  [{}]",
+                        vigie_onvif::EventKind::of_topic(&topic).as_str()
+                    );
+                }
+            }
+            Err(e) => println!("events      ({e})"),
+        }
+    } else {
+        println!("events      no");
+    }
+    Ok(())
+}
+
+async fn discover(target: Option<SocketAddr>, timeout: Duration) -> anyhow::Result<()> {
+    let target = target.unwrap_or(vigie_onvif::discovery::MULTICAST);
+    let found = vigie_onvif::discover(target, timeout).await?;
+    println!(
+        "{} ONVIF device(s) answered a probe to {target} within {} s",
+        found.len(),
+        timeout.as_secs()
+    );
+    for d in found {
+        println!(
+            "{}  {}  ({} from {})",
+            d.xaddrs.join(" "),
+            d.name().unwrap_or_else(|| "(no name)".into()),
+            d.endpoint,
+            d.from.ip()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! ONVIF cameras end to end: the real binary against camsim's simulated ONVIF device — stream
+//! URLs from media profiles (recorded), ONVIF failures (refused digest, malformed SOAP) as a
+//! clear `last_error`, `vigie camera probe` and `vigie camera discover`.
+
+use std::time::Duration;
+
+use vigie_camsim::{
+    Auth, Fixture, MountConfig, OnvifConfig, OnvifFault, OnvifHandle, OnvifProfile, OnvifServer,
+    ServerHandle,
+};
+use vigie_testkit::VigieBuilder;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vigie");
+const COMMUNE: &str = "[[communes]]\nid = \"test\"\nname = \"Test\"\n";
+const USER: &str = "onvif-op";
+const PASS: &str = "Dome-pw-7431";
+
+pub struct OnvifCam {
+    pub rtsp: ServerHandle,
+    pub onvif: OnvifHandle,
+}
+
+/// camsim with two RTSP mounts (`<name>/main` 720p, `<name>/sub` 360p, both behind the same
+/// digest credentials as the ONVIF side) and an ONVIF device whose profiles point at them.
+pub async fn onvif_camera(name: &str) -> OnvifCam {
+    let main = Fixture::embedded("h264-main-1280x720-15fps-gop30.h264").unwrap();
+    let sub = Fixture::embedded("h264-baseline-640x360-25fps-gop50.h264").unwrap();
+    let auth = Auth::digest(USER, PASS);
+    let rtsp = vigie_testkit::sim::start(vec![
+        MountConfig::new(format!("{name}/main"), main).with_auth(auth.clone()),
+        MountConfig::new(format!("{name}/sub"), sub).with_auth(auth),
+    ])
+    .await;
+    let onvif = OnvifServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        OnvifConfig {
+            auth: Some((USER.into(), PASS.into())),
+            profiles: vec![
+                OnvifProfile::for_mount("main", &rtsp, &format!("{name}/main")).unwrap(),
+                OnvifProfile::for_mount("sub", &rtsp, &format!("{name}/sub")).unwrap(),
+            ],
+            ptz: true,
+            discovery: Some("127.0.0.1:0".parse().unwrap()),
+        },
+    )
+    .await
+    .unwrap();
+    OnvifCam { rtsp, onvif }
+}
+
+/// A camera whose streams come from its ONVIF profiles (no `url`).
+pub fn onvif_camera_toml(id: &str, device_url: &str, password: &str) -> String {
+    format!(
+        "[[cameras]]\nid = \"{id}\"\nname = \"Dome {id}\"\ncommune = \"test\"\nonvif = \"{device_url}\"\nusername = \"{USER}\"\npassword = \"{password}\"\n  [[cameras.streams]]\n  name = \"main\"\n  connect_timeout_s = 3\n  stall_timeout_s = 5\n  [[cameras.streams]]\n  name = \"sub\"\n  connect_timeout_s = 3\n  stall_timeout_s = 5\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn onvif_stream_urls_come_from_the_profiles_and_record() {
+    let cam = onvif_camera("dome").await;
+    let v = VigieBuilder::new(BIN)
+        .toml(COMMUNE)
+        .toml(&onvif_camera_toml("dome", &cam.onvif.device_url(), PASS))
+        .start()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for stream in ["main", "sub"] {
+        loop {
+            let st = v.stream_status("dome", stream).await.unwrap();
+            if st["online"] == true && st["frames_total"].as_u64().unwrap_or(0) > 0 {
+                let res = (st["width"].as_u64(), st["height"].as_u64());
+                let want = if stream == "main" {
+                    (Some(1280), Some(720))
+                } else {
+                    (Some(640), Some(360))
+                };
+                assert_eq!(res, want, "{stream}: {st}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{stream} not recording: {st}\n{}",
+                v.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    // The RTSP sessions used the camera's credentials (the mounts demand them).
+    assert!(cam.rtsp.mount("dome/main").unwrap().stats().sessions_total >= 1);
+    assert!(cam.onvif.stats().requests >= 4);
+    assert!(!v.log().contains(PASS), "password in the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn onvif_refusals_and_malformed_answers_are_a_clear_last_error() {
+    let refusing = onvif_camera("refusing").await;
+    let broken = onvif_camera("broken").await;
+    broken.onvif.set_fault(OnvifFault::Malformed);
+    let v = VigieBuilder::new(BIN)
+        .toml(COMMUNE)
+        .toml(&onvif_camera_toml(
+            "refusing",
+            &refusing.onvif.device_url(),
+            "not-the-password",
+        ))
+        .toml(&onvif_camera_toml(
+            "broken",
+            &broken.onvif.device_url(),
+            PASS,
+        ))
+        .start()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for (cam, expect) in [
+        ("refusing", "refused the credentials"),
+        ("broken", "malformed answer"),
+    ] {
+        loop {
+            let st = v.stream_status(cam, "main").await.unwrap();
+            if let Some(err) = st["last_error"].as_str() {
+                assert!(err.contains(expect), "{cam}: {err:?} should say {expect:?}");
+                assert!(err.contains("ONVIF"), "{cam}: {err}");
+                assert!(!err.contains("not-the-password"), "{cam}: secret in {err}");
+                assert_eq!(st["online"], false, "{cam}: {st}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{cam}: no last_error: {st}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    assert!(refusing.onvif.stats().auth_failures >= 1);
+    // The camera recovers: the recorder picks it up without a restart.
+    broken.onvif.set_fault(OnvifFault::None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = v.stream_status("broken", "main").await.unwrap();
+        if st["online"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broken did not recover: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, _) = v.get("/api/v1/health").await.unwrap();
+    assert!(status == 200 || status == 503, "{status}");
+    let log = v.log();
+    assert!(
+        !log.contains("not-the-password") && !log.contains(PASS),
+        "password in the log"
+    );
+}
+
+fn vigie_cmd(args: &[&str], password: Option<&str>) -> (bool, String) {
+    let mut c = std::process::Command::new(BIN);
+    c.args(args);
+    if let Some(p) = password {
+        c.env("E2E_ONVIF_PW", p);
+    }
+    let out = c.output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn camera_probe_prints_profiles_ptz_and_event_topics() {
+    let cam = onvif_camera("probe").await;
+    let url = cam.onvif.device_url();
+    let args = [
+        "camera",
+        "probe",
+        &url,
+        "--user",
+        USER,
+        "--password-env",
+        "E2E_ONVIF_PW",
+    ];
+    let (ok, out) = tokio::task::spawn_blocking({
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        move || {
+            vigie_cmd(
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                Some(PASS),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    for want in [
+        "Vigie camsim",
+        "profiles    2",
+        "1280x720",
+        "640x360",
+        "[stream main]",
+        "[stream sub]",
+        &cam.rtsp.url("probe/main"),
+        &cam.rtsp.url("probe/sub"),
+        "ptz         yes",
+        "position pan 0.000",
+        "tns1:VideoSource/MotionAlarm  [motion]",
+        "tns1:VideoSource/GlobalSceneChange/ImagingService  [tampering]",
+        "tns1:VideoSource/SignalLoss  [video-loss]",
+        "tns1:Device/Trigger/DigitalInput  [digital-input]",
+    ] {
+        assert!(out.contains(want), "{want:?} missing from:\n{out}");
+    }
+    // A wrong password: a failure naming the refusal, not the password.
+    let (ok, out) = tokio::task::spawn_blocking({
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        move || {
+            vigie_cmd(
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                Some("bad-pw-55"),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!ok, "{out}");
+    assert!(out.contains("refused the credentials"), "{out}");
+    assert!(!out.contains("bad-pw-55"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn camera_discover_lists_the_device_answering_a_probe() {
+    let cam = onvif_camera("disco").await;
+    let target = cam.onvif.discovery_addr().unwrap().to_string();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        vigie_cmd(
+            &[
+                "camera",
+                "discover",
+                "--timeout-s",
+                "1",
+                "--target",
+                &target,
+            ],
+            None,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("1 ONVIF device(s)"), "{out}");
+    assert!(out.contains(&cam.onvif.device_url()), "{out}");
+    assert!(out.contains("camsim"), "{out}");
+}
