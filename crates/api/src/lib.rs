@@ -70,6 +70,8 @@ pub struct AppState {
     pub exports: Arc<dyn ExportJobs>,
     /// Process-wide bounds (login hashing gate).
     pub limits: Arc<limits::Limits>,
+    /// PTZ of the ONVIF cameras (operator lock included).
+    pub ptz: Arc<dyn vigie_service::ptz::PtzControl>,
 }
 
 impl AppState {

@@ -44,6 +44,8 @@ pub enum Action {
     /// The journal found at start disagreed with its signed head (entries removed or
     /// rewritten, head deleted or forged). Kept forever; reported by every verification.
     TamperAlarm,
+    /// A PTZ command (move, stop, preset) sent to a camera.
+    Ptz,
 }
 
 impl Action {
@@ -76,6 +78,7 @@ impl Action {
             Action::ServiceStart => "service-start",
             Action::ServiceStop => "service-stop",
             Action::TamperAlarm => "tamper-alarm",
+            Action::Ptz => "ptz",
         }
     }
 
@@ -215,6 +218,7 @@ mod tests {
             Action::ServiceStart,
             Action::ServiceStop,
             Action::TamperAlarm,
+            Action::Ptz,
         ] {
             assert_eq!(
                 serde_json::to_value(a).unwrap(),

@@ -97,6 +97,27 @@ impl UrlSource for ProfileUrl {
     }
 }
 
+/// PTZ through the ONVIF device of every camera that has one.
+pub fn ptz_service(config: &vigie_core::config::Config) -> vigie_service::ptz::OnvifPtz {
+    let getenv = |k: &str| std::env::var(k).ok();
+    let cameras = config
+        .cameras
+        .iter()
+        .filter_map(|c| {
+            let access = c.onvif_access(&getenv).ok().flatten()?;
+            Some((
+                c.id.clone(),
+                vigie_service::ptz::PtzCamera {
+                    credentials: credentials(&access),
+                    url: access.url,
+                    timeout: Duration::from_secs(5),
+                },
+            ))
+        })
+        .collect();
+    vigie_service::ptz::OnvifPtz::new(cameras)
+}
+
 pub fn camera(command: CameraCommand) -> anyhow::Result<()> {
     crate::run::block_on(async move {
         match command {

@@ -183,6 +183,7 @@ pub async fn run(
         streams: Arc::new(entries),
         clock: clock.clone(),
         limits: Arc::new(vigie_api::limits::Limits::new(&config)),
+        ptz: Arc::new(crate::onvif::ptz_service(&config)),
     };
     // Signal handlers before the listener: a SIGTERM as soon as the port answers (a service
     // manager, a test) must be a clean stop, not the default kill.

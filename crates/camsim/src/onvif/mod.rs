@@ -260,6 +260,10 @@ impl OnvifHandle {
     pub fn ptz_position(&self) -> (PtzPosition, bool) {
         lock(&self.device.ptz).status(Instant::now())
     }
+    /// PTZ commands received (moves, stops, preset recalls).
+    pub fn ptz_commands(&self) -> u64 {
+        lock(&self.device.ptz).commands
+    }
     /// Raises (state `true`) or clears an alarm.
     pub fn raise(&self, kind: EventKind, state: bool) {
         raise(&self.device, kind, state);

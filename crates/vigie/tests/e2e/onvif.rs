@@ -251,3 +251,226 @@ async fn camera_discover_lists_the_device_answering_a_probe() {
     assert!(out.contains(&cam.onvif.device_url()), "{out}");
     assert!(out.contains("camsim"), "{out}");
 }
+
+const USER_PW: &str = "a long enough password";
+
+/// Creates a user (by the default admin) and returns an API token for it.
+async fn user_token(v: &vigie_testkit::Vigie, name: &str, role: &str) -> String {
+    let (st, b) = api(
+        v,
+        v.admin_token(),
+        "POST",
+        "/api/v1/users",
+        Some(
+            serde_json::json!({"name": name, "role": role, "password": USER_PW, "communes": "all"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "creating {name}: {b}");
+    let (st, b) = api(
+        v,
+        v.admin_token(),
+        "POST",
+        "/api/v1/tokens",
+        Some(serde_json::json!({"user": name, "name": "ptz"})),
+    )
+    .await;
+    assert_eq!(st, 201, "token for {name}: {b}");
+    b["token"].as_str().unwrap().to_owned()
+}
+
+async fn api(
+    v: &vigie_testkit::Vigie,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{}{}", v.base_url(), path));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let st = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ptz_api_moves_the_camera_one_operator_at_a_time_and_journals_every_command() {
+    let cam = onvif_camera("ptzdome").await;
+    let v = VigieBuilder::new(BIN)
+        .toml(COMMUNE)
+        .toml(&onvif_camera_toml("ptzdome", &cam.onvif.device_url(), PASS))
+        .start()
+        .unwrap();
+    let alice = user_token(&v, "alice", "operator").await;
+    let bob = user_token(&v, "bob", "operator").await;
+    let ines = user_token(&v, "ines", "investigator").await;
+    let base = "/api/v1/cameras/ptzdome/ptz";
+
+    // Without the right: 403, and the head does not move.
+    let (st, b) = api(
+        &v,
+        Some(&ines),
+        "POST",
+        &format!("{base}/move"),
+        Some(serde_json::json!({"pan": 1.0})),
+    )
+    .await;
+    assert_eq!(st, 403, "{b}");
+    assert_eq!(
+        cam.onvif.ptz_commands(),
+        0,
+        "a refused request reached the camera"
+    );
+
+    // Alice pans right: camsim's head moves.
+    let (st, b) = api(
+        &v,
+        Some(&alice),
+        "POST",
+        &format!("{base}/move"),
+        Some(serde_json::json!({"pan": 1.0, "tilt": 0.0, "zoom": 0.0})),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["lock"]["holder"], "alice");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cam.onvif.ptz_position().0.pan < 0.05 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            cam.onvif.ptz_position()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Bob is refused while Alice holds it, and told who does.
+    let (st, b) = api(&v, Some(&bob), "POST", &format!("{base}/stop"), None).await;
+    assert_eq!(st, 409, "{b}");
+    assert_eq!(b["error"]["code"], "ptz_locked");
+    assert_eq!(b["error"]["holder"], "alice");
+    assert!(b["error"]["expires_in_s"].as_u64().unwrap() <= 30);
+    assert!(
+        cam.onvif.ptz_position().1,
+        "bob's refused stop reached the camera"
+    );
+    assert_eq!(cam.onvif.ptz_commands(), 1);
+    let (st, b) = api(&v, Some(&bob), "GET", base, None).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["lock"]["holder"], "alice", "{b}");
+    assert_eq!(b["moving"], true, "{b}");
+    // Alice stops, stores a preset, moves away, recalls it.
+    let (st, b) = api(&v, Some(&alice), "POST", &format!("{base}/stop"), None).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(!cam.onvif.ptz_position().1);
+    let at = cam.onvif.ptz_position().0;
+    let (st, b) = api(
+        &v,
+        Some(&alice),
+        "PUT",
+        &format!("{base}/presets/Pont%20neuf"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+    let token = b["token"].as_str().unwrap().to_owned();
+    let (st, _) = api(
+        &v,
+        Some(&alice),
+        "POST",
+        &format!("{base}/move"),
+        Some(serde_json::json!({"tilt": -1.0})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (st, _) = api(&v, Some(&alice), "POST", &format!("{base}/stop"), None).await;
+    assert_eq!(st, 200);
+    assert_ne!(cam.onvif.ptz_position().0.tilt, at.tilt);
+    let (st, b) = api(&v, Some(&alice), "GET", &format!("{base}/presets"), None).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["presets"][0]["name"], "Pont neuf", "{b}");
+    let (st, b) = api(
+        &v,
+        Some(&alice),
+        "POST",
+        &format!("{base}/presets/{token}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(cam.onvif.ptz_position().0, at);
+    // An unknown preset is the camera's refusal (502), not a crash.
+    let (st, b) = api(
+        &v,
+        Some(&alice),
+        "POST",
+        &format!("{base}/presets/999"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 502, "{b}");
+    // Out-of-range velocities are refused before reaching the camera.
+    let (st, _) = api(
+        &v,
+        Some(&alice),
+        "POST",
+        &format!("{base}/move"),
+        Some(serde_json::json!({"pan": 7})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    // Alice hands over; Bob can steer.
+    let (st, _) = api(&v, Some(&alice), "DELETE", &format!("{base}/lock"), None).await;
+    assert_eq!(st, 204);
+    let (st, b) = api(&v, Some(&bob), "POST", &format!("{base}/stop"), None).await;
+    assert_eq!(st, 200, "{b}");
+
+    // Every command is journaled: who, camera, what (the refused one too).
+    let (st, j) = v.get("/api/v1/audit?action=ptz").await.unwrap();
+    assert_eq!(st, 200, "{j}");
+    let entries = j["entries"].as_array().unwrap();
+    let seen: Vec<(String, String)> = entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e["camera"], "ptzdome", "{e}");
+            (
+                e["actor"].as_str().unwrap_or("").to_owned(),
+                e["details"]["command"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("alice", "move"),
+        ("alice", "stop"),
+        ("alice", "set-preset"),
+        ("alice", "goto-preset"),
+        ("bob", "stop"),
+    ] {
+        assert!(
+            seen.iter()
+                .any(|(a, c)| a.starts_with(want.0) && c == want.1),
+            "{want:?} not journaled: {seen:?}"
+        );
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["actor"].as_str().unwrap_or("").starts_with("bob")
+                && e["details"]["refused"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("held by alice"))),
+        "bob's refused stop is not journaled: {j}"
+    );
+    // A camera without ONVIF has no PTZ (404).
+    let (st, _) = api(&v, Some(&alice), "GET", "/api/v1/cameras/nope/ptz", None).await;
+    assert_eq!(st, 404);
+}
