@@ -59,6 +59,8 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                 "class": cam.class,
                 "retention_days": cfg.retention_days(cam),
                 "streams": streams,
+                // PTZ and events are reached through the camera's ONVIF device.
+                "onvif": cam.onvif.is_some(),
             })
         })
         .collect();

@@ -474,3 +474,227 @@ async fn ptz_api_moves_the_camera_one_operator_at_a_time_and_journals_every_comm
     let (st, _) = api(&v, Some(&alice), "GET", "/api/v1/cameras/nope/ptz", None).await;
     assert_eq!(st, 404);
 }
+
+/// Polls `f` every 50 ms until it is true (at most `secs`), else panics with `what`.
+async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ptz_controls_in_chromium_move_the_simulated_head_and_are_journaled() {
+    use serde_json::json;
+    use vigie_testkit::browser::Browser;
+    use vigie_testkit::browser::fantoccini::Locator;
+
+    let cam = onvif_camera("uidome").await;
+    let plain = format!(
+        "[[cameras]]\nid = \"plain\"\nname = \"Fixe\"\ncommune = \"test\"\n  [[cameras.streams]]\n  name = \"main\"\n  url = \"{}\"\n  username = \"{USER}\"\n  password = \"{PASS}\"\n",
+        cam.rtsp.url("uidome/sub")
+    );
+    let v = VigieBuilder::new(BIN)
+        .toml(COMMUNE)
+        .toml(&onvif_camera_toml("uidome", &cam.onvif.device_url(), PASS))
+        .toml(&plain)
+        .start()
+        .unwrap();
+    let _ = user_token(&v, "opera", "operator").await;
+    let _ = user_token(&v, "ines", "investigator").await;
+    let b = Browser::start().await.unwrap();
+    b.set_window_size(1280, 900).await.unwrap();
+    b.set_script_timeout(Duration::from_secs(30)).await.unwrap();
+    let login = |user: &'static str| {
+        let b = &b;
+        let base = v.base_url();
+        async move {
+            b.goto_anonymous(&format!("{base}/")).await.unwrap();
+            let wd = b.webdriver().unwrap();
+            let field = |css: &'static str| async move {
+                wd.wait()
+                    .at_most(Duration::from_secs(20))
+                    .for_element(Locator::Css(css))
+                    .await
+                    .unwrap()
+            };
+            field("#username").await.send_keys(user).await.unwrap();
+            field("#password").await.send_keys(USER_PW).await.unwrap();
+            field("#login-submit").await.click().await.unwrap();
+            wd.wait()
+                .at_most(Duration::from_secs(20))
+                .for_element(Locator::Css("main[data-page]"))
+                .await
+                .unwrap();
+        }
+    };
+    let wait_js = |what: &'static str, code: &'static str| {
+        let b = &b;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match b.eval(code, vec![]).await {
+                    Ok(x) if !x.is_null() && x != json!(false) => return x,
+                    _ => {}
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "timed out waiting for {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    // An operator: the one-tile wall of the dome has the PTZ controls.
+    login("opera").await;
+    b.eval("location.hash = '#/live?layout=1&cams=uidome';", vec![])
+        .await
+        .unwrap();
+    wait_js(
+        "the PTZ controls",
+        "return document.querySelector('.tile .ptz [data-ptz=right]') !== null",
+    )
+    .await;
+    assert_eq!(
+        b.eval(
+            "return window.vigie.live.tiles.map(t => [t.camera, t.ptz])",
+            vec![]
+        )
+        .await
+        .unwrap(),
+        json!([["uidome", true]])
+    );
+    // Holding "right" pans until released.
+    b.eval(
+        "document.querySelector('[data-ptz=right]').dispatchEvent(new PointerEvent('pointerdown', {bubbles: true, pointerId: 1}));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until("the head to pan right", 20, || {
+        cam.onvif.ptz_position().0.pan > 0.1
+    })
+    .await;
+    b.eval(
+        "document.querySelector('[data-ptz=right]').dispatchEvent(new PointerEvent('pointerup', {bubbles: true, pointerId: 1}));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until("the head to stop", 20, || !cam.onvif.ptz_position().1).await;
+    // The arrow keys steer too (key down: move, key up: stop).
+    b.eval(
+        "const t = document.querySelector('.tile'); t.focus();
+         t.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowUp', bubbles: true}));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until("the head to tilt up", 20, || {
+        cam.onvif.ptz_position().0.tilt > 0.1
+    })
+    .await;
+    b.eval(
+        "document.querySelector('.tile').dispatchEvent(new KeyboardEvent('keyup', {key: 'ArrowUp', bubbles: true}));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until("the head to stop", 20, || !cam.onvif.ptz_position().1).await;
+    // A preset stored from the controls appears in the list.
+    let wd = b.webdriver().unwrap();
+    wd.find(Locator::Css(".ptz-name"))
+        .await
+        .unwrap()
+        .send_keys("Carrefour")
+        .await
+        .unwrap();
+    wd.find(Locator::Css("[data-ptz=save]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        "the stored preset",
+        "return [...document.querySelectorAll('.ptz-presets option')].some(o => o.textContent === 'Carrefour')",
+    )
+    .await;
+    let status = wait_js(
+        "the lock status",
+        "const s = document.querySelector('.ptz-status'); return s && s.textContent || null",
+    )
+    .await;
+    assert!(status.as_str().unwrap().contains("30 s"), "{status}");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("ui-screenshots");
+    std::fs::create_dir_all(&shot).unwrap();
+    b.screenshot_to(&shot.join("ptz-live.png")).await.unwrap();
+    // A camera without ONVIF has no controls.
+    b.eval("location.hash = '#/live?layout=1&cams=plain';", vec![])
+        .await
+        .unwrap();
+    wait_js("the plain tile", "return window.vigie.live.tiles.length === 1 && window.vigie.live.tiles[0].camera === 'plain'").await;
+    assert_eq!(
+        b.eval("return document.querySelector('.ptz') === null", vec![])
+            .await
+            .unwrap(),
+        json!(true)
+    );
+    let moves_by_operator = cam.onvif.ptz_commands();
+
+    // An investigator (no ptz right): the same request from the UI's session is refused.
+    b.eval("document.querySelector('header .logout').click();", vec![])
+        .await
+        .unwrap();
+    wait_js(
+        "the login form",
+        "return document.querySelector('#username') !== null",
+    )
+    .await;
+    login("ines").await;
+    let r = b
+        .execute_async(
+            "const done = arguments[0];
+             import('/assets/api.js').then(m => m.post('/api/v1/cameras/uidome/ptz/move', {pan: 1}))
+               .then(() => done('accepted'), e => done(e.status + ' ' + e.code));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, json!("403 forbidden"));
+    assert_eq!(
+        cam.onvif.ptz_commands(),
+        moves_by_operator,
+        "the refused move reached the camera"
+    );
+
+    // Journaled with the right: who, which camera, what.
+    let (st, j) = v.get("/api/v1/audit?action=ptz").await.unwrap();
+    assert_eq!(st, 200, "{j}");
+    let cmds: Vec<String> = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "opera" && e["camera"] == "uidome")
+        .map(|e| e["details"]["command"].as_str().unwrap_or("").to_owned())
+        .collect();
+    for want in ["move", "stop", "set-preset"] {
+        assert!(
+            cmds.iter().any(|c| c == want),
+            "{want} not journaled: {cmds:?}"
+        );
+    }
+    assert!(
+        cmds.iter().filter(|c| *c == "move").count() >= 2,
+        "{cmds:?}"
+    );
+    b.close().await.unwrap();
+}
