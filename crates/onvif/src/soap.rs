@@ -331,7 +331,7 @@ pub(crate) fn with_body<T>(
 /// Formats a duration as `xs:duration` (`PT1.5S`).
 pub(crate) fn xs_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("PT{}S", ms / 1000)
     } else {
         format!("PT{}.{:03}S", ms / 1000, ms % 1000)
