@@ -72,6 +72,23 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// PTZ of the ONVIF cameras (operator lock included).
     pub ptz: Arc<dyn vigie_service::ptz::PtzControl>,
+    /// Camera events received since start, per (camera, kind), for `/metrics`.
+    pub camera_events: Arc<CameraEventCounts>,
+}
+
+/// Counts of camera events (ONVIF alarms) received since start, per (camera, kind).
+#[derive(Debug, Default)]
+pub struct CameraEventCounts(std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>);
+
+impl CameraEventCounts {
+    pub fn add(&self, camera: &str, kind: &str) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *g.entry((camera.to_owned(), kind.to_owned())).or_default() += 1;
+    }
+    pub fn snapshot(&self) -> Vec<((String, String), u64)> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
 }
 
 impl AppState {

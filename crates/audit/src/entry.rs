@@ -46,6 +46,8 @@ pub enum Action {
     TamperAlarm,
     /// A PTZ command (move, stop, preset) sent to a camera.
     Ptz,
+    /// A camera's own alarm (ONVIF tampering, video loss) raised or cleared.
+    CameraAlarm,
 }
 
 impl Action {
@@ -79,6 +81,7 @@ impl Action {
             Action::ServiceStop => "service-stop",
             Action::TamperAlarm => "tamper-alarm",
             Action::Ptz => "ptz",
+            Action::CameraAlarm => "camera-alarm",
         }
     }
 
@@ -219,6 +222,7 @@ mod tests {
             Action::ServiceStop,
             Action::TamperAlarm,
             Action::Ptz,
+            Action::CameraAlarm,
         ] {
             assert_eq!(
                 serde_json::to_value(a).unwrap(),

@@ -264,3 +264,99 @@ async fn discover(target: Option<SocketAddr>, timeout: Duration) -> anyhow::Resu
     }
     Ok(())
 }
+
+/// What the event subscriber of one camera needs.
+pub struct EventSink {
+    pub camera: String,
+    /// The camera's streams: each event is stored with each (events concern the whole camera).
+    pub streams: Vec<String>,
+    pub store: vigie_store::Store,
+    pub journal: vigie_audit::Journal,
+    pub counts: std::sync::Arc<vigie_api::CameraEventCounts>,
+}
+
+/// Keeps a PullPoint subscription on an ONVIF camera until `shutdown`: stores its events per
+/// stream, counts them for `/metrics`, journals its alarms (tampering, video loss). A failure
+/// is logged and retried with backoff (5 s doubling to 60 s); recording does not depend on it.
+pub async fn event_loop(
+    access: OnvifAccess,
+    sink: EventSink,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut delay = Duration::from_secs(5);
+    loop {
+        let run = subscribe(&access, &sink, &shutdown);
+        let r = tokio::select! {
+            r = run => r,
+            _ = shutdown.cancelled() => return,
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(camera = %sink.camera, retry_in_s = delay.as_secs(), "camera events: {e}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn subscribe(
+    access: &OnvifAccess,
+    sink: &EventSink,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> vigie_onvif::Result<()> {
+    let dev = Device::connect(&access.url, credentials(access), Options::default()).await?;
+    if !dev.has_events() {
+        tracing::info!(camera = %sink.camera, "the camera offers no events");
+        return Ok(());
+    }
+    let pp = dev.pull_point().await?;
+    tracing::info!(camera = %sink.camera, "subscribed to the camera's events");
+    loop {
+        let evs = tokio::select! {
+            r = pp.pull(Duration::from_secs(10), 100) => r?,
+            _ = shutdown.cancelled() => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), pp.unsubscribe()).await;
+                return Ok(());
+            }
+        };
+        for ev in evs {
+            let at = ev.utc.map_or_else(
+                || vigie_core::Time90k::from_timestamp(jiff::Timestamp::now()),
+                vigie_core::Time90k::from_timestamp,
+            );
+            let kind = ev.kind.as_str();
+            sink.counts.add(&sink.camera, kind);
+            for s in &sink.streams {
+                let rec = vigie_store::CameraEvent {
+                    camera: sink.camera.clone(),
+                    stream: s.clone(),
+                    at,
+                    kind: kind.to_owned(),
+                    active: ev.active,
+                    topic: ev.topic.clone(),
+                };
+                if let Err(e) = sink.store.record_event(&rec) {
+                    tracing::warn!(camera = %sink.camera, "storing a camera event: {e}");
+                }
+            }
+            tracing::info!(camera = %sink.camera, kind, active = ?ev.active, topic = %ev.topic, "camera event");
+            if ev.kind.is_alarm() {
+                let mut entry =
+                    vigie_audit::NewEntry::new("camera", vigie_audit::Action::CameraAlarm)
+                        .range(at, at)
+                        .details(serde_json::json!({
+                            "type": kind,
+                            "active": ev.active,
+                            "topic": ev.topic,
+                        }));
+                entry.camera = Some(sink.camera.clone());
+                sink.journal.append_or_log(entry);
+            }
+        }
+    }
+}

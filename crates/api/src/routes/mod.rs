@@ -2,6 +2,7 @@
 
 mod audit;
 mod cameras;
+mod events;
 mod exports;
 mod health;
 mod holds;
@@ -205,6 +206,17 @@ pub fn routes() -> Vec<RouteDef> {
                 &[200, 400, 401, 403, 404, 501],
             )],
             make: || get(snapshot::snapshot),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/events",
+            ops: vec![op(
+                "get",
+                Rule::CameraPerm(Playback),
+                "The camera's own events (ONVIF motion, tampering, video-loss, digital-input) in [start, end), oldest first; type=K filters a kind; stream=S (default the first stream).",
+                &["start", "end", "type", "stream"],
+                &[200, 400, 401, 403, 404],
+            )],
+            make: || get(events::list),
         },
         RouteDef {
             path: "/api/v1/cameras/{cam}/ptz",

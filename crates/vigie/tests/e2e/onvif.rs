@@ -698,3 +698,99 @@ async fn ptz_controls_in_chromium_move_the_simulated_head_and_are_journaled() {
     );
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn camera_events_are_stored_listed_counted_and_alarms_journaled() {
+    let cam = onvif_camera("evdome").await;
+    let v = VigieBuilder::new(BIN)
+        .toml(COMMUNE)
+        .toml(&onvif_camera_toml("evdome", &cam.onvif.device_url(), PASS))
+        .start()
+        .unwrap();
+    let t0 = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(5);
+    until("the recorder's subscription", 30, || {
+        cam.onvif.stats().subscriptions == 1
+    })
+    .await;
+    cam.onvif.raise(vigie_camsim::EventKind::Motion, true);
+    // Through camsim's control API, as a script would.
+    let st = reqwest::Client::new()
+        .post(format!(
+            "{}/control/events/tampering?state=true",
+            cam.onvif.base_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, 204);
+    cam.onvif
+        .raise(vigie_camsim::EventKind::DigitalInput, false);
+    let end = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+    let path = format!("/api/v1/cameras/evdome/events?start={t0}&end={end}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let (st, b) = v.get(&path).await.unwrap();
+        assert_eq!(st, 200, "{b}");
+        let evs = b["events"].as_array().unwrap().clone();
+        if evs.len() >= 3 {
+            assert_eq!(b["stream"], "main");
+            break evs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events not stored: {b}\n{}",
+            v.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["motion", "tampering", "digital-input"],
+        "{events:?}"
+    );
+    assert_eq!(events[1]["active"], true);
+    assert_eq!(events[2]["active"], false);
+    assert_eq!(
+        events[1]["topic"],
+        "tns1:VideoSource/GlobalSceneChange/ImagingService"
+    );
+    // Per stream (the sub stream has them too), filtered by type.
+    let (_, b) = v
+        .get(&format!("{path}&stream=sub&type=tampering"))
+        .await
+        .unwrap();
+    assert_eq!(b["events"].as_array().unwrap().len(), 1, "{b}");
+    // A window before them is empty; a bad window is a 400.
+    let (_, b) = v
+        .get(&format!(
+            "/api/v1/cameras/evdome/events?start=2020-01-01T00:00:00Z&end={t0}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(b["events"].as_array().unwrap().len(), 0);
+    let (st, _) = v
+        .get(&format!(
+            "/api/v1/cameras/evdome/events?start={end}&end={t0}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(st, 400);
+    // Counted in /metrics.
+    let (_, m) = v.get_text("/metrics").await.unwrap();
+    for line in [
+        "vigie_camera_events_total{camera=\"evdome\",kind=\"motion\"} 1",
+        "vigie_camera_events_total{camera=\"evdome\",kind=\"tampering\"} 1",
+        "vigie_camera_events_total{camera=\"evdome\",kind=\"digital-input\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} not in metrics");
+    }
+    // Alarms (tampering, video loss) are journaled; motion is not.
+    let (st, j) = v.get("/api/v1/audit?action=camera-alarm").await.unwrap();
+    assert_eq!(st, 200, "{j}");
+    let entries = j["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{j}");
+    assert_eq!(entries[0]["camera"], "evdome");
+    assert_eq!(entries[0]["details"]["type"], "tampering");
+}
