@@ -793,4 +793,57 @@ async fn camera_events_are_stored_listed_counted_and_alarms_journaled() {
     assert_eq!(entries.len(), 1, "{j}");
     assert_eq!(entries[0]["camera"], "evdome");
     assert_eq!(entries[0]["details"]["type"], "tampering");
+
+    // Marks on the playback timeline (Chromium).
+    use vigie_testkit::browser::Browser;
+    use vigie_testkit::browser::fantoccini::Locator;
+    let b = Browser::start().await.unwrap();
+    b.set_window_size(1280, 900).await.unwrap();
+    b.goto_anonymous(&format!("{}/", v.base_url()))
+        .await
+        .unwrap();
+    let wd = b.webdriver().unwrap();
+    let el = |css: &'static str| async move {
+        wd.wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap()
+    };
+    el("#username")
+        .await
+        .send_keys(vigie_testkit::process::ADMIN_USER)
+        .await
+        .unwrap();
+    el("#password")
+        .await
+        .send_keys(vigie_testkit::process::ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    el("#login-submit").await.click().await.unwrap();
+    el("main[data-page]").await;
+    b.eval("location.hash = '#/playback/evdome';", vec![])
+        .await
+        .unwrap();
+    el(".tl-row[data-camera=evdome] .tl-event[data-type=tampering]").await;
+    let marks = b
+        .eval(
+            "return [...document.querySelectorAll('.tl-row[data-camera=evdome] .tl-event')].map(e => e.dataset.type)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        marks,
+        serde_json::json!(["motion", "tampering", "digital-input"])
+    );
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("ui-screenshots");
+    std::fs::create_dir_all(&shot).unwrap();
+    b.screenshot_to(&shot.join("events-timeline.png"))
+        .await
+        .unwrap();
+    b.close().await.unwrap();
 }
