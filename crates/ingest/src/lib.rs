@@ -261,6 +261,7 @@ async fn run_stream(
                     // Credentials are configured apart; any in the camera's answer are dropped.
                     let _ = u.set_username("");
                     let _ = u.set_password(None);
+                    status.set_url(u.as_str());
                     source.url = u;
                 }
                 Err(e) => {

@@ -85,6 +85,9 @@ async fn onvif_stream_urls_come_from_the_profiles_and_record() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+    // The status shows the URL the camera gave (the profile's stream URI).
+    let st = v.stream_status("dome", "sub").await.unwrap();
+    assert_eq!(st["url"], cam.rtsp.url("dome/sub"), "{st}");
     // The RTSP sessions used the camera's credentials (the mounts demand them).
     assert!(cam.rtsp.mount("dome/main").unwrap().stats().sessions_total >= 1);
     assert!(cam.onvif.stats().requests >= 4);
