@@ -294,6 +294,7 @@ pub async fn event_loop(
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(camera = %sink.camera, retry_in_s = delay.as_secs(), "camera events: {e}");
+                sink.counts.failed(&sink.camera, e.to_string());
             }
         }
         tokio::select! {
@@ -316,9 +317,17 @@ async fn subscribe(
     }
     let pp = dev.pull_point().await?;
     tracing::info!(camera = %sink.camera, "subscribed to the camera's events");
+    sink.counts.subscribed(&sink.camera);
     loop {
         let evs = tokio::select! {
-            r = pp.pull(Duration::from_secs(10), 100) => r?,
+            r = pp.pull(Duration::from_secs(10), 100) => match r {
+                Ok(evs) => evs,
+                Err(e) => {
+                    // The subscription is gone (camera rebooted, subscription expired): a new one.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), pp.unsubscribe()).await;
+                    return Err(e);
+                }
+            },
             _ = shutdown.cancelled() => {
                 let _ = tokio::time::timeout(Duration::from_secs(2), pp.unsubscribe()).await;
                 return Ok(());

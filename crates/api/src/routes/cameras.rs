@@ -61,6 +61,10 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                 "streams": streams,
                 // PTZ and events are reached through the camera's ONVIF device.
                 "onvif": cam.onvif.is_some(),
+                "onvif_events": cam.onvif.as_ref().map(|_| {
+                    let (subscribed, last_error) = state.camera_events.status(&cam.id).unwrap_or_default();
+                    json!({"subscribed": subscribed, "last_error": last_error})
+                }),
             })
         })
         .collect();

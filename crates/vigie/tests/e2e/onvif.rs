@@ -135,6 +135,30 @@ async fn onvif_refusals_and_malformed_answers_are_a_clear_last_error() {
         }
     }
     assert!(refusing.onvif.stats().auth_failures >= 1);
+    // The event subscription's failure is shown on the camera too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = v.get("/api/v1/cameras").await.unwrap();
+        let cam = list["cameras"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == "refusing")
+            .unwrap()
+            .clone();
+        assert_eq!(cam["onvif"], true);
+        if let Some(err) = cam["onvif_events"]["last_error"].as_str() {
+            assert!(err.contains("refused the credentials"), "{err}");
+            assert!(!err.contains("not-the-password"), "{err}");
+            assert_eq!(cam["onvif_events"]["subscribed"], false);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no events error: {cam}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // The camera recovers: the recorder picks it up without a restart.
     broken.onvif.set_fault(OnvifFault::None);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
