@@ -154,29 +154,34 @@ struct Connected {
     profile: String,
 }
 
+/// One camera's connection slot: its own lock, so a slow or unreachable camera never holds up
+/// the PTZ of the others.
+type Slot = tokio::sync::Mutex<Option<Arc<Connected>>>;
+
 /// PTZ through each camera's ONVIF device.
 pub struct OnvifPtz {
-    cameras: HashMap<String, PtzCamera>,
-    devices: tokio::sync::Mutex<HashMap<String, Arc<Connected>>>,
+    cameras: HashMap<String, (PtzCamera, Slot)>,
     locks: Locks,
 }
 
 impl OnvifPtz {
     pub fn new(cameras: HashMap<String, PtzCamera>) -> OnvifPtz {
         OnvifPtz {
-            cameras,
-            devices: tokio::sync::Mutex::new(HashMap::new()),
+            cameras: cameras
+                .into_iter()
+                .map(|(k, c)| (k, (c, tokio::sync::Mutex::new(None))))
+                .collect(),
             locks: Locks::default(),
         }
     }
 
     async fn connected(&self, camera: &str) -> Result<Arc<Connected>, PtzError> {
-        let cfg = self
+        let (cfg, slot) = self
             .cameras
             .get(camera)
             .ok_or_else(|| PtzError::NotOnvif(camera.to_owned()))?;
-        let mut g = self.devices.lock().await;
-        if let Some(c) = g.get(camera) {
+        let mut g = slot.lock().await;
+        if let Some(c) = g.as_ref() {
             return Ok(c.clone());
         }
         let dev = Device::connect(
@@ -204,14 +209,16 @@ impl OnvifPtz {
             device: Arc::new(dev),
             profile,
         });
-        g.insert(camera.to_owned(), c.clone());
+        *g = Some(c.clone());
         Ok(c)
     }
 
     /// Forgets a device after a failure, so the next request reconnects (the camera may have
     /// rebooted or changed its address book).
     async fn forget(&self, camera: &str) {
-        self.devices.lock().await.remove(camera);
+        if let Some((_, slot)) = self.cameras.get(camera) {
+            *slot.lock().await = None;
+        }
     }
 
     async fn run(&self, camera: &str, cmd: PtzCommand) -> Result<Option<String>, PtzError> {

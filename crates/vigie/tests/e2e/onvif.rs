@@ -874,3 +874,55 @@ async fn camera_events_are_stored_listed_counted_and_alarms_journaled() {
         .unwrap();
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_camera_does_not_hold_up_the_ptz_of_another() {
+    let silent = onvif_camera("silentdome").await;
+    let good = onvif_camera("gooddome").await;
+    silent.onvif.set_fault(OnvifFault::Silent);
+    let v = VigieBuilder::new(BIN)
+        .toml(COMMUNE)
+        .toml(&onvif_camera_toml(
+            "silentdome",
+            &silent.onvif.device_url(),
+            PASS,
+        ))
+        .toml(&onvif_camera_toml(
+            "gooddome",
+            &good.onvif.device_url(),
+            PASS,
+        ))
+        .start()
+        .unwrap();
+    let alice = user_token(&v, "alice", "operator").await;
+    let stuck = {
+        let (base, alice) = (v.base_url(), alice.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/cameras/silentdome/ptz/stop"))
+                .bearer_auth(alice)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    // Let the request to the silent camera start waiting on it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (st, b) = api(
+        &v,
+        Some(&alice),
+        "POST",
+        "/api/v1/cameras/gooddome/ptz/stop",
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    assert!(
+        !stuck.is_finished(),
+        "the good camera's command waited for the silent camera's"
+    );
+    // The silent camera's command ends in a clear 502 after its timeout.
+    assert_eq!(stuck.await.unwrap(), 502);
+}
