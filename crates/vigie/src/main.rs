@@ -4,6 +4,7 @@
 //! shutdown. Everything else lives in the library crates; see docs/ARCHITECTURE.md.
 
 mod audit;
+mod camera;
 mod demo;
 mod export;
 mod onvif;
@@ -84,15 +85,16 @@ enum Command {
         #[arg(long, value_name = "HEX", conflicts_with = "config")]
         key: Option<String>,
     },
+    /// Cameras: import the operator's inventory (CSV) as `[[cameras]]` entries; probe an ONVIF
+    /// camera; discover the ONVIF devices of the local network segment.
+    Camera {
+        #[command(subcommand)]
+        command: camera::CameraCommand,
+    },
     /// The installation's evidence signing key.
     Key {
         #[command(subcommand)]
         command: KeyCommand,
-    },
-    /// ONVIF cameras: probe one, discover them on the local network segment.
-    Camera {
-        #[command(subcommand)]
-        command: onvif::CameraCommand,
     },
     /// The access journal (run with Vigie stopped, or use the API).
     Audit {
@@ -149,10 +151,10 @@ fn main() -> std::process::ExitCode {
                     Err(anyhow::anyhow!("the package is INVALID"))
                 }
             }),
+        Command::Camera { command } => camera::camera(command),
         Command::Key {
             command: KeyCommand::Show { config },
         } => load(&config).and_then(|c| export::key_show(&c)),
-        Command::Camera { command } => onvif::camera(command),
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => load(&config).and_then(|c| audit::verify(&c)),

@@ -12,7 +12,7 @@ use vigie_ingest::UrlSource;
 use vigie_onvif::{Credentials, Device, Options};
 
 #[derive(Subcommand)]
-pub enum CameraCommand {
+pub enum OnvifCommand {
     /// Print what an ONVIF camera offers: device information, media profiles (codec,
     /// resolution, stream URI), PTZ (status, presets), event topics.
     Probe {
@@ -118,10 +118,10 @@ pub fn ptz_service(config: &vigie_core::config::Config) -> vigie_service::ptz::O
     vigie_service::ptz::OnvifPtz::new(cameras)
 }
 
-pub fn camera(command: CameraCommand) -> anyhow::Result<()> {
+pub fn camera(command: OnvifCommand) -> anyhow::Result<()> {
     crate::run::block_on(async move {
         match command {
-            CameraCommand::Probe {
+            OnvifCommand::Probe {
                 url,
                 user,
                 password_env,
@@ -135,7 +135,7 @@ pub fn camera(command: CameraCommand) -> anyhow::Result<()> {
                 )
                 .await
             }
-            CameraCommand::Discover { timeout_s, target } => {
+            OnvifCommand::Discover { timeout_s, target } => {
                 discover(target, Duration::from_secs(timeout_s.max(1))).await
             }
         }
