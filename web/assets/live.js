@@ -8,6 +8,7 @@ import { streamPath } from './api.js';
 import * as time from './time.js';
 import { h, cameraGroups, statusDot, userKey } from './ui.js';
 import { hooks } from './hooks.js';
+import { ptzAvailable, ptzControls } from './ptz.js';
 
 /// One live stream played into a <video> element. Reconnects by itself until stop().
 export class LivePlayer {
@@ -229,7 +230,13 @@ export function livePage(root, ctx) {
         h('div', { class: 'tile-bottom' }, badge, h('span', { class: 'tile-actions' }, replay, close)));
       const toggle = () => { enlarged = enlarged === i ? null : i; render(); };
       tile.addEventListener('click', toggle);
-      tile.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); toggle(); } });
+      // PTZ on the tile shown alone (enlarged, or a one-tile wall).
+      const ptz = (enlarged === i || count === 1) && ptzAvailable(cam) ? ptzControls(cam) : null;
+      if (ptz) { tile.append(ptz); tile.addEventListener('keyup', (ev) => ptz.keyup(ev)); }
+      tile.addEventListener('keydown', (ev) => {
+        if (ptz && ptz.keydown(ev)) return;
+        if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); toggle(); }
+      });
       let entry = players.get(i);
       const onState = (s) => {
         clock.textContent = s.wallMs ? time.hms(s.wallMs) : '--:--:--';
@@ -246,7 +253,7 @@ export function livePage(root, ctx) {
         entry = { camera: cam.id, stream, player: new LivePlayer(video, cam.id, stream, onState) };
         players.set(i, entry);
       }
-      test.tiles.push({ slot: i, camera: cam.id, stream: entry.stream, enlarged: enlarged === i, state: entry.player.state, video: entry.player.video });
+      test.tiles.push({ slot: i, camera: cam.id, stream: entry.stream, enlarged: enlarged === i, state: entry.player.state, video: entry.player.video, ptz: !!ptz });
       grid.append(tile);
     }
   }

@@ -38,6 +38,14 @@ class CamPlayer {
     const r = await (background ? getBackground : get)(`${streamPath(this.cam.id, this.stream)}/recordings?start=${time.iso(a)}&end=${time.iso(b)}`);
     this.spans = r.spans.map((s) => [Date.parse(s.start), Date.parse(s.end)]);
     this.gaps = r.gaps.map((s) => [Date.parse(s.start), Date.parse(s.end)]);
+    // The camera's own events (ONVIF alarms), marked on the timeline; their absence is no error.
+    this.events = [];
+    if (this.cam.onvif) {
+      try {
+        const ev = await (background ? getBackground : get)(`/api/v1/cameras/${encodeURIComponent(this.cam.id)}/events?start=${time.iso(a)}&end=${time.iso(b)}&stream=${encodeURIComponent(this.stream)}`);
+        this.events = ev.events.map((e) => ({ ms: Date.parse(e.time), type: e.type, active: e.active }));
+      } catch { /* no events shown */ }
+    }
   }
   spanAt(ms) { return this.spans.find(([s, e]) => s <= ms && ms < e - 100) || null; }
   nextSpan(ms) { return this.spans.find(([s]) => s > ms) || null; }
@@ -184,7 +192,7 @@ export function playbackPage(root, ctx) {
       message(status, '');
     } catch (e) { message(status, `${t('error')}: ${e.message}`); }
     timeline.setNow(Date.now());
-    timeline.setRows(players.map((p) => ({ id: p.cam.id, label: p.cam.name, spans: p.spans, gaps: p.gaps })));
+    timeline.setRows(players.map((p) => ({ id: p.cam.id, label: p.cam.name, spans: p.spans, gaps: p.gaps, events: p.events })));
   }
   async function goTo(ms) {
     const d = time.dayStart(ms);

@@ -40,7 +40,7 @@ export class Timeline {
     this.setView(center - span * frac, center - span * frac + span);
   }
   pan(frac) { const [a, b] = this.view; const d = (b - a) * frac; this.setView(a + d, b + d); }
-  /// rows: [{id, label, spans: [[startMs, endMs]…], gaps: [[startMs, endMs]…]}]
+  /// rows: [{id, label, spans: [[startMs, endMs]…], gaps: [[startMs, endMs]…], events: [{ms, type, active}…]}]
   setRows(rows) { this.rows = rows; this.render(); }
   setPlayhead(ms) { this.playhead = ms; this.place(); }
   setMarks(m) { this.marks = m; this.place(); }
@@ -85,6 +85,14 @@ export class Timeline {
         track.append(h('div', { class: 'tl-span', 'data-start': new Date(s0).toISOString(), 'data-end': new Date(e0).toISOString(),
           title: `${t('tl.recorded')} ${time.hms(s0)} → ${time.hms(e0)}`,
           style: { left: this.pct(s), width: `${((e - s) / (b - a) * 100).toFixed(4)}%` } }));
+      }
+      // Camera events (ONVIF): a thin mark per event, coloured by type, its time and type as title.
+      for (const ev of row.events || []) {
+        if (ev.ms < a || ev.ms > b) continue;
+        track.append(h('div', { class: `tl-event tl-event-${ev.type}` + (ev.active === false ? ' cleared' : ''),
+          'data-time': new Date(ev.ms).toISOString(), 'data-type': ev.type,
+          title: `${t('ev.' + ev.type)} ${ev.active === false ? t('ev.cleared') : ''} ${time.hms(ev.ms)}`.replace(/\s+/g, ' '),
+          style: { left: this.pct(ev.ms) } }));
       }
       if (this.now < b) track.append(h('div', { class: 'tl-future', style: { left: this.pct(Math.max(this.now, a)), right: '0' } }));
       return h('div', { class: 'tl-row', 'data-camera': row.id }, track, h('span', { class: 'tl-label' }, row.label));

@@ -65,6 +65,16 @@ pub enum ApiError {
     AlreadyExists(String),
     #[error("{0}")]
     Internal(String),
+    /// Another operator steers this camera (answered 409 with `holder` and `expires_in_s`).
+    #[error("{message}")]
+    PtzLocked {
+        message: String,
+        holder: String,
+        expires_in_s: u64,
+    },
+    /// A camera (ONVIF) failed or refused: answered 502 with its reason.
+    #[error("{0}")]
+    BadGateway(String),
 }
 
 impl ApiError {
@@ -93,6 +103,8 @@ impl ApiError {
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::PtzLocked { .. } => (StatusCode::CONFLICT, "ptz_locked"),
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "camera_error"),
         }
     }
 }
@@ -118,6 +130,15 @@ impl IntoResponse for ApiError {
                 })
                 .collect();
         }
+        if let ApiError::PtzLocked {
+            holder,
+            expires_in_s,
+            ..
+        } = &self
+        {
+            body["error"]["holder"] = holder.as_str().into();
+            body["error"]["expires_in_s"] = (*expires_in_s).into();
+        }
         let mut resp = (status, Json(body)).into_response();
         if let ApiError::RangeNotSatisfiable { total_len } = &self
             && let Ok(v) = axum::http::HeaderValue::from_str(&format!("bytes */{total_len}"))
@@ -135,6 +156,26 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+/// PTZ errors: 404 no ONVIF/PTZ, 409 held by another operator, 502 the camera failed.
+impl From<vigie_service::ptz::PtzError> for ApiError {
+    fn from(e: vigie_service::ptz::PtzError) -> Self {
+        use vigie_service::ptz::PtzError as P;
+        match e {
+            P::NotOnvif(_) | P::NoPtz(_) => ApiError::NotFound(e.to_string()),
+            P::Locked {
+                ref holder,
+                expires_in_s,
+                ..
+            } => ApiError::PtzLocked {
+                holder: holder.clone(),
+                expires_in_s,
+                message: e.to_string(),
+            },
+            P::Camera(m) => ApiError::BadGateway(m),
+        }
     }
 }
 

@@ -72,6 +72,10 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// The cluster this node belongs to; `None`: a single node.
     pub cluster: Option<Arc<dyn ClusterInfo>>,
+    /// PTZ of the ONVIF cameras (operator lock included).
+    pub ptz: Arc<dyn vigie_service::ptz::PtzControl>,
+    /// Camera events received since start, per (camera, kind), for `/metrics`.
+    pub camera_events: Arc<CameraEventCounts>,
 }
 
 /// What the API shows of the cluster (implemented by the binary over `vigie-cluster`).
@@ -84,6 +88,41 @@ pub trait ClusterInfo: Send + Sync {
     fn records_here(&self, camera: &str) -> bool;
     /// The `vigie_cluster_*` series (Prometheus text).
     fn metrics_text(&self) -> String;
+}
+
+/// Counts of camera events (ONVIF alarms) received since start, per (camera, kind), and the
+/// state of each camera's event subscription (shown in `GET /api/v1/cameras`).
+#[derive(Debug, Default)]
+pub struct CameraEventCounts {
+    counts: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+    /// camera → (subscribed, last error)
+    status: std::sync::Mutex<std::collections::BTreeMap<String, (bool, Option<String>)>>,
+}
+
+impl CameraEventCounts {
+    pub fn add(&self, camera: &str, kind: &str) {
+        let mut g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *g.entry((camera.to_owned(), kind.to_owned())).or_default() += 1;
+    }
+    pub fn snapshot(&self) -> Vec<((String, String), u64)> {
+        let g = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+    /// The subscription of `camera` is up (the last error is kept for the record).
+    pub fn subscribed(&self, camera: &str) {
+        let mut g = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        g.entry(camera.to_owned()).or_default().0 = true;
+    }
+    /// The subscription of `camera` failed with `error` (no credentials in it).
+    pub fn failed(&self, camera: &str, error: String) {
+        let mut g = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        *g.entry(camera.to_owned()).or_default() = (false, Some(error));
+    }
+    /// (subscribed, last error) of `camera`'s event subscription, if it has one.
+    pub fn status(&self, camera: &str) -> Option<(bool, Option<String>)> {
+        let g = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(camera).cloned()
+    }
 }
 
 impl AppState {

@@ -44,6 +44,10 @@ pub enum Action {
     /// The journal found at start disagreed with its signed head (entries removed or
     /// rewritten, head deleted or forged). Kept forever; reported by every verification.
     TamperAlarm,
+    /// A PTZ command (move, stop, preset) sent to a camera.
+    Ptz,
+    /// A camera's own alarm (ONVIF tampering, video loss) raised or cleared.
+    CameraAlarm,
 }
 
 impl Action {
@@ -76,6 +80,8 @@ impl Action {
             Action::ServiceStart => "service-start",
             Action::ServiceStop => "service-stop",
             Action::TamperAlarm => "tamper-alarm",
+            Action::Ptz => "ptz",
+            Action::CameraAlarm => "camera-alarm",
         }
     }
 
@@ -215,6 +221,8 @@ mod tests {
             Action::ServiceStart,
             Action::ServiceStop,
             Action::TamperAlarm,
+            Action::Ptz,
+            Action::CameraAlarm,
         ] {
             assert_eq!(
                 serde_json::to_value(a).unwrap(),

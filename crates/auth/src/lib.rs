@@ -22,6 +22,7 @@
 //! | `ViewEvidence` (lists of holds and exports) | ✓ | ✓ | | ✓ | ✓ |
 //! | `Audit` (journal, register) | ✓ | ✓ | | | ✓ |
 //! | `ManageUsers` (users, tokens) | ✓ | | | | |
+//! | `Ptz` (steer a dome, presets) | ✓ | ✓ | ✓ | | |
 //!
 //! Camera-related permissions also need the camera inside the user's [`Scope`]
 //! ([`Principal::can`]).

@@ -85,10 +85,12 @@ pub enum Permission {
     Audit,
     /// Create, change and disable users; create and revoke API tokens.
     ManageUsers,
+    /// Steer a camera (pan, tilt, zoom, presets).
+    Ptz,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::ViewStatus,
         Permission::Live,
         Permission::Playback,
@@ -99,6 +101,7 @@ impl Permission {
         Permission::ViewEvidence,
         Permission::Audit,
         Permission::ManageUsers,
+        Permission::Ptz,
     ];
 
     /// Does this permission give access to footage (images or video)?
@@ -124,13 +127,14 @@ impl Permission {
 /// | ViewEvidence | ✓ | ✓ | | ✓ | ✓ |
 /// | Audit | ✓ | ✓ | | | ✓ |
 /// | ManageUsers | ✓ | | | | |
+/// | Ptz | ✓ | ✓ | ✓ | | |
 pub fn allows(role: Role, perm: Permission) -> bool {
     use Permission::*;
     use Role::*;
     match role {
         Admin => true,
         Supervisor => !matches!(perm, ManageUsers),
-        Operator => matches!(perm, ViewStatus | Live | Playback | Still),
+        Operator => matches!(perm, ViewStatus | Live | Playback | Still | Ptz),
         Investigator => matches!(
             perm,
             ViewStatus | Playback | Still | Export | Hold | ViewEvidence

@@ -46,6 +46,10 @@
 //!   `sprop-parameter-sets`, 1 Hz clock rate). A Basic-only mount ([`Auth::basic`]) counts the
 //!   requests that carried a password in clear ([`MountStats::basic_credentials`]).
 //!
+//! ## ONVIF
+//! [`onvif`] puts a simulated ONVIF device (device, media, PTZ, events, WS-UsernameToken digest,
+//! WS-Discovery, malformed answers on demand) in front of the RTSP mounts: [`OnvifServer`].
+//!
 //! ## Modules
 //! [`annexb`] (byte stream → NAL units), [`h26x`] (NAL types, access units, SPS size),
 //! [`packetize`] (RTP payloads), [`fixture`] / [`manifest`] (loading), [`sdp`], [`rogue`], [`rtsp`]
@@ -59,6 +63,7 @@ mod faults;
 pub mod fixture;
 pub mod h26x;
 pub mod manifest;
+pub mod onvif;
 pub mod packetize;
 pub mod rogue;
 pub mod rtp;
@@ -73,6 +78,9 @@ pub use faults::{Garbage, MountControl, MountStats};
 pub use fixture::{AccessUnit, Fixture, ParameterSets, fixtures_dir};
 pub use h26x::Codec;
 pub use manifest::{Manifest, ManifestEntry};
+pub use onvif::events::EventKind;
+pub use onvif::ptz::PtzPosition;
+pub use onvif::{OnvifConfig, OnvifFault, OnvifHandle, OnvifProfile, OnvifServer, OnvifStats};
 pub use rogue::Rogue;
 pub use server::{MAX_SPEED, MIN_SPEED, MountConfig, Server, ServerHandle};
 pub use session::{SESSION_TIMEOUT, SR_INTERVAL};

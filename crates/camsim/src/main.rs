@@ -49,7 +49,16 @@ With --copies N > 1, --mount NAME=FIXTURE creates mounts NAME1 … NAMEN.
       tiny-packet-flood    after 2 s, tiny RTP packets of one access unit that never ends
       huge-sprop           SDP with a 1 MiB sprop-parameter-sets
       absurd-clock-rate    SDP with a 1 Hz RTP clock rate
-    A Basic-only challenge is --auth MOUNT=basic:USER:PASS.";
+    A Basic-only challenge is --auth MOUNT=basic:USER:PASS.
+
+ONVIF: --onvif ADDR serves a simulated ONVIF device (SOAP 1.2 over HTTP) at
+http://ADDR/onvif/device_service whose profiles are --onvif-profile TOKEN=MOUNT (default: `main`
+= the first mount, `sub` = the second), with PTZ and events; --onvif-auth USER:PASS requires a
+WS-UsernameToken digest; --onvif-discovery UDPADDR answers WS-Discovery probes (0.0.0.0:3702
+joins the multicast group); --onvif-event 'KIND-after=DELAY[,every=DUR][,state=false]' raises
+motion | tampering | video-loss | digital-input; --onvif-fault none|malformed|garbage|silent.
+Control API (JSON): GET /control/ptz, POST /control/events/KIND?state=true, POST
+/control/fault/MODE, GET /control/stats.";
 
 /// Camera simulator: serves H.264/H.265 fixture files as live RTSP cameras (looping, N copies,
 /// real time or faster, Basic/Digest auth, faults on demand).
@@ -95,6 +104,24 @@ struct Args {
     /// sessions) to FILE as JSON: `{"mounts": {"cam1": {"frames": …}, …}}` (used by benchmarks).
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
+    /// Serve a simulated ONVIF device on this HTTP address (see below).
+    #[arg(long, value_name = "ADDR")]
+    onvif: Option<SocketAddr>,
+    /// TOKEN=MOUNT, repeatable: the ONVIF media profiles (default main=first, sub=second mount).
+    #[arg(long = "onvif-profile", value_name = "TOKEN=MOUNT")]
+    onvif_profiles: Vec<String>,
+    /// USER:PASS required as a WS-UsernameToken digest by the ONVIF device.
+    #[arg(long, value_name = "USER:PASS")]
+    onvif_auth: Option<String>,
+    /// UDP address answering WS-Discovery probes (0.0.0.0:3702 joins the multicast group).
+    #[arg(long, value_name = "ADDR")]
+    onvif_discovery: Option<SocketAddr>,
+    /// `KIND-after=DELAY[,every=DUR][,state=false]`, repeatable: scripted ONVIF alarms.
+    #[arg(long = "onvif-event", value_name = "SPEC")]
+    onvif_events: Vec<String>,
+    /// Misbehaviour of the ONVIF side from the start: none, malformed, garbage, silent.
+    #[arg(long, default_value = "none")]
+    onvif_fault: String,
 }
 
 fn main() -> Result<()> {
@@ -264,6 +291,10 @@ async fn run(args: Args) -> Result<()> {
             }
         });
     }
+    let _onvif = match args.onvif {
+        Some(addr) => Some(start_onvif(&args, addr, &server, &bases).await?),
+        None => None,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -278,6 +309,101 @@ async fn run(args: Args) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Starts the simulated ONVIF device and its scripted events.
+async fn start_onvif(
+    args: &Args,
+    addr: SocketAddr,
+    server: &vigie_camsim::ServerHandle,
+    bases: &[(String, String)],
+) -> Result<std::sync::Arc<vigie_camsim::OnvifHandle>> {
+    use vigie_camsim::{EventKind, OnvifConfig, OnvifFault, OnvifProfile, OnvifServer};
+    let pairs: Vec<(String, String)> = if args.onvif_profiles.is_empty() {
+        ["main", "sub"]
+            .iter()
+            .zip(bases.iter())
+            .map(|(t, (_, m))| ((*t).to_owned(), m.clone()))
+            .collect()
+    } else {
+        args.onvif_profiles
+            .iter()
+            .map(|p| {
+                p.split_once('=')
+                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                    .with_context(|| format!("--onvif-profile {p:?}: expected TOKEN=MOUNT"))
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut profiles = Vec::new();
+    for (token, mount) in pairs {
+        profiles.push(
+            OnvifProfile::for_mount(&token, server, &mount)
+                .with_context(|| format!("--onvif-profile {token}={mount}: no such mount"))?,
+        );
+    }
+    let auth = match &args.onvif_auth {
+        Some(a) => Some(
+            a.split_once(':')
+                .map(|(u, p)| (u.to_owned(), p.to_owned()))
+                .context("--onvif-auth: expected USER:PASS")?,
+        ),
+        None => None,
+    };
+    let fault: OnvifFault = args
+        .onvif_fault
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--onvif-fault: {e}"))?;
+    let mut scripted = Vec::new();
+    for spec in &args.onvif_events {
+        let ctx = || format!("--onvif-event {spec:?}");
+        let mut opts = spec.split(',');
+        let (kind, after) = opts
+            .next()
+            .unwrap_or("")
+            .split_once("-after=")
+            .with_context(|| format!("{}: expected KIND-after=DELAY", ctx()))?;
+        let kind: EventKind = kind
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("{}: {e}", ctx()))?;
+        let after = parse_duration(after).with_context(ctx)?;
+        let (mut every, mut state) = (None, true);
+        for o in opts {
+            match o.split_once('=') {
+                Some(("every", v)) => every = Some(parse_duration(v).with_context(ctx)?),
+                Some(("state", v)) => state = v.parse().with_context(ctx)?,
+                _ => bail!("{}: unknown option {o:?}", ctx()),
+            }
+        }
+        scripted.push((kind, after, every, state));
+    }
+    let handle = OnvifServer::start(
+        addr,
+        OnvifConfig {
+            auth,
+            profiles,
+            ptz: true,
+            discovery: args.onvif_discovery,
+        },
+    )
+    .await?;
+    handle.set_fault(fault);
+    println!("{}", handle.device_url());
+    let handle = std::sync::Arc::new(handle);
+    for (kind, after, every, state) in scripted {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            loop {
+                h.raise(kind, state);
+                match every {
+                    Some(e) => tokio::time::sleep(e).await,
+                    None => return,
+                }
+            }
+        });
+    }
+    Ok(handle)
 }
 
 /// `{"mounts": {NAME: {"frames": …, "packets": …, "bytes": …, "sessions_total": …}, …}}`.

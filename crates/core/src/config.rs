@@ -557,6 +557,163 @@ pub struct Camera {
     pub site: Option<String>,
     #[serde(default)]
     pub streams: Vec<StreamConfig>,
+    /// The camera's ONVIF device service (`http://host/onvif/device_service`): PTZ, events, and
+    /// stream URLs taken from its media profiles for streams without `url`.
+    pub onvif: Option<String>,
+    /// ONVIF user (also the RTSP user of streams that name none).
+    pub username: Option<String>,
+    /// ONVIF password (prefer `password_env`).
+    pub password: Option<Secret>,
+    /// Name of an environment variable holding the ONVIF password.
+    pub password_env: Option<String>,
+}
+
+/// Where a stream without `url` gets its URL: the camera's ONVIF device, one of its media
+/// profiles (`GetStreamUri`, asked again at every connection attempt).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnvifStream {
+    /// The device service URL.
+    pub device_url: String,
+    /// Which profile.
+    pub profile: ProfileRef,
+}
+
+/// A media profile by token or by its position in `GetProfiles` (0: the main stream, 1: the
+/// sub-stream, by the cameras' convention).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProfileRef {
+    Token(String),
+    Index(usize),
+}
+
+impl fmt::Display for ProfileRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProfileRef::Token(t) => write!(f, "profile {t:?}"),
+            ProfileRef::Index(i) => write!(f, "profile #{}", i + 1),
+        }
+    }
+}
+
+/// A camera's ONVIF access with its credentials resolved.
+#[derive(Clone)]
+pub struct OnvifAccess {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl fmt::Debug for OnvifAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnvifAccess")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Camera {
+    /// The ONVIF access (`None` without `onvif`). The URL must be `http://` without
+    /// credentials (they are configured apart so they never print).
+    pub fn onvif_access(
+        &self,
+        getenv: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<OnvifAccess>, String> {
+        let Some(u) = &self.onvif else {
+            return Ok(None);
+        };
+        let url = url::Url::parse(u).map_err(|e| format!("not a valid URL: {e}"))?;
+        if url.scheme() != "http" {
+            return Err(format!("scheme must be http://, not {}://", url.scheme()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "credentials in the URL are refused: give username and password_env".into(),
+            );
+        }
+        if url.host_str().is_none_or(|h| h.is_empty()) {
+            return Err("URL has no host".into());
+        }
+        let password =
+            match (&self.password, &self.password_env) {
+                (Some(_), Some(_)) => {
+                    return Err("give either password or password_env, not both".into());
+                }
+                (Some(p), None) => Some(p.clone()),
+                (None, Some(var)) => Some(Secret::new(getenv(var).ok_or_else(|| {
+                    format!("password_env: environment variable {var} is not set")
+                })?)),
+                (None, None) => None,
+            };
+        if password.is_some() && self.username.is_none() {
+            return Err("a password is given without a username".into());
+        }
+        Ok(Some(OnvifAccess {
+            url: url.to_string(),
+            username: self.username.clone(),
+            password,
+        }))
+    }
+
+    /// Resolves one of this camera's streams: its own `url`, or (without one) the ONVIF
+    /// profile it names (`profile`, else `main` → the first profile, `sub` → the second).
+    /// Streams without credentials of their own use the camera's.
+    pub fn resolve_stream(
+        &self,
+        s: &StreamConfig,
+        getenv: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(ResolvedSource, Option<OnvifStream>), String> {
+        if !s.url.is_empty() {
+            if s.profile.is_some() {
+                return Err("give either url or profile, not both".into());
+            }
+            let mut r = s.resolve(getenv)?;
+            if r.username.is_none()
+                && r.password.is_none()
+                && let Ok(Some(a)) = self.onvif_access(getenv)
+            {
+                r.username = a.username;
+                r.password = a.password;
+            }
+            return Ok((r, None));
+        }
+        let access = self
+            .onvif_access(getenv)
+            .map_err(|e| format!("onvif: {e}"))?
+            .ok_or("no url, and the camera has no onvif device to take it from")?;
+        let profile = match (&s.profile, s.name.as_str()) {
+            (Some(t), _) => ProfileRef::Token(t.clone()),
+            (None, "main") => ProfileRef::Index(0),
+            (None, "sub") => ProfileRef::Index(1),
+            (None, n) => {
+                return Err(format!(
+                    "no url: name the ONVIF profile (profile = \"TOKEN\"); only streams named main or sub default to the first or second profile, not {n:?}"
+                ));
+            }
+        };
+        // Until the camera answers, the status shows where the URL will come from.
+        let mut placeholder = url::Url::parse(&access.url).map_err(|e| e.to_string())?;
+        placeholder.set_fragment(Some(&match &profile {
+            ProfileRef::Token(t) => format!("profile={t}"),
+            ProfileRef::Index(i) => format!("profile-index={i}"),
+        }));
+        let mut stream_creds = s.clone();
+        stream_creds.url = "rtsp://placeholder.invalid/".into();
+        let mut r = stream_creds.resolve(getenv)?;
+        r.url = placeholder;
+        if r.username.is_none() && r.password.is_none() {
+            r.username = access.username;
+            r.password = access.password;
+        }
+        Ok((
+            r,
+            Some(OnvifStream {
+                device_url: access.url,
+                profile,
+            }),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
@@ -572,8 +729,13 @@ pub enum Transport {
 pub struct StreamConfig {
     pub name: String,
     /// `rtsp://host[:port]/path`. Credentials inside the URL are accepted but better given as
-    /// `username` + `password_env`.
+    /// `username` + `password_env`. May be left out on a camera with `onvif`: the URL then
+    /// comes from the camera's media profile (see `profile`).
+    #[serde(default)]
     pub url: String,
+    /// ONVIF media profile token whose stream URI this stream records (only without `url`;
+    /// default: `main` → the first profile, `sub` → the second).
+    pub profile: Option<String>,
     pub username: Option<String>,
     pub password: Option<Secret>,
     /// Name of an environment variable holding the password.
@@ -664,6 +826,7 @@ impl fmt::Debug for StreamConfig {
         f.debug_struct("StreamConfig")
             .field("name", &self.name)
             .field("url", &redact_url(&self.url))
+            .field("profile", &self.profile)
             .field("username", &self.username)
             .field("password", &self.password)
             .field("password_env", &self.password_env)
@@ -1232,6 +1395,9 @@ impl Config {
                     );
                 }
             }
+            if let Err(e) = cam.onvif_access(getenv) {
+                add(format!("cameras[{i}].onvif"), e);
+            }
             if cam.streams.is_empty() {
                 add(
                     format!("cameras[{i}].streams"),
@@ -1276,7 +1442,7 @@ impl Config {
                         format!("duplicate stream name {:?}", s.name),
                     );
                 }
-                if let Err(e) = s.resolve(getenv) {
+                if let Err(e) = cam.resolve_stream(s, getenv) {
                     add(format!("{key}.url"), e);
                 }
                 for (name, v, range) in [
@@ -1624,10 +1790,70 @@ class = "close-up"
     }
 
     #[test]
+    fn onvif_streams_take_their_url_from_profiles_and_the_cameras_credentials() {
+        let toml = |cam_extra: &str, stream_extra: &str| {
+            format!(
+                "[storage]\ndata_dir = \"/tmp/x\"\n[[communes]]\nid = \"c\"\nname = \"C\"\n[[cameras]]\nid = \"dome\"\nname = \"Dome\"\ncommune = \"c\"\n{cam_extra}\n  [[cameras.streams]]\n  name = \"main\"\n  [[cameras.streams]]\n  name = \"sub\"\n  [[cameras.streams]]\n  name = \"third\"\n{stream_extra}\n"
+            )
+        };
+        let env = |k: &str| (k == "DOME_PW").then(|| "s3cret".to_owned());
+        let ok = Config::from_toml_str(
+            &toml(
+                "onvif = \"http://10.0.0.9/onvif/device_service\"\nusername = \"op\"\npassword_env = \"DOME_PW\"",
+                "  profile = \"prof3\"",
+            ),
+            "test",
+            &env,
+        )
+        .unwrap();
+        let cam = &ok.cameras[0];
+        let (r, o) = cam.resolve_stream(&cam.streams[1], &env).unwrap();
+        assert_eq!(o.unwrap().profile, ProfileRef::Index(1));
+        assert_eq!(r.username.as_deref(), Some("op"));
+        assert_eq!(r.password.as_ref().map(Secret::expose), Some("s3cret"));
+        let (_, o) = cam.resolve_stream(&cam.streams[2], &env).unwrap();
+        assert_eq!(o.unwrap().profile, ProfileRef::Token("prof3".into()));
+        // No onvif: streams without url are refused, naming the key.
+        let err = Config::from_toml_str(&toml("", ""), "test", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cameras[0].streams[0].url: no url"), "{err}");
+        // A third stream needs its profile named.
+        let err = Config::from_toml_str(
+            &toml("onvif = \"http://10.0.0.9/onvif/device_service\"", ""),
+            "test",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("cameras[0].streams[2].url: no url: name the ONVIF profile"),
+            "{err}"
+        );
+        // Credentials in the ONVIF URL are refused and not echoed.
+        let err = Config::from_toml_str(
+            &toml(
+                "onvif = \"http://op:pw9@10.0.0.9/onvif/device_service\"",
+                "",
+            ),
+            "test",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("cameras[0].onvif: credentials in the URL are refused"),
+            "{err}"
+        );
+        assert!(!err.contains("pw9"), "{err}");
+    }
+
+    #[test]
     fn credentials_in_url_are_extracted_and_redacted() {
         let s = StreamConfig {
             name: "main".into(),
             url: "rtsp://admin:hunter2@cam.example:554/s".into(),
+            profile: None,
             username: None,
             password: None,
             password_env: None,
@@ -1655,6 +1881,7 @@ class = "close-up"
         let s = StreamConfig {
             name: "main".into(),
             url: "rtsp://admin:hunter2@cam/s?password=hunter3".into(),
+            profile: None,
             username: None,
             password: Some(Secret::new("hunter4")),
             password_env: None,

@@ -15,8 +15,9 @@
 //! environment variable): a line with a password (in a password column or inside a URL) is an
 //! error, and its value is never repeated in a message.
 //!
-//! Does not own: files (the binary), ONVIF (item 1 of issue 17; the `onvif` column is written as
-//! the camera's `onvif` key).
+//! Does not own: files (the binary), ONVIF (the `onvif` column is written as the camera's `onvif`
+//! key with the line's credentials; a line with only an ONVIF URL gets a `main` stream whose URL
+//! comes from the camera's first media profile).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -253,7 +254,18 @@ impl Row {
             out.push_str(&format!("class = {}\n", q(c)));
         }
         if let Some(o) = &self.onvif {
+            // The ONVIF credentials (also the RTSP ones of streams without their own).
             out.push_str(&format!("onvif = {}\n", q(o)));
+            if let Some(u) = &self.username {
+                out.push_str(&format!("username = {}\n", q(u)));
+            }
+            if let Some(e) = &self.password_env {
+                out.push_str(&format!("password_env = {}\n", q(e)));
+            }
+            if self.main.is_none() {
+                // No RTSP URL: the main stream's comes from the camera's first media profile.
+                out.push_str("  [[cameras.streams]]\n  name = \"main\"\n");
+            }
         }
         let has_sub = self.sub.is_some();
         for (name, url) in [("main", &self.main), ("sub", &self.sub)] {
@@ -843,6 +855,28 @@ commune = "versailles"
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }
+    }
+
+    #[test]
+    fn an_onvif_only_line_becomes_a_camera_whose_main_stream_comes_from_its_profile() {
+        let csv = "id,name,commune,onvif,username,password_env\n\
+                   d-1,Dome,versailles,http://10.0.0.9/onvif/device_service,rec,DOME_PW\n";
+        let out = ok(csv.as_bytes(), &ImportOptions::default());
+        assert!(
+            out.toml
+                .contains("username = \"rec\"\npassword_env = \"DOME_PW\""),
+            "{}",
+            out.toml
+        );
+        let c = combined(&out);
+        let cam = c.camera("d-1").expect("imported");
+        assert_eq!(
+            cam.onvif.as_deref(),
+            Some("http://10.0.0.9/onvif/device_service")
+        );
+        assert_eq!(cam.streams.len(), 1);
+        assert_eq!(cam.streams[0].name, "main");
+        assert!(cam.streams[0].url.is_empty());
     }
 
     #[test]

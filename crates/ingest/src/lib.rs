@@ -161,13 +161,34 @@ pub fn spawn_stream(
     opts: IngestOptions,
     shutdown: CancellationToken,
 ) -> StreamHandle {
+    spawn_stream_from(key, source, None, sink, opts, shutdown)
+}
+
+/// Finds a stream's URL anew before each connection attempt (an ONVIF camera's
+/// `GetStreamUri`: the URI may change after a reboot). An `Err` is the stream's `last_error`
+/// (short, free of credentials) and the attempt is retried with the usual backoff.
+pub trait UrlSource: Send + Sync {
+    /// The URL to connect to now.
+    fn url(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<url::Url, String>> + Send + '_>>;
+}
+
+/// [`spawn_stream`] whose URL comes from `url_source` (when given) instead of `source.url`
+/// (then only shown in the status until the first answer).
+pub fn spawn_stream_from(
+    key: StreamKey,
+    source: ResolvedSource,
+    url_source: Option<Arc<dyn UrlSource>>,
+    sink: Arc<dyn FrameSink>,
+    opts: IngestOptions,
+    shutdown: CancellationToken,
+) -> StreamHandle {
     let status = Arc::new(StatusCell::new(
         key.clone(),
         source.url.as_str(),
         source.transport,
         opts.clock.clone(),
     ));
-    spawn_stream_with_status(key, source, sink, opts, status, shutdown)
+    spawn_stream_with_status(key, source, url_source, sink, opts, status, shutdown)
 }
 
 /// [`spawn_stream`] reporting into an existing status cell: a stream stopped and started
@@ -176,6 +197,7 @@ pub fn spawn_stream(
 pub fn spawn_stream_with_status(
     key: StreamKey,
     source: ResolvedSource,
+    url_source: Option<Arc<dyn UrlSource>>,
     sink: Arc<dyn FrameSink>,
     mut opts: IngestOptions,
     status: Arc<StatusCell>,
@@ -187,7 +209,16 @@ pub fn spawn_stream_with_status(
         // No flow control: see `runtime` for why UDP is read as packets arrive.
         (_, Transport::Udp) => None,
     };
-    let task = run_stream(key, source, sink, opts, status.clone(), shutdown).instrument(span);
+    let task = run_stream(
+        key,
+        source,
+        url_source,
+        sink,
+        opts,
+        status.clone(),
+        shutdown,
+    )
+    .instrument(span);
     let join = match runtime {
         Some(rt) => {
             let handle = rt.handle().clone();
@@ -205,7 +236,8 @@ pub fn spawn_stream_with_status(
 
 async fn run_stream(
     key: StreamKey,
-    source: ResolvedSource,
+    mut source: ResolvedSource,
+    url_source: Option<Arc<dyn UrlSource>>,
     sink: Arc<dyn FrameSink>,
     opts: IngestOptions,
     status: Arc<StatusCell>,
@@ -234,6 +266,35 @@ async fn run_stream(
             }
         }
 
+        if let Some(us) = &url_source {
+            let found = tokio::select! {
+                r = us.url() => r,
+                _ = shutdown.cancelled() => break,
+            };
+            match found {
+                Ok(mut u) => {
+                    // Credentials are configured apart; any in the camera's answer are dropped.
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                    status.set_url(u.as_str());
+                    source.url = u;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    status.set_error(e.clone());
+                    status.set_backoff(delay);
+                    warn!(
+                        retry_in_s = format_args!("{:.1}", delay.as_secs_f64()),
+                        "stream URL unavailable: {e}"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            }
+        }
         let session_id = next_session_id();
         let ctx = session::SessionCtx {
             source: &source,

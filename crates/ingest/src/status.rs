@@ -115,7 +115,8 @@ struct Inner {
 /// The shared, cheaply updated status of one stream.
 pub struct StatusCell {
     key: StreamKey,
-    url: String,
+    /// Changes only for streams whose URL is found anew at each connection (ONVIF profiles).
+    url: Mutex<String>,
     transport: Transport,
     clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
@@ -125,7 +126,7 @@ impl std::fmt::Debug for StatusCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StatusCell")
             .field("key", &self.key)
-            .field("url", &self.url)
+            .field("url", &*self.url.lock().unwrap_or_else(|e| e.into_inner()))
             .finish()
     }
 }
@@ -135,7 +136,7 @@ impl StatusCell {
     pub fn new(key: StreamKey, url: &str, transport: Transport, clock: Arc<dyn Clock>) -> Self {
         StatusCell {
             key,
-            url: vigie_core::config::redact_url(url),
+            url: Mutex::new(vigie_core::config::redact_url(url)),
             transport,
             clock,
             inner: Mutex::new(Inner {
@@ -161,6 +162,11 @@ impl StatusCell {
         &self.key
     }
 
+    /// The URL now connected to (redacted again to be sure).
+    pub fn set_url(&self, url: &str) {
+        *self.url.lock().unwrap_or_else(|e| e.into_inner()) = vigie_core::config::redact_url(url);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave `Inner` inconsistent in a harmful way.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -176,7 +182,7 @@ impl StatusCell {
         StreamStatus {
             camera: self.key.camera.clone(),
             stream: self.key.stream.clone(),
-            url: self.url.clone(),
+            url: self.url.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             transport: self.transport,
             state: g.state,
             online: g.state == StreamState::Online,

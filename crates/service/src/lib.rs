@@ -9,7 +9,11 @@
 //! changing. Storage administration (holds, health, statistics, metrics) is node-local and stays
 //! on the store.
 //!
+//! PTZ of ONVIF cameras ([`ptz::PtzControl`], with the per-camera operator lock) is here too.
+//!
 //! Blocking methods say so: callers run them off the async executor.
+
+pub mod ptz;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use vigie_core::config::RecordingConfig;
 use vigie_core::{Clock, Codec, StreamKey, Time90k, VideoParams};
 
+pub mod events;
 pub mod freespace;
 pub mod holds;
 pub mod index;
@@ -53,6 +54,7 @@ pub mod timing;
 pub mod verify;
 mod writer;
 
+pub use events::CameraEvent;
 pub use freespace::{DiskSpace, FakeFreeSpace, FreeSpace, Statvfs};
 pub use holds::{Hold, NewHold, Release};
 pub use playback::{
@@ -724,9 +726,32 @@ impl Store {
         self.inner.recording_blocked.load(Ordering::Relaxed)
     }
 
-    /// Applies retention: age per stream, then the free-space floor, oldest first.
+    /// Applies retention: age per stream, then the free-space floor, oldest first; camera
+    /// events go by age with their stream's footage.
     pub fn apply_retention(&self, policy: &RetentionPolicy) -> Result<RetentionReport, StoreError> {
-        retention::apply(&self.inner, policy)
+        let report = retention::apply(&self.inner, policy)?;
+        let purged = events::purge(&self.inner, &policy.per_stream_days, self.inner.clock.now())?;
+        if purged > 0 {
+            tracing::info!(purged, "camera events past retention deleted");
+        }
+        Ok(report)
+    }
+
+    /// Stores a camera event (ONVIF alarm…) of a stream.
+    pub fn record_event(&self, ev: &CameraEvent) -> Result<(), StoreError> {
+        events::record(&self.inner, ev)
+    }
+
+    /// Events of a stream in `[start, end)`, oldest first, optionally of one kind (at most
+    /// [`events::MAX_EVENTS_LISTED`]).
+    pub fn events(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        kind: Option<&str>,
+    ) -> Result<Vec<CameraEvent>, StoreError> {
+        events::list(&self.inner, key, start, end, kind)
     }
 
     /// The free-space floor alone (what a writer below the floor asks for): reopens the index

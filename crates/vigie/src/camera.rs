@@ -34,10 +34,14 @@ pub enum CameraCommand {
         #[arg(long, value_name = "CHAR")]
         delimiter: Option<String>,
     },
+    /// `probe` and `discover` (ONVIF).
+    #[command(flatten)]
+    Onvif(crate::onvif::OnvifCommand),
 }
 
 pub fn camera(command: CameraCommand) -> anyhow::Result<()> {
     match command {
+        CameraCommand::Onvif(c) => crate::onvif::camera(c),
         CameraCommand::Import {
             inventory,
             config,

@@ -12,6 +12,7 @@ mod export;
 // Per-camera start/stop is used by cluster mode only; a single node starts everything.
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 mod recording;
+mod onvif;
 mod run;
 mod users;
 
@@ -95,7 +96,8 @@ enum Command {
         #[arg(long, value_name = "HEX", conflicts_with = "config")]
         key: Option<String>,
     },
-    /// Cameras: import the operator's inventory (CSV) as `[[cameras]]` entries.
+    /// Cameras: import the operator's inventory (CSV) as `[[cameras]]` entries; probe an ONVIF
+    /// camera; discover the ONVIF devices of the local network segment.
     Camera {
         #[command(subcommand)]
         command: camera::CameraCommand,

@@ -20,6 +20,9 @@ use vigie_core::{Clock, FrameSink, StreamKey};
 struct Slot {
     key: StreamKey,
     source: ResolvedSource,
+    /// Where an ONVIF camera's stream URL is asked anew before each connection (`None`: the
+    /// configured `url`).
+    url_source: Option<Arc<dyn vigie_ingest::UrlSource>>,
     status: Arc<vigie_ingest::StatusCell>,
     live: Arc<vigie_live::LiveHub>,
     /// Recorded (role `record` or `both`); a `live`-only stream feeds its hub alone.
@@ -84,9 +87,23 @@ impl Recording {
         let mut rec_index = 0u32;
         let mut cameras: BTreeMap<String, Vec<Slot>> = BTreeMap::new();
         for (key, cam, stream) in config.streams() {
-            let source = stream
-                .resolve(&|k| std::env::var(k).ok())
+            let getenv = |k: &str| std::env::var(k).ok();
+            let (source, onvif) = cam
+                .resolve_stream(stream, &getenv)
                 .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            let url_source: Option<Arc<dyn vigie_ingest::UrlSource>> =
+                match (onvif, cam.onvif_access(&getenv)) {
+                    (Some(stream_ref), Ok(Some(access))) => {
+                        Some(Arc::new(crate::onvif::ProfileUrl {
+                            access,
+                            stream: stream_ref,
+                            timeout: std::time::Duration::from_secs(u64::from(
+                                stream.connect_timeout_s,
+                            )),
+                        }))
+                    }
+                    _ => None,
+                };
             let status = Arc::new(vigie_ingest::StatusCell::new(
                 key.clone(),
                 source.url.as_str(),
@@ -101,6 +118,7 @@ impl Recording {
                 live: vigie_live::LiveHub::new(key.clone()),
                 key,
                 source,
+                url_source,
                 status,
                 recorded,
                 stagger: (rec_index, n),
@@ -262,6 +280,7 @@ impl Recording {
         let handle = vigie_ingest::spawn_stream_with_status(
             slot.key.clone(),
             slot.source.clone(),
+            slot.url_source.clone(),
             sink,
             opts,
             slot.status.clone(),

@@ -176,6 +176,24 @@ pub async fn run(
         clock: clock.clone(),
         journal: journal.clone(),
     };
+    // Camera events (ONVIF PullPoint) of every camera with an ONVIF device.
+    let camera_events = Arc::new(vigie_api::CameraEventCounts::default());
+    let mut event_tasks = Vec::new();
+    for cam in &config.cameras {
+        if let Ok(Some(access)) = cam.onvif_access(&|k| std::env::var(k).ok()) {
+            event_tasks.push(tokio::spawn(crate::onvif::event_loop(
+                access,
+                crate::onvif::EventSink {
+                    camera: cam.id.clone(),
+                    streams: cam.streams.iter().map(|s| s.name.clone()).collect(),
+                    store: store.clone(),
+                    journal: journal.clone(),
+                    counts: camera_events.clone(),
+                },
+                shutdown.clone(),
+            )));
+        }
+    }
     let state = vigie_api::AppState {
         journal: journal.clone(),
         auth: auth.clone(),
@@ -201,6 +219,8 @@ pub async fn run(
             .map(|c| Arc::new(c.info()) as Arc<dyn vigie_api::ClusterInfo>),
         #[cfg(not(feature = "cluster"))]
         cluster: None,
+        ptz: Arc::new(crate::onvif::ptz_service(&config)),
+        camera_events: camera_events.clone(),
     };
     // Signal handlers before the listener: a SIGTERM as soon as the port answers (a service
     // manager, a test) must be a clean stop, not the default kill.
@@ -261,6 +281,9 @@ pub async fn run(
     }
     store.shutdown().await;
     retention_task.abort();
+    for t in event_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+    }
     quality_task.abort();
     janitor_task.abort();
     served.context("HTTP server")?;

@@ -70,6 +70,12 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                 "recorder": state.cluster.as_ref().and_then(|c| c.recorder_of(&cam.id)),
                 "recorded_here": state.cluster.as_ref().is_none_or(|c| c.records_here(&cam.id)),
                 "streams": streams,
+                // PTZ and events are reached through the camera's ONVIF device.
+                "onvif": cam.onvif.is_some(),
+                "onvif_events": cam.onvif.as_ref().map(|_| {
+                    let (subscribed, last_error) = state.camera_events.status(&cam.id).unwrap_or_default();
+                    json!({"subscribed": subscribed, "last_error": last_error})
+                }),
                 // The stream the live wall shows, and the main (recorded) one: the enlarged
                 // tile, playback and exports.
                 "live_stream": cam.live_stream().map(|s| s.name.as_str()),

@@ -47,6 +47,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../../../web/assets/time.js"),
     ),
     ("ui.js", JS, include_str!("../../../../web/assets/ui.js")),
+    ("ptz.js", JS, include_str!("../../../../web/assets/ptz.js")),
     (
         "live.js",
         JS,

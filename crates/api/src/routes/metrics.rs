@@ -41,6 +41,19 @@ pub async fn metrics(
             let _ = writeln!(out, "{name}{{{labels}}} {v}");
         }
     };
+    let event_rows: Vec<(String, f64)> = state
+        .camera_events
+        .snapshot()
+        .into_iter()
+        .filter(|((cam, _), _)| in_scope(&StreamKey::new(cam, "")))
+        .map(|((cam, kind), n)| (format!("camera=\"{cam}\",kind=\"{kind}\""), n as f64))
+        .collect();
+    family(
+        "vigie_camera_events_total",
+        "counter",
+        "Camera events (ONVIF motion, tampering, video loss, digital input) received since start.",
+        event_rows,
+    );
     let snaps: Vec<_> = streams
         .iter()
         .map(|s| (stream_labels(&s.key), s.status.snapshot()))

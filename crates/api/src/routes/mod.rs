@@ -2,12 +2,14 @@
 
 mod audit;
 mod cameras;
+mod events;
 mod exports;
 mod health;
 mod holds;
 mod index;
 mod live;
 mod metrics;
+mod ptz;
 mod recordings;
 mod session;
 mod snapshot;
@@ -204,6 +206,92 @@ pub fn routes() -> Vec<RouteDef> {
                 &[200, 400, 401, 403, 404, 501],
             )],
             make: || get(snapshot::snapshot),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/events",
+            ops: vec![op(
+                "get",
+                Rule::CameraPerm(Playback),
+                "The camera's own events (ONVIF motion, tampering, video-loss, digital-input) in [start, end), oldest first; type=K filters a kind; stream=S (default the first stream).",
+                &["start", "end", "type", "stream"],
+                &[200, 400, 401, 403, 404],
+            )],
+            make: || get(events::list),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/ptz",
+            ops: vec![op(
+                "get",
+                Rule::CameraPerm(Ptz),
+                "PTZ position, motion, and who holds the camera's PTZ (ONVIF cameras).",
+                &[],
+                &[200, 401, 403, 404, 502],
+            )],
+            make: || get(ptz::status),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/ptz/move",
+            ops: vec![op(
+                "post",
+                Rule::CameraPerm(Ptz),
+                "Continuous move {pan, tilt, zoom} (velocities in [-1, 1]; stops by itself after 10 s); takes the camera's PTZ lock (30 s after the last command); 409 names the holder; journaled.",
+                &[],
+                &[200, 400, 401, 403, 404, 409, 502],
+            )],
+            make: || post(ptz::move_),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/ptz/stop",
+            ops: vec![op(
+                "post",
+                Rule::CameraPerm(Ptz),
+                "Stop moving (lock and journal as for move).",
+                &[],
+                &[200, 401, 403, 404, 409, 502],
+            )],
+            make: || post(ptz::stop),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/ptz/lock",
+            ops: vec![op(
+                "delete",
+                Rule::CameraPerm(Ptz),
+                "Hand over the camera's PTZ before the lock expires (only the holder's call has an effect).",
+                &[],
+                &[204, 401, 403, 404],
+            )],
+            make: || delete(ptz::release),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/ptz/presets",
+            ops: vec![op(
+                "get",
+                Rule::CameraPerm(Ptz),
+                "The camera's PTZ presets [{token, name}].",
+                &[],
+                &[200, 401, 403, 404, 502],
+            )],
+            make: || get(ptz::presets),
+        },
+        RouteDef {
+            path: "/api/v1/cameras/{cam}/ptz/presets/{preset}",
+            ops: vec![
+                op(
+                    "post",
+                    Rule::CameraPerm(Ptz),
+                    "Go to the preset with this token (lock and journal as for move).",
+                    &[],
+                    &[200, 400, 401, 403, 404, 409, 502],
+                ),
+                op(
+                    "put",
+                    Rule::CameraPerm(Ptz),
+                    "Store the current position as a preset with this name; answers its token (lock and journal as for move).",
+                    &[],
+                    &[201, 400, 401, 403, 404, 409, 502],
+                ),
+            ],
+            make: || post(ptz::goto_preset).put(ptz::set_preset),
         },
         RouteDef {
             path: "/api/v1/users",

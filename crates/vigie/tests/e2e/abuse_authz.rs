@@ -846,6 +846,7 @@ fn documented_rights() -> Vec<(Role, Vec<Permission>)> {
             "holds/exports lists" => ViewEvidence,
             "journal, register" => Audit,
             "users, tokens" => ManageUsers,
+            "ptz" => Ptz,
             other => panic!("README rights table: unknown column {other:?}"),
         }
     };
@@ -896,6 +897,7 @@ fn case(method: &str, path: &str, f: &Fixtures) -> Case {
         path.replace("{cam}", c)
             .replace("{stream}", "main")
             .replace("{file}", "app.js")
+            .replace("{preset}", "1")
     };
     let simple = |p: String, body: Option<Value>| Case {
         path_in: p,

@@ -21,6 +21,7 @@ mod faults;
 mod interop_gst;
 mod lawful;
 mod live;
+mod onvif;
 mod openapi;
 mod playback;
 mod playback_common;

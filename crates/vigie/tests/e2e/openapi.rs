@@ -53,6 +53,7 @@ async fn openapi_matches_the_router() {
         p.replace("{cam}", "cam-a")
             .replace("{stream}", "main")
             .replace("{id}", "1")
+            .replace("{preset}", "1")
             .replace("{name}", vigie_testkit::process::ADMIN_USER)
             .replace("{file}", "app.js")
     };
