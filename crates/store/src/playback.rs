@@ -276,12 +276,14 @@ fn plan_entries(
                 id: h.id,
                 encoded: encoded.clone(),
                 samples: h.frames,
+                path: store.inner.layout.segment_path(key, h.id, h.start()),
             };
             (present_from, present_to, clip) = (0, media, 0);
         } else {
             // A segment cut by the window: decode it now (at most the first and last ones).
-            let e: SegmentEntry = postcard::from_bytes(encoded).map_err(StoreError::from)?;
-            let frags = decode_usable(&e, &mut scratch)?;
+            let mut e: SegmentEntry = postcard::from_bytes(encoded).map_err(StoreError::from)?;
+            let path = store.inner.layout.segment_path(key, h.id, h.start());
+            let frags = decode_usable(&mut e, &path, &mut scratch)?;
             let samples = &scratch[..];
             if samples.is_empty() {
                 continue;
@@ -412,11 +414,14 @@ fn plan_entries(
 }
 
 /// Decodes an entry's sample table into `samples` and returns its fragments, both cut to the
-/// fragments wholly inside the indexed (durable) length.
+/// fragments wholly inside the indexed (durable) length. Tables kept in the segment file
+/// (`path`) are read from it first ([`crate::filetables`]).
 fn decode_usable(
-    e: &SegmentEntry,
+    e: &mut SegmentEntry,
+    path: &std::path::Path,
     samples: &mut Vec<SampleInfo>,
 ) -> Result<Vec<FragmentLoc>, StoreError> {
+    crate::filetables::load(e, path)?;
     let corrupt = || StoreError::Corrupt {
         what: format!("sample table of segment {}", e.id),
     };
@@ -480,6 +485,8 @@ enum IndexPiece {
         id: u64,
         encoded: sled::IVec,
         samples: u32,
+        /// The segment file (its tables may be there).
+        path: std::path::PathBuf,
     },
     /// Tables decoded while planning (segments cut by the window).
     Decoded(Arc<PieceTables>),
@@ -507,11 +514,13 @@ impl PieceSource for IndexPieces {
                 id,
                 encoded,
                 samples,
+                path,
             }) => {
-                let e: SegmentEntry = postcard::from_bytes(encoded)
+                let mut e: SegmentEntry = postcard::from_bytes(encoded)
                     .map_err(|e| invalid(format!("index entry of segment {id}: {e}")))?;
                 let mut decoded = Vec::new();
-                let frags = decode_usable(&e, &mut decoded).map_err(|e| invalid(e.to_string()))?;
+                let frags = decode_usable(&mut e, path, &mut decoded)
+                    .map_err(|e| invalid(e.to_string()))?;
                 Ok(Arc::new(tables_of(&decoded, &frags, 0, *samples as usize)))
             }
         }
