@@ -121,6 +121,9 @@ struct Args {
     /// format 3), as an index written before the tables moved to the segment files holds them.
     #[arg(long)]
     restart_inline_tables: bool,
+    /// Restart benchmark: Vigie's `storage.index_cache_bytes`, in MiB (default: Vigie's).
+    #[arg(long)]
+    restart_index_cache_mib: Option<u64>,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -262,6 +265,7 @@ fn main() -> Result<()> {
             vigie_label: args.restart_label.clone(),
             v1_tables: args.restart_v1_tables,
             inline_tables: args.restart_inline_tables,
+            index_cache_mib: args.restart_index_cache_mib,
         };
         println!(
             "| binary | history | segments | index MB per camera-day | page cache | `vigie run` → HTTP (writers open) | → every writer recording | peak RSS at recording / at end (above idle) | background verification | notes |"

@@ -55,6 +55,8 @@ pub struct Opts {
     pub v1_tables: bool,
     /// Packed tables in the entries (index format 3), not in the segment files.
     pub inline_tables: bool,
+    /// `storage.index_cache_bytes` in MiB (`None`: Vigie's default).
+    pub index_cache_mib: Option<u64>,
 }
 
 /// Deterministic pseudo-random numbers (xorshift).
@@ -360,6 +362,13 @@ pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<Re
         ),
         1,
     );
+    if let Some(mib) = opts.index_cache_mib {
+        text = text.replacen(
+            "min_free_bytes = \"1GiB\"\n",
+            &format!("min_free_bytes = \"1GiB\"\nindex_cache_bytes = \"{mib}MiB\"\n"),
+            1,
+        );
+    }
     if opts.vigie_label == "baseline" {
         // The old binary does not know the setting.
         text = text.replacen(

@@ -213,9 +213,12 @@ fn corrupt(what: impl Into<String>) -> StoreError {
 
 /// Default of sled's page cache (`storage.index_cache_bytes`): sled's own default is 1 GiB,
 /// which a walk of a large index (background verification, reindex) fills, and the recorder
-/// keeps for good. 64 MiB holds the upper levels of the trees and the recent leaves every
-/// writer and listing touches.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+/// keeps for good. sled counts its cache in on-disk bytes; in memory a walked page costs ~3.6
+/// times that (measured: a walk of 2 M `by_id` rows leaves +231 MiB resident with 64 MiB,
+/// +60 with 16, +30 with 8, +3 with 1; docs/BENCHMARKS.md "Restart"). 8 MiB still holds the
+/// upper levels of the trees and the newest leaves every writer and listing touches (index
+/// format 4 entries are ~100 B, 16 to a leaf).
+pub const DEFAULT_CACHE_BYTES: u64 = 8 << 20;
 
 impl Index {
     pub fn open(dir: &std::path::Path) -> Result<Index, StoreError> {
@@ -228,7 +231,7 @@ impl Index {
             LOCK_WAIT,
             || {
                 // sled's settings, deliberately (docs/BENCHMARKS.md "Restart"):
-                // * cache: `cache_bytes` (`storage.index_cache_bytes`, 64 MiB by default;
+                // * cache: `cache_bytes` (`storage.index_cache_bytes`, 8 MiB by default;
                 //   sled's 1 GiB would be filled by a walk of the index and kept);
                 // * log flush every 500 ms: what the writers' index updates may lose to a
                 //   crash is re-read from the files by recovery (crates/store/README.md);
