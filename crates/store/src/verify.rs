@@ -38,6 +38,15 @@ use crate::{Inner, StoreError};
 /// Entries read per batch (one index range scan, then the store is released).
 pub const BATCH: usize = 256;
 
+/// `by_id` rows per range scan of the files' merge join.
+const BY_ID_CHUNK: usize = 4096;
+
+/// True while the store exists and is not shutting down.
+fn alive(weak: &Weak<Inner>) -> bool {
+    weak.upgrade()
+        .is_some_and(|i| !i.shutting_down.load(Ordering::SeqCst))
+}
+
 /// Default of `storage.verify_entries_per_s`.
 pub const DEFAULT_VERIFY_ENTRIES_PER_S: u32 = 2_000;
 
@@ -231,6 +240,9 @@ fn orphan_pass(
         // (segment id, stream) of every file of the day older than this run.
         let mut files: Vec<(u64, u32)> = Vec::new();
         for (s, (_, dir)) in dirs.iter().enumerate() {
+            if s % 32 == 0 && !alive(weak) {
+                return false;
+            }
             let Ok(names) = crate::layout::read_dir_sorted(&dir.join(&day)) else {
                 continue;
             };
@@ -242,32 +254,54 @@ fn orphan_pass(
             }));
         }
         files.sort_unstable();
-        let (Some(&(lo, _)), Some(&(hi, _))) = (files.first(), files.last()) else {
+        let Some(&(hi, _)) = files.last() else {
             continue;
         };
-        // The ids of the day's files that `by_id` lacks.
+        // The ids of the day's files that `by_id` lacks: `by_id` read in key order from the
+        // day's first id to its last, [`BY_ID_CHUNK`] rows per range scan, the store held
+        // only during a scan (shutdown is not held up by a day of 288,000 files).
         let mut missing: Vec<(u64, u32)> = Vec::new();
-        {
-            let Some(inner) = weak.upgrade() else {
-                return false;
-            };
-            let Ok(index) = inner.index() else {
-                continue; // reopening after a write error: this day is checked next start
-            };
-            let mut rows = index
-                .by_id
-                .range(lo.to_be_bytes()..=hi.to_be_bytes())
-                .keys()
-                .map(|k| k.ok().and_then(|k| <[u8; 8]>::try_from(k.as_ref()).ok()))
-                .map(|k| k.map(u64::from_be_bytes));
-            let mut row = rows.next().flatten();
-            for &(id, s) in &files {
-                while row.is_some_and(|r| r < id) {
-                    row = rows.next().flatten();
+        let mut i = 0usize;
+        while i < files.len() {
+            let rows: Vec<u64> = {
+                let Some(inner) = weak.upgrade() else {
+                    return false;
+                };
+                if inner.shutting_down.load(Ordering::SeqCst) {
+                    return false;
                 }
-                if row != Some(id) {
-                    missing.push((id, s));
+                let Ok(index) = inner.index() else {
+                    break; // reopening after a write error: this day is checked next start
+                };
+                index
+                    .by_id
+                    .range(files[i].0.to_be_bytes()..=hi.to_be_bytes())
+                    .keys()
+                    .take(BY_ID_CHUNK)
+                    .map_while(|k| k.ok().and_then(|k| <[u8; 8]>::try_from(k.as_ref()).ok()))
+                    .map(u64::from_be_bytes)
+                    .collect()
+            };
+            let Some(&last) = rows.last() else {
+                missing.extend_from_slice(&files[i..]);
+                break;
+            };
+            let mut r = 0usize;
+            while i < files.len() && files[i].0 <= last {
+                let id = files[i].0;
+                while r < rows.len() && rows[r] < id {
+                    r += 1;
                 }
+                if rows.get(r) != Some(&id) {
+                    missing.push(files[i]);
+                }
+                i += 1;
+            }
+            if rows.len() < BY_ID_CHUNK {
+                // The scan reached the day's last id (or a row it could not read): what is
+                // left has no row met here and is looked up one by one.
+                missing.extend_from_slice(&files[i..]);
+                break;
             }
         }
         *seen += files.len() as u64;
