@@ -49,7 +49,11 @@ pub fn is_external(sample_table: &[u8]) -> bool {
 
 /// The tables box to write at file offset `at`, and the reference the entry gets for it.
 /// `None` if the tables are too large for a box (they then stay in the index).
-pub fn tables_box(at: u64, sample_table: &[u8], fragment_table: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+pub fn tables_box(
+    at: u64,
+    sample_table: &[u8],
+    fragment_table: &[u8],
+) -> Option<(Vec<u8>, Vec<u8>)> {
     let payload_len = 4 + sample_table.len() + fragment_table.len();
     if payload_len > MAX_PAYLOAD_BYTES {
         return None;
@@ -103,7 +107,9 @@ pub fn load(e: &mut SegmentEntry, path: &Path) -> Result<(), StoreError> {
         what: format!("tables of segment {} in {}: {why}", e.id, path.display()),
     };
     let (offset, len, hash) = parse_ref(&e.sample_table).ok_or_else(|| corrupt("bad reference"))?;
-    if len as usize > MAX_PAYLOAD_BYTES || len < 4 || offset.saturating_add(u64::from(len)) > e.bytes
+    if len as usize > MAX_PAYLOAD_BYTES
+        || len < 4
+        || offset.saturating_add(u64::from(len)) > e.bytes
     {
         return Err(corrupt("reference out of bounds"));
     }
@@ -117,7 +123,9 @@ pub fn load(e: &mut SegmentEntry, path: &Path) -> Result<(), StoreError> {
         }
     })?;
     if crate::index::fnv1a(&payload) != hash {
-        return Err(corrupt("hash mismatch (the file changed behind Vigie's back)"));
+        return Err(corrupt(
+            "hash mismatch (the file changed behind Vigie's back)",
+        ));
     }
     let st_len = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
     if 4 + st_len > payload.len() {
@@ -150,7 +158,10 @@ mod tests {
         e.head.bytes = file.len() as u64;
         e.sample_table = r.clone();
         load(&mut e, &path).unwrap();
-        assert_eq!((e.sample_table.as_slice(), e.fragment_table.as_slice()), (&st[..], &ft[..]));
+        assert_eq!(
+            (e.sample_table.as_slice(), e.fragment_table.as_slice()),
+            (&st[..], &ft[..])
+        );
         // Loading an entry that holds its tables changes nothing.
         load(&mut e, &path).unwrap();
         assert_eq!(e.sample_table, st);

@@ -9,8 +9,8 @@ mod common;
 use common::*;
 use vigie_core::{StreamKey, Time90k};
 use vigie_mp4::SampleInfo;
-use vigie_store::index::Index;
 use vigie_store::filetables::{external_len, is_external};
+use vigie_store::index::Index;
 use vigie_store::sampletable::{decode_samples, is_packed};
 use vigie_store::{GapPolicy, SyntheticSegment};
 
@@ -192,6 +192,9 @@ async fn the_writer_indexes_packed_tables() {
         assert!(e.fragment_table.is_empty(), "segment {id}");
         vigie_store::filetables::load(&mut e, &path).unwrap();
         assert!(is_packed(&e.sample_table), "segment {id}");
-        assert_eq!(decode_samples(&e.sample_table).unwrap().len(), e.frames as usize);
+        assert_eq!(
+            decode_samples(&e.sample_table).unwrap().len(),
+            e.frames as usize
+        );
     }
 }
