@@ -4,6 +4,7 @@
 //! shutdown. Everything else lives in the library crates; see docs/ARCHITECTURE.md.
 
 mod audit;
+mod camera;
 mod demo;
 mod export;
 mod run;
@@ -83,6 +84,11 @@ enum Command {
         #[arg(long, value_name = "HEX", conflicts_with = "config")]
         key: Option<String>,
     },
+    /// Cameras: import the operator's inventory (CSV) as `[[cameras]]` entries.
+    Camera {
+        #[command(subcommand)]
+        command: camera::CameraCommand,
+    },
     /// The installation's evidence signing key.
     Key {
         #[command(subcommand)]
@@ -143,6 +149,7 @@ fn main() -> std::process::ExitCode {
                     Err(anyhow::anyhow!("the package is INVALID"))
                 }
             }),
+        Command::Camera { command } => camera::camera(command),
         Command::Key {
             command: KeyCommand::Show { config },
         } => load(&config).and_then(|c| export::key_show(&c)),

@@ -91,17 +91,30 @@ pub async fn run(
     let mut entries = Vec::new();
     let mut hubs = HashMap::new();
     let mut handles = Vec::new();
-    for (i, (key, cam, stream)) in config.streams().enumerate() {
+    // Rotations are staggered across the recorded streams.
+    let recorded = config
+        .streams()
+        .filter(|(_, cam, s)| cam.records(&s.name))
+        .count() as u32;
+    let mut rec_index = 0u32;
+    for (key, cam, stream) in config.streams() {
         let source = stream
             .resolve(&|k| std::env::var(k).ok())
             .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
-        let writer = store.start_writer(key.clone(), (i as u32, n))?;
-        // Every event goes to the writer and to the stream's live hub (frames shared, not copied).
         let live = vigie_live::LiveHub::new(key.clone());
-        let sink: Arc<dyn FrameSink> = Arc::new(vigie_live::TeeSink {
-            first: Arc::new(writer),
-            second: live.clone(),
-        });
+        // Every event goes to the writer and to the stream's live hub (frames shared, not
+        // copied); a stream with role `live` only feeds its hub and is not recorded.
+        let sink: Arc<dyn FrameSink> = if cam.records(&stream.name) {
+            let writer = store.start_writer(key.clone(), (rec_index, recorded))?;
+            rec_index += 1;
+            Arc::new(vigie_live::TeeSink {
+                first: Arc::new(writer),
+                second: live.clone(),
+            })
+        } else {
+            tracing::info!(camera = %key.camera, stream = %key.stream, "live-only stream (role = \"live\"): not recorded");
+            live.clone()
+        };
         let mut opts = vigie_ingest::IngestOptions::new(clock.clone());
         opts.runtime = Some(ingest_rt.clone());
         let handle = vigie_ingest::spawn_stream(key.clone(), source, sink, opts, shutdown.clone());
@@ -116,8 +129,15 @@ pub async fn run(
         handles.push(handle);
     }
 
+    // The quality floors of the 2007 order are about recorded footage: a `live`-only
+    // sub-stream is low-resolution by design and is not watched.
     let watched = entries
         .iter()
+        .filter(|e| {
+            config
+                .camera(&e.key.camera)
+                .is_some_and(|c| c.records(&e.key.stream))
+        })
         .map(|e| vigie_quality::Watched {
             key: e.key.clone(),
             status: e.status.clone(),

@@ -1,4 +1,5 @@
-//! `GET /api/v1/cameras`: cameras, their streams and live status. Credentials never appear:
+//! `GET /api/v1/cameras`: cameras, their streams (with their role: `record`, `live`, `both`)
+//! and live status; per camera, the stream the live wall shows and the main (recorded) one. Credentials never appear:
 //! stream URLs are shown without user info. Only the cameras inside the caller's scope are
 //! listed.
 
@@ -32,7 +33,9 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                         .find(|e| e.key.camera == cam.id && e.key.stream == s.name);
                     let status = entry
                         .map(|e| serde_json::to_value(e.status.snapshot()).unwrap_or(Value::Null));
-                    let compliance = entry.map(|e| {
+                    // Quality floors apply to recorded streams only (a live-only sub-stream
+                    // is not watched).
+                    let compliance = entry.filter(|_| cam.records(&s.name)).map(|e| {
                         let c = e.compliance.snapshot();
                         json!({
                             "state": c.state,
@@ -44,6 +47,8 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                     });
                     json!({
                         "name": s.name,
+                        "role": cam.role(&s.name),
+                        "recorded": cam.records(&s.name),
                         "url": redact_url(&s.url),
                         "transport": s.transport,
                         "status": status,
@@ -59,6 +64,10 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                 "class": cam.class,
                 "retention_days": cfg.retention_days(cam),
                 "streams": streams,
+                // The stream the live wall shows, and the main (recorded) one: the enlarged
+                // tile, playback and exports.
+                "live_stream": cam.live_stream().map(|s| s.name.as_str()),
+                "main_stream": cam.record_stream().map(|s| s.name.as_str()),
             })
         })
         .collect();

@@ -10,8 +10,10 @@ mod abuse_authz;
 mod abuse_journal;
 mod abuse_limits;
 mod access;
+mod camera_import;
 mod disk_full;
 mod export;
+mod export_multi;
 mod faults;
 #[cfg(feature = "gst")]
 mod interop_gst;
