@@ -7,7 +7,9 @@
 //! * `sled_open open DIR [CACHE_BYTES]` opens it and prints the time and peak RSS (sled replays
 //!   its log since its last snapshot, which it writes only when it opens);
 //! * `sled_open walk DIR [CACHE_BYTES]` also walks every entry, then `by_id`, and prints the
-//!   memory left resident.
+//!   memory left resident;
+//! * `sled_open byid DIR [CACHE_BYTES]` walks `by_id` alone (as the background verification
+//!   does) and prints the memory left resident.
 //!
 //! `cargo build --release -p vigie-store --example sled_open`
 
