@@ -13,9 +13,11 @@
 //!   channel, drained by an async task) over real segment files already in the page cache.
 //!
 //! Run: `cargo bench -p vigie-footage --bench playback -- [--streams 50] [--days 30] [--dir D]
-//! [--iterations N] [--kbps K] [--no-throughput] [--v1-tables]`
+//! [--iterations N] [--kbps K] [--no-throughput] [--v1-tables] [--inline-tables] [--drop-caches]`
 //! (`--v1-tables`: sample tables in the journal form, as index entries written before index
-//! format 3 hold them, to compare the two forms in one binary)
+//! format 3 hold them, to compare the two forms in one binary; `--inline-tables`: packed
+//! tables in the entries, as format 3 holds them, instead of in the segment files (format 4);
+//! `--drop-caches`: page cache dropped before each iteration of the breakdown, as root)
 //! (see docs/BENCHMARKS.md).
 
 use std::io::Write;
@@ -40,6 +42,9 @@ struct Args {
     v1_tables: bool,
     /// `--inline-tables`: packed tables in the index entries (format 3), not in the files.
     inline_tables: bool,
+    /// `--drop-caches`: drop the page cache (root) before each iteration of the breakdown, so
+    /// its scan, plan and whole-`moov` rendering read the index and the tables from the disk.
+    drop_caches: bool,
 }
 
 fn args() -> Args {
@@ -52,6 +57,7 @@ fn args() -> Args {
         throughput: true,
         v1_tables: false,
         inline_tables: false,
+        drop_caches: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -65,6 +71,7 @@ fn args() -> Args {
             "--no-throughput" => a.throughput = false,
             "--v1-tables" => a.v1_tables = true,
             "--inline-tables" => a.inline_tables = true,
+            "--drop-caches" => a.drop_caches = true,
             _ => {} // `--bench` and friends from cargo
         }
     }
@@ -279,6 +286,10 @@ fn main() -> anyhow::Result<()> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..a.iterations {
             let start = Time90k(mid + i64::from(i) * 117_000 + 99_999);
+            if a.drop_caches {
+                let _ = std::process::Command::new("sync").status();
+                std::fs::write("/proc/sys/vm/drop_caches", b"3\n")?;
+            }
             let t = Instant::now();
             let c = store.playback_candidates(&k, start, Time90k(start.0 + secs * 90_000))?;
             scan.push(t.elapsed());
