@@ -85,6 +85,18 @@ pub fn external_len(sample_table: &[u8]) -> Option<u32> {
     parse_ref(sample_table).map(|(_, len, _)| len)
 }
 
+/// Where the tables of an encoded entry (as stored in sled) are in its file, (offset, length),
+/// if the entry refers to them; read from the entry's last bytes without decoding it (postcard
+/// ends an entry with the sample table's length, 23, the reference, and an empty fragment
+/// table). Used to read tables ahead (`crate::playback`); a wrong guess costs one useless read.
+pub fn external_range_of_encoded(entry: &[u8]) -> Option<(u64, u32)> {
+    let n = entry.len();
+    if n < REF_LEN + 2 || entry[n - 1] != 0 || usize::from(entry[n - REF_LEN - 2]) != REF_LEN {
+        return None;
+    }
+    parse_ref(&entry[n - REF_LEN - 1..n - 1]).map(|(offset, len, _)| (offset, len))
+}
+
 /// (offset, length, hash) of a reference.
 fn parse_ref(r: &[u8]) -> Option<(u64, u32, u64)> {
     if r.len() != REF_LEN || !is_external(r) {
@@ -180,6 +192,14 @@ mod tests {
         e3.sample_table = r;
         let err = load(&mut e3, &path).unwrap_err();
         assert!(err.to_string().contains("shorter"), "{err}");
+
+        // The range is found in the encoded entry as sled stores it.
+        let enc = postcard::to_allocvec(&e3).unwrap();
+        assert_eq!(external_range_of_encoded(&enc), Some((1024, 4 + 6 + 3)));
+        assert_eq!(
+            external_range_of_encoded(&postcard::to_allocvec(&e).unwrap()),
+            None
+        );
     }
 
     fn blank() -> SegmentEntry {

@@ -404,6 +404,7 @@ fn plan_entries(
         input.duration_90k = media.saturating_sub(input.skip_90k).max(1);
         input.skip_90k = input.skip_90k.min(media.saturating_sub(input.duration_90k));
     }
+    prefetch_tables(&sources);
     Ok(PlaybackPlan {
         input,
         source: Arc::new(IndexPieces { pieces: sources }),
@@ -411,6 +412,68 @@ fn plan_entries(
         segments,
         pieces,
     })
+}
+
+/// Threads reading a plan's tables ahead.
+const PREFETCH_THREADS: usize = 4;
+
+/// Plans of fewer whole segments than this do not read ahead.
+const PREFETCH_MIN_SEGMENTS: usize = 16;
+
+/// Reads ahead, into the page cache, the tables of the plan's whole segments that are kept in
+/// their files ([`crate::filetables`]), on a few short-lived threads, when a probe finds them
+/// out of the page cache: rendering the `moov` then finds them cached instead of reading 1,440
+/// files one after the other for a 24 h range from a cold cache (docs/BENCHMARKS.md "Restart",
+/// playback). Only a hint: a failed read is ignored (the render reads, and reports, for itself).
+fn prefetch_tables(pieces: &[IndexPiece]) {
+    let targets: Vec<(std::path::PathBuf, u64, u32)> = pieces
+        .iter()
+        .filter_map(|p| match p {
+            IndexPiece::Entry { encoded, path, .. } => {
+                crate::filetables::external_range_of_encoded(encoded)
+                    .map(|(offset, len)| (path.clone(), offset, len))
+            }
+            IndexPiece::Decoded(_) => None,
+        })
+        .collect();
+    if targets.len() < PREFETCH_MIN_SEGMENTS {
+        return;
+    }
+    // One thread first probes two tables: when both come from the page cache (a warm, recent
+    // range), reading ahead would only take CPU from the response, and it stops there.
+    let _ = std::thread::Builder::new()
+        .name("vigie-tables-ahead".into())
+        .spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let read = |(path, offset, len): &(std::path::PathBuf, u64, u32), buf: &mut Vec<u8>| {
+                if let Ok(f) = std::fs::File::open(path) {
+                    buf.resize(*len as usize, 0);
+                    let _ = f.read_exact_at(buf, *offset);
+                }
+            };
+            let mut buf = Vec::new();
+            let probe = std::time::Instant::now();
+            read(&targets[0], &mut buf);
+            read(&targets[targets.len() / 2], &mut buf);
+            if probe.elapsed() < std::time::Duration::from_micros(200) {
+                return;
+            }
+            let targets = Arc::new(targets);
+            for t in 1..PREFETCH_THREADS {
+                let targets = targets.clone();
+                let _ = std::thread::Builder::new()
+                    .name("vigie-tables-ahead".into())
+                    .spawn(move || {
+                        let mut buf = Vec::new();
+                        for target in targets.iter().skip(t).step_by(PREFETCH_THREADS) {
+                            read(target, &mut buf);
+                        }
+                    });
+            }
+            for target in targets.iter().step_by(PREFETCH_THREADS) {
+                read(target, &mut buf);
+            }
+        });
 }
 
 /// Decodes an entry's sample table into `samples` and returns its fragments, both cut to the
