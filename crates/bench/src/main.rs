@@ -117,6 +117,13 @@ struct Args {
     /// fragment tables, as an index written before issue 16's packing holds them.
     #[arg(long)]
     restart_v1_tables: bool,
+    /// Restart benchmark: generate the index with the packed tables in the entries (index
+    /// format 3), as an index written before the tables moved to the segment files holds them.
+    #[arg(long)]
+    restart_inline_tables: bool,
+    /// Restart benchmark: Vigie's `storage.index_cache_bytes`, in MiB (default: Vigie's).
+    #[arg(long)]
+    restart_index_cache_mib: Option<u64>,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -257,6 +264,8 @@ fn main() -> Result<()> {
             verify_wait_s: args.restart_verify_wait_s,
             vigie_label: args.restart_label.clone(),
             v1_tables: args.restart_v1_tables,
+            inline_tables: args.restart_inline_tables,
+            index_cache_mib: args.restart_index_cache_mib,
         };
         println!(
             "| binary | history | segments | index MB per camera-day | page cache | `vigie run` → HTTP (writers open) | → every writer recording | peak RSS at recording / at end (above idle) | background verification | notes |"
@@ -866,7 +875,11 @@ fn index_stats(dir: &Path) -> Result<IndexStats> {
         let e = e?;
         s.frames += u64::from(e.frames);
         s.segments += 1;
-        s.table_bytes += (e.sample_table.len() + e.fragment_table.len()) as u64;
+        // Tables in the segment file (index format 4) count as much as tables in the entry.
+        s.table_bytes += match vigie_store::filetables::external_len(&e.sample_table) {
+            Some(len) => u64::from(len),
+            None => (e.sample_table.len() + e.fragment_table.len()) as u64,
+        };
     }
     Ok(s)
 }

@@ -53,6 +53,10 @@ pub struct Opts {
     pub vigie_label: String,
     /// Journal-form tables (entries as written before index format 3).
     pub v1_tables: bool,
+    /// Packed tables in the entries (index format 3), not in the segment files.
+    pub inline_tables: bool,
+    /// `storage.index_cache_bytes` in MiB (`None`: Vigie's default).
+    pub index_cache_mib: Option<u64>,
 }
 
 /// Deterministic pseudo-random numbers (xorshift).
@@ -113,11 +117,13 @@ pub fn key(i: usize) -> StreamKey {
 }
 
 /// Generates the index and the sparse files in `data` (unless already there).
-fn generate(data: &Path, size: &Size, v1_tables: bool) -> Result<()> {
+fn generate(data: &Path, size: &Size, v1_tables: bool, inline_tables: bool) -> Result<()> {
     let marker = data.join(if v1_tables {
         ".generated-v1"
+    } else if inline_tables {
+        ".generated-v3"
     } else {
-        ".generated"
+        ".generated-v4"
     });
     if marker.exists() {
         eprintln!("# reusing {}", data.display());
@@ -143,6 +149,8 @@ fn generate(data: &Path, size: &Size, v1_tables: bool) -> Result<()> {
             .map(|tpl| {
                 if v1_tables {
                     store.encode_synthetic_v1(&key(s), &params(), tpl)
+                } else if inline_tables {
+                    store.encode_synthetic_inline(&key(s), &params(), tpl)
                 } else {
                     store.encode_synthetic(&key(s), &params(), tpl)
                 }
@@ -163,12 +171,15 @@ fn generate(data: &Path, size: &Size, v1_tables: bool) -> Result<()> {
                 .collect();
             let ids = store.insert_synthetic_many(&items)?;
             for (id, (enc, start)) in ids.into_iter().zip(&items) {
-                let (path, bytes) = store.synthetic_file(&key(s), enc, id, *start);
+                let (path, _) = store.synthetic_file(&key(s), enc, id, *start);
                 let dir = path.parent().context("segment dir")?.to_owned();
                 if made_dirs.insert(dir.clone()) {
                     std::fs::create_dir_all(&dir)?;
                 }
-                std::fs::File::create(&path)?.set_len(bytes)?;
+                // Sparse, the tables box included (a hole: the start and the verification read
+                // only the file's length, never the tables; ~3 KB of real blocks per file would
+                // not fit 30 d × 200 on this disk).
+                store.create_synthetic_file(&key(s), enc, id, *start, false)?;
             }
             k += items.len() as i64;
         }
@@ -201,12 +212,14 @@ fn entry_anatomy(index_dir: &Path) -> Result<String> {
     let e: vigie_store::index::SegmentEntry = postcard::from_bytes(&v)?;
     let (st, ft) = (e.sample_table.len(), e.fragment_table.len());
     Ok(format!(
-        "entry {} B = sample table {st} B ({}) + fragment table {ft} B + head {} B",
+        "entry {} B = sample table {st} B ({}) + fragment table {ft} B + head {} B; by_id row 37 B",
         v.len(),
-        if vigie_store::sampletable::is_packed(&e.sample_table) {
-            "packed"
+        if let Some(len) = vigie_store::filetables::external_len(&e.sample_table) {
+            format!("a reference to {len} B of tables in the segment file")
+        } else if vigie_store::sampletable::is_packed(&e.sample_table) {
+            "packed".into()
         } else {
-            "journal form"
+            "journal form".into()
         },
         v.len() - st - ft
     ))
@@ -314,7 +327,7 @@ pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<Re
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data");
     if size.days > 0 {
-        generate(&data, size, opts.v1_tables)?;
+        generate(&data, size, opts.v1_tables, opts.inline_tables)?;
     } else {
         let _ = std::fs::remove_dir_all(&data);
     }
@@ -349,6 +362,13 @@ pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<Re
         ),
         1,
     );
+    if let Some(mib) = opts.index_cache_mib {
+        text = text.replacen(
+            "min_free_bytes = \"1GiB\"\n",
+            &format!("min_free_bytes = \"1GiB\"\nindex_cache_bytes = \"{mib}MiB\"\n"),
+            1,
+        );
+    }
     if opts.vigie_label == "baseline" {
         // The old binary does not know the setting.
         text = text.replacen(

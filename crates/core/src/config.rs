@@ -254,7 +254,9 @@ fn default_min_free() -> ByteSize {
 }
 
 fn default_index_cache() -> ByteSize {
-    ByteSize(64 << 20)
+    // vigie_store::index::DEFAULT_CACHE_BYTES (docs/BENCHMARKS.md "Restart": what a walk of
+    // the index leaves resident is ~3.6 times this).
+    ByteSize(8 << 20)
 }
 
 fn default_verify_entries_per_s() -> u32 {
@@ -1964,7 +1966,7 @@ class = "close-up"
     #[test]
     fn index_cache_and_verify_rate_default_and_are_validated() {
         let c = Config::from_toml_str(GOOD, "t", &env).unwrap();
-        assert_eq!(c.storage.index_cache_bytes, ByteSize(64 << 20));
+        assert_eq!(c.storage.index_cache_bytes, ByteSize(8 << 20));
         assert_eq!(c.storage.verify_entries_per_s, 2000);
         let text = GOOD.replace(
             "[storage]\n",

@@ -464,7 +464,7 @@ mod tests {
             init_len: 200,
             session_id: 1,
         };
-        let enc = store.encode_synthetic(&key, &params, &seg).unwrap();
+        let enc = store.encode_synthetic_inline(&key, &params, &seg).unwrap();
         store.insert_synthetic(&enc, t0).unwrap();
         // A synthetic entry has no file: give it one, longer than its frames need.
         let info = &store.segments(&key, t0, Time90k(t0.0 + 90_000)).unwrap()[0];

@@ -13,9 +13,11 @@
 //!   channel, drained by an async task) over real segment files already in the page cache.
 //!
 //! Run: `cargo bench -p vigie-footage --bench playback -- [--streams 50] [--days 30] [--dir D]
-//! [--iterations N] [--kbps K] [--no-throughput] [--v1-tables]`
+//! [--iterations N] [--kbps K] [--no-throughput] [--v1-tables] [--inline-tables] [--drop-caches]`
 //! (`--v1-tables`: sample tables in the journal form, as index entries written before index
-//! format 3 hold them, to compare the two forms in one binary)
+//! format 3 hold them, to compare the two forms in one binary; `--inline-tables`: packed
+//! tables in the entries, as format 3 holds them, instead of in the segment files (format 4);
+//! `--drop-caches`: page cache dropped before each iteration of the breakdown, as root)
 //! (see docs/BENCHMARKS.md).
 
 use std::io::Write;
@@ -38,6 +40,11 @@ struct Args {
     throughput: bool,
     /// `--v1-tables`: journal-form (pre-format-3) sample tables.
     v1_tables: bool,
+    /// `--inline-tables`: packed tables in the index entries (format 3), not in the files.
+    inline_tables: bool,
+    /// `--drop-caches`: drop the page cache (root) before each iteration of the breakdown, so
+    /// its scan, plan and whole-`moov` rendering read the index and the tables from the disk.
+    drop_caches: bool,
 }
 
 fn args() -> Args {
@@ -49,6 +56,8 @@ fn args() -> Args {
         iterations: 20,
         throughput: true,
         v1_tables: false,
+        inline_tables: false,
+        drop_caches: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -61,6 +70,8 @@ fn args() -> Args {
             "--dir" => a.dir = Some(v().into()),
             "--no-throughput" => a.throughput = false,
             "--v1-tables" => a.v1_tables = true,
+            "--inline-tables" => a.inline_tables = true,
+            "--drop-caches" => a.drop_caches = true,
             _ => {} // `--bench` and friends from cargo
         }
     }
@@ -175,16 +186,25 @@ fn main() -> anyhow::Result<()> {
         a.days,
         i64::from(a.streams) * per_stream,
         a.kbps,
-        if a.v1_tables { "v1" } else { "packed" },
+        if a.v1_tables {
+            "v1 in the index"
+        } else if a.inline_tables {
+            "packed in the index"
+        } else {
+            "packed in the segment files"
+        },
         dir.display()
     );
     let t = Instant::now();
+    let mut made_dirs = std::collections::HashSet::new();
     for s in 0..a.streams {
         let encs: Vec<_> = templates
             .iter()
             .map(|tpl| {
                 if a.v1_tables {
                     store.encode_synthetic_v1(&key(s), &params(), tpl)
+                } else if a.inline_tables {
+                    store.encode_synthetic_inline(&key(s), &params(), tpl)
                 } else {
                     store.encode_synthetic(&key(s), &params(), tpl)
                 }
@@ -193,7 +213,17 @@ fn main() -> anyhow::Result<()> {
         let stagger = seg_90k * i64::from(s) / i64::from(a.streams);
         for k in 0..per_stream {
             let start = Time90k(t0 + stagger + k * seg_90k);
-            store.insert_synthetic(&encs[(k as usize * 7 + s as usize) % encs.len()], start)?;
+            let enc = &encs[(k as usize * 7 + s as usize) % encs.len()];
+            let id = store.insert_synthetic(enc, start)?;
+            // The file, sparse, with its tables box when the tables are in the files (playback
+            // reads them there).
+            let (path, _) = store.synthetic_file(&key(s), enc, id, start);
+            if let Some(d) = path.parent()
+                && made_dirs.insert(d.to_owned())
+            {
+                std::fs::create_dir_all(d)?;
+            }
+            store.create_synthetic_file(&key(s), enc, id, start, true)?;
         }
     }
     store.flush_index()?;
@@ -256,6 +286,10 @@ fn main() -> anyhow::Result<()> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..a.iterations {
             let start = Time90k(mid + i64::from(i) * 117_000 + 99_999);
+            if a.drop_caches {
+                let _ = std::process::Command::new("sync").status();
+                std::fs::write("/proc/sys/vm/drop_caches", b"3\n")?;
+            }
             let t = Instant::now();
             let c = store.playback_candidates(&k, start, Time90k(start.0 + secs * 90_000))?;
             scan.push(t.elapsed());
@@ -303,16 +337,23 @@ fn main() -> anyhow::Result<()> {
             true
         })?;
         for (f, &need) in mp4.files.iter().zip(&needs) {
-            if std::fs::metadata(f)
-                .map(|m| m.len() >= need)
-                .unwrap_or(false)
-            {
+            // The files exist (sparse, with their tables box at the end when the tables are
+            // there): give the ≤ 1 h ranges real media bytes, leaving the tail as it is.
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(f).ok();
+            let have_len = meta.as_ref().map_or(0, |m| m.len());
+            let have_real = meta.as_ref().map_or(0, |m| m.blocks() * 512);
+            if (sparse && have_len >= need) || (!sparse && have_real >= need) {
                 continue;
             }
             if let Some(d) = f.parent() {
                 std::fs::create_dir_all(d)?;
             }
-            let mut file = std::fs::File::create(f)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(f)?;
             if sparse {
                 file.set_len(need)?;
             } else {

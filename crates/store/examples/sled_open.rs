@@ -1,12 +1,15 @@
 //! Experiment (issue 16, docs/BENCHMARKS.md "Restart"): what sled 0.34 costs at open and when
 //! walked, independently of Vigie.
 //!
-//! * `sled_open gen DIR ENTRIES` writes ENTRIES entries of 4,755 bytes (the size of a 60 s
-//!   segment's index entry) as the store does (`segments` + `by_id`);
+//! * `sled_open gen DIR ENTRIES [SIZE]` writes ENTRIES entries of SIZE bytes (default 4,755:
+//!   a 60 s segment's index entry in format 2; 85 in format 4) as the store does (`segments`
+//!   + `by_id` rows of 29 bytes);
 //! * `sled_open open DIR [CACHE_BYTES]` opens it and prints the time and peak RSS (sled replays
 //!   its log since its last snapshot, which it writes only when it opens);
 //! * `sled_open walk DIR [CACHE_BYTES]` also walks every entry, then `by_id`, and prints the
-//!   memory left resident.
+//!   memory left resident;
+//! * `sled_open byid DIR [CACHE_BYTES]` walks `by_id` alone (as the background verification
+//!   does) and prints the memory left resident.
 //!
 //! `cargo build --release -p vigie-store --example sled_open`
 
@@ -40,13 +43,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match a[1].as_str() {
         "gen" => {
             let n: u64 = a[3].parse()?;
+            // Optional entry size (85 B: an index format 4 head; 4,755 B by default).
+            let size: usize = a.get(4).and_then(|s| s.parse().ok()).unwrap_or(4755);
             let db = sled::Config::new()
                 .path(dir)
                 .cache_capacity(64 << 20)
                 .open()?;
             let seg = db.open_tree("segments")?;
             let by_id = db.open_tree("by_id")?;
-            let mut v = vec![0u8; 4755];
+            let mut v = vec![0u8; size];
             let mut x = 0x9e37_79b9_7f4a_7c15u64;
             for i in 0..n {
                 for b in v.iter_mut() {
@@ -60,7 +65,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 k[4..12].copy_from_slice(&(i / 50).to_be_bytes());
                 k[12..].copy_from_slice(&i.to_be_bytes());
                 seg.insert(k, &v[..])?;
-                by_id.insert(i.to_be_bytes(), &k[..])?;
+                // As `ByIdRow`: the key, the indexed length, the open flag (29 B).
+                let mut row = [0u8; 29];
+                row[..20].copy_from_slice(&k);
+                row[20..28].copy_from_slice(&(i * 7).to_be_bytes());
+                by_id.insert(i.to_be_bytes(), &row[..])?;
             }
             db.flush()?;
         }
@@ -101,6 +110,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 println!(
                     "batched walk {:.2} s ({n} bytes), VmHWM {} MiB, VmRSS {} MiB",
+                    t.elapsed().as_secs_f64(),
+                    hwm_kib() / 1024,
+                    rss_kib() / 1024
+                );
+            }
+            if mode == "byid" {
+                // What the background verification walks: `by_id` alone.
+                let by_id = db.open_tree("by_id")?;
+                let t = Instant::now();
+                let mut m = 0u64;
+                for kv in by_id.iter() {
+                    let (_, v) = kv?;
+                    m += v.len() as u64;
+                }
+                println!(
+                    "by_id walk {:.2} s ({m} bytes), VmHWM {} MiB, VmRSS {} MiB",
                     t.elapsed().as_secs_f64(),
                     hwm_kib() / 1024,
                     rss_kib() / 1024

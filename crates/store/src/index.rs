@@ -30,12 +30,15 @@ pub const MAX_SEGMENT_90K: i64 = (300 + 20) * vigie_core::TIME_UNITS_PER_SEC;
 
 /// 2: entries carry [`TableCounts`]. 3: new entries' sample tables are in the packed form
 /// ([`crate::sampletable`]); format-2 entries (journal-form tables) stay as they are and are
-/// read as before, so a format-2 index is opened and marked 3 in place (no migration). The
-/// mark keeps a binary that predates packed tables from opening the index.
-const FORMAT: u32 = 3;
+/// read as before, so a format-2 index is opened and marked 3 in place (no migration).
+/// 4: a closed segment's tables are in its file, its entry refers to them
+/// ([`crate::filetables`]); entries holding their tables (older formats, open segments,
+/// recovered ones) are read as before, so a format-2 or 3 index is opened and marked 4 in place.
+/// The mark keeps a binary that cannot read the newer entries from opening the index.
+const FORMAT: u32 = 4;
 
 /// Formats [`Index::open`] accepts (and marks [`FORMAT`]).
-const READABLE_FORMATS: [u32; 2] = [2, 3];
+const READABLE_FORMATS: [u32; 3] = [2, 3, 4];
 
 /// One segment in the index: its [`EntryHead`] (what listings need) followed by the init
 /// length and the tables. postcard lays a nested struct out inline, so the encoded bytes are
@@ -178,7 +181,7 @@ fn u32_of(b: &[u8]) -> Option<u32> {
 }
 
 /// FNV-1a 64: a stable content hash for params ids.
-fn fnv1a(data: &[u8]) -> u64 {
+pub(crate) fn fnv1a(data: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for &b in data {
         h ^= u64::from(b);
@@ -210,9 +213,12 @@ fn corrupt(what: impl Into<String>) -> StoreError {
 
 /// Default of sled's page cache (`storage.index_cache_bytes`): sled's own default is 1 GiB,
 /// which a walk of a large index (background verification, reindex) fills, and the recorder
-/// keeps for good. 64 MiB holds the upper levels of the trees and the recent leaves every
-/// writer and listing touches.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+/// keeps for good. sled counts its cache in on-disk bytes; in memory a walked page costs ~3.6
+/// times that (measured: a walk of 2 M `by_id` rows leaves +231 MiB resident with 64 MiB,
+/// +60 with 16, +30 with 8, +3 with 1; docs/BENCHMARKS.md "Restart"). 8 MiB still holds the
+/// upper levels of the trees and the newest leaves every writer and listing touches (index
+/// format 4 entries are ~100 B, 16 to a leaf).
+pub const DEFAULT_CACHE_BYTES: u64 = 8 << 20;
 
 impl Index {
     pub fn open(dir: &std::path::Path) -> Result<Index, StoreError> {
@@ -224,10 +230,20 @@ impl Index {
         let db = retry_while_locked(
             LOCK_WAIT,
             || {
+                // sled's settings, deliberately (docs/BENCHMARKS.md "Restart"):
+                // * cache: `cache_bytes` (`storage.index_cache_bytes`, 8 MiB by default;
+                //   sled's 1 GiB would be filled by a walk of the index and kept);
+                // * log flush every 500 ms: what the writers' index updates may lose to a
+                //   crash is re-read from the files by recovery (crates/store/README.md);
+                // * no compression: entries are heads of ~100 B (format 4), and sled refuses
+                //   an index whose compression setting changed, so it is pinned here;
+                // * segment size: sled's default (512 KiB), which sled also refuses to change
+                //   for an existing index (its own docs call the setting testing-only).
                 sled::Config::new()
                     .path(dir)
                     .cache_capacity(cache_bytes)
                     .flush_every_ms(Some(500))
+                    .use_compression(false)
                     .open()
             },
             is_sled_lock,

@@ -38,6 +38,7 @@ use vigie_core::config::RecordingConfig;
 use vigie_core::{Clock, Codec, StreamKey, Time90k, VideoParams};
 
 pub mod events;
+pub mod filetables;
 pub mod freespace;
 pub mod holds;
 pub mod index;
@@ -660,12 +661,13 @@ impl Store {
 
     /// A segment's sample table and fragment offsets (for the virtual MP4 builder).
     pub fn segment_index(&self, id: u64) -> Result<Option<SegmentIndex>, StoreError> {
-        let Some(e) = self.inner.index()?.get_segment(id)? else {
+        let Some(mut e) = self.inner.index()?.get_segment(id)? else {
             return Ok(None);
         };
         let info = self.segment(id)?.ok_or(StoreError::Corrupt {
             what: format!("segment {id} vanished"),
         })?;
+        crate::filetables::load(&mut e, &info.path)?;
         let corrupt = || StoreError::Corrupt {
             what: format!("sample table of segment {id}"),
         };

@@ -276,12 +276,14 @@ fn plan_entries(
                 id: h.id,
                 encoded: encoded.clone(),
                 samples: h.frames,
+                path: store.inner.layout.segment_path(key, h.id, h.start()),
             };
             (present_from, present_to, clip) = (0, media, 0);
         } else {
             // A segment cut by the window: decode it now (at most the first and last ones).
-            let e: SegmentEntry = postcard::from_bytes(encoded).map_err(StoreError::from)?;
-            let frags = decode_usable(&e, &mut scratch)?;
+            let mut e: SegmentEntry = postcard::from_bytes(encoded).map_err(StoreError::from)?;
+            let path = store.inner.layout.segment_path(key, h.id, h.start());
+            let frags = decode_usable(&mut e, &path, &mut scratch)?;
             let samples = &scratch[..];
             if samples.is_empty() {
                 continue;
@@ -402,6 +404,7 @@ fn plan_entries(
         input.duration_90k = media.saturating_sub(input.skip_90k).max(1);
         input.skip_90k = input.skip_90k.min(media.saturating_sub(input.duration_90k));
     }
+    prefetch_tables(&sources);
     Ok(PlaybackPlan {
         input,
         source: Arc::new(IndexPieces { pieces: sources }),
@@ -411,12 +414,77 @@ fn plan_entries(
     })
 }
 
+/// Threads reading a plan's tables ahead.
+const PREFETCH_THREADS: usize = 4;
+
+/// Plans of fewer whole segments than this do not read ahead.
+const PREFETCH_MIN_SEGMENTS: usize = 16;
+
+/// Reads ahead, into the page cache, the tables of the plan's whole segments that are kept in
+/// their files ([`crate::filetables`]), on a few short-lived threads, when a probe finds them
+/// out of the page cache: rendering the `moov` then finds them cached instead of reading 1,440
+/// files one after the other for a 24 h range from a cold cache (docs/BENCHMARKS.md "Restart",
+/// playback). Only a hint: a failed read is ignored (the render reads, and reports, for itself).
+fn prefetch_tables(pieces: &[IndexPiece]) {
+    let targets: Vec<(std::path::PathBuf, u64, u32)> = pieces
+        .iter()
+        .filter_map(|p| match p {
+            IndexPiece::Entry { encoded, path, .. } => {
+                crate::filetables::external_range_of_encoded(encoded)
+                    .map(|(offset, len)| (path.clone(), offset, len))
+            }
+            IndexPiece::Decoded(_) => None,
+        })
+        .collect();
+    if targets.len() < PREFETCH_MIN_SEGMENTS {
+        return;
+    }
+    // One thread first probes two tables: when both come from the page cache (a warm, recent
+    // range), reading ahead would only take CPU from the response, and it stops there.
+    let _ = std::thread::Builder::new()
+        .name("vigie-tables-ahead".into())
+        .spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let read = |(path, offset, len): &(std::path::PathBuf, u64, u32), buf: &mut Vec<u8>| {
+                if let Ok(f) = std::fs::File::open(path) {
+                    buf.resize(*len as usize, 0);
+                    let _ = f.read_exact_at(buf, *offset);
+                }
+            };
+            let mut buf = Vec::new();
+            let probe = std::time::Instant::now();
+            read(&targets[0], &mut buf);
+            read(&targets[targets.len() / 2], &mut buf);
+            if probe.elapsed() < std::time::Duration::from_micros(200) {
+                return;
+            }
+            let targets = Arc::new(targets);
+            for t in 1..PREFETCH_THREADS {
+                let targets = targets.clone();
+                let _ = std::thread::Builder::new()
+                    .name("vigie-tables-ahead".into())
+                    .spawn(move || {
+                        let mut buf = Vec::new();
+                        for target in targets.iter().skip(t).step_by(PREFETCH_THREADS) {
+                            read(target, &mut buf);
+                        }
+                    });
+            }
+            for target in targets.iter().step_by(PREFETCH_THREADS) {
+                read(target, &mut buf);
+            }
+        });
+}
+
 /// Decodes an entry's sample table into `samples` and returns its fragments, both cut to the
-/// fragments wholly inside the indexed (durable) length.
+/// fragments wholly inside the indexed (durable) length. Tables kept in the segment file
+/// (`path`) are read from it first ([`crate::filetables`]).
 fn decode_usable(
-    e: &SegmentEntry,
+    e: &mut SegmentEntry,
+    path: &std::path::Path,
     samples: &mut Vec<SampleInfo>,
 ) -> Result<Vec<FragmentLoc>, StoreError> {
+    crate::filetables::load(e, path)?;
     let corrupt = || StoreError::Corrupt {
         what: format!("sample table of segment {}", e.id),
     };
@@ -480,6 +548,8 @@ enum IndexPiece {
         id: u64,
         encoded: sled::IVec,
         samples: u32,
+        /// The segment file (its tables may be there).
+        path: std::path::PathBuf,
     },
     /// Tables decoded while planning (segments cut by the window).
     Decoded(Arc<PieceTables>),
@@ -507,11 +577,13 @@ impl PieceSource for IndexPieces {
                 id,
                 encoded,
                 samples,
+                path,
             }) => {
-                let e: SegmentEntry = postcard::from_bytes(encoded)
+                let mut e: SegmentEntry = postcard::from_bytes(encoded)
                     .map_err(|e| invalid(format!("index entry of segment {id}: {e}")))?;
                 let mut decoded = Vec::new();
-                let frags = decode_usable(&e, &mut decoded).map_err(|e| invalid(e.to_string()))?;
+                let frags = decode_usable(&mut e, path, &mut decoded)
+                    .map_err(|e| invalid(e.to_string()))?;
                 Ok(Arc::new(tables_of(&decoded, &frags, 0, *samples as usize)))
             }
         }

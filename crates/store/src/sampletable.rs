@@ -183,7 +183,9 @@ pub fn decode_samples(buf: &[u8]) -> Option<Vec<SampleInfo>> {
 /// malformed.
 pub fn decode_samples_into(buf: &[u8], out: &mut Vec<SampleInfo>) -> bool {
     out.clear();
-    let ok = if buf.starts_with(&PACKED_MAGIC) {
+    let ok = if crate::filetables::is_external(buf) {
+        false // a reference to tables in the segment file: `crate::filetables::load` first
+    } else if buf.starts_with(&PACKED_MAGIC) {
         unpack_into(buf, out).is_some()
     } else {
         out.reserve(buf.len() / 2);

@@ -1,5 +1,6 @@
-//! Synthetic index entries (no files) for benchmarks and tests of playback planning: inserts
-//! segments with realistic sample and fragment tables straight into the index.
+//! Synthetic index entries for benchmarks and tests of playback planning: inserts segments with
+//! realistic sample and fragment tables straight into the index, and creates their files as
+//! sparse files (with the tables box when the tables are in the file, index format 4).
 
 use vigie_core::{StreamKey, Time90k, VideoParams};
 use vigie_mp4::SampleInfo;
@@ -27,6 +28,21 @@ pub struct SyntheticSegment {
 #[derive(Clone, Debug)]
 pub struct EncodedSynthetic {
     template: SegmentEntry,
+    /// Tables in the file (index format 4): the bytes the file holds after its last fragment
+    /// (tables box, close trailer) and where they start.
+    tail: Option<(u64, Vec<u8>)>,
+}
+
+/// Where a synthetic segment's tables go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tables {
+    /// Journal form in the entry (indexes written before format 3).
+    JournalInEntry,
+    /// Packed in the entry (format 3; open segments and recovered ones since).
+    PackedInEntry,
+    /// Packed in the segment file, the entry refers to them (what the writer does since
+    /// format 4).
+    InFile,
 }
 
 impl Store {
@@ -38,7 +54,19 @@ impl Store {
         params: &VideoParams,
         seg: &SyntheticSegment,
     ) -> Result<EncodedSynthetic, StoreError> {
-        self.encode_synthetic_as(key, params, seg, false)
+        self.encode_synthetic_as(key, params, seg, Tables::InFile)
+    }
+
+    /// [`Store::encode_synthetic`] with the packed tables in the index entry, as entries
+    /// written with index format 3 hold them.
+    #[doc(hidden)]
+    pub fn encode_synthetic_inline(
+        &self,
+        key: &StreamKey,
+        params: &VideoParams,
+        seg: &SyntheticSegment,
+    ) -> Result<EncodedSynthetic, StoreError> {
+        self.encode_synthetic_as(key, params, seg, Tables::PackedInEntry)
     }
 
     /// [`Store::encode_synthetic`] with the sample table in the journal form (v1), as entries
@@ -51,7 +79,7 @@ impl Store {
         params: &VideoParams,
         seg: &SyntheticSegment,
     ) -> Result<EncodedSynthetic, StoreError> {
-        self.encode_synthetic_as(key, params, seg, true)
+        self.encode_synthetic_as(key, params, seg, Tables::JournalInEntry)
     }
 
     fn encode_synthetic_as(
@@ -59,8 +87,9 @@ impl Store {
         key: &StreamKey,
         params: &VideoParams,
         seg: &SyntheticSegment,
-        journal_form: bool,
+        tables: Tables,
     ) -> Result<EncodedSynthetic, StoreError> {
+        let journal_form = tables == Tables::JournalInEntry;
         let stream_id = self.inner.index()?.stream_id(key)?;
         let params_id = self.inner.index()?.put_params(params)?;
         let mut frags = FragmentTableEncoder::default();
@@ -77,7 +106,33 @@ impl Store {
         }
         let media: i64 = seg.samples.iter().map(|s| i64::from(s.duration_90k)).sum();
         let table = SampleTableEncoder::of(&seg.samples);
+        let media_end = end;
+        let mut tail = None;
+        let mut sample_table = if journal_form {
+            table.buf.clone()
+        } else {
+            table.packed_prefix(table.buf.len())
+        };
+        let mut fragment_table = if journal_form {
+            frags.buf.clone()
+        } else {
+            frags.packed_prefix(frags.buf.len())
+        };
+        if tables == Tables::InFile
+            && let Some((mut bytes, r)) =
+                crate::filetables::tables_box(media_end, &sample_table, &fragment_table)
+        {
+            bytes.extend(vigie_mp4::trailer_box(&vigie_mp4::SegmentTrailer {
+                wall_duration_90k: seg.wall_duration_90k.unwrap_or(media),
+                end_reason: "rotation".into(),
+            }));
+            end = media_end + bytes.len() as u64;
+            tail = Some((media_end, bytes));
+            sample_table = r;
+            fragment_table = Vec::new();
+        }
         Ok(EncodedSynthetic {
+            tail,
             template: SegmentEntry {
                 head: crate::index::EntryHead {
                     id: 0,
@@ -98,16 +153,8 @@ impl Store {
                     counts: crate::sampletable::counts(&table, &frags),
                 },
                 init_len: seg.init_len,
-                sample_table: if journal_form {
-                    table.buf
-                } else {
-                    table.packed_prefix(table.buf.len())
-                },
-                fragment_table: if journal_form {
-                    frags.buf
-                } else {
-                    frags.packed_prefix(frags.buf.len())
-                },
+                sample_table,
+                fragment_table,
             },
         })
     }
@@ -172,6 +219,30 @@ impl Store {
             self.inner.layout.segment_path(key, id, start),
             enc.template.bytes,
         )
+    }
+
+    /// Creates the file of a synthetic segment: a sparse file of its indexed length (no media
+    /// bytes) and, when `with_tables`, the tables box and trailer at its end, which playback
+    /// reads (start-up and verification read only the length: benchmarks of those may leave
+    /// them as a hole). Returns the path.
+    #[doc(hidden)]
+    pub fn create_synthetic_file(
+        &self,
+        key: &StreamKey,
+        enc: &EncodedSynthetic,
+        id: u64,
+        start: Time90k,
+        with_tables: bool,
+    ) -> Result<std::path::PathBuf, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let (path, bytes) = self.synthetic_file(key, enc, id, start);
+        let f = std::fs::File::create(&path).map_err(StoreError::io("creating", &path))?;
+        f.set_len(bytes).map_err(StoreError::io("sizing", &path))?;
+        if with_tables && let Some((at, tail)) = &enc.tail {
+            f.write_all_at(tail, *at)
+                .map_err(StoreError::io("writing", &path))?;
+        }
+        Ok(path)
     }
 
     /// Flushes the index to disk (benchmarks: before timing reads).

@@ -1040,10 +1040,25 @@ impl Recorder {
         let Some(seg) = self.seg.as_mut() else { return };
         let start = seg.start.unwrap_or_default();
         let wall = wall_duration(start, seg.est.estimate(), seg.media_written_90k);
-        let trailer = vigie_mp4::trailer_box(&SegmentTrailer {
+        // The tables go into the file, before the trailer (`crate::filetables`): the entry
+        // written below, after the sync, refers to them, so sled keeps only the head.
+        let tables = match seg.file {
+            Some(_) => crate::filetables::tables_box(
+                seg.written_len,
+                &seg.samples.packed_prefix(seg.samples.buf.len()),
+                &seg.frags.packed_prefix(seg.frags.buf.len()),
+            ),
+            None => None,
+        };
+        let mut trailer = Vec::new();
+        let tables_ref = tables.map(|(b, r)| {
+            trailer = b;
+            r
+        });
+        trailer.extend(vigie_mp4::trailer_box(&SegmentTrailer {
             wall_duration_90k: wall,
             end_reason: reason.to_owned(),
-        });
+        }));
         let res = match seg.file.as_mut() {
             Some(f) => f
                 .write_all(&trailer)
@@ -1069,7 +1084,16 @@ impl Recorder {
             self.counters.recording.store(false, Ordering::Relaxed);
             return;
         };
-        let e = self.entry(&seg, &mark, false, Some(reason.to_owned()), wall);
+        let mut e = self.entry(&seg, &mark, false, Some(reason.to_owned()), wall);
+        // Only if the sync covered the box (it always does: nothing is written after it).
+        if let Some(r) = tables_ref
+            && mark.bytes == seg.written_len
+            && mark.samples_len == seg.samples.buf.len()
+            && mark.frags_len == seg.frags.buf.len()
+        {
+            e.sample_table = r;
+            e.fragment_table = Vec::new();
+        }
         self.inner.note_put(&e);
         if let Err(err) = self.inner.index().and_then(|ix| ix.put_segment(&e)) {
             // The file is closed and durable: only its entry is missing, written again when the

@@ -77,14 +77,25 @@ async fn large_history_opens_at_once_and_is_verified_in_the_background() {
         }
         store.shutdown().await;
     }
-    // Behind Vigie's back, in the old history: one file deleted, one cut short.
-    let (deleted, cut) = {
+    // Behind Vigie's back, in the old history: one file deleted, one cut short, one cut inside
+    // the tables box at its end (index format 4 keeps a closed segment's tables in its file).
+    let (deleted, cut, torn) = {
         let store = open(&cfg, &clock());
         let a = everything(&store, &keys[0]);
         let b = everything(&store, &keys[1]);
         store.shutdown().await;
-        (a[10].clone(), b[PER_STREAM as usize / 2].clone())
+        (
+            a[10].clone(),
+            b[PER_STREAM as usize / 2].clone(),
+            b[PER_STREAM as usize / 4].clone(),
+        )
     };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&torn.path)
+        .unwrap()
+        .set_len(torn.bytes - 100)
+        .unwrap();
     std::fs::remove_file(&deleted.path).unwrap();
     std::fs::OpenOptions::new()
         .write(true)
@@ -134,10 +145,11 @@ async fn large_history_opens_at_once_and_is_verified_in_the_background() {
     }
     let v = store.verification();
     eprintln!("verification done: {v:?}");
-    assert_eq!((v.findings, v.errors), (2, 0), "{v:?}");
-    assert_eq!(v.report.entries_dropped, 2, "{v:?}");
-    // The short file held no complete fragment: re-read as an orphan, it was deleted.
-    assert_eq!(v.report.orphans_deleted, 1, "{v:?}");
+    assert_eq!((v.findings, v.errors), (3, 0), "{v:?}");
+    assert_eq!(v.report.entries_dropped, 3, "{v:?}");
+    // The short files held no complete fragment (sparse: zeros): re-read as orphans, they were
+    // deleted.
+    assert_eq!(v.report.orphans_deleted, 2, "{v:?}");
     // Checked at start-up: each stream's newest by start, and the store's newest ids.
     let at_start = 4 * RECENT_ENTRIES_PER_STREAM as u64;
     assert!(
@@ -147,7 +159,9 @@ async fn large_history_opens_at_once_and_is_verified_in_the_background() {
     assert_eq!(store.segment(deleted.id).unwrap(), None);
     assert_eq!(store.segment(cut.id).unwrap(), None);
     assert!(!cut.path.exists());
-    assert_eq!(everything(&store, &keys[1]).len(), PER_STREAM as usize - 1);
+    assert_eq!(store.segment(torn.id).unwrap(), None);
+    assert!(!torn.path.exists());
+    assert_eq!(everything(&store, &keys[1]).len(), PER_STREAM as usize - 2);
     // This run's segment was not touched.
     assert_eq!(
         store.segment(recorded[0].id).unwrap().map(|s| s.id),

@@ -1,12 +1,15 @@
-//! Index format 3 (packed sample tables, issue 16): an index written before it — format 2,
-//! entries whose sample tables are in the journal form — opens without a migration, its old
-//! entries are read as they are next to new packed ones, and playback over both is right.
+//! Index formats 3 (packed sample tables, issue 16) and 4 (a closed segment's tables in its
+//! file, the entry referring to them): an index written before them — format 2, entries whose
+//! sample tables are in the journal form, then format-3 entries with packed tables — opens
+//! without a migration, its old entries are read as they are next to new ones, and playback
+//! over all three kinds is right.
 
 mod common;
 
 use common::*;
 use vigie_core::{StreamKey, Time90k};
 use vigie_mp4::SampleInfo;
+use vigie_store::filetables::{external_len, is_external};
 use vigie_store::index::Index;
 use vigie_store::sampletable::{decode_samples, is_packed};
 use vigie_store::{GapPolicy, SyntheticSegment};
@@ -48,7 +51,7 @@ async fn a_format_2_index_opens_and_its_old_entries_read_beside_new_ones() {
     let k: StreamKey = key();
     let params = vigie_mp4::testutil::avc_params(&[0x67, 0x4d, 0x40, 0x1f], &[0x68], 320, 240);
     let start = |i: i64| Time90k(t0().0 - 3_600 * 90_000 + i * 60 * 90_000);
-    let (mut old_ids, mut new_ids) = (Vec::new(), Vec::new());
+    let (mut old_ids, mut new_ids, mut file_ids) = (Vec::new(), Vec::new(), Vec::new());
     {
         let store = open(&cfg, &clock());
         for i in 0..4 {
@@ -79,11 +82,23 @@ async fn a_format_2_index_opens_and_its_old_entries_read_beside_new_ones() {
     {
         let store = open(&cfg, &clock());
         for i in 4..8 {
-            let enc = store.encode_synthetic(&k, &params, &seg(i)).unwrap();
+            // Format 3: packed tables in the entry.
+            let enc = store.encode_synthetic_inline(&k, &params, &seg(i)).unwrap();
             new_ids.push(store.insert_synthetic(&enc, start(i.into())).unwrap());
         }
-        // Every segment's samples, old and new, are the ones indexed.
-        for (i, id) in old_ids.iter().chain(&new_ids).enumerate() {
+        for i in 8..12 {
+            // Format 4: packed tables in the segment file.
+            let enc = store.encode_synthetic(&k, &params, &seg(i)).unwrap();
+            let id = store.insert_synthetic(&enc, start(i.into())).unwrap();
+            let info = store.segment(id).unwrap().unwrap();
+            std::fs::create_dir_all(info.path.parent().unwrap()).unwrap();
+            store
+                .create_synthetic_file(&k, &enc, id, start(i.into()), true)
+                .unwrap();
+            file_ids.push(id);
+        }
+        // Every segment's samples, of all three kinds, are the ones indexed.
+        for (i, id) in old_ids.iter().chain(&new_ids).chain(&file_ids).enumerate() {
             let ix = store.segment_index(*id).unwrap().unwrap();
             assert_eq!(ix.samples, seg(i as u32).samples, "segment {i}");
             assert_eq!(ix.fragments.len(), 60);
@@ -94,7 +109,7 @@ async fn a_format_2_index_opens_and_its_old_entries_read_beside_new_ones() {
             .playback_plan(
                 &k,
                 Time90k(start(1).0 + 10 * 90_000),
-                Time90k(start(6).0 + 30 * 90_000),
+                Time90k(start(10).0 + 30 * 90_000),
                 GapPolicy::Refuse,
             )
             .unwrap();
@@ -103,16 +118,26 @@ async fn a_format_2_index_opens_and_its_old_entries_read_beside_new_ones() {
         store.flush_index().unwrap();
         store.shutdown().await;
     }
-    // Marked format 3; old entries untouched (no migration), new ones packed and smaller.
+    // Marked format 4; old entries untouched (no migration), format-3 ones packed and smaller,
+    // format-4 ones a reference of a few bytes to as many bytes of tables in the file.
     let ix = Index::open(&dir.path().join("index")).unwrap();
     assert_eq!(
         ix.meta.get("format").unwrap().unwrap().as_ref(),
-        3u32.to_be_bytes()
+        4u32.to_be_bytes()
     );
-    for (o, n) in old_ids.iter().zip(&new_ids) {
-        let (old, new) = (sample_table(&ix, *o), sample_table(&ix, *n));
-        assert!(!is_packed(&old) && is_packed(&new));
+    for ((o, n), f) in old_ids.iter().zip(&new_ids).zip(&file_ids) {
+        let (old, new, file) = (
+            sample_table(&ix, *o),
+            sample_table(&ix, *n),
+            sample_table(&ix, *f),
+        );
+        assert!(!is_packed(&old) && is_packed(&new) && is_external(&file));
         assert!(new.len() < old.len(), "{} vs {}", new.len(), old.len());
+        assert!(file.len() < 32, "{}", file.len());
+        assert!(
+            external_len(&file).unwrap() as usize >= new.len(),
+            "{file:?}"
+        );
         assert_eq!(decode_samples(&old).unwrap().len(), 1500);
     }
 }
@@ -130,13 +155,14 @@ fn an_unknown_index_format_is_refused() {
     assert!(e.to_string().contains("reindex"), "{e}");
 }
 
-/// What the writer indexes is in the packed form, and decodes to the frames recorded.
+/// What the writer indexes is in the packed form (in the segment file once the segment is
+/// closed), and decodes to the frames recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_indexes_packed_tables() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let clock = clock();
-    let ids: Vec<u64> = {
+    let ids: Vec<(u64, std::path::PathBuf)> = {
         let store = open(&cfg, &clock);
         let h = store.start_writer(key(), (0, 1)).unwrap();
         let s = stream_a();
@@ -156,10 +182,19 @@ async fn the_writer_indexes_packed_tables() {
             assert_valid(&seg.path, seg.frames);
         }
         drop(store);
-        segs.iter().map(|s| s.id).collect()
+        segs.iter().map(|s| (s.id, s.path.clone())).collect()
     };
+    // Closed segments: the entry refers to the tables in the file, which are packed.
     let ix = Index::open(&dir.path().join("index")).unwrap();
-    for id in ids {
-        assert!(is_packed(&sample_table(&ix, id)), "segment {id}");
+    for (id, path) in ids {
+        let mut e = ix.get_segment(id).unwrap().unwrap();
+        assert!(is_external(&e.sample_table), "segment {id}");
+        assert!(e.fragment_table.is_empty(), "segment {id}");
+        vigie_store::filetables::load(&mut e, &path).unwrap();
+        assert!(is_packed(&e.sample_table), "segment {id}");
+        assert_eq!(
+            decode_samples(&e.sample_table).unwrap().len(),
+            e.frames as usize
+        );
     }
 }

@@ -79,3 +79,89 @@ async fn an_orphan_in_the_old_history_is_indexed_by_the_background_pass() {
     assert_eq!((back.start, back.frames), (victim.start, victim.frames));
     store.shutdown().await;
 }
+
+/// The files' merge join reads `by_id` in chunks (of 4,096 rows): orphans past the first chunk
+/// of a day of 9,000 files, and at its very end, are found; the other files are not taken for
+/// orphans (their rows are met in a later chunk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_beyond_the_first_by_id_chunk_of_a_day_are_found() {
+    const N: i64 = 9_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.verify_entries_per_s = 1_000_000;
+    let clock = clock();
+    // 9,000 entries 1 s apart, all on 2026-11-28 (18:00–20:30 UTC), each with a sparse file.
+    let segs = {
+        let store = open(&cfg, &clock);
+        let params = vigie_mp4::testutil::avc_params(&[0x67, 0x4d, 0x40, 0x1f], &[0x68], 320, 240);
+        let seg = vigie_store::SyntheticSegment {
+            start: Time90k(0),
+            wall_duration_90k: Some(90_000),
+            samples: (0..25)
+                .map(|i| vigie_store::SampleInfo {
+                    duration_90k: 3600,
+                    bytes: 1_000,
+                    is_key: i == 0,
+                })
+                .collect(),
+            samples_per_fragment: 25,
+            fragment_header_len: 300,
+            init_len: 700,
+            session_id: 1,
+        };
+        let enc = store.encode_synthetic(&key(), &params, &seg).unwrap();
+        let first = t0() - secs(3 * 3600);
+        for i in 0..N {
+            let start = first + secs(i);
+            let id = store.insert_synthetic(&enc, start).unwrap();
+            let (path, _) = store.synthetic_file(&key(), &enc, id, start);
+            if i == 0 {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            }
+            store
+                .create_synthetic_file(&key(), &enc, id, start, false)
+                .unwrap();
+        }
+        store.flush_index().unwrap();
+        store.shutdown().await;
+        store
+            .segments(&key(), Time90k(0), Time90k(i64::MAX / 2))
+            .unwrap()
+    };
+    assert_eq!(segs.len() as i64, N);
+    let day = segs[0].path.parent().unwrap().to_owned();
+    assert!(segs.iter().all(|s| s.path.parent().unwrap() == day));
+    // Entries removed, files left: one in the second chunk, one in the third, none of them
+    // among the newest entries start-up recovery checks.
+    let victims = [&segs[5_000], &segs[8_500]];
+    {
+        let ix = Index::open(&dir.path().join("index")).unwrap();
+        for v in victims {
+            let row = ix.by_id.get(v.id.to_be_bytes()).unwrap().unwrap();
+            let row = ByIdRow::decode(&row).unwrap();
+            ix.segments.remove(row.key).unwrap();
+            ix.by_id.remove(v.id.to_be_bytes()).unwrap();
+        }
+        ix.db.flush().unwrap();
+    }
+
+    let store = open(&cfg, &clock);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !store.verification().done {
+        assert!(Instant::now() < deadline, "{:?}", store.verification());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = store.verification();
+    // Sparse files hold no complete fragment: handled as orphans, they are deleted.
+    assert_eq!((v.findings, v.errors), (2, 0), "{v:?}");
+    assert_eq!(v.report.orphans_deleted, 2, "{v:?}");
+    for victim in victims {
+        assert!(!victim.path.exists(), "{}", victim.path.display());
+    }
+    assert_eq!(
+        std::fs::read_dir(&day).unwrap().count() as i64,
+        N - 2,
+        "every other file is still there"
+    );
+    store.shutdown().await;
+}

@@ -55,7 +55,7 @@ fn plans_mid_gop_start_end_clip_and_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
     let params = vigie_mp4::testutil::avc_params(&[0x67, 0x4d, 0x40, 0x1f], &[0x68], 320, 240);
-    let enc = s.encode_synthetic(&key(), &params, &seg(0)).unwrap();
+    let enc = s.encode_synthetic_inline(&key(), &params, &seg(0)).unwrap();
     // Three contiguous segments, then a 60 s gap, then one more.
     let ids: Vec<u64> = [0, 10, 20, 90]
         .iter()
