@@ -70,6 +70,74 @@ pub struct Config {
     pub communes: Vec<Commune>,
     #[serde(default)]
     pub cameras: Vec<Camera>,
+    /// `[cluster]`: absent = a single node, exactly as without it (no etcd).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this node's place in a cluster of recorders coordinated by etcd (see
+/// docs/CLUSTER.md). Every node reads the same `[[cameras]]`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd endpoints, `http://host:port` or `https://host:port`.
+    pub etcd: Vec<String>,
+    /// CA certificate (PEM) that signed the etcd servers' certificates (https endpoints).
+    pub etcd_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for etcd client-certificate authentication.
+    pub etcd_cert_file: Option<PathBuf>,
+    pub etcd_key_file: Option<PathBuf>,
+    /// This node's unique name, `[a-z0-9-]{1,32}`.
+    pub node: String,
+    /// Where the other nodes reach this node's HTTP API.
+    pub advertise_url: String,
+    /// This node's site: it records the cameras of that site and those without a site. A node
+    /// without a site records only cameras without a site.
+    pub site: Option<String>,
+    /// How many streams this node is sized for (assignment weight).
+    pub capacity_streams: u32,
+    /// TTL of this node's etcd lease, in seconds: how long a dead node keeps its cameras.
+    #[serde(default = "default_lease_ttl_s")]
+    pub lease_ttl_s: u32,
+    /// Prefix of every etcd key of this cluster.
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+    /// Bound on a drain at SIGTERM before the process exits anyway, in seconds.
+    #[serde(default = "default_drain_timeout_s")]
+    pub drain_timeout_s: u32,
+    /// Retention deletes nothing when the cluster's legal holds were last read from etcd longer
+    /// ago than this, in seconds (a hold placed elsewhere may be unknown here).
+    #[serde(default = "default_holds_max_age_s")]
+    pub holds_max_age_s: u32,
+}
+
+fn default_lease_ttl_s() -> u32 {
+    5
+}
+fn default_cluster_prefix() -> String {
+    "/vigie".into()
+}
+fn default_drain_timeout_s() -> u32 {
+    60
+}
+fn default_holds_max_age_s() -> u32 {
+    120
+}
+
+/// `[a-z0-9-]{1,32}`: node and site names (used in etcd keys and metric labels).
+pub fn validate_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 32 {
+        return Err(format!("{name:?} must be 1 to 32 characters long"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "{name:?} contains {bad:?}; use only lowercase letters, digits and '-'"
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -485,6 +553,8 @@ pub struct Camera {
     pub class: CameraClass,
     /// Retention for this camera, in days (≤ its commune's and ≤ `retention.max_days`).
     pub retention_days: Option<u32>,
+    /// Cluster site: only nodes of this site record the camera (any node when unset).
+    pub site: Option<String>,
     #[serde(default)]
     pub streams: Vec<StreamConfig>,
 }
@@ -1054,10 +1124,20 @@ impl Config {
                 &mut add,
             );
         }
+        if let Some(c) = &self.cluster {
+            for (key, problem) in cluster_problems(c) {
+                add(key, problem);
+            }
+        }
         let mut camera_ids = HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             if let Err(e) = validate_id(&cam.id) {
                 add(format!("cameras[{i}].id"), e);
+            }
+            if let Some(site) = &cam.site
+                && let Err(e) = validate_node_name(site)
+            {
+                add(format!("cameras[{i}].site"), e);
             }
             if !camera_ids.insert(cam.id.as_str()) {
                 add(
@@ -1120,6 +1200,27 @@ impl Config {
             }
         }
         p
+    }
+
+    /// The camera list as the cluster compares it between nodes: a SHA-256 over each camera's
+    /// id, site and streams (name, URL without credentials, transport), in configuration
+    /// order. Names, communes and retention do not take part (they do not change who records
+    /// what).
+    pub fn cameras_hash(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for cam in &self.cameras {
+            h.update(format!("cam {:?} site {:?}\n", cam.id, cam.site));
+            for s in &cam.streams {
+                h.update(format!(
+                    "  stream {:?} {:?} {:?}\n",
+                    s.name,
+                    redact_url(&s.url),
+                    s.transport
+                ));
+            }
+        }
+        hex::encode(h.finalize())
     }
 
     /// Every configured stream, in configuration order.
@@ -1470,4 +1571,89 @@ class = "close-up"
         assert!(ByteSize::parse("lots").is_err());
         assert!(ByteSize::parse("5 parsecs").is_err());
     }
+}
+
+/// Problems of a `[cluster]` section (keys under `cluster.`).
+fn cluster_problems(c: &ClusterConfig) -> Vec<(String, String)> {
+    let mut p = Vec::new();
+    if c.etcd.is_empty() {
+        p.push((
+            "cluster.etcd".into(),
+            "give at least one etcd endpoint, e.g. [\"http://127.0.0.1:2379\"]".into(),
+        ));
+    }
+    let mut https = false;
+    for (i, e) in c.etcd.iter().enumerate() {
+        match url::Url::parse(e) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+                https |= u.scheme() == "https";
+                if !u.username().is_empty() || u.password().is_some() {
+                    p.push((
+                        format!("cluster.etcd[{i}]"),
+                        "must not carry credentials (use etcd_cert_file/etcd_key_file)".into(),
+                    ));
+                }
+            }
+            _ => p.push((
+                format!("cluster.etcd[{i}]"),
+                format!("{e:?} is not an http:// or https:// endpoint with a host"),
+            )),
+        }
+    }
+    if !https && (c.etcd_ca_file.is_some() || c.etcd_cert_file.is_some()) {
+        p.push((
+            "cluster.etcd_ca_file".into(),
+            "TLS files are given but no etcd endpoint is https://".into(),
+        ));
+    }
+    if c.etcd_cert_file.is_some() != c.etcd_key_file.is_some() {
+        p.push((
+            "cluster.etcd_cert_file".into(),
+            "etcd_cert_file and etcd_key_file must be given together".into(),
+        ));
+    }
+    if let Err(e) = validate_node_name(&c.node) {
+        p.push(("cluster.node".into(), e));
+    }
+    if let Some(site) = &c.site
+        && let Err(e) = validate_node_name(site)
+    {
+        p.push(("cluster.site".into(), e));
+    }
+    match url::Url::parse(&c.advertise_url) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {}
+        _ => p.push((
+            "cluster.advertise_url".into(),
+            format!(
+                "{:?} is not an http:// or https:// URL with a host",
+                c.advertise_url
+            ),
+        )),
+    }
+    for (key, v, range) in [
+        ("capacity_streams", c.capacity_streams, 1..=100_000),
+        ("lease_ttl_s", c.lease_ttl_s, 2..=60),
+        ("drain_timeout_s", c.drain_timeout_s, 1..=3600),
+        ("holds_max_age_s", c.holds_max_age_s, 10..=86_400),
+    ] {
+        if !range.contains(&v) {
+            p.push((format!("cluster.{key}"), outside(v, &range)));
+        }
+    }
+    let prefix_ok = c.prefix.starts_with('/')
+        && c.prefix.len() > 1
+        && !c.prefix.ends_with('/')
+        && c.prefix
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "/-_".contains(ch));
+    if !prefix_ok {
+        p.push((
+            "cluster.prefix".into(),
+            format!(
+                "{:?} must start with '/', not end with '/', and use only letters, digits, '/', '-', '_'",
+                c.prefix
+            ),
+        ));
+    }
+    p
 }

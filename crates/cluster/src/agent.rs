@@ -1,0 +1,672 @@
+//! A node's agent: one loop, one tick every ~half second, that keeps the node registered
+//! under its lease, elects and runs the controller, decides which cameras this node records,
+//! and publishes status and holds.
+//!
+//! Recording never waits for etcd: every etcd call is bounded ([`crate::etcd::bounded`]); a
+//! tick whose read fails changes nothing to what is recorded (the last assignment is kept,
+//! and persisted in `data_dir` so that a restart while etcd is down records it too).
+//!
+//! Handover is make-before-break: a node keeps recording a camera assigned elsewhere until
+//! the new owner, alive, has published `ready/<camera>` (it has received a key frame of every
+//! stream of the camera), or, when this node gets no frame of that camera itself, for at most
+//! [`OFFLINE_HANDOVER_GRACE`].
+//!
+//! Does not: start or stop ingest itself ([`Recorder`] does), read footage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
+    Txn, TxnOp,
+};
+use tokio_util::sync::CancellationToken;
+use vigie_core::config::ClusterConfig;
+
+use crate::ClusterError;
+use crate::assign::{self, Assignment, CameraInfo, NodeInfo};
+use crate::etcd::{bounded, get_prefix, now_s};
+use crate::model::{
+    AssignmentRecord, DrainRecord, HoldRecord, Keys, NodeRecord, NodeStatus, parse,
+};
+use crate::shared::Shared;
+
+/// A node that gets no frame of a camera it no longer owns stops it after this long even if
+/// the new owner is not ready yet (the camera is probably down for both).
+pub const OFFLINE_HANDOVER_GRACE: Duration = Duration::from_secs(15);
+/// Legal holds are published and read this often.
+pub const HOLDS_INTERVAL: Duration = Duration::from_secs(3);
+
+/// One camera recorded here, as the recorder reports it.
+#[derive(Clone, Debug)]
+pub struct LocalCamera {
+    /// A key frame of every stream of the camera was received since it started here.
+    pub ready: bool,
+    /// At least one of its streams is receiving frames now.
+    pub online: bool,
+}
+
+/// What the binary gives the agent: the node's recording, started and stopped per camera.
+pub trait Recorder: Send + Sync + 'static {
+    /// Cameras recorded here now.
+    fn recording(&self) -> BTreeMap<String, LocalCamera>;
+    /// Starts recording a camera (all its streams). Idempotent.
+    fn start(&self, camera: &str);
+    /// Stops recording a camera: ends its sessions and closes its segments. Idempotent.
+    fn stop(&self, camera: &str);
+    /// This node's status to publish; `with_coverage`: also compute the coverage (costlier,
+    /// asked at heartbeat only; otherwise the last one is reused).
+    fn status(&self, with_coverage: bool) -> NodeStatus;
+    /// Legal holds placed on this node (active and released).
+    fn local_holds(&self) -> Vec<HoldRecord>;
+}
+
+/// Everything the agent needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub cluster: ClusterConfig,
+    pub cameras: Vec<CameraInfo>,
+    pub cameras_hash: String,
+    /// Where the last assignment seen is kept across restarts.
+    pub state_file: PathBuf,
+}
+
+/// The handle the binary keeps.
+#[derive(Clone)]
+pub struct AgentHandle {
+    pub shared: Arc<Shared>,
+    draining: Arc<AtomicBool>,
+    recorder: Arc<dyn Recorder>,
+}
+
+impl AgentHandle {
+    /// Drains this node (SIGTERM): publishes the drain, waits until every camera has moved
+    /// (make-before-break) or `timeout`. Returns the cameras still recorded here.
+    pub async fn drain(&self, timeout: Duration) -> Vec<String> {
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left: Vec<String> = self.recorder.recording().into_keys().collect();
+            if left.is_empty() || Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+struct Session {
+    lease: i64,
+    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    last_keepalive: Instant,
+    registered: bool,
+}
+
+/// A snapshot of `c/`.
+#[derive(Default)]
+struct Control {
+    members: BTreeMap<String, NodeRecord>,
+    controller: Option<String>,
+    assignment: Option<AssignmentRecord>,
+    ready: BTreeMap<String, String>,
+    drains: BTreeSet<String>,
+}
+
+pub struct Agent {
+    cfg: AgentConfig,
+    keys: Keys,
+    me: String,
+    client: Option<Client>,
+    session: Option<Session>,
+    shared: Arc<Shared>,
+    recorder: Arc<dyn Recorder>,
+    draining: Arc<AtomicBool>,
+    assignment: Assignment,
+    /// Cameras recorded here that are assigned elsewhere: since when.
+    leaving: BTreeMap<String, Instant>,
+    /// Cameras started here and not ready yet: since when, and why (`failover`, ...).
+    starting: BTreeMap<String, (Instant, &'static str)>,
+    last_status: Option<(Vec<(String, Vec<String>)>, Instant)>,
+    last_holds: Option<Instant>,
+    published_holds: BTreeMap<u64, HoldRecord>,
+    error_logged: Option<Instant>,
+    first_registration: bool,
+    tick: Duration,
+}
+
+impl Agent {
+    /// Connects (lazily) and checks this node may join: its camera list matches the live
+    /// nodes' and its name is not held by another live process (a previous instance of this
+    /// node killed less than a lease TTL ago is waited for). etcd unreachable: not an error
+    /// (the node starts from its persisted assignment and joins when etcd answers).
+    pub async fn new(
+        cfg: AgentConfig,
+        recorder: Arc<dyn Recorder>,
+    ) -> Result<(Agent, AgentHandle), ClusterError> {
+        let me = cfg.cluster.node.clone();
+        let keys = Keys::new(&cfg.cluster.prefix);
+        let shared = Arc::new(Shared::new(&me));
+        let draining = Arc::new(AtomicBool::new(false));
+        let assignment = load_state(&cfg.state_file);
+        let ttl = Duration::from_secs(u64::from(cfg.cluster.lease_ttl_s));
+        let tick = (ttl / 6).clamp(Duration::from_millis(200), Duration::from_millis(500));
+        let client = crate::etcd::connect(&cfg.cluster).await.ok();
+        let agent = Agent {
+            keys,
+            me,
+            client,
+            session: None,
+            shared: shared.clone(),
+            recorder: recorder.clone(),
+            draining: draining.clone(),
+            assignment,
+            leaving: BTreeMap::new(),
+            starting: BTreeMap::new(),
+            last_status: None,
+            last_holds: None,
+            published_holds: BTreeMap::new(),
+            error_logged: None,
+            first_registration: true,
+            tick,
+            cfg,
+        };
+        if let Some(client) = agent.client.clone() {
+            let deadline = Instant::now() + ttl + Duration::from_secs(2);
+            loop {
+                match agent.check_join(&client).await {
+                    Ok(true) => break,
+                    Ok(false) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(250)).await
+                    }
+                    Ok(false) => return Err(ClusterError::NameTaken(agent.me.clone())),
+                    Err(e @ ClusterError::CamerasDiffer { .. }) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "etcd unreachable at start: recording the last assignment known here, joining when etcd answers");
+                        break;
+                    }
+                }
+            }
+        }
+        let handle = AgentHandle {
+            shared,
+            draining,
+            recorder,
+        };
+        Ok((agent, handle))
+    }
+
+    /// Ok(false): a live process holds this node's name.
+    async fn check_join(&self, client: &Client) -> Result<bool, ClusterError> {
+        for (key, v) in get_prefix(client, &self.keys.nodes()).await? {
+            let Some(n) = parse::<NodeRecord>(&key, &v) else {
+                continue;
+            };
+            if n.cameras_hash != self.cfg.cameras_hash {
+                return Err(ClusterError::CamerasDiffer {
+                    mine: self.cfg.cameras_hash.clone(),
+                    other: n.name,
+                    theirs: n.cameras_hash,
+                });
+            }
+            if n.name == self.me {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Records the persisted assignment's cameras of this node at once (before etcd answers).
+    pub fn start_from_persisted(&mut self) {
+        let mine: Vec<String> = self
+            .assignment
+            .iter()
+            .filter(|(_, n)| **n == self.me)
+            .map(|(c, _)| c.clone())
+            .collect();
+        if !mine.is_empty() {
+            tracing::info!(
+                cameras = mine.len(),
+                "recording the cameras of the last assignment known here"
+            );
+        }
+        for c in mine {
+            self.recorder.start(&c);
+            self.starting.insert(c, (Instant::now(), "initial"));
+        }
+        let assignment = self.assignment.clone();
+        self.shared.update(|v| v.assignment = assignment);
+    }
+
+    /// Runs until `shutdown`; then revokes the lease (the node's keys vanish at once rather
+    /// than after the TTL).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            if let Err(e) = self.tick().await {
+                self.shared.count_etcd_error();
+                self.shared.update(|v| v.etcd_ok = false);
+                let now = Instant::now();
+                if self
+                    .error_logged
+                    .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+                {
+                    tracing::warn!(error = %e, "etcd unreachable: recording continues with the cameras held here");
+                    self.error_logged = Some(now);
+                }
+            }
+        }
+        if let (Some(client), Some(s)) = (self.client.as_ref(), self.session.as_ref()) {
+            let mut c = client.clone();
+            match bounded(c.lease_revoke(s.lease)).await {
+                Ok(_) => tracing::info!("left the cluster (lease revoked)"),
+                Err(e) => tracing::warn!(error = %e, "could not revoke the lease; it expires by itself"),
+            }
+        }
+    }
+
+    async fn tick(&mut self) -> Result<(), ClusterError> {
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => {
+                let c = crate::etcd::connect(&self.cfg.cluster).await?;
+                self.client = Some(c.clone());
+                c
+            }
+        };
+        self.keep_session(&client).await?;
+        let control = self.read_control(&client).await?;
+        if self.error_logged.take().is_some() {
+            tracing::info!("etcd reachable again");
+        }
+        let control = self.control(&client, control).await?;
+        self.apply(&client, &control).await?;
+        self.publish_status(&client, &control).await?;
+        self.sync_holds(&client).await?;
+        Ok(())
+    }
+
+    /// Lease, keep-alive and registration.
+    async fn keep_session(&mut self, client: &Client) -> Result<(), ClusterError> {
+        let ttl = i64::from(self.cfg.cluster.lease_ttl_s);
+        if self.session.is_none() {
+            let mut c = client.clone();
+            let lease = bounded(c.lease_grant(ttl, None)).await?.id();
+            self.session = Some(Session {
+                lease,
+                keeper: None,
+                last_keepalive: Instant::now(),
+                registered: false,
+            });
+        }
+        let Some(s) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let every = Duration::from_millis(ttl as u64 * 1000 / 3);
+        if s.registered && s.last_keepalive.elapsed() >= every {
+            if s.keeper.is_none() {
+                let mut c = client.clone();
+                s.keeper = Some(bounded(c.lease_keep_alive(s.lease)).await?);
+            }
+            let result = async {
+                let (keeper, stream) = s.keeper.as_mut().ok_or(ClusterError::Other(
+                    "no keep-alive stream".into(),
+                ))?;
+                bounded(keeper.keep_alive()).await?;
+                bounded(stream.message()).await
+            }
+            .await;
+            match result {
+                Ok(Some(r)) if r.ttl() > 0 => s.last_keepalive = Instant::now(),
+                Ok(Some(_)) => {
+                    tracing::warn!(
+                        "this node's lease expired (etcd outage, partition or pause longer than {ttl} s): registering again"
+                    );
+                    self.shared.count_lease_loss();
+                    self.session = None;
+                    return Box::pin(self.keep_session(client)).await;
+                }
+                Ok(None) => {
+                    s.keeper = None;
+                    return Err(ClusterError::Other("keep-alive stream ended".into()));
+                }
+                Err(e) => {
+                    s.keeper = None;
+                    return Err(e);
+                }
+            }
+        }
+        if !s.registered {
+            let lease = s.lease;
+            if self.first_registration {
+                // A restart clears this node's drain (a drained node comes back by restarting).
+                let mut c = client.clone();
+                bounded(c.delete(self.keys.drain(&self.me), None)).await?;
+            }
+            let rec = NodeRecord {
+                name: self.me.clone(),
+                site: self.cfg.cluster.site.clone(),
+                capacity_streams: self.cfg.cluster.capacity_streams,
+                advertise_url: self.cfg.cluster.advertise_url.clone(),
+                cameras_hash: self.cfg.cameras_hash.clone(),
+                registered_at_s: now_s(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            };
+            let value = serde_json::to_vec(&rec).map_err(|e| ClusterError::Other(e.to_string()))?;
+            let mut c = client.clone();
+            bounded(c.put(
+                self.keys.node(&self.me),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            ))
+            .await?;
+            if let Some(s) = self.session.as_mut() {
+                s.registered = true;
+                s.last_keepalive = Instant::now();
+            }
+            self.first_registration = false;
+            self.last_status = None;
+            self.published_holds.clear();
+            tracing::info!(node = %self.me, lease, "registered in the cluster");
+        }
+        Ok(())
+    }
+
+    async fn read_control(&self, client: &Client) -> Result<Control, ClusterError> {
+        let mut out = Control::default();
+        for (key, v) in get_prefix(client, &self.keys.control()).await? {
+            if let Some(name) = key.strip_prefix(&self.keys.nodes()) {
+                if let Some(n) = parse::<NodeRecord>(&key, &v) {
+                    out.members.insert(name.to_owned(), n);
+                }
+            } else if key == self.keys.controller() {
+                out.controller = Some(String::from_utf8_lossy(&v).into_owned());
+            } else if key == self.keys.assignment() {
+                out.assignment = parse(&key, &v);
+            } else if let Some(cam) = key.strip_prefix(&self.keys.ready_prefix()) {
+                out.ready
+                    .insert(cam.to_owned(), String::from_utf8_lossy(&v).into_owned());
+            } else if let Some(node) = key.strip_prefix(&self.keys.drain_prefix()) {
+                out.drains.insert(node.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Election and, when this node is the controller, the assignment write.
+    async fn control(
+        &mut self,
+        client: &Client,
+        mut control: Control,
+    ) -> Result<Control, ClusterError> {
+        let Some(lease) = self.session.as_ref().map(|s| s.lease) else {
+            return Ok(control);
+        };
+        if control.controller.is_none() {
+            let key = self.keys.controller();
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key,
+                    self.me.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            let mut c = client.clone();
+            if bounded(c.txn(txn)).await?.succeeded() {
+                tracing::info!("elected controller");
+                control.controller = Some(self.me.clone());
+            }
+        }
+        if control.controller.as_deref() != Some(self.me.as_str()) {
+            return Ok(control);
+        }
+        let nodes: Vec<NodeInfo> = control
+            .members
+            .values()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                site: n.site.clone(),
+                capacity_streams: n.capacity_streams,
+                draining: control.drains.contains(&n.name),
+            })
+            .collect();
+        let previous = control.assignment.clone().unwrap_or_default();
+        let next = assign::assign(&nodes, &self.cfg.cameras, &previous.cameras);
+        if control.assignment.is_none() || next != previous.cameras {
+            let moved = assign::moved(&previous.cameras, &next);
+            let rec = AssignmentRecord {
+                generation: previous.generation + 1,
+                controller: self.me.clone(),
+                cameras: next,
+            };
+            let value = serde_json::to_vec(&rec).map_err(|e| ClusterError::Other(e.to_string()))?;
+            // Written only while this node still holds the controller key.
+            let txn = Txn::new()
+                .when([Compare::value(
+                    self.keys.controller(),
+                    CompareOp::Equal,
+                    self.me.clone(),
+                )])
+                .and_then([TxnOp::put(self.keys.assignment(), value, None)]);
+            let mut c = client.clone();
+            if bounded(c.txn(txn)).await?.succeeded() {
+                tracing::info!(
+                    generation = rec.generation,
+                    moved = moved.len(),
+                    nodes = nodes.len(),
+                    "assignment written"
+                );
+                control.assignment = Some(rec);
+            }
+        }
+        Ok(control)
+    }
+
+    /// Starts and stops cameras to follow the assignment (make-before-break).
+    async fn apply(&mut self, client: &Client, control: &Control) -> Result<(), ClusterError> {
+        if let Some(a) = &control.assignment
+            && a.cameras != self.assignment
+        {
+            self.shared.count_assignment_change();
+            self.assignment = a.cameras.clone();
+            save_state(&self.cfg.state_file, &self.assignment);
+        }
+        let draining = self.draining.load(Ordering::SeqCst) || control.drains.contains(&self.me);
+        if self.draining.load(Ordering::SeqCst)
+            && !control.drains.contains(&self.me)
+            && self.session.is_some()
+        {
+            let rec = DrainRecord {
+                by: "sigterm".into(),
+                at_s: now_s(),
+            };
+            let v = serde_json::to_vec(&rec).map_err(|e| ClusterError::Other(e.to_string()))?;
+            let mut c = client.clone();
+            bounded(c.put(self.keys.drain(&self.me), v, None)).await?;
+        }
+        let recording = self.recorder.recording();
+        let lease = self.session.as_ref().map(|s| s.lease);
+        let now = Instant::now();
+        // Start what is assigned here (not while draining: the controller moves it away).
+        for (cam, owner) in &self.assignment {
+            if *owner == self.me && !recording.contains_key(cam) && !draining {
+                let kind = match self.leaving.remove(cam) {
+                    Some(_) => "handover",
+                    None => {
+                        let prev_alive = control
+                            .ready
+                            .get(cam)
+                            .is_some_and(|n| control.members.contains_key(n));
+                        if prev_alive { "handover" } else { "failover" }
+                    }
+                };
+                tracing::info!(camera = %cam, kind, "starting: assigned to this node");
+                self.recorder.start(cam);
+                self.shared.count_start();
+                self.starting.insert(cam.clone(), (now, kind));
+            }
+        }
+        // Stop what moved away once its new owner records it.
+        for (cam, local) in &recording {
+            let owner = self.assignment.get(cam);
+            if owner == Some(&self.me) && !draining {
+                self.leaving.remove(cam);
+                continue;
+            }
+            let since = *self.leaving.entry(cam.clone()).or_insert(now);
+            let stop = match owner {
+                // Unassigned (no live node may take it): keep recording rather than stop.
+                None => false,
+                Some(o) if o == &self.me => false, // draining, nobody else may take it
+                Some(o) => {
+                    // A dead owner records nothing: keep recording until the controller
+                    // gives the camera to a live node that is ready.
+                    let owner_ready = control.ready.get(cam) == Some(o)
+                        && control.members.contains_key(o);
+                    owner_ready
+                        || (!local.online && now.duration_since(since) > OFFLINE_HANDOVER_GRACE)
+                }
+            };
+            if stop {
+                tracing::info!(camera = %cam, new_owner = ?owner, "stopping: the new owner records it");
+                self.recorder.stop(cam);
+                self.shared.count_stop();
+                self.leaving.remove(cam);
+                self.starting.remove(cam);
+                if lease.is_some() {
+                    // Our ready key, if any, goes (only if it is still ours).
+                    let key = self.keys.ready(cam);
+                    let txn = Txn::new()
+                        .when([Compare::value(key.clone(), CompareOp::Equal, self.me.clone())])
+                        .and_then([TxnOp::delete(key, None::<DeleteOptions>)]);
+                    let mut c = client.clone();
+                    bounded(c.txn(txn)).await?;
+                }
+            }
+        }
+        // Publish readiness of what this node owns and has received a key frame of.
+        let recording = self.recorder.recording();
+        for (cam, local) in &recording {
+            if !local.ready {
+                continue;
+            }
+            if let Some((t, kind)) = self.starting.remove(cam) {
+                self.shared
+                    .observe_takeover(kind, now.duration_since(t).as_secs_f64());
+            }
+            let mine = self.assignment.get(cam) == Some(&self.me);
+            if mine
+                && control.ready.get(cam) != Some(&self.me)
+                && let Some(lease) = lease
+            {
+                let mut c = client.clone();
+                bounded(c.put(
+                    self.keys.ready(cam),
+                    self.me.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ))
+                .await?;
+            }
+        }
+        let rec: Vec<String> = recording.into_keys().collect();
+        let members = control.members.clone();
+        let controller = control.controller.clone();
+        let assignment = self.assignment.clone();
+        self.shared.update(|v| {
+            v.etcd_ok = true;
+            v.members = members;
+            v.controller = controller;
+            v.assignment = assignment;
+            v.draining = draining;
+            v.recording = rec;
+        });
+        Ok(())
+    }
+
+    async fn publish_status(
+        &mut self,
+        client: &Client,
+        control: &Control,
+    ) -> Result<(), ClusterError> {
+        let Some(lease) = self.session.as_ref().map(|s| s.lease) else {
+            return Ok(());
+        };
+        let heartbeat_due = self
+            .last_status
+            .as_ref()
+            .is_none_or(|(_, t)| t.elapsed() >= Duration::from_secs(crate::STATUS_HEARTBEAT_S));
+        let mut status = self.recorder.status(heartbeat_due);
+        status.node = self.me.clone();
+        status.draining =
+            self.draining.load(Ordering::SeqCst) || control.drains.contains(&self.me);
+        status.heartbeat_s = now_s();
+        let key = status.change_key();
+        let changed = self.last_status.as_ref().is_none_or(|(k, _)| *k != key);
+        if !(changed || heartbeat_due) {
+            return Ok(());
+        }
+        let v = serde_json::to_vec(&status).map_err(|e| ClusterError::Other(e.to_string()))?;
+        let mut c = client.clone();
+        bounded(c.put(
+            self.keys.status(&self.me),
+            v,
+            Some(PutOptions::new().with_lease(lease)),
+        ))
+        .await?;
+        self.last_status = Some((key, Instant::now()));
+        Ok(())
+    }
+
+    /// Publishes this node's holds (each change) and reads every node's.
+    async fn sync_holds(&mut self, client: &Client) -> Result<(), ClusterError> {
+        if self
+            .last_holds
+            .is_some_and(|t| t.elapsed() < HOLDS_INTERVAL)
+        {
+            return Ok(());
+        }
+        for h in self.recorder.local_holds() {
+            if self.published_holds.get(&h.id) == Some(&h) {
+                continue;
+            }
+            let v = serde_json::to_vec(&h).map_err(|e| ClusterError::Other(e.to_string()))?;
+            let mut c = client.clone();
+            bounded(c.put(self.keys.hold(&self.me, h.id), v, None)).await?;
+            self.published_holds.insert(h.id, h);
+        }
+        let all: Vec<HoldRecord> = get_prefix(client, &self.keys.holds_prefix())
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| parse(&k, &v))
+            .collect();
+        self.shared.set_holds(all);
+        self.last_holds = Some(Instant::now());
+        Ok(())
+    }
+}
+
+fn load_state(path: &std::path::Path) -> Assignment {
+    match std::fs::read(path) {
+        Ok(b) => parse::<Assignment>(&path.display().to_string(), &b).unwrap_or_default(),
+        Err(_) => Assignment::new(),
+    }
+}
+
+/// Written atomically (temporary file + rename): a crash leaves the old or the new one.
+fn save_state(path: &std::path::Path, a: &Assignment) {
+    let tmp = path.with_extension("tmp");
+    let res = serde_json::to_vec(a)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = res {
+        tracing::warn!(path = %path.display(), error = %e, "cannot persist the assignment");
+    }
+}
