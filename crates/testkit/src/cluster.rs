@@ -149,6 +149,9 @@ pub struct ClusterStatus {
     pub assignments: BTreeMap<String, String>,
     #[serde(default)]
     pub unassigned: Vec<String>,
+    /// Cameras recorded by more than one node now (a handover, or a partition).
+    #[serde(default)]
+    pub duplicates: BTreeMap<String, Vec<String>>,
 }
 
 /// One node in [`ClusterStatus`].
@@ -158,9 +161,9 @@ pub struct NodeStatus {
     #[serde(default)]
     pub site: Option<String>,
     #[serde(default)]
-    pub capacity_streams: u64,
+    pub capacity_streams: Option<u64>,
     #[serde(default)]
-    pub advertise_url: String,
+    pub advertise_url: Option<String>,
     #[serde(default)]
     pub alive: bool,
     #[serde(default)]
@@ -211,9 +214,12 @@ impl ClusterStatus {
 /// One segment as a node's index lists it (`recordings?segments=1`).
 #[derive(Clone, Debug)]
 pub struct Seg {
+    pub id: u64,
     pub start: Timestamp,
     pub end: Timestamp,
     pub frames: u64,
+    /// Still being written.
+    pub open: bool,
 }
 
 /// N `vigie run` processes sharing one etcd cluster and one camera list.
@@ -223,16 +229,55 @@ pub struct VigieCluster {
 }
 
 impl VigieCluster {
-    /// Starts one node per spec (in order; each start waits until its API listens).
+    /// Starts one node per spec, all at once (so that they register together rather than the
+    /// first one taking every camera); returns when every API listens.
     pub fn start(cfg: ClusterConfig, specs: Vec<NodeSpec>) -> anyhow::Result<VigieCluster> {
         let mut c = VigieCluster {
             cfg,
             nodes: Vec::new(),
         };
-        for s in specs {
-            c.add_node(s)?;
+        let prepared: Vec<(NodeSpec, VigieBuilder)> = specs
+            .into_iter()
+            .map(|s| c.builder(&s).map(|b| (s, b)))
+            .collect::<anyhow::Result<_>>()?;
+        let started: Vec<anyhow::Result<ClusterNode>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = prepared
+                .into_iter()
+                .map(|(spec, b)| {
+                    scope.spawn(move || {
+                        let name = spec.name.clone();
+                        b.start()
+                            .with_context(|| format!("starting node {name}"))
+                            .map(|vigie| ClusterNode { spec, vigie })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("node start panicked")))
+                })
+                .collect()
+        });
+        for n in started {
+            c.nodes.push(n?);
         }
         Ok(c)
+    }
+
+    fn builder(&self, spec: &NodeSpec) -> anyhow::Result<VigieBuilder> {
+        if self.nodes.iter().any(|n| n.spec.name == spec.name) {
+            bail!("node {} already exists", spec.name);
+        }
+        let port = free_port()?;
+        Ok(VigieBuilder::new(&self.cfg.bin)
+            .port(port)
+            .min_free_bytes(&self.cfg.min_free_bytes)
+            .recording_toml(&self.cfg.recording_toml)
+            .toml(&cameras_toml(&self.cfg.cameras))
+            .toml(&self.cluster_toml(spec, port))
+            .toml(&self.cfg.extra_toml))
     }
 
     /// The `[cluster]` section of a node.
@@ -259,17 +304,8 @@ impl VigieCluster {
 
     /// Starts one more node (a join); returns its index.
     pub fn add_node(&mut self, spec: NodeSpec) -> anyhow::Result<usize> {
-        if self.nodes.iter().any(|n| n.spec.name == spec.name) {
-            bail!("node {} already exists", spec.name);
-        }
-        let port = free_port()?;
-        let vigie = VigieBuilder::new(&self.cfg.bin)
-            .port(port)
-            .min_free_bytes(&self.cfg.min_free_bytes)
-            .recording_toml(&self.cfg.recording_toml)
-            .toml(&cameras_toml(&self.cfg.cameras))
-            .toml(&self.cluster_toml(&spec, port))
-            .toml(&self.cfg.extra_toml)
+        let vigie = self
+            .builder(&spec)?
             .start()
             .with_context(|| format!("starting node {}", spec.name))?;
         self.nodes.push(ClusterNode { spec, vigie });
@@ -441,9 +477,11 @@ pub async fn segments_on(
     let mut out = Vec::new();
     for s in body["segments"].as_array().context("no segments")? {
         out.push(Seg {
+            id: s["id"].as_u64().context("id")?,
             start: s["start"].as_str().context("start")?.parse()?,
             end: s["end"].as_str().context("end")?.parse()?,
             frames: s["frames"].as_u64().context("frames")?,
+            open: s["open"].as_bool().unwrap_or(false),
         });
     }
     Ok(out)

@@ -10,6 +10,8 @@ mod abuse_authz;
 mod abuse_journal;
 mod abuse_limits;
 mod access;
+mod cluster;
+mod cluster_deploy;
 mod disk_full;
 mod export;
 mod faults;
