@@ -158,14 +158,19 @@ async fn run(args: FailoverArgs, vigie: PathBuf) -> Result<Report> {
         let t_kill = Timestamp::now();
         tokio::task::block_in_place(|| c.node_mut(victim).vigie.kill9())?;
         let st2 = c
-            .wait_status("survivors record the dead node's cameras", Duration::from_secs(60), |s| {
-                moved.iter().all(|cam| {
-                    s.assignments.get(cam).is_some_and(|n| {
-                        n != victim
-                            && s.node(n).is_some_and(|x| x.alive && x.cameras.contains(cam))
+            .wait_status(
+                "survivors record the dead node's cameras",
+                Duration::from_secs(60),
+                |s| {
+                    moved.iter().all(|cam| {
+                        s.assignments.get(cam).is_some_and(|n| {
+                            n != victim
+                                && s.node(n)
+                                    .is_some_and(|x| x.alive && x.cameras.contains(cam))
+                        })
                     })
-                })
-            })
+                },
+            )
             .await?;
         let reassigned_s = Timestamp::now().duration_since(t_kill).as_secs_f64();
         let mut first_new = BTreeMap::new();

@@ -88,7 +88,9 @@ pub async fn status(c: &ClusterConfig, cameras: &[String]) -> Result<StatusRepor
                 advertise_url: m.map(|m| m.advertise_url.clone()),
                 alive: m.is_some(),
                 draining: drains.contains(&name) || s.is_some_and(|s| s.draining),
-                cameras: s.map(|s| s.recording.keys().cloned().collect()).unwrap_or_default(),
+                cameras: s
+                    .map(|s| s.recording.keys().cloned().collect())
+                    .unwrap_or_default(),
                 heartbeat_age_s: s.map(|s| (now - s.heartbeat_s).max(0)),
                 name,
             }
@@ -97,7 +99,10 @@ pub async fn status(c: &ClusterConfig, cameras: &[String]) -> Result<StatusRepor
     let mut recorders: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for n in &nodes {
         for cam in &n.cameras {
-            recorders.entry(cam.clone()).or_default().push(n.name.clone());
+            recorders
+                .entry(cam.clone())
+                .or_default()
+                .push(n.name.clone());
         }
     }
     Ok(StatusReport {
@@ -133,11 +138,15 @@ pub fn render(r: &StatusReport) -> String {
             "{:<20} {:<10} {:>8} {:<6} {:<8} {:>7} {:>9}  {}",
             n.name,
             n.site.as_deref().unwrap_or("-"),
-            n.capacity_streams.map(|c| c.to_string()).unwrap_or("-".into()),
+            n.capacity_streams
+                .map(|c| c.to_string())
+                .unwrap_or("-".into()),
             if n.alive { "yes" } else { "NO" },
             if n.draining { "yes" } else { "no" },
             n.cameras.len(),
-            n.heartbeat_age_s.map(|a| a.to_string()).unwrap_or("-".into()),
+            n.heartbeat_age_s
+                .map(|a| a.to_string())
+                .unwrap_or("-".into()),
             n.advertise_url.as_deref().unwrap_or("-"),
         );
     }
@@ -146,7 +155,12 @@ pub fn render(r: &StatusReport) -> String {
         let _ = writeln!(out, "  {cam:<32} → {node}");
     }
     if !r.unassigned.is_empty() {
-        let _ = writeln!(out, "UNASSIGNED ({}): {}", r.unassigned.len(), r.unassigned.join(", "));
+        let _ = writeln!(
+            out,
+            "UNASSIGNED ({}): {}",
+            r.unassigned.len(),
+            r.unassigned.join(", ")
+        );
     }
     for (cam, nodes) in &r.duplicates {
         let _ = writeln!(out, "recorded twice now: {cam} on {}", nodes.join(", "));
@@ -171,7 +185,9 @@ pub async fn drain(
     let v = serde_json::to_vec(&rec).map_err(|e| ClusterError::Other(e.to_string()))?;
     let mut cl = client.clone();
     bounded(cl.put(keys.drain(node), v, None)).await?;
-    progress(&format!("{node} marked draining; waiting for its cameras to move"));
+    progress(&format!(
+        "{node} marked draining; waiting for its cameras to move"
+    ));
     let deadline = Instant::now() + timeout;
     let mut last: Option<Vec<String>> = None;
     loop {

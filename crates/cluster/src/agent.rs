@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
-    Txn, TxnOp,
+    Client, Compare, CompareOp, DeleteOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp,
 };
 use tokio_util::sync::CancellationToken;
 use vigie_core::config::ClusterConfig;
@@ -267,7 +267,9 @@ impl Agent {
             let mut c = client.clone();
             match bounded(c.lease_revoke(s.lease)).await {
                 Ok(_) => tracing::info!("left the cluster (lease revoked)"),
-                Err(e) => tracing::warn!(error = %e, "could not revoke the lease; it expires by itself"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not revoke the lease; it expires by itself")
+                }
             }
         }
     }
@@ -316,9 +318,10 @@ impl Agent {
                 s.keeper = Some(bounded(c.lease_keep_alive(s.lease)).await?);
             }
             let result = async {
-                let (keeper, stream) = s.keeper.as_mut().ok_or(ClusterError::Other(
-                    "no keep-alive stream".into(),
-                ))?;
+                let (keeper, stream) = s
+                    .keeper
+                    .as_mut()
+                    .ok_or(ClusterError::Other("no keep-alive stream".into()))?;
                 bounded(keeper.keep_alive()).await?;
                 bounded(stream.message()).await
             }
@@ -528,8 +531,8 @@ impl Agent {
                 Some(o) => {
                     // A dead owner records nothing: keep recording until the controller
                     // gives the camera to a live node that is ready.
-                    let owner_ready = control.ready.get(cam) == Some(o)
-                        && control.members.contains_key(o);
+                    let owner_ready =
+                        control.ready.get(cam) == Some(o) && control.members.contains_key(o);
                     owner_ready
                         || (!local.online && now.duration_since(since) > OFFLINE_HANDOVER_GRACE)
                 }
@@ -544,7 +547,11 @@ impl Agent {
                     // Our ready key, if any, goes (only if it is still ours).
                     let key = self.keys.ready(cam);
                     let txn = Txn::new()
-                        .when([Compare::value(key.clone(), CompareOp::Equal, self.me.clone())])
+                        .when([Compare::value(
+                            key.clone(),
+                            CompareOp::Equal,
+                            self.me.clone(),
+                        )])
                         .and_then([TxnOp::delete(key, None::<DeleteOptions>)]);
                     let mut c = client.clone();
                     bounded(c.txn(txn)).await?;
@@ -604,8 +611,7 @@ impl Agent {
             .is_none_or(|(_, t)| t.elapsed() >= Duration::from_secs(crate::STATUS_HEARTBEAT_S));
         let mut status = self.recorder.status(heartbeat_due);
         status.node = self.me.clone();
-        status.draining =
-            self.draining.load(Ordering::SeqCst) || control.drains.contains(&self.me);
+        status.draining = self.draining.load(Ordering::SeqCst) || control.drains.contains(&self.me);
         status.heartbeat_s = now_s();
         let key = status.change_key();
         let changed = self.last_status.as_ref().is_none_or(|(k, _)| *k != key);

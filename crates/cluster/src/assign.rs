@@ -135,9 +135,7 @@ pub fn assign(nodes: &[NodeInfo], cameras: &[CameraInfo], previous: &Assignment)
     let deficit: usize = nodes
         .iter()
         .filter(|n| !n.draining)
-        .map(|n| {
-            get(&floor, &n.name).saturating_sub(kept.get(n.name.as_str()).map_or(0, Vec::len))
-        })
+        .map(|n| get(&floor, &n.name).saturating_sub(kept.get(n.name.as_str()).map_or(0, Vec::len)))
         .sum();
     while unplaced < deficit {
         let fullest = kept
@@ -222,8 +220,10 @@ pub fn assign(nodes: &[NodeInfo], cameras: &[CameraInfo], previous: &Assignment)
                 // The most room relative to its share first (a joiner before an old node),
                 // then rendezvous order (`el` is sorted by score; min_by keeps the first).
                 el.iter().filter(under_ceil).min_by(|a, b| {
-                    let ra = get(&load, &a.name) as f64 / share.get(a.name.as_str()).copied().unwrap_or(1.0);
-                    let rb = get(&load, &b.name) as f64 / share.get(b.name.as_str()).copied().unwrap_or(1.0);
+                    let ra = get(&load, &a.name) as f64
+                        / share.get(a.name.as_str()).copied().unwrap_or(1.0);
+                    let rb = get(&load, &b.name) as f64
+                        / share.get(b.name.as_str()).copied().unwrap_or(1.0);
                     ra.total_cmp(&rb)
                 })
             })
@@ -375,7 +375,12 @@ mod tests {
 
     #[test]
     fn sites_are_respected_and_a_site_without_nodes_is_unassigned() {
-        let mut nodes = vec![node("n1", 10), node("n2", 10), node("s1", 10), node("x", 10)];
+        let mut nodes = vec![
+            node("n1", 10),
+            node("n2", 10),
+            node("s1", 10),
+            node("x", 10),
+        ];
         nodes[0].site = Some("nord".into());
         nodes[1].site = Some("nord".into());
         nodes[2].site = Some("sud".into());

@@ -13,14 +13,14 @@
 //! Does not: start or stop recording itself (the binary implements [`agent::Recorder`]),
 //! touch footage, serve HTTP.
 
-pub mod assign;
-pub mod model;
 #[cfg(feature = "etcd")]
 pub mod admin;
 #[cfg(feature = "etcd")]
 pub mod agent;
+pub mod assign;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod model;
 pub mod shared;
 
 /// A node rewrites its status at least this often (the heartbeat `vigie cluster status` shows

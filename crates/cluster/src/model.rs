@@ -192,7 +192,13 @@ mod tests {
     fn keys_are_under_the_prefix_and_control_covers_the_tick() {
         let k = Keys::new("/vigie/");
         assert_eq!(k.node("rec-a"), "/vigie/c/nodes/rec-a");
-        for key in [k.node("a"), k.controller(), k.assignment(), k.ready("cam"), k.drain("a")] {
+        for key in [
+            k.node("a"),
+            k.controller(),
+            k.assignment(),
+            k.ready("cam"),
+            k.drain("a"),
+        ] {
             assert!(key.starts_with(&k.control()), "{key}");
         }
         for key in [k.status("a"), k.hold("a", 7)] {

@@ -272,7 +272,11 @@ impl Shared {
                         h.counts[i]
                     );
                 }
-                let _ = writeln!(out, "{name}_bucket{{{l},kind=\"{kind}\",le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{{l},kind=\"{kind}\",le=\"+Inf\"}} {}",
+                    h.count
+                );
                 let _ = writeln!(out, "{name}_sum{{{l},kind=\"{kind}\"}} {}", h.sum);
                 let _ = writeln!(out, "{name}_count{{{l},kind=\"{kind}\"}} {}", h.count);
             }

@@ -18,8 +18,7 @@ use serde::Deserialize;
 use crate::process::{Vigie, VigieBuilder, free_port};
 
 /// The commune every generated camera belongs to.
-pub const COMMUNE_TOML: &str =
-    "[[communes]]\nid = \"test\"\nname = \"Test\"\nretention_days = 7\n";
+pub const COMMUNE_TOML: &str = "[[communes]]\nid = \"test\"\nname = \"Test\"\nretention_days = 7\n";
 
 /// One camera of the shared list.
 #[derive(Clone, Debug)]

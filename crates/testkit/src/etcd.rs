@@ -27,7 +27,9 @@ pub fn etcd_available() -> anyhow::Result<bool> {
         return Ok(true);
     }
     if std::env::var_os("CI").is_some() {
-        bail!("{ETCD_BIN} is missing under CI: .ci/run must install the Debian package etcd-server");
+        bail!(
+            "{ETCD_BIN} is missing under CI: .ci/run must install the Debian package etcd-server"
+        );
     }
     eprintln!(
         "SKIPPED: {ETCD_BIN} not found; install the Debian package etcd-server to run the cluster tests"
@@ -350,8 +352,7 @@ fn health(port: u16) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .is_err()
     {
         return false;

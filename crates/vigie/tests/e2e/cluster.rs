@@ -119,7 +119,13 @@ async fn wait_recorded_until(r: &Rig, node: &str, cam: &str, t: Timestamp, timeo
 }
 
 /// The nodes (of `nodes`) whose index has footage of `cam` in `[a, b)`.
-async fn recorders(r: &Rig, nodes: &[String], cam: &str, a: Timestamp, b: Timestamp) -> Vec<String> {
+async fn recorders(
+    r: &Rig,
+    nodes: &[String],
+    cam: &str,
+    a: Timestamp,
+    b: Timestamp,
+) -> Vec<String> {
     let mut out = Vec::new();
     for n in nodes {
         if !spans_on(&r.c.node(n).vigie, cam, a, b)
@@ -197,9 +203,14 @@ async fn frame_accounting(
             let mut segs: Vec<Seg> = Vec::new();
             for n in nodes {
                 segs.extend(
-                    segments_on(&r.c.node(n).vigie, cam, since - secs(600.0), now() + secs(60.0))
-                        .await
-                        .unwrap(),
+                    segments_on(
+                        &r.c.node(n).vigie,
+                        cam,
+                        since - secs(600.0),
+                        now() + secs(60.0),
+                    )
+                    .await
+                    .unwrap(),
                 );
             }
             if segs.iter().all(|s| !s.open) {
@@ -273,15 +284,18 @@ async fn cluster_kill9_survivors_take_the_cameras_within_10s() {
     }
     let t_kill = now();
     tokio::task::block_in_place(|| r.c.node_mut(victim).vigie.kill9()).unwrap();
-    let st2 = r
-        .c
-        .wait_status("the dead node's cameras on survivors", Duration::from_secs(30), |s| {
-            moved.iter().all(|c| {
-                s.assignments.get(c).is_some_and(|n| {
-                    n != victim && s.node(n).is_some_and(|x| x.alive && x.cameras.contains(c))
+    let st2 =
+        r.c.wait_status(
+            "the dead node's cameras on survivors",
+            Duration::from_secs(30),
+            |s| {
+                moved.iter().all(|c| {
+                    s.assignments.get(c).is_some_and(|n| {
+                        n != victim && s.node(n).is_some_and(|x| x.alive && x.cameras.contains(c))
+                    })
                 })
-            })
-        })
+            },
+        )
         .await
         .unwrap();
     eprintln!(
@@ -301,7 +315,10 @@ async fn cluster_kill9_survivors_take_the_cameras_within_10s() {
             if let Some((s, _)) = spans.iter().find(|(_, e)| *e > t_kill) {
                 break *s;
             }
-            assert!(Instant::now() < deadline, "{cam}: nothing on {owner} after the kill");
+            assert!(
+                Instant::now() < deadline,
+                "{cam}: nothing on {owner} after the kill"
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
         first_new.insert(cam.clone(), t);
@@ -318,7 +335,10 @@ async fn cluster_kill9_survivors_take_the_cameras_within_10s() {
         )
         .await
         .unwrap();
-        let last = spans.last().map(|(_, e)| *e).expect("footage before the kill");
+        let last = spans
+            .last()
+            .map(|(_, e)| *e)
+            .expect("footage before the kill");
         let gap = first_new[cam].duration_since(last).as_secs_f64().max(0.0);
         gaps.push(gap);
         assert!(
@@ -357,24 +377,29 @@ async fn cluster_sigstop_30s_loses_no_footage_and_returns_to_one_recorder() {
     }
     let t_stop = now();
     r.c.node(victim).vigie.pause().unwrap();
-    r.c.wait_status("survivors record the frozen node's cameras", Duration::from_secs(25), |s| {
-        held.iter().all(|c| {
-            s.assignments.get(c).is_some_and(|n| {
-                n != victim && s.node(n).is_some_and(|x| x.cameras.contains(c))
+    r.c.wait_status(
+        "survivors record the frozen node's cameras",
+        Duration::from_secs(25),
+        |s| {
+            held.iter().all(|c| {
+                s.assignments.get(c).is_some_and(|n| {
+                    n != victim && s.node(n).is_some_and(|x| x.cameras.contains(c))
+                })
             })
-        })
-    })
+        },
+    )
     .await
     .unwrap();
     wait_until(t_stop + secs(30.0)).await;
     let t_cont = now();
     r.c.node(victim).vigie.resume().unwrap();
     // Back to one recorder per camera: the resumed node drops what it no longer owns.
-    let single = r
-        .c
-        .wait_status("one recorder per camera after the resume", Duration::from_secs(30), |s| {
-            s.duplicates.is_empty() && s.node(victim).is_some_and(|v| v.alive)
-        })
+    let single =
+        r.c.wait_status(
+            "one recorder per camera after the resume",
+            Duration::from_secs(30),
+            |s| s.duplicates.is_empty() && s.node(victim).is_some_and(|v| v.alive),
+        )
         .await
         .unwrap();
     let took = now().duration_since(t_cont).as_secs_f64();
@@ -443,7 +468,12 @@ async fn cluster_drain_moves_cameras_with_no_frame_missing() {
     // Continuity across the handover, per camera, over all nodes.
     for cam in &moved {
         let iv = intervals_all(&r, &nodes, cam, t_drain - secs(5.0), t_end - secs(1.0)).await;
-        let h = holes(&iv, t_drain - secs(5.0), t_end - secs(1.0), FRAME_TOLERANCE_S);
+        let h = holes(
+            &iv,
+            t_drain - secs(5.0),
+            t_end - secs(1.0),
+            FRAME_TOLERANCE_S,
+        );
         assert!(h.is_empty(), "{cam}: holes across the drain: {h:?}");
     }
     let counts = frame_accounting(&r, &nodes, &r.c.camera_ids(), t_begin).await;
@@ -482,7 +512,10 @@ async fn cluster_etcd_down_60s_keeps_recording_every_frame_and_converges() {
             .await
             .unwrap();
         let h = holes(&spans, t_down, t_up - secs(1.0), 0.1);
-        assert!(h.is_empty(), "{cam} on {owner} during the outage: holes {h:?}");
+        assert!(
+            h.is_empty(),
+            "{cam} on {owner} during the outage: holes {h:?}"
+        );
     }
     tokio::task::block_in_place(|| r.etcd.start_all()).unwrap();
     let st2 = r.c.wait_settled(Duration::from_secs(60)).await.unwrap();
@@ -495,7 +528,12 @@ async fn cluster_etcd_down_60s_keeps_recording_every_frame_and_converges() {
     wait_until(t_end).await;
     for cam in r.c.camera_ids() {
         let iv = intervals_all(&r, &nodes, &cam, t_down - secs(2.0), t_end - secs(1.0)).await;
-        let h = holes(&iv, t_down - secs(2.0), t_end - secs(1.0), FRAME_TOLERANCE_S);
+        let h = holes(
+            &iv,
+            t_down - secs(2.0),
+            t_end - secs(1.0),
+            FRAME_TOLERANCE_S,
+        );
         assert!(h.is_empty(), "{cam}: holes {h:?}");
     }
     let counts = frame_accounting(&r, &nodes, &r.c.camera_ids(), t_begin).await;
@@ -524,11 +562,15 @@ async fn cluster_join_moves_at_most_a_fair_share() {
     let st = r.c.wait_settled(Duration::from_secs(60)).await.unwrap();
     let t_join = now();
     tokio::task::block_in_place(|| r.c.add_node(NodeSpec::new("rec-d"))).unwrap();
-    let st2 = r
-        .c
-        .wait_status("rec-d has cameras and all settled", Duration::from_secs(60), |s| {
-            !s.cameras_of("rec-d").is_empty() && s.settled(&(0..30).map(cam_id).collect::<Vec<_>>())
-        })
+    let st2 =
+        r.c.wait_status(
+            "rec-d has cameras and all settled",
+            Duration::from_secs(60),
+            |s| {
+                !s.cameras_of("rec-d").is_empty()
+                    && s.settled(&(0..30).map(cam_id).collect::<Vec<_>>())
+            },
+        )
         .await
         .unwrap();
     let moved: Vec<&String> = st2
@@ -583,7 +625,11 @@ async fn cluster_sites_keep_cameras_on_their_site() {
         for (cam, node) in &s.assignments {
             let i: usize = cam.trim_start_matches("cam-").parse().unwrap();
             if let Some(want) = site(i) {
-                assert_eq!(site_of_node(node), want, "{cam} (site {want}) on {node}: {s:#?}");
+                assert_eq!(
+                    site_of_node(node),
+                    want,
+                    "{cam} (site {want}) on {node}: {s:#?}"
+                );
             }
         }
     };
@@ -592,21 +638,21 @@ async fn cluster_sites_keep_cameras_on_their_site() {
     // The only sud node dies: sud cameras must not cross to nord.
     tokio::task::block_in_place(|| r.c.node_mut("sud-1").vigie.kill9()).unwrap();
     let sud: Vec<String> = (12..20).map(cam_id).collect();
-    let st2 = r
-        .c
-        .wait_status("sud cameras unassigned", Duration::from_secs(30), |s| {
+    let st2 =
+        r.c.wait_status("sud cameras unassigned", Duration::from_secs(30), |s| {
             check(s);
             sud.iter().all(|c| !s.assignments.contains_key(c))
-                && (20..24).map(cam_id).all(|c| {
-                    s.assignments
-                        .get(&c)
-                        .is_some_and(|n| n.starts_with("nord"))
-                })
+                && (20..24)
+                    .map(cam_id)
+                    .all(|c| s.assignments.get(&c).is_some_and(|n| n.starts_with("nord")))
         })
         .await
         .unwrap();
     for c in &sud {
-        assert!(st2.unassigned.contains(c), "{c} not listed unassigned: {st2:#?}");
+        assert!(
+            st2.unassigned.contains(c),
+            "{c} not listed unassigned: {st2:#?}"
+        );
     }
     // A few more TTLs: still nothing crossed.
     let until = now() + secs(f64::from(TTL_S) * 3.0);
@@ -640,10 +686,15 @@ async fn cluster_sites_keep_cameras_on_their_site() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_hold_placed_on_one_node_protects_footage_on_another() {
     let nodes = vec![NodeSpec::new("rec-a"), NodeSpec::new("rec-b")];
-    let Some(r) = rig(nodes, 6, |_| None, |c| {
-        c.min_free_bytes = "1000TB".into();
-        c.extra_toml = "[retention]\ncheck_interval_s = 1\n".into();
-    })
+    let Some(r) = rig(
+        nodes,
+        6,
+        |_| None,
+        |c| {
+            c.min_free_bytes = "1000TB".into();
+            c.extra_toml = "[retention]\ncheck_interval_s = 1\n".into();
+        },
+    )
     .await
     else {
         return;
@@ -663,7 +714,10 @@ async fn cluster_hold_placed_on_one_node_protects_footage_on_another() {
         if let Some(s) = segs.iter().find(|s| s.open) {
             break s.clone();
         }
-        assert!(now().duration_since(t0).as_secs_f64() < 30.0, "no open segment: {segs:?}");
+        assert!(
+            now().duration_since(t0).as_secs_f64() < 30.0,
+            "no open segment: {segs:?}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     let hold = serde_json::json!({
@@ -683,10 +737,14 @@ async fn cluster_hold_placed_on_one_node_protects_footage_on_another() {
     // rec-b's retention deletes every closed segment it may: wait until it has deleted the
     // unheld camera's earlier segments and a segment of the held camera newer than the held one
     // (so it passed over the held one, older, after it closed).
-    let first_free = segments_on(b, free_cam, t0 - secs(120.0), t0).await.unwrap();
+    let first_free = segments_on(b, free_cam, t0 - secs(120.0), t0)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let segs = segments_on(b, free_cam, t0 - secs(120.0), now()).await.unwrap();
+        let segs = segments_on(b, free_cam, t0 - secs(120.0), now())
+            .await
+            .unwrap();
         let unheld_left = first_free
             .iter()
             .filter(|f| segs.iter().any(|s| s.id == f.id))
@@ -699,10 +757,14 @@ async fn cluster_hold_placed_on_one_node_protects_footage_on_another() {
         let newer_deleted = j["entries"].as_array().is_some_and(|es| {
             es.iter().any(|e| {
                 e.to_string().contains(&format!("\"{held_cam}\""))
-                    && e["details"]["segment_id"].as_u64().is_some_and(|id| id > current.id)
+                    && e["details"]["segment_id"]
+                        .as_u64()
+                        .is_some_and(|id| id > current.id)
             })
         });
-        let held_segs = segments_on(b, held_cam, t0 - secs(120.0), now()).await.unwrap();
+        let held_segs = segments_on(b, held_cam, t0 - secs(120.0), now())
+            .await
+            .unwrap();
         assert!(
             held_segs.iter().any(|s| s.id == current.id),
             "the held segment {} was deleted by rec-b's retention: {held_segs:?}\n{}",

@@ -34,7 +34,10 @@ fn yaml_docs(files: &[PathBuf]) -> Option<Vec<Value>> {
             skip_or_fail("python3-yaml");
             None
         }
-        Ok(o) => panic!("YAML does not parse: {}", String::from_utf8_lossy(&o.stderr)),
+        Ok(o) => panic!(
+            "YAML does not parse: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
         Err(_) => {
             skip_or_fail("python3");
             None
@@ -88,7 +91,9 @@ fn cluster_deploy_files_parse_and_configs_validate() {
     if let Some(docs) = yaml_docs(&files) {
         for d in &docs {
             assert!(
-                d["apiVersion"].is_string() && d["kind"].is_string() && d["metadata"]["name"].is_string(),
+                d["apiVersion"].is_string()
+                    && d["kind"].is_string()
+                    && d["metadata"]["name"].is_string(),
                 "incomplete object: {d}"
             );
         }
@@ -100,10 +105,12 @@ fn cluster_deploy_files_parse_and_configs_validate() {
                 "{sts}: no volume per pod"
             );
             let service = find(&docs, "Service", svc);
-            assert_eq!(service["spec"]["clusterIP"], "None", "{svc} is not headless");
             assert_eq!(
-                service["spec"]["selector"],
-                s["spec"]["template"]["metadata"]["labels"],
+                service["spec"]["clusterIP"], "None",
+                "{svc} is not headless"
+            );
+            assert_eq!(
+                service["spec"]["selector"], s["spec"]["template"]["metadata"]["labels"],
                 "{svc} does not select {sts}'s pods"
             );
         }
@@ -111,7 +118,10 @@ fn cluster_deploy_files_parse_and_configs_validate() {
         let pod = &vigie["spec"]["template"]["spec"];
         assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 60);
         let secret_refs = pod["containers"][0]["envFrom"].to_string();
-        assert!(secret_refs.contains("vigie-camera-passwords"), "{secret_refs}");
+        assert!(
+            secret_refs.contains("vigie-camera-passwords"),
+            "{secret_refs}"
+        );
         find(&docs, "Secret", "vigie-camera-passwords");
         // The config the init container renders for pod vigie-0 is valid.
         let cm = find(&docs, "ConfigMap", "vigie-config");
@@ -125,7 +135,10 @@ fn cluster_deploy_files_parse_and_configs_validate() {
             cm["data"]["cameras.toml"].as_str().unwrap()
         );
         let (ok, out) = check_config(&rendered);
-        assert!(ok, "the Kubernetes node config is refused: {out}\n{rendered}");
+        assert!(
+            ok,
+            "the Kubernetes node config is refused: {out}\n{rendered}"
+        );
     }
 
     // The three-node systemd example.
@@ -148,8 +161,15 @@ fn cluster_deploy_files_parse_and_configs_validate() {
         };
         assert_eq!(get("ETCD_NAME"), node);
         let ic = get("ETCD_INITIAL_CLUSTER");
-        assert!(ic.contains(&format!("{node}={}", get("ETCD_INITIAL_ADVERTISE_PEER_URLS"))));
-        assert_eq!(*initial.get_or_insert(ic.clone()), ic, "{node}: another initial cluster");
+        assert!(ic.contains(&format!(
+            "{node}={}",
+            get("ETCD_INITIAL_ADVERTISE_PEER_URLS")
+        )));
+        assert_eq!(
+            *initial.get_or_insert(ic.clone()),
+            ic,
+            "{node}: another initial cluster"
+        );
         assert_eq!(get("ETCD_CLIENT_CERT_AUTH"), "true");
         assert_eq!(get("ETCD_PEER_CLIENT_CERT_AUTH"), "true");
         client_urls.push(get("ETCD_ADVERTISE_CLIENT_URLS"));
@@ -166,7 +186,10 @@ fn cluster_deploy_files_parse_and_configs_validate() {
     }
     for (node, etcd) in &etcd_lists {
         for u in &client_urls {
-            assert!(etcd.contains(u), "{node}: etcd list {etcd:?} lacks member {u}");
+            assert!(
+                etcd.contains(u),
+                "{node}: etcd list {etcd:?} lacks member {u}"
+            );
         }
     }
 
