@@ -70,6 +70,20 @@ pub struct AppState {
     pub exports: Arc<dyn ExportJobs>,
     /// Process-wide bounds (login hashing gate).
     pub limits: Arc<limits::Limits>,
+    /// The cluster this node belongs to; `None`: a single node.
+    pub cluster: Option<Arc<dyn ClusterInfo>>,
+}
+
+/// What the API shows of the cluster (implemented by the binary over `vigie-cluster`).
+pub trait ClusterInfo: Send + Sync {
+    /// This node's name.
+    fn node(&self) -> &str;
+    /// The node the assignment gives `camera` to (`None`: unassigned).
+    fn recorder_of(&self, camera: &str) -> Option<String>;
+    /// True when this node records `camera` now (also during a handover).
+    fn records_here(&self, camera: &str) -> bool;
+    /// The `vigie_cluster_*` series (Prometheus text).
+    fn metrics_text(&self) -> String;
 }
 
 impl AppState {

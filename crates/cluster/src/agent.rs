@@ -474,6 +474,7 @@ impl Agent {
 
     /// Starts and stops cameras to follow the assignment (make-before-break).
     async fn apply(&mut self, client: &Client, control: &Control) -> Result<(), ClusterError> {
+        let previous = self.assignment.clone();
         if let Some(a) = &control.assignment
             && a.cameras != self.assignment
         {
@@ -500,15 +501,13 @@ impl Agent {
         // Start what is assigned here (not while draining: the controller moves it away).
         for (cam, owner) in &self.assignment {
             if *owner == self.me && !recording.contains_key(cam) && !draining {
-                let kind = match self.leaving.remove(cam) {
-                    Some(_) => "handover",
-                    None => {
-                        let prev_alive = control
-                            .ready
-                            .get(cam)
-                            .is_some_and(|n| control.members.contains_key(n));
-                        if prev_alive { "handover" } else { "failover" }
-                    }
+                self.leaving.remove(cam);
+                // From a live node: a handover; from a dead one: a failover.
+                let kind = match previous.get(cam) {
+                    None => "initial",
+                    Some(o) if *o == self.me => "initial",
+                    Some(o) if control.members.contains_key(o) => "handover",
+                    Some(_) => "failover",
                 };
                 tracing::info!(camera = %cam, kind, "starting: assigned to this node");
                 self.recorder.start(cam);

@@ -257,6 +257,17 @@ impl Shared {
             "gauge",
             vec![(l.clone(), holds_age)],
         );
+        gauge(
+            "vigie_cluster_holds_active",
+            "Active legal holds of the whole cluster as last read from etcd.",
+            "gauge",
+            vec![(
+                l.clone(),
+                self.holds()
+                    .map(|h| h.holds.iter().filter(|h| h.active).count() as f64)
+                    .unwrap_or(0.0),
+            )],
+        );
         let name = "vigie_cluster_takeover_seconds";
         let _ = writeln!(
             out,

@@ -158,7 +158,7 @@ pub fn spawn_stream(
     key: StreamKey,
     source: ResolvedSource,
     sink: Arc<dyn FrameSink>,
-    mut opts: IngestOptions,
+    opts: IngestOptions,
     shutdown: CancellationToken,
 ) -> StreamHandle {
     let status = Arc::new(StatusCell::new(
@@ -167,6 +167,20 @@ pub fn spawn_stream(
         source.transport,
         opts.clock.clone(),
     ));
+    spawn_stream_with_status(key, source, sink, opts, status, shutdown)
+}
+
+/// [`spawn_stream`] reporting into an existing status cell: a stream stopped and started
+/// again (cluster handovers) keeps one cell, so the API and the quality monitor keep
+/// following it. Its counters go on from where they were.
+pub fn spawn_stream_with_status(
+    key: StreamKey,
+    source: ResolvedSource,
+    sink: Arc<dyn FrameSink>,
+    mut opts: IngestOptions,
+    status: Arc<StatusCell>,
+    shutdown: CancellationToken,
+) -> StreamHandle {
     let span = info_span!("stream", camera = %key.camera, stream = %key.stream);
     let runtime = match (opts.runtime.take(), source.transport) {
         (rt, Transport::Tcp) => rt,

@@ -273,7 +273,8 @@ impl StatusCell {
         g.retry_at = Some(now + Duration90k((delay.as_secs_f64() * 90_000.0) as i64));
     }
 
-    pub(crate) fn set_stopped(&self) {
+    /// Marks the stream stopped: its task ended, or (cluster) it is not recorded here.
+    pub fn set_stopped(&self) {
         let mut g = self.lock();
         g.state = StreamState::Stopped;
         g.connected_since = None;

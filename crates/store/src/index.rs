@@ -442,6 +442,26 @@ impl Index {
             .filter_map(Result::transpose)
     }
 
+    /// The oldest and the newest segment head of a stream (two seeks, nothing walked).
+    pub fn stream_extent(
+        &self,
+        stream_id: u32,
+    ) -> Result<Option<(EntryHead, EntryHead)>, StoreError> {
+        let mut it = self.segments.scan_prefix(stream_id.to_be_bytes());
+        let head = |v: &sled::IVec| -> Result<EntryHead, StoreError> {
+            Ok(postcard::take_from_bytes::<EntryHead>(v)?.0)
+        };
+        let Some(first) = it.next() else {
+            return Ok(None);
+        };
+        let first = head(&first?.1)?;
+        let last = match it.next_back() {
+            Some(kv) => head(&kv?.1)?,
+            None => first.clone(),
+        };
+        Ok(Some((first, last)))
+    }
+
     /// All segments of a stream, oldest first (lazily).
     pub fn stream_segments(
         &self,

@@ -107,6 +107,23 @@ pub enum StoreError {
     /// A request the store refuses (e.g. a hold whose end is not after its start).
     #[error("{0}")]
     Invalid(String),
+    /// Holds placed elsewhere (a cluster) may cover footage here and are not known now:
+    /// nothing is deleted ([`Store::set_external_holds`]).
+    #[error("deleting nothing: the cluster's legal holds are not known here ({0})")]
+    HoldsUnknown(String),
+}
+
+/// Legal holds kept outside this store (by the other nodes of a cluster), which retention
+/// honours as its own.
+#[derive(Clone, Debug, Default)]
+pub enum ExternalHolds {
+    /// A single node: there are none.
+    #[default]
+    None,
+    /// There may be some, not known now (why): retention deletes nothing.
+    Unknown(String),
+    /// These (active ones only matter).
+    Known(Vec<Hold>),
 }
 
 impl StoreError {
@@ -307,6 +324,8 @@ pub(crate) struct Inner {
     /// Active holds as last read by retention: what may not be deleted when the index cannot
     /// be read (see `retention`).
     pub holds_cache: Mutex<Option<Vec<Hold>>>,
+    /// Holds kept elsewhere (cluster), honoured by retention.
+    pub external_holds: Mutex<ExternalHolds>,
     /// Segment files abandoned for lack of space (or an index failure), to index from their
     /// content once there is room (`retention::free_space_pass`).
     pub reread: Mutex<Vec<(StreamKey, PathBuf)>>,
@@ -385,6 +404,27 @@ impl Store {
         clock: Arc<dyn Clock>,
         free: Arc<dyn FreeSpace>,
     ) -> Result<Store, StoreError> {
+        Self::open_full(cfg, clock, free, ExternalHolds::None)
+    }
+
+    /// [`Store::open`] for a node of a cluster: holds may be kept elsewhere, so until
+    /// [`Store::set_external_holds`] says which, nothing is deleted (not even to start above
+    /// the free-space floor).
+    pub fn open_clustered(cfg: StoreConfig, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        Self::open_full(
+            cfg,
+            clock,
+            Arc::new(Statvfs),
+            ExternalHolds::Unknown("the cluster's holds are not read yet".into()),
+        )
+    }
+
+    fn open_full(
+        cfg: StoreConfig,
+        clock: Arc<dyn Clock>,
+        free: Arc<dyn FreeSpace>,
+        external_holds: ExternalHolds,
+    ) -> Result<Store, StoreError> {
         let layout = Layout::new(&cfg.data_dir);
         let space = space::Space::new(&cfg.data_dir, cfg.min_free_bytes, free.clone());
         // On a full disk, opening the index (sled writes a snapshot), recovery (trailers) and
@@ -439,6 +479,7 @@ impl Store {
             recording_blocked: Arc::new(AtomicBool::new(false)),
             startup_deletions: Mutex::new(Vec::new()),
             holds_cache: Mutex::new(None),
+            external_holds: Mutex::new(external_holds),
             reread: Mutex::new(Vec::new()),
         };
         let store = Store {
@@ -568,6 +609,18 @@ impl Store {
         Ok(())
     }
 
+    /// The footage of `key` held here: start of its oldest segment, end of its newest (two
+    /// index seeks; gaps between are not looked at). `None`: nothing held.
+    pub fn coverage(&self, key: &StreamKey) -> Result<Option<(Time90k, Time90k)>, StoreError> {
+        let index = self.inner.index()?;
+        let Some(sid) = index.existing_stream_id(key)? else {
+            return Ok(None);
+        };
+        Ok(index
+            .stream_extent(sid)?
+            .map(|(first, last)| (first.start(), last.end())))
+    }
+
     /// Continuous recording of `key` in [start, end): contiguous segments merged, clipped to
     /// the window; gaps are what lies between spans. Streams the index (memory grows with the
     /// spans, not the segments).
@@ -647,6 +700,20 @@ impl Store {
     /// All holds, active and released, by id.
     pub fn holds(&self) -> Result<Vec<Hold>, StoreError> {
         holds::list(&self.inner)
+    }
+
+    /// Sets the holds kept elsewhere (the other nodes of a cluster): retention honours them
+    /// as its own, and deletes nothing while they are [`ExternalHolds::Unknown`].
+    pub fn set_external_holds(&self, holds: ExternalHolds) {
+        if matches!(holds, ExternalHolds::Unknown(_))
+            && let Ok(mut c) = self.inner.holds_cache.lock()
+        {
+            // The emergency deletion (index unwritable) reads this cache: unknown → none.
+            *c = None;
+        }
+        if let Ok(mut h) = self.inner.external_holds.lock() {
+            *h = holds;
+        }
     }
 
     /// True while recording is stopped because the disk is full of held footage.

@@ -236,9 +236,21 @@ fn finish_garbage(ix: &Index) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Active holds (read even from an index that can no longer write).
+/// Active holds (read even from an index that can no longer write), with the cluster's
+/// ([`crate::ExternalHolds`]); an error when the cluster's are unknown (delete nothing).
 fn active_holds(inner: &Inner) -> Result<Vec<Hold>, StoreError> {
-    crate::holds::active(inner)
+    let mut holds = crate::holds::active(inner)?;
+    let external = inner
+        .external_holds
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
+    match external {
+        crate::ExternalHolds::None => {}
+        crate::ExternalHolds::Unknown(why) => return Err(StoreError::HoldsUnknown(why)),
+        crate::ExternalHolds::Known(h) => holds.extend(h.into_iter().filter(Hold::active)),
+    }
+    Ok(holds)
 }
 
 fn held(holds: &[Hold], key: &StreamKey, h: &EntryHead) -> bool {

@@ -4,8 +4,11 @@
 //! shutdown. Everything else lives in the library crates; see docs/ARCHITECTURE.md.
 
 mod audit;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod demo;
 mod export;
+mod recording;
 mod run;
 mod users;
 
@@ -35,6 +38,12 @@ enum Command {
         /// The TOML configuration (see config/example.toml).
         #[arg(long, short, env = "VIGIE_CONFIG")]
         config: PathBuf,
+    },
+    /// Cluster of recorders sharing the cameras through etcd (see docs/CLUSTER.md).
+    #[cfg(feature = "cluster")]
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
     },
     /// Start the embedded demo: simulated cameras from the fixtures, recorded locally.
     Demo {
@@ -118,6 +127,8 @@ fn main() -> std::process::ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        #[cfg(feature = "cluster")]
+        Command::Cluster { command } => cluster::command(command),
         Command::Run { config } => load(&config).and_then(|c| run::block_on(run::run(c, None))),
         Command::Demo { data_dir, listen } => run::block_on(demo::demo(data_dir, listen)),
         Command::Reindex { config } => load(&config).and_then(|c| reindex(&c)),

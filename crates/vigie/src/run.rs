@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use vigie_core::config::Config;
-use vigie_core::{Clock, FrameSink, SystemClock};
+use vigie_core::{Clock, SystemClock};
 
 pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -46,7 +46,14 @@ pub async fn run(
     let store_cfg = store_config(&config);
     let store = tokio::task::spawn_blocking({
         let clock = clock.clone();
-        move || vigie_store::Store::open(store_cfg, clock)
+        let clustered = config.cluster.is_some();
+        move || {
+            if clustered {
+                vigie_store::Store::open_clustered(store_cfg, clock)
+            } else {
+                vigie_store::Store::open(store_cfg, clock)
+            }
+        }
     })
     .await?
     .with_context(|| format!("opening the store in {}", config.storage.data_dir.display()))?;
@@ -88,32 +95,42 @@ pub async fn run(
         )
         .context("starting the ingest threads")?,
     );
+    let recording = Arc::new(crate::recording::Recording::new(
+        &config,
+        store.clone(),
+        clock.clone(),
+        ingest_rt.clone(),
+        shutdown.clone(),
+    )?);
     let mut entries = Vec::new();
     let mut hubs = HashMap::new();
-    let mut handles = Vec::new();
-    for (i, (key, cam, stream)) in config.streams().enumerate() {
-        let source = stream
-            .resolve(&|k| std::env::var(k).ok())
-            .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
-        let writer = store.start_writer(key.clone(), (i as u32, n))?;
-        // Every event goes to the writer and to the stream's live hub (frames shared, not copied).
-        let live = vigie_live::LiveHub::new(key.clone());
-        let sink: Arc<dyn FrameSink> = Arc::new(vigie_live::TeeSink {
-            first: Arc::new(writer),
-            second: live.clone(),
-        });
-        let mut opts = vigie_ingest::IngestOptions::new(clock.clone());
-        opts.runtime = Some(ingest_rt.clone());
-        let handle = vigie_ingest::spawn_stream(key.clone(), source, sink, opts, shutdown.clone());
-        hubs.insert(key.clone(), live);
+    for (key, status, live) in recording.streams() {
+        let class = config.camera(&key.camera).map(|c| c.class).unwrap_or_default();
+        hubs.insert(key.clone(), live.clone());
         entries.push(vigie_api::StreamEntry {
-            key,
-            status: handle.status.clone(),
+            key: key.clone(),
+            status: status.clone(),
             compliance: Arc::new(vigie_quality::ComplianceCell::new(vigie_quality::floor(
-                cam.class,
+                class,
             ))),
         });
-        handles.push(handle);
+    }
+    // Single node: every camera, now. Cluster: the cameras the cluster assigns here.
+    #[cfg(feature = "cluster")]
+    let cluster = match &config.cluster {
+        Some(_) => Some(crate::cluster::start(&config, &recording, &store, shutdown.clone()).await?),
+        None => None,
+    };
+    #[cfg(not(feature = "cluster"))]
+    if config.cluster.is_some() {
+        anyhow::bail!(
+            "this build of Vigie has no cluster support: rebuild with `--features cluster` (needs protobuf-compiler and libprotobuf-dev) or remove [cluster]"
+        );
+    }
+    if config.cluster.is_none() {
+        for cam in &config.cameras {
+            recording.start_now(&cam.id)?;
+        }
     }
 
     let watched = entries
@@ -166,6 +183,12 @@ pub async fn run(
         streams: Arc::new(entries),
         clock: clock.clone(),
         limits: Arc::new(vigie_api::limits::Limits::new(&config)),
+        #[cfg(feature = "cluster")]
+        cluster: cluster
+            .as_ref()
+            .map(|c| Arc::new(c.info()) as Arc<dyn vigie_api::ClusterInfo>),
+        #[cfg(not(feature = "cluster"))]
+        cluster: None,
     };
     // Signal handlers before the listener: a SIGTERM as soon as the port answers (a service
     // manager, a test) must be a clean stop, not the default kill.
@@ -200,7 +223,11 @@ pub async fn run(
     if let Some(f) = on_ready {
         f(addr);
     }
-    tokio::spawn(wait_for_signal(signals, shutdown.clone()));
+    #[cfg(feature = "cluster")]
+    let drain = cluster.as_ref().map(|c| c.drainer(&config));
+    #[cfg(not(feature = "cluster"))]
+    let drain: Option<Drainer> = None;
+    tokio::spawn(wait_for_signal(signals, shutdown.clone(), drain));
     let served = vigie_api::server::serve(
         listener,
         vigie_api::router(state),
@@ -215,13 +242,10 @@ pub async fn run(
     }
 
     tracing::info!("shutting down: ending RTSP sessions and closing segments");
-    for h in handles {
-        if tokio::time::timeout(Duration::from_secs(5), h.join())
-            .await
-            .is_err()
-        {
-            tracing::warn!("an ingest task did not stop within 5 s");
-        }
+    recording.join().await;
+    #[cfg(feature = "cluster")]
+    if let Some(c) = cluster {
+        c.stopped().await;
     }
     store.shutdown().await;
     retention_task.abort();
@@ -422,14 +446,26 @@ fn install_signal_handlers() -> Signals {
     }
 }
 
-async fn wait_for_signal(signals: Signals, shutdown: CancellationToken) {
+/// What a clustered node does on SIGTERM/SIGINT before stopping: hand its cameras over
+/// (bounded in time).
+pub type Drainer = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+
+async fn wait_for_signal(signals: Signals, shutdown: CancellationToken, drain: Option<Drainer>) {
     let Some((mut term, mut int)) = signals else {
         return;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
-        _ = shutdown.cancelled() => {}
+        _ = shutdown.cancelled() => return,
+    }
+    if let Some(d) = drain {
+        // A second signal stops at once.
+        tokio::select! {
+            _ = d() => {}
+            _ = term.recv() => tracing::warn!("second SIGTERM: stopping without finishing the drain"),
+            _ = int.recv() => tracing::warn!("second SIGINT: stopping without finishing the drain"),
+        }
     }
     shutdown.cancel();
 }

@@ -1,4 +1,5 @@
-//! `GET /api/v1/cameras`: cameras, their streams and live status. Credentials never appear:
+//! `GET /api/v1/cameras`: cameras, their streams and live status (in a cluster, which node
+//! records each camera: `recorder`, `recorded_here`). Credentials never appear:
 //! stream URLs are shown without user info. Only the cameras inside the caller's scope are
 //! listed.
 
@@ -58,6 +59,11 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                 "commune_name": cfg.communes.iter().find(|c| c.id == cam.commune).map(|c| c.name.as_str()),
                 "class": cam.class,
                 "retention_days": cfg.retention_days(cam),
+                "site": cam.site,
+                // Cluster: the node recording the camera (null: single node, or unassigned),
+                // and whether this node records it now.
+                "recorder": state.cluster.as_ref().and_then(|c| c.recorder_of(&cam.id)),
+                "recorded_here": state.cluster.as_ref().is_none_or(|c| c.records_here(&cam.id)),
                 "streams": streams,
             })
         })

@@ -225,6 +225,9 @@ pub async fn metrics(
         "1 while recording is stopped for lack of space or because the index cannot be written.",
         vec![(dir.clone(), f64::from(u8::from(storage.recording_blocked)))],
     );
+    if let Some(c) = &state.cluster {
+        out.push_str(&c.metrics_text());
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -1,0 +1,387 @@
+//! Cluster mode (feature `cluster`): `vigie cluster status|drain|undrain`, and for
+//! `vigie run` with `[cluster]` the wiring of the `vigie-cluster` agent to this process's
+//! recording (start/stop per camera), store (holds, coverage), API (recorder of each camera,
+//! metrics) and signals (drain on SIGTERM). See docs/CLUSTER.md.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use tokio_util::sync::CancellationToken;
+use vigie_cluster::agent::{Agent, AgentConfig, AgentHandle, LocalCamera, Recorder};
+use vigie_cluster::assign::CameraInfo;
+use vigie_cluster::model::{CoverageRecord, HoldRecord, NodeStatus, StreamStatusRecord};
+use vigie_cluster::shared::Shared;
+use vigie_core::config::{ClusterConfig, Config};
+use vigie_core::{StreamKey, TIME_UNITS_PER_SEC, Time90k};
+
+use crate::recording::Recording;
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Nodes (alive, draining, cameras, heartbeat lag), the controller, the assignment and
+    /// the cameras nobody records.
+    Status {
+        #[arg(long, short, env = "VIGIE_CONFIG")]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every camera off NODE (make-before-break) and wait until it records nothing.
+    Drain {
+        node: String,
+        #[arg(long, short, env = "VIGIE_CONFIG")]
+        config: PathBuf,
+        /// Give up (exit status 1) after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+    },
+    /// Let a drained NODE record again.
+    Undrain {
+        node: String,
+        #[arg(long, short, env = "VIGIE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn cluster_of(config: &Config, path: &std::path::Path) -> anyhow::Result<ClusterConfig> {
+    config
+        .cluster
+        .clone()
+        .with_context(|| format!("{} has no [cluster] section", path.display()))
+}
+
+pub fn command(cmd: ClusterCommand) -> anyhow::Result<()> {
+    crate::run::block_on(async move {
+        match cmd {
+            ClusterCommand::Status { config, json } => {
+                let cfg = Config::load(&config)?;
+                let c = cluster_of(&cfg, &config)?;
+                let cams: Vec<String> = cfg.cameras.iter().map(|c| c.id.clone()).collect();
+                let r = vigie_cluster::admin::status(&c, &cams)
+                    .await
+                    .context("reading the cluster's state from etcd")?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print!("{}", vigie_cluster::admin::render(&r));
+                }
+                Ok(())
+            }
+            ClusterCommand::Drain {
+                node,
+                config,
+                timeout_s,
+            } => {
+                let cfg = Config::load(&config)?;
+                let c = cluster_of(&cfg, &config)?;
+                vigie_core::config::validate_node_name(&node)
+                    .map_err(|e| anyhow::anyhow!("node name: {e}"))?;
+                vigie_cluster::admin::drain(&c, &node, Duration::from_secs(timeout_s), |m| {
+                    println!("{m}")
+                })
+                .await?;
+                Ok(())
+            }
+            ClusterCommand::Undrain { node, config } => {
+                let cfg = Config::load(&config)?;
+                let c = cluster_of(&cfg, &config)?;
+                vigie_cluster::admin::undrain(&c, &node).await?;
+                println!("{node} may record again");
+                Ok(())
+            }
+        }
+    })
+}
+
+/// The binary's side of the agent: this process's recording and store.
+struct BinRecorder {
+    node: String,
+    recording: Arc<Recording>,
+    store: vigie_store::Store,
+    cameras: Vec<String>,
+    coverage: Mutex<BTreeMap<String, CoverageRecord>>,
+}
+
+fn secs(t: Time90k) -> i64 {
+    t.0.div_euclid(TIME_UNITS_PER_SEC)
+}
+
+impl Recorder for BinRecorder {
+    fn recording(&self) -> BTreeMap<String, LocalCamera> {
+        self.recording
+            .states()
+            .into_iter()
+            .map(|(c, s)| {
+                (
+                    c,
+                    LocalCamera {
+                        ready: s.ready,
+                        online: s.online,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn start(&self, camera: &str) {
+        self.recording.start(camera);
+    }
+
+    fn stop(&self, camera: &str) {
+        self.recording.stop(camera);
+    }
+
+    fn status(&self, with_coverage: bool) -> NodeStatus {
+        let recording = self
+            .recording
+            .states()
+            .into_keys()
+            .map(|cam| {
+                let streams = self
+                    .recording
+                    .camera_streams(&cam)
+                    .iter()
+                    .map(|cell| {
+                        let s = cell.snapshot();
+                        StreamStatusRecord {
+                            stream: s.stream.clone(),
+                            state: serde_json::to_value(s.state)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_owned))
+                                .unwrap_or_default(),
+                            fps: (s.fps * 10.0).round() / 10.0,
+                            width: s.width,
+                            height: s.height,
+                            last_frame_s: s.last_frame.map(secs),
+                        }
+                    })
+                    .collect();
+                (cam, streams)
+            })
+            .collect();
+        let mut cov = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
+        if with_coverage {
+            cov.clear();
+            for cam in &self.cameras {
+                for cell in self.recording.camera_streams(cam) {
+                    let key: &StreamKey = cell.key();
+                    if let Ok(Some((first, last))) = self.store.coverage(key) {
+                        let e = cov.entry(cam.clone()).or_insert(CoverageRecord {
+                            first_s: secs(first),
+                            last_s: secs(last),
+                        });
+                        e.first_s = e.first_s.min(secs(first));
+                        e.last_s = e.last_s.max(secs(last));
+                    }
+                }
+            }
+        }
+        NodeStatus {
+            node: self.node.clone(),
+            recording,
+            coverage: cov.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn local_holds(&self) -> Vec<HoldRecord> {
+        match self.store.holds() {
+            Ok(h) => h
+                .into_iter()
+                .map(|h| HoldRecord {
+                    node: self.node.clone(),
+                    active: h.active(),
+                    id: h.id,
+                    camera: h.camera,
+                    stream: h.stream,
+                    start_90k: h.start.0,
+                    end_90k: h.end.0,
+                    procedure: h.procedure,
+                    created_by: h.created_by,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the holds to publish them");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The running cluster side of `vigie run`.
+pub struct ClusterRuntime {
+    handle: AgentHandle,
+    agent: tokio::task::JoinHandle<()>,
+}
+
+/// What the API shows of the cluster.
+pub struct Info(Arc<Shared>);
+
+impl vigie_api::ClusterInfo for Info {
+    fn node(&self) -> &str {
+        self.0.node()
+    }
+    fn recorder_of(&self, camera: &str) -> Option<String> {
+        self.0.recorder_of(camera)
+    }
+    fn records_here(&self, camera: &str) -> bool {
+        self.0.records_here(camera)
+    }
+    fn metrics_text(&self) -> String {
+        self.0.metrics_text()
+    }
+}
+
+impl ClusterRuntime {
+    pub fn info(&self) -> Info {
+        Info(self.handle.shared.clone())
+    }
+
+    /// The SIGTERM drain, bounded by `cluster.drain_timeout_s`.
+    pub fn drainer(&self, config: &Config) -> crate::run::Drainer {
+        let handle = self.handle.clone();
+        let timeout = Duration::from_secs(
+            config
+                .cluster
+                .as_ref()
+                .map_or(60, |c| u64::from(c.drain_timeout_s)),
+        );
+        Box::new(move || {
+            Box::pin(async move {
+                if !handle.shared.view().etcd_ok {
+                    tracing::warn!("etcd unreachable: stopping without a drain (the other nodes take the cameras over when this node's lease expires)");
+                    return;
+                }
+                tracing::info!(timeout_s = timeout.as_secs(), "draining: handing the cameras over before stopping");
+                let left = handle.drain(timeout).await;
+                if left.is_empty() {
+                    tracing::info!("drained: every camera is recorded by another node");
+                } else {
+                    tracing::warn!(cameras = ?left, "drain timed out: stopping anyway (these cameras move when this node's lease is gone)");
+                }
+            })
+        })
+    }
+
+    /// After shutdown: the agent revokes the lease (bounded).
+    pub async fn stopped(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.agent).await;
+    }
+}
+
+/// Joins the cluster and starts recording what it assigns here (or, with etcd unreachable,
+/// the last assignment known here). Refuses (error) a camera list that differs from the live
+/// nodes' or a node name another live process holds.
+pub async fn start(
+    config: &Config,
+    recording: &Arc<Recording>,
+    store: &vigie_store::Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ClusterRuntime> {
+    let c = config
+        .cluster
+        .clone()
+        .context("no [cluster] section")?;
+    recording.mark_all_stopped();
+    let recorder = Arc::new(BinRecorder {
+        node: c.node.clone(),
+        recording: recording.clone(),
+        store: store.clone(),
+        cameras: config.cameras.iter().map(|c| c.id.clone()).collect(),
+        coverage: Mutex::new(BTreeMap::new()),
+    });
+    let agent_cfg = AgentConfig {
+        cameras: config
+            .cameras
+            .iter()
+            .map(|cam| CameraInfo {
+                id: cam.id.clone(),
+                site: cam.site.clone(),
+            })
+            .collect(),
+        cameras_hash: config.cameras_hash(),
+        state_file: config.storage.data_dir.join("cluster-assignment.json"),
+        cluster: c.clone(),
+    };
+    tracing::info!(node = %c.node, etcd = ?c.etcd, "joining the cluster");
+    let (mut agent, handle) = Agent::new(agent_cfg, recorder)
+        .await
+        .context("joining the cluster")?;
+    // Until the cluster's holds are read, retention deletes nothing (`Store::open_clustered`).
+    tokio::spawn(holds_loop(
+        handle.shared.clone(),
+        store.clone(),
+        c.node.clone(),
+        Duration::from_secs(u64::from(c.holds_max_age_s)),
+        shutdown.clone(),
+    ));
+    agent.start_from_persisted();
+    let agent = tokio::spawn(agent.run(shutdown.child_token()));
+    Ok(ClusterRuntime { handle, agent })
+}
+
+/// Keeps the store's view of the other nodes' holds current: known while read from etcd
+/// within `max_age`, unknown (retention deletes nothing) otherwise.
+async fn holds_loop(
+    shared: Arc<Shared>,
+    store: vigie_store::Store,
+    me: String,
+    max_age: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut was_known = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let snap = shared.holds();
+        let fresh = snap.as_ref().filter(|s| s.read_at.elapsed() <= max_age);
+        match fresh {
+            Some(s) => {
+                let holds = s
+                    .holds
+                    .iter()
+                    .filter(|h| h.node != me && h.active)
+                    .map(|h| vigie_store::Hold {
+                        id: h.id,
+                        camera: h.camera.clone(),
+                        stream: h.stream.clone(),
+                        start: Time90k(h.start_90k),
+                        end: Time90k(h.end_90k),
+                        procedure: h.procedure.clone(),
+                        reason: format!("hold {} placed on node {}", h.id, h.node),
+                        created_by: h.created_by.clone(),
+                        created_at: Time90k(0),
+                        released: None,
+                    })
+                    .collect();
+                store.set_external_holds(vigie_store::ExternalHolds::Known(holds));
+                if !was_known {
+                    tracing::info!("the cluster's legal holds are known: retention may delete again");
+                }
+                was_known = true;
+            }
+            None => {
+                let why = match snap {
+                    None => "never read from etcd since start".to_owned(),
+                    Some(s) => format!(
+                        "last read from etcd {} s ago (limit cluster.holds_max_age_s = {} s)",
+                        s.read_at.elapsed().as_secs(),
+                        max_age.as_secs()
+                    ),
+                };
+                if was_known {
+                    tracing::warn!(reason = %why, "the cluster's legal holds are not known: retention deletes nothing until etcd answers");
+                }
+                store.set_external_holds(vigie_store::ExternalHolds::Unknown(why));
+                was_known = false;
+            }
+        }
+    }
+}
