@@ -392,11 +392,44 @@ impl VigieCluster {
         }
     }
 
-    /// Waits until the status is [`ClusterStatus::settled`] on every camera.
+    /// Waits until every node whose process runs is registered (alive) and the status is
+    /// [`ClusterStatus::settled`] on every camera.
     pub async fn wait_settled(&self, timeout: Duration) -> anyhow::Result<ClusterStatus> {
         let cams = self.camera_ids();
-        self.wait_status("every camera placed", timeout, |s| s.settled(&cams))
-            .await
+        let running: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.vigie.pid().is_some())
+            .map(|n| n.spec.name.clone())
+            .collect();
+        // The status alone cannot tell "settled" from "the controller has not yet seen the
+        // nodes that just registered": also require every live node that is not draining to
+        // hold a camera (the tests have more cameras than nodes) and the same assignment over
+        // two readings a lease TTL apart.
+        let stable_for = Duration::from_secs(u64::from(self.cfg.lease_ttl_s.max(1)));
+        let mut since: Option<(Instant, BTreeMap<String, String>)> = None;
+        self.wait_status("every node registered, every camera placed", timeout, |s| {
+            let ok = running
+                .iter()
+                .all(|n| s.node(n).is_some_and(|x| x.alive))
+                && s.settled(&cams)
+                && s.nodes
+                    .iter()
+                    .filter(|n| n.alive && !n.draining)
+                    .all(|n| !n.cameras.is_empty());
+            if !ok {
+                since = None;
+                return false;
+            }
+            match &since {
+                Some((t, a)) if *a == s.assignments => t.elapsed() >= stable_for,
+                _ => {
+                    since = Some((Instant::now(), s.assignments.clone()));
+                    false
+                }
+            }
+        })
+        .await
     }
 
     /// `vigie cluster drain NODE --timeout-s N`; returns (success, output).
