@@ -458,13 +458,13 @@ async fn cluster_drain_moves_cameras_with_no_frame_missing() {
         st2.node(victim).is_none_or(|v| v.cameras.is_empty()),
         "{victim} still records after the drain: {st2:#?}"
     );
+    let t_end = now() + secs(3.0);
     for cam in &moved {
         let owner = st2.assignments.get(cam).expect("assigned");
         assert_ne!(owner, victim);
-        wait_recorded_until(&r, owner, cam, now() + secs(3.0), Duration::from_secs(30)).await;
+        wait_recorded_until(&r, owner, cam, t_end, Duration::from_secs(30)).await;
     }
     let nodes = names(&r);
-    let t_end = now();
     // Continuity across the handover, per camera, over all nodes.
     for cam in &moved {
         let iv = intervals_all(&r, &nodes, cam, t_drain - secs(5.0), t_end - secs(1.0)).await;
@@ -525,7 +525,10 @@ async fn cluster_etcd_down_60s_keeps_recording_every_frame_and_converges() {
     );
     assert!(st2.duplicates.is_empty(), "{st2:#?}");
     let t_end = now() + secs(2.0);
-    wait_until(t_end).await;
+    for cam in r.c.camera_ids() {
+        wait_recorded_until(&r, &st2.assignments[&cam], &cam, t_end, Duration::from_secs(30))
+            .await;
+    }
     for cam in r.c.camera_ids() {
         let iv = intervals_all(&r, &nodes, &cam, t_down - secs(2.0), t_end - secs(1.0)).await;
         let h = holes(
