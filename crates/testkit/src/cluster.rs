@@ -409,9 +409,7 @@ impl VigieCluster {
         let stable_for = Duration::from_secs(u64::from(self.cfg.lease_ttl_s.max(1)));
         let mut since: Option<(Instant, BTreeMap<String, String>)> = None;
         self.wait_status("every node registered, every camera placed", timeout, |s| {
-            let ok = running
-                .iter()
-                .all(|n| s.node(n).is_some_and(|x| x.alive))
+            let ok = running.iter().all(|n| s.node(n).is_some_and(|x| x.alive))
                 && s.settled(&cams)
                 && s.nodes
                     .iter()

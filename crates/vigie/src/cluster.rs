@@ -254,10 +254,15 @@ impl ClusterRuntime {
         Box::new(move || {
             Box::pin(async move {
                 if !handle.shared.view().etcd_ok {
-                    tracing::warn!("etcd unreachable: stopping without a drain (the other nodes take the cameras over when this node's lease expires)");
+                    tracing::warn!(
+                        "etcd unreachable: stopping without a drain (the other nodes take the cameras over when this node's lease expires)"
+                    );
                     return;
                 }
-                tracing::info!(timeout_s = timeout.as_secs(), "draining: handing the cameras over before stopping");
+                tracing::info!(
+                    timeout_s = timeout.as_secs(),
+                    "draining: handing the cameras over before stopping"
+                );
                 let left = handle.drain(timeout).await;
                 if left.is_empty() {
                     tracing::info!("drained: every camera is recorded by another node");
@@ -283,10 +288,7 @@ pub async fn start(
     store: &vigie_store::Store,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ClusterRuntime> {
-    let c = config
-        .cluster
-        .clone()
-        .context("no [cluster] section")?;
+    let c = config.cluster.clone().context("no [cluster] section")?;
     recording.mark_all_stopped();
     let recorder = Arc::new(BinRecorder {
         node: c.node.clone(),
@@ -363,7 +365,9 @@ async fn holds_loop(
                     .collect();
                 store.set_external_holds(vigie_store::ExternalHolds::Known(holds));
                 if !was_known {
-                    tracing::info!("the cluster's legal holds are known: retention may delete again");
+                    tracing::info!(
+                        "the cluster's legal holds are known: retention may delete again"
+                    );
                 }
                 was_known = true;
             }

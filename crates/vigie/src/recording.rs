@@ -263,7 +263,8 @@ impl Recording {
             let handles = std::mem::take(&mut *r.handles.lock().unwrap_or_else(|e| e.into_inner()));
             join_all(handles).await;
         }
-        let stopping = std::mem::take(&mut *self.stopping.lock().unwrap_or_else(|e| e.into_inner()));
+        let stopping =
+            std::mem::take(&mut *self.stopping.lock().unwrap_or_else(|e| e.into_inner()));
         for t in stopping {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }

@@ -105,7 +105,10 @@ pub async fn run(
     let mut entries = Vec::new();
     let mut hubs = HashMap::new();
     for (key, status, live) in recording.streams() {
-        let class = config.camera(&key.camera).map(|c| c.class).unwrap_or_default();
+        let class = config
+            .camera(&key.camera)
+            .map(|c| c.class)
+            .unwrap_or_default();
         hubs.insert(key.clone(), live.clone());
         entries.push(vigie_api::StreamEntry {
             key: key.clone(),
@@ -118,7 +121,9 @@ pub async fn run(
     // Single node: every camera, now. Cluster: the cameras the cluster assigns here.
     #[cfg(feature = "cluster")]
     let cluster = match &config.cluster {
-        Some(_) => Some(crate::cluster::start(&config, &recording, &store, shutdown.clone()).await?),
+        Some(_) => {
+            Some(crate::cluster::start(&config, &recording, &store, shutdown.clone()).await?)
+        }
         None => None,
     };
     #[cfg(not(feature = "cluster"))]
@@ -448,7 +453,8 @@ fn install_signal_handlers() -> Signals {
 
 /// What a clustered node does on SIGTERM/SIGINT before stopping: hand its cameras over
 /// (bounded in time).
-pub type Drainer = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+pub type Drainer =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
 
 async fn wait_for_signal(signals: Signals, shutdown: CancellationToken, drain: Option<Drainer>) {
     let Some((mut term, mut int)) = signals else {

@@ -54,7 +54,10 @@ impl Etcd {
             .unwrap();
         let child = Command::new("etcd")
             .arg("--name=t")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -76,7 +79,11 @@ impl Etcd {
             if healthy {
                 return;
             }
-            assert!(Instant::now() < deadline, "etcd did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -188,7 +195,10 @@ fn steady(s: &Value, n: usize, nodes: &[&str]) -> bool {
         if n >= nodes.len() && cams.is_empty() {
             return false;
         }
-        if cams.iter().any(|c| a.get(c).map(String::as_str) != Some(*node)) {
+        if cams
+            .iter()
+            .any(|c| a.get(c).map(String::as_str) != Some(*node))
+        {
             return false;
         }
         if a.values().filter(|o| o == node).count() != cams.len() {
@@ -199,7 +209,12 @@ fn steady(s: &Value, n: usize, nodes: &[&str]) -> bool {
     recorded == n
 }
 
-async fn wait_status(v: &Vigie, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+async fn wait_status(
+    v: &Vigie,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         let s = tokio::task::block_in_place(|| status(v));
@@ -224,7 +239,12 @@ fn window() -> (String, String) {
 }
 
 /// Spans of `cam` on `v` once they reach `until` (the index lags live by up to ~13 s).
-async fn spans_until(v: &Vigie, cam: &str, until: Timestamp, timeout: Duration) -> Vec<(Timestamp, Timestamp)> {
+async fn spans_until(
+    v: &Vigie,
+    cam: &str,
+    until: Timestamp,
+    timeout: Duration,
+) -> Vec<(Timestamp, Timestamp)> {
     let (a, b) = window();
     let deadline = Instant::now() + timeout;
     loop {
@@ -282,26 +302,51 @@ async fn two_nodes_share_the_cameras_and_the_survivor_takes_over_after_kill9() {
         assert_eq!(c["recorded_here"], assigned[id] == "rec-a", "{c}");
     }
     let (_, metrics) = a.get_text("/metrics").await.unwrap();
-    assert!(metrics.contains("vigie_cluster_members{node=\"rec-a\"} 2"), "{metrics}");
-    assert!(metrics.contains("vigie_cluster_etcd_reachable{node=\"rec-a\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("vigie_cluster_members{node=\"rec-a\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigie_cluster_etcd_reachable{node=\"rec-a\"} 1"),
+        "{metrics}"
+    );
 
     // kill -9 rec-b: its cameras go to rec-a once its lease (2 s) expires.
     let of_b: Vec<String> = node_cameras(&s, "rec-b");
     let t_kill = Timestamp::now();
     b.kill9().unwrap();
-    wait_status(&a, "rec-a records all 6 after rec-b's death", Duration::from_secs(60), |s| {
-        !node_alive(s, "rec-b") && steady(s, 6, &["rec-a"])
-    })
+    wait_status(
+        &a,
+        "rec-a records all 6 after rec-b's death",
+        Duration::from_secs(60),
+        |s| !node_alive(s, "rec-b") && steady(s, 6, &["rec-a"]),
+    )
     .await;
     for cam in &of_b {
-        let spans = spans_until(&a, cam, t_kill + SignedDuration::from_secs(5), Duration::from_secs(60)).await;
-        let first = spans.iter().map(|(s, _)| *s).find(|s| *s >= t_kill - SignedDuration::from_secs(1));
-        let first = first.unwrap_or_else(|| panic!("{cam}: no recording on rec-a after the kill: {spans:?}"));
+        let spans = spans_until(
+            &a,
+            cam,
+            t_kill + SignedDuration::from_secs(5),
+            Duration::from_secs(60),
+        )
+        .await;
+        let first = spans
+            .iter()
+            .map(|(s, _)| *s)
+            .find(|s| *s >= t_kill - SignedDuration::from_secs(1));
+        let first = first
+            .unwrap_or_else(|| panic!("{cam}: no recording on rec-a after the kill: {spans:?}"));
         // The gap itself (≤ 10 s) is measured by the failover benchmark; reported here.
-        eprintln!("{cam}: first frame on rec-a {:.1} s after the kill", first.duration_since(t_kill).as_secs_f64());
+        eprintln!(
+            "{cam}: first frame on rec-a {:.1} s after the kill",
+            first.duration_since(t_kill).as_secs_f64()
+        );
     }
     let (_, metrics) = a.get_text("/metrics").await.unwrap();
-    assert!(metrics.contains("vigie_cluster_takeover_seconds_count{node=\"rec-a\",kind=\"failover\"}"), "{metrics}");
+    assert!(
+        metrics.contains("vigie_cluster_takeover_seconds_count{node=\"rec-a\",kind=\"failover\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,11 +375,24 @@ async fn drain_and_sigterm_hand_cameras_over_make_before_break() {
     let s = status(&a);
     assert!(node_cameras(&s, "rec-b").is_empty(), "{s:#}");
     assert!(steady(&s, 4, &["rec-a"]), "{s:#}");
-    assert!(s["nodes"].as_array().unwrap().iter().any(|n| n["name"] == "rec-b" && n["draining"] == true), "{s:#}");
+    assert!(
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "rec-b" && n["draining"] == true),
+        "{s:#}"
+    );
 
     // Make-before-break: for each moved camera, rec-a's recording began before rec-b's ended.
     for cam in &of_b {
-        let on_b = spans_until(&b, cam, t_drained - SignedDuration::from_secs(30), Duration::from_secs(30)).await;
+        let on_b = spans_until(
+            &b,
+            cam,
+            t_drained - SignedDuration::from_secs(30),
+            Duration::from_secs(30),
+        )
+        .await;
         let on_a = spans_until(&a, cam, t_drained, Duration::from_secs(60)).await;
         let b_end = on_b.iter().map(|(_, e)| *e).max().unwrap();
         let a_start = on_a.iter().map(|(s, _)| *s).min().unwrap();
@@ -344,7 +402,10 @@ async fn drain_and_sigterm_hand_cameras_over_make_before_break() {
         );
         let mut all = on_a.clone();
         all.extend(on_b.iter().copied());
-        assert!(covers(&all, on_b[0].0, t_drained), "{cam}: a gap: b {on_b:?} a {on_a:?}");
+        assert!(
+            covers(&all, on_b[0].0, t_drained),
+            "{cam}: a gap: b {on_b:?} a {on_a:?}"
+        );
     }
 
     // Undrained, rec-b gets its share back; then SIGTERM of rec-a drains it before it exits.
@@ -356,10 +417,16 @@ async fn drain_and_sigterm_hand_cameras_over_make_before_break() {
     .await;
     tokio::task::block_in_place(|| a.stop()).unwrap();
     let log = a.log();
-    assert!(log.contains("drained: every camera is recorded by another node"), "{log}");
-    wait_status(&b, "rec-b records all 4 after rec-a's SIGTERM", Duration::from_secs(30), |s| {
-        !node_alive(s, "rec-a") && steady(s, 4, &["rec-b"])
-    })
+    assert!(
+        log.contains("drained: every camera is recorded by another node"),
+        "{log}"
+    );
+    wait_status(
+        &b,
+        "rec-b records all 4 after rec-a's SIGTERM",
+        Duration::from_secs(30),
+        |s| !node_alive(s, "rec-a") && steady(s, 4, &["rec-b"]),
+    )
     .await;
 }
 
@@ -391,13 +458,21 @@ async fn recording_continues_while_etcd_is_down_and_the_cluster_converges_after(
             }
         }
         let (_, m) = v.get_text("/metrics").await.unwrap();
-        assert!(m.contains(&format!("vigie_cluster_etcd_reachable{{node=\"{name}\"}} 0")), "{m}");
+        assert!(
+            m.contains(&format!(
+                "vigie_cluster_etcd_reachable{{node=\"{name}\"}} 0"
+            )),
+            "{m}"
+        );
     }
     let t_up = Timestamp::now();
     etcd.spawn();
-    wait_status(&a, "converged after etcd's return", Duration::from_secs(60), |s| {
-        steady(s, 4, &["rec-a", "rec-b"])
-    })
+    wait_status(
+        &a,
+        "converged after etcd's return",
+        Duration::from_secs(60),
+        |s| steady(s, 4, &["rec-a", "rec-b"]),
+    )
     .await;
     // No gap: each camera's footage (on either node) covers the outage.
     for cam in before.keys() {
@@ -425,7 +500,9 @@ async fn a_hold_placed_through_one_node_protects_footage_held_by_another() {
     let sim = camsim(1).await;
     // The camera's site is only rec-a's: rec-a records it, rec-b never does.
     let cams = cameras_toml(&sim, 1, Some("nord"));
-    let mut a = node_builder(&etcd, "rec-a", &cams, "site = \"nord\"\n").start().unwrap();
+    let mut a = node_builder(&etcd, "rec-a", &cams, "site = \"nord\"\n")
+        .start()
+        .unwrap();
     let b = node(&etcd, "rec-b", &cams);
     wait_status(&a, "cam-0 on rec-a", Duration::from_secs(60), |s| {
         steady(s, 1, &["rec-a", "rec-b"]) && node_cameras(s, "rec-a") == ["cam-0"]
@@ -433,7 +510,13 @@ async fn a_hold_placed_through_one_node_protects_footage_held_by_another() {
     .await;
     // Two closed segments (10 s each) at least.
     let t0 = Timestamp::now();
-    let spans = spans_until(&a, "cam-0", t0 + SignedDuration::from_secs(22), Duration::from_secs(60)).await;
+    let spans = spans_until(
+        &a,
+        "cam-0",
+        t0 + SignedDuration::from_secs(22),
+        Duration::from_secs(60),
+    )
+    .await;
     let start = spans[0].0;
     let held_end = start + SignedDuration::from_secs(5);
 
@@ -492,7 +575,11 @@ async fn a_hold_placed_through_one_node_protects_footage_held_by_another() {
         if unheld_gone {
             break;
         }
-        assert!(Instant::now() < deadline, "retention never ran: {s:?}\n{}", a.log());
+        assert!(
+            Instant::now() < deadline,
+            "retention never ran: {s:?}\n{}",
+            a.log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

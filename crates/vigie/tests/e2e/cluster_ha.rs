@@ -184,8 +184,10 @@ async fn assert_exactly_one_recorder(r: &Rig, st: &ClusterStatus, a: Timestamp, 
     }
 }
 
-/// Ends every camsim session and refuses new ones, waits until no node has an open segment of
-/// `cams`, then returns per camera (frames camsim sent, frames the nodes recorded, sessions).
+/// Ends every camsim session and refuses new ones, waits until camsim has no session left and
+/// every node's index of `cams` is final (no open segment, same counts two readings 2 s apart:
+/// a segment opened less than a fragment before the end is indexed only when it closes), then
+/// returns per camera (frames camsim sent, frames the nodes recorded, sessions).
 async fn frame_accounting(
     r: &Rig,
     nodes: &[String],
@@ -196,39 +198,50 @@ async fn frame_accounting(
         m.refuse_for(Duration::from_secs(3600));
         m.drop_sessions();
     }
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut out = BTreeMap::new();
-    for (i, cam) in cams.iter().enumerate() {
-        let recorded = loop {
-            let mut segs: Vec<Seg> = Vec::new();
-            for n in nodes {
-                segs.extend(
-                    segments_on(
-                        &r.c.node(n).vigie,
-                        cam,
-                        since - secs(600.0),
-                        now() + secs(60.0),
-                    )
-                    .await
-                    .unwrap(),
-                );
-            }
-            if segs.iter().all(|s| !s.open) {
-                break segs.iter().map(|s| s.frames).sum::<u64>();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{cam}: segments still open 40 s after camsim ended its sessions"
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        };
-        let m = r.sim.mount(&mount(
-            cam.trim_start_matches("cam-").parse::<usize>().unwrap_or(i),
-        ));
-        let st = m.expect("mount").stats();
-        out.insert(cam.clone(), (st.frames, recorded, st.sessions_total));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while r.sim.mounts().iter().any(|m| m.stats().sessions_active > 0) {
+        assert!(Instant::now() < deadline, "camsim sessions did not end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    out
+    let mut last: Option<BTreeMap<String, u64>> = None;
+    loop {
+        let mut recorded = BTreeMap::new();
+        let mut open = false;
+        for cam in cams {
+            let mut total = 0;
+            for n in nodes {
+                for s in segments_on(
+                    &r.c.node(n).vigie,
+                    cam,
+                    since - secs(600.0),
+                    now() + secs(60.0),
+                )
+                .await
+                .unwrap()
+                {
+                    open |= s.open;
+                    total += s.frames;
+                }
+            }
+            recorded.insert(cam.clone(), total);
+        }
+        if !open && last.as_ref() == Some(&recorded) {
+            return recorded
+                .into_iter()
+                .map(|(cam, rec)| {
+                    let i: usize = cam.trim_start_matches("cam-").parse().expect("camera id");
+                    let st = r.sim.mount(&mount(i)).expect("mount").stats();
+                    (cam, (st.frames, rec, st.sessions_total))
+                })
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes' indexes did not settle after camsim ended its sessions"
+        );
+        last = (!open).then_some(recorded);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -526,8 +539,14 @@ async fn cluster_etcd_down_60s_keeps_recording_every_frame_and_converges() {
     assert!(st2.duplicates.is_empty(), "{st2:#?}");
     let t_end = now() + secs(2.0);
     for cam in r.c.camera_ids() {
-        wait_recorded_until(&r, &st2.assignments[&cam], &cam, t_end, Duration::from_secs(30))
-            .await;
+        wait_recorded_until(
+            &r,
+            &st2.assignments[&cam],
+            &cam,
+            t_end,
+            Duration::from_secs(30),
+        )
+        .await;
     }
     for cam in r.c.camera_ids() {
         let iv = intervals_all(&r, &nodes, &cam, t_down - secs(2.0), t_end - secs(1.0)).await;
@@ -738,8 +757,9 @@ async fn cluster_hold_placed_on_one_node_protects_footage_on_another() {
     let code = resp.status().as_u16();
     assert_eq!(code, 201, "{}", resp.text().await.unwrap_or_default());
     // rec-b's retention deletes every closed segment it may: wait until it has deleted the
-    // unheld camera's earlier segments and a segment of the held camera newer than the held one
-    // (so it passed over the held one, older, after it closed).
+    // unheld camera's earlier segments, the held segment has closed, and rec-b's retention has
+    // found only held footage left (it then stops recording rather than delete it: journaled
+    // `recording-blocked`). The held segment must survive all along.
     let first_free = segments_on(b, free_cam, t0 - secs(120.0), t0)
         .await
         .unwrap();
@@ -752,36 +772,41 @@ async fn cluster_hold_placed_on_one_node_protects_footage_on_another() {
             .iter()
             .filter(|f| segs.iter().any(|s| s.id == f.id))
             .count();
-        let (code, j) = b
-            .get("/api/v1/audit?action=retention-delete")
-            .await
-            .unwrap();
-        assert_eq!(code, 200, "{j}");
-        let newer_deleted = j["entries"].as_array().is_some_and(|es| {
-            es.iter().any(|e| {
-                e.to_string().contains(&format!("\"{held_cam}\""))
-                    && e["details"]["segment_id"]
-                        .as_u64()
-                        .is_some_and(|id| id > current.id)
-            })
-        });
         let held_segs = segments_on(b, held_cam, t0 - secs(120.0), now())
             .await
             .unwrap();
+        let held = held_segs.iter().find(|s| s.id == current.id);
         assert!(
-            held_segs.iter().any(|s| s.id == current.id),
+            held.is_some(),
             "the held segment {} was deleted by rec-b's retention: {held_segs:?}\n{}",
             current.id,
             r.c.log_tails(40)
         );
-        if unheld_left == 0 && newer_deleted {
+        let held_closed = held.is_some_and(|s| !s.open);
+        let (code, j) = b
+            .get("/api/v1/audit?action=recording-blocked")
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{j}");
+        let blocked = j["entries"].as_array().is_some_and(|e| !e.is_empty());
+        if unheld_left == 0 && held_closed && blocked {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "rec-b's retention: {unheld_left} unheld segments left, newer held-camera segment deleted: {newer_deleted}\n{}",
+            "rec-b's retention: {unheld_left} unheld segments left, held segment closed: {held_closed}, recording blocked by held footage: {blocked}\n{}",
             r.c.log_tails(40)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let (_, j) = b
+        .get("/api/v1/audit?action=retention-delete")
+        .await
+        .unwrap();
+    assert!(
+        j["entries"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e.to_string().contains(&format!("\"{free_cam}\"")))),
+        "rec-b deleted none of {free_cam}'s footage: {j}"
+    );
 }
