@@ -129,7 +129,7 @@ pub struct Agent {
     leaving: BTreeMap<String, Instant>,
     /// Cameras started here and not ready yet: since when, and why (`failover`, ...).
     starting: BTreeMap<String, (Instant, &'static str)>,
-    last_status: Option<(Vec<(String, Vec<String>)>, Instant)>,
+    last_status: Option<(crate::model::ChangeKey, Instant)>,
     last_holds: Option<Instant>,
     published_holds: BTreeMap<u64, HoldRecord>,
     error_logged: Option<Instant>,

@@ -144,9 +144,13 @@ pub struct NodeStatus {
     pub coverage: BTreeMap<String, CoverageRecord>,
 }
 
+/// What of a [`NodeStatus`] triggers a write when it changes: each recorded camera with its
+/// streams' states, and the draining flag.
+pub type ChangeKey = Vec<(String, Vec<String>)>;
+
 impl NodeStatus {
     /// The part whose change triggers a write (everything but times that move on their own).
-    pub fn change_key(&self) -> Vec<(String, Vec<String>)> {
+    pub fn change_key(&self) -> ChangeKey {
         self.recording
             .iter()
             .map(|(c, s)| (c.clone(), s.iter().map(|s| s.state.clone()).collect()))

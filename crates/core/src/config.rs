@@ -1284,6 +1284,91 @@ fn outside<T: std::fmt::Display>(v: T, range: &RangeInclusive<T>) -> String {
     format!("{v} is outside {}..={}", range.start(), range.end())
 }
 
+/// Problems of a `[cluster]` section (keys under `cluster.`).
+fn cluster_problems(c: &ClusterConfig) -> Vec<(String, String)> {
+    let mut p = Vec::new();
+    if c.etcd.is_empty() {
+        p.push((
+            "cluster.etcd".into(),
+            "give at least one etcd endpoint, e.g. [\"http://127.0.0.1:2379\"]".into(),
+        ));
+    }
+    let mut https = false;
+    for (i, e) in c.etcd.iter().enumerate() {
+        match url::Url::parse(e) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+                https |= u.scheme() == "https";
+                if !u.username().is_empty() || u.password().is_some() {
+                    p.push((
+                        format!("cluster.etcd[{i}]"),
+                        "must not carry credentials (use etcd_cert_file/etcd_key_file)".into(),
+                    ));
+                }
+            }
+            _ => p.push((
+                format!("cluster.etcd[{i}]"),
+                format!("{e:?} is not an http:// or https:// endpoint with a host"),
+            )),
+        }
+    }
+    if !https && (c.etcd_ca_file.is_some() || c.etcd_cert_file.is_some()) {
+        p.push((
+            "cluster.etcd_ca_file".into(),
+            "TLS files are given but no etcd endpoint is https://".into(),
+        ));
+    }
+    if c.etcd_cert_file.is_some() != c.etcd_key_file.is_some() {
+        p.push((
+            "cluster.etcd_cert_file".into(),
+            "etcd_cert_file and etcd_key_file must be given together".into(),
+        ));
+    }
+    if let Err(e) = validate_node_name(&c.node) {
+        p.push(("cluster.node".into(), e));
+    }
+    if let Some(site) = &c.site
+        && let Err(e) = validate_node_name(site)
+    {
+        p.push(("cluster.site".into(), e));
+    }
+    match url::Url::parse(&c.advertise_url) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {}
+        _ => p.push((
+            "cluster.advertise_url".into(),
+            format!(
+                "{:?} is not an http:// or https:// URL with a host",
+                c.advertise_url
+            ),
+        )),
+    }
+    for (key, v, range) in [
+        ("capacity_streams", c.capacity_streams, 1..=100_000),
+        ("lease_ttl_s", c.lease_ttl_s, 2..=60),
+        ("drain_timeout_s", c.drain_timeout_s, 1..=3600),
+        ("holds_max_age_s", c.holds_max_age_s, 10..=86_400),
+    ] {
+        if !range.contains(&v) {
+            p.push((format!("cluster.{key}"), outside(v, &range)));
+        }
+    }
+    let prefix_ok = c.prefix.starts_with('/')
+        && c.prefix.len() > 1
+        && !c.prefix.ends_with('/')
+        && c.prefix
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "/-_".contains(ch));
+    if !prefix_ok {
+        p.push((
+            "cluster.prefix".into(),
+            format!(
+                "{:?} must start with '/', not end with '/', and use only letters, digits, '/', '-', '_'",
+                c.prefix
+            ),
+        ));
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1571,89 +1656,4 @@ class = "close-up"
         assert!(ByteSize::parse("lots").is_err());
         assert!(ByteSize::parse("5 parsecs").is_err());
     }
-}
-
-/// Problems of a `[cluster]` section (keys under `cluster.`).
-fn cluster_problems(c: &ClusterConfig) -> Vec<(String, String)> {
-    let mut p = Vec::new();
-    if c.etcd.is_empty() {
-        p.push((
-            "cluster.etcd".into(),
-            "give at least one etcd endpoint, e.g. [\"http://127.0.0.1:2379\"]".into(),
-        ));
-    }
-    let mut https = false;
-    for (i, e) in c.etcd.iter().enumerate() {
-        match url::Url::parse(e) {
-            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
-                https |= u.scheme() == "https";
-                if !u.username().is_empty() || u.password().is_some() {
-                    p.push((
-                        format!("cluster.etcd[{i}]"),
-                        "must not carry credentials (use etcd_cert_file/etcd_key_file)".into(),
-                    ));
-                }
-            }
-            _ => p.push((
-                format!("cluster.etcd[{i}]"),
-                format!("{e:?} is not an http:// or https:// endpoint with a host"),
-            )),
-        }
-    }
-    if !https && (c.etcd_ca_file.is_some() || c.etcd_cert_file.is_some()) {
-        p.push((
-            "cluster.etcd_ca_file".into(),
-            "TLS files are given but no etcd endpoint is https://".into(),
-        ));
-    }
-    if c.etcd_cert_file.is_some() != c.etcd_key_file.is_some() {
-        p.push((
-            "cluster.etcd_cert_file".into(),
-            "etcd_cert_file and etcd_key_file must be given together".into(),
-        ));
-    }
-    if let Err(e) = validate_node_name(&c.node) {
-        p.push(("cluster.node".into(), e));
-    }
-    if let Some(site) = &c.site
-        && let Err(e) = validate_node_name(site)
-    {
-        p.push(("cluster.site".into(), e));
-    }
-    match url::Url::parse(&c.advertise_url) {
-        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {}
-        _ => p.push((
-            "cluster.advertise_url".into(),
-            format!(
-                "{:?} is not an http:// or https:// URL with a host",
-                c.advertise_url
-            ),
-        )),
-    }
-    for (key, v, range) in [
-        ("capacity_streams", c.capacity_streams, 1..=100_000),
-        ("lease_ttl_s", c.lease_ttl_s, 2..=60),
-        ("drain_timeout_s", c.drain_timeout_s, 1..=3600),
-        ("holds_max_age_s", c.holds_max_age_s, 10..=86_400),
-    ] {
-        if !range.contains(&v) {
-            p.push((format!("cluster.{key}"), outside(v, &range)));
-        }
-    }
-    let prefix_ok = c.prefix.starts_with('/')
-        && c.prefix.len() > 1
-        && !c.prefix.ends_with('/')
-        && c.prefix
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "/-_".contains(ch));
-    if !prefix_ok {
-        p.push((
-            "cluster.prefix".into(),
-            format!(
-                "{:?} must start with '/', not end with '/', and use only letters, digits, '/', '-', '_'",
-                c.prefix
-            ),
-        ));
-    }
-    p
 }

@@ -334,3 +334,52 @@ async fn deletion_is_durable_before_the_file_goes() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].id, segs[1].id);
 }
+
+/// Cluster: holds placed on other nodes (`ExternalHolds::Known`) protect footage here as local
+/// holds do, and while they are unknown (`ExternalHolds::Unknown`) retention deletes nothing
+/// at all, neither by age nor under the free-space floor.
+#[tokio::test]
+async fn holds_kept_elsewhere_are_honoured_and_unknown_ones_stop_every_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(&config(dir.path()), &clock);
+    let _h = record_sessions(&store, &key(), &[0, 3600, 7200]);
+    store.shutdown().await;
+    let segs = list(&store, &key());
+    assert_eq!(segs.len(), 3);
+    let policy = RetentionPolicy {
+        per_stream_days: HashMap::from([(key(), 1)]),
+    };
+    clock.set(t0() + secs(3 * 86_400));
+
+    store.set_external_holds(vigie_store::ExternalHolds::Unknown(
+        "etcd unreachable".into(),
+    ));
+    let err = store.apply_retention(&policy).unwrap_err();
+    assert!(
+        matches!(err, vigie_store::StoreError::HoldsUnknown(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("etcd unreachable"), "{err}");
+    assert!(store.free_space_pass().is_err());
+    assert_eq!(list(&store, &key()), segs, "nothing deleted");
+
+    // A hold placed on another node over the second segment.
+    let other = vigie_store::Hold {
+        id: 7,
+        camera: key().camera.clone(),
+        stream: key().stream.clone(),
+        start: segs[1].start,
+        end: segs[1].start + secs(1),
+        procedure: "PV-1".into(),
+        reason: "placed on node rec-b".into(),
+        created_by: "alice".into(),
+        created_at: t0(),
+        released: None,
+    };
+    store.set_external_holds(vigie_store::ExternalHolds::Known(vec![other]));
+    let r = store.apply_retention(&policy).unwrap();
+    let deleted: Vec<u64> = r.deleted.iter().map(|d| d.segment_id).collect();
+    assert_eq!(deleted, vec![segs[0].id, segs[2].id], "{r:?}");
+    assert_eq!(list(&store, &key()), vec![segs[1].clone()]);
+}

@@ -418,6 +418,11 @@ async fn retention_loop(
                     Err(e) => tracing::error!(error = %e, "journal purge task panicked"),
                 }
             }
+            // Cluster: the other nodes' holds are not known (etcd unreachable): nothing may
+            // be deleted; said once per pass, not as a failure.
+            Ok(Err(e @ vigie_store::StoreError::HoldsUnknown(_))) => {
+                tracing::warn!(reason = %e, "retention pass skipped")
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "retention pass failed"),
             Err(e) => tracing::error!(error = %e, "retention task panicked"),
         }

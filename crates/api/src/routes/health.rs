@@ -34,12 +34,19 @@ pub async fn health(
         }
         Err(e) => Some(e.to_string()),
     };
-    let total = state.streams.len();
-    let online = state
+    // In a cluster, the streams this node records now (the others are another node's).
+    let here: Vec<_> = state
         .streams
         .iter()
-        .filter(|s| s.status.snapshot().online)
-        .count();
+        .filter(|s| {
+            state
+                .cluster
+                .as_ref()
+                .is_none_or(|c| c.records_here(&s.key.camera))
+        })
+        .collect();
+    let total = here.len();
+    let online = here.iter().filter(|s| s.status.snapshot().online).count();
     let stats = state.store.stats();
     let store = state.store.clone();
     let storage = tokio::task::spawn_blocking(move || store.storage_health())

@@ -155,7 +155,7 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::Perm(ViewStatus),
-                "Cameras in the caller's scope, streams, live status and quality compliance.",
+                "Cameras in the caller's scope, streams, live status and quality compliance; in a cluster, the node recording each camera (`recorder`, `recorded_here`).",
                 &[],
                 &[200, 401, 403],
             )],

@@ -26,22 +26,71 @@ struct Etcd {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    /// Serves clients over TLS and requires a client certificate (files in `dir`).
+    tls: bool,
 }
 
 impl Etcd {
     fn start() -> Etcd {
+        Self::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Etcd {
         let mut e = Etcd {
             dir: tempfile::tempdir().unwrap(),
             client_port: free_port().unwrap(),
             peer_port: free_port().unwrap(),
             child: None,
+            tls,
         };
+        if tls {
+            e.make_certificates();
+        }
         e.spawn();
         e
     }
 
+    /// A CA, the server's certificate (127.0.0.1) and a client certificate, as PEM files.
+    fn make_certificates(&self) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let write =
+            |name: &str, pem: String| std::fs::write(self.dir.path().join(name), pem).unwrap();
+        write("ca.pem", ca_cert.pem());
+        for (name, sans) in [
+            ("server", vec!["127.0.0.1".to_owned()]),
+            ("client", vec!["vigie".to_owned()]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let params = CertificateParams::new(sans).unwrap();
+            let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `etcdctl` with this member's endpoint (and TLS files).
+    fn etcdctl(&self) -> Command {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3").args(["--endpoints", &self.url()]);
+        if self.tls {
+            c.arg(format!("--cacert={}", self.file("ca.pem")))
+                .arg(format!("--cert={}", self.file("client.pem")))
+                .arg(format!("--key={}", self.file("client.key")));
+        }
+        c
     }
 
     fn spawn(&mut self) {
@@ -52,7 +101,14 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .unwrap();
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if self.tls {
+            cmd.arg(format!("--cert-file={}", self.file("server.pem")))
+                .arg(format!("--key-file={}", self.file("server.key")))
+                .arg(format!("--trusted-ca-file={}", self.file("ca.pem")))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name=t")
             .arg(format!(
                 "--data-dir={}",
@@ -71,9 +127,9 @@ impl Etcd {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let healthy = TcpStream::connect(("127.0.0.1", self.client_port)).is_ok()
-                && Command::new("etcdctl")
-                    .env("ETCDCTL_API", "3")
-                    .args(["--endpoints", &self.url(), "endpoint", "health"])
+                && self
+                    .etcdctl()
+                    .args(["endpoint", "health"])
                     .output()
                     .is_ok_and(|o| o.status.success());
             if healthy {
@@ -301,6 +357,9 @@ async fn two_nodes_share_the_cameras_and_the_survivor_takes_over_after_kill9() {
         assert_eq!(c["recorder"], assigned[id].as_str(), "{c}");
         assert_eq!(c["recorded_here"], assigned[id] == "rec-a", "{c}");
     }
+    // Health counts the streams recorded here only.
+    let (_, health) = a.get("/api/v1/health").await.unwrap();
+    assert_eq!(health["streams"]["total"], 3, "{health}");
     let (_, metrics) = a.get_text("/metrics").await.unwrap();
     assert!(
         metrics.contains("vigie_cluster_members{node=\"rec-a\"} 2"),
@@ -310,6 +369,42 @@ async fn two_nodes_share_the_cameras_and_the_survivor_takes_over_after_kill9() {
         metrics.contains("vigie_cluster_etcd_reachable{node=\"rec-a\"} 1"),
         "{metrics}"
     );
+
+    let (ok, human) = a.command(&["cluster", "status"]).unwrap();
+    assert!(
+        ok && human.contains("controller: rec-") && human.contains("rec-b"),
+        "{human}"
+    );
+
+    // Each node publishes its streams' status and its footage coverage in etcd.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let out = etcd
+            .etcdctl()
+            .args(["get", "--print-value-only", "/vigie/s/rec-a"])
+            .output()
+            .unwrap();
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let recording = st["recording"].as_object().map_or(0, |r| r.len());
+        // Coverage: every camera recorded now (and any recorded here before).
+        let covered = st["recording"].as_object().map_or(0, |r| {
+            r.keys()
+                .filter(|c| {
+                    let v = &st["coverage"][c.as_str()];
+                    v["first_s"].as_i64() < v["last_s"].as_i64()
+                })
+                .count()
+        });
+        let online = st["recording"].as_object().is_some_and(|r| {
+            r.values()
+                .all(|s| s[0]["state"] == "online" && s[0]["width"] == 640)
+        });
+        if recording == 3 && covered == 3 && online {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rec-a's status in etcd: {st:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // kill -9 rec-b: its cameras go to rec-a once its lease (2 s) expires.
     let of_b: Vec<String> = node_cameras(&s, "rec-b");
@@ -582,4 +677,206 @@ async fn a_hold_placed_through_one_node_protects_footage_held_by_another() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_node_is_replaced_then_comes_back_without_a_gap_after_the_takeover() {
+    let etcd = Etcd::start();
+    let sim = camsim(4).await;
+    let cams = cameras_toml(&sim, 4, None);
+    let a = node(&etcd, "rec-a", &cams);
+    let b = node(&etcd, "rec-b", &cams);
+    let s = wait_status(&a, "4 cameras over 2 nodes", Duration::from_secs(60), |s| {
+        steady(s, 4, &["rec-a", "rec-b"])
+    })
+    .await;
+    let of_b = node_cameras(&s, "rec-b");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = b.pid().unwrap().to_string();
+    let t_stop = Timestamp::now();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Well past the lease TTL (2 s): rec-a takes rec-b's cameras over.
+    let taken = wait_status(
+        &a,
+        "rec-a records all 4 while rec-b is paused",
+        Duration::from_secs(60),
+        |s| !node_alive(s, "rec-b") && node_cameras(s, "rec-a").len() == 4,
+    )
+    .await;
+    assert_eq!(
+        assignments(&taken)
+            .values()
+            .filter(|n| *n == "rec-a")
+            .count(),
+        4
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t_cont = Timestamp::now();
+    // rec-b registers again and gets its share back; every camera ends up with one recorder.
+    let end = wait_status(
+        &a,
+        "one recorder per camera again",
+        Duration::from_secs(60),
+        |s| steady(s, 4, &["rec-a", "rec-b"]),
+    )
+    .await;
+    let t_end = Timestamp::now();
+    let log = b.log();
+    assert!(log.contains("lease expired"), "{log}");
+    // A paused process records nothing: rec-b's cameras have the failover gap (lease TTL +
+    // takeover) during the pause, as after a kill -9. From rec-a's takeover on there is no
+    // gap: rec-b's return and the handback are make-before-break.
+    let owners = assignments(&end);
+    for cam in &of_b {
+        let final_owner = if owners[cam] == "rec-a" { &a } else { &b };
+        spans_until(final_owner, cam, t_end, Duration::from_secs(60)).await;
+        let (x, y) = window();
+        let on_a = a.spans(cam, "main", &x, &y).await.unwrap();
+        let on_b = b.spans(cam, "main", &x, &y).await.unwrap();
+        let takeover = on_a
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| *s >= t_stop - SignedDuration::from_secs(1))
+            .min()
+            .unwrap_or_else(|| panic!("{cam}: rec-a never took it over: {on_a:?}"));
+        let before_pause = on_b
+            .iter()
+            .filter(|(s, _)| *s < t_stop)
+            .map(|(_, e)| *e)
+            .max()
+            .unwrap_or(t_stop);
+        eprintln!(
+            "{cam}: gap during the pause {:.1} s (rec-b's last footage → rec-a's first)",
+            takeover.duration_since(before_pause).as_secs_f64()
+        );
+        let mut all = on_a.clone();
+        all.extend(on_b.iter().copied());
+        assert!(
+            covers(&all, takeover, t_end),
+            "{cam}: gap after the takeover (pause {t_stop}, resume {t_cont}): a {on_a:?} b {on_b:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_another_camera_list_is_refused() {
+    let etcd = Etcd::start();
+    let sim = camsim(2).await;
+    let a = node(&etcd, "rec-a", &cameras_toml(&sim, 2, None));
+    wait_status(&a, "rec-a registered", Duration::from_secs(30), |s| {
+        node_alive(s, "rec-a")
+    })
+    .await;
+    let err = match node_builder(&etcd, "rec-b", &cameras_toml(&sim, 1, None), "").start() {
+        Ok(_) => panic!("a node with another camera list started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("differs from the cluster's"), "{err}");
+    // Same name as a live node: refused too (after waiting a lease TTL for it to expire).
+    let err = match node_builder(&etcd, "rec-a", &cameras_toml(&sim, 2, None), "").start() {
+        Ok(_) => panic!("a second rec-a started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("already registered"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_reach_etcd_over_tls_with_client_certificates() {
+    let etcd = Etcd::start_with(true);
+    let sim = camsim(2).await;
+    let cams = cameras_toml(&sim, 2, None);
+    let tls = format!(
+        "etcd_ca_file = {:?}\netcd_cert_file = {:?}\netcd_key_file = {:?}\n",
+        etcd.file("ca.pem"),
+        etcd.file("client.pem"),
+        etcd.file("client.key")
+    );
+    let a = node_builder(&etcd, "rec-a", &cams, &tls).start().unwrap();
+    let b = node_builder(&etcd, "rec-b", &cams, &tls).start().unwrap();
+    wait_status(
+        &a,
+        "2 cameras over 2 nodes through TLS",
+        Duration::from_secs(60),
+        |s| steady(s, 2, &["rec-a", "rec-b"]),
+    )
+    .await;
+    // The keys are in etcd, read back by etcdctl with the same certificates.
+    let out = etcd
+        .etcdctl()
+        .args(["get", "--prefix", "--keys-only", "/vigie/c/nodes/"])
+        .output()
+        .unwrap();
+    let keys = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        keys.contains("/vigie/c/nodes/rec-a") && keys.contains("/vigie/c/nodes/rec-b"),
+        "{keys}"
+    );
+    drop(b);
+    // Without the client certificate etcd refuses the node: it says so and records nothing new.
+    let no_cert = format!("etcd_ca_file = {:?}\n", etcd.file("ca.pem"));
+    let c = node_builder(&etcd, "rec-c", &cams, &no_cert)
+        .start()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = status(&a);
+    assert!(!node_alive(&s, "rec-c"), "{s:#}");
+    assert!(c.log().contains("etcd unreachable"), "{}", c.log());
+}
+
+/// Benchmark (not a test; `--run-ignored ignored-only`): etcd writes per second in steady state
+/// for 2 nodes recording 20 cameras, from etcd's own counter of committed Raft proposals (every
+/// put, transaction, lease grant), over 60 s. Reported in docs/BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_etcd_write_rate_in_steady_state() {
+    let etcd = Etcd::start();
+    let n = 20;
+    let sim = camsim(n).await;
+    let cams = cameras_toml(&sim, n, None);
+    let a = node_builder(&etcd, "rec-a", &cams, "").start().unwrap();
+    let _b = node_builder(&etcd, "rec-b", &cams, "").start().unwrap();
+    wait_status(
+        &a,
+        "20 cameras over 2 nodes",
+        Duration::from_secs(90),
+        |s| steady(s, n, &["rec-a", "rec-b"]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let proposals = || async {
+        let text = reqwest::get(format!("{}/metrics", etcd.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("etcd_server_proposals_committed_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap()
+    };
+    let p0 = proposals().await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let p1 = proposals().await;
+    let rate = (p1 - p0) / t0.elapsed().as_secs_f64();
+    let s = status(&a);
+    assert!(steady(&s, n, &["rec-a", "rec-b"]), "{s:#}");
+    eprintln!(
+        "BENCH etcd committed proposals: {rate:.2}/s (2 nodes, {n} cameras, lease_ttl_s 2, 60 s)"
+    );
 }

@@ -1,0 +1,151 @@
+//! `[cluster]` validation: every mistake named by its key, and the camera-list hash the nodes
+//! compare.
+
+use vigie_core::config::{Config, ConfigError};
+
+const BASE: &str = r#"
+[storage]
+data_dir = "/tmp/vigie-test"
+[[communes]]
+id = "c"
+name = "C"
+[[cameras]]
+id = "cam-1"
+name = "One"
+commune = "c"
+site = "nord"
+  [[cameras.streams]]
+  name = "main"
+  url = "rtsp://10.0.0.1/s"
+"#;
+
+fn env(_: &str) -> Option<String> {
+    None
+}
+
+fn load(cluster: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(&format!("{BASE}\n{cluster}"), "t", &env)
+}
+
+fn problems(cluster: &str) -> String {
+    match load(cluster) {
+        Ok(_) => panic!("accepted:\n{cluster}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const GOOD: &str = r#"
+[cluster]
+etcd = ["http://127.0.0.1:2379"]
+node = "rec-a"
+advertise_url = "http://127.0.0.1:8081"
+site = "nord"
+capacity_streams = 400
+"#;
+
+#[test]
+fn a_valid_cluster_section_and_its_defaults() {
+    let c = load(GOOD).unwrap().cluster.unwrap();
+    assert_eq!(c.lease_ttl_s, 5);
+    assert_eq!(c.prefix, "/vigie");
+    assert_eq!(c.site.as_deref(), Some("nord"));
+    assert!(load("").unwrap().cluster.is_none(), "absent = single node");
+}
+
+#[test]
+fn every_mistake_is_named_by_its_key() {
+    let cases = [
+        (
+            "etcd = [\"http://127.0.0.1:2379\"]",
+            "etcd = []",
+            "cluster.etcd",
+        ),
+        (
+            "etcd = [\"http://127.0.0.1:2379\"]",
+            "etcd = [\"127.0.0.1:2379\"]",
+            "cluster.etcd[0]",
+        ),
+        (
+            "etcd = [\"http://127.0.0.1:2379\"]",
+            "etcd = [\"http://u:p@h:2379\"]",
+            "must not carry credentials",
+        ),
+        ("node = \"rec-a\"", "node = \"Rec_A\"", "cluster.node"),
+        ("node = \"rec-a\"", "node = \"\"", "cluster.node"),
+        (
+            "advertise_url = \"http://127.0.0.1:8081\"",
+            "advertise_url = \"nowhere\"",
+            "cluster.advertise_url",
+        ),
+        ("site = \"nord\"", "site = \"Nord!\"", "cluster.site"),
+        (
+            "capacity_streams = 400",
+            "capacity_streams = 0",
+            "cluster.capacity_streams",
+        ),
+        (
+            "capacity_streams = 400",
+            "capacity_streams = 400\nlease_ttl_s = 1",
+            "cluster.lease_ttl_s",
+        ),
+        (
+            "capacity_streams = 400",
+            "capacity_streams = 400\nprefix = \"vigie/\"",
+            "cluster.prefix",
+        ),
+        (
+            "capacity_streams = 400",
+            "capacity_streams = 400\netcd_ca_file = \"/ca.pem\"",
+            "no etcd endpoint is https",
+        ),
+        (
+            "etcd = [\"http://127.0.0.1:2379\"]",
+            "etcd = [\"https://127.0.0.1:2379\"]\netcd_cert_file = \"/c.pem\"",
+            "cluster.etcd_cert_file",
+        ),
+        (
+            "capacity_streams = 400",
+            "capacity_streams = 400\nunknown = 1",
+            "unknown field",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let text = GOOD.replace(from, to);
+        let p = problems(&text);
+        assert!(p.contains(expected), "{to}: {p}");
+    }
+    let bad_site = BASE.replace("site = \"nord\"", "site = \"NORD\"");
+    let e = Config::from_toml_str(&bad_site, "t", &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cameras[0].site"), "{e}");
+}
+
+#[test]
+fn the_camera_hash_follows_what_decides_who_records_what() {
+    let a = load(GOOD).unwrap();
+    let same = Config::from_toml_str(
+        &format!(
+            "{}\n{GOOD}",
+            BASE.replace("name = \"One\"", "name = \"Renamed\"")
+        ),
+        "t",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        a.cameras_hash(),
+        same.cameras_hash(),
+        "a name does not count"
+    );
+    for (from, to) in [
+        ("site = \"nord\"", "site = \"sud\""),
+        ("rtsp://10.0.0.1/s", "rtsp://10.0.0.2/s"),
+        ("id = \"cam-1\"", "id = \"cam-2\""),
+    ] {
+        let other =
+            Config::from_toml_str(&format!("{}\n{GOOD}", BASE.replace(from, to)), "t", &env)
+                .unwrap();
+        assert_ne!(a.cameras_hash(), other.cameras_hash(), "{to}");
+    }
+}
