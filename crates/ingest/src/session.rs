@@ -254,7 +254,22 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
             biased;
             _ = &mut cancelled => break End::Shutdown,
             _ = &mut stall_timer => {
-                if Instant::now() >= r.deadline {
+                let now = Instant::now();
+                if now >= r.deadline {
+                    // Woken long after the deadline: this process did not run meanwhile
+                    // (SIGSTOP, a paused VM, starvation), so "no frame for N s" is not
+                    // established, and what the camera sent since waits in the socket (a
+                    // clustered node resumed after a pause must record it: it is the footage
+                    // of the seconds before its cameras moved). A fresh stall period instead.
+                    if now - r.deadline > LATE_WAKE {
+                        tracing::info!(
+                            late_ms = (now - r.deadline).as_millis() as u64,
+                            "stall timer woke late (process paused or starved): not a stall"
+                        );
+                        r.deadline = now + r.stall;
+                        stall_timer.as_mut().reset(r.deadline);
+                        continue;
+                    }
                     break End::Error(IngestError::Stall(stall_s));
                 }
                 stall_timer.as_mut().reset(r.deadline);
@@ -300,6 +315,11 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
         streamed_for,
     }
 }
+
+/// A stall timer that fires later than this after its deadline means the process was not
+/// running (paused or starved), not that the camera stalled: the ingest threads wake every
+/// 91 ms, a loaded machine adds a few hundred more.
+const LATE_WAKE: Duration = Duration::from_millis(1500);
 
 /// The read loop's state: what handling one retina item updates.
 struct Reader<'c, 'a> {

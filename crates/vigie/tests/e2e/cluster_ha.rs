@@ -385,7 +385,7 @@ async fn cluster_sigstop_30s_returns_to_one_recorder_without_loss_after_the_take
 /// freeze and the takeover (the frames camsim queued in the paused node's TCP connections are
 /// there to be recorded on resume).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs: the frames queued in a paused node's RTSP connections recorded on resume; today its ingest stall timer fires first on SIGCONT and drops them (~TTL + 1 s lost per camera; /work/notes/ops.md)"]
+#[ignore = "needs: a resumed node to record the frames queued in its RTSP connections before it stops the cameras that moved (the cluster agent stops them at its first tick after SIGCONT: ~2.4 s lost per camera at TTL 2; /work/notes/ops.md)"]
 async fn cluster_sigstop_30s_loses_no_footage_at_all() {
     sigstop_30s(true).await;
 }
