@@ -37,6 +37,10 @@ use crate::shared::Shared;
 /// A node that gets no frame of a camera it no longer owns stops it after this long even if
 /// the new owner is not ready yet (the camera is probably down for both).
 pub const OFFLINE_HANDOVER_GRACE: Duration = Duration::from_secs(15);
+/// After this process was paused (or its lease was lost), cameras handed over are stopped
+/// only after this long: ingest first reads what the cameras sent during the pause (waiting in
+/// the sockets), which covers the new owner's takeover gap.
+pub const CATCH_UP: Duration = Duration::from_secs(5);
 /// Legal holds are published and read this often.
 pub const HOLDS_INTERVAL: Duration = Duration::from_secs(3);
 
@@ -135,6 +139,9 @@ pub struct Agent {
     error_logged: Option<Instant>,
     first_registration: bool,
     tick: Duration,
+    /// When this process last resumed from a pause (a tick much later than due) or lost its
+    /// lease: stops of handed-over cameras wait [`CATCH_UP`] after it.
+    resumed_at: Option<Instant>,
 }
 
 impl Agent {
@@ -171,6 +178,7 @@ impl Agent {
             error_logged: None,
             first_registration: true,
             tick,
+            resumed_at: None,
             cfg,
         };
         if let Some(client) = agent.client.clone() {
@@ -245,10 +253,22 @@ impl Agent {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut interval = tokio::time::interval(self.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = interval.tick() => {}
+            }
+            // The monotonic clock runs on while the process is stopped: a tick far later than
+            // due means this process was paused (SIGSTOP, suspend) or starved.
+            let gap = last_tick.elapsed();
+            last_tick = Instant::now();
+            if gap > self.tick + Duration::from_secs(1) {
+                tracing::warn!(
+                    paused_ms = gap.as_millis() as u64,
+                    "this process did not run for a while (paused or starved)"
+                );
+                self.resumed_at = Some(Instant::now());
             }
             if let Err(e) = self.tick().await {
                 self.shared.count_etcd_error();
@@ -333,6 +353,7 @@ impl Agent {
                         "this node's lease expired (etcd outage, partition or pause longer than {ttl} s): registering again"
                     );
                     self.shared.count_lease_loss();
+                    self.resumed_at = Some(Instant::now());
                     self.session = None;
                     return Box::pin(self.keep_session(client)).await;
                 }
@@ -532,7 +553,11 @@ impl Agent {
                     // gives the camera to a live node that is ready.
                     let owner_ready =
                         control.ready.get(cam) == Some(o) && control.members.contains_key(o);
-                    owner_ready
+                    // Just back from a pause: first record what waited in the sockets.
+                    let caught_up = self
+                        .resumed_at
+                        .is_none_or(|t| now.duration_since(t) > CATCH_UP);
+                    (owner_ready && caught_up)
                         || (!local.online && now.duration_since(since) > OFFLINE_HANDOVER_GRACE)
                 }
             };

@@ -255,21 +255,14 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
             _ = &mut cancelled => break End::Shutdown,
             _ = &mut stall_timer => {
                 let now = Instant::now();
-                if now >= r.deadline {
-                    // Woken long after the deadline: this process did not run meanwhile
-                    // (SIGSTOP, a paused VM, starvation), so "no frame for N s" is not
-                    // established, and what the camera sent since waits in the socket (a
-                    // clustered node resumed after a pause must record it: it is the footage
-                    // of the seconds before its cameras moved). A fresh stall period instead.
-                    if now - r.deadline > LATE_WAKE {
-                        tracing::info!(
-                            late_ms = (now - r.deadline).as_millis() as u64,
-                            "stall timer woke late (process paused or starved): not a stall"
-                        );
-                        r.deadline = now + r.stall;
-                        stall_timer.as_mut().reset(r.deadline);
-                        continue;
-                    }
+                // A timer that fires long after its own deadline means this process was not
+                // running (SIGSTOP, host suspend, starvation), not that the camera stalled:
+                // what the camera sent meanwhile waits in the socket; read it before judging.
+                let late = now.saturating_duration_since(stall_timer.deadline());
+                if now >= r.deadline && late > PAUSE_LATENESS {
+                    tracing::info!(late_ms = late.as_millis() as u64, "this process was paused: reading what the camera sent meanwhile before judging a stall");
+                    r.deadline = now + r.stall;
+                } else if now >= r.deadline {
                     break End::Error(IngestError::Stall(stall_s));
                 }
                 stall_timer.as_mut().reset(r.deadline);
@@ -315,11 +308,6 @@ pub(crate) async fn run(ctx: &SessionCtx<'_>, session_id: u64) -> Outcome {
         streamed_for,
     }
 }
-
-/// A stall timer that fires later than this after its deadline means the process was not
-/// running (paused or starved), not that the camera stalled: the ingest threads wake every
-/// 91 ms, a loaded machine adds a few hundred more.
-const LATE_WAKE: Duration = Duration::from_millis(1500);
 
 /// The read loop's state: what handling one retina item updates.
 struct Reader<'c, 'a> {
@@ -484,6 +472,10 @@ fn plausible_h264(data: &[u8]) -> bool {
     }
     any
 }
+
+/// A stall timer firing later than this after its deadline means the process did not run
+/// (paused or starved) rather than that the camera stopped sending.
+const PAUSE_LATENESS: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

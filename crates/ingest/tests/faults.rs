@@ -359,3 +359,39 @@ async fn codec_switch_inside_a_session_records_no_garbage() {
     );
     stop(handle, shutdown).await;
 }
+
+/// A paused process is not a stalled camera: when the thread running the session does not run
+/// for 3 s (as under SIGSTOP) while the camera goes on sending, the stall timer (1 s) fires
+/// late on resume; the session then reads what waited in the socket instead of ending with
+/// a stall, and no frame of the pause is lost.
+#[tokio::test]
+async fn a_paused_process_reads_what_waited_in_the_socket_instead_of_judging_a_stall() {
+    let rt = Arc::new(IngestRuntime::start(1, vigie_ingest::runtime::DEFAULT_TICK).unwrap());
+    let cam = FakeCamera::start(Behaviour::Stream {
+        leading_p: 0,
+        frames: 250,
+    })
+    .await;
+    let mut src = source(&cam.url());
+    src.stall_timeout_s = 1;
+    let (sink, handle, shutdown) = start_on(src, Some(rt.clone()));
+    wait_for("20 frames", 10, || sink.frames().len() >= 20).await;
+    // The ingest thread does not run for 3 s; the camera (on this runtime) keeps sending.
+    rt.handle()
+        .spawn(async { std::thread::sleep(Duration::from_secs(3)) });
+    wait_for("all 250 frames", 30, || sink.frames().len() >= 250).await;
+    let frames = sink.frames();
+    assert!(
+        sink.ends().is_empty(),
+        "the session ended: {:?}",
+        sink.ends()
+    );
+    assert!(
+        frames
+            .windows(2)
+            .all(|w| w[1].session_id == w[0].session_id && w[1].media_90k - w[0].media_90k == 3600),
+        "one session, no frame missing"
+    );
+    assert_eq!(handle.snapshot().reconnects, 0);
+    stop(handle, shutdown).await;
+}
