@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use vigie_camsim::{MountConfig, ServerHandle};
 use vigie_testkit::cluster::{
-    CameraDef, ClusterConfig, ClusterStatus, NodeSpec, Seg, VigieCluster, holes, segments_on,
-    spans_on,
+    CameraDef, ClusterConfig, ClusterStatus, NodeSpec, VigieCluster, holes, segments_on, spans_on,
 };
 use vigie_testkit::etcd::EtcdCluster;
 use vigie_testkit::sim::{BASELINE, embedded};
