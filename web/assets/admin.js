@@ -76,6 +76,8 @@ export function exportProgress(job) {
       h('progress', { max: '100', value: String(pct), 'aria-label': t('ex.progress') }), ` ${pct} %`,
       j.status === 'done' ? h('div', {}, h('a', { class: 'button primary download', href: j.package.url, download: `vigie-export-${j.id}.zip` }, t('ex.download')),
         ' ', t('ex.sha'), ' ', code(j.sha256)) : null,
+      j.status === 'done' && j.streams ? h('ul', { class: 'export-streams' },
+        ...j.streams.map((s) => h('li', { 'data-camera': s.camera }, `${s.camera}/${s.stream} `, code(s.sha256)))) : null,
       j.error ? h('div', { class: 'msg error' }, j.error) : null);
   }
   async function poll() {
@@ -104,11 +106,14 @@ export function exportsPage(root) {
         [t('ex.created'), t('ex.camera'), t('ex.range'), t('ex.procedure'), t('ex.requester'), t('ex.reason'), t('ex.operator'), t('ex.status'), t('ex.hashes'), ''],
         exports.map((j) => {
           const pct = Math.round((j.progress || 0) * 100);
-          return [fmtTime(j.created_at), `${j.camera}/${j.stream}`, fmtRange(j.start, j.end), j.procedure, j.requester, j.reason, j.operator,
+          return [fmtTime(j.created_at), j.streams ? j.streams.map((s) => `${s.camera}/${s.stream}`).join(', ') : `${j.camera}/${j.stream}`, fmtRange(j.start, j.end), j.procedure, j.requester, j.reason, j.operator,
             h('span', { class: 'ex-status st-' + j.status, 'data-export': j.id }, t('ex.st.' + j.status),
               j.status === 'done' || j.status === 'failed' ? '' : h('progress', { max: '100', value: String(pct), 'aria-label': t('ex.progress') }),
               j.error ? h('div', { class: 'small bad' }, j.error) : null),
-            h('div', { class: 'hashes' }, j.sha256 ? h('div', {}, 'MP4 ', code(j.sha256)) : null,
+            h('div', { class: 'hashes' },
+              ...(j.streams && j.status === 'done'
+                ? j.streams.map((s) => h('div', { 'data-camera': s.camera }, `MP4 ${s.camera} `, code(s.sha256)))
+                : [j.sha256 ? h('div', {}, 'MP4 ', code(j.sha256)) : null]),
               j.package && j.package.sha256 ? h('div', {}, 'ZIP ', code(j.package.sha256)) : null),
             j.status === 'done' && can('Export') ? h('a', { class: 'button download', href: j.package.url, download: `vigie-export-${j.id}.zip` },
               t('ex.download'), j.package.bytes ? ` (${fmtBytes(j.package.bytes)})` : '') : ''];

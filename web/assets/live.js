@@ -1,6 +1,7 @@
 // Live wall: a grid of tiles (1, 2×2, 3×3, 4×4), each playing one camera's live WebSocket
 // (fMP4 over MSE, protocol in docs/API.md "Live"), with automatic reconnection, the camera name
-// and the wall-clock time of the picture on each tile; click a tile to enlarge it.
+// and the wall-clock time of the picture on each tile; click a tile to enlarge it. Tiles play the
+// camera's `live` stream, the enlarged tile its main (recorded) stream.
 
 import { t } from './i18n.js';
 import { streamPath } from './api.js';
@@ -186,12 +187,21 @@ export function livePage(root, ctx) {
     slots[i] = cam; enlarged = null; save(); render();
   }
 
+  // A tile of the wall plays the camera's live stream (its sub-stream when it has one: a 4×4
+  // wall of main streams is too much for one browser); the enlarged tile plays the main one.
+  function streamFor(cam, i) {
+    const first = cam.streams[0].name;
+    return enlarged === i ? (cam.main_stream || first) : (cam.live_stream || first);
+  }
   function render() {
     layoutBtns.forEach((b, k) => b.setAttribute('aria-pressed', String(LAYOUTS[k] === n)));
     const count = n * n;
-    // Keep the players of tiles that stay; stop the others.
+    // Keep the players of tiles that stay on the same stream; stop the others.
     for (const [i, p] of players) {
-      if (i >= count || slots[i] !== p.camera || (enlarged !== null && enlarged !== i)) { p.player.stop(); players.delete(i); }
+      const cam = cams.find((c) => c.id === slots[i]);
+      if (i >= count || slots[i] !== p.camera || (enlarged !== null && enlarged !== i) || !cam || streamFor(cam, i) !== p.stream) {
+        p.player.stop(); players.delete(i);
+      }
     }
     grid.replaceChildren();
     grid.style.setProperty('--n', enlarged !== null ? 1 : n);
@@ -206,7 +216,7 @@ export function livePage(root, ctx) {
       tile.addEventListener('dragleave', () => tile.classList.remove('drop'));
       tile.addEventListener('drop', (ev) => { ev.preventDefault(); const id = ev.dataTransfer.getData('text/vigie-camera'); if (id) place(id, i); });
       if (!cam) { tile.append(h('div', { class: 'tile-empty' }, t('live.empty'))); grid.append(tile); continue; }
-      const stream = cam.streams[0].name;
+      const stream = streamFor(cam, i);
       const video = h('video', { muted: '', autoplay: '', playsinline: '', 'aria-label': t('live.video', { name: cam.name }) });
       video.muted = true;
       const clock = h('span', { class: 'tile-clock', 'aria-live': 'off' }, '--:--:--');
@@ -233,10 +243,10 @@ export function livePage(root, ctx) {
         tile.replaceChild(entry.player.video, video);
         entry.player.onState = onState;
       } else {
-        entry = { camera: cam.id, player: new LivePlayer(video, cam.id, stream, onState) };
+        entry = { camera: cam.id, stream, player: new LivePlayer(video, cam.id, stream, onState) };
         players.set(i, entry);
       }
-      test.tiles.push({ slot: i, camera: cam.id, state: entry.player.state, video: entry.player.video });
+      test.tiles.push({ slot: i, camera: cam.id, stream: entry.stream, enlarged: enlarged === i, state: entry.player.state, video: entry.player.video });
       grid.append(tile);
     }
   }

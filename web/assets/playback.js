@@ -26,9 +26,11 @@ function once(el, ok, bad = 'error') {
 /// One camera's player: its spans for the day and the MP4 window it currently plays.
 class CamPlayer {
   constructor(cam) {
-    this.cam = cam; this.stream = cam.streams[0].name;
+    // The main (recorded) stream: a `live`-only sub-stream has no recording.
+    const main = cam.streams.find((s) => s.name === cam.main_stream) || cam.streams[0];
+    this.cam = cam; this.stream = main.name;
     this.spans = []; this.gaps = []; this.win = null; this.loading = false; this.seq = 0;
-    this.fps = (cam.streams[0].status && cam.streams[0].status.fps) || 25;
+    this.fps = (main.status && main.status.fps) || 25;
     this.video = h('video', { muted: '', playsinline: '', preload: 'auto', 'aria-label': t('pb.video', { name: cam.name }) });
     this.video.muted = true;
   }
@@ -245,7 +247,16 @@ export function playbackPage(root, ctx) {
   }
   function buildExportForm() {
     if (!can('Export')) return;
-    const camSel = h('select', { name: 'camera', 'aria-label': t('ex.camera') }, ...players.map((p) => h('option', { value: p.cam.id }, p.cam.name)));
+    // Cameras played in sync: one checkbox each (all ticked); two or more make one
+    // multi-camera package (one master per camera, one signed manifest).
+    const camSel = players.length > 1
+      ? h('div', { class: 'export-cams', role: 'group', 'aria-label': t('ex.cameras') },
+        ...players.map((p) => h('label', { class: 'check' },
+          h('input', { type: 'checkbox', name: 'cameras', value: p.cam.id, checked: true }), ` ${p.cam.name}`)))
+      : h('select', { name: 'camera', 'aria-label': t('ex.camera') }, ...players.map((p) => h('option', { value: p.cam.id }, p.cam.name)));
+    const chosen = () => (players.length > 1
+      ? players.filter((p) => camSel.querySelector(`input[value="${CSS.escape(p.cam.id)}"]`).checked)
+      : [players.find((x) => x.cam.id === camSel.value) || players[0]]);
     const field = (name, label, el) => h('label', { class: 'field' }, h('span', {}, label), el);
     const reason = h('textarea', { name: 'reason', rows: '2', required: true, maxlength: '500' });
     const procedure = h('input', { name: 'procedure', required: true, maxlength: '500', placeholder: t('ex.procedureHint') });
@@ -255,15 +266,19 @@ export function playbackPage(root, ctx) {
     const form = h('form', { class: 'export-form', onsubmit: async (ev) => {
       ev.preventDefault();
       if (marks.in === null || marks.out === null || marks.out <= marks.in) { message(out, t('ex.needMarks')); return; }
-      const p = players.find((x) => x.cam.id === camSel.value) || players[0];
+      const list = chosen();
+      if (!list.length) { message(out, t('ex.needCamera')); return; }
+      const what = list.length > 1
+        ? { streams: list.map((p) => ({ camera: p.cam.id, stream: p.stream })) }
+        : { camera: list[0].cam.id, stream: list[0].stream };
       submit.disabled = true;
       try {
-        const job = await post('/api/v1/exports', { camera: p.cam.id, stream: p.stream, start: time.iso(marks.in), end: time.iso(marks.out),
+        const job = await post('/api/v1/exports', { ...what, start: time.iso(marks.in), end: time.iso(marks.out),
           reason: reason.value, procedure: procedure.value, requester: requester.value });
         out.replaceChildren(exportProgress(job));
       } catch (e) { message(out, `${t('error')} ${e.status || ''}: ${e.message}`); } finally { submit.disabled = false; }
     } },
-    field('camera', t('ex.camera'), camSel),
+    players.length > 1 ? h('fieldset', { class: 'field' }, h('legend', {}, t('ex.cameras')), camSel) : field('camera', t('ex.camera'), camSel),
     field('procedure', t('ex.procedure'), procedure),
     field('requester', t('ex.requester'), requester),
     field('reason', t('ex.reason'), reason),

@@ -219,7 +219,7 @@ pub async fn drain(
         if Instant::now() >= deadline {
             let left = last.unwrap_or_default();
             return Err(ClusterError::Other(format!(
-                "drain of {node} timed out after {} s: it still records {} camera(s) ({}). No other live node of their site may record them, or their new owner has not received a key frame yet; see `vigie cluster status`. {node} stays marked draining (undo with `vigie cluster undrain {node}`).",
+                "drain of {node} timed out after {} s: it still records {} camera(s) ({}). No other live node of their site may record them, or their new owner has not written a key frame yet; see `vigie cluster status`. {node} stays marked draining (undo with `vigie cluster undrain {node}`).",
                 timeout.as_secs(),
                 left.len(),
                 left.join(", ")

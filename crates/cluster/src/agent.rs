@@ -7,7 +7,7 @@
 //! and persisted in `data_dir` so that a restart while etcd is down records it too).
 //!
 //! Handover is make-before-break: a node keeps recording a camera assigned elsewhere until
-//! the new owner, alive, has published `ready/<camera>` (it has received a key frame of every
+//! the new owner, alive, has published `ready/<camera>` (it has written a key frame of every
 //! stream of the camera), or, when this node gets no frame of that camera itself, for at most
 //! [`OFFLINE_HANDOVER_GRACE`].
 //!
@@ -41,13 +41,16 @@ pub const OFFLINE_HANDOVER_GRACE: Duration = Duration::from_secs(15);
 /// only after this long: ingest first reads what the cameras sent during the pause (waiting in
 /// the sockets), which covers the new owner's takeover gap.
 pub const CATCH_UP: Duration = Duration::from_secs(5);
+/// A node's status is written at most this often (changes are coalesced).
+pub const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// Legal holds are published and read this often.
 pub const HOLDS_INTERVAL: Duration = Duration::from_secs(3);
 
 /// One camera recorded here, as the recorder reports it.
 #[derive(Clone, Debug)]
 pub struct LocalCamera {
-    /// A key frame of every stream of the camera was received since it started here.
+    /// A key frame of every stream of the camera was written to its segment file since it
+    /// started here.
     pub ready: bool,
     /// At least one of its streams is receiving frames now.
     pub online: bool,
@@ -104,9 +107,65 @@ impl AgentHandle {
 
 struct Session {
     lease: i64,
-    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
-    last_keepalive: Instant,
     registered: bool,
+    /// The keep-alive task (its own loop, so that slow etcd calls of a tick never delay a
+    /// renewal) and its verdict: set once etcd answers that the lease is gone.
+    keepalive: Option<(tokio::task::JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some((task, _)) = &self.keepalive {
+            task.abort();
+        }
+    }
+}
+
+/// etcd's answer to a request under a lease that expired (`ErrLeaseNotFound`, gRPC NotFound).
+fn is_lease_gone(e: &ClusterError) -> bool {
+    e.to_string().contains("requested lease not found")
+}
+
+/// Renews `lease` every TTL/3 until etcd says it is gone (sets `lost`) or the task is aborted.
+/// Errors (etcd unreachable) are retried at the next period on a new stream.
+async fn keepalive_loop(client: Client, lease: i64, ttl_s: i64, lost: Arc<AtomicBool>) {
+    let every = Duration::from_millis(ttl_s.max(1) as u64 * 1000 / 3);
+    let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if keeper.is_none() {
+            let mut c = client.clone();
+            match bounded(c.lease_keep_alive(lease)).await {
+                Ok(k) => keeper = Some(k),
+                Err(e) => {
+                    tracing::debug!(error = %e, "lease keep-alive: no stream");
+                    continue;
+                }
+            }
+        }
+        let Some((k, stream)) = keeper.as_mut() else {
+            continue;
+        };
+        let answer = async {
+            bounded(k.keep_alive()).await?;
+            bounded(stream.message()).await
+        }
+        .await;
+        match answer {
+            Ok(Some(r)) if r.ttl() > 0 => {}
+            Ok(Some(_)) => {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) if is_lease_gone(&e) => {
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Ok(None) | Err(_) => keeper = None,
+        }
+    }
 }
 
 /// A snapshot of `c/`.
@@ -271,6 +330,17 @@ impl Agent {
                 self.resumed_at = Some(Instant::now());
             }
             if let Err(e) = self.tick().await {
+                if is_lease_gone(&e) && self.session.is_some() {
+                    // A write under our lease was refused: the lease expired (pause,
+                    // partition). Register again at the next tick.
+                    tracing::warn!(
+                        "this node's lease is gone (etcd refused a write under it): registering again"
+                    );
+                    self.shared.count_lease_loss();
+                    self.resumed_at = Some(Instant::now());
+                    self.session = None;
+                    continue;
+                }
                 self.shared.count_etcd_error();
                 self.shared.update(|v| v.etcd_ok = false);
                 let now = Instant::now();
@@ -318,55 +388,31 @@ impl Agent {
     /// Lease, keep-alive and registration.
     async fn keep_session(&mut self, client: &Client) -> Result<(), ClusterError> {
         let ttl = i64::from(self.cfg.cluster.lease_ttl_s);
+        if self
+            .session
+            .as_ref()
+            .and_then(|s| s.keepalive.as_ref())
+            .is_some_and(|(_, lost)| lost.load(Ordering::SeqCst))
+        {
+            tracing::warn!(
+                "this node's lease expired (etcd outage, partition or pause longer than {ttl} s): registering again"
+            );
+            self.shared.count_lease_loss();
+            self.resumed_at = Some(Instant::now());
+            self.session = None;
+        }
         if self.session.is_none() {
             let mut c = client.clone();
             let lease = bounded(c.lease_grant(ttl, None)).await?.id();
             self.session = Some(Session {
                 lease,
-                keeper: None,
-                last_keepalive: Instant::now(),
                 registered: false,
+                keepalive: None,
             });
         }
         let Some(s) = self.session.as_mut() else {
             return Ok(());
         };
-        let every = Duration::from_millis(ttl as u64 * 1000 / 3);
-        if s.registered && s.last_keepalive.elapsed() >= every {
-            if s.keeper.is_none() {
-                let mut c = client.clone();
-                s.keeper = Some(bounded(c.lease_keep_alive(s.lease)).await?);
-            }
-            let result = async {
-                let (keeper, stream) = s
-                    .keeper
-                    .as_mut()
-                    .ok_or(ClusterError::Other("no keep-alive stream".into()))?;
-                bounded(keeper.keep_alive()).await?;
-                bounded(stream.message()).await
-            }
-            .await;
-            match result {
-                Ok(Some(r)) if r.ttl() > 0 => s.last_keepalive = Instant::now(),
-                Ok(Some(_)) => {
-                    tracing::warn!(
-                        "this node's lease expired (etcd outage, partition or pause longer than {ttl} s): registering again"
-                    );
-                    self.shared.count_lease_loss();
-                    self.resumed_at = Some(Instant::now());
-                    self.session = None;
-                    return Box::pin(self.keep_session(client)).await;
-                }
-                Ok(None) => {
-                    s.keeper = None;
-                    return Err(ClusterError::Other("keep-alive stream ended".into()));
-                }
-                Err(e) => {
-                    s.keeper = None;
-                    return Err(e);
-                }
-            }
-        }
         if !s.registered {
             let lease = s.lease;
             if self.first_registration {
@@ -393,7 +439,9 @@ impl Agent {
             .await?;
             if let Some(s) = self.session.as_mut() {
                 s.registered = true;
-                s.last_keepalive = Instant::now();
+                let lost = Arc::new(AtomicBool::new(false));
+                let task = tokio::spawn(keepalive_loop(client.clone(), lease, ttl, lost.clone()));
+                s.keepalive = Some((task, lost));
             }
             self.first_registration = false;
             self.last_status = None;
@@ -582,7 +630,7 @@ impl Agent {
                 }
             }
         }
-        // Publish readiness of what this node owns and has received a key frame of.
+        // Publish readiness of what this node owns and has written a key frame of.
         let recording = self.recorder.recording();
         for (cam, local) in &recording {
             if !local.ready {
@@ -639,7 +687,13 @@ impl Agent {
         status.heartbeat_s = now_s();
         let key = status.change_key();
         let changed = self.last_status.as_ref().is_none_or(|(k, _)| *k != key);
-        if !(changed || heartbeat_due) {
+        // Changes are coalesced: at most one write per STATUS_MIN_INTERVAL (cameras flapping
+        // between connecting and backoff must not turn into a write stream).
+        let recent = self
+            .last_status
+            .as_ref()
+            .is_some_and(|(_, t)| t.elapsed() < STATUS_MIN_INTERVAL);
+        if !((changed && !recent) || heartbeat_due) {
             return Ok(());
         }
         let v = serde_json::to_vec(&status).map_err(|e| ClusterError::Other(e.to_string()))?;

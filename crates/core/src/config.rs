@@ -591,6 +591,69 @@ pub struct StreamConfig {
     /// such a session ends with an error instead (Digest is used when offered).
     #[serde(default)]
     pub allow_basic_auth: bool,
+    /// What the stream is for ([`StreamRole`]): `record`, `live` or `both`. Absent: `record`;
+    /// and when no stream of the camera has the live role, its first stream serves live too
+    /// ([`Camera::live_stream`]). A `live` stream is not recorded.
+    #[serde(default)]
+    pub role: Option<StreamRole>,
+}
+
+/// What a stream is for: recorded (`record`, typically the main stream), shown on the live wall
+/// (`live`, typically a sub-stream of lower resolution; not recorded), or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamRole {
+    Record,
+    Live,
+    Both,
+}
+
+impl StreamRole {
+    pub fn records(self) -> bool {
+        matches!(self, StreamRole::Record | StreamRole::Both)
+    }
+    pub fn serves_live(self) -> bool {
+        matches!(self, StreamRole::Live | StreamRole::Both)
+    }
+}
+
+impl StreamConfig {
+    /// The declared role, `record` when absent (see [`Camera::role`] for the effective one).
+    pub fn declared_role(&self) -> StreamRole {
+        self.role.unwrap_or(StreamRole::Record)
+    }
+}
+
+impl Camera {
+    /// The stream the live wall shows: the one with the live role (`live` or `both`), else the
+    /// first stream.
+    pub fn live_stream(&self) -> Option<&StreamConfig> {
+        self.streams
+            .iter()
+            .find(|s| s.declared_role().serves_live())
+            .or_else(|| self.streams.first())
+    }
+    /// The main stream: the first one recorded (the enlarged live tile, playback, exports).
+    pub fn record_stream(&self) -> Option<&StreamConfig> {
+        self.streams.iter().find(|s| s.declared_role().records())
+    }
+    /// The effective role of the stream `name`: its declared role, plus live for the first
+    /// stream of a camera that declares no live stream.
+    pub fn role(&self, name: &str) -> Option<StreamRole> {
+        let s = self.streams.iter().find(|s| s.name == name)?;
+        let live = self.live_stream().is_some_and(|l| l.name == name);
+        Some(match (s.declared_role().records(), live) {
+            (true, true) => StreamRole::Both,
+            (true, false) => StreamRole::Record,
+            _ => StreamRole::Live,
+        })
+    }
+    /// True if the stream `name` is recorded.
+    pub fn records(&self, name: &str) -> bool {
+        self.streams
+            .iter()
+            .any(|s| s.name == name && s.declared_role().records())
+    }
 }
 
 /// Credentials never print: the URL is redacted ([`redact_url`]), passwords are [`Secret`]s.
@@ -607,6 +670,7 @@ impl fmt::Debug for StreamConfig {
             .field("transport", &self.transport)
             .field("connect_timeout_s", &self.connect_timeout_s)
             .field("stall_timeout_s", &self.stall_timeout_s)
+            .field("role", &self.role)
             .finish()
     }
 }
@@ -750,7 +814,7 @@ impl fmt::Debug for ResolvedSource {
 
 /// True for a query parameter that carries a credential (cameras accept `?user=…&password=…`,
 /// `?token=…`, `?auth=…`; matched case-insensitively).
-fn is_credential_param(name: &str) -> bool {
+pub(crate) fn is_credential_param(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     matches!(
         n.as_str(),
@@ -1174,6 +1238,32 @@ impl Config {
                     "a camera needs at least one [[cameras.streams]]".into(),
                 );
             }
+            if !cam.streams.is_empty() && !cam.streams.iter().any(|s| s.declared_role().records()) {
+                add(
+                    format!("cameras[{i}].streams"),
+                    format!(
+                        "camera {:?} has no stream to record: every stream has role = \"live\"; give the main stream role = \"record\" (or \"both\")",
+                        cam.id
+                    ),
+                );
+            }
+            let live: Vec<&str> = cam
+                .streams
+                .iter()
+                .filter(|s| s.declared_role().serves_live())
+                .map(|s| s.name.as_str())
+                .collect();
+            if live.len() > 1 {
+                add(
+                    format!("cameras[{i}].streams"),
+                    format!(
+                        "camera {:?} has {} streams with the live role ({}): the live wall shows one; give the others role = \"record\"",
+                        cam.id,
+                        live.len(),
+                        live.join(", ")
+                    ),
+                );
+            }
             let mut names = HashSet::new();
             for (j, s) in cam.streams.iter().enumerate() {
                 let key = format!("cameras[{i}].streams[{j}]");
@@ -1203,7 +1293,7 @@ impl Config {
     }
 
     /// The camera list as the cluster compares it between nodes: a SHA-256 over each camera's
-    /// id, site and streams (name, URL without credentials, transport), in configuration
+    /// id, site and streams (name, URL without credentials, transport, recorded), in configuration
     /// order. Names, communes and retention do not take part (they do not change who records
     /// what).
     pub fn cameras_hash(&self) -> String {
@@ -1213,10 +1303,11 @@ impl Config {
             h.update(format!("cam {:?} site {:?}\n", cam.id, cam.site));
             for s in &cam.streams {
                 h.update(format!(
-                    "  stream {:?} {:?} {:?}\n",
+                    "  stream {:?} {:?} {:?} recorded {}\n",
                     s.name,
                     redact_url(&s.url),
-                    s.transport
+                    s.transport,
+                    cam.records(&s.name)
                 ));
             }
         }
@@ -1544,6 +1635,7 @@ class = "close-up"
             connect_timeout_s: 10,
             stall_timeout_s: 10,
             allow_basic_auth: false,
+            role: None,
         };
         let r = s.resolve(&|_| None).unwrap();
         assert_eq!(r.url.as_str(), "rtsp://cam.example:554/s");
@@ -1570,9 +1662,62 @@ class = "close-up"
             connect_timeout_s: 10,
             stall_timeout_s: 10,
             allow_basic_auth: false,
+            role: None,
         };
         let dbg = format!("{s:?} {:?}", s.resolve(&|_| None).unwrap());
         assert!(!dbg.contains("hunter"), "{dbg}");
+    }
+
+    #[test]
+    fn stream_roles_default_validate_and_choose_the_wall_and_main_streams() {
+        let sub = |role: &str| {
+            GOOD.to_owned()
+                + &format!(
+                    "  [[cameras.streams]]\n  name = \"sub\"\n  url = \"rtsp://10.1.2.3/Streaming/Channels/102\"\n{role}"
+                )
+        };
+        // No role anywhere: every stream recorded, the first one on the wall (as before roles).
+        let c = Config::from_toml_str(&sub(""), "t", &env).unwrap();
+        let cam = &c.cameras[0];
+        assert_eq!(cam.role("main"), Some(StreamRole::Both));
+        assert_eq!(cam.role("sub"), Some(StreamRole::Record));
+        assert_eq!(cam.live_stream().unwrap().name, "main");
+        assert_eq!(cam.record_stream().unwrap().name, "main");
+        // A sub-stream for the wall: not recorded; the main one stays the recorded one.
+        let c = Config::from_toml_str(&sub("  role = \"live\"\n"), "t", &env).unwrap();
+        let cam = &c.cameras[0];
+        assert_eq!(cam.role("main"), Some(StreamRole::Record));
+        assert_eq!(cam.role("sub"), Some(StreamRole::Live));
+        assert!(cam.records("main") && !cam.records("sub"));
+        assert_eq!(cam.live_stream().unwrap().name, "sub");
+        assert_eq!(cam.record_stream().unwrap().name, "main");
+        // Nonsense is refused, naming the camera and saying what to do.
+        let text = sub("  role = \"live\"\n").replace(
+            "  password_env = \"VIGIE_CAM_VERSAILLES_GARE\"\n",
+            "  password_env = \"VIGIE_CAM_VERSAILLES_GARE\"\n  role = \"live\"\n",
+        );
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cameras[0].streams") && err.contains("no stream to record"),
+            "{err}"
+        );
+        let text = sub("  role = \"both\"\n").replace(
+            "  password_env = \"VIGIE_CAM_VERSAILLES_GARE\"\n",
+            "  password_env = \"VIGIE_CAM_VERSAILLES_GARE\"\n  role = \"live\"\n",
+        );
+        let err = Config::from_toml_str(&text, "t", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("2 streams with the live role (main, sub)"),
+            "{err}"
+        );
+        let err = Config::from_toml_str(&sub("  role = \"wall\"\n"), "t", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wall") && err.contains("record"), "{err}");
     }
 
     #[test]

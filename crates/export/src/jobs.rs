@@ -113,7 +113,8 @@ pub struct JobRecord {
     /// Size of the MP4 being written (known once planned).
     #[serde(default)]
     pub bytes_total: u64,
-    /// SHA-256 of the master MP4 (once done).
+    /// SHA-256 of the master MP4 (once done; of the first camera's in a multi-camera export,
+    /// every camera's is in `streams`).
     #[serde(default)]
     pub sha256: Option<String>,
     #[serde(default)]
@@ -134,6 +135,68 @@ pub struct JobRecord {
     /// Set when the package was deleted (lifetime over, or its hold released).
     #[serde(default)]
     pub package_deleted: Option<PackageDeletion>,
+    /// A multi-camera export: every camera, in the order asked (`camera`, `stream` and
+    /// `hold_id` above repeat the first). Empty for a single-camera export (and in the
+    /// `job.json` of jobs written before multi-camera exports existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<JobStream>,
+}
+
+/// One camera of a multi-camera export job.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobStream {
+    pub camera: String,
+    pub stream: String,
+    /// The legal hold placed on this camera's range.
+    #[serde(default)]
+    pub hold_id: Option<u64>,
+    /// SHA-256 and size of this camera's master MP4 (once done).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub mp4_bytes: Option<u64>,
+}
+
+impl JobRecord {
+    /// True for a multi-camera export.
+    pub fn is_multi(&self) -> bool {
+        !self.streams.is_empty()
+    }
+    /// The camera of every stream of the job (one for a single-camera export): the API checks
+    /// the caller's rights on each.
+    pub fn cameras(&self) -> Vec<&str> {
+        if self.streams.is_empty() {
+            vec![self.camera.as_str()]
+        } else {
+            self.streams.iter().map(|s| s.camera.as_str()).collect()
+        }
+    }
+    /// The legal holds of the job (one per camera).
+    pub fn hold_ids(&self) -> Vec<u64> {
+        if self.streams.is_empty() {
+            self.hold_id.into_iter().collect()
+        } else {
+            self.streams.iter().filter_map(|s| s.hold_id).collect()
+        }
+    }
+    /// One view of the record per camera: `camera`, `stream`, `hold_id`, `sha256` and
+    /// `mp4_bytes` set to that camera's (what is journaled per camera).
+    pub fn per_camera(&self) -> Vec<JobRecord> {
+        if self.streams.is_empty() {
+            return vec![self.clone()];
+        }
+        self.streams
+            .iter()
+            .map(|s| JobRecord {
+                camera: s.camera.clone(),
+                stream: s.stream.clone(),
+                hold_id: s.hold_id,
+                sha256: s.sha256.clone(),
+                mp4_bytes: s.mp4_bytes,
+                ..self.clone()
+            })
+            .collect()
+    }
 }
 
 /// Why and when a package was deleted.
@@ -211,6 +274,7 @@ impl Job {
                 "reason": d.reason,
             })),
             "manifest": r.manifest,
+            "streams": r.is_multi().then_some(&r.streams),
         })
     }
 }
@@ -354,7 +418,9 @@ impl Exports {
                     tracing::warn!(error = %e, id = %rec.id, "cannot mark an interrupted export as failed");
                 }
                 tracing::warn!(id = %rec.id, "export interrupted by a stop: marked failed");
-                journal.append_or_log(create_entry(&rec));
+                for e in create_entries(&rec) {
+                    journal.append_or_log(e);
+                }
             }
             jobs.insert(
                 rec.id.clone(),
@@ -576,24 +642,51 @@ fn write_record(dir: &Path, rec: &JobRecord) -> Result<(), crate::ExportError> {
     written
 }
 
-/// The `ExportCreate` journal entry of a finished (done or failed) job. `details.sha256` and
-/// `details.requester` are what the legal register prints.
+/// The `ExportCreate` journal entries of a finished (done or failed) job, one per camera (a
+/// multi-camera export is an extraction from each camera; each entry carries that camera's
+/// master hash and the export id). `details.sha256` and `details.requester` are what the legal
+/// register prints.
+fn create_entries(r: &JobRecord) -> Vec<NewEntry> {
+    let n = r.cameras().len();
+    r.per_camera()
+        .iter()
+        .map(|c| {
+            let mut e = create_entry(c);
+            if r.is_multi() {
+                e = e.details(multi_details(create_details(c), n));
+            }
+            e
+        })
+        .collect()
+}
+
+/// `details` of a multi-camera job's per-camera entry: the single-camera details plus how many
+/// cameras the package holds.
+fn multi_details(mut d: Value, cameras: usize) -> Value {
+    d["cameras"] = json!(cameras);
+    d
+}
+
+fn create_details(r: &JobRecord) -> Value {
+    json!({
+        "export_id": r.id,
+        "requester": r.requester,
+        "status": r.status,
+        "sha256": r.sha256,
+        "bytes": r.mp4_bytes,
+        "package_sha256": r.package_sha256,
+        "hold_id": r.hold_id,
+        "error": r.error,
+    })
+}
+
 fn create_entry(r: &JobRecord) -> NewEntry {
     NewEntry::new(r.operator.clone(), Action::ExportCreate)
         .camera(&r.camera, &r.stream)
         .range(Time90k(r.start_90k), Time90k(r.end_90k))
         .procedure(r.procedure.clone())
         .reason(r.reason.clone())
-        .details(json!({
-            "export_id": r.id,
-            "requester": r.requester,
-            "status": r.status,
-            "sha256": r.sha256,
-            "bytes": r.mp4_bytes,
-            "package_sha256": r.package_sha256,
-            "hold_id": r.hold_id,
-            "error": r.error,
-        }))
+        .details(create_details(r))
 }
 
 impl Exports {
@@ -650,10 +743,16 @@ impl Exports {
                 tracing::info!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, sha256 = ?rec.sha256, "export done");
             }
             exports.save(&rec);
-            // Off the executor: the journal fsyncs.
-            let (journal, entry) = (ctx.journal.clone(), create_entry(&rec));
-            match tokio::task::spawn_blocking(move || journal.append(entry)).await {
-                Ok(Ok(_)) => {}
+            // Off the executor: the journal fsyncs. One entry per camera.
+            let (journal, entries) = (ctx.journal.clone(), create_entries(&rec));
+            let appended = tokio::task::spawn_blocking(move || {
+                entries
+                    .into_iter()
+                    .try_for_each(|e| journal.append(e).map(|_| ()))
+            })
+            .await;
+            match appended {
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::error!(id = %rec.id, error = %e, "cannot journal the export")
                 }
@@ -674,8 +773,12 @@ pub fn deletion_due(
     if r.status != Status::Done || r.package_deleted.is_some() {
         return None;
     }
-    if let Some(h) = r.hold_id
-        && released_holds.contains(&h)
+    // A multi-camera package goes when the hold of any of its cameras is released: that
+    // camera's footage may then be destroyed, its copy must not outlive it.
+    if let Some(h) = r
+        .hold_ids()
+        .into_iter()
+        .find(|h| released_holds.contains(h))
     {
         return Some(format!("legal hold {h} released"));
     }
@@ -746,7 +849,9 @@ impl Exports {
             });
             self.save(&rec);
             tracing::info!(id = %rec.id, camera = %rec.camera, stream = %rec.stream, %reason, "export package deleted");
-            journal.append_or_log(delete_entry(&rec, &reason));
+            for c in rec.per_camera() {
+                journal.append_or_log(delete_entry(&c, &reason));
+            }
             deleted += 1;
         }
         deleted
@@ -861,40 +966,69 @@ pub fn presented_frames(durations: impl Iterator<Item = u32>, skip: u64, duratio
     n
 }
 
-impl Exports {
-    fn run(&self, ctx: &JobContext, job: &Job) -> Result<(), String> {
-        let rec = job.update(|r| r.status = Status::Running);
-        self.save(&rec);
-        let config: &Config = &ctx.config;
-        let cam = config
-            .camera(&rec.camera)
-            .ok_or_else(|| format!("camera {:?} is no longer configured", rec.camera))?;
-        let commune = config.communes.iter().find(|c| c.id == cam.commune);
-        let tz = jiff::tz::TimeZone::get(&config.server.timezone)
-            .map_err(|e| format!("server.timezone: {e}"))?;
-        let key = StreamKey::new(&rec.camera, &rec.stream);
-        let (start, end) = (Time90k(rec.start_90k), Time90k(rec.end_90k));
-        let store: &Store = &ctx.store;
+/// One stream's range, planned and measured: what its master MP4 and its part of the manifest
+/// are made from.
+struct Planned {
+    plan: vigie_store::PlaybackPlan,
+    mp4: vigie_mp4::progressive::VirtualMp4,
+    input: vigie_mp4::progressive::Input,
+    codec: Option<vigie_core::Codec>,
+    /// RFC 6381 codec strings of the segments, in order of appearance.
+    codecs: Vec<String>,
+    frames: u64,
+}
+
+/// `<camera>_<stream>_<start>_<end>.mp4`, the master's name in the package.
+fn master_name(camera: &str, stream: &str, start: Time90k, end: Time90k) -> String {
+    format!(
+        "{}_{}_{}_{}.mp4",
+        clean(camera),
+        clean(stream),
+        compact(start),
+        compact(end)
+    )
+}
+
+fn compact(t: Time90k) -> String {
+    t.to_timestamp().strftime("%Y%m%dT%H%M%SZ").to_string()
+}
+
+fn camera_info(config: &Config, cam: &vigie_core::config::Camera) -> mf::CameraInfo {
+    let commune = config.communes.iter().find(|c| c.id == cam.commune);
+    mf::CameraInfo {
+        id: cam.id.clone(),
+        name: cam.name.clone(),
+        commune: mf::CommuneInfo {
+            id: cam.commune.clone(),
+            name: commune.map_or_else(|| cam.commune.clone(), |c| c.name.clone()),
+            authorisation: commune.and_then(|c| c.authorisation.clone()),
+            authorisation_expires: commune
+                .and_then(|c| c.authorisation_expires)
+                .map(|d| d.to_string()),
+        },
+    }
+}
+
+impl Planned {
+    /// Plans `[start, end)` of `key` in the store (gaps skipped) and builds its virtual MP4.
+    fn new(
+        store: &Store,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        ts: bool,
+        tz: &jiff::tz::TimeZone,
+    ) -> Result<Planned, String> {
         let mut plan = store
-            .playback_plan(&key, start, end, GapPolicy::Skip)
+            .playback_plan(key, start, end, GapPolicy::Skip)
             .map_err(|e| format!("planning {key}: {e}"))?;
-        if rec.ts {
-            plan.input.cues = vigie_footage::cues(&plan.pieces, &tz);
+        if ts {
+            plan.input.cues = vigie_footage::cues(&plan.pieces, tz);
         }
         let mp4 = plan
             .clone()
             .build()
-            .map_err(|e| format!("building the MP4: {e}"))?;
-        job.update(|r| r.bytes_total = mp4.total_len);
-        // The size is known now: refuse to write what would cross the free-space floor.
-        let floor = config.exports_min_free_bytes();
-        let free = free_bytes(&self.inner.dir);
-        if free.saturating_sub(mp4.total_len) < floor {
-            return Err(format!(
-                "not enough free space: the package needs about {} bytes, {free} are free and {floor} must stay free (exports.min_free_bytes)",
-                mp4.total_len
-            ));
-        }
+            .map_err(|e| format!("building the MP4 of {key}: {e}"))?;
         let mut codecs: Vec<String> = Vec::new();
         let mut codec = None;
         for seg in &plan.segments {
@@ -918,83 +1052,116 @@ impl Exports {
             input.skip_90k,
             input.duration_90k,
         );
-        let actual_start = plan.spans.first().map_or(start, |s| s.start);
-        let actual_end = plan.spans.last().map_or(end, |s| s.end);
-        let f = |t: Time90k| t.to_timestamp().strftime("%Y%m%dT%H%M%SZ").to_string();
-        let mp4_name = format!(
-            "{}_{}_{}_{}.mp4",
-            clean(&rec.camera),
-            clean(&rec.stream),
-            f(start),
-            f(end)
-        );
+        Ok(Planned {
+            plan,
+            mp4,
+            input,
+            codec,
+            codecs,
+            frames,
+        })
+    }
+
+    fn actual(&self, start: Time90k, end: Time90k) -> (Time90k, Time90k) {
+        (
+            self.plan.spans.first().map_or(start, |s| s.start),
+            self.plan.spans.last().map_or(end, |s| s.end),
+        )
+    }
+
+    fn spans(&self, tz: &jiff::tz::TimeZone) -> Vec<mf::Range> {
+        self.plan
+            .spans
+            .iter()
+            .map(|s| range(s.start, s.end, tz))
+            .collect()
+    }
+
+    fn gaps(&self, start: Time90k, end: Time90k, tz: &jiff::tz::TimeZone) -> Vec<mf::Gap> {
+        gaps(&self.plan.spans, start, end)
+            .into_iter()
+            .map(|(a, b)| mf::Gap {
+                start: local(a, tz),
+                end: local(b, tz),
+                duration_s: (b - a).as_secs_f64(),
+            })
+            .collect()
+    }
+
+    fn video(&self, file: String) -> mf::VideoInfo {
+        mf::VideoInfo {
+            file,
+            processing: "copie du flux, sans réencodage / stream copy, no re-encoding".into(),
+            codec: self.codecs.join(","),
+            width: u32::from(self.input.width),
+            height: u32::from(self.input.height),
+            frames: self.frames,
+            duration_s: self.input.duration_90k as f64 / 90_000.0,
+            timestamp_track: !self.input.cues.is_empty(),
+        }
+    }
+}
+
+impl Exports {
+    /// Refuses to write what would cross the free-space floor, once the size is known.
+    fn check_room(&self, config: &Config, bytes: u64) -> Result<(), String> {
+        let floor = config.exports_min_free_bytes();
+        let free = free_bytes(&self.inner.dir);
+        if free.saturating_sub(bytes) < floor {
+            return Err(format!(
+                "not enough free space: the package needs about {bytes} bytes, {free} are free and {floor} must stay free (exports.min_free_bytes)"
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &JobContext, job: &Job) -> Result<(), String> {
+        let rec = job.update(|r| r.status = Status::Running);
+        self.save(&rec);
+        if rec.is_multi() {
+            return self.run_multi(ctx, job, &rec);
+        }
+        let config: &Config = &ctx.config;
+        let cam = config
+            .camera(&rec.camera)
+            .ok_or_else(|| format!("camera {:?} is no longer configured", rec.camera))?;
+        let tz = jiff::tz::TimeZone::get(&config.server.timezone)
+            .map_err(|e| format!("server.timezone: {e}"))?;
+        let key = StreamKey::new(&rec.camera, &rec.stream);
+        let (start, end) = (Time90k(rec.start_90k), Time90k(rec.end_90k));
+        let p = Planned::new(&ctx.store, &key, start, end, rec.ts, &tz)?;
+        job.update(|r| r.bytes_total = p.mp4.total_len);
+        self.check_room(config, p.mp4.total_len)?;
+        let (actual_start, actual_end) = p.actual(start, end);
         let manifest = Manifest {
             format: crate::FORMAT.into(),
             export_id: rec.id.clone(),
-            software: mf::Software {
-                name: "Vigie".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
+            software: software(),
             exported_at: local(ctx.clock.now(), &tz),
-            operator: if rec.user.is_empty() {
-                rec.operator.clone()
-            } else {
-                rec.user.clone()
-            },
+            operator: operator(&rec),
             requester: rec.requester.clone(),
             procedure: rec.procedure.clone(),
             reason: rec.reason.clone(),
-            camera: mf::CameraInfo {
-                id: cam.id.clone(),
-                name: cam.name.clone(),
-                commune: mf::CommuneInfo {
-                    id: cam.commune.clone(),
-                    name: commune.map_or_else(|| cam.commune.clone(), |c| c.name.clone()),
-                    authorisation: commune.and_then(|c| c.authorisation.clone()),
-                    authorisation_expires: commune
-                        .and_then(|c| c.authorisation_expires)
-                        .map(|d| d.to_string()),
-                },
-            },
+            camera: camera_info(config, cam),
             stream: rec.stream.clone(),
             timezone: config.server.timezone.clone(),
             requested: range(start, end, &tz),
             actual: range(actual_start, actual_end, &tz),
-            recorded_spans: plan
-                .spans
-                .iter()
-                .map(|s| range(s.start, s.end, &tz))
-                .collect(),
-            gaps: gaps(&plan.spans, start, end)
-                .into_iter()
-                .map(|(a, b)| mf::Gap {
-                    start: local(a, &tz),
-                    end: local(b, &tz),
-                    duration_s: (b - a).as_secs_f64(),
-                })
-                .collect(),
-            video: mf::VideoInfo {
-                file: mp4_name,
-                processing: "copie du flux, sans réencodage / stream copy, no re-encoding".into(),
-                codec: codecs.join(","),
-                width: u32::from(input.width),
-                height: u32::from(input.height),
-                frames,
-                duration_s: input.duration_90k as f64 / 90_000.0,
-                timestamp_track: !input.cues.is_empty(),
-            },
+            recorded_spans: p.spans(&tz),
+            gaps: p.gaps(start, end, &tz),
+            video: p.video(master_name(&rec.camera, &rec.stream, start, end)),
             files: Vec::new(),
             signature: Default::default(),
         };
         let mut extra = derived_stills(ctx, &key, &rec.stills_90k, &tz)?;
         let path = self.package_path(&rec.id);
         if rec.burn_in {
-            let name = format!("derive-burnin-{}.mp4", f(start));
+            let name = format!("derive-burnin-{}.mp4", compact(start));
             extra.push(derived_burn_in(
                 &path,
-                &input,
-                &plan.pieces,
-                codec,
+                &p.input,
+                &p.plan.pieces,
+                p.codec,
                 &cam.name,
                 &tz,
                 &name,
@@ -1004,7 +1171,7 @@ impl Exports {
             &path,
             PackageSpec {
                 manifest,
-                mp4: &mp4,
+                mp4: &p.mp4,
                 extra,
             },
             self.key(),
@@ -1027,6 +1194,108 @@ impl Exports {
             r.manifest = Some(summary);
         });
         Ok(())
+    }
+
+    /// A multi-camera job: every camera planned first (so a camera that cannot be exported
+    /// fails the job before anything is written), then one package with a master per camera
+    /// ([`crate::write_multi_package`]).
+    fn run_multi(&self, ctx: &JobContext, job: &Job, rec: &JobRecord) -> Result<(), String> {
+        let config: &Config = &ctx.config;
+        let tz = jiff::tz::TimeZone::get(&config.server.timezone)
+            .map_err(|e| format!("server.timezone: {e}"))?;
+        let (start, end) = (Time90k(rec.start_90k), Time90k(rec.end_90k));
+        let mut planned = Vec::with_capacity(rec.streams.len());
+        let mut cameras = Vec::with_capacity(rec.streams.len());
+        for s in &rec.streams {
+            let cam = config
+                .camera(&s.camera)
+                .ok_or_else(|| format!("camera {:?} is no longer configured", s.camera))?;
+            let key = StreamKey::new(&s.camera, &s.stream);
+            let _span =
+                tracing::info_span!("export", camera = %s.camera, stream = %s.stream).entered();
+            let p = Planned::new(&ctx.store, &key, start, end, rec.ts, &tz)?;
+            let (a, b) = p.actual(start, end);
+            cameras.push(mf::CameraExport {
+                camera: camera_info(config, cam),
+                stream: s.stream.clone(),
+                actual: range(a, b, &tz),
+                recorded_spans: p.spans(&tz),
+                gaps: p.gaps(start, end, &tz),
+                video: p.video(master_name(&s.camera, &s.stream, start, end)),
+            });
+            planned.push(p);
+        }
+        let total: u64 = planned.iter().map(|p| p.mp4.total_len).sum();
+        job.update(|r| r.bytes_total = total);
+        self.check_room(config, total)?;
+        let manifest = mf::MultiManifest {
+            format: crate::FORMAT_MULTI.into(),
+            export_id: rec.id.clone(),
+            software: software(),
+            exported_at: local(ctx.clock.now(), &tz),
+            operator: operator(rec),
+            requester: rec.requester.clone(),
+            procedure: rec.procedure.clone(),
+            reason: rec.reason.clone(),
+            timezone: config.server.timezone.clone(),
+            requested: range(start, end, &tz),
+            cameras,
+            files: Vec::new(),
+            signature: Default::default(),
+        };
+        let path = self.package_path(&rec.id);
+        let written = crate::write_multi_package(
+            &path,
+            crate::MultiPackageSpec {
+                manifest,
+                mp4s: planned.iter().map(|p| &p.mp4).collect(),
+            },
+            self.key(),
+            &mut |w, _| job.written.store(w, Ordering::Relaxed),
+        )
+        .map_err(|e| format!("writing the package: {e}"))?;
+        let m = &written.manifest;
+        let summary = json!({
+            "format": m.format,
+            "cameras": m.cameras.iter().map(|c| json!({
+                "camera": c.camera.id,
+                "stream": c.stream,
+                "actual": c.actual,
+                "gaps": c.gaps,
+                "video": c.video,
+            })).collect::<Vec<_>>(),
+            "files": m.files,
+            "public_key_hex": m.signature.public_key_hex,
+        });
+        job.update(|r| {
+            for (s, (sha, bytes)) in r.streams.iter_mut().zip(&written.masters) {
+                s.sha256 = Some(sha.clone());
+                s.mp4_bytes = Some(*bytes);
+            }
+            // The first camera's master, as for a single-camera job.
+            r.sha256 = written.masters.first().map(|m| m.0.clone());
+            r.mp4_bytes = written.masters.first().map(|m| m.1);
+            r.package_sha256 = Some(written.package_sha256.clone());
+            r.package_bytes = Some(written.package_bytes);
+            r.manifest = Some(summary);
+        });
+        Ok(())
+    }
+}
+
+fn software() -> mf::Software {
+    mf::Software {
+        name: "Vigie".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// The manifest's `operator`: the user name alone.
+fn operator(rec: &JobRecord) -> String {
+    if rec.user.is_empty() {
+        rec.operator.clone()
+    } else {
+        rec.user.clone()
     }
 }
 
@@ -1193,6 +1462,7 @@ mod tests {
             estimate_bytes: 0,
             dedupe_key: String::new(),
             package_deleted: None,
+            streams: vec![],
         };
         let job = ex.create_unchecked(rec.clone()).unwrap();
         job.update(|r| r.status = Status::Running);
@@ -1247,6 +1517,7 @@ mod tests {
             estimate_bytes: 1000,
             dedupe_key: dedupe.into(),
             package_deleted: None,
+            streams: vec![],
         }
     }
 
@@ -1380,6 +1651,60 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_multi_camera_package_goes_when_any_of_its_holds_is_released_and_is_journaled_per_camera() {
+        let mut r = record("m", "alice", Status::Done, "k");
+        r.finished_90k = Some(0);
+        r.hold_id = Some(7);
+        r.sha256 = Some("aa".into());
+        r.streams = vec![
+            JobStream {
+                camera: "cam".into(),
+                stream: "main".into(),
+                hold_id: Some(7),
+                sha256: Some("aa".into()),
+                mp4_bytes: Some(1),
+            },
+            JobStream {
+                camera: "quai".into(),
+                stream: "main".into(),
+                hold_id: Some(8),
+                sha256: Some("bb".into()),
+                mp4_bytes: Some(2),
+            },
+        ];
+        assert_eq!(r.cameras(), ["cam", "quai"]);
+        assert_eq!(r.hold_ids(), [7, 8]);
+        let released = std::collections::HashSet::from([8u64]);
+        assert!(
+            deletion_due(&r, Time90k(90_000), 86_400, &released)
+                .unwrap()
+                .contains("hold 8 released")
+        );
+        let none = std::collections::HashSet::new();
+        assert_eq!(deletion_due(&r, Time90k(90_000), 86_400, &none), None);
+        let entries = create_entries(&r);
+        assert_eq!(entries.len(), 2);
+        let shown: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.camera.clone().unwrap_or_default(),
+                    e.details["sha256"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [("cam".into(), "aa".into()), ("quai".into(), "bb".into())]
+        );
+        assert!(entries.iter().all(|e| e.details["cameras"] == 2));
+        // A single-camera job: one entry, as before.
+        let single = record("s", "alice", Status::Done, "k");
+        assert_eq!(create_entries(&single).len(), 1);
+        assert!(create_entries(&single)[0].details.get("cameras").is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `<camera>_<stream>_<start>_<end>.mp4` | the master: native stream copy of the exact range (faststart, edit list), zip method *stored* |
+//! | `<camera>_<stream>_<start>_<end>.mp4` | the master: native stream copy of the exact range (faststart, edit list), zip method *stored*; one per camera in a multi-camera package ([`FORMAT_MULTI`]) |
 //! | `manifest.json` | camera, commune, ranges in UTC and local time, gaps, codec, operator, requester, procedure, reason, software version, SHA-256 + size of every other evidence file |
 //! | `manifest.sig` | Ed25519 signature of the exact bytes of `manifest.json`, base64 (one line) |
 //! | `signing-key.pub` | the installation's public key: a comment line with its hex, then PEM (SPKI) |
@@ -33,8 +33,11 @@ pub mod verify;
 mod zipdir;
 
 pub use key::{InstallationKey, parse_public_key};
-pub use manifest::Manifest;
-pub use package::{ExtraFile, PackageSpec, Written, write_package};
+pub use manifest::{Manifest, MultiManifest};
+pub use package::{
+    ExtraFile, MultiPackageSpec, MultiWritten, PackageSpec, Written, write_multi_package,
+    write_package,
+};
 pub use verify::{Check, VerifyReport, escape, safe_entry_name, verify};
 
 /// File names inside a package.
@@ -48,6 +51,11 @@ pub const SUMS_SIG: &str = "SHA256SUMS.sig";
 
 /// Identifies the package layout in `manifest.json` (`format`).
 pub const FORMAT: &str = "vigie-evidence-package/1";
+
+/// The layout of a multi-camera package (one master MP4 per camera, one manifest
+/// ([`manifest::MultiManifest`]) and one signature over all). Single-camera packages keep
+/// [`FORMAT`], unchanged.
+pub const FORMAT_MULTI: &str = "vigie-evidence-package/2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -146,3 +146,42 @@ impl Default for SignatureInfo {
         }
     }
 }
+
+/// `manifest.json` of a multi-camera package ([`crate::FORMAT_MULTI`]): one requisition, one
+/// requested range, one master MP4 per camera (`cameras`, in the order asked), one signature
+/// over all. The fields shared with [`Manifest`] mean the same; what is per camera in a
+/// single-camera manifest (camera, stream, actual range, spans, gaps, video) is in each
+/// [`CameraExport`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MultiManifest {
+    /// [`crate::FORMAT_MULTI`].
+    pub format: String,
+    pub export_id: String,
+    pub software: Software,
+    pub exported_at: Instant,
+    pub operator: String,
+    pub requester: String,
+    pub procedure: String,
+    pub reason: String,
+    pub timezone: String,
+    /// The range asked for, the same for every camera.
+    pub requested: Range,
+    pub cameras: Vec<CameraExport>,
+    /// Every file of the package except `manifest.json`, its signature, `player.html` and the
+    /// `SHA256SUMS` pair: each camera's master (role `master`), the key and the readme.
+    pub files: Vec<FileEntry>,
+    pub signature: SignatureInfo,
+}
+
+/// One camera of a [`MultiManifest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CameraExport {
+    pub camera: CameraInfo,
+    pub stream: String,
+    /// First recorded instant to last of this camera, inside the requested range.
+    pub actual: Range,
+    pub recorded_spans: Vec<Range>,
+    pub gaps: Vec<Gap>,
+    /// Its master MP4 (`video.file`, listed in `files` with role `master`).
+    pub video: VideoInfo,
+}

@@ -1,5 +1,5 @@
-//! Writing a package: the master MP4 streamed from the segment files into the zip (method
-//! *stored*, hashed on the way), then the key, the readme and any derived file, the manifest
+//! Writing a package: the master MP4 (one per camera in a multi-camera package) streamed from
+//! the segment files into the zip (method *stored*, hashed on the way), then the key, the readme and any derived file, the manifest
 //! (listing their hashes) and its signature, the offline player, and the signed `SHA256SUMS`.
 //!
 //! The zip is written to `<path>.partial` and renamed to `path` once complete and fsynced, so a
@@ -16,7 +16,7 @@ use zip::CompressionMethod;
 use zip::write::SimpleFileOptions;
 
 use crate::key::{InstallationKey, public_key_file};
-use crate::manifest::{FileEntry, Manifest, SignatureInfo};
+use crate::manifest::{FileEntry, Manifest, MultiManifest, SignatureInfo};
 use crate::{ExportError, MANIFEST, MANIFEST_SIG, PLAYER, PUBLIC_KEY, README, SUMS, SUMS_SIG};
 
 /// Reads from segment files in chunks of this size.
@@ -127,10 +127,132 @@ pub fn write_package(
     key: &InstallationKey,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Written, ExportError> {
+    let PackageSpec {
+        manifest,
+        mp4,
+        extra,
+    } = spec;
+    let masters = [(manifest.video.file.clone(), mp4)];
+    let (manifest, hashes, package_sha256, package_bytes) =
+        write_any(path, manifest, &masters, extra, key, progress)?;
+    let (mp4_sha256, mp4_bytes) = hashes.into_iter().next().unwrap_or_default();
+    Ok(Written {
+        manifest,
+        mp4_sha256,
+        mp4_bytes,
+        package_sha256,
+        package_bytes,
+    })
+}
+
+/// What to write for a multi-camera package: the manifest (everything but `files` and
+/// `signature`) and each camera's MP4, in the order of `manifest.cameras` (whose `video.file`
+/// names them).
+pub struct MultiPackageSpec<'a> {
+    pub manifest: MultiManifest,
+    pub mp4s: Vec<&'a VirtualMp4>,
+}
+
+/// What was written for a multi-camera package.
+#[derive(Clone, Debug)]
+pub struct MultiWritten {
+    pub manifest: MultiManifest,
+    /// (SHA-256, bytes) of each camera's master, in the order of `manifest.cameras`.
+    pub masters: Vec<(String, u64)>,
+    pub package_sha256: String,
+    pub package_bytes: u64,
+}
+
+/// Writes a multi-camera package ([`crate::FORMAT_MULTI`]) to `path` (via `path.partial`):
+/// every camera's master, then the same files as a single-camera package, one manifest and one
+/// signature covering all. `progress(written, total)` counts the bytes of all masters.
+pub fn write_multi_package(
+    path: &Path,
+    spec: MultiPackageSpec<'_>,
+    key: &InstallationKey,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<MultiWritten, ExportError> {
+    let MultiPackageSpec { manifest, mp4s } = spec;
+    if manifest.cameras.len() != mp4s.len() || mp4s.is_empty() {
+        return Err(ExportError::Invalid(format!(
+            "{} cameras in the manifest, {} MP4s",
+            manifest.cameras.len(),
+            mp4s.len()
+        )));
+    }
+    let masters: Vec<(String, &VirtualMp4)> = manifest
+        .cameras
+        .iter()
+        .map(|c| c.video.file.clone())
+        .zip(mp4s)
+        .collect();
+    let (manifest, masters, package_sha256, package_bytes) =
+        write_any(path, manifest, &masters, Vec::new(), key, progress)?;
+    Ok(MultiWritten {
+        manifest,
+        masters,
+        package_sha256,
+        package_bytes,
+    })
+}
+
+/// What the writer needs of a manifest document, single- or multi-camera.
+trait Document: serde::Serialize {
+    fn set_files(&mut self, files: Vec<FileEntry>, signature: SignatureInfo);
+    fn readme(&self, key_hex: &str) -> String;
+    fn player(&self, manifest_bytes: &[u8], signature_b64: &str) -> String;
+}
+
+impl Document for Manifest {
+    fn set_files(&mut self, files: Vec<FileEntry>, signature: SignatureInfo) {
+        self.files = files;
+        self.signature = signature;
+    }
+    fn readme(&self, key_hex: &str) -> String {
+        crate::player::readme(self, key_hex)
+    }
+    fn player(&self, manifest_bytes: &[u8], signature_b64: &str) -> String {
+        crate::player::player_html(self, manifest_bytes, signature_b64)
+    }
+}
+
+impl Document for MultiManifest {
+    fn set_files(&mut self, files: Vec<FileEntry>, signature: SignatureInfo) {
+        self.files = files;
+        self.signature = signature;
+    }
+    fn readme(&self, key_hex: &str) -> String {
+        crate::player::readme_multi(self, key_hex)
+    }
+    fn player(&self, manifest_bytes: &[u8], signature_b64: &str) -> String {
+        crate::player::player_multi_html(self, manifest_bytes, signature_b64)
+    }
+}
+
+/// What [`write_any`] returns: the completed manifest, each master's (SHA-256, bytes), and the
+/// package's SHA-256 and size.
+type WrittenAny<D> = (D, Vec<(String, u64)>, String, u64);
+
+/// The zip, written to `path.partial`, renamed when complete.
+fn write_any<D: Document>(
+    path: &Path,
+    manifest: D,
+    masters: &[(String, &VirtualMp4)],
+    extra: Vec<ExtraFile>,
+    key: &InstallationKey,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<WrittenAny<D>, ExportError> {
     let partial = path.with_extension("zip.partial");
     let file = File::create(&partial).map_err(|e| ExportError::io(partial.display(), e))?;
-    let r = write_zip(BufWriter::with_capacity(1 << 20, file), spec, key, progress);
-    let (manifest, mp4_sha256, mp4_bytes) = match r {
+    let r = write_zip(
+        BufWriter::with_capacity(1 << 20, file),
+        manifest,
+        masters,
+        extra,
+        key,
+        progress,
+    );
+    let (manifest, hashes) = match r {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
@@ -144,13 +266,7 @@ pub fn write_package(
         let _ = d.sync_all();
     }
     let (package_sha256, package_bytes) = hash_file(path)?;
-    Ok(Written {
-        manifest,
-        mp4_sha256,
-        mp4_bytes,
-        package_sha256,
-        package_bytes,
-    })
+    Ok((manifest, hashes, package_sha256, package_bytes))
 }
 
 /// Hex SHA-256 and length of a file.
@@ -172,41 +288,55 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), ExportError> {
     Ok((hex::encode(h.finalize()), total))
 }
 
-fn write_zip(
+fn write_zip<D: Document>(
     out: BufWriter<File>,
-    spec: PackageSpec<'_>,
+    mut manifest: D,
+    masters: &[(String, &VirtualMp4)],
+    extra: Vec<ExtraFile>,
     key: &InstallationKey,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Manifest, String, u64), ExportError> {
-    let PackageSpec {
-        mut manifest,
-        mp4,
-        extra,
-    } = spec;
-    let mp4_name = manifest.video.file.clone();
-    if !safe_name(&mp4_name) {
-        return Err(ExportError::Invalid(format!("bad MP4 name {mp4_name:?}")));
+) -> Result<(D, Vec<(String, u64)>), ExportError> {
+    for (i, (name, _)) in masters.iter().enumerate() {
+        if !safe_name(name) || is_reserved(name) || masters[..i].iter().any(|(n, _)| n == name) {
+            return Err(ExportError::Invalid(format!("bad MP4 name {name:?}")));
+        }
     }
     let mut zip = zip::ZipWriter::new(out);
-    let stored = SimpleFileOptions::default()
-        .compression_method(CompressionMethod::Stored)
-        .large_file(mp4.total_len >= u64::from(u32::MAX))
-        .unix_permissions(0o644);
+    let stored_for = |len: u64| {
+        SimpleFileOptions::default()
+            .compression_method(CompressionMethod::Stored)
+            .large_file(len >= u64::from(u32::MAX))
+            .unix_permissions(0o644)
+    };
+    let stored = stored_for(0);
     let text = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Deflated)
         .unix_permissions(0o644);
 
-    zip.start_file(mp4_name.as_str(), stored)?;
-    let (mp4_sha256, mp4_bytes) = write_mp4(mp4, &mut zip, progress)?;
-    let mut sums: Vec<(String, String)> = vec![(mp4_sha256.clone(), mp4_name.clone())];
-    let mut files = vec![FileEntry {
-        name: mp4_name.clone(),
-        role: "master".into(),
-        bytes: mp4_bytes,
-        sha256: mp4_sha256.clone(),
-        derived_from_sha256: None,
-        description: Some("enregistrement natif (copie du flux, sans réencodage) / native recording (stream copy, no re-encoding)".into()),
-    }];
+    let grand_total: u64 = masters.iter().map(|(_, m)| m.total_len).sum();
+    let mut done_before = 0u64;
+    let mut sums: Vec<(String, String)> = Vec::new();
+    let mut files = Vec::new();
+    let mut hashes = Vec::new();
+    for (name, mp4) in masters {
+        zip.start_file(name.as_str(), stored_for(mp4.total_len))?;
+        let (sha, bytes) = write_mp4(mp4, &mut zip, &mut |w, _| {
+            progress(done_before + w, grand_total)
+        })?;
+        done_before += bytes;
+        sums.push((sha.clone(), name.clone()));
+        files.push(FileEntry {
+            name: name.clone(),
+            role: "master".into(),
+            bytes,
+            sha256: sha.clone(),
+            derived_from_sha256: None,
+            description: Some("enregistrement natif (copie du flux, sans réencodage) / native recording (stream copy, no re-encoding)".into()),
+        });
+        hashes.push((sha, bytes));
+    }
+    // Derived files refer to the first (in a single-camera package, the only) master.
+    let mp4_sha256 = hashes.first().map(|h| h.0.clone()).unwrap_or_default();
 
     let mut add = |zip: &mut zip::ZipWriter<BufWriter<File>>,
                    name: &str,
@@ -221,7 +351,8 @@ fn write_zip(
     };
 
     for x in &extra {
-        if !safe_name(&x.name) || is_reserved(&x.name) || x.name == mp4_name {
+        if !safe_name(&x.name) || is_reserved(&x.name) || masters.iter().any(|(n, _)| *n == x.name)
+        {
             return Err(ExportError::Invalid(format!("bad file name {:?}", x.name)));
         }
         let opts = if x.name.ends_with(".jpg") || x.name.ends_with(".mp4") {
@@ -241,22 +372,24 @@ fn write_zip(
     let pub_file = public_key_file(&key.public());
     add(&mut zip, PUBLIC_KEY, pub_file.as_bytes(), text)?;
     files.push(entry(PUBLIC_KEY, "public-key", pub_file.as_bytes()));
-    let readme = crate::player::readme(&manifest, &key.public_hex());
+    let readme = manifest.readme(&key.public_hex());
     add(&mut zip, README, readme.as_bytes(), text)?;
     files.push(entry(README, "readme", readme.as_bytes()));
 
-    manifest.files = files;
-    manifest.signature = SignatureInfo {
-        public_key_hex: key.public_hex(),
-        ..SignatureInfo::default()
-    };
+    manifest.set_files(
+        files,
+        SignatureInfo {
+            public_key_hex: key.public_hex(),
+            ..SignatureInfo::default()
+        },
+    );
     let mut manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
     manifest_bytes.push(b'\n');
     let b64 = base64::engine::general_purpose::STANDARD;
     let sig = format!("{}\n", b64.encode(key.sign(&manifest_bytes).to_bytes()));
     add(&mut zip, MANIFEST, &manifest_bytes, text)?;
     add(&mut zip, MANIFEST_SIG, sig.as_bytes(), text)?;
-    let player = crate::player::player_html(&manifest, &manifest_bytes, sig.trim());
+    let player = manifest.player(&manifest_bytes, sig.trim());
     add(&mut zip, PLAYER, player.as_bytes(), text)?;
 
     // `sha256sum -c SHA256SUMS` format: "<hex>  <name>".
@@ -277,7 +410,7 @@ fn write_zip(
         .into_inner()
         .map_err(|e| ExportError::io("package", e.into_error()))?;
     file.sync_all().map_err(|e| ExportError::io("package", e))?;
-    Ok((manifest, mp4_sha256, mp4_bytes))
+    Ok((manifest, hashes))
 }
 
 /// A plain file name: no directory, no hidden file, printable ASCII without quotes.

@@ -10,9 +10,11 @@
 
 use base64::Engine;
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, MultiManifest};
 
 const TEMPLATE: &str = include_str!("player.html");
+/// The multi-camera player: one video and one fingerprint check per camera, played in sync.
+const TEMPLATE_MULTI: &str = include_str!("player_multi.html");
 
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -35,6 +37,95 @@ pub(crate) fn player_html(m: &Manifest, manifest_bytes: &[u8], signature_b64: &s
                 .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
                 .collect::<String>(),
         )
+}
+
+/// The player page of a multi-camera package.
+pub(crate) fn player_multi_html(
+    m: &MultiManifest,
+    manifest_bytes: &[u8],
+    signature_b64: &str,
+) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    TEMPLATE_MULTI
+        .replace("__TITLE__", &html_escape(&m.export_id))
+        .replace("__MANIFEST_B64__", &b64.encode(manifest_bytes))
+        .replace(
+            "__SIGNATURE_B64__",
+            &signature_b64
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+                .collect::<String>(),
+        )
+}
+
+/// `LISEZ-MOI.txt` of a multi-camera package (French, then English).
+pub(crate) fn readme_multi(m: &MultiManifest, key_hex: &str) -> String {
+    let cams: String = m
+        .cameras
+        .iter()
+        .map(|c| {
+            format!(
+                "  {file}\n      caméra / camera {name} ({id}), commune {commune}, flux / stream {stream}\n      période effective / actual {a} → {b}\n",
+                file = c.video.file,
+                name = c.camera.name,
+                id = c.camera.id,
+                commune = c.camera.commune.name,
+                stream = c.stream,
+                a = c.actual.start.local,
+                b = c.actual.end.local,
+            )
+        })
+        .collect();
+    format!(
+        "PIÈCE VIDÉO MULTI-CAMÉRAS — VIDÉOPROTECTION (Vigie {version})
+=============================================================
+
+Export {id} — procédure {proc} — {n} caméras
+Période demandée : {rs} → {re} ({tz})
+Requérant : {req}
+Opérateur : {op}
+
+ENREGISTREMENTS NATIFS (copie du flux, sans réencodage) / NATIVE RECORDINGS (stream copy)
+{cams}
+CONTENU
+  manifest.json  description de la pièce (une entrée par caméra dans « cameras »),
+                 empreintes SHA-256 et tailles de tous les fichiers
+  manifest.sig   signature Ed25519 (base64) des octets exacts de manifest.json
+  signing-key.pub  clé publique de l'installation (hex puis PEM)
+  player.html    lecteur hors ligne : lit toutes les vidéos ensemble, affiche le manifeste et
+                 recalcule l'empreinte de chaque vidéo (VALIDE / INVALIDE)
+  SHA256SUMS, SHA256SUMS.sig  empreintes de tous les fichiers et leur signature
+
+VÉRIFIER
+  1. Empreintes :   sha256sum -c SHA256SUMS
+  2. Signature et intégrité complètes :   vigie verify PAQUET.zip   (ou le dossier décompressé)
+  3. Sans Vigie, avec OpenSSL 3 :
+       base64 -d manifest.sig > manifest.sig.bin
+       openssl pkeyutl -verify -pubin -inkey signing-key.pub -rawin -in manifest.json -sigfile manifest.sig.bin
+  4. La clé publique doit être celle publiée par l'installation (GET /api/v1/signing-key,
+     « vigie key show ») : {key}
+
+MULTI-CAMERA VIDEO EXHIBIT — CCTV (English)
+===========================================
+Export {id}, procedure {proc}, {n} cameras, {rs} → {re} ({tz}). Each MP4 above is one
+camera's native recording (stream copy, no re-encoding); manifest.json describes each of them
+(\"cameras\") and lists the SHA-256 and size of every file; manifest.sig is the Ed25519 signature
+(base64) of its exact bytes; player.html plays the videos together offline and recomputes each
+fingerprint. To verify: `sha256sum -c SHA256SUMS`; `vigie verify PACKAGE.zip` checks every hash
+and both signatures; without Vigie use the OpenSSL commands above. The public key must be the
+installation's published key: {key}
+",
+        version = m.software.version,
+        id = m.export_id,
+        proc = m.procedure,
+        n = m.cameras.len(),
+        rs = m.requested.start.local,
+        re = m.requested.end.local,
+        tz = m.timezone,
+        req = m.requester,
+        op = m.operator,
+        key = key_hex,
+    )
 }
 
 /// `LISEZ-MOI.txt`: how to play and verify the package (French, then English).

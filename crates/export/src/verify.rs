@@ -16,6 +16,10 @@
 //! 7. with an expected key (`--key HEX`, or the installation's key with `--config`): the package
 //!    is signed by it.
 //!
+//! A multi-camera package (format 2, `cameras` in the manifest) gets the same checks: every
+//! camera's master is a file of the manifest, so each is hashed; in addition each camera's
+//! `video.file` must be listed as a master.
+//!
 //! The verdict is VALID only if every check passes. Everything printed that comes from the
 //! package (names, manifest fields, error texts) goes through [`escape`]: a package cannot
 //! draw its own "VALID" line with terminal escape sequences or reorder text with bidi
@@ -409,15 +413,66 @@ pub fn verify(
     // Every file the manifest lists.
     if let Some(m) = &manifest {
         let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
-        r.summary = Some(format!(
-            "export {} — camera {} ({}), procedure {}, {} → {}",
-            s(&m["export_id"]),
-            s(&m["camera"]["id"]),
-            s(&m["camera"]["name"]),
-            s(&m["procedure"]),
-            s(&m["actual"]["start"]["utc"]),
-            s(&m["actual"]["end"]["utc"]),
-        ));
+        if let Some(cams) = m["cameras"].as_array() {
+            // A multi-camera package (format 2): one line per camera.
+            let mut text = format!(
+                "export {} — {} cameras, procedure {}, requested {} → {}",
+                s(&m["export_id"]),
+                cams.len(),
+                s(&m["procedure"]),
+                s(&m["requested"]["start"]["utc"]),
+                s(&m["requested"]["end"]["utc"]),
+            );
+            for c in cams.iter().take(MAX_ENTRIES) {
+                text.push_str(&format!(
+                    "\n  camera {} ({}), stream {}: {} → {}, {}",
+                    s(&c["camera"]["id"]),
+                    s(&c["camera"]["name"]),
+                    s(&c["stream"]),
+                    s(&c["actual"]["start"]["utc"]),
+                    s(&c["actual"]["end"]["utc"]),
+                    s(&c["video"]["file"]),
+                ));
+            }
+            r.summary = Some(text);
+            // Every camera's video must be one of the masters the manifest lists (and so is
+            // hashed below): a camera without its file is an incomplete exhibit.
+            let masters: BTreeSet<String> = m["files"]
+                .as_array()
+                .map(|f| {
+                    f.iter()
+                        .filter(|f| f["role"] == "master")
+                        .map(|f| s(&f["name"]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if cams.is_empty() {
+                r.check(MANIFEST, false, "a multi-camera manifest lists no camera");
+            }
+            for c in cams.iter().take(MAX_ENTRIES) {
+                let file = s(&c["video"]["file"]);
+                if !masters.contains(&file) {
+                    r.check(
+                        &file,
+                        false,
+                        format!(
+                            "the video of camera {} is not listed as a master file",
+                            s(&c["camera"]["id"])
+                        ),
+                    );
+                }
+            }
+        } else {
+            r.summary = Some(format!(
+                "export {} — camera {} ({}), procedure {}, {} → {}",
+                s(&m["export_id"]),
+                s(&m["camera"]["id"]),
+                s(&m["camera"]["name"]),
+                s(&m["procedure"]),
+                s(&m["actual"]["start"]["utc"]),
+                s(&m["actual"]["end"]["utc"]),
+            ));
+        }
         if let (Some(k), Some(declared)) = (&key, m["signature"]["public_key_hex"].as_str())
             && declared != hex::encode(k.as_bytes())
         {
@@ -578,6 +633,181 @@ mod tests {
             files: vec![],
             signature: SignatureInfo::default(),
         }
+    }
+
+    /// A small virtual MP4 over fake samples written to `dir/<name>.bin`.
+    fn small_mp4(dir: &Path, name: &str, seed: u32) -> vigie_mp4::progressive::VirtualMp4 {
+        let seg = dir.join(format!("{name}.bin"));
+        let data: Vec<u8> = (0..1000u32).map(|i| ((i + seed) % 251) as u8).collect();
+        std::fs::write(&seg, &data).unwrap();
+        build(&Input {
+            sample_entries: vec![bytes::Bytes::from_static(b"\0\0\0\x08avc1")],
+            width: 640,
+            height: 360,
+            files: vec![seg],
+            samples: (0..10)
+                .map(|i| SampleInfo {
+                    duration_90k: 3600,
+                    bytes: 100,
+                    is_key: i == 0,
+                })
+                .collect(),
+            chunks: vec![Chunk {
+                file: 0,
+                offset: 0,
+                first_sample: 0,
+                samples: 10,
+                description: 0,
+            }],
+            skip_90k: 0,
+            duration_90k: 36_000,
+            cues: vec![],
+        })
+        .unwrap()
+    }
+
+    const MP4_B: &str = "quai_main_20261128T210000Z_20261128T210006Z.mp4";
+
+    /// A two-camera package (format 2).
+    fn multi_package(dir: &Path, key: &InstallationKey) -> PathBuf {
+        let single = manifest();
+        let cam = |m: &Manifest, id: &str, file: &str| CameraExport {
+            camera: CameraInfo {
+                id: id.into(),
+                ..m.camera.clone()
+            },
+            stream: "main".into(),
+            actual: m.actual.clone(),
+            recorded_spans: m.recorded_spans.clone(),
+            gaps: vec![],
+            video: VideoInfo {
+                file: file.into(),
+                ..m.video.clone()
+            },
+        };
+        let manifest = MultiManifest {
+            format: crate::FORMAT_MULTI.into(),
+            export_id: single.export_id.clone(),
+            software: single.software.clone(),
+            exported_at: single.exported_at.clone(),
+            operator: single.operator.clone(),
+            requester: single.requester.clone(),
+            procedure: single.procedure.clone(),
+            reason: single.reason.clone(),
+            timezone: single.timezone.clone(),
+            requested: single.requested.clone(),
+            cameras: vec![cam(&single, "cam", MP4), cam(&single, "quai", MP4_B)],
+            files: vec![],
+            signature: SignatureInfo::default(),
+        };
+        let (a, b) = (small_mp4(dir, "a", 0), small_mp4(dir, "b", 7));
+        let out = dir.join("multi.zip");
+        let mut last = (0, 0);
+        let w = crate::write_multi_package(
+            &out,
+            crate::MultiPackageSpec {
+                manifest,
+                mp4s: vec![&a, &b],
+            },
+            key,
+            &mut |x, y| last = (x, y),
+        )
+        .unwrap();
+        assert_eq!(last, (a.total_len + b.total_len, a.total_len + b.total_len));
+        assert_eq!(w.masters.len(), 2);
+        assert_ne!(w.masters[0].0, w.masters[1].0);
+        let masters: Vec<&str> = w
+            .manifest
+            .files
+            .iter()
+            .filter(|f| f.role == "master")
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(masters, [MP4, MP4_B]);
+        out
+    }
+
+    #[test]
+    fn a_multi_camera_package_verifies_and_names_any_altered_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = InstallationKey::from_seed_for_test([5; 32]);
+        let pkg = multi_package(dir.path(), &key);
+        let r = verify(&pkg, Some(&key.public())).unwrap();
+        assert!(r.ok(), "{r}");
+        for name in [MP4, MP4_B] {
+            assert!(r.checks.iter().any(|c| c.what == name && c.ok), "{r}");
+        }
+        let text = r.to_string();
+        assert!(
+            text.contains("2 cameras") && text.contains("camera quai"),
+            "{text}"
+        );
+        let m: serde_json::Value = serde_json::from_slice(
+            &Source::Zip(zip::ZipArchive::new(std::fs::File::open(&pkg).unwrap()).unwrap())
+                .read_small(MANIFEST)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(m["format"], crate::FORMAT_MULTI);
+        assert_eq!(m["cameras"].as_array().unwrap().len(), 2);
+        let names: Vec<String> = zip::ZipArchive::new(std::fs::File::open(&pkg).unwrap())
+            .unwrap()
+            .file_names()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(names.len(), 9, "{names:?}");
+        // Either master altered: INVALID, naming that file and only that one's hash.
+        for name in [MP4, MP4_B] {
+            let bad = dir.path().join("bad.zip");
+            rezip(&pkg, &bad, |n, v| {
+                if n == name {
+                    let i = v.len() / 2;
+                    v[i] ^= 0x01;
+                }
+            });
+            let r = verify(&bad, None).unwrap();
+            assert!(!r.ok(), "{name}: {r}");
+            let failed: Vec<&str> = r
+                .failures()
+                .map(|c| c.what.as_str())
+                .filter(|w| w.ends_with(".mp4"))
+                .collect();
+            assert_eq!(failed, [name], "{r}");
+        }
+        // A master removed from the package: named as missing.
+        let bad = dir.path().join("missing.zip");
+        {
+            let mut z = zip::ZipArchive::new(std::fs::File::open(&pkg).unwrap()).unwrap();
+            let mut w = zip::ZipWriter::new(std::fs::File::create(&bad).unwrap());
+            for i in 0..z.len() {
+                let f = z.by_index_raw(i).unwrap();
+                if f.name() != MP4_B {
+                    w.raw_copy_file(f).unwrap();
+                }
+            }
+            w.finish().unwrap();
+        }
+        let r = verify(&bad, None).unwrap();
+        assert!(
+            r.failures()
+                .any(|c| c.what == MP4_B && c.detail.contains("missing")),
+            "{r}"
+        );
+        // The player and readme name both cameras.
+        let mut z = zip::ZipArchive::new(std::fs::File::open(&pkg).unwrap()).unwrap();
+        let mut readme = String::new();
+        z.by_name(crate::README)
+            .unwrap()
+            .read_to_string(&mut readme)
+            .unwrap();
+        assert!(readme.contains(MP4) && readme.contains(MP4_B), "{readme}");
+        let mut player = String::new();
+        z.by_name(crate::PLAYER)
+            .unwrap()
+            .read_to_string(&mut player)
+            .unwrap();
+        assert!(player.contains("M.cameras"), "multi-camera player expected");
     }
 
     /// A package of a small virtual MP4 (fake samples in a temporary file).

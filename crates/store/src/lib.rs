@@ -516,6 +516,9 @@ impl Store {
                     d.extend(r.deleted);
                 }
             }
+            Err(e @ StoreError::HoldsUnknown(_)) => {
+                tracing::info!(reason = %e, "free-space pass at start-up deferred")
+            }
             Err(e) => tracing::error!(error = %e, "free-space pass at start-up failed"),
         }
         Ok(store)

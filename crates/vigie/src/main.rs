@@ -4,6 +4,7 @@
 //! shutdown. Everything else lives in the library crates; see docs/ARCHITECTURE.md.
 
 mod audit;
+mod camera;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod demo;
@@ -94,6 +95,11 @@ enum Command {
         #[arg(long, value_name = "HEX", conflicts_with = "config")]
         key: Option<String>,
     },
+    /// Cameras: import the operator's inventory (CSV) as `[[cameras]]` entries.
+    Camera {
+        #[command(subcommand)]
+        command: camera::CameraCommand,
+    },
     /// The installation's evidence signing key.
     Key {
         #[command(subcommand)]
@@ -156,6 +162,7 @@ fn main() -> std::process::ExitCode {
                     Err(anyhow::anyhow!("the package is INVALID"))
                 }
             }),
+        Command::Camera { command } => camera::camera(command),
         Command::Key {
             command: KeyCommand::Show { config },
         } => load(&config).and_then(|c| export::key_show(&c)),

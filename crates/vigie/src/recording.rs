@@ -22,16 +22,27 @@ struct Slot {
     source: ResolvedSource,
     status: Arc<vigie_ingest::StatusCell>,
     live: Arc<vigie_live::LiveHub>,
-    /// (index, count) among all streams, to stagger segment rotations.
+    /// Recorded (role `record` or `both`); a `live`-only stream feeds its hub alone.
+    recorded: bool,
+    /// (index, count) among the recorded streams, to stagger segment rotations.
     stagger: (u32, u32),
+}
+
+/// One stream of a camera being recorded here: its ingest task, its writer and how many
+/// frames the writer had written when it started (ready = it wrote more: a key frame first).
+struct RunningStream {
+    handle: vigie_ingest::StreamHandle,
+    /// `None` for a live-only stream.
+    writer: Option<(Arc<vigie_store::WriterHandle>, u64)>,
 }
 
 /// A camera being recorded here.
 struct Running {
     token: CancellationToken,
-    handles: Arc<Mutex<Vec<vigie_ingest::StreamHandle>>>,
-    /// Frames received by each of its streams when it started (ready = each got more).
-    baseline: Vec<(Arc<vigie_ingest::StatusCell>, u64)>,
+    streams: Arc<Mutex<Vec<RunningStream>>>,
+    /// How many streams the camera has (ready needs every one).
+    expected: usize,
+    cells: Vec<Arc<vigie_ingest::StatusCell>>,
 }
 
 pub struct Recording {
@@ -48,7 +59,8 @@ pub struct Recording {
 
 /// One camera's state, for the cluster.
 pub struct CameraState {
-    /// Every stream got a frame (the first one is a key frame) since it started here.
+    /// The writer of every stream has written a frame to its segment file (the first one is a
+    /// key frame) since the camera started here.
     pub ready: bool,
     /// At least one stream is online.
     pub online: bool,
@@ -64,9 +76,14 @@ impl Recording {
         ingest_rt: Arc<vigie_ingest::IngestRuntime>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Recording> {
-        let n = config.streams().count() as u32;
+        // Rotations are staggered across the recorded streams.
+        let n = config
+            .streams()
+            .filter(|(_, cam, s)| cam.records(&s.name))
+            .count() as u32;
+        let mut rec_index = 0u32;
         let mut cameras: BTreeMap<String, Vec<Slot>> = BTreeMap::new();
-        for (i, (key, _cam, stream)) in config.streams().enumerate() {
+        for (key, cam, stream) in config.streams() {
             let source = stream
                 .resolve(&|k| std::env::var(k).ok())
                 .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
@@ -76,13 +93,21 @@ impl Recording {
                 source.transport,
                 clock.clone(),
             ));
+            let recorded = cam.records(&stream.name);
+            if !recorded {
+                tracing::info!(camera = %key.camera, stream = %key.stream, "live-only stream (role = \"live\"): not recorded");
+            }
             cameras.entry(key.camera.clone()).or_default().push(Slot {
                 live: vigie_live::LiveHub::new(key.clone()),
                 key,
                 source,
                 status,
-                stagger: (i as u32, n),
+                recorded,
+                stagger: (rec_index, n),
             });
+            if recorded {
+                rec_index += 1;
+            }
         }
         Ok(Recording {
             store,
@@ -132,17 +157,22 @@ impl Recording {
             return Ok(());
         }
         let token = self.shutdown.child_token();
-        let mut handles = Vec::new();
+        let mut streams = Vec::new();
         for slot in slots {
-            let writer = self.store.start_writer(slot.key.clone(), slot.stagger)?;
-            handles.push(self.spawn(slot, writer, &token));
+            let writer = if slot.recorded {
+                Some(self.store.start_writer(slot.key.clone(), slot.stagger)?)
+            } else {
+                None
+            };
+            streams.push(self.spawn(slot, writer, &token));
         }
         running.insert(
             camera.to_owned(),
             Running {
                 token,
-                handles: Arc::new(Mutex::new(handles)),
-                baseline: baseline(slots),
+                streams: Arc::new(Mutex::new(streams)),
+                expected: slots.len(),
+                cells: slots.iter().map(|s| s.status.clone()).collect(),
             },
         );
         Ok(())
@@ -160,13 +190,14 @@ impl Recording {
             return;
         }
         let token = self.shutdown.child_token();
-        let handles = Arc::new(Mutex::new(Vec::new()));
+        let streams = Arc::new(Mutex::new(Vec::new()));
         running.insert(
             camera.to_owned(),
             Running {
                 token: token.clone(),
-                handles: handles.clone(),
-                baseline: baseline(slots),
+                streams: streams.clone(),
+                expected: slots.len(),
+                cells: slots.iter().map(|s| s.status.clone()).collect(),
             },
         );
         drop(running);
@@ -177,6 +208,11 @@ impl Recording {
                 return;
             };
             for slot in slots {
+                if !slot.recorded {
+                    let r = this.spawn(slot, None, &token);
+                    streams.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                    continue;
+                }
                 let mut tries = 0;
                 let writer = loop {
                     if token.is_cancelled() {
@@ -195,8 +231,8 @@ impl Recording {
                     }
                 };
                 let Some(writer) = writer else { continue };
-                let h = this.spawn(slot, writer, &token);
-                handles.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+                let r = this.spawn(slot, Some(writer), &token);
+                streams.lock().unwrap_or_else(|e| e.into_inner()).push(r);
             }
         });
     }
@@ -204,24 +240,34 @@ impl Recording {
     fn spawn(
         &self,
         slot: &Slot,
-        writer: vigie_store::WriterHandle,
+        writer: Option<vigie_store::WriterHandle>,
         token: &CancellationToken,
-    ) -> vigie_ingest::StreamHandle {
-        // Every event goes to the writer and to the stream's live hub (frames shared, not copied).
-        let sink: Arc<dyn FrameSink> = Arc::new(vigie_live::TeeSink {
-            first: Arc::new(writer),
-            second: slot.live.clone(),
+    ) -> RunningStream {
+        let writer = writer.map(|w| {
+            let w = Arc::new(w);
+            let written_at_start = w.stats().frames;
+            (w, written_at_start)
         });
+        // Every event goes to the writer and to the stream's live hub (frames shared, not
+        // copied); a stream with role `live` only feeds its hub.
+        let sink: Arc<dyn FrameSink> = match &writer {
+            Some((w, _)) => Arc::new(vigie_live::TeeSink {
+                first: w.clone(),
+                second: slot.live.clone(),
+            }),
+            None => slot.live.clone(),
+        };
         let mut opts = vigie_ingest::IngestOptions::new(self.clock.clone());
         opts.runtime = Some(self.ingest_rt.clone());
-        vigie_ingest::spawn_stream_with_status(
+        let handle = vigie_ingest::spawn_stream_with_status(
             slot.key.clone(),
             slot.source.clone(),
             sink,
             opts,
             slot.status.clone(),
             token.clone(),
-        )
+        );
+        RunningStream { handle, writer }
     }
 
     /// Stops recording `camera`: ends its sessions; the writers close their segments.
@@ -230,7 +276,8 @@ impl Recording {
             return;
         };
         r.token.cancel();
-        let handles = std::mem::take(&mut *r.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        // The writers stop once their ingest tasks end and drop the last handle.
+        let handles = take_handles(&r);
         let task = tokio::spawn(join_all(handles));
         let mut stopping = self.stopping.lock().unwrap_or_else(|e| e.into_inner());
         stopping.retain(|t| !t.is_finished());
@@ -242,13 +289,15 @@ impl Recording {
         self.running()
             .iter()
             .map(|(cam, r)| {
-                let snaps: Vec<_> = r
-                    .baseline
-                    .iter()
-                    .map(|(cell, base)| (cell.snapshot(), *base))
-                    .collect();
-                let ready = !snaps.is_empty() && snaps.iter().all(|(s, b)| s.frames_total > *b);
-                let online = snaps.iter().any(|(s, _)| s.online);
+                let streams = r.streams.lock().unwrap_or_else(|e| e.into_inner());
+                // Every recorded stream has written a frame (live-only ones record nothing).
+                let ready = streams.len() == r.expected
+                    && streams.iter().all(|s| {
+                        s.writer
+                            .as_ref()
+                            .is_none_or(|(w, at_start)| w.stats().frames > *at_start)
+                    });
+                let online = r.cells.iter().any(|c| c.snapshot().online);
                 (cam.clone(), CameraState { ready, online })
             })
             .collect()
@@ -260,7 +309,8 @@ impl Recording {
         let running: Vec<Running> = self.running().drain().map(|(_, r)| r).collect();
         for r in running {
             r.token.cancel();
-            let handles = std::mem::take(&mut *r.handles.lock().unwrap_or_else(|e| e.into_inner()));
+            let handles = take_handles(&r);
+            drop(r);
             join_all(handles).await;
         }
         let stopping =
@@ -279,10 +329,12 @@ impl Recording {
     }
 }
 
-fn baseline(slots: &[Slot]) -> Vec<(Arc<vigie_ingest::StatusCell>, u64)> {
-    slots
-        .iter()
-        .map(|s| (s.status.clone(), s.status.snapshot().frames_total))
+/// The ingest tasks of a camera, its writer handles let go (each writer stops when its
+/// ingest task, holding the other handle, ends).
+fn take_handles(r: &Running) -> Vec<vigie_ingest::StreamHandle> {
+    std::mem::take(&mut *r.streams.lock().unwrap_or_else(|e| e.into_inner()))
+        .into_iter()
+        .map(|s| s.handle)
         .collect()
 }
 

@@ -138,8 +138,15 @@ pub async fn run(
         }
     }
 
+    // The quality floors of the 2007 order are about recorded footage: a `live`-only
+    // sub-stream is low-resolution by design and is not watched.
     let watched = entries
         .iter()
+        .filter(|e| {
+            config
+                .camera(&e.key.camera)
+                .is_some_and(|c| c.records(&e.key.stream))
+        })
         .map(|e| vigie_quality::Watched {
             key: e.key.clone(),
             status: e.status.clone(),

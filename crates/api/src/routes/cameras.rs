@@ -1,5 +1,6 @@
-//! `GET /api/v1/cameras`: cameras, their streams and live status (in a cluster, which node
-//! records each camera: `recorder`, `recorded_here`). Credentials never appear:
+//! `GET /api/v1/cameras`: cameras, their streams (with their role: `record`, `live`, `both`)
+//! and live status; per camera, the stream the live wall shows and the main (recorded) one,
+//! and in a cluster which node records it (`recorder`, `recorded_here`). Credentials never appear:
 //! stream URLs are shown without user info. Only the cameras inside the caller's scope are
 //! listed.
 
@@ -33,7 +34,9 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                         .find(|e| e.key.camera == cam.id && e.key.stream == s.name);
                     let status = entry
                         .map(|e| serde_json::to_value(e.status.snapshot()).unwrap_or(Value::Null));
-                    let compliance = entry.map(|e| {
+                    // Quality floors apply to recorded streams only (a live-only sub-stream
+                    // is not watched).
+                    let compliance = entry.filter(|_| cam.records(&s.name)).map(|e| {
                         let c = e.compliance.snapshot();
                         json!({
                             "state": c.state,
@@ -45,6 +48,8 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                     });
                     json!({
                         "name": s.name,
+                        "role": cam.role(&s.name),
+                        "recorded": cam.records(&s.name),
                         "url": redact_url(&s.url),
                         "transport": s.transport,
                         "status": status,
@@ -65,6 +70,10 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                 "recorder": state.cluster.as_ref().and_then(|c| c.recorder_of(&cam.id)),
                 "recorded_here": state.cluster.as_ref().is_none_or(|c| c.records_here(&cam.id)),
                 "streams": streams,
+                // The stream the live wall shows, and the main (recorded) one: the enlarged
+                // tile, playback and exports.
+                "live_stream": cam.live_stream().map(|s| s.name.as_str()),
+                "main_stream": cam.record_stream().map(|s| s.name.as_str()),
             })
         })
         .collect();

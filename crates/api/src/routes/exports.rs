@@ -2,6 +2,12 @@
 //! `GET /api/v1/exports/{id}/package`, and the installation's public key at
 //! `GET /api/v1/signing-key`.
 //!
+//! A multi-camera export (`streams: [{camera, stream?}, …]` instead of `camera` and `stream`, 2
+//! to [`MAX_EXPORT_CAMERAS`]; without `stream`, the camera's main stream) makes one package with a master per camera: the caller's export
+//! right is checked on every camera first (403 for any camera outside its scope, nothing
+//! built), every camera is checked for footage, held and journaled (hold, creation, download)
+//! one entry per camera. Listing, status and download need the right on every camera.
+//!
 //! Creating an export validates everything before writing anything (400 bad or missing fields,
 //! end not after start, a range in the future or longer than 24 h; 404 unknown camera or stream,
 //! or no recording in the range; 403 out of scope; 409 a codec change inside the range), then
@@ -29,7 +35,7 @@ use vigie_store::{GapPolicy, NewHold, PlaybackError};
 use crate::access::Principal;
 use crate::{ApiError, AppState};
 use vigie_export::jobs::{
-    Admit, AdmitRequest, Job, JobRecord, MAX_EXPORT_SECS, Status, estimate_package_bytes,
+    Admit, AdmitRequest, Job, JobRecord, JobStream, MAX_EXPORT_SECS, Status, estimate_package_bytes,
 };
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +57,67 @@ pub struct ExportRequest {
     /// A derived working copy with camera name, date and time burned in (`gst` feature).
     #[serde(default)]
     burn_in: bool,
+    /// A multi-camera export: these streams over the same range, one package (instead of
+    /// `camera` and `stream`).
+    #[serde(default)]
+    streams: Option<Vec<StreamRef>>,
+}
+
+/// One stream of a multi-camera export request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRef {
+    camera: Option<String>,
+    stream: Option<String>,
+}
+
+/// Most cameras in one multi-camera export.
+pub const MAX_EXPORT_CAMERAS: usize = 16;
+
+/// The (camera, stream) pairs a request asks for: `camera` + `stream`, or `streams` (2 to
+/// [`MAX_EXPORT_CAMERAS`], all different; an entry without `stream` means the camera's main,
+/// recorded, stream).
+fn targets(
+    req: &ExportRequest,
+    config: &vigie_core::config::Config,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(list) = &req.streams else {
+        return Ok(vec![(
+            required("camera", "camera id", &req.camera)?,
+            required("stream", "stream name", &req.stream)?,
+        )]);
+    };
+    if req.camera.is_some() || req.stream.is_some() {
+        return Err(ApiError::BadRequest(
+            "give either `camera` and `stream` (one camera) or `streams` (several), not both"
+                .into(),
+        ));
+    }
+    if list.len() < 2 || list.len() > MAX_EXPORT_CAMERAS {
+        return Err(ApiError::BadRequest(format!(
+            "`streams` lists {} streams: a multi-camera export takes 2 to {MAX_EXPORT_CAMERAS} (use `camera` and `stream` for one)",
+            list.len()
+        )));
+    }
+    let mut out: Vec<(String, String)> = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let camera = required(&format!("streams[{i}].camera"), "camera id", &s.camera)?;
+        let main = config
+            .camera(&camera)
+            .and_then(|c| c.record_stream())
+            .map(|m| m.name.clone());
+        let stream = match (&s.stream, main) {
+            (None, Some(main)) => main,
+            (given, _) => required(&format!("streams[{i}].stream"), "stream name", given)?,
+        };
+        if out.iter().any(|(c, st)| *c == camera && *st == stream) {
+            return Err(ApiError::BadRequest(format!(
+                "`streams` lists {camera}/{stream} twice"
+            )));
+        }
+        out.push((camera, stream));
+    }
+    Ok(out)
 }
 
 /// Most derived stills per export.
@@ -77,11 +144,17 @@ pub async fn create(
     body: Result<Json<ExportRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(req) = body?;
-    let camera = required("camera", "camera id", &req.camera)?;
-    let stream = required("stream", "stream name", &req.stream)?;
-    who.require(&state, Permission::Export, Some(&camera))?;
-    let entry = state.stream(&camera, &stream)?;
-    let key = entry.key.clone();
+    let targets = targets(&req, &state.config)?;
+    let multi = req.streams.is_some();
+    // The caller's rights on every camera before anything else: a scoped user asking for one
+    // camera outside its scope gets 403 and nothing is built, held or journaled as done.
+    for (camera, _) in &targets {
+        who.require(&state, Permission::Export, Some(camera))?;
+    }
+    let mut keys = Vec::with_capacity(targets.len());
+    for (camera, stream) in &targets {
+        keys.push(state.stream(camera, stream)?.key.clone());
+    }
     let start_s = required("start", "RFC 3339 time", &req.start)?;
     let end_s = required("end", "RFC 3339 time", &req.end)?;
     let start = Time90k::parse_rfc3339(&start_s)
@@ -135,6 +208,11 @@ pub async fn create(
         ));
     }
 
+    if multi && (req.burn_in || !stills_90k.is_empty()) {
+        return Err(ApiError::BadRequest(
+            "`stills` and `burn_in` are for single-camera exports: export the camera alone for its derived copies".into(),
+        ));
+    }
     if req.burn_in && !cfg!(feature = "gst") {
         return Err(ApiError::NotImplemented(
             "the burned-in copy (`burn_in`) needs Vigie built with the `gst` cargo feature (GStreamer)"
@@ -142,59 +220,75 @@ pub async fn create(
         ));
     }
 
-    // Something to export? (one index scan; nothing written yet)
-    let footage = state.footage.clone();
-    let k2 = key.clone();
-    let check =
-        tokio::task::spawn_blocking(move || footage.check(&k2, start, end, GapPolicy::Skip))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-    match check {
-        Ok(()) => {}
-        Err(PlaybackError::NoRecording) => {
-            return Err(ApiError::NotFound(format!(
-                "no recording of {key} between {} and {}",
-                start.to_rfc3339(),
-                end.to_rfc3339()
-            )));
-        }
-        Err(PlaybackError::Store(e)) => return Err(ApiError::Store(e)),
-        Err(e @ PlaybackError::CodecChange { .. }) | Err(e @ PlaybackError::Gaps { .. }) => {
-            let message = e.to_string();
-            let spans = match e {
-                PlaybackError::CodecChange { ranges } => ranges,
-                PlaybackError::Gaps { spans } => spans,
-                _ => Vec::new(),
-            };
-            return Err(ApiError::Conflict { message, spans });
+    // Something to export, for every camera? (one index scan each; nothing written yet)
+    for key in &keys {
+        let footage = state.footage.clone();
+        let k2 = key.clone();
+        let check =
+            tokio::task::spawn_blocking(move || footage.check(&k2, start, end, GapPolicy::Skip))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+        match check {
+            Ok(()) => {}
+            Err(PlaybackError::NoRecording) => {
+                return Err(ApiError::NotFound(format!(
+                    "no recording of {key} between {} and {}",
+                    start.to_rfc3339(),
+                    end.to_rfc3339()
+                )));
+            }
+            Err(PlaybackError::Store(e)) => return Err(ApiError::Store(e)),
+            Err(e @ PlaybackError::CodecChange { .. }) | Err(e @ PlaybackError::Gaps { .. }) => {
+                let message = format!("{key}: {e}");
+                let spans = match e {
+                    PlaybackError::CodecChange { ranges } => ranges,
+                    PlaybackError::Gaps { spans } => spans,
+                    _ => Vec::new(),
+                };
+                return Err(ApiError::Conflict { message, spans });
+            }
         }
     }
 
     // The limits, before anything is written: an identical request under way returns its job;
     // job counts, the quota and the free-space floor are checked and a place reserved.
-    let footage = state.footage.clone();
-    let k2 = key.clone();
     let (burn_in, stills) = (req.burn_in, stills_90k.len());
-    let estimate_bytes = tokio::task::spawn_blocking(move || {
-        footage
-            .segments(&k2, start, end)
-            .map(|segs| estimate_package_bytes(&segs, start, end, burn_in, stills))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let dedupe_key = serde_json::to_string(&json!([
-        who.user,
-        key.camera,
-        key.stream,
-        start.0,
-        end.0,
-        procedure,
-        reason,
-        requester,
-        req.ts,
-        stills_90k,
-        req.burn_in
-    ]))
+    let mut estimate_bytes = 0u64;
+    for key in &keys {
+        let footage = state.footage.clone();
+        let k2 = key.clone();
+        estimate_bytes += tokio::task::spawn_blocking(move || {
+            footage
+                .segments(&k2, start, end)
+                .map(|segs| estimate_package_bytes(&segs, start, end, burn_in, stills))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    }
+    let key = keys[0].clone();
+    let dedupe_key = if multi {
+        let list: Vec<[&str; 2]> = keys
+            .iter()
+            .map(|k| [k.camera.as_str(), k.stream.as_str()])
+            .collect();
+        serde_json::to_string(&json!([
+            who.user, list, start.0, end.0, procedure, reason, requester, req.ts
+        ]))
+    } else {
+        serde_json::to_string(&json!([
+            who.user,
+            key.camera,
+            key.stream,
+            start.0,
+            end.0,
+            procedure,
+            reason,
+            requester,
+            req.ts,
+            stills_90k,
+            req.burn_in
+        ]))
+    }
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let ask = AdmitRequest {
         user: who.user.clone(),
@@ -218,31 +312,49 @@ pub async fn create(
         }
     };
 
-    // The range goes under legal hold before anything else.
+    // The range goes under legal hold before anything else, on every camera.
     let id = vigie_export::new_export_id(now.to_timestamp().as_second());
     let actor = who.actor();
-    let new = NewHold {
-        key: key.clone(),
-        start,
-        end,
-        procedure: procedure.clone(),
-        reason: format!("export {id}: {reason}"),
-        created_by: actor.clone(),
+    let mut holds = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let new = NewHold {
+            key: key.clone(),
+            start,
+            end,
+            procedure: procedure.clone(),
+            reason: format!("export {id}: {reason}"),
+            created_by: actor.clone(),
+        };
+        let store = state.store.clone();
+        let hold = tokio::task::spawn_blocking(move || store.place_hold(new))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        crate::journal::record(
+            &state,
+            NewEntry::new(actor.clone(), Action::HoldPlace)
+                .camera(&key.camera, &key.stream)
+                .range(start, end)
+                .procedure(procedure.clone())
+                .reason(hold.reason.clone())
+                .details(json!({ "hold_id": hold.id, "export_id": id, "requester": requester })),
+        )
+        .await?;
+        holds.push(hold.id);
+    }
+    let streams = if multi {
+        keys.iter()
+            .zip(&holds)
+            .map(|(k, h)| JobStream {
+                camera: k.camera.clone(),
+                stream: k.stream.clone(),
+                hold_id: Some(*h),
+                sha256: None,
+                mp4_bytes: None,
+            })
+            .collect()
+    } else {
+        Vec::new()
     };
-    let store = state.store.clone();
-    let hold = tokio::task::spawn_blocking(move || store.place_hold(new))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    crate::journal::record(
-        &state,
-        NewEntry::new(actor.clone(), Action::HoldPlace)
-            .camera(&key.camera, &key.stream)
-            .range(start, end)
-            .procedure(procedure.clone())
-            .reason(hold.reason.clone())
-            .details(json!({ "hold_id": hold.id, "export_id": id, "requester": requester })),
-    )
-    .await?;
 
     let job = state.exports.create(
         admission,
@@ -264,7 +376,7 @@ pub async fn create(
             burn_in: req.burn_in,
             created_90k: now.0,
             finished_90k: None,
-            hold_id: Some(hold.id),
+            hold_id: holds.first().copied(),
             bytes_total: 0,
             sha256: None,
             mp4_bytes: None,
@@ -274,6 +386,7 @@ pub async fn create(
             estimate_bytes,
             dedupe_key,
             package_deleted: None,
+            streams,
         },
     )?;
     let body = job.to_json();
@@ -287,8 +400,10 @@ pub async fn list(State(state): State<AppState>, who: Principal) -> Result<Json<
         .list()
         .iter()
         .filter(|j| {
-            who.require(&state, Permission::ViewEvidence, Some(&j.record().camera))
-                .is_ok()
+            j.record().cameras().iter().all(|c| {
+                who.require(&state, Permission::ViewEvidence, Some(c))
+                    .is_ok()
+            })
         })
         .map(|j| j.to_json())
         .collect();
@@ -308,7 +423,9 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let job = find(&state, &id)?;
-    who.require(&state, Permission::ViewEvidence, Some(&job.record().camera))?;
+    for c in job.record().cameras() {
+        who.require(&state, Permission::ViewEvidence, Some(c))?;
+    }
     Ok(Json(job.to_json()))
 }
 
@@ -319,7 +436,9 @@ pub async fn package(
 ) -> Result<Response, ApiError> {
     let job = find(&state, &id)?;
     let rec = job.record();
-    who.require(&state, Permission::Export, Some(&rec.camera))?;
+    for c in rec.cameras() {
+        who.require(&state, Permission::Export, Some(c))?;
+    }
     if let Some(d) = &rec.package_deleted {
         return Err(ApiError::Gone(format!(
             "the package of export {id} was deleted on {} ({}); the journal and the register keep its hashes",
@@ -354,22 +473,25 @@ pub async fn package(
         .await
         .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?
         .len();
-    crate::journal::record(
-        &state,
-        NewEntry::new(who.actor(), Action::ExportDownload)
-            .camera(&rec.camera, &rec.stream)
-            .range(Time90k(rec.start_90k), Time90k(rec.end_90k))
-            .procedure(rec.procedure.clone())
-            .reason(rec.reason.clone())
-            .details(json!({
-                "export_id": rec.id,
-                "requester": rec.requester,
-                "sha256": rec.sha256,
-                "package_sha256": rec.package_sha256,
-                "bytes": len,
-            })),
-    )
-    .await?;
+    // Journaled per camera: a multi-camera package is a copy of each camera's footage.
+    for c in rec.per_camera() {
+        crate::journal::record(
+            &state,
+            NewEntry::new(who.actor(), Action::ExportDownload)
+                .camera(&c.camera, &c.stream)
+                .range(Time90k(c.start_90k), Time90k(c.end_90k))
+                .procedure(c.procedure.clone())
+                .reason(c.reason.clone())
+                .details(json!({
+                    "export_id": c.id,
+                    "requester": c.requester,
+                    "sha256": c.sha256,
+                    "package_sha256": c.package_sha256,
+                    "bytes": len,
+                })),
+        )
+        .await?;
+    }
     let stream = futures::stream::unfold(file, |mut f| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 256 * 1024];

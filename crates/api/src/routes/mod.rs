@@ -322,7 +322,7 @@ pub fn routes() -> Vec<RouteDef> {
                 op(
                     "post",
                     Rule::ResourcePerm(Export),
-                    "Create an evidence export {camera, stream, start, end, reason, procedure, requester, ts?, stills?, burn_in?}.",
+                    "Create an evidence export {camera, stream, start, end, reason, procedure, requester, ts?, stills?, burn_in?}; several cameras in one package: streams: [{camera, stream}, …] instead of camera and stream.",
                     &[],
                     &[200, 202, 400, 401, 403, 404, 409, 429, 501, 507],
                 ),

@@ -32,7 +32,7 @@ fn config(url: &str) -> String {
     )
 }
 
-async fn post(v: &Vigie, body: &str) -> (u16, Value) {
+pub(crate) async fn post(v: &Vigie, body: &str) -> (u16, Value) {
     let r = v
         .http()
         .post(format!("{}/api/v1/exports", v.base_url()))
@@ -50,7 +50,7 @@ async fn post(v: &Vigie, body: &str) -> (u16, Value) {
 }
 
 /// What a rejected request must not have created.
-async fn written_state(v: &Vigie) -> (usize, usize, usize) {
+pub(crate) async fn written_state(v: &Vigie) -> (usize, usize, usize) {
     let holds = v.get("/api/v1/holds").await.unwrap().1["holds"]
         .as_array()
         .unwrap()
@@ -65,7 +65,7 @@ async fn written_state(v: &Vigie) -> (usize, usize, usize) {
     (holds, jobs, dirs)
 }
 
-fn sha256sum(path: &Path) -> String {
+pub(crate) fn sha256sum(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout)
@@ -75,14 +75,14 @@ fn sha256sum(path: &Path) -> String {
         .to_owned()
 }
 
-fn unzip(zip_path: &Path, dest: &Path) {
+pub(crate) fn unzip(zip_path: &Path, dest: &Path) {
     let mut z = zip::ZipArchive::new(std::fs::File::open(zip_path).unwrap()).unwrap();
     z.extract(dest).unwrap();
 }
 
 /// Copies a zip, flipping one byte in the middle of entry `name` (zip CRC recomputed, as a
 /// forger would).
-fn tamper(src: &Path, dst: &Path, name: &str) {
+pub(crate) fn tamper(src: &Path, dst: &Path, name: &str) {
     let mut z = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
     let mut w = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
     let mut found = false;
@@ -104,7 +104,7 @@ fn tamper(src: &Path, dst: &Path, name: &str) {
     assert!(found, "{name} not in the package");
 }
 
-fn vigie_verify(v: &Vigie, package: &Path, with_config: bool) -> (bool, String) {
+pub(crate) fn vigie_verify(v: &Vigie, package: &Path, with_config: bool) -> (bool, String) {
     let mut c = Command::new(BIN);
     c.arg("verify").arg(package);
     if with_config {

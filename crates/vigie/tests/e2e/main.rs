@@ -11,6 +11,7 @@ mod abuse_authz;
 mod abuse_journal;
 mod abuse_limits;
 mod access;
+mod camera_import;
 #[cfg(feature = "cluster")]
 mod cluster;
 #[cfg(feature = "cluster")]
@@ -19,6 +20,7 @@ mod cluster_deploy;
 mod cluster_ha;
 mod disk_full;
 mod export;
+mod export_multi;
 mod faults;
 #[cfg(feature = "gst")]
 mod interop_gst;

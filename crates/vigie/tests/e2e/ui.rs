@@ -812,3 +812,244 @@ async fn export_from_the_ui_is_downloaded_and_verified() {
     ui.shot("exports").await;
     ui.b.close().await.unwrap();
 }
+
+/// Two cameras played in sync: the export form offers both (ticked), and one request makes
+/// one package with a master per camera, which `vigie verify` accepts.
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_camera_export_from_the_synchronised_playback_page() {
+    let (_sim, v) = setup().await;
+    let a = wait_spans(&v, "cam-n", 1, 14.0).await[0];
+    let b = wait_spans(&v, "cam-n2", 1, 14.0).await[0];
+    let s0 = a.0.max(b.0);
+    let ui = Ui::start(&v).await;
+    ui.login(ADMIN_USER, ADMIN_PASSWORD).await;
+    let t1 = ms(s0) + 3000.0;
+    ui.route(
+        &format!("#/playback/cam-n?t={}&with=cam-n2", t1 as i64),
+        "playback",
+    )
+    .await;
+    ui.player_time().await;
+    let boxes = ui
+        .wait(
+            "the camera checkboxes",
+            "const b = [...document.querySelectorAll('form.export-form input[name=cameras]')];
+             return b.length ? b.map(x => [x.value, x.checked]) : null",
+            20,
+        )
+        .await;
+    assert_eq!(boxes, json!([["cam-n", true], ["cam-n2", true]]));
+    // Marks set through the page's state (the keys I/O are tested above).
+    ui.js(
+        "const [a, b] = arguments; const m = window.vigie.playback.marks; m.in = a; m.out = b;",
+        vec![json!(t1), json!(t1 + 5000.0)],
+    )
+    .await;
+    ui.fill("form.export-form [name=procedure]", "PV 2026/009999")
+        .await;
+    ui.fill("form.export-form [name=requester]", "OPJ Durand")
+        .await;
+    ui.fill(
+        "form.export-form [name=reason]",
+        "Réquisition : deux caméras",
+    )
+    .await;
+    ui.click("form.export-form button[type=submit]").await;
+    let href = ui
+        .wait(
+            "the export ready",
+            "const a = document.querySelector('.export-job a.download'); return a ? a.getAttribute('href') : null",
+            120,
+        )
+        .await;
+    let id = href
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/api/v1/exports/")
+        .trim_end_matches("/package")
+        .to_owned();
+    let listed = ui
+        .wait(
+            "both cameras' hashes",
+            "const l = [...document.querySelectorAll('.export-job .export-streams li')];
+             return l.length ? l.map(x => x.dataset.camera) : null",
+            20,
+        )
+        .await;
+    assert_eq!(listed, json!(["cam-n", "cam-n2"]));
+    ui.shot("playback-export-multi").await;
+    let (st, job) = v.get(&format!("/api/v1/exports/{id}")).await.unwrap();
+    assert_eq!(st, 200, "{job}");
+    let cams: Vec<&str> = job["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["camera"].as_str().unwrap())
+        .collect();
+    assert_eq!(cams, ["cam-n", "cam-n2"], "{job}");
+    let r = v
+        .http()
+        .get(format!("{}/api/v1/exports/{id}/package", v.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let path = v.work_dir().join(format!("vigie-export-{id}.zip"));
+    std::fs::write(&path, r.bytes().await.unwrap()).unwrap();
+    let (ok, out) = v.command(&["verify", path.to_str().unwrap()]).unwrap();
+    assert!(ok && out.contains("2 cameras"), "{out}");
+    // The exports page lists both cameras, each with its master's hash.
+    ui.route("#/exports", "exports").await;
+    let hashes = ui
+        .wait(
+            "the multi-camera export listed",
+            &format!(
+                "const s = document.querySelector(\"main [data-export='{id}']\");
+                 const r = s && s.closest('tr');
+                 return r ? [...r.querySelectorAll('.hashes [data-camera]')].map(d => [d.dataset.camera, d.querySelector('code').title]) : null"
+            ),
+            20,
+        )
+        .await;
+    let want: Vec<Value> = job["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| json!([s["camera"], s["sha256"]]))
+        .collect();
+    assert_eq!(hashes, json!(want));
+    ui.shot("exports-multi").await;
+    ui.b.close().await.unwrap();
+}
+
+/// Sub-streams where they belong: a camera with a 1280×720 main stream (`record`) and a
+/// 640×360 sub-stream (`role = "live"`). The wall's tile asks for the sub-stream and decodes
+/// 640×360; the enlarged tile asks for the main one and decodes 1280×720; the sub-stream is not
+/// recorded; the camera listing shows the roles.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_wall_plays_the_sub_stream_and_the_enlarged_tile_the_main_one() {
+    let sim = vigie_testkit::sim::start_embedded(&[
+        ("m", "h264-main-1280x720-15fps-gop30.h264"),
+        ("s", vigie_testkit::sim::BASELINE),
+    ])
+    .await;
+    let toml = format!(
+        "[[communes]]\nid = \"nord\"\nname = \"Ville-Nord\"\n\
+         [[cameras]]\nid = \"cam-d\"\nname = \"Dôme du carrefour\"\ncommune = \"nord\"\nclass = \"close-up\"\n\
+           [[cameras.streams]]\n  name = \"main\"\n  url = \"{}\"\n  role = \"record\"\n\
+           [[cameras.streams]]\n  name = \"sub\"\n  url = \"{}\"\n  role = \"live\"\n",
+        sim.url("m"),
+        sim.url("s")
+    );
+    let v = VigieBuilder::new(BIN).toml(&toml).start().unwrap();
+    // The listing shows the roles.
+    let (_, cams) = v.get("/api/v1/cameras").await.unwrap();
+    let cam = &cams["cameras"][0];
+    assert_eq!(cam["live_stream"], "sub", "{cam}");
+    assert_eq!(cam["main_stream"], "main", "{cam}");
+    let roles: Vec<(&str, &str, bool)> = cam["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["role"].as_str().unwrap(),
+                s["recorded"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(roles, [("main", "record", true), ("sub", "live", false)]);
+    wait_spans(&v, "cam-d", 1, 3.0).await;
+
+    let ui = Ui::start(&v).await;
+    ui.login(ADMIN_USER, ADMIN_PASSWORD).await;
+    // Record which live WebSockets the page opens.
+    ui.js(
+        "const W = window.WebSocket; window.__ws = [];
+         class Spy extends W { constructor(u, p) { super(u, p); window.__ws.push(String(u)); } }
+         window.WebSocket = Spy;",
+        vec![],
+    )
+    .await;
+    ui.route("#/live?layout=2&cams=cam-d", "live").await;
+    let tile = ui
+        .wait(
+            "the wall's tile playing",
+            "const t = window.vigie.live.tiles[0]; const v = t && t.video;
+             return v && v.readyState >= 2 && v.currentTime > 0.5 && v.videoWidth > 0
+               ? {stream: t.stream, w: v.videoWidth, h: v.videoHeight, ws: window.__ws} : null",
+            40,
+        )
+        .await;
+    assert_eq!(tile["stream"], "sub", "{tile}");
+    assert_eq!(
+        (tile["w"].as_u64(), tile["h"].as_u64()),
+        (Some(640), Some(360)),
+        "{tile}"
+    );
+    let ws: Vec<String> = serde_json::from_value(tile["ws"].clone()).unwrap();
+    assert!(
+        !ws.is_empty()
+            && ws
+                .iter()
+                .all(|u| u.ends_with("/cameras/cam-d/streams/sub/live")),
+        "{ws:?}"
+    );
+    ui.shot("live-wall-substream").await;
+    // Enlarged: the main stream.
+    ui.click(".tile[data-slot=\"0\"]").await;
+    let big = ui
+        .wait(
+            "the enlarged tile playing the main stream",
+            "const t = window.vigie.live.tiles[0]; const v = t && t.video;
+             return t && t.enlarged && v && v.readyState >= 2 && v.currentTime > 0.5 && v.videoWidth === 1280
+               ? {stream: t.stream, w: v.videoWidth, h: v.videoHeight, ws: window.__ws} : null",
+            40,
+        )
+        .await;
+    assert_eq!(big["stream"], "main", "{big}");
+    assert_eq!(big["h"], 720, "{big}");
+    let ws: Vec<String> = serde_json::from_value(big["ws"].clone()).unwrap();
+    assert!(
+        ws.last()
+            .unwrap()
+            .ends_with("/cameras/cam-d/streams/main/live"),
+        "{ws:?}"
+    );
+    ui.shot("live-enlarged-main").await;
+    ui.b.close().await.unwrap();
+    // The server journaled both live views, each with its stream.
+    let (_, j) = v.get("/api/v1/audit?action=live-start").await.unwrap();
+    let streams: Vec<&str> = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["camera"] == "cam-d")
+        .map(|e| e["stream"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        streams.contains(&"sub") && streams.contains(&"main"),
+        "{streams:?}"
+    );
+    // The quality floor (close-up: ≥ 704×576) is about recorded footage: the 640×360 live-only
+    // sub-stream, watched for well over the 5 s hysteresis, raised no alert and shows none.
+    let (_, j) = v.get("/api/v1/audit?action=quality-alert").await.unwrap();
+    assert!(
+        !j["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["camera"] == "cam-d"),
+        "{j}"
+    );
+    let (_, cams) = v.get("/api/v1/cameras").await.unwrap();
+    let streams = cams["cameras"][0]["streams"].as_array().unwrap();
+    assert!(streams[1]["compliance"].is_null(), "{}", streams[1]);
+    assert_eq!(streams[0]["compliance"]["alert"], false, "{}", streams[0]);
+    // The live-only sub-stream is not recorded (the main one is).
+    let (a, b) = window();
+    assert!(v.spans("cam-d", "sub", &a, &b).await.unwrap().is_empty());
+    assert!(!v.spans("cam-d", "main", &a, &b).await.unwrap().is_empty());
+    assert!(!v.data_dir.join("recordings/cam-d/sub").exists());
+}
