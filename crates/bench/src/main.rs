@@ -5,6 +5,7 @@
 //! cargo run --release -p vigie-bench            # full run (~25 min)
 //! cargo run --release -p vigie-bench -- --quick # smoke run (~2 min)
 //! cargo run --release -p vigie-bench -- soak --minutes 20   # soak with faults (src/soak.rs)
+//! cargo run --release -p vigie-bench -- failover --kills 20 # cluster failover gaps (src/failover.rs)
 //! ```
 //!
 //! Every recorder and camsim run as separate processes (the release binaries next to this one,
@@ -33,6 +34,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+mod failover;
 mod restart;
 mod soak;
 
@@ -131,6 +133,8 @@ enum Cmd {
     /// Soak with faults, kill -9 and restarts, a disk at its floor and clients (see
     /// docs/RELIABILITY.md).
     Soak(soak::SoakArgs),
+    /// Failover gaps over many kill -9 of a cluster node (real etcd, 3 nodes, camsim).
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
@@ -196,8 +200,10 @@ struct RunResult {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if let Some(Cmd::Soak(a)) = args.cmd {
-        return soak::main(a);
+    match args.cmd {
+        Some(Cmd::Soak(a)) => return soak::main(a),
+        Some(Cmd::Failover(a)) => return failover::main(a),
+        None => {}
     }
     let quick = args.quick;
     let secs = args.secs.unwrap_or(if quick { 6 } else { 40 });

@@ -4,9 +4,13 @@
 //!
 //! Owns: starting and stopping the `vigie` binary on a temporary data directory, talking to its
 //! HTTP API, and validating media files with independent tools (ffmpeg, ffprobe). With feature
-//! `gst`, [`gst_server`] provides GStreamer's RTSP server as an independent camera.
+//! `gst`, [`gst_server`] provides GStreamer's RTSP server as an independent camera. [`etcd`]
+//! runs a real etcd cluster and [`cluster`] several Vigie nodes on it (the cluster tests and
+//! `vigie-bench failover`).
 
 pub mod browser;
+pub mod cluster;
+pub mod etcd;
 #[cfg(feature = "gst")]
 pub mod gst_server;
 pub mod live;

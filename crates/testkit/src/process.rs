@@ -52,6 +52,11 @@ pub struct VigieBuilder {
     /// PEM of the certificate to trust when serving HTTPS.
     tls_root_pem: Option<Vec<u8>>,
     default_admin: bool,
+    /// Extra lines of the `[recording]` table (e.g. `index_interval_ms = 1000`).
+    recording_toml: String,
+    /// The HTTP port, when the caller must know it before start (e.g. a cluster node's
+    /// `advertise_url`); a free port otherwise.
+    port: Option<u16>,
 }
 
 impl VigieBuilder {
@@ -65,7 +70,20 @@ impl VigieBuilder {
             server_toml: String::new(),
             tls_root_pem: None,
             default_admin: true,
+            port: None,
+            recording_toml: String::new(),
         }
+    }
+    /// Adds lines to the `[recording]` table.
+    pub fn recording_toml(mut self, s: &str) -> Self {
+        self.recording_toml.push_str(s);
+        self.recording_toml.push('\n');
+        self
+    }
+    /// Listens on this port (from [`free_port`]) instead of one chosen at start.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
     }
     /// Adds lines to the `[server]` table.
     pub fn server_toml(mut self, s: &str) -> Self {
@@ -112,13 +130,17 @@ impl VigieBuilder {
             .data_dir
             .clone()
             .unwrap_or_else(|| work.path().join("data"));
-        let port = free_port()?;
+        let port = match self.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n{}[storage]\ndata_dir = {:?}\nmin_free_bytes = {:?}\n[recording]\nsegment_seconds = {}\n{}",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{}[storage]\ndata_dir = {:?}\nmin_free_bytes = {:?}\n[recording]\nsegment_seconds = {}\n{}{}",
             self.server_toml,
             data_dir.display().to_string(),
             self.min_free_bytes,
             self.segment_seconds,
+            self.recording_toml,
             self.extra_toml
         );
         let config_path = work.path().join("vigie.toml");
@@ -344,6 +366,73 @@ impl Vigie {
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for a clean exit (status 0): a clustered node
+    /// drains its cameras first, which takes longer than [`Vigie::stop`] allows.
+    pub fn stop_within(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(());
+        };
+        self.signal("TERM", c.id())?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = c.try_wait()? {
+                if !status.success() {
+                    bail!(
+                        "vigie exited with {status} after SIGTERM; log:\n{}",
+                        self.log()
+                    );
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                bail!(
+                    "vigie did not stop within {} s of SIGTERM; log:\n{}",
+                    timeout.as_secs(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: &str, pid: u32) -> anyhow::Result<()> {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()?;
+        if !st.success() {
+            bail!("kill -{sig} {pid} failed ({st})");
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: the process freezes with its sockets open (a hung node, not a dead one).
+    pub fn pause(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("vigie is not running")?;
+        self.signal("STOP", pid)
+    }
+
+    /// SIGCONT after [`Vigie::pause`].
+    pub fn resume(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("vigie is not running")?;
+        self.signal("CONT", pid)
+    }
+
+    /// Whether the child still runs (false once it exited, e.g. after `vigie cluster drain`
+    /// of a node that then shuts down).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                self.child = None;
+                false
+            }
+            None => false,
         }
     }
 

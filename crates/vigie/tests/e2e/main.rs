@@ -4,7 +4,8 @@
 //! writes and serves with independent tools (ffmpeg, ffprobe, openssl, headless Chromium).
 //!
 //! Run one area with `cargo nextest run -p vigie --all-features -E 'test(/^access::/)'`.
-//! Modules that need GStreamer exist only with feature `gst`.
+//! Modules that need GStreamer exist only with feature `gst`; the cluster ones (`cluster*`, run
+//! them with `-E 'test(/^cluster/)'`) only with feature `cluster`.
 
 mod abuse_authz;
 mod abuse_journal;
@@ -13,6 +14,10 @@ mod access;
 mod camera_import;
 #[cfg(feature = "cluster")]
 mod cluster;
+#[cfg(feature = "cluster")]
+mod cluster_deploy;
+#[cfg(feature = "cluster")]
+mod cluster_ha;
 mod disk_full;
 mod export;
 mod export_multi;
