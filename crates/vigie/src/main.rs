@@ -10,9 +10,9 @@ mod cluster;
 mod demo;
 mod export;
 // Per-camera start/stop is used by cluster mode only; a single node starts everything.
+mod onvif;
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 mod recording;
-mod onvif;
 mod run;
 mod users;
 
