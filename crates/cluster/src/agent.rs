@@ -39,12 +39,14 @@ use crate::shared::Shared;
 pub const OFFLINE_HANDOVER_GRACE: Duration = Duration::from_secs(15);
 /// After this process was paused (or its lease was lost), cameras handed over are stopped
 /// only after this long: ingest first reads what the cameras sent during the pause (waiting in
-/// the sockets), which covers the new owner's takeover gap.
-pub const CATCH_UP: Duration = Duration::from_secs(5);
+/// the sockets; measured: read within 100–200 ms of the resume), which covers the new owner's
+/// takeover gap. Half the lease TTL within these bounds, so that the camera is back to one
+/// recorder within a TTL of the resume (the promise).
+pub fn catch_up(ttl: Duration) -> Duration {
+    (ttl / 2).clamp(Duration::from_millis(800), Duration::from_secs(3))
+}
 /// A node's status is written at most this often (changes are coalesced).
 pub const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(2);
-/// Legal holds are published and read this often.
-pub const HOLDS_INTERVAL: Duration = Duration::from_secs(3);
 
 /// One camera recorded here, as the recorder reports it.
 #[derive(Clone, Debug)]
@@ -69,6 +71,11 @@ pub trait Recorder: Send + Sync + 'static {
     fn status(&self, with_coverage: bool) -> NodeStatus;
     /// Legal holds placed on this node (active and released).
     fn local_holds(&self) -> Vec<HoldRecord>;
+    /// Notified when a hold is placed or released on this node: the agent publishes it at
+    /// once instead of at its next tick.
+    fn holds_changed(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// Everything the agent needs from the configuration.
@@ -193,13 +200,14 @@ pub struct Agent {
     /// Cameras started here and not ready yet: since when, and why (`failover`, ...).
     starting: BTreeMap<String, (Instant, &'static str)>,
     last_status: Option<(crate::model::ChangeKey, Instant)>,
-    last_holds: Option<Instant>,
     published_holds: BTreeMap<u64, HoldRecord>,
     error_logged: Option<Instant>,
     first_registration: bool,
     tick: Duration,
+    /// See [`catch_up`].
+    catch_up: Duration,
     /// When this process last resumed from a pause (a tick much later than due) or lost its
-    /// lease: stops of handed-over cameras wait [`CATCH_UP`] after it.
+    /// lease: stops of handed-over cameras wait [`catch_up`] after it.
     resumed_at: Option<Instant>,
 }
 
@@ -232,11 +240,11 @@ impl Agent {
             leaving: BTreeMap::new(),
             starting: BTreeMap::new(),
             last_status: None,
-            last_holds: None,
             published_holds: BTreeMap::new(),
             error_logged: None,
             first_registration: true,
             tick,
+            catch_up: catch_up(ttl),
             resumed_at: None,
             cfg,
         };
@@ -313,10 +321,18 @@ impl Agent {
         let mut interval = tokio::time::interval(self.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
+        let holds_changed = self.recorder.holds_changed();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = interval.tick() => {}
+                // A hold placed here: publish it now (the tick publishes and reads holds).
+                _ = async {
+                    match &holds_changed {
+                        Some(n) => n.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
             // The monotonic clock runs on while the process is stopped: a tick far later than
             // due means this process was paused (SIGSTOP, suspend) or starved.
@@ -604,7 +620,7 @@ impl Agent {
                     // Just back from a pause: first record what waited in the sockets.
                     let caught_up = self
                         .resumed_at
-                        .is_none_or(|t| now.duration_since(t) > CATCH_UP);
+                        .is_none_or(|t| now.duration_since(t) > self.catch_up);
                     (owner_ready && caught_up)
                         || (!local.online && now.duration_since(since) > OFFLINE_HANDOVER_GRACE)
                 }
@@ -708,14 +724,10 @@ impl Agent {
         Ok(())
     }
 
-    /// Publishes this node's holds (each change) and reads every node's.
+    /// Publishes this node's holds (each change) and reads every node's, at every tick: the
+    /// holds are few, and retention here decides only on a read begun after it started
+    /// deciding (`Store::set_external_holds_read_at`).
     async fn sync_holds(&mut self, client: &Client) -> Result<(), ClusterError> {
-        if self
-            .last_holds
-            .is_some_and(|t| t.elapsed() < HOLDS_INTERVAL)
-        {
-            return Ok(());
-        }
         for h in self.recorder.local_holds() {
             if self.published_holds.get(&h.id) == Some(&h) {
                 continue;
@@ -725,13 +737,13 @@ impl Agent {
             bounded(c.put(self.keys.hold(&self.me, h.id), v, None)).await?;
             self.published_holds.insert(h.id, h);
         }
+        let read_started = Instant::now();
         let all: Vec<HoldRecord> = get_prefix(client, &self.keys.holds_prefix())
             .await?
             .into_iter()
             .filter_map(|(k, v)| parse(&k, &v))
             .collect();
-        self.shared.set_holds(all);
-        self.last_holds = Some(Instant::now());
+        self.shared.set_holds(all, read_started);
         Ok(())
     }
 }

@@ -103,12 +103,10 @@ impl Shared {
             .unwrap_or(false)
     }
 
-    pub fn set_holds(&self, holds: Vec<HoldRecord>) {
+    /// The cluster's holds, from a read of etcd that began at `read_at`.
+    pub fn set_holds(&self, holds: Vec<HoldRecord>, read_at: Instant) {
         if let Ok(mut h) = self.holds.write() {
-            *h = Some(HoldsSnapshot {
-                holds,
-                read_at: Instant::now(),
-            });
+            *h = Some(HoldsSnapshot { holds, read_at });
         }
     }
 

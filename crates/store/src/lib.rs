@@ -329,6 +329,11 @@ pub(crate) struct Inner {
     pub holds_cache: Mutex<Option<Vec<Hold>>>,
     /// Holds kept elsewhere (cluster), honoured by retention.
     pub external_holds: Mutex<ExternalHolds>,
+    /// When the read of [`Inner::external_holds`] began (`None`: not tracked). When tracked,
+    /// retention decides only on holds read after it began deciding (see `retention`).
+    pub external_holds_read_at: Mutex<Option<std::time::Instant>>,
+    /// Notified when a hold is placed or released here (a cluster publishes it at once).
+    pub holds_changed: Arc<tokio::sync::Notify>,
     /// Segment files abandoned for lack of space (or an index failure), to index from their
     /// content once there is room (`retention::free_space_pass`).
     pub reread: Mutex<Vec<(StreamKey, PathBuf)>>,
@@ -483,6 +488,8 @@ impl Store {
             startup_deletions: Mutex::new(Vec::new()),
             holds_cache: Mutex::new(None),
             external_holds: Mutex::new(external_holds),
+            external_holds_read_at: Mutex::new(None),
+            holds_changed: Arc::new(tokio::sync::Notify::new()),
             reread: Mutex::new(Vec::new()),
         };
         let store = Store {
@@ -691,7 +698,15 @@ impl Store {
     /// Places a legal hold on `[start, end)` of a stream: its segments are exempt from retention
     /// until the hold is released.
     pub fn place_hold(&self, new: NewHold) -> Result<Hold, StoreError> {
-        holds::place(&self.inner, new)
+        let h = holds::place(&self.inner, new)?;
+        self.inner.holds_changed.notify_one();
+        Ok(h)
+    }
+
+    /// Notified each time a hold is placed or released here (a cluster node publishes its
+    /// holds at once rather than at its next tick).
+    pub fn holds_changed(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.holds_changed.clone()
     }
 
     /// Releases a hold (`Ok(None)`: no such hold; releasing twice keeps the first release).
@@ -701,7 +716,9 @@ impl Store {
         by: &str,
         reason: &str,
     ) -> Result<Option<Hold>, StoreError> {
-        holds::release(&self.inner, id, by, reason)
+        let r = holds::release(&self.inner, id, by, reason)?;
+        self.inner.holds_changed.notify_one();
+        Ok(r)
     }
 
     /// All holds, active and released, by id.
@@ -712,6 +729,21 @@ impl Store {
     /// Sets the holds kept elsewhere (the other nodes of a cluster): retention honours them
     /// as its own, and deletes nothing while they are [`ExternalHolds::Unknown`].
     pub fn set_external_holds(&self, holds: ExternalHolds) {
+        self.set_external_holds_read_at(holds, None);
+    }
+
+    /// [`Store::set_external_holds`] with the instant their read began. With `Some`, retention
+    /// honours them only if that read began after retention began deciding what to delete (it
+    /// waits up to 3 s for a newer read, else deletes nothing):
+    /// a hold placed elsewhere and published before a deletion decision is always seen.
+    pub fn set_external_holds_read_at(
+        &self,
+        holds: ExternalHolds,
+        read_at: Option<std::time::Instant>,
+    ) {
+        if let Ok(mut t) = self.inner.external_holds_read_at.lock() {
+            *t = read_at;
+        }
         if matches!(holds, ExternalHolds::Unknown(_))
             && let Ok(mut c) = self.inner.holds_cache.lock()
         {

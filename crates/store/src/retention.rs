@@ -240,18 +240,43 @@ fn finish_garbage(ix: &Index) -> Result<(), StoreError> {
 /// ([`crate::ExternalHolds`]); an error when the cluster's are unknown (delete nothing).
 fn active_holds(inner: &Inner) -> Result<Vec<Hold>, StoreError> {
     let mut holds = crate::holds::active(inner)?;
-    let external = inner
-        .external_holds
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_else(|e| e.into_inner().clone());
-    match external {
-        crate::ExternalHolds::None => {}
-        crate::ExternalHolds::Unknown(why) => return Err(StoreError::HoldsUnknown(why)),
-        crate::ExternalHolds::Known(h) => holds.extend(h.into_iter().filter(Hold::active)),
+    // A hold placed on another node just before this decision must be seen: when the read
+    // time of the cluster's holds is tracked, only a read that began after now counts.
+    let deciding_since = std::time::Instant::now();
+    loop {
+        let external = inner
+            .external_holds
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let read_at = inner
+            .external_holds_read_at
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|e| *e.into_inner());
+        match external {
+            crate::ExternalHolds::None => return Ok(holds),
+            crate::ExternalHolds::Unknown(why) => return Err(StoreError::HoldsUnknown(why)),
+            crate::ExternalHolds::Known(h) => {
+                if read_at.is_none_or(|t| t >= deciding_since) {
+                    holds.extend(h.into_iter().filter(Hold::active));
+                    return Ok(holds);
+                }
+            }
+        }
+        if deciding_since.elapsed() > FRESH_HOLDS_WAIT {
+            return Err(StoreError::HoldsUnknown(format!(
+                "no read of the cluster's holds began in the {} s after this retention pass did",
+                FRESH_HOLDS_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Ok(holds)
 }
+
+/// How long retention waits for a read of the cluster's holds that began after it started
+/// deciding (a cluster node reads them every agent tick, ≤ 0.5 s).
+pub const FRESH_HOLDS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn held(holds: &[Hold], key: &StreamKey, h: &EntryHead) -> bool {
     holds.iter().any(|x| x.covers(key, h.start(), h.end()))

@@ -383,3 +383,67 @@ async fn holds_kept_elsewhere_are_honoured_and_unknown_ones_stop_every_deletion(
     assert_eq!(deleted, vec![segs[0].id, segs[2].id], "{r:?}");
     assert_eq!(list(&store, &key()), vec![segs[1].clone()]);
 }
+
+/// A cluster node: retention trusts only a read of the cluster's holds that began after it
+/// started deciding. A stale read (a hold placed elsewhere since may be missing from it) makes
+/// the pass wait for a newer one, and delete nothing when none comes; a newer read that arrives
+/// while it waits is used. (Before this rule a node deleted a segment held through another
+/// node 4.2 s after the hold: e2e `cluster_ha::cluster_hold_placed_on_one_node_…`.)
+#[tokio::test]
+async fn holds_kept_elsewhere_count_only_when_read_after_the_pass_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(&config(dir.path()), &clock);
+    let _h = record_sessions(&store, &key(), &[0, 3600, 7200]);
+    store.shutdown().await;
+    let segs = list(&store, &key());
+    assert_eq!(segs.len(), 3);
+    let policy = RetentionPolicy {
+        per_stream_days: HashMap::from([(key(), 1)]),
+    };
+    clock.set(t0() + secs(3 * 86_400));
+
+    // Read (with no hold) before the pass: not trusted; no newer read comes → nothing deleted.
+    store.set_external_holds_read_at(
+        vigie_store::ExternalHolds::Known(vec![]),
+        Some(std::time::Instant::now()),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let err = store.apply_retention(&policy).unwrap_err();
+    assert!(
+        matches!(err, vigie_store::StoreError::HoldsUnknown(_)),
+        "{err}"
+    );
+    assert_eq!(
+        list(&store, &key()),
+        segs,
+        "nothing deleted on a stale read"
+    );
+
+    // A newer read arrives while the pass waits, with a hold over the second segment.
+    let held = vigie_store::Hold {
+        id: 9,
+        camera: key().camera.clone(),
+        stream: key().stream.clone(),
+        start: segs[1].start,
+        end: segs[1].start + secs(1),
+        procedure: "PV-2".into(),
+        reason: "placed on node rec-a".into(),
+        created_by: "alice".into(),
+        created_at: t0(),
+        released: None,
+    };
+    let s2 = store.clone();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        s2.set_external_holds_read_at(
+            vigie_store::ExternalHolds::Known(vec![held]),
+            Some(std::time::Instant::now()),
+        );
+    });
+    let r = store.apply_retention(&policy).unwrap();
+    reader.join().unwrap();
+    let deleted: Vec<u64> = r.deleted.iter().map(|d| d.segment_id).collect();
+    assert_eq!(deleted, vec![segs[0].id, segs[2].id], "{r:?}");
+    assert_eq!(list(&store, &key()), vec![segs[1].clone()]);
+}

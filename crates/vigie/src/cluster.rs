@@ -189,6 +189,10 @@ impl Recorder for BinRecorder {
         }
     }
 
+    fn holds_changed(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.store.holds_changed())
+    }
+
     fn local_holds(&self) -> Vec<HoldRecord> {
         match self.store.holds() {
             Ok(h) => h
@@ -340,7 +344,8 @@ async fn holds_loop(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            // Often: retention waits for a read begun after it started deciding.
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
         let snap = shared.holds();
         let fresh = snap.as_ref().filter(|s| s.read_at.elapsed() <= max_age);
@@ -363,7 +368,10 @@ async fn holds_loop(
                         released: None,
                     })
                     .collect();
-                store.set_external_holds(vigie_store::ExternalHolds::Known(holds));
+                store.set_external_holds_read_at(
+                    vigie_store::ExternalHolds::Known(holds),
+                    Some(s.read_at),
+                );
                 if !was_known {
                     tracing::info!(
                         "the cluster's legal holds are known: retention may delete again"

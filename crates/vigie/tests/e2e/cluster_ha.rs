@@ -376,7 +376,6 @@ async fn cluster_kill9_survivors_take_the_cameras_within_10s() {
 /// resume each camera is recorded by one node again within a TTL (+ the status polling), and in
 /// steady state by exactly one.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs: the resumed node to stop its moved cameras within a TTL; the agent's CATCH_UP keeps them 5 s (measured 5.4-5.8 s of duplicates at TTL 2 s; no footage lost); /work/notes/ops.md"]
 async fn cluster_sigstop_30s_loses_no_footage_and_returns_to_one_recorder() {
     sigstop_30s().await;
 }
@@ -731,7 +730,6 @@ async fn cluster_sites_keep_cameras_on_their_site() {
 /// B's retention (a free-space floor that deletes every closed segment), while B's unheld
 /// footage is deleted.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs: a hold placed through one node known to the others before their next retention pass; today it takes up to ~6 s (3 s publish + 3 s read) and rec-b deleted the held segment 4.2 s after the hold in one of two runs; /work/notes/ops.md"]
 async fn cluster_hold_placed_on_one_node_protects_footage_on_another() {
     let nodes = vec![NodeSpec::new("rec-a"), NodeSpec::new("rec-b")];
     let Some(r) = rig(
