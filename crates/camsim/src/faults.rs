@@ -42,6 +42,10 @@ pub struct MountStats {
     pub auth_failures: u64,
     /// RTSP requests that carried `Authorization: Basic` (a password in clear).
     pub basic_credentials: u64,
+    /// Frames sent by replay sessions (from the card; not in `frames`).
+    pub replayed_frames: u64,
+    /// Replay sessions that started playing.
+    pub replay_sessions: u64,
 }
 
 pub(crate) struct MountState {
@@ -67,6 +71,10 @@ pub(crate) struct MountState {
     pub auth_failures: AtomicU64,
     pub basic_credentials: AtomicU64,
     pub rogue: Option<Rogue>,
+    /// The simulated recording card ([`crate::card`]), if the mount has one.
+    pub card: Option<crate::card::Card>,
+    pub replayed_frames: AtomicU64,
+    pub replay_sessions: AtomicU64,
 }
 
 impl MountState {
@@ -93,6 +101,9 @@ impl MountState {
             auth_failures: AtomicU64::new(0),
             basic_credentials: AtomicU64::new(0),
             rogue: None,
+            card: None,
+            replayed_frames: AtomicU64::new(0),
+            replay_sessions: AtomicU64::new(0),
         }
     }
 
@@ -201,6 +212,11 @@ impl MountControl {
         self.state.garbage_gen.fetch_add(1, Relaxed);
     }
 
+    /// The mount's recording card, if any: `[from, until)` it holds now, in Unix milliseconds.
+    pub fn card_coverage_ms(&self) -> Option<(i64, i64)> {
+        self.state.card.map(|c| c.coverage(crate::card::now_ms()))
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> MountStats {
         let s = &self.state;
@@ -212,6 +228,8 @@ impl MountControl {
             sessions_total: s.sessions_total.load(Relaxed),
             auth_failures: s.auth_failures.load(Relaxed),
             basic_credentials: s.basic_credentials.load(Relaxed),
+            replayed_frames: s.replayed_frames.load(Relaxed),
+            replay_sessions: s.replay_sessions.load(Relaxed),
         }
     }
 }

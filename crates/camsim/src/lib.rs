@@ -50,6 +50,11 @@
 //! [`onvif`] puts a simulated ONVIF device (device, media, PTZ, events, WS-UsernameToken digest,
 //! WS-Discovery, malformed answers on demand) in front of the RTSP mounts: [`OnvifServer`].
 //!
+//! A mount may have a recording card ([`MountConfig::with_card`], `--card MOUNT=SECONDS`): it
+//! keeps recording whatever happens to the live stream, and an RTSP `PLAY` with
+//! `Require: onvif-replay` and `Range: clock=START-END` replays it ([`card`]); the ONVIF
+//! Search, Recording and Replay services find it ([`onvif::recording`]).
+//!
 //! ## Modules
 //! [`annexb`] (byte stream → NAL units), [`h26x`] (NAL types, access units, SPS size),
 //! [`packetize`] (RTP payloads), [`fixture`] / [`manifest`] (loading), [`sdp`], [`rogue`], [`rtsp`]
@@ -58,6 +63,7 @@
 
 pub mod annexb;
 pub mod auth;
+pub mod card;
 mod error;
 mod faults;
 pub mod fixture;

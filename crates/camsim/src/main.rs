@@ -51,6 +51,12 @@ With --copies N > 1, --mount NAME=FIXTURE creates mounts NAME1 … NAMEN.
       absurd-clock-rate    SDP with a 1 Hz RTP clock rate
     A Basic-only challenge is --auth MOUNT=basic:USER:PASS.
 
+Cards (ONVIF Profile G): --card MOUNT=SECONDS gives a mount a recording card that keeps recording
+through faults; an RTSP PLAY with `Require: onvif-replay` and `Range: clock=START-END` replays it
+(4x faster than real time, closing after END); with --onvif, the Search/Recording/Replay services
+list it (FindRecordings, GetRecordingSummary, GetReplayUri). GET /control/recordings on the ONVIF
+address gives each recording's coverage and replayed frame count.
+
 ONVIF: --onvif ADDR serves a simulated ONVIF device (SOAP 1.2 over HTTP) at
 http://ADDR/onvif/device_service whose profiles are --onvif-profile TOKEN=MOUNT (default: `main`
 = the first mount, `sub` = the second), with PTZ and events; --onvif-auth USER:PASS requires a
@@ -122,6 +128,10 @@ struct Args {
     /// Misbehaviour of the ONVIF side from the start: none, malformed, garbage, silent.
     #[arg(long, default_value = "none")]
     onvif_fault: String,
+    /// MOUNT=SECONDS, repeatable: the mount has a recording card keeping that much footage,
+    /// replayed over RTSP (`Require: onvif-replay`) and offered by ONVIF Profile G.
+    #[arg(long = "card", value_name = "MOUNT=SECONDS")]
+    cards: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -220,6 +230,26 @@ async fn run(args: Args) -> Result<()> {
         }
         if !any {
             bail!("--auth {spec:?}: no mount named {target}");
+        }
+    }
+    for spec in &args.cards {
+        let (target, secs) = spec
+            .split_once('=')
+            .with_context(|| format!("--card {spec:?}: expected MOUNT=SECONDS"))?;
+        let secs: u64 = secs
+            .parse()
+            .ok()
+            .filter(|s| (1..=30 * 86_400).contains(s))
+            .with_context(|| format!("--card {spec:?}: SECONDS must be 1..=2592000"))?;
+        let mut any = false;
+        for (base, m) in &mut mounts {
+            if target == "*" || target == base || target == m.name {
+                m.card = Some(Duration::from_secs(secs));
+                any = true;
+            }
+        }
+        if !any {
+            bail!("--card {spec:?}: no mount named {target}");
         }
     }
     for spec in &args.rogue {
@@ -336,6 +366,12 @@ async fn start_onvif(
             .collect::<Result<_>>()?
     };
     let mut profiles = Vec::new();
+    let recordings = pairs
+        .iter()
+        .filter_map(|(t, m)| {
+            vigie_camsim::onvif::recording::OnvifRecording::for_mount(t, server, m)
+        })
+        .collect();
     for (token, mount) in pairs {
         profiles.push(
             OnvifProfile::for_mount(&token, server, &mount)
@@ -384,6 +420,7 @@ async fn start_onvif(
             profiles,
             ptz: true,
             discovery: args.onvif_discovery,
+            recordings,
         },
     )
     .await?;
@@ -414,13 +451,14 @@ fn stats_json(mounts: &[MountControl]) -> String {
             let s = m.stats();
             // Mount names are restricted to [A-Za-z0-9._/-]: no escaping needed.
             format!(
-                "\"{}\": {{\"frames\": {}, \"packets\": {}, \"bytes\": {}, \"sessions_total\": {}, \"auth_failures\": {}}}",
+                "\"{}\": {{\"frames\": {}, \"packets\": {}, \"bytes\": {}, \"sessions_total\": {}, \"auth_failures\": {}, \"replayed_frames\": {}}}",
                 m.name(),
                 s.frames,
                 s.packets,
                 s.bytes,
                 s.sessions_total,
-                s.auth_failures
+                s.auth_failures,
+                s.replayed_frames
             )
         })
         .collect();

@@ -38,6 +38,8 @@ pub struct MountConfig {
     pub speed: f64,
     /// Behave like an attacker's device (see [`crate::rogue`]); `None`: a well-behaved camera.
     pub rogue: Option<Rogue>,
+    /// A recording card keeping this much footage ([`crate::card`]); `None`: no card.
+    pub card: Option<Duration>,
 }
 
 impl MountConfig {
@@ -49,7 +51,15 @@ impl MountConfig {
             auth: None,
             speed: 1.0,
             rogue: None,
+            card: None,
         }
+    }
+
+    /// Gives the mount a recording card keeping `capacity` of footage (ONVIF Profile G replay,
+    /// see [`crate::card`]).
+    pub fn with_card(mut self, capacity: Duration) -> MountConfig {
+        self.card = Some(capacity);
+        self
     }
 
     /// Makes the mount rogue (see [`crate::rogue`]).
@@ -109,6 +119,7 @@ impl Server {
             };
             let mut state = MountState::new(m.name.clone(), m.fixture, m.auth, speed);
             state.rogue = m.rogue;
+            state.card = m.card.map(crate::card::Card::new);
             table.insert(m.name, Arc::new(state));
         }
         let listener = TcpListener::bind(listen)

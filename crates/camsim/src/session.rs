@@ -62,6 +62,9 @@ struct Play {
     sent_any: bool,
     /// A rogue media attack was sent (once per session).
     attacked: bool,
+    /// A replay of the card ([`crate::card`]): frames left to send; the connection closes
+    /// after the last one.
+    replay_left: Option<u64>,
 }
 
 struct Session {
@@ -151,6 +154,7 @@ pub(crate) async fn serve_connection(
             }
             if !was_playing
                 && conn.playing()
+                && !conn.replaying()
                 && let Some(m) = &conn.mount
             {
                 m.sessions_active.fetch_add(1, Relaxed);
@@ -194,6 +198,14 @@ impl Conn {
         self.session.as_ref().is_some_and(|s| s.play.is_some())
     }
 
+    /// The session replays the card (not counted as a live session).
+    fn replaying(&self) -> bool {
+        self.session
+            .as_ref()
+            .and_then(|s| s.play.as_ref())
+            .is_some_and(|p| p.replay_left.is_some())
+    }
+
     fn mount_name(&self) -> &str {
         self.mount.as_ref().map_or("", |m| m.name.as_str())
     }
@@ -203,7 +215,12 @@ impl Conn {
     }
 
     fn frame_deadline(&self, p: &Play) -> Instant {
-        let secs = (p.ticks - p.anchor_ticks) as f64 / 90_000.0 / self.speed();
+        let speed = if p.replay_left.is_some() {
+            self.speed() * crate::card::REPLAY_SPEEDUP
+        } else {
+            self.speed()
+        };
+        let secs = (p.ticks - p.anchor_ticks) as f64 / 90_000.0 / speed;
         p.anchor + Duration::from_secs_f64(secs)
     }
 
@@ -244,6 +261,9 @@ impl Conn {
                 p.anchor_ticks = p.ticks;
             }
             self.send_frame().await?;
+            if self.close {
+                return Ok(());
+            }
         }
     }
 
@@ -382,7 +402,7 @@ impl Conn {
                 self.respond(resp, cseq).await
             }
             "SETUP" => self.setup(&req, is_track, cseq).await,
-            "PLAY" => self.play(cseq).await,
+            "PLAY" => self.play(&req, cseq).await,
             "TEARDOWN" => {
                 self.respond(Response::new(200), cseq).await?;
                 self.session = None;
@@ -472,10 +492,16 @@ impl Conn {
             .await
     }
 
-    async fn play(&mut self, cseq: Option<&str>) -> std::io::Result<()> {
+    async fn play(&mut self, req: &Request, cseq: Option<&str>) -> std::io::Result<()> {
         let Some(mount) = self.mount.clone() else {
             return self.respond(Response::new(455), cseq).await;
         };
+        let replay = req
+            .header("Require")
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == "onvif-replay"));
+        if replay {
+            return self.play_replay(req, &mount, cseq).await;
+        }
         let Some(s) = self.session.as_mut() else {
             return self.respond(Response::new(455), cseq).await;
         };
@@ -493,6 +519,7 @@ impl Conn {
                 next_sr: now,
                 sent_any: false,
                 attacked: false,
+                replay_left: None,
             });
             info!(peer = %self.peer, mount = %mount.name, "play");
         }
@@ -503,6 +530,132 @@ impl Conn {
             .header("Range", "npt=now-")
             .header("RTP-Info", info);
         self.respond(resp, cseq).await
+    }
+
+    /// PLAY of a replay session: `Require: onvif-replay` and `Range: clock=START-END` on a
+    /// mount with a card. Answers 551 (option not supported) without a card, 457 (invalid
+    /// range) when the range is unreadable or outside the card, else the clipped range and the
+    /// RTP timestamp of its first frame, then sends its frames faster than real time and closes
+    /// the connection after the last one.
+    async fn play_replay(
+        &mut self,
+        req: &Request,
+        mount: &Arc<MountState>,
+        cseq: Option<&str>,
+    ) -> std::io::Result<()> {
+        let Some(card) = mount.card else {
+            return self
+                .respond(
+                    Response::new(551).header("Unsupported", "onvif-replay"),
+                    cseq,
+                )
+                .await;
+        };
+        let fixture = mount.fixture();
+        let now = crate::card::now_ms();
+        let plan = req
+            .header("Range")
+            .and_then(crate::card::parse_clock_range)
+            .and_then(|(a, b)| card.plan(a, b.unwrap_or(now), now, fixture.frame_duration_90k()));
+        let Some(plan) = plan else {
+            return self.respond(Response::new(457), cseq).await;
+        };
+        let Some(s) = self.session.as_mut() else {
+            return self.respond(Response::new(455), cseq).await;
+        };
+        if s.play.is_some() {
+            return self.respond(Response::new(455), cseq).await;
+        }
+        let start = Instant::now();
+        s.play = Some(Play {
+            fixture,
+            fixture_gen: mount.fixture_gen.load(Relaxed),
+            garbage_gen: mount.garbage_gen.load(Relaxed),
+            pos: 0,
+            frame_counter: 0,
+            ticks: 0,
+            anchor: start,
+            anchor_ticks: 0,
+            next_sr: start,
+            sent_any: false,
+            attacked: false,
+            replay_left: Some(plan.frames),
+        });
+        mount.replay_sessions.fetch_add(1, Relaxed);
+        info!(peer = %self.peer, mount = %mount.name, start_ms = plan.start_ms, end_ms = plan.end_ms, frames = plan.frames, "replay");
+        let rtptime = s.ts_base;
+        let info = format!("url={};seq={};rtptime={}", s.track_url, s.seq, rtptime);
+        let range = format!(
+            "clock={}-{}",
+            crate::card::format_clock(plan.start_ms),
+            crate::card::format_clock(plan.end_ms)
+        );
+        let resp = Response::new(200)
+            .header("Range", range)
+            .header("RTP-Info", info)
+            .header("Require", "onvif-replay");
+        self.respond(resp, cseq).await
+    }
+
+    /// Sends the next frame of a replay session (no faults apply: the card is read locally).
+    async fn send_replay_frame(&mut self, mount: &MountState) -> std::io::Result<()> {
+        let Some(s) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let Some(p) = s.play.as_mut() else {
+            return Ok(());
+        };
+        let Some(left) = p.replay_left else {
+            return Ok(());
+        };
+        if left == 0 {
+            self.close = true;
+            return Ok(());
+        }
+        let fixture = p.fixture.clone();
+        let Some(frame) = fixture.frames().get(p.pos) else {
+            p.pos = 0;
+            return Ok(());
+        };
+        let ts = s.ts_base.wrapping_add(p.ticks as u32);
+        p.ticks += u64::from(fixture.frame_duration_90k());
+        p.pos = (p.pos + 1) % fixture.frames().len();
+        p.frame_counter += 1;
+        p.replay_left = Some(left - 1);
+        let Transport::Tcp { rtp_channel, .. } = s.transport else {
+            // Over UDP, as for live (a lost datagram is a lost frame for the client).
+            if let Transport::Udp { rtp, .. } = &s.transport {
+                write_frame_udp(
+                    rtp,
+                    &mut self.scratch,
+                    &frame.payloads,
+                    &mut s.seq,
+                    ts,
+                    s.ssrc,
+                )
+                .await;
+            }
+            mount.replayed_frames.fetch_add(1, Relaxed);
+            if left == 1 {
+                self.close = true;
+            }
+            return Ok(());
+        };
+        write_frame_tcp(
+            &mut self.writer,
+            &mut self.headers,
+            &frame.payloads,
+            rtp_channel,
+            &mut s.seq,
+            ts,
+            s.ssrc,
+        )
+        .await?;
+        mount.replayed_frames.fetch_add(1, Relaxed);
+        if left == 1 {
+            self.close = true;
+        }
+        Ok(())
     }
 
     /// Sends the next frame of the session (or skips it, per faults) and advances the clock.
@@ -516,6 +669,9 @@ impl Conn {
         let Some(p) = s.play.as_mut() else {
             return Ok(());
         };
+        if p.replay_left.is_some() {
+            return self.send_replay_frame(&mount).await;
+        }
         let fixture_gen = mount.fixture_gen.load(Relaxed);
         if fixture_gen != p.fixture_gen {
             p.fixture = mount.fixture();

@@ -28,16 +28,17 @@
 //! camera sends can panic the client (answers are bounded to [`soap::MAX_ANSWER_BYTES`]).
 //!
 //! Modules: [`soap`] (envelopes, digest, transport, faults), [`device`] (connect, information,
-//! profiles, stream URIs), [`ptz`], [`events`], [`discovery`]. Later work fits here: Profile G
-//! replay (a `recording` module: FindRecordings / GetReplayUri on the search and replay
-//! services found by `GetServices`), Media2 privacy masks (a `media2` module), both on
-//! the device's SOAP call.
+//! profiles, stream URIs), [`ptz`], [`events`], [`discovery`], [`recording`] (Profile G: the
+//! camera's own recordings via FindRecordings / GetRecordingSearchResults, and GetReplayUri,
+//! on the search and replay services found by `GetServices`). Later work fits here: Media2
+//! privacy masks (a `media2` module) on the device's SOAP call.
 
 pub mod device;
 pub mod discovery;
 mod error;
 pub mod events;
 pub mod ptz;
+pub mod recording;
 pub mod soap;
 
 pub use device::{Device, DeviceInfo, Options, Profile, Services, check_url};
@@ -45,4 +46,5 @@ pub use discovery::{Discovered, discover};
 pub use error::{OnvifError, Result};
 pub use events::{CameraEvent, EventKind, PullPoint};
 pub use ptz::{Preset, PtzStatus, PtzVector};
+pub use recording::{ProfileGServices, Recording};
 pub use soap::Credentials;

@@ -40,6 +40,7 @@ async fn camsim(auth: bool) -> Cam {
             ],
             ptz: true,
             discovery: Some("127.0.0.1:0".parse().unwrap()),
+            recordings: Vec::new(),
         },
     )
     .await

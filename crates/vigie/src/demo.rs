@@ -56,6 +56,7 @@ pub async fn demo(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
                 .collect(),
             ptz: true,
             discovery: None,
+            recordings: Vec::new(),
         },
     )
     .await

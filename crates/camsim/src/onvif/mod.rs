@@ -19,12 +19,16 @@
 //! - Control API for tests and scripts (JSON, no credentials: camsim is a test tool):
 //!   `GET /control/ptz` → `{"pan","tilt","zoom","moving","commands"}`;
 //!   `POST /control/events/{motion|tampering|video-loss|digital-input}?state=true|false`;
-//!   `POST /control/fault/{none|malformed|garbage|silent}`; `GET /control/stats`.
+//!   `POST /control/fault/{none|malformed|garbage|silent}`; `GET /control/stats`;
+//!   `GET /control/recordings` (each card's coverage and replayed frames).
 //! - WS-Discovery on UDP ([`discovery`]).
+//! - Profile G ([`recording`]): Search, Recording and Replay services over the cards of the
+//!   mounts listed in [`OnvifConfig::recordings`].
 
 pub mod discovery;
 pub mod events;
 pub mod ptz;
+pub mod recording;
 pub mod soap;
 
 use std::net::SocketAddr;
@@ -93,6 +97,8 @@ pub struct OnvifConfig {
     pub ptz: bool,
     /// Answer WS-Discovery probes on this UDP address (`0.0.0.0:3702` joins the multicast group).
     pub discovery: Option<SocketAddr>,
+    /// Recordings (mounts with a card) offered by Profile G ([`recording`]).
+    pub recordings: Vec<recording::OnvifRecording>,
 }
 
 /// Injected misbehaviour of the SOAP side.
@@ -201,6 +207,7 @@ impl OnvifServer {
         let app = Router::new()
             .route("/control/ptz", get(control_ptz))
             .route("/control/stats", get(control_stats))
+            .route("/control/recordings", get(recording::control))
             .route("/control/events/{kind}", post(control_event))
             .route("/control/fault/{mode}", post(control_fault))
             .fallback(post(soap_endpoint))
@@ -582,6 +589,18 @@ fn operation(
                     "<tds:Service><tds:Namespace>{n}</tds:Namespace><tds:XAddr>{url}</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service>"
                 ));
             }
+            if !d.config.recordings.is_empty() {
+                for (ns, path) in [
+                    (recording::NS_SEARCH, "search"),
+                    (recording::NS_RECORDING, "recording"),
+                    (recording::NS_REPLAY, "replay"),
+                ] {
+                    s.push_str(&format!(
+                        "<tds:Service><tds:Namespace>{ns}</tds:Namespace><tds:XAddr>{}/onvif/{path}</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service>",
+                        d.base_url
+                    ));
+                }
+            }
             s.push_str("</tds:GetServicesResponse>");
             s
         }
@@ -762,7 +781,10 @@ fn operation(
                 end.round(jiff::Unit::Second).unwrap_or(end)
             )
         }
-        other => return Err(Fault::NotSupported(other.to_owned())),
+        other => {
+            return recording::operation(&d.config.recordings, other, el)
+                .unwrap_or_else(|| Err(Fault::NotSupported(other.to_owned())));
+        }
     })
 }
 

@@ -41,6 +41,7 @@ pub async fn onvif_camera(name: &str) -> OnvifCam {
             ],
             ptz: true,
             discovery: Some("127.0.0.1:0".parse().unwrap()),
+            recordings: Vec::new(),
         },
     )
     .await
