@@ -29,12 +29,15 @@
 //!
 //! Modules: [`backoff`] (delays), [`status`] (per-stream status and rates), [`error`]
 //! (classification, sanitizing), [`guard`] (the bounding relay), [`params`] (codec
-//! parameters), [`runtime`] (the paced ingest threads), `session` (one RTSP session).
+//! parameters), [`runtime`] (the paced ingest threads), `session` (one RTSP session),
+//! [`replay`] (ONVIF Profile G replay of a camera's own recording over a rewriting relay: frames
+//! stamped with the wall-clock time the camera recorded them at).
 
 pub mod backoff;
 pub mod error;
 pub mod guard;
 pub mod params;
+pub mod replay;
 pub mod runtime;
 mod session;
 pub mod status;
@@ -52,6 +55,7 @@ use vigie_core::{Clock, FrameSink, StreamEvent, StreamKey};
 pub use backoff::{Backoff, BackoffConfig};
 pub use error::IngestError;
 pub use guard::StreamLimits;
+pub use replay::{ReplayReport, ReplayRequest, replay};
 pub use runtime::IngestRuntime;
 pub use status::{StatusCell, StreamState, StreamStatus};
 pub use tokio_util::sync::CancellationToken;
