@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use vigie_core::config::RecordingConfig;
 use vigie_core::{Clock, Codec, StreamKey, Time90k, VideoParams};
 
+pub mod edge;
 pub mod events;
 pub mod filetables;
 pub mod freespace;
@@ -55,6 +56,7 @@ pub mod timing;
 pub mod verify;
 mod writer;
 
+pub use edge::EdgeFill;
 pub use events::CameraEvent;
 pub use freespace::{DiskSpace, FakeFreeSpace, FreeSpace, Statvfs};
 pub use holds::{Hold, NewHold, Release};
@@ -558,6 +560,15 @@ impl Store {
         writer::start(&self.inner, key, stagger)
     }
 
+    /// Starts a writer for footage of `key` from the past (a camera's own recording, see
+    /// [`edge`]) beside the stream's live writer: its frames' `recv` is the wall-clock time they
+    /// were recorded at, so its segments land in the past of the same stream, in the same index.
+    /// It has its own queue and counters (the stream's live statistics do not include it);
+    /// shutdown waits for it like for any writer. Dropping the handle closes its segment.
+    pub fn start_edge_writer(&self, key: StreamKey) -> Result<WriterHandle, StoreError> {
+        writer::start_edge(&self.inner, key)
+    }
+
     /// Segments of `key` overlapping [start, end), oldest first: one sled range scan decoding
     /// entry heads only. The result grows with the window: long windows should use
     /// [`Store::segments_page`] or [`Store::for_each_segment`].
@@ -768,7 +779,27 @@ impl Store {
         if purged > 0 {
             tracing::info!(purged, "camera events past retention deleted");
         }
+        let purged = edge::purge(&self.inner, &policy.per_stream_days, self.inner.clock.now())?;
+        if purged > 0 {
+            tracing::info!(purged, "edge fill records past retention deleted");
+        }
         Ok(report)
+    }
+
+    /// Records that `[fill.start, fill.end)` of a stream was filled from the camera's own
+    /// recording ([`edge`]).
+    pub fn record_edge_fill(&self, fill: &EdgeFill) -> Result<(), StoreError> {
+        edge::record(&self.inner, fill)
+    }
+
+    /// The edge fills of a stream overlapping `[start, end)`, oldest first.
+    pub fn edge_fills(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+    ) -> Result<Vec<EdgeFill>, StoreError> {
+        edge::list(&self.inner, key, start, end)
     }
 
     /// Stores a camera event (ONVIF alarm…) of a stream.

@@ -275,6 +275,58 @@ impl Drop for WriterHandle {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// A writer of past footage beside the live one (see [`crate::Store::start_edge_writer`]): not
+/// registered as the stream's writer, with counters of its own; its slot goes to the retired
+/// list at once, so shutdown asks it to stop and waits for it.
+pub(crate) fn start_edge(inner: &Arc<Inner>, key: StreamKey) -> Result<WriterHandle, StoreError> {
+    if inner.shutting_down.load(Ordering::SeqCst) {
+        return Err(StoreError::ShuttingDown);
+    }
+    let stream_id = inner.index()?.stream_id(&key)?;
+    let counters = Arc::new(WriterCounters::default());
+    let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+    let rec = Recorder::new(
+        inner.clone(),
+        key.clone(),
+        stream_id,
+        counters.clone(),
+        (0, 1),
+    );
+    let on_exit = Box::new(move || {
+        let _ = done_tx.send(());
+    });
+    let span = tracing::info_span!("edge_writer", camera = %key.camera, stream = %key.stream);
+    let thread = inner
+        .pool
+        .add(pool::Slot::new(rec, rx, span, on_exit))
+        .map_err(StoreError::io(
+            "spawning a writer thread for",
+            &inner.layout.stream_dir(&key),
+        ))?;
+    let tx = Tx { tx, thread };
+    let alive = Arc::new(AtomicBool::new(true));
+    if let Ok(mut retired) = inner.retired.lock() {
+        retired.push(WriterSlot {
+            tx: tx.clone(),
+            done: Some(done_rx),
+            generation,
+            handle_alive: alive.clone(),
+        });
+    }
+    Ok(WriterHandle {
+        key,
+        alive,
+        tx,
+        limit: inner.cfg.recording.writer_queue_bytes.0,
+        dropping: AtomicBool::new(false),
+        counters,
+        blocked: inner.recording_blocked.clone(),
+        blocked_seen: AtomicBool::new(false),
+    })
+}
+
 pub(crate) fn start(
     inner: &Arc<Inner>,
     key: StreamKey,
