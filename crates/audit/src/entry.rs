@@ -48,6 +48,8 @@ pub enum Action {
     Ptz,
     /// A camera's own alarm (ONVIF tampering, video loss) raised or cleared.
     CameraAlarm,
+    /// A gap of a stream filled from the camera's own recording (ONVIF Profile G replay).
+    EdgeFill,
 }
 
 impl Action {
@@ -82,6 +84,7 @@ impl Action {
             Action::TamperAlarm => "tamper-alarm",
             Action::Ptz => "ptz",
             Action::CameraAlarm => "camera-alarm",
+            Action::EdgeFill => "edge-fill",
         }
     }
 
@@ -223,6 +226,7 @@ mod tests {
             Action::TamperAlarm,
             Action::Ptz,
             Action::CameraAlarm,
+            Action::EdgeFill,
         ] {
             assert_eq!(
                 serde_json::to_value(a).unwrap(),

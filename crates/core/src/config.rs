@@ -568,6 +568,45 @@ pub struct Camera {
     pub password: Option<Secret>,
     /// Name of an environment variable holding the ONVIF password.
     pub password_env: Option<String>,
+    /// Fill gaps of a recorded stream from the camera's own recording (ONVIF Profile G);
+    /// default off. Needs `onvif`.
+    pub edge_fill: Option<EdgeFillConfig>,
+}
+
+/// `[cameras.edge_fill]` (or `edge_fill = { … }`): when a stream of the camera comes back after
+/// an outage, Vigie asks the camera for its recording of the gap and stores it in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeFillConfig {
+    /// Gaps are filled only within this many seconds before now (60..=86400, default 3600).
+    #[serde(default = "default_edge_window_s")]
+    pub window_s: u32,
+    /// Shorter gaps are left alone (1..=window_s, default 5).
+    #[serde(default = "default_edge_min_gap_s")]
+    pub min_gap_s: u32,
+    /// The stream filled (a recorded stream of the camera; default its first recorded one).
+    pub stream: Option<String>,
+    /// The camera's recording token to replay (default: the one whose source is the stream's
+    /// profile token, else the one holding most of the gap).
+    pub recording: Option<String>,
+}
+
+fn default_edge_window_s() -> u32 {
+    3600
+}
+fn default_edge_min_gap_s() -> u32 {
+    5
+}
+
+impl Camera {
+    /// The stream `edge_fill` fills: its `stream`, else the first recorded stream.
+    pub fn edge_fill_stream(&self) -> Option<&StreamConfig> {
+        let e = self.edge_fill.as_ref()?;
+        match &e.stream {
+            Some(n) => self.streams.iter().find(|s| &s.name == n),
+            None => self.streams.iter().find(|s| s.declared_role().records()),
+        }
+    }
 }
 
 /// Where a stream without `url` gets its URL: the camera's ONVIF device, one of its media
@@ -1400,6 +1439,36 @@ impl Config {
             if let Err(e) = cam.onvif_access(getenv) {
                 add(format!("cameras[{i}].onvif"), e);
             }
+            if let Some(e) = &cam.edge_fill {
+                let at = format!("cameras[{i}].edge_fill");
+                if cam.onvif.is_none() {
+                    add(
+                        at.clone(),
+                        "needs the camera's onvif device (the recording is found and replayed over ONVIF)".into(),
+                    );
+                }
+                if !(60..=86_400).contains(&e.window_s) {
+                    add(
+                        format!("{at}.window_s"),
+                        format!("{} is outside 60..=86400", e.window_s),
+                    );
+                }
+                if e.min_gap_s == 0 || e.min_gap_s > e.window_s {
+                    add(
+                        format!("{at}.min_gap_s"),
+                        format!("{} is outside 1..=window_s ({})", e.min_gap_s, e.window_s),
+                    );
+                }
+                match (&e.stream, cam.edge_fill_stream()) {
+                    (Some(n), None) => add(format!("{at}.stream"), format!("no stream {n:?}")),
+                    (_, Some(st)) if !st.declared_role().records() => add(
+                        format!("{at}.stream"),
+                        format!("stream {:?} is not recorded (role = \"live\")", st.name),
+                    ),
+                    (None, None) => add(at.clone(), "the camera has no recorded stream".into()),
+                    _ => {}
+                }
+            }
             if cam.streams.is_empty() {
                 add(
                     format!("cameras[{i}].streams"),
@@ -1848,6 +1917,57 @@ class = "close-up"
             "{err}"
         );
         assert!(!err.contains("pw9"), "{err}");
+    }
+
+    #[test]
+    fn edge_fill_is_off_by_default_and_validated() {
+        let toml = |cam_extra: &str| {
+            format!(
+                "[storage]\ndata_dir = \"/tmp/x\"\n[[communes]]\nid = \"c\"\nname = \"C\"\n[[cameras]]\nid = \"dome\"\nname = \"Dome\"\ncommune = \"c\"\n{cam_extra}\n  [[cameras.streams]]\n  name = \"main\"\n  url = \"rtsp://10.0.0.9/main\"\n  [[cameras.streams]]\n  name = \"sub\"\n  url = \"rtsp://10.0.0.9/sub\"\n  role = \"live\"\n"
+            )
+        };
+        let env = |_: &str| None;
+        let onvif = "onvif = \"http://10.0.0.9/onvif/device_service\"\n";
+        let c = Config::from_toml_str(&toml(onvif), "test", &env).unwrap();
+        assert!(c.cameras[0].edge_fill.is_none());
+        let c = Config::from_toml_str(&toml(&format!("{onvif}edge_fill = {{}}")), "test", &env)
+            .unwrap();
+        let e = c.cameras[0].edge_fill.as_ref().unwrap();
+        assert_eq!((e.window_s, e.min_gap_s), (3600, 5));
+        assert_eq!(c.cameras[0].edge_fill_stream().unwrap().name, "main");
+        for (extra, want) in [
+            (
+                "edge_fill = {}",
+                "cameras[0].edge_fill: needs the camera's onvif device",
+            ),
+            (
+                "edge_fill = { window_s = 10 }",
+                "cameras[0].edge_fill.window_s: 10 is outside 60..=86400",
+            ),
+            (
+                "edge_fill = { window_s = 600, min_gap_s = 601 }",
+                "cameras[0].edge_fill.min_gap_s: 601 is outside 1..=window_s (600)",
+            ),
+            (
+                "edge_fill = { stream = \"nope\" }",
+                "cameras[0].edge_fill.stream: no stream \"nope\"",
+            ),
+            (
+                "edge_fill = { stream = \"sub\" }",
+                "stream \"sub\" is not recorded",
+            ),
+            ("edge_fill = { windows = 60 }", "unknown field `windows`"),
+        ] {
+            let cam = if extra.contains("stream") || extra.contains("window") {
+                format!("{onvif}{extra}")
+            } else {
+                extra.to_owned()
+            };
+            let err = Config::from_toml_str(&toml(&cam), "test", &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{extra}: {err}");
+        }
     }
 
     #[test]

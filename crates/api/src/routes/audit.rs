@@ -411,6 +411,7 @@ fn write_register(
             Action::QualityClear => "quality-floor-restored",
             Action::RecordingBlocked => "recording-blocked",
             Action::TamperAlarm => "journal-tamper-alarm",
+            Action::EdgeFill => "edge-fill",
             _ => continue,
         };
         let commune = e
