@@ -97,6 +97,20 @@ pub struct CameraEventCounts {
     counts: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
     /// camera → (subscribed, last error)
     status: std::sync::Mutex<std::collections::BTreeMap<String, (bool, Option<String>)>>,
+    /// (camera, stream) → footage filled from the camera's own recording (ONVIF Profile G).
+    edge: std::sync::Mutex<std::collections::BTreeMap<(String, String), EdgeFillCounts>>,
+}
+
+/// Totals of the gaps of one stream filled from its camera's recording since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EdgeFillCounts {
+    /// Fills that stored footage.
+    pub fills: u64,
+    /// Fills that failed (camera refused, nothing held, replay error).
+    pub failures: u64,
+    pub segments: u64,
+    pub frames: u64,
+    pub seconds: f64,
 }
 
 impl CameraEventCounts {
@@ -117,6 +131,34 @@ impl CameraEventCounts {
     pub fn failed(&self, camera: &str, error: String) {
         let mut g = self.status.lock().unwrap_or_else(|p| p.into_inner());
         *g.entry(camera.to_owned()).or_default() = (false, Some(error));
+    }
+    /// Counts a gap of `camera`/`stream` filled from the camera's recording.
+    pub fn edge_filled(
+        &self,
+        camera: &str,
+        stream: &str,
+        segments: u64,
+        frames: u64,
+        seconds: f64,
+    ) {
+        let mut g = self.edge.lock().unwrap_or_else(|p| p.into_inner());
+        let c = g.entry((camera.to_owned(), stream.to_owned())).or_default();
+        c.fills += 1;
+        c.segments += segments;
+        c.frames += frames;
+        c.seconds += seconds;
+    }
+    /// Counts a failed fill.
+    pub fn edge_failed(&self, camera: &str, stream: &str) {
+        let mut g = self.edge.lock().unwrap_or_else(|p| p.into_inner());
+        g.entry((camera.to_owned(), stream.to_owned()))
+            .or_default()
+            .failures += 1;
+    }
+    /// Edge fill totals per (camera, stream).
+    pub fn edge_snapshot(&self) -> Vec<((String, String), EdgeFillCounts)> {
+        let g = self.edge.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
     /// (subscribed, last error) of `camera`'s event subscription, if it has one.
     pub fn status(&self, camera: &str) -> Option<(bool, Option<String>)> {

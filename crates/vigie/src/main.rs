@@ -8,6 +8,7 @@ mod camera;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod demo;
+mod edge;
 mod export;
 // Per-camera start/stop is used by cluster mode only; a single node starts everything.
 mod onvif;

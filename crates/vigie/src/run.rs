@@ -194,6 +194,47 @@ pub async fn run(
             )));
         }
     }
+    // Gaps filled from the cameras' own recordings (ONVIF Profile G), for cameras that ask.
+    let edge_ctx = crate::edge::EdgeContext::new(
+        store.clone(),
+        journal.clone(),
+        clock.clone(),
+        camera_events.clone(),
+    );
+    let mut edge_tasks = Vec::new();
+    for cam in &config.cameras {
+        let getenv = |k: &str| std::env::var(k).ok();
+        let (Some(ec), Some(stream)) = (&cam.edge_fill, cam.edge_fill_stream()) else {
+            continue;
+        };
+        let (Ok(Some(access)), Ok((src, _))) = (
+            cam.onvif_access(&getenv),
+            cam.resolve_stream(stream, &getenv),
+        ) else {
+            continue;
+        };
+        let key = vigie_core::StreamKey::new(&cam.id, &stream.name);
+        let Some(status) = entries
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.status.clone())
+        else {
+            continue;
+        };
+        edge_tasks.push(tokio::spawn(crate::edge::fill_loop(
+            crate::edge::EdgeCamera {
+                key,
+                config: ec.clone(),
+                access,
+                profile: stream.profile.clone(),
+                rtsp_username: src.username,
+                rtsp_password: src.password,
+                status,
+            },
+            edge_ctx.clone(),
+            shutdown.clone(),
+        )));
+    }
     let state = vigie_api::AppState {
         journal: journal.clone(),
         auth: auth.clone(),
@@ -274,6 +315,10 @@ pub async fn run(
     }
 
     tracing::info!("shutting down: ending RTSP sessions and closing segments");
+    // A replay in progress ends now (its edge writer closes its segment).
+    for t in edge_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     recording.join().await;
     #[cfg(feature = "cluster")]
     if let Some(c) = cluster {

@@ -54,6 +54,47 @@ pub async fn metrics(
         "Camera events (ONVIF motion, tampering, video loss, digital input) received since start.",
         event_rows,
     );
+    let edge: Vec<_> = state
+        .camera_events
+        .edge_snapshot()
+        .into_iter()
+        .filter(|((cam, stream), _)| in_scope(&StreamKey::new(cam, stream)))
+        .map(|((cam, stream), c)| (format!("camera=\"{cam}\",stream=\"{stream}\""), c))
+        .collect();
+    for (name, help, f) in [
+        (
+            "vigie_edge_fills_total",
+            "Gaps filled from the camera's own recording (ONVIF Profile G replay) since start.",
+            (|c: &crate::EdgeFillCounts| c.fills as f64) as fn(&crate::EdgeFillCounts) -> f64,
+        ),
+        (
+            "vigie_edge_fill_failures_total",
+            "Gap fills from the camera's recording that failed since start.",
+            |c| c.failures as f64,
+        ),
+        (
+            "vigie_edge_fill_segments_total",
+            "Segments stored from the camera's recording since start.",
+            |c| c.segments as f64,
+        ),
+        (
+            "vigie_edge_fill_frames_total",
+            "Frames stored from the camera's recording since start.",
+            |c| c.frames as f64,
+        ),
+        (
+            "vigie_edge_fill_seconds_total",
+            "Seconds of footage stored from the camera's recording since start.",
+            |c| c.seconds,
+        ),
+    ] {
+        family(
+            name,
+            "counter",
+            help,
+            edge.iter().map(|(l, c)| (l.clone(), f(c))).collect(),
+        );
+    }
     let snaps: Vec<_> = streams
         .iter()
         .map(|s| (stream_labels(&s.key), s.status.snapshot()))
