@@ -8,8 +8,9 @@
 //!
 //! Replay (RTSP `PLAY` with `Require: onvif-replay` and `Range: clock=START-END`, see
 //! `session`): the camera answers with the range it can serve, clipped to the card's coverage,
-//! and sends frames at wall-clock instants `START + k × frame duration` for every `k` with the
-//! instant before `END`. Simplification (documented in the crate README): the card's frame grid
+//! and sends the frames at wall-clock instants `START + k × frame duration` that lie entirely
+//! in the range (`START + (k + 1) × duration ≤ END`), so a replay of a gap never overlaps the
+//! footage after it. Simplification (documented in the crate README): the card's frame grid
 //! is anchored at the requested start and its first frame is a key frame (the fixture's first
 //! frame), so a replayed range starts decodable exactly where it was asked — a real camera
 //! starts on the I-frame at or before START. The PLAY answer's `Range: clock=` start and
@@ -38,7 +39,7 @@ pub struct ReplayPlan {
     pub start_ms: i64,
     /// Unix milliseconds the replay ends at (exclusive).
     pub end_ms: i64,
-    /// Frames sent: those whose instant is in `[start_ms, end_ms)`.
+    /// Frames sent: those lying entirely in `[start_ms, end_ms)`.
     pub frames: u64,
 }
 
@@ -71,9 +72,12 @@ impl Card {
         if s >= e || frame_90k == 0 {
             return None;
         }
-        // Frames at s + k·d (d = frame_90k / 90 ms) with the instant before e: ceil((e−s)/d).
+        // Frames at s + k·d (d = frame_90k / 90 ms) ending by e: floor((e−s)/d).
         let span_90k = (e - s) as u128 * 90;
-        let frames = span_90k.div_ceil(u128::from(frame_90k)) as u64;
+        let frames = (span_90k / u128::from(frame_90k)) as u64;
+        if frames == 0 {
+            return None;
+        }
         Some(ReplayPlan {
             start_ms: s,
             end_ms: e,
@@ -197,13 +201,14 @@ mod tests {
         // Before the card started, after now: clipped.
         let p = card.plan(0, 2_000_000, 1_001_000, 3_600).unwrap();
         assert_eq!((p.start_ms, p.end_ms, p.frames), (1_000_000, 1_001_000, 25));
-        // A partial frame at the end still starts before END.
+        // A frame that would end after END is not sent; less than a frame is nothing.
         assert_eq!(
-            card.plan(1_000_000, 1_000_041, 1_100_000, 3_600)
+            card.plan(1_000_000, 1_000_079, 1_100_000, 3_600)
                 .unwrap()
                 .frames,
-            2
+            1
         );
+        assert_eq!(card.plan(1_000_000, 1_000_039, 1_100_000, 3_600), None);
         // Older than the capacity, or empty.
         assert_eq!(card.plan(1_000_000, 1_001_000, 10_000_000, 3_600), None);
         assert_eq!(card.plan(1_050_000, 1_050_000, 1_100_000, 3_600), None);

@@ -55,7 +55,7 @@ async fn a_replay_sends_the_frames_of_the_range_from_a_key_frame_and_ends() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let (from, until) = cam.card_coverage_ms().unwrap();
     assert!(until - from >= 2000, "{from} {until}");
-    // 1.5 s of the card: 38 frames at 25 fps (instants start, start+40 ms, … before the end).
+    // 1.5 s of the card: 37 frames at 25 fps (those ending by the end: 37 × 40 ms = 1.48 s).
     let start = from + 300;
     let end = start + 1_500;
     cam.refuse_for(Duration::ZERO);
@@ -94,7 +94,7 @@ async fn a_replay_sends_the_frames_of_the_range_from_a_key_frame_and_ends() {
         }
         new_au = p.marker;
     }
-    assert_eq!(aus.len(), 38);
+    assert_eq!(aus.len(), 37);
     assert_eq!(
         aus[0],
         (rtptime, 7),
@@ -102,7 +102,7 @@ async fn a_replay_sends_the_frames_of_the_range_from_a_key_frame_and_ends() {
     );
     assert!(aus.windows(2).all(|w| w[1].0.wrapping_sub(w[0].0) == 3600));
     let st = cam.stats();
-    assert_eq!((st.replayed_frames, st.replay_sessions), (38, 1));
+    assert_eq!((st.replayed_frames, st.replay_sessions), (37, 1));
     assert_eq!(st.sessions_total, 0, "a replay is not a live session");
     server.shutdown().await;
 }

@@ -19,6 +19,7 @@ mod cluster_deploy;
 #[cfg(feature = "cluster")]
 mod cluster_ha;
 mod disk_full;
+mod edge_fill;
 mod export;
 mod export_multi;
 mod faults;
