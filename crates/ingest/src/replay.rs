@@ -40,6 +40,9 @@ use vigie_core::{Frame, FrameSink, StreamEvent, Time90k, VideoParams};
 use crate::error::{IngestError, from_retina, sanitize};
 use crate::params::video_params;
 
+/// The range the camera says it serves, seen by the relay in the PLAY answer.
+type Served = Arc<Mutex<Option<(Time90k, Option<Time90k>)>>>;
+
 /// Largest RTSP message (header + body) relayed in either direction.
 const MAX_MESSAGE_BYTES: usize = 64 << 10;
 
@@ -130,7 +133,7 @@ async fn replay_inner(
         .map_err(|e| IngestError::Connect(format!("replay relay: {e}")))?;
     let _ = url.set_host(Some("127.0.0.1"));
     let _ = url.set_port(Some(relay_addr.port()));
-    let served: Arc<Mutex<Option<(Time90k, Option<Time90k>)>>> = Arc::default();
+    let served: Served = Arc::default();
     let range = format!(
         "clock={}-{}",
         format_clock(req.start),
@@ -158,9 +161,7 @@ async fn replay_inner(
             }
             r = &mut relay_fut, if !relay_done => {
                 relay_done = true;
-                if let Err(e) = r {
-                    return Err(e);
-                }
+                r?;
             }
         }
     }
@@ -170,7 +171,7 @@ async fn session(
     req: &ReplayRequest,
     url: url::Url,
     sink: &dyn FrameSink,
-    served: Arc<Mutex<Option<(Time90k, Option<Time90k>)>>>,
+    served: Served,
 ) -> Result<ReplayReport, IngestError> {
     let secret = req.password.as_deref();
     let creds = req.username.as_ref().map(|u| Credentials {
@@ -287,7 +288,7 @@ async fn session(
 /// The relay between retina and the camera (see the module docs).
 struct Relay {
     range: String,
-    served: Arc<Mutex<Option<(Time90k, Option<Time90k>)>>>,
+    served: Served,
     max_backlog_bytes: u64,
 }
 

@@ -201,7 +201,7 @@ impl Device {
             .into_iter()
             .filter_map(|r| r.overlap(start, end).map(|(a, b)| (b.duration_since(a), r)))
             .collect();
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|(d, _)| std::cmp::Reverse(*d));
         Ok(v.into_iter().map(|(_, r)| r).collect())
     }
 
