@@ -80,6 +80,7 @@ pub use h26x::Codec;
 pub use manifest::{Manifest, ManifestEntry};
 pub use onvif::events::EventKind;
 pub use onvif::ptz::PtzPosition;
+pub use onvif::ptz_view::PtzView;
 pub use onvif::{OnvifConfig, OnvifFault, OnvifHandle, OnvifProfile, OnvifServer, OnvifStats};
 pub use rogue::Rogue;
 pub use server::{MAX_SPEED, MIN_SPEED, MountConfig, Server, ServerHandle};

@@ -331,3 +331,113 @@ async fn ws_discovery_finds_the_device_by_unicast_probe() {
     assert_eq!(found[0].name().as_deref(), Some("camsim"));
     assert!(found[0].endpoint.starts_with("urn:uuid:"));
 }
+
+/// Mean (red, blue) of one frame of `url`, decoded by ffmpeg (an independent RTSP client).
+fn picture_colour(url: &str) -> (f64, f64) {
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+        ])
+        .args(["-timeout", "10000000", "-i", url, "-frames:v", "1"])
+        .args([
+            "-vf",
+            "scale=64:36",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success() && out.stdout.len() == 64 * 36 * 3,
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = (64 * 36) as f64;
+    let sum = |c: usize| {
+        out.stdout
+            .iter()
+            .skip(c)
+            .step_by(3)
+            .map(|&v| f64::from(v))
+            .sum::<f64>()
+    };
+    (sum(0) / n, sum(2) / n)
+}
+
+/// The dome's picture follows its head: the PTZ fixture is blue on the left and red on the
+/// right, so after an absolute move to the right end a decoded frame is red, at the left end blue.
+#[tokio::test(flavor = "multi_thread")]
+async fn ptz_moves_the_picture() {
+    let dome = Fixture::embedded("h264-ptz-pan5-640x360-25fps-gop50.h264").unwrap();
+    let rtsp = Server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![MountConfig::new("dome", dome)],
+    )
+    .await
+    .unwrap();
+    let onvif = OnvifServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        OnvifConfig {
+            profiles: vec![OnvifProfile::for_mount("main", &rtsp, "dome").unwrap()],
+            ptz: true,
+            ..OnvifConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    onvif.attach_ptz_view(vigie_camsim::PtzView::embedded(rtsp.mount("dome").unwrap()));
+    let url = rtsp.url("dome");
+    let dev = Device::connect(&onvif.device_url(), None, Options::default())
+        .await
+        .unwrap();
+    let wait_view = |want: usize| {
+        let onvif = &onvif;
+        async move {
+            for _ in 0..100 {
+                if onvif.ptz_view() == Some(want) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("view {want} not shown: {:?}", onvif.ptz_view());
+        }
+    };
+    wait_view(2).await;
+    let u = url.clone();
+    let (r, b) = tokio::task::spawn_blocking(move || picture_colour(&u))
+        .await
+        .unwrap();
+    assert!(
+        (r - b).abs() < 40.0,
+        "centre view is neither red nor blue: r={r} b={b}"
+    );
+    for (pan, view, red) in [(1.0, 4, true), (-1.0, 0, false)] {
+        dev.ptz_absolute_move(
+            "main",
+            PtzVector {
+                pan,
+                tilt: 0.0,
+                zoom: 0.0,
+            },
+        )
+        .await
+        .unwrap();
+        wait_view(view).await;
+        let u = url.clone();
+        let (r, b) = tokio::task::spawn_blocking(move || picture_colour(&u))
+            .await
+            .unwrap();
+        if red {
+            assert!(r > b + 120.0, "pan {pan}: expected red, r={r} b={b}");
+        } else {
+            assert!(b > r + 120.0, "pan {pan}: expected blue, r={r} b={b}");
+        }
+    }
+}

@@ -8,8 +8,9 @@
 //! - PTZ (`/onvif/ptz`): `GetNodes`, `GetStatus`, `ContinuousMove` (velocity integrated over
 //!   time, optional `Timeout`), `Stop`, `AbsoluteMove`, `RelativeMove`, `GetPresets`,
 //!   `SetPreset`, `GotoPreset`, `RemovePreset` ([`ptz`]). The position is reported by
-//!   `GetStatus` and the control API; it does not alter the picture (the fixtures are served
-//!   pre-encoded, and re-encoding is what camsim avoids).
+//!   `GetStatus` and the control API; with a [`ptz_view::PtzView`] attached
+//!   ([`OnvifHandle::attach_ptz_view`]) the mount's picture follows the pan (one pre-encoded GOP
+//!   per pan position: camsim still never re-encodes).
 //! - Events (`/onvif/events`): `GetEventProperties`, `CreatePullPointSubscription`, then on the
 //!   subscription's address `PullMessages` (long poll) and `Unsubscribe` ([`events`]).
 //! - WS-Security `UsernameToken` digest authentication on everything but
@@ -17,7 +18,8 @@
 //!   answers a `ter:NotAuthorized` SOAP fault (HTTP 400).
 //! - Fault injection ([`OnvifFault`]): malformed XML, non-XML garbage, or no answer.
 //! - Control API for tests and scripts (JSON, no credentials: camsim is a test tool):
-//!   `GET /control/ptz` → `{"pan","tilt","zoom","moving","commands"}`;
+//!   `GET /control/ptz` → `{"pan","tilt","zoom","moving","commands","view"}` (`view`: index of
+//!   the picture shown by an attached PTZ view, or null);
 //!   `POST /control/events/{motion|tampering|video-loss|digital-input}?state=true|false`;
 //!   `POST /control/fault/{none|malformed|garbage|silent}`; `GET /control/stats`.
 //! - WS-Discovery on UDP ([`discovery`]).
@@ -25,6 +27,7 @@
 pub mod discovery;
 pub mod events;
 pub mod ptz;
+pub mod ptz_view;
 pub mod soap;
 
 use std::net::SocketAddr;
@@ -143,6 +146,8 @@ struct Device {
     verifier: Option<Verifier>,
     base_url: String,
     ptz: Mutex<PtzHead>,
+    /// 1 + the index of the view shown by an attached [`ptz_view::PtzView`] (0: none).
+    ptz_view: AtomicU64,
     events: EventBus,
     fault: AtomicU8,
     requests: AtomicU64,
@@ -177,6 +182,7 @@ impl OnvifServer {
             verifier: config.auth.as_ref().map(|(u, p)| Verifier::new(u, p)),
             base_url: format!("http://{host}"),
             ptz: Mutex::new(PtzHead::default()),
+            ptz_view: AtomicU64::new(0),
             events: EventBus::default(),
             fault: AtomicU8::new(0),
             requests: AtomicU64::new(0),
@@ -205,6 +211,7 @@ impl OnvifServer {
             .route("/control/fault/{mode}", post(control_fault))
             .fallback(post(soap_endpoint))
             .with_state(device.clone());
+        let rx_for_views = shutdown_rx.clone();
         let mut rx = shutdown_rx;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -219,6 +226,7 @@ impl OnvifServer {
             discovery_addr,
             device,
             shutdown_tx,
+            shutdown_rx: rx_for_views,
         })
     }
 }
@@ -229,6 +237,7 @@ pub struct OnvifHandle {
     discovery_addr: Option<SocketAddr>,
     device: Arc<Device>,
     shutdown_tx: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for OnvifHandle {
@@ -259,6 +268,19 @@ impl OnvifHandle {
     /// The simulated head's position now, and whether it moves.
     pub fn ptz_position(&self) -> (PtzPosition, bool) {
         lock(&self.device.ptz).status(Instant::now())
+    }
+    /// Makes `view.mount`'s picture follow the head's pan from now on (until shutdown). Call it
+    /// within a Tokio runtime (it spawns the watcher).
+    pub fn attach_ptz_view(&self, view: ptz_view::PtzView) {
+        tokio::spawn(ptz_view::watch(
+            self.device.clone(),
+            view,
+            self.shutdown_rx.clone(),
+        ));
+    }
+    /// Index of the picture an attached PTZ view shows now (`None` without one).
+    pub fn ptz_view(&self) -> Option<usize> {
+        shown_view(&self.device)
     }
     /// PTZ commands received (moves, stops, preset recalls).
     pub fn ptz_commands(&self) -> u64 {
@@ -307,6 +329,13 @@ fn raise(d: &Device, kind: EventKind, state: bool) {
     });
 }
 
+fn shown_view(d: &Device) -> Option<usize> {
+    match d.ptz_view.load(Relaxed) {
+        0 => None,
+        v => Some((v - 1) as usize),
+    }
+}
+
 fn stats(d: &Device) -> OnvifStats {
     OnvifStats {
         requests: d.requests.load(Relaxed),
@@ -321,6 +350,7 @@ async fn control_ptz(State(d): State<Arc<Device>>) -> Response {
     let (p, moving) = h.status(Instant::now());
     axum::Json(serde_json::json!({
         "pan": p.pan, "tilt": p.tilt, "zoom": p.zoom, "moving": moving, "commands": h.commands,
+        "view": shown_view(&d),
     }))
     .into_response()
 }
