@@ -78,7 +78,7 @@ pub use faults::{Garbage, MountControl, MountStats};
 pub use fixture::{AccessUnit, Fixture, ParameterSets, fixtures_dir};
 pub use h26x::Codec;
 pub use manifest::{Manifest, ManifestEntry};
-pub use onvif::events::EventKind;
+pub use onvif::events::{EventKind, SubscriptionPolicy};
 pub use onvif::ptz::PtzPosition;
 pub use onvif::ptz_view::PtzView;
 pub use onvif::{OnvifConfig, OnvifFault, OnvifHandle, OnvifProfile, OnvifServer, OnvifStats};

@@ -441,3 +441,44 @@ async fn ptz_moves_the_picture() {
         }
     }
 }
+
+/// A camera that does not extend subscriptions on pulls: the subscription lives as long as the
+/// camera stated, `Renew` extends it, and without renewal it expires (the next pull is a fault).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_lives_as_long_as_it_is_renewed() {
+    let cam = camsim(true).await;
+    cam.onvif
+        .set_subscription_policy(vigie_camsim::SubscriptionPolicy {
+            ttl: Duration::from_secs(2),
+            pull_extends: false,
+        });
+    let dev = Device::connect(&cam.onvif.device_url(), creds(PASS), Options::default())
+        .await
+        .unwrap();
+    let pp = dev.pull_point().await.unwrap();
+    let life = pp
+        .lifetime()
+        .expect("camsim states the subscription's life");
+    assert!(
+        (Duration::from_millis(1500)..=Duration::from_millis(2500)).contains(&life),
+        "{life:?}"
+    );
+    // The camera grants at most its own longest life (2 s here).
+    let granted = pp.renew(Duration::from_secs(60)).await.unwrap().unwrap();
+    assert!(
+        (Duration::from_millis(1500)..=Duration::from_millis(2500)).contains(&granted),
+        "{granted:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    pp.renew(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cam.onvif.stats().renews, 2);
+    // Past the first life, alive thanks to the renewals (pulls do not extend it here).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    pp.pull(Duration::from_millis(100), 10).await.unwrap();
+    // Past the renewed life without another renewal: gone.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let e = pp.pull(Duration::from_millis(100), 10).await.unwrap_err();
+    assert!(matches!(e, OnvifError::Fault { .. }), "{e:?}");
+    let e = pp.renew(Duration::from_secs(4)).await.unwrap_err();
+    assert!(matches!(e, OnvifError::Fault { .. }), "{e:?}");
+}

@@ -12,7 +12,8 @@
 //!   ([`OnvifHandle::attach_ptz_view`]) the mount's picture follows the pan (one pre-encoded GOP
 //!   per pan position: camsim still never re-encodes).
 //! - Events (`/onvif/events`): `GetEventProperties`, `CreatePullPointSubscription`, then on the
-//!   subscription's address `PullMessages` (long poll) and `Unsubscribe` ([`events`]).
+//!   subscription's address `PullMessages` (long poll), `Renew` and `Unsubscribe` ([`events`];
+//!   how long a subscription lives and whether a pull extends it: [`events::SubscriptionPolicy`]).
 //! - WS-Security `UsernameToken` digest authentication on everything but
 //!   `GetSystemDateAndTime`; a bad or missing token, a plain-text password or a replayed nonce
 //!   answers a `ter:NotAuthorized` SOAP fault (HTTP 400).
@@ -139,6 +140,10 @@ pub struct OnvifStats {
     pub subscriptions: u64,
     /// Events raised.
     pub events_raised: u64,
+    /// PullPoint subscriptions created so far.
+    pub subscriptions_created: u64,
+    /// Successful `Renew`s so far.
+    pub renews: u64,
 }
 
 struct Device {
@@ -294,6 +299,11 @@ impl OnvifHandle {
     pub fn set_fault(&self, f: OnvifFault) {
         self.device.fault.store(f as u8, Relaxed);
     }
+    /// How event subscriptions live from now on (e.g. a camera that expires a subscription
+    /// that is pulled but not renewed).
+    pub fn set_subscription_policy(&self, policy: events::SubscriptionPolicy) {
+        self.device.events.set_policy(policy);
+    }
     /// Counters.
     pub fn stats(&self) -> OnvifStats {
         stats(&self.device)
@@ -342,6 +352,8 @@ fn stats(d: &Device) -> OnvifStats {
         auth_failures: d.auth_failures.load(Relaxed),
         subscriptions: d.events.subscriptions() as u64,
         events_raised: d.events.raised.load(Relaxed),
+        subscriptions_created: d.events.created.load(Relaxed),
+        renews: d.events.renewed.load(Relaxed),
     }
 }
 
@@ -783,8 +795,8 @@ fn operation(
                 Fault::Sender("ter:TooManySubscriptions", "too many subscriptions".into())
             })?;
             let t = jiff::Timestamp::now();
-            let end =
-                t + jiff::SignedDuration::from_secs(events::SUBSCRIPTION_TTL.as_secs() as i64);
+            let ttl = d.events.policy().ttl;
+            let end = t + jiff::SignedDuration::from_millis(ttl.as_millis() as i64);
             format!(
                 "<tev:CreatePullPointSubscriptionResponse><tev:SubscriptionReference><wsa:Address>{}/onvif/events/sub/{id}</wsa:Address></tev:SubscriptionReference><wsnt:CurrentTime>{}</wsnt:CurrentTime><wsnt:TerminationTime>{}</wsnt:TerminationTime></tev:CreatePullPointSubscriptionResponse>",
                 d.base_url,
@@ -838,7 +850,38 @@ async fn subscription_op(
                 Err(no_sub())
             }
         }
-        "Renew" => Ok("<wsnt:RenewResponse/>".into()),
+        "Renew" => {
+            // TerminationTime: a duration (`PT60S`) or an absolute time; absent = the default.
+            let asked = child(el, "TerminationTime").map(|t| text(Some(t)));
+            let asked = match asked.as_deref() {
+                None | Some("") => None,
+                Some(v) => Some(
+                    xs_duration(v)
+                        .or_else(|| {
+                            let at: jiff::Timestamp = v.parse().ok()?;
+                            let d = at.duration_since(jiff::Timestamp::now());
+                            Duration::try_from(d).ok()
+                        })
+                        .ok_or_else(|| {
+                            Fault::Sender(
+                                "ter:InvalidArgVal",
+                                format!("unreadable TerminationTime {v:?}"),
+                            )
+                        })?,
+                ),
+            };
+            let life = d
+                .events
+                .renew(id, Instant::now(), asked)
+                .ok_or_else(no_sub)?;
+            let t = jiff::Timestamp::now();
+            let end = t + jiff::SignedDuration::from_millis(life.as_millis() as i64);
+            Ok(format!(
+                "<wsnt:RenewResponse><wsnt:TerminationTime>{}</wsnt:TerminationTime><wsnt:CurrentTime>{}</wsnt:CurrentTime></wsnt:RenewResponse>",
+                end.round(jiff::Unit::Millisecond).unwrap_or(end),
+                t.round(jiff::Unit::Millisecond).unwrap_or(t)
+            ))
+        }
         other => Err(Fault::NotSupported(other.to_owned())),
     }
 }

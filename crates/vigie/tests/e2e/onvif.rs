@@ -994,3 +994,55 @@ async fn a_silent_camera_does_not_hold_up_the_ptz_of_another() {
     // The silent camera's command ends in a clear 502 after its timeout.
     assert_eq!(stuck.await.unwrap(), 502);
 }
+
+/// A camera that expires subscriptions that are pulled but not renewed (as some do): the
+/// recorder renews at half the stated life, so one subscription lasts and events keep coming.
+#[tokio::test(flavor = "multi_thread")]
+async fn event_subscriptions_are_renewed_before_the_camera_expires_them() {
+    let cam = onvif_camera("renewdome").await;
+    cam.onvif
+        .set_subscription_policy(vigie_camsim::SubscriptionPolicy {
+            ttl: Duration::from_secs(3),
+            pull_extends: false,
+        });
+    let v = VigieBuilder::new(BIN)
+        .toml(COMMUNE)
+        .toml(&onvif_camera_toml(
+            "renewdome",
+            &cam.onvif.device_url(),
+            PASS,
+        ))
+        .start()
+        .unwrap();
+    let t0 = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(5);
+    until("the recorder's subscription", 30, || {
+        cam.onvif.stats().subscriptions_created == 1
+    })
+    .await;
+    // Four lives of the subscription.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let st = cam.onvif.stats();
+    assert_eq!(
+        st.subscriptions_created,
+        1,
+        "re-subscribed: {st:?}\n{}",
+        v.log()
+    );
+    assert!(st.renews >= 3, "{st:?}");
+    cam.onvif.raise(vigie_camsim::EventKind::Tampering, true);
+    let end = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+    let path = format!("/api/v1/cameras/renewdome/events?start={t0}&end={end}&type=tampering");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (st, b) = v.get(&path).await.unwrap();
+        assert_eq!(st, 200, "{b}");
+        if b["events"].as_array().is_some_and(|e| !e.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "event not stored: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
