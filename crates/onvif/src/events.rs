@@ -257,6 +257,7 @@ impl PullPoint<'_> {
             &self.address,
             env,
             wait + self.device.timeout,
+            self.device.digest(),
         )
         .await?;
         with_body(OP, &self.address, &a, |b| {

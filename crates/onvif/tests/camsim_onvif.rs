@@ -482,3 +482,46 @@ async fn a_subscription_lives_as_long_as_it_is_renewed() {
     let e = pp.renew(Duration::from_secs(4)).await.unwrap_err();
     assert!(matches!(e, OnvifError::Fault { .. }), "{e:?}");
 }
+
+/// A camera demanding HTTP Digest (its WS-Security off): the client answers the challenge
+/// (qop=auth), keeps it for the next requests, and a wrong password or none is a clear
+/// authentication error that names neither password.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_digest_cameras_are_answered_and_refusals_are_clear() {
+    let cam = camsim(true).await;
+    cam.onvif.require_http_digest(true);
+    let url = cam.onvif.device_url();
+    let dev = Device::connect(&url, creds(PASS), quick()).await.unwrap();
+    let info = dev.device_information().await.unwrap();
+    assert!(!info.manufacturer.is_empty());
+    let profiles = dev.profiles().await.unwrap();
+    assert_eq!(profiles.len(), 2);
+    let uri = dev.stream_uri(&profiles[1].token).await.unwrap();
+    assert_eq!(uri, cam.rtsp.url("cam/sub"));
+    // Events (another URL, the subscription's) are digest-authenticated too.
+    let pp = dev.pull_point().await.unwrap();
+    cam.onvif.raise(SimEvent::Motion, true);
+    let evs = pp.pull(Duration::from_secs(2), 10).await.unwrap();
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    // One challenge, then every request authenticated up front: about one 401 per device.
+    let before = cam.onvif.stats().requests;
+    dev.device_information().await.unwrap();
+    assert_eq!(
+        cam.onvif.stats().requests,
+        before + 1,
+        "no new challenge round trip"
+    );
+    assert_eq!(cam.onvif.stats().auth_failures, 0);
+
+    for c in [creds("wrong-password"), None] {
+        let e = Device::connect(&url, c, quick()).await.unwrap_err();
+        assert!(e.is_auth(), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(&url), "{msg}");
+        assert!(
+            !msg.contains(PASS) && !msg.contains("wrong-password"),
+            "{msg}"
+        );
+    }
+    assert!(cam.onvif.stats().auth_failures >= 1);
+}

@@ -153,6 +153,10 @@ struct Device {
     ptz: Mutex<PtzHead>,
     /// 1 + the index of the view shown by an attached [`ptz_view::PtzView`] (0: none).
     ptz_view: AtomicU64,
+    /// Demand HTTP Digest (RFC 2617, `qop=auth`) on every request instead of WS-UsernameToken.
+    http_digest: std::sync::atomic::AtomicBool,
+    /// The HTTP Digest nonce (one per device run).
+    http_nonce: String,
     events: EventBus,
     fault: AtomicU8,
     requests: AtomicU64,
@@ -188,6 +192,8 @@ impl OnvifServer {
             base_url: format!("http://{host}"),
             ptz: Mutex::new(PtzHead::default()),
             ptz_view: AtomicU64::new(0),
+            http_digest: std::sync::atomic::AtomicBool::new(false),
+            http_nonce: format!("{:032x}", rand::random::<u128>()),
             events: EventBus::default(),
             fault: AtomicU8::new(0),
             requests: AtomicU64::new(0),
@@ -298,6 +304,12 @@ impl OnvifHandle {
     /// Makes the SOAP side misbehave (or behave again with [`OnvifFault::None`]).
     pub fn set_fault(&self, f: OnvifFault) {
         self.device.fault.store(f as u8, Relaxed);
+    }
+    /// Demands HTTP Digest authentication (`WWW-Authenticate: Digest … qop="auth"`) on every
+    /// request, `GetSystemDateAndTime` included, instead of the WS-UsernameToken (as cameras
+    /// whose WS-Security is off do). Needs [`OnvifConfig::auth`].
+    pub fn require_http_digest(&self, on: bool) {
+        self.device.http_digest.store(on, Relaxed);
     }
     /// How event subscriptions live from now on (e.g. a camera that expires a subscription
     /// that is pulled but not renewed).
@@ -413,8 +425,37 @@ fn sender_fault(sub: &str, reason: &str) -> Response {
     xml(StatusCode::BAD_REQUEST, fault("Sender", &[sub], reason))
 }
 
-async fn soap_endpoint(State(d): State<Arc<Device>>, uri: Uri, body: Bytes) -> Response {
+async fn soap_endpoint(
+    State(d): State<Arc<Device>>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     d.requests.fetch_add(1, Relaxed);
+    let http_digest = d.http_digest.load(Relaxed);
+    if http_digest && let Some((user, pass)) = &d.config.auth {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !crate::Auth::digest(user, pass).check(given, "POST", &d.http_nonce) {
+            if given.is_some() {
+                d.auth_failures.fetch_add(1, Relaxed);
+            }
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    format!(
+                        "Digest realm=\"{}\", qop=\"auth\", nonce=\"{}\", algorithm=MD5",
+                        crate::auth::REALM,
+                        d.http_nonce
+                    ),
+                )],
+                "401 Unauthorized",
+            )
+                .into_response();
+        }
+    }
     match d.fault.load(Relaxed) {
         1 => {
             return xml(
@@ -446,6 +487,7 @@ async fn soap_endpoint(State(d): State<Arc<Device>>, uri: Uri, body: Bytes) -> R
     let op = req.op.tag_name().name();
     debug!(path = uri.path(), op, "camsim ONVIF request");
     if op != "GetSystemDateAndTime"
+        && !http_digest
         && let Some(v) = &d.verifier
         && let Err(refusal) = v.check(req.token.as_ref())
     {
