@@ -614,10 +614,10 @@ async fn a_journal_replaced_while_its_node_was_stopped_is_caught_by_its_etcd_anc
     a.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(40);
     let alarm = loop {
-        if let Ok((200, j)) = a.get("/api/v1/audit?action=tamper-alarm").await {
-            if let Some(e) = j["entries"].as_array().and_then(|e| e.first()) {
-                break e.clone();
-            }
+        if let Ok((200, j)) = a.get("/api/v1/audit?action=tamper-alarm").await
+            && let Some(e) = j["entries"].as_array().and_then(|e| e.first())
+        {
+            break e.clone();
         }
         assert!(Instant::now() < deadline, "no tamper alarm\n{}", a.log());
         tokio::time::sleep(Duration::from_millis(500)).await;
