@@ -13,7 +13,9 @@
 //! footage after it. Simplification (documented in the crate README): the card's frame grid
 //! is anchored at the requested start and its first frame is a key frame (the fixture's first
 //! frame), so a replayed range starts decodable exactly where it was asked — a real camera
-//! starts on the I-frame at or before START. The PLAY answer's `Range: clock=` start and
+//! starts on the I-frame at or before START, which [`Card::from_key_frame_before`]
+//! (`MountConfig::with_card_from_key_frame_before`) simulates: one grid from the card's start,
+//! replay from the key frame at or before START, the answered range starting there. The PLAY answer's `Range: clock=` start and
 //! `RTP-Info: rtptime` map RTP timestamps to wall-clock time (RFC 2326 §12.33: `rtptime` is the
 //! timestamp of the range's start). This module owns the coverage arithmetic and the `clock=`
 //! syntax; it does no I/O.
@@ -30,6 +32,10 @@ pub struct Card {
     pub since_ms: i64,
     /// Footage kept, in milliseconds.
     pub capacity_ms: i64,
+    /// Like a real camera: the card's frames lie on one grid from `since_ms` (the fixture
+    /// looped), and a replay starts at the key frame at or before START (the answered range
+    /// says so). `false` (the default): the grid is anchored at START.
+    pub from_key_frame_before: bool,
 }
 
 /// What a replay request gets: the clipped range and its number of frames.
@@ -41,6 +47,8 @@ pub struct ReplayPlan {
     pub end_ms: i64,
     /// Frames sent: those lying entirely in `[start_ms, end_ms)`.
     pub frames: u64,
+    /// Position in the fixture of the first frame sent.
+    pub first_pos: usize,
 }
 
 /// Unix milliseconds now.
@@ -56,6 +64,7 @@ impl Card {
         Card {
             since_ms: now_ms(),
             capacity_ms: capacity.as_millis().min(i64::MAX as u128) as i64,
+            from_key_frame_before: false,
         }
     }
 
@@ -67,10 +76,38 @@ impl Card {
     /// Clips `[start, end)` to the coverage at `now`; `None` when nothing is left. `frame_90k`
     /// is the fixture's frame duration.
     pub fn plan(&self, start: i64, end: i64, now: i64, frame_90k: u32) -> Option<ReplayPlan> {
+        self.plan_keyed(start, end, now, frame_90k, &[true])
+    }
+
+    /// [`Card::plan`] for a fixture whose key frames are `keys` (one flag per frame, looped):
+    /// with [`Card::from_key_frame_before`] the replay starts at the key frame of the card's
+    /// grid at or before the start.
+    pub fn plan_keyed(
+        &self,
+        start: i64,
+        end: i64,
+        now: i64,
+        frame_90k: u32,
+        keys: &[bool],
+    ) -> Option<ReplayPlan> {
         let (from, until) = self.coverage(now);
-        let (s, e) = (start.max(from), end.min(until));
-        if s >= e || frame_90k == 0 {
+        let (mut s, e) = (start.max(from), end.min(until));
+        if s >= e || frame_90k == 0 || keys.is_empty() {
             return None;
+        }
+        let mut first_pos = 0;
+        if self.from_key_frame_before {
+            // Frame k of the card is at since + k·d (d in µs to stay exact at 90 kHz).
+            let d_us = i128::from(frame_90k) * 1000 / 90;
+            let mut k = ((i128::from(s - self.since_ms) * 1000) / d_us.max(1)) as usize;
+            while k > 0 && !keys[k % keys.len()] {
+                k -= 1;
+            }
+            if !keys[k % keys.len()] {
+                return None;
+            }
+            first_pos = k % keys.len();
+            s = self.since_ms + (k as i128 * d_us / 1000) as i64;
         }
         // Frames at s + k·d (d = frame_90k / 90 ms) ending by e: floor((e−s)/d).
         let span_90k = (e - s) as u128 * 90;
@@ -82,6 +119,7 @@ impl Card {
             start_ms: s,
             end_ms: e,
             frames,
+            first_pos,
         })
     }
 }
@@ -191,6 +229,7 @@ mod tests {
         let card = Card {
             since_ms: 1_000_000,
             capacity_ms: 3_600_000,
+            from_key_frame_before: false,
         };
         // 25 fps (3600 ticks): 30 s → 750 frames.
         let p = card.plan(1_010_000, 1_040_000, 1_100_000, 3_600).unwrap();
@@ -213,5 +252,25 @@ mod tests {
         assert_eq!(card.plan(1_000_000, 1_001_000, 10_000_000, 3_600), None);
         assert_eq!(card.plan(1_050_000, 1_050_000, 1_100_000, 3_600), None);
         assert_eq!(card.plan(1_050_000, 1_040_000, 1_100_000, 3_600), None);
+        // Like a real camera: from the key frame at or before the start (25 fps, a key frame
+        // every 50 frames = 2 s on the card's grid from since_ms).
+        let real = Card {
+            from_key_frame_before: true,
+            ..card
+        };
+        let keys: Vec<bool> = (0..250).map(|i| i % 50 == 0).collect();
+        let p = real
+            .plan_keyed(1_013_100, 1_020_000, 1_100_000, 3_600, &keys)
+            .unwrap();
+        assert_eq!((p.start_ms, p.first_pos, p.frames), (1_012_000, 50, 200));
+        // On a key frame exactly: starts there; the grid loops over the fixture.
+        let p = real
+            .plan_keyed(1_012_000, 1_014_000, 1_100_000, 3_600, &keys)
+            .unwrap();
+        assert_eq!((p.start_ms, p.first_pos, p.frames), (1_012_000, 50, 50));
+        let p = real
+            .plan_keyed(1_021_000, 1_022_000, 1_100_000, 3_600, &keys)
+            .unwrap();
+        assert_eq!((p.start_ms, p.first_pos), (1_020_000, 0));
     }
 }

@@ -40,6 +40,8 @@ pub struct MountConfig {
     pub rogue: Option<Rogue>,
     /// A recording card keeping this much footage ([`crate::card`]); `None`: no card.
     pub card: Option<Duration>,
+    /// The card's replays start at the key frame before the requested start.
+    pub card_from_key_frame_before: bool,
 }
 
 impl MountConfig {
@@ -52,6 +54,7 @@ impl MountConfig {
             speed: 1.0,
             rogue: None,
             card: None,
+            card_from_key_frame_before: false,
         }
     }
 
@@ -59,6 +62,14 @@ impl MountConfig {
     /// see [`crate::card`]).
     pub fn with_card(mut self, capacity: Duration) -> MountConfig {
         self.card = Some(capacity);
+        self
+    }
+
+    /// A card like [`MountConfig::with_card`] whose replays start, as a real camera's do, at
+    /// the key frame at or before the requested start ([`crate::card::Card::from_key_frame_before`]).
+    pub fn with_card_from_key_frame_before(mut self, capacity: Duration) -> MountConfig {
+        self.card = Some(capacity);
+        self.card_from_key_frame_before = true;
         self
     }
 
@@ -119,7 +130,10 @@ impl Server {
             };
             let mut state = MountState::new(m.name.clone(), m.fixture, m.auth, speed);
             state.rogue = m.rogue;
-            state.card = m.card.map(crate::card::Card::new);
+            state.card = m.card.map(|c| crate::card::Card {
+                from_key_frame_before: m.card_from_key_frame_before,
+                ..crate::card::Card::new(c)
+            });
             table.insert(m.name, Arc::new(state));
         }
         let listener = TcpListener::bind(listen)

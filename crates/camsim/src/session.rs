@@ -556,7 +556,16 @@ impl Conn {
         let plan = req
             .header("Range")
             .and_then(crate::card::parse_clock_range)
-            .and_then(|(a, b)| card.plan(a, b.unwrap_or(now), now, fixture.frame_duration_90k()));
+            .and_then(|(a, b)| {
+                let keys: Vec<bool> = fixture.frames().iter().map(|f| f.key).collect();
+                card.plan_keyed(
+                    a,
+                    b.unwrap_or(now),
+                    now,
+                    fixture.frame_duration_90k(),
+                    &keys,
+                )
+            });
         let Some(plan) = plan else {
             return self.respond(Response::new(457), cseq).await;
         };
@@ -571,7 +580,7 @@ impl Conn {
             fixture,
             fixture_gen: mount.fixture_gen.load(Relaxed),
             garbage_gen: mount.garbage_gen.load(Relaxed),
-            pos: 0,
+            pos: plan.first_pos,
             frame_counter: 0,
             ticks: 0,
             anchor: start,

@@ -16,6 +16,10 @@
 //! extension with an NTP time per frame would allow jumps inside a replay; retina skips header
 //! extensions, and a replay of one continuous range does not need it.)
 //!
+//! Frames before `start` (a camera that starts at the key frame before it) are skipped, and
+//! delivery starts at the first key frame at or after `start`: footage is never stored twice,
+//! a gap shorter than one GOP may remain at the start.
+//!
 //! Ends at `end` (frames at or after it are not delivered), when the camera closes the session
 //! (the usual way a replay ends), or on error/timeout. Throttled by the caller's backlog
 //! function: while the sink holds more than `max_backlog_bytes`, the relay stops reading (TCP
@@ -244,16 +248,23 @@ async fn session(
             }
         }
         let Some(p) = params.clone() else { continue };
+        let media_90k = f.timestamp().elapsed();
+        let at = Time90k(range_start.0 + media_90k);
+        if at >= req.end {
+            break;
+        }
+        // A camera may start at the key frame before the asked start (real ones do): what lies
+        // before it is already stored (the footage before the gap), so it is skipped, and the
+        // stored replay starts at the first key frame at or after the start (a gap shorter
+        // than one GOP may remain, never footage stored twice).
+        if at < req.start {
+            continue;
+        }
         if !have_key {
             if !f.is_random_access_point() {
                 continue;
             }
             have_key = true;
-        }
-        let media_90k = f.timestamp().elapsed();
-        let at = Time90k(range_start.0 + media_90k);
-        if at >= req.end {
-            break;
         }
         let is_key = f.is_random_access_point();
         let data = Bytes::from(f.into_data());

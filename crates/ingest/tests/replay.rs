@@ -136,3 +136,50 @@ async fn a_camera_without_a_card_or_a_bad_uri_is_a_clear_error() {
     }
     server.shutdown().await;
 }
+
+/// A camera that starts its replay at the key frame before the asked start (as real ones do):
+/// nothing before the start is delivered (it would overlap the footage before the gap), the
+/// first frame delivered is a key frame, and its wall-clock time comes from the answered range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_before_the_start_are_not_delivered_when_the_camera_starts_early() {
+    let f = Fixture::embedded("h264-baseline-640x360-25fps-gop50.h264").unwrap();
+    let server = Server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![MountConfig::new("cam", f).with_card_from_key_frame_before(Duration::from_secs(600))],
+    )
+    .await
+    .unwrap();
+    let cam = server.mount("cam").unwrap();
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let (from_ms, _) = cam.card_coverage_ms().unwrap();
+    // 1 s into the card's second GOP (key frames every 2 s from its start), for 3 s.
+    let start = Time90k((from_ms + 3000) * 90);
+    let end = Time90k(start.0 + 3 * 90_000);
+    let sink = Collect::default();
+    let mut req = request(server.url("cam"), start, end, "x");
+    req.username = None;
+    req.password = None;
+    let rep = replay(&req, &sink, &|| 0).await.unwrap();
+    let st = cam.stats();
+    // The camera sent from the key frame at from + 2 s: 4 s of frames.
+    assert_eq!(st.replayed_frames, 100);
+    assert_eq!(
+        rep.served.map(|s| s.0),
+        Some(Time90k((from_ms + 2000) * 90))
+    );
+    let events = sink.0.into_inner().unwrap();
+    let frames: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Frame(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    // Delivered: from the first key frame at or after the start (from + 4 s) to the end.
+    assert_eq!(frames.len(), 50, "{rep:?}");
+    assert_eq!(rep.frames, 50);
+    assert!(frames[0].is_key);
+    assert_eq!(frames[0].recv, Time90k((from_ms + 4000) * 90));
+    assert!(frames.iter().all(|f| f.recv >= start && f.recv < end));
+    server.shutdown().await;
+}
