@@ -47,6 +47,11 @@ use crate::params::video_params;
 /// The range the camera says it serves, seen by the relay in the PLAY answer.
 type Served = Arc<Mutex<Option<(Time90k, Option<Time90k>)>>>;
 
+/// A frame starting this little before the asked start counts as starting at it: `clock=`
+/// times travel with millisecond precision, so the camera's answered start (and the first
+/// frame's time) may be up to 1 ms before the asked one.
+const START_TOLERANCE_90K: i64 = 1_800;
+
 /// Largest RTSP message (header + body) relayed in either direction.
 const MAX_MESSAGE_BYTES: usize = 64 << 10;
 
@@ -257,7 +262,7 @@ async fn session(
         // before it is already stored (the footage before the gap), so it is skipped, and the
         // stored replay starts at the first key frame at or after the start (a gap shorter
         // than one GOP may remain, never footage stored twice).
-        if at < req.start {
+        if at.0 + START_TOLERANCE_90K < req.start.0 {
             continue;
         }
         if !have_key {

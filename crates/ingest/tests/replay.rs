@@ -47,7 +47,9 @@ async fn a_replay_delivers_the_range_in_wall_clock_time() {
     let cam = server.mount("cam").unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (from_ms, _) = cam.card_coverage_ms().unwrap();
-    let start = Time90k((from_ms + 100) * 90);
+    // Not on a millisecond: the `clock=` range carries milliseconds only, the first frame
+    // (at the answered start, up to 1 ms early) must still be delivered.
+    let start = Time90k((from_ms + 100) * 90 + 45);
     let end = Time90k(start.0 + 2 * 90_000);
     let sink = Collect::default();
     let rep = replay(
@@ -60,9 +62,9 @@ async fn a_replay_delivers_the_range_in_wall_clock_time() {
     // 2 s at 25 fps.
     assert_eq!(rep.frames, 50, "{rep:?}");
     assert_eq!(cam.stats().replayed_frames, 50);
-    assert_eq!(rep.first_90k, Some(start));
-    assert_eq!(rep.end_90k, Some(end));
-    assert_eq!(rep.served.map(|s| s.0), Some(start));
+    let served = Time90k((from_ms + 100) * 90);
+    assert_eq!(rep.first_90k, Some(served));
+    assert_eq!(rep.served.map(|s| s.0), Some(served));
     let events = sink.0.into_inner().unwrap();
     let frames: Vec<_> = events
         .iter()
@@ -75,7 +77,7 @@ async fn a_replay_delivers_the_range_in_wall_clock_time() {
     assert!(frames[0].is_key);
     assert_eq!(frames.iter().filter(|f| f.is_key).count(), 1);
     for (k, f) in frames.iter().enumerate() {
-        assert_eq!(f.recv, Time90k(start.0 + k as i64 * 3600));
+        assert_eq!(f.recv, Time90k(served.0 + k as i64 * 3600));
         assert_eq!(f.media_90k, k as i64 * 3600);
         assert_eq!(f.session_id, 77);
     }
