@@ -62,6 +62,7 @@ pub struct Shared {
     assignment_changes: AtomicU64,
     etcd_errors: AtomicU64,
     lease_losses: AtomicU64,
+    anchors: AtomicU64,
     starts: AtomicU64,
     stops: AtomicU64,
     takeover: Mutex<BTreeMap<&'static str, Histogram>>,
@@ -77,6 +78,7 @@ impl Shared {
             assignment_changes: AtomicU64::new(0),
             etcd_errors: AtomicU64::new(0),
             lease_losses: AtomicU64::new(0),
+            anchors: AtomicU64::new(0),
             starts: AtomicU64::new(0),
             stops: AtomicU64::new(0),
             takeover: Mutex::new(BTreeMap::new()),
@@ -145,6 +147,9 @@ impl Shared {
     }
     pub fn count_lease_loss(&self) {
         self.lease_losses.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count_anchor(&self) {
+        self.anchors.fetch_add(1, Ordering::Relaxed);
     }
     pub fn count_start(&self) {
         self.starts.fetch_add(1, Ordering::Relaxed);
@@ -254,6 +259,12 @@ impl Shared {
             "Times this node found its lease expired (partition, pause, etcd outage) and registered again.",
             "counter",
             vec![(l.clone(), c(&self.lease_losses))],
+        );
+        gauge(
+            "vigie_cluster_journal_anchors_total",
+            "Access-journal heads anchored in etcd by this node.",
+            "counter",
+            vec![(l.clone(), c(&self.anchors))],
         );
         gauge(
             "vigie_cluster_camera_starts_total",
