@@ -434,3 +434,66 @@ async fn listings(r: &mut Rig) {
         );
     }
 }
+
+/// Benchmark (ignored; numbers in docs/BENCHMARKS.md): `recordings` of one camera through the
+/// node recording it and through another node (which asks the owner over the internal route),
+/// same run, alternated. Run: `cargo nextest run -p vigie --all-features --run-ignored
+/// ignored-only -E 'test(/cluster_serve_bench/)' --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: prints numbers, asserts nothing about time"]
+async fn cluster_serve_bench_recordings_through_the_owner_and_another_node() {
+    let Some(r) = rig(&["rec-a", "rec-b", "rec-c"], 3).await else {
+        return;
+    };
+    let st = r.c.status().await.unwrap();
+    let cam = st
+        .cameras_of("rec-a")
+        .into_iter()
+        .next()
+        .expect("a camera on rec-a");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let end = Timestamp::now() - SignedDuration::from_secs(5);
+    let start = end - SignedDuration::from_secs(25);
+    let path = format!("/api/v1/cameras/{cam}/streams/main/recordings?start={start}&end={end}");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut times: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut answers: std::collections::BTreeMap<&str, Value> = Default::default();
+    for i in 0..200 {
+        let node = if i % 2 == 0 { "rec-a" } else { "rec-b" };
+        let v = &r.c.node(node).vigie;
+        let t = Instant::now();
+        let resp = v
+            .http()
+            .get(format!("{}{path}", v.base_url()))
+            .send()
+            .await
+            .unwrap();
+        let ttfb = t.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(resp.status().as_u16(), 200);
+        let body: Value = resp.json().await.unwrap();
+        if i >= 20 {
+            times.entry(node).or_default().push(ttfb);
+        }
+        answers.insert(node, body);
+    }
+    assert_eq!(answers["rec-a"], answers["rec-b"], "the same answer");
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    };
+    for (node, mut v) in times {
+        let role = if node == "rec-a" {
+            "owner"
+        } else {
+            "non-owner"
+        };
+        println!(
+            "recordings via {node} ({role}): n={} median {:.2} ms p90 {:.2} ms max {:.2} ms",
+            v.len(),
+            pct(&mut v, 0.5),
+            pct(&mut v, 0.9),
+            pct(&mut v, 1.0)
+        );
+    }
+    println!("loadavg before: {load}");
+}
