@@ -118,6 +118,10 @@ pub struct ClusterConfig {
     /// and asks no other node (it serves only what it holds).
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the other nodes' HTTPS certificates, for internal
+    /// requests to an `https://` advertise URL (without it only `http://` ones work).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Shortest cluster secret accepted, in bytes (`openssl rand -hex 32` gives 64).

@@ -483,10 +483,19 @@ impl ClusterRuntime {
             shared: self.handle.shared.clone(),
             lease_ttl_s: config.cluster.as_ref().map_or(5, |c| c.lease_ttl_s),
             key,
-            http: reqwest::Client::builder()
-                .timeout(INTERNAL_TIMEOUT)
-                .build()
-                .context("building the HTTP client of internal requests")?,
+            http: {
+                let mut b = reqwest::Client::builder().timeout(INTERNAL_TIMEOUT);
+                if let Some(ca) = config.cluster.as_ref().and_then(|c| c.ca_file.as_ref()) {
+                    let pem = std::fs::read(ca)
+                        .with_context(|| format!("cluster.ca_file {}", ca.display()))?;
+                    b = b.add_root_certificate(
+                        reqwest::Certificate::from_pem(&pem)
+                            .with_context(|| format!("cluster.ca_file {}", ca.display()))?,
+                    );
+                }
+                b.build()
+                    .context("building the HTTP client of internal requests")?
+            },
         })
     }
 

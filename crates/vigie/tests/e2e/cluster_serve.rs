@@ -497,3 +497,38 @@ async fn cluster_serve_bench_recordings_through_the_owner_and_another_node() {
     }
     println!("loadavg before: {load}");
 }
+
+/// A single node (no `[cluster]`) has no cluster secret: its internal routes refuse every
+/// request, signed or not, and its listings are unchanged (no `unavailable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_serve_a_single_node_refuses_every_internal_request() {
+    let sim = vigie_testkit::sim::start_baseline(&["c0"]).await;
+    let cams = vigie_testkit::cluster::cameras_toml(&[CameraDef::new("cam-0", sim.url("c0"))]);
+    let v =
+        tokio::task::block_in_place(|| vigie_testkit::VigieBuilder::new(BIN).toml(&cams).start())
+            .expect("vigie");
+    let key = ClusterKey::new("rec-a", &Secret::new("0123456789abcdef0123456789abcdef"));
+    let who = "/internal/v1/whoami";
+    let h = key.sign("GET", who, &identity("alice"), now_s());
+    let (s, _, body) = get(&format!("{}{who}", v.base_url()), &h, None).await;
+    assert_eq!(s, 403, "{}", json(&body));
+    let (s, _, _) = get(&format!("{}{who}", v.base_url()), &[], None).await;
+    assert_eq!(s, 403);
+    let now = Timestamp::now();
+    let (s, r) = v
+        .get(&format!(
+            "/api/v1/cameras/cam-0/streams/main/recordings?start={}&end={now}",
+            now - SignedDuration::from_secs(60)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        r.get("unavailable").is_none(),
+        "single node: no `unavailable`: {r}"
+    );
+    let (s, c) = v.get("/api/v1/cameras").await.unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(c["cameras"][0]["recorder"], Value::Null);
+    assert_eq!(c["cameras"][0]["recorded_here"], true);
+}
