@@ -1165,6 +1165,7 @@ impl Exports {
                 &cam.name,
                 &tz,
                 &name,
+                &cam.masks,
             )?);
         }
         let written = crate::write_package(
@@ -1310,11 +1311,18 @@ fn derived_stills(
     tz: &jiff::tz::TimeZone,
 ) -> Result<Vec<crate::ExtraFile>, String> {
     let mut out = Vec::new();
+    // The camera's privacy masks are painted on every still (CSI L251-3).
+    let masks = vigie_decode::masks::MaskSet::new(
+        ctx.config
+            .camera(&key.camera)
+            .map(|c| c.masks.clone())
+            .unwrap_or_default(),
+    );
     for (i, &t) in instants.iter().enumerate() {
         let at = Time90k(t);
         let job = vigie_decode::still::job_from_store(&ctx.store, key, Some(at), ctx.clock.now())
             .map_err(|e| format!("still at {}: {e}", at.to_rfc3339()))?;
-        let jpeg = vigie_decode::still::decode_to_jpeg(&job)
+        let jpeg = vigie_decode::still::decode_to_jpeg_masked(&job, masks.clone())
             .map_err(|e| format!("still at {}: {e}", at.to_rfc3339()))?;
         let l = local(at, tz);
         out.push(crate::ExtraFile {
@@ -1361,15 +1369,17 @@ fn derived_burn_in(
     camera_name: &str,
     tz: &jiff::tz::TimeZone,
     name: &str,
+    masks: &[vigie_core::masks::Mask],
 ) -> Result<crate::ExtraFile, String> {
     let out = package.with_extension("burnin.tmp.mp4");
-    let result = vigie_decode::burnin::burn_in(
+    let result = vigie_decode::burnin::burn_in_masked(
         input,
         &out,
         codec.unwrap_or(vigie_core::Codec::H264),
         camera_name,
         pieces.to_vec(),
         tz.clone(),
+        vigie_decode::masks::MaskSet::new(masks.to_vec()),
     )
     .map_err(|e| format!("burned-in copy: {e}"))
     .and_then(|()| std::fs::read(&out).map_err(|e| format!("burned-in copy: {e}")));
@@ -1395,6 +1405,7 @@ fn derived_burn_in(
     _: &str,
     _: &jiff::tz::TimeZone,
     _: &str,
+    _: &[vigie_core::masks::Mask],
 ) -> Result<crate::ExtraFile, String> {
     Err("the burned-in copy needs the `gst` cargo feature".into())
 }

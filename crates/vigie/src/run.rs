@@ -206,6 +206,12 @@ pub async fn run(
             store: store.clone(),
             live: live.clone(),
             clock: clock.clone(),
+            masks: config
+                .cameras
+                .iter()
+                .filter(|c| !c.masks.is_empty())
+                .map(|c| (c.id.clone(), c.masks.clone()))
+                .collect(),
         }),
         live,
         config: config.clone(),
