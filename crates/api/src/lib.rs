@@ -17,6 +17,7 @@ pub mod csvsafe;
 pub mod error;
 pub mod journal;
 pub mod limits;
+pub mod masks;
 mod params;
 mod routes;
 pub mod server;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub ptz: Arc<dyn vigie_service::ptz::PtzControl>,
     /// Camera events received since start, per (camera, kind), for `/metrics`.
     pub camera_events: Arc<CameraEventCounts>,
+    /// Whether each camera's privacy masks are confirmed on the camera.
+    pub masks: Arc<masks::CameraMasks>,
 }
 
 /// What the API shows of the cluster (implemented by the binary over `vigie-cluster`).
