@@ -163,17 +163,7 @@ impl Media2<'_> {
             .map(|c| format!("<tr2:ConfigurationToken>{}</tr2:ConfigurationToken>", esc(c)))
             .unwrap_or_default();
         let a = self.dev.call(OP, &self.url, &tr2("GetMasks", &inner)).await?;
-        with_body(OP, &self.url, &a, |b| {
-            let r = child(b, "GetMasksResponse").ok_or("no GetMasksResponse")?;
-            let mut out = Vec::new();
-            for m in children(r, "Masks") {
-                if out.len() >= MAX_MASKS {
-                    return Err(format!("more than {MAX_MASKS} masks"));
-                }
-                out.push(parse_mask(m)?);
-            }
-            Ok(out)
-        })
+        parse_get_masks(&self.url, &a)
     }
 
     /// `CreateMask`: a black (`Color`) enabled mask on `configuration_token`; the new token.
@@ -256,6 +246,21 @@ fn mask_xml(token: &str, configuration_token: &str, points: &[(f64, f64)]) -> St
     s
 }
 
+/// A `GetMasksResponse` envelope → the masks (bounded; every point a number).
+fn parse_get_masks(url: &str, answer: &str) -> Result<Vec<OnvifMask>> {
+    with_body("GetMasks", url, answer, |b| {
+        let r = child(b, "GetMasksResponse").ok_or("no GetMasksResponse")?;
+        let mut out = Vec::new();
+        for m in children(r, "Masks") {
+            if out.len() >= MAX_MASKS {
+                return Err(format!("more than {MAX_MASKS} masks"));
+            }
+            out.push(parse_mask(m)?);
+        }
+        Ok(out)
+    })
+}
+
 fn parse_mask(m: roxmltree::Node<'_, '_>) -> std::result::Result<OnvifMask, String> {
     let poly = child(m, "Polygon").ok_or("a mask has no Polygon")?;
     let mut points = Vec::new();
@@ -300,5 +305,48 @@ mod tests {
         assert_eq!(picture_to_onvif([0.5, 0.25]), (0.0, 0.5));
         assert!(same_polygon(&[(0.1, 0.2)], &[(0.1000004, 0.2)], 1e-4));
         assert!(!same_polygon(&[(0.1, 0.2)], &[(0.2, 0.2)], 1e-4));
+    }
+
+    #[test]
+    fn hostile_get_masks_answers_are_malformed_errors_not_panics() {
+        let env = |body: &str| {
+            format!(
+                "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\"><s:Body>{body}</s:Body></s:Envelope>"
+            )
+        };
+        let ok = env(
+            "<GetMasksResponse><Masks token=\"m1\"><ConfigurationToken>v</ConfigurationToken><Polygon><Point x=\"0.5\" y=\"-0.5\"/><Point x=\"1\" y=\"1\"/><Point x=\"0\" y=\"1\"/></Polygon><Type>Color</Type><Enabled>false</Enabled></Masks></GetMasksResponse>",
+        );
+        let m = parse_get_masks("http://cam", &ok).unwrap();
+        assert_eq!(m[0].token, "m1");
+        assert_eq!(m[0].points[0], (0.5, -0.5));
+        assert!(!m[0].enabled);
+        let many_points: String = (0..300).map(|_| "<Point x=\"0\" y=\"0\"/>").collect();
+        let many_masks: String = (0..300)
+            .map(|_| "<Masks><Polygon/></Masks>")
+            .collect();
+        for (body, why) in [
+            ("<Nothing/>".to_owned(), "no GetMasksResponse"),
+            (
+                "<GetMasksResponse><Masks><Polygon><Point x=\"NaN\" y=\"0\"/></Polygon></Masks></GetMasksResponse>".to_owned(),
+                "x is not a number",
+            ),
+            (
+                "<GetMasksResponse><Masks><Polygon><Point x=\"0\"/></Polygon></Masks></GetMasksResponse>".to_owned(),
+                "y is not a number",
+            ),
+            ("<GetMasksResponse><Masks/></GetMasksResponse>".to_owned(), "no Polygon"),
+            (
+                format!("<GetMasksResponse><Masks><Polygon>{many_points}</Polygon></Masks></GetMasksResponse>"),
+                "more than 256 points",
+            ),
+            (format!("<GetMasksResponse>{many_masks}</GetMasksResponse>"), "more than 256 masks"),
+        ] {
+            let e = parse_get_masks("http://cam", &env(&body)).unwrap_err();
+            assert!(matches!(e, OnvifError::Malformed { .. }), "{e:?}");
+            assert!(e.to_string().contains(why) && e.to_string().contains("GetMasks"), "{e}");
+        }
+        let e = parse_get_masks("http://cam", "<not xml").unwrap_err();
+        assert!(matches!(e, OnvifError::Malformed { .. }), "{e:?}");
     }
 }
