@@ -2053,8 +2053,10 @@ class = "close-up"
             format!("  [[cameras.masks]]\n  name = \"{name}\"\n  points = {points}\n")
         };
         let ok = Config::from_toml_str(
-            &with(&(mask("porte 12", "[[0.1,0.2],[0.3,0.2],[0.3,0.6]]")
-                + &mask("fenêtres", "[[0.5,0.5],[0.9,0.5],[0.9,0.9],[0.5,0.9]]"))),
+            &with(
+                &(mask("porte 12", "[[0.1,0.2],[0.3,0.2],[0.3,0.6]]")
+                    + &mask("fenêtres", "[[0.5,0.5],[0.9,0.5],[0.9,0.9],[0.5,0.9]]")),
+            ),
             "t",
             &env,
         )
@@ -2073,7 +2075,9 @@ class = "close-up"
         };
         let e = err(mask("p", "[[0.1,0.2],[0.3,0.2]]"));
         assert!(
-            e.contains("cameras[0].masks[0]: mask \"p\" has 2 point(s): a polygon needs at least 3"),
+            e.contains(
+                "cameras[0].masks[0]: mask \"p\" has 2 point(s): a polygon needs at least 3"
+            ),
             "{e}"
         );
         let e = err(mask("p", "[[0.1,0.2],[1.3,0.2],[0.3,0.6]]"));
@@ -2100,7 +2104,10 @@ class = "close-up"
             .map(|i| mask(&format!("m{i}"), tri))
             .collect();
         let e = err(many);
-        assert!(e.contains("cameras[0].masks: 17 masks: at most 16 per camera"), "{e}");
+        assert!(
+            e.contains("cameras[0].masks: 17 masks: at most 16 per camera"),
+            "{e}"
+        );
         let long: String = format!(
             "[{}]",
             (0..17)
@@ -2112,7 +2119,10 @@ class = "close-up"
                 .join(",")
         );
         let e = err(mask("round", &long));
-        assert!(e.contains("mask \"round\" has 17 points: at most 16"), "{e}");
+        assert!(
+            e.contains("mask \"round\" has 17 points: at most 16"),
+            "{e}"
+        );
         // A misspelt key is refused too.
         let e = err("  [[cameras.masks]]\n  name = \"x\"\n  pointz = [[0.1,0.2]]\n".into());
         assert!(e.contains("pointz"), "{e}");

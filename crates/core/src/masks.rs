@@ -63,7 +63,10 @@ impl Mask {
             ));
         }
         for (j, [x, y]) in self.points.iter().enumerate() {
-            if !(x.is_finite() && y.is_finite() && (0.0..=1.0).contains(x) && (0.0..=1.0).contains(y))
+            if !(x.is_finite()
+                && y.is_finite()
+                && (0.0..=1.0).contains(x)
+                && (0.0..=1.0).contains(y))
             {
                 return Some(format!(
                     "mask {name:?} point {} [{x}, {y}] is outside the picture: coordinates are fractions of the width and height, from 0 to 1",
@@ -180,7 +183,10 @@ mod tests {
 
     #[test]
     fn spans_cover_the_inside_and_nothing_far_outside() {
-        let sq = m("door", &[[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]]);
+        let sq = m(
+            "door",
+            &[[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]],
+        );
         let mut out = Vec::new();
         sq.spans(50, 100, 100, &mut out);
         assert_eq!(out, [(23, 76)]);

@@ -152,7 +152,9 @@ mod tests {
     /// values, read back through the frame's own layout.
     fn painted(format: gst_video::VideoFormat) -> (Vec<u8>, Vec<u8>) {
         gst::init().unwrap();
-        let info = gst_video::VideoInfo::builder(format, 64, 48).build().unwrap();
+        let info = gst_video::VideoInfo::builder(format, 64, 48)
+            .build()
+            .unwrap();
         let mut buf = gst::Buffer::with_size(info.size()).unwrap();
         buf.get_mut().unwrap().map_writable().unwrap().fill(235);
         paint(buf.get_mut().unwrap(), &info, &set()).unwrap();
@@ -170,15 +172,29 @@ mod tests {
     #[test]
     fn masks_are_black_in_every_8_bit_layout_and_the_rest_untouched() {
         use gst_video::VideoFormat as F;
-        for f in [F::I420, F::Nv12, F::Rgb, F::Bgrx, F::Yuy2, F::Y444, F::Gray8] {
+        for f in [
+            F::I420,
+            F::Nv12,
+            F::Rgb,
+            F::Bgrx,
+            F::Yuy2,
+            F::Y444,
+            F::Gray8,
+        ] {
             let (inside, outside) = painted(f);
             let black = if gst_video::VideoFormatInfo::from_format(f).is_yuv() {
                 16
             } else {
                 0
             };
-            assert!(inside.iter().all(|&v| v == black), "{f:?} inside {inside:?}");
-            assert!(outside.iter().all(|&v| v == 235), "{f:?} outside {outside:?}");
+            assert!(
+                inside.iter().all(|&v| v == black),
+                "{f:?} inside {inside:?}"
+            );
+            assert!(
+                outside.iter().all(|&v| v == 235),
+                "{f:?} outside {outside:?}"
+            );
         }
     }
 

@@ -550,7 +550,11 @@ mod tests {
             .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.stdout.len(), w * h);
         out.stdout
     }
@@ -601,7 +605,10 @@ mod tests {
         let window = (0.85, 0.75, 0.93, 0.8);
         let free = (0.5, 0.0, 0.6, 1.0);
         for zone in [door, window] {
-            assert!(mean(&plain, 640, 360, zone) > 40.0, "fixture zone {zone:?} is dark already");
+            assert!(
+                mean(&plain, 640, 360, zone) > 40.0,
+                "fixture zone {zone:?} is dark already"
+            );
             assert!(
                 mean(&masked, 640, 360, zone) < 8.0,
                 "masked zone {zone:?} mean {}",
@@ -611,11 +618,14 @@ mod tests {
         // Every pixel of the masked zones (tolerance for JPEG ringing at the edges: 3 px in).
         for y in 40..212 {
             for x in 67..253 {
-                assert!(masked[y * 640 + x] < 30, "pixel ({x},{y}) = {}", masked[y * 640 + x]);
+                assert!(
+                    masked[y * 640 + x] < 30,
+                    "pixel ({x},{y}) = {}",
+                    masked[y * 640 + x]
+                );
             }
         }
         let (a, b) = (mean(&plain, 640, 360, free), mean(&masked, 640, 360, free));
         assert!((a - b).abs() < 3.0, "unmasked zone changed: {a} → {b}");
     }
 }
-

@@ -1162,10 +1162,9 @@ impl Exports {
                 &p.input,
                 &p.plan.pieces,
                 p.codec,
-                &cam.name,
+                cam,
                 &tz,
                 &name,
-                &cam.masks,
             )?);
         }
         let written = crate::write_package(
@@ -1366,20 +1365,20 @@ fn derived_burn_in(
     input: &vigie_mp4::progressive::Input,
     pieces: &[vigie_store::Piece],
     codec: Option<vigie_core::Codec>,
-    camera_name: &str,
+    cam: &vigie_core::config::Camera,
     tz: &jiff::tz::TimeZone,
     name: &str,
-    masks: &[vigie_core::masks::Mask],
 ) -> Result<crate::ExtraFile, String> {
     let out = package.with_extension("burnin.tmp.mp4");
     let result = vigie_decode::burnin::burn_in_masked(
         input,
         &out,
         codec.unwrap_or(vigie_core::Codec::H264),
-        camera_name,
+        &cam.name,
         pieces.to_vec(),
         tz.clone(),
-        vigie_decode::masks::MaskSet::new(masks.to_vec()),
+        // The camera's privacy masks, painted on every picture (CSI L251-3).
+        vigie_decode::masks::MaskSet::new(cam.masks.clone()),
     )
     .map_err(|e| format!("burned-in copy: {e}"))
     .and_then(|()| std::fs::read(&out).map_err(|e| format!("burned-in copy: {e}")));
@@ -1402,10 +1401,9 @@ fn derived_burn_in(
     _: &vigie_mp4::progressive::Input,
     _: &[vigie_store::Piece],
     _: Option<vigie_core::Codec>,
-    _: &str,
+    _: &vigie_core::config::Camera,
     _: &jiff::tz::TimeZone,
     _: &str,
-    _: &[vigie_core::masks::Mask],
 ) -> Result<crate::ExtraFile, String> {
     Err("the burned-in copy needs the `gst` cargo feature".into())
 }

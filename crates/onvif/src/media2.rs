@@ -87,7 +87,10 @@ impl Device {
                 });
             }
         };
-        if url::Url::parse(&url).map(|u| u.scheme() != "http").unwrap_or(true) {
+        if url::Url::parse(&url)
+            .map(|u| u.scheme() != "http")
+            .unwrap_or(true)
+        {
             return Err(OnvifError::Malformed {
                 op: OP,
                 url: dev_url,
@@ -160,9 +163,17 @@ impl Media2<'_> {
         const OP: &str = "GetMasks";
         self.need_masks(OP)?;
         let inner = configuration_token
-            .map(|c| format!("<tr2:ConfigurationToken>{}</tr2:ConfigurationToken>", esc(c)))
+            .map(|c| {
+                format!(
+                    "<tr2:ConfigurationToken>{}</tr2:ConfigurationToken>",
+                    esc(c)
+                )
+            })
             .unwrap_or_default();
-        let a = self.dev.call(OP, &self.url, &tr2("GetMasks", &inner)).await?;
+        let a = self
+            .dev
+            .call(OP, &self.url, &tr2("GetMasks", &inner))
+            .await?;
         parse_get_masks(&self.url, &a)
     }
 
@@ -238,8 +249,18 @@ fn mask_xml(token: &str, configuration_token: &str, points: &[(f64, f64)]) -> St
         esc(configuration_token)
     );
     for (x, y) in points {
-        let c = |v: f64| if v.is_finite() { v.clamp(-1.0, 1.0) } else { 0.0 };
-        s.push_str(&format!("<tt:Point x=\"{:.6}\" y=\"{:.6}\"/>", c(*x), c(*y)));
+        let c = |v: f64| {
+            if v.is_finite() {
+                v.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            }
+        };
+        s.push_str(&format!(
+            "<tt:Point x=\"{:.6}\" y=\"{:.6}\"/>",
+            c(*x),
+            c(*y)
+        ));
     }
     // Black in YCbCr (the colour space ONVIF's `Color` defaults to).
     s.push_str("</tr2:Polygon><tr2:Type>Color</tr2:Type><tr2:Color X=\"16\" Y=\"128\" Z=\"128\"/><tr2:Enabled>true</tr2:Enabled></tr2:Masks>");
@@ -322,9 +343,7 @@ mod tests {
         assert_eq!(m[0].points[0], (0.5, -0.5));
         assert!(!m[0].enabled);
         let many_points: String = (0..300).map(|_| "<Point x=\"0\" y=\"0\"/>").collect();
-        let many_masks: String = (0..300)
-            .map(|_| "<Masks><Polygon/></Masks>")
-            .collect();
+        let many_masks: String = (0..300).map(|_| "<Masks><Polygon/></Masks>").collect();
         for (body, why) in [
             ("<Nothing/>".to_owned(), "no GetMasksResponse"),
             (

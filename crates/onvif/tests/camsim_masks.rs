@@ -107,7 +107,10 @@ async fn a_camera_without_media2_is_not_supported_and_refusals_and_malformed_ans
         Err(e) => e,
     };
     assert!(matches!(e, OnvifError::Auth { .. }), "{e:?}");
-    assert!(!e.to_string().contains("bad-Pw-77") && !e.to_string().contains(PASS), "{e}");
+    assert!(
+        !e.to_string().contains("bad-Pw-77") && !e.to_string().contains(PASS),
+        "{e}"
+    );
 
     let dev = Device::connect(&cam.onvif.device_url(), creds(PASS), quick())
         .await
@@ -115,10 +118,19 @@ async fn a_camera_without_media2_is_not_supported_and_refusals_and_malformed_ans
     cam.onvif.set_media2(false);
     let e = dev.media2().await.unwrap_err();
     assert!(
-        matches!(e, OnvifError::NotSupported { service: "Media2", .. }),
+        matches!(
+            e,
+            OnvifError::NotSupported {
+                service: "Media2",
+                ..
+            }
+        ),
         "{e:?}"
     );
-    assert!(e.to_string().contains("does not offer the Media2 service"), "{e}");
+    assert!(
+        e.to_string().contains("does not offer the Media2 service"),
+        "{e}"
+    );
     cam.onvif.set_media2(true);
     let m2 = dev.media2().await.unwrap();
     for (fault, want) in [
@@ -128,8 +140,14 @@ async fn a_camera_without_media2_is_not_supported_and_refusals_and_malformed_ans
         cam.onvif.set_fault(fault);
         let e = m2.masks(Some("vsc0")).await.unwrap_err();
         assert!(matches!(e, OnvifError::Malformed { .. }), "{e:?}");
-        assert!(e.to_string().contains("GetMasks") && e.to_string().contains(want), "{e}");
-        let e = m2.create_mask("vsc0", &[(0.0, 0.0), (0.5, 0.0), (0.5, 0.5)]).await.unwrap_err();
+        assert!(
+            e.to_string().contains("GetMasks") && e.to_string().contains(want),
+            "{e}"
+        );
+        let e = m2
+            .create_mask("vsc0", &[(0.0, 0.0), (0.5, 0.0), (0.5, 0.5)])
+            .await
+            .unwrap_err();
         assert!(matches!(e, OnvifError::Malformed { .. }), "{e:?}");
     }
     cam.onvif.set_fault(OnvifFault::Silent);

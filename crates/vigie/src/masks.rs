@@ -103,13 +103,13 @@ pub fn spawn_all(
                 status.clone(),
                 shutdown.clone(),
             ))),
-            Ok(None) => status.set(
+            Ok(None) => status.set(&cam.id, Some(false), Some(no_onvif(cam)), now_rfc3339()),
+            Err(e) => status.set(
                 &cam.id,
                 Some(false),
-                Some(no_onvif(cam)),
+                Some(format!("onvif: {e}")),
                 now_rfc3339(),
             ),
-            Err(e) => status.set(&cam.id, Some(false), Some(format!("onvif: {e}")), now_rfc3339()),
         }
     }
     tasks
@@ -261,7 +261,10 @@ mod tests {
         let a_rev = vec![(0.5, 0.5), (0.5, 0.0), (0.0005, 0.0)];
         assert!(same_set(&[a.clone(), b.clone()], &[b.clone(), a_rot]));
         assert!(same_set(std::slice::from_ref(&a), &[a_rev]));
-        assert!(!same_set(std::slice::from_ref(&a), &[b.clone()]));
+        assert!(!same_set(
+            std::slice::from_ref(&a),
+            std::slice::from_ref(&b)
+        ));
         assert!(!same_set(&[a.clone(), a.clone()], &[a.clone(), b]));
         assert!(!same_set(std::slice::from_ref(&a), &[]));
     }

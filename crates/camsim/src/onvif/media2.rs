@@ -174,7 +174,10 @@ pub(super) fn operation(
             mask.token = format!("mask{}", g.0);
             let t = mask.token.clone();
             g.1.push(mask);
-            tr2("CreateMaskResponse", &format!("<tr2:Token>{}</tr2:Token>", esc(&t)))
+            tr2(
+                "CreateMaskResponse",
+                &format!("<tr2:Token>{}</tr2:Token>", esc(&t)),
+            )
         }
         "SetMask" => {
             let m = child(el, "Mask").ok_or_else(|| invalid("SetMask without Mask"))?;

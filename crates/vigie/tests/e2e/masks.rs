@@ -93,10 +93,16 @@ fn max(g: &[u8], (x0, y0, x1, y1): (f64, f64, f64, f64)) -> u8 {
 fn assert_masked(what: &str, g: &[u8]) {
     for zone in [IN_DOOR, IN_WINDOW] {
         let (m, x) = (mean(g, zone), max(g, zone));
-        assert!(m < 20.0 && x < 48, "{what}: zone {zone:?} not black: mean {m:.1}, max {x}");
+        assert!(
+            m < 20.0 && x < 48,
+            "{what}: zone {zone:?} not black: mean {m:.1}, max {x}"
+        );
     }
     let m = mean(g, OUTSIDE);
-    assert!(m > 60.0, "{what}: the unmasked picture is dark too: mean {m:.1}");
+    assert!(
+        m > 60.0,
+        "{what}: the unmasked picture is dark too: mean {m:.1}"
+    );
 }
 
 async fn camera(v: &Vigie, id: &str) -> Value {
@@ -245,7 +251,8 @@ async fn masks_are_pushed_to_the_camera_and_painted_on_stills_and_burned_in_copi
     std::fs::write(&pkg, r.bytes().await.unwrap()).unwrap();
     let dir = v.work_dir().join("masked");
     crate::export::unzip(&pkg, &dir);
-    let m: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let name = |suffix: &str, prefix: &str| -> String {
         m["files"]
             .as_array()
@@ -258,9 +265,15 @@ async fn masks_are_pushed_to_the_camera_and_painted_on_stills_and_burned_in_copi
     // The burned-in copy, at 1 s and 3 s, and the derived still: masked.
     let burnin = dir.join(name(".mp4", "derive-burnin-"));
     for ss in [1.0, 3.0] {
-        assert_masked(&format!("burned-in copy at {ss} s"), &grey(&burnin, Some(ss)));
+        assert_masked(
+            &format!("burned-in copy at {ss} s"),
+            &grey(&burnin, Some(ss)),
+        );
     }
-    assert_masked("derived still", &grey(&dir.join(name(".jpg", "derive-still-")), None));
+    assert_masked(
+        "derived still",
+        &grey(&dir.join(name(".jpg", "derive-still-")), None),
+    );
     // The master is the camera's picture, untouched (the camera-side mask protects it; camsim's
     // masks do not alter its pre-encoded picture): its zones are not black.
     let master = dir.join(m["video"]["file"].as_str().unwrap());
@@ -286,7 +299,8 @@ async fn masks_are_pushed_to_the_camera_and_painted_on_stills_and_burned_in_copi
         "{row}"
     );
     assert!(
-        csv.lines().any(|l| l.starts_with("privacy-masks-changed,dome,")),
+        csv.lines()
+            .any(|l| l.starts_with("privacy-masks-changed,dome,")),
         "{csv}"
     );
 
@@ -343,7 +357,10 @@ async fn cameras_whose_masks_cannot_be_confirmed_are_flagged() {
     assert!(err.contains("does not offer the Media2 service"), "{err}");
     let m = wait_masks(&v, "plain", false, Duration::from_secs(30)).await;
     assert!(
-        m["last_error"].as_str().unwrap().contains("no ONVIF device"),
+        m["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no ONVIF device"),
         "{m}"
     );
     let m = wait_masks(&v, "broken", false, Duration::from_secs(30)).await;
