@@ -21,8 +21,9 @@ use vigie_core::masks::Mask;
 use vigie_onvif::media2::{picture_to_onvif, same_polygon};
 use vigie_onvif::{Device, Options};
 
-/// How often confirmed masks are checked again on the camera.
-pub const RECHECK: Duration = Duration::from_secs(60);
+/// How often confirmed masks are checked again on the camera (6 requests per check: 1,200
+/// cameras make 24 requests/s at this period), and the longest wait between retries.
+pub const RECHECK: Duration = Duration::from_secs(300);
 /// Coordinates read back may differ by this much (cameras round to their grid).
 const TOLERANCE: f64 = 2e-3;
 /// The file keeping the last known masks per camera.
