@@ -366,10 +366,61 @@ async fn cameras_whose_masks_cannot_be_confirmed_are_flagged() {
     let m = wait_masks(&v, "broken", false, Duration::from_secs(30)).await;
     let err = m["last_error"].as_str().unwrap();
     assert!(err.contains("malformed answer"), "{err}");
+    // The cameras page says it plainly (Chromium).
+    let b = vigie_testkit::browser::Browser::start().await.unwrap();
+    // (`goto` logs in on `/` first; a query makes this a new document, not a hash change of
+    // the login page.)
+    b.goto(&format!("{}/?masks#/cameras", v.base_url()))
+        .await
+        .unwrap();
+    let state_of = |cam: &'static str| {
+        let b = &b;
+        async move {
+            b.eval(
+                "const [c] = arguments; const e = document.querySelector(`.card[data-camera='${c}'] .masks`);
+                 return e ? [e.dataset.masks, e.textContent] : null",
+                vec![json!(cam)],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for cam in ["old", "plain"] {
+        loop {
+            let st = state_of(cam).await;
+            if st[0] == "unconfirmed" {
+                assert!(
+                    st[1].as_str().unwrap().contains("non confirmé"),
+                    "{cam}: {st}"
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                let page = b
+                    .eval(
+                        "return location.href + ' ' + document.body.innerHTML.slice(0, 4000)",
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                panic!("{cam}: no unconfirmed flag in the UI: {st}\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
     // The camera that gains Media2 (a firmware update, say) is confirmed at the next retry.
     assert!(old.onvif.masks().is_empty());
     old.onvif.set_media2(true);
     wait_masks(&v, "old", true, Duration::from_secs(45)).await;
     assert_eq!(old.onvif.masks().len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state_of("old").await[0] != "confirmed" {
+        assert!(
+            Instant::now() < deadline,
+            "old: not shown confirmed in the UI"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert!(!v.log().contains(PASS), "password in the log");
 }
