@@ -3,7 +3,8 @@
 //! `/api/v1/cameras` shows them confirmed; a still and a burned-in copy, decoded by ffmpeg, have
 //! the masked zones black and the rest of the picture not; the recorded master keeps the
 //! camera's picture (what the camera-side mask protects); cameras whose masks cannot be
-//! confirmed (no Media2, no ONVIF, malformed answers) are flagged and confirmed once the camera
+//! confirmed (no Media2, no ONVIF, malformed answers, refused credentials) are flagged (API and
+//! cameras page) and confirmed once the camera
 //! offers Media2 again; a change of masks is journaled (once) and listed in the register.
 
 use std::path::Path;
@@ -338,12 +339,17 @@ async fn cameras_whose_masks_cannot_be_confirmed_are_flagged() {
     old.onvif.set_media2(false);
     let broken = onvif_camera("broken").await;
     broken.onvif.set_fault(OnvifFault::Malformed);
+    let refusing = onvif_camera("refusing").await;
     let plain = vigie_testkit::sim::start_baseline(&["plain"]).await;
     let door = masks_toml(&[("porte 12", &DOOR)]);
     let v = VigieBuilder::new(BIN)
         .toml(COMMUNE)
         .toml(&(onvif_camera_toml("old", &old.onvif.device_url(), PASS) + &door))
         .toml(&(onvif_camera_toml("broken", &broken.onvif.device_url(), PASS) + &door))
+        .toml(
+            &(onvif_camera_toml("refusing", &refusing.onvif.device_url(), "Wrong-pw-9120")
+                + &door),
+        )
         .toml(&format!(
             "[[cameras]]\nid = \"plain\"\nname = \"Plain\"\ncommune = \"test\"\n  [[cameras.streams]]\n  name = \"main\"\n  url = \"{}\"\n{door}",
             plain.url("plain")
@@ -366,6 +372,14 @@ async fn cameras_whose_masks_cannot_be_confirmed_are_flagged() {
     let m = wait_masks(&v, "broken", false, Duration::from_secs(30)).await;
     let err = m["last_error"].as_str().unwrap();
     assert!(err.contains("malformed answer"), "{err}");
+    let m = wait_masks(&v, "refusing", false, Duration::from_secs(30)).await;
+    let err = m["last_error"].as_str().unwrap();
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert!(
+        !err.contains("Wrong-pw-9120") && !err.contains(PASS),
+        "{err}"
+    );
+    assert!(refusing.onvif.masks().is_empty());
     // The cameras page says it plainly (Chromium).
     let b = vigie_testkit::browser::Browser::start().await.unwrap();
     // (`goto` logs in on `/` first; a query makes this a new document, not a hash change of
@@ -422,5 +436,8 @@ async fn cameras_whose_masks_cannot_be_confirmed_are_flagged() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(!v.log().contains(PASS), "password in the log");
+    assert!(
+        !v.log().contains(PASS) && !v.log().contains("Wrong-pw-9120"),
+        "password in the log"
+    );
 }
