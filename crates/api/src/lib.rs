@@ -18,6 +18,7 @@ pub mod error;
 pub mod internal;
 pub mod journal;
 pub mod limits;
+pub mod masks;
 mod params;
 mod routes;
 pub mod server;
@@ -80,6 +81,8 @@ pub struct AppState {
     /// Checks the signatures of the internal routes (`/internal/v1/…`); `None` (a single node,
     /// or a cluster node without a secret): every internal request is refused.
     pub internal: Option<Arc<internal::InternalAuth>>,
+    /// Whether each camera's privacy masks are confirmed on the camera.
+    pub masks: Arc<masks::CameraMasks>,
 }
 
 /// What the API shows of the cluster (implemented by the binary over `vigie-cluster`).
