@@ -50,6 +50,8 @@ pub enum Action {
     CameraAlarm,
     /// A gap of a stream filled from the camera's own recording (ONVIF Profile G replay).
     EdgeFill,
+    /// A camera's privacy masks (CSI L251-3) differ from the last set known at start.
+    MasksChanged,
 }
 
 impl Action {
@@ -85,6 +87,7 @@ impl Action {
             Action::Ptz => "ptz",
             Action::CameraAlarm => "camera-alarm",
             Action::EdgeFill => "edge-fill",
+            Action::MasksChanged => "masks-changed",
         }
     }
 
@@ -227,6 +230,7 @@ mod tests {
             Action::Ptz,
             Action::CameraAlarm,
             Action::EdgeFill,
+            Action::MasksChanged,
         ] {
             assert_eq!(
                 serde_json::to_value(a).unwrap(),

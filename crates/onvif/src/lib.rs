@@ -28,16 +28,17 @@
 //! camera sends can panic the client (answers are bounded to [`soap::MAX_ANSWER_BYTES`]).
 //!
 //! Modules: [`soap`] (envelopes, digest, transport, faults), [`device`] (connect, information,
-//! profiles, stream URIs), [`ptz`], [`events`], [`discovery`], [`recording`] (Profile G: the
-//! camera's own recordings via FindRecordings / GetRecordingSearchResults, and GetReplayUri,
-//! on the search and replay services found by `GetServices`). Later work fits here: Media2
-//! privacy masks (a `media2` module) on the device's SOAP call.
+//! profiles, stream URIs), [`ptz`], [`events`], [`discovery`], [`media2`] (privacy masks),
+//! [`recording`] (Profile G: the camera's own recordings via FindRecordings /
+//! GetRecordingSearchResults, and GetReplayUri, on the search and replay services found by
+//! `GetServices`).
 
 pub mod device;
 pub mod discovery;
 mod error;
 pub mod events;
 mod http_digest;
+pub mod media2;
 pub mod ptz;
 pub mod recording;
 pub mod soap;
@@ -46,6 +47,7 @@ pub use device::{Device, DeviceInfo, Options, Profile, Services, check_url};
 pub use discovery::{Discovered, discover};
 pub use error::{OnvifError, Result};
 pub use events::{CameraEvent, EventKind, PullPoint};
+pub use media2::{Media2, OnvifMask};
 pub use ptz::{Preset, PtzStatus, PtzVector};
 pub use recording::{ProfileGServices, Recording};
 pub use soap::Credentials;
