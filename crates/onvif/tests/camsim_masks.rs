@@ -33,6 +33,7 @@ async fn camsim() -> Cam {
             profiles: vec![OnvifProfile::for_mount("main", &rtsp, "cam/main").unwrap()],
             ptz: false,
             discovery: None,
+            recordings: Vec::new(),
         },
     )
     .await
