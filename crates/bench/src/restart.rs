@@ -205,14 +205,14 @@ fn generate(data: &Path, size: &Size, v1_tables: bool, inline_tables: bool) -> R
 /// What one index entry is made of: encoded length, sample table, fragment table.
 fn entry_anatomy(index_dir: &Path) -> Result<String> {
     let idx = vigie_store::index::Index::open(index_dir)?;
-    let Some(kv) = idx.segments.iter().next() else {
+    let Some(e) = idx.all_segments().next() else {
         return Ok(String::new());
     };
-    let (_, v) = kv?;
-    let e: vigie_store::index::SegmentEntry = postcard::from_bytes(&v)?;
+    let e = e?;
+    let v = postcard::to_allocvec(&e)?;
     let (st, ft) = (e.sample_table.len(), e.fragment_table.len());
     Ok(format!(
-        "entry {} B = sample table {st} B ({}) + fragment table {ft} B + head {} B; by_id row 37 B",
+        "entry {} B = sample table {st} B ({}) + fragment table {ft} B + head {} B (+4 B in its stream-hour block; 13 B id row)",
         v.len(),
         if let Some(len) = vigie_store::filetables::external_len(&e.sample_table) {
             format!("a reference to {len} B of tables in the segment file")

@@ -18,6 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 use sled::Tree;
+
 use vigie_core::dblock::{LOCK_WAIT, is_lock_conflict, retry_while_locked};
 use vigie_core::{Codec, StreamKey, Time90k, VideoParams};
 
@@ -35,10 +36,13 @@ pub const MAX_SEGMENT_90K: i64 = (300 + 20) * vigie_core::TIME_UNITS_PER_SEC;
 /// ([`crate::filetables`]); entries holding their tables (older formats, open segments,
 /// recovered ones) are read as before, so a format-2 or 3 index is opened and marked 4 in place.
 /// The mark keeps a binary that cannot read the newer entries from opening the index.
-const FORMAT: u32 = 4;
+/// 5: closed entries packed by stream in blocks of up to 32 (`blocks`), open ones in `open`, `ids` instead of `by_id`
+/// ([`crate::blocks`]); formats 2–4 (one `segments` item per entry) are migrated in place at
+/// open (resumably: [`crate::blocks::migrate`]), their entries copied as they are.
+pub const FORMAT: u32 = 5;
 
-/// Formats [`Index::open`] accepts (and marks [`FORMAT`]).
-const READABLE_FORMATS: [u32; 3] = [2, 3, 4];
+/// Formats [`Index::open`] accepts (and marks [`FORMAT`], migrating 2–4).
+const READABLE_FORMATS: [u32; 4] = [2, 3, 4, 5];
 
 /// One segment in the index: its [`EntryHead`] (what listings need) followed by the init
 /// length and the tables. postcard lays a nested struct out inline, so the encoded bytes are
@@ -196,7 +200,18 @@ pub struct Index {
     pub meta: Tree,
     pub streams: Tree,
     pub streams_rev: Tree,
+    /// Format 5's closed entries, one value per block of a stream's consecutive segments
+    /// ([`crate::blocks`]).
+    pub blocks: Tree,
+    /// Format 5's id → block rows, one value per 64 ids ([`crate::blocks`]).
+    pub ids: Tree,
+    /// Format 5's entries of open segments, one item each, keyed as [`seg_key`]: what a
+    /// writer updates every `index_interval_ms`, moved into its block when it closes.
+    pub open: Tree,
+    /// Formats 2–4's entries, one item per segment: empty once migrated (kept open so tests
+    /// can write an index as older binaries did).
     pub segments: Tree,
+    /// Formats 2–4's id → `segments` key rows: empty once migrated.
     pub by_id: Tree,
     pub params: Tree,
     pub garbage: Tree,
@@ -266,29 +281,20 @@ impl Index {
                 source,
             })
         };
-        let idx = Index {
-            meta: t("meta")?,
-            streams: t("streams")?,
-            streams_rev: t("streams_rev")?,
-            segments: t("segments")?,
-            by_id: t("by_id")?,
-            params: t("params")?,
-            garbage: t("garbage")?,
-            deletions: t("deletions")?,
-            db,
-        };
-        match idx.meta.get("format")? {
+        let meta = t("meta")?;
+        match meta.get("format")? {
             None => {
-                idx.meta.insert("format", &FORMAT.to_be_bytes())?;
+                meta.insert("format", &FORMAT.to_be_bytes())?;
             }
             Some(v) if u32_of(&v) == Some(FORMAT) => {}
             Some(v) if u32_of(&v).is_some_and(|f| READABLE_FORMATS.contains(&f)) => {
-                tracing::info!(
-                    from = u32_of(&v),
-                    to = FORMAT,
-                    "index format upgraded in place (older entries are read as they are)"
-                );
-                idx.meta.insert("format", &FORMAT.to_be_bytes())?;
+                // Marked first (in one batch with the mark of a migration under way): a binary
+                // that cannot read blocks refuses a half-migrated index.
+                let mut b = sled::Batch::default();
+                b.insert("format", &FORMAT.to_be_bytes());
+                b.insert("migrating", &u32_of(&v).unwrap_or(0).to_be_bytes());
+                meta.apply_batch(b)?;
+                db.flush()?;
             }
             Some(_) => {
                 return Err(corrupt(format!(
@@ -296,6 +302,51 @@ impl Index {
                 )));
             }
         }
+        if let Some(from) = meta.get("migrating")? {
+            let started = std::time::Instant::now();
+            tracing::info!(
+                from = u32_of(&from),
+                to = FORMAT,
+                "migrating the index in place (entries packed in blocks)"
+            );
+            let moved = {
+                let (segments, by_id) = (t("segments")?, t("by_id")?);
+                drop(by_id);
+                crate::blocks::migrate(&meta, &segments, &t("blocks")?, &t("ids")?, &t("open")?)?
+            };
+            db.flush()?;
+            // The old trees go at once (sled frees their pages), then the mark.
+            for name in ["segments", "by_id"] {
+                db.drop_tree(name)?;
+            }
+            let mut b = sled::Batch::default();
+            for k in ["migrating", "migrate_segments_after"] {
+                b.remove(k);
+            }
+            meta.apply_batch(b)?;
+            db.flush()?;
+            tracing::info!(
+                from = u32_of(&from),
+                entries = moved,
+                ms = started.elapsed().as_millis() as u64,
+                "index migrated to format 5"
+            );
+        }
+        let idx = Index {
+            meta,
+            streams: t("streams")?,
+            streams_rev: t("streams_rev")?,
+            blocks: t("blocks")?,
+            ids: t("ids")?,
+            open: t("open")?,
+            segments: t("segments")?,
+            by_id: t("by_id")?,
+            params: t("params")?,
+            garbage: t("garbage")?,
+            deletions: t("deletions")?,
+            db,
+        };
+        idx.drop_stale_open_rows()?;
         Ok(idx)
     }
 
@@ -387,116 +438,6 @@ impl Index {
             Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
             None => Ok(None),
         }
-    }
-
-    pub fn put_segment(&self, e: &SegmentEntry) -> Result<(), StoreError> {
-        let key = seg_key(e.stream_id, e.start_90k, e.id);
-        self.segments.insert(key, postcard::to_allocvec(e)?)?;
-        self.by_id.insert(
-            e.id.to_be_bytes(),
-            &ByIdRow::encode(&key, e.bytes, e.open)[..],
-        )?;
-        Ok(())
-    }
-
-    pub fn get_segment(&self, id: u64) -> Result<Option<SegmentEntry>, StoreError> {
-        let Some(v) = self.by_id.get(id.to_be_bytes())? else {
-            return Ok(None);
-        };
-        let row =
-            ByIdRow::decode(&v).ok_or_else(|| corrupt(format!("by_id row of segment {id}")))?;
-        match self.segments.get(row.key)? {
-            Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Removes a segment entry (both trees).
-    pub fn remove_segment(&self, e: &SegmentEntry) -> Result<(), StoreError> {
-        self.segments
-            .remove(seg_key(e.stream_id, e.start_90k, e.id))?;
-        self.by_id.remove(e.id.to_be_bytes())?;
-        Ok(())
-    }
-
-    /// Segments of a stream overlapping [start, end), in start order: one range scan, read
-    /// lazily (one entry at a time; nothing accumulated).
-    pub fn segments_overlapping(
-        &self,
-        stream_id: u32,
-        start: Time90k,
-        end: Time90k,
-    ) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
-        self.segments_overlapping_heads(stream_id, start, end).map(
-            |r| -> Result<SegmentEntry, StoreError> {
-                Ok(postcard::from_bytes::<SegmentEntry>(&r?.1)?)
-            },
-        )
-    }
-
-    /// [`Index::segments_overlapping`] decoding only each entry's [`EntryHead`]; the encoded
-    /// entry comes along (a cheap reference-counted buffer) for a full decode later. Lazy: the
-    /// caller keeps what it needs (playback keeps its range's entries, capped by the API's
-    /// longest range), so no walk of the index is materialised here.
-    pub fn segments_overlapping_heads(
-        &self,
-        stream_id: u32,
-        start: Time90k,
-        end: Time90k,
-    ) -> impl Iterator<Item = Result<(EntryHead, sled::IVec), StoreError>> + use<> {
-        let lo = seg_key(stream_id, start.0.saturating_sub(MAX_SEGMENT_90K), 0);
-        let hi = seg_key(stream_id, end.0, 0);
-        self.segments
-            .range(lo..hi)
-            .map(
-                move |kv| -> Result<Option<(EntryHead, sled::IVec)>, StoreError> {
-                    let (_, v) = kv?;
-                    let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
-                    Ok(h.overlaps(start).then_some((h, v)))
-                },
-            )
-            .filter_map(Result::transpose)
-    }
-
-    /// The oldest and the newest segment head of a stream (two seeks, nothing walked).
-    pub fn stream_extent(
-        &self,
-        stream_id: u32,
-    ) -> Result<Option<(EntryHead, EntryHead)>, StoreError> {
-        let mut it = self.segments.scan_prefix(stream_id.to_be_bytes());
-        let head = |v: &sled::IVec| -> Result<EntryHead, StoreError> {
-            Ok(postcard::take_from_bytes::<EntryHead>(v)?.0)
-        };
-        let Some(first) = it.next() else {
-            return Ok(None);
-        };
-        let first = head(&first?.1)?;
-        let last = match it.next_back() {
-            Some(kv) => head(&kv?.1)?,
-            None => first.clone(),
-        };
-        Ok(Some((first, last)))
-    }
-
-    /// All segments of a stream, oldest first (lazily).
-    pub fn stream_segments(
-        &self,
-        stream_id: u32,
-    ) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
-        self.segments
-            .scan_prefix(stream_id.to_be_bytes())
-            .map(|kv| {
-                let (_, v) = kv?;
-                Ok(postcard::from_bytes::<SegmentEntry>(&v)?)
-            })
-    }
-
-    /// Every segment entry.
-    pub fn all_segments(&self) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
-        self.segments.iter().map(|kv| {
-            let (_, v) = kv?;
-            Ok(postcard::from_bytes::<SegmentEntry>(&v)?)
-        })
     }
 
     pub fn deletion_key(when: Time90k, seq: u64) -> [u8; 16] {

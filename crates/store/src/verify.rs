@@ -23,7 +23,6 @@
 //! ends it, and [`crate::Store::shutdown`] stops and joins it.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -31,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use vigie_core::StreamKey;
 
-use crate::index::{ByIdRow, EntryHead};
+use crate::index::{EntryHead, seg_key};
 use crate::recovery::{Checked, Deferred, RecoveryReport, check_entry};
 use crate::{Inner, StoreError};
 
@@ -108,7 +107,7 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
     let started = Instant::now();
     let rate = f64::from(entries_per_s.max(1));
     let mut names: HashMap<u32, Option<StreamKey>> = HashMap::new();
-    let mut after: Option<sled::IVec> = None;
+    let mut after: Option<crate::blocks::BlockKey> = None;
     let mut seen = 0u64;
     tracing::info!(
         entries_per_s,
@@ -121,38 +120,44 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
         if inner.shutting_down.load(Ordering::SeqCst) {
             return;
         }
-        let lo = match &after {
-            Some(k) => Bound::Excluded(k.clone()),
-            None => Bound::Unbounded,
-        };
         // The index is away while it is reopened after a write error (full disk): wait.
         let Ok(index) = inner.index() else {
             drop(inner);
             std::thread::sleep(std::time::Duration::from_secs(1));
             continue;
         };
-        let mut batch = Vec::with_capacity(BATCH);
-        for kv in index
-            .by_id
-            .range::<sled::IVec, _>((lo, Bound::Unbounded))
-            .take(BATCH)
-        {
-            match kv {
-                Ok((k, v)) => batch.push((k, v)),
+        let (batch, last) = match index.heads_batch(after.as_ref(), BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "background verification: reading the index failed; stopping");
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let Some(last) = last else {
+            // The blocks are done; then the open rows (a handful: segments being written,
+            // or left open by a crash before this run, which recovery checked already).
+            match index.open_heads() {
+                Ok(open) => {
+                    for h in &open {
+                        seen += 1;
+                        if let Err(e) = check_one(&inner, progress, deferred, &mut names, h) {
+                            tracing::error!(error = %e, "background verification of an index entry failed; entry left as it is");
+                            progress.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "background verification: reading the index failed; stopping");
+                    tracing::error!(error = %e, "background verification: reading the index failed");
                     progress.errors.fetch_add(1, Ordering::Relaxed);
-                    return;
                 }
             }
-        }
-        let Some((last, _)) = batch.last() else {
             break;
         };
-        after = Some(last.clone());
-        for (k, v) in &batch {
+        after = Some(last);
+        for h in &batch {
             seen += 1;
-            if let Err(e) = check_one(&inner, progress, deferred, &mut names, k, v) {
+            if let Err(e) = check_one(&inner, progress, deferred, &mut names, h) {
                 tracing::error!(error = %e, "background verification of an index entry failed; entry left as it is");
                 progress.errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -273,14 +278,14 @@ fn orphan_pass(
                 let Ok(index) = inner.index() else {
                     break; // reopening after a write error: this day is checked next start
                 };
-                index
-                    .by_id
-                    .range(files[i].0.to_be_bytes()..=hi.to_be_bytes())
-                    .keys()
-                    .take(BY_ID_CHUNK)
-                    .map_while(|k| k.ok().and_then(|k| <[u8; 8]>::try_from(k.as_ref()).ok()))
-                    .map(u64::from_be_bytes)
-                    .collect()
+                match index.ids_between(files[i].0, hi, BY_ID_CHUNK) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::error!(error = %e, "background verification: reading the index failed");
+                        progress.errors.fetch_add(1, Ordering::Relaxed);
+                        Vec::new()
+                    }
+                }
             };
             let Some(&last) = rows.last() else {
                 missing.extend_from_slice(&files[i..]);
@@ -351,7 +356,7 @@ fn check_file(
     path: &std::path::Path,
 ) -> Result<(), StoreError> {
     let id_key = id.to_be_bytes();
-    if inner.index()?.by_id.contains_key(id_key)? {
+    if inner.index()?.contains_id(id)? {
         return Ok(());
     }
     let _guard = inner
@@ -359,7 +364,7 @@ fn check_file(
         .lock()
         .map_err(|_| StoreError::ShuttingDown)?;
     let index = inner.index()?;
-    if !path.exists() || index.by_id.contains_key(id_key)? || index.garbage.contains_key(id_key)? {
+    if !path.exists() || index.contains_id(id)? || index.garbage.contains_key(id_key)? {
         return Ok(()); // deleted meanwhile, indexed meanwhile, or being deleted
     }
     tracing::warn!(camera = %key.camera, stream = %key.stream, segment = id, "segment file without an index entry in the history: treated as an orphan");
@@ -379,27 +384,17 @@ fn check_one(
     progress: &VerifyProgress,
     deferred: &Deferred,
     names: &mut HashMap<u32, Option<StreamKey>>,
-    id_key: &sled::IVec,
-    v: &sled::IVec,
+    h: &EntryHead,
 ) -> Result<(), StoreError> {
-    let row = ByIdRow::decode(v).ok_or_else(|| StoreError::Corrupt {
-        what: format!("by_id row {id_key:?}"),
-    })?;
-    if row.id() >= deferred.first_new_id || deferred.checked.contains(&row.key) {
+    if h.id >= deferred.first_new_id
+        || deferred
+            .checked
+            .contains(&seg_key(h.stream_id, h.start_90k, h.id))
+    {
         return Ok(());
     }
-    // Rows written before `by_id` carried the length: read the entry's head instead.
-    let (bytes, open) = match row.bytes_open {
-        Some(b) => b,
-        None => {
-            let Some(e) = inner.index()?.segments.get(row.key)? else {
-                return Ok(());
-            };
-            let (h, _): (EntryHead, _) = postcard::take_from_bytes(&e)?;
-            (h.bytes, h.open)
-        }
-    };
-    let sid = row.stream_id();
+    let (bytes, open) = (h.bytes, h.open);
+    let sid = h.stream_id;
     let key = match names.get(&sid) {
         Some(k) => k.clone(),
         None => {
@@ -413,12 +408,8 @@ fn check_one(
     // the indexed length.
     if let Some(key) = &key
         && !open
-        && std::fs::metadata(inner.layout.segment_path(
-            key,
-            row.id(),
-            vigie_core::Time90k(row.start_90k()),
-        ))
-        .is_ok_and(|m| m.len() == bytes)
+        && std::fs::metadata(inner.layout.segment_path(key, h.id, h.start()))
+            .is_ok_and(|m| m.len() == bytes)
     {
         return Ok(());
     }
@@ -427,10 +418,9 @@ fn check_one(
         .retention_lock
         .lock()
         .map_err(|_| StoreError::ShuttingDown)?;
-    let Some(v) = inner.index()?.segments.get(row.key)? else {
+    let Some(h) = inner.index()?.head_at(h.stream_id, h.start_90k, h.id)? else {
         return Ok(()); // deleted by retention meanwhile
     };
-    let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
     let mut r = RecoveryReport::default();
     if check_entry(&inner.index()?, &inner.layout, key.as_ref(), &h, &mut r)? == Checked::Repaired {
         progress.findings.fetch_add(1, Ordering::Relaxed);
