@@ -87,6 +87,11 @@ fn spans(v: &[u8]) -> Result<Vec<(usize, usize)>, StoreError> {
     Ok(out)
 }
 
+/// How many entries a block holds.
+pub fn block_len(v: &[u8]) -> Result<usize, StoreError> {
+    Ok(spans(v)?.len())
+}
+
 /// Every entry of a block with its head decoded; the encoded entry is a slice of the block
 /// (reference-counted, no copy).
 pub(crate) fn block_heads(v: &IVec) -> Result<Vec<(EntryHead, IVec)>, StoreError> {
@@ -905,6 +910,27 @@ fn merge_block(block: Option<&[u8]>, es: &[&SegmentEntry]) -> Result<Vec<u8>, St
 /// Rows per migration chunk (its memory: this many entries, then their blocks).
 const MIGRATE_CHUNK: usize = 16_384;
 
+fn migrate_chunk_rows() -> usize {
+    // Tests cut a small index into many chunks.
+    #[cfg(feature = "test-support")]
+    if let Some(n) = std::env::var("VIGIE_STORE_TEST_MIGRATE_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    MIGRATE_CHUNK
+}
+
+/// Tests of an interrupted migration: the process dies (abort, no destructor, no flush) after
+/// writing chunk N's id rows and blocks, before recording its progress.
+fn crash_point_for_test(_chunks: usize) {
+    #[cfg(feature = "test-support")]
+    if std::env::var("VIGIE_STORE_TEST_CRASH_AFTER_CHUNKS").ok() == Some(_chunks.to_string()) {
+        std::process::abort();
+    }
+}
+
 /// Copies format 4's one-item-per-entry `segments` tree into id rows, blocks and open rows.
 /// Resumable: progress is in `meta` (`migrate_segments_after`: the last old key whose chunk is
 /// written); a chunk is cut into blocks from its first row on, so one written again after a
@@ -920,6 +946,8 @@ pub(crate) fn migrate(
 ) -> Result<u64, StoreError> {
     use std::collections::BTreeMap;
     let mut moved = 0u64;
+    let rows_per_chunk = migrate_chunk_rows();
+    let mut chunks = 0usize;
     loop {
         let after = meta.get("migrate_segments_after")?;
         let lo = match &after {
@@ -930,7 +958,7 @@ pub(crate) fn migrate(
         let mut last = None;
         for kv in segments
             .range::<Vec<u8>, _>((lo, Bound::Unbounded))
-            .take(MIGRATE_CHUNK)
+            .take(rows_per_chunk)
         {
             let (k, v) = kv?;
             last = Some(k);
@@ -982,7 +1010,11 @@ pub(crate) fn migrate(
             b.insert(&bk[..], merge_block(blocks.get(bk)?.as_deref(), es)?);
         }
         blocks.apply_batch(b)?;
+        chunks += 1;
+        crash_point_for_test(chunks);
         meta.insert("migrate_segments_after", last)?;
+        // Each chunk durable before the next: a crash redoes at most one chunk.
+        meta.flush()?;
         moved += chunk.len() as u64;
         if moved.is_multiple_of(MIGRATE_CHUNK as u64 * 16) {
             tracing::info!(entries = moved, "index migration to format 5 in progress");
