@@ -126,6 +126,10 @@ struct Args {
     /// Restart benchmark: Vigie's `storage.index_cache_bytes`, in MiB (default: Vigie's).
     #[arg(long)]
     restart_index_cache_mib: Option<u64>,
+    /// Restart benchmark: write the generated index as binaries before index format 5 did (one
+    /// sled item per entry and a `by_id` row): the start then migrates it (its time measured).
+    #[arg(long)]
+    restart_legacy_layout: bool,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -272,6 +276,7 @@ fn main() -> Result<()> {
             v1_tables: args.restart_v1_tables,
             inline_tables: args.restart_inline_tables,
             index_cache_mib: args.restart_index_cache_mib,
+            legacy_layout: args.restart_legacy_layout,
         };
         println!(
             "| binary | history | segments | index MB per camera-day | page cache | `vigie run` → HTTP (writers open) | → every writer recording | peak RSS at recording / at end (above idle) | background verification | notes |"

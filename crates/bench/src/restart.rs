@@ -57,6 +57,8 @@ pub struct Opts {
     pub inline_tables: bool,
     /// `storage.index_cache_bytes` in MiB (`None`: Vigie's default).
     pub index_cache_mib: Option<u64>,
+    /// The index as written before format 5 (one item per entry): the start migrates it.
+    pub legacy_layout: bool,
 }
 
 /// Deterministic pseudo-random numbers (xorshift).
@@ -117,13 +119,21 @@ pub fn key(i: usize) -> StreamKey {
 }
 
 /// Generates the index and the sparse files in `data` (unless already there).
-fn generate(data: &Path, size: &Size, v1_tables: bool, inline_tables: bool) -> Result<()> {
-    let marker = data.join(if v1_tables {
+fn generate(
+    data: &Path,
+    size: &Size,
+    v1_tables: bool,
+    inline_tables: bool,
+    legacy: bool,
+) -> Result<()> {
+    let marker = data.join(if legacy {
+        ".generated-v4-legacy"
+    } else if v1_tables {
         ".generated-v1"
     } else if inline_tables {
         ".generated-v3"
     } else {
-        ".generated-v4"
+        ".generated-v5"
     });
     if marker.exists() {
         eprintln!("# reusing {}", data.display());
@@ -193,6 +203,15 @@ fn generate(data: &Path, size: &Size, v1_tables: bool, inline_tables: bool) -> R
     }
     store.flush_index()?;
     drop(store);
+    if legacy {
+        let t = Instant::now();
+        let ix = vigie_store::index::Index::open(&data.join("index"))?;
+        ix.write_legacy_layout_for_test()?;
+        eprintln!(
+            "# written as one item per entry (format 4) in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     std::fs::write(&marker, b"")?;
     eprintln!(
         "# generated {} segments in {:.0} s",
@@ -327,11 +346,18 @@ pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<Re
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data");
     if size.days > 0 {
-        generate(&data, size, opts.v1_tables, opts.inline_tables)?;
+        generate(
+            &data,
+            size,
+            opts.v1_tables,
+            opts.inline_tables,
+            opts.legacy_layout,
+        )?;
     } else {
         let _ = std::fs::remove_dir_all(&data);
     }
-    let anatomy = if size.days > 0 {
+    // (Opening the index would migrate a legacy one before Vigie's start.)
+    let anatomy = if size.days > 0 && !opts.legacy_layout {
         entry_anatomy(&data.join("index"))?
     } else {
         String::new()

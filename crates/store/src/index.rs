@@ -3,14 +3,15 @@
 //! Trees:
 //! * `meta`: `next_segment_id` (u64 BE), `next_stream_id` (u32 BE), `format` (u32 BE).
 //! * `streams`: `"<camera>/<stream>"` → stream id (u32 BE); `streams_rev`: id → postcard(StreamKey).
-//! * `segments`: key = stream id (u32 BE) ‖ start_90k as u64 BE with the sign bit flipped ‖
-//!   segment id (u64 BE) — 20 bytes, so one stream's segments are contiguous and sorted by start,
-//!   and "segments of S overlapping [t0, t1)" is ONE range scan from
-//!   `(S, t0 − MAX_SEGMENT_90K)` to `(S, t1)`, filtered on end > t0. Value = postcard
-//!   ([`SegmentEntry`]).
-//! * `by_id`: segment id (u64 BE) → its `segments` key (20 bytes), then the entry's indexed
-//!   length (u64 BE) and open flag (1 byte): what the background verification needs, so it walks
-//!   this small tree instead of the entries (rows written before have the key only).
+//! * `blocks`, `ids`, `open` (index format 5, [`crate::blocks`]): a stream's closed segment
+//!   entries packed by up to 32 in one value keyed by the [`seg_key`] of its first entry
+//!   (stream id u32 BE ‖ start_90k u64 BE, sign bit flipped ‖ segment id u64 BE), so one
+//!   stream's segments are contiguous and sorted by start, and "segments of S overlapping
+//!   [t0, t1)" is one seek for the block holding `(S, t0 − MAX_SEGMENT_90K)` and one range scan
+//!   from there to `(S, t1)`, filtered on end > t0; id → block rows, 64 ids a value; the
+//!   entries of open segments, one item each. Entries are postcard ([`SegmentEntry`]).
+//! * `segments`, `by_id`: formats 2–4's one item per entry (key as above) and id → key ‖
+//!   length ‖ open flag rows ([`ByIdRow`]); migrated into the trees above at open, then empty.
 //! * `params`: params id (u64 BE, FNV-1a of the postcard encoding) → postcard(VideoParams):
 //!   codec parameters stored once, shared by all segments that use them.
 //! * `garbage`: segment id → postcard(GarbageRow): a deletion in progress (survives a crash).
@@ -36,7 +37,8 @@ pub const MAX_SEGMENT_90K: i64 = (300 + 20) * vigie_core::TIME_UNITS_PER_SEC;
 /// ([`crate::filetables`]); entries holding their tables (older formats, open segments,
 /// recovered ones) are read as before, so a format-2 or 3 index is opened and marked 4 in place.
 /// The mark keeps a binary that cannot read the newer entries from opening the index.
-/// 5: closed entries packed by stream in blocks of up to 32 (`blocks`), open ones in `open`, `ids` instead of `by_id`
+/// 5: closed entries packed by stream in blocks of up to 32 (`blocks`), open ones in `open`,
+/// `ids` instead of `by_id`
 /// ([`crate::blocks`]); formats 2–4 (one `segments` item per entry) are migrated in place at
 /// open (resumably: [`crate::blocks::migrate`]), their entries copied as they are.
 pub const FORMAT: u32 = 5;
@@ -229,10 +231,9 @@ fn corrupt(what: impl Into<String>) -> StoreError {
 /// Default of sled's page cache (`storage.index_cache_bytes`): sled's own default is 1 GiB,
 /// which a walk of a large index (background verification, reindex) fills, and the recorder
 /// keeps for good. sled counts its cache in on-disk bytes; in memory a walked page costs ~3.6
-/// times that (measured: a walk of 2 M `by_id` rows leaves +231 MiB resident with 64 MiB,
-/// +60 with 16, +30 with 8, +3 with 1; docs/BENCHMARKS.md "Restart"). 8 MiB still holds the
-/// upper levels of the trees and the newest leaves every writer and listing touches (index
-/// format 4 entries are ~100 B, 16 to a leaf).
+/// times that (measured in format 4: a walk of 2 M `by_id` rows leaves +231 MiB resident with
+/// 64 MiB, +60 with 16, +30 with 8, +3 with 1; docs/BENCHMARKS.md "Restart"). 8 MiB still holds
+/// the upper levels of the trees and the newest leaves every writer and listing touches.
 pub const DEFAULT_CACHE_BYTES: u64 = 8 << 20;
 
 impl Index {

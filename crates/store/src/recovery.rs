@@ -192,14 +192,14 @@ pub const RECENT_ENTRIES_PER_STREAM: usize = 8;
 /// What start-up recovery leaves to the background verification ([`crate::verify`]).
 #[derive(Debug, Default)]
 pub(crate) struct Deferred {
-    /// `segments` keys already checked at start-up (at most [`RECENT_ENTRIES_PER_STREAM`] × 2 per
+    /// [`seg_key`]s of the entries already checked at start-up (at most [`RECENT_ENTRIES_PER_STREAM`] × 2 per
     /// stream: memory bounded by the number of streams).
     pub checked: BTreeSet<[u8; 20]>,
     /// Ids from this one on are allocated by this run's writers: not history.
     pub first_new_id: u64,
 }
 
-/// Removes an entry given its `segments` key fields (both trees).
+/// Removes an entry (its block or open row, and its id row).
 pub(crate) fn remove_entry(index: &Index, h: &EntryHead) -> Result<(), StoreError> {
     index.remove_segment(h)
 }
@@ -300,7 +300,7 @@ pub(crate) fn index_orphan(
     Ok(())
 }
 
-/// The `segments` keys start-up recovery checks: each stream's newest entries by start, and the
+/// The [`seg_key`]s of the entries start-up recovery checks: each stream's newest entries by start, and the
 /// newest ids of the whole store (an id newer than its stream's newest start means the clock
 /// stepped back). Reverse range scans: cost independent of the history.
 fn recent_keys(

@@ -5,15 +5,14 @@
 //! the file is re-read as an orphan, an open or longer one is re-read). Findings are logged with
 //! camera, stream and segment id, as start-up findings are. Then it lists every segment file
 //! older than this run, a day at a time, and compares the sorted ids with a key-ordered walk of
-//! `by_id` (a merge join, not a lookup per file): a file without an entry is handled as an
-//! orphan ([`orphan_pass`]), as start-up recovery handles those of the newest directories.
+//! the `ids` rows (a merge join, not a lookup per file): a file without an entry is handled as
+//! an orphan ([`orphan_pass`]), as start-up recovery handles those of the newest directories.
 //!
 //! Bounded cost:
-//! * memory: the walk reads the small `by_id` tree (segment id → `segments` key, indexed length,
-//!   open flag), never the entries themselves unless something is wrong (or the row predates the
-//!   length: then the entry's head only), resuming from the last id in batches of [`BATCH`], and
-//!   keeps the stream names (one per stream); the index is never materialised. Reading the
-//!   entries would make sled keep hundreds of MiB resident (docs/BENCHMARKS.md "Restart");
+//! * memory: the walk reads the blocks of entries in key order (index format 5: up to 32 heads
+//!   a value, [`crate::blocks`]), whole blocks of about [`BATCH`] entries at a time, resuming
+//!   after the last block's key, decoding heads only, then the open rows; it keeps the stream
+//!   names (one per stream); the index is never materialised;
 //! * I/O: throttled to `verify_entries_per_s` entries per second (one `stat` each);
 //! * concurrency: a finding is handled under the retention lock after re-reading the entry, so
 //!   a segment retention is deleting at the same moment is not mistaken for a missing file;
@@ -37,7 +36,7 @@ use crate::{Inner, StoreError};
 /// Entries read per batch (one index range scan, then the store is released).
 pub const BATCH: usize = 256;
 
-/// `by_id` rows per range scan of the files' merge join.
+/// Ids read per range scan of the `ids` rows in the files' merge join (whole rows of 64).
 const BY_ID_CHUNK: usize = 4096;
 
 /// True while the store exists and is not shutting down.
@@ -199,16 +198,16 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
     );
 }
 
-/// Every segment file older than this run is compared with `by_id`; a file without an entry is
+/// Every segment file older than this run is compared with the `ids` rows; a file without an entry is
 /// an orphan: indexed from its own content, or deleted if it holds no complete fragment, exactly
 /// as start-up recovery handles the recent ones. Orphans away from the newest directories arise
 /// when the disk is full (a segment abandoned when the index could not be written and the
 /// process stopped before it was re-read; an entry removed whose file could not be unlinked).
 ///
 /// A merge join, one UTC day at a time: the day's directories of every stream are listed and
-/// their segment ids sorted (8 bytes a file: 2.3 MB for 200 streams' day), then `by_id` is read
+/// their segment ids sorted (8 bytes a file: 2.3 MB for 200 streams' day), then `ids` is read
 /// once in key order over the day's id range (ids are global and increase with time, so the
-/// days' ranges barely overlap and `by_id` is read about once in all) instead of one lookup
+/// days' ranges barely overlap and `ids` is read about once in all) instead of one lookup
 /// per file; only a file whose id the walk did not meet is looked up ([`check_file`]: under the
 /// retention lock, since retention may be deleting it, entry first, then file; skipped while a
 /// deletion of it is pending). Throttled with the entries (one file = one entry). Returns false
@@ -262,7 +261,7 @@ fn orphan_pass(
         let Some(&(hi, _)) = files.last() else {
             continue;
         };
-        // The ids of the day's files that `by_id` lacks: `by_id` read in key order from the
+        // The ids of the day's files that `ids` lacks: `ids` read in key order from the
         // day's first id to its last, [`BY_ID_CHUNK`] rows per range scan, the store held
         // only during a scan (shutdown is not held up by a day of 288,000 files).
         let mut missing: Vec<(u64, u32)> = Vec::new();
