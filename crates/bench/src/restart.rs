@@ -26,7 +26,7 @@ use nix::sys::signal::Signal;
 use vigie_core::{Codec, StreamKey, SystemClock, Time90k, VideoParams};
 use vigie_store::{SampleInfo, Store, StoreConfig, SyntheticSegment};
 
-use super::{Env, Mix, dir_bytes, free_port, proc_kib, start_camsim, stop_camsim};
+use super::{Env, Mix, dir_bytes, free_port, proc_kib, start_camsim_with, stop_camsim};
 
 pub struct Size {
     pub days: u32,
@@ -59,6 +59,8 @@ pub struct Opts {
     pub index_cache_mib: Option<u64>,
     /// The index as written before format 5 (one item per entry): the start migrates it.
     pub legacy_layout: bool,
+    /// Camera fixture served instead of the 2 Mbit/s one.
+    pub fixture: Option<String>,
 }
 
 /// Deterministic pseudo-random numbers (xorshift).
@@ -231,7 +233,7 @@ fn entry_anatomy(index_dir: &Path) -> Result<String> {
     let v = postcard::to_allocvec(&e)?;
     let (st, ft) = (e.sample_table.len(), e.fragment_table.len());
     Ok(format!(
-        "entry {} B = sample table {st} B ({}) + fragment table {ft} B + head {} B (+4 B in its stream-hour block; 13 B id row)",
+        "entry {} B = sample table {st} B ({}) + fragment table {ft} B + head {} B (+4 B in its block of 32; a 21 B id row)",
         v.len(),
         if let Some(len) = vigie_store::filetables::external_len(&e.sample_table) {
             format!("a reference to {len} B of tables in the segment file")
@@ -373,7 +375,13 @@ pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<Re
     if !anatomy.is_empty() {
         r.notes.push(anatomy);
     }
-    let cam = start_camsim(env, &dir, size.streams, Mix::TwoMbps)?;
+    let cam = start_camsim_with(
+        env,
+        &dir,
+        size.streams,
+        Mix::TwoMbps,
+        opts.fixture.as_deref(),
+    )?;
     // Give camsim a moment to listen before Vigie's sessions try it.
     std::thread::sleep(Duration::from_millis(500));
     r.cache_dropped = drop_caches().err();
