@@ -9,6 +9,9 @@
 //! <prefix>/c/drain/<node>        DrainRecord           none                (operator / SIGTERM)
 //! <prefix>/s/<node>              NodeStatus            lease of the node   (status, coverage)
 //! <prefix>/h/<node>/<hold id>    HoldRecord            none                (legal holds)
+//! <prefix>/v/<node>              CoverageSnapshot      none                (footage held, kept
+//!                                                                          after the node dies)
+//! <prefix>/j/<node>              JournalAnchor         none                (journal head)
 //! ```
 //!
 //! Everything a node reads each tick (`c/`) is one range read; status and holds are read at a
@@ -66,8 +69,24 @@ impl Keys {
     pub fn status(&self, node: &str) -> String {
         format!("{}{node}", self.status_prefix())
     }
+    /// Coverage of each node, without lease: who to ask for footage, also of a dead node
+    /// (whose spans are then reported unavailable, not as gaps).
+    pub fn coverage_prefix(&self) -> String {
+        format!("{}/v/", self.prefix)
+    }
+    pub fn coverage(&self, node: &str) -> String {
+        format!("{}{node}", self.coverage_prefix())
+    }
     pub fn holds_prefix(&self) -> String {
         format!("{}/h/", self.prefix)
+    }
+    pub fn journal_prefix(&self) -> String {
+        format!("{}/j/", self.prefix)
+    }
+    /// Where a node anchors its access journal's head (no lease: the anchor outlives the node,
+    /// so a journal cut while its node is stopped is caught).
+    pub fn journal(&self, node: &str) -> String {
+        format!("{}/j/{node}", self.prefix)
     }
     pub fn hold(&self, node: &str, id: u64) -> String {
         format!("{}{node}/{id:020}", self.holds_prefix())
@@ -126,6 +145,20 @@ pub struct StreamStatusRecord {
 pub struct CoverageRecord {
     pub first_s: i64,
     pub last_s: i64,
+    /// The node was recording the camera when it wrote this (its footage goes on after
+    /// `last_s`).
+    #[serde(default)]
+    pub recording: bool,
+}
+
+/// The footage a node holds, per camera (`v/<node>`, no lease: it outlives the node, so the
+/// others know whose footage is unavailable while it is down). Written with the status
+/// heartbeat when it changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoverageSnapshot {
+    pub node: String,
+    pub written_s: i64,
+    pub coverage: BTreeMap<String, CoverageRecord>,
 }
 
 /// What a node publishes about itself (`s/<node>`, under its lease): written when the set of
@@ -163,6 +196,16 @@ impl NodeStatus {
 }
 
 /// A legal hold as shared in etcd (`h/<node>/<id>`): placed on `node`, by `created_by`.
+/// A node's access-journal head as last anchored in etcd: the last entry's sequence number
+/// and hash, and when (Unix seconds) it was anchored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalAnchor {
+    pub node: String,
+    pub seq: u64,
+    pub hash: String,
+    pub anchored_s: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldRecord {
     pub node: String,

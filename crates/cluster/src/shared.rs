@@ -11,7 +11,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
 use crate::assign::Assignment;
-use crate::model::{HoldRecord, NodeRecord};
+use crate::model::{CoverageSnapshot, HoldRecord, NodeRecord, NodeStatus};
 
 /// This node's latest view of the cluster.
 #[derive(Clone, Debug, Default)]
@@ -25,6 +25,14 @@ pub struct View {
     pub draining: bool,
     /// Cameras recorded here now.
     pub recording: Vec<String>,
+}
+
+/// Every node's published status (live nodes) and coverage (also of dead nodes), as last read
+/// from etcd.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    pub statuses: BTreeMap<String, NodeStatus>,
+    pub coverage: BTreeMap<String, CoverageSnapshot>,
 }
 
 /// The cluster's legal holds as last read from etcd, and when.
@@ -50,9 +58,11 @@ pub struct Shared {
     node: String,
     view: RwLock<View>,
     holds: RwLock<Option<HoldsSnapshot>>,
+    state: RwLock<ClusterState>,
     assignment_changes: AtomicU64,
     etcd_errors: AtomicU64,
     lease_losses: AtomicU64,
+    anchors: AtomicU64,
     starts: AtomicU64,
     stops: AtomicU64,
     takeover: Mutex<BTreeMap<&'static str, Histogram>>,
@@ -64,9 +74,11 @@ impl Shared {
             node: node.to_owned(),
             view: RwLock::new(View::default()),
             holds: RwLock::new(None),
+            state: RwLock::new(ClusterState::default()),
             assignment_changes: AtomicU64::new(0),
             etcd_errors: AtomicU64::new(0),
             lease_losses: AtomicU64::new(0),
+            anchors: AtomicU64::new(0),
             starts: AtomicU64::new(0),
             stops: AtomicU64::new(0),
             takeover: Mutex::new(BTreeMap::new()),
@@ -103,6 +115,18 @@ impl Shared {
             .unwrap_or(false)
     }
 
+    /// Every node's status and coverage, as just read from etcd.
+    pub fn set_state(&self, state: ClusterState) {
+        if let Ok(mut s) = self.state.write() {
+            *s = state;
+        }
+    }
+
+    /// Every node's status and coverage, as last read.
+    pub fn state(&self) -> ClusterState {
+        self.state.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
     /// The cluster's holds, from a read of etcd that began at `read_at`.
     pub fn set_holds(&self, holds: Vec<HoldRecord>, read_at: Instant) {
         if let Ok(mut h) = self.holds.write() {
@@ -123,6 +147,9 @@ impl Shared {
     }
     pub fn count_lease_loss(&self) {
         self.lease_losses.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count_anchor(&self) {
+        self.anchors.fetch_add(1, Ordering::Relaxed);
     }
     pub fn count_start(&self) {
         self.starts.fetch_add(1, Ordering::Relaxed);
@@ -232,6 +259,12 @@ impl Shared {
             "Times this node found its lease expired (partition, pause, etcd outage) and registered again.",
             "counter",
             vec![(l.clone(), c(&self.lease_losses))],
+        );
+        gauge(
+            "vigie_cluster_journal_anchors_total",
+            "Access-journal heads anchored in etcd by this node.",
+            "counter",
+            vec![(l.clone(), c(&self.anchors))],
         );
         gauge(
             "vigie_cluster_camera_starts_total",

@@ -3,6 +3,7 @@
 //!
 //! Owns: JPEG stills of the picture shown at an instant ([`still`], for `snapshot.jpg` and the
 //! derived stills of evidence exports), the burned-in working copy of an export ([`burnin`]),
+//! the privacy masks painted on both ([`masks`], attachable to any raw-video pad),
 //! and the list of GStreamer elements these need with their Debian packages
 //! ([`gst_elements`], checked at start).
 //!
@@ -14,6 +15,8 @@
 pub mod burnin;
 #[cfg(feature = "gst")]
 pub mod gst_elements;
+#[cfg(feature = "gst")]
+pub mod masks;
 #[cfg(feature = "gst")]
 pub mod still;
 

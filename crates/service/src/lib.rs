@@ -178,6 +178,8 @@ pub struct LocalStills {
     pub store: Store,
     pub live: Arc<dyn LiveSource>,
     pub clock: Arc<dyn Clock>,
+    /// Privacy masks per camera id, painted on every still (`vigie_decode::masks`).
+    pub masks: HashMap<String, Vec<vigie_core::masks::Mask>>,
 }
 
 impl Stills for LocalStills {
@@ -192,7 +194,8 @@ impl Stills for LocalStills {
                 .live
                 .hub(&key)
                 .ok_or_else(|| StillError::NoRecording(format!("no live view of {key}")))?;
-            decode(self.store.clone(), hub, key, at, self.clock.clone()).await
+            let masks = self.masks.get(&key.camera).cloned().unwrap_or_default();
+            decode(self.store.clone(), hub, key, at, self.clock.clone(), masks).await
         })
     }
 }
@@ -204,8 +207,10 @@ async fn decode(
     key: StreamKey,
     at: Option<Time90k>,
     clock: Arc<dyn Clock>,
+    masks: Vec<vigie_core::masks::Mask>,
 ) -> Result<Vec<u8>, StillError> {
-    vigie_decode::still::snapshot(store, hub, key, at, clock).await
+    let masks = vigie_decode::masks::MaskSet::new(masks);
+    vigie_decode::still::snapshot_masked(store, hub, key, at, clock, masks).await
 }
 
 #[cfg(not(feature = "gst"))]
@@ -215,6 +220,7 @@ async fn decode(
     _: StreamKey,
     _: Option<Time90k>,
     _: Arc<dyn Clock>,
+    _: Vec<vigie_core::masks::Mask>,
 ) -> Result<Vec<u8>, StillError> {
     Err(StillError::NotBuilt)
 }

@@ -63,6 +63,7 @@ pub async fn run(
     vigie_api::gst_elements::log_missing();
     let journal = crate::audit::open_journal(&config, clock.clone())?;
     crate::audit::journal_start(&journal, &config);
+    crate::masks::journal_changes(&config, &journal);
     // Footage the store deleted to start above the free-space floor (before the journal could
     // be opened: it needs the room).
     let startup = vigie_store::RetentionReport {
@@ -118,12 +119,31 @@ pub async fn run(
             ))),
         });
     }
+    // The cluster secret signing the internal routes between nodes (refused when unset or
+    // too short; never logged). Without one, internal routes are closed.
+    let internal = match &config.cluster {
+        Some(c) => match c
+            .secret(&|v| std::env::var(v).ok())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            Some(secret) => Some(Arc::new(vigie_api::internal::InternalAuth::new(
+                vigie_api::internal::ClusterKey::new(&c.node, &secret),
+            ))),
+            None => {
+                tracing::warn!(
+                    "[cluster] has no secret_env or secret_file: internal routes are closed and this node serves only the footage it holds"
+                );
+                None
+            }
+        },
+        None => None,
+    };
     // Single node: every camera, now. Cluster: the cameras the cluster assigns here.
     #[cfg(feature = "cluster")]
     let cluster = match &config.cluster {
-        Some(_) => {
-            Some(crate::cluster::start(&config, &recording, &store, shutdown.clone()).await?)
-        }
+        Some(_) => Some(
+            crate::cluster::start(&config, &recording, &store, &journal, shutdown.clone()).await?,
+        ),
         None => None,
     };
     #[cfg(not(feature = "cluster"))]
@@ -194,6 +214,13 @@ pub async fn run(
             )));
         }
     }
+    // Privacy masks pushed to the cameras (ONVIF Media2) and checked.
+    let mask_status = Arc::new(vigie_api::masks::CameraMasks::default());
+    event_tasks.extend(crate::masks::spawn_all(
+        &config,
+        mask_status.clone(),
+        shutdown.clone(),
+    ));
     let state = vigie_api::AppState {
         journal: journal.clone(),
         auth: auth.clone(),
@@ -206,6 +233,12 @@ pub async fn run(
             store: store.clone(),
             live: live.clone(),
             clock: clock.clone(),
+            masks: config
+                .cameras
+                .iter()
+                .filter(|c| !c.masks.is_empty())
+                .map(|c| (c.id.clone(), c.masks.clone()))
+                .collect(),
         }),
         live,
         config: config.clone(),
@@ -214,13 +247,19 @@ pub async fn run(
         clock: clock.clone(),
         limits: Arc::new(vigie_api::limits::Limits::new(&config)),
         #[cfg(feature = "cluster")]
-        cluster: cluster
-            .as_ref()
-            .map(|c| Arc::new(c.info()) as Arc<dyn vigie_api::ClusterInfo>),
+        cluster: match &cluster {
+            Some(c) => Some(
+                Arc::new(c.info(&config, internal.as_ref().map(|a| a.key().clone()))?)
+                    as Arc<dyn vigie_api::ClusterInfo>,
+            ),
+            None => None,
+        },
         #[cfg(not(feature = "cluster"))]
         cluster: None,
         ptz: Arc::new(crate::onvif::ptz_service(&config)),
         camera_events: camera_events.clone(),
+        internal,
+        masks: mask_status,
     };
     // Signal handlers before the listener: a SIGTERM as soon as the port answers (a service
     // manager, a test) must be a clean stop, not the default kill.
