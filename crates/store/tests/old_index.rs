@@ -1,8 +1,8 @@
-//! Index formats 3 (packed sample tables, issue 16) and 4 (a closed segment's tables in its
-//! file, the entry referring to them): an index written before them — format 2, entries whose
-//! sample tables are in the journal form, then format-3 entries with packed tables — opens
-//! without a migration, its old entries are read as they are next to new ones, and playback
-//! over all three kinds is right.
+//! Index formats 3 (packed sample tables, issue 16), 4 (a closed segment's tables in its
+//! file, the entry referring to them) and 5 (entries packed in blocks): an index written before
+//! them — format 2, one sled item per entry whose sample tables are in the journal form — is
+//! migrated into blocks at open with its entries as they are, they are read next to format-3
+//! and format-4 ones, and playback over all three kinds is right.
 
 mod common;
 
