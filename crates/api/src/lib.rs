@@ -76,6 +76,8 @@ pub struct AppState {
     pub ptz: Arc<dyn vigie_service::ptz::PtzControl>,
     /// Camera events received since start, per (camera, kind), for `/metrics`.
     pub camera_events: Arc<CameraEventCounts>,
+    /// The H.264 fallback (`live?transcode=h264`, `video.mp4?…&transcode=h264`).
+    pub transcodes: Arc<dyn vigie_service::Transcodes>,
 }
 
 /// What the API shows of the cluster (implemented by the binary over `vigie-cluster`).

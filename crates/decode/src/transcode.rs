@@ -414,11 +414,9 @@ mod imp {
             let bus = self.pipeline.bus()?;
             let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
             match msg.view() {
-                gst::MessageView::Error(e) => Some(StillError::Gst(format!(
-                    "{} ({:?})",
-                    e.error(),
-                    e.debug()
-                ))),
+                gst::MessageView::Error(e) => {
+                    Some(StillError::Gst(format!("{} ({:?})", e.error(), e.debug())))
+                }
                 _ => None,
             }
         }
@@ -427,7 +425,6 @@ mod imp {
         pub fn finish(&self) {
             let _ = self.src.end_of_stream();
         }
-
     }
 
     impl Drop for Transcoder {
@@ -534,7 +531,10 @@ mod imp {
             for f in self.pending.drain(..) {
                 buf.extend_from_slice(&f.data);
             }
-            self.next_dts_90k += samples.iter().map(|s| u64::from(s.duration_90k)).sum::<u64>();
+            self.next_dts_90k += samples
+                .iter()
+                .map(|s| u64::from(s.duration_90k))
+                .sum::<u64>();
             Bytes::from(buf)
         }
 
@@ -586,8 +586,7 @@ mod imp {
         )?;
         t.set_segment(input.skip_90k, input.skip_90k + input.duration_90k);
         // Generous: a loaded machine re-encodes SD at several times real time with superfast.
-        let deadline = Instant::now()
-            + Duration::from_secs(120 + 4 * input.duration_90k / 90_000);
+        let deadline = Instant::now() + Duration::from_secs(120 + 4 * input.duration_90k / 90_000);
         let pipeline = t.pipeline.clone();
         let bus = pipeline
             .bus()
@@ -794,7 +793,10 @@ mod tests {
     fn ffprobe_codec(path: &std::path::Path) -> String {
         let o = Command::new("ffprobe")
             .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
-            .args(["-show_entries", "stream=codec_name,width,height,nb_read_frames"])
+            .args([
+                "-show_entries",
+                "stream=codec_name,width,height,nb_read_frames",
+            ])
             .args(["-of", "csv=p=0"])
             .arg(path)
             .output()
@@ -856,10 +858,15 @@ mod tests {
             cues: Vec::new(),
         };
         let mut out = Vec::new();
-        transcode_range(&input, Codec::H265, &TranscodeSettings::default(), &mut |b| {
-            out.extend_from_slice(&b);
-            true
-        })
+        transcode_range(
+            &input,
+            Codec::H265,
+            &TranscodeSettings::default(),
+            &mut |b| {
+                out.extend_from_slice(&b);
+                true
+            },
+        )
         .unwrap();
         let path = dir.path().join("out.mp4");
         std::fs::write(&path, &out).unwrap();
@@ -903,10 +910,15 @@ mod tests {
             cues: Vec::new(),
         };
         let mut n = 0;
-        transcode_range(&input, Codec::H265, &TranscodeSettings::default(), &mut |_| {
-            n += 1;
-            n < 2
-        })
+        transcode_range(
+            &input,
+            Codec::H265,
+            &TranscodeSettings::default(),
+            &mut |_| {
+                n += 1;
+                n < 2
+            },
+        )
         .unwrap();
         assert_eq!(n, 2);
     }
@@ -939,7 +951,10 @@ mod tests {
         assert_eq!(out.len(), 60, "{:?}", t.error());
         assert!(out[0].is_key);
         assert_eq!(out[0].params.codec, Codec::H264);
-        assert!(out[0].params.rfc6381_codec.starts_with("avc1.4D"), "main profile");
+        assert!(
+            out[0].params.rfc6381_codec.starts_with("avc1.4D"),
+            "main profile"
+        );
         assert_eq!((out[0].params.width, out[0].params.height), (1280, 720));
         assert_eq!(out[59].pts_90k, 59 * 3600);
         // The sample entry is an avc1 box holding the avcC.

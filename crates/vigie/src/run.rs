@@ -221,6 +221,10 @@ pub async fn run(
         cluster: None,
         ptz: Arc::new(crate::onvif::ptz_service(&config)),
         camera_events: camera_events.clone(),
+        transcodes: Arc::new(vigie_service::LocalTranscodes::from_config(
+            store.clone(),
+            &config.live,
+        )),
     };
     // Signal handlers before the listener: a SIGTERM as soon as the port answers (a service
     // manager, a test) must be a clean stop, not the default kill.

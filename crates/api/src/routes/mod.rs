@@ -8,6 +8,7 @@ mod health;
 mod holds;
 mod index;
 mod live;
+mod live_transcode;
 mod metrics;
 mod ptz;
 mod recordings;
@@ -15,6 +16,7 @@ mod session;
 mod snapshot;
 mod users;
 mod video;
+mod video_transcode;
 
 use axum::Router;
 use axum::routing::{MethodRouter, delete, get, patch, post};
@@ -179,9 +181,9 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::CameraPerm(Playback),
-                "Seekable progressive MP4 of a range (Range, HEAD, ETag, If-None-Match, If-Range); gaps=skip; ts=1 adds a wall-clock subtitle track.",
-                &["start", "end", "duration", "gaps", "ts"],
-                &[200, 206, 304, 400, 401, 403, 404, 409, 416],
+                "Seekable progressive MP4 of a range (Range, HEAD, ETag, If-None-Match, If-Range); gaps=skip; ts=1 adds a wall-clock subtitle track; transcode=h264: a streamed fragmented H.264 MP4 (the fallback; no Range, 503 when busy).",
+                &["start", "end", "duration", "gaps", "ts", "transcode"],
+                &[200, 206, 304, 400, 401, 403, 404, 409, 416, 501, 503],
             )],
             make: || get(video::video),
         },
@@ -190,8 +192,8 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::CameraPerm(Live),
-                "Live view: WebSocket upgrade, fMP4 init then media segments (see docs/API.md).",
-                &[],
+                "Live view: WebSocket upgrade, fMP4 init then media segments (see docs/API.md); transcode=h264: the H.264 fallback (close code 4503 when busy).",
+                &["transcode"],
                 &[101, 400, 401, 403, 404],
             )],
             make: || get(live::live),
