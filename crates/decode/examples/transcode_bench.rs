@@ -35,7 +35,10 @@ fn load(path: &str) -> (Arc<VideoParams>, Vec<(Bytes, bool)>) {
     let (mut frames, mut hvcc, mut size) = (Vec::new(), None, (0u16, 0u16));
     while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
         if hvcc.is_none() {
-            let st = s.caps().and_then(|c| c.structure(0).map(|s| s.to_owned())).expect("caps");
+            let st = s
+                .caps()
+                .and_then(|c| c.structure(0).map(|s| s.to_owned()))
+                .expect("caps");
             let cd = st.get::<gst::Buffer>("codec_data").expect("codec_data");
             hvcc = Some(cd.map_readable().expect("map").as_slice().to_vec());
             size = (
@@ -54,7 +57,13 @@ fn load(path: &str) -> (Arc<VideoParams>, Vec<(Bytes, bool)>) {
     let mut w = vigie_mp4::BoxWriter::new();
     w.boxed(b"hvc1", |w| {
         w.zeros(6).u16(1).zeros(16).u16(size.0).u16(size.1);
-        w.u32(0x0048_0000).u32(0x0048_0000).u32(0).u16(1).zeros(32).u16(0x0018).u16(0xffff);
+        w.u32(0x0048_0000)
+            .u32(0x0048_0000)
+            .u32(0)
+            .u16(1)
+            .zeros(32)
+            .u16(0x0018)
+            .u16(0xffff);
         w.boxed(b"hvcC", |w| {
             w.bytes(&hvcc);
         });
@@ -71,7 +80,8 @@ fn load(path: &str) -> (Arc<VideoParams>, Vec<(Bytes, bool)>) {
 }
 
 fn cpu_s() -> f64 {
-    let r = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).expect("getrusage");
+    let r = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
     let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
     t(r.user_time()) + t(r.system_time())
 }
@@ -80,7 +90,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (path, secs) = (
         args.get(1).expect("FILE.h265 SECONDS [KBPS]"),
-        args.get(2).and_then(|s| s.parse::<u64>().ok()).expect("SECONDS"),
+        args.get(2)
+            .and_then(|s| s.parse::<u64>().ok())
+            .expect("SECONDS"),
     );
     let kbps = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let (params, frames) = load(path);
@@ -93,7 +105,11 @@ fn main() {
     for i in 0..n {
         let (f, k) = &frames[i % frames.len()];
         data.extend_from_slice(f);
-        samples.push(vigie_mp4::SampleInfo { duration_90k: 3600, bytes: f.len() as u32, is_key: *k });
+        samples.push(vigie_mp4::SampleInfo {
+            duration_90k: 3600,
+            bytes: f.len() as u32,
+            is_key: *k,
+        });
     }
     std::fs::write(&file, &data).expect("write");
     let input = vigie_mp4::progressive::Input {
@@ -113,7 +129,10 @@ fn main() {
         duration_90k: n as u64 * 3600,
         cues: Vec::new(),
     };
-    let settings = TranscodeSettings { bitrate_kbps: kbps, ..Default::default() };
+    let settings = TranscodeSettings {
+        bitrate_kbps: kbps,
+        ..Default::default()
+    };
     let (cpu0, t0) = (cpu_s(), Instant::now());
     let mut out_bytes = 0u64;
     transcode_range(&input, Codec::H265, &settings, &mut |b| {

@@ -164,6 +164,19 @@ mod stub {
         pub fn push(&mut self, _: &vigie_core::Frame, _: u64, _: u32) -> Result<(), StillError> {
             Err(StillError::NotBuilt)
         }
+        pub fn push_au(
+            &mut self,
+            _: &Arc<VideoParams>,
+            _: Bytes,
+            _: bool,
+            _: u64,
+            _: u32,
+        ) -> Result<(), StillError> {
+            Err(StillError::NotBuilt)
+        }
+        pub fn queued_bytes(&self) -> u64 {
+            0
+        }
         pub fn error(&self) -> Option<StillError> {
             None
         }
