@@ -232,6 +232,37 @@ pub struct Query {
     pub limit: Option<usize>,
 }
 
+/// What the journal says of a head anchored elsewhere ([`Journal::check_anchor`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum AnchorCheck {
+    /// The anchored entry is in the chain with the anchored hash.
+    Matches,
+    /// The anchored entry is older than the oldest kept (journal retention purged it): the
+    /// anchor can no longer be checked, which is not an alarm.
+    Purged {
+        /// The oldest entry kept.
+        first_seq: u64,
+    },
+    /// The journal ends before the anchored entry: it was truncated (or replaced).
+    Missing {
+        /// The journal's last entry, if any.
+        last_seq: Option<u64>,
+    },
+    /// The anchored entry is there with another hash: it was rewritten.
+    Differs {
+        /// The hash found in the journal.
+        found: String,
+    },
+}
+
+impl AnchorCheck {
+    /// Not a sign of tampering.
+    pub fn ok(&self) -> bool {
+        matches!(self, AnchorCheck::Matches | AnchorCheck::Purged { .. })
+    }
+}
+
 /// Outcome of [`Journal::verify`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VerifyReport {
@@ -405,6 +436,24 @@ impl Journal {
         Ok(self.opened()?.raw_entries())
     }
 
+    /// The chain's head: the last entry's sequence number and hash (`None`: empty journal).
+    /// A cluster node anchors it outside the machine (etcd), so that a journal truncated or
+    /// rewritten while the node was stopped is caught (see [`Journal::check_anchor`]).
+    pub fn head(&self) -> Result<Option<(u64, String)>, AuditError> {
+        Ok(self.opened()?.head())
+    }
+
+    /// Compares the journal with a head anchored elsewhere earlier (see [`AnchorCheck`]).
+    pub fn check_anchor(&self, seq: u64, hash: &str) -> Result<AnchorCheck, AuditError> {
+        self.opened()?.check_anchor(seq, hash)
+    }
+
+    /// Raises a tamper alarm found outside the journal's own checks (e.g. an anchor that the
+    /// journal no longer holds): kept in the alarm store and journaled as `tamper-alarm`.
+    pub fn raise_tamper_alarm(&self, problem: String) -> Result<TamperAlarm, AuditError> {
+        self.opened()?.raise_alarm(problem)
+    }
+
     /// Flushes everything (also done after every append).
     pub fn flush(&self) -> Result<(), AuditError> {
         self.opened()?.flush()
@@ -521,7 +570,7 @@ impl Opened {
         tracing::error!(
             alarm = id,
             problem = %problem,
-            "ACCESS JOURNAL TAMPERING DETECTED: the journal disagrees with its signed head; run `vigie audit verify`"
+            "ACCESS JOURNAL TAMPERING DETECTED: the journal disagrees with its signed head or its anchor; run `vigie audit verify`"
         );
         let mut alarm = TamperAlarm {
             id,
@@ -544,6 +593,30 @@ impl Opened {
         alarm.entry_seq = Some(e.seq);
         store(&alarm)?;
         Ok(alarm)
+    }
+
+    fn head(&self) -> Option<(u64, String)> {
+        let h = self.inner.head.lock().unwrap_or_else(|p| p.into_inner());
+        (h.next_seq > 0).then(|| (h.next_seq - 1, h.last_hash.clone()))
+    }
+
+    fn check_anchor(&self, seq: u64, hash: &str) -> Result<AnchorCheck, AuditError> {
+        if let Some(v) = self.inner.entries.get(key(seq))? {
+            let e: Entry = serde_json::from_slice(&v).map_err(AuditError::Encode)?;
+            return Ok(if e.hash == hash {
+                AnchorCheck::Matches
+            } else {
+                AnchorCheck::Differs { found: e.hash }
+            });
+        }
+        let first = self.inner.entries.first()?.and_then(|(k, _)| seq_of(&k));
+        let last = self.inner.entries.last()?.and_then(|(k, _)| seq_of(&k));
+        // Older than the oldest kept: purged by retention (purges are chained and checked by
+        // `verify`); otherwise the journal stops short of it.
+        Ok(match first {
+            Some(f) if seq < f => AnchorCheck::Purged { first_seq: f },
+            _ => AnchorCheck::Missing { last_seq: last },
+        })
     }
 
     /// Appends an entry and flushes it to disk before returning it. The entry and the new

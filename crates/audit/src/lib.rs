@@ -22,7 +22,9 @@ mod entry;
 mod journal;
 
 pub use entry::{Action, Entry, NewEntry};
-pub use journal::{HeadSigner, Journal, JournalOptions, Query, Scan, TamperAlarm, VerifyReport};
+pub use journal::{
+    AnchorCheck, HeadSigner, Journal, JournalOptions, Query, Scan, TamperAlarm, VerifyReport,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

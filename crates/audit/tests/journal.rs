@@ -183,3 +183,59 @@ fn purge_keeps_the_rest_verifiable_and_is_journaled() {
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].details["deleted"], 10);
 }
+
+/// A head anchored elsewhere (a cluster node's etcd anchor) tells a truncated or replaced
+/// journal from an intact one, even when the local chain verifies on its own.
+#[test]
+fn anchors_catch_truncation_and_replacement_but_not_purges() {
+    use vigie_audit::AnchorCheck;
+    let (d, clock, j) = journal();
+    let t0 = clock.now();
+    assert_eq!(j.head().unwrap(), None);
+    fill(&j, &clock, 30);
+    let (seq, hash) = j.head().unwrap().unwrap();
+    assert_eq!(seq, 29);
+    assert_eq!(j.check_anchor(seq, &hash).unwrap(), AnchorCheck::Matches);
+    assert_eq!(
+        j.check_anchor(seq, &"f".repeat(64)).unwrap(),
+        AnchorCheck::Differs {
+            found: hash.clone()
+        }
+    );
+
+    // Purged by retention: not checkable, not an alarm.
+    j.purge_before(t0 + Duration90k::from_secs(10 * 60 + 1), "system")
+        .unwrap();
+    let old = j.check_anchor(3, "whatever").unwrap();
+    assert_eq!(old, AnchorCheck::Purged { first_seq: 10 });
+    assert!(old.ok());
+
+    // The last entries cut off (raw access, as someone with the disk would): the anchor is
+    // beyond the end.
+    let raw = j.raw_entries().unwrap();
+    for s in 25..=30u64 {
+        raw.remove(s.to_be_bytes()).unwrap();
+    }
+    let cut = j.check_anchor(seq, &hash).unwrap();
+    assert_eq!(cut, AnchorCheck::Missing { last_seq: Some(24) });
+    assert!(!cut.ok());
+    drop(raw);
+    drop(j);
+
+    // The whole journal replaced by a fresh one: the anchored entry has another hash (or is
+    // missing), whatever the new chain's own verification says.
+    std::fs::remove_dir_all(d.path().join("journal")).unwrap();
+    let fresh = Journal::open(&d.path().join("journal"), clock.clone()).unwrap();
+    fill(&fresh, &clock, 31);
+    assert!(fresh.verify().unwrap().ok());
+    let replaced = fresh.check_anchor(seq, &hash).unwrap();
+    assert!(
+        matches!(replaced, AnchorCheck::Differs { .. }),
+        "{replaced:?}"
+    );
+    let a = fresh
+        .raise_tamper_alarm(format!("anchor {seq} not in the journal"))
+        .unwrap();
+    assert_eq!(fresh.alarms().unwrap(), vec![a]);
+    assert!(!fresh.verify().unwrap().ok());
+}

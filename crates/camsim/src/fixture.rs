@@ -168,6 +168,31 @@ impl Fixture {
         Some(f.clone())
     }
 
+    /// The fixture cut at its key frames: one fixture per GOP (`<name>#<i>`), each starting with
+    /// its key frame and its parameter sets. A PTZ view serves one of them (see
+    /// [`crate::onvif::ptz_view`]).
+    pub fn gops(&self) -> Vec<Arc<Fixture>> {
+        let mut starts: Vec<usize> = (0..self.frames.len())
+            .filter(|&i| self.frames[i].key)
+            .collect();
+        starts.push(self.frames.len());
+        starts
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                Arc::new(Fixture {
+                    name: format!("{}#{i}", self.name),
+                    codec: self.codec,
+                    fps: self.fps,
+                    frame_duration_90k: self.frame_duration_90k,
+                    frames: self.frames[w[0]..w[1]].to_vec(),
+                    params: self.params.clone(),
+                    dimensions: self.dimensions,
+                })
+            })
+            .collect()
+    }
+
     /// Names of the embedded fixtures.
     pub fn embedded_names() -> impl Iterator<Item = &'static str> {
         EMBEDDED.iter().map(|e| e.0)
@@ -266,7 +291,7 @@ impl ParamSlots {
 
 type Embedded = (&'static str, &'static [u8], Codec, f64);
 
-static EMBEDDED: [Embedded; 3] = [
+static EMBEDDED: [Embedded; 4] = [
     (
         "h264-baseline-640x360-25fps-gop50.h264",
         include_bytes!("../../../fixtures/h264-baseline-640x360-25fps-gop50.h264"),
@@ -285,9 +310,15 @@ static EMBEDDED: [Embedded; 3] = [
         Codec::H265,
         25.0,
     ),
+    (
+        "h264-ptz-pan5-640x360-25fps-gop50.h264",
+        include_bytes!("../../../fixtures/h264-ptz-pan5-640x360-25fps-gop50.h264"),
+        Codec::H264,
+        25.0,
+    ),
 ];
 
-static EMBEDDED_CACHE: [OnceLock<Arc<Fixture>>; 3] = [const { OnceLock::new() }; 3];
+static EMBEDDED_CACHE: [OnceLock<Arc<Fixture>>; 4] = [const { OnceLock::new() }; 4];
 
 #[cfg(test)]
 mod tests {
@@ -299,6 +330,7 @@ mod tests {
             ("h264-baseline-640x360-25fps-gop50.h264", (640, 360), 250, 5),
             ("h264-main-1280x720-15fps-gop30.h264", (1280, 720), 150, 5),
             ("h265-main-1280x720-25fps-gop50.h265", (1280, 720), 250, 5),
+            ("h264-ptz-pan5-640x360-25fps-gop50.h264", (640, 360), 250, 5),
         ];
         for (name, dims, frames, keys) in expect {
             let f = Fixture::embedded(name).unwrap();
@@ -309,6 +341,22 @@ mod tests {
             assert!(f.frames().iter().all(|a| a.payloads.last().unwrap().marker));
         }
         assert!(Fixture::embedded("nope").is_none());
+    }
+
+    #[test]
+    fn gops_cut_a_fixture_at_its_key_frames() {
+        let f = Fixture::embedded("h264-ptz-pan5-640x360-25fps-gop50.h264").unwrap();
+        let gops = f.gops();
+        assert_eq!(gops.len(), 5);
+        for (i, g) in gops.iter().enumerate() {
+            assert_eq!(g.frames().len(), 50, "gop {i}");
+            assert!(g.frames()[0].key, "gop {i} starts with its key frame");
+            assert_eq!(g.frames().iter().filter(|a| a.key).count(), 1);
+            assert_eq!(g.dimensions(), Some((640, 360)));
+            assert_eq!(g.name(), format!("{}#{i}", f.name()));
+        }
+        let total: usize = gops.iter().map(|g| g.frames().len()).sum();
+        assert_eq!(total, f.frames().len());
     }
 
     #[test]

@@ -55,7 +55,8 @@ ONVIF: --onvif ADDR serves a simulated ONVIF device (SOAP 1.2 over HTTP) at
 http://ADDR/onvif/device_service whose profiles are --onvif-profile TOKEN=MOUNT (default: `main`
 = the first mount, `sub` = the second), with PTZ and events; --onvif-auth USER:PASS requires a
 WS-UsernameToken digest; --onvif-discovery UDPADDR answers WS-Discovery probes (0.0.0.0:3702
-joins the multicast group); --onvif-event 'KIND-after=DELAY[,every=DUR][,state=false]' raises
+joins the multicast group); --onvif-ptz-view MOUNT makes MOUNT's picture follow the head's pan
+(the embedded PTZ fixture: blue on the left, red on the right); --onvif-event 'KIND-after=DELAY[,every=DUR][,state=false]' raises
 motion | tampering | video-loss | digital-input; --onvif-fault none|malformed|garbage|silent.
 Control API (JSON): GET /control/ptz, POST /control/events/KIND?state=true, POST
 /control/fault/MODE, GET /control/stats.";
@@ -122,6 +123,10 @@ struct Args {
     /// Misbehaviour of the ONVIF side from the start: none, malformed, garbage, silent.
     #[arg(long, default_value = "none")]
     onvif_fault: String,
+    /// MOUNT whose picture follows the simulated head's pan (it serves the embedded PTZ
+    /// fixture's five views, blue on the left and red on the right).
+    #[arg(long, value_name = "MOUNT")]
+    onvif_ptz_view: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -388,6 +393,12 @@ async fn start_onvif(
     )
     .await?;
     handle.set_fault(fault);
+    if let Some(mount) = &args.onvif_ptz_view {
+        let control = server
+            .mount(mount)
+            .with_context(|| format!("--onvif-ptz-view {mount}: no such mount"))?;
+        handle.attach_ptz_view(vigie_camsim::PtzView::embedded(control));
+    }
     println!("{}", handle.device_url());
     let handle = std::sync::Arc::new(handle);
     for (kind, after, every, state) in scripted {

@@ -11,7 +11,9 @@ use vigie_core::config::ClusterConfig;
 
 use crate::ClusterError;
 use crate::etcd::{bounded, connect, get_prefix, now_s};
-use crate::model::{AssignmentRecord, DrainRecord, Keys, NodeRecord, NodeStatus, parse};
+use crate::model::{
+    AssignmentRecord, DrainRecord, JournalAnchor, Keys, NodeRecord, NodeStatus, parse,
+};
 
 /// One node in `vigie cluster status`.
 #[derive(Clone, Debug, Serialize)]
@@ -236,4 +238,16 @@ pub async fn undrain(c: &ClusterConfig, node: &str) -> Result<(), ClusterError> 
     let mut cl = client.clone();
     bounded(cl.delete(keys.drain(node), None)).await?;
     Ok(())
+}
+
+/// Every node's access-journal anchor (`vigie audit verify` of a cluster node checks its own
+/// journal against its anchor).
+pub async fn journal_anchors(c: &ClusterConfig) -> Result<Vec<JournalAnchor>, ClusterError> {
+    let client = connect(c).await?;
+    let keys = Keys::new(&c.prefix);
+    Ok(get_prefix(&client, &keys.journal_prefix())
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| parse(&k, &v))
+        .collect())
 }

@@ -30,7 +30,7 @@ use crate::ClusterError;
 use crate::assign::{self, Assignment, CameraInfo, NodeInfo};
 use crate::etcd::{bounded, get_prefix, now_s};
 use crate::model::{
-    AssignmentRecord, DrainRecord, HoldRecord, Keys, NodeRecord, NodeStatus, parse,
+    AssignmentRecord, DrainRecord, HoldRecord, JournalAnchor, Keys, NodeRecord, NodeStatus, parse,
 };
 use crate::shared::Shared;
 
@@ -76,7 +76,22 @@ pub trait Recorder: Send + Sync + 'static {
     fn holds_changed(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
     }
+    /// This node's access-journal head (last sequence number and hash), anchored in etcd
+    /// ([`ANCHOR_MAX_INTERVAL`]); `None`: nothing to anchor.
+    fn journal_head(&self) -> Option<(u64, String)> {
+        None
+    }
+    /// Called once per process with the anchor etcd holds for this node, before the first
+    /// anchor of this process replaces it: the journal must still hold that entry (a journal
+    /// cut or replaced while the node was stopped does not).
+    fn check_journal_anchor(&self, _anchor: &JournalAnchor) {}
 }
+
+/// The journal head is anchored when it changed, at most this often...
+pub const ANCHOR_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// ... and at least this often (the anchor's time is refreshed even when nothing was
+/// journaled).
+pub const ANCHOR_MAX_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything the agent needs from the configuration.
 #[derive(Clone, Debug)]
@@ -201,6 +216,8 @@ pub struct Agent {
     starting: BTreeMap<String, (Instant, &'static str)>,
     last_status: Option<(crate::model::ChangeKey, Instant)>,
     published_holds: BTreeMap<u64, HoldRecord>,
+    /// The journal head last anchored in etcd, and when.
+    last_anchor: Option<((u64, String), Instant)>,
     error_logged: Option<Instant>,
     first_registration: bool,
     tick: Duration,
@@ -241,6 +258,7 @@ impl Agent {
             starting: BTreeMap::new(),
             last_status: None,
             published_holds: BTreeMap::new(),
+            last_anchor: None,
             error_logged: None,
             first_registration: true,
             tick,
@@ -398,6 +416,7 @@ impl Agent {
         self.apply(&client, &control).await?;
         self.publish_status(&client, &control).await?;
         self.sync_holds(&client).await?;
+        self.anchor_journal(&client).await?;
         Ok(())
     }
 
@@ -722,6 +741,56 @@ impl Agent {
         .await?;
         self.last_status = Some((key, Instant::now()));
         Ok(())
+    }
+
+    /// Anchors the access journal's head in etcd when it changed (at most every
+    /// [`ANCHOR_MIN_INTERVAL`]) and at least every [`ANCHOR_MAX_INTERVAL`].
+    async fn anchor_journal(&mut self, client: &Client) -> Result<(), ClusterError> {
+        let Some(head) = self.recorder.journal_head() else {
+            return Ok(());
+        };
+        let due = match &self.last_anchor {
+            None => true,
+            Some((h, t)) => {
+                (*h != head && t.elapsed() >= ANCHOR_MIN_INTERVAL)
+                    || t.elapsed() >= ANCHOR_MAX_INTERVAL
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        if self.last_anchor.is_none() {
+            // First anchor of this process (possibly long after start, if etcd was down):
+            // check the journal against the previous one before replacing it.
+            if let Some(previous) = self.read_journal_anchor().await? {
+                self.recorder.check_journal_anchor(&previous);
+            }
+        }
+        let anchor = JournalAnchor {
+            node: self.me.clone(),
+            seq: head.0,
+            hash: head.1.clone(),
+            anchored_s: now_s(),
+        };
+        let v = serde_json::to_vec(&anchor).map_err(|e| ClusterError::Other(e.to_string()))?;
+        let mut c = client.clone();
+        bounded(c.put(self.keys.journal(&self.me), v, None)).await?;
+        self.shared.count_anchor();
+        self.last_anchor = Some((head, Instant::now()));
+        Ok(())
+    }
+
+    /// This node's journal anchor as etcd holds it (`None`: never anchored).
+    pub async fn read_journal_anchor(&self) -> Result<Option<JournalAnchor>, ClusterError> {
+        let Some(client) = &self.client else {
+            return Err(ClusterError::Other("etcd unreachable".into()));
+        };
+        let key = self.keys.journal(&self.me);
+        Ok(get_prefix(client, &key)
+            .await?
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(k, v)| parse(&k, &v)))
     }
 
     /// Publishes this node's holds (each change) and reads every node's, at every tick: the

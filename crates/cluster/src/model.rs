@@ -9,6 +9,7 @@
 //! <prefix>/c/drain/<node>        DrainRecord           none                (operator / SIGTERM)
 //! <prefix>/s/<node>              NodeStatus            lease of the node   (status, coverage)
 //! <prefix>/h/<node>/<hold id>    HoldRecord            none                (legal holds)
+//! <prefix>/j/<node>              JournalAnchor         none                (journal head)
 //! ```
 //!
 //! Everything a node reads each tick (`c/`) is one range read; status and holds are read at a
@@ -68,6 +69,14 @@ impl Keys {
     }
     pub fn holds_prefix(&self) -> String {
         format!("{}/h/", self.prefix)
+    }
+    pub fn journal_prefix(&self) -> String {
+        format!("{}/j/", self.prefix)
+    }
+    /// Where a node anchors its access journal's head (no lease: the anchor outlives the node,
+    /// so a journal cut while its node is stopped is caught).
+    pub fn journal(&self, node: &str) -> String {
+        format!("{}/j/{node}", self.prefix)
     }
     pub fn hold(&self, node: &str, id: u64) -> String {
         format!("{}{node}/{id:020}", self.holds_prefix())
@@ -163,6 +172,16 @@ impl NodeStatus {
 }
 
 /// A legal hold as shared in etcd (`h/<node>/<id>`): placed on `node`, by `created_by`.
+/// A node's access-journal head as last anchored in etcd: the last entry's sequence number
+/// and hash, and when (Unix seconds) it was anchored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalAnchor {
+    pub node: String,
+    pub seq: u64,
+    pub hash: String,
+    pub anchored_s: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldRecord {
     pub node: String,

@@ -53,6 +53,7 @@ pub struct Shared {
     assignment_changes: AtomicU64,
     etcd_errors: AtomicU64,
     lease_losses: AtomicU64,
+    anchors: AtomicU64,
     starts: AtomicU64,
     stops: AtomicU64,
     takeover: Mutex<BTreeMap<&'static str, Histogram>>,
@@ -67,6 +68,7 @@ impl Shared {
             assignment_changes: AtomicU64::new(0),
             etcd_errors: AtomicU64::new(0),
             lease_losses: AtomicU64::new(0),
+            anchors: AtomicU64::new(0),
             starts: AtomicU64::new(0),
             stops: AtomicU64::new(0),
             takeover: Mutex::new(BTreeMap::new()),
@@ -123,6 +125,9 @@ impl Shared {
     }
     pub fn count_lease_loss(&self) {
         self.lease_losses.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count_anchor(&self) {
+        self.anchors.fetch_add(1, Ordering::Relaxed);
     }
     pub fn count_start(&self) {
         self.starts.fetch_add(1, Ordering::Relaxed);
@@ -232,6 +237,12 @@ impl Shared {
             "Times this node found its lease expired (partition, pause, etcd outage) and registered again.",
             "counter",
             vec![(l.clone(), c(&self.lease_losses))],
+        );
+        gauge(
+            "vigie_cluster_journal_anchors_total",
+            "Access-journal heads anchored in etcd by this node.",
+            "counter",
+            vec![(l.clone(), c(&self.anchors))],
         );
         gauge(
             "vigie_cluster_camera_starts_total",

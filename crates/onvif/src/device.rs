@@ -79,6 +79,8 @@ pub struct Device {
     pub(crate) clock_offset: jiff::SignedDuration,
     pub(crate) services: Services,
     pub(crate) timeout: Duration,
+    /// HTTP Digest state, for cameras that demand it.
+    pub(crate) http_digest: crate::http_digest::HttpDigest,
 }
 
 /// Checks a device URL: `http://host[:port]/path`, no user-info (credentials are configured
@@ -138,6 +140,7 @@ impl Device {
                 ..Services::default()
             },
             timeout: opts.timeout,
+            http_digest: Default::default(),
         };
         // A camera that cannot tell its time still works if its clock is right: keep going.
         match dev.system_time().await {
@@ -150,6 +153,11 @@ impl Device {
         }
         dev.services = dev.capabilities().await?;
         Ok(dev)
+    }
+
+    /// What HTTP Digest needs, when credentials are set.
+    pub(crate) fn digest(&self) -> Option<(&crate::http_digest::HttpDigest, &soap::Credentials)> {
+        self.creds.as_ref().map(|c| (&self.http_digest, c))
     }
 
     /// The device service URL.
@@ -183,7 +191,7 @@ impl Device {
             .round(jiff::Unit::Second)
             .unwrap_or_else(|_| jiff::Timestamp::now());
         let env = soap::request(body, self.creds.as_ref(), &created.to_string());
-        soap::call(&self.http, op, url, env, self.timeout).await
+        soap::call(&self.http, op, url, env, self.timeout, self.digest()).await
     }
 
     /// `GetSystemDateAndTime` (the camera's UTC clock).
@@ -191,7 +199,7 @@ impl Device {
         const OP: &str = "GetSystemDateAndTime";
         // Sent without credentials: ONVIF lets anyone read the clock, and the digest needs it.
         let env = soap::request("<tds:GetSystemDateAndTime/>", None, "");
-        let a = soap::call(&self.http, OP, &self.url, env, self.timeout).await?;
+        let a = soap::call(&self.http, OP, &self.url, env, self.timeout, self.digest()).await?;
         with_body(OP, &self.url, &a, |b| {
             let utc = find(b, "UTCDateTime").ok_or("no UTCDateTime")?;
             let date = child(utc, "Date").ok_or("no Date")?;

@@ -127,6 +127,19 @@ fn parse_notification(n: roxmltree::Node<'_, '_>) -> CameraEvent {
 pub struct PullPoint<'d> {
     device: &'d Device,
     address: String,
+    lifetime: Option<Duration>,
+}
+
+/// A subscription's life as the camera states it: `TerminationTime − CurrentTime` of an answer
+/// (both in the camera's clock, so skew does not matter); `None` when either is missing or
+/// unreadable.
+fn stated_life(answer: roxmltree::Node<'_, '_>) -> Option<Duration> {
+    let at = |name: &str| -> Option<jiff::Timestamp> {
+        let t = text(child(answer, name));
+        t.trim().parse().ok()
+    };
+    let d = at("TerminationTime")?.duration_since(at("CurrentTime")?);
+    Duration::try_from(d).ok().filter(|d| !d.is_zero())
 }
 
 impl Device {
@@ -179,11 +192,13 @@ impl Device {
                 "<tev:CreatePullPointSubscription><tev:InitialTerminationTime>PT60S</tev:InitialTerminationTime></tev:CreatePullPointSubscription>",
             )
             .await?;
-        let address = with_body(OP, &url, &a, |b| {
+        let (address, lifetime) = with_body(OP, &url, &a, |b| {
+            let resp = child(b, "CreatePullPointSubscriptionResponse")
+                .ok_or("no CreatePullPointSubscriptionResponse")?;
             let r = find(b, "SubscriptionReference").ok_or("no SubscriptionReference")?;
             let addr = text(child(r, "Address"));
             if addr.starts_with("http://") {
-                Ok(addr)
+                Ok((addr, stated_life(resp)))
             } else {
                 Err(format!("subscription address {addr:?} is not http://"))
             }
@@ -191,6 +206,7 @@ impl Device {
         Ok(PullPoint {
             device: self,
             address,
+            lifetime,
         })
     }
 }
@@ -199,6 +215,27 @@ impl PullPoint<'_> {
     /// The subscription's address.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// How long the subscription lives without a renewal, as the camera said when it was
+    /// created (`None`: the camera did not say).
+    pub fn lifetime(&self) -> Option<Duration> {
+        self.lifetime
+    }
+
+    /// `Renew`: asks the camera to keep the subscription `life` from now. Returns the life the
+    /// camera granted, when its answer says.
+    pub async fn renew(&self, life: Duration) -> Result<Option<Duration>> {
+        const OP: &str = "Renew";
+        let body = format!(
+            "<wsnt:Renew><wsnt:TerminationTime>{}</wsnt:TerminationTime></wsnt:Renew>",
+            xs_duration(life)
+        );
+        let a = self.device.call(OP, &self.address, &body).await?;
+        with_body(OP, &self.address, &a, |b| {
+            let r = child(b, "RenewResponse").ok_or("no RenewResponse")?;
+            Ok(stated_life(r))
+        })
     }
 
     /// `PullMessages`: waits up to `wait` on the camera for events, at most `limit` of them.
@@ -220,6 +257,7 @@ impl PullPoint<'_> {
             &self.address,
             env,
             wait + self.device.timeout,
+            self.device.digest(),
         )
         .await?;
         with_body(OP, &self.address, &a, |b| {

@@ -1,7 +1,7 @@
 //! # vigie-onvif — a small ONVIF client
 //!
 //! What Vigie needs from an ONVIF camera, over SOAP 1.2 on HTTP with WS-UsernameToken digest
-//! authentication: device information, media profiles and their RTSP stream URIs (main and sub
+//! authentication (and HTTP Digest when a camera answers `401` with a Digest challenge): device information, media profiles and their RTSP stream URIs (main and sub
 //! streams), PTZ (continuous move, stop, absolute / relative moves, presets), events over a
 //! PullPoint subscription (motion, tampering, video loss, digital inputs), and WS-Discovery.
 //!
@@ -37,6 +37,7 @@ pub mod device;
 pub mod discovery;
 mod error;
 pub mod events;
+mod http_digest;
 pub mod ptz;
 pub mod soap;
 

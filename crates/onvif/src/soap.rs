@@ -12,6 +12,7 @@ use sha1::{Digest as _, Sha1};
 use tracing::debug;
 
 use crate::error::{OnvifError, Result};
+use crate::http_digest::HttpDigest;
 
 pub(crate) const NS_SOAP: &str = "http://www.w3.org/2003/05/soap-envelope";
 /// Largest answer read (a GetProfiles of a 16-channel encoder is ~200 KB).
@@ -107,20 +108,27 @@ pub(crate) async fn call(
     url: &str,
     envelope: String,
     timeout: Duration,
+    digest: Option<(&HttpDigest, &Credentials)>,
 ) -> Result<String> {
     debug!(op, url, "ONVIF request");
-    let fut = async {
-        let resp = http
+    let send = |authorization: Option<String>, envelope: String| async move {
+        let mut req = http
             .post(url)
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/soap+xml; charset=utf-8",
             )
-            .body(envelope)
-            .send()
-            .await
-            .map_err(|e| transport(op, url, e))?;
+            .body(envelope);
+        if let Some(a) = authorization {
+            req = req.header(reqwest::header::AUTHORIZATION, a);
+        }
+        let resp = req.send().await.map_err(|e| transport(op, url, e))?;
         let status = resp.status();
+        let challenge = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut resp = resp;
         let mut buf: Vec<u8> = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| transport(op, url, e))? {
@@ -133,7 +141,40 @@ pub(crate) async fn call(
             }
             buf.extend_from_slice(&chunk);
         }
-        Ok((status, buf))
+        Ok((status, challenge, buf))
+    };
+    let fut = async {
+        // HTTP Digest: up front when the device challenged before, else on its 401 (once).
+        let up_front = digest.and_then(|(d, c)| d.authorization(c, url));
+        let answered_up_front = up_front.is_some();
+        let (status, challenge, buf) = send(up_front, envelope.clone()).await?;
+        if status != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok((status, buf));
+        }
+        let retry = match (digest, challenge.as_deref()) {
+            (Some((d, c)), Some(ch)) => d.on_challenge(ch, c, url),
+            _ => None,
+        };
+        match retry {
+            // A fresh nonce after a stale one, or the first challenge: one more try.
+            Some(a) => {
+                let (status, _, buf) = send(Some(a), envelope).await?;
+                if status == reqwest::StatusCode::UNAUTHORIZED {
+                    return Err(OnvifError::Auth {
+                        op,
+                        url: url.to_owned(),
+                        reason: "the camera refused the credentials (HTTP Digest)".into(),
+                    });
+                }
+                Ok((status, buf))
+            }
+            None if answered_up_front => Err(OnvifError::Auth {
+                op,
+                url: url.to_owned(),
+                reason: "the camera refused the credentials (HTTP Digest)".into(),
+            }),
+            None => Ok((status, buf)),
+        }
     };
     let (status, buf) =
         tokio::time::timeout(timeout, fut)

@@ -331,3 +331,197 @@ async fn ws_discovery_finds_the_device_by_unicast_probe() {
     assert_eq!(found[0].name().as_deref(), Some("camsim"));
     assert!(found[0].endpoint.starts_with("urn:uuid:"));
 }
+
+/// Mean (red, blue) of one frame of `url`, decoded by ffmpeg (an independent RTSP client).
+fn picture_colour(url: &str) -> (f64, f64) {
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+        ])
+        .args(["-timeout", "10000000", "-i", url, "-frames:v", "1"])
+        .args([
+            "-vf",
+            "scale=64:36",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success() && out.stdout.len() == 64 * 36 * 3,
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = (64 * 36) as f64;
+    let sum = |c: usize| {
+        out.stdout
+            .iter()
+            .skip(c)
+            .step_by(3)
+            .map(|&v| f64::from(v))
+            .sum::<f64>()
+    };
+    (sum(0) / n, sum(2) / n)
+}
+
+/// The dome's picture follows its head: the PTZ fixture is blue on the left and red on the
+/// right, so after an absolute move to the right end a decoded frame is red, at the left end blue.
+#[tokio::test(flavor = "multi_thread")]
+async fn ptz_moves_the_picture() {
+    let dome = Fixture::embedded("h264-ptz-pan5-640x360-25fps-gop50.h264").unwrap();
+    let rtsp = Server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![MountConfig::new("dome", dome)],
+    )
+    .await
+    .unwrap();
+    let onvif = OnvifServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        OnvifConfig {
+            profiles: vec![OnvifProfile::for_mount("main", &rtsp, "dome").unwrap()],
+            ptz: true,
+            ..OnvifConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    onvif.attach_ptz_view(vigie_camsim::PtzView::embedded(rtsp.mount("dome").unwrap()));
+    let url = rtsp.url("dome");
+    let dev = Device::connect(&onvif.device_url(), None, Options::default())
+        .await
+        .unwrap();
+    let wait_view = |want: usize| {
+        let onvif = &onvif;
+        async move {
+            for _ in 0..100 {
+                if onvif.ptz_view() == Some(want) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("view {want} not shown: {:?}", onvif.ptz_view());
+        }
+    };
+    wait_view(2).await;
+    let u = url.clone();
+    let (r, b) = tokio::task::spawn_blocking(move || picture_colour(&u))
+        .await
+        .unwrap();
+    assert!(
+        (r - b).abs() < 40.0,
+        "centre view is neither red nor blue: r={r} b={b}"
+    );
+    for (pan, view, red) in [(1.0, 4, true), (-1.0, 0, false)] {
+        dev.ptz_absolute_move(
+            "main",
+            PtzVector {
+                pan,
+                tilt: 0.0,
+                zoom: 0.0,
+            },
+        )
+        .await
+        .unwrap();
+        wait_view(view).await;
+        let u = url.clone();
+        let (r, b) = tokio::task::spawn_blocking(move || picture_colour(&u))
+            .await
+            .unwrap();
+        if red {
+            assert!(r > b + 120.0, "pan {pan}: expected red, r={r} b={b}");
+        } else {
+            assert!(b > r + 120.0, "pan {pan}: expected blue, r={r} b={b}");
+        }
+    }
+}
+
+/// A camera that does not extend subscriptions on pulls: the subscription lives as long as the
+/// camera stated, `Renew` extends it, and without renewal it expires (the next pull is a fault).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_lives_as_long_as_it_is_renewed() {
+    let cam = camsim(true).await;
+    cam.onvif
+        .set_subscription_policy(vigie_camsim::SubscriptionPolicy {
+            ttl: Duration::from_secs(2),
+            pull_extends: false,
+        });
+    let dev = Device::connect(&cam.onvif.device_url(), creds(PASS), Options::default())
+        .await
+        .unwrap();
+    let pp = dev.pull_point().await.unwrap();
+    let life = pp
+        .lifetime()
+        .expect("camsim states the subscription's life");
+    assert!(
+        (Duration::from_millis(1500)..=Duration::from_millis(2500)).contains(&life),
+        "{life:?}"
+    );
+    // The camera grants at most its own longest life (2 s here).
+    let granted = pp.renew(Duration::from_secs(60)).await.unwrap().unwrap();
+    assert!(
+        (Duration::from_millis(1500)..=Duration::from_millis(2500)).contains(&granted),
+        "{granted:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    pp.renew(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cam.onvif.stats().renews, 2);
+    // Past the first life, alive thanks to the renewals (pulls do not extend it here).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    pp.pull(Duration::from_millis(100), 10).await.unwrap();
+    // Past the renewed life without another renewal: gone.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let e = pp.pull(Duration::from_millis(100), 10).await.unwrap_err();
+    assert!(matches!(e, OnvifError::Fault { .. }), "{e:?}");
+    let e = pp.renew(Duration::from_secs(4)).await.unwrap_err();
+    assert!(matches!(e, OnvifError::Fault { .. }), "{e:?}");
+}
+
+/// A camera demanding HTTP Digest (its WS-Security off): the client answers the challenge
+/// (qop=auth), keeps it for the next requests, and a wrong password or none is a clear
+/// authentication error that names neither password.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_digest_cameras_are_answered_and_refusals_are_clear() {
+    let cam = camsim(true).await;
+    cam.onvif.require_http_digest(true);
+    let url = cam.onvif.device_url();
+    let dev = Device::connect(&url, creds(PASS), quick()).await.unwrap();
+    let info = dev.device_information().await.unwrap();
+    assert!(!info.manufacturer.is_empty());
+    let profiles = dev.profiles().await.unwrap();
+    assert_eq!(profiles.len(), 2);
+    let uri = dev.stream_uri(&profiles[1].token).await.unwrap();
+    assert_eq!(uri, cam.rtsp.url("cam/sub"));
+    // Events (another URL, the subscription's) are digest-authenticated too.
+    let pp = dev.pull_point().await.unwrap();
+    cam.onvif.raise(SimEvent::Motion, true);
+    let evs = pp.pull(Duration::from_secs(2), 10).await.unwrap();
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    // One challenge, then every request authenticated up front: about one 401 per device.
+    let before = cam.onvif.stats().requests;
+    dev.device_information().await.unwrap();
+    assert_eq!(
+        cam.onvif.stats().requests,
+        before + 1,
+        "no new challenge round trip"
+    );
+    assert_eq!(cam.onvif.stats().auth_failures, 0);
+
+    for c in [creds("wrong-password"), None] {
+        let e = Device::connect(&url, c, quick()).await.unwrap_err();
+        assert!(e.is_auth(), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(&url), "{msg}");
+        assert!(
+            !msg.contains(PASS) && !msg.contains("wrong-password"),
+            "{msg}"
+        );
+    }
+    assert!(cam.onvif.stats().auth_failures >= 1);
+}

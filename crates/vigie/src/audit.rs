@@ -118,6 +118,15 @@ pub fn journal_retention(
 /// tamper alarm; exit status 1 if anything is wrong.
 pub fn verify(config: &Config) -> anyhow::Result<()> {
     let journal = open_journal(config, Arc::new(vigie_core::SystemClock))?;
+    // A cluster node also checks its journal against the head it anchored in etcd: a journal
+    // cut or replaced while the node was stopped verifies on its own but not against it.
+    #[cfg(feature = "cluster")]
+    let anchor_problems = crate::cluster::verify_journal_anchor(config, &journal)?;
+    #[cfg(not(feature = "cluster"))]
+    let anchor_problems: Vec<String> = Vec::new();
+    for p in &anchor_problems {
+        println!("ANCHOR MISMATCH: {p}");
+    }
     let report = journal.verify()?;
     for a in &report.alarms {
         println!(
@@ -147,6 +156,12 @@ pub fn verify(config: &Config) -> anyhow::Result<()> {
             println!("access journal BROKEN at entry {seq}: {why}");
             println!("({} entries verified before it)", report.entries);
         }
+    }
+    if !anchor_problems.is_empty() {
+        anyhow::bail!(
+            "the access journal does not hold the head anchored in etcd ({} problem(s))",
+            anchor_problems.len()
+        )
     }
     if report.ok() {
         println!("access journal OK");

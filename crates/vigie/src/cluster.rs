@@ -103,6 +103,7 @@ struct BinRecorder {
     node: String,
     recording: Arc<Recording>,
     store: vigie_store::Store,
+    journal: vigie_audit::Journal,
     cameras: Vec<String>,
     coverage: Mutex<BTreeMap<String, CoverageRecord>>,
 }
@@ -191,6 +192,35 @@ impl Recorder for BinRecorder {
 
     fn holds_changed(&self) -> Option<Arc<tokio::sync::Notify>> {
         Some(self.store.holds_changed())
+    }
+
+    /// A journal cut or replaced while this node was stopped (its own chain may verify) does
+    /// not hold the head anchored before: a tamper alarm, journaled and kept.
+    fn check_journal_anchor(&self, anchor: &vigie_cluster::model::JournalAnchor) {
+        match self.journal.check_anchor(anchor.seq, &anchor.hash) {
+            Ok(check) if check.ok() => {
+                tracing::info!(seq = anchor.seq, "the access journal holds its etcd anchor")
+            }
+            Ok(check) => {
+                if let Err(e) = self
+                    .journal
+                    .raise_tamper_alarm(anchor_problem(anchor, &check))
+                {
+                    tracing::error!(error = %e, "cannot record the tamper alarm");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot check the journal against its anchor"),
+        }
+    }
+
+    fn journal_head(&self) -> Option<(u64, String)> {
+        match self.journal.head() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the access journal's head to anchor it");
+                None
+            }
+        }
     }
 
     fn local_holds(&self) -> Vec<HoldRecord> {
@@ -290,6 +320,7 @@ pub async fn start(
     config: &Config,
     recording: &Arc<Recording>,
     store: &vigie_store::Store,
+    journal: &vigie_audit::Journal,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ClusterRuntime> {
     let c = config.cluster.clone().context("no [cluster] section")?;
@@ -298,6 +329,7 @@ pub async fn start(
         node: c.node.clone(),
         recording: recording.clone(),
         store: store.clone(),
+        journal: journal.clone(),
         cameras: config.cameras.iter().map(|c| c.id.clone()).collect(),
         coverage: Mutex::new(BTreeMap::new()),
     });
@@ -329,6 +361,67 @@ pub async fn start(
     agent.start_from_persisted();
     let agent = tokio::spawn(agent.run(shutdown.child_token()));
     Ok(ClusterRuntime { handle, agent })
+}
+
+/// `vigie audit verify` on a cluster node: checks the local journal against the head this node
+/// anchored in etcd. Returns the problems found (empty: it holds its anchor, or none yet).
+pub fn verify_journal_anchor(
+    config: &Config,
+    journal: &vigie_audit::Journal,
+) -> anyhow::Result<Vec<String>> {
+    let Some(c) = config.cluster.clone() else {
+        return Ok(Vec::new());
+    };
+    let mut anchors = Vec::new();
+    crate::run::block_on(async {
+        anchors = vigie_cluster::admin::journal_anchors(&c)
+            .await
+            .context("reading the journal anchors from etcd")?;
+        Ok(())
+    })?;
+    let me = config
+        .cluster
+        .as_ref()
+        .map(|c| c.node.clone())
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    for a in anchors.iter().filter(|a| a.node == me) {
+        let check = journal.check_anchor(a.seq, &a.hash)?;
+        if check.ok() {
+            println!(
+                "etcd anchor of node {me}: entry {} ({}) is in the journal",
+                a.seq, a.hash
+            );
+        } else {
+            problems.push(anchor_problem(a, &check));
+        }
+    }
+    if anchors.iter().all(|a| a.node != me) {
+        println!("etcd holds no journal anchor of node {me} yet");
+    }
+    Ok(problems)
+}
+
+/// What an anchor the journal does not hold means, in words.
+pub fn anchor_problem(
+    anchor: &vigie_cluster::model::JournalAnchor,
+    check: &vigie_audit::AnchorCheck,
+) -> String {
+    let when =
+        vigie_core::Time90k(anchor.anchored_s.saturating_mul(TIME_UNITS_PER_SEC)).to_rfc3339();
+    match check {
+        vigie_audit::AnchorCheck::Missing { last_seq } => format!(
+            "the access journal of node {} ends at entry {} but entry {} was anchored in etcd at {when}: entries were removed (journal truncated or replaced)",
+            anchor.node,
+            last_seq.map_or_else(|| "(none)".to_owned(), |s| s.to_string()),
+            anchor.seq
+        ),
+        vigie_audit::AnchorCheck::Differs { found } => format!(
+            "entry {} of node {}'s access journal has hash {found}, not the {} anchored in etcd at {when}: the journal was rewritten or replaced",
+            anchor.seq, anchor.node, anchor.hash
+        ),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Keeps the store's view of the other nodes' holds current: known while read from etcd

@@ -305,6 +305,9 @@ pub async fn event_loop(
     }
 }
 
+/// The life asked for an event subscription at each `Renew`.
+const RENEW_ASK: Duration = Duration::from_secs(60);
+
 async fn subscribe(
     access: &OnvifAccess,
     sink: &EventSink,
@@ -316,11 +319,37 @@ async fn subscribe(
         return Ok(());
     }
     let pp = dev.pull_point().await?;
-    tracing::info!(camera = %sink.camera, "subscribed to the camera's events");
+    // Many cameras extend a subscription on each pull, others only on `Renew`: renew at half
+    // the life the camera stated (60 s asked; 60 s assumed when it did not say), and never
+    // wait longer in a pull than a third of it.
+    let mut life = pp.lifetime().unwrap_or(RENEW_ASK);
+    let mut renewed_at = tokio::time::Instant::now();
+    let mut renew_supported = true;
+    tracing::info!(camera = %sink.camera, life_s = life.as_secs_f64(), "subscribed to the camera's events");
     sink.counts.subscribed(&sink.camera);
     loop {
+        if renew_supported && renewed_at.elapsed() >= life / 2 {
+            match pp.renew(RENEW_ASK).await {
+                Ok(granted) => {
+                    life = granted.unwrap_or(RENEW_ASK);
+                    renewed_at = tokio::time::Instant::now();
+                }
+                Err(vigie_onvif::OnvifError::Fault { code, .. })
+                    if code.contains("ActionNotSupported") =>
+                {
+                    // The camera keeps subscriptions alive by pulls only.
+                    tracing::info!(camera = %sink.camera, "the camera does not renew subscriptions ({code}); relying on pulls");
+                    renew_supported = false;
+                }
+                Err(e) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), pp.unsubscribe()).await;
+                    return Err(e);
+                }
+            }
+        }
+        let wait = (life / 3).clamp(Duration::from_secs(1), Duration::from_secs(10));
         let evs = tokio::select! {
-            r = pp.pull(Duration::from_secs(10), 100) => match r {
+            r = pp.pull(wait, 100) => match r {
                 Ok(evs) => evs,
                 Err(e) => {
                     // The subscription is gone (camera rebooted, subscription expired): a new one.

@@ -121,9 +121,9 @@ pub async fn run(
     // Single node: every camera, now. Cluster: the cameras the cluster assigns here.
     #[cfg(feature = "cluster")]
     let cluster = match &config.cluster {
-        Some(_) => {
-            Some(crate::cluster::start(&config, &recording, &store, shutdown.clone()).await?)
-        }
+        Some(_) => Some(
+            crate::cluster::start(&config, &recording, &store, &journal, shutdown.clone()).await?,
+        ),
         None => None,
     };
     #[cfg(not(feature = "cluster"))]

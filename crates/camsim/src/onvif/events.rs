@@ -11,7 +11,8 @@ use tokio::sync::Notify;
 pub const MAX_QUEUED: usize = 1000;
 /// Open subscriptions at most (the oldest expired ones go first; then creation is refused).
 pub const MAX_SUBSCRIPTIONS: usize = 64;
-/// A subscription nobody pulls from for this long expires (`TerminationTime`).
+/// A subscription nobody pulls from (or renews) for this long expires (`TerminationTime`), by
+/// default ([`EventBus::set_policy`] changes it).
 pub const SUBSCRIPTION_TTL: Duration = Duration::from_secs(60);
 
 /// The alarms camsim can raise.
@@ -94,18 +95,71 @@ struct Subscription {
     expires: Instant,
 }
 
+/// How subscriptions live: `ttl` from creation and from each renewal (a renewal asking for less
+/// gets less: `ttl` is the camera's longest subscription life), and whether a pull extends it by `ttl` (many cameras do; others expire a subscription that is
+/// pulled but never renewed).
+#[derive(Clone, Copy, Debug)]
+pub struct SubscriptionPolicy {
+    /// Life given at creation.
+    pub ttl: Duration,
+    /// A `PullMessages` extends the subscription by `ttl`.
+    pub pull_extends: bool,
+}
+
+impl Default for SubscriptionPolicy {
+    fn default() -> SubscriptionPolicy {
+        SubscriptionPolicy {
+            ttl: SUBSCRIPTION_TTL,
+            pull_extends: true,
+        }
+    }
+}
+
 /// All subscriptions of one simulated device.
 #[derive(Default)]
 pub struct EventBus {
     subs: Mutex<(u64, HashMap<u64, Subscription>)>,
+    policy: Mutex<SubscriptionPolicy>,
     notify: Notify,
     /// Events raised so far.
     pub raised: std::sync::atomic::AtomicU64,
+    /// Subscriptions created so far.
+    pub created: std::sync::atomic::AtomicU64,
+    /// Successful `Renew`s so far.
+    pub renewed: std::sync::atomic::AtomicU64,
 }
 
 impl EventBus {
+    /// Changes how subscriptions created from now on (and pulls, renewals) behave.
+    pub fn set_policy(&self, policy: SubscriptionPolicy) {
+        *self.policy.lock().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> SubscriptionPolicy {
+        *self.policy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Renew`: the subscription lives `asked` from `now`, at most the policy's TTL (which it
+    /// gets when nothing is asked). Returns its new life, `None` if it does not exist (or
+    /// expired).
+    pub fn renew(&self, id: u64, now: Instant, asked: Option<Duration>) -> Option<Duration> {
+        let ttl = self.policy().ttl;
+        let life = asked
+            .unwrap_or(ttl)
+            .min(ttl)
+            .max(Duration::from_millis(100));
+        let mut g = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+        let s = g.1.get_mut(&id).filter(|s| s.expires > now)?;
+        s.expires = now + life;
+        self.renewed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(life)
+    }
+
     /// Opens a subscription; `None` when [`MAX_SUBSCRIPTIONS`] are open and none expired.
     pub fn subscribe(&self, now: Instant) -> Option<u64> {
+        let ttl = self.policy().ttl;
         let mut g = self.subs.lock().unwrap_or_else(|p| p.into_inner());
         g.1.retain(|_, s| s.expires > now);
         if g.1.len() >= MAX_SUBSCRIPTIONS {
@@ -117,9 +171,11 @@ impl EventBus {
             id,
             Subscription {
                 queue: VecDeque::new(),
-                expires: now + SUBSCRIPTION_TTL,
+                expires: now + ttl,
             },
         );
+        self.created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(id)
     }
 
@@ -153,13 +209,18 @@ impl EventBus {
     /// `None` if the subscription does not exist (or expired).
     pub async fn pull(&self, id: u64, limit: usize, timeout: Duration) -> Option<Vec<Event>> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let policy = self.policy();
+        let mut first = true;
         loop {
             let notified = self.notify.notified();
             {
                 let now = Instant::now();
                 let mut g = self.subs.lock().unwrap_or_else(|p| p.into_inner());
                 let s = g.1.get_mut(&id).filter(|s| s.expires > now)?;
-                s.expires = now + SUBSCRIPTION_TTL;
+                if policy.pull_extends && first {
+                    s.expires = now + policy.ttl;
+                }
+                first = false;
                 if !s.queue.is_empty() || tokio::time::Instant::now() >= deadline {
                     let n = s.queue.len().min(limit.max(1));
                     return Some(s.queue.drain(..n).collect());

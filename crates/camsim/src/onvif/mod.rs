@@ -8,16 +8,19 @@
 //! - PTZ (`/onvif/ptz`): `GetNodes`, `GetStatus`, `ContinuousMove` (velocity integrated over
 //!   time, optional `Timeout`), `Stop`, `AbsoluteMove`, `RelativeMove`, `GetPresets`,
 //!   `SetPreset`, `GotoPreset`, `RemovePreset` ([`ptz`]). The position is reported by
-//!   `GetStatus` and the control API; it does not alter the picture (the fixtures are served
-//!   pre-encoded, and re-encoding is what camsim avoids).
+//!   `GetStatus` and the control API; with a [`ptz_view::PtzView`] attached
+//!   ([`OnvifHandle::attach_ptz_view`]) the mount's picture follows the pan (one pre-encoded GOP
+//!   per pan position: camsim still never re-encodes).
 //! - Events (`/onvif/events`): `GetEventProperties`, `CreatePullPointSubscription`, then on the
-//!   subscription's address `PullMessages` (long poll) and `Unsubscribe` ([`events`]).
+//!   subscription's address `PullMessages` (long poll), `Renew` and `Unsubscribe` ([`events`];
+//!   how long a subscription lives and whether a pull extends it: [`events::SubscriptionPolicy`]).
 //! - WS-Security `UsernameToken` digest authentication on everything but
 //!   `GetSystemDateAndTime`; a bad or missing token, a plain-text password or a replayed nonce
 //!   answers a `ter:NotAuthorized` SOAP fault (HTTP 400).
 //! - Fault injection ([`OnvifFault`]): malformed XML, non-XML garbage, or no answer.
 //! - Control API for tests and scripts (JSON, no credentials: camsim is a test tool):
-//!   `GET /control/ptz` → `{"pan","tilt","zoom","moving","commands"}`;
+//!   `GET /control/ptz` → `{"pan","tilt","zoom","moving","commands","view"}` (`view`: index of
+//!   the picture shown by an attached PTZ view, or null);
 //!   `POST /control/events/{motion|tampering|video-loss|digital-input}?state=true|false`;
 //!   `POST /control/fault/{none|malformed|garbage|silent}`; `GET /control/stats`.
 //! - WS-Discovery on UDP ([`discovery`]).
@@ -25,6 +28,7 @@
 pub mod discovery;
 pub mod events;
 pub mod ptz;
+pub mod ptz_view;
 pub mod soap;
 
 use std::net::SocketAddr;
@@ -136,6 +140,10 @@ pub struct OnvifStats {
     pub subscriptions: u64,
     /// Events raised.
     pub events_raised: u64,
+    /// PullPoint subscriptions created so far.
+    pub subscriptions_created: u64,
+    /// Successful `Renew`s so far.
+    pub renews: u64,
 }
 
 struct Device {
@@ -143,6 +151,12 @@ struct Device {
     verifier: Option<Verifier>,
     base_url: String,
     ptz: Mutex<PtzHead>,
+    /// 1 + the index of the view shown by an attached [`ptz_view::PtzView`] (0: none).
+    ptz_view: AtomicU64,
+    /// Demand HTTP Digest (RFC 2617, `qop=auth`) on every request instead of WS-UsernameToken.
+    http_digest: std::sync::atomic::AtomicBool,
+    /// The HTTP Digest nonce (one per device run).
+    http_nonce: String,
     events: EventBus,
     fault: AtomicU8,
     requests: AtomicU64,
@@ -177,6 +191,9 @@ impl OnvifServer {
             verifier: config.auth.as_ref().map(|(u, p)| Verifier::new(u, p)),
             base_url: format!("http://{host}"),
             ptz: Mutex::new(PtzHead::default()),
+            ptz_view: AtomicU64::new(0),
+            http_digest: std::sync::atomic::AtomicBool::new(false),
+            http_nonce: format!("{:032x}", rand::random::<u128>()),
             events: EventBus::default(),
             fault: AtomicU8::new(0),
             requests: AtomicU64::new(0),
@@ -205,6 +222,7 @@ impl OnvifServer {
             .route("/control/fault/{mode}", post(control_fault))
             .fallback(post(soap_endpoint))
             .with_state(device.clone());
+        let rx_for_views = shutdown_rx.clone();
         let mut rx = shutdown_rx;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -219,6 +237,7 @@ impl OnvifServer {
             discovery_addr,
             device,
             shutdown_tx,
+            shutdown_rx: rx_for_views,
         })
     }
 }
@@ -229,6 +248,7 @@ pub struct OnvifHandle {
     discovery_addr: Option<SocketAddr>,
     device: Arc<Device>,
     shutdown_tx: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for OnvifHandle {
@@ -260,6 +280,19 @@ impl OnvifHandle {
     pub fn ptz_position(&self) -> (PtzPosition, bool) {
         lock(&self.device.ptz).status(Instant::now())
     }
+    /// Makes `view.mount`'s picture follow the head's pan from now on (until shutdown). Call it
+    /// within a Tokio runtime (it spawns the watcher).
+    pub fn attach_ptz_view(&self, view: ptz_view::PtzView) {
+        tokio::spawn(ptz_view::watch(
+            self.device.clone(),
+            view,
+            self.shutdown_rx.clone(),
+        ));
+    }
+    /// Index of the picture an attached PTZ view shows now (`None` without one).
+    pub fn ptz_view(&self) -> Option<usize> {
+        shown_view(&self.device)
+    }
     /// PTZ commands received (moves, stops, preset recalls).
     pub fn ptz_commands(&self) -> u64 {
         lock(&self.device.ptz).commands
@@ -271,6 +304,17 @@ impl OnvifHandle {
     /// Makes the SOAP side misbehave (or behave again with [`OnvifFault::None`]).
     pub fn set_fault(&self, f: OnvifFault) {
         self.device.fault.store(f as u8, Relaxed);
+    }
+    /// Demands HTTP Digest authentication (`WWW-Authenticate: Digest … qop="auth"`) on every
+    /// request, `GetSystemDateAndTime` included, instead of the WS-UsernameToken (as cameras
+    /// whose WS-Security is off do). Needs [`OnvifConfig::auth`].
+    pub fn require_http_digest(&self, on: bool) {
+        self.device.http_digest.store(on, Relaxed);
+    }
+    /// How event subscriptions live from now on (e.g. a camera that expires a subscription
+    /// that is pulled but not renewed).
+    pub fn set_subscription_policy(&self, policy: events::SubscriptionPolicy) {
+        self.device.events.set_policy(policy);
     }
     /// Counters.
     pub fn stats(&self) -> OnvifStats {
@@ -307,12 +351,21 @@ fn raise(d: &Device, kind: EventKind, state: bool) {
     });
 }
 
+fn shown_view(d: &Device) -> Option<usize> {
+    match d.ptz_view.load(Relaxed) {
+        0 => None,
+        v => Some((v - 1) as usize),
+    }
+}
+
 fn stats(d: &Device) -> OnvifStats {
     OnvifStats {
         requests: d.requests.load(Relaxed),
         auth_failures: d.auth_failures.load(Relaxed),
         subscriptions: d.events.subscriptions() as u64,
         events_raised: d.events.raised.load(Relaxed),
+        subscriptions_created: d.events.created.load(Relaxed),
+        renews: d.events.renewed.load(Relaxed),
     }
 }
 
@@ -321,6 +374,7 @@ async fn control_ptz(State(d): State<Arc<Device>>) -> Response {
     let (p, moving) = h.status(Instant::now());
     axum::Json(serde_json::json!({
         "pan": p.pan, "tilt": p.tilt, "zoom": p.zoom, "moving": moving, "commands": h.commands,
+        "view": shown_view(&d),
     }))
     .into_response()
 }
@@ -371,8 +425,37 @@ fn sender_fault(sub: &str, reason: &str) -> Response {
     xml(StatusCode::BAD_REQUEST, fault("Sender", &[sub], reason))
 }
 
-async fn soap_endpoint(State(d): State<Arc<Device>>, uri: Uri, body: Bytes) -> Response {
+async fn soap_endpoint(
+    State(d): State<Arc<Device>>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     d.requests.fetch_add(1, Relaxed);
+    let http_digest = d.http_digest.load(Relaxed);
+    if http_digest && let Some((user, pass)) = &d.config.auth {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !crate::Auth::digest(user, pass).check(given, "POST", &d.http_nonce) {
+            if given.is_some() {
+                d.auth_failures.fetch_add(1, Relaxed);
+            }
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    format!(
+                        "Digest realm=\"{}\", qop=\"auth\", nonce=\"{}\", algorithm=MD5",
+                        crate::auth::REALM,
+                        d.http_nonce
+                    ),
+                )],
+                "401 Unauthorized",
+            )
+                .into_response();
+        }
+    }
     match d.fault.load(Relaxed) {
         1 => {
             return xml(
@@ -404,6 +487,7 @@ async fn soap_endpoint(State(d): State<Arc<Device>>, uri: Uri, body: Bytes) -> R
     let op = req.op.tag_name().name();
     debug!(path = uri.path(), op, "camsim ONVIF request");
     if op != "GetSystemDateAndTime"
+        && !http_digest
         && let Some(v) = &d.verifier
         && let Err(refusal) = v.check(req.token.as_ref())
     {
@@ -753,8 +837,8 @@ fn operation(
                 Fault::Sender("ter:TooManySubscriptions", "too many subscriptions".into())
             })?;
             let t = jiff::Timestamp::now();
-            let end =
-                t + jiff::SignedDuration::from_secs(events::SUBSCRIPTION_TTL.as_secs() as i64);
+            let ttl = d.events.policy().ttl;
+            let end = t + jiff::SignedDuration::from_millis(ttl.as_millis() as i64);
             format!(
                 "<tev:CreatePullPointSubscriptionResponse><tev:SubscriptionReference><wsa:Address>{}/onvif/events/sub/{id}</wsa:Address></tev:SubscriptionReference><wsnt:CurrentTime>{}</wsnt:CurrentTime><wsnt:TerminationTime>{}</wsnt:TerminationTime></tev:CreatePullPointSubscriptionResponse>",
                 d.base_url,
@@ -808,7 +892,38 @@ async fn subscription_op(
                 Err(no_sub())
             }
         }
-        "Renew" => Ok("<wsnt:RenewResponse/>".into()),
+        "Renew" => {
+            // TerminationTime: a duration (`PT60S`) or an absolute time; absent = the default.
+            let asked = child(el, "TerminationTime").map(|t| text(Some(t)));
+            let asked = match asked.as_deref() {
+                None | Some("") => None,
+                Some(v) => Some(
+                    xs_duration(v)
+                        .or_else(|| {
+                            let at: jiff::Timestamp = v.parse().ok()?;
+                            let d = at.duration_since(jiff::Timestamp::now());
+                            Duration::try_from(d).ok()
+                        })
+                        .ok_or_else(|| {
+                            Fault::Sender(
+                                "ter:InvalidArgVal",
+                                format!("unreadable TerminationTime {v:?}"),
+                            )
+                        })?,
+                ),
+            };
+            let life = d
+                .events
+                .renew(id, Instant::now(), asked)
+                .ok_or_else(no_sub)?;
+            let t = jiff::Timestamp::now();
+            let end = t + jiff::SignedDuration::from_millis(life.as_millis() as i64);
+            Ok(format!(
+                "<wsnt:RenewResponse><wsnt:TerminationTime>{}</wsnt:TerminationTime><wsnt:CurrentTime>{}</wsnt:CurrentTime></wsnt:RenewResponse>",
+                end.round(jiff::Unit::Millisecond).unwrap_or(end),
+                t.round(jiff::Unit::Millisecond).unwrap_or(t)
+            ))
+        }
         other => Err(Fault::NotSupported(other.to_owned())),
     }
 }

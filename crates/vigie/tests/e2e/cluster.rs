@@ -556,3 +556,79 @@ async fn a_drain_nobody_can_take_over_times_out_with_a_clear_message() {
     )
     .await;
 }
+
+/// `vigie_cluster_journal_anchors_total` of a node.
+async fn anchors_published(v: &Vigie) -> u64 {
+    let (_, m) = v.get_text("/metrics").await.unwrap();
+    m.lines()
+        .find(|l| l.starts_with("vigie_cluster_journal_anchors_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A node anchors its access journal's head in etcd; a journal replaced while the node was
+/// stopped verifies on its own (a fresh chain) but does not hold the anchored entry: the node
+/// raises a tamper alarm when it comes back, and `vigie audit verify` fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journal_replaced_while_its_node_was_stopped_is_caught_by_its_etcd_anchor() {
+    let etcd = Etcd::start();
+    let sim = camsim(1).await;
+    let mut a = node(&etcd, "rec-a", &cameras_toml(&sim, 1, None));
+    wait_status(&a, "rec-a recording", Duration::from_secs(30), |s| {
+        node_cameras(s, "rec-a").len() == 1
+    })
+    .await;
+    // Anchored at the first tick; something journaled after it (a user created), then
+    // anchored again (at most ANCHOR_MIN_INTERVAL = 10 s after the previous anchor).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while anchors_published(&a).await < 1 {
+        assert!(Instant::now() < deadline, "no anchor\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let st = a
+        .http()
+        .post(format!("{}/api/v1/users", a.base_url()))
+        .bearer_auth(a.admin_token().unwrap())
+        .json(&serde_json::json!({"name": "anchored", "role": "operator", "password": "Anchored-pw-8841", "communes": "all"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, 201);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while anchors_published(&a).await < 2 {
+        assert!(Instant::now() < deadline, "no second anchor\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // `audit verify` runs with the node stopped (the journal is its database).
+    a.kill9().unwrap();
+    let (ok, out) = a.command(&["audit", "verify"]).unwrap();
+    assert!(ok, "intact journal refused: {out}");
+    assert!(out.contains("is in the journal"), "{out}");
+
+    // Its journal replaced by an empty one while stopped (as someone with the disk could).
+    let journal_dir = a.work_dir().join("data").join("journal");
+    assert!(journal_dir.is_dir(), "{}", journal_dir.display());
+    std::fs::remove_dir_all(&journal_dir).unwrap();
+    a.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let alarm = loop {
+        if let Ok((200, j)) = a.get("/api/v1/audit?action=tamper-alarm").await
+            && let Some(e) = j["entries"].as_array().and_then(|e| e.first())
+        {
+            break e.clone();
+        }
+        assert!(Instant::now() < deadline, "no tamper alarm\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let why = alarm["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("rec-a") && why.contains("anchored in etcd"),
+        "{alarm}"
+    );
+    a.kill9().unwrap();
+    let (ok, out) = a.command(&["audit", "verify"]).unwrap();
+    assert!(!ok, "a replaced journal verified: {out}");
+    assert!(out.contains("TAMPER ALARM"), "{out}");
+}

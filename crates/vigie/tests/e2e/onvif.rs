@@ -48,6 +48,37 @@ pub async fn onvif_camera(name: &str) -> OnvifCam {
     OnvifCam { rtsp, onvif }
 }
 
+/// Like [`onvif_camera`], but a dome whose picture follows its pan (both mounts serve camsim's
+/// PTZ fixture: blue to the left, red to the right).
+pub async fn onvif_ptz_camera(name: &str) -> OnvifCam {
+    let dome = Fixture::embedded("h264-ptz-pan5-640x360-25fps-gop50.h264").unwrap();
+    let auth = Auth::digest(USER, PASS);
+    let rtsp = vigie_testkit::sim::start(vec![
+        MountConfig::new(format!("{name}/main"), dome.clone()).with_auth(auth.clone()),
+        MountConfig::new(format!("{name}/sub"), dome).with_auth(auth),
+    ])
+    .await;
+    let onvif = OnvifServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        OnvifConfig {
+            auth: Some((USER.into(), PASS.into())),
+            profiles: vec![
+                OnvifProfile::for_mount("main", &rtsp, &format!("{name}/main")).unwrap(),
+                OnvifProfile::for_mount("sub", &rtsp, &format!("{name}/sub")).unwrap(),
+            ],
+            ptz: true,
+            ..OnvifConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    for stream in ["main", "sub"] {
+        let mount = rtsp.mount(&format!("{name}/{stream}")).unwrap();
+        onvif.attach_ptz_view(vigie_camsim::PtzView::embedded(mount));
+    }
+    OnvifCam { rtsp, onvif }
+}
+
 /// A camera whose streams come from its ONVIF profiles (no `url`).
 pub fn onvif_camera_toml(id: &str, device_url: &str, password: &str) -> String {
     format!(
@@ -514,13 +545,33 @@ async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// JavaScript testing the mean red and blue of the live tile's current picture (the decoded
+/// frame the operator sees, read back from a canvas) with `$cond` over `r` and `b` (0-255);
+/// null before a frame is shown.
+macro_rules! tile_colour_is {
+    ($cond:literal) => {
+        concat!(
+            "const v = document.querySelector('.tile video');
+             if (!v || v.readyState < 2 || !v.videoWidth) return null;
+             const c = document.createElement('canvas'); c.width = 64; c.height = 36;
+             const g = c.getContext('2d'); g.drawImage(v, 0, 0, 64, 36);
+             const d = g.getImageData(0, 0, 64, 36).data; let r = 0, b = 0;
+             for (let i = 0; i < d.length; i += 4) { r += d[i]; b += d[i + 2]; }
+             r /= d.length / 4; b /= d.length / 4;
+             return ",
+            $cond,
+            ";"
+        )
+    };
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ptz_controls_in_chromium_move_the_simulated_head_and_are_journaled() {
     use serde_json::json;
     use vigie_testkit::browser::Browser;
     use vigie_testkit::browser::fantoccini::Locator;
 
-    let cam = onvif_camera("uidome").await;
+    let cam = onvif_ptz_camera("uidome").await;
     let plain = format!(
         "[[cameras]]\nid = \"plain\"\nname = \"Fixe\"\ncommune = \"test\"\n  [[cameras.streams]]\n  name = \"main\"\n  url = \"{}\"\n  username = \"{USER}\"\n  password = \"{PASS}\"\n",
         cam.rtsp.url("uidome/sub")
@@ -596,6 +647,12 @@ async fn ptz_controls_in_chromium_move_the_simulated_head_and_are_journaled() {
         .unwrap(),
         json!([["uidome", true]])
     );
+    // Before any move the dome looks at the centre of its panorama: neither red nor blue.
+    wait_js(
+        "the centred live picture",
+        tile_colour_is!("Math.abs(r - b) < 40"),
+    )
+    .await;
     // Holding "right" pans until released.
     b.eval(
         "document.querySelector('[data-ptz=right]').dispatchEvent(new PointerEvent('pointerdown', {bubbles: true, pointerId: 1}));",
@@ -604,7 +661,7 @@ async fn ptz_controls_in_chromium_move_the_simulated_head_and_are_journaled() {
     .await
     .unwrap();
     until("the head to pan right", 20, || {
-        cam.onvif.ptz_position().0.pan > 0.1
+        cam.onvif.ptz_position().0.pan > 0.3
     })
     .await;
     b.eval(
@@ -614,6 +671,17 @@ async fn ptz_controls_in_chromium_move_the_simulated_head_and_are_journaled() {
     .await
     .unwrap();
     until("the head to stop", 20, || !cam.onvif.ptz_position().1).await;
+    // ... and the live picture in the browser moved with it: the dome looks at the red (right)
+    // end of its panorama now (it showed the purple centre before the move).
+    until("camsim to show the view right of centre", 20, || {
+        cam.onvif.ptz_view().is_some_and(|v| v >= 3)
+    })
+    .await;
+    wait_js(
+        "the live picture to turn red (the dome panned right)",
+        tile_colour_is!("r > b + 60"),
+    )
+    .await;
     // The arrow keys steer too (key down: move, key up: stop).
     b.eval(
         "const t = document.querySelector('.tile'); t.focus();
@@ -925,4 +993,56 @@ async fn a_silent_camera_does_not_hold_up_the_ptz_of_another() {
     );
     // The silent camera's command ends in a clear 502 after its timeout.
     assert_eq!(stuck.await.unwrap(), 502);
+}
+
+/// A camera that expires subscriptions that are pulled but not renewed (as some do): the
+/// recorder renews at half the stated life, so one subscription lasts and events keep coming.
+#[tokio::test(flavor = "multi_thread")]
+async fn event_subscriptions_are_renewed_before_the_camera_expires_them() {
+    let cam = onvif_camera("renewdome").await;
+    cam.onvif
+        .set_subscription_policy(vigie_camsim::SubscriptionPolicy {
+            ttl: Duration::from_secs(3),
+            pull_extends: false,
+        });
+    let v = VigieBuilder::new(BIN)
+        .toml(COMMUNE)
+        .toml(&onvif_camera_toml(
+            "renewdome",
+            &cam.onvif.device_url(),
+            PASS,
+        ))
+        .start()
+        .unwrap();
+    let t0 = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(5);
+    until("the recorder's subscription", 30, || {
+        cam.onvif.stats().subscriptions_created == 1
+    })
+    .await;
+    // Four lives of the subscription.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let st = cam.onvif.stats();
+    assert_eq!(
+        st.subscriptions_created,
+        1,
+        "re-subscribed: {st:?}\n{}",
+        v.log()
+    );
+    assert!(st.renews >= 3, "{st:?}");
+    cam.onvif.raise(vigie_camsim::EventKind::Tampering, true);
+    let end = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+    let path = format!("/api/v1/cameras/renewdome/events?start={t0}&end={end}&type=tampering");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (st, b) = v.get(&path).await.unwrap();
+        assert_eq!(st, 200, "{b}");
+        if b["events"].as_array().is_some_and(|e| !e.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "event not stored: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
