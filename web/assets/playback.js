@@ -69,15 +69,23 @@ class CamPlayer {
     return false;
   }
   /// The transcoded file failed: ask again to read why (503 busy, 501 not built, …).
-  async explain(url) {
+  async explain(url, seq, ms) {
     const ctl = new AbortController();
-    let why = this.error;
+    let why = this.error, code = null;
     try {
       const r = await fetch(url, { signal: ctl.signal, credentials: 'same-origin' });
-      if (!r.ok) { const j = await r.json().catch(() => null); why = (j && j.error && j.error.message) || `HTTP ${r.status}`; }
+      if (!r.ok) {
+        const j = await r.json().catch(() => null);
+        why = (j && j.error && j.error.message) || `HTTP ${r.status}`;
+        code = r.status === 503 && j && j.error ? j.error.code : r.status;
+      }
     } catch { /* network */ } finally { ctl.abort(); }
-    this.note = t('pb.transcodeFailed', { codec: this.codec, why });
+    // 503 busy: the server transcodes its maximum already (the next seek or play retries);
+    // 503 unavailable (turned off) or 501 (no GStreamer): it cannot transcode at all.
+    const key = code === 'busy' ? 'live.transcodeBusy' : (code === 'unavailable' || code === 501) ? 'live.transcodeUnavailable' : 'pb.transcodeFailed';
+    this.note = t(key, { codec: this.codec, why });
     this.onNote(this.note);
+    if (code === 'busy') setTimeout(() => { if (seq === this.seq && !this.win) this.seek(ms); }, 5000);
   }
   spanAt(ms) { return this.spans.find(([s, e]) => s <= ms && ms < e - 100) || null; }
   nextSpan(ms) { return this.spans.find(([s]) => s > ms) || null; }
@@ -114,7 +122,7 @@ class CamPlayer {
     } catch (e) {
       if (seq === this.seq) {
         this.win = null; this.loading = false; this.error = String(e.message || e);
-        if (this.transcode) this.explain(this.url);
+        if (this.transcode) this.explain(this.url, seq, ms);
       }
       return false;
     }

@@ -512,3 +512,136 @@ async fn transcoded_playback_is_h264_bounded_authorised_and_journaled() {
         .count();
     assert_eq!(n, 2, "two transcoded GETs were served: {j}");
 }
+
+/// Polls `code` (a function body) in the page until it returns something other than
+/// null/false; panics with the page's text after `secs`.
+async fn wait_js(b: &Browser, what: &str, code: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let last = b.eval(code, vec![]).await.unwrap_or(Value::Null);
+        if !last.is_null() && last != json!(false) {
+            return last;
+        }
+        if Instant::now() > deadline {
+            let page = b
+                .eval("return document.body.innerText.slice(0, 2000)", vec![])
+                .await
+                .unwrap_or_default();
+            panic!("timed out waiting for {what} (last {last})\n{page}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+const BUSY_FR: &str = "Ce navigateur ne décode pas le H.265, et le serveur transcode déjà le maximum de flux : nouvel essai dans quelques secondes";
+const TRANSCODED_FR: &str =
+    "Ce navigateur ne décode pas le H.265 : image transcodée en H.264 par le serveur";
+
+/// The fallback refused because the server transcodes its maximum already: the live tile and
+/// the playback pane say so (instead of "reconnecting" forever), retry, and play once a slot
+/// is free.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ui_says_when_the_fallback_is_busy_and_plays_once_a_slot_is_free() {
+    let (_sim, v) = setup(1).await;
+    let (s, _) = recorded(&v, "cam-r", 8.0).await;
+    // Someone else holds the only transcode slot.
+    let hold =
+        LiveClient::connect_query(v.port, "cam-r", "main", "transcode=h264", None, admin(&v))
+            .await
+            .unwrap();
+    let b = Browser::start().await.unwrap();
+    b.set_window_size(1400, 900).await.unwrap();
+    b.goto_anonymous(&format!("{}/", v.base_url()))
+        .await
+        .unwrap();
+    b.eval(
+        "const [u, p] = arguments; document.querySelector('#username').value = u;
+         document.querySelector('#password').value = p;
+         document.querySelector('#login-submit').click(); return true;",
+        vec![json!(ADMIN_USER), json!(ADMIN_PASSWORD)],
+    )
+    .await
+    .unwrap();
+    wait_js(
+        &b,
+        "the app",
+        "return document.querySelector('header.hdr') !== null",
+        30,
+    )
+    .await;
+    b.eval(
+        "location.hash = '#/live?layout=1&cams=cam-r'; return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let busy = wait_js(
+        &b,
+        "the tile to say the fallback is busy",
+        "const t = window.vigie.live && window.vigie.live.tiles[0];
+         return t && !t.note.hidden && t.state.fallback && t.state.fallback.refused === 'busy'
+           ? {note: t.note.textContent, why: t.state.fallback.why} : null",
+        30,
+    )
+    .await;
+    assert_eq!(busy["note"], BUSY_FR, "{busy}");
+    assert!(
+        busy["why"].as_str().unwrap().contains("max_transcodes"),
+        "{busy}"
+    );
+
+    // Playback while the slot is held: the pane says so too.
+    let at = s.as_millisecond() + 2_000;
+    b.eval(
+        "location.hash = `#/playback/cam-r?t=${arguments[0]}`; return true;",
+        vec![json!(at)],
+    )
+    .await
+    .unwrap();
+    let note = wait_js(
+        &b,
+        "the pane to say the fallback is busy",
+        "const n = document.querySelector('.pane .tile-note:not([hidden])');
+         return n && n.textContent.includes('maximum') ? n.textContent : null",
+        30,
+    )
+    .await;
+    assert_eq!(note, BUSY_FR);
+    // The slot is freed: the pane retries by itself and plays, with the usual reason.
+    hold.close().await;
+    let p = wait_js(
+        &b,
+        "the recording to play once the slot is free",
+        "const s = window.vigie.playback.state(); const p = s.players[0];
+         return p.url && !p.loading && p.readyState >= 2 && p.note && !p.note.includes('maximum') ? p : null",
+        40,
+    )
+    .await;
+    assert_eq!(p["note"], TRANSCODED_FR, "{p}");
+    let note = b
+        .eval(
+            "return document.querySelector('.pane .tile-note:not([hidden])').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(note, TRANSCODED_FR);
+
+    // Back on the wall (the playback's transcode ends with its page): the tile plays.
+    b.eval(
+        "location.hash = '#/live?layout=1&cams=cam-r'; return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let live = wait_js(
+        &b,
+        "the tile to play through the fallback",
+        "const t = window.vigie.live && window.vigie.live.tiles[0]; const v = t && t.video;
+         return v && v.readyState >= 2 && v.currentTime > 1 ? {note: t.note.textContent} : null",
+        60,
+    )
+    .await;
+    assert_eq!(live["note"], TRANSCODED_FR, "{live}");
+    b.close().await.unwrap();
+}
