@@ -51,8 +51,13 @@ pub async fn serve(
     };
     let why = v.run(&mut socket, &queue, backlog, &rights).await;
     queue.leave();
-    drop(v);
-    drop(slot);
+    // Stopping the pipeline waits for its threads: off the async executor. The slot is freed
+    // once it has stopped.
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(v);
+        drop(slot);
+    })
+    .await;
     tracing::info!(why, "transcoded live viewer left");
 }
 

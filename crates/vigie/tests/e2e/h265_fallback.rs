@@ -645,3 +645,79 @@ async fn the_ui_says_when_the_fallback_is_busy_and_plays_once_a_slot_is_free() {
     assert_eq!(live["note"], TRANSCODED_FR, "{live}");
     b.close().await.unwrap();
 }
+
+/// `[live] max_transcodes = 0` turns the fallback off: 503 `unavailable` for the file, close
+/// 4503 "turned off" for the live view, and the tile says the server cannot transcode (and
+/// stops, instead of reconnecting forever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_the_fallback_says_so() {
+    let (_sim, v) = setup(0).await;
+    let (s, _) = recorded(&v, "cam-r", 4.0).await;
+    let (a, e) = (s, s + SignedDuration::from_secs(2));
+    let r = v
+        .http()
+        .get(format!(
+            "{}{}",
+            v.base_url(),
+            video_path("cam-r", a, e, "&transcode=h264")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    let mut ws =
+        LiveClient::connect_query(v.port, "cam-r", "main", "transcode=h264", None, admin(&v))
+            .await
+            .unwrap();
+    match ws.next(Duration::from_secs(10)).await.unwrap() {
+        LiveEvent::Closed { code, reason } => {
+            assert_eq!(code, 4503, "{reason}");
+            assert!(reason.contains("turned off"), "{reason}");
+        }
+        other => panic!("expected a 4503 close, got {other:?}"),
+    }
+    let b = Browser::start().await.unwrap();
+    b.goto_anonymous(&format!("{}/", v.base_url()))
+        .await
+        .unwrap();
+    b.eval(
+        "const [u, p] = arguments; document.querySelector('#username').value = u;
+         document.querySelector('#password').value = p;
+         document.querySelector('#login-submit').click(); return true;",
+        vec![json!(ADMIN_USER), json!(ADMIN_PASSWORD)],
+    )
+    .await
+    .unwrap();
+    wait_js(
+        &b,
+        "the app",
+        "return document.querySelector('header.hdr') !== null",
+        30,
+    )
+    .await;
+    b.eval(
+        "location.hash = '#/live?layout=1&cams=cam-r'; return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let t = wait_js(
+        &b,
+        "the tile to say the server cannot transcode",
+        "const t = window.vigie.live && window.vigie.live.tiles[0];
+         return t && t.state.state === 'ended' && !t.note.hidden
+           ? {note: t.note.textContent, reconnects: t.state.reconnects} : null",
+        30,
+    )
+    .await;
+    assert!(
+        t["note"].as_str().unwrap().starts_with(
+            "Ce navigateur ne décode pas le H.265, et ce serveur ne peut pas le transcoder ("
+        ),
+        "{t}"
+    );
+    assert_eq!(t["reconnects"], 0, "{t}");
+    b.close().await.unwrap();
+}
