@@ -721,3 +721,138 @@ async fn a_server_without_the_fallback_says_so() {
     assert_eq!(t["reconnects"], 0, "{t}");
     b.close().await.unwrap();
 }
+
+/// `vigie demo` stopped (and waited for) when the test ends, also on panic.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The must-be-shown of the issue, on the demo itself: `vigie demo`'s H.265 camera
+/// ("demo-rocade") plays live and in playback in Chromium through the fallback, and the UI
+/// names the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_h265_camera_plays_live_and_in_playback_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = vigie_testkit::process::free_port().unwrap();
+    let out = dir.path().join("demo.out");
+    let demo = Demo(
+        std::process::Command::new(BIN)
+            .args([
+                "demo",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("demo.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // The demo prints its admin password once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let password = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(p) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Demo user created: admin / "))
+            .and_then(|rest| rest.split_whitespace().next())
+            && text.contains("Open http://")
+        {
+            break p.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the demo did not start: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let b = Browser::start().await.unwrap();
+    b.set_window_size(1400, 900).await.unwrap();
+    b.goto_anonymous(&format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
+    b.eval(
+        "const [u, p] = arguments; document.querySelector('#username').value = u;
+         document.querySelector('#password').value = p;
+         document.querySelector('#login-submit').click(); return true;",
+        vec![json!("admin"), json!(password)],
+    )
+    .await
+    .unwrap();
+    wait_js(
+        &b,
+        "the app",
+        "return document.querySelector('header.hdr') !== null",
+        30,
+    )
+    .await;
+    b.eval(
+        "location.hash = '#/live?layout=1&cams=demo-rocade'; return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let live = wait_js(
+        &b,
+        "the demo's H.265 tile playing",
+        "const t = window.vigie.live && window.vigie.live.tiles[0]; const v = t && t.video;
+         return v && v.readyState >= 2 && v.currentTime > 2 && v.videoWidth === 1280
+           ? {note: t.note.hidden ? null : t.note.textContent, codec: t.state.codec,
+              frames: v.getVideoPlaybackQuality().totalVideoFrames} : null",
+        60,
+    )
+    .await;
+    assert_eq!(live["note"], TRANSCODED_FR, "{live}");
+    assert!(
+        live["codec"].as_str().unwrap().starts_with("avc1."),
+        "{live}"
+    );
+    assert!(live["frames"].as_u64().unwrap() > 25, "{live}");
+    // Playback: wait until ~6 s are indexed (the index lags live by ~10-13 s), then open it;
+    // the page jumps to the first recording and plays it transcoded.
+    let recorded = wait_js(
+        &b,
+        "6 s of the demo camera indexed",
+        "const now = Date.now(), a = new Date(now - 3600e3).toISOString(), z = new Date(now + 60e3).toISOString();
+         const x = new XMLHttpRequest();
+         x.open('GET', `/api/v1/cameras/demo-rocade/streams/main/recordings?start=${a}&end=${z}`, false); x.send();
+         const s = JSON.parse(x.responseText).spans || [];
+         return s.length && s[0].duration_s >= 6 ? Date.parse(s[0].start) : null",
+        60,
+    )
+    .await;
+    b.eval(
+        "location.hash = `#/playback/demo-rocade?t=${arguments[0] + 1000}`; return true;",
+        vec![recorded],
+    )
+    .await
+    .unwrap();
+    let p = wait_js(
+        &b,
+        "the demo's H.265 recording playing through the fallback",
+        "const s = window.vigie.playback && window.vigie.playback.state(); const p = s && s.players[0];
+         return p && p.url && !p.loading && p.readyState >= 2 && !p.error ? p : null",
+        60,
+    )
+    .await;
+    assert_eq!(p["transcode"], true, "{p}");
+    assert_eq!(p["note"], TRANSCODED_FR, "{p}");
+    b.eval(
+        "window.vigie.playback.players[0].video.play(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_js(
+        &b,
+        "the demo recording to advance",
+        "const v = window.vigie.playback.players[0].video; return v.currentTime > 2 && v.videoWidth === 1280",
+        60,
+    )
+    .await;
+    b.close().await.unwrap();
+    drop(demo);
+}
