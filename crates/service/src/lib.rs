@@ -148,6 +148,8 @@ pub trait Transcodes: Send + Sync {
     /// Transcodes a planned range to a fragmented H.264 MP4, handed to `send` as produced
     /// (until it returns false). Blocking (file reads, waits on the encoder).
     fn run(&self, plan: &RangePlan, send: &mut dyn FnMut(Bytes) -> bool) -> Result<(), StillError>;
+    /// (running, bound, refused since start), for `/metrics`.
+    fn load(&self) -> (usize, usize, u64);
 }
 
 /// The H.264 fallback run here, on the store's footage.
@@ -155,6 +157,8 @@ pub struct LocalTranscodes {
     pub store: Store,
     pub slots: vigie_decode::transcode::TranscodeSlots,
     pub settings: vigie_decode::transcode::TranscodeSettings,
+    /// Transcodes refused since start (bound reached).
+    pub refused: std::sync::atomic::AtomicU64,
 }
 
 impl LocalTranscodes {
@@ -167,6 +171,7 @@ impl LocalTranscodes {
                 bitrate_kbps: live.transcode_bitrate_kbps,
                 ..Default::default()
             },
+            refused: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -179,10 +184,21 @@ impl Transcodes for LocalTranscodes {
         if self.slots.max() == 0 {
             return Err(TranscodeError::Off);
         }
-        self.slots.try_acquire().ok_or(TranscodeError::Busy {
-            running: self.slots.running(),
-            max: self.slots.max(),
+        self.slots.try_acquire().ok_or_else(|| {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            TranscodeError::Busy {
+                running: self.slots.running(),
+                max: self.slots.max(),
+            }
         })
+    }
+    fn load(&self) -> (usize, usize, u64) {
+        (
+            self.slots.running(),
+            self.slots.max(),
+            self.refused.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
     fn settings(&self) -> vigie_decode::transcode::TranscodeSettings {
         self.settings

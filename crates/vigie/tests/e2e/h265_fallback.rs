@@ -404,6 +404,11 @@ async fn transcoded_playback_is_h264_bounded_authorised_and_journaled() {
         }
         other => panic!("expected a 4503 close, got {other:?}"),
     }
+    // Counted in /metrics.
+    let (_, m) = v.get_text("/metrics").await.unwrap();
+    assert!(m.contains("vigie_transcodes_max{} 1\n"), "{m}");
+    assert!(m.contains("vigie_transcodes_running{} 1\n"), "{m}");
+    assert!(m.contains("vigie_transcodes_refused_total{} 2\n"), "{m}");
     // Untranscoded views are not bounded by it.
     let mut plain = LiveClient::connect(v.port, "cam-r", "main", None)
         .await
