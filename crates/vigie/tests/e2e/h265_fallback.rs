@@ -169,6 +169,52 @@ async fn h265_camera_plays_live_and_in_playback_in_chromium_through_the_fallback
         "{first} → {later}"
     );
     assert_eq!(later["reconnects"], 0, "{later}");
+    // Reported, not asserted (no timing assertions): the picture's latency through the
+    // fallback, as the player computes it (docs/BENCHMARKS.md, "H.264 fallback").
+    let mut lat = Vec::new();
+    for _ in 0..10 {
+        let l = b
+            .eval("return window.vigie.live.tiles[0].state.latencyMs", vec![])
+            .await
+            .unwrap();
+        if let Some(l) = l.as_f64() {
+            lat.push(l);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("live latency through the fallback (ms, every 0.5 s): {lat:?}");
+    // The same for the H.264 camera, untranscoded, for comparison.
+    b.eval(
+        "location.hash = '#/live?layout=1&cams=cam-n'; return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let plain = wait(
+        "the H.264 tile playing untranscoded",
+        "const t = window.vigie.live.tiles[0]; const v = t && t.video;
+         return t && t.camera === 'cam-n' && v.readyState >= 2 && v.currentTime > 3
+           ? {fallback: t.state.fallback, note: t.note.hidden} : null",
+    )
+    .await;
+    assert_eq!(
+        plain["fallback"],
+        Value::Null,
+        "H.264 needs no fallback: {plain}"
+    );
+    assert_eq!(plain["note"], true, "{plain}");
+    let mut lat = Vec::new();
+    for _ in 0..10 {
+        let l = b
+            .eval("return window.vigie.live.tiles[0].state.latencyMs", vec![])
+            .await
+            .unwrap();
+        if let Some(l) = l.as_f64() {
+            lat.push(l);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("live latency untranscoded H.264 (ms, every 0.5 s): {lat:?}");
     assert_eq!(later["state"], "playing", "{later}");
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
