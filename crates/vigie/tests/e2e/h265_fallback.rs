@@ -270,6 +270,26 @@ async fn h265_camera_plays_live_and_in_playback_in_chromium_through_the_fallback
     b.screenshot_to(&shots.join("h265-playback-fallback.png"))
         .await
         .unwrap();
+    // The standalone live page (/live.html) falls back too and says why.
+    b.goto(&format!(
+        "{}/live.html?camera=cam-r&stream=main",
+        v.base_url()
+    ))
+    .await
+    .unwrap();
+    let page = wait(
+        "live.html playing through the fallback",
+        "const v = document.getElementById('v'), i = document.getElementById('info');
+         return v && v.readyState >= 2 && v.currentTime > 1 && i.textContent.includes('transcodée')
+           ? i.textContent : null",
+    )
+    .await;
+    assert!(
+        page.as_str().unwrap().ends_with(
+            " — Ce navigateur ne décode pas le H.265 : image transcodée en H.264 par le serveur"
+        ),
+        "{page}"
+    );
     b.close().await.unwrap();
 
     // Journaled: the live view (with the fallback) and the transcoded playback.
