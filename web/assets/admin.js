@@ -54,9 +54,18 @@ export function camerasPage(root, ctx) {
     return h('article', { class: 'card', 'data-camera': c.id },
       h('header', {}, h('h3', {}, c.name), h('span', { class: 'muted small' }, `${c.id} · ${t('class.' + c.class)}`)),
       ...rows,
+      masksLine(c.masks),
       h('footer', {},
         can('Live') ? h('a', { class: 'button', href: `#/live?cams=${encodeURIComponent(c.id)}&layout=1` }, t('nav.live')) : null,
         can('Playback') ? h('a', { class: 'button', href: `#/playback/${encodeURIComponent(c.id)}` }, t('nav.playback')) : null));
+  }
+  // Privacy masks (CSI L251-3): how many, and whether the camera itself confirmed them.
+  function masksLine(m) {
+    if (!m || !m.configured) return null;
+    if (m.confirmed_on_camera === true) return h('div', { class: 'masks muted small', 'data-masks': 'confirmed' }, t('cam.masks', { n: m.configured }));
+    if (m.confirmed_on_camera === null) return h('div', { class: 'masks muted small', 'data-masks': 'pending' }, t('cam.masksPending', { n: m.configured }));
+    return h('div', { class: 'alert masks', role: 'alert', 'data-masks': 'unconfirmed', title: m.last_error || '' },
+      '⚠ ', t('cam.masksUnconfirmed', { n: m.configured }), m.last_error ? h('div', { class: 'small' }, m.last_error) : null);
   }
   refresh();
   const timer = setInterval(() => refresh(true), 3000);

@@ -17,6 +17,7 @@ pub mod csvsafe;
 pub mod error;
 pub mod journal;
 pub mod limits;
+pub mod masks;
 mod params;
 mod routes;
 pub mod server;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub camera_events: Arc<CameraEventCounts>,
     /// The H.264 fallback (`live?transcode=h264`, `video.mp4?…&transcode=h264`).
     pub transcodes: Arc<dyn vigie_service::Transcodes>,
+    /// Whether each camera's privacy masks are confirmed on the camera.
+    pub masks: Arc<masks::CameraMasks>,
 }
 
 /// What the API shows of the cluster (implemented by the binary over `vigie-cluster`).

@@ -48,6 +48,8 @@ pub enum Action {
     Ptz,
     /// A camera's own alarm (ONVIF tampering, video loss) raised or cleared.
     CameraAlarm,
+    /// A camera's privacy masks (CSI L251-3) differ from the last set known at start.
+    MasksChanged,
 }
 
 impl Action {
@@ -82,6 +84,7 @@ impl Action {
             Action::TamperAlarm => "tamper-alarm",
             Action::Ptz => "ptz",
             Action::CameraAlarm => "camera-alarm",
+            Action::MasksChanged => "masks-changed",
         }
     }
 
@@ -223,6 +226,7 @@ mod tests {
             Action::TamperAlarm,
             Action::Ptz,
             Action::CameraAlarm,
+            Action::MasksChanged,
         ] {
             assert_eq!(
                 serde_json::to_value(a).unwrap(),

@@ -601,6 +601,10 @@ pub struct Camera {
     pub password: Option<Secret>,
     /// Name of an environment variable holding the ONVIF password.
     pub password_env: Option<String>,
+    /// Privacy masks (`[[cameras.masks]]`, see [`crate::masks`]): pushed to the camera through
+    /// ONVIF Media2 where it can, and painted by Vigie on what it renders itself.
+    #[serde(default)]
+    pub masks: Vec<crate::masks::Mask>,
 }
 
 /// Where a stream without `url` gets its URL: the camera's ONVIF device, one of its media
@@ -1443,6 +1447,12 @@ impl Config {
             if let Err(e) = cam.onvif_access(getenv) {
                 add(format!("cameras[{i}].onvif"), e);
             }
+            for (j, e) in crate::masks::problems(&cam.masks) {
+                match j {
+                    Some(j) => add(format!("cameras[{i}].masks[{j}]"), e),
+                    None => add(format!("cameras[{i}].masks"), e),
+                }
+            }
             if cam.streams.is_empty() {
                 add(
                     format!("cameras[{i}].streams"),
@@ -2076,5 +2086,92 @@ class = "close-up"
         assert_eq!(ByteSize::parse("1.5GiB").unwrap(), ByteSize(3 << 29));
         assert!(ByteSize::parse("lots").is_err());
         assert!(ByteSize::parse("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn masks_are_polygons_in_the_picture_and_each_mistake_is_named() {
+        let with = |masks: &str| {
+            GOOD.replace(
+                "class = \"close-up\"\n",
+                &format!("class = \"close-up\"\n{masks}\n"),
+            )
+        };
+        let mask = |name: &str, points: &str| {
+            format!("  [[cameras.masks]]\n  name = \"{name}\"\n  points = {points}\n")
+        };
+        let ok = Config::from_toml_str(
+            &with(
+                &(mask("porte 12", "[[0.1,0.2],[0.3,0.2],[0.3,0.6]]")
+                    + &mask("fenêtres", "[[0.5,0.5],[0.9,0.5],[0.9,0.9],[0.5,0.9]]")),
+            ),
+            "t",
+            &env,
+        )
+        .unwrap();
+        let masks = &ok.cameras[0].masks;
+        assert_eq!(masks.len(), 2);
+        assert_eq!(masks[0].name, "porte 12");
+        assert_eq!(masks[0].points[2], [0.3, 0.6]);
+        // No masks: an empty list.
+        let plain = Config::from_toml_str(GOOD, "t", &env).unwrap();
+        assert!(plain.cameras[0].masks.is_empty());
+        let err = |masks: String| {
+            Config::from_toml_str(&with(&masks), "t", &env)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(mask("p", "[[0.1,0.2],[0.3,0.2]]"));
+        assert!(
+            e.contains(
+                "cameras[0].masks[0]: mask \"p\" has 2 point(s): a polygon needs at least 3"
+            ),
+            "{e}"
+        );
+        let e = err(mask("p", "[[0.1,0.2],[1.3,0.2],[0.3,0.6]]"));
+        assert!(
+            e.contains("cameras[0].masks[0]: mask \"p\" point 2 [1.3, 0.2] is outside the picture"),
+            "{e}"
+        );
+        let e = err(mask("p", "[[0.1,0.2],[0.3,-0.2],[0.3,0.6]]"));
+        assert!(e.contains("point 2 [0.3, -0.2] is outside"), "{e}");
+        let e = err(mask("p", "[[0.1,0.1],[0.2,0.2],[0.3,0.3]]"));
+        assert!(
+            e.contains("cameras[0].masks[0]: mask \"p\" is degenerate"),
+            "{e}"
+        );
+        let e = err(mask("", "[[0.1,0.2],[0.3,0.2],[0.3,0.6]]"));
+        assert!(e.contains("cameras[0].masks[0]: name is empty"), "{e}");
+        let tri = "[[0.1,0.2],[0.3,0.2],[0.3,0.6]]";
+        let e = err(mask("a", tri) + &mask("a", tri));
+        assert!(
+            e.contains("cameras[0].masks[1]: mask name \"a\" is used twice"),
+            "{e}"
+        );
+        let many: String = (0..=crate::masks::MAX_MASKS_PER_CAMERA)
+            .map(|i| mask(&format!("m{i}"), tri))
+            .collect();
+        let e = err(many);
+        assert!(
+            e.contains("cameras[0].masks: 17 masks: at most 16 per camera"),
+            "{e}"
+        );
+        let long: String = format!(
+            "[{}]",
+            (0..17)
+                .map(|i| {
+                    let a = f64::from(i) * std::f64::consts::TAU / 17.0;
+                    format!("[{},{}]", 0.5 + 0.4 * a.cos(), 0.5 + 0.4 * a.sin())
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let e = err(mask("round", &long));
+        assert!(
+            e.contains("mask \"round\" has 17 points: at most 16"),
+            "{e}"
+        );
+        // A misspelt key is refused too.
+        let e = err("  [[cameras.masks]]\n  name = \"x\"\n  pointz = [[0.1,0.2]]\n".into());
+        assert!(e.contains("pointz"), "{e}");
     }
 }

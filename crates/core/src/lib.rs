@@ -15,6 +15,7 @@ pub mod dblock;
 pub mod frame;
 pub mod ids;
 pub mod inventory;
+pub mod masks;
 pub mod time;
 
 pub use clock::{Clock, SimulatedClock, SystemClock};

@@ -135,7 +135,7 @@ fn main() {
     };
     let (cpu0, t0) = (cpu_s(), Instant::now());
     let mut out_bytes = 0u64;
-    transcode_range(&input, Codec::H265, &settings, &mut |b| {
+    transcode_range(&input, Codec::H265, &settings, &[], &mut |b| {
         out_bytes += b.len() as u64;
         true
     })

@@ -12,7 +12,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -74,6 +74,20 @@ pub fn burn_in(
     pieces: Vec<Piece>,
     tz: jiff::tz::TimeZone,
 ) -> Result<(), StillError> {
+    burn_in_masked(input, out, codec, camera, pieces, tz, Arc::default())
+}
+
+/// [`burn_in`] with the camera's privacy masks painted black on every picture
+/// ([`crate::masks`], on the overlay's input: the camera name and time stay readable).
+pub fn burn_in_masked(
+    input: &Input,
+    out: &Path,
+    codec: Codec,
+    camera: &str,
+    pieces: Vec<Piece>,
+    tz: jiff::tz::TimeZone,
+    masks: Arc<crate::masks::MaskSet>,
+) -> Result<(), StillError> {
     gst_init()?;
     let (media, format, parse, dec) = match codec {
         Codec::H264 => ("video/x-h264", "avc", "h264parse", "avdec_h264"),
@@ -124,6 +138,7 @@ pub fn burn_in(
     let pad = ov
         .static_pad("video_sink")
         .ok_or_else(|| StillError::Gst("textoverlay without video_sink".into()))?;
+    crate::masks::attach(&pad, masks);
     let camera = camera.to_owned();
     let ov_weak = ov.downgrade();
     let last = Mutex::new(String::new());

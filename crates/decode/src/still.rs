@@ -25,6 +25,8 @@ use vigie_core::{Clock, Codec, StreamKey, Time90k, VideoParams};
 use vigie_live::LiveHub;
 use vigie_store::Store;
 
+use crate::masks::MaskSet;
+
 /// Decodes running at once (each takes a core for up to a GOP of frames).
 pub const MAX_CONCURRENT_DECODES: usize = 2;
 /// A decode taking longer than this fails.
@@ -54,6 +56,18 @@ pub async fn snapshot(
     key: StreamKey,
     at: Option<Time90k>,
     clock: Arc<dyn Clock>,
+) -> Result<Vec<u8>, StillError> {
+    snapshot_masked(store, hub, key, at, clock, Arc::default()).await
+}
+
+/// [`snapshot`] with the camera's privacy masks painted black ([`crate::masks`]).
+pub async fn snapshot_masked(
+    store: Store,
+    hub: Arc<LiveHub>,
+    key: StreamKey,
+    at: Option<Time90k>,
+    clock: Arc<dyn Clock>,
+    masks: Arc<MaskSet>,
 ) -> Result<Vec<u8>, StillError> {
     let job = match at {
         None => {
@@ -99,7 +113,7 @@ pub async fn snapshot(
         .await
         .map_err(|e| StillError::Unavailable(e.to_string()))?;
     tracing::debug!(frames = job.frames.len(), "decoding a still");
-    blocking(move || decode_to_jpeg(&job)).await?
+    blocking(move || decode_to_jpeg_masked(&job, masks)).await?
 }
 
 async fn blocking<T: Send + 'static>(
@@ -270,13 +284,18 @@ pub(crate) fn gst_err(e: impl std::fmt::Display) -> StillError {
 
 /// Decodes `job` and encodes its last frame as JPEG.
 pub fn decode_to_jpeg(job: &DecodeJob) -> Result<Vec<u8>, StillError> {
-    let (jpeg, pictures) = decode_counted(job)?;
+    decode_to_jpeg_masked(job, Arc::default())
+}
+
+/// [`decode_to_jpeg`] with `masks` painted black on the picture before it is encoded.
+pub fn decode_to_jpeg_masked(job: &DecodeJob, masks: Arc<MaskSet>) -> Result<Vec<u8>, StillError> {
+    let (jpeg, pictures) = decode_counted(job, masks)?;
     tracing::debug!(frames = job.frames.len(), pictures, "still decoded");
     Ok(jpeg)
 }
 
 /// The JPEG and how many pictures reached the encoder (1: the frames before are clipped).
-fn decode_counted(job: &DecodeJob) -> Result<(Vec<u8>, usize), StillError> {
+fn decode_counted(job: &DecodeJob, masks: Arc<MaskSet>) -> Result<(Vec<u8>, usize), StillError> {
     gst_init()?;
     let p = &job.params;
     let cd = codec_data(&p.sample_entry)
@@ -342,6 +361,12 @@ fn decode_counted(job: &DecodeJob) -> Result<(Vec<u8>, usize), StillError> {
         sink.upcast_ref(),
     ])
     .map_err(gst_err)?;
+    // On the RGB picture, before jpegenc: the masks are in every still.
+    if let Some(pad) = rgb.static_pad("src") {
+        crate::masks::attach(&pad, masks);
+    } else if !masks.is_empty() {
+        return Err(StillError::Gst("capsfilter without src pad".into()));
+    }
     let result = run_pipeline(&pipeline, &src, &sink, job);
     let _ = pipeline.set_state(gst::State::Null);
     result
@@ -506,11 +531,101 @@ mod tests {
                 .map(|(d, k)| (d.clone(), *k, 3600))
                 .collect(),
         };
-        let (jpeg, pictures) = decode_counted(&job).unwrap();
+        let (jpeg, pictures) = decode_counted(&job, Arc::default()).unwrap();
         assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF]);
         assert_eq!(
             pictures, 1,
             "frames before the wanted one must not be encoded"
         );
+    }
+
+    /// Luma (8-bit grey) of a JPEG, decoded by ffmpeg (an independent decoder).
+    fn grey(jpeg: &[u8], w: usize, h: usize) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jpg");
+        std::fs::write(&p, jpeg).unwrap();
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-xerror", "-i"])
+            .arg(&p)
+            .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout.len(), w * h);
+        out.stdout
+    }
+
+    /// Mean luma of the pixels of `g` (w wide) in the normalised box.
+    fn mean(g: &[u8], w: usize, h: usize, (x0, y0, x1, y1): (f64, f64, f64, f64)) -> f64 {
+        let (xa, xb) = ((x0 * w as f64) as usize, (x1 * w as f64) as usize);
+        let (ya, yb) = ((y0 * h as f64) as usize, (y1 * h as f64) as usize);
+        let mut sum = 0u64;
+        for y in ya..yb {
+            for x in xa..xb {
+                sum += u64::from(g[y * w + x]);
+            }
+        }
+        sum as f64 / ((xb - xa) * (yb - ya)) as f64
+    }
+
+    #[test]
+    fn a_still_has_its_masked_zone_black_and_the_rest_of_the_picture_intact() {
+        let data = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/h264-baseline-640x360-25fps-gop50.h264"
+        ))
+        .unwrap();
+        let s = vigie_mp4::testutil::annexb_to_stream(&data, 640, 360, 25);
+        let job = DecodeJob {
+            params: s.params.clone(),
+            frames: s.frames[..10]
+                .iter()
+                .map(|(d, k)| (d.clone(), *k, 3600))
+                .collect(),
+        };
+        // A triangle and a quadrilateral ("porte", "fenêtre").
+        let masks = crate::masks::MaskSet::new(vec![
+            vigie_core::masks::Mask {
+                name: "porte".into(),
+                points: vec![[0.1, 0.1], [0.4, 0.1], [0.4, 0.6], [0.1, 0.6]],
+            },
+            vigie_core::masks::Mask {
+                name: "fenêtre".into(),
+                points: vec![[0.6, 0.5], [0.95, 0.5], [0.95, 0.95]],
+            },
+        ]);
+        let plain = grey(&decode_to_jpeg(&job).unwrap(), 640, 360);
+        let masked = grey(&decode_to_jpeg_masked(&job, masks).unwrap(), 640, 360);
+        let door = (0.12, 0.12, 0.38, 0.58);
+        // Inside the triangle, below its diagonal from (0.6,0.5) to (0.95,0.95).
+        let window = (0.85, 0.75, 0.93, 0.8);
+        let free = (0.5, 0.0, 0.6, 1.0);
+        for zone in [door, window] {
+            assert!(
+                mean(&plain, 640, 360, zone) > 40.0,
+                "fixture zone {zone:?} is dark already"
+            );
+            assert!(
+                mean(&masked, 640, 360, zone) < 8.0,
+                "masked zone {zone:?} mean {}",
+                mean(&masked, 640, 360, zone)
+            );
+        }
+        // Every pixel of the masked zones (tolerance for JPEG ringing at the edges: 3 px in).
+        for y in 40..212 {
+            for x in 67..253 {
+                assert!(
+                    masked[y * 640 + x] < 30,
+                    "pixel ({x},{y}) = {}",
+                    masked[y * 640 + x]
+                );
+            }
+        }
+        let (a, b) = (mean(&plain, 640, 360, free), mean(&masked, 640, 360, free));
+        assert!((a - b).abs() < 3.0, "unmasked zone changed: {a} → {b}");
     }
 }

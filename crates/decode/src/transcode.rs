@@ -3,7 +3,7 @@
 //! H.264, for the live view (`live?transcode=h264`) and playback (`video.mp4?…&transcode=h264`).
 //!
 //! `appsrc ! h265parse|h264parse ! avdec_h265|avdec_h264 ! videoconvert ! video/x-raw,format=I420
-//! ! identity name=masks ! x264enc tune=zerolatency speed-preset=superfast bitrate=K ! h264parse
+//! ! identity name=masks (the camera's privacy masks painted black) ! x264enc tune=zerolatency speed-preset=superfast bitrate=K ! h264parse
 //! ! appsink` ([`pipeline_description`]). The recorded master is only read, never changed.
 //!
 //! Owns: the pipeline, turning its output into [`Encoded`] frames with their H.264
@@ -156,6 +156,7 @@ mod stub {
         pub fn new(
             _: &VideoParams,
             _: &TranscodeSettings,
+            _: &[vigie_core::masks::Mask],
             _: bool,
             _: Box<dyn FnMut(Encoded) -> bool + Send>,
         ) -> Result<Transcoder, StillError> {
@@ -187,6 +188,7 @@ mod stub {
         _: &vigie_mp4::progressive::Input,
         _: Codec,
         _: &TranscodeSettings,
+        _: &[vigie_core::masks::Mask],
         _: &mut dyn FnMut(Bytes) -> bool,
     ) -> Result<(), StillError> {
         Err(StillError::NotBuilt)
@@ -263,9 +265,12 @@ mod imp {
         /// `live`: the source is a live stream (pushes never block: the caller bounds what it
         /// pushes); otherwise pushes block while the pipeline is full. `out` returning false
         /// stops the output (the consumer left).
+        /// `masks`: the camera's privacy masks, painted black on every decoded picture
+        /// before the encoder (at `identity name=masks`).
         pub fn new(
             first: &VideoParams,
             settings: &TranscodeSettings,
+            masks: &[vigie_core::masks::Mask],
             live: bool,
             mut out: Box<dyn FnMut(Encoded) -> bool + Send>,
         ) -> Result<Transcoder, StillError> {
@@ -288,6 +293,12 @@ mod imp {
                 .downcast::<gst_app::AppSrc>()
                 .map_err(|_| StillError::Gst("src is not an appsrc".into()))?;
             src.set_caps(Some(&input_caps(first)?));
+            // The privacy masks, on the raw pictures the encoder gets (fails closed: a picture
+            // that cannot be painted is dropped, see `crate::masks`).
+            crate::masks::attach_to_element(
+                &by_name("masks")?,
+                crate::masks::MaskSet::new(masks.to_vec()),
+            );
             src.set_is_live(live);
             src.set_block(!live);
             src.set_property("handle-segment-change", true);
@@ -573,6 +584,7 @@ mod imp {
         input: &vigie_mp4::progressive::Input,
         codec: Codec,
         settings: &TranscodeSettings,
+        masks: &[vigie_core::masks::Mask],
         send: &mut dyn FnMut(Bytes) -> bool,
     ) -> Result<(), StillError> {
         let params_for = |description: u32| -> Result<Arc<VideoParams>, StillError> {
@@ -594,6 +606,7 @@ mod imp {
         let mut t = Transcoder::new(
             &first,
             settings,
+            masks,
             false,
             Box::new(move |e| tx.send(e).is_ok()),
         )?;
@@ -875,6 +888,7 @@ mod tests {
             &input,
             Codec::H265,
             &TranscodeSettings::default(),
+            &[],
             &mut |b| {
                 out.extend_from_slice(&b);
                 true
@@ -888,6 +902,88 @@ mod tests {
         // The masks hook is in the pipeline, before the encoder.
         let d = pipeline_description(Codec::H265, &TranscodeSettings::default());
         assert!(d.find("identity name=masks").unwrap() < d.find("x264enc").unwrap());
+    }
+
+    /// The camera's privacy masks are on every transcoded picture: the masked half decodes
+    /// black (ffmpeg, luma), the other half keeps the picture.
+    #[test]
+    fn privacy_masks_cover_the_transcoded_pictures() {
+        let (params, frames) = h265_fixture(25);
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("samples.bin");
+        let all: Vec<u8> = frames.iter().flat_map(|(f, _)| f.to_vec()).collect();
+        std::fs::write(&src, &all).unwrap();
+        let input = vigie_mp4::progressive::Input {
+            sample_entries: vec![params.sample_entry.clone()],
+            width: 1280,
+            height: 720,
+            files: vec![src],
+            samples: frames
+                .iter()
+                .map(|(f, k)| vigie_mp4::SampleInfo {
+                    duration_90k: 3600,
+                    bytes: f.len() as u32,
+                    is_key: *k,
+                })
+                .collect(),
+            chunks: vec![vigie_mp4::progressive::Chunk {
+                file: 0,
+                offset: 0,
+                first_sample: 0,
+                samples: 25,
+                description: 0,
+            }],
+            skip_90k: 0,
+            duration_90k: 25 * 3600,
+            cues: Vec::new(),
+        };
+        let masks = [vigie_core::masks::Mask {
+            name: "porte".into(),
+            points: vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]],
+        }];
+        let mut out = Vec::new();
+        transcode_range(
+            &input,
+            Codec::H265,
+            &TranscodeSettings::default(),
+            &masks,
+            &mut |b| {
+                out.extend_from_slice(&b);
+                true
+            },
+        )
+        .unwrap();
+        let path = dir.path().join("masked.mp4");
+        std::fs::write(&path, &out).unwrap();
+        ffmpeg_decodes(&path);
+        // Frame 12 as 8-bit luma.
+        let o = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&path)
+            .args(["-vf", "select=eq(n\\,12)", "-frames:v", "1"])
+            .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.stdout.len(),
+            1280 * 720,
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (mut left_max, mut right_sum, mut right_n) = (0u8, 0u64, 0u64);
+        for y in 8..712 {
+            for x in 0..1280 {
+                let v = o.stdout[y * 1280 + x];
+                if x < 632 {
+                    left_max = left_max.max(v);
+                } else if x >= 648 {
+                    right_sum += u64::from(v);
+                    right_n += 1;
+                }
+            }
+        }
+        assert!(left_max <= 24, "masked half not black: max luma {left_max}");
+        assert!(right_sum / right_n > 40, "unmasked half lost its picture");
     }
 
     /// A client that goes away stops the transcode (no hang, no error).
@@ -927,6 +1023,7 @@ mod tests {
             &input,
             Codec::H265,
             &TranscodeSettings::default(),
+            &[],
             &mut |_| {
                 n += 1;
                 n < 2
@@ -945,6 +1042,7 @@ mod tests {
         let mut t = Transcoder::new(
             &params,
             &TranscodeSettings::default(),
+            &[],
             true,
             Box::new(move |e| tx.send(e).is_ok()),
         )

@@ -1162,7 +1162,7 @@ impl Exports {
                 &p.input,
                 &p.plan.pieces,
                 p.codec,
-                &cam.name,
+                cam,
                 &tz,
                 &name,
             )?);
@@ -1310,11 +1310,18 @@ fn derived_stills(
     tz: &jiff::tz::TimeZone,
 ) -> Result<Vec<crate::ExtraFile>, String> {
     let mut out = Vec::new();
+    // The camera's privacy masks are painted on every still (CSI L251-3).
+    let masks = vigie_decode::masks::MaskSet::new(
+        ctx.config
+            .camera(&key.camera)
+            .map(|c| c.masks.clone())
+            .unwrap_or_default(),
+    );
     for (i, &t) in instants.iter().enumerate() {
         let at = Time90k(t);
         let job = vigie_decode::still::job_from_store(&ctx.store, key, Some(at), ctx.clock.now())
             .map_err(|e| format!("still at {}: {e}", at.to_rfc3339()))?;
-        let jpeg = vigie_decode::still::decode_to_jpeg(&job)
+        let jpeg = vigie_decode::still::decode_to_jpeg_masked(&job, masks.clone())
             .map_err(|e| format!("still at {}: {e}", at.to_rfc3339()))?;
         let l = local(at, tz);
         out.push(crate::ExtraFile {
@@ -1358,18 +1365,20 @@ fn derived_burn_in(
     input: &vigie_mp4::progressive::Input,
     pieces: &[vigie_store::Piece],
     codec: Option<vigie_core::Codec>,
-    camera_name: &str,
+    cam: &vigie_core::config::Camera,
     tz: &jiff::tz::TimeZone,
     name: &str,
 ) -> Result<crate::ExtraFile, String> {
     let out = package.with_extension("burnin.tmp.mp4");
-    let result = vigie_decode::burnin::burn_in(
+    let result = vigie_decode::burnin::burn_in_masked(
         input,
         &out,
         codec.unwrap_or(vigie_core::Codec::H264),
-        camera_name,
+        &cam.name,
         pieces.to_vec(),
         tz.clone(),
+        // The camera's privacy masks, painted on every picture (CSI L251-3).
+        vigie_decode::masks::MaskSet::new(cam.masks.clone()),
     )
     .map_err(|e| format!("burned-in copy: {e}"))
     .and_then(|()| std::fs::read(&out).map_err(|e| format!("burned-in copy: {e}")));
@@ -1392,7 +1401,7 @@ fn derived_burn_in(
     _: &vigie_mp4::progressive::Input,
     _: &[vigie_store::Piece],
     _: Option<vigie_core::Codec>,
-    _: &str,
+    _: &vigie_core::config::Camera,
     _: &jiff::tz::TimeZone,
     _: &str,
 ) -> Result<crate::ExtraFile, String> {

@@ -28,7 +28,7 @@
 //! camera sends can panic the client (answers are bounded to [`soap::MAX_ANSWER_BYTES`]).
 //!
 //! Modules: [`soap`] (envelopes, digest, transport, faults), [`device`] (connect, information,
-//! profiles, stream URIs), [`ptz`], [`events`], [`discovery`]. Later work fits here: Profile G
+//! profiles, stream URIs), [`ptz`], [`events`], [`discovery`], [`media2`] (privacy masks). Later work fits here: Profile G
 //! replay (a `recording` module: FindRecordings / GetReplayUri on the search and replay
 //! services found by `GetServices`), Media2 privacy masks (a `media2` module), both on
 //! the device's SOAP call.
@@ -38,6 +38,7 @@ pub mod discovery;
 mod error;
 pub mod events;
 mod http_digest;
+pub mod media2;
 pub mod ptz;
 pub mod soap;
 
@@ -45,5 +46,6 @@ pub use device::{Device, DeviceInfo, Options, Profile, Services, check_url};
 pub use discovery::{Discovered, discover};
 pub use error::{OnvifError, Result};
 pub use events::{CameraEvent, EventKind, PullPoint};
+pub use media2::{Media2, OnvifMask};
 pub use ptz::{Preset, PtzStatus, PtzVector};
 pub use soap::Credentials;

@@ -131,6 +131,8 @@ pub enum TranscodeError {
 
 /// A recorded range ready to be transcoded: the samples its `video.mp4` presents.
 pub struct RangePlan {
+    /// The camera (whose privacy masks are painted).
+    pub camera: String,
     pub input: vigie_mp4::progressive::Input,
     pub codec: vigie_core::Codec,
     pub spans: Vec<Span>,
@@ -148,6 +150,8 @@ pub trait Transcodes: Send + Sync {
     /// Transcodes a planned range to a fragmented H.264 MP4, handed to `send` as produced
     /// (until it returns false). Blocking (file reads, waits on the encoder).
     fn run(&self, plan: &RangePlan, send: &mut dyn FnMut(Bytes) -> bool) -> Result<(), StillError>;
+    /// The camera's privacy masks, painted on every transcoded picture.
+    fn masks(&self, camera: &str) -> Vec<vigie_core::masks::Mask>;
     /// (running, bound, refused since start), for `/metrics`.
     fn load(&self) -> (usize, usize, u64);
 }
@@ -159,12 +163,21 @@ pub struct LocalTranscodes {
     pub settings: vigie_decode::transcode::TranscodeSettings,
     /// Transcodes refused since start (bound reached).
     pub refused: std::sync::atomic::AtomicU64,
+    /// Privacy masks per camera id (`[[cameras.masks]]`).
+    pub masks: HashMap<String, Vec<vigie_core::masks::Mask>>,
 }
 
 impl LocalTranscodes {
-    /// From `[live]`.
-    pub fn from_config(store: Store, live: &vigie_core::config::LiveConfig) -> LocalTranscodes {
+    /// From `[live]` and the cameras' `[[cameras.masks]]`.
+    pub fn from_config(store: Store, config: &vigie_core::config::Config) -> LocalTranscodes {
+        let live = &config.live;
         LocalTranscodes {
+            masks: config
+                .cameras
+                .iter()
+                .filter(|c| !c.masks.is_empty())
+                .map(|c| (c.id.clone(), c.masks.clone()))
+                .collect(),
             store,
             slots: vigie_decode::transcode::TranscodeSlots::new(live.max_transcodes as usize),
             settings: vigie_decode::transcode::TranscodeSettings {
@@ -192,6 +205,9 @@ impl Transcodes for LocalTranscodes {
                 max: self.slots.max(),
             }
         })
+    }
+    fn masks(&self, camera: &str) -> Vec<vigie_core::masks::Mask> {
+        self.masks.get(camera).cloned().unwrap_or_default()
     }
     fn load(&self) -> (usize, usize, u64) {
         (
@@ -237,13 +253,21 @@ impl Transcodes for LocalTranscodes {
             _ => vigie_core::Codec::H264,
         };
         Ok(RangePlan {
+            camera: req.key.camera.clone(),
             input,
             codec,
             spans: plan.spans,
         })
     }
     fn run(&self, plan: &RangePlan, send: &mut dyn FnMut(Bytes) -> bool) -> Result<(), StillError> {
-        vigie_decode::transcode::transcode_range(&plan.input, plan.codec, &self.settings, send)
+        let masks = self.masks(&plan.camera);
+        vigie_decode::transcode::transcode_range(
+            &plan.input,
+            plan.codec,
+            &self.settings,
+            &masks,
+            send,
+        )
     }
 }
 
@@ -315,6 +339,8 @@ pub struct LocalStills {
     pub store: Store,
     pub live: Arc<dyn LiveSource>,
     pub clock: Arc<dyn Clock>,
+    /// Privacy masks per camera id, painted on every still (`vigie_decode::masks`).
+    pub masks: HashMap<String, Vec<vigie_core::masks::Mask>>,
 }
 
 impl Stills for LocalStills {
@@ -329,7 +355,8 @@ impl Stills for LocalStills {
                 .live
                 .hub(&key)
                 .ok_or_else(|| StillError::NoRecording(format!("no live view of {key}")))?;
-            decode(self.store.clone(), hub, key, at, self.clock.clone()).await
+            let masks = self.masks.get(&key.camera).cloned().unwrap_or_default();
+            decode(self.store.clone(), hub, key, at, self.clock.clone(), masks).await
         })
     }
 }
@@ -341,8 +368,10 @@ async fn decode(
     key: StreamKey,
     at: Option<Time90k>,
     clock: Arc<dyn Clock>,
+    masks: Vec<vigie_core::masks::Mask>,
 ) -> Result<Vec<u8>, StillError> {
-    vigie_decode::still::snapshot(store, hub, key, at, clock).await
+    let masks = vigie_decode::masks::MaskSet::new(masks);
+    vigie_decode::still::snapshot_masked(store, hub, key, at, clock, masks).await
 }
 
 #[cfg(not(feature = "gst"))]
@@ -352,6 +381,7 @@ async fn decode(
     _: StreamKey,
     _: Option<Time90k>,
     _: Arc<dyn Clock>,
+    _: Vec<vigie_core::masks::Mask>,
 ) -> Result<Vec<u8>, StillError> {
     Err(StillError::NotBuilt)
 }

@@ -3,7 +3,8 @@
 //! simulated cameras in two communes exactly as `vigie run` would record real ones. The
 //! "mairie" camera is also a simulated ONVIF dome (PTZ from the live wall, its picture follows
 //! the pan: blue to the left, red to the right; events on the timeline: raise one with
-//! `curl -X POST http://ONVIF/control/events/tampering`).
+//! `curl -X POST http://ONVIF/control/events/tampering`) with a privacy mask (pushed to the
+//! simulated camera, painted on its stills and burned-in copies).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,8 +88,13 @@ retention_days = 30
         data_dir = data_dir.display().to_string()
     );
     for (mount, _, id, name, commune) in CAMERAS {
+        // The ONVIF dome also has a privacy mask (a dwelling's entrance, CSI L251-3): pushed to
+        // the simulated camera (Media2) and painted black on its stills and burned-in copies.
         let onvif_line = if *mount == "mairie" {
-            format!("onvif = \"{}\"\n", onvif.device_url())
+            format!(
+                "onvif = \"{}\"\n  [[cameras.masks]]\n  name = \"porte du n° 12 (démo)\"\n  points = [[0.70, 0.15], [0.90, 0.15], [0.90, 0.65], [0.70, 0.65]]\n",
+                onvif.device_url()
+            )
         } else {
             String::new()
         };

@@ -9,6 +9,7 @@ mod camera;
 mod cluster;
 mod demo;
 mod export;
+mod masks;
 // Per-camera start/stop is used by cluster mode only; a single node starts everything.
 mod onvif;
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]

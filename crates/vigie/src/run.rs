@@ -63,6 +63,7 @@ pub async fn run(
     vigie_api::gst_elements::log_missing();
     let journal = crate::audit::open_journal(&config, clock.clone())?;
     crate::audit::journal_start(&journal, &config);
+    crate::masks::journal_changes(&config, &journal);
     // Footage the store deleted to start above the free-space floor (before the journal could
     // be opened: it needs the room).
     let startup = vigie_store::RetentionReport {
@@ -194,6 +195,13 @@ pub async fn run(
             )));
         }
     }
+    // Privacy masks pushed to the cameras (ONVIF Media2) and checked.
+    let mask_status = Arc::new(vigie_api::masks::CameraMasks::default());
+    event_tasks.extend(crate::masks::spawn_all(
+        &config,
+        mask_status.clone(),
+        shutdown.clone(),
+    ));
     let state = vigie_api::AppState {
         journal: journal.clone(),
         auth: auth.clone(),
@@ -206,6 +214,12 @@ pub async fn run(
             store: store.clone(),
             live: live.clone(),
             clock: clock.clone(),
+            masks: config
+                .cameras
+                .iter()
+                .filter(|c| !c.masks.is_empty())
+                .map(|c| (c.id.clone(), c.masks.clone()))
+                .collect(),
         }),
         live,
         config: config.clone(),
@@ -223,8 +237,9 @@ pub async fn run(
         camera_events: camera_events.clone(),
         transcodes: Arc::new(vigie_service::LocalTranscodes::from_config(
             store.clone(),
-            &config.live,
+            &config,
         )),
+        masks: mask_status,
     };
     // Signal handlers before the listener: a SIGTERM as soon as the port answers (a service
     // manager, a test) must be a clean stop, not the default kill.

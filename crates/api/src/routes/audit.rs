@@ -389,6 +389,49 @@ fn write_register(
             a = b;
         }
     }
+    // The privacy masks each camera has now (CSI L251-3), one row per camera with masks.
+    for cam in &state.config.cameras {
+        if cam.masks.is_empty()
+            || !who.can(
+                Permission::Audit,
+                Some((cam.id.as_str(), cam.commune.as_str())),
+            )
+        {
+            continue;
+        }
+        let m = crate::masks::camera_json(cam, &state.masks);
+        row(
+            out,
+            [
+                "privacy-masks".to_owned(),
+                cam.id.clone(),
+                String::new(),
+                cam.commune.clone(),
+                String::new(),
+                String::new(),
+                state.clock.now().to_rfc3339(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                format!(
+                    "{} mask(s): {}; hash {}; confirmed on camera: {}",
+                    cam.masks.len(),
+                    cam.masks
+                        .iter()
+                        .map(|m| m.name.trim())
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                    vigie_core::masks::hash(&cam.masks),
+                    match m["confirmed_on_camera"].as_bool() {
+                        Some(true) => "yes",
+                        Some(false) => "no",
+                        None => "not checked",
+                    }
+                ),
+            ],
+        )?;
+    }
     // Facts from the journal, read lazily.
     let jq = vigie_audit::Query {
         start: Some(start),
@@ -411,6 +454,7 @@ fn write_register(
             Action::QualityClear => "quality-floor-restored",
             Action::RecordingBlocked => "recording-blocked",
             Action::TamperAlarm => "journal-tamper-alarm",
+            Action::MasksChanged => "privacy-masks-changed",
             _ => continue,
         };
         let commune = e

@@ -76,6 +76,8 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                     let (subscribed, last_error) = state.camera_events.status(&cam.id).unwrap_or_default();
                     json!({"subscribed": subscribed, "last_error": last_error})
                 }),
+                // Privacy masks: how many, and whether the camera confirmed them (Media2).
+                "masks": crate::masks::camera_json(cam, &state.masks),
                 // The stream the live wall shows, and the main (recorded) one: the enlarged
                 // tile, playback and exports.
                 "live_stream": cam.live_stream().map(|s| s.name.as_str()),

@@ -44,6 +44,7 @@ pub async fn serve(
         transcoder: None,
         rx: None,
         settings: transcodes.settings(),
+        masks: transcodes.masks(&hub.key().camera),
         base: None,
         last_pts_90k: None,
         skipping_input: false,
@@ -66,6 +67,8 @@ struct Viewer {
     transcoder: Option<Transcoder>,
     rx: Option<tokio::sync::mpsc::Receiver<Encoded>>,
     settings: vigie_decode::transcode::TranscodeSettings,
+    /// The camera's privacy masks, painted on every transcoded picture.
+    masks: Vec<vigie_core::masks::Mask>,
     /// Wall clock of the first frame pushed: input PTS are measured from it.
     base: Option<Time90k>,
     last_pts_90k: Option<u64>,
@@ -182,7 +185,7 @@ impl Viewer {
                     Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
                 }
             });
-            let t = Transcoder::new(&f.frame.params, &self.settings, true, out)
+            let t = Transcoder::new(&f.frame.params, &self.settings, &self.masks, true, out)
                 .map_err(|e| e.to_string())?;
             self.transcoder = Some(t);
             self.rx = Some(rx);

@@ -14,6 +14,8 @@
 //! - Events (`/onvif/events`): `GetEventProperties`, `CreatePullPointSubscription`, then on the
 //!   subscription's address `PullMessages` (long poll), `Renew` and `Unsubscribe` ([`events`];
 //!   how long a subscription lives and whether a pull extends it: [`events::SubscriptionPolicy`]).
+//! - Media2 (`/onvif/media2`): privacy masks (`GetMasks`, `CreateMask`, `SetMask`,
+//!   `DeleteMask`), reported by `GET /control/masks` ([`media2`]); switchable off.
 //! - WS-Security `UsernameToken` digest authentication on everything but
 //!   `GetSystemDateAndTime`; a bad or missing token, a plain-text password or a replayed nonce
 //!   answers a `ter:NotAuthorized` SOAP fault (HTTP 400).
@@ -27,6 +29,7 @@
 
 pub mod discovery;
 pub mod events;
+pub mod media2;
 pub mod ptz;
 pub mod ptz_view;
 pub mod soap;
@@ -159,6 +162,7 @@ struct Device {
     http_nonce: String,
     events: EventBus,
     fault: AtomicU8,
+    media2: media2::Media2,
     requests: AtomicU64,
     auth_failures: AtomicU64,
     uuid: String,
@@ -196,6 +200,7 @@ impl OnvifServer {
             http_nonce: format!("{:032x}", rand::random::<u128>()),
             events: EventBus::default(),
             fault: AtomicU8::new(0),
+            media2: media2::Media2::default(),
             requests: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             uuid: uuid.clone(),
@@ -220,6 +225,8 @@ impl OnvifServer {
             .route("/control/stats", get(control_stats))
             .route("/control/events/{kind}", post(control_event))
             .route("/control/fault/{mode}", post(control_fault))
+            .route("/control/masks", get(control_masks))
+            .route("/control/media2/{state}", post(control_media2))
             .fallback(post(soap_endpoint))
             .with_state(device.clone());
         let rx_for_views = shutdown_rx.clone();
@@ -304,6 +311,14 @@ impl OnvifHandle {
     /// Makes the SOAP side misbehave (or behave again with [`OnvifFault::None`]).
     pub fn set_fault(&self, f: OnvifFault) {
         self.device.fault.store(f as u8, Relaxed);
+    }
+    /// The Media2 privacy masks the device holds (as the client sent them).
+    pub fn masks(&self) -> Vec<media2::StoredMask> {
+        self.device.media2.masks()
+    }
+    /// Offers the Media2 service (masks) or not (a Media ver10-only camera).
+    pub fn set_media2(&self, on: bool) {
+        self.device.media2.enabled.store(on, Relaxed);
     }
     /// Demands HTTP Digest authentication (`WWW-Authenticate: Digest … qop="auth"`) on every
     /// request, `GetSystemDateAndTime` included, instead of the WS-UsernameToken (as cameras
@@ -402,6 +417,24 @@ async fn control_event(
     }
 }
 
+async fn control_masks(State(d): State<Arc<Device>>) -> Response {
+    axum::Json(serde_json::json!({
+        "media2": d.media2.is_enabled(),
+        "masks": d.media2.masks(),
+    }))
+    .into_response()
+}
+
+async fn control_media2(State(d): State<Arc<Device>>, Path(state): Path<String>) -> Response {
+    match state.as_str() {
+        "on" | "off" => {
+            d.media2.enabled.store(state == "on", Relaxed);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, "on or off").into_response(),
+    }
+}
+
 async fn control_fault(State(d): State<Arc<Device>>, Path(mode): Path<String>) -> Response {
     match mode.parse::<OnvifFault>() {
         Ok(f) => {
@@ -497,6 +530,8 @@ async fn soap_endpoint(
     let path = uri.path();
     let result = if let Some(id) = path.strip_prefix("/onvif/events/sub/") {
         subscription_op(&d, id, op, req.op).await
+    } else if path == "/onvif/media2" {
+        media2::operation(&d.media2, op, req.op)
     } else {
         operation(&d, op, req.op)
     };
@@ -664,6 +699,13 @@ fn operation(
                 let n = ns.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v);
                 s.push_str(&format!(
                     "<tds:Service><tds:Namespace>{n}</tds:Namespace><tds:XAddr>{url}</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service>"
+                ));
+            }
+            if d.media2.is_enabled() {
+                s.push_str(&format!(
+                    "<tds:Service><tds:Namespace>{}</tds:Namespace><tds:XAddr>{}/onvif/media2</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service>",
+                    media2::NS_MEDIA2,
+                    d.base_url
                 ));
             }
             s.push_str("</tds:GetServicesResponse>");

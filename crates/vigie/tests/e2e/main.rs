@@ -28,6 +28,8 @@ mod h265_fallback;
 mod interop_gst;
 mod lawful;
 mod live;
+#[cfg(feature = "gst")]
+mod masks;
 mod onvif;
 mod openapi;
 mod playback;
