@@ -19,8 +19,9 @@ use vigie_testkit::{Vigie, VigieBuilder};
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const H265: &str = "h265-main-1280x720-25fps-gop50.h265";
 
-/// camsim serving the H.265 fixture (the demo's "rocade" camera) as `cam-r` (commune "sud"),
-/// and an H.264 camera `cam-n` in commune "nord".
+/// camsim serving the H.265 fixture (the demo's "rocade" camera) as `cam-r` (commune "sud",
+/// a privacy mask over the left quarter of the picture), and an H.264 camera `cam-n` in commune
+/// "nord".
 async fn setup(max_transcodes: u32) -> (ServerHandle, Vigie) {
     let sim =
         vigie_testkit::sim::start_embedded(&[("r", H265), ("n", vigie_testkit::sim::BASELINE)])
@@ -30,6 +31,7 @@ async fn setup(max_transcodes: u32) -> (ServerHandle, Vigie) {
          [[communes]]\nid = \"nord\"\nname = \"Ville-Nord\"\n[[communes]]\nid = \"sud\"\nname = \"Ville-Sud\"\n\
          [[cameras]]\nid = \"cam-r\"\nname = \"Rocade (H.265)\"\ncommune = \"sud\"\n\
            [[cameras.streams]]\n  name = \"main\"\n  url = \"{}\"\n\
+           [[cameras.masks]]\n  name = \"porte\"\n  points = [[0.0, 0.0], [0.25, 0.0], [0.25, 1.0], [0.0, 1.0]]\n\
          [[cameras]]\nid = \"cam-n\"\nname = \"Gare\"\ncommune = \"nord\"\n\
            [[cameras.streams]]\n  name = \"main\"\n  url = \"{}\"\n",
         sim.url("r"),
@@ -375,6 +377,38 @@ async fn transcoded_playback_is_h264_bounded_authorised_and_journaled() {
         t.frames.abs_diff(o.frames) <= 1 && t.frames >= 95,
         "transcoded {t:?} vs untranscoded {o:?}"
     );
+    // The privacy mask (left quarter) is black in the transcoded pictures, not in the master.
+    let luma = |p: &std::path::Path| -> Vec<u8> {
+        let o = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-i"])
+            .arg(p)
+            .args(["-vf", "select=eq(n\\,20)", "-frames:v", "1"])
+            .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.stdout.len(),
+            1280 * 720,
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    };
+    let max_masked = |y: &[u8]| {
+        (8..712)
+            .flat_map(|r| (0..312).map(move |c| (r, c)))
+            .map(|(r, c)| y[r * 1280 + c])
+            .max()
+            .unwrap()
+    };
+    assert!(
+        max_masked(&luma(&t_path)) <= 24,
+        "the mask is not black in the fallback"
+    );
+    assert!(
+        max_masked(&luma(&o_path)) > 40,
+        "the master is never changed"
+    );
     // HEAD plans without transcoding.
     let r = v
         .http()
@@ -435,6 +469,10 @@ async fn transcoded_playback_is_h264_bounded_authorised_and_journaled() {
     vigie_testkit::media::ffmpeg_decodes(&l_path).unwrap();
     let l = vigie_testkit::media::ffprobe(&l_path).unwrap();
     assert_eq!((l.codec.as_str(), l.frames), ("h264", 50), "{l:?}");
+    assert!(
+        max_masked(&luma(&l_path)) <= 24,
+        "the mask is not black in the live fallback"
+    );
 
     // The bound (max_transcodes = 1) is held by the live view: the next transcode is refused
     // politely, over HTTP and over a WebSocket.
