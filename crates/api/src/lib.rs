@@ -15,6 +15,7 @@
 pub mod access;
 pub mod csvsafe;
 pub mod error;
+pub mod internal;
 pub mod journal;
 pub mod limits;
 pub mod masks;
@@ -79,6 +80,9 @@ pub struct AppState {
     pub camera_events: Arc<CameraEventCounts>,
     /// The H.264 fallback (`live?transcode=h264`, `video.mp4?…&transcode=h264`).
     pub transcodes: Arc<dyn vigie_service::Transcodes>,
+    /// Checks the signatures of the internal routes (`/internal/v1/…`); `None` (a single node,
+    /// or a cluster node without a secret): every internal request is refused.
+    pub internal: Option<Arc<internal::InternalAuth>>,
     /// Whether each camera's privacy masks are confirmed on the camera.
     pub masks: Arc<masks::CameraMasks>,
 }
@@ -93,6 +97,49 @@ pub trait ClusterInfo: Send + Sync {
     fn records_here(&self, camera: &str) -> bool;
     /// The `vigie_cluster_*` series (Prometheus text).
     fn metrics_text(&self) -> String;
+    /// The nodes recording `camera` now, from their published status (sorted; two during a
+    /// handover or a partition).
+    fn recording_on(&self, camera: &str) -> Vec<String>;
+    /// The status of `camera`'s streams as published by the node recording it (`None`: nobody
+    /// records it): (node, stream name → status JSON).
+    fn published_status(
+        &self,
+        camera: &str,
+    ) -> Option<(
+        String,
+        std::collections::BTreeMap<String, serde_json::Value>,
+    )>;
+    /// The footage of `key` in `[start, end)` held by the other nodes that hold any of the
+    /// camera (their coverage in etcd), asked over the internal routes on behalf of `who`;
+    /// those that cannot be asked (down, no answer) are [`NodeFootage::Unavailable`].
+    fn remote_spans(
+        &self,
+        key: &StreamKey,
+        start: vigie_core::Time90k,
+        end: vigie_core::Time90k,
+        who: internal::CarriedIdentity,
+    ) -> vigie_service::BoxFuture<'_, Vec<NodeFootage>>;
+}
+
+/// One other node's footage of a stream in a window (see [`ClusterInfo::remote_spans`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeFootage {
+    /// The node answered with its spans.
+    Spans {
+        node: String,
+        spans: Vec<vigie_store::Span>,
+    },
+    /// The node holds footage of the camera in `[start, end)` (from its coverage) but could not
+    /// be asked.
+    Unavailable {
+        node: String,
+        start: vigie_core::Time90k,
+        end: vigie_core::Time90k,
+        /// The node was recording the camera at its last report: its footage goes on after
+        /// `end`, up to the next copy another node holds, at most until this instant.
+        open_until: Option<vigie_core::Time90k>,
+        reason: String,
+    },
 }
 
 /// Counts of camera events (ONVIF alarms) received since start, per (camera, kind), and the
@@ -153,6 +200,13 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             access::enforce,
         ))
+        // Internal routes: signed by a cluster node, never a user's credentials.
+        .merge(
+            routes::internal_router().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                internal::enforce,
+            )),
+        )
         .route_layer(axum::middleware::from_fn(move |req, next| {
             request_timeout(timeout, req, next)
         }))
@@ -173,6 +227,7 @@ pub fn is_streaming_route(route: &str) -> bool {
             | "/api/v1/exports/{id}/package"
             | "/api/v1/audit/verify"
             | "/api/v1/register.csv"
+            | "/internal/v1/cameras/{cam}/streams/{stream}/segments/{id}"
     )
 }
 

@@ -216,6 +216,10 @@ pub struct Agent {
     starting: BTreeMap<String, (Instant, &'static str)>,
     last_status: Option<(crate::model::ChangeKey, Instant)>,
     published_holds: BTreeMap<u64, HoldRecord>,
+    /// The coverage last written to `v/<me>`.
+    published_coverage: Option<BTreeMap<String, crate::model::CoverageRecord>>,
+    /// When every node's status and coverage were last read.
+    state_read_at: Option<Instant>,
     /// The journal head last anchored in etcd, and when.
     last_anchor: Option<((u64, String), Instant)>,
     error_logged: Option<Instant>,
@@ -258,6 +262,8 @@ impl Agent {
             starting: BTreeMap::new(),
             last_status: None,
             published_holds: BTreeMap::new(),
+            published_coverage: None,
+            state_read_at: None,
             last_anchor: None,
             error_logged: None,
             first_registration: true,
@@ -416,6 +422,7 @@ impl Agent {
         self.apply(&client, &control).await?;
         self.publish_status(&client, &control).await?;
         self.sync_holds(&client).await?;
+        self.read_cluster_state(&client).await?;
         self.anchor_journal(&client).await?;
         Ok(())
     }
@@ -732,14 +739,58 @@ impl Agent {
             return Ok(());
         }
         let v = serde_json::to_vec(&status).map_err(|e| ClusterError::Other(e.to_string()))?;
-        let mut c = client.clone();
-        bounded(c.put(
+        let mut ops = vec![TxnOp::put(
             self.keys.status(&self.me),
             v,
             Some(PutOptions::new().with_lease(lease)),
-        ))
-        .await?;
+        )];
+        // The coverage, without lease (it must outlive this node), in the same transaction:
+        // one Raft proposal, and only when it changed (recomputed at heartbeats).
+        let coverage_changed = heartbeat_due
+            && self
+                .published_coverage
+                .as_ref()
+                .is_none_or(|c| *c != status.coverage);
+        if coverage_changed {
+            let snap = crate::model::CoverageSnapshot {
+                node: self.me.clone(),
+                written_s: status.heartbeat_s,
+                coverage: status.coverage.clone(),
+            };
+            let v = serde_json::to_vec(&snap).map_err(|e| ClusterError::Other(e.to_string()))?;
+            ops.push(TxnOp::put(self.keys.coverage(&self.me), v, None));
+        }
+        let mut c = client.clone();
+        bounded(c.txn(Txn::new().and_then(ops))).await?;
+        if coverage_changed {
+            self.published_coverage = Some(status.coverage.clone());
+        }
         self.last_status = Some((key, Instant::now()));
+        Ok(())
+    }
+
+    /// Reads every node's status and coverage (at most every [`STATUS_MIN_INTERVAL`]): what
+    /// the API shows of cameras recorded elsewhere and which nodes hold footage.
+    async fn read_cluster_state(&mut self, client: &Client) -> Result<(), ClusterError> {
+        if self
+            .state_read_at
+            .is_some_and(|t| t.elapsed() < STATUS_MIN_INTERVAL)
+        {
+            return Ok(());
+        }
+        let mut state = crate::shared::ClusterState::default();
+        for (k, v) in get_prefix(client, &self.keys.status_prefix()).await? {
+            if let Some(s) = parse::<NodeStatus>(&k, &v) {
+                state.statuses.insert(s.node.clone(), s);
+            }
+        }
+        for (k, v) in get_prefix(client, &self.keys.coverage_prefix()).await? {
+            if let Some(s) = parse::<crate::model::CoverageSnapshot>(&k, &v) {
+                state.coverage.insert(s.node.clone(), s);
+            }
+        }
+        self.shared.set_state(state);
+        self.state_read_at = Some(Instant::now());
         Ok(())
     }
 

@@ -9,6 +9,8 @@
 //! <prefix>/c/drain/<node>        DrainRecord           none                (operator / SIGTERM)
 //! <prefix>/s/<node>              NodeStatus            lease of the node   (status, coverage)
 //! <prefix>/h/<node>/<hold id>    HoldRecord            none                (legal holds)
+//! <prefix>/v/<node>              CoverageSnapshot      none                (footage held, kept
+//!                                                                          after the node dies)
 //! <prefix>/j/<node>              JournalAnchor         none                (journal head)
 //! ```
 //!
@@ -66,6 +68,14 @@ impl Keys {
     }
     pub fn status(&self, node: &str) -> String {
         format!("{}{node}", self.status_prefix())
+    }
+    /// Coverage of each node, without lease: who to ask for footage, also of a dead node
+    /// (whose spans are then reported unavailable, not as gaps).
+    pub fn coverage_prefix(&self) -> String {
+        format!("{}/v/", self.prefix)
+    }
+    pub fn coverage(&self, node: &str) -> String {
+        format!("{}{node}", self.coverage_prefix())
     }
     pub fn holds_prefix(&self) -> String {
         format!("{}/h/", self.prefix)
@@ -135,6 +145,20 @@ pub struct StreamStatusRecord {
 pub struct CoverageRecord {
     pub first_s: i64,
     pub last_s: i64,
+    /// The node was recording the camera when it wrote this (its footage goes on after
+    /// `last_s`).
+    #[serde(default)]
+    pub recording: bool,
+}
+
+/// The footage a node holds, per camera (`v/<node>`, no lease: it outlives the node, so the
+/// others know whose footage is unavailable while it is down). Written with the status
+/// heartbeat when it changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoverageSnapshot {
+    pub node: String,
+    pub written_s: i64,
+    pub coverage: BTreeMap<String, CoverageRecord>,
 }
 
 /// What a node publishes about itself (`s/<node>`, under its lease): written when the set of

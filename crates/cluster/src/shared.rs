@@ -11,7 +11,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
 use crate::assign::Assignment;
-use crate::model::{HoldRecord, NodeRecord};
+use crate::model::{CoverageSnapshot, HoldRecord, NodeRecord, NodeStatus};
 
 /// This node's latest view of the cluster.
 #[derive(Clone, Debug, Default)]
@@ -25,6 +25,14 @@ pub struct View {
     pub draining: bool,
     /// Cameras recorded here now.
     pub recording: Vec<String>,
+}
+
+/// Every node's published status (live nodes) and coverage (also of dead nodes), as last read
+/// from etcd.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    pub statuses: BTreeMap<String, NodeStatus>,
+    pub coverage: BTreeMap<String, CoverageSnapshot>,
 }
 
 /// The cluster's legal holds as last read from etcd, and when.
@@ -50,6 +58,7 @@ pub struct Shared {
     node: String,
     view: RwLock<View>,
     holds: RwLock<Option<HoldsSnapshot>>,
+    state: RwLock<ClusterState>,
     assignment_changes: AtomicU64,
     etcd_errors: AtomicU64,
     lease_losses: AtomicU64,
@@ -65,6 +74,7 @@ impl Shared {
             node: node.to_owned(),
             view: RwLock::new(View::default()),
             holds: RwLock::new(None),
+            state: RwLock::new(ClusterState::default()),
             assignment_changes: AtomicU64::new(0),
             etcd_errors: AtomicU64::new(0),
             lease_losses: AtomicU64::new(0),
@@ -103,6 +113,18 @@ impl Shared {
             .read()
             .map(|v| v.recording.iter().any(|c| c == camera))
             .unwrap_or(false)
+    }
+
+    /// Every node's status and coverage, as just read from etcd.
+    pub fn set_state(&self, state: ClusterState) {
+        if let Ok(mut s) = self.state.write() {
+            *s = state;
+        }
+    }
+
+    /// Every node's status and coverage, as last read.
+    pub fn state(&self) -> ClusterState {
+        self.state.read().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The cluster's holds, from a read of etcd that began at `read_at`.

@@ -111,6 +111,54 @@ pub struct ClusterConfig {
     /// ago than this, in seconds (a hold placed elsewhere may be unknown here).
     #[serde(default = "default_holds_max_age_s")]
     pub holds_max_age_s: u32,
+    /// Environment variable holding the cluster secret: the key every node signs and checks
+    /// its internal requests to the others with (`/internal/v1/…`, see docs/CLUSTER.md).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// File holding the cluster secret (its content, surrounding whitespace trimmed); give
+    /// either this or `secret_env`. Without either, this node refuses every internal request
+    /// and asks no other node (it serves only what it holds).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the other nodes' HTTPS certificates, for internal
+    /// requests to an `https://` advertise URL (without it only `http://` ones work).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Shortest cluster secret accepted, in bytes (`openssl rand -hex 32` gives 64).
+pub const MIN_CLUSTER_SECRET_BYTES: usize = 32;
+
+impl ClusterConfig {
+    /// The cluster secret from `secret_env` or `secret_file` (`Ok(None)` when neither is
+    /// given). Refused when unreadable, unset or shorter than [`MIN_CLUSTER_SECRET_BYTES`];
+    /// errors never contain the secret.
+    pub fn secret(
+        &self,
+        getenv: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Secret>, String> {
+        let raw = match (&self.secret_env, &self.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "give either cluster.secret_env or cluster.secret_file, not both".into(),
+                );
+            }
+            (Some(var), None) => getenv(var).ok_or_else(|| {
+                format!("cluster.secret_env: environment variable {var} is not set")
+            })?,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cluster.secret_file: cannot read {}: {e}", path.display()))?,
+            (None, None) => return Ok(None),
+        };
+        let s = raw.trim();
+        if s.len() < MIN_CLUSTER_SECRET_BYTES {
+            return Err(format!(
+                "the cluster secret is {} bytes long; at least {MIN_CLUSTER_SECRET_BYTES} are needed (e.g. `openssl rand -hex 32`)",
+                s.len()
+            ));
+        }
+        Ok(Some(Secret::new(s)))
+    }
 }
 
 fn default_lease_ttl_s() -> u32 {
@@ -1637,6 +1685,12 @@ fn cluster_problems(c: &ClusterConfig) -> Vec<(String, String)> {
     }
     if let Err(e) = validate_node_name(&c.node) {
         p.push(("cluster.node".into(), e));
+    }
+    if c.secret_env.is_some() && c.secret_file.is_some() {
+        p.push((
+            "cluster.secret_env".into(),
+            "give either secret_env or secret_file, not both".into(),
+        ));
     }
     if let Some(site) = &c.site
         && let Err(e) = validate_node_name(site)

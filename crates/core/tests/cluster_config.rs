@@ -149,3 +149,60 @@ fn the_camera_hash_follows_what_decides_who_records_what() {
         assert_ne!(a.cameras_hash(), other.cameras_hash(), "{to}");
     }
 }
+
+#[test]
+fn the_cluster_secret_comes_from_env_or_file_and_is_refused_when_short() {
+    let c = load(GOOD).unwrap().cluster.unwrap();
+    assert!(
+        c.secret(&|_| None).unwrap().is_none(),
+        "no secret configured"
+    );
+    let with_env = load(&GOOD.replace(
+        "capacity_streams = 400",
+        "capacity_streams = 400\nsecret_env = \"VIGIE_TEST_SECRET\"",
+    ))
+    .unwrap()
+    .cluster
+    .unwrap();
+    let long = "0123456789abcdef0123456789abcdef";
+    let s = with_env
+        .secret(&|v| (v == "VIGIE_TEST_SECRET").then(|| format!("{long}\n")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.expose(), long);
+    assert!(!format!("{s:?}").contains(long), "never printed");
+    let e = with_env
+        .secret(&|_| Some("short-secret".into()))
+        .unwrap_err();
+    assert!(e.contains("at least 32"), "{e}");
+    assert!(
+        !e.contains("short-secret"),
+        "the error never shows the secret: {e}"
+    );
+    let e = with_env.secret(&|_| None).unwrap_err();
+    assert!(e.contains("VIGIE_TEST_SECRET"), "{e}");
+    let dir = std::env::temp_dir().join(format!("vigie-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("secret");
+    std::fs::write(&f, format!("  {long}{long}  \n")).unwrap();
+    let with_file = load(&GOOD.replace(
+        "capacity_streams = 400",
+        &format!(
+            "capacity_streams = 400\nsecret_file = {:?}",
+            f.display().to_string()
+        ),
+    ))
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(
+        with_file.secret(&|_| None).unwrap().unwrap().expose(),
+        format!("{long}{long}")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    let p = problems(&GOOD.replace(
+        "capacity_streams = 400",
+        "capacity_streams = 400\nsecret_env = \"A\"\nsecret_file = \"/x\"",
+    ));
+    assert!(p.contains("cluster.secret_env"), "{p}");
+}

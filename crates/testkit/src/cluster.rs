@@ -107,6 +107,22 @@ pub struct ClusterConfig {
     pub extra_toml: String,
     /// `storage.min_free_bytes` of every node.
     pub min_free_bytes: String,
+    /// The cluster secret every node signs its internal requests with (`[cluster]
+    /// secret_file`, written to a temporary file); `None`: no secret (internal routes closed).
+    /// Default: 64 random hex digits.
+    pub secret: Option<String>,
+}
+
+/// 64 hex digits from the process's random hasher keys (a test secret, not a production one).
+pub fn random_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut s = String::new();
+    for i in 0..4u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        s.push_str(&format!("{:016x}", h.finish()));
+    }
+    s
 }
 
 impl ClusterConfig {
@@ -120,6 +136,7 @@ impl ClusterConfig {
             recording_toml: "flush_interval_ms = 500\nindex_interval_ms = 1000".to_owned(),
             extra_toml: String::new(),
             min_free_bytes: "1MiB".to_owned(),
+            secret: Some(random_secret()),
         }
     }
 }
@@ -225,16 +242,15 @@ pub struct Seg {
 pub struct VigieCluster {
     pub cfg: ClusterConfig,
     pub nodes: Vec<ClusterNode>,
+    /// Holds the secret file of [`ClusterConfig::secret`].
+    secret_dir: tempfile::TempDir,
 }
 
 impl VigieCluster {
     /// Starts one node per spec, all at once (so that they register together rather than the
     /// first one taking every camera); returns when every API listens.
     pub fn start(cfg: ClusterConfig, specs: Vec<NodeSpec>) -> anyhow::Result<VigieCluster> {
-        let mut c = VigieCluster {
-            cfg,
-            nodes: Vec::new(),
-        };
+        let mut c = VigieCluster::new(cfg)?;
         let prepared: Vec<(NodeSpec, VigieBuilder)> = specs
             .into_iter()
             .map(|s| c.builder(&s).map(|b| (s, b)))
@@ -263,6 +279,19 @@ impl VigieCluster {
             c.nodes.push(n?);
         }
         Ok(c)
+    }
+
+    /// A cluster with no node yet (its secret file written).
+    pub fn new(cfg: ClusterConfig) -> anyhow::Result<VigieCluster> {
+        let secret_dir = tempfile::tempdir()?;
+        if let Some(secret) = &cfg.secret {
+            std::fs::write(secret_dir.path().join("cluster-secret"), secret)?;
+        }
+        Ok(VigieCluster {
+            cfg,
+            nodes: Vec::new(),
+            secret_dir,
+        })
     }
 
     fn builder(&self, spec: &NodeSpec) -> anyhow::Result<VigieBuilder> {
@@ -297,6 +326,16 @@ impl VigieCluster {
         );
         if let Some(site) = &spec.site {
             s.push_str(&format!("site = \"{site}\"\n"));
+        }
+        if self.cfg.secret.is_some() {
+            s.push_str(&format!(
+                "secret_file = {:?}\n",
+                self.secret_dir
+                    .path()
+                    .join("cluster-secret")
+                    .display()
+                    .to_string()
+            ));
         }
         s
     }
@@ -468,7 +507,7 @@ pub async fn spans_on(
 ) -> anyhow::Result<Vec<(Timestamp, Timestamp)>> {
     let (status, body) = v
         .get(&format!(
-            "/api/v1/cameras/{cam}/streams/main/recordings?start={start}&end={end}"
+            "/api/v1/cameras/{cam}/streams/main/recordings?start={start}&end={end}&local=1"
         ))
         .await?;
     if status == 404 {
@@ -495,7 +534,7 @@ pub async fn segments_on(
 ) -> anyhow::Result<Vec<Seg>> {
     let (status, body) = v
         .get(&format!(
-            "/api/v1/cameras/{cam}/streams/main/recordings?start={start}&end={end}&segments=1"
+            "/api/v1/cameras/{cam}/streams/main/recordings?start={start}&end={end}&segments=1&local=1"
         ))
         .await?;
     if status == 404 {
@@ -586,10 +625,7 @@ mod tests {
             vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
             vec![CameraDef::new("cam-00", "rtsp://127.0.0.1:9/c00").site("nord")],
         );
-        let c = VigieCluster {
-            cfg,
-            nodes: Vec::new(),
-        };
+        let c = VigieCluster::new(cfg).unwrap();
         let t = c.cluster_toml(&NodeSpec::new("rec-a").site("nord"), 8081);
         let v: toml::Value = t.parse().unwrap();
         assert_eq!(v["cluster"]["node"].as_str(), Some("rec-a"));

@@ -477,7 +477,7 @@ impl Vigie {
     ) -> anyhow::Result<Vec<(jiff::Timestamp, jiff::Timestamp)>> {
         let (status, v) = self
             .get(&format!(
-                "/api/v1/cameras/{cam}/streams/{stream}/recordings?start={start}&end={end}"
+                "/api/v1/cameras/{cam}/streams/{stream}/recordings?start={start}&end={end}&local=1"
             ))
             .await?;
         if status != 200 {

@@ -167,6 +167,8 @@ impl Recorder for BinRecorder {
             .collect();
         let mut cov = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
         if with_coverage {
+            let recorded_now: std::collections::BTreeSet<String> =
+                self.recording.states().into_keys().collect();
             cov.clear();
             for cam in &self.cameras {
                 for cell in self.recording.camera_streams(cam) {
@@ -175,6 +177,7 @@ impl Recorder for BinRecorder {
                         let e = cov.entry(cam.clone()).or_insert(CoverageRecord {
                             first_s: secs(first),
                             last_s: secs(last),
+                            recording: recorded_now.contains(cam),
                         });
                         e.first_s = e.first_s.min(secs(first));
                         e.last_s = e.last_s.max(secs(last));
@@ -253,27 +256,247 @@ pub struct ClusterRuntime {
     agent: tokio::task::JoinHandle<()>,
 }
 
-/// What the API shows of the cluster.
-pub struct Info(Arc<Shared>);
+/// What the API shows of the cluster, and its requests to the other nodes (signed with the
+/// cluster key; none without one).
+pub struct Info {
+    shared: Arc<Shared>,
+    lease_ttl_s: u32,
+    key: Option<vigie_api::internal::ClusterKey>,
+    http: reqwest::Client,
+}
+
+/// Bound on one internal request to another node (a node that does not answer in time is
+/// reported unavailable rather than delaying the user's answer).
+const INTERNAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Info {
+    /// GET `path_and_query` on `node` (at `url`), signed for `who`; the JSON answer.
+    async fn internal_get(
+        &self,
+        url: &str,
+        path_and_query: &str,
+        who: &vigie_api::internal::CarriedIdentity,
+    ) -> Result<serde_json::Value, String> {
+        let key = self
+            .key
+            .as_ref()
+            .ok_or("this node has no cluster secret ([cluster] secret_env or secret_file)")?;
+        let now_s = jiff::Timestamp::now().as_second();
+        let mut req = self
+            .http
+            .get(format!("{}{path_and_query}", url.trim_end_matches('/')));
+        for (k, v) in key.sign("GET", path_and_query, who, now_s) {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if !status.is_success() {
+            return Err(format!(
+                "answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("answer is not JSON: {e}"))
+    }
+}
+
+fn t90k_of_s(s: i64) -> Time90k {
+    Time90k(s.saturating_mul(TIME_UNITS_PER_SEC))
+}
 
 impl vigie_api::ClusterInfo for Info {
     fn node(&self) -> &str {
-        self.0.node()
+        self.shared.node()
     }
     fn recorder_of(&self, camera: &str) -> Option<String> {
-        self.0.recorder_of(camera)
+        self.shared.recorder_of(camera)
     }
     fn records_here(&self, camera: &str) -> bool {
-        self.0.records_here(camera)
+        self.shared.records_here(camera)
     }
     fn metrics_text(&self) -> String {
-        self.0.metrics_text()
+        self.shared.metrics_text()
+    }
+    fn recording_on(&self, camera: &str) -> Vec<String> {
+        let members = self.shared.view().members;
+        self.shared
+            .state()
+            .statuses
+            .values()
+            .filter(|s| members.contains_key(&s.node) && s.recording.contains_key(camera))
+            .map(|s| s.node.clone())
+            .collect()
+    }
+    fn published_status(
+        &self,
+        camera: &str,
+    ) -> Option<(String, BTreeMap<String, serde_json::Value>)> {
+        let view = self.shared.view();
+        let state = self.shared.state();
+        // The assigned recorder's status first; else any node recording it (a handover).
+        let assigned = view.assignment.get(camera).cloned();
+        let status = assigned
+            .as_ref()
+            .and_then(|n| state.statuses.get(n))
+            .filter(|s| s.recording.contains_key(camera) && view.members.contains_key(&s.node))
+            .or_else(|| {
+                state.statuses.values().find(|s| {
+                    s.recording.contains_key(camera) && view.members.contains_key(&s.node)
+                })
+            })?;
+        let streams = status.recording.get(camera)?;
+        Some((
+            status.node.clone(),
+            streams
+                .iter()
+                .map(|st| {
+                    let last = st.last_frame_s.map(t90k_of_s);
+                    (
+                        st.stream.clone(),
+                        serde_json::json!({
+                            "state": st.state,
+                            "online": st.state == "online",
+                            "fps": st.fps,
+                            "width": st.width,
+                            "height": st.height,
+                            "last_frame": last.map(|t| t.to_rfc3339()),
+                            "last_frame_90k": last.map(|t| t.0),
+                        }),
+                    )
+                })
+                .collect(),
+        ))
+    }
+    fn remote_spans(
+        &self,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        who: vigie_api::internal::CarriedIdentity,
+    ) -> vigie_service::BoxFuture<'_, Vec<vigie_api::NodeFootage>> {
+        let key = key.clone();
+        Box::pin(async move {
+            use vigie_api::NodeFootage;
+            let me = self.shared.node().to_owned();
+            let view = self.shared.view();
+            let state = self.shared.state();
+            // Who may hold footage of the camera in the window: every node whose coverage
+            // overlaps it (the coverage's last instant lags by up to a heartbeat), and every
+            // live node recording the camera now.
+            let slack_s = i64::try_from(vigie_cluster::STATUS_HEARTBEAT_S).unwrap_or(10) + 5;
+            let open_s = slack_s + i64::from(self.lease_ttl_s) + 15;
+            let mut holders: BTreeMap<String, Option<(Time90k, CoverageRecord)>> = BTreeMap::new();
+            for (node, snap) in &state.coverage {
+                if let Some(c) = snap.coverage.get(&key.camera)
+                    && t90k_of_s(c.first_s) < end
+                    && t90k_of_s(c.last_s + slack_s) > start
+                {
+                    holders.insert(node.clone(), Some((t90k_of_s(c.first_s), c.clone())));
+                }
+            }
+            for s in state.statuses.values() {
+                if s.recording.contains_key(&key.camera) && view.members.contains_key(&s.node) {
+                    holders.entry(s.node.clone()).or_insert(None);
+                }
+            }
+            holders.remove(&me);
+            let asks = holders.into_iter().map(|(node, cov)| {
+                let url = view.members.get(&node).map(|m| m.advertise_url.clone());
+                let who = &who;
+                let key = &key;
+                async move {
+                    let unavailable = |reason: String| {
+                        cov.as_ref().map(|(first, c)| NodeFootage::Unavailable {
+                            node: node.clone(),
+                            start: *first,
+                            end: t90k_of_s(c.last_s + 1),
+                            // Recording at its last report: it recorded on after it, up to
+                            // its end (≤ a heartbeat + the lease TTL + a takeover later).
+                            open_until: c.recording.then(|| t90k_of_s(c.last_s + open_s)),
+                            reason,
+                        })
+                    };
+                    let Some(url) = url else {
+                        return unavailable("the node is down (no live registration)".into());
+                    };
+                    let pq = format!(
+                        "/internal/v1/cameras/{}/streams/{}/spans?start_90k={}&end_90k={}",
+                        key.camera, key.stream, start.0, end.0
+                    );
+                    match tokio::time::timeout(
+                        INTERNAL_TIMEOUT,
+                        self.internal_get(&url, &pq, who),
+                    )
+                    .await
+                    {
+                        Ok(Ok(v)) => {
+                            let spans = v["spans"]
+                                .as_array()
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|s| {
+                                            Some(vigie_store::Span {
+                                                start: Time90k(s["start_90k"].as_i64()?),
+                                                end: Time90k(s["end_90k"].as_i64()?),
+                                            })
+                                        })
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                            Some(NodeFootage::Spans { node, spans })
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(node = %node, camera = %key.camera, stream = %key.stream, error = %e, "internal request failed");
+                            unavailable(e)
+                        }
+                        Err(_) => {
+                            tracing::warn!(node = %node, camera = %key.camera, stream = %key.stream, "internal request timed out");
+                            unavailable(format!(
+                                "no answer within {} s",
+                                INTERNAL_TIMEOUT.as_secs()
+                            ))
+                        }
+                    }
+                }
+            });
+            futures::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        })
     }
 }
 
 impl ClusterRuntime {
-    pub fn info(&self) -> Info {
-        Info(self.handle.shared.clone())
+    /// What the API reads of the cluster; `key` signs the requests to the other nodes.
+    pub fn info(
+        &self,
+        config: &Config,
+        key: Option<vigie_api::internal::ClusterKey>,
+    ) -> anyhow::Result<Info> {
+        Ok(Info {
+            shared: self.handle.shared.clone(),
+            lease_ttl_s: config.cluster.as_ref().map_or(5, |c| c.lease_ttl_s),
+            key,
+            http: {
+                let mut b = reqwest::Client::builder().timeout(INTERNAL_TIMEOUT);
+                if let Some(ca) = config.cluster.as_ref().and_then(|c| c.ca_file.as_ref()) {
+                    let pem = std::fs::read(ca)
+                        .with_context(|| format!("cluster.ca_file {}", ca.display()))?;
+                    b = b.add_root_certificate(
+                        reqwest::Certificate::from_pem(&pem)
+                            .with_context(|| format!("cluster.ca_file {}", ca.display()))?,
+                    );
+                }
+                b.build()
+                    .context("building the HTTP client of internal requests")?
+            },
+        })
     }
 
     /// The SIGTERM drain, bounded by `cluster.drain_timeout_s`.

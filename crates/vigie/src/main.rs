@@ -215,6 +215,18 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
         c.retention.max_days,
         c.storage.data_dir.display()
     );
+    if let Some(cluster) = &c.cluster {
+        // The secret is read as `vigie run` would (never printed).
+        match cluster
+            .secret(&|v| std::env::var(v).ok())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            Some(_) => println!("cluster secret: OK"),
+            None => println!(
+                "warning: [cluster] has no secret_env or secret_file: this node will refuse every internal request and list only the footage it holds"
+            ),
+        }
+    }
     Ok(())
 }
 

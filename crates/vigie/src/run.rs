@@ -119,6 +119,25 @@ pub async fn run(
             ))),
         });
     }
+    // The cluster secret signing the internal routes between nodes (refused when unset or
+    // too short; never logged). Without one, internal routes are closed.
+    let internal = match &config.cluster {
+        Some(c) => match c
+            .secret(&|v| std::env::var(v).ok())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            Some(secret) => Some(Arc::new(vigie_api::internal::InternalAuth::new(
+                vigie_api::internal::ClusterKey::new(&c.node, &secret),
+            ))),
+            None => {
+                tracing::warn!(
+                    "[cluster] has no secret_env or secret_file: internal routes are closed and this node serves only the footage it holds"
+                );
+                None
+            }
+        },
+        None => None,
+    };
     // Single node: every camera, now. Cluster: the cameras the cluster assigns here.
     #[cfg(feature = "cluster")]
     let cluster = match &config.cluster {
@@ -228,9 +247,13 @@ pub async fn run(
         clock: clock.clone(),
         limits: Arc::new(vigie_api::limits::Limits::new(&config)),
         #[cfg(feature = "cluster")]
-        cluster: cluster
-            .as_ref()
-            .map(|c| Arc::new(c.info()) as Arc<dyn vigie_api::ClusterInfo>),
+        cluster: match &cluster {
+            Some(c) => Some(
+                Arc::new(c.info(&config, internal.as_ref().map(|a| a.key().clone()))?)
+                    as Arc<dyn vigie_api::ClusterInfo>,
+            ),
+            None => None,
+        },
         #[cfg(not(feature = "cluster"))]
         cluster: None,
         ptz: Arc::new(crate::onvif::ptz_service(&config)),
@@ -239,6 +262,7 @@ pub async fn run(
             store.clone(),
             &config,
         )),
+        internal,
         masks: mask_status,
     };
     // Signal handlers before the listener: a SIGTERM as soon as the port answers (a service

@@ -3,6 +3,12 @@
 //! and in a cluster which node records it (`recorder`, `recorded_here`). Credentials never appear:
 //! stream URLs are shown without user info. Only the cameras inside the caller's scope are
 //! listed.
+//!
+//! In a cluster every node lists every camera the same way: the streams' status is the one
+//! the recording node published in etcd (state, fps, size, last frame; `recorder` names the
+//! node), `recording_on` lists the nodes recording the camera now. Two fields stay this node's
+//! own: `recorded_here`, and `compliance` (the quality floors are watched by the recording
+//! node; `null` elsewhere).
 
 use axum::Json;
 use axum::extract::State;
@@ -24,6 +30,8 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
             )
         })
         .map(|cam| {
+            let recorded_here = state.cluster.as_ref().is_none_or(|c| c.records_here(&cam.id));
+            let published = state.cluster.as_ref().map(|c| c.published_status(&cam.id));
             let streams: Vec<Value> = cam
                 .streams
                 .iter()
@@ -32,11 +40,25 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                         .streams
                         .iter()
                         .find(|e| e.key.camera == cam.id && e.key.stream == s.name);
-                    let status = entry
-                        .map(|e| serde_json::to_value(e.status.snapshot()).unwrap_or(Value::Null));
+                    let status = match &published {
+                        // Cluster: what the recording node published (the same on every node).
+                        Some(p) => p.as_ref().and_then(|(node, streams)| {
+                            streams.get(&s.name).map(|st| {
+                                let mut v = st.clone();
+                                v["camera"] = json!(cam.id);
+                                v["stream"] = json!(s.name);
+                                v["url"] = json!(redact_url(&s.url));
+                                v["transport"] = json!(s.transport);
+                                v["recorder"] = json!(node);
+                                v
+                            })
+                        }),
+                        None => entry
+                            .map(|e| serde_json::to_value(e.status.snapshot()).unwrap_or(Value::Null)),
+                    };
                     // Quality floors apply to recorded streams only (a live-only sub-stream
                     // is not watched).
-                    let compliance = entry.filter(|_| cam.records(&s.name)).map(|e| {
+                    let compliance = entry.filter(|_| cam.records(&s.name) && recorded_here).map(|e| {
                         let c = e.compliance.snapshot();
                         json!({
                             "state": c.state,
@@ -68,7 +90,8 @@ pub async fn list(State(state): State<AppState>, p: Principal) -> Json<Value> {
                 // Cluster: the node recording the camera (null: single node, or unassigned),
                 // and whether this node records it now.
                 "recorder": state.cluster.as_ref().and_then(|c| c.recorder_of(&cam.id)),
-                "recorded_here": state.cluster.as_ref().is_none_or(|c| c.records_here(&cam.id)),
+                "recorded_here": recorded_here,
+                "recording_on": state.cluster.as_ref().map(|c| c.recording_on(&cam.id)),
                 "streams": streams,
                 // PTZ and events are reached through the camera's ONVIF device.
                 "onvif": cam.onvif.is_some(),

@@ -7,6 +7,7 @@ mod exports;
 mod health;
 mod holds;
 mod index;
+mod internal;
 mod live;
 mod live_transcode;
 mod metrics;
@@ -499,6 +500,25 @@ pub fn routes() -> Vec<RouteDef> {
             make: || get(openapi_json),
         },
     ]
+}
+
+/// The internal routes between cluster nodes (not in the public route table nor the OpenAPI
+/// description; signed requests only, see [`crate::internal`]).
+pub fn internal_router() -> Router<AppState> {
+    Router::new()
+        .route("/internal/v1/whoami", get(internal::whoami))
+        .route(
+            "/internal/v1/cameras/{cam}/streams/{stream}/spans",
+            get(internal::spans),
+        )
+        .route(
+            "/internal/v1/cameras/{cam}/streams/{stream}/plan",
+            get(internal::plan),
+        )
+        .route(
+            "/internal/v1/cameras/{cam}/streams/{stream}/segments/{id}",
+            get(internal::segment),
+        )
 }
 
 pub fn router() -> Router<AppState> {

@@ -18,6 +18,8 @@ mod cluster;
 mod cluster_deploy;
 #[cfg(feature = "cluster")]
 mod cluster_ha;
+#[cfg(feature = "cluster")]
+mod cluster_serve;
 mod disk_full;
 mod export;
 mod export_multi;
