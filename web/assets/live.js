@@ -10,12 +10,29 @@ import { h, cameraGroups, statusDot, userKey } from './ui.js';
 import { hooks } from './hooks.js';
 import { ptzAvailable, ptzControls } from './ptz.js';
 
+/// Whether this browser's Media Source Extensions decode a codec (RFC 6381 string).
+export function mseSupports(codec) {
+  return !!(window.MediaSource && MediaSource.isTypeSupported(`video/mp4; codecs="${codec}"`));
+}
+
+/// A codec's name for people: H.265 / H.264, else the RFC 6381 string.
+export function codecName(codec) {
+  if (/^(hvc1|hev1)/i.test(codec || '')) return 'H.265';
+  if (/^(avc1|avc3)/i.test(codec || '')) return 'H.264';
+  return codec || '?';
+}
+
 /// One live stream played into a <video> element. Reconnects by itself until stop().
+/// When the browser cannot decode the stream's codec (`codec`, from the camera's status, or the
+/// `init` message), it switches to the server's H.264 fallback (`?transcode=h264`) and says so
+/// in `state.fallback` ({codec, refused: null | 'busy' | 'unavailable', why}).
 export class LivePlayer {
-  constructor(video, camera, stream, onState) {
+  constructor(video, camera, stream, onState, codec) {
     Object.assign(this, { video, camera, stream, onState: onState || (() => {}) });
     this.state = { state: 'connecting', segments: 0, inits: 0, drops: 0, reconnects: 0, wallMs: null,
-      latencyMs: null, error: null, closeReason: null, width: null, height: null };
+      latencyMs: null, error: null, closeReason: null, width: null, height: null, fallback: null, codec: null };
+    // Known unsupported before connecting: straight to the fallback.
+    if (codec && !mseSupports(codec)) this.state.fallback = { codec: codecName(codec), refused: null, why: null };
     this.stopped = false;
     this.backoff = 1000;
     this.timer = setInterval(() => this.tick(), 250);
@@ -32,16 +49,26 @@ export class LivePlayer {
     ms.addEventListener('sourceopen', () => {
       if (this.stopped || ms !== this.ms) return;
       const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-      const ws = this.ws = new WebSocket(`${proto}//${location.host}${streamPath(this.camera, this.stream)}/live`);
+      const q = this.state.fallback ? '?transcode=h264' : '';
+      const ws = this.ws = new WebSocket(`${proto}//${location.host}${streamPath(this.camera, this.stream)}/live${q}`);
       ws.binaryType = 'arraybuffer';
       ws.onopen = () => { this.backoff = 1000; this.set('open'); };
-      ws.onmessage = (ev) => this.message(ev);
+      ws.onmessage = (ev) => { if (ws === this.ws) this.message(ev); };
       ws.onclose = (ev) => {
         if (ws !== this.ws) return;
         this.state.closeReason = `${ev.code} ${ev.reason}`;
         // The server ended the view because its rights ended (4401: credentials no longer
         // valid, 4403: no longer allowed): a retry would only be refused.
         if (ev.code === 4401 || ev.code === 4403) { this.ws = null; this.set('ended'); return; }
+        // The fallback refused: 4503 the server transcodes its maximum already (retry later),
+        // 4501 it cannot transcode at all (no retry).
+        const fb = this.state.fallback;
+        if (fb && (ev.code === 4503 || ev.code === 4501)) {
+          fb.refused = ev.code === 4501 ? 'unavailable' : (/turned off/.test(ev.reason) ? 'unavailable' : 'busy');
+          fb.why = ev.reason;
+          if (fb.refused === 'unavailable') { this.ws = null; this.set('ended'); return; }
+          this.backoff = Math.max(this.backoff, 5000);
+        }
         this.retry();
       };
     }, { once: true });
@@ -60,6 +87,16 @@ export class LivePlayer {
     if (typeof ev.data === 'string') {
       const m = JSON.parse(ev.data);
       if (m.type === 'init') {
+        this.state.codec = m.codec;
+        // The browser cannot decode this stream: ask the server for H.264 instead of failing
+        // (and reconnecting) forever.
+        if (!this.state.fallback && !mseSupports(m.codec)) {
+          this.state.fallback = { codec: codecName(m.codec), refused: null, why: null };
+          this.onState(this.state);
+          this.connect();
+          return;
+        }
+        if (this.state.fallback) this.state.fallback.refused = null;
         this.mime = m.mime; this.state.inits++; this.state.width = m.width; this.state.height = m.height; this.expect = 'init';
       } else if (m.type === 'media') {
         this.mapping.push({ t: m.dts_90k / 90000, wall: m.wall_ms });
@@ -222,11 +259,13 @@ export function livePage(root, ctx) {
       video.muted = true;
       const clock = h('span', { class: 'tile-clock', 'aria-live': 'off' }, '--:--:--');
       const badge = h('span', { class: 'tile-state' }, t('live.connecting'));
+      // Why the picture is transcoded by the server (or why it cannot be).
+      const note = h('div', { class: 'tile-note', role: 'status', hidden: true });
       const close = h('button', { class: 'tile-btn', 'aria-label': t('live.remove', { name: cam.name }), title: t('live.remove', { name: cam.name }),
         onclick: (ev) => { ev.stopPropagation(); slots[i] = null; enlarged = null; save(); render(); } }, '✕');
       const replay = h('a', { class: 'tile-btn', href: `#/playback/${encodeURIComponent(cam.id)}`, title: t('nav.playback'),
         'aria-label': `${t('nav.playback')} : ${cam.name}`, onclick: (ev) => ev.stopPropagation() }, '⟲');
-      tile.append(video, h('div', { class: 'tile-top' }, h('span', { class: 'tile-name' }, cam.name), clock),
+      tile.append(video, note, h('div', { class: 'tile-top' }, h('span', { class: 'tile-name' }, cam.name), clock),
         h('div', { class: 'tile-bottom' }, badge, h('span', { class: 'tile-actions' }, replay, close)));
       const toggle = () => { enlarged = enlarged === i ? null : i; render(); };
       tile.addEventListener('click', toggle);
@@ -244,16 +283,24 @@ export function livePage(root, ctx) {
           s.state === 'ended' ? (s.closeReason || '') :
           t('live.' + (s.state === 'reconnecting' ? 'reconnecting' : 'connecting'));
         tile.classList.toggle('stalled', s.state === 'reconnecting' || s.state === 'ended');
+        const fb = s.fallback;
+        note.hidden = !fb;
+        if (fb) {
+          note.textContent = t(fb.refused === 'busy' ? 'live.transcodeBusy' : fb.refused === 'unavailable' ? 'live.transcodeUnavailable' : 'live.transcoded',
+            { codec: fb.codec, why: fb.why || '' });
+          if (fb.refused === 'busy' && s.state === 'reconnecting') badge.textContent = t('live.transcodeRetry');
+        }
       };
       if (entry) {
         // Move the existing video element into the new tile.
         tile.replaceChild(entry.player.video, video);
         entry.player.onState = onState;
       } else {
-        entry = { camera: cam.id, stream, player: new LivePlayer(video, cam.id, stream, onState) };
+        const st = (cam.streams.find((x) => x.name === stream) || {}).status || {};
+        entry = { camera: cam.id, stream, player: new LivePlayer(video, cam.id, stream, onState, st.rfc6381_codec) };
         players.set(i, entry);
       }
-      test.tiles.push({ slot: i, camera: cam.id, stream: entry.stream, enlarged: enlarged === i, state: entry.player.state, video: entry.player.video, ptz: !!ptz });
+      test.tiles.push({ slot: i, camera: cam.id, stream: entry.stream, enlarged: enlarged === i, state: entry.player.state, video: entry.player.video, ptz: !!ptz, note });
       grid.append(tile);
     }
   }

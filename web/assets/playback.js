@@ -10,9 +10,17 @@ import { Timeline } from './timeline.js';
 import { h, can, message, session } from './ui.js';
 import { exportProgress } from './admin.js';
 import { hooks } from './hooks.js';
+import { codecName } from './live.js';
 
 const RATES = [0.5, 1, 2, 4, 8, 16];
 const BEFORE = 5 * 60e3, AFTER = 25 * 60e3;
+
+/// Whether this browser plays a codec (RFC 6381) in a <video> or through MSE.
+function canPlay(codec) {
+  const mime = `video/mp4; codecs="${codec}"`;
+  return document.createElement('video').canPlayType(mime) !== '' ||
+    !!(window.MediaSource && MediaSource.isTypeSupported(mime));
+}
 
 function once(el, ok, bad = 'error') {
   return new Promise((resolve, reject) => {
@@ -31,6 +39,13 @@ class CamPlayer {
     this.cam = cam; this.stream = main.name;
     this.spans = []; this.gaps = []; this.win = null; this.loading = false; this.seq = 0;
     this.fps = (main.status && main.status.fps) || 25;
+    // A codec this browser cannot play (H.265 in most Chromium builds): the server's H.264
+    // fallback (`transcode=h264`, streamed, so a seek outside what is loaded is a new request).
+    const codec = main.status && main.status.rfc6381_codec;
+    this.codec = codecName(codec);
+    this.transcode = !!codec && !canPlay(codec);
+    this.note = this.transcode ? t('live.transcoded', { codec: this.codec }) : '';
+    this.onNote = () => {};
     this.video = h('video', { muted: '', playsinline: '', preload: 'auto', 'aria-label': t('pb.video', { name: cam.name }) });
     this.video.muted = true;
   }
@@ -47,6 +62,31 @@ class CamPlayer {
       } catch { /* no events shown */ }
     }
   }
+  /// Whether the (streamed, transcoded) file has the picture at `ms` already.
+  loaded(ms) {
+    const b = this.video.buffered, t = (ms - this.win.start) / 1000;
+    for (let i = 0; i < b.length; i++) if (b.start(i) <= t && t <= b.end(i)) return true;
+    return false;
+  }
+  /// The transcoded file failed: ask again to read why (503 busy, 501 not built, …).
+  async explain(url, seq, ms) {
+    const ctl = new AbortController();
+    let why = this.error, code = null;
+    try {
+      const r = await fetch(url, { signal: ctl.signal, credentials: 'same-origin' });
+      if (!r.ok) {
+        const j = await r.json().catch(() => null);
+        why = (j && j.error && j.error.message) || `HTTP ${r.status}`;
+        code = r.status === 503 && j && j.error ? j.error.code : r.status;
+      }
+    } catch { /* network */ } finally { ctl.abort(); }
+    // 503 busy: the server transcodes its maximum already (the next seek or play retries);
+    // 503 unavailable (turned off) or 501 (no GStreamer): it cannot transcode at all.
+    const key = code === 'busy' ? 'live.transcodeBusy' : (code === 'unavailable' || code === 501) ? 'live.transcodeUnavailable' : 'pb.transcodeFailed';
+    this.note = t(key, { codec: this.codec, why });
+    this.onNote(this.note);
+    if (code === 'busy') setTimeout(() => { if (seq === this.seq && !this.win) this.seek(ms); }, 5000);
+  }
   spanAt(ms) { return this.spans.find(([s, e]) => s <= ms && ms < e - 100) || null; }
   nextSpan(ms) { return this.spans.find(([s]) => s > ms) || null; }
   wall() { return this.win && !this.loading && this.video.readyState >= 1 ? this.win.start + this.video.currentTime * 1000 : null; }
@@ -59,24 +99,35 @@ class CamPlayer {
     const sp = this.spanAt(ms);
     if (!sp) { this.unload(); return false; }
     const w = this.win;
-    if (w && !this.loading && ms >= w.start && ms < w.end - 200) {
+    if (w && !this.loading && ms >= w.start && ms < w.end - 200 && (!this.transcode || this.loaded(ms))) {
       this.video.currentTime = (ms - w.start) / 1000;
       return true;
     }
     const seq = ++this.seq;
-    const start = Math.max(sp[0], ms - BEFORE), end = Math.min(sp[1], ms + AFTER);
+    // Transcoded: the file starts where the picture is wanted (it cannot seek before what it
+    // has received).
+    const start = this.transcode ? ms : Math.max(sp[0], ms - BEFORE), end = Math.min(sp[1], ms + AFTER);
     this.win = { start, end };
     this.loading = true;
-    this.url = `${streamPath(this.cam.id, this.stream)}/video.mp4?start=${time.iso(start)}&end=${time.iso(end)}`;
+    this.url = `${streamPath(this.cam.id, this.stream)}/video.mp4?start=${time.iso(start)}&end=${time.iso(end)}` +
+      (this.transcode ? '&transcode=h264' : '');
     this.video.src = this.url;
     try {
       await once(this.video, 'loadedmetadata');
       if (seq !== this.seq) return true;
-      this.video.currentTime = (ms - start) / 1000;
-      await once(this.video, 'seeked');
+      if (!this.transcode) {
+        this.video.currentTime = (ms - start) / 1000;
+        await once(this.video, 'seeked');
+      }
     } catch (e) {
-      if (seq === this.seq) { this.win = null; this.loading = false; this.error = String(e.message || e); }
+      if (seq === this.seq) {
+        this.win = null; this.loading = false; this.error = String(e.message || e);
+        if (this.transcode) this.explain(this.url, seq, ms);
+      }
       return false;
+    }
+    if (this.transcode && this.note !== t('live.transcoded', { codec: this.codec })) {
+      this.note = t('live.transcoded', { codec: this.codec }); this.onNote(this.note);
     }
     if (seq === this.seq) this.loading = false;
     return true;
@@ -106,10 +157,13 @@ export function playbackPage(root, ctx) {
   const panes = players.map((p) => {
     const clock = h('span', { class: 'tile-clock' }, '');
     const none = h('div', { class: 'pane-none', hidden: true }, t('pb.none'));
+    // Why this camera's picture is transcoded by the server (or why it cannot be).
+    const note = h('div', { class: 'tile-note', role: 'status', hidden: !p.note }, p.note);
+    p.onNote = (text) => { note.textContent = text; note.hidden = !text; };
     const still = h('button', { class: 'tile-btn', title: t('pb.still'), 'aria-label': `${t('pb.still')} : ${p.cam.name}`, onclick: () => downloadStill(p) }, '⤓');
     const remove = players.length > 1 ? h('button', { class: 'tile-btn', title: t('pb.removeCam'), 'aria-label': `${t('pb.removeCam')} : ${p.cam.name}`,
       onclick: () => { location.hash = hashFor(ids.filter((x) => x !== p.cam.id), pos); } }, '✕') : null;
-    const el = h('div', { class: 'pane', 'data-camera': p.cam.id }, p.video,
+    const el = h('div', { class: 'pane', 'data-camera': p.cam.id }, p.video, note,
       h('div', { class: 'tile-top' }, h('span', { class: 'tile-name' }, p.cam.name), clock), none,
       h('div', { class: 'tile-bottom' }, h('span', {}), h('span', { class: 'tile-actions' }, still, remove)));
     return { p, el, clock, none };
@@ -170,7 +224,8 @@ export function playbackPage(root, ctx) {
 
   const test = hooks.playback = { players, timeline, seek: (ms) => seekAll(ms), pos: () => cur(), marks,
     state: () => ({ playing, rate: RATES[rateIdx], pos: cur(), players: players.map((p) => ({ camera: p.cam.id, url: p.url || null,
-      win: p.win, loading: p.loading, currentTime: p.video.currentTime, readyState: p.video.readyState, wall: p.wall(), error: p.error || null })) }) };
+      win: p.win, loading: p.loading, currentTime: p.video.currentTime, readyState: p.video.readyState, wall: p.wall(), error: p.error || null,
+      transcode: p.transcode, note: p.note })) }) };
 
   function hashFor(list, ms) {
     const [first, ...rest] = list;

@@ -246,6 +246,30 @@ impl From<vigie_footage::FootageError> for ApiError {
     }
 }
 
+/// H.264 fallback refusals: 503 + `Retry-After` when the bound is reached, 503 when turned
+/// off, 501 when built without GStreamer.
+impl From<vigie_service::TranscodeError> for ApiError {
+    fn from(e: vigie_service::TranscodeError) -> Self {
+        use vigie_service::TranscodeError as T;
+        match e {
+            T::Busy { .. } => ApiError::Busy {
+                message: e.to_string(),
+                retry_after_s: 10,
+            },
+            T::Off => ApiError::Unavailable(e.to_string()),
+            T::NotBuilt => ApiError::NotImplemented(e.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    /// The WebSocket close code of an error met after the upgrade (the live view): 4000 + the
+    /// HTTP status it would have had (4503 busy or off, 4501 not built).
+    pub fn close_code(&self) -> u16 {
+        4000 + self.status_and_code().0.as_u16()
+    }
+}
+
 /// Still errors: 404 nothing recorded, 501 not built, 503 anything else (with why).
 impl From<vigie_decode::StillError> for ApiError {
     fn from(e: vigie_decode::StillError) -> Self {

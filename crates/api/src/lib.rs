@@ -78,6 +78,8 @@ pub struct AppState {
     pub ptz: Arc<dyn vigie_service::ptz::PtzControl>,
     /// Camera events received since start, per (camera, kind), for `/metrics`.
     pub camera_events: Arc<CameraEventCounts>,
+    /// The H.264 fallback (`live?transcode=h264`, `video.mp4?…&transcode=h264`).
+    pub transcodes: Arc<dyn vigie_service::Transcodes>,
     /// Checks the signatures of the internal routes (`/internal/v1/…`); `None` (a single node,
     /// or a cluster node without a secret): every internal request is refused.
     pub internal: Option<Arc<internal::InternalAuth>>,

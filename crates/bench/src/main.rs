@@ -126,6 +126,14 @@ struct Args {
     /// Restart benchmark: Vigie's `storage.index_cache_bytes`, in MiB (default: Vigie's).
     #[arg(long)]
     restart_index_cache_mib: Option<u64>,
+    /// Restart benchmark: the camera stream served (a file of `fixtures/`; default the 2 Mbit/s
+    /// 720p one). A lighter one keeps 200 streams' recording small on a nearly full disk.
+    #[arg(long)]
+    restart_fixture: Option<String>,
+    /// Restart benchmark: write the generated index as binaries before index format 5 did (one
+    /// sled item per entry and a `by_id` row): the start then migrates it (its time measured).
+    #[arg(long)]
+    restart_legacy_layout: bool,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -272,6 +280,8 @@ fn main() -> Result<()> {
             v1_tables: args.restart_v1_tables,
             inline_tables: args.restart_inline_tables,
             index_cache_mib: args.restart_index_cache_mib,
+            legacy_layout: args.restart_legacy_layout,
+            fixture: args.restart_fixture.clone(),
         };
         println!(
             "| binary | history | segments | index MB per camera-day | page cache | `vigie run` → HTTP (writers open) | → every writer recording | peak RSS at recording / at end (above idle) | background verification | notes |"
@@ -586,6 +596,17 @@ struct Camsim {
 }
 
 fn start_camsim(env: &Env, dir: &Path, n: usize, mix: Mix) -> Result<Camsim> {
+    start_camsim_with(env, dir, n, mix, None)
+}
+
+/// [`start_camsim`] serving `fixture` (a file of `fixtures/`) instead of the mix's.
+fn start_camsim_with(
+    env: &Env,
+    dir: &Path,
+    n: usize,
+    mix: Mix,
+    fixture: Option<&str>,
+) -> Result<Camsim> {
     let port = free_port()?;
     let stats_path = dir.join("camsim-stats.json");
     let mut cmd = Command::new(&env.camsim);
@@ -600,7 +621,7 @@ fn start_camsim(env: &Env, dir: &Path, n: usize, mix: Mix) -> Result<Camsim> {
     match (mix, n) {
         (Mix::Mixed, 1) | (Mix::TwoMbps, _) => {
             cmd.arg("--mount")
-                .arg(format!("a={FX2}"))
+                .arg(format!("a={}", fixture.unwrap_or(FX2)))
                 .arg("--copies")
                 .arg(n.to_string());
         }

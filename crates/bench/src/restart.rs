@@ -26,7 +26,7 @@ use nix::sys::signal::Signal;
 use vigie_core::{Codec, StreamKey, SystemClock, Time90k, VideoParams};
 use vigie_store::{SampleInfo, Store, StoreConfig, SyntheticSegment};
 
-use super::{Env, Mix, dir_bytes, free_port, proc_kib, start_camsim, stop_camsim};
+use super::{Env, Mix, dir_bytes, free_port, proc_kib, start_camsim_with, stop_camsim};
 
 pub struct Size {
     pub days: u32,
@@ -57,6 +57,10 @@ pub struct Opts {
     pub inline_tables: bool,
     /// `storage.index_cache_bytes` in MiB (`None`: Vigie's default).
     pub index_cache_mib: Option<u64>,
+    /// The index as written before format 5 (one item per entry): the start migrates it.
+    pub legacy_layout: bool,
+    /// Camera fixture served instead of the 2 Mbit/s one.
+    pub fixture: Option<String>,
 }
 
 /// Deterministic pseudo-random numbers (xorshift).
@@ -117,13 +121,21 @@ pub fn key(i: usize) -> StreamKey {
 }
 
 /// Generates the index and the sparse files in `data` (unless already there).
-fn generate(data: &Path, size: &Size, v1_tables: bool, inline_tables: bool) -> Result<()> {
-    let marker = data.join(if v1_tables {
+fn generate(
+    data: &Path,
+    size: &Size,
+    v1_tables: bool,
+    inline_tables: bool,
+    legacy: bool,
+) -> Result<()> {
+    let marker = data.join(if legacy {
+        ".generated-v4-legacy"
+    } else if v1_tables {
         ".generated-v1"
     } else if inline_tables {
         ".generated-v3"
     } else {
-        ".generated-v4"
+        ".generated-v5"
     });
     if marker.exists() {
         eprintln!("# reusing {}", data.display());
@@ -193,6 +205,15 @@ fn generate(data: &Path, size: &Size, v1_tables: bool, inline_tables: bool) -> R
     }
     store.flush_index()?;
     drop(store);
+    if legacy {
+        let t = Instant::now();
+        let ix = vigie_store::index::Index::open(&data.join("index"))?;
+        ix.write_legacy_layout_for_test()?;
+        eprintln!(
+            "# written as one item per entry (format 4) in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     std::fs::write(&marker, b"")?;
     eprintln!(
         "# generated {} segments in {:.0} s",
@@ -205,14 +226,14 @@ fn generate(data: &Path, size: &Size, v1_tables: bool, inline_tables: bool) -> R
 /// What one index entry is made of: encoded length, sample table, fragment table.
 fn entry_anatomy(index_dir: &Path) -> Result<String> {
     let idx = vigie_store::index::Index::open(index_dir)?;
-    let Some(kv) = idx.segments.iter().next() else {
+    let Some(e) = idx.all_segments().next() else {
         return Ok(String::new());
     };
-    let (_, v) = kv?;
-    let e: vigie_store::index::SegmentEntry = postcard::from_bytes(&v)?;
+    let e = e?;
+    let v = postcard::to_allocvec(&e)?;
     let (st, ft) = (e.sample_table.len(), e.fragment_table.len());
     Ok(format!(
-        "entry {} B = sample table {st} B ({}) + fragment table {ft} B + head {} B; by_id row 37 B",
+        "entry {} B = sample table {st} B ({}) + fragment table {ft} B + head {} B (+4 B in its block of 32; a 21 B id row)",
         v.len(),
         if let Some(len) = vigie_store::filetables::external_len(&e.sample_table) {
             format!("a reference to {len} B of tables in the segment file")
@@ -327,11 +348,18 @@ pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<Re
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data");
     if size.days > 0 {
-        generate(&data, size, opts.v1_tables, opts.inline_tables)?;
+        generate(
+            &data,
+            size,
+            opts.v1_tables,
+            opts.inline_tables,
+            opts.legacy_layout,
+        )?;
     } else {
         let _ = std::fs::remove_dir_all(&data);
     }
-    let anatomy = if size.days > 0 {
+    // (Opening the index would migrate a legacy one before Vigie's start.)
+    let anatomy = if size.days > 0 && !opts.legacy_layout {
         entry_anatomy(&data.join("index"))?
     } else {
         String::new()
@@ -347,7 +375,13 @@ pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<Re
     if !anatomy.is_empty() {
         r.notes.push(anatomy);
     }
-    let cam = start_camsim(env, &dir, size.streams, Mix::TwoMbps)?;
+    let cam = start_camsim_with(
+        env,
+        &dir,
+        size.streams,
+        Mix::TwoMbps,
+        opts.fixture.as_deref(),
+    )?;
     // Give camsim a moment to listen before Vigie's sessions try it.
     std::thread::sleep(Duration::from_millis(500));
     r.cache_dropped = drop_caches().err();

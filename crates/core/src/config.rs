@@ -67,6 +67,8 @@ pub struct Config {
     #[serde(default)]
     pub exports: ExportsConfig,
     #[serde(default)]
+    pub live: LiveConfig,
+    #[serde(default)]
     pub communes: Vec<Commune>,
     #[serde(default)]
     pub cameras: Vec<Camera>,
@@ -443,6 +445,37 @@ fn default_max_concurrent_logins() -> u32 {
 }
 fn default_max_queued_logins() -> u32 {
     16
+}
+
+/// `[live]`: the H.264 fallback for browsers that cannot decode a camera's H.265 (live view and
+/// playback re-encoded by the server, see docs/API.md "H.264 fallback").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Transcodes (live views and playback responses re-encoded to H.264) running at once
+    /// (0..=64; 0 turns the fallback off). Each costs about one core at 720p (see
+    /// docs/BENCHMARKS.md); beyond it a request is refused with 503 / close code 4503. Default 2.
+    #[serde(default = "default_live_max_transcodes")]
+    pub max_transcodes: u32,
+    /// Target bitrate of the fallback's H.264 (100..=20000 kbit/s). Default 2000.
+    #[serde(default = "default_live_transcode_bitrate_kbps")]
+    pub transcode_bitrate_kbps: u32,
+}
+
+fn default_live_max_transcodes() -> u32 {
+    2
+}
+fn default_live_transcode_bitrate_kbps() -> u32 {
+    2000
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            max_transcodes: default_live_max_transcodes(),
+            transcode_bitrate_kbps: default_live_transcode_bitrate_kbps(),
+        }
+    }
 }
 
 /// `[exports]`: bounds on evidence export jobs and the packages they leave on disk.
@@ -1272,7 +1305,7 @@ impl Config {
         }
         // Every numeric setting with a plain allowed range: one table, one message.
         let a = &self.auth;
-        let ranges: [(&str, u64, RangeInclusive<u64>); 24] = [
+        let ranges: [(&str, u64, RangeInclusive<u64>); 26] = [
             (
                 "retention.journal_days",
                 self.retention.journal_days.into(),
@@ -1364,6 +1397,16 @@ impl Config {
                 "exports.max_running",
                 self.exports.max_running.into(),
                 1..=16,
+            ),
+            (
+                "live.max_transcodes",
+                self.live.max_transcodes.into(),
+                0..=64,
+            ),
+            (
+                "live.transcode_bitrate_kbps",
+                self.live.transcode_bitrate_kbps.into(),
+                100..=20000,
             ),
             (
                 "exports.max_concurrent_per_user",
@@ -2181,9 +2224,11 @@ class = "close-up"
         assert_eq!(c.exports.max_concurrent_per_user, 2);
         assert_eq!(c.exports.package_lifetime_days, 7);
         assert_eq!(c.exports_min_free_bytes(), (20u64 << 30) + (2 << 30));
+        assert_eq!(c.live.max_transcodes, 2);
+        assert_eq!(c.live.transcode_bitrate_kbps, 2000);
         let bad = GOOD.replace(
             "[retention]",
-            "[exports]\nmax_running = 0\nmax_concurrent_per_user = 9\nmax_queued = 3\nquota_bytes = 0\n\
+            "[live]\nmax_transcodes = 65\ntranscode_bitrate_kbps = 5\n[exports]\nmax_running = 0\nmax_concurrent_per_user = 9\nmax_queued = 3\nquota_bytes = 0\n\
              package_lifetime_days = 0\n[auth]\nmax_concurrent_logins = 0\n[retention]",
         );
         let bad = bad.replace(
@@ -2194,6 +2239,8 @@ class = "close-up"
             .unwrap_err()
             .to_string();
         for key in [
+            "live.max_transcodes",
+            "live.transcode_bitrate_kbps",
             "exports.max_running",
             "exports.max_concurrent_per_user",
             "exports.quota_bytes",

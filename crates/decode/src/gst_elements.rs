@@ -1,4 +1,4 @@
-//! Every GStreamer element Vigie uses (stills, burned-in copies), with the Debian 12 package
+//! Every GStreamer element Vigie uses (stills, burned-in copies, the H.264 fallback), with the Debian 12 package
 //! that provides it: the one list that `.ci/run`, the README, the test
 //! `every_gstreamer_element_is_installed` and the start-up check of `vigie run` follow.
 //! A missing element otherwise shows only when a user asks for a still or a burned-in copy
@@ -11,6 +11,8 @@ pub const GST_ELEMENTS: &[(&str, &str)] = &[
     // Core elements.
     ("capsfilter", "libgstreamer1.0-0"),
     ("filesink", "libgstreamer1.0-0"),
+    // The H.264 fallback: where privacy masks attach.
+    ("identity", "libgstreamer1.0-0"),
     // Base plugins.
     ("appsrc", "gstreamer1.0-plugins-base"),
     ("appsink", "gstreamer1.0-plugins-base"),
@@ -109,6 +111,16 @@ mod tests {
                 assert!(
                     listed(name),
                     "{name} is in the burn-in pipeline but not in GST_ELEMENTS"
+                );
+            }
+        }
+        for codec in [vigie_core::Codec::H264, vigie_core::Codec::H265] {
+            let desc = crate::transcode::pipeline_description(codec, &Default::default());
+            for part in desc.split('!') {
+                let name = part.split_whitespace().next().unwrap_or("");
+                assert!(
+                    listed(name),
+                    "{name} is in the transcode pipeline but not in GST_ELEMENTS"
                 );
             }
         }

@@ -4,6 +4,8 @@
 //! Owns: JPEG stills of the picture shown at an instant ([`still`], for `snapshot.jpg` and the
 //! derived stills of evidence exports), the burned-in working copy of an export ([`burnin`]),
 //! the privacy masks painted on both ([`masks`], attachable to any raw-video pad),
+//! the H.264 fallback for browsers without an H.265 decoder ([`transcode`]: live frames or a
+//! recorded range re-encoded, and the bound on concurrent transcodes),
 //! and the list of GStreamer elements these need with their Debian packages
 //! ([`gst_elements`], checked at start).
 //!
@@ -19,6 +21,7 @@ pub mod gst_elements;
 pub mod masks;
 #[cfg(feature = "gst")]
 pub mod still;
+pub mod transcode;
 
 /// Whether this build can decode (the `gst` cargo feature).
 pub const AVAILABLE: bool = cfg!(feature = "gst");

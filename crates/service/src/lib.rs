@@ -9,6 +9,9 @@
 //! changing. Storage administration (holds, health, statistics, metrics) is node-local and stays
 //! on the store.
 //!
+//! The H.264 fallback for browsers without an H.265 decoder ([`Transcodes`]: live frames and
+//! recorded ranges re-encoded, at most `[live] max_transcodes` at once) is here too.
+//!
 //! PTZ of ONVIF cameras ([`ptz::PtzControl`], with the per-camera operator lock) is here too.
 //!
 //! Blocking methods say so: callers run them off the async executor.
@@ -108,6 +111,164 @@ pub trait ExportJobs: Send + Sync {
     fn package_path(&self, id: &str) -> PathBuf;
     /// The key packages are signed with.
     fn signing_key(&self) -> &InstallationKey;
+}
+
+/// Why a transcode (the H.264 fallback) was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscodeError {
+    /// The bound is reached: try again later.
+    #[error(
+        "the server is already transcoding {running} of at most {max} streams ([live] max_transcodes): try again later"
+    )]
+    Busy { running: usize, max: usize },
+    /// `[live] max_transcodes = 0`.
+    #[error("the H.264 fallback is turned off on this server ([live] max_transcodes = 0)")]
+    Off,
+    /// Built without GStreamer.
+    #[error("the H.264 fallback needs the `gst` cargo feature (GStreamer)")]
+    NotBuilt,
+}
+
+/// A recorded range ready to be transcoded: the samples its `video.mp4` presents.
+pub struct RangePlan {
+    /// The camera (whose privacy masks are painted).
+    pub camera: String,
+    pub input: vigie_mp4::progressive::Input,
+    pub codec: vigie_core::Codec,
+    pub spans: Vec<Span>,
+}
+
+/// The H.264 fallback: re-encoding for browsers that cannot decode a stream's codec.
+pub trait Transcodes: Send + Sync {
+    /// Takes one of the `[live] max_transcodes` slots (held until dropped), or says why not.
+    fn acquire(&self) -> Result<vigie_decode::transcode::TranscodeSlot, TranscodeError>;
+    /// Encoder settings (`[live] transcode_bitrate_kbps`).
+    fn settings(&self) -> vigie_decode::transcode::TranscodeSettings;
+    /// Plans a recorded range exactly as `video.mp4` would serve it (404 nothing recorded,
+    /// 409 gaps or a codec change). Blocking (index reads).
+    fn plan(&self, req: &PlaybackRequest) -> Result<RangePlan, FootageError>;
+    /// Transcodes a planned range to a fragmented H.264 MP4, handed to `send` as produced
+    /// (until it returns false). Blocking (file reads, waits on the encoder).
+    fn run(&self, plan: &RangePlan, send: &mut dyn FnMut(Bytes) -> bool) -> Result<(), StillError>;
+    /// The camera's privacy masks, painted on every transcoded picture.
+    fn masks(&self, camera: &str) -> Vec<vigie_core::masks::Mask>;
+    /// (running, bound, refused since start), for `/metrics`.
+    fn load(&self) -> (usize, usize, u64);
+}
+
+/// The H.264 fallback run here, on the store's footage.
+pub struct LocalTranscodes {
+    pub store: Store,
+    pub slots: vigie_decode::transcode::TranscodeSlots,
+    pub settings: vigie_decode::transcode::TranscodeSettings,
+    /// Transcodes refused since start (bound reached).
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Privacy masks per camera id (`[[cameras.masks]]`).
+    pub masks: HashMap<String, Vec<vigie_core::masks::Mask>>,
+}
+
+impl LocalTranscodes {
+    /// From `[live]` and the cameras' `[[cameras.masks]]`.
+    pub fn from_config(store: Store, config: &vigie_core::config::Config) -> LocalTranscodes {
+        let live = &config.live;
+        LocalTranscodes {
+            masks: config
+                .cameras
+                .iter()
+                .filter(|c| !c.masks.is_empty())
+                .map(|c| (c.id.clone(), c.masks.clone()))
+                .collect(),
+            store,
+            slots: vigie_decode::transcode::TranscodeSlots::new(live.max_transcodes as usize),
+            settings: vigie_decode::transcode::TranscodeSettings {
+                bitrate_kbps: live.transcode_bitrate_kbps,
+                ..Default::default()
+            },
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Transcodes for LocalTranscodes {
+    fn acquire(&self) -> Result<vigie_decode::transcode::TranscodeSlot, TranscodeError> {
+        if !vigie_decode::AVAILABLE {
+            return Err(TranscodeError::NotBuilt);
+        }
+        if self.slots.max() == 0 {
+            return Err(TranscodeError::Off);
+        }
+        self.slots.try_acquire().ok_or_else(|| {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            TranscodeError::Busy {
+                running: self.slots.running(),
+                max: self.slots.max(),
+            }
+        })
+    }
+    fn masks(&self, camera: &str) -> Vec<vigie_core::masks::Mask> {
+        self.masks.get(camera).cloned().unwrap_or_default()
+    }
+    fn load(&self) -> (usize, usize, u64) {
+        (
+            self.slots.running(),
+            self.slots.max(),
+            self.refused.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+    fn settings(&self) -> vigie_decode::transcode::TranscodeSettings {
+        self.settings
+    }
+    fn plan(&self, req: &PlaybackRequest) -> Result<RangePlan, FootageError> {
+        let map_err = |e: PlaybackError| {
+            let message = e.to_string();
+            match e {
+                PlaybackError::Store(e) => FootageError::Store(e),
+                PlaybackError::NoRecording => FootageError::NoRecording {
+                    key: req.key.clone(),
+                    start: req.start,
+                    end: req.end,
+                },
+                PlaybackError::Gaps { spans } => FootageError::Conflict { message, spans },
+                PlaybackError::CodecChange { ranges } => FootageError::Conflict {
+                    message,
+                    spans: ranges,
+                },
+            }
+        };
+        let cands = self
+            .store
+            .playback_candidates(&req.key, req.start, req.end)
+            .map_err(map_err)?;
+        cands.check(req.gaps).map_err(map_err)?;
+        let plan = cands.plan(&self.store, req.gaps).map_err(map_err)?;
+        let input = plan.materialise().map_err(|e| {
+            FootageError::Store(StoreError::Corrupt {
+                what: format!("sample tables of {}: {e}", req.key),
+            })
+        })?;
+        // The sample entry's type says the codec (a codec change inside a range is a 409 above).
+        let codec = match input.sample_entries.first().and_then(|e| e.get(4..8)) {
+            Some(b"hvc1") | Some(b"hev1") => vigie_core::Codec::H265,
+            _ => vigie_core::Codec::H264,
+        };
+        Ok(RangePlan {
+            camera: req.key.camera.clone(),
+            input,
+            codec,
+            spans: plan.spans,
+        })
+    }
+    fn run(&self, plan: &RangePlan, send: &mut dyn FnMut(Bytes) -> bool) -> Result<(), StillError> {
+        let masks = self.masks(&plan.camera);
+        vigie_decode::transcode::transcode_range(
+            &plan.input,
+            plan.codec,
+            &self.settings,
+            &masks,
+            send,
+        )
+    }
 }
 
 /// Footage of the streams this node records: its store.

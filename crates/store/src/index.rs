@@ -3,14 +3,15 @@
 //! Trees:
 //! * `meta`: `next_segment_id` (u64 BE), `next_stream_id` (u32 BE), `format` (u32 BE).
 //! * `streams`: `"<camera>/<stream>"` → stream id (u32 BE); `streams_rev`: id → postcard(StreamKey).
-//! * `segments`: key = stream id (u32 BE) ‖ start_90k as u64 BE with the sign bit flipped ‖
-//!   segment id (u64 BE) — 20 bytes, so one stream's segments are contiguous and sorted by start,
-//!   and "segments of S overlapping [t0, t1)" is ONE range scan from
-//!   `(S, t0 − MAX_SEGMENT_90K)` to `(S, t1)`, filtered on end > t0. Value = postcard
-//!   ([`SegmentEntry`]).
-//! * `by_id`: segment id (u64 BE) → its `segments` key (20 bytes), then the entry's indexed
-//!   length (u64 BE) and open flag (1 byte): what the background verification needs, so it walks
-//!   this small tree instead of the entries (rows written before have the key only).
+//! * `blocks`, `ids`, `open` (index format 5, [`crate::blocks`]): a stream's closed segment
+//!   entries packed by up to 32 in one value keyed by the [`seg_key`] of its first entry
+//!   (stream id u32 BE ‖ start_90k u64 BE, sign bit flipped ‖ segment id u64 BE), so one
+//!   stream's segments are contiguous and sorted by start, and "segments of S overlapping
+//!   [t0, t1)" is one seek for the block holding `(S, t0 − MAX_SEGMENT_90K)` and one range scan
+//!   from there to `(S, t1)`, filtered on end > t0; id → block rows, 64 ids a value; the
+//!   entries of open segments, one item each. Entries are postcard ([`SegmentEntry`]).
+//! * `segments`, `by_id`: formats 2–4's one item per entry (key as above) and id → key ‖
+//!   length ‖ open flag rows ([`ByIdRow`]); migrated into the trees above at open, then empty.
 //! * `params`: params id (u64 BE, FNV-1a of the postcard encoding) → postcard(VideoParams):
 //!   codec parameters stored once, shared by all segments that use them.
 //! * `garbage`: segment id → postcard(GarbageRow): a deletion in progress (survives a crash).
@@ -18,6 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 use sled::Tree;
+
 use vigie_core::dblock::{LOCK_WAIT, is_lock_conflict, retry_while_locked};
 use vigie_core::{Codec, StreamKey, Time90k, VideoParams};
 
@@ -35,10 +37,14 @@ pub const MAX_SEGMENT_90K: i64 = (300 + 20) * vigie_core::TIME_UNITS_PER_SEC;
 /// ([`crate::filetables`]); entries holding their tables (older formats, open segments,
 /// recovered ones) are read as before, so a format-2 or 3 index is opened and marked 4 in place.
 /// The mark keeps a binary that cannot read the newer entries from opening the index.
-const FORMAT: u32 = 4;
+/// 5: closed entries packed by stream in blocks of up to 32 (`blocks`), open ones in `open`,
+/// `ids` instead of `by_id`
+/// ([`crate::blocks`]); formats 2–4 (one `segments` item per entry) are migrated in place at
+/// open (resumably: [`crate::blocks::migrate`]), their entries copied as they are.
+pub const FORMAT: u32 = 5;
 
-/// Formats [`Index::open`] accepts (and marks [`FORMAT`]).
-const READABLE_FORMATS: [u32; 3] = [2, 3, 4];
+/// Formats [`Index::open`] accepts (and marks [`FORMAT`], migrating 2–4).
+const READABLE_FORMATS: [u32; 4] = [2, 3, 4, 5];
 
 /// One segment in the index: its [`EntryHead`] (what listings need) followed by the init
 /// length and the tables. postcard lays a nested struct out inline, so the encoded bytes are
@@ -196,7 +202,18 @@ pub struct Index {
     pub meta: Tree,
     pub streams: Tree,
     pub streams_rev: Tree,
+    /// Format 5's closed entries, one value per block of a stream's consecutive segments
+    /// ([`crate::blocks`]).
+    pub blocks: Tree,
+    /// Format 5's id → block rows, one value per 64 ids ([`crate::blocks`]).
+    pub ids: Tree,
+    /// Format 5's entries of open segments, one item each, keyed as [`seg_key`]: what a
+    /// writer updates every `index_interval_ms`, moved into its block when it closes.
+    pub open: Tree,
+    /// Formats 2–4's entries, one item per segment: empty once migrated (kept open so tests
+    /// can write an index as older binaries did).
     pub segments: Tree,
+    /// Formats 2–4's id → `segments` key rows: empty once migrated.
     pub by_id: Tree,
     pub params: Tree,
     pub garbage: Tree,
@@ -214,10 +231,9 @@ fn corrupt(what: impl Into<String>) -> StoreError {
 /// Default of sled's page cache (`storage.index_cache_bytes`): sled's own default is 1 GiB,
 /// which a walk of a large index (background verification, reindex) fills, and the recorder
 /// keeps for good. sled counts its cache in on-disk bytes; in memory a walked page costs ~3.6
-/// times that (measured: a walk of 2 M `by_id` rows leaves +231 MiB resident with 64 MiB,
-/// +60 with 16, +30 with 8, +3 with 1; docs/BENCHMARKS.md "Restart"). 8 MiB still holds the
-/// upper levels of the trees and the newest leaves every writer and listing touches (index
-/// format 4 entries are ~100 B, 16 to a leaf).
+/// times that (measured in format 4: a walk of 2 M `by_id` rows leaves +231 MiB resident with
+/// 64 MiB, +60 with 16, +30 with 8, +3 with 1; docs/BENCHMARKS.md "Restart"). 8 MiB still holds
+/// the upper levels of the trees and the newest leaves every writer and listing touches.
 pub const DEFAULT_CACHE_BYTES: u64 = 8 << 20;
 
 impl Index {
@@ -266,29 +282,20 @@ impl Index {
                 source,
             })
         };
-        let idx = Index {
-            meta: t("meta")?,
-            streams: t("streams")?,
-            streams_rev: t("streams_rev")?,
-            segments: t("segments")?,
-            by_id: t("by_id")?,
-            params: t("params")?,
-            garbage: t("garbage")?,
-            deletions: t("deletions")?,
-            db,
-        };
-        match idx.meta.get("format")? {
+        let meta = t("meta")?;
+        match meta.get("format")? {
             None => {
-                idx.meta.insert("format", &FORMAT.to_be_bytes())?;
+                meta.insert("format", &FORMAT.to_be_bytes())?;
             }
             Some(v) if u32_of(&v) == Some(FORMAT) => {}
             Some(v) if u32_of(&v).is_some_and(|f| READABLE_FORMATS.contains(&f)) => {
-                tracing::info!(
-                    from = u32_of(&v),
-                    to = FORMAT,
-                    "index format upgraded in place (older entries are read as they are)"
-                );
-                idx.meta.insert("format", &FORMAT.to_be_bytes())?;
+                // Marked first (in one batch with the mark of a migration under way): a binary
+                // that cannot read blocks refuses a half-migrated index.
+                let mut b = sled::Batch::default();
+                b.insert("format", &FORMAT.to_be_bytes());
+                b.insert("migrating", &u32_of(&v).unwrap_or(0).to_be_bytes());
+                meta.apply_batch(b)?;
+                db.flush()?;
             }
             Some(_) => {
                 return Err(corrupt(format!(
@@ -296,6 +303,51 @@ impl Index {
                 )));
             }
         }
+        if let Some(from) = meta.get("migrating")? {
+            let started = std::time::Instant::now();
+            tracing::info!(
+                from = u32_of(&from),
+                to = FORMAT,
+                "migrating the index in place (entries packed in blocks)"
+            );
+            let moved = {
+                let (segments, by_id) = (t("segments")?, t("by_id")?);
+                drop(by_id);
+                crate::blocks::migrate(&meta, &segments, &t("blocks")?, &t("ids")?, &t("open")?)?
+            };
+            db.flush()?;
+            // The old trees go at once (sled frees their pages), then the mark.
+            for name in ["segments", "by_id"] {
+                db.drop_tree(name)?;
+            }
+            let mut b = sled::Batch::default();
+            for k in ["migrating", "migrate_segments_after"] {
+                b.remove(k);
+            }
+            meta.apply_batch(b)?;
+            db.flush()?;
+            tracing::info!(
+                from = u32_of(&from),
+                entries = moved,
+                ms = started.elapsed().as_millis() as u64,
+                "index migrated to format 5"
+            );
+        }
+        let idx = Index {
+            meta,
+            streams: t("streams")?,
+            streams_rev: t("streams_rev")?,
+            blocks: t("blocks")?,
+            ids: t("ids")?,
+            open: t("open")?,
+            segments: t("segments")?,
+            by_id: t("by_id")?,
+            params: t("params")?,
+            garbage: t("garbage")?,
+            deletions: t("deletions")?,
+            db,
+        };
+        idx.drop_stale_open_rows()?;
         Ok(idx)
     }
 
@@ -387,116 +439,6 @@ impl Index {
             Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
             None => Ok(None),
         }
-    }
-
-    pub fn put_segment(&self, e: &SegmentEntry) -> Result<(), StoreError> {
-        let key = seg_key(e.stream_id, e.start_90k, e.id);
-        self.segments.insert(key, postcard::to_allocvec(e)?)?;
-        self.by_id.insert(
-            e.id.to_be_bytes(),
-            &ByIdRow::encode(&key, e.bytes, e.open)[..],
-        )?;
-        Ok(())
-    }
-
-    pub fn get_segment(&self, id: u64) -> Result<Option<SegmentEntry>, StoreError> {
-        let Some(v) = self.by_id.get(id.to_be_bytes())? else {
-            return Ok(None);
-        };
-        let row =
-            ByIdRow::decode(&v).ok_or_else(|| corrupt(format!("by_id row of segment {id}")))?;
-        match self.segments.get(row.key)? {
-            Some(v) => Ok(Some(postcard::from_bytes(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Removes a segment entry (both trees).
-    pub fn remove_segment(&self, e: &SegmentEntry) -> Result<(), StoreError> {
-        self.segments
-            .remove(seg_key(e.stream_id, e.start_90k, e.id))?;
-        self.by_id.remove(e.id.to_be_bytes())?;
-        Ok(())
-    }
-
-    /// Segments of a stream overlapping [start, end), in start order: one range scan, read
-    /// lazily (one entry at a time; nothing accumulated).
-    pub fn segments_overlapping(
-        &self,
-        stream_id: u32,
-        start: Time90k,
-        end: Time90k,
-    ) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
-        self.segments_overlapping_heads(stream_id, start, end).map(
-            |r| -> Result<SegmentEntry, StoreError> {
-                Ok(postcard::from_bytes::<SegmentEntry>(&r?.1)?)
-            },
-        )
-    }
-
-    /// [`Index::segments_overlapping`] decoding only each entry's [`EntryHead`]; the encoded
-    /// entry comes along (a cheap reference-counted buffer) for a full decode later. Lazy: the
-    /// caller keeps what it needs (playback keeps its range's entries, capped by the API's
-    /// longest range), so no walk of the index is materialised here.
-    pub fn segments_overlapping_heads(
-        &self,
-        stream_id: u32,
-        start: Time90k,
-        end: Time90k,
-    ) -> impl Iterator<Item = Result<(EntryHead, sled::IVec), StoreError>> + use<> {
-        let lo = seg_key(stream_id, start.0.saturating_sub(MAX_SEGMENT_90K), 0);
-        let hi = seg_key(stream_id, end.0, 0);
-        self.segments
-            .range(lo..hi)
-            .map(
-                move |kv| -> Result<Option<(EntryHead, sled::IVec)>, StoreError> {
-                    let (_, v) = kv?;
-                    let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
-                    Ok(h.overlaps(start).then_some((h, v)))
-                },
-            )
-            .filter_map(Result::transpose)
-    }
-
-    /// The oldest and the newest segment head of a stream (two seeks, nothing walked).
-    pub fn stream_extent(
-        &self,
-        stream_id: u32,
-    ) -> Result<Option<(EntryHead, EntryHead)>, StoreError> {
-        let mut it = self.segments.scan_prefix(stream_id.to_be_bytes());
-        let head = |v: &sled::IVec| -> Result<EntryHead, StoreError> {
-            Ok(postcard::take_from_bytes::<EntryHead>(v)?.0)
-        };
-        let Some(first) = it.next() else {
-            return Ok(None);
-        };
-        let first = head(&first?.1)?;
-        let last = match it.next_back() {
-            Some(kv) => head(&kv?.1)?,
-            None => first.clone(),
-        };
-        Ok(Some((first, last)))
-    }
-
-    /// All segments of a stream, oldest first (lazily).
-    pub fn stream_segments(
-        &self,
-        stream_id: u32,
-    ) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
-        self.segments
-            .scan_prefix(stream_id.to_be_bytes())
-            .map(|kv| {
-                let (_, v) = kv?;
-                Ok(postcard::from_bytes::<SegmentEntry>(&v)?)
-            })
-    }
-
-    /// Every segment entry.
-    pub fn all_segments(&self) -> impl Iterator<Item = Result<SegmentEntry, StoreError>> + use<> {
-        self.segments.iter().map(|kv| {
-            let (_, v) = kv?;
-            Ok(postcard::from_bytes::<SegmentEntry>(&v)?)
-        })
     }
 
     pub fn deletion_key(when: Time90k, seq: u64) -> [u8; 16] {

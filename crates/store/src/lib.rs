@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use vigie_core::config::RecordingConfig;
 use vigie_core::{Clock, Codec, StreamKey, Time90k, VideoParams};
 
+pub mod blocks;
 pub mod edge;
 pub mod events;
 pub mod filetables;

@@ -31,7 +31,7 @@ use vigie_core::{StreamKey, Time90k};
 use vigie_mp4::{ParsedSegment, SegmentTrailer};
 
 use crate::StoreError;
-use crate::index::{ByIdRow, EntryHead, Index, SegmentEntry, seg_key};
+use crate::index::{EntryHead, Index, SegmentEntry, seg_key};
 use crate::layout::{Layout, file_name, fsync_dir, read_dir_sorted};
 use crate::sampletable::{FragmentLoc, FragmentTableEncoder, SampleTableEncoder};
 
@@ -192,20 +192,16 @@ pub const RECENT_ENTRIES_PER_STREAM: usize = 8;
 /// What start-up recovery leaves to the background verification ([`crate::verify`]).
 #[derive(Debug, Default)]
 pub(crate) struct Deferred {
-    /// `segments` keys already checked at start-up (at most [`RECENT_ENTRIES_PER_STREAM`] × 2 per
+    /// [`seg_key`]s of the entries already checked at start-up (at most [`RECENT_ENTRIES_PER_STREAM`] × 2 per
     /// stream: memory bounded by the number of streams).
     pub checked: BTreeSet<[u8; 20]>,
     /// Ids from this one on are allocated by this run's writers: not history.
     pub first_new_id: u64,
 }
 
-/// Removes an entry given its `segments` key fields (both trees).
+/// Removes an entry (its block or open row, and its id row).
 pub(crate) fn remove_entry(index: &Index, h: &EntryHead) -> Result<(), StoreError> {
-    index
-        .segments
-        .remove(seg_key(h.stream_id, h.start_90k, h.id))?;
-    index.by_id.remove(h.id.to_be_bytes())?;
-    Ok(())
+    index.remove_segment(h)
 }
 
 /// What [`check_entry`] concluded.
@@ -304,7 +300,7 @@ pub(crate) fn index_orphan(
     Ok(())
 }
 
-/// The `segments` keys start-up recovery checks: each stream's newest entries by start, and the
+/// The [`seg_key`]s of the entries start-up recovery checks: each stream's newest entries by start, and the
 /// newest ids of the whole store (an id newer than its stream's newest start means the clock
 /// stepped back). Reverse range scans: cost independent of the history.
 fn recent_keys(
@@ -313,30 +309,25 @@ fn recent_keys(
 ) -> Result<BTreeSet<[u8; 20]>, StoreError> {
     let mut keys = BTreeSet::new();
     for (sid, _) in streams {
-        for kv in index
-            .segments
-            .scan_prefix(sid.to_be_bytes())
-            .rev()
-            .take(RECENT_ENTRIES_PER_STREAM)
-        {
-            let (k, _) = kv?;
-            if let Ok(k) = <[u8; 20]>::try_from(&k[..]) {
-                keys.insert(k);
-            }
+        for h in index.newest_heads(*sid, RECENT_ENTRIES_PER_STREAM)? {
+            keys.insert(seg_key(h.stream_id, h.start_90k, h.id));
         }
     }
-    for kv in index
-        .by_id
-        .iter()
-        .rev()
-        .take(RECENT_ENTRIES_PER_STREAM * streams.len().max(1))
-    {
-        let (_, v) = kv?;
-        if let Some(row) = ByIdRow::decode(&v) {
-            keys.insert(row.key);
+    for (id, bk) in index.newest_ids(RECENT_ENTRIES_PER_STREAM * streams.len().max(1))? {
+        if let Some(h) = index.head_in(&bk, id)? {
+            keys.insert(seg_key(h.stream_id, h.start_90k, h.id));
         }
     }
     Ok(keys)
+}
+
+/// The (stream id, start, id) a [`seg_key`] names.
+pub(crate) fn key_fields(k: &[u8; 20]) -> (u32, i64, u64) {
+    let row = crate::index::ByIdRow {
+        key: *k,
+        bytes_open: None,
+    };
+    (row.stream_id(), row.start_90k(), row.id())
 }
 
 /// Start-up recovery: everything a crash can have affected, in time independent of the history
@@ -361,18 +352,13 @@ pub(crate) fn recover(
     let keys: std::collections::HashMap<u32, StreamKey> = streams.iter().cloned().collect();
     let checked = recent_keys(index, &streams)?;
     for k in &checked {
-        let Some(v) = index.segments.get(k)? else {
+        let (sid, start, id) = key_fields(k);
+        let Some(e) = index.head_at(sid, start, id)? else {
             continue;
         };
-        let (e, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
         check_entry(index, layout, keys.get(&e.stream_id), &e, &mut r)?;
     }
-    let mut max_id = match index.by_id.last()? {
-        Some((k, _)) => <[u8; 8]>::try_from(&k[..])
-            .map(u64::from_be_bytes)
-            .unwrap_or(0),
-        None => 0,
-    };
+    let mut max_id = index.max_id()?;
 
     // 3. Orphans in recent date directories.
     for (key, dir) in layout
@@ -380,13 +366,7 @@ pub(crate) fn recover(
         .map_err(StoreError::io("listing", &layout.recordings_dir()))?
     {
         let newest = match index.existing_stream_id(&key)? {
-            Some(sid) => match index.segments.scan_prefix(sid.to_be_bytes()).next_back() {
-                Some(kv) => {
-                    let (_, v) = kv?;
-                    Some(postcard::take_from_bytes::<EntryHead>(&v)?.0)
-                }
-                None => None,
-            },
+            Some(sid) => index.newest_heads(sid, 1)?.pop(),
             None => None,
         };
         // A crash's orphan starts after the newest entry (allowing an hour of wall-clock
@@ -430,9 +410,7 @@ pub(crate) fn recover(
                     continue;
                 };
                 max_id = max_id.max(id);
-                if oldest_checked_id.is_some_and(|o| id < o)
-                    || index.by_id.contains_key(id.to_be_bytes())?
-                {
+                if oldest_checked_id.is_some_and(|o| id < o) || index.contains_id(id)? {
                     continue;
                 }
                 index_orphan(index, layout, &key, id, &path, &mut r)?;

@@ -26,9 +26,6 @@ use std::time::{Duration, Instant};
 use vigie_core::config::LEGAL_MAX_RETENTION_DAYS;
 use vigie_core::{Duration90k, StreamKey, Time90k};
 
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
-
 use crate::holds::Hold;
 use crate::index::{EntryHead, GarbageRow, Index, SegmentEntry, seg_key};
 use crate::layout::{Layout, fsync_dir};
@@ -289,24 +286,7 @@ fn heads_after(
     after: Option<[u8; 20]>,
     n: usize,
 ) -> Result<Vec<([u8; 20], EntryHead)>, StoreError> {
-    let lo = match after {
-        Some(k) => std::ops::Bound::Excluded(k.to_vec()),
-        None => std::ops::Bound::Included(sid.to_be_bytes().to_vec()),
-    };
-    let hi = match sid.checked_add(1) {
-        Some(next) => std::ops::Bound::Excluded(next.to_be_bytes().to_vec()),
-        None => std::ops::Bound::Unbounded,
-    };
-    let mut out = Vec::new();
-    for kv in ix.segments.range::<Vec<u8>, _>((lo, hi)).take(n) {
-        let (k, v) = kv?;
-        let key: [u8; 20] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-            what: "segments key length".into(),
-        })?;
-        let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
-        out.push((key, h));
-    }
-    Ok(out)
+    ix.heads_after(sid, after, n)
 }
 
 pub(crate) fn apply(
@@ -425,7 +405,7 @@ fn reread_abandoned(inner: &Inner) {
                     .and_then(Layout::parse_segment_file_name)
                     && let Ok(Some(e)) = ix.get_segment(id)
                 {
-                    let _ = ix.remove_segment(&e);
+                    let _ = ix.remove_segment(&e.head);
                 }
             }
             Ok(crate::recovery::FileOutcome::Problem(p)) => {
@@ -550,13 +530,9 @@ fn drop_entry_of_unlinked(inner: &Inner, path: &std::path::Path) -> Result<(), S
         return Ok(());
     };
     let ix = inner.index()?;
-    let Some(skey) = ix.by_id.get(id.to_be_bytes())? else {
+    let Some(h) = ix.get_segment(id)?.map(|e| e.head) else {
         return Ok(());
     };
-    let Some(v) = ix.segments.get(skey)? else {
-        return Ok(());
-    };
-    let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
     let Some(key) = ix.stream_key(h.stream_id)? else {
         return Ok(());
     };
@@ -685,19 +661,17 @@ fn apply_deletion_txn(
     d: &PendingDeletion,
     garbage: Option<&[u8]>,
 ) -> Result<(), StoreError> {
-    let id = d.id.to_be_bytes();
-    (&ix.segments, &ix.by_id, &ix.garbage, &ix.deletions).transaction(
-        |(segs, by_id, garb, dels)| {
-            segs.remove(&d.skey[..])?;
-            by_id.remove(&id[..])?;
-            if let Some(g) = garbage {
-                garb.insert(&id[..], g)?;
-            }
-            dels.insert(&d.rec_key[..], d.rec.as_slice())?;
-            Ok::<(), ConflictableTransactionError<StoreError>>(())
+    let (sid, start, _) = crate::recovery::key_fields(&d.skey);
+    ix.deletion_txn(
+        sid,
+        start,
+        d.id,
+        &crate::blocks::DeletionWrite {
+            garbage,
+            rec_key: &d.rec_key,
+            rec: &d.rec,
         },
-    )?;
-    Ok(())
+    )
 }
 
 /// Deletes one segment: its entry (and a deletion record) first, made durable, then its file.

@@ -173,7 +173,7 @@ impl Store {
         Ok(e.id)
     }
 
-    /// Inserts one index entry per `(template, start)` in one sled batch per tree (benchmarks
+    /// Inserts one index entry per `(template, start)` in one sled batch per tree, grouped by block (benchmarks
     /// generating millions of entries); returns the segment ids, in order.
     #[doc(hidden)]
     pub fn insert_synthetic_many(
@@ -181,8 +181,8 @@ impl Store {
         items: &[(&EncodedSynthetic, Time90k)],
     ) -> Result<Vec<u64>, StoreError> {
         let index = self.inner.index()?;
-        let (mut segs, mut by_id) = (sled::Batch::default(), sled::Batch::default());
         let mut ids = Vec::with_capacity(items.len());
+        let mut entries = Vec::with_capacity(items.len());
         for (enc, start) in items {
             let mut e = enc.template.clone();
             e.id = self
@@ -190,16 +190,10 @@ impl Store {
                 .next_segment_id
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             e.start_90k = start.0;
-            let key = crate::index::seg_key(e.stream_id, e.start_90k, e.id);
-            segs.insert(&key[..], postcard::to_allocvec(&e)?);
-            by_id.insert(
-                &e.id.to_be_bytes()[..],
-                &crate::index::ByIdRow::encode(&key, e.bytes, e.open)[..],
-            );
             ids.push(e.id);
+            entries.push(e);
         }
-        index.segments.apply_batch(segs)?;
-        index.by_id.apply_batch(by_id)?;
+        index.put_segments_bulk(&entries)?;
         if let Some(last) = ids.last() {
             index.set_next_segment_id(last + 1)?;
         }

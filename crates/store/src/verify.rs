@@ -5,15 +5,14 @@
 //! the file is re-read as an orphan, an open or longer one is re-read). Findings are logged with
 //! camera, stream and segment id, as start-up findings are. Then it lists every segment file
 //! older than this run, a day at a time, and compares the sorted ids with a key-ordered walk of
-//! `by_id` (a merge join, not a lookup per file): a file without an entry is handled as an
-//! orphan ([`orphan_pass`]), as start-up recovery handles those of the newest directories.
+//! the `ids` rows (a merge join, not a lookup per file): a file without an entry is handled as
+//! an orphan ([`orphan_pass`]), as start-up recovery handles those of the newest directories.
 //!
 //! Bounded cost:
-//! * memory: the walk reads the small `by_id` tree (segment id → `segments` key, indexed length,
-//!   open flag), never the entries themselves unless something is wrong (or the row predates the
-//!   length: then the entry's head only), resuming from the last id in batches of [`BATCH`], and
-//!   keeps the stream names (one per stream); the index is never materialised. Reading the
-//!   entries would make sled keep hundreds of MiB resident (docs/BENCHMARKS.md "Restart");
+//! * memory: the walk reads the blocks of entries in key order (index format 5: up to 32 heads
+//!   a value, [`crate::blocks`]), whole blocks of about [`BATCH`] entries at a time, resuming
+//!   after the last block's key, decoding heads only, then the open rows; it keeps the stream
+//!   names (one per stream); the index is never materialised;
 //! * I/O: throttled to `verify_entries_per_s` entries per second (one `stat` each);
 //! * concurrency: a finding is handled under the retention lock after re-reading the entry, so
 //!   a segment retention is deleting at the same moment is not mistaken for a missing file;
@@ -23,7 +22,6 @@
 //! ends it, and [`crate::Store::shutdown`] stops and joins it.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -31,14 +29,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use vigie_core::StreamKey;
 
-use crate::index::{ByIdRow, EntryHead};
+use crate::index::{EntryHead, seg_key};
 use crate::recovery::{Checked, Deferred, RecoveryReport, check_entry};
 use crate::{Inner, StoreError};
 
 /// Entries read per batch (one index range scan, then the store is released).
 pub const BATCH: usize = 256;
 
-/// `by_id` rows per range scan of the files' merge join.
+/// Ids read per range scan of the `ids` rows in the files' merge join (whole rows of 64).
 const BY_ID_CHUNK: usize = 4096;
 
 /// True while the store exists and is not shutting down.
@@ -108,7 +106,7 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
     let started = Instant::now();
     let rate = f64::from(entries_per_s.max(1));
     let mut names: HashMap<u32, Option<StreamKey>> = HashMap::new();
-    let mut after: Option<sled::IVec> = None;
+    let mut after: Option<crate::blocks::BlockKey> = None;
     let mut seen = 0u64;
     tracing::info!(
         entries_per_s,
@@ -121,38 +119,44 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
         if inner.shutting_down.load(Ordering::SeqCst) {
             return;
         }
-        let lo = match &after {
-            Some(k) => Bound::Excluded(k.clone()),
-            None => Bound::Unbounded,
-        };
         // The index is away while it is reopened after a write error (full disk): wait.
         let Ok(index) = inner.index() else {
             drop(inner);
             std::thread::sleep(std::time::Duration::from_secs(1));
             continue;
         };
-        let mut batch = Vec::with_capacity(BATCH);
-        for kv in index
-            .by_id
-            .range::<sled::IVec, _>((lo, Bound::Unbounded))
-            .take(BATCH)
-        {
-            match kv {
-                Ok((k, v)) => batch.push((k, v)),
+        let (batch, last) = match index.heads_batch(after.as_ref(), BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "background verification: reading the index failed; stopping");
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let Some(last) = last else {
+            // The blocks are done; then the open rows (a handful: segments being written,
+            // or left open by a crash before this run, which recovery checked already).
+            match index.open_heads() {
+                Ok(open) => {
+                    for h in &open {
+                        seen += 1;
+                        if let Err(e) = check_one(&inner, progress, deferred, &mut names, h) {
+                            tracing::error!(error = %e, "background verification of an index entry failed; entry left as it is");
+                            progress.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "background verification: reading the index failed; stopping");
+                    tracing::error!(error = %e, "background verification: reading the index failed");
                     progress.errors.fetch_add(1, Ordering::Relaxed);
-                    return;
                 }
             }
-        }
-        let Some((last, _)) = batch.last() else {
             break;
         };
-        after = Some(last.clone());
-        for (k, v) in &batch {
+        after = Some(last);
+        for h in &batch {
             seen += 1;
-            if let Err(e) = check_one(&inner, progress, deferred, &mut names, k, v) {
+            if let Err(e) = check_one(&inner, progress, deferred, &mut names, h) {
                 tracing::error!(error = %e, "background verification of an index entry failed; entry left as it is");
                 progress.errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -194,16 +198,16 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
     );
 }
 
-/// Every segment file older than this run is compared with `by_id`; a file without an entry is
+/// Every segment file older than this run is compared with the `ids` rows; a file without an entry is
 /// an orphan: indexed from its own content, or deleted if it holds no complete fragment, exactly
 /// as start-up recovery handles the recent ones. Orphans away from the newest directories arise
 /// when the disk is full (a segment abandoned when the index could not be written and the
 /// process stopped before it was re-read; an entry removed whose file could not be unlinked).
 ///
 /// A merge join, one UTC day at a time: the day's directories of every stream are listed and
-/// their segment ids sorted (8 bytes a file: 2.3 MB for 200 streams' day), then `by_id` is read
+/// their segment ids sorted (8 bytes a file: 2.3 MB for 200 streams' day), then `ids` is read
 /// once in key order over the day's id range (ids are global and increase with time, so the
-/// days' ranges barely overlap and `by_id` is read about once in all) instead of one lookup
+/// days' ranges barely overlap and `ids` is read about once in all) instead of one lookup
 /// per file; only a file whose id the walk did not meet is looked up ([`check_file`]: under the
 /// retention lock, since retention may be deleting it, entry first, then file; skipped while a
 /// deletion of it is pending). Throttled with the entries (one file = one entry). Returns false
@@ -257,7 +261,7 @@ fn orphan_pass(
         let Some(&(hi, _)) = files.last() else {
             continue;
         };
-        // The ids of the day's files that `by_id` lacks: `by_id` read in key order from the
+        // The ids of the day's files that `ids` lacks: `ids` read in key order from the
         // day's first id to its last, [`BY_ID_CHUNK`] rows per range scan, the store held
         // only during a scan (shutdown is not held up by a day of 288,000 files).
         let mut missing: Vec<(u64, u32)> = Vec::new();
@@ -273,14 +277,14 @@ fn orphan_pass(
                 let Ok(index) = inner.index() else {
                     break; // reopening after a write error: this day is checked next start
                 };
-                index
-                    .by_id
-                    .range(files[i].0.to_be_bytes()..=hi.to_be_bytes())
-                    .keys()
-                    .take(BY_ID_CHUNK)
-                    .map_while(|k| k.ok().and_then(|k| <[u8; 8]>::try_from(k.as_ref()).ok()))
-                    .map(u64::from_be_bytes)
-                    .collect()
+                match index.ids_between(files[i].0, hi, BY_ID_CHUNK) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::error!(error = %e, "background verification: reading the index failed");
+                        progress.errors.fetch_add(1, Ordering::Relaxed);
+                        Vec::new()
+                    }
+                }
             };
             let Some(&last) = rows.last() else {
                 missing.extend_from_slice(&files[i..]);
@@ -351,7 +355,7 @@ fn check_file(
     path: &std::path::Path,
 ) -> Result<(), StoreError> {
     let id_key = id.to_be_bytes();
-    if inner.index()?.by_id.contains_key(id_key)? {
+    if inner.index()?.contains_id(id)? {
         return Ok(());
     }
     let _guard = inner
@@ -359,7 +363,7 @@ fn check_file(
         .lock()
         .map_err(|_| StoreError::ShuttingDown)?;
     let index = inner.index()?;
-    if !path.exists() || index.by_id.contains_key(id_key)? || index.garbage.contains_key(id_key)? {
+    if !path.exists() || index.contains_id(id)? || index.garbage.contains_key(id_key)? {
         return Ok(()); // deleted meanwhile, indexed meanwhile, or being deleted
     }
     tracing::warn!(camera = %key.camera, stream = %key.stream, segment = id, "segment file without an index entry in the history: treated as an orphan");
@@ -379,27 +383,17 @@ fn check_one(
     progress: &VerifyProgress,
     deferred: &Deferred,
     names: &mut HashMap<u32, Option<StreamKey>>,
-    id_key: &sled::IVec,
-    v: &sled::IVec,
+    h: &EntryHead,
 ) -> Result<(), StoreError> {
-    let row = ByIdRow::decode(v).ok_or_else(|| StoreError::Corrupt {
-        what: format!("by_id row {id_key:?}"),
-    })?;
-    if row.id() >= deferred.first_new_id || deferred.checked.contains(&row.key) {
+    if h.id >= deferred.first_new_id
+        || deferred
+            .checked
+            .contains(&seg_key(h.stream_id, h.start_90k, h.id))
+    {
         return Ok(());
     }
-    // Rows written before `by_id` carried the length: read the entry's head instead.
-    let (bytes, open) = match row.bytes_open {
-        Some(b) => b,
-        None => {
-            let Some(e) = inner.index()?.segments.get(row.key)? else {
-                return Ok(());
-            };
-            let (h, _): (EntryHead, _) = postcard::take_from_bytes(&e)?;
-            (h.bytes, h.open)
-        }
-    };
-    let sid = row.stream_id();
+    let (bytes, open) = (h.bytes, h.open);
+    let sid = h.stream_id;
     let key = match names.get(&sid) {
         Some(k) => k.clone(),
         None => {
@@ -413,12 +407,8 @@ fn check_one(
     // the indexed length.
     if let Some(key) = &key
         && !open
-        && std::fs::metadata(inner.layout.segment_path(
-            key,
-            row.id(),
-            vigie_core::Time90k(row.start_90k()),
-        ))
-        .is_ok_and(|m| m.len() == bytes)
+        && std::fs::metadata(inner.layout.segment_path(key, h.id, h.start()))
+            .is_ok_and(|m| m.len() == bytes)
     {
         return Ok(());
     }
@@ -427,10 +417,9 @@ fn check_one(
         .retention_lock
         .lock()
         .map_err(|_| StoreError::ShuttingDown)?;
-    let Some(v) = inner.index()?.segments.get(row.key)? else {
+    let Some(h) = inner.index()?.head_at(h.stream_id, h.start_90k, h.id)? else {
         return Ok(()); // deleted by retention meanwhile
     };
-    let (h, _): (EntryHead, _) = postcard::take_from_bytes(&v)?;
     let mut r = RecoveryReport::default();
     if check_entry(&inner.index()?, &inner.layout, key.as_ref(), &h, &mut r)? == Checked::Repaired {
         progress.findings.fetch_add(1, Ordering::Relaxed);

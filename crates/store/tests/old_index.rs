@@ -1,8 +1,8 @@
-//! Index formats 3 (packed sample tables, issue 16) and 4 (a closed segment's tables in its
-//! file, the entry referring to them): an index written before them — format 2, entries whose
-//! sample tables are in the journal form, then format-3 entries with packed tables — opens
-//! without a migration, its old entries are read as they are next to new ones, and playback
-//! over all three kinds is right.
+//! Index formats 3 (packed sample tables, issue 16), 4 (a closed segment's tables in its
+//! file, the entry referring to them) and 5 (entries packed in blocks): an index written before
+//! them — format 2, one sled item per entry whose sample tables are in the journal form — is
+//! migrated into blocks at open with its entries as they are, they are read next to format-3
+//! and format-4 ones, and playback over all three kinds is right.
 
 mod common;
 
@@ -73,10 +73,12 @@ async fn a_format_2_index_opens_and_its_old_entries_read_beside_new_ones() {
     // As a binary before format 3 left it: format 2 and journal-form tables.
     {
         let ix = Index::open(&dir.path().join("index")).unwrap();
-        ix.meta.insert("format", &2u32.to_be_bytes()).unwrap();
         for id in &old_ids {
             assert!(!is_packed(&sample_table(&ix, *id)));
         }
+        // One `segments` item per entry, as every format before 5 (migrated at the next open).
+        ix.write_legacy_layout_for_test().unwrap();
+        ix.meta.insert("format", &2u32.to_be_bytes()).unwrap();
         ix.db.flush().unwrap();
     }
     {
@@ -118,13 +120,15 @@ async fn a_format_2_index_opens_and_its_old_entries_read_beside_new_ones() {
         store.flush_index().unwrap();
         store.shutdown().await;
     }
-    // Marked format 4; old entries untouched (no migration), format-3 ones packed and smaller,
-    // format-4 ones a reference of a few bytes to as many bytes of tables in the file.
+    // Marked format 5 (entries moved into stream-hour blocks, the old trees gone); old entries'
+    // tables untouched, format-3 ones packed and smaller, format-4 ones a reference of a few
+    // bytes to as many bytes of tables in the file.
     let ix = Index::open(&dir.path().join("index")).unwrap();
     assert_eq!(
         ix.meta.get("format").unwrap().unwrap().as_ref(),
-        4u32.to_be_bytes()
+        vigie_store::index::FORMAT.to_be_bytes()
     );
+    assert!(ix.segments.is_empty() && ix.by_id.is_empty());
     for ((o, n), f) in old_ids.iter().zip(&new_ids).zip(&file_ids) {
         let (old, new, file) = (
             sample_table(&ix, *o),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use vigie_core::{FrameSink, StreamEvent, Time90k};
-use vigie_store::{RECENT_ENTRIES_PER_STREAM, index::ByIdRow, index::Index};
+use vigie_store::{RECENT_ENTRIES_PER_STREAM, index::Index};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphan_in_the_old_history_is_indexed_by_the_background_pass() {
@@ -51,10 +51,8 @@ async fn an_orphan_in_the_old_history_is_indexed_by_the_background_pass() {
     let victim = &segs[1];
     {
         let ix = Index::open(&dir.path().join("index")).unwrap();
-        let row = ix.by_id.get(victim.id.to_be_bytes()).unwrap().unwrap();
-        let row = ByIdRow::decode(&row).unwrap();
-        ix.segments.remove(row.key).unwrap();
-        ix.by_id.remove(victim.id.to_be_bytes()).unwrap();
+        let e = ix.get_segment(victim.id).unwrap().unwrap();
+        ix.remove_segment(&e.head).unwrap();
         ix.db.flush().unwrap();
     }
     assert!(victim.path.exists());
@@ -137,10 +135,8 @@ async fn orphans_beyond_the_first_by_id_chunk_of_a_day_are_found() {
     {
         let ix = Index::open(&dir.path().join("index")).unwrap();
         for v in victims {
-            let row = ix.by_id.get(v.id.to_be_bytes()).unwrap().unwrap();
-            let row = ByIdRow::decode(&row).unwrap();
-            ix.segments.remove(row.key).unwrap();
-            ix.by_id.remove(v.id.to_be_bytes()).unwrap();
+            let e = ix.get_segment(v.id).unwrap().unwrap();
+            ix.remove_segment(&e.head).unwrap();
         }
         ix.db.flush().unwrap();
     }

@@ -64,6 +64,18 @@ impl LiveClient {
         recv_buffer: Option<u32>,
         auth: Option<(String, String)>,
     ) -> anyhow::Result<LiveClient> {
+        Self::connect_query(port, cam, stream, "", recv_buffer, auth).await
+    }
+
+    /// Like [`LiveClient::connect_as`], with a query string (e.g. `transcode=h264`).
+    pub async fn connect_query(
+        port: u16,
+        cam: &str,
+        stream: &str,
+        query: &str,
+        recv_buffer: Option<u32>,
+        auth: Option<(String, String)>,
+    ) -> anyhow::Result<LiveClient> {
         let sock = tokio::net::TcpSocket::new_v4()?;
         if let Some(n) = recv_buffer {
             sock.set_recv_buffer_size(n)?;
@@ -71,7 +83,12 @@ impl LiveClient {
         let tcp = sock
             .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
             .await?;
-        let url = format!("ws://127.0.0.1:{port}/api/v1/cameras/{cam}/streams/{stream}/live");
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        let url = format!("ws://127.0.0.1:{port}/api/v1/cameras/{cam}/streams/{stream}/live{q}");
         let mut req =
             tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
         if let Some((name, value)) = auth {

@@ -299,6 +299,10 @@ pub async fn run(
         cluster: None,
         ptz: Arc::new(crate::onvif::ptz_service(&config)),
         camera_events: camera_events.clone(),
+        transcodes: Arc::new(vigie_service::LocalTranscodes::from_config(
+            store.clone(),
+            &config,
+        )),
         internal,
         masks: mask_status,
     };

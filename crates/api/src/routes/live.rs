@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use tracing::Instrument;
 
@@ -19,7 +19,7 @@ use crate::{ApiError, AppState};
 use vigie_live::{LiveHub, LiveItem, LiveMessage, LiveMuxer, drop_message};
 
 /// Keepalive ping period.
-const PING_EVERY: Duration = Duration::from_secs(30);
+pub(super) const PING_EVERY: Duration = Duration::from_secs(30);
 /// At most this many frames per media segment when catching up (the first GOP is one segment).
 const MAX_GROUP: usize = 1024;
 
@@ -28,6 +28,7 @@ pub async fn live(
     who: crate::access::Principal,
     crate::access::Credential(credential): crate::access::Credential,
     Path((cam, stream)): Path<(String, String)>,
+    Query(query): Query<LiveQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let entry = state.stream(&cam, &stream)?;
@@ -43,15 +44,36 @@ pub async fn live(
         .live
         .hub(&entry.key)
         .ok_or_else(|| ApiError::NotFound(format!("no live view of {}", entry.key)))?;
-    let span = tracing::info_span!("live_viewer", camera = %cam, stream = %stream);
+    // The H.264 fallback: a slot is taken before the upgrade; refused, the socket opens and
+    // closes at once with 4000 + the HTTP status (4503 busy or off, 4501 not built) and why,
+    // which a browser sees (it sees no HTTP status of a failed upgrade).
+    let transcode = match query.transcode.as_deref() {
+        None | Some("") => None,
+        Some("h264") => Some(state.transcodes.acquire().map_err(ApiError::from)),
+        Some(o) => {
+            return Err(ApiError::BadRequest(format!(
+                "`transcode` must be `h264`, not {o:?}"
+            )));
+        }
+    };
+    if let Some(Err(refused)) = transcode {
+        let (code, reason) = (refused.close_code(), refused.to_string());
+        tracing::info!(camera = %cam, stream = %stream, code, %reason, "live transcode refused");
+        return Ok(ws.on_upgrade(move |mut socket| async move {
+            let _ = socket.send(close(code, &reason)).await;
+        }));
+    }
+    let slot = transcode.and_then(Result::ok);
+    let span = tracing::info_span!("live_viewer", camera = %cam, stream = %stream, transcode = slot.is_some());
     // Journaled before the first frame is sent; the stop is journaled when the socket ends.
     let actor = who.actor();
-    crate::journal::record(
-        &state,
-        vigie_audit::NewEntry::new(actor.clone(), vigie_audit::Action::LiveStart)
-            .camera(&cam, &stream),
-    )
-    .await?;
+    let mut start_entry = vigie_audit::NewEntry::new(actor.clone(), vigie_audit::Action::LiveStart)
+        .camera(&cam, &stream);
+    if slot.is_some() {
+        start_entry = start_entry.details(serde_json::json!({ "transcode": "h264" }));
+    }
+    crate::journal::record(&state, start_entry).await?;
+    let transcodes = state.transcodes.clone();
     let journal = state.journal.clone();
     let started = state.clock.now();
     let clock = state.clock.clone();
@@ -62,7 +84,12 @@ pub async fn live(
     };
     Ok(ws.max_message_size(64 << 10).on_upgrade(move |socket| {
         async move {
-            serve_viewer(socket, hub, rights).await;
+            match slot {
+                Some(slot) => {
+                    super::live_transcode::serve(socket, hub, rights, transcodes, slot).await
+                }
+                None => serve_viewer(socket, hub, rights).await,
+            }
             let entry = vigie_audit::NewEntry::new(actor, vigie_audit::Action::LiveStop)
                 .camera(&cam, &stream)
                 .range(started, clock.now());
@@ -72,10 +99,17 @@ pub async fn live(
     }))
 }
 
+/// Query parameters of the live view.
+#[derive(Debug, serde::Deserialize)]
+pub struct LiveQuery {
+    /// `h264`: the H.264 fallback (the server re-encodes the stream).
+    transcode: Option<String>,
+}
+
 /// What a viewer's right to watch rests on, checked again every [`RECHECK_EVERY`]: the
 /// credential (session or token) must still stand and its user must still have `Live` on the
 /// camera. Watching is not activity: it does not keep an idle session alive.
-struct Rights {
+pub(super) struct Rights {
     state: AppState,
     credential: vigie_auth::Credential,
     camera: String,
@@ -87,11 +121,11 @@ pub const CLOSE_UNAUTHENTICATED: u16 = 4401;
 /// Close code when the user may no longer watch this camera (role or scope changed): like 403.
 pub const CLOSE_FORBIDDEN: u16 = 4403;
 /// How often an open live view checks its rights again.
-const RECHECK_EVERY: Duration = Duration::from_secs(1);
+pub(super) const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl Rights {
     /// `Err((close code, reason))` when the viewer must be disconnected.
-    fn check(&self) -> Result<(), (u16, String)> {
+    pub(super) fn check(&self) -> Result<(), (u16, String)> {
         let p = self.state.auth.recheck(&self.credential).map_err(|e| {
             (
                 CLOSE_UNAUTHENTICATED,
@@ -206,14 +240,14 @@ async fn send_frames(
 }
 
 /// A live-protocol message as a WebSocket message.
-fn ws_message(m: LiveMessage) -> Message {
+pub(super) fn ws_message(m: LiveMessage) -> Message {
     match m {
         LiveMessage::Text(t) => Message::Text(t.into()),
         LiveMessage::Binary(b) => Message::Binary(b),
     }
 }
 
-fn close(code: u16, reason: &str) -> Message {
+pub(super) fn close(code: u16, reason: &str) -> Message {
     // A close reason is at most 123 bytes.
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {

@@ -279,6 +279,25 @@ pub async fn metrics(
         "1 while recording is stopped for lack of space or because the index cannot be written.",
         vec![(dir.clone(), f64::from(u8::from(storage.recording_blocked)))],
     );
+    let (running, max, refused) = state.transcodes.load();
+    family(
+        "vigie_transcodes_running",
+        "gauge",
+        "H.264 fallback transcodes (live views and playback) running now.",
+        vec![(String::new(), running as f64)],
+    );
+    family(
+        "vigie_transcodes_max",
+        "gauge",
+        "The bound on concurrent transcodes ([live] max_transcodes).",
+        vec![(String::new(), max as f64)],
+    );
+    family(
+        "vigie_transcodes_refused_total",
+        "counter",
+        "Transcodes refused since start because the bound was reached (503 / close 4503).",
+        vec![(String::new(), refused as f64)],
+    );
     if let Some(c) = &state.cluster {
         out.push_str(&c.metrics_text());
     }

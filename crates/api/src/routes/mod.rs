@@ -9,6 +9,7 @@ mod holds;
 mod index;
 mod internal;
 mod live;
+mod live_transcode;
 mod metrics;
 mod ptz;
 mod recordings;
@@ -16,6 +17,7 @@ mod session;
 mod snapshot;
 mod users;
 mod video;
+mod video_transcode;
 
 use axum::Router;
 use axum::routing::{MethodRouter, delete, get, patch, post};
@@ -180,9 +182,9 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::CameraPerm(Playback),
-                "Seekable progressive MP4 of a range (Range, HEAD, ETag, If-None-Match, If-Range); gaps=skip; ts=1 adds a wall-clock subtitle track.",
-                &["start", "end", "duration", "gaps", "ts"],
-                &[200, 206, 304, 400, 401, 403, 404, 409, 416],
+                "Seekable progressive MP4 of a range (Range, HEAD, ETag, If-None-Match, If-Range); gaps=skip; ts=1 adds a wall-clock subtitle track; transcode=h264: a streamed fragmented H.264 MP4 (the fallback; no Range, 503 when busy).",
+                &["start", "end", "duration", "gaps", "ts", "transcode"],
+                &[200, 206, 304, 400, 401, 403, 404, 409, 416, 501, 503],
             )],
             make: || get(video::video),
         },
@@ -191,8 +193,8 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::CameraPerm(Live),
-                "Live view: WebSocket upgrade, fMP4 init then media segments (see docs/API.md).",
-                &[],
+                "Live view: WebSocket upgrade, fMP4 init then media segments (see docs/API.md); transcode=h264: the H.264 fallback (close code 4503 when busy).",
+                &["transcode"],
                 &[101, 400, 401, 403, 404],
             )],
             make: || get(live::live),

@@ -34,6 +34,8 @@ pub struct VideoQuery {
     gaps: Option<String>,
     /// `1` adds the wall-clock subtitle track.
     ts: Option<String>,
+    /// `h264`: the H.264 fallback, streamed (see [`super::video_transcode`]).
+    transcode: Option<String>,
 }
 
 fn parse_query(q: &VideoQuery) -> Result<(Time90k, Time90k, GapPolicy, bool), ApiError> {
@@ -190,6 +192,30 @@ pub async fn video(
     let Query(query) = query?;
     let entry = state.stream(&cam, &stream)?;
     let (start, end, gaps, ts) = parse_query(&query)?;
+    match query.transcode.as_deref() {
+        None | Some("") => {}
+        Some("h264") if ts => {
+            return Err(ApiError::BadRequest(
+                "`ts=1` is not available with `transcode=h264`".into(),
+            ));
+        }
+        Some("h264") => {
+            let r = super::video_transcode::Request {
+                cam: cam.clone(),
+                stream: stream.clone(),
+                key: entry.key.clone(),
+                start,
+                end,
+                gaps,
+            };
+            return super::video_transcode::serve(&state, &who, method, r).await;
+        }
+        Some(o) => {
+            return Err(ApiError::BadRequest(format!(
+                "`transcode` must be `h264`, not {o:?}"
+            )));
+        }
+    }
     let subtitles = if ts {
         Some(
             jiff::tz::TimeZone::get(&state.config.server.timezone)
@@ -333,6 +359,7 @@ mod tests {
             duration: d.map(Into::into),
             gaps: None,
             ts: None,
+            transcode: None,
         };
         let t = "2026-11-28T21:00:00Z";
         let (a, b, _, _) = parse_query(&q(Some(t), None, Some("1.5"))).unwrap();

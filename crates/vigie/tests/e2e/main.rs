@@ -26,6 +26,8 @@ mod export;
 mod export_multi;
 mod faults;
 #[cfg(feature = "gst")]
+mod h265_fallback;
+#[cfg(feature = "gst")]
 mod interop_gst;
 mod lawful;
 mod live;

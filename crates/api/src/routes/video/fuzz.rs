@@ -57,7 +57,7 @@ proptest! {
         gaps in prop::option::of("skip|refuse|\\PC{0,8}"),
         ts in prop::option::of("0|1|true|false|\\PC{0,4}"),
     ) {
-        let q = VideoQuery { start, end, duration, gaps, ts };
+        let q = VideoQuery { start, end, duration, gaps, ts, transcode: None };
         if let Ok((a, b, _, _)) = parse_query(&q) {
             prop_assert!(a < b);
             prop_assert!((b - a).0 <= MAX_RANGE_SECS * 90_000);
