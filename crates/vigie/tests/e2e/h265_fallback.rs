@@ -636,7 +636,14 @@ async fn wait_js(b: &Browser, what: &str, code: &str, secs: u64) -> Value {
                 .eval("return document.body.innerText.slice(0, 2000)", vec![])
                 .await
                 .unwrap_or_default();
-            panic!("timed out waiting for {what} (last {last})\n{page}");
+            let state = b
+                .eval(
+                    "return window.vigie && window.vigie.playback ? window.vigie.playback.state() : null",
+                    vec![],
+                )
+                .await
+                .unwrap_or_default();
+            panic!("timed out waiting for {what} (last {last})\nplayback state: {state}\n{page}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -944,7 +951,7 @@ async fn the_demo_h265_camera_plays_live_and_in_playback_in_chromium() {
         "the demo's H.265 recording playing through the fallback",
         "const s = window.vigie.playback && window.vigie.playback.state(); const p = s && s.players[0];
          return p && p.url && !p.loading && p.readyState >= 2 && !p.error ? p : null",
-        60,
+        120,
     )
     .await;
     assert_eq!(p["transcode"], true, "{p}");
