@@ -62,6 +62,20 @@ class CamPlayer {
       } catch { /* no events shown */ }
     }
   }
+  /// Reads the stream's codec again; true when it turns out this browser cannot play it (the
+  /// player now uses the H.264 fallback).
+  async detectCodec() {
+    try {
+      const { cameras } = await getBackground('/api/v1/cameras');
+      const c = cameras.find((x) => x.id === this.cam.id);
+      const st = c && c.streams.find((x) => x.name === this.stream);
+      const codec = st && st.status && st.status.rfc6381_codec;
+      if (!codec || canPlay(codec)) return false;
+      this.codec = codecName(codec); this.transcode = true;
+      this.note = t('live.transcoded', { codec: this.codec }); this.onNote(this.note);
+      return true;
+    } catch { return false; }
+  }
   /// Whether the (streamed, transcoded) file has the picture at `ms` already.
   loaded(ms) {
     const b = this.video.buffered, t = (ms - this.win.start) / 1000;
@@ -108,7 +122,7 @@ class CamPlayer {
     // has received).
     const start = this.transcode ? ms : Math.max(sp[0], ms - BEFORE), end = Math.min(sp[1], ms + AFTER);
     this.win = { start, end };
-    this.loading = true;
+    this.loading = true; this.error = null;
     this.url = `${streamPath(this.cam.id, this.stream)}/video.mp4?start=${time.iso(start)}&end=${time.iso(end)}` +
       (this.transcode ? '&transcode=h264' : '');
     this.video.src = this.url;
@@ -123,6 +137,10 @@ class CamPlayer {
       if (seq === this.seq) {
         this.win = null; this.loading = false; this.error = String(e.message || e);
         if (this.transcode) this.explain(this.url, seq, ms);
+        // "Format not supported" on the recording itself: the codec was unknown when the camera
+        // list was read (stream not online yet). Ask for the stream's codec now; one this
+        // browser cannot play switches to the fallback.
+        else if (this.video.error && this.video.error.code === 4 && await this.detectCodec()) return this.seek(ms);
       }
       return false;
     }

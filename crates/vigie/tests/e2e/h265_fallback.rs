@@ -972,3 +972,69 @@ async fn the_demo_h265_camera_plays_live_and_in_playback_in_chromium() {
     b.close().await.unwrap();
     drop(demo);
 }
+
+/// The camera list the UI keeps from sign-in was read while the H.265 camera was still
+/// offline (no codec known): the playback page first asks for the untranscoded recording,
+/// Chromium cannot decode it, and the player then reads the stream's codec again and switches
+/// to the fallback, naming the reason. (Seen in CI with the demo, whose cameras come online
+/// while the operator signs in; before the fix the player stayed on "format not supported".)
+#[tokio::test(flavor = "multi_thread")]
+async fn playback_falls_back_when_the_codec_was_unknown_at_sign_in() {
+    let sim = vigie_testkit::sim::start_embedded(&[("r", H265)]).await;
+    // The camera answers nothing for the first 12 s: Vigie knows no codec for it meanwhile.
+    sim.mount("r").unwrap().refuse_for(Duration::from_secs(12));
+    let toml = format!(
+        "[[communes]]\nid = \"sud\"\nname = \"Ville-Sud\"\n\
+         [[cameras]]\nid = \"cam-r\"\nname = \"Rocade (H.265)\"\ncommune = \"sud\"\n\
+           [[cameras.streams]]\n  name = \"main\"\n  url = \"{}\"\n  connect_timeout_s = 3\n",
+        sim.url("r")
+    );
+    let v = VigieBuilder::new(BIN).toml(&toml).start().unwrap();
+    let b = Browser::start().await.unwrap();
+    b.set_window_size(1400, 900).await.unwrap();
+    b.goto_anonymous(&format!("{}/", v.base_url()))
+        .await
+        .unwrap();
+    b.eval(
+        "const [u, p] = arguments; document.querySelector('#username').value = u;
+         document.querySelector('#password').value = p;
+         document.querySelector('#login-submit').click(); return true;",
+        vec![json!(ADMIN_USER), json!(ADMIN_PASSWORD)],
+    )
+    .await
+    .unwrap();
+    wait_js(
+        &b,
+        "the app",
+        "return document.querySelector('header.hdr') !== null",
+        30,
+    )
+    .await;
+    let (st, cams) = v.get("/api/v1/cameras").await.unwrap();
+    assert_eq!(st, 200);
+    assert!(
+        cams["cameras"][0]["streams"][0]["status"]["rfc6381_codec"].is_null(),
+        "the premise: no codec known at sign-in: {cams}"
+    );
+    let (s, _) = recorded(&v, "cam-r", 6.0).await;
+    b.eval(
+        "location.hash = `#/playback/cam-r?t=${arguments[0] + 1000}`; return true;",
+        vec![json!(s.as_millisecond())],
+    )
+    .await
+    .unwrap();
+    let p = wait_js(
+        &b,
+        "the recording playing through the fallback",
+        "const s = window.vigie.playback && window.vigie.playback.state(); const p = s && s.players[0];
+         return p && p.url && !p.loading && p.readyState >= 2 && !p.error && p.transcode ? p : null",
+        90,
+    )
+    .await;
+    assert_eq!(p["note"], TRANSCODED_FR, "{p}");
+    assert!(
+        p["url"].as_str().unwrap().ends_with("&transcode=h264"),
+        "{p}"
+    );
+    b.close().await.unwrap();
+}
