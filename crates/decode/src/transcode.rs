@@ -197,7 +197,6 @@ mod stub {
 
 #[cfg(feature = "gst")]
 mod imp {
-    use std::os::unix::fs::FileExt;
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
@@ -697,48 +696,16 @@ mod imp {
     ) -> Result<(), StillError> {
         let mut description = u32::MAX;
         let mut params = None;
-        let mut pts = 0u64;
-        let mut open: Option<(u32, std::fs::File)> = None;
-        for chunk in &input.chunks {
-            if chunk.description != description {
-                description = chunk.description;
+        crate::samples::for_each_sample(input, |s| {
+            if s.description != description || params.is_none() {
+                description = s.description;
                 params = Some(params_for(description)?);
             }
-            let Some(params) = params.as_ref() else {
-                continue;
-            };
-            let path = input
-                .files
-                .get(chunk.file as usize)
-                .ok_or_else(|| StillError::Params(format!("no file #{}", chunk.file)))?;
-            let io = |source| StillError::Io {
-                path: path.display().to_string(),
-                source,
-            };
-            if open.as_ref().is_none_or(|(f, _)| *f != chunk.file) {
-                open = Some((chunk.file, std::fs::File::open(path).map_err(io)?));
+            match params.as_ref() {
+                Some(p) => t.push_au(p, s.data, s.info.is_key, s.pts_90k, s.info.duration_90k),
+                None => Ok(()),
             }
-            let Some((_, file)) = open.as_ref() else {
-                continue;
-            };
-            let first = chunk.first_sample as usize;
-            let samples = input
-                .samples
-                .get(first..first + chunk.samples as usize)
-                .ok_or_else(|| StillError::Params("chunk outside the sample list".into()))?;
-            let len: u64 = samples.iter().map(|s| u64::from(s.bytes)).sum();
-            let mut data = vec![0u8; len as usize];
-            file.read_exact_at(&mut data, chunk.offset).map_err(io)?;
-            let data = Bytes::from(data);
-            let mut at = 0usize;
-            for s in samples {
-                let au = data.slice(at..at + s.bytes as usize);
-                at += s.bytes as usize;
-                t.push_au(params, au, s.is_key, pts, s.duration_90k)?;
-                pts += u64::from(s.duration_90k);
-            }
-        }
-        Ok(())
+        })
     }
 }
 
