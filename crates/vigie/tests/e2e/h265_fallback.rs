@@ -147,17 +147,7 @@ async fn h265_camera_plays_live_and_in_playback_in_chromium_through_the_fallback
     assert_eq!(later["reconnects"], 0, "{later}");
     // Reported, not asserted (no timing assertions): the picture's latency through the
     // fallback, as the player computes it (docs/BENCHMARKS.md, "H.264 fallback").
-    let mut lat = Vec::new();
-    for _ in 0..10 {
-        let l = b
-            .eval("return window.vigie.live.tiles[0].state.latencyMs", vec![])
-            .await
-            .unwrap();
-        if let Some(l) = l.as_f64() {
-            lat.push(l);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let lat = tile_latencies_ms(&b).await;
     eprintln!("live latency through the fallback (ms, every 0.5 s): {lat:?}");
     // The same for the H.264 camera, untranscoded, for comparison.
     b.set_hash("#/live?layout=1&cams=cam-n").await.unwrap();
@@ -174,17 +164,7 @@ async fn h265_camera_plays_live_and_in_playback_in_chromium_through_the_fallback
         "H.264 needs no fallback: {plain}"
     );
     assert_eq!(plain["note"], true, "{plain}");
-    let mut lat = Vec::new();
-    for _ in 0..10 {
-        let l = b
-            .eval("return window.vigie.live.tiles[0].state.latencyMs", vec![])
-            .await
-            .unwrap();
-        if let Some(l) = l.as_f64() {
-            lat.push(l);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let lat = tile_latencies_ms(&b).await;
     eprintln!("live latency untranscoded H.264 (ms, every 0.5 s): {lat:?}");
     assert_eq!(later["state"], "playing", "{later}");
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -740,6 +720,23 @@ async fn a_server_without_the_fallback_says_so() {
     );
     assert_eq!(t["reconnects"], 0, "{t}");
     b.close().await.unwrap();
+}
+
+/// The first tile's picture latency as the player computes it, sampled ten times 0.5 s apart
+/// (reported by the tests, never asserted: no timing assertions).
+async fn tile_latencies_ms(b: &Browser) -> Vec<f64> {
+    let mut lat = Vec::new();
+    for _ in 0..10 {
+        let l = b
+            .eval("return window.vigie.live.tiles[0].state.latencyMs", vec![])
+            .await
+            .unwrap();
+        if let Some(l) = l.as_f64() {
+            lat.push(l);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    lat
 }
 
 /// `vigie demo` stopped (and waited for) when the test ends, also on panic.
