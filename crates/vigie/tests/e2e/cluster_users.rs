@@ -322,3 +322,105 @@ async fn cluster_users_are_shared_and_revocations_propagate_to_every_node() {
     )
     .await;
 }
+
+/// The `[cluster]` section of a converted single node (no secret: internal routes closed, not
+/// needed here).
+fn cluster_section(endpoints: &[String], node: &str, port: u16) -> String {
+    let etcd: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+    format!(
+        "\n[cluster]\netcd = [{}]\nnode = \"{node}\"\nadvertise_url = \"http://127.0.0.1:{port}\"\ncapacity_streams = 400\nlease_ttl_s = 2\n",
+        etcd.join(", ")
+    )
+}
+
+/// Migration: two single nodes, each with its own local users, become a cluster. The first
+/// to start seeds etcd with its users and tokens (its token keeps working, on both nodes); the
+/// second finds users in etcd, uses them (its local-only token stops working, the first's
+/// user logs in there) and reports its local users that differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_users_the_first_node_seeds_etcd_and_the_next_uses_the_clusters() {
+    let Some(etcd) = EtcdCluster::start_or_skip(1).expect("etcd") else {
+        return;
+    };
+    let sim = vigie_testkit::sim::start_embedded(&[("c0", BASELINE)]).await;
+    let cams = vigie_testkit::cluster::cameras_toml(&[CameraDef::new("cam-0", sim.url("c0"))]);
+    let start = || {
+        tokio::task::block_in_place(|| {
+            vigie_testkit::process::VigieBuilder::new(BIN)
+                .toml(&cams)
+                .start()
+        })
+        .expect("single node")
+    };
+    let mut one = start();
+    let mut two = start();
+    // A user of the first installation only.
+    let (st, body) = {
+        let r = one
+            .http()
+            .post(format!("{}/api/v1/users", one.base_url()))
+            .json(&json!({ "name": "ines", "role": "operator", "password": PASSWORD, "communes": "all" }))
+            .send()
+            .await
+            .expect("create");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    assert_eq!(st, 201, "{body}");
+    for (v, node) in [(&mut one, "rec-1"), (&mut two, "rec-2")] {
+        tokio::task::block_in_place(|| v.stop()).expect("stop");
+        let mut cfg = std::fs::read_to_string(&v.config_path).expect("config");
+        cfg.push_str(&cluster_section(&etcd.endpoints(), node, v.port));
+        std::fs::write(&v.config_path, cfg).expect("config");
+    }
+    let token_one = format!("Bearer {}", one.admin_token().expect("token"));
+    let token_two = format!("Bearer {}", two.admin_token().expect("token"));
+    let get = |port: u16, bearer: String| async move {
+        client()
+            .get(format!("http://127.0.0.1:{port}/api/v1/cameras"))
+            .header("authorization", bearer)
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+
+    tokio::task::block_in_place(|| one.spawn()).expect("rec-1 clustered");
+    assert!(
+        one.log().contains("copied this node's users"),
+        "{}",
+        one.log()
+    );
+    assert_eq!(get(one.port, token_one.clone()).await, 200);
+
+    tokio::task::block_in_place(|| two.spawn()).expect("rec-2 clustered");
+    let log = two.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("differs from the cluster's users"))
+        .unwrap_or_else(|| panic!("no warning about differing local users: {log}"));
+    // Same name, its own (salted) password hash: reported; nothing is local-only.
+    assert!(
+        warning.contains("differing=[\"e2e-admin\"]") && warning.contains("local_only=[]"),
+        "{warning}"
+    );
+    assert_eq!(get(two.port, token_one).await, 200, "the cluster's token");
+    assert_eq!(
+        get(two.port, token_two).await,
+        401,
+        "a token only rec-2 had"
+    );
+    let resp = client()
+        .post(format!("http://127.0.0.1:{}/api/v1/session", two.port))
+        .json(&json!({ "username": "ines", "password": PASSWORD }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status().as_u16(), 200, "rec-1's user on rec-2");
+    // Its CLI lists the cluster's users.
+    let (ok, out) = tokio::task::block_in_place(|| two.command(&["user", "list"])).expect("cli");
+    assert!(ok && out.contains("ines"), "{out}");
+    drop((one, two));
+    drop(sim);
+    drop(etcd);
+}
