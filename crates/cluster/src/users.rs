@@ -36,6 +36,11 @@ use crate::etcd::{REQUEST_TIMEOUT, bounded, connect, now_s};
 /// change made on another node takes to apply here. The live WebSocket checks its credential
 /// every second, so a revoked user's live view on another node closes within ≈ 1.5 s.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(500);
+/// At most this many reads of etcd per second for keys the copy does not have (a session or
+/// token made on another node a moment ago); beyond, the copy answers (the key is then found at
+/// the next refresh). Bounds what unauthenticated requests with made-up cookies or tokens cost
+/// etcd.
+pub const MISS_READS_PER_S: u32 = 50;
 /// etcd's default limit of operations in one transaction is 128.
 const SEED_CHUNK: usize = 100;
 
@@ -143,6 +148,8 @@ struct Copy {
 pub struct EtcdAuthKv {
     copy: Arc<Copy>,
     tx: tokio::sync::mpsc::UnboundedSender<Cmd>,
+    /// (start of the current second, misses read from etcd in it).
+    misses: Mutex<(Instant, u32)>,
 }
 
 impl std::fmt::Debug for EtcdAuthKv {
@@ -170,7 +177,11 @@ impl EtcdAuthKv {
             .name("vigie-users-etcd".into())
             .spawn(move || rt.block_on(worker(cfg, worker_copy, rx)))
             .map_err(|e| ClusterError::Other(format!("starting the users' etcd thread: {e}")))?;
-        Ok(EtcdAuthKv { copy, tx })
+        Ok(EtcdAuthKv {
+            copy,
+            tx,
+            misses: Mutex::new((Instant::now(), 0)),
+        })
     }
 
     /// Reads `u/` now; fails when etcd does not answer (the CLI needs the cluster's users).
@@ -257,6 +268,18 @@ impl EtcdAuthKv {
     }
 }
 
+/// Counts one read of etcd for a miss; `false` when this second's budget is spent.
+fn miss_allowed(m: &mut (Instant, u32)) -> bool {
+    if m.0.elapsed() >= Duration::from_secs(1) {
+        *m = (Instant::now(), 0);
+    }
+    if m.1 >= MISS_READS_PER_S {
+        return false;
+    }
+    m.1 += 1;
+    true
+}
+
 /// Same role, scope, password hash and disabled flag (times aside).
 fn same_user(a: &[u8], b: &[u8]) -> bool {
     let (Ok(a), Ok(b)) = (
@@ -276,6 +299,9 @@ impl AuthKv for EtcdAuthKv {
             return Ok(Some(v));
         }
         // Not in the copy: perhaps written on another node since the last read.
+        if !miss_allowed(&mut self.misses.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(None);
+        }
         self.get_fresh(table, key)
     }
 
@@ -556,6 +582,15 @@ mod tests {
         assert_eq!(k.parse(&k.seeded()), None);
         assert_eq!(k.parse("/vigie/u/sessions/not-hex"), None);
         assert_eq!(k.parse("/other/u/users/bob"), None);
+    }
+
+    #[test]
+    fn misses_read_from_etcd_are_bounded_per_second() {
+        let mut m = (Instant::now(), 0);
+        let allowed = (0..500).filter(|_| miss_allowed(&mut m)).count();
+        assert_eq!(allowed, MISS_READS_PER_S as usize);
+        m.0 -= Duration::from_secs(1);
+        assert!(miss_allowed(&mut m), "a new second has a new budget");
     }
 
     #[test]
