@@ -29,6 +29,9 @@ impl Table {
     pub const ALL: [Table; 3] = [Table::Users, Table::Sessions, Table::Tokens];
 }
 
+/// Records of a table: (key, JSON value), in key order.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Storage of the auth records. Synchronous (the store is called from request handlers and
 /// from the CLI); implementations bound their own waits.
 pub trait AuthKv: Send + Sync {
@@ -48,11 +51,11 @@ pub trait AuthKv: Send + Sync {
         self.get(table, key)
     }
     /// Every record of the table, in key order.
-    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, AuthError>;
+    fn scan(&self, table: Table) -> Result<Records, AuthError>;
     /// Like [`AuthKv::scan`], but the latest records of the shared store. Used where a record
     /// made on another node a moment ago must be found (revoking a token by its id, ending a
     /// user's sessions, the "last enabled admin" check, listings).
-    fn scan_fresh(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, AuthError> {
+    fn scan_fresh(&self, table: Table) -> Result<Records, AuthError> {
         self.scan(table)
     }
     /// Makes the writes so far durable.
@@ -135,7 +138,7 @@ impl AuthKv for SledKv {
             .is_ok())
     }
 
-    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, AuthError> {
+    fn scan(&self, table: Table) -> Result<Records, AuthError> {
         let mut out = Vec::new();
         for kv in self.tree(table).iter() {
             let (k, v) = kv?;

@@ -56,7 +56,7 @@ mod roles;
 mod store;
 mod throttle;
 
-pub use backend::{AuthKv, SledKv, Table};
+pub use backend::{AuthKv, Records, SledKv, Table};
 pub use password::{
     MIN_PASSWORD_CHARS, check_policy, constant_time_eq, csrf_token, hash_password, random_password,
     verify_password,

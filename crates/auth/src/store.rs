@@ -1574,10 +1574,12 @@ mod backend_tests {
 
     const PW: &str = "correct horse battery";
 
+    type Snapshot = HashMap<(Table, Vec<u8>), Vec<u8>>;
+
     /// Sled underneath; while frozen, `get` answers from a snapshot taken at `freeze`.
     struct StaleKv {
         real: SledKv,
-        frozen: Mutex<Option<HashMap<(Table, Vec<u8>), Vec<u8>>>>,
+        frozen: Mutex<Option<Snapshot>>,
     }
 
     impl StaleKv {
@@ -1614,7 +1616,7 @@ mod backend_tests {
         fn swap(&self, t: Table, key: &[u8], old: &[u8], new: Vec<u8>) -> Result<bool, AuthError> {
             self.real.swap(t, key, old, new)
         }
-        fn scan(&self, t: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, AuthError> {
+        fn scan(&self, t: Table) -> Result<crate::backend::Records, AuthError> {
             self.real.scan(t)
         }
         fn flush(&self) -> Result<(), AuthError> {

@@ -328,7 +328,7 @@ impl AuthKv for EtcdAuthKv {
         self.done(Op::Swap(table, key.to_vec(), old.to_vec(), new))
     }
 
-    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, AuthError> {
+    fn scan(&self, table: Table) -> Result<vigie_auth::Records, AuthError> {
         Ok(self
             .copy
             .tables
@@ -339,7 +339,7 @@ impl AuthKv for EtcdAuthKv {
             .unwrap_or_default())
     }
 
-    fn scan_fresh(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, AuthError> {
+    fn scan_fresh(&self, table: Table) -> Result<vigie_auth::Records, AuthError> {
         self.call(Op::Refresh)?;
         self.scan(table)
     }
