@@ -20,6 +20,8 @@ mod cluster_deploy;
 mod cluster_ha;
 #[cfg(feature = "cluster")]
 mod cluster_serve;
+#[cfg(feature = "cluster")]
+mod cluster_users;
 mod disk_full;
 mod edge_fill;
 mod export;
