@@ -165,18 +165,19 @@ impl ChainCheck {
                 ),
             ));
         }
-        let anchor = self.anchor.as_ref().map(|(seq, hash)| {
-            match (&self.anchored_found, self.first_seq) {
-                (Some(found), _) if found == hash => AnchorCheck::Matches,
-                (Some(found), _) => AnchorCheck::Differs {
-                    found: found.clone(),
-                },
-                (None, Some(first)) if *seq < first => AnchorCheck::Purged { first_seq: first },
-                (None, _) => AnchorCheck::Missing {
-                    last_seq: self.last.as_ref().map(|(s, _)| *s),
-                },
-            }
-        });
+        let anchor =
+            self.anchor
+                .as_ref()
+                .map(|(seq, hash)| match (&self.anchored_found, self.first_seq) {
+                    (Some(found), _) if found == hash => AnchorCheck::Matches,
+                    (Some(found), _) => AnchorCheck::Differs {
+                        found: found.clone(),
+                    },
+                    (None, Some(first)) if *seq < first => AnchorCheck::Purged { first_seq: first },
+                    (None, _) => AnchorCheck::Missing {
+                        last_seq: self.last.as_ref().map(|(s, _)| *s),
+                    },
+                });
         ChainReport {
             entries: self.entries,
             first_seq: self.first_seq,
@@ -237,7 +238,10 @@ mod tests {
         edited[4].actor = "someone else".into();
         assert_eq!(check(&edited, None).first_broken.map(|b| b.0), Some(4));
         let r = check(&e, Some((2, "f".repeat(64))));
-        assert!(matches!(r.anchor, Some(AnchorCheck::Differs { .. })), "{r:?}");
+        assert!(
+            matches!(r.anchor, Some(AnchorCheck::Differs { .. })),
+            "{r:?}"
+        );
 
         // A missing prefix not accounted for by a purge.
         let r = check(&e[2..], None);

@@ -63,7 +63,13 @@ pub fn verify(config: &Config) -> anyhow::Result<()> {
     let (status, anchors) = read.context("etcd read")?;
     let mut nodes: std::collections::BTreeSet<String> =
         anchors.iter().map(|a| a.node.clone()).collect();
-    nodes.extend(status.nodes.iter().filter(|n| n.alive).map(|n| n.name.clone()));
+    nodes.extend(
+        status
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| n.name.clone()),
+    );
     nodes.insert(me.clone());
     let secret = c
         .secret(&|v| std::env::var(v).ok())
@@ -88,7 +94,10 @@ pub fn verify(config: &Config) -> anyhow::Result<()> {
                     continue;
                 }
                 Err(e) if url.is_some() => {
-                    println!("(this node, running: asked over its internal route; {e:#})");
+                    tracing::debug!(error = %format!("{e:#}"), "the local journal cannot be opened here");
+                    println!(
+                        "(this node, running: its journal is the process's; asked over its internal route)"
+                    );
                 }
                 Err(e) => return Err(e),
             }
@@ -123,10 +132,7 @@ pub fn verify(config: &Config) -> anyhow::Result<()> {
         );
         Ok(())
     } else {
-        anyhow::bail!(
-            "access journal verification failed: {}",
-            failed.join("; ")
-        )
+        anyhow::bail!("access journal verification failed: {}", failed.join("; "))
     }
 }
 
@@ -137,6 +143,18 @@ fn report(node: &str, problems: Vec<String>, failed: &mut Vec<String>) {
         println!("node {node}: FAILED");
         failed.extend(problems.into_iter().map(|p| format!("{node}: {p}")));
     }
+}
+
+/// An error and its causes, on one line (reqwest's own text says only "error sending request").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
@@ -172,7 +190,7 @@ async fn get(
     for (k, v) in key.sign("GET", pq, &who, jiff::Timestamp::now().as_second()) {
         req = req.header(k, v);
     }
-    let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+    let resp = req.send().await.map_err(|e| causes(&e.without_url()))?;
     let status = resp.status();
     let body = resp
         .bytes()

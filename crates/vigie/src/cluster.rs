@@ -407,10 +407,7 @@ impl vigie_api::ClusterInfo for Info {
             .await
             {
                 Ok(r) => r,
-                Err(_) => Err(format!(
-                    "no answer within {} s",
-                    INTERNAL_TIMEOUT.as_secs()
-                )),
+                Err(_) => Err(format!("no answer within {} s", INTERNAL_TIMEOUT.as_secs())),
             }
         })
     }

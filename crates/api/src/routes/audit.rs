@@ -74,7 +74,10 @@ pub(super) fn entry_json(e: &Entry) -> Value {
     v
 }
 
-pub(super) async fn query_journal(state: &AppState, q: vigie_audit::Query) -> Result<Vec<Entry>, ApiError> {
+pub(super) async fn query_journal(
+    state: &AppState,
+    q: vigie_audit::Query,
+) -> Result<Vec<Entry>, ApiError> {
     let journal = state.journal.clone();
     tokio::task::spawn_blocking(move || journal.query(&q))
         .await
@@ -137,8 +140,6 @@ pub async fn list(
         let merged =
             super::audit_cluster::merged_page(&state, &cluster, &who, &filters, cursor).await?;
         return Ok(super::audit_cluster::answer(
-            &state,
-            &who,
             merged,
             q.format.as_deref() == Some("csv"),
         ));
@@ -147,8 +148,9 @@ pub async fn list(
         .after
         .as_deref()
         .map(|a| {
-            a.parse::<u64>()
-                .map_err(|_| ApiError::BadRequest(format!("`after` must be a sequence number, not {a:?}")))
+            a.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!("`after` must be a sequence number, not {a:?}"))
+            })
         })
         .transpose()?;
     let jq = vigie_audit::Query {
@@ -182,48 +184,48 @@ pub async fn list(
 }
 
 pub(super) const CSV_HEADER: [&str; 14] = [
-                "seq",
-                "time",
-                "actor",
-                "action",
-                "camera",
-                "stream",
-                "start",
-                "end",
-                "reason",
-                "procedure",
-                "remote_addr",
-                "details",
-                "prev_hash",
-                "hash",
+    "seq",
+    "time",
+    "actor",
+    "action",
+    "camera",
+    "stream",
+    "start",
+    "end",
+    "reason",
+    "procedure",
+    "remote_addr",
+    "details",
+    "prev_hash",
+    "hash",
 ];
 
 /// One entry as a row of the journal's CSV (columns [`CSV_HEADER`]).
 pub(super) fn csv_row(e: &Entry) -> [String; 14] {
-                [
-                    e.seq.to_string(),
-                    e.time().to_rfc3339(),
-                    e.actor.clone(),
-                    e.action.as_str().to_owned(),
-                    e.camera.clone().unwrap_or_default(),
-                    e.stream.clone().unwrap_or_default(),
-                    e.start_90k
-                        .map(|t| Time90k(t).to_rfc3339())
-                        .unwrap_or_default(),
-                    e.end_90k
-                        .map(|t| Time90k(t).to_rfc3339())
-                        .unwrap_or_default(),
-                    e.reason.clone().unwrap_or_default(),
-                    e.procedure.clone().unwrap_or_default(),
-                    e.remote_addr.clone().unwrap_or_default(),
-                    if e.details.is_null() {
-                        String::new()
-                    } else {
-                        e.details.to_string()
-                    },
-                    e.prev_hash.clone(),
-                    e.hash.clone(),
-                ]
+    [
+        e.seq.to_string(),
+        e.time().to_rfc3339(),
+        e.actor.clone(),
+        e.action.as_str().to_owned(),
+        e.camera.clone().unwrap_or_default(),
+        e.stream.clone().unwrap_or_default(),
+        e.start_90k
+            .map(|t| Time90k(t).to_rfc3339())
+            .unwrap_or_default(),
+        e.end_90k
+            .map(|t| Time90k(t).to_rfc3339())
+            .unwrap_or_default(),
+        e.reason.clone().unwrap_or_default(),
+        e.procedure.clone().unwrap_or_default(),
+        e.remote_addr.clone().unwrap_or_default(),
+        if e.details.is_null() {
+            String::new()
+        } else {
+            e.details.to_string()
+        },
+        e.prev_hash.clone(),
+        e.hash.clone(),
+    ]
 }
 
 pub(super) fn csv_response(w: SafeCsv<Vec<u8>>, filename: &str) -> Response {
@@ -398,6 +400,139 @@ fn fact_section(a: Action) -> Option<&'static str> {
     })
 }
 
+/// One day of a stream's recordings on one node (a row of the register).
+pub(super) struct DayRecording {
+    pub day: String,
+    pub secs: f64,
+    pub bytes: u64,
+    pub first: Time90k,
+    pub last: Time90k,
+}
+
+/// This node's recordings of `key` per (UTC) day in `[start, end)`, from the index, one day of
+/// segments at a time.
+pub(super) fn day_recordings(
+    state: &AppState,
+    key: &vigie_core::StreamKey,
+    start: Time90k,
+    end: Time90k,
+    mut each: impl FnMut(DayRecording) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut a = start;
+    while a < end {
+        let b = next_utc_day(a).min(end);
+        let segs = state
+            .footage
+            .segments(key, a, b)
+            .map_err(|e| e.to_string())?;
+        let mut per_day: BTreeMap<String, (f64, u64, Time90k, Time90k)> = BTreeMap::new();
+        // A segment belongs to the day it starts in; the first day also takes those that
+        // started before the window.
+        for seg in segs.iter().filter(|seg| seg.start >= a || a == start) {
+            let day = seg.start.to_rfc3339()[..10].to_owned();
+            let d = per_day.entry(day).or_insert((0.0, 0, seg.start, seg.end()));
+            d.0 += Duration90k(seg.duration_90k).as_secs_f64();
+            d.1 += seg.bytes;
+            d.2 = d.2.min(seg.start);
+            d.3 = d.3.max(seg.end());
+        }
+        for (day, (secs, bytes, first, last)) in per_day {
+            each(DayRecording {
+                day,
+                secs,
+                bytes,
+                first,
+                last,
+            })?;
+        }
+        a = b;
+    }
+    Ok(())
+}
+
+fn recording_row(
+    state: &AppState,
+    out: &mut RegisterOut,
+    node: Option<&str>,
+    cam: &vigie_core::config::Camera,
+    stream: &str,
+    d: DayRecording,
+) -> Result<(), String> {
+    row(
+        out,
+        node,
+        [
+            "recording".to_owned(),
+            cam.id.clone(),
+            stream.to_owned(),
+            cam.commune.clone(),
+            d.first.to_rfc3339(),
+            d.last.to_rfc3339(),
+            d.day,
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            format!(
+                "recorded {:.0} s, {} bytes, retention {} days",
+                d.secs,
+                d.bytes,
+                state.config.retention_days(cam)
+            ),
+        ],
+    )
+}
+
+/// Another node's recording rows (`/internal/v1/register/recordings`, paged by stream).
+fn remote_recordings(
+    state: &AppState,
+    who: &Principal,
+    c: &mut ClusterFacts,
+    node: &str,
+    start: Time90k,
+    end: Time90k,
+    out: &mut RegisterOut,
+) -> Result<(), String> {
+    let mut after: Option<String> = None;
+    loop {
+        let mut pq = format!(
+            "/internal/v1/register/recordings?start_90k={}&end_90k={}",
+            start.0, end.0
+        );
+        if let Some(a) = &after {
+            pq.push_str(&format!("&after={}", super::audit_cluster::pct(a)));
+        }
+        let v =
+            c.rt.block_on(c.cluster.internal_json(node, pq, c.who.clone()))?;
+        for r in v["rows"].as_array().into_iter().flatten() {
+            let (Some(cam), Some(stream)) = (r["camera"].as_str(), r["stream"].as_str()) else {
+                continue;
+            };
+            let Some(cam) = state.config.camera(cam) else {
+                continue;
+            };
+            if !who.can(
+                Permission::Audit,
+                Some((cam.id.as_str(), cam.commune.as_str())),
+            ) {
+                continue;
+            }
+            let d = DayRecording {
+                day: r["day"].as_str().unwrap_or_default().to_owned(),
+                secs: r["secs"].as_f64().unwrap_or(0.0),
+                bytes: r["bytes"].as_u64().unwrap_or(0),
+                first: Time90k(r["first_90k"].as_i64().unwrap_or(0)),
+                last: Time90k(r["last_90k"].as_i64().unwrap_or(0)),
+            };
+            recording_row(state, out, Some(node), cam, stream, d)?;
+        }
+        match v["next"].as_str() {
+            Some(n) if after.as_deref() != Some(n) => after = Some(n.to_owned()),
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// The register of a cluster node: the other nodes' journal facts, merged by time with this
 /// node's (see `routes::audit_cluster`); every row gets a `node` column.
 struct ClusterFacts {
@@ -528,48 +663,33 @@ fn write_register(
         ) {
             continue;
         }
-        let mut a = start;
-        while a < end {
-            let b = next_utc_day(a).min(end);
-            let segs = state
-                .footage
-                .segments(&s.key, a, b)
-                .map_err(|e| e.to_string())?;
-            let mut per_day: BTreeMap<String, (f64, u64, Time90k, Time90k)> = BTreeMap::new();
-            // A segment belongs to the day it starts in; the first day also takes those that
-            // started before the window.
-            for seg in segs.iter().filter(|seg| seg.start >= a || a == start) {
-                let day = seg.start.to_rfc3339()[..10].to_owned();
-                let d = per_day.entry(day).or_insert((0.0, 0, seg.start, seg.end()));
-                d.0 += Duration90k(seg.duration_90k).as_secs_f64();
-                d.1 += seg.bytes;
-                d.2 = d.2.min(seg.start);
-                d.3 = d.3.max(seg.end());
-            }
-            for (day, (secs, bytes, first, last)) in per_day {
+        day_recordings(state, &s.key, start, end, |d| {
+            recording_row(state, out, here, cam, &s.key.stream, d)
+        })?;
+    }
+    // The other nodes' recordings (their own indexes), node by node.
+    if let Some(c) = cluster.as_deref_mut() {
+        for node in c.sources.iter().map(|s| s.node.clone()).collect::<Vec<_>>() {
+            if let Err(why) = remote_recordings(state, who, c, &node, start, end, out) {
                 row(
                     out,
-                    here,
+                    Some(&node),
                     [
-                        "recording".to_owned(),
-                        cam.id.clone(),
-                        s.key.stream.clone(),
-                        cam.commune.clone(),
-                        first.to_rfc3339(),
-                        last.to_rfc3339(),
-                        day,
+                        "recordings-unavailable".to_owned(),
                         String::new(),
                         String::new(),
                         String::new(),
                         String::new(),
-                        format!(
-                            "recorded {secs:.0} s, {bytes} bytes, retention {} days",
-                            state.config.retention_days(cam)
-                        ),
+                        String::new(),
+                        state.clock.now().to_rfc3339(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        format!("the recordings of node {node} could not be read: {why}"),
                     ],
                 )?;
             }
-            a = b;
         }
     }
     // The privacy masks each camera has now (CSI L251-3), one row per camera with masks.
@@ -626,7 +746,10 @@ fn write_register(
         .journal
         .scan(&jq)
         .map_err(|e| e.to_string())?
-        .filter(|e| e.as_ref().map_or(true, |e| fact_section(e.action).is_some()))
+        .filter(|e| {
+            e.as_ref()
+                .map_or(true, |e| fact_section(e.action).is_some())
+        })
         .peekable();
     loop {
         // The oldest next fact of all nodes (ties: this node first, then by name).

@@ -106,7 +106,7 @@ pub fn carried(who: &Principal) -> CarriedIdentity {
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
-fn pct(s: &str) -> String {
+pub(super) fn pct(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -119,12 +119,7 @@ fn pct(s: &str) -> String {
 }
 
 /// Path and query of `/internal/v1/journal/entries` for these filters.
-pub fn entries_path(
-    f: &Filters,
-    actions: &[Action],
-    after: Option<u64>,
-    limit: usize,
-) -> String {
+pub fn entries_path(f: &Filters, actions: &[Action], after: Option<u64>, limit: usize) -> String {
     let mut q = vec![format!("limit={limit}")];
     if let Some(t) = f.start {
         q.push(format!("start_90k={}", t.0));
@@ -138,12 +133,7 @@ pub fn entries_path(
     if let Some(c) = &f.camera {
         q.push(format!("camera={}", pct(c)));
     }
-    let actions: Vec<&str> = f
-        .action
-        .iter()
-        .chain(actions)
-        .map(|a| a.as_str())
-        .collect();
+    let actions: Vec<&str> = f.action.iter().chain(actions).map(|a| a.as_str()).collect();
     if !actions.is_empty() {
         q.push(format!("actions={}", actions.join(",")));
     }
@@ -235,9 +225,7 @@ pub async fn merged_page(
             }
         }
     }
-    all.sort_by(|(na, a), (nb, b)| {
-        (a.time_90k, na, a.seq).cmp(&(b.time_90k, nb, b.seq))
-    });
+    all.sort_by(|(na, a), (nb, b)| (a.time_90k, na, a.seq).cmp(&(b.time_90k, nb, b.seq)));
     more |= all.len() > f.limit;
     all.truncate(f.limit);
     let mut next = cursor;
@@ -258,8 +246,7 @@ pub async fn merged_page(
 /// The merged page as JSON (`entries` with `node`, `next_after`, `unavailable_nodes`) or CSV
 /// (the journal's columns and `node`; the unavailable nodes in the `x-vigie-unavailable-nodes`
 /// header).
-pub fn answer(state: &AppState, who: &Principal, m: Merged, csv: bool) -> Response {
-    let _ = (state, who);
+pub fn answer(m: Merged, csv: bool) -> Response {
     let unavailable: Vec<Value> = m
         .unavailable
         .iter()
@@ -401,7 +388,10 @@ mod tests {
     fn the_cursor_reads_back_what_it_wrote_and_refuses_garbage() {
         let c = Cursor::parse(Some("rec-a:12,rec-b:0"), "rec-c").unwrap();
         assert_eq!(c.render(), "rec-a:12,rec-b:0");
-        assert_eq!(Cursor::parse(Some("7"), "rec-c").unwrap().render(), "rec-c:7");
+        assert_eq!(
+            Cursor::parse(Some("7"), "rec-c").unwrap().render(),
+            "rec-c:7"
+        );
         assert_eq!(Cursor::parse(None, "rec-c").unwrap(), Cursor::default());
         for bad in ["rec-a", "rec-a:x", ":3", "rec-a:-1"] {
             assert!(Cursor::parse(Some(bad), "rec-c").is_err(), "{bad}");

@@ -7,6 +7,9 @@
 //!   (`after`, `limit` ≤ 10,000), whole (hashes included: the caller can re-check the chain).
 //!   No rights are checked here: the node the user called checked them (`Permission::Audit`)
 //!   and filters what the user may see, as for its own journal.
+//! * `register/recordings`: this node's recordings per stream and (UTC) day in a window (the
+//!   register's `recording` rows), every stream it holds, paged by stream (`after`,
+//!   about [`RECORDING_ROWS_PAGE`] rows a page).
 //! * `verify`: this node's own verification of its journal (chain, signed head, purges,
 //!   tamper alarms) and its head.
 //!
@@ -53,7 +56,8 @@ pub async fn entries(
         Some(list) => list
             .split(',')
             .map(|a| {
-                Action::parse(a).ok_or_else(|| ApiError::BadRequest(format!("unknown action {a:?}")))
+                Action::parse(a)
+                    .ok_or_else(|| ApiError::BadRequest(format!("unknown action {a:?}")))
             })
             .collect::<Result<_, _>>()?,
     };
@@ -104,4 +108,69 @@ pub async fn verify(State(state): State<AppState>, _: Verified) -> Result<Json<V
     v["node"] = json!(state.cluster.as_ref().map(|c| c.node().to_owned()));
     v["head"] = json!(head.map(|(seq, hash)| json!({ "seq": seq, "hash": hash })));
     Ok(Json(v))
+}
+
+/// Rows of a `register/recordings` page (whole streams: a page may hold a few more).
+pub const RECORDING_ROWS_PAGE: usize = 2000;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingsQuery {
+    start_90k: i64,
+    end_90k: i64,
+    /// `camera/stream` of the last stream of the previous page.
+    after: Option<String>,
+}
+
+pub async fn register_recordings(
+    State(state): State<AppState>,
+    _: Verified,
+    q: Result<Query<RecordingsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
+    if q.end_90k <= q.start_90k {
+        return Err(ApiError::BadRequest(
+            "end_90k must be after start_90k".into(),
+        ));
+    }
+    let (start, end) = (
+        vigie_core::Time90k(q.start_90k),
+        vigie_core::Time90k(q.end_90k),
+    );
+    let st = state.clone();
+    let (rows, next) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let mut rows = Vec::new();
+        let mut skipping = q.after.is_some();
+        let mut next = None;
+        for s in st.streams.iter() {
+            let name = format!("{}/{}", s.key.camera, s.key.stream);
+            if skipping {
+                skipping = q.after.as_deref() != Some(name.as_str());
+                continue;
+            }
+            if rows.len() >= RECORDING_ROWS_PAGE {
+                break;
+            }
+            super::audit::day_recordings(&st, &s.key, start, end, |d| {
+                rows.push(json!({
+                    "camera": s.key.camera, "stream": s.key.stream, "day": d.day,
+                    "first_90k": d.first.0, "last_90k": d.last.0,
+                    "secs": d.secs, "bytes": d.bytes,
+                }));
+                Ok(())
+            })?;
+            next = Some(name);
+        }
+        // The last stream listed ends the page unless it was the last stream of all.
+        let last_stream = st
+            .streams
+            .iter()
+            .last()
+            .map(|s| format!("{}/{}", s.key.camera, s.key.stream));
+        Ok((rows, next.filter(|n| Some(n) != last_stream.as_ref())))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::Unavailable)?;
+    Ok(Json(json!({ "rows": rows, "next": next })))
 }

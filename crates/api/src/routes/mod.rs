@@ -525,6 +525,10 @@ pub fn internal_router() -> Router<AppState> {
             get(internal_journal::entries),
         )
         .route("/internal/v1/journal/verify", get(internal_journal::verify))
+        .route(
+            "/internal/v1/register/recordings",
+            get(internal_journal::register_recordings),
+        )
 }
 
 pub fn router() -> Router<AppState> {
