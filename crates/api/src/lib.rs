@@ -119,6 +119,31 @@ pub trait ClusterInfo: Send + Sync {
         end: vigie_core::Time90k,
         who: internal::CarriedIdentity,
     ) -> vigie_service::BoxFuture<'_, Vec<NodeFootage>>;
+    /// The other nodes that keep an access journal (every live member, and every node whose
+    /// journal head is anchored in etcd, `j/<node>`), and whether each can be asked now
+    /// (a live registration). Used to merge `audit` and the register across nodes.
+    fn journal_nodes(&self) -> Vec<JournalNode> {
+        Vec::new()
+    }
+    /// A signed `GET` of `path_and_query` (an internal route) on `node`, on behalf of `who`:
+    /// its JSON answer, or why it could not be had (bounded in time).
+    fn internal_json(
+        &self,
+        node: &str,
+        path_and_query: String,
+        who: internal::CarriedIdentity,
+    ) -> vigie_service::BoxFuture<'_, Result<serde_json::Value, String>> {
+        let _ = (node, path_and_query, who);
+        Box::pin(async { Err("not a cluster node".to_owned()) })
+    }
+}
+
+/// Another node's access journal (see [`ClusterInfo::journal_nodes`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JournalNode {
+    pub node: String,
+    /// Registered under a live lease (it can be asked).
+    pub up: bool,
 }
 
 /// One other node's footage of a stream in a window (see [`ClusterInfo::remote_spans`]).

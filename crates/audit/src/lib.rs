@@ -18,9 +18,11 @@
 //! `journal-purge` entry within the journal retention. What this does and does not protect
 //! against (someone with the key can rewrite everything): see the crate's README.
 
+mod chain;
 mod entry;
 mod journal;
 
+pub use chain::{ChainAlarm, ChainCheck, ChainReport};
 pub use entry::{Action, Entry, NewEntry};
 pub use journal::{
     AnchorCheck, HeadSigner, Journal, JournalOptions, Query, Scan, TamperAlarm, VerifyReport,

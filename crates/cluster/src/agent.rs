@@ -789,6 +789,11 @@ impl Agent {
                 state.coverage.insert(s.node.clone(), s);
             }
         }
+        for (k, v) in get_prefix(client, &self.keys.journal_prefix()).await? {
+            if let Some(a) = parse::<JournalAnchor>(&k, &v) {
+                state.anchors.insert(a.node.clone(), a);
+            }
+        }
         self.shared.set_state(state);
         self.state_read_at = Some(Instant::now());
         Ok(())

@@ -33,6 +33,8 @@ pub struct View {
 pub struct ClusterState {
     pub statuses: BTreeMap<String, NodeStatus>,
     pub coverage: BTreeMap<String, CoverageSnapshot>,
+    /// Every node's access-journal anchor (`j/<node>`): which nodes keep a journal.
+    pub anchors: BTreeMap<String, crate::model::JournalAnchor>,
 }
 
 /// The cluster's legal holds as last read from etcd, and when.

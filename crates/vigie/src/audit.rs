@@ -115,15 +115,35 @@ pub fn journal_retention(
 }
 
 /// `vigie audit verify`: checks the chain, its signed head and its purges, and lists every
-/// tamper alarm; exit status 1 if anything is wrong.
+/// tamper alarm; exit status 1 if anything is wrong. A cluster node checks every node's journal
+/// (`crate::audit_cluster`).
 pub fn verify(config: &Config) -> anyhow::Result<()> {
+    #[cfg(feature = "cluster")]
+    if config.cluster.is_some() {
+        return crate::audit_cluster::verify(config);
+    }
     let journal = open_journal(config, Arc::new(vigie_core::SystemClock))?;
+    let problems = check_local(config, &journal)?;
+    if problems.is_empty() {
+        println!("access journal OK");
+        Ok(())
+    } else {
+        anyhow::bail!("{}", problems.join("; "))
+    }
+}
+
+/// Checks this node's journal, opened offline: chain, signed head, purges, tamper alarms and
+/// (cluster) the head anchored in etcd. Prints what it finds; returns the problems (empty: OK).
+pub fn check_local(config: &Config, journal: &Journal) -> anyhow::Result<Vec<String>> {
     // A cluster node also checks its journal against the head it anchored in etcd: a journal
     // cut or replaced while the node was stopped verifies on its own but not against it.
     #[cfg(feature = "cluster")]
-    let anchor_problems = crate::cluster::verify_journal_anchor(config, &journal)?;
+    let anchor_problems = crate::cluster::verify_journal_anchor(config, journal)?;
     #[cfg(not(feature = "cluster"))]
-    let anchor_problems: Vec<String> = Vec::new();
+    let anchor_problems: Vec<String> = {
+        let _ = config;
+        Vec::new()
+    };
     for p in &anchor_problems {
         println!("ANCHOR MISMATCH: {p}");
     }
@@ -157,21 +177,20 @@ pub fn verify(config: &Config) -> anyhow::Result<()> {
             println!("({} entries verified before it)", report.entries);
         }
     }
+    let mut problems = Vec::new();
     if !anchor_problems.is_empty() {
-        anyhow::bail!(
+        problems.push(format!(
             "the access journal does not hold the head anchored in etcd ({} problem(s))",
             anchor_problems.len()
-        )
+        ));
     }
-    if report.ok() {
-        println!("access journal OK");
-        Ok(())
-    } else if let Some((seq, _)) = &report.first_broken {
-        anyhow::bail!("access journal verification failed at entry {seq}")
-    } else {
-        anyhow::bail!(
+    if let Some((seq, _)) = &report.first_broken {
+        problems.push(format!("access journal verification failed at entry {seq}"));
+    } else if !report.alarms.is_empty() {
+        problems.push(format!(
             "the access journal was tampered with ({} tamper alarm(s) on record)",
             report.alarms.len()
-        )
+        ));
     }
+    Ok(problems)
 }

@@ -371,6 +371,46 @@ impl vigie_api::ClusterInfo for Info {
                 .collect(),
         ))
     }
+    fn journal_nodes(&self) -> Vec<vigie_api::JournalNode> {
+        let me = self.shared.node();
+        let members = self.shared.view().members;
+        let anchored = self.shared.state().anchors;
+        let names: std::collections::BTreeSet<&String> =
+            members.keys().chain(anchored.keys()).collect();
+        names
+            .into_iter()
+            .filter(|n| n.as_str() != me)
+            .map(|n| vigie_api::JournalNode {
+                node: n.clone(),
+                up: members.contains_key(n),
+            })
+            .collect()
+    }
+    fn internal_json(
+        &self,
+        node: &str,
+        path_and_query: String,
+        who: vigie_api::internal::CarriedIdentity,
+    ) -> vigie_service::BoxFuture<'_, Result<serde_json::Value, String>> {
+        let url = self
+            .shared
+            .view()
+            .members
+            .get(node)
+            .map(|m| m.advertise_url.clone());
+        Box::pin(async move {
+            let url = url.ok_or("the node is down (no live registration)")?;
+            match tokio::time::timeout(
+                INTERNAL_TIMEOUT,
+                self.internal_get(&url, &path_and_query, &who),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {} s", INTERNAL_TIMEOUT.as_secs())),
+            }
+        })
+    }
     fn remote_spans(
         &self,
         key: &StreamKey,

@@ -4,6 +4,8 @@
 //! shutdown. Everything else lives in the library crates; see docs/ARCHITECTURE.md.
 
 mod audit;
+#[cfg(feature = "cluster")]
+mod audit_cluster;
 mod camera;
 #[cfg(feature = "cluster")]
 mod cluster;

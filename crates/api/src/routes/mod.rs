@@ -1,6 +1,7 @@
 //! Route table. Each submodule owns one resource.
 
 mod audit;
+mod audit_cluster;
 mod cameras;
 mod events;
 mod exports;
@@ -8,6 +9,7 @@ mod health;
 mod holds;
 mod index;
 mod internal;
+mod internal_journal;
 mod live;
 mod live_transcode;
 mod metrics;
@@ -64,8 +66,6 @@ const fn op(
         responses,
     }
 }
-
-const WINDOW: &[&str] = &["start", "end"];
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -467,9 +467,10 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::Perm(Audit),
-                "The access journal with filters; format=csv.",
+                "The access journal with filters; format=csv. In a cluster: every node's journal merged by time, each entry with its `node`, `next_after` a cursor (node:seq,…), nodes that cannot be asked in `unavailable_nodes`; local=1: this node's only.",
                 &[
                     "start", "end", "actor", "camera", "action", "after", "limit", "format",
+                    "local",
                 ],
                 &[200, 400, 401, 403],
             )],
@@ -491,8 +492,8 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::Perm(Audit),
-                "The legal register (CSV).",
-                WINDOW,
+                "The legal register (CSV). In a cluster: every node's journal facts merged by time, a `node` column, a `journal-unavailable` row per node that cannot be asked; local=1: this node's only.",
+                &["start", "end", "local"],
                 &[200, 400, 401, 403],
             )],
             make: || get(audit::register),
@@ -527,6 +528,15 @@ pub fn internal_router() -> Router<AppState> {
         .route(
             "/internal/v1/cameras/{cam}/streams/{stream}/segments/{id}",
             get(internal::segment),
+        )
+        .route(
+            "/internal/v1/journal/entries",
+            get(internal_journal::entries),
+        )
+        .route("/internal/v1/journal/verify", get(internal_journal::verify))
+        .route(
+            "/internal/v1/register/recordings",
+            get(internal_journal::register_recordings),
         )
 }
 

@@ -808,7 +808,7 @@ async fn cluster_hold_placed_on_one_node_protects_footage_on_another() {
         );
         let held_closed = held.is_some_and(|s| !s.open);
         let (code, j) = b
-            .get("/api/v1/audit?action=recording-blocked")
+            .get("/api/v1/audit?action=recording-blocked&local=1")
             .await
             .unwrap();
         assert_eq!(code, 200, "{j}");
@@ -824,7 +824,7 @@ async fn cluster_hold_placed_on_one_node_protects_footage_on_another() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (_, j) = b
-        .get("/api/v1/audit?action=retention-delete")
+        .get("/api/v1/audit?action=retention-delete&local=1")
         .await
         .unwrap();
     assert!(

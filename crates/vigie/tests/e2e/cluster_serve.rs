@@ -271,9 +271,12 @@ async fn internal_routes(r: &Rig) {
         "NAL length {nal_len} in a {n}-byte chunk"
     );
 
-    // rec-b journaled the access for the carried user, naming the node it came through.
+    // rec-b journaled the access for the carried user, naming the node it came through
+    // (`local=1`: rec-b's own journal, not the merged one).
     let (s, j) = b
-        .get(&format!("/api/v1/audit?camera={cam}&action=playback"))
+        .get(&format!(
+            "/api/v1/audit?camera={cam}&action=playback&local=1"
+        ))
         .await
         .unwrap();
     assert_eq!(s, 200, "{j}");

@@ -19,6 +19,8 @@ mod cluster_deploy;
 #[cfg(feature = "cluster")]
 mod cluster_ha;
 #[cfg(feature = "cluster")]
+mod cluster_journal;
+#[cfg(feature = "cluster")]
 mod cluster_serve;
 #[cfg(feature = "cluster")]
 mod cluster_users;
