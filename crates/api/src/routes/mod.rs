@@ -519,6 +519,10 @@ pub fn internal_router() -> Router<AppState> {
             "/internal/v1/cameras/{cam}/streams/{stream}/segments/{id}",
             get(internal::segment),
         )
+        .route(
+            "/internal/v1/cameras/{cam}/streams/{stream}/segments/{id}/tables",
+            get(internal::tables),
+        )
 }
 
 pub fn router() -> Router<AppState> {

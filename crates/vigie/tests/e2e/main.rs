@@ -19,6 +19,8 @@ mod cluster_deploy;
 #[cfg(feature = "cluster")]
 mod cluster_ha;
 #[cfg(feature = "cluster")]
+mod cluster_mp4;
+#[cfg(feature = "cluster")]
 mod cluster_serve;
 mod disk_full;
 mod edge_fill;
