@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use vigie_camsim::ServerHandle;
-use vigie_testkit::cluster::{CameraDef, ClusterConfig, NodeSpec, VigieCluster, spans_on};
+use vigie_testkit::cluster::{
+    CameraDef, ClusterConfig, NodeSpec, VigieCluster, segments_on, spans_on,
+};
 use vigie_testkit::etcd::EtcdCluster;
 use vigie_testkit::media::{ffmpeg_decodes, ffprobe};
 use vigie_testkit::sim::BASELINE;
@@ -163,8 +165,42 @@ async fn cluster_mp4_a_range_split_by_a_failover_is_one_seekable_mp4_from_a_thir
     );
     let expected = ((range_s - gap_s) * FPS).round() as i64;
 
-    // The file from the third node: rec-a's part, then the new owner's, gaps skipped.
+    // The file from the third node: rec-a's part, then the new owner's, gaps skipped; once
+    // the serving node sees rec-a live again (its listing has nothing `unavailable`: before,
+    // `gaps=skip` serves only the reachable part).
     let srv = &r.c.node(server).vigie;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, v) = srv
+            .get(&format!(
+                "/api/v1/cameras/{cam}/streams/main/recordings?start={start}&end={end}"
+            ))
+            .await
+            .unwrap();
+        if s == 200
+            && v["unavailable"].as_array().is_some_and(Vec::is_empty)
+            && v["spans"].as_array().map(Vec::len) == Some(2)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{server} lists {s} {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The segment holding the range's end closed (an open segment grows, and with it the
+    // ETag, as on a single node): the file is then the same from request to request.
+    loop {
+        let segs = segments_on(&r.c.node(&owner).vigie, &cam, start, end)
+            .await
+            .unwrap();
+        if segs.last().is_some_and(|s| !s.open) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{owner}'s last segment stays open"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let (h, full) = loop {
         let (s, h, body) = get(srv, &video("&gaps=skip"), &[]).await;
@@ -309,4 +345,92 @@ async fn cluster_mp4_a_range_split_by_a_failover_is_one_seekable_mp4_from_a_thir
         v["t1"].as_f64().unwrap_or(0.0) > v["t0"].as_f64().unwrap_or(0.0) + 0.3,
         "it plays: {v}"
     );
+}
+
+/// Benchmark (ignored; numbers in docs/BENCHMARKS.md): `video.mp4` of one camera's last
+/// minute through the node recording it and through another node (which lays the file out
+/// from the owner's plan and reads its tables and `mdat` over the signed internal routes),
+/// same run, alternated: time to the response headers and to the first body byte, and the
+/// throughput of the whole file. Run: `cargo nextest run -p vigie --all-features
+/// --run-ignored ignored-only -E 'test(/cluster_mp4_bench/)' --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: prints numbers, asserts nothing about time"]
+async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
+    let Some(r) = rig(&["rec-a", "rec-b", "rec-c"], 3).await else {
+        return;
+    };
+    let st = r.c.status().await.unwrap();
+    let cam = st
+        .cameras_of("rec-a")
+        .into_iter()
+        .next()
+        .expect("a camera on rec-a");
+    let secs: i64 = std::env::var("VIGIE_BENCH_RANGE_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    tokio::time::sleep(Duration::from_secs(secs as u64 + 8)).await;
+    let end = Timestamp::now() - SignedDuration::from_secs(5);
+    let start = end - SignedDuration::from_secs(secs);
+    let path = format!("/api/v1/cameras/{cam}/streams/main/video.mp4?start={start}&end={end}");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    type Times = Vec<(f64, f64, f64)>;
+    let mut times: std::collections::BTreeMap<&str, Times> = Default::default();
+    let mut bodies: std::collections::BTreeMap<&str, bytes::Bytes> = Default::default();
+    let mut len = 0;
+    for i in 0..60 {
+        let node = if i % 2 == 0 { "rec-a" } else { "rec-b" };
+        let v = &r.c.node(node).vigie;
+        let t = Instant::now();
+        let mut resp = reqwest::Client::new()
+            .get(format!("{}{path}", v.base_url()))
+            .bearer_auth(v.admin_token().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let headers_ms = t.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(resp.status().as_u16(), 200, "{node}");
+        let mut body = Vec::new();
+        let mut first_ms = None;
+        while let Some(c) = resp.chunk().await.unwrap() {
+            first_ms.get_or_insert(t.elapsed().as_secs_f64() * 1000.0);
+            body.extend_from_slice(&c);
+        }
+        let total_s = t.elapsed().as_secs_f64();
+        len = body.len();
+        if i >= 10 {
+            times.entry(node).or_default().push((
+                headers_ms,
+                first_ms.unwrap_or(0.0),
+                body.len() as f64 / total_s / 1e6,
+            ));
+        }
+        bodies.insert(node, body.into());
+    }
+    assert!(bodies["rec-a"] == bodies["rec-b"], "the same bytes");
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    };
+    for (node, v) in times {
+        let role = if node == "rec-a" {
+            "owner"
+        } else {
+            "non-owner"
+        };
+        let mut h: Vec<f64> = v.iter().map(|t| t.0).collect();
+        let mut f: Vec<f64> = v.iter().map(|t| t.1).collect();
+        let mut m: Vec<f64> = v.iter().map(|t| t.2).collect();
+        println!(
+            "video.mp4 ({len} bytes, {secs} s) via {node} ({role}): n={} headers median {:.2} ms p90 {:.2} ms; first byte median {:.2} ms p90 {:.2} ms; throughput median {:.1} MB/s min {:.1} MB/s",
+            v.len(),
+            pct(&mut h, 0.5),
+            pct(&mut h, 0.9),
+            pct(&mut f, 0.5),
+            pct(&mut f, 0.9),
+            pct(&mut m, 0.5),
+            pct(&mut m, 0.0),
+        );
+    }
+    println!("loadavg before: {load}");
 }
