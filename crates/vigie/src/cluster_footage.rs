@@ -113,8 +113,8 @@ struct Conn {
 }
 
 impl Conn {
-    /// Signed GET (blocking: called off the executor); the response if 2xx.
-    fn get(
+    /// Signed GET; the response if 2xx.
+    async fn get_async(
         &self,
         url: &str,
         path_and_query: &str,
@@ -130,13 +130,10 @@ impl Conn {
         if let Some((a, b)) = range {
             req = req.header("range", format!("bytes={a}-{}", b.saturating_sub(1)));
         }
-        let resp = self
-            .rt
-            .block_on(req.send())
-            .map_err(|e| e.without_url().to_string())?;
+        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
         let status = resp.status();
         if !status.is_success() {
-            let body = self.rt.block_on(resp.bytes()).unwrap_or_default();
+            let body = resp.bytes().await.unwrap_or_default();
             return Err(format!(
                 "answered {status}: {}",
                 String::from_utf8_lossy(&body[..body.len().min(300)])
@@ -145,13 +142,27 @@ impl Conn {
         Ok(resp)
     }
 
-    fn get_json(&self, url: &str, path_and_query: &str) -> Result<serde_json::Value, String> {
-        let resp = self.get(url, path_and_query, None)?;
-        let body = self
-            .rt
-            .block_on(resp.bytes())
+    async fn get_json_async(
+        &self,
+        url: &str,
+        path_and_query: &str,
+    ) -> Result<serde_json::Value, String> {
+        let resp = self.get_async(url, path_and_query, None).await?;
+        let body = resp
+            .bytes()
+            .await
             .map_err(|e| e.without_url().to_string())?;
         serde_json::from_slice(&body).map_err(|e| format!("answer is not JSON: {e}"))
+    }
+
+    /// Signed GET (blocking: called off the executor); the response if 2xx.
+    fn get(
+        &self,
+        url: &str,
+        path_and_query: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<reqwest::Response, String> {
+        self.rt.block_on(self.get_async(url, path_and_query, range))
     }
 }
 
@@ -315,19 +326,22 @@ fn sub_local(
     }))
 }
 
+fn plan_path(key: &StreamKey, a: Time90k, b: Time90k) -> String {
+    format!(
+        "/internal/v1/cameras/{}/streams/{}/plan?start_90k={}&end_90k={}",
+        key.camera, key.stream, a.0, b.0
+    )
+}
+
+/// A holder's `/plan` answer for `[a, b)`.
 fn sub_remote(
-    conn: &Conn,
+    v: serde_json::Value,
     node: &str,
     url: &str,
     key: &StreamKey,
     a: Time90k,
     b: Time90k,
 ) -> Result<Option<SubPlan>, String> {
-    let pq = format!(
-        "/internal/v1/cameras/{}/streams/{}/plan?start_90k={}&end_90k={}",
-        key.camera, key.stream, a.0, b.0
-    );
-    let v = conn.get_json(url, &pq)?;
     let bad = |what: &str| format!("plan of {node}: {what}");
     let pieces_v = v["pieces"].as_array().ok_or_else(|| bad("no pieces"))?;
     if pieces_v.is_empty() {
@@ -481,6 +495,8 @@ fn combine(subs: &[SubPlan]) -> (LazyInput, Vec<FileAt>, Vec<TablesAt>, Vec<Piec
 struct FileCtx {
     conn: Arc<Conn>,
     files: Vec<FileAt>,
+    /// The file's tables (to open the next piece's request ahead).
+    pieces: OnceLock<Weak<ClusterPieces>>,
 }
 
 /// Marks remote files in [`VirtualMp4::files`]: `\0vigie-node/<ctx>/<file>` (no real path holds
@@ -524,69 +540,100 @@ impl std::fmt::Debug for ClusterPieces {
     }
 }
 
+/// Remote pieces whose tables are asked at once (in parallel) when one is needed: rendering
+/// the `moov` visits every piece in order, so the next ones are needed right after.
+const TABLES_AHEAD: usize = 16;
+
+fn parse_tables(v: &serde_json::Value) -> Option<PieceTables> {
+    let num = |x: &serde_json::Value, i: usize| x.get(i).and_then(|n| n.as_u64());
+    let n32 = |x: &serde_json::Value, i: usize| num(x, i).and_then(|n| u32::try_from(n).ok());
+    let mut t = PieceTables::default();
+    for s in v["samples"].as_array()? {
+        t.samples.push(SampleInfo {
+            duration_90k: n32(s, 0)?,
+            bytes: n32(s, 1)?,
+            is_key: num(s, 2)? != 0,
+        });
+    }
+    for c in v["chunks"].as_array()? {
+        t.chunks.push(ChunkLoc {
+            offset: num(c, 0)?,
+            samples: n32(c, 1)?,
+        });
+    }
+    Some(t)
+}
+
 impl PieceSource for ClusterPieces {
     fn load(&self, piece: u32) -> std::io::Result<Arc<PieceTables>> {
-        let at = self
+        match self.tables.get(piece as usize) {
+            None => return Err(std::io::Error::other(format!("no piece #{piece}"))),
+            Some(TablesAt::Local(src, n)) => return src.load(*n),
+            Some(TablesAt::Remote { .. }) => {}
+        }
+        let kept = |p: u32| -> Option<Arc<PieceTables>> {
+            let k = self.kept.lock().ok()?;
+            k.iter().find(|(q, _)| *q == p).map(|(_, t)| t.clone())
+        };
+        if let Some(t) = kept(piece) {
+            return Ok(t);
+        }
+        // This piece and the next remote ones not kept yet, asked in parallel.
+        let asks: Vec<(u32, String, String, u64)> = self
             .tables
-            .get(piece as usize)
-            .ok_or_else(|| std::io::Error::other(format!("no piece #{piece}")))?;
-        let (url, key, segment, first, samples) = match at {
-            TablesAt::Local(src, n) => return src.load(*n),
-            TablesAt::Remote {
-                url,
-                key,
-                segment,
-                first,
-                samples,
-            } => (url, key, segment, first, samples),
-        };
-        if let Ok(k) = self.kept.lock()
-            && let Some((_, t)) = k.iter().find(|(p, _)| *p == piece)
-        {
-            return Ok(t.clone());
+            .iter()
+            .enumerate()
+            .skip(piece as usize)
+            .filter_map(|(n, at)| match at {
+                TablesAt::Remote {
+                    url,
+                    key,
+                    segment,
+                    first,
+                    samples,
+                } => Some((
+                    n as u32,
+                    url.clone(),
+                    format!(
+                        "/internal/v1/cameras/{}/streams/{}/segments/{segment}/tables?first={first}&samples={samples}",
+                        key.camera, key.stream
+                    ),
+                    *segment,
+                )),
+                TablesAt::Local(..) => None,
+            })
+            .filter(|(n, ..)| *n == piece || kept(*n).is_none())
+            .take(TABLES_AHEAD)
+            .collect();
+        let conn = &self.ctx.conn;
+        let answers = conn.rt.block_on(futures::future::join_all(
+            asks.iter()
+                .map(|(_, url, pq, _)| conn.get_json_async(url, pq)),
+        ));
+        let mut wanted = None;
+        for ((n, _, _, segment), v) in asks.iter().zip(answers) {
+            let t = v
+                .map_err(|e| format!("tables of segment {segment}: {e}"))
+                .and_then(|v| {
+                    parse_tables(&v)
+                        .ok_or_else(|| format!("tables of segment {segment}: malformed answer"))
+                });
+            match t {
+                Ok(t) => {
+                    let t = Arc::new(t);
+                    if *n == piece {
+                        wanted = Some(t.clone());
+                    }
+                    if let Ok(mut k) = self.kept.lock() {
+                        k.push_front((*n, t));
+                        k.truncate(TABLES_KEPT);
+                    }
+                }
+                Err(e) if *n == piece => return Err(std::io::Error::other(e)),
+                Err(_) => {} // asked again when needed
+            }
         }
-        let pq = format!(
-            "/internal/v1/cameras/{}/streams/{}/segments/{segment}/tables?first={first}&samples={samples}",
-            key.camera, key.stream
-        );
-        let v = self
-            .ctx
-            .conn
-            .get_json(url, &pq)
-            .map_err(|e| std::io::Error::other(format!("tables of segment {segment}: {e}")))?;
-        let bad = || {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("tables of segment {segment}: malformed answer"),
-            )
-        };
-        let num = |x: &serde_json::Value, i: usize| x.get(i).and_then(|n| n.as_u64());
-        let mut t = PieceTables::default();
-        for s in v["samples"].as_array().ok_or_else(bad)? {
-            t.samples.push(SampleInfo {
-                duration_90k: num(s, 0)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(bad)?,
-                bytes: num(s, 1)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(bad)?,
-                is_key: num(s, 2).ok_or_else(bad)? != 0,
-            });
-        }
-        for c in v["chunks"].as_array().ok_or_else(bad)? {
-            t.chunks.push(ChunkLoc {
-                offset: num(c, 0).ok_or_else(bad)?,
-                samples: num(c, 1)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(bad)?,
-            });
-        }
-        let t = Arc::new(t);
-        if let Ok(mut k) = self.kept.lock() {
-            k.push_front((piece, t.clone()));
-            k.truncate(TABLES_KEPT);
-        }
-        Ok(t)
+        wanted.ok_or_else(|| std::io::Error::other(format!("tables of piece #{piece}")))
     }
 }
 
@@ -620,6 +667,59 @@ impl Open {
     }
 }
 
+fn segment_path(key: &StreamKey, segment: u64) -> String {
+    format!(
+        "/internal/v1/cameras/{}/streams/{}/segments/{segment}",
+        key.camera, key.stream
+    )
+}
+
+/// Opens (in the background) the request for the sample data of remote piece `file`: its
+/// whole run of chunks, at most `left` bytes (+ slack) of it.
+fn open_ahead(
+    ctx: &FileCtx,
+    file: u32,
+    left: u64,
+) -> Option<(
+    u32,
+    u64,
+    u64,
+    tokio::task::JoinHandle<Result<reqwest::Response, String>>,
+)> {
+    let FileAt::Remote {
+        url,
+        key,
+        segment,
+        bytes,
+    } = ctx.files.get(file as usize)?
+    else {
+        return None;
+    };
+    let t = ctx.pieces.get()?.upgrade()?.load(file).ok()?;
+    let from = t.chunks.first()?.offset;
+    let last = t.chunks.last()?;
+    let last_bytes: u64 = t
+        .samples
+        .iter()
+        .rev()
+        .take(last.samples as usize)
+        .map(|s| u64::from(s.bytes))
+        .sum();
+    let to = (last.offset + last_bytes)
+        .min(from + left + REQUEST_SLACK_BYTES)
+        .min(*bytes);
+    if to <= from {
+        return None;
+    }
+    let conn = ctx.conn.clone();
+    let (url, pq) = (url.clone(), segment_path(key, *segment));
+    let h = ctx
+        .conn
+        .rt
+        .spawn(async move { conn.get_async(&url, &pq, Some((from, to))).await });
+    Some((file, from, to, h))
+}
+
 /// Reads `[start, end)` of a file with remote parts (see the module docs).
 fn read_cluster(
     ctx: &FileCtx,
@@ -633,6 +733,15 @@ fn read_cluster(
     let mut left = end.saturating_sub(start);
     let mut local: Option<(u32, std::fs::File)> = None;
     let mut open: Option<Open> = None;
+    // The next remote piece's request, opened while this one streams (saves a round trip per
+    // segment): (file, from, to, the response to come).
+    type Ahead = (
+        u32,
+        u64,
+        u64,
+        tokio::task::JoinHandle<Result<reqwest::Response, String>>,
+    );
+    let mut ahead: Option<Ahead> = None;
     let mut err: Option<std::io::Error> = None;
     let rt = &ctx.conn.rt;
     let mut slice = |s: Slice| -> std::io::Result<bool> {
@@ -682,25 +791,48 @@ fn read_cluster(
                             o.file == file && o.pos <= offset && offset + len <= o.end
                         });
                         if !reuse {
-                            // This run of chunks up to what the read still needs (+ the
-                            // `moof` headers between them, roughly), within the indexed length.
-                            let to = (offset + len + left + REQUEST_SLACK_BYTES)
-                                .min(*bytes)
-                                .max(offset + len);
-                            let pq = format!(
-                                "/internal/v1/cameras/{}/streams/{}/segments/{segment}",
-                                key.camera, key.stream
-                            );
-                            let resp = ctx.conn.get(url, &pq, Some((offset, to))).map_err(|e| {
+                            let pre = match ahead.take() {
+                                Some((f, from, to, h))
+                                    if f == file && from <= offset && offset + len <= to =>
+                                {
+                                    Some((from, to, h))
+                                }
+                                Some((.., h)) => {
+                                    h.abort();
+                                    None
+                                }
+                                None => None,
+                            };
+                            let (from, to, resp) = match pre {
+                                Some((from, to, h)) => {
+                                    let r =
+                                        rt.block_on(h).map_err(|e| e.to_string()).and_then(|r| r);
+                                    (from, to, r)
+                                }
+                                None => {
+                                    // This run of chunks up to what the read still needs (+
+                                    // the `moof` headers between them, roughly), within the
+                                    // indexed length.
+                                    let to = (offset + len + left + REQUEST_SLACK_BYTES)
+                                        .min(*bytes)
+                                        .max(offset + len);
+                                    let pq = segment_path(key, *segment);
+                                    (offset, to, ctx.conn.get(url, &pq, Some((offset, to))))
+                                }
+                            };
+                            let resp = resp.map_err(|e| {
                                 std::io::Error::other(format!("segment {segment}: {e}"))
                             })?;
                             open = Some(Open {
                                 file,
-                                pos: offset,
+                                pos: from,
                                 end: to,
                                 resp,
                                 buf: Bytes::new(),
                             });
+                            if left > 0 {
+                                ahead = open_ahead(ctx, file + 1, left);
+                            }
                         }
                         let Some(o) = open.as_mut() else {
                             return Ok(false);
@@ -709,11 +841,24 @@ fn read_cluster(
                             let skip = offset - o.pos;
                             o.next(rt, skip)?;
                         }
+                        // Sent in chunks of up to 256 KiB (the stream's own are smaller).
                         let mut done = 0u64;
                         while done < len {
-                            let b = o.next(rt, (len - done).min(READ_CHUNK_BYTES as u64))?;
-                            done += b.len() as u64;
-                            if !send(b) {
+                            let want = (len - done).min(READ_CHUNK_BYTES as u64);
+                            let first = o.next(rt, want)?;
+                            let out = if first.len() as u64 == want {
+                                first
+                            } else {
+                                let mut buf = bytes::BytesMut::with_capacity(want as usize);
+                                buf.extend_from_slice(&first);
+                                while (buf.len() as u64) < want {
+                                    let more = o.next(rt, want - buf.len() as u64)?;
+                                    buf.extend_from_slice(&more);
+                                }
+                                buf.freeze()
+                            };
+                            done += out.len() as u64;
+                            if !send(out) {
                                 return Ok(false);
                             }
                         }
@@ -723,13 +868,17 @@ fn read_cluster(
             }
         }
     };
-    mp4.for_each_slice(start, end, |s| match slice(s) {
+    let r = mp4.for_each_slice(start, end, |s| match slice(s) {
         Ok(go_on) => go_on,
         Err(e) => {
             err = Some(e);
             false
         }
-    })?;
+    });
+    if let Some((.., h)) = ahead.take() {
+        h.abort(); // not needed (the read ended early, or a range ended inside it)
+    }
+    r?;
     match err {
         Some(e) => Err(e),
         None => Ok(()),
@@ -757,10 +906,25 @@ impl ClusterFootage {
         let (start, end) = (req.start, req.end);
         let me = self.info.node().to_owned();
         let mine = self.local.spans(key, start, end)?;
-        let remote = self
-            .rt
-            .block_on(self.info.remote_spans(key, start, end, who.clone()));
         let view = self.info.member_urls();
+        // The camera's recorder most likely holds the range: its plan of the whole window is
+        // asked at once, beside the spans (saves a round trip when it is the whole answer).
+        let guess = self
+            .info
+            .recorder_of(&key.camera)
+            .filter(|n| *n != me)
+            .and_then(|n| Some((view.get(&n)?.clone(), n)));
+        let (remote, mut guessed) = self.rt.block_on(async {
+            let spans = self.info.remote_spans(key, start, end, who.clone());
+            match &guess {
+                Some((url, node)) => {
+                    let pq = plan_path(key, start, end);
+                    let (s, p) = futures::future::join(spans, conn.get_json_async(url, &pq)).await;
+                    (s, p.ok().map(|p| (node.clone(), p)))
+                }
+                None => (spans.await, None),
+            }
+        });
         let mut holders = vec![Holder {
             node: me.clone(),
             url: None,
@@ -854,12 +1018,56 @@ impl ClusterFootage {
             ));
         }
         let spans_of: Vec<Vec<Span>> = holders.iter().map(|h| h.spans.clone()).collect();
+        let stretches = choose(&spans_of, start, end);
+        // The guessed plan of the whole window is the plan of a stretch when that stretch is
+        // its holder's only one and holds all its spans in the window (the same segments, cut
+        // at the same instants).
+        let reusable = |h: usize, a: Time90k, b: Time90k| -> bool {
+            let holder = &holders[h];
+            guessed.as_ref().is_some_and(|(n, _)| *n == holder.node)
+                && stretches.iter().filter(|s| s.0 == h).count() == 1
+                && holder.spans.first().is_some_and(|s| s.start >= a)
+                && holder.spans.last().is_some_and(|s| s.end <= b)
+        };
+        let reuse: Vec<bool> = stretches
+            .iter()
+            .map(|(h, a, b)| reusable(*h, *a, *b))
+            .collect();
+        // The other holders' plans, asked in parallel.
+        let mut answers = self
+            .rt
+            .block_on(futures::future::join_all(
+                stretches
+                    .iter()
+                    .zip(&reuse)
+                    .filter_map(|((h, a, b), reuse)| {
+                        let url = holders[*h].url.as_ref()?;
+                        let pq = plan_path(key, *a, *b);
+                        let conn = &conn;
+                        let guessed = if *reuse {
+                            guessed.take().map(|(_, v)| v)
+                        } else {
+                            None
+                        };
+                        Some(async move {
+                            match guessed {
+                                Some(v) => Ok(v),
+                                None => conn.get_json_async(url, &pq).await,
+                            }
+                        })
+                    }),
+            ))
+            .into_iter();
         let mut subs = Vec::new();
-        for (h, a, b) in choose(&spans_of, start, end) {
+        for (h, a, b) in stretches {
             let holder = &holders[h];
             let sub = match &holder.url {
                 None => sub_local(&self.local.0, &holder.node, key, a, b)?,
-                Some(url) => sub_remote(&conn, &holder.node, url, key, a, b).map_err(|e| {
+                Some(url) => answers
+                    .next()
+                    .unwrap_or_else(|| Err("no answer".into()))
+                    .and_then(|v| sub_remote(v, &holder.node, url, key, a, b))
+                    .map_err(|e| {
                     tracing::warn!(node = %holder.node, camera = %key.camera, stream = %key.stream, error = %e, "plan of another node failed");
                     conflict(
                         format!(
@@ -912,6 +1120,7 @@ impl ClusterFootage {
         let ctx = Arc::new(FileCtx {
             conn,
             files: files.clone(),
+            pieces: OnceLock::new(),
         });
         let id = register(&ctx);
         input.files = files
@@ -927,6 +1136,7 @@ impl ClusterFootage {
             tables,
             kept: Mutex::new(VecDeque::new()),
         });
+        let _ = source.ctx.pieces.set(Arc::downgrade(&source));
         let mp4 = Arc::new(progressive::build_lazy(input, source).map_err(|e| {
             FootageError::Store(StoreError::Corrupt {
                 what: format!("cluster playback plan of {key}: {e}"),
@@ -1066,5 +1276,79 @@ mod tests {
             [(0, t(0), t(100)), (1, t(100), t(200)), (0, t(200), t(300))]
         );
         assert!(choose(&[vec![], vec![]], t(0), t(10)).is_empty());
+    }
+
+    fn sub(node: &str, entry: &'static [u8], skip: u64, dur: u64, media: &[u64]) -> SubPlan {
+        SubPlan {
+            node: node.into(),
+            start: Time90k(0),
+            end: Time90k(1),
+            sample_entries: vec![Bytes::from_static(entry)],
+            width: 640,
+            height: 360,
+            skip_90k: skip,
+            duration_90k: dur,
+            wall: vec![Piece {
+                presentation_90k: 0,
+                wall_start: Time90k(1000),
+                duration_90k: dur,
+            }],
+            pieces: media
+                .iter()
+                .map(|m| {
+                    (
+                        0,
+                        PieceSummary {
+                            samples: 1,
+                            key_frames: 1,
+                            stts_runs: 1,
+                            chunks: 1,
+                            stsc_runs: 1,
+                            payload_bytes: 10,
+                            media_90k: *m,
+                        },
+                        FileAt::Local(PathBuf::from("/x")),
+                        TablesAt::Remote {
+                            url: String::new(),
+                            key: StreamKey::new("c", "main"),
+                            segment: 1,
+                            first: 0,
+                            samples: 1,
+                        },
+                        [0; 4],
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn stretches_are_laid_end_to_end_under_one_edit() {
+        // First stretch: media 1000, skip 100 (start between key frames), clip 50 at its end;
+        // second: media 800 (two pieces), its own skip 0, clip 30; same codec parameters.
+        let a = sub("rec-a", b"\0\0\0\x08avc1", 100, 850, &[1000]);
+        let b = sub("rec-b", b"\0\0\0\x08avc1", 0, 770, &[500, 300]);
+        let (input, files, tables, wall) = combine(&[a, b]);
+        assert_eq!(input.skip_90k, 100);
+        // Everything but the first stretch's skip and the last one's clip is presented.
+        assert_eq!(input.duration_90k, 1000 + 800 - 100 - 30);
+        assert_eq!(
+            input.sample_entries.len(),
+            1,
+            "equal sample entries are one"
+        );
+        assert_eq!(input.pieces.len(), 3);
+        assert_eq!((files.len(), tables.len()), (3, 3));
+        assert!(input.pieces.iter().all(|p| p.description == 0));
+        // The second stretch's wall map starts after the first's media, minus the skip.
+        assert_eq!(wall[0].presentation_90k, 0);
+        assert_eq!(wall[1].presentation_90k, 1000 - 100);
+        // Other parameters: a second sample description.
+        let c = sub("rec-c", b"\0\0\0\x08avc1x", 0, 300, &[300]);
+        let a = sub("rec-a", b"\0\0\0\x08avc1", 0, 1000, &[1000]);
+        let (input, ..) = combine(&[a, c]);
+        assert_eq!(input.sample_entries.len(), 2);
+        assert_eq!(input.pieces[1].description, 1);
+        assert_eq!(codec_of(b"\0\0\0\x08hvc1"), "h265");
     }
 }
