@@ -674,18 +674,17 @@ fn segment_path(key: &StreamKey, segment: u64) -> String {
     )
 }
 
-/// Opens (in the background) the request for the sample data of remote piece `file`: its
-/// whole run of chunks, at most `left` bytes (+ slack) of it.
-fn open_ahead(
-    ctx: &FileCtx,
-    file: u32,
-    left: u64,
-) -> Option<(
+/// A request opened ahead: (file, from, to, the response to come).
+type Ahead = (
     u32,
     u64,
     u64,
     tokio::task::JoinHandle<Result<reqwest::Response, String>>,
-)> {
+);
+
+/// Opens (in the background) the request for the sample data of remote piece `file`: its
+/// whole run of chunks, at most `left` bytes (+ slack) of it.
+fn open_ahead(ctx: &FileCtx, file: u32, left: u64) -> Option<Ahead> {
     let FileAt::Remote {
         url,
         key,
@@ -734,13 +733,7 @@ fn read_cluster(
     let mut local: Option<(u32, std::fs::File)> = None;
     let mut open: Option<Open> = None;
     // The next remote piece's request, opened while this one streams (saves a round trip per
-    // segment): (file, from, to, the response to come).
-    type Ahead = (
-        u32,
-        u64,
-        u64,
-        tokio::task::JoinHandle<Result<reqwest::Response, String>>,
-    );
+    // segment).
     let mut ahead: Option<Ahead> = None;
     let mut err: Option<std::io::Error> = None;
     let rt = &ctx.conn.rt;
