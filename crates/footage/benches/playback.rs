@@ -253,6 +253,7 @@ fn main() -> anyhow::Result<()> {
                 end: Time90k(start.0 + secs * 90_000),
                 gaps: GapPolicy::Refuse,
                 subtitles: None,
+                on_behalf: None,
             };
             let t = Instant::now();
             let p = vigie_footage::prepare(&store, &req)?;
@@ -272,6 +273,7 @@ fn main() -> anyhow::Result<()> {
             end: Time90k(mid + 12_345 + secs * 90_000),
             gaps: GapPolicy::Refuse,
             subtitles: None,
+            on_behalf: None,
         };
         let prepared = vigie_footage::prepare(&store, &req)?;
         for _ in 0..a.iterations {

@@ -50,6 +50,10 @@ pub struct PlaybackRequest {
     pub gaps: GapPolicy,
     /// Add the wall-clock subtitle track, in this time zone.
     pub subtitles: Option<jiff::tz::TimeZone>,
+    /// The user the file is for, as JSON (`vigie_api::internal::CarriedIdentity`), set by the
+    /// HTTP layer: a cluster implementation carries it to the nodes holding the footage (for
+    /// their journals). Not part of the file (nor of its ETag).
+    pub on_behalf: Option<String>,
 }
 
 /// A virtual MP4 ready to serve.

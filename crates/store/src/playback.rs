@@ -238,6 +238,35 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Samples `[first, first + count)` of segment `id` of `key` and their chunks (offsets in
+    /// the segment file), cut to its indexed (durable) length: a plan's piece of the segment
+    /// ([`PlannedSegment::first_sample`], [`PlannedSegment::samples`]), for another node laying
+    /// out the file (`/internal/v1/…/segments/{id}/tables`). `None`: no such segment of `key`
+    /// here, or it no longer holds those samples (deleted meanwhile).
+    pub fn segment_tables(
+        &self,
+        key: &StreamKey,
+        id: u64,
+        first: u32,
+        count: u32,
+    ) -> Result<Option<PieceTables>, StoreError> {
+        let Some(info) = self.segment(id)?.filter(|i| &i.key == key) else {
+            return Ok(None);
+        };
+        let Some(mut e) = self.inner.index()?.get_segment(id)? else {
+            return Ok(None);
+        };
+        let mut samples = Vec::new();
+        let frags = decode_usable(&mut e, &info.path, &mut samples)?;
+        let (lo, hi) = (first as usize, first as usize + count as usize);
+        if count == 0 || hi > samples.len() {
+            return Ok(None);
+        }
+        Ok(Some(tables_of(&samples, &frags, lo, hi)))
+    }
+}
+
 fn plan_entries(
     store: &Store,
     key: &StreamKey,

@@ -304,6 +304,19 @@ impl Info {
     }
 }
 
+impl Info {
+    /// The live members' `advertise_url`s, by node (one MP4 across nodes,
+    /// [`crate::cluster_footage`]).
+    pub(crate) fn member_urls(&self) -> std::collections::HashMap<String, String> {
+        self.shared
+            .view()
+            .members
+            .iter()
+            .map(|(n, m)| (n.clone(), m.advertise_url.clone()))
+            .collect()
+    }
+}
+
 fn t90k_of_s(s: i64) -> Time90k {
     Time90k(s.saturating_mul(TIME_UNITS_PER_SEC))
 }

@@ -10,6 +10,7 @@ mod camera;
 #[cfg(feature = "cluster")]
 mod cluster;
 #[cfg(feature = "cluster")]
+mod cluster_footage;
 mod cluster_users;
 mod demo;
 mod edge;

@@ -262,6 +262,37 @@ pub async fn run(
         mask_status.clone(),
         shutdown.clone(),
     ));
+    // Cluster: what the API reads of the cluster, and footage from every node holding it.
+    let local_footage: Arc<dyn vigie_service::Footage> =
+        Arc::new(vigie_service::LocalFootage(store.clone()));
+    #[cfg(feature = "cluster")]
+    let (cluster_info, footage) = match &cluster {
+        Some(c) => {
+            let key = internal.as_ref().map(|a| a.key().clone());
+            let info = Arc::new(c.info(&config, key.clone())?);
+            let ca = match config.cluster.as_ref().and_then(|c| c.ca_file.as_ref()) {
+                Some(ca) => Some(
+                    std::fs::read(ca)
+                        .with_context(|| format!("cluster.ca_file {}", ca.display()))?,
+                ),
+                None => None,
+            };
+            let footage = crate::cluster_footage::ClusterFootage::new(
+                store.clone(),
+                info.clone(),
+                key,
+                ca.as_deref(),
+            )
+            .context("the HTTP client of footage requests to other nodes")?;
+            (
+                Some(info as Arc<dyn vigie_api::ClusterInfo>),
+                Arc::new(footage) as Arc<dyn vigie_service::Footage>,
+            )
+        }
+        None => (None, local_footage),
+    };
+    #[cfg(not(feature = "cluster"))]
+    let footage = local_footage;
     let state = vigie_api::AppState {
         journal: journal.clone(),
         auth: auth.clone(),
@@ -269,7 +300,7 @@ pub async fn run(
             jobs: exports.clone(),
             ctx: job_ctx.clone(),
         }),
-        footage: Arc::new(vigie_service::LocalFootage(store.clone())),
+        footage,
         stills: Arc::new(vigie_service::LocalStills {
             store: store.clone(),
             live: live.clone(),
@@ -288,13 +319,7 @@ pub async fn run(
         clock: clock.clone(),
         limits: Arc::new(vigie_api::limits::Limits::new(&config)),
         #[cfg(feature = "cluster")]
-        cluster: match &cluster {
-            Some(c) => Some(
-                Arc::new(c.info(&config, internal.as_ref().map(|a| a.key().clone()))?)
-                    as Arc<dyn vigie_api::ClusterInfo>,
-            ),
-            None => None,
-        },
+        cluster: cluster_info,
         #[cfg(not(feature = "cluster"))]
         cluster: None,
         ptz: Arc::new(crate::onvif::ptz_service(&config)),

@@ -4,11 +4,14 @@
 //!
 //! * `whoami`: the sender and identity as verified (diagnostics, tests).
 //! * `spans`: the spans this node holds of a stream in `[start, end)`.
-//! * `plan`: the playback entries of `[start, end)` as this node would lay them out for
+//! * `plan`: the playback entries of `[start_90k, end_90k)` as this node would lay them out for
 //!   `video.mp4` (`gaps=skip`): sample descriptions, edit (`skip_90k`, `duration_90k`), the
-//!   presentation → wall-clock map, and per segment its id, indexed length, summary and sample
-//!   tables (durations, sizes, key flags; chunk offsets in the segment file). With this, the
-//!   calling node lays out one MP4 and reads each `mdat` part from here by byte range.
+//!   presentation → wall-clock map, and per segment its id, indexed length, first sample and
+//!   the piece's summary (counts that fix its share of each table; not the tables, so a 24 h
+//!   plan is ~300 KB). With this, the calling node lays out one MP4 and reads each `mdat` part
+//!   from here by byte range.
+//! * `segments/{id}/tables?first=&samples=`: one piece's sample tables (durations, sizes, key
+//!   flags; chunk offsets in the segment file), asked when the calling node renders it.
 //! * `segments/{id}`: bytes of one segment file (HTTP `Range`, streamed in 256 KiB reads), up
 //!   to its indexed (durable) length. Journaled under the carried identity.
 
@@ -26,7 +29,6 @@ use vigie_store::GapPolicy;
 
 use super::video::{RangeAnswer, parse_range};
 use crate::internal::Verified;
-use crate::params::WindowQuery;
 use crate::{ApiError, AppState};
 
 pub async fn whoami(State(state): State<AppState>, v: Verified) -> Json<Value> {
@@ -75,16 +77,24 @@ pub async fn plan(
     State(state): State<AppState>,
     _: Verified,
     Path((cam, stream)): Path<(String, String)>,
-    Query(q): Query<WindowQuery>,
+    Query(q): Query<Window90k>,
 ) -> Result<Json<Value>, ApiError> {
     let key = state.stream(&cam, &stream)?.key.clone();
-    let w = q.window()?;
-    if (w.end - w.start).0 > super::video::MAX_RANGE_SECS * vigie_core::TIME_UNITS_PER_SEC {
+    if q.end_90k <= q.start_90k {
+        return Err(ApiError::BadRequest(
+            "end_90k must be after start_90k".into(),
+        ));
+    }
+    if q.end_90k - q.start_90k > super::video::MAX_RANGE_SECS * vigie_core::TIME_UNITS_PER_SEC {
         return Err(ApiError::BadRequest("range longer than 24 h".into()));
     }
+    let (start, end) = (
+        vigie_core::Time90k(q.start_90k),
+        vigie_core::Time90k(q.end_90k),
+    );
     let store = state.store.clone();
     let body = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-        let plan = match store.playback_plan(&key, w.start, w.end, GapPolicy::Skip) {
+        let plan = match store.playback_plan(&key, start, end, GapPolicy::Skip) {
             Ok(p) => p,
             Err(vigie_store::PlaybackError::NoRecording) => {
                 return Ok(json!({ "pieces": [], "spans": [] }));
@@ -105,35 +115,25 @@ pub async fn plan(
             )));
         }
         let b64 = base64::engine::general_purpose::STANDARD;
-        // Every piece's tables (one piece per segment, in order).
-        let all = plan.materialise().map_err(|e| {
-            ApiError::Store(vigie_store::StoreError::Corrupt {
-                what: format!("tables of the plan of {key}: {e}"),
+        // Summaries only (~200 bytes a segment: 300 KB for 24 h): the tables are asked per
+        // piece, when the calling node renders that piece's share of the file.
+        let pieces: Vec<Value> = plan
+            .input
+            .pieces
+            .iter()
+            .zip(&plan.segments)
+            .map(|(p, seg)| {
+                let s = &p.summary;
+                json!({
+                    "segment": seg.id,
+                    "bytes": seg.bytes,
+                    "first_sample": seg.first_sample,
+                    "description": p.description,
+                    "summary": [s.samples, s.key_frames, s.stts_runs, s.chunks, s.stsc_runs,
+                        s.payload_bytes, s.media_90k],
+                })
             })
-        })?;
-        let mut pieces = Vec::with_capacity(plan.input.pieces.len());
-        for (n, (p, seg)) in plan.input.pieces.iter().zip(&plan.segments).enumerate() {
-            let mut samples: Vec<[u64; 3]> = Vec::new();
-            let mut chunks: Vec<[u64; 2]> = Vec::new();
-            for c in all.chunks.iter().filter(|c| c.file == n as u32) {
-                chunks.push([c.offset, u64::from(c.samples)]);
-                let first = c.first_sample as usize;
-                let run = all
-                    .samples
-                    .get(first..first + c.samples as usize)
-                    .ok_or_else(|| ApiError::Internal(format!("plan of {key}: chunk past the samples")))?;
-                samples.extend(run.iter().map(|s| {
-                    [u64::from(s.duration_90k), u64::from(s.bytes), u64::from(s.is_key)]
-                }));
-            }
-            pieces.push(json!({
-                "segment": seg.id,
-                "bytes": seg.bytes,
-                "description": p.description,
-                "samples": samples,
-                "chunks": chunks,
-            }));
-        }
+            .collect();
         let wall: Vec<Value> = plan
             .pieces
             .iter()
@@ -159,6 +159,51 @@ pub async fn plan(
     .await
     .map_err(|e| ApiError::Unavailable(e.to_string()))??;
     Ok(Json(body))
+}
+
+/// Which samples of a segment (a plan's piece: `first_sample`, `summary[0]` samples).
+#[derive(Debug, serde::Deserialize)]
+pub struct SampleRange {
+    first: u32,
+    samples: u32,
+}
+
+/// The sample tables of a piece of a plan: `samples` ([duration_90k, bytes, key]) and `chunks`
+/// ([offset in the segment file, samples]).
+pub async fn tables(
+    State(state): State<AppState>,
+    _: Verified,
+    Path((cam, stream, id)): Path<(String, String, u64)>,
+    Query(q): Query<SampleRange>,
+) -> Result<Json<Value>, ApiError> {
+    let key = state.stream(&cam, &stream)?.key.clone();
+    let store = state.store.clone();
+    let t = tokio::task::spawn_blocking(move || store.segment_tables(&key, id, q.first, q.samples))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))??
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no samples {}..+{} of segment {id} of {cam}/{stream} here",
+                q.first, q.samples
+            ))
+        })?;
+    let samples: Vec<[u64; 3]> = t
+        .samples
+        .iter()
+        .map(|s| {
+            [
+                u64::from(s.duration_90k),
+                u64::from(s.bytes),
+                u64::from(s.is_key),
+            ]
+        })
+        .collect();
+    let chunks: Vec<[u64; 2]> = t
+        .chunks
+        .iter()
+        .map(|c| [c.offset, u64::from(c.samples)])
+        .collect();
+    Ok(Json(json!({ "samples": samples, "chunks": chunks })))
 }
 
 /// Size of the reads from a segment file while streaming it to another node.

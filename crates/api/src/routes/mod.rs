@@ -538,6 +538,10 @@ pub fn internal_router() -> Router<AppState> {
             "/internal/v1/register/recordings",
             get(internal_journal::register_recordings),
         )
+        .route(
+            "/internal/v1/cameras/{cam}/streams/{stream}/segments/{id}/tables",
+            get(internal::tables),
+        )
 }
 
 pub fn router() -> Router<AppState> {

@@ -230,6 +230,17 @@ pub async fn video(
         end,
         gaps,
         subtitles,
+        // The user, for the journals of the nodes holding the footage (cluster).
+        on_behalf: state.cluster.as_ref().and_then(|_| {
+            serde_json::to_string(&crate::internal::CarriedIdentity {
+                user: who.user.clone(),
+                role: who.role,
+                scope: who.scope.clone(),
+                actor: who.actor(),
+                request_id: hex::encode(rand::random::<[u8; 8]>()),
+            })
+            .ok()
+        }),
     };
     let footage = state.footage.clone();
     let Prepared { mp4, etag, spans } = tokio::task::spawn_blocking(move || footage.prepare(&req))

@@ -48,6 +48,7 @@ pub async fn serve(
         end: r.end,
         gaps: r.gaps,
         subtitles: None,
+        on_behalf: None,
     };
     let transcodes = state.transcodes.clone();
     let plan = tokio::task::spawn_blocking(move || transcodes.plan(&req))

@@ -197,7 +197,6 @@ async fn internal_routes(r: &Rig) {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let q = format!("start={start}&end={end}");
     let t90k = |t: Timestamp| vigie_core::Time90k::from_timestamp(t).0;
     let path = format!(
         "/internal/v1/cameras/{cam}/streams/main/spans?start_90k={}&end_90k={}",
@@ -212,29 +211,50 @@ async fn internal_routes(r: &Rig) {
     assert_eq!(s, 200, "{spans} {}", json(&body));
     assert_eq!(spans["spans"].as_array().map(Vec::len), Some(1), "{spans}");
 
-    let path = format!("/internal/v1/cameras/{cam}/streams/main/plan?{q}");
+    let path = format!(
+        "/internal/v1/cameras/{cam}/streams/main/plan?start_90k={}&end_90k={}",
+        t90k(start),
+        t90k(end)
+    );
     let h = key.sign("GET", &path, &identity("alice"), now_s());
     let (s, _, body) = get(&format!("{base}{path}"), &h, None).await;
     let plan = json(&body);
     assert_eq!(s, 200, "{plan}");
     let pieces = plan["pieces"].as_array().expect("pieces");
     assert!(!pieces.is_empty(), "{plan}");
-    let frames: usize = pieces
+    // Summaries only: [samples, key frames, stts runs, chunks, stsc runs, payload, media].
+    let frames: u64 = pieces
         .iter()
-        .map(|p| p["samples"].as_array().map_or(0, Vec::len))
+        .map(|p| p["summary"][0].as_u64().unwrap_or(0))
         .sum();
     // 4 s at 25 fps, from the key frame at or before the start (GOP 2 s).
     assert!((100..=160).contains(&frames), "{frames} samples in 4 s");
-    assert_eq!(
-        pieces[0]["samples"][0][2], 1,
-        "the plan starts on a key frame"
-    );
     assert!(plan["skip_90k"].as_u64().is_some() && plan["sample_entries"][0].is_string());
+    assert!(pieces[0].get("samples").is_none(), "no tables in the plan");
 
-    // Bytes of the first piece's segment: whole, and the first chunk by Range.
+    // The first piece's tables, asked for on their own.
     let p0 = &pieces[0];
     let seg = p0["segment"].as_u64().unwrap();
-    let len = p0["bytes"].as_u64().unwrap();
+    let path = format!(
+        "/internal/v1/cameras/{cam}/streams/main/segments/{seg}/tables?first={}&samples={}",
+        p0["first_sample"], p0["summary"][0]
+    );
+    let (s, _, _) = get(&format!("{base}{path}"), &[], None).await;
+    assert_eq!(s, 401, "tables without a signature");
+    let h = key.sign("GET", &path, &identity("alice"), now_s());
+    let (s, _, body) = get(&format!("{base}{path}"), &h, None).await;
+    let tables = json(&body);
+    assert_eq!(s, 200, "{tables}");
+    assert_eq!(
+        tables["samples"].as_array().map(Vec::len) as Option<usize>,
+        p0["summary"][0].as_u64().map(|n| n as usize),
+        "{tables}"
+    );
+    assert_eq!(tables["samples"][0][2], 1, "the plan starts on a key frame");
+    let p0 = &tables;
+
+    // Bytes of the first piece's segment: whole, and the first chunk by Range.
+    let len = pieces[0]["bytes"].as_u64().unwrap();
     let path = format!("/internal/v1/cameras/{cam}/streams/main/segments/{seg}");
     let (s, _, _) = get(&format!("{base}{path}"), &[], None).await;
     assert_eq!(s, 401, "segment bytes without a signature");

@@ -20,6 +20,7 @@ mod cluster_deploy;
 mod cluster_ha;
 #[cfg(feature = "cluster")]
 mod cluster_journal;
+mod cluster_mp4;
 #[cfg(feature = "cluster")]
 mod cluster_serve;
 #[cfg(feature = "cluster")]
