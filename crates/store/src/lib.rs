@@ -42,6 +42,7 @@ pub mod edge;
 pub mod events;
 pub mod filetables;
 pub mod freespace;
+mod heap;
 pub mod holds;
 pub mod index;
 pub mod layout;
