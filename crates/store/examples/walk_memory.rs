@@ -5,9 +5,10 @@
 //!
 //! * `walk_memory gen DIR STREAMS DAYS`: an index of STREAMS × DAYS × 1,440 segments of 60 s
 //!   (format 5 blocks, entries as the restart benchmark's; no segment files);
-//! * `walk_memory walk DIR [trim]`: opens it (8 MiB cache, Vigie's default), walks every entry
-//!   on a thread, and prints VmRSS/VmHWM as it goes, at the end, and after `malloc_trim(0)`
-//!   (`trim`: also every 64 batches during the walk, as the verification does).
+//! * `walk_memory walk DIR [trim|notrim] [MAX_ENTRIES]`: opens it (8 MiB cache, Vigie's
+//!   default), walks the entries on a thread (all, or the first MAX_ENTRIES), and prints
+//!   VmRSS/VmHWM as it goes, after the walk with the index still open, and after
+//!   `malloc_trim(0)` (`trim`: also every 64 batches during the walk).
 //!
 //! `cargo build --release -p vigie-store --example walk_memory`
 
@@ -21,9 +22,13 @@ fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim_start_matches(':').split_whitespace().next()?.parse().ok())
+            s.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| {
+                v.trim_start_matches(':')
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
         })
         .unwrap_or(0)
 }
@@ -103,9 +108,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "walk" => {
             let with_trim = a.get(3).is_some_and(|v| v == "trim");
+            let max: u64 = a.get(4).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
             let t = Instant::now();
             let index = vigie_store::index::Index::open(&dir.join("index"))?;
             println!("opened in {:.2} s: {}", t.elapsed().as_secs_f64(), mem());
+            let kept = index.clone();
             let walker = std::thread::spawn(move || -> Result<u64, String> {
                 let mut after = None;
                 let (mut n, mut batches) = (0u64, 0u64);
@@ -120,6 +127,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     if with_trim && batches % 64 == 0 {
                         trim();
                     }
+                    if n >= max {
+                        break;
+                    }
                     if batches % 4000 == 0 {
                         println!("  {n} entries: {}", mem());
                     }
@@ -132,8 +142,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 t.elapsed().as_secs_f64(),
                 mem()
             );
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            println!("2 s later, index open: {}", mem());
             trim();
-            println!("after malloc_trim(0): {}", mem());
+            println!("after malloc_trim(0), index open: {}", mem());
+            drop(kept);
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            trim();
+            println!("index closed, after malloc_trim(0): {}", mem());
         }
         m => return Err(format!("unknown mode {m}").into()),
     }

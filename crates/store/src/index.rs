@@ -326,8 +326,6 @@ impl Index {
             }
             meta.apply_batch(b)?;
             db.flush()?;
-            // The old tree was read once: what sled freed of it stays resident otherwise.
-            crate::heap::release_free_memory();
             tracing::info!(
                 from = u32_of(&from),
                 entries = moved,

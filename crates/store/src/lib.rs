@@ -42,7 +42,6 @@ pub mod edge;
 pub mod events;
 pub mod filetables;
 pub mod freespace;
-mod heap;
 pub mod holds;
 pub mod index;
 pub mod layout;

@@ -36,10 +36,6 @@ use crate::{Inner, StoreError};
 /// Entries read per batch (one index range scan, then the store is released).
 pub const BATCH: usize = 256;
 
-/// Batches between two releases of the heap memory the walk freed ([`crate::heap`]): about
-/// 16,000 entries, 0.3 s of the walk at full speed, 8 s at the default throttle.
-const TRIM_EVERY_BATCHES: u64 = 64;
-
 /// Ids read per range scan of the `ids` rows in the files' merge join (whole rows of 64).
 const BY_ID_CHUNK: usize = 4096;
 
@@ -112,7 +108,6 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
     let mut names: HashMap<u32, Option<StreamKey>> = HashMap::new();
     let mut after: Option<crate::blocks::BlockKey> = None;
     let mut seen = 0u64;
-    let mut batches = 0u64;
     tracing::info!(
         entries_per_s,
         "verifying the recorded history against the segment files in the background"
@@ -167,11 +162,6 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
             }
         }
         drop(inner);
-        batches += 1;
-        if batches % TRIM_EVERY_BATCHES == 0 {
-            // What sled freed as the walk went: glibc keeps it resident otherwise.
-            crate::heap::release_free_memory();
-        }
         if seen % (BATCH as u64 * 400) < BATCH as u64 {
             tracing::info!(
                 entries_checked = progress.checked.load(Ordering::Relaxed),
@@ -189,13 +179,11 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
             std::thread::sleep(wait.min(Duration::from_millis(100)));
         }
     }
-    crate::heap::release_free_memory();
     // Then the files: one without an entry anywhere in the history (not only where a crash
     // leaves them, which start-up recovery checked).
     if !orphan_pass(weak, progress, deferred, started, rate, &mut seen) {
         return;
     }
-    crate::heap::release_free_memory();
     let ms = started.elapsed().as_millis() as u64;
     progress.duration_ms.store(ms, Ordering::Relaxed);
     progress.done.store(true, Ordering::Release);
@@ -321,9 +309,6 @@ fn orphan_pass(
             }
         }
         *seen += files.len() as u64;
-        // The day's listing (a path per file) and the `ids` rows it read are freed.
-        drop(files);
-        crate::heap::release_free_memory();
         for (id, s) in missing {
             let Some(inner) = weak.upgrade() else {
                 return false;
