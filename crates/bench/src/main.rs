@@ -134,6 +134,11 @@ struct Args {
     /// sled item per entry and a `by_id` row): the start then migrates it (its time measured).
     #[arg(long)]
     restart_legacy_layout: bool,
+    /// Restart benchmark: keep Vigie recording this many seconds after the verification (or
+    /// after every writer records, for a 0-day control) before the final RSS reading: the
+    /// writers' steady state, and time to inspect the process (e.g. `gdb -p`).
+    #[arg(long, default_value_t = 0)]
+    restart_hold_s: u64,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -282,6 +287,7 @@ fn main() -> Result<()> {
             index_cache_mib: args.restart_index_cache_mib,
             legacy_layout: args.restart_legacy_layout,
             fixture: args.restart_fixture.clone(),
+            hold_s: args.restart_hold_s,
         };
         println!(
             "| binary | history | segments | index MB per camera-day | page cache | `vigie run` → HTTP (writers open) | → every writer recording | peak RSS at recording / at end (above idle) | background verification | notes |"

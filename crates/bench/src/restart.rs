@@ -61,6 +61,8 @@ pub struct Opts {
     pub legacy_layout: bool,
     /// Camera fixture served instead of the 2 Mbit/s one.
     pub fixture: Option<String>,
+    /// Seconds of recording after the verification before the final reading.
+    pub hold_s: u64,
 }
 
 /// Deterministic pseudo-random numbers (xorshift).
@@ -490,7 +492,27 @@ pub fn run_size(env: &Env, size: &Size, opts: &Opts, baseline: u64) -> Result<Re
     {
         r.verify_s = ms / 1e3;
     }
+    if opts.hold_s > 0 {
+        eprintln!(
+            "# holding {} s (pid {pid}); VmRSS {} KiB",
+            opts.hold_s,
+            proc_kib(pid, "status", "VmRSS")
+        );
+        std::thread::sleep(Duration::from_secs(opts.hold_s));
+    }
     r.hwm_end_kib = proc_kib(pid, "status", "VmHWM");
+    // What is resident at the end, and how much of it is anonymous (heap: sled's nodes, the
+    // allocator's free lists) rather than file-backed (the binary, mapped libraries).
+    let (rss, anon) = (
+        proc_kib(pid, "status", "VmRSS"),
+        proc_kib(pid, "smaps_rollup", "Anonymous"),
+    );
+    r.notes.push(format!(
+        "at end VmRSS {:.0} MiB (+{:.0}), anonymous {:.0} MiB",
+        rss as f64 / 1024.0,
+        rss.saturating_sub(baseline) as f64 / 1024.0,
+        anon as f64 / 1024.0
+    ));
     let _ = stop_camsim(cam);
     if !vigie.stop(Signal::SIGTERM, Duration::from_secs(120)) {
         r.notes.push("vigie had to be killed".into());
