@@ -7,6 +7,8 @@ mod audit;
 mod camera;
 #[cfg(feature = "cluster")]
 mod cluster;
+#[cfg(feature = "cluster")]
+mod cluster_live;
 mod demo;
 mod edge;
 mod export;

@@ -281,7 +281,7 @@ pub async fn run(
                 .map(|c| (c.id.clone(), c.masks.clone()))
                 .collect(),
         }),
-        live,
+        live: live.clone(),
         config: config.clone(),
         store: store.clone(),
         streams: Arc::new(entries),
@@ -289,10 +289,11 @@ pub async fn run(
         limits: Arc::new(vigie_api::limits::Limits::new(&config)),
         #[cfg(feature = "cluster")]
         cluster: match &cluster {
-            Some(c) => Some(
-                Arc::new(c.info(&config, internal.as_ref().map(|a| a.key().clone()))?)
-                    as Arc<dyn vigie_api::ClusterInfo>,
-            ),
+            Some(c) => Some(Arc::new(c.info(
+                &config,
+                internal.as_ref().map(|a| a.key().clone()),
+                live.clone(),
+            )?) as Arc<dyn vigie_api::ClusterInfo>),
             None => None,
         },
         #[cfg(not(feature = "cluster"))]

@@ -8,6 +8,7 @@ mod health;
 mod holds;
 mod index;
 mod internal;
+mod internal_live;
 mod live;
 mod live_transcode;
 mod metrics;
@@ -518,6 +519,14 @@ pub fn internal_router() -> Router<AppState> {
         .route(
             "/internal/v1/cameras/{cam}/streams/{stream}/segments/{id}",
             get(internal::segment),
+        )
+        .route(
+            "/internal/v1/cameras/{cam}/streams/{stream}/live",
+            get(internal_live::live),
+        )
+        .route(
+            "/internal/v1/cameras/{cam}/streams/{stream}/still.jpg",
+            get(internal_live::still),
         )
 }
 

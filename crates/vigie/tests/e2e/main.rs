@@ -18,6 +18,8 @@ mod cluster;
 mod cluster_deploy;
 #[cfg(feature = "cluster")]
 mod cluster_ha;
+#[cfg(all(feature = "cluster", feature = "gst", feature = "ui-test-hooks"))]
+mod cluster_live;
 #[cfg(feature = "cluster")]
 mod cluster_serve;
 mod disk_full;
