@@ -425,7 +425,7 @@ impl vigie_api::ClusterInfo for Info {
                 .get(&node)
                 .map(|m| m.advertise_url.clone())
                 .ok_or_else(|| {
-                    ApiError::BadGateway(format!(
+                    ApiError::NodeUnavailable(format!(
                         "node {node}, which holds this picture of {}, is down",
                         key.camera
                     ))
@@ -441,12 +441,12 @@ impl vigie_api::ClusterInfo for Info {
                 tokio::time::timeout(INTERNAL_TIMEOUT, self.internal_get_bytes(&url, &pq, &who))
                     .await
                     .map_err(|_| {
-                        ApiError::BadGateway(format!(
+                        ApiError::NodeUnavailable(format!(
                             "node {node} gave no still within {} s",
                             INTERNAL_TIMEOUT.as_secs()
                         ))
                     })?
-                    .map_err(|e| ApiError::BadGateway(format!("node {node}: {e}")))?;
+                    .map_err(|e| ApiError::NodeUnavailable(format!("node {node}: {e}")))?;
             if status.is_success() {
                 return Ok(body.to_vec());
             }
@@ -464,7 +464,7 @@ impl vigie_api::ClusterInfo for Info {
                     message,
                     spans: Vec::new(),
                 },
-                _ => ApiError::BadGateway(message),
+                _ => ApiError::NodeUnavailable(message),
             })
         })
     }

@@ -194,7 +194,7 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::CameraPerm(Live),
-                "Live view: WebSocket upgrade, fMP4 init then media segments (see docs/API.md); transcode=h264: the H.264 fallback (close code 4503 when busy).",
+                "Live view: WebSocket upgrade, fMP4 init then media segments (see docs/API.md); transcode=h264: the H.264 fallback (close code 4503 when busy); in a cluster relayed from the camera's recorder, following it when it moves (close code 4502: no node gives the view).",
                 &["transcode"],
                 &[101, 400, 401, 403, 404],
             )],
@@ -205,9 +205,9 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::CameraPerm(Still),
-                "JPEG still at `at` (default latest); 501 without the gst feature.",
+                "JPEG still at `at` (default latest); 501 without the gst feature; in a cluster rendered by the node holding the picture (502: that node is down).",
                 &["at"],
-                &[200, 400, 401, 403, 404, 501],
+                &[200, 400, 401, 403, 404, 501, 502],
             )],
             make: || get(snapshot::snapshot),
         },

@@ -2,6 +2,12 @@
 //! (RFC 3339; default: the latest) as a JPEG. Decoding needs the `gst` cargo feature; without it
 //! the route answers 501 naming the feature. The still comes from the [`vigie_service::Stills`]
 //! service (locally: `vigie_decode::still`).
+//!
+//! In a cluster the still is rendered by the node that has the picture: for the latest picture
+//! the node recording the camera now, for a past instant this node if it holds footage there,
+//! else the node that does, asked over the signed internal route `…/still.jpg` on behalf of the
+//! caller (that node journals it too, naming this node). A past instant held only by a node
+//! that is down is a 502 naming the node.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -105,14 +111,35 @@ async fn remote_node(
     let remote = cluster
         .remote_spans(&entry.key, a, b, crate::internal::identity_of(who))
         .await;
-    Ok(remote.into_iter().find_map(|r| match r {
-        crate::NodeFootage::Spans { node, spans }
-            if spans.iter().any(|s| s.start <= at && at < s.end) =>
-        {
-            Some(node)
+    let mut down = None;
+    for r in remote {
+        match r {
+            crate::NodeFootage::Spans { node, spans }
+                if spans.iter().any(|s| s.start <= at && at < s.end) =>
+            {
+                return Ok(Some(node));
+            }
+            crate::NodeFootage::Unavailable {
+                node,
+                start,
+                end,
+                open_until,
+                reason,
+            } if start <= at && at < open_until.unwrap_or(end).max(end) => {
+                down = Some((node, reason));
+            }
+            _ => {}
         }
-        _ => None,
-    }))
+    }
+    match down {
+        // Held by a node that cannot be asked now: say so rather than "nothing recorded".
+        Some((node, reason)) => Err(ApiError::NodeUnavailable(format!(
+            "the footage of {} at {} is held by node {node}, which cannot be asked now: {reason}",
+            entry.key,
+            at.to_rfc3339()
+        ))),
+        None => Ok(None),
+    }
 }
 
 #[cfg(feature = "gst")]

@@ -23,7 +23,7 @@ use vigie_api::internal::{CarriedIdentity, ClusterKey};
 use vigie_camsim::ServerHandle;
 use vigie_core::config::Secret;
 use vigie_testkit::browser::Browser;
-use vigie_testkit::cluster::{CameraDef, ClusterConfig, NodeSpec, VigieCluster};
+use vigie_testkit::cluster::{CameraDef, ClusterConfig, NodeSpec, VigieCluster, spans_on};
 use vigie_testkit::etcd::EtcdCluster;
 use vigie_testkit::live::{LiveClient, LiveEvent};
 use vigie_testkit::media::{ffmpeg_decodes, ffprobe};
@@ -182,6 +182,10 @@ impl Viewer {
     }
 }
 
+fn via_node<'a>(r: &'a Rig, name: &str) -> &'a vigie_testkit::Vigie {
+    &r.c.node(name).vigie
+}
+
 async fn journal_has(v: &vigie_testkit::Vigie, cam: &str, action: &str, via: &str) -> Value {
     let (s, j) = v
         .get(&format!("/api/v1/audit?camera={cam}&action={action}"))
@@ -264,6 +268,29 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
         );
     }
 
+    // The H.264 fallback still applies on the node the user called: re-encoded there from the
+    // relayed frames.
+    let port = port_of(&via_node(&r, &others[0]).base_url());
+    let auth = vigie_testkit::process::credentials_for_port(port)
+        .map(|c| ("authorization".to_owned(), format!("Bearer {}", c.token)));
+    let mut t = Viewer {
+        node: format!("{}-h264", others[0]),
+        client: LiveClient::connect_query(port, &cam, "main", "transcode=h264", None, auth)
+            .await
+            .unwrap(),
+        events: Vec::new(),
+    };
+    t.read_for(Duration::from_secs(4)).await;
+    let Some(LiveEvent::Init { meta, .. }) = t.events.first() else {
+        panic!("transcoded view: no init: {:?}", t.events.first())
+    };
+    assert!(
+        meta["codec"].as_str().unwrap().starts_with("avc1"),
+        "{meta}"
+    );
+    t.check_decodes(tmp.path());
+    t.client.close().await;
+
     // A still from a node that does not record the camera: a JPEG of the camera's size,
     // rendered and journaled by the recorder.
     let via = &r.c.node(&others[0]).vigie;
@@ -336,9 +363,57 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
     let new_rec = new_rec.unwrap();
     assert_ne!(new_rec, rec);
 
-    // Chromium on the node that does not record the camera now.
+    // Stills of the past through the node that does not record the camera now: an instant the
+    // new recorder holds is rendered there; one only the dead node holds is a clear 502.
     let serving = others.iter().find(|n| **n != new_rec).unwrap_or(&others[0]);
     let v = &r.c.node(serving).vigie;
+    let holder = &r.c.node(&new_rec).vigie;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let at = loop {
+        let spans = spans_on(
+            holder,
+            &cam,
+            killed_at - SignedDuration::from_secs(60),
+            Timestamp::now() + SignedDuration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        // Its last span: the one it started at the failover (it may hold a short one from the
+        // first assignment, before the cluster settled).
+        if let Some((a, e)) = spans.last()
+            && *a >= killed_at - SignedDuration::from_secs(1)
+            && e.duration_since(*a).as_secs_f64() >= 4.0
+        {
+            break *a + SignedDuration::from_secs(2);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{new_rec} holds nothing of {cam}: {spans:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let still_at = |at: Timestamp| {
+        let url = format!(
+            "{}/api/v1/cameras/{cam}/streams/main/snapshot.jpg?at={at}",
+            v.base_url()
+        );
+        async move {
+            let resp = v.http().get(url).send().await.unwrap();
+            (resp.status().as_u16(), resp.bytes().await.unwrap())
+        }
+    };
+    let (s, body) = still_at(at).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    std::fs::write(&p, &body).unwrap();
+    assert_eq!(ffprobe(&p).unwrap().width, 640);
+    journal_has(holder, &cam, "still", serving).await;
+    let (s, body) = still_at(killed_at - SignedDuration::from_secs(5)).await;
+    let err: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(s, 502, "{err}");
+    assert_eq!(err["error"]["code"], "node_unavailable", "{err}");
+    assert!(err.to_string().contains(&rec), "{err}");
+
+    // Chromium on the node that does not record the camera now.
     ui(v, &cam, &rec, &new_rec, killed_at).await;
     for v in viewers {
         v.client.close().await;
