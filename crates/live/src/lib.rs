@@ -703,6 +703,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_relay_hub_publishes_timed_frames_at_once_notices_and_ends_its_viewers() {
+        let hub = LiveHub::new(StreamKey::new("c", "s"));
+        let p = params();
+        let data = Bytes::from(vec![3u8; 10]);
+        let (q, _) = hub.subscribe().unwrap();
+        let (q2, _) = hub.subscribe().unwrap();
+        assert_eq!(hub.viewers(), 2);
+        q2.leave();
+        assert_eq!(hub.viewers(), 1, "a viewer that left is forgotten without a frame");
+        let lf = |i: i64, key: bool| LiveFrame {
+            frame: Frame {
+                data: data.clone(),
+                is_key: key,
+                media_90k: i * 3000,
+                recv: Time90k(i),
+                params: p.clone(),
+                session_id: 9,
+            },
+            duration_90k: 3000,
+            wall: Time90k(5_000 + i),
+        };
+        // Not held back: the sender knew each frame's duration.
+        hub.relay(lf(0, true));
+        hub.notice("{\"type\":\"recorder\"}".into());
+        hub.relay(lf(1, false));
+        let got = q.next_batch().await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(matches!(&got[1], LiveItem::Notice(t) if t.contains("recorder")));
+        assert_eq!(frames(&got)[1].duration_90k, 3000);
+        assert_eq!(frames(&got)[1].wall, Time90k(5_001));
+        hub.end_viewers(4502, "gone");
+        let got = q.next_batch().await;
+        assert!(matches!(&got[0], LiveItem::End { code: 4502, reason } if reason == "gone"));
+        assert_eq!(hub.viewers(), 0);
+        // The hub stays open.
+        assert!(hub.subscribe().is_some());
+    }
+
+    #[tokio::test]
     async fn slow_viewer_is_skipped_to_next_key_frame() {
         let hub = LiveHub::new(StreamKey::new("c", "s"));
         let p = params();
