@@ -711,7 +711,11 @@ mod tests {
         let (q2, _) = hub.subscribe().unwrap();
         assert_eq!(hub.viewers(), 2);
         q2.leave();
-        assert_eq!(hub.viewers(), 1, "a viewer that left is forgotten without a frame");
+        assert_eq!(
+            hub.viewers(),
+            1,
+            "a viewer that left is forgotten without a frame"
+        );
         let lf = |i: i64, key: bool| LiveFrame {
             frame: Frame {
                 data: data.clone(),
