@@ -10,7 +10,6 @@
 //! clock through the playback plan's pieces, so concatenated spans (`gaps=skip`) show the real
 //! recording time, never the host clock at export time.
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -205,66 +204,37 @@ fn push_and_wait(
     segment.set_stop(ns(input.skip_90k + input.duration_90k));
     let mut description = input.chunks.first().map_or(0, |c| c.description);
     let mut caps = caps_for(description)?;
-    let mut pts = 0u64;
-    let mut open: Option<(u32, std::fs::File)> = None;
-    for chunk in &input.chunks {
-        if chunk.description != description {
-            description = chunk.description;
+    crate::samples::for_each_sample(input, |s| {
+        if s.description != description {
+            description = s.description;
             caps = caps_for(description)?;
         }
-        let path = input
-            .files
-            .get(chunk.file as usize)
-            .ok_or_else(|| StillError::Params(format!("no file #{}", chunk.file)))?;
-        let io = |source| StillError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        if open.as_ref().is_none_or(|(f, _)| *f != chunk.file) {
-            open = Some((chunk.file, std::fs::File::open(path).map_err(io)?));
+        let mut buf = gst::Buffer::from_slice(s.data);
+        let b = buf
+            .get_mut()
+            .ok_or_else(|| StillError::Gst("new buffer not writable".into()))?;
+        b.set_pts(ns(s.pts_90k));
+        b.set_dts(ns(s.pts_90k));
+        b.set_duration(ns(u64::from(s.info.duration_90k)));
+        if !s.info.is_key {
+            b.set_flags(gst::BufferFlags::DELTA_UNIT);
         }
-        let Some((_, file)) = open.as_ref() else {
-            continue;
-        };
-        let first = chunk.first_sample as usize;
-        let samples = input
-            .samples
-            .get(first..first + chunk.samples as usize)
-            .ok_or_else(|| StillError::Params("chunk outside the sample list".into()))?;
-        let len: u64 = samples.iter().map(|s| u64::from(s.bytes)).sum();
-        let mut data = vec![0u8; len as usize];
-        file.read_exact_at(&mut data, chunk.offset).map_err(io)?;
-        let data = bytes::Bytes::from(data);
-        let mut at = 0usize;
-        for s in samples {
-            let mut buf = gst::Buffer::from_slice(data.slice(at..at + s.bytes as usize));
-            at += s.bytes as usize;
-            let b = buf
-                .get_mut()
-                .ok_or_else(|| StillError::Gst("new buffer not writable".into()))?;
-            b.set_pts(ns(pts));
-            b.set_dts(ns(pts));
-            b.set_duration(ns(u64::from(s.duration_90k)));
-            if !s.is_key {
-                b.set_flags(gst::BufferFlags::DELTA_UNIT);
-            }
-            pts += u64::from(s.duration_90k);
-            let sample = gst::Sample::builder()
-                .buffer(&buf)
-                .caps(&caps)
-                .segment(&segment)
-                .build();
-            if let Err(e) = src.push_sample(&sample) {
-                return Err(bus_error().unwrap_or_else(|| gst_err(e)));
-            }
-            if Instant::now() > deadline {
-                return Err(StillError::Gst(format!(
-                    "the burned-in copy took more than {} s",
-                    limit.as_secs()
-                )));
-            }
+        let sample = gst::Sample::builder()
+            .buffer(&buf)
+            .caps(&caps)
+            .segment(&segment)
+            .build();
+        if let Err(e) = src.push_sample(&sample) {
+            return Err(bus_error().unwrap_or_else(|| gst_err(e)));
         }
-    }
+        if Instant::now() > deadline {
+            return Err(StillError::Gst(format!(
+                "the burned-in copy took more than {} s",
+                limit.as_secs()
+            )));
+        }
+        Ok(())
+    })?;
     src.end_of_stream().map_err(gst_err)?;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -20,6 +20,8 @@ pub mod gst_elements;
 #[cfg(feature = "gst")]
 pub mod masks;
 #[cfg(feature = "gst")]
+mod samples;
+#[cfg(feature = "gst")]
 pub mod still;
 pub mod transcode;
 

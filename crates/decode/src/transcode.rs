@@ -197,7 +197,6 @@ mod stub {
 
 #[cfg(feature = "gst")]
 mod imp {
-    use std::os::unix::fs::FileExt;
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
@@ -697,48 +696,16 @@ mod imp {
     ) -> Result<(), StillError> {
         let mut description = u32::MAX;
         let mut params = None;
-        let mut pts = 0u64;
-        let mut open: Option<(u32, std::fs::File)> = None;
-        for chunk in &input.chunks {
-            if chunk.description != description {
-                description = chunk.description;
+        crate::samples::for_each_sample(input, |s| {
+            if s.description != description || params.is_none() {
+                description = s.description;
                 params = Some(params_for(description)?);
             }
-            let Some(params) = params.as_ref() else {
-                continue;
-            };
-            let path = input
-                .files
-                .get(chunk.file as usize)
-                .ok_or_else(|| StillError::Params(format!("no file #{}", chunk.file)))?;
-            let io = |source| StillError::Io {
-                path: path.display().to_string(),
-                source,
-            };
-            if open.as_ref().is_none_or(|(f, _)| *f != chunk.file) {
-                open = Some((chunk.file, std::fs::File::open(path).map_err(io)?));
+            match params.as_ref() {
+                Some(p) => t.push_au(p, s.data, s.info.is_key, s.pts_90k, s.info.duration_90k),
+                None => Ok(()),
             }
-            let Some((_, file)) = open.as_ref() else {
-                continue;
-            };
-            let first = chunk.first_sample as usize;
-            let samples = input
-                .samples
-                .get(first..first + chunk.samples as usize)
-                .ok_or_else(|| StillError::Params("chunk outside the sample list".into()))?;
-            let len: u64 = samples.iter().map(|s| u64::from(s.bytes)).sum();
-            let mut data = vec![0u8; len as usize];
-            file.read_exact_at(&mut data, chunk.offset).map_err(io)?;
-            let data = Bytes::from(data);
-            let mut at = 0usize;
-            for s in samples {
-                let au = data.slice(at..at + s.bytes as usize);
-                at += s.bytes as usize;
-                t.push_au(params, au, s.is_key, pts, s.duration_90k)?;
-                pts += u64::from(s.duration_90k);
-            }
-        }
-        Ok(())
+        })
     }
 }
 
@@ -748,6 +715,44 @@ mod tests {
     use gstreamer as gst;
     use gstreamer::prelude::*;
     use gstreamer_app as gst_app;
+
+    /// The fixture's frames written one after the other to a file in `dir`, as a recorded
+    /// range of one chunk at 25 fps presenting `[skip_90k, skip_90k + duration_90k)`.
+    fn fixture_input(
+        dir: &std::path::Path,
+        params: &VideoParams,
+        frames: &[(Bytes, bool)],
+        skip_90k: u64,
+        duration_90k: u64,
+    ) -> vigie_mp4::progressive::Input {
+        let src = dir.join("samples.bin");
+        let all: Vec<u8> = frames.iter().flat_map(|(f, _)| f.to_vec()).collect();
+        std::fs::write(&src, &all).unwrap();
+        vigie_mp4::progressive::Input {
+            sample_entries: vec![params.sample_entry.clone()],
+            width: 1280,
+            height: 720,
+            files: vec![src],
+            samples: frames
+                .iter()
+                .map(|(f, k)| vigie_mp4::SampleInfo {
+                    duration_90k: 3600,
+                    bytes: f.len() as u32,
+                    is_key: *k,
+                })
+                .collect(),
+            chunks: vec![vigie_mp4::progressive::Chunk {
+                file: 0,
+                offset: 0,
+                first_sample: 0,
+                samples: frames.len() as u32,
+                description: 0,
+            }],
+            skip_90k,
+            duration_90k,
+            cues: Vec::new(),
+        }
+    }
     use std::process::Command;
 
     const FIXTURE: &str = concat!(
@@ -852,37 +857,8 @@ mod tests {
         assert_eq!(frames.len(), 100);
         assert!(frames[0].1, "the fixture starts with a key frame");
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("samples.bin");
-        let mut all = Vec::new();
-        for (f, _) in &frames {
-            all.extend_from_slice(f);
-        }
-        std::fs::write(&src, &all).unwrap();
-        let input = vigie_mp4::progressive::Input {
-            sample_entries: vec![params.sample_entry.clone()],
-            width: 1280,
-            height: 720,
-            files: vec![src],
-            samples: frames
-                .iter()
-                .map(|(f, k)| vigie_mp4::SampleInfo {
-                    duration_90k: 3600,
-                    bytes: f.len() as u32,
-                    is_key: *k,
-                })
-                .collect(),
-            chunks: vec![vigie_mp4::progressive::Chunk {
-                file: 0,
-                offset: 0,
-                first_sample: 0,
-                samples: 100,
-                description: 0,
-            }],
-            // An edit list skipping 10 frames, presenting 80.
-            skip_90k: 10 * 3600,
-            duration_90k: 80 * 3600,
-            cues: Vec::new(),
-        };
+        // An edit list skipping 10 frames, presenting 80.
+        let input = fixture_input(dir.path(), &params, &frames, 10 * 3600, 80 * 3600);
         let mut out = Vec::new();
         transcode_range(
             &input,
@@ -910,33 +886,7 @@ mod tests {
     fn privacy_masks_cover_the_transcoded_pictures() {
         let (params, frames) = h265_fixture(25);
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("samples.bin");
-        let all: Vec<u8> = frames.iter().flat_map(|(f, _)| f.to_vec()).collect();
-        std::fs::write(&src, &all).unwrap();
-        let input = vigie_mp4::progressive::Input {
-            sample_entries: vec![params.sample_entry.clone()],
-            width: 1280,
-            height: 720,
-            files: vec![src],
-            samples: frames
-                .iter()
-                .map(|(f, k)| vigie_mp4::SampleInfo {
-                    duration_90k: 3600,
-                    bytes: f.len() as u32,
-                    is_key: *k,
-                })
-                .collect(),
-            chunks: vec![vigie_mp4::progressive::Chunk {
-                file: 0,
-                offset: 0,
-                first_sample: 0,
-                samples: 25,
-                description: 0,
-            }],
-            skip_90k: 0,
-            duration_90k: 25 * 3600,
-            cues: Vec::new(),
-        };
+        let input = fixture_input(dir.path(), &params, &frames, 0, 25 * 3600);
         let masks = [vigie_core::masks::Mask {
             name: "porte".into(),
             points: vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]],
@@ -991,33 +941,7 @@ mod tests {
     fn a_consumer_that_leaves_stops_the_range() {
         let (params, frames) = h265_fixture(50);
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("samples.bin");
-        let all: Vec<u8> = frames.iter().flat_map(|(f, _)| f.to_vec()).collect();
-        std::fs::write(&src, &all).unwrap();
-        let input = vigie_mp4::progressive::Input {
-            sample_entries: vec![params.sample_entry.clone()],
-            width: 1280,
-            height: 720,
-            files: vec![src],
-            samples: frames
-                .iter()
-                .map(|(f, k)| vigie_mp4::SampleInfo {
-                    duration_90k: 3600,
-                    bytes: f.len() as u32,
-                    is_key: *k,
-                })
-                .collect(),
-            chunks: vec![vigie_mp4::progressive::Chunk {
-                file: 0,
-                offset: 0,
-                first_sample: 0,
-                samples: 50,
-                description: 0,
-            }],
-            skip_90k: 0,
-            duration_90k: 50 * 3600,
-            cues: Vec::new(),
-        };
+        let input = fixture_input(dir.path(), &params, &frames, 0, 50 * 3600);
         let mut n = 0;
         transcode_range(
             &input,

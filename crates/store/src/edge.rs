@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use vigie_core::{StreamKey, TIME_UNITS_PER_SEC, Time90k};
 
+use crate::timed::key_at;
 use crate::{Inner, StoreError};
 
 /// Longest fill recorded (a fill is at most the configured window, capped at a day).
@@ -35,19 +36,6 @@ fn tree(inner: &Inner) -> Result<sled::Tree, StoreError> {
     Ok(inner.index()?.db.open_tree("edge_fills")?)
 }
 
-fn prefix(key: &StreamKey) -> Vec<u8> {
-    let mut p = Vec::with_capacity(key.camera.len() + key.stream.len() + 2);
-    p.extend_from_slice(key.camera.as_bytes());
-    p.push(0);
-    p.extend_from_slice(key.stream.as_bytes());
-    p.push(0);
-    p
-}
-
-fn time_bytes(t: Time90k) -> [u8; 8] {
-    ((t.0 as u64) ^ (1 << 63)).to_be_bytes()
-}
-
 pub(crate) fn record(inner: &Inner, fill: &EdgeFill) -> Result<(), StoreError> {
     if fill.end <= fill.start || fill.end.0 - fill.start.0 > MAX_FILL_90K {
         return Err(StoreError::Corrupt {
@@ -57,8 +45,7 @@ pub(crate) fn record(inner: &Inner, fill: &EdgeFill) -> Result<(), StoreError> {
             ),
         });
     }
-    let mut k = prefix(&StreamKey::new(&fill.camera, &fill.stream));
-    k.extend_from_slice(&time_bytes(fill.start));
+    let k = key_at(&StreamKey::new(&fill.camera, &fill.stream), fill.start);
     tree(inner)?.insert(k, postcard::to_allocvec(fill)?)?;
     Ok(())
 }
@@ -70,11 +57,8 @@ pub(crate) fn list(
     start: Time90k,
     end: Time90k,
 ) -> Result<Vec<EdgeFill>, StoreError> {
-    let p = prefix(key);
-    let mut lo = p.clone();
-    lo.extend_from_slice(&time_bytes(Time90k(start.0.saturating_sub(MAX_FILL_90K))));
-    let mut hi = p;
-    hi.extend_from_slice(&time_bytes(end));
+    let lo = key_at(key, Time90k(start.0.saturating_sub(MAX_FILL_90K)));
+    let hi = key_at(key, end);
     let mut out = Vec::new();
     for kv in tree(inner)?.range(lo..hi) {
         let (_, v) = kv?;
@@ -92,20 +76,7 @@ pub(crate) fn purge(
     per_stream_days: &std::collections::HashMap<StreamKey, u32>,
     now: Time90k,
 ) -> Result<u64, StoreError> {
-    let t = tree(inner)?;
-    let mut n = 0;
-    for (key, days) in per_stream_days {
-        let cutoff = Time90k(now.0 - i64::from(*days) * 86_400 * TIME_UNITS_PER_SEC - MAX_FILL_90K);
-        let p = prefix(key);
-        let mut hi = p.clone();
-        hi.extend_from_slice(&time_bytes(cutoff));
-        let old: Vec<sled::IVec> = t.range(p..hi).keys().collect::<Result<_, _>>()?;
-        for k in old {
-            t.remove(k)?;
-            n += 1;
-        }
-    }
-    Ok(n)
+    crate::timed::purge_before(&tree(inner)?, per_stream_days, now, MAX_FILL_90K)
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 //! does not depend on them. What an event means is the caller's (kind is a free string).
 
 use serde::{Deserialize, Serialize};
-use vigie_core::{StreamKey, TIME_UNITS_PER_SEC, Time90k};
+use vigie_core::{StreamKey, Time90k};
 
+use crate::timed::key_at;
 use crate::{Inner, StoreError};
 
 /// Longest listing answered at once.
@@ -31,25 +32,10 @@ fn tree(inner: &Inner) -> Result<sled::Tree, StoreError> {
     Ok(inner.index()?.db.open_tree("camera_events")?)
 }
 
-fn prefix(key: &StreamKey) -> Vec<u8> {
-    let mut p = Vec::with_capacity(key.camera.len() + key.stream.len() + 2);
-    p.extend_from_slice(key.camera.as_bytes());
-    p.push(0);
-    p.extend_from_slice(key.stream.as_bytes());
-    p.push(0);
-    p
-}
-
-/// Order-preserving bytes of a signed time.
-fn time_bytes(t: Time90k) -> [u8; 8] {
-    ((t.0 as u64) ^ (1 << 63)).to_be_bytes()
-}
-
 pub(crate) fn record(inner: &Inner, ev: &CameraEvent) -> Result<(), StoreError> {
     let t = tree(inner)?;
     let seq = inner.index()?.db.generate_id()?;
-    let mut k = prefix(&StreamKey::new(&ev.camera, &ev.stream));
-    k.extend_from_slice(&time_bytes(ev.at));
+    let mut k = key_at(&StreamKey::new(&ev.camera, &ev.stream), ev.at);
     k.extend_from_slice(&seq.to_be_bytes());
     t.insert(k, postcard::to_allocvec(ev)?)?;
     Ok(())
@@ -63,11 +49,8 @@ pub(crate) fn list(
     kind: Option<&str>,
 ) -> Result<Vec<CameraEvent>, StoreError> {
     let t = tree(inner)?;
-    let p = prefix(key);
-    let mut lo = p.clone();
-    lo.extend_from_slice(&time_bytes(start));
-    let mut hi = p;
-    hi.extend_from_slice(&time_bytes(end));
+    let lo = key_at(key, start);
+    let hi = key_at(key, end);
     let mut out = Vec::new();
     for kv in t.range(lo..hi) {
         let (_, v) = kv?;
@@ -88,20 +71,7 @@ pub(crate) fn purge(
     per_stream_days: &std::collections::HashMap<StreamKey, u32>,
     now: Time90k,
 ) -> Result<u64, StoreError> {
-    let t = tree(inner)?;
-    let mut n = 0;
-    for (key, days) in per_stream_days {
-        let cutoff = Time90k(now.0 - i64::from(*days) * 86_400 * TIME_UNITS_PER_SEC);
-        let p = prefix(key);
-        let mut hi = p.clone();
-        hi.extend_from_slice(&time_bytes(cutoff));
-        let old: Vec<sled::IVec> = t.range(p..hi).keys().collect::<Result<_, _>>()?;
-        for k in old {
-            t.remove(k)?;
-            n += 1;
-        }
-    }
-    Ok(n)
+    crate::timed::purge_before(&tree(inner)?, per_stream_days, now, 0)
 }
 
 #[cfg(test)]
@@ -113,6 +83,7 @@ mod tests {
 
     use super::*;
     use crate::{Store, StoreConfig};
+    use vigie_core::TIME_UNITS_PER_SEC;
 
     #[test]
     fn events_are_listed_by_stream_window_and_kind_and_purged_with_retention() {
@@ -162,7 +133,7 @@ mod tests {
             .unwrap();
         assert_eq!(motion.len(), 2);
         // Negative times keep their order (the key is order-preserving).
-        assert!(time_bytes(Time90k(-5)) < time_bytes(Time90k(3)));
+        assert!(key_at(&main, Time90k(-5)) < key_at(&main, Time90k(3)));
         // Retention of 7 days drops the 10-day-old event only.
         let mut days = HashMap::new();
         days.insert(main.clone(), 7);

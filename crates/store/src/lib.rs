@@ -53,6 +53,7 @@ pub mod sampletable;
 pub mod space;
 pub mod spans;
 mod synthetic;
+mod timed;
 pub mod timing;
 pub mod verify;
 mod writer;

@@ -170,6 +170,72 @@ impl Browser {
         Ok(())
     }
 
+    /// Opens Vigie's UI at `base_url` and signs in through its form as `user`, then waits
+    /// (30 s at most) for the application's header.
+    pub async fn sign_in(&self, base_url: &str, user: &str, password: &str) -> anyhow::Result<()> {
+        self.goto_anonymous(&format!("{}/", base_url.trim_end_matches('/')))
+            .await?;
+        self.eval(
+            "const [u, p] = arguments; document.querySelector('#username').value = u;
+             document.querySelector('#password').value = p;
+             document.querySelector('#login-submit').click(); return true;",
+            vec![json!(user), json!(password)],
+        )
+        .await?;
+        self.wait_js(
+            "the app after sign-in",
+            "return document.querySelector('header.hdr') !== null",
+            Duration::from_secs(30),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Navigates the single-page UI to `hash` (e.g. `#/live?layout=1&cams=cam-1`).
+    pub async fn set_hash(&self, hash: &str) -> anyhow::Result<()> {
+        self.eval(
+            "location.hash = arguments[0]; return true;",
+            vec![json!(hash)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Polls `code` (a function body, run every 250 ms) until it returns something other than
+    /// null or false, and returns that. After `timeout` the error names `what`, the last
+    /// value, the playback page's state (if any) and the start of the page's text.
+    pub async fn wait_js(
+        &self,
+        what: &str,
+        code: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = self.eval(code, vec![]).await.unwrap_or(Value::Null);
+            if !last.is_null() && last != json!(false) {
+                return Ok(last);
+            }
+            if Instant::now() > deadline {
+                let page = self
+                    .eval("return document.body.innerText.slice(0, 2000)", vec![])
+                    .await
+                    .unwrap_or_default();
+                let state = self
+                    .eval(
+                        "return window.vigie && window.vigie.playback ? window.vigie.playback.state() : null",
+                        vec![],
+                    )
+                    .await
+                    .unwrap_or_default();
+                bail!(
+                    "timed out waiting for {what} (last {last})\nplayback state: {state}\n{page}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Sets the window size (for screenshots of whole pages).
     pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
         self.client()?

@@ -76,17 +76,17 @@ async fn h265_camera_plays_live_and_in_playback_in_chromium_through_the_fallback
     let (s, _) = recorded(&v, "cam-r", 8.0).await;
     let b = Browser::start().await.unwrap();
     b.set_window_size(1400, 900).await.unwrap();
-    b.goto_anonymous(&format!("{}/", v.base_url()))
+    b.sign_in(&v.base_url(), ADMIN_USER, ADMIN_PASSWORD)
         .await
         .unwrap();
-    let eval = |code: &'static str| {
-        let b = &b;
-        async move { b.eval(code, vec![]).await.unwrap() }
-    };
     // The premise: this Chromium's MSE cannot decode H.265 (else the fallback is not exercised).
-    let hevc =
-        eval("return window.MediaSource.isTypeSupported('video/mp4; codecs=\"hvc1.1.6.L93.B0\"')")
-            .await;
+    let hevc = b
+        .eval(
+            "return window.MediaSource.isTypeSupported('video/mp4; codecs=\"hvc1.1.6.L93.B0\"')",
+            vec![],
+        )
+        .await
+        .unwrap();
     assert_eq!(
         hevc,
         json!(false),
@@ -95,37 +95,11 @@ async fn h265_camera_plays_live_and_in_playback_in_chromium_through_the_fallback
     let wait = |what: &'static str, code: &'static str| {
         let b = &b;
         async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let last = b.eval(code, vec![]).await.unwrap_or(Value::Null);
-                if !last.is_null() && last != json!(false) {
-                    return last;
-                }
-                if Instant::now() > deadline {
-                    let page = b
-                        .eval("return document.body.innerText.slice(0, 2000)", vec![])
-                        .await
-                        .unwrap_or_default();
-                    panic!("timed out waiting for {what} (last {last})\n{page}");
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+            b.wait_js(what, code, Duration::from_secs(60))
+                .await
+                .unwrap()
         }
     };
-    // Log in through the form.
-    b.eval(
-        "const [u, p] = arguments; document.querySelector('#username').value = u;
-         document.querySelector('#password').value = p;
-         document.querySelector('#login-submit').click(); return true;",
-        vec![json!(ADMIN_USER), json!(ADMIN_PASSWORD)],
-    )
-    .await
-    .unwrap();
-    wait(
-        "the app",
-        "return document.querySelector('header.hdr') !== null",
-    )
-    .await;
     b.eval(
         "const W = window.WebSocket; window.__ws = [];
          class Spy extends W { constructor(u, p) { super(u, p); window.__ws.push(String(u)); } }
@@ -173,25 +147,10 @@ async fn h265_camera_plays_live_and_in_playback_in_chromium_through_the_fallback
     assert_eq!(later["reconnects"], 0, "{later}");
     // Reported, not asserted (no timing assertions): the picture's latency through the
     // fallback, as the player computes it (docs/BENCHMARKS.md, "H.264 fallback").
-    let mut lat = Vec::new();
-    for _ in 0..10 {
-        let l = b
-            .eval("return window.vigie.live.tiles[0].state.latencyMs", vec![])
-            .await
-            .unwrap();
-        if let Some(l) = l.as_f64() {
-            lat.push(l);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let lat = tile_latencies_ms(&b).await;
     eprintln!("live latency through the fallback (ms, every 0.5 s): {lat:?}");
     // The same for the H.264 camera, untranscoded, for comparison.
-    b.eval(
-        "location.hash = '#/live?layout=1&cams=cam-n'; return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
+    b.set_hash("#/live?layout=1&cams=cam-n").await.unwrap();
     let plain = wait(
         "the H.264 tile playing untranscoded",
         "const t = window.vigie.live.tiles[0]; const v = t && t.video;
@@ -205,17 +164,7 @@ async fn h265_camera_plays_live_and_in_playback_in_chromium_through_the_fallback
         "H.264 needs no fallback: {plain}"
     );
     assert_eq!(plain["note"], true, "{plain}");
-    let mut lat = Vec::new();
-    for _ in 0..10 {
-        let l = b
-            .eval("return window.vigie.live.tiles[0].state.latencyMs", vec![])
-            .await
-            .unwrap();
-        if let Some(l) = l.as_f64() {
-            lat.push(l);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let lat = tile_latencies_ms(&b).await;
     eprintln!("live latency untranscoded H.264 (ms, every 0.5 s): {lat:?}");
     assert_eq!(later["state"], "playing", "{later}");
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -247,10 +196,13 @@ async fn h265_camera_plays_live_and_in_playback_in_chromium_through_the_fallback
         p["url"].as_str().unwrap().ends_with("&transcode=h264"),
         "{p}"
     );
-    let note = eval(
-        "return document.querySelector('.pane .tile-note:not([hidden])')?.textContent ?? null",
-    )
-    .await;
+    let note = b
+        .eval(
+            "return document.querySelector('.pane .tile-note:not([hidden])')?.textContent ?? null",
+            vec![],
+        )
+        .await
+        .unwrap();
     assert_eq!(
         note,
         "Ce navigateur ne décode pas le H.265 : image transcodée en H.264 par le serveur"
@@ -622,33 +574,6 @@ async fn transcoded_playback_is_h264_bounded_authorised_and_journaled() {
     assert_eq!(n, 2, "two transcoded GETs were served: {j}");
 }
 
-/// Polls `code` (a function body) in the page until it returns something other than
-/// null/false; panics with the page's text after `secs`.
-async fn wait_js(b: &Browser, what: &str, code: &str, secs: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let last = b.eval(code, vec![]).await.unwrap_or(Value::Null);
-        if !last.is_null() && last != json!(false) {
-            return last;
-        }
-        if Instant::now() > deadline {
-            let page = b
-                .eval("return document.body.innerText.slice(0, 2000)", vec![])
-                .await
-                .unwrap_or_default();
-            let state = b
-                .eval(
-                    "return window.vigie && window.vigie.playback ? window.vigie.playback.state() : null",
-                    vec![],
-                )
-                .await
-                .unwrap_or_default();
-            panic!("timed out waiting for {what} (last {last})\nplayback state: {state}\n{page}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 const BUSY_FR: &str = "Ce navigateur ne décode pas le H.265, et le serveur transcode déjà le maximum de flux : nouvel essai dans quelques secondes";
 const TRANSCODED_FR: &str =
     "Ce navigateur ne décode pas le H.265 : image transcodée en H.264 par le serveur";
@@ -667,39 +592,20 @@ async fn the_ui_says_when_the_fallback_is_busy_and_plays_once_a_slot_is_free() {
             .unwrap();
     let b = Browser::start().await.unwrap();
     b.set_window_size(1400, 900).await.unwrap();
-    b.goto_anonymous(&format!("{}/", v.base_url()))
+    b.sign_in(&v.base_url(), ADMIN_USER, ADMIN_PASSWORD)
         .await
         .unwrap();
-    b.eval(
-        "const [u, p] = arguments; document.querySelector('#username').value = u;
-         document.querySelector('#password').value = p;
-         document.querySelector('#login-submit').click(); return true;",
-        vec![json!(ADMIN_USER), json!(ADMIN_PASSWORD)],
-    )
-    .await
-    .unwrap();
-    wait_js(
-        &b,
-        "the app",
-        "return document.querySelector('header.hdr') !== null",
-        30,
-    )
-    .await;
-    b.eval(
-        "location.hash = '#/live?layout=1&cams=cam-r'; return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
-    let busy = wait_js(
-        &b,
-        "the tile to say the fallback is busy",
-        "const t = window.vigie.live && window.vigie.live.tiles[0];
+    b.set_hash("#/live?layout=1&cams=cam-r").await.unwrap();
+    let busy = b
+        .wait_js(
+            "the tile to say the fallback is busy",
+            "const t = window.vigie.live && window.vigie.live.tiles[0];
          return t && !t.note.hidden && t.state.fallback && t.state.fallback.refused === 'busy'
            ? {note: t.note.textContent, why: t.state.fallback.why} : null",
-        30,
-    )
-    .await;
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
     assert_eq!(busy["note"], BUSY_FR, "{busy}");
     assert!(
         busy["why"].as_str().unwrap().contains("max_transcodes"),
@@ -714,25 +620,26 @@ async fn the_ui_says_when_the_fallback_is_busy_and_plays_once_a_slot_is_free() {
     )
     .await
     .unwrap();
-    let note = wait_js(
-        &b,
-        "the pane to say the fallback is busy",
-        "const n = document.querySelector('.pane .tile-note:not([hidden])');
+    let note = b
+        .wait_js(
+            "the pane to say the fallback is busy",
+            "const n = document.querySelector('.pane .tile-note:not([hidden])');
          return n && n.textContent.includes('maximum') ? n.textContent : null",
-        30,
-    )
-    .await;
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
     assert_eq!(note, BUSY_FR);
     // The slot is freed: the pane retries by itself and plays, with the usual reason.
     hold.close().await;
-    let p = wait_js(
-        &b,
+    let p = b.wait_js(
         "the recording to play once the slot is free",
         "const s = window.vigie.playback.state(); const p = s.players[0];
          return p.url && !p.loading && p.readyState >= 2 && p.note && !p.note.includes('maximum') ? p : null",
-        40,
+        Duration::from_secs(40),
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(p["note"], TRANSCODED_FR, "{p}");
     let note = b
         .eval(
@@ -744,20 +651,16 @@ async fn the_ui_says_when_the_fallback_is_busy_and_plays_once_a_slot_is_free() {
     assert_eq!(note, TRANSCODED_FR);
 
     // Back on the wall (the playback's transcode ends with its page): the tile plays.
-    b.eval(
-        "location.hash = '#/live?layout=1&cams=cam-r'; return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
-    let live = wait_js(
-        &b,
-        "the tile to play through the fallback",
-        "const t = window.vigie.live && window.vigie.live.tiles[0]; const v = t && t.video;
+    b.set_hash("#/live?layout=1&cams=cam-r").await.unwrap();
+    let live = b
+        .wait_js(
+            "the tile to play through the fallback",
+            "const t = window.vigie.live && window.vigie.live.tiles[0]; const v = t && t.video;
          return v && v.readyState >= 2 && v.currentTime > 1 ? {note: t.note.textContent} : null",
-        60,
-    )
-    .await;
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
     assert_eq!(live["note"], TRANSCODED_FR, "{live}");
     b.close().await.unwrap();
 }
@@ -795,39 +698,20 @@ async fn a_server_without_the_fallback_says_so() {
         other => panic!("expected a 4503 close, got {other:?}"),
     }
     let b = Browser::start().await.unwrap();
-    b.goto_anonymous(&format!("{}/", v.base_url()))
+    b.sign_in(&v.base_url(), ADMIN_USER, ADMIN_PASSWORD)
         .await
         .unwrap();
-    b.eval(
-        "const [u, p] = arguments; document.querySelector('#username').value = u;
-         document.querySelector('#password').value = p;
-         document.querySelector('#login-submit').click(); return true;",
-        vec![json!(ADMIN_USER), json!(ADMIN_PASSWORD)],
-    )
-    .await
-    .unwrap();
-    wait_js(
-        &b,
-        "the app",
-        "return document.querySelector('header.hdr') !== null",
-        30,
-    )
-    .await;
-    b.eval(
-        "location.hash = '#/live?layout=1&cams=cam-r'; return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
-    let t = wait_js(
-        &b,
-        "the tile to say the server cannot transcode",
-        "const t = window.vigie.live && window.vigie.live.tiles[0];
+    b.set_hash("#/live?layout=1&cams=cam-r").await.unwrap();
+    let t = b
+        .wait_js(
+            "the tile to say the server cannot transcode",
+            "const t = window.vigie.live && window.vigie.live.tiles[0];
          return t && t.state.state === 'ended' && !t.note.hidden
            ? {note: t.note.textContent, reconnects: t.state.reconnects} : null",
-        30,
-    )
-    .await;
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
     assert!(
         t["note"].as_str().unwrap().starts_with(
             "Ce navigateur ne décode pas le H.265, et ce serveur ne peut pas le transcoder ("
@@ -836,6 +720,23 @@ async fn a_server_without_the_fallback_says_so() {
     );
     assert_eq!(t["reconnects"], 0, "{t}");
     b.close().await.unwrap();
+}
+
+/// The first tile's picture latency as the player computes it, sampled ten times 0.5 s apart
+/// (reported by the tests, never asserted: no timing assertions).
+async fn tile_latencies_ms(b: &Browser) -> Vec<f64> {
+    let mut lat = Vec::new();
+    for _ in 0..10 {
+        let l = b
+            .eval("return window.vigie.live.tiles[0].state.latencyMs", vec![])
+            .await
+            .unwrap();
+        if let Some(l) = l.as_f64() {
+            lat.push(l);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    lat
 }
 
 /// `vigie demo` stopped (and waited for) when the test ends, also on panic.
@@ -887,40 +788,23 @@ async fn the_demo_h265_camera_plays_live_and_in_playback_in_chromium() {
     };
     let b = Browser::start().await.unwrap();
     b.set_window_size(1400, 900).await.unwrap();
-    b.goto_anonymous(&format!("http://127.0.0.1:{port}/"))
+    b.sign_in(&format!("http://127.0.0.1:{port}"), "admin", &password)
         .await
         .unwrap();
-    b.eval(
-        "const [u, p] = arguments; document.querySelector('#username').value = u;
-         document.querySelector('#password').value = p;
-         document.querySelector('#login-submit').click(); return true;",
-        vec![json!("admin"), json!(password)],
-    )
-    .await
-    .unwrap();
-    wait_js(
-        &b,
-        "the app",
-        "return document.querySelector('header.hdr') !== null",
-        30,
-    )
-    .await;
-    b.eval(
-        "location.hash = '#/live?layout=1&cams=demo-rocade'; return true;",
-        vec![],
-    )
-    .await
-    .unwrap();
-    let live = wait_js(
-        &b,
-        "the demo's H.265 tile playing",
-        "const t = window.vigie.live && window.vigie.live.tiles[0]; const v = t && t.video;
+    b.set_hash("#/live?layout=1&cams=demo-rocade")
+        .await
+        .unwrap();
+    let live = b
+        .wait_js(
+            "the demo's H.265 tile playing",
+            "const t = window.vigie.live && window.vigie.live.tiles[0]; const v = t && t.video;
          return v && v.readyState >= 2 && v.currentTime > 2 && v.videoWidth === 1280
            ? {note: t.note.hidden ? null : t.note.textContent, codec: t.state.codec,
               frames: v.getVideoPlaybackQuality().totalVideoFrames} : null",
-        60,
-    )
-    .await;
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
     assert_eq!(live["note"], TRANSCODED_FR, "{live}");
     assert!(
         live["codec"].as_str().unwrap().starts_with("avc1."),
@@ -929,31 +813,31 @@ async fn the_demo_h265_camera_plays_live_and_in_playback_in_chromium() {
     assert!(live["frames"].as_u64().unwrap() > 25, "{live}");
     // Playback: wait until ~6 s are indexed (the index lags live by ~10-13 s), then open it;
     // the page jumps to the first recording and plays it transcoded.
-    let recorded = wait_js(
-        &b,
+    let recorded = b.wait_js(
         "6 s of the demo camera indexed",
         "const now = Date.now(), a = new Date(now - 3600e3).toISOString(), z = new Date(now + 60e3).toISOString();
          const x = new XMLHttpRequest();
          x.open('GET', `/api/v1/cameras/demo-rocade/streams/main/recordings?start=${a}&end=${z}`, false); x.send();
          const s = JSON.parse(x.responseText).spans || [];
          return s.length && s[0].duration_s >= 6 ? Date.parse(s[0].start) : null",
-        60,
+        Duration::from_secs(60),
     )
-    .await;
+    .await
+    .unwrap();
     b.eval(
         "location.hash = `#/playback/demo-rocade?t=${arguments[0] + 1000}`; return true;",
         vec![recorded],
     )
     .await
     .unwrap();
-    let p = wait_js(
-        &b,
+    let p = b.wait_js(
         "the demo's H.265 recording playing through the fallback",
         "const s = window.vigie.playback && window.vigie.playback.state(); const p = s && s.players[0];
          return p && p.url && !p.loading && p.readyState >= 2 && !p.error ? p : null",
-        120,
+        Duration::from_secs(120),
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(p["transcode"], true, "{p}");
     assert_eq!(p["note"], TRANSCODED_FR, "{p}");
     b.eval(
@@ -962,13 +846,13 @@ async fn the_demo_h265_camera_plays_live_and_in_playback_in_chromium() {
     )
     .await
     .unwrap();
-    wait_js(
-        &b,
+    b.wait_js(
         "the demo recording to advance",
         "const v = window.vigie.playback.players[0].video; return v.currentTime > 2 && v.videoWidth === 1280",
-        60,
+        Duration::from_secs(60),
     )
-    .await;
+    .await
+    .unwrap();
     b.close().await.unwrap();
     drop(demo);
 }
@@ -992,24 +876,9 @@ async fn playback_falls_back_when_the_codec_was_unknown_at_sign_in() {
     let v = VigieBuilder::new(BIN).toml(&toml).start().unwrap();
     let b = Browser::start().await.unwrap();
     b.set_window_size(1400, 900).await.unwrap();
-    b.goto_anonymous(&format!("{}/", v.base_url()))
+    b.sign_in(&v.base_url(), ADMIN_USER, ADMIN_PASSWORD)
         .await
         .unwrap();
-    b.eval(
-        "const [u, p] = arguments; document.querySelector('#username').value = u;
-         document.querySelector('#password').value = p;
-         document.querySelector('#login-submit').click(); return true;",
-        vec![json!(ADMIN_USER), json!(ADMIN_PASSWORD)],
-    )
-    .await
-    .unwrap();
-    wait_js(
-        &b,
-        "the app",
-        "return document.querySelector('header.hdr') !== null",
-        30,
-    )
-    .await;
     let (st, cams) = v.get("/api/v1/cameras").await.unwrap();
     assert_eq!(st, 200);
     assert!(
@@ -1023,14 +892,14 @@ async fn playback_falls_back_when_the_codec_was_unknown_at_sign_in() {
     )
     .await
     .unwrap();
-    let p = wait_js(
-        &b,
+    let p = b.wait_js(
         "the recording playing through the fallback",
         "const s = window.vigie.playback && window.vigie.playback.state(); const p = s && s.players[0];
          return p && p.url && !p.loading && p.readyState >= 2 && !p.error && p.transcode ? p : null",
-        90,
+        Duration::from_secs(90),
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(p["note"], TRANSCODED_FR, "{p}");
     assert!(
         p["url"].as_str().unwrap().ends_with("&transcode=h264"),

@@ -614,20 +614,27 @@ async fn ptz_controls_in_chromium_move_the_simulated_head_and_are_journaled() {
     let wait_js = |what: &'static str, code: &'static str| {
         let b = &b;
         async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                match b.eval(code, vec![]).await {
-                    Ok(x) if !x.is_null() && x != json!(false) => return x,
-                    _ => {}
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "timed out waiting for {what}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            b.wait_js(what, code, Duration::from_secs(30))
+                .await
+                .unwrap()
         }
     };
+    // Presses a control (`down`: the JS dispatching the press), waits until the head moved as
+    // `moved(pan, tilt)` says, releases it (`up`) and waits for the head to stop.
+    let steer =
+        |down: &'static str, up: &'static str, what: &'static str, moved: fn(f64, f64) -> bool| {
+            let (b, cam) = (&b, &cam);
+            async move {
+                b.eval(down, vec![]).await.unwrap();
+                until(what, 20, || {
+                    let p = cam.onvif.ptz_position().0;
+                    moved(p.pan, p.tilt)
+                })
+                .await;
+                b.eval(up, vec![]).await.unwrap();
+                until("the head to stop", 20, || !cam.onvif.ptz_position().1).await;
+            }
+        };
 
     // An operator: the one-tile wall of the dome has the PTZ controls.
     login("opera").await;
@@ -655,23 +662,13 @@ async fn ptz_controls_in_chromium_move_the_simulated_head_and_are_journaled() {
     )
     .await;
     // Holding "right" pans until released.
-    b.eval(
+    steer(
         "document.querySelector('[data-ptz=right]').dispatchEvent(new PointerEvent('pointerdown', {bubbles: true, pointerId: 1}));",
-        vec![],
-    )
-    .await
-    .unwrap();
-    until("the head to pan right", 20, || {
-        cam.onvif.ptz_position().0.pan > 0.3
-    })
-    .await;
-    b.eval(
         "document.querySelector('[data-ptz=right]').dispatchEvent(new PointerEvent('pointerup', {bubbles: true, pointerId: 1}));",
-        vec![],
+        "the head to pan right",
+        |pan, _| pan > 0.3,
     )
-    .await
-    .unwrap();
-    until("the head to stop", 20, || !cam.onvif.ptz_position().1).await;
+    .await;
     // ... and the live picture in the browser moved with it: the dome looks at the red (right)
     // end of its panorama now (it showed the purple centre before the move).
     until("camsim to show the view right of centre", 20, || {
@@ -684,24 +681,14 @@ async fn ptz_controls_in_chromium_move_the_simulated_head_and_are_journaled() {
     )
     .await;
     // The arrow keys steer too (key down: move, key up: stop).
-    b.eval(
+    steer(
         "const t = document.querySelector('.tile'); t.focus();
          t.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowUp', bubbles: true}));",
-        vec![],
-    )
-    .await
-    .unwrap();
-    until("the head to tilt up", 20, || {
-        cam.onvif.ptz_position().0.tilt > 0.1
-    })
-    .await;
-    b.eval(
         "document.querySelector('.tile').dispatchEvent(new KeyboardEvent('keyup', {key: 'ArrowUp', bubbles: true}));",
-        vec![],
+        "the head to tilt up",
+        |_, tilt| tilt > 0.1,
     )
-    .await
-    .unwrap();
-    until("the head to stop", 20, || !cam.onvif.ptz_position().1).await;
+    .await;
     // A preset stored from the controls appears in the list.
     let wd = b.webdriver().unwrap();
     wd.find(Locator::Css(".ptz-name"))

@@ -16,7 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_with_faults_kills_full_disk_and_clients() {
-    let mut cfg = SoakConfig::new(BIN, 8, Duration::from_secs(80));
+    let mut cfg = SoakConfig::new(BIN, 8, Duration::from_secs(60));
     cfg.seed = std::env::var("VIGIE_SOAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
