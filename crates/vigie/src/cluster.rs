@@ -270,6 +270,9 @@ pub struct Info {
 /// Bound on one internal request to another node (a node that does not answer in time is
 /// reported unavailable rather than delaying the user's answer).
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on a still asked of another node: the recorder may wait up to 5 s for the camera's
+/// next key frame (a stream nobody watched keeps no GOP), then decode (two at once at most).
+const STILL_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Info {
     /// GET `path_and_query` at `url`, signed for `who`: the status and the body.
@@ -278,6 +281,7 @@ impl Info {
         url: &str,
         path_and_query: &str,
         who: &vigie_api::internal::CarriedIdentity,
+        timeout: Duration,
     ) -> Result<(reqwest::StatusCode, bytes::Bytes), String> {
         let key = self
             .key
@@ -286,7 +290,8 @@ impl Info {
         let now_s = jiff::Timestamp::now().as_second();
         let mut req = self
             .http
-            .get(format!("{}{path_and_query}", url.trim_end_matches('/')));
+            .get(format!("{}{path_and_query}", url.trim_end_matches('/')))
+            .timeout(timeout);
         for (k, v) in key.sign("GET", path_and_query, who, now_s) {
             req = req.header(k, v);
         }
@@ -437,16 +442,18 @@ impl vigie_api::ClusterInfo for Info {
             if let Some(at) = at {
                 pq.push_str(&format!("?at_90k={}", at.0));
             }
-            let (status, body) =
-                tokio::time::timeout(INTERNAL_TIMEOUT, self.internal_get_bytes(&url, &pq, &who))
-                    .await
-                    .map_err(|_| {
-                        ApiError::NodeUnavailable(format!(
-                            "node {node} gave no still within {} s",
-                            INTERNAL_TIMEOUT.as_secs()
-                        ))
-                    })?
-                    .map_err(|e| ApiError::NodeUnavailable(format!("node {node}: {e}")))?;
+            let (status, body) = tokio::time::timeout(
+                STILL_TIMEOUT,
+                self.internal_get_bytes(&url, &pq, &who, STILL_TIMEOUT),
+            )
+            .await
+            .map_err(|_| {
+                ApiError::NodeUnavailable(format!(
+                    "node {node} gave no still within {} s",
+                    STILL_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| ApiError::NodeUnavailable(format!("node {node}: {e}")))?;
             if status.is_success() {
                 return Ok(body.to_vec());
             }

@@ -135,6 +135,15 @@ async fn run(
     who: CarriedIdentity,
     cancel: CancellationToken,
 ) {
+    // The viewer subscribes once its WebSocket upgrade is done: start then, or its first
+    // notice and the first frames would reach nobody (and it would wait a GOP for a key frame).
+    let t0 = Instant::now();
+    while hub.viewers() == 0 {
+        if cancel.is_cancelled() || t0.elapsed() > CONNECT_TIMEOUT {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let me = ctx.shared.node().to_owned();
     // Since when no source delivers frames, and the node that delivered last.
     let mut since = Instant::now();

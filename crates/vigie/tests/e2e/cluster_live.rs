@@ -139,7 +139,11 @@ impl Viewer {
     /// Checks the protocol (init first, the first media a key frame, continuous decode times)
     /// and decodes everything received with ffmpeg; returns the number of frames.
     fn check_decodes(&self, dir: &std::path::Path) -> u64 {
-        let mut it = self.events.iter();
+        // A `drop` (a viewer or an encoder that fell behind) is followed by a key frame.
+        let mut it = self
+            .events
+            .iter()
+            .filter(|e| !matches!(e, LiveEvent::Drop { .. }));
         let Some(LiveEvent::Init { .. }) = it.next() else {
             panic!("{}: the first event is not an init", self.node)
         };
@@ -184,6 +188,29 @@ impl Viewer {
 
 fn via_node<'a>(r: &'a Rig, name: &str) -> &'a vigie_testkit::Vigie {
     &r.c.node(name).vigie
+}
+
+/// Some node journaled `action` on `cam` for a view or still asked through node `via`.
+async fn journal_any(r: &Rig, cam: &str, action: &str, via: &str) {
+    let mut seen = Vec::new();
+    for n in ["rec-a", "rec-b", "rec-c"] {
+        let v = &r.c.node(n).vigie;
+        let (s, j) = v
+            .get(&format!("/api/v1/audit?camera={cam}&action={action}"))
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{j}");
+        if j["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["details"]["via_node"] == via && n != via)
+        {
+            return;
+        }
+        seen.push(j);
+    }
+    panic!("no node journaled {action} of {cam} via {via}: {seen:?}");
 }
 
 async fn journal_has(v: &vigie_testkit::Vigie, cam: &str, action: &str, via: &str) -> Value {
@@ -258,9 +285,21 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
         });
     }
     for v in &mut viewers {
-        v.read_for(Duration::from_secs(3)).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Relayed from the recorder (the camera may move meanwhile on a loaded machine: the
+        // cluster's balance is not the point here).
+        let relayed = |v: &Viewer| {
+            v.client
+                .notices
+                .iter()
+                .any(|(_, n)| n["state"] == "streaming")
+                && v.media().len() >= 25
+        };
+        while !relayed(v) && Instant::now() < deadline {
+            v.read_for(Duration::from_secs(1)).await;
+        }
         assert!(
-            v.media_from(&rec).is_some_and(|n| n >= 25),
+            relayed(v),
             "{}: no media relayed from {rec}: notices {:?}, {} media",
             v.node,
             v.client.notices,
@@ -280,8 +319,21 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
             .unwrap(),
         events: Vec::new(),
     };
-    t.read_for(Duration::from_secs(4)).await;
-    let Some(LiveEvent::Init { meta, .. }) = t.events.first() else {
+    // The encoder starts at the first relayed key frame: wait for it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while t.media().len() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "transcoded view: {} media in 30 s",
+            t.media().len()
+        );
+        t.read_for(Duration::from_secs(1)).await;
+    }
+    let Some(LiveEvent::Init { meta, .. }) = t
+        .events
+        .iter()
+        .find(|e| !matches!(e, LiveEvent::Drop { .. }))
+    else {
         panic!("transcoded view: no init: {:?}", t.events.first())
     };
     assert!(
@@ -314,8 +366,17 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
         (probe.codec.as_str(), probe.width, probe.height),
         ("mjpeg", 640, 360)
     );
-    journal_has(recorder, &cam, "still", &others[0]).await;
-    journal_has(recorder, &cam, "live-start", &others[1]).await;
+    journal_any(&r, &cam, "still", &others[0]).await;
+    journal_any(&r, &cam, "live-start", &others[1]).await;
+
+    // The camera's recorder now (it may have moved since the start on a loaded machine).
+    let rec = r.c.status().await.unwrap().assignments[&cam].clone();
+    viewers.retain(|v| v.node != rec);
+    let others: Vec<String> = ["rec-a", "rec-b", "rec-c"]
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|n| *n != rec)
+        .collect();
 
     // kill -9 of the recorder: both sockets stay open and resume from the new recorder.
     let killed_at = Timestamp::now();
