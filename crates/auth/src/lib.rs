@@ -3,7 +3,8 @@
 //! login throttling.
 //!
 //! Owns: the rights table ([`allows`]), scopes ([`Scope`]), the user/session/token store
-//! ([`AuthStore`], its own sled database in `<data_dir>/access/`), and throttling.
+//! ([`AuthStore`], its own sled database in `<data_dir>/access/`, or any [`AuthKv`] backend:
+//! a cluster node's is etcd, in `vigie-cluster`), and throttling.
 //!
 //! Does not own: HTTP (cookies, headers, status codes live in `vigie-api`), the access journal
 //! (`vigie-audit`).
@@ -49,11 +50,13 @@
 //! admin's password and tokens are an unrestricted admin's business. The CLI has no caller (it
 //! runs as the machine's operator, with the database closed to the server) and is unrestricted.
 
+pub mod backend;
 mod password;
 mod roles;
 mod store;
 mod throttle;
 
+pub use backend::{AuthKv, Records, SledKv, Table};
 pub use password::{
     MIN_PASSWORD_CHARS, check_policy, constant_time_eq, csrf_token, hash_password, random_password,
     verify_password,

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use vigie_core::config::{AuthConfig, Config};
-use vigie_core::dblock::{LOCK_WAIT, is_lock_conflict, retry_while_locked};
 use vigie_core::{Clock, TIME_UNITS_PER_SEC, Time90k};
 
 use crate::AuthError;
+use crate::backend::{AuthKv, SledKv, Table};
 use crate::password::{self, check_policy, csrf_token, digest, random_hex, random_token_part};
 use crate::roles::{Communes, Permission, Role, Scope, allows};
 use crate::throttle::{ACCOUNT_LOCK_S, LockInfo, MAX_LOCKOUT_S, Throttle, ThrottleLimits};
@@ -406,10 +406,7 @@ impl Scope {
 }
 
 struct Inner {
-    db: sled::Db,
-    users: sled::Tree,
-    sessions: sled::Tree,
-    tokens: sled::Tree,
+    kv: Arc<dyn AuthKv>,
     clock: Arc<dyn Clock>,
     settings: AuthSettings,
     throttle: Mutex<Throttle>,
@@ -440,30 +437,19 @@ impl AuthStore {
         settings: AuthSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<AuthStore, AuthError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| AuthError::Storage(format!("creating {}: {e}", dir.display())))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-        }
-        let db = retry_while_locked(
-            LOCK_WAIT,
-            || sled::Config::new().path(dir).open(),
-            |e| matches!(e, sled::Error::Io(io) if is_lock_conflict(io)),
-        )
-        .map_err(|e| match &e {
-            sled::Error::Io(io) if is_lock_conflict(io) => AuthError::InUse {
-                path: dir.display().to_string(),
-            },
-            _ => AuthError::Storage(format!("opening {}: {e}", dir.display())),
-        })?;
+        AuthStore::with_backend(Arc::new(SledKv::open(dir)?), settings, clock)
+    }
+
+    /// A store over another backend (a cluster node's etcd, see `vigie-cluster`): the same
+    /// rules, the records elsewhere.
+    pub fn with_backend(
+        kv: Arc<dyn AuthKv>,
+        settings: AuthSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuthStore, AuthError> {
         let store = AuthStore {
             inner: Arc::new(Inner {
-                users: db.open_tree("users")?,
-                sessions: db.open_tree("sessions")?,
-                tokens: db.open_tree("tokens")?,
-                db,
+                kv,
                 clock,
                 settings,
                 throttle: Mutex::new(Throttle::default()),
@@ -483,24 +469,16 @@ impl AuthStore {
     }
 
     fn flush(&self) -> Result<(), AuthError> {
-        self.inner.db.flush()?;
-        Ok(())
+        self.inner.kv.flush()
     }
 
     // ---- users ----
 
     fn load_user(&self, name: &str) -> Result<Option<UserRecord>, AuthError> {
-        match self.inner.users.get(name.as_bytes())? {
+        match self.inner.kv.get(Table::Users, name.as_bytes())? {
             Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
             None => Ok(None),
         }
-    }
-
-    fn save_user(&self, u: &UserRecord) -> Result<(), AuthError> {
-        self.inner
-            .users
-            .insert(u.name.as_bytes(), serde_json::to_vec(u)?)?;
-        Ok(())
     }
 
     /// Creates a user. The password must pass the policy (≥ 12 characters).
@@ -523,12 +501,11 @@ impl AuthStore {
             created_s: now,
             updated_s: now,
         };
-        let swapped = self.inner.users.compare_and_swap(
-            name.as_bytes(),
-            None::<&[u8]>,
-            Some(serde_json::to_vec(&rec)?),
-        )?;
-        if swapped.is_err() {
+        let created =
+            self.inner
+                .kv
+                .create(Table::Users, name.as_bytes(), serde_json::to_vec(&rec)?)?;
+        if !created {
             return Err(AuthError::UserExists(name.to_owned()));
         }
         self.flush()?;
@@ -552,33 +529,99 @@ impl AuthStore {
             .user_writes
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let mut rec = self
-            .load_user(name)?
+        // Read the latest record and write over exactly it (a change made meanwhile by another
+        // node is not undone: the write is refused and the update applied again on top).
+        let mut attempts = 0;
+        let rec = loop {
+            attempts += 1;
+            let raw = self
+                .inner
+                .kv
+                .get_fresh(Table::Users, name.as_bytes())?
+                .ok_or_else(|| AuthError::NoSuchUser(name.to_owned()))?;
+            let mut rec: UserRecord = serde_json::from_slice(&raw)?;
+            let was_admin = rec.role == Role::Admin && !rec.disabled;
+            if let Some(h) = &new_hash {
+                rec.password_hash = h.clone();
+            }
+            if let Some(r) = update.role {
+                rec.role = r;
+            }
+            if let Some(s) = &update.scope {
+                rec.scope = s.clone();
+            }
+            if let Some(d) = update.disabled {
+                rec.disabled = d;
+            }
+            let still_admin = rec.role == Role::Admin && !rec.disabled;
+            if was_admin && !still_admin && !self.other_enabled_admin(name)? {
+                return Err(AuthError::Invalid(format!(
+                    "{name:?} is the last enabled admin: create or enable another admin first"
+                )));
+            }
+            rec.updated_s = self.now_s();
+            if self.inner.kv.swap(
+                Table::Users,
+                name.as_bytes(),
+                &raw,
+                serde_json::to_vec(&rec)?,
+            )? {
+                break rec;
+            }
+            if attempts >= 5 {
+                return Err(AuthError::Storage(format!(
+                    "user {name:?} keeps changing concurrently: try again"
+                )));
+            }
+        };
+        if update.password.is_some() || rec.disabled {
+            self.end_sessions_of(name)?;
+        }
+        self.flush()?;
+        Ok(UserInfo::from(&rec))
+    }
+
+    /// Deletes a user with its sessions and API tokens. Refuses the last enabled admin.
+    pub fn delete_user(&self, name: &str) -> Result<UserInfo, AuthError> {
+        let _writing = self
+            .inner
+            .user_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let raw = self
+            .inner
+            .kv
+            .get_fresh(Table::Users, name.as_bytes())?
             .ok_or_else(|| AuthError::NoSuchUser(name.to_owned()))?;
-        let was_admin = rec.role == Role::Admin && !rec.disabled;
-        if let Some(h) = new_hash {
-            rec.password_hash = h;
-        }
-        if let Some(r) = update.role {
-            rec.role = r;
-        }
-        if let Some(s) = update.scope {
-            rec.scope = s;
-        }
-        if let Some(d) = update.disabled {
-            rec.disabled = d;
-        }
-        let still_admin = rec.role == Role::Admin && !rec.disabled;
-        if was_admin && !still_admin && !self.other_enabled_admin(name)? {
+        let rec: UserRecord = serde_json::from_slice(&raw)?;
+        if rec.role == Role::Admin && !rec.disabled && !self.other_enabled_admin(name)? {
             return Err(AuthError::Invalid(format!(
                 "{name:?} is the last enabled admin: create or enable another admin first"
             )));
         }
-        rec.updated_s = self.now_s();
-        self.save_user(&rec)?;
-        if update.password.is_some() || rec.disabled {
-            self.end_sessions_of(name)?;
+        // Disabled first (one atomic write that stops every session and token at once, on
+        // every node), then its credentials removed, then the record.
+        let mut off = rec.clone();
+        off.disabled = true;
+        if !rec.disabled
+            && !self.inner.kv.swap(
+                Table::Users,
+                name.as_bytes(),
+                &raw,
+                serde_json::to_vec(&off)?,
+            )?
+        {
+            return Err(AuthError::Storage(format!(
+                "user {name:?} changed concurrently: try again"
+            )));
         }
+        self.end_sessions_of(name)?;
+        for (k, t) in self.token_records()? {
+            if t.user == name {
+                self.inner.kv.remove(Table::Tokens, &k)?;
+            }
+        }
+        self.inner.kv.remove(Table::Users, name.as_bytes())?;
         self.flush()?;
         Ok(UserInfo::from(&rec))
     }
@@ -594,8 +637,7 @@ impl AuthStore {
 
     fn all_users(&self) -> Result<Vec<UserRecord>, AuthError> {
         let mut out = Vec::new();
-        for kv in self.inner.users.iter() {
-            let (_, v) = kv?;
+        for (_, v) in self.inner.kv.scan_fresh(Table::Users)? {
             out.push(serde_json::from_slice(&v)?);
         }
         Ok(out)
@@ -761,9 +803,13 @@ impl AuthStore {
             .map_err(AuthError::from)
             .and_then(|v| {
                 self.inner
-                    .sessions
-                    .insert(digest(&id), v)
-                    .map_err(AuthError::from)
+                    .kv
+                    .create(Table::Sessions, &digest(&id), v)
+                    .and_then(|created| {
+                        created
+                            .then_some(())
+                            .ok_or_else(|| AuthError::Storage("session id collision".into()))
+                    })
             });
         if let Err(e) = stored {
             return Err((e, LoginFailure::WrongPassword));
@@ -811,13 +857,13 @@ impl AuthStore {
         refresh_idle: bool,
     ) -> Result<Principal, AuthError> {
         let key = digest(session_id);
-        let rec: SessionRecord = match self.inner.sessions.get(key)? {
-            Some(v) => serde_json::from_slice(&v)?,
-            None => return Err(AuthError::Unauthenticated("no such session".into())),
+        let Some(raw) = self.inner.kv.get(Table::Sessions, &key)? else {
+            return Err(AuthError::Unauthenticated("no such session".into()));
         };
+        let rec: SessionRecord = serde_json::from_slice(&raw)?;
         let now = self.now_s();
         if !self.session_alive(&rec, now) {
-            self.inner.sessions.remove(key)?;
+            self.inner.kv.remove(Table::Sessions, &key)?;
             return Err(AuthError::Unauthenticated(
                 "session expired: log in again".into(),
             ));
@@ -828,9 +874,15 @@ impl AuthStore {
                 last_seen_s: now,
                 ..rec
             };
-            self.inner
-                .sessions
-                .insert(key, serde_json::to_vec(&touched)?)?;
+            // Best effort, and only over the record read: a session ended meanwhile (here or
+            // on another node) must not come back, and a failed write is no reason to refuse.
+            if let Err(e) =
+                self.inner
+                    .kv
+                    .swap(Table::Sessions, &key, &raw, serde_json::to_vec(&touched)?)
+            {
+                tracing::debug!(error = %e, "session idle timer not refreshed");
+            }
         }
         Ok(Principal {
             user: user.name,
@@ -851,7 +903,7 @@ impl AuthStore {
         let now = self.now_s();
         let (user, via) = match credential {
             Credential::Session(id) => {
-                let rec: SessionRecord = match self.inner.sessions.get(digest(id))? {
+                let rec: SessionRecord = match self.inner.kv.get(Table::Sessions, &digest(id))? {
                     Some(v) => serde_json::from_slice(&v)?,
                     None => return Err(AuthError::Unauthenticated("session ended".into())),
                 };
@@ -866,7 +918,7 @@ impl AuthStore {
                 )
             }
             Credential::Token(token) => {
-                let rec: TokenRecord = match self.inner.tokens.get(digest(token))? {
+                let rec: TokenRecord = match self.inner.kv.get(Table::Tokens, &digest(token))? {
                     Some(v) => serde_json::from_slice(&v)?,
                     None => {
                         return Err(AuthError::Unauthenticated("API token revoked".into()));
@@ -901,16 +953,14 @@ impl AuthStore {
 
     /// Ends a session (logout). Unknown ids are ignored.
     pub fn logout(&self, session_id: &str) -> Result<(), AuthError> {
-        self.inner.sessions.remove(digest(session_id))?;
-        Ok(())
+        self.inner.kv.remove(Table::Sessions, &digest(session_id))
     }
 
     fn end_sessions_of(&self, user: &str) -> Result<(), AuthError> {
-        for kv in self.inner.sessions.iter() {
-            let (k, v) = kv?;
+        for (k, v) in self.inner.kv.scan_fresh(Table::Sessions)? {
             let rec: SessionRecord = serde_json::from_slice(&v)?;
             if rec.user == user {
-                self.inner.sessions.remove(k)?;
+                self.inner.kv.remove(Table::Sessions, &k)?;
             }
         }
         Ok(())
@@ -918,13 +968,12 @@ impl AuthStore {
 
     fn purge_expired_sessions(&self) -> Result<(), AuthError> {
         let now = self.now_s();
-        for kv in self.inner.sessions.iter() {
-            let (k, v) = kv?;
+        for (k, v) in self.inner.kv.scan(Table::Sessions)? {
             let alive = serde_json::from_slice::<SessionRecord>(&v)
                 .map(|s| self.session_alive(&s, now))
                 .unwrap_or(false);
             if !alive {
-                self.inner.sessions.remove(k)?;
+                self.inner.kv.remove(Table::Sessions, &k)?;
             }
         }
         Ok(())
@@ -932,7 +981,7 @@ impl AuthStore {
 
     /// Number of live sessions (diagnostics and tests).
     pub fn session_count(&self) -> usize {
-        self.inner.sessions.len()
+        self.inner.kv.scan(Table::Sessions).map_or(0, |v| v.len())
     }
 
     // ---- API tokens ----
@@ -980,8 +1029,8 @@ impl AuthStore {
             last_used_s: None,
         };
         self.inner
-            .tokens
-            .insert(digest(&token), serde_json::to_vec(&rec)?)?;
+            .kv
+            .insert(Table::Tokens, &digest(&token), serde_json::to_vec(&rec)?)?;
         self.flush()?;
         Ok(NewToken {
             token,
@@ -1001,10 +1050,9 @@ impl AuthStore {
         }
     }
 
-    fn token_records(&self) -> Result<Vec<(sled::IVec, TokenRecord)>, AuthError> {
+    fn token_records(&self) -> Result<Vec<(Vec<u8>, TokenRecord)>, AuthError> {
         let mut out = Vec::new();
-        for kv in self.inner.tokens.iter() {
-            let (k, v) = kv?;
+        for (k, v) in self.inner.kv.scan_fresh(Table::Tokens)? {
             out.push((k, serde_json::from_slice(&v)?));
         }
         Ok(out)
@@ -1024,7 +1072,7 @@ impl AuthStore {
         let now = self.now_s();
         for (k, t) in self.token_records()? {
             if t.id == id {
-                self.inner.tokens.remove(k)?;
+                self.inner.kv.remove(Table::Tokens, &k)?;
                 self.flush()?;
                 return Ok(self.token_info(&t, now));
             }
@@ -1038,14 +1086,12 @@ impl AuthStore {
             return Err(AuthError::Unauthenticated("not a Vigie API token".into()));
         }
         let key = digest(token);
-        let rec: TokenRecord = match self.inner.tokens.get(key)? {
-            Some(v) => serde_json::from_slice(&v)?,
-            None => {
-                return Err(AuthError::Unauthenticated(
-                    "unknown or revoked API token".into(),
-                ));
-            }
+        let Some(raw) = self.inner.kv.get(Table::Tokens, &key)? else {
+            return Err(AuthError::Unauthenticated(
+                "unknown or revoked API token".into(),
+            ));
         };
+        let rec: TokenRecord = serde_json::from_slice(&raw)?;
         let now = self.now_s();
         if rec.expires_s.is_some_and(|e| e <= now) {
             return Err(AuthError::Unauthenticated("API token expired".into()));
@@ -1057,9 +1103,14 @@ impl AuthStore {
                 last_used_s: Some(now),
                 ..rec
             };
-            self.inner
-                .tokens
-                .insert(key, serde_json::to_vec(&touched)?)?;
+            // Best effort, and never over a token revoked meanwhile (see `session_use`).
+            if let Err(e) =
+                self.inner
+                    .kv
+                    .swap(Table::Tokens, &key, &raw, serde_json::to_vec(&touched)?)
+            {
+                tracing::debug!(error = %e, "token last use not recorded");
+            }
             return Ok(Principal {
                 user: user.name,
                 role: user.role,
@@ -1510,6 +1561,140 @@ mod tests {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod backend_tests {
+    //! The store over a backend whose reads may be stale (as a cluster node's copy of etcd is
+    //! for up to its refresh interval): stale reads must never undo a change made elsewhere.
+    use super::*;
+    use std::collections::HashMap;
+    use vigie_core::{Duration90k, SimulatedClock};
+
+    const PW: &str = "correct horse battery";
+
+    type Snapshot = HashMap<(Table, Vec<u8>), Vec<u8>>;
+
+    /// Sled underneath; while frozen, `get` answers from a snapshot taken at `freeze`.
+    struct StaleKv {
+        real: SledKv,
+        frozen: Mutex<Option<Snapshot>>,
+    }
+
+    impl StaleKv {
+        fn freeze(&self) {
+            let mut snap = HashMap::new();
+            for t in Table::ALL {
+                for (k, v) in self.real.scan(t).unwrap() {
+                    snap.insert((t, k), v);
+                }
+            }
+            *self.frozen.lock().unwrap() = Some(snap);
+        }
+    }
+
+    impl AuthKv for StaleKv {
+        fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, AuthError> {
+            match &*self.frozen.lock().unwrap() {
+                Some(snap) => Ok(snap.get(&(t, key.to_vec())).cloned()),
+                None => self.real.get(t, key),
+            }
+        }
+        fn get_fresh(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, AuthError> {
+            self.real.get(t, key)
+        }
+        fn insert(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<(), AuthError> {
+            self.real.insert(t, key, value)
+        }
+        fn remove(&self, t: Table, key: &[u8]) -> Result<(), AuthError> {
+            self.real.remove(t, key)
+        }
+        fn create(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<bool, AuthError> {
+            self.real.create(t, key, value)
+        }
+        fn swap(&self, t: Table, key: &[u8], old: &[u8], new: Vec<u8>) -> Result<bool, AuthError> {
+            self.real.swap(t, key, old, new)
+        }
+        fn scan(&self, t: Table) -> Result<crate::backend::Records, AuthError> {
+            self.real.scan(t)
+        }
+        fn flush(&self) -> Result<(), AuthError> {
+            self.real.flush()
+        }
+    }
+
+    #[test]
+    fn a_stale_read_never_revives_a_session_or_token_nor_undoes_a_user_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SimulatedClock::new(Time90k::from_unix_secs(1_800_000_000)));
+        let kv = Arc::new(StaleKv {
+            real: SledKv::open(&dir.path().join("access")).unwrap(),
+            frozen: Mutex::new(None),
+        });
+        let s =
+            AuthStore::with_backend(kv.clone(), AuthSettings::default(), clock.clone()).unwrap();
+        s.add_user("root", Role::Admin, Scope::all(), PW).unwrap();
+        s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
+        let sess = s.login("op", PW, None).unwrap();
+        let tok = s.create_token("op", "script", None).unwrap();
+        // This node's copy still shows the session and the token; "another node" ends both.
+        kv.freeze();
+        s.logout(&sess.id).unwrap();
+        s.revoke_token(&tok.info.id).unwrap();
+        // A request here within the staleness is served from the copy (that is the bound),
+        // and the idle-timer / last-use refreshes it makes must not write the records back.
+        clock.advance(Duration90k::from_secs(120));
+        assert!(s.session(&sess.id).is_ok());
+        assert!(s.token(&tok.token).is_ok());
+        *kv.frozen.lock().unwrap() = None;
+        assert!(s.session(&sess.id).is_err(), "session revived");
+        assert!(s.token(&tok.token).is_err(), "token revived");
+        // A user change over a stale copy applies on top of the latest record.
+        kv.freeze();
+        let off = UserUpdate {
+            disabled: Some(true),
+            ..Default::default()
+        };
+        s.update_user("op", off).unwrap();
+        let nord = Scope {
+            communes: Communes::List(vec!["nord".into()]),
+            cameras: None,
+        };
+        let u = s
+            .update_user(
+                "op",
+                UserUpdate {
+                    scope: Some(nord),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(u.disabled, "re-scoping re-enabled a disabled user");
+    }
+
+    #[test]
+    fn deleting_a_user_ends_its_sessions_and_tokens_but_not_the_last_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(SimulatedClock::new(Time90k::from_unix_secs(1_800_000_000)));
+        let s =
+            AuthStore::open(&dir.path().join("access"), AuthSettings::default(), clock).unwrap();
+        s.add_user("root", Role::Admin, Scope::all(), PW).unwrap();
+        s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
+        let sess = s.login("op", PW, None).unwrap();
+        let tok = s.create_token("op", "script", None).unwrap();
+        let keep = s.create_token("root", "keep", None).unwrap();
+        assert_eq!(s.delete_user("op").unwrap().name, "op");
+        assert!(s.session(&sess.id).is_err());
+        assert!(s.token(&tok.token).is_err());
+        assert!(s.token(&keep.token).is_ok());
+        assert_eq!(s.tokens().unwrap().len(), 1);
+        assert!(s.user("op").unwrap().is_none());
+        assert!(matches!(s.delete_user("op"), Err(AuthError::NoSuchUser(_))));
+        let e = s.delete_user("root").unwrap_err();
+        assert!(e.to_string().contains("last enabled admin"), "{e}");
+        // The name can be used again.
+        s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
     }
 }
 

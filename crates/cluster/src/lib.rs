@@ -8,6 +8,8 @@
 //!   writes, which cameras this node records (make-before-break handovers), status and holds
 //!   publishing. Recording never waits for etcd: while etcd cannot be reached the node keeps
 //!   what it records.
+//! - `users` (feature `etcd`): users, sessions and API tokens in etcd, the cluster's backend
+//!   of `vigie_auth::AuthStore` (a copy read every 0.5 s, writes through).
 //! - `admin` (feature `etcd`): `vigie cluster status` / `drain` / `undrain`.
 //!
 //! Does not: start or stop recording itself (the binary implements [`agent::Recorder`]),
@@ -22,6 +24,8 @@ pub mod assign;
 pub mod etcd;
 pub mod model;
 pub mod shared;
+#[cfg(feature = "etcd")]
+pub mod users;
 
 /// A node rewrites its status at least this often (the heartbeat `vigie cluster status` shows
 /// as lag); changes are written at once.

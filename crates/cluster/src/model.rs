@@ -12,6 +12,7 @@
 //! <prefix>/v/<node>              CoverageSnapshot      none                (footage held, kept
 //!                                                                          after the node dies)
 //! <prefix>/j/<node>              JournalAnchor         none                (journal head)
+//! <prefix>/u/…                   users, sessions, API tokens (keys in `users::UserKeys`)
 //! ```
 //!
 //! Everything a node reads each tick (`c/`) is one range read; status and holds are read at a

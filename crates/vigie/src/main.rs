@@ -8,7 +8,11 @@ mod camera;
 #[cfg(feature = "cluster")]
 mod cluster;
 #[cfg(feature = "cluster")]
+<<<<<<< HEAD
 mod cluster_live;
+=======
+mod cluster_users;
+>>>>>>> main
 mod demo;
 mod edge;
 mod export;

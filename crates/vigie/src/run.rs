@@ -71,8 +71,8 @@ pub async fn run(
         ..Default::default()
     };
     crate::audit::journal_retention(&journal, &startup, &mut false);
-    // Users and rights (`<data_dir>/access/`).
-    let auth = crate::users::open_auth(&config, clock.clone())?;
+    // Users and rights (`<data_dir>/access/`, or etcd on a cluster node).
+    let auth = crate::users::open_auth_to_run(&config, clock.clone())?;
     crate::users::startup_hint(&auth);
     // Evidence exports: installation signing key (created at the first start) and jobs.
     let exports = vigie_export::jobs::Exports::open(&config.storage.data_dir, &journal, &*clock)

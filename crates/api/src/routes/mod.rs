@@ -319,14 +319,23 @@ pub fn routes() -> Vec<RouteDef> {
         },
         RouteDef {
             path: "/api/v1/users/{name}",
-            ops: vec![op(
-                "patch",
-                Rule::ResourcePerm(ManageUsers),
-                "Change a user's role, scope, password or disabled flag (admin).",
-                &[],
-                &[200, 400, 401, 403, 404],
-            )],
-            make: || patch(users::patch),
+            ops: vec![
+                op(
+                    "patch",
+                    Rule::ResourcePerm(ManageUsers),
+                    "Change a user's role, scope, password or disabled flag (admin).",
+                    &[],
+                    &[200, 400, 401, 403, 404],
+                ),
+                op(
+                    "delete",
+                    Rule::ResourcePerm(ManageUsers),
+                    "Delete a user with its sessions and API tokens (admin).",
+                    &[],
+                    &[200, 400, 401, 403, 404],
+                ),
+            ],
+            make: || patch(users::patch).delete(users::delete_user),
         },
         RouteDef {
             path: "/api/v1/tokens",

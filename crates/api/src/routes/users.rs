@@ -7,6 +7,8 @@
 //! * `GET /api/v1/users` → `{users: [{name, role, scope, disabled, created, updated}]}`
 //! * `POST /api/v1/users` `{name, role, password, communes: "all" | [ids], cameras?: [ids]}` → 201
 //! * `PATCH /api/v1/users/{name}` `{role?, password?, disabled?, communes?, cameras?: "all" | [ids]}`
+//! * `DELETE /api/v1/users/{name}` → `{deleted: {…}}` (its sessions and tokens with it; not
+//!   oneself, not another admin unless unrestricted, not the last enabled admin)
 //! * `GET /api/v1/tokens` → `{tokens: [{id, user, label, created, expires, last_used, expired}]}`
 //! * `POST /api/v1/tokens` `{user, name, expires_days?}` → 201 `{token, id, …}` (the token is
 //!   shown this once)
@@ -185,6 +187,36 @@ pub async fn patch(
     Ok(Json(
         serde_json::to_value(info).map_err(|e| ApiError::Internal(e.to_string()))?,
     ))
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let current = managed_user(&state, &p, &name)?;
+    // Deleting an account removes its credentials: the same rule as setting them.
+    p.may_set_credentials(&current)
+        .map_err(ApiError::Forbidden)?;
+    if current.name == p.user {
+        return Err(ApiError::BadRequest(
+            "an admin cannot delete its own account (another admin can)".into(),
+        ));
+    }
+    let auth = state.auth.clone();
+    let info = tokio::task::spawn_blocking(move || auth.delete_user(&name))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    journal::access(
+        &state,
+        Event::UserChanged {
+            by: &p.actor(),
+            user: &info.name,
+            what: "deleted".into(),
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "deleted": info })))
 }
 
 pub async fn tokens(State(state): State<AppState>, p: Principal) -> Result<Json<Value>, ApiError> {

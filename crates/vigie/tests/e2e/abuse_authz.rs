@@ -946,6 +946,13 @@ fn case(method: &str, path: &str, f: &Fixtures) -> Case {
             Some(json!({})),
             Some(json!({})),
         ),
+        // Users of their own: the scoped admin really deletes `gone-n`.
+        ("DELETE", "/api/v1/users/{name}") => pair(
+            "/api/v1/users/gone-n".into(),
+            "/api/v1/users/gone-s".into(),
+            None,
+            None,
+        ),
         ("POST", "/api/v1/tokens") => pair(
             path.into(),
             path.into(),
@@ -1058,6 +1065,8 @@ async fn permission_matrix_from_the_route_table() {
     }
     user(&v, "target-n", "operator", json!(["nord"])).await;
     user(&v, "target-s", "operator", json!(["sud"])).await;
+    user(&v, "gone-n", "operator", json!(["nord"])).await;
+    user(&v, "gone-s", "operator", json!(["sud"])).await;
     let token_n = token_for(&v, "target-n").await.1;
     let token_s = token_for(&v, "target-s").await.1;
     let mut holds = Vec::new();

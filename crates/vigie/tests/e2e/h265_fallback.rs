@@ -287,6 +287,8 @@ async fn transcoded_playback_is_h264_bounded_authorised_and_journaled() {
             video_path("cam-r", a, e, "&transcode=h264")
         ))
         .header("range", "bytes=0-99")
+        // The whole range is transcoded while it streams: slow on a loaded machine.
+        .timeout(Duration::from_secs(120))
         .send()
         .await
         .unwrap();
@@ -496,6 +498,7 @@ async fn transcoded_playback_is_h264_bounded_authorised_and_journaled() {
                 v.base_url(),
                 video_path("cam-r", a, e, "&transcode=h264")
             ))
+            .timeout(Duration::from_secs(120))
             .send()
             .await
             .unwrap();

@@ -22,6 +22,8 @@ mod cluster_ha;
 mod cluster_live;
 #[cfg(feature = "cluster")]
 mod cluster_serve;
+#[cfg(feature = "cluster")]
+mod cluster_users;
 mod disk_full;
 mod edge_fill;
 mod export;
