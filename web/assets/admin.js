@@ -53,11 +53,20 @@ export function camerasPage(root, ctx) {
     });
     return h('article', { class: 'card', 'data-camera': c.id },
       h('header', {}, h('h3', {}, c.name), h('span', { class: 'muted small' }, `${c.id} · ${t('class.' + c.class)}`)),
+      recorderLine(c),
       ...rows,
       masksLine(c.masks),
       h('footer', {},
         can('Live') ? h('a', { class: 'button', href: `#/live?cams=${encodeURIComponent(c.id)}&layout=1` }, t('nav.live')) : null,
         can('Playback') ? h('a', { class: 'button', href: `#/playback/${encodeURIComponent(c.id)}` }, t('nav.playback')) : null));
+  }
+  // Cluster: the node(s) recording the camera now (two during a handover); nothing on a single
+  // node (`recording_on` is null there).
+  function recorderLine(c) {
+    if (!Array.isArray(c.recording_on)) return null;
+    const nodes = c.recording_on;
+    return h('dl', { class: 'recorder', 'data-recorder': nodes.join(',') },
+      h('dt', {}, t('cam.recorder')), h('dd', { class: nodes.length ? '' : 'bad' }, nodes.length ? nodes.join(', ') : t('cam.noRecorder')));
   }
   // Privacy masks (CSI L251-3): how many, and whether the camera itself confirmed them.
   function masksLine(m) {

@@ -30,7 +30,8 @@ export class LivePlayer {
   constructor(video, camera, stream, onState, codec) {
     Object.assign(this, { video, camera, stream, onState: onState || (() => {}) });
     this.state = { state: 'connecting', segments: 0, inits: 0, drops: 0, reconnects: 0, wallMs: null,
-      latencyMs: null, error: null, closeReason: null, width: null, height: null, fallback: null, codec: null };
+      latencyMs: null, error: null, closeReason: null, width: null, height: null, fallback: null, codec: null,
+      recorder: null, recorders: null, following: null };
     // Known unsupported before connecting: straight to the fallback.
     if (codec && !mseSupports(codec)) this.state.fallback = { codec: codecName(codec), refused: null, why: null };
     this.stopped = false;
@@ -103,6 +104,15 @@ export class LivePlayer {
         if (this.mapping.length > 2000) this.mapping.splice(0, 1000);
         this.expect = 'media';
       } else if (m.type === 'drop') this.state.drops++;
+      else if (m.type === 'recorder') {
+        // Cluster: the node sending the camera's frames; while the camera moves to another
+        // recorder (failover, drain) the server keeps this socket and says so once a second,
+        // then resumes on the same decode timeline.
+        this.state.recorder = m.node;
+        this.state.following = m.state === 'following' ? (m.reason || '') : null;
+        if (m.state === 'streaming') this.state.recorders = [...(this.state.recorders || []), m.node];
+        this.onState(this.state);
+      }
       return;
     }
     if (this.expect === 'init') {
@@ -279,10 +289,11 @@ export function livePage(root, ctx) {
       let entry = players.get(i);
       const onState = (s) => {
         clock.textContent = s.wallMs ? time.hms(s.wallMs) : '--:--:--';
-        badge.textContent = s.state === 'playing' ? (s.width ? `${s.width}×${s.height}` : '') :
+        badge.textContent = s.following !== null && s.following !== undefined ? t('live.following') :
+          s.state === 'playing' ? (s.width ? `${s.width}×${s.height}` : '') :
           s.state === 'ended' ? (s.closeReason || '') :
           t('live.' + (s.state === 'reconnecting' ? 'reconnecting' : 'connecting'));
-        tile.classList.toggle('stalled', s.state === 'reconnecting' || s.state === 'ended');
+        tile.classList.toggle('stalled', s.state === 'reconnecting' || s.state === 'ended' || (s.following !== null && s.following !== undefined));
         const fb = s.fallback;
         note.hidden = !fb;
         if (fb) {

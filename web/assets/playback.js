@@ -37,7 +37,7 @@ class CamPlayer {
     // The main (recorded) stream: a `live`-only sub-stream has no recording.
     const main = cam.streams.find((s) => s.name === cam.main_stream) || cam.streams[0];
     this.cam = cam; this.stream = main.name;
-    this.spans = []; this.gaps = []; this.win = null; this.loading = false; this.seq = 0;
+    this.spans = []; this.gaps = []; this.unavailable = []; this.win = null; this.loading = false; this.seq = 0;
     this.fps = (main.status && main.status.fps) || 25;
     // A codec this browser cannot play (H.265 in most Chromium builds): the server's H.264
     // fallback (`transcode=h264`, streamed, so a seek outside what is loaded is a new request).
@@ -53,6 +53,8 @@ class CamPlayer {
     const r = await (background ? getBackground : get)(`${streamPath(this.cam.id, this.stream)}/recordings?start=${time.iso(a)}&end=${time.iso(b)}`);
     this.spans = r.spans.map((s) => [Date.parse(s.start), Date.parse(s.end)]);
     this.gaps = r.gaps.map((s) => [Date.parse(s.start), Date.parse(s.end)]);
+    // Cluster: footage held by a node that is down now (not a gap: it comes back with the node).
+    this.unavailable = (r.unavailable || []).map((s) => [Date.parse(s.start), Date.parse(s.end), s.node]);
     // The camera's own events (ONVIF alarms), marked on the timeline; their absence is no error.
     this.events = [];
     if (this.cam.onvif) {
@@ -265,7 +267,7 @@ export function playbackPage(root, ctx) {
       message(status, '');
     } catch (e) { message(status, `${t('error')}: ${e.message}`); }
     timeline.setNow(Date.now());
-    timeline.setRows(players.map((p) => ({ id: p.cam.id, label: p.cam.name, spans: p.spans, gaps: p.gaps, events: p.events })));
+    timeline.setRows(players.map((p) => ({ id: p.cam.id, label: p.cam.name, spans: p.spans, gaps: p.gaps, unavailable: p.unavailable, events: p.events })));
   }
   async function goTo(ms) {
     const d = time.dayStart(ms);

@@ -40,7 +40,8 @@ export class Timeline {
     this.setView(center - span * frac, center - span * frac + span);
   }
   pan(frac) { const [a, b] = this.view; const d = (b - a) * frac; this.setView(a + d, b + d); }
-  /// rows: [{id, label, spans: [[startMs, endMs]…], gaps: [[startMs, endMs]…], events: [{ms, type, active}…]}]
+  /// rows: [{id, label, spans: [[startMs, endMs]…], gaps: [[startMs, endMs]…], unavailable: [[startMs, endMs, node]…],
+  ///   events: [{ms, type, active}…]}]
   setRows(rows) { this.rows = rows; this.render(); }
   setPlayhead(ms) { this.playhead = ms; this.place(); }
   setMarks(m) { this.marks = m; this.place(); }
@@ -77,6 +78,14 @@ export class Timeline {
         if (e <= s) continue;
         track.append(h('div', { class: 'tl-gap', 'data-start': new Date(s0).toISOString(), 'data-end': new Date(e0).toISOString(),
           title: `${t('tl.gap')} ${time.hms(s0)} → ${time.hms(e0)} (${time.duration((e0 - s0) / 1000)})`,
+          style: { left: this.pct(s), width: `max(3px, ${((e - s) / (b - a) * 100).toFixed(4)}%)` } }));
+      }
+      // Footage a node that is down holds (cluster): shaded, named, not playable until it is back.
+      for (const [s0, e0, node] of row.unavailable || []) {
+        const [s, e] = clip(s0, e0);
+        if (e <= s) continue;
+        track.append(h('div', { class: 'tl-unavailable', 'data-start': new Date(s0).toISOString(), 'data-end': new Date(e0).toISOString(), 'data-node': node,
+          title: `${t('tl.unavailable', { node })} ${time.hms(s0)} → ${time.hms(e0)}`,
           style: { left: this.pct(s), width: `max(3px, ${((e - s) / (b - a) * 100).toFixed(4)}%)` } }));
       }
       for (const [s0, e0] of row.spans) {

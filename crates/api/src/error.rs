@@ -75,6 +75,10 @@ pub enum ApiError {
     /// A camera (ONVIF) failed or refused: answered 502 with its reason.
     #[error("{0}")]
     BadGateway(String),
+    /// Another cluster node that holds what was asked is down or did not answer: 502
+    /// `node_unavailable` with the node and why.
+    #[error("{0}")]
+    NodeUnavailable(String),
 }
 
 impl ApiError {
@@ -105,6 +109,7 @@ impl ApiError {
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::PtzLocked { .. } => (StatusCode::CONFLICT, "ptz_locked"),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "camera_error"),
+            ApiError::NodeUnavailable(_) => (StatusCode::BAD_GATEWAY, "node_unavailable"),
         }
     }
 }

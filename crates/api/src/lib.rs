@@ -136,6 +136,31 @@ pub trait ClusterInfo: Send + Sync {
         let _ = (node, path_and_query, who);
         Box::pin(async { Err("not a cluster node".to_owned()) })
     }
+    /// A live view of `key` for one viewer (rights already checked here) that follows the
+    /// camera to whichever node records it: frames relayed from the recorder's internal live
+    /// route (or from this node's own hub when it records the camera), into a hub of its own.
+    /// `None`: serve the local hub (no relay in this build).
+    fn live_relay(&self, key: &StreamKey, who: internal::CarriedIdentity) -> Option<LiveRelay> {
+        let _ = (key, who);
+        None
+    }
+    /// A JPEG still of `key` at `at` (default: the latest picture) rendered by `node` (over its
+    /// internal route, on behalf of `who`, who is journaled there).
+    fn remote_still(
+        &self,
+        node: &str,
+        key: &StreamKey,
+        at: Option<vigie_core::Time90k>,
+        who: internal::CarriedIdentity,
+    ) -> vigie_service::BoxFuture<'_, Result<Vec<u8>, ApiError>> {
+        let _ = (key, at, who);
+        let node = node.to_owned();
+        Box::pin(async move {
+            Err(ApiError::Unavailable(format!(
+                "this node cannot ask node {node} for a still"
+            )))
+        })
+    }
 }
 
 /// Another node's access journal (see [`ClusterInfo::journal_nodes`]).
@@ -144,6 +169,14 @@ pub struct JournalNode {
     pub node: String,
     /// Registered under a live lease (it can be asked).
     pub up: bool,
+}
+
+/// One viewer's live view relayed from the camera's recorder ([`ClusterInfo::live_relay`]).
+pub struct LiveRelay {
+    /// The viewer subscribes to this hub (fed by the relay only).
+    pub hub: Arc<vigie_live::LiveHub>,
+    /// Keeps the relay running: dropping it (the viewer left) stops it.
+    pub guard: Box<dyn std::any::Any + Send + Sync>,
 }
 
 /// One other node's footage of a stream in a window (see [`ClusterInfo::remote_spans`]).
@@ -295,6 +328,7 @@ pub fn is_streaming_route(route: &str) -> bool {
             | "/api/v1/audit/verify"
             | "/api/v1/register.csv"
             | "/internal/v1/cameras/{cam}/streams/{stream}/segments/{id}"
+            | "/internal/v1/cameras/{cam}/streams/{stream}/live"
     )
 }
 

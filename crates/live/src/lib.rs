@@ -62,6 +62,8 @@ use tokio::sync::Notify;
 use vigie_core::{Frame, FrameSink, StreamEvent, StreamKey, Time90k, VideoParams};
 use vigie_mp4::{SampleInfo, SegmentMeta};
 
+pub mod wire;
+
 /// The current GOP is kept for this long after the stream was last watched (a viewer connected,
 /// or a still asked for): a player that reconnects, or an operator who comes back to a camera
 /// within a minute, starts at once; past it the GOP's memory (up to ~1 MiB per 4 Mbit/s camera)
@@ -108,6 +110,9 @@ pub enum LiveItem {
         code: u16,
         reason: String,
     },
+    /// A text message of the live protocol for the viewer (JSON), e.g. a relay saying that it
+    /// follows the camera to another recorder ([`LiveHub::notice`]).
+    Notice(String),
 }
 
 /// Fans the frames of one stream out to its live viewers. See the module documentation.
@@ -158,7 +163,11 @@ impl LiveHub {
 
     /// Number of connected viewers.
     pub fn viewers(&self) -> usize {
-        lock(&self.state).viewers.len()
+        let mut st = lock(&self.state);
+        // Forget the viewers that left since the last frame (a relay hub may see no frame
+        // for a while).
+        st.viewers.retain(|v| !lock(&v.inner).gone);
+        st.viewers.len()
     }
 
     /// A new viewer: its queue, and the frames since the latest key frame (empty if none yet,
@@ -228,7 +237,7 @@ impl LiveHub {
                             return;
                         }
                         LiveItem::End { .. } => return,
-                        LiveItem::Dropped(_) => {}
+                        LiveItem::Dropped(_) | LiveItem::Notice(_) => {}
                     }
                 }
             }
@@ -244,6 +253,37 @@ impl LiveHub {
         st.closed = true;
         for v in st.viewers.drain(..) {
             v.end(CLOSE_GOING_AWAY, reason);
+        }
+    }
+
+    /// Publishes a frame whose duration and wall-clock time are already known: a frame relayed
+    /// from the hub of another node (a cluster node serving a camera another node records; see
+    /// [`wire`]). No frame is held back (the sender knew its duration).
+    pub fn relay(&self, lf: LiveFrame) {
+        let mut st = lock(&self.state);
+        st.session = Some(lf.frame.session_id);
+        st.last_duration_90k = Some(lf.duration_90k);
+        st.publish(lf);
+    }
+
+    /// Queues a text message of the live protocol for every viewer (it does not count against
+    /// their frame bounds; a relay sends at most one a second).
+    pub fn notice(&self, text: String) {
+        let st = lock(&self.state);
+        for v in &st.viewers {
+            v.notice(&text);
+        }
+    }
+
+    /// Ends every viewer's socket with `code` and `reason`; the hub stays open (a relay that
+    /// found no recorder to follow the camera to).
+    pub fn end_viewers(&self, code: u16, reason: &str) {
+        let mut st = lock(&self.state);
+        st.gop.clear();
+        st.gop_bytes = 0;
+        st.session = None;
+        for v in st.viewers.drain(..) {
+            v.end(code, reason);
         }
     }
 
@@ -412,7 +452,7 @@ impl ViewerQueue {
                 match item {
                     LiveItem::Frame(_) => n += 1,
                     LiveItem::Dropped(d) => n += d,
-                    LiveItem::End { .. } => {}
+                    LiveItem::End { .. } | LiveItem::Notice(_) => {}
                 }
             }
             q.dropped += n;
@@ -443,6 +483,16 @@ impl ViewerQueue {
             code,
             reason: reason.to_owned(),
         });
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    fn notice(&self, text: &str) {
+        let mut q = lock(&self.inner);
+        if q.gone || q.ended {
+            return;
+        }
+        q.items.push_back(LiveItem::Notice(text.to_owned()));
         drop(q);
         self.notify.notify_one();
     }
@@ -650,6 +700,49 @@ mod tests {
         assert_eq!(frames(&got).len(), 1);
         assert_eq!(frames(&got)[0].frame.media_90k, 7 * 3600);
         assert_eq!(hub.current_gop().len(), 4); // 5, 6, 7 + held-back 8
+    }
+
+    #[tokio::test]
+    async fn a_relay_hub_publishes_timed_frames_at_once_notices_and_ends_its_viewers() {
+        let hub = LiveHub::new(StreamKey::new("c", "s"));
+        let p = params();
+        let data = Bytes::from(vec![3u8; 10]);
+        let (q, _) = hub.subscribe().unwrap();
+        let (q2, _) = hub.subscribe().unwrap();
+        assert_eq!(hub.viewers(), 2);
+        q2.leave();
+        assert_eq!(
+            hub.viewers(),
+            1,
+            "a viewer that left is forgotten without a frame"
+        );
+        let lf = |i: i64, key: bool| LiveFrame {
+            frame: Frame {
+                data: data.clone(),
+                is_key: key,
+                media_90k: i * 3000,
+                recv: Time90k(i),
+                params: p.clone(),
+                session_id: 9,
+            },
+            duration_90k: 3000,
+            wall: Time90k(5_000 + i),
+        };
+        // Not held back: the sender knew each frame's duration.
+        hub.relay(lf(0, true));
+        hub.notice("{\"type\":\"recorder\"}".into());
+        hub.relay(lf(1, false));
+        let got = q.next_batch().await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(matches!(&got[1], LiveItem::Notice(t) if t.contains("recorder")));
+        assert_eq!(frames(&got)[1].duration_90k, 3000);
+        assert_eq!(frames(&got)[1].wall, Time90k(5_001));
+        hub.end_viewers(4502, "gone");
+        let got = q.next_batch().await;
+        assert!(matches!(&got[0], LiveItem::End { code: 4502, reason } if reason == "gone"));
+        assert_eq!(hub.viewers(), 0);
+        // The hub stays open.
+        assert!(hub.subscribe().is_some());
     }
 
     #[tokio::test]

@@ -39,6 +39,11 @@ impl LiveEvent {
 pub struct LiveClient {
     ws: WebSocketStream<TcpStream>,
     pending: Option<serde_json::Value>,
+    /// The `{"type":"recorder",…}` messages of a cluster node's relay (which node sends the
+    /// frames; `following` while the camera moves), with the count of media segments received
+    /// before each.
+    pub notices: Vec<(usize, serde_json::Value)>,
+    media_seen: usize,
 }
 
 impl LiveClient {
@@ -103,7 +108,12 @@ impl LiveClient {
         if resp.status().as_u16() != 101 {
             bail!("handshake answered {}", resp.status());
         }
-        Ok(LiveClient { ws, pending: None })
+        Ok(LiveClient {
+            ws,
+            pending: None,
+            notices: Vec::new(),
+            media_seen: 0,
+        })
     }
 
     /// The next event, waiting at most `timeout`.
@@ -121,6 +131,7 @@ impl LiveClient {
                     let v: serde_json::Value = serde_json::from_str(t.as_str())?;
                     match v["type"].as_str() {
                         Some("init") | Some("media") => self.pending = Some(v),
+                        Some("recorder") => self.notices.push((self.media_seen, v)),
                         Some("drop") => {
                             return Ok(LiveEvent::Drop {
                                 frames: v["frames"].as_u64().context("drop.frames")?,
@@ -137,6 +148,7 @@ impl LiveClient {
                     return Ok(if meta["type"] == "init" {
                         LiveEvent::Init { meta, data }
                     } else {
+                        self.media_seen += 1;
                         LiveEvent::Media { meta, data }
                     });
                 }

@@ -263,13 +263,47 @@ pub struct Info {
     lease_ttl_s: u32,
     key: Option<vigie_api::internal::ClusterKey>,
     http: reqwest::Client,
+    /// What the live relays of this node's viewers share (crate::cluster_live).
+    relay: Arc<crate::cluster_live::RelayContext>,
 }
 
 /// Bound on one internal request to another node (a node that does not answer in time is
 /// reported unavailable rather than delaying the user's answer).
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on a still asked of another node: the recorder may wait up to 5 s for the camera's
+/// next key frame (a stream nobody watched keeps no GOP), then decode (two at once at most).
+const STILL_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Info {
+    /// GET `path_and_query` at `url`, signed for `who`: the status and the body.
+    async fn internal_get_bytes(
+        &self,
+        url: &str,
+        path_and_query: &str,
+        who: &vigie_api::internal::CarriedIdentity,
+        timeout: Duration,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), String> {
+        let key = self
+            .key
+            .as_ref()
+            .ok_or("this node has no cluster secret ([cluster] secret_env or secret_file)")?;
+        let now_s = jiff::Timestamp::now().as_second();
+        let mut req = self
+            .http
+            .get(format!("{}{path_and_query}", url.trim_end_matches('/')))
+            .timeout(timeout);
+        for (k, v) in key.sign("GET", path_and_query, who, now_s) {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        Ok((status, body))
+    }
+
     /// GET `path_and_query` on `node` (at `url`), signed for `who`; the JSON answer.
     async fn internal_get(
         &self,
@@ -424,6 +458,76 @@ impl vigie_api::ClusterInfo for Info {
             }
         })
     }
+    fn live_relay(
+        &self,
+        key: &StreamKey,
+        who: vigie_api::internal::CarriedIdentity,
+    ) -> Option<vigie_api::LiveRelay> {
+        Some(crate::cluster_live::start(self.relay.clone(), key, who))
+    }
+    fn remote_still(
+        &self,
+        node: &str,
+        key: &StreamKey,
+        at: Option<Time90k>,
+        who: vigie_api::internal::CarriedIdentity,
+    ) -> vigie_service::BoxFuture<'_, Result<Vec<u8>, vigie_api::ApiError>> {
+        let node = node.to_owned();
+        let key = key.clone();
+        Box::pin(async move {
+            use vigie_api::ApiError;
+            let url = self
+                .shared
+                .view()
+                .members
+                .get(&node)
+                .map(|m| m.advertise_url.clone())
+                .ok_or_else(|| {
+                    ApiError::NodeUnavailable(format!(
+                        "node {node}, which holds this picture of {}, is down",
+                        key.camera
+                    ))
+                })?;
+            let mut pq = format!(
+                "/internal/v1/cameras/{}/streams/{}/still.jpg",
+                key.camera, key.stream
+            );
+            if let Some(at) = at {
+                pq.push_str(&format!("?at_90k={}", at.0));
+            }
+            let (status, body) = tokio::time::timeout(
+                STILL_TIMEOUT,
+                self.internal_get_bytes(&url, &pq, &who, STILL_TIMEOUT),
+            )
+            .await
+            .map_err(|_| {
+                ApiError::NodeUnavailable(format!(
+                    "node {node} gave no still within {} s",
+                    STILL_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| ApiError::NodeUnavailable(format!("node {node}: {e}")))?;
+            if status.is_success() {
+                return Ok(body.to_vec());
+            }
+            // The recorder's own refusal, as if this node had made it (404 nothing there, 501
+            // not built with GStreamer…), its message kept.
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into());
+            let message = format!("node {node}: {message}");
+            Err(match status.as_u16() {
+                404 => ApiError::NotFound(message),
+                501 => ApiError::NotImplemented(message),
+                409 => ApiError::Conflict {
+                    message,
+                    spans: Vec::new(),
+                },
+                _ => ApiError::NodeUnavailable(message),
+            })
+        })
+    }
     fn remote_spans(
         &self,
         key: &StreamKey,
@@ -526,13 +630,24 @@ impl vigie_api::ClusterInfo for Info {
 }
 
 impl ClusterRuntime {
-    /// What the API reads of the cluster; `key` signs the requests to the other nodes.
+    /// What the API reads of the cluster; `key` signs the requests to the other nodes; `live`
+    /// is this node's own live hubs (a relay's source when the camera is recorded here).
     pub fn info(
         &self,
         config: &Config,
         key: Option<vigie_api::internal::ClusterKey>,
+        live: Arc<dyn vigie_service::LiveSource>,
     ) -> anyhow::Result<Info> {
+        let lease_ttl_s = config.cluster.as_ref().map_or(5, |c| c.lease_ttl_s);
         Ok(Info {
+            relay: Arc::new(crate::cluster_live::RelayContext {
+                shared: self.handle.shared.clone(),
+                key: key.clone(),
+                live,
+                // A failover takes the lease TTL, a tick, the new recorder's RTSP connection
+                // and its first key frame.
+                follow_timeout: Duration::from_secs(2 * u64::from(lease_ttl_s) + 20),
+            }),
             shared: self.handle.shared.clone(),
             lease_ttl_s: config.cluster.as_ref().map_or(5, |c| c.lease_ttl_s),
             key,

@@ -11,6 +11,8 @@ mod camera;
 mod cluster;
 #[cfg(feature = "cluster")]
 mod cluster_footage;
+#[cfg(feature = "cluster")]
+mod cluster_live;
 mod cluster_users;
 mod demo;
 mod edge;

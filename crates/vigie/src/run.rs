@@ -269,7 +269,7 @@ pub async fn run(
     let (cluster_info, footage) = match &cluster {
         Some(c) => {
             let key = internal.as_ref().map(|a| a.key().clone());
-            let info = Arc::new(c.info(&config, key.clone())?);
+            let info = Arc::new(c.info(&config, key.clone(), live.clone())?);
             let ca = match config.cluster.as_ref().and_then(|c| c.ca_file.as_ref()) {
                 Some(ca) => Some(
                     std::fs::read(ca)
@@ -312,7 +312,7 @@ pub async fn run(
                 .map(|c| (c.id.clone(), c.masks.clone()))
                 .collect(),
         }),
-        live,
+        live: live.clone(),
         config: config.clone(),
         store: store.clone(),
         streams: Arc::new(entries),

@@ -23,6 +23,17 @@ pub use auth::{CarriedIdentity, ClusterKey, InternalAuth, Refusal, Verified};
 /// Prefix of every internal route.
 pub const PREFIX: &str = "/internal/v1";
 
+/// The identity a node carries to another for the user it serves (a new request id).
+pub fn identity_of(who: &crate::access::Principal) -> CarriedIdentity {
+    CarriedIdentity {
+        user: who.user.clone(),
+        role: who.role,
+        scope: who.scope.clone(),
+        actor: who.actor(),
+        request_id: hex::encode(rand::random::<[u8; 8]>()),
+    }
+}
+
 /// The route layer of the internal routes: verifies the signature (401 otherwise, 503 when the
 /// replay cache is full) and hands the [`Verified`] sender and identity to the handler.
 pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next) -> Response {

@@ -40,7 +40,7 @@ pub async fn live(
             e.body_text()
         ))
     })?;
-    let hub = state
+    let local = state
         .live
         .hub(&entry.key)
         .ok_or_else(|| ApiError::NotFound(format!("no live view of {}", entry.key)))?;
@@ -64,6 +64,16 @@ pub async fn live(
         }));
     }
     let slot = transcode.and_then(Result::ok);
+    // In a cluster the view goes through a relay that follows the camera to whichever node
+    // records it (this one included); rights stay checked here, by `Rights`.
+    let (hub, relay) = match state
+        .cluster
+        .as_ref()
+        .and_then(|c| c.live_relay(&entry.key, crate::internal::identity_of(&who)))
+    {
+        Some(r) => (r.hub, Some(r.guard)),
+        None => (local, None),
+    };
     let span = tracing::info_span!("live_viewer", camera = %cam, stream = %stream, transcode = slot.is_some());
     // Journaled before the first frame is sent; the stop is journaled when the socket ends.
     let actor = who.actor();
@@ -84,6 +94,8 @@ pub async fn live(
     };
     Ok(ws.max_message_size(64 << 10).on_upgrade(move |socket| {
         async move {
+            // The relay runs while the viewer's socket does.
+            let _relay = relay;
             match slot {
                 Some(slot) => {
                     super::live_transcode::serve(socket, hub, rights, transcodes, slot).await
@@ -201,6 +213,14 @@ async fn run(
                             }
                             let _ = socket.send(close(code, &reason)).await;
                             return reason;
+                        }
+                        LiveItem::Notice(text) => {
+                            if let Err(e) = send_frames(socket, mux, &mut frames).await {
+                                return e;
+                            }
+                            if socket.send(Message::Text(text.into())).await.is_err() {
+                                return "send failed".into();
+                            }
                         }
                     }
                 }

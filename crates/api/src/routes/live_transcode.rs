@@ -130,6 +130,11 @@ impl Viewer {
                                 let _ = socket.send(close(code, &reason)).await;
                                 return reason;
                             }
+                            LiveItem::Notice(text) => {
+                                if socket.send(Message::Text(text.into())).await.is_err() {
+                                    return "send failed".into();
+                                }
+                            }
                         }
                     }
                 }

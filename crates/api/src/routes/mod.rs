@@ -10,6 +10,7 @@ mod holds;
 mod index;
 mod internal;
 mod internal_journal;
+mod internal_live;
 mod live;
 mod live_transcode;
 mod metrics;
@@ -193,7 +194,7 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::CameraPerm(Live),
-                "Live view: WebSocket upgrade, fMP4 init then media segments (see docs/API.md); transcode=h264: the H.264 fallback (close code 4503 when busy).",
+                "Live view: WebSocket upgrade, fMP4 init then media segments (see docs/API.md); transcode=h264: the H.264 fallback (close code 4503 when busy); in a cluster relayed from the camera's recorder, following it when it moves (close code 4502: no node gives the view).",
                 &["transcode"],
                 &[101, 400, 401, 403, 404],
             )],
@@ -204,9 +205,9 @@ pub fn routes() -> Vec<RouteDef> {
             ops: vec![op(
                 "get",
                 Rule::CameraPerm(Still),
-                "JPEG still at `at` (default latest); 501 without the gst feature.",
+                "JPEG still at `at` (default latest); 501 without the gst feature; in a cluster rendered by the node holding the picture (502: that node is down).",
                 &["at"],
-                &[200, 400, 401, 403, 404, 501],
+                &[200, 400, 401, 403, 404, 501, 502],
             )],
             make: || get(snapshot::snapshot),
         },
@@ -541,6 +542,14 @@ pub fn internal_router() -> Router<AppState> {
         .route(
             "/internal/v1/cameras/{cam}/streams/{stream}/segments/{id}/tables",
             get(internal::tables),
+        )
+        .route(
+            "/internal/v1/cameras/{cam}/streams/{stream}/live",
+            get(internal_live::live),
+        )
+        .route(
+            "/internal/v1/cameras/{cam}/streams/{stream}/still.jpg",
+            get(internal_live::still),
         )
 }
 

@@ -2,11 +2,19 @@
 //! (RFC 3339; default: the latest) as a JPEG. Decoding needs the `gst` cargo feature; without it
 //! the route answers 501 naming the feature. The still comes from the [`vigie_service::Stills`]
 //! service (locally: `vigie_decode::still`).
+//!
+//! In a cluster the still is rendered by the node that has the picture: for the latest picture
+//! the node recording the camera now, for a past instant this node if it holds footage there,
+//! else the node that does, asked over the signed internal route `…/still.jpg` on behalf of the
+//! caller (that node journals it too, naming this node). A past instant held only by a node
+//! that is down is a 502 naming the node.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use tracing::Instrument;
 use vigie_core::Time90k;
 
 use crate::{ApiError, AppState};
@@ -30,7 +38,27 @@ pub async fn snapshot(
         .map(|s| Time90k::parse_rfc3339(s).map_err(|e| ApiError::BadRequest(format!("`at`: {e}"))))
         .transpose()?;
     let span = tracing::info_span!("snapshot", camera = %cam, stream = %stream);
-    let response = render(&state, entry, at, span).await?;
+    let response = match remote_node(&state, entry, at, &who).await? {
+        Some(node) => {
+            let cluster = state
+                .cluster
+                .as_ref()
+                .ok_or_else(|| ApiError::Internal("a remote still without a cluster".into()))?;
+            let jpeg = cluster
+                .remote_still(&node, &entry.key, at, crate::internal::identity_of(&who))
+                .instrument(span)
+                .await?;
+            (
+                [
+                    (header::CONTENT_TYPE, "image/jpeg"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                jpeg,
+            )
+                .into_response()
+        }
+        None => render(&state, entry, at, span).await?,
+    };
     // Journaled once the still exists (no entry for a refused or failed request), before it is
     // handed over.
     let at = at.unwrap_or_else(|| state.clock.now());
@@ -44,6 +72,76 @@ pub async fn snapshot(
     Ok(response)
 }
 
+/// In a cluster, the node that must render the still, when it is not this one: for the latest
+/// picture the node recording the camera now; for a past instant this node if it holds footage
+/// there, else a node that does (asked through the internal spans route).
+async fn remote_node(
+    state: &AppState,
+    entry: &crate::StreamEntry,
+    at: Option<Time90k>,
+    who: &crate::access::Principal,
+) -> Result<Option<String>, ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(None);
+    };
+    let cam = &entry.key.camera;
+    let Some(at) = at else {
+        if cluster.records_here(cam) {
+            return Ok(None);
+        }
+        // Nobody records it: this node's latest footage (or its error) will do.
+        return Ok(cluster
+            .published_status(cam)
+            .map(|(node, _)| node)
+            .filter(|n| n != cluster.node()));
+    };
+    // One second around the instant: a still needs the key frame before it, in the same span.
+    let (a, b) = (
+        at,
+        at + vigie_core::Duration90k(vigie_core::TIME_UNITS_PER_SEC),
+    );
+    let footage = state.footage.clone();
+    let key = entry.key.clone();
+    let here = tokio::task::spawn_blocking(move || footage.spans(&key, a, b))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))??;
+    if here.iter().any(|s| s.start <= at && at < s.end) {
+        return Ok(None);
+    }
+    let remote = cluster
+        .remote_spans(&entry.key, a, b, crate::internal::identity_of(who))
+        .await;
+    let mut down = None;
+    for r in remote {
+        match r {
+            crate::NodeFootage::Spans { node, spans }
+                if spans.iter().any(|s| s.start <= at && at < s.end) =>
+            {
+                return Ok(Some(node));
+            }
+            crate::NodeFootage::Unavailable {
+                node,
+                start,
+                end,
+                open_until,
+                reason,
+            } if start <= at && at < open_until.unwrap_or(end).max(end) => {
+                down = Some((node, reason));
+            }
+            _ => {}
+        }
+    }
+    match down {
+        // Held by a node that cannot be asked now: say so rather than "nothing recorded".
+        Some((node, reason)) => Err(ApiError::NodeUnavailable(format!(
+            "the footage of {} at {} is held by node {node}, which cannot be asked now: {reason}",
+            entry.key,
+            at.to_rfc3339()
+        ))),
+        None => Ok(None),
+    }
+}
+
 #[cfg(feature = "gst")]
 async fn render(
     state: &AppState,
@@ -51,10 +149,6 @@ async fn render(
     at: Option<Time90k>,
     span: tracing::Span,
 ) -> Result<Response, ApiError> {
-    use axum::http::header;
-    use axum::response::IntoResponse;
-    use tracing::Instrument;
-
     let jpeg = state.stills.still(&entry.key, at).instrument(span).await?;
     Ok((
         [

@@ -20,6 +20,8 @@ mod cluster_deploy;
 mod cluster_ha;
 #[cfg(feature = "cluster")]
 mod cluster_journal;
+#[cfg(all(feature = "cluster", feature = "gst", feature = "ui-test-hooks"))]
+mod cluster_live;
 mod cluster_mp4;
 #[cfg(feature = "cluster")]
 mod cluster_serve;
