@@ -55,9 +55,12 @@ async fn record_from_gstreamer(
     };
     let now = Timestamp::now();
     assert_eq!(spans.len(), 1, "{spans:?}");
+    // Wall-clock timestamps: the recording starts after the launch (1 s of slack for the
+    // camera's own clock) and before the 10 s just found were indexed. Not a bound on how fast
+    // it starts (a loaded machine takes longer; no timing assertion).
     assert!(
         spans[0].0 >= t_launch - SignedDuration::from_secs(1)
-            && spans[0].0 <= t_launch + SignedDuration::from_secs(5),
+            && spans[0].0 <= now - SignedDuration::from_secs(10),
         "{spans:?}"
     );
     assert!(
