@@ -198,7 +198,36 @@ pub struct Vigie {
     admin_token: Option<String>,
 }
 
+/// A free loopback TCP port for a server the test starts.
+///
+/// Picked below the kernel's ephemeral range (32768–60999 on Linux): a port from that range,
+/// freed here and bound again by the server a moment later, can meanwhile become the local
+/// port of any outgoing connection of the many tests running at once ("Address already in use"
+/// seen in CI). Below it only another test's pick can collide, and a port already bound is
+/// skipped. Random (clock and process id), so concurrent test processes do not walk in step.
 pub fn free_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 32);
+    for i in 0..256u64 {
+        let mut x = seed
+            .wrapping_add(
+                NEXT.fetch_add(1, Ordering::Relaxed)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            )
+            .wrapping_add(i);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        let port = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
