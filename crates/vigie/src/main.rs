@@ -13,6 +13,7 @@ mod cluster;
 mod cluster_footage;
 #[cfg(feature = "cluster")]
 mod cluster_live;
+#[cfg(feature = "cluster")]
 mod cluster_users;
 mod demo;
 mod edge;
