@@ -38,6 +38,28 @@ pub enum FootageError {
     Store(#[from] StoreError),
 }
 
+/// The start of a `video.mp4` strong ETag: `domain`, the MP4 layout's format version and every
+/// request parameter that changes the file (stream, range, gap policy, subtitles' time zone).
+/// The caller adds what identifies the footage (segment ids and lengths).
+pub fn etag_hasher(domain: &[u8], req: &PlaybackRequest) -> Sha256 {
+    let mut h = Sha256::new();
+    h.update(domain);
+    h.update(progressive::FORMAT_VERSION.to_be_bytes());
+    h.update(req.key.to_string().as_bytes());
+    h.update([0]);
+    h.update(req.start.0.to_be_bytes());
+    h.update(req.end.0.to_be_bytes());
+    h.update([u8::from(req.gaps == GapPolicy::Skip)]);
+    match &req.subtitles {
+        Some(tz) => {
+            h.update([1]);
+            h.update(tz.iana_name().unwrap_or("?").as_bytes());
+        }
+        None => h.update([0]),
+    }
+    h
+}
+
 /// Size of the reads from segment files while streaming.
 pub const READ_CHUNK_BYTES: usize = 256 * 1024;
 
@@ -125,21 +147,7 @@ pub fn prepare(store: &Store, req: &PlaybackRequest) -> Result<Prepared, Footage
         .playback_candidates(&req.key, req.start, req.end)
         .map_err(map_err)?;
     cands.check(req.gaps).map_err(map_err)?;
-    let mut h = Sha256::new();
-    h.update(b"vigie video.mp4");
-    h.update(progressive::FORMAT_VERSION.to_be_bytes());
-    h.update(req.key.to_string().as_bytes());
-    h.update([0]);
-    h.update(req.start.0.to_be_bytes());
-    h.update(req.end.0.to_be_bytes());
-    h.update([u8::from(req.gaps == GapPolicy::Skip)]);
-    match &req.subtitles {
-        Some(tz) => {
-            h.update([1]);
-            h.update(tz.iana_name().unwrap_or("?").as_bytes());
-        }
-        None => h.update([0]),
-    }
+    let mut h = etag_hasher(b"vigie video.mp4", req);
     for f in cands.fingerprint() {
         for v in f {
             h.update(v.to_be_bytes());

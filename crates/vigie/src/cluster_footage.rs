@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use vigie_api::internal::{CarriedIdentity, ClusterKey};
 use vigie_api::{ClusterInfo, NodeFootage};
 use vigie_core::{StreamKey, Time90k};
@@ -1149,21 +1149,7 @@ impl ClusterFootage {
 
 /// Strong ETag of a file laid out from several nodes' plans.
 fn etag_of(req: &PlaybackRequest, subs: &[SubPlan]) -> String {
-    let mut h = Sha256::new();
-    h.update(b"vigie video.mp4 cluster");
-    h.update(progressive::FORMAT_VERSION.to_be_bytes());
-    h.update(req.key.to_string().as_bytes());
-    h.update([0]);
-    h.update(req.start.0.to_be_bytes());
-    h.update(req.end.0.to_be_bytes());
-    h.update([u8::from(req.gaps == GapPolicy::Skip)]);
-    match &req.subtitles {
-        Some(tz) => {
-            h.update([1]);
-            h.update(tz.iana_name().unwrap_or("?").as_bytes());
-        }
-        None => h.update([0]),
-    }
+    let mut h = vigie_footage::etag_hasher(b"vigie video.mp4 cluster", req);
     for s in subs {
         h.update(s.node.as_bytes());
         h.update([0]);
