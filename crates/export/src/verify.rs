@@ -630,6 +630,8 @@ mod tests {
                 duration_s: 0.4,
                 timestamp_track: false,
             },
+            recorders: vec![],
+            unavailable: vec![],
             files: vec![],
             signature: SignatureInfo::default(),
         }
@@ -684,6 +686,8 @@ mod tests {
                 file: file.into(),
                 ..m.video.clone()
             },
+            recorders: vec![],
+            unavailable: vec![],
         };
         let manifest = MultiManifest {
             format: crate::FORMAT_MULTI.into(),
@@ -708,6 +712,7 @@ mod tests {
             crate::MultiPackageSpec {
                 manifest,
                 mp4s: vec![&a, &b],
+                reader: None,
             },
             key,
             &mut |x, y| last = (x, y),
@@ -856,6 +861,7 @@ mod tests {
                     derived_from_master: true,
                     description: None,
                 }],
+                reader: None,
             },
             key,
             &mut |a, b| last = (a, b),
