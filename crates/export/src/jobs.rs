@@ -1219,7 +1219,10 @@ impl Planned {
     }
 
     fn spans(&self, tz: &jiff::tz::TimeZone) -> Vec<mf::Range> {
-        self.spans.iter().map(|s| range(s.start, s.end, tz)).collect()
+        self.spans
+            .iter()
+            .map(|s| range(s.start, s.end, tz))
+            .collect()
     }
 
     /// The manifest's `recorders` (empty on a single node).
@@ -1305,7 +1308,11 @@ impl Exports {
         if p.across_nodes && (rec.burn_in || !rec.stills_90k.is_empty()) {
             return Err(format!(
                 "{key}: the footage of the range is on several nodes ({}): derived stills and the burned-in copy are made only from footage this node holds; export without them, or ask the node holding the footage",
-                p.recorders.iter().map(|r| r.0.as_str()).collect::<Vec<_>>().join(", ")
+                p.recorders
+                    .iter()
+                    .map(|r| r.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         job.update(|r| r.bytes_total = p.mp4.total_len);
@@ -1338,13 +1345,7 @@ impl Exports {
         if rec.burn_in {
             let name = format!("derive-burnin-{}.mp4", compact(start));
             extra.push(derived_burn_in(
-                &path,
-                &p.input,
-                &p.pieces,
-                p.codec,
-                cam,
-                &tz,
-                &name,
+                &path, &p.input, &p.pieces, p.codec, cam, &tz, &name,
             )?);
         }
         let written = crate::write_package(
@@ -1448,15 +1449,23 @@ impl Exports {
         let m = &written.manifest;
         let summary = json!({
             "format": m.format,
-            "cameras": m.cameras.iter().map(|c| json!({
-                "camera": c.camera.id,
-                "stream": c.stream,
-                "actual": c.actual,
-                "gaps": c.gaps,
-                "video": c.video,
-                "recorders": c.recorders,
-                "unavailable": c.unavailable,
-            })).collect::<Vec<_>>(),
+            "cameras": m.cameras.iter().map(|c| {
+                let mut v = json!({
+                    "camera": c.camera.id,
+                    "stream": c.stream,
+                    "actual": c.actual,
+                    "gaps": c.gaps,
+                    "video": c.video,
+                });
+                // A cluster: where the footage came from, and what could not be reached.
+                if !c.recorders.is_empty() {
+                    v["recorders"] = json!(c.recorders);
+                }
+                if !c.unavailable.is_empty() {
+                    v["unavailable"] = json!(c.unavailable);
+                }
+                v
+            }).collect::<Vec<_>>(),
             "files": m.files,
             "public_key_hex": m.signature.public_key_hex,
         });
@@ -1479,9 +1488,7 @@ impl Exports {
 /// How the masters are read: through the cluster's footage when there is one (its parts on
 /// other nodes), else from the local files.
 fn reader(ctx: &JobContext) -> Option<&dyn crate::MasterReader> {
-    ctx.ranges
-        .as_deref()
-        .map(|r| r as &dyn crate::MasterReader)
+    ctx.ranges.as_deref().map(|r| r as &dyn crate::MasterReader)
 }
 
 fn software() -> mf::Software {

@@ -932,11 +932,11 @@ mod tests {
         ) -> std::io::Result<()> {
             mp4.for_each_slice(start, end, |s| match s {
                 vigie_mp4::progressive::Slice::Mem(m) => send(m),
-                vigie_mp4::progressive::Slice::File { offset, len, .. } => send(
-                    bytes::Bytes::copy_from_slice(
+                vigie_mp4::progressive::Slice::File { offset, len, .. } => {
+                    send(bytes::Bytes::copy_from_slice(
                         &self.0[offset as usize..(offset + len) as usize],
-                    ),
-                ),
+                    ))
+                }
             })
         }
     }
@@ -991,7 +991,10 @@ mod tests {
         let r = verify(&out, Some(&key.public())).unwrap();
         assert!(r.ok(), "{r}");
         let text = r.to_string();
-        assert!(text.contains("recorded by rec-a: 2026-11-28T21:00:00Z"), "{text}");
+        assert!(
+            text.contains("recorded by rec-a: 2026-11-28T21:00:00Z"),
+            "{text}"
+        );
         assert!(text.contains("recorded by rec-b"), "{text}");
         assert!(text.contains("unreachable node rec-c"), "{text}");
     }

@@ -45,7 +45,9 @@ impl MasterReader for ClusterRanges {
 
 impl RangeSource for ClusterRanges {
     fn plan(&self, req: &RangeRequest) -> Result<RangePlan, RangeError> {
-        let _span = tracing::info_span!("export_range", camera = %req.key.camera, stream = %req.key.stream).entered();
+        let _span =
+            tracing::info_span!("export_range", camera = %req.key.camera, stream = %req.key.stream)
+                .entered();
         let playback = PlaybackRequest {
             key: req.key.clone(),
             start: req.start,
@@ -67,7 +69,10 @@ impl RangeSource for ClusterRanges {
             }
             Ok(Layout::Laid(l)) => l,
             Err(FootageError::Conflict { message, .. }) => {
-                return Err(RangeError::Unavailable(message));
+                // The layout's advice is `video.mp4`'s; an export's request says it otherwise.
+                return Err(RangeError::Unavailable(
+                    message.replace("pass gaps=skip", "ask with \"unavailable\": \"skip\""),
+                ));
             }
             Err(e) => return Err(RangeError::Failed(e.to_string())),
         };

@@ -1221,14 +1221,14 @@ impl ClusterFootage {
         let _ = source.ctx.pieces.set(Arc::downgrade(&source));
         let remote = files.iter().any(|f| matches!(f, FileAt::Remote { .. }));
         let lazy = opts.export.then(|| input.clone());
-        let mp4 = Arc::new(
-            progressive::build_lazy(input, source.clone()).map_err(|e| {
-                FootageError::Store(StoreError::Corrupt {
-                    what: format!("cluster playback plan of {key}: {e}"),
-                })
-            })?,
-        );
-        if !opts.export && let Ok(mut c) = self.files.lock() {
+        let mp4 = Arc::new(progressive::build_lazy(input, source.clone()).map_err(|e| {
+            FootageError::Store(StoreError::Corrupt {
+                what: format!("cluster playback plan of {key}: {e}"),
+            })
+        })?);
+        if !opts.export
+            && let Ok(mut c) = self.files.lock()
+        {
             c.push_front((cache_key, mp4.clone()));
             c.truncate(FILES_KEPT);
         }

@@ -409,9 +409,10 @@ pub async fn create(
             user: who.user.clone(),
             ts: req.ts,
             // The user, for the journals of the nodes holding the footage (cluster).
-            on_behalf: state.cluster.as_ref().and_then(|_| {
-                serde_json::to_string(&crate::internal::identity_of(&who)).ok()
-            }),
+            on_behalf: state
+                .cluster
+                .as_ref()
+                .and_then(|_| serde_json::to_string(&crate::internal::identity_of(&who)).ok()),
             skip_unavailable,
             stills_90k,
             burn_in: req.burn_in,
@@ -516,7 +517,10 @@ async fn cluster_cover(
     let bytes = (elsewhere_90k.max(0) as u64 / vigie_core::TIME_UNITS_PER_SEC as u64)
         .saturating_add(1)
         .saturating_mul(REMOTE_ESTIMATE_BYTES_PER_S);
-    Ok((!others.is_empty(), if others.is_empty() { 0 } else { bytes }))
+    Ok((
+        !others.is_empty(),
+        if others.is_empty() { 0 } else { bytes },
+    ))
 }
 
 pub async fn list(State(state): State<AppState>, who: Principal) -> Result<Json<Value>, ApiError> {

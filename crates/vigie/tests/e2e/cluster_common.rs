@@ -81,7 +81,9 @@ pub async fn kill_over(r: &mut Rig, node: &str, cam: &str) -> (Timestamp, String
     let st =
         r.c.wait_status("the camera moved", Duration::from_secs(30), |s| {
             s.assignments.get(cam).is_some_and(|n| n != node)
-                && s.nodes.iter().any(|n| n.alive && n.cameras.iter().any(|c| c == cam))
+                && s.nodes
+                    .iter()
+                    .any(|n| n.alive && n.cameras.iter().any(|c| c == cam))
         })
         .await
         .unwrap();

@@ -120,7 +120,10 @@ async fn cluster_export_a_range_split_by_a_failover_verifies_and_names_both_reco
         &cam,
         start,
         now,
-        &[("unavailable", json!("skip")), ("reason", json!("partielle"))],
+        &[
+            ("unavailable", json!("skip")),
+            ("reason", json!("partielle")),
+        ],
     )
     .await;
     assert_eq!(s, 202, "{job}");
@@ -143,8 +146,7 @@ async fn cluster_export_a_range_split_by_a_failover_verifies_and_names_both_reco
     let wait = end.duration_since(Timestamp::now()).as_secs_f64() + 2.0;
     tokio::time::sleep(Duration::from_secs_f64(wait.max(0.0))).await;
     r.c.node_mut("rec-a").vigie.spawn().unwrap();
-    let (on_a, on_owner, gap_s, expected) =
-        holders(&r, "rec-a", &owner, &cam, start, end).await;
+    let (on_a, on_owner, gap_s, expected) = holders(&r, "rec-a", &owner, &cam, start, end).await;
     let range_s = end.duration_since(start).as_secs_f64();
 
     // The export from the third node, once it sees rec-a live again.
@@ -186,7 +188,10 @@ async fn cluster_export_a_range_split_by_a_failover_verifies_and_names_both_reco
     let (o0, o1) = (utc(&rec[1]["start"]), utc(&rec[1]["end"]));
     let near = |x: Timestamp, y: Timestamp| x.duration_since(y).as_secs_f64().abs() < 0.1;
     assert!(near(a0, start) && near(a1, on_a[0].1), "{rec:?} {on_a:?}");
-    assert!(near(o0, on_owner[0].0) && near(o1, end), "{rec:?} {on_owner:?}");
+    assert!(
+        near(o0, on_owner[0].0) && near(o1, end),
+        "{rec:?} {on_owner:?}"
+    );
     assert!(m.get("unavailable").is_none(), "{m}");
     assert_eq!(m["recorded_spans"].as_array().map(Vec::len), Some(2), "{m}");
     eprintln!(
