@@ -107,7 +107,7 @@ pub enum RangePlan {
     /// a single node.
     Local { node: String },
     /// Footage from several nodes, laid out as one file.
-    Nodes(NodesPlan),
+    Nodes(Box<NodesPlan>),
 }
 
 /// A range laid out from the footage of several nodes.
@@ -1127,6 +1127,7 @@ impl Planned {
                 Ok(p)
             }
             RangePlan::Nodes(n) => {
+                let n = *n;
                 let frames = presented_frames(
                     n.input.samples.iter().map(|s| s.duration_90k),
                     n.input.skip_90k,

@@ -67,7 +67,7 @@ impl RangeSource for ClusterRanges {
                     node: self.0.node().to_owned(),
                 });
             }
-            Ok(Layout::Laid(l)) => l,
+            Ok(Layout::Laid(l)) => *l,
             Err(FootageError::Conflict { message, .. }) => {
                 // The layout's advice is `video.mp4`'s; an export's request says it otherwise.
                 return Err(RangeError::Unavailable(
@@ -91,7 +91,7 @@ impl RangeSource for ClusterRanges {
             })
             .collect();
         tracing::info!(stretches = ?laid.stretches.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), remote = laid.remote, "export range laid out across nodes");
-        Ok(RangePlan::Nodes(NodesPlan {
+        Ok(RangePlan::Nodes(Box::new(NodesPlan {
             mp4: laid.mp4,
             input,
             spans: laid.spans,
@@ -99,7 +99,7 @@ impl RangeSource for ClusterRanges {
             recorders: laid.stretches,
             unavailable,
             remote: laid.remote,
-        }))
+        })))
     }
 }
 

@@ -900,7 +900,7 @@ pub(crate) enum Layout {
     Local,
     /// A file built before for the same request and user.
     Cached(Prepared),
-    Laid(Laid),
+    Laid(Box<Laid>),
 }
 
 /// A range laid out from several nodes' footage.
@@ -940,11 +940,14 @@ impl ClusterFootage {
         match self.layout(req, opts)? {
             Layout::Local => self.local.prepare(req),
             Layout::Cached(p) => Ok(p),
-            Layout::Laid(l) => Ok(Prepared {
-                mp4: l.mp4,
-                etag: l.etag,
-                spans: l.spans,
-            }),
+            Layout::Laid(l) => {
+                let l = *l;
+                Ok(Prepared {
+                    mp4: l.mp4,
+                    etag: l.etag,
+                    spans: l.spans,
+                })
+            }
         }
     }
 
@@ -1232,7 +1235,7 @@ impl ClusterFootage {
             c.push_front((cache_key, mp4.clone()));
             c.truncate(FILES_KEPT);
         }
-        Ok(Layout::Laid(Laid {
+        Ok(Layout::Laid(Box::new(Laid {
             mp4,
             etag,
             spans: merged,
@@ -1242,7 +1245,7 @@ impl ClusterFootage {
             source,
             remote,
             codecs,
-        }))
+        })))
     }
 
     /// RFC 6381 codec strings of the stretches, in order of appearance: given by the holders
