@@ -45,6 +45,16 @@ pub fn tls_root_for_port(port: u16) -> Option<Vec<u8>> {
         .and_then(|m| m.get(&port).cloned())
 }
 
+/// A self-signed certificate for `127.0.0.1` and `localhost` and its key, written as PEM to
+/// `dir/cert.pem` and `dir/key.pem` (for [`VigieBuilder::tls`]); returns their paths.
+pub fn self_signed_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem())?;
+    std::fs::write(&key, ck.key_pair.serialize_pem())?;
+    Ok((cert, key))
+}
+
 /// The default admin's credentials for the Vigie started by this process on `port` (for
 /// clients that only know the port: WebSocket, browser).
 pub fn credentials_for_port(port: u16) -> Option<Credentials> {

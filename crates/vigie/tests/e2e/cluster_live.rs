@@ -494,11 +494,7 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_live_relays_over_https_between_nodes() {
     let tmp = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let (cert, key) = vigie_testkit::process::self_signed_cert(tmp.path()).unwrap();
     let Some(r) = rig_with(Some((cert, key))).await else {
         eprintln!("skipped: etcd is not installed");
         return;
