@@ -41,6 +41,12 @@ struct Rig {
 }
 
 async fn rig() -> Option<Rig> {
+    rig_with(None).await
+}
+
+/// [`rig`] with every node serving HTTPS with `tls` (certificate, key; the certificate is
+/// also the nodes' `cluster.ca_file`).
+async fn rig_with(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Option<Rig> {
     let etcd = EtcdCluster::start_or_skip(1).expect("etcd")?;
     let mounts = ["c0", "c1", "c2"];
     let sim = vigie_testkit::sim::start_embedded(
@@ -52,7 +58,8 @@ async fn rig() -> Option<Rig> {
         .enumerate()
         .map(|(i, m)| CameraDef::new(format!("cam-{i}"), sim.url(m)))
         .collect();
-    let cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
+    let mut cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
+    cfg.tls = tls;
     let secret = cfg.secret.clone().expect("a secret");
     let specs = ["rec-a", "rec-b", "rec-c"]
         .iter()
@@ -479,6 +486,64 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
     for v in viewers {
         v.client.close().await;
     }
+}
+
+/// Nodes serving HTTPS (advertise URLs `https://`, the cluster CA in `cluster.ca_file`): a
+/// viewer (wss://) on a node that does not record the camera gets the live view relayed over
+/// wss:// from the recorder, and a still rendered there over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_live_relays_over_https_between_nodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = vigie_testkit::process::self_signed_cert(tmp.path()).unwrap();
+    let Some(r) = rig_with(Some((cert, key))).await else {
+        eprintln!("skipped: etcd is not installed");
+        return;
+    };
+    let cam = "cam-0";
+    let rec = r.c.status().await.unwrap().assignments[cam].clone();
+    let via = ["rec-a", "rec-b", "rec-c"]
+        .into_iter()
+        .find(|n| *n != rec)
+        .unwrap();
+    let v = &r.c.node(via).vigie;
+    assert!(v.base_url().starts_with("https://"), "{}", v.base_url());
+    let client = LiveClient::connect(port_of(&v.base_url()), cam, "main", None)
+        .await
+        .unwrap();
+    let mut viewer = Viewer {
+        node: via.to_owned(),
+        client,
+        events: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while viewer.media_from(&rec).is_none_or(|n| n < 25) {
+        assert!(
+            Instant::now() < deadline,
+            "no media relayed from {rec} over wss: notices {:?}\n{}",
+            viewer.client.notices,
+            v.log()
+        );
+        viewer.read_for(Duration::from_secs(1)).await;
+    }
+    let frames = viewer.check_decodes(tmp.path());
+    assert!(frames >= 25, "{frames}");
+    viewer.client.close().await;
+    journal_any(&r, cam, "live-start", via).await;
+
+    // A still through the same node, rendered by the recorder over HTTPS.
+    let resp = v
+        .http()
+        .get(format!(
+            "{}/api/v1/cameras/{cam}/streams/main/snapshot.jpg",
+            v.base_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let jpeg = resp.bytes().await.unwrap();
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8], "not a JPEG");
+    journal_has(&r.c.node(&rec).vigie, cam, "still", via).await;
 }
 
 /// The UI on `v`: the recorder column, the live wall through the relay, the unavailable shade
