@@ -10,6 +10,8 @@
 //!   binary) says VALID, `ffmpeg -xerror` decodes the master, `ffprobe -count_frames` = camsim's
 //!   frames over the range minus the measured failover gap (25 fps, ±3 as in `cluster_mp4`),
 //!   the signed manifest names both recorders with their stretches, in order;
+//! * its `player.html` (headless Chromium, `file://`) plays it, says VALID and names both
+//!   recorders;
 //! * rec-a journaled what it served under the requesting user, via the third node.
 //!
 //! Run: `cargo nextest run -p vigie --all-features -E 'test(/^cluster_export/)'`.
@@ -22,7 +24,7 @@ use vigie_testkit::Vigie;
 use vigie_testkit::media::{ffmpeg_decodes, ffprobe};
 
 use crate::cluster_common::{BIN, get, holders, kill_over, rig};
-use crate::export::{post, unzip};
+use crate::export::{open_player, post, unzip};
 
 /// Asks for an export of `cam` over `[start, end)`; (status, answer).
 async fn export(
@@ -197,6 +199,29 @@ async fn cluster_export_a_range_split_by_a_failover_verifies_and_names_both_reco
     eprintln!(
         "cluster_export: {} frames (expected {expected}), failover gap {gap_s:.2} s, made by {server} from rec-a and {owner}",
         p.frames
+    );
+
+    // The package's offline player plays it, says VALID and names both recorders.
+    let b = vigie_testkit::browser::Browser::start_with_args(&["--allow-file-access-from-files"])
+        .await
+        .unwrap();
+    b.set_script_timeout(Duration::from_secs(30)).await.unwrap();
+    let p = open_player(&b, &dir.join("player.html")).await;
+    assert_eq!(p["verdict"], "valid", "{p}");
+    assert!(p["currentTime"].as_f64().unwrap_or(0.0) > 0.5, "{p}");
+    let summary = b
+        .eval(
+            "return document.getElementById('summary').innerText",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let summary = summary.as_str().unwrap_or_default();
+    assert!(
+        summary.contains("Recorders")
+            && summary.contains("rec-a:")
+            && summary.contains(&format!("{owner}:")),
+        "{summary}"
     );
 
     // rec-a journaled what it served, under the user, via the third node.
