@@ -392,6 +392,13 @@ pub async fn create(
         Vec::new()
     };
 
+    // The user, for the journals of the nodes holding the footage (cluster); the request id
+    // names the export there.
+    let on_behalf = state.cluster.as_ref().and_then(|_| {
+        let mut who = crate::internal::identity_of(&who);
+        who.request_id = format!("export-{id}");
+        serde_json::to_string(&who).ok()
+    });
     let job = state.exports.create(
         admission,
         JobRecord {
@@ -409,10 +416,7 @@ pub async fn create(
             user: who.user.clone(),
             ts: req.ts,
             // The user, for the journals of the nodes holding the footage (cluster).
-            on_behalf: state
-                .cluster
-                .as_ref()
-                .and_then(|_| serde_json::to_string(&crate::internal::identity_of(&who)).ok()),
+            on_behalf,
             skip_unavailable,
             stills_90k,
             burn_in: req.burn_in,

@@ -162,7 +162,8 @@ async fn cluster_export_a_range_split_by_a_failover_verifies_and_names_both_reco
         assert!(s == 409 && Instant::now() < deadline, "{s} {v}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let (zip, m) = package(srv, job["id"].as_str().unwrap(), "full").await;
+    let export_id = job["id"].as_str().unwrap().to_owned();
+    let (zip, m) = package(srv, &export_id, "full").await;
 
     // `vigie verify`, the real binary.
     let (ok, report) = verify(&zip);
@@ -224,7 +225,7 @@ async fn cluster_export_a_range_split_by_a_failover_verifies_and_names_both_reco
         "{summary}"
     );
 
-    // rec-a journaled what it served, under the user, via the third node.
+    // rec-a journaled what it served, under the user, via the third node, for this export.
     let (s, j) =
         r.c.node("rec-a")
             .vigie
@@ -235,7 +236,9 @@ async fn cluster_export_a_range_split_by_a_failover_verifies_and_names_both_reco
     assert!(
         j["entries"]
             .as_array()
-            .is_some_and(|e| e.iter().any(|e| e.to_string().contains(server))),
-        "rec-a journaled no access via {server}: {j}"
+            .is_some_and(|e| e.iter().any(|e| e["actor"] == job["operator"]
+                && e["details"]["via_node"] == server
+                && e["details"]["request_id"] == format!("export-{export_id}").as_str())),
+        "rec-a journaled no access via {server} for export {export_id}: {j}"
     );
 }
