@@ -711,19 +711,6 @@ impl Agent {
         Ok(())
     }
 
-    /// True when a camera recorded here has received frames but the coverage last published
-    /// does not show it as recorded by this node (taken since the last heartbeat).
-    fn coverage_behind(&self, status: &NodeStatus) -> bool {
-        status.recording.iter().any(|(cam, streams)| {
-            streams.iter().any(|s| s.last_frame_s.is_some())
-                && !self
-                    .published_coverage
-                    .as_ref()
-                    .and_then(|c| c.get(cam))
-                    .is_some_and(|r| r.recording)
-        })
-    }
-
     async fn publish_status(
         &mut self,
         client: &Client,
@@ -741,7 +728,8 @@ impl Agent {
         // as recorded here: publish the coverage now rather than at the next heartbeat. A node
         // that dies within a heartbeat of taking a camera must not leave the footage it wrote
         // unknown to the others (they would answer "nothing recorded" instead of naming it).
-        let coverage_behind = !heartbeat_due && self.coverage_behind(&status);
+        let coverage_behind = !heartbeat_due
+            && status.coverage_behind(self.published_coverage.as_ref().unwrap_or(&BTreeMap::new()));
         let recent = self
             .last_status
             .as_ref()
