@@ -74,7 +74,7 @@ pub fn verify(config: &Config) -> anyhow::Result<()> {
     let secret = c
         .secret(&|v| std::env::var(v).ok())
         .map_err(|e| anyhow::anyhow!("cluster secret: {e}"))?;
-    let key = secret.as_ref().map(|s| ClusterKey::new(&me, s));
+    let key = secret.as_ref().map(|s| ClusterKey::new(&me, "", s));
     let http = http_client(config)?;
     let mut failed: Vec<String> = Vec::new();
     for node in &nodes {
@@ -187,7 +187,7 @@ async fn get(
         ),
     };
     let mut req = http.get(format!("{}{pq}", url.trim_end_matches('/')));
-    for (k, v) in key.sign("GET", pq, &who, jiff::Timestamp::now().as_second()) {
+    for (k, v) in key.sign("GET", url, pq, &who, jiff::Timestamp::now().as_second()) {
         req = req.header(k, v);
     }
     let resp = req.send().await.map_err(|e| causes(&e.without_url()))?;

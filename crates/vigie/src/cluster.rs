@@ -292,7 +292,7 @@ impl Info {
             .http
             .get(format!("{}{path_and_query}", url.trim_end_matches('/')))
             .timeout(timeout);
-        for (k, v) in key.sign("GET", path_and_query, who, now_s) {
+        for (k, v) in key.sign("GET", url, path_and_query, who, now_s) {
             req = req.header(k, v);
         }
         let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
@@ -319,7 +319,7 @@ impl Info {
         let mut req = self
             .http
             .get(format!("{}{path_and_query}", url.trim_end_matches('/')));
-        for (k, v) in key.sign("GET", path_and_query, who, now_s) {
+        for (k, v) in key.sign("GET", url, path_and_query, who, now_s) {
             req = req.header(k, v);
         }
         let resp = req.send().await.map_err(|e| e.without_url().to_string())?;

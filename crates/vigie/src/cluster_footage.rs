@@ -124,7 +124,7 @@ impl Conn {
             .http
             .get(format!("{}{path_and_query}", url.trim_end_matches('/')));
         let now_s = jiff::Timestamp::now().as_second();
-        for (k, v) in self.key.sign("GET", path_and_query, &self.who, now_s) {
+        for (k, v) in self.key.sign("GET", url, path_and_query, &self.who, now_s) {
             req = req.header(k, v);
         }
         if let Some((a, b)) = range {

@@ -334,7 +334,7 @@ async fn remote(
         Err(e) => return fail(format!("bad advertise URL {url}: {e}")),
     };
     let now_s = jiff::Timestamp::now().as_second();
-    for (k, v) in signer.sign("GET", &pq, who, now_s) {
+    for (k, v) in signer.sign("GET", url, &pq, who, now_s) {
         match v.parse() {
             Ok(v) => {
                 req.headers_mut().insert(k, v);

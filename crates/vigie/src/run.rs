@@ -127,7 +127,7 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("{e}"))?
         {
             Some(secret) => Some(Arc::new(vigie_api::internal::InternalAuth::new(
-                vigie_api::internal::ClusterKey::new(&c.node, &secret),
+                vigie_api::internal::ClusterKey::new(&c.node, &c.advertise_url, &secret),
             ))),
             None => {
                 tracing::warn!(

@@ -3,7 +3,9 @@
 //! of the nonces seen inside that window (replay protection).
 //!
 //! What is signed (one line each, in order): the version tag `vigie-internal-1`, the method,
-//! the path and query exactly as sent, the Unix time in seconds, a 128-bit random nonce, the
+//! the receiving node's `advertise_url` (the audience: a request signed for one node is refused
+//! by every other, so one captured inside the window cannot be replayed to another node, whose
+//! nonce cache never saw it), the path and query exactly as sent, the Unix time in seconds, a 128-bit random nonce, the
 //! sending node's name and the carried identity (base64url of its JSON). Internal routes are
 //! `GET` only, so there is no body to sign. A request is refused (401) when a header is
 //! missing, the signature does not match (constant-time comparison), the time is outside the
@@ -79,6 +81,8 @@ pub enum Refusal {
 pub struct ClusterKey {
     node: String,
     key: Vec<u8>,
+    /// This node's `advertise_url`: the audience its incoming requests must be signed for.
+    advertise_url: String,
 }
 
 impl std::fmt::Debug for ClusterKey {
@@ -87,9 +91,16 @@ impl std::fmt::Debug for ClusterKey {
     }
 }
 
+/// The audience line of a node's advertise URL (a trailing `/` is not significant).
+fn audience(advertise_url: &str) -> &str {
+    advertise_url.trim_end_matches('/')
+}
+
+#[allow(clippy::too_many_arguments)] // the signed fields, one each
 fn mac(
     key: &[u8],
     method: &str,
+    to: &str,
     path_and_query: &str,
     ts: i64,
     nonce: &str,
@@ -102,6 +113,7 @@ fn mac(
     for part in [
         TAG,
         method,
+        audience(to),
         path_and_query,
         &ts.to_string(),
         nonce,
@@ -115,10 +127,13 @@ fn mac(
 }
 
 impl ClusterKey {
-    pub fn new(node: &str, secret: &vigie_core::config::Secret) -> ClusterKey {
+    /// `advertise_url`: this node's (`[cluster] advertise_url`), the audience of the requests
+    /// it accepts; "" for a key that only signs (`vigie audit verify`).
+    pub fn new(node: &str, advertise_url: &str, secret: &vigie_core::config::Secret) -> ClusterKey {
         ClusterKey {
             node: node.to_owned(),
             key: secret.expose().as_bytes().to_vec(),
+            advertise_url: advertise_url.to_owned(),
         }
     }
 
@@ -126,23 +141,26 @@ impl ClusterKey {
         &self.node
     }
 
-    /// The headers of a signed request `method path_and_query` sent at `now_s` (Unix seconds)
-    /// on behalf of `identity`, with a fresh random nonce.
+    /// The headers of a signed request `method path_and_query` to the node advertised at `to`
+    /// (its `advertise_url`, the base of the request's URL) sent at `now_s` (Unix seconds) on
+    /// behalf of `identity`, with a fresh random nonce.
     pub fn sign(
         &self,
         method: &str,
+        to: &str,
         path_and_query: &str,
         identity: &CarriedIdentity,
         now_s: i64,
     ) -> Vec<(&'static str, String)> {
         let nonce = hex::encode(rand::random::<[u8; 16]>());
-        self.sign_with_nonce(method, path_and_query, identity, now_s, &nonce)
+        self.sign_with_nonce(method, to, path_and_query, identity, now_s, &nonce)
     }
 
     /// [`ClusterKey::sign`] with a given nonce (tests of replays).
     pub fn sign_with_nonce(
         &self,
         method: &str,
+        to: &str,
         path_and_query: &str,
         identity: &CarriedIdentity,
         now_s: i64,
@@ -153,6 +171,7 @@ impl ClusterKey {
         let sig = mac(
             &self.key,
             method,
+            to,
             path_and_query,
             now_s,
             nonce,
@@ -241,6 +260,7 @@ impl InternalAuth {
         mac(
             &self.key.key,
             method,
+            &self.key.advertise_url,
             path_and_query,
             ts,
             &nonce,
@@ -285,8 +305,10 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    const ME: &str = "http://10.0.0.2:8080";
+
     fn key(secret: &str) -> ClusterKey {
-        ClusterKey::new("rec-a", &vigie_core::config::Secret::new(secret))
+        ClusterKey::new("rec-a", ME, &vigie_core::config::Secret::new(secret))
     }
 
     fn identity() -> CarriedIdentity {
@@ -317,7 +339,7 @@ mod tests {
     fn a_signed_request_passes_once_and_every_forgery_or_replay_is_refused() {
         let auth = InternalAuth::new(key(SECRET));
         let now = 1_800_000_000;
-        let h = key(SECRET).sign("GET", PQ, &identity(), now);
+        let h = key(SECRET).sign("GET", ME, PQ, &identity(), now);
         let v = check(&auth, &h, "GET", PQ, now + 5).unwrap();
         assert_eq!(v.node, "rec-a");
         assert_eq!(v.identity, identity());
@@ -327,7 +349,7 @@ mod tests {
             Refusal::Replayed
         );
         // Another path, method or identity under the same signature: refused.
-        let h = key(SECRET).sign("GET", PQ, &identity(), now);
+        let h = key(SECRET).sign("GET", ME, PQ, &identity(), now);
         assert_eq!(
             check(
                 &auth,
@@ -346,14 +368,23 @@ mod tests {
         let mut forged = h.clone();
         let mut admin = identity();
         admin.role = vigie_auth::Role::Admin;
-        let other = key(SECRET).sign("GET", PQ, &admin, now);
+        let other = key(SECRET).sign("GET", ME, PQ, &admin, now);
         forged[3] = other[3].clone(); // identity swapped under the first signature
         assert_eq!(
             check(&auth, &forged, "GET", PQ, now).unwrap_err(),
             Refusal::BadSignature
         );
+        // Signed for another node (its advertise URL): refused here, even unused; the same
+        // URL with a trailing `/` is the same audience.
+        let h = key(SECRET).sign("GET", "http://10.0.0.3:8080", PQ, &identity(), now);
+        assert_eq!(
+            check(&auth, &h, "GET", PQ, now).unwrap_err(),
+            Refusal::BadSignature
+        );
+        let h = key(SECRET).sign("GET", "http://10.0.0.2:8080/", PQ, &identity(), now);
+        check(&auth, &h, "GET", PQ, now).unwrap();
         // Another secret.
-        let h = key("another secret, long enough for us").sign("GET", PQ, &identity(), now);
+        let h = key("another secret, long enough for us").sign("GET", ME, PQ, &identity(), now);
         assert_eq!(
             check(&auth, &h, "GET", PQ, now).unwrap_err(),
             Refusal::BadSignature
@@ -364,18 +395,18 @@ mod tests {
             Refusal::Missing(NODE_HEADER)
         );
         // Outside the window, either way.
-        let h = key(SECRET).sign("GET", PQ, &identity(), now - 31);
+        let h = key(SECRET).sign("GET", ME, PQ, &identity(), now - 31);
         assert!(matches!(
             check(&auth, &h, "GET", PQ, now),
             Err(Refusal::Skew { .. })
         ));
-        let h = key(SECRET).sign("GET", PQ, &identity(), now + 31);
+        let h = key(SECRET).sign("GET", ME, PQ, &identity(), now + 31);
         assert!(matches!(
             check(&auth, &h, "GET", PQ, now),
             Err(Refusal::Skew { .. })
         ));
         // The timestamp cannot be moved into the window: it is signed.
-        let mut h = key(SECRET).sign("GET", PQ, &identity(), now - 100);
+        let mut h = key(SECRET).sign("GET", ME, PQ, &identity(), now - 100);
         h[1].1 = now.to_string();
         assert_eq!(
             check(&auth, &h, "GET", PQ, now).unwrap_err(),
@@ -388,10 +419,10 @@ mod tests {
         let auth = InternalAuth::with_capacity(key(SECRET), 3);
         let now = 1_800_000_000;
         for i in 0..3 {
-            let h = key(SECRET).sign_with_nonce("GET", PQ, &identity(), now, &format!("n{i}"));
+            let h = key(SECRET).sign_with_nonce("GET", ME, PQ, &identity(), now, &format!("n{i}"));
             check(&auth, &h, "GET", PQ, now).unwrap();
         }
-        let h = key(SECRET).sign_with_nonce("GET", PQ, &identity(), now, "n3");
+        let h = key(SECRET).sign_with_nonce("GET", ME, PQ, &identity(), now, "n3");
         assert_eq!(
             check(&auth, &h, "GET", PQ, now).unwrap_err(),
             Refusal::CacheFull
@@ -400,9 +431,9 @@ mod tests {
         // Later, the old nonces are out of the window: forgotten, and their replays refused by
         // the time check.
         let later = now + MAX_SKEW_S + 1;
-        let h = key(SECRET).sign_with_nonce("GET", PQ, &identity(), later, "n4");
+        let h = key(SECRET).sign_with_nonce("GET", ME, PQ, &identity(), later, "n4");
         check(&auth, &h, "GET", PQ, later).unwrap();
-        let old = key(SECRET).sign_with_nonce("GET", PQ, &identity(), now, "n0");
+        let old = key(SECRET).sign_with_nonce("GET", ME, PQ, &identity(), now, "n0");
         assert!(matches!(
             check(&auth, &old, "GET", PQ, later),
             Err(Refusal::Skew { .. })

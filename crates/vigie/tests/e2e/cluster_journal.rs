@@ -369,7 +369,7 @@ async fn forged_requests_refused(r: &Rig) {
         .status();
     assert_eq!(st, 401, "an unsigned verify");
     // Signed with the cluster secret: the entries, whole.
-    let key = ClusterKey::new("rec-c", &Secret::new(r.secret.clone()));
+    let key = ClusterKey::new("rec-c", "", &Secret::new(r.secret.clone()));
     let who = CarriedIdentity {
         user: "auditor".into(),
         role: vigie_auth::Role::Admin,
@@ -378,7 +378,13 @@ async fn forged_requests_refused(r: &Rig) {
         request_id: "req-journal-test".into(),
     };
     let mut req = http.get(&url);
-    for (k, v) in key.sign("GET", path, &who, Timestamp::now().as_second()) {
+    for (k, v) in key.sign(
+        "GET",
+        &a.base_url(),
+        path,
+        &who,
+        Timestamp::now().as_second(),
+    ) {
         req = req.header(k, v);
     }
     let resp = req.send().await.unwrap();

@@ -269,13 +269,26 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
     let now_s = Timestamp::now().as_second();
     let forged = ClusterKey::new(
         &others[0],
+        "",
         &Secret::new("not the cluster secret, long enough"),
     );
-    let h = forged.sign("GET", &live_path, &identity("mallory"), now_s);
+    let h = forged.sign(
+        "GET",
+        &recorder.base_url(),
+        &live_path,
+        &identity("mallory"),
+        now_s,
+    );
     assert_eq!(upgrade_status(&ws_url(recorder), &h).await, 401);
-    let key = ClusterKey::new(&others[0], &Secret::new(r.secret.clone()));
-    let h = key.sign("GET", &live_path, &identity("alice"), now_s);
+    let key = ClusterKey::new(&others[0], "", &Secret::new(r.secret.clone()));
     let other = &r.c.node(&others[1]).vigie;
+    let h = key.sign(
+        "GET",
+        &other.base_url(),
+        &live_path,
+        &identity("alice"),
+        now_s,
+    );
     assert_eq!(upgrade_status(&ws_url(other), &h).await, 409);
 
     // A viewer on each node that does not record the camera.

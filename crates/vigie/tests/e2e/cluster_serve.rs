@@ -108,7 +108,7 @@ async fn cluster_serve_internal_routes_are_signed_and_listings_are_the_same_on_e
 }
 
 async fn internal_routes(r: &Rig) {
-    let key = ClusterKey::new("rec-a", &Secret::new(r.secret.clone()));
+    let key = ClusterKey::new("rec-a", "", &Secret::new(r.secret.clone()));
     let b = &r.c.node("rec-b").vigie;
     let base = b.base_url();
     let who = "/internal/v1/whoami";
@@ -126,14 +126,15 @@ async fn internal_routes(r: &Rig) {
     assert_eq!(s, 401, "a user's token does not open internal routes");
     let forged = ClusterKey::new(
         "rec-a",
+        "",
         &Secret::new("not the cluster secret, but long enough"),
     );
-    let h = forged.sign("GET", who, &identity("mallory"), now_s());
+    let h = forged.sign("GET", &base, who, &identity("mallory"), now_s());
     let (s, _, _) = get(&format!("{base}{who}"), &h, None).await;
     assert_eq!(s, 401, "another secret");
 
     // Signed: accepted once, the identity carried; the same request replayed: refused.
-    let h = key.sign("GET", who, &identity("alice"), now_s());
+    let h = key.sign("GET", &base, who, &identity("alice"), now_s());
     let (s, _, body) = get(&format!("{base}{who}"), &h, None).await;
     let v = json(&body);
     assert_eq!(s, 200, "{v}");
@@ -150,15 +151,16 @@ async fn internal_routes(r: &Rig) {
     // A signature for another path, a stale timestamp, a tampered identity: refused.
     let h = key.sign(
         "GET",
+        &base,
         "/internal/v1/whoami?x=1",
         &identity("alice"),
         now_s(),
     );
     assert_eq!(get(&format!("{base}{who}"), &h, None).await.0, 401);
-    let h = key.sign("GET", who, &identity("alice"), now_s() - 120);
+    let h = key.sign("GET", &base, who, &identity("alice"), now_s() - 120);
     assert_eq!(get(&format!("{base}{who}"), &h, None).await.0, 401);
-    let mut h = key.sign("GET", who, &identity("alice"), now_s());
-    let other = key.sign("GET", who, &identity("root"), now_s());
+    let mut h = key.sign("GET", &base, who, &identity("alice"), now_s());
+    let other = key.sign("GET", &base, who, &identity("root"), now_s());
     h[3] = other[3].clone();
     assert_eq!(get(&format!("{base}{who}"), &h, None).await.0, 401);
     // The refusals are logged without the secret.
@@ -205,7 +207,7 @@ async fn internal_routes(r: &Rig) {
     );
     let (s, _, body) = get(&format!("{base}{path}"), &[], None).await;
     assert_eq!(s, 401, "spans without a signature");
-    let h = key.sign("GET", &path, &identity("alice"), now_s());
+    let h = key.sign("GET", &base, &path, &identity("alice"), now_s());
     let (s, _, body2) = get(&format!("{base}{path}"), &h, None).await;
     let spans = json(&body2);
     assert_eq!(s, 200, "{spans} {}", json(&body));
@@ -216,7 +218,7 @@ async fn internal_routes(r: &Rig) {
         t90k(start),
         t90k(end)
     );
-    let h = key.sign("GET", &path, &identity("alice"), now_s());
+    let h = key.sign("GET", &base, &path, &identity("alice"), now_s());
     let (s, _, body) = get(&format!("{base}{path}"), &h, None).await;
     let plan = json(&body);
     assert_eq!(s, 200, "{plan}");
@@ -241,7 +243,7 @@ async fn internal_routes(r: &Rig) {
     );
     let (s, _, _) = get(&format!("{base}{path}"), &[], None).await;
     assert_eq!(s, 401, "tables without a signature");
-    let h = key.sign("GET", &path, &identity("alice"), now_s());
+    let h = key.sign("GET", &base, &path, &identity("alice"), now_s());
     let (s, _, body) = get(&format!("{base}{path}"), &h, None).await;
     let tables = json(&body);
     assert_eq!(s, 200, "{tables}");
@@ -258,7 +260,7 @@ async fn internal_routes(r: &Rig) {
     let path = format!("/internal/v1/cameras/{cam}/streams/main/segments/{seg}");
     let (s, _, _) = get(&format!("{base}{path}"), &[], None).await;
     assert_eq!(s, 401, "segment bytes without a signature");
-    let h = key.sign("GET", &path, &identity("alice"), now_s());
+    let h = key.sign("GET", &base, &path, &identity("alice"), now_s());
     let (s, hd, whole) = get(&format!("{base}{path}"), &h, None).await;
     assert_eq!(s, 200);
     assert!(whole.len() as u64 >= len, "{} < {len}", whole.len());
@@ -272,7 +274,7 @@ async fn internal_routes(r: &Rig) {
         .take(p0["chunks"][0][1].as_u64().unwrap() as usize)
         .map(|s| s[1].as_u64().unwrap())
         .sum();
-    let h = key.sign("GET", &path, &identity("alice"), now_s());
+    let h = key.sign("GET", &base, &path, &identity("alice"), now_s());
     let range = format!("bytes={off}-{}", off + n - 1);
     let (s, hd, part) = get(&format!("{base}{path}"), &h, Some(&range)).await;
     assert_eq!(s, 206);
@@ -530,9 +532,13 @@ async fn cluster_serve_a_single_node_refuses_every_internal_request() {
     let v =
         tokio::task::block_in_place(|| vigie_testkit::VigieBuilder::new(BIN).toml(&cams).start())
             .expect("vigie");
-    let key = ClusterKey::new("rec-a", &Secret::new("0123456789abcdef0123456789abcdef"));
+    let key = ClusterKey::new(
+        "rec-a",
+        "",
+        &Secret::new("0123456789abcdef0123456789abcdef"),
+    );
     let who = "/internal/v1/whoami";
-    let h = key.sign("GET", who, &identity("alice"), now_s());
+    let h = key.sign("GET", &v.base_url(), who, &identity("alice"), now_s());
     let (s, _, body) = get(&format!("{}{who}", v.base_url()), &h, None).await;
     assert_eq!(s, 403, "{}", json(&body));
     let (s, _, _) = get(&format!("{}{who}", v.base_url()), &[], None).await;

@@ -14,6 +14,8 @@ mod access;
 mod camera_import;
 #[cfg(feature = "cluster")]
 mod cluster;
+#[cfg(feature = "cluster")]
+mod cluster_abuse;
 mod cluster_common;
 #[cfg(feature = "cluster")]
 mod cluster_deploy;
