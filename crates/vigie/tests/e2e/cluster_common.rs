@@ -1,4 +1,5 @@
-//! What the cluster footage tests share (`cluster_mp4`, `cluster_export`): a real etcd, real
+//! What the cluster tests share (`cluster_mp4`, `cluster_export`, `cluster_serve`,
+//! `cluster_live`): a real etcd, real
 //! `vigie` nodes sharing a cluster secret and camsim cameras ([`rig`]), a recorder killed over
 //! ([`kill_over`]) and what each holder recorded once the killed one is back ([`holders`]).
 
@@ -21,8 +22,24 @@ pub struct Rig {
     _etcd: EtcdCluster,
 }
 
+impl Rig {
+    /// The cluster secret every node signs its internal requests with.
+    pub fn secret(&self) -> String {
+        self.c.cfg.secret.clone().expect("a cluster secret")
+    }
+}
+
 /// One etcd member, `nodes`, `n_cams` camsim cameras (`cam-0`…), settled; `None` without etcd.
 pub async fn rig(nodes: &[&str], n_cams: usize) -> Option<Rig> {
+    rig_with(nodes, n_cams, |_| {}).await
+}
+
+/// [`rig`] with the cluster's configuration changed by `tweak` first (e.g. HTTPS).
+pub async fn rig_with(
+    nodes: &[&str],
+    n_cams: usize,
+    tweak: impl FnOnce(&mut ClusterConfig),
+) -> Option<Rig> {
     let etcd = EtcdCluster::start_or_skip(1).expect("etcd")?;
     let mounts: Vec<String> = (0..n_cams).map(|i| format!("c{i}")).collect();
     let sim = vigie_testkit::sim::start_embedded(
@@ -35,7 +52,8 @@ pub async fn rig(nodes: &[&str], n_cams: usize) -> Option<Rig> {
     let cams = (0..n_cams)
         .map(|i| CameraDef::new(format!("cam-{i}"), sim.url(&mounts[i])))
         .collect();
-    let cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
+    let mut cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
+    tweak(&mut cfg);
     let specs = nodes.iter().map(|n| NodeSpec::new(*n)).collect();
     let c = tokio::task::block_in_place(|| VigieCluster::start(cfg, specs)).expect("nodes");
     c.wait_settled(Duration::from_secs(60))

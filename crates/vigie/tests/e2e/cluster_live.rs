@@ -20,62 +20,14 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use vigie_api::internal::{CarriedIdentity, ClusterKey};
-use vigie_camsim::ServerHandle;
 use vigie_core::config::Secret;
 use vigie_testkit::browser::Browser;
-use vigie_testkit::cluster::{CameraDef, ClusterConfig, NodeSpec, VigieCluster, spans_on};
-use vigie_testkit::etcd::EtcdCluster;
+use vigie_testkit::cluster::spans_on;
 use vigie_testkit::live::{LiveClient, LiveEvent};
 use vigie_testkit::media::{ffmpeg_decodes, ffprobe};
 use vigie_testkit::process::{ADMIN_PASSWORD, ADMIN_USER};
-use vigie_testkit::sim::BASELINE;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vigie");
-
-/// Dropped in this order (nodes, camsim, etcd), also on panic.
-struct Rig {
-    c: VigieCluster,
-    _sim: ServerHandle,
-    _etcd: EtcdCluster,
-    secret: String,
-}
-
-async fn rig() -> Option<Rig> {
-    rig_with(None).await
-}
-
-/// [`rig`] with every node serving HTTPS with `tls` (certificate, key; the certificate is
-/// also the nodes' `cluster.ca_file`).
-async fn rig_with(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Option<Rig> {
-    let etcd = EtcdCluster::start_or_skip(1).expect("etcd")?;
-    let mounts = ["c0", "c1", "c2"];
-    let sim = vigie_testkit::sim::start_embedded(
-        &mounts.iter().map(|m| (*m, BASELINE)).collect::<Vec<_>>(),
-    )
-    .await;
-    let cams = mounts
-        .iter()
-        .enumerate()
-        .map(|(i, m)| CameraDef::new(format!("cam-{i}"), sim.url(m)))
-        .collect();
-    let mut cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
-    cfg.tls = tls;
-    let secret = cfg.secret.clone().expect("a secret");
-    let specs = ["rec-a", "rec-b", "rec-c"]
-        .iter()
-        .map(|n| NodeSpec::new(*n))
-        .collect();
-    let c = tokio::task::block_in_place(|| VigieCluster::start(cfg, specs)).expect("nodes");
-    c.wait_settled(Duration::from_secs(60))
-        .await
-        .expect("settled");
-    Some(Rig {
-        c,
-        _sim: sim,
-        _etcd: etcd,
-        secret,
-    })
-}
+use crate::cluster_common::{Rig, rig, rig_with};
 
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
@@ -237,7 +189,7 @@ async fn journal_has(v: &vigie_testkit::Vigie, cam: &str, action: &str, via: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
-    let Some(mut r) = rig().await else {
+    let Some(mut r) = rig(&["rec-a", "rec-b", "rec-c"], 3).await else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -280,7 +232,7 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
         now_s,
     );
     assert_eq!(upgrade_status(&ws_url(recorder), &h).await, 401);
-    let key = ClusterKey::new(&others[0], "", &Secret::new(r.secret.clone()));
+    let key = ClusterKey::new(&others[0], "", &Secret::new(r.secret()));
     let other = &r.c.node(&others[1]).vigie;
     let h = key.sign(
         "GET",
@@ -508,7 +460,11 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
 async fn cluster_live_relays_over_https_between_nodes() {
     let tmp = tempfile::tempdir().unwrap();
     let (cert, key) = vigie_testkit::process::self_signed_cert(tmp.path()).unwrap();
-    let Some(r) = rig_with(Some((cert, key))).await else {
+    let Some(r) = rig_with(&["rec-a", "rec-b", "rec-c"], 3, |c| {
+        c.tls = Some((cert, key))
+    })
+    .await
+    else {
         eprintln!("skipped: etcd is not installed");
         return;
     };
