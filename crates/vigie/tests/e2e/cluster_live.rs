@@ -29,7 +29,6 @@ use vigie_testkit::process::{ADMIN_PASSWORD, ADMIN_USER};
 
 use crate::cluster_common::{Rig, rig, rig_with};
 
-
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
 }
