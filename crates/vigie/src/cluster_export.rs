@@ -22,7 +22,7 @@ use vigie_export::jobs::{
     NodesPlan, RangeError, RangePlan, RangeRequest, RangeSource, UnavailablePart,
 };
 use vigie_footage::{FootageError, PlaybackRequest};
-use vigie_mp4::progressive::{Chunk, Input, LazyInput, PieceSource, VirtualMp4};
+use vigie_mp4::progressive::VirtualMp4;
 use vigie_service::Footage;
 use vigie_store::GapPolicy;
 
@@ -76,7 +76,7 @@ impl RangeSource for ClusterRanges {
             }
             Err(e) => return Err(RangeError::Failed(e.to_string())),
         };
-        let mut input = materialise(&laid.input, &*laid.source).map_err(|e| {
+        let mut input = laid.input.materialise(&*laid.source).map_err(|e| {
             RangeError::Unavailable(format!("reading the sample tables of the range: {e}"))
         })?;
         input.files = laid.mp4.files.clone();
@@ -101,36 +101,4 @@ impl RangeSource for ClusterRanges {
             remote: laid.remote,
         })))
     }
-}
-
-/// The file's sample tables, every piece's (loaded from this node's index or asked of the
-/// holder), as one [`Input`] (as `vigie_store::PlaybackPlan::materialise` does for one node).
-fn materialise(i: &LazyInput, source: &dyn PieceSource) -> std::io::Result<Input> {
-    let mut out = Input {
-        sample_entries: i.sample_entries.clone(),
-        width: i.width,
-        height: i.height,
-        files: i.files.clone(),
-        samples: Vec::new(),
-        chunks: Vec::new(),
-        skip_90k: i.skip_90k,
-        duration_90k: i.duration_90k,
-        cues: i.cues.clone(),
-    };
-    for (n, piece) in i.pieces.iter().enumerate() {
-        let t = source.load(n as u32)?;
-        let mut first = out.samples.len() as u32;
-        for c in &t.chunks {
-            out.chunks.push(Chunk {
-                file: piece.file,
-                offset: c.offset,
-                first_sample: first,
-                samples: c.samples,
-                description: piece.description,
-            });
-            first += c.samples;
-        }
-        out.samples.extend_from_slice(&t.samples);
-    }
-    Ok(out)
 }
