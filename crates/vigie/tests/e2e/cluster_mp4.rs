@@ -36,7 +36,17 @@ struct Rig {
     _etcd: EtcdCluster,
 }
 
+/// The `vigie` binary the benchmark's nodes run: this build's, or `VIGIE_BENCH_BIN`
+/// (e.g. a release build: `cargo build --release -p vigie --all-features`).
+fn bench_bin() -> String {
+    std::env::var("VIGIE_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 async fn rig(nodes: &[&str], n_cams: usize) -> Option<Rig> {
+    rig_with(nodes, n_cams, BIN.to_owned()).await
+}
+
+async fn rig_with(nodes: &[&str], n_cams: usize, bin: String) -> Option<Rig> {
     let etcd = EtcdCluster::start_or_skip(1).expect("etcd")?;
     let mounts: Vec<String> = (0..n_cams).map(|i| format!("c{i}")).collect();
     let sim = vigie_testkit::sim::start_embedded(
@@ -49,7 +59,7 @@ async fn rig(nodes: &[&str], n_cams: usize) -> Option<Rig> {
     let cams = (0..n_cams)
         .map(|i| CameraDef::new(format!("cam-{i}"), sim.url(&mounts[i])))
         .collect();
-    let cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
+    let cfg = ClusterConfig::new(bin, etcd.endpoints(), cams);
     let specs = nodes.iter().map(|n| NodeSpec::new(*n)).collect();
     let c = tokio::task::block_in_place(|| VigieCluster::start(cfg, specs)).expect("nodes");
     c.wait_settled(Duration::from_secs(60))
@@ -352,11 +362,13 @@ async fn cluster_mp4_a_range_split_by_a_failover_is_one_seekable_mp4_from_a_thir
 /// from the owner's plan and reads its tables and `mdat` over the signed internal routes),
 /// same run, alternated: time to the response headers and to the first body byte, and the
 /// throughput of the whole file. Run: `cargo nextest run -p vigie --all-features
-/// --run-ignored ignored-only -E 'test(/cluster_mp4_bench/)' --no-capture`.
+/// --run-ignored ignored-only -E 'test(/cluster_mp4_bench/)' --no-capture`; `VIGIE_BENCH_BIN`
+/// (the nodes' binary), `VIGIE_BENCH_RANGE_S` (the file's length, 60 s) and
+/// `VIGIE_BENCH_REQUESTS` (per node, 30; the first 5 dropped) change it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: prints numbers, asserts nothing about time"]
 async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
-    let Some(r) = rig(&["rec-a", "rec-b", "rec-c"], 3).await else {
+    let Some(r) = rig_with(&["rec-a", "rec-b", "rec-c"], 3, bench_bin()).await else {
         return;
     };
     let st = r.c.status().await.unwrap();
@@ -365,6 +377,11 @@ async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
         .into_iter()
         .next()
         .expect("a camera on rec-a");
+    let per_node: usize = std::env::var("VIGIE_BENCH_REQUESTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30)
+        .max(6);
     let secs: i64 = std::env::var("VIGIE_BENCH_RANGE_S")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -378,7 +395,7 @@ async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
     let mut times: std::collections::BTreeMap<&str, Times> = Default::default();
     let mut bodies: std::collections::BTreeMap<&str, bytes::Bytes> = Default::default();
     let mut len = 0;
-    for i in 0..60 {
+    for i in 0..2 * per_node {
         let node = if i % 2 == 0 { "rec-a" } else { "rec-b" };
         let v = &r.c.node(node).vigie;
         let t = Instant::now();
