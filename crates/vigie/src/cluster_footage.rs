@@ -629,10 +629,15 @@ impl PieceSource for ClusterPieces {
 }
 
 /// Bytes of a remote segment's stream received ahead of the reader, per stream (the body is
-/// pumped by a task while the reader hands out what it has). With the next piece's stream
-/// opened ahead, a read holds at most 2 × (this + one body chunk, ≤ ~400 KiB: hyper's read
-/// buffer) of remote data, besides the route's own channel.
+/// pumped by a task while the reader hands out what it has). With [`AHEAD_STREAMS`] opened
+/// ahead, a read holds at most (1 + AHEAD_STREAMS) × (this + one body chunk, ≤ ~400 KiB:
+/// hyper's read buffer) of remote data (2.8 MiB), besides the route's own channel.
 const PREFETCH_BYTES: u32 = 1024 * 1024;
+
+/// Remote pieces' streams opened ahead of the one being read (the next request's round trip
+/// hidden behind the reading of this one). 3 measured no faster on loopback than 1
+/// (docs/BENCHMARKS.md) and holds twice the memory.
+const AHEAD_STREAMS: usize = 1;
 
 /// Body chunks of a stream queued for the reader (the byte budget above is the real bound;
 /// this one only caps the count of small chunks).
@@ -685,7 +690,9 @@ impl Stream {
                 // Whole chunks as hyper hands them (no copy); the budget bounds what waits.
                 let item = match resp.chunk().await {
                     Ok(Some(b)) => {
-                        let n = u32::try_from(b.len()).unwrap_or(u32::MAX).min(PREFETCH_BYTES);
+                        let n = u32::try_from(b.len())
+                            .unwrap_or(u32::MAX)
+                            .min(PREFETCH_BYTES);
                         let Ok(held) = budget.clone().acquire_many_owned(n).await else {
                             return;
                         };
@@ -789,7 +796,7 @@ fn read_cluster(
     let mut open: Option<Stream> = None;
     // The next remote piece's stream, opened while this one is read (saves a round trip per
     // segment, and its first bytes are there when needed).
-    let mut ahead: Option<Stream> = None;
+    let mut ahead: VecDeque<Stream> = VecDeque::new();
     let mut err: Option<std::io::Error> = None;
     let mut slice = |s: Slice| -> std::io::Result<bool> {
         match s {
@@ -831,9 +838,21 @@ fn read_cluster(
                     Some(FileAt::Remote { bytes, .. }) => {
                         if !open.as_ref().is_some_and(|o| o.covers(file, offset, len)) {
                             open = None; // ends a request not needed any more
-                            open = match ahead.take() {
+                            // Streams opened ahead for earlier pieces are not needed.
+                            while ahead.front().is_some_and(|s| s.file < file) {
+                                ahead.pop_front();
+                            }
+                            let pre = match ahead.pop_front() {
                                 Some(s) if s.covers(file, offset, len) => Some(s),
-                                _ => {
+                                Some(s) if s.file != file => {
+                                    ahead.push_front(s);
+                                    None
+                                }
+                                _ => None,
+                            };
+                            open = match pre {
+                                Some(s) => Some(s),
+                                None => {
                                     // This run of chunks up to what the read still needs (+
                                     // the `moof` headers between them, roughly), within the
                                     // indexed length.
@@ -843,8 +862,18 @@ fn read_cluster(
                                     Stream::open(ctx, file, offset, to)
                                 }
                             };
-                            if left > 0 {
-                                ahead = open_ahead(ctx, file + 1, left);
+                            // The next remote pieces' streams, up to AHEAD_STREAMS, each
+                            // bounded by what the read still needs after the ones before.
+                            let mut rem = left.saturating_sub(
+                                ahead.iter().map(|s| s.end.saturating_sub(s.pos)).sum(),
+                            );
+                            while rem > 0 && ahead.len() < AHEAD_STREAMS {
+                                let next = ahead.back().map_or(file, |s| s.file) + 1;
+                                let Some(s) = open_ahead(ctx, next, rem) else {
+                                    break;
+                                };
+                                rem = rem.saturating_sub(s.end - s.pos);
+                                ahead.push_back(s);
                             }
                         }
                         let Some(o) = open.as_mut() else {
