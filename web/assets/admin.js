@@ -213,14 +213,24 @@ export function journalPage(root, ctx) {
     register.href = `/api/v1/register.csv?${r}`;
     q.set('limit', '1000');
     try {
-      const { entries } = await get(`/api/v1/audit?${q}`);
+      const { entries, unavailable_nodes: down = [] } = await get(`/api/v1/audit?${q}`);
       const list = [...entries].reverse();
-      message(status, list.length >= 1000 ? t('journal.truncated') : '', 'info');
-      body.replaceChildren(table([t('journal.seq'), t('journal.time'), t('journal.actor'), t('journal.action'), t('ex.camera'), t('ex.range'),
-        t('ex.procedure'), t('ex.reason'), t('journal.addr'), t('journal.details')],
-      list.map((e) => [String(e.seq), fmtTime(e.time), e.actor, h('span', { class: 'action a-' + e.action }, e.action),
-        e.camera ? `${e.camera}${e.stream ? '/' + e.stream : ''}` : '', fmtRange(e.start, e.end), e.procedure || '', e.reason || '',
-        e.remote_addr || '', e.details && Object.keys(e.details).length ? h('code', { class: 'details' }, JSON.stringify(e.details)) : '']), t('journal.none')));
+      // In a cluster every entry names the node whose journal holds it (sequence numbers are
+      // per node), and a node that could not be read is said, never silently left out.
+      const cluster = list.some((e) => e.node) || down.length > 0;
+      const notes = [];
+      if (down.length) notes.push(t('journal.unavailable', { nodes: down.map((d) => `${d.node} (${d.reason})`).join(', ') }));
+      if (list.length >= 1000) notes.push(t('journal.truncated'));
+      message(status, notes.join(' '), down.length ? 'error' : 'info');
+      const head = [t('journal.seq'), t('journal.time'), t('journal.actor'), t('journal.action'), t('ex.camera'), t('ex.range'),
+        t('ex.procedure'), t('ex.reason'), t('journal.addr'), t('journal.details')];
+      body.replaceChildren(table(cluster ? [t('journal.node'), ...head] : head,
+      list.map((e) => {
+        const row = [String(e.seq), fmtTime(e.time), e.actor, h('span', { class: 'action a-' + e.action }, e.action),
+          e.camera ? `${e.camera}${e.stream ? '/' + e.stream : ''}` : '', fmtRange(e.start, e.end), e.procedure || '', e.reason || '',
+          e.remote_addr || '', e.details && Object.keys(e.details).length ? h('code', { class: 'details' }, JSON.stringify(e.details)) : ''];
+        return cluster ? [e.node || '', ...row] : row;
+      }), t('journal.none')));
     } catch (err) { message(status, `${t('error')}: ${err.message}`); }
   }
   refresh();

@@ -45,6 +45,17 @@ pub trait AuthKv: Send + Sync {
     /// record goes through this, so that a stale read cannot undo another change (e.g. bring
     /// back a revoked session by refreshing its idle timer).
     fn swap(&self, table: Table, key: &[u8], old: &[u8], new: Vec<u8>) -> Result<bool, AuthError>;
+    /// Like [`AuthKv::swap`] of a user record, and only if the user record `guard.0` still has
+    /// the value `guard.1`: one atomic step, on every node. The "last enabled admin" check
+    /// demotes an admin only while the other enabled admin it found is unchanged, so two
+    /// admins demoting each other at once (on two nodes) cannot both succeed.
+    fn swap_user_guarded(
+        &self,
+        key: &[u8],
+        old: &[u8],
+        new: Vec<u8>,
+        guard: (&[u8], &[u8]),
+    ) -> Result<bool, AuthError>;
     /// Like [`AuthKv::get`], but the latest value of the shared store (a backend that serves
     /// reads from a copy refreshes it first). Used before changing a record.
     fn get_fresh(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, AuthError> {
@@ -136,6 +147,31 @@ impl AuthKv for SledKv {
             .tree(table)
             .compare_and_swap(key, Some(old), Some(new))?
             .is_ok())
+    }
+
+    fn swap_user_guarded(
+        &self,
+        key: &[u8],
+        old: &[u8],
+        new: Vec<u8>,
+        guard: (&[u8], &[u8]),
+    ) -> Result<bool, AuthError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let r = self.users.transaction(|tx| {
+            let unchanged = |k: &[u8], v: &[u8]| -> Result<bool, _> {
+                Ok::<_, ConflictableTransactionError<()>>(tx.get(k)?.as_deref() == Some(v))
+            };
+            if !unchanged(key, old)? || !unchanged(guard.0, guard.1)? {
+                return Ok(false);
+            }
+            tx.insert(key, new.as_slice())?;
+            Ok(true)
+        });
+        match r {
+            Ok(done) => Ok(done),
+            Err(TransactionError::Abort(())) => Ok(false),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
     }
 
     fn scan(&self, table: Table) -> Result<Records, AuthError> {

@@ -415,6 +415,16 @@ struct Inner {
     user_writes: Mutex<()>,
 }
 
+/// A record as stored: key and JSON value.
+type Record = (Vec<u8>, Vec<u8>);
+
+/// The refusal to demote, disable or delete the last enabled admin.
+fn last_admin(name: &str) -> AuthError {
+    AuthError::Invalid(format!(
+        "{name:?} is the last enabled admin: create or enable another admin first"
+    ))
+}
+
 /// The users, sessions and tokens of one installation. Cheap to clone.
 #[derive(Clone)]
 pub struct AuthStore {
@@ -554,18 +564,29 @@ impl AuthStore {
                 rec.disabled = d;
             }
             let still_admin = rec.role == Role::Admin && !rec.disabled;
-            if was_admin && !still_admin && !self.other_enabled_admin(name)? {
-                return Err(AuthError::Invalid(format!(
-                    "{name:?} is the last enabled admin: create or enable another admin first"
-                )));
-            }
+            // Demoting an admin: written only while another enabled admin stays unchanged.
+            let guard = if was_admin && !still_admin {
+                Some(
+                    self.other_enabled_admin(name)?
+                        .ok_or_else(|| last_admin(name))?,
+                )
+            } else {
+                None
+            };
             rec.updated_s = self.now_s();
-            if self.inner.kv.swap(
-                Table::Users,
-                name.as_bytes(),
-                &raw,
-                serde_json::to_vec(&rec)?,
-            )? {
+            let new = serde_json::to_vec(&rec)?;
+            let written = match &guard {
+                Some((k, v)) => {
+                    self.inner
+                        .kv
+                        .swap_user_guarded(name.as_bytes(), &raw, new, (k, v))?
+                }
+                None => self
+                    .inner
+                    .kv
+                    .swap(Table::Users, name.as_bytes(), &raw, new)?,
+            };
+            if written {
                 break rec;
             }
             if attempts >= 5 {
@@ -594,23 +615,32 @@ impl AuthStore {
             .get_fresh(Table::Users, name.as_bytes())?
             .ok_or_else(|| AuthError::NoSuchUser(name.to_owned()))?;
         let rec: UserRecord = serde_json::from_slice(&raw)?;
-        if rec.role == Role::Admin && !rec.disabled && !self.other_enabled_admin(name)? {
-            return Err(AuthError::Invalid(format!(
-                "{name:?} is the last enabled admin: create or enable another admin first"
-            )));
-        }
+        let guard = if rec.role == Role::Admin && !rec.disabled {
+            Some(
+                self.other_enabled_admin(name)?
+                    .ok_or_else(|| last_admin(name))?,
+            )
+        } else {
+            None
+        };
         // Disabled first (one atomic write that stops every session and token at once, on
-        // every node), then its credentials removed, then the record.
+        // every node; an admin only while another enabled admin stays unchanged), then its
+        // credentials removed, then the record.
         let mut off = rec.clone();
         off.disabled = true;
-        if !rec.disabled
-            && !self.inner.kv.swap(
-                Table::Users,
-                name.as_bytes(),
-                &raw,
-                serde_json::to_vec(&off)?,
-            )?
-        {
+        let off = serde_json::to_vec(&off)?;
+        let written = match &guard {
+            _ if rec.disabled => true,
+            Some((k, v)) => self
+                .inner
+                .kv
+                .swap_user_guarded(name.as_bytes(), &raw, off, (k, v))?,
+            None => self
+                .inner
+                .kv
+                .swap(Table::Users, name.as_bytes(), &raw, off)?,
+        };
+        if !written {
             return Err(AuthError::Storage(format!(
                 "user {name:?} changed concurrently: try again"
             )));
@@ -626,13 +656,16 @@ impl AuthStore {
         Ok(UserInfo::from(&rec))
     }
 
-    fn other_enabled_admin(&self, except: &str) -> Result<bool, AuthError> {
-        for u in self.all_users()? {
+    /// Another enabled admin than `except`: its key and record as read (the guard of a
+    /// demotion), or `None`.
+    fn other_enabled_admin(&self, except: &str) -> Result<Option<Record>, AuthError> {
+        for (k, v) in self.inner.kv.scan_fresh(Table::Users)? {
+            let u: UserRecord = serde_json::from_slice(&v)?;
             if u.name != except && u.role == Role::Admin && !u.disabled {
-                return Ok(true);
+                return Ok(Some((k, v)));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     fn all_users(&self) -> Result<Vec<UserRecord>, AuthError> {
@@ -654,7 +687,7 @@ impl AuthStore {
 
     /// Is there at least one enabled admin? (`vigie run` prints a hint when not.)
     pub fn has_enabled_admin(&self) -> Result<bool, AuthError> {
-        self.other_enabled_admin("")
+        Ok(self.other_enabled_admin("")?.is_some())
     }
 
     // ---- login and sessions ----
@@ -1616,6 +1649,15 @@ mod backend_tests {
         fn swap(&self, t: Table, key: &[u8], old: &[u8], new: Vec<u8>) -> Result<bool, AuthError> {
             self.real.swap(t, key, old, new)
         }
+        fn swap_user_guarded(
+            &self,
+            key: &[u8],
+            old: &[u8],
+            new: Vec<u8>,
+            guard: (&[u8], &[u8]),
+        ) -> Result<bool, AuthError> {
+            self.real.swap_user_guarded(key, old, new, guard)
+        }
         fn scan(&self, t: Table) -> Result<crate::backend::Records, AuthError> {
             self.real.scan(t)
         }
@@ -1695,6 +1737,98 @@ mod backend_tests {
         assert!(e.to_string().contains("last enabled admin"), "{e}");
         // The name can be used again.
         s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
+    }
+
+    /// A backend on which "another node" writes a user record just before this node's next
+    /// write of a user record (the interleaving of two admins demoting each other at once).
+    struct InterleavedKv {
+        real: SledKv,
+        before_next_write: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    }
+
+    impl InterleavedKv {
+        fn other_node_writes(&self) {
+            if let Some((k, v)) = self.before_next_write.lock().unwrap().take() {
+                self.real.insert(Table::Users, &k, v).unwrap();
+            }
+        }
+    }
+
+    impl AuthKv for InterleavedKv {
+        fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, AuthError> {
+            self.real.get(t, key)
+        }
+        fn insert(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<(), AuthError> {
+            self.real.insert(t, key, value)
+        }
+        fn remove(&self, t: Table, key: &[u8]) -> Result<(), AuthError> {
+            self.real.remove(t, key)
+        }
+        fn create(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<bool, AuthError> {
+            self.real.create(t, key, value)
+        }
+        fn swap(&self, t: Table, key: &[u8], old: &[u8], new: Vec<u8>) -> Result<bool, AuthError> {
+            if t == Table::Users {
+                self.other_node_writes();
+            }
+            self.real.swap(t, key, old, new)
+        }
+        fn swap_user_guarded(
+            &self,
+            key: &[u8],
+            old: &[u8],
+            new: Vec<u8>,
+            guard: (&[u8], &[u8]),
+        ) -> Result<bool, AuthError> {
+            self.other_node_writes();
+            self.real.swap_user_guarded(key, old, new, guard)
+        }
+        fn scan(&self, t: Table) -> Result<crate::backend::Records, AuthError> {
+            self.real.scan(t)
+        }
+        fn flush(&self) -> Result<(), AuthError> {
+            self.real.flush()
+        }
+    }
+
+    /// Two admins, each disabling (or deleting) the other on a different node at the same
+    /// moment: both checks see another enabled admin, but only one write may pass, else
+    /// nobody can administer the installation any more.
+    #[test]
+    fn two_admins_demoting_each_other_at_once_leave_one_enabled() {
+        for delete in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = Arc::new(SimulatedClock::new(Time90k::from_unix_secs(1_800_000_000)));
+            let kv = Arc::new(InterleavedKv {
+                real: SledKv::open(&dir.path().join("access")).unwrap(),
+                before_next_write: Mutex::new(None),
+            });
+            let s = AuthStore::with_backend(kv.clone(), AuthSettings::default(), clock).unwrap();
+            s.add_user("a", Role::Admin, Scope::all(), PW).unwrap();
+            s.add_user("b", Role::Admin, Scope::all(), PW).unwrap();
+            // "Another node" disables b between this node's check (b enabled) and its write.
+            let raw_b = kv.real.get(Table::Users, b"b").unwrap().unwrap();
+            let mut b: UserRecord = serde_json::from_slice(&raw_b).unwrap();
+            b.disabled = true;
+            *kv.before_next_write.lock().unwrap() =
+                Some((b"b".to_vec(), serde_json::to_vec(&b).unwrap()));
+            let r = if delete {
+                s.delete_user("a").map(|_| ())
+            } else {
+                s.update_user(
+                    "a",
+                    UserUpdate {
+                        disabled: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .map(|_| ())
+            };
+            assert!(r.is_err(), "delete {delete}: the last admin went too");
+            let a = s.user("a").unwrap().expect("a kept");
+            assert!(!a.disabled, "delete {delete}: no enabled admin left");
+            assert!(s.has_enabled_admin().unwrap());
+        }
     }
 }
 

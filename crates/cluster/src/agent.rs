@@ -724,6 +724,19 @@ impl Agent {
             .as_ref()
             .is_none_or(|(_, t)| t.elapsed() >= Duration::from_secs(crate::STATUS_HEARTBEAT_S));
         let mut status = self.recorder.status(heartbeat_due);
+        // A camera this node records, with frames, that its published coverage does not show
+        // as recorded here: publish the coverage now rather than at the next heartbeat. A node
+        // that dies within a heartbeat of taking a camera must not leave the footage it wrote
+        // unknown to the others (they would answer "nothing recorded" instead of naming it).
+        let coverage_behind = !heartbeat_due
+            && status.coverage_behind(self.published_coverage.as_ref().unwrap_or(&BTreeMap::new()));
+        let recent = self
+            .last_status
+            .as_ref()
+            .is_some_and(|(_, t)| t.elapsed() < STATUS_MIN_INTERVAL);
+        if coverage_behind && !recent {
+            status = self.recorder.status(true);
+        }
         status.node = self.me.clone();
         status.draining = self.draining.load(Ordering::SeqCst) || control.drains.contains(&self.me);
         status.heartbeat_s = now_s();
@@ -731,11 +744,13 @@ impl Agent {
         let changed = self.last_status.as_ref().is_none_or(|(k, _)| *k != key);
         // Changes are coalesced: at most one write per STATUS_MIN_INTERVAL (cameras flapping
         // between connecting and backoff must not turn into a write stream).
-        let recent = self
-            .last_status
-            .as_ref()
-            .is_some_and(|(_, t)| t.elapsed() < STATUS_MIN_INTERVAL);
-        if !((changed && !recent) || heartbeat_due) {
+        let coverage_now = heartbeat_due || (coverage_behind && !recent);
+        let coverage_changed = coverage_now
+            && self
+                .published_coverage
+                .as_ref()
+                .is_none_or(|c| *c != status.coverage);
+        if !((changed && !recent) || heartbeat_due || coverage_changed) {
             return Ok(());
         }
         let v = serde_json::to_vec(&status).map_err(|e| ClusterError::Other(e.to_string()))?;
@@ -745,12 +760,8 @@ impl Agent {
             Some(PutOptions::new().with_lease(lease)),
         )];
         // The coverage, without lease (it must outlive this node), in the same transaction:
-        // one Raft proposal, and only when it changed (recomputed at heartbeats).
-        let coverage_changed = heartbeat_due
-            && self
-                .published_coverage
-                .as_ref()
-                .is_none_or(|c| *c != status.coverage);
+        // one Raft proposal, and only when it changed (recomputed at heartbeats, and when a
+        // camera recorded here is missing from it).
         if coverage_changed {
             let snap = crate::model::CoverageSnapshot {
                 node: self.me.clone(),

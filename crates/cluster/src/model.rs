@@ -184,6 +184,16 @@ pub type ChangeKey = Vec<(String, Vec<String>)>;
 
 impl NodeStatus {
     /// The part whose change triggers a write (everything but times that move on their own).
+    /// True when a camera recorded here has received frames but `published` (the coverage
+    /// last written) does not show it recorded by this node: taken since the last heartbeat,
+    /// its footage would be unknown to the others if this node died now.
+    pub fn coverage_behind(&self, published: &BTreeMap<String, CoverageRecord>) -> bool {
+        self.recording.iter().any(|(cam, streams)| {
+            streams.iter().any(|s| s.last_frame_s.is_some())
+                && !published.get(cam).is_some_and(|r| r.recording)
+        })
+    }
+
     pub fn change_key(&self) -> ChangeKey {
         self.recording
             .iter()
@@ -234,6 +244,34 @@ pub fn parse<T: for<'de> Deserialize<'de>>(key: &str, v: &[u8]) -> Option<T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn coverage_is_behind_once_a_camera_taken_since_the_last_copy_has_frames() {
+        use super::*;
+        let stream = |last_frame_s| StreamStatusRecord {
+            stream: "main".into(),
+            state: "online".into(),
+            last_frame_s,
+            ..Default::default()
+        };
+        let mut s = NodeStatus::default();
+        s.recording.insert("cam-1".into(), vec![stream(None)]);
+        let mut published = BTreeMap::new();
+        // Taken, no frame yet: nothing recorded to announce.
+        assert!(!s.coverage_behind(&published));
+        s.recording.insert("cam-1".into(), vec![stream(Some(100))]);
+        assert!(s.coverage_behind(&published));
+        // Held from an earlier assignment, not recorded at the last copy: behind too.
+        let rec = |recording| CoverageRecord {
+            first_s: 10,
+            last_s: 90,
+            recording,
+        };
+        published.insert("cam-1".into(), rec(false));
+        assert!(s.coverage_behind(&published));
+        published.insert("cam-1".into(), rec(true));
+        assert!(!s.coverage_behind(&published));
+    }
+
     use super::*;
 
     #[test]

@@ -122,7 +122,8 @@ enum Op {
     Put(Table, Vec<u8>, Vec<u8>),
     Delete(Table, Vec<u8>),
     Create(Table, Vec<u8>, Vec<u8>),
-    Swap(Table, Vec<u8>, Vec<u8>, Vec<u8>),
+    /// Table, key, old value, new value, and a user record (key, value) that must be unchanged.
+    Swap(Table, Vec<u8>, Vec<u8>, Vec<u8>, Option<(Vec<u8>, Vec<u8>)>),
     Refresh,
     Seed(String, Vec<(Table, Vec<u8>, Vec<u8>)>),
 }
@@ -325,7 +326,23 @@ impl AuthKv for EtcdAuthKv {
     }
 
     fn swap(&self, table: Table, key: &[u8], old: &[u8], new: Vec<u8>) -> Result<bool, AuthError> {
-        self.done(Op::Swap(table, key.to_vec(), old.to_vec(), new))
+        self.done(Op::Swap(table, key.to_vec(), old.to_vec(), new, None))
+    }
+
+    fn swap_user_guarded(
+        &self,
+        key: &[u8],
+        old: &[u8],
+        new: Vec<u8>,
+        guard: (&[u8], &[u8]),
+    ) -> Result<bool, AuthError> {
+        self.done(Op::Swap(
+            Table::Users,
+            key.to_vec(),
+            old.to_vec(),
+            new,
+            Some((guard.0.to_vec(), guard.1.to_vec())),
+        ))
     }
 
     fn scan(&self, table: Table) -> Result<vigie_auth::Records, AuthError> {
@@ -462,25 +479,42 @@ async fn apply(
             }
             Ok(Answer::Done(ok))
         }
-        Op::Swap(t, key, old, new) => {
+        Op::Swap(t, key, old, new, guard) => {
             let k = keys.key(t, &key);
+            let mut when = vec![Compare::value(k.clone(), CompareOp::Equal, old)];
+            let mut reread = vec![(t, key.clone())];
+            if let Some((gk, gv)) = guard {
+                when.push(Compare::value(
+                    keys.key(Table::Users, &gk),
+                    CompareOp::Equal,
+                    gv,
+                ));
+                reread.push((Table::Users, gk));
+            }
             let txn = Txn::new()
-                .when([Compare::value(k.clone(), CompareOp::Equal, old)])
-                .and_then([TxnOp::put(k.clone(), new.clone(), None)])
-                .or_else([TxnOp::get(k, None)]);
+                .when(when)
+                .and_then([TxnOp::put(k, new.clone(), None)])
+                .or_else(
+                    reread
+                        .iter()
+                        .map(|(t, key)| TxnOp::get(keys.key(*t, key), None))
+                        .collect::<Vec<_>>(),
+                );
             let resp = bounded(c.txn(txn)).await?;
             if resp.succeeded() {
                 set(copy, t, key, Some(new));
                 return Ok(Answer::Done(true));
             }
             // Changed or gone meanwhile: the copy takes what etcd has now.
-            let now = resp.op_responses().into_iter().find_map(|r| match r {
+            let now = resp.op_responses().into_iter().filter_map(|r| match r {
                 etcd_client::TxnOpResponse::Get(g) => {
                     Some(g.kvs().first().map(|kv| kv.value().to_vec()))
                 }
                 _ => None,
             });
-            set(copy, t, key, now.flatten());
+            for ((t, key), v) in reread.into_iter().zip(now) {
+                set(copy, t, key, v);
+            }
             Ok(Answer::Done(false))
         }
         Op::Refresh => {

@@ -64,6 +64,77 @@ pub struct JobContext {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub journal: vigie_audit::Journal,
+    /// A cluster: footage other nodes hold ([`RangeSource`]). `None`: this node's store only.
+    pub ranges: Option<Arc<dyn RangeSource>>,
+}
+
+/// Footage of a range that other nodes may hold (a cluster), implemented by the binary over its
+/// cluster footage (this crate cannot see the cluster). Its [`MasterReader`] reads the master's
+/// parts held elsewhere.
+pub trait RangeSource: crate::MasterReader {
+    /// Plans `[start, end)` of a stream across the nodes holding it (blocking: called on the
+    /// export's thread).
+    fn plan(&self, req: &RangeRequest) -> Result<RangePlan, RangeError>;
+}
+
+/// What [`RangeSource::plan`] is asked.
+#[derive(Clone, Debug)]
+pub struct RangeRequest {
+    pub key: StreamKey,
+    pub start: Time90k,
+    pub end: Time90k,
+    /// Add the wall-clock subtitle track, in this time zone.
+    pub subtitles: Option<jiff::tz::TimeZone>,
+    /// The requesting user (JSON of the API's carried identity), for the holders' journals.
+    pub on_behalf: Option<String>,
+    /// Leave out (and list) footage held by nodes that cannot be reached, instead of failing.
+    pub skip_unavailable: bool,
+}
+
+/// Why a range cannot be planned across nodes.
+#[derive(Debug, thiserror::Error)]
+pub enum RangeError {
+    /// Part of the range is held by nodes that cannot be reached (the message names them).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A range planned by a [`RangeSource`].
+pub enum RangePlan {
+    /// Only this node (`node`) holds footage of the range: planned in its store, exactly as on
+    /// a single node.
+    Local { node: String },
+    /// Footage from several nodes, laid out as one file.
+    Nodes(Box<NodesPlan>),
+}
+
+/// A range laid out from the footage of several nodes.
+pub struct NodesPlan {
+    pub mp4: Arc<vigie_mp4::progressive::VirtualMp4>,
+    /// The file's sample tables (every piece's, asked of its holder): frames, size, cues.
+    pub input: vigie_mp4::progressive::Input,
+    /// Recorded footage in the range, merged.
+    pub spans: Vec<vigie_store::Span>,
+    /// RFC 6381 codec strings, in order of appearance.
+    pub codecs: Vec<String>,
+    /// Each stretch of the file and the node it is read from, in order.
+    pub recorders: Vec<(String, Time90k, Time90k)>,
+    /// Parts held only by nodes that could not be reached (with `skip_unavailable`).
+    pub unavailable: Vec<UnavailablePart>,
+    /// Some of the sample data is on other nodes (derived copies are then refused: they decode
+    /// local files).
+    pub remote: bool,
+}
+
+/// A part of a range held only by a node that could not be reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnavailablePart {
+    pub node: String,
+    pub start: Time90k,
+    pub end: Time90k,
+    pub reason: String,
 }
 
 /// Longest range one export may cover.
@@ -99,6 +170,14 @@ pub struct JobRecord {
     pub user: String,
     /// Add the wall-clock subtitle track to the MP4.
     pub ts: bool,
+    /// A cluster: the requesting user (JSON of the API's carried identity), carried to the
+    /// nodes holding the footage for their journals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf: Option<String>,
+    /// A cluster: leave out footage held by nodes that cannot be reached (listed in the
+    /// manifest's `unavailable`) instead of failing (`"unavailable": "skip"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_unavailable: bool,
     /// Derived JPEG stills to add, at these instants (90 kHz wall clock; `gst` feature).
     #[serde(default)]
     pub stills_90k: Vec<i64>,
@@ -969,13 +1048,22 @@ pub fn presented_frames(durations: impl Iterator<Item = u32>, skip: u64, duratio
 /// One stream's range, planned and measured: what its master MP4 and its part of the manifest
 /// are made from.
 struct Planned {
-    plan: vigie_store::PlaybackPlan,
-    mp4: vigie_mp4::progressive::VirtualMp4,
+    mp4: Arc<vigie_mp4::progressive::VirtualMp4>,
     input: vigie_mp4::progressive::Input,
+    /// Recorded footage in the range (merged).
+    spans: Vec<vigie_store::Span>,
+    /// Presentation → wall clock (the burned-in copy); empty for footage from several nodes.
+    pieces: Vec<vigie_store::Piece>,
     codec: Option<vigie_core::Codec>,
     /// RFC 6381 codec strings of the segments, in order of appearance.
     codecs: Vec<String>,
     frames: u64,
+    /// A cluster: the node each stretch came from (empty on a single node).
+    recorders: Vec<(String, Time90k, Time90k)>,
+    /// A cluster: parts left out because their node could not be reached.
+    unavailable: Vec<UnavailablePart>,
+    /// Laid out from several nodes' footage (no derived copies).
+    across_nodes: bool,
 }
 
 /// `<camera>_<stream>_<start>_<end>.mp4`, the master's name in the package.
@@ -1010,8 +1098,66 @@ fn camera_info(config: &Config, cam: &vigie_core::config::Camera) -> mf::CameraI
 }
 
 impl Planned {
-    /// Plans `[start, end)` of `key` in the store (gaps skipped) and builds its virtual MP4.
+    /// Plans `[start, end)` of `key` (gaps skipped): in the store, or in a cluster across the
+    /// nodes holding it ([`RangeSource`]).
     fn new(
+        ctx: &JobContext,
+        rec: &JobRecord,
+        key: &StreamKey,
+        start: Time90k,
+        end: Time90k,
+        tz: &jiff::tz::TimeZone,
+    ) -> Result<Planned, String> {
+        let Some(source) = &ctx.ranges else {
+            return Planned::local(&ctx.store, key, start, end, rec.ts, tz);
+        };
+        let req = RangeRequest {
+            key: key.clone(),
+            start,
+            end,
+            subtitles: rec.ts.then(|| tz.clone()),
+            on_behalf: rec.on_behalf.clone(),
+            skip_unavailable: rec.skip_unavailable,
+        };
+        match source.plan(&req).map_err(|e| format!("{key}: {e}"))? {
+            RangePlan::Local { node } => {
+                let mut p = Planned::local(&ctx.store, key, start, end, rec.ts, tz)?;
+                let (a, b) = p.actual(start, end);
+                p.recorders = vec![(node, a, b)];
+                Ok(p)
+            }
+            RangePlan::Nodes(n) => {
+                let n = *n;
+                let frames = presented_frames(
+                    n.input.samples.iter().map(|s| s.duration_90k),
+                    n.input.skip_90k,
+                    n.input.duration_90k,
+                );
+                let codec = n.codecs.first().map(|c| {
+                    if c.starts_with("hvc1") || c.starts_with("hev1") {
+                        vigie_core::Codec::H265
+                    } else {
+                        vigie_core::Codec::H264
+                    }
+                });
+                Ok(Planned {
+                    mp4: n.mp4,
+                    input: n.input,
+                    spans: n.spans,
+                    pieces: Vec::new(),
+                    codec,
+                    codecs: n.codecs,
+                    frames,
+                    recorders: n.recorders,
+                    unavailable: n.unavailable,
+                    across_nodes: n.remote,
+                })
+            }
+        }
+    }
+
+    /// Plans `[start, end)` of `key` in the store (gaps skipped) and builds its virtual MP4.
+    fn local(
         store: &Store,
         key: &StreamKey,
         start: Time90k,
@@ -1053,32 +1199,62 @@ impl Planned {
             input.duration_90k,
         );
         Ok(Planned {
-            plan,
-            mp4,
+            mp4: Arc::new(mp4),
             input,
+            spans: plan.spans,
+            pieces: plan.pieces,
             codec,
             codecs,
             frames,
+            recorders: Vec::new(),
+            unavailable: Vec::new(),
+            across_nodes: false,
         })
     }
 
     fn actual(&self, start: Time90k, end: Time90k) -> (Time90k, Time90k) {
         (
-            self.plan.spans.first().map_or(start, |s| s.start),
-            self.plan.spans.last().map_or(end, |s| s.end),
+            self.spans.first().map_or(start, |s| s.start),
+            self.spans.last().map_or(end, |s| s.end),
         )
     }
 
     fn spans(&self, tz: &jiff::tz::TimeZone) -> Vec<mf::Range> {
-        self.plan
-            .spans
+        self.spans
             .iter()
             .map(|s| range(s.start, s.end, tz))
             .collect()
     }
 
+    /// The manifest's `recorders` (empty on a single node).
+    fn recorders(&self, tz: &jiff::tz::TimeZone) -> Vec<mf::Recorder> {
+        self.recorders
+            .iter()
+            .map(|(node, a, b)| mf::Recorder {
+                node: node.clone(),
+                start: local(*a, tz),
+                end: local(*b, tz),
+                duration_s: (*b - *a).as_secs_f64(),
+            })
+            .collect()
+    }
+
+    /// The manifest's `unavailable` (empty unless allowed and a holder could not be reached).
+    fn unavailable(&self, tz: &jiff::tz::TimeZone) -> Vec<mf::Unavailable> {
+        self.unavailable
+            .iter()
+            .map(|u| mf::Unavailable {
+                node: u.node.clone(),
+                start: local(u.start, tz),
+                end: local(u.end, tz),
+                duration_s: (u.end - u.start).as_secs_f64(),
+                reason: u.reason.clone(),
+            })
+            .collect()
+    }
+
     fn gaps(&self, start: Time90k, end: Time90k, tz: &jiff::tz::TimeZone) -> Vec<mf::Gap> {
-        gaps(&self.plan.spans, start, end)
+        gaps(&self.spans, start, end)
             .into_iter()
             .map(|(a, b)| mf::Gap {
                 start: local(a, tz),
@@ -1129,7 +1305,17 @@ impl Exports {
             .map_err(|e| format!("server.timezone: {e}"))?;
         let key = StreamKey::new(&rec.camera, &rec.stream);
         let (start, end) = (Time90k(rec.start_90k), Time90k(rec.end_90k));
-        let p = Planned::new(&ctx.store, &key, start, end, rec.ts, &tz)?;
+        let p = Planned::new(ctx, &rec, &key, start, end, &tz)?;
+        if p.across_nodes && (rec.burn_in || !rec.stills_90k.is_empty()) {
+            return Err(format!(
+                "{key}: the footage of the range is on several nodes ({}): derived stills and the burned-in copy are made only from footage this node holds; export without them, or ask the node holding the footage",
+                p.recorders
+                    .iter()
+                    .map(|r| r.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         job.update(|r| r.bytes_total = p.mp4.total_len);
         self.check_room(config, p.mp4.total_len)?;
         let (actual_start, actual_end) = p.actual(start, end);
@@ -1150,6 +1336,8 @@ impl Exports {
             recorded_spans: p.spans(&tz),
             gaps: p.gaps(start, end, &tz),
             video: p.video(master_name(&rec.camera, &rec.stream, start, end)),
+            recorders: p.recorders(&tz),
+            unavailable: p.unavailable(&tz),
             files: Vec::new(),
             signature: Default::default(),
         };
@@ -1158,13 +1346,7 @@ impl Exports {
         if rec.burn_in {
             let name = format!("derive-burnin-{}.mp4", compact(start));
             extra.push(derived_burn_in(
-                &path,
-                &p.input,
-                &p.plan.pieces,
-                p.codec,
-                cam,
-                &tz,
-                &name,
+                &path, &p.input, &p.pieces, p.codec, cam, &tz, &name,
             )?);
         }
         let written = crate::write_package(
@@ -1173,19 +1355,27 @@ impl Exports {
                 manifest,
                 mp4: &p.mp4,
                 extra,
+                reader: reader(ctx),
             },
             self.key(),
             &mut |w, _| job.written.store(w, Ordering::Relaxed),
         )
         .map_err(|e| format!("writing the package: {e}"))?;
         let m = &written.manifest;
-        let summary = json!({
+        let mut summary = json!({
             "actual": m.actual,
             "gaps": m.gaps,
             "video": m.video,
             "files": m.files,
             "public_key_hex": m.signature.public_key_hex,
         });
+        // A cluster: where the footage came from, and what could not be reached.
+        if !m.recorders.is_empty() {
+            summary["recorders"] = json!(m.recorders);
+        }
+        if !m.unavailable.is_empty() {
+            summary["unavailable"] = json!(m.unavailable);
+        }
         job.update(|r| {
             r.sha256 = Some(written.mp4_sha256.clone());
             r.mp4_bytes = Some(written.mp4_bytes);
@@ -1213,7 +1403,7 @@ impl Exports {
             let key = StreamKey::new(&s.camera, &s.stream);
             let _span =
                 tracing::info_span!("export", camera = %s.camera, stream = %s.stream).entered();
-            let p = Planned::new(&ctx.store, &key, start, end, rec.ts, &tz)?;
+            let p = Planned::new(ctx, rec, &key, start, end, &tz)?;
             let (a, b) = p.actual(start, end);
             cameras.push(mf::CameraExport {
                 camera: camera_info(config, cam),
@@ -1222,6 +1412,8 @@ impl Exports {
                 recorded_spans: p.spans(&tz),
                 gaps: p.gaps(start, end, &tz),
                 video: p.video(master_name(&s.camera, &s.stream, start, end)),
+                recorders: p.recorders(&tz),
+                unavailable: p.unavailable(&tz),
             });
             planned.push(p);
         }
@@ -1248,7 +1440,8 @@ impl Exports {
             &path,
             crate::MultiPackageSpec {
                 manifest,
-                mp4s: planned.iter().map(|p| &p.mp4).collect(),
+                mp4s: planned.iter().map(|p| &*p.mp4).collect(),
+                reader: reader(ctx),
             },
             self.key(),
             &mut |w, _| job.written.store(w, Ordering::Relaxed),
@@ -1257,13 +1450,23 @@ impl Exports {
         let m = &written.manifest;
         let summary = json!({
             "format": m.format,
-            "cameras": m.cameras.iter().map(|c| json!({
-                "camera": c.camera.id,
-                "stream": c.stream,
-                "actual": c.actual,
-                "gaps": c.gaps,
-                "video": c.video,
-            })).collect::<Vec<_>>(),
+            "cameras": m.cameras.iter().map(|c| {
+                let mut v = json!({
+                    "camera": c.camera.id,
+                    "stream": c.stream,
+                    "actual": c.actual,
+                    "gaps": c.gaps,
+                    "video": c.video,
+                });
+                // A cluster: where the footage came from, and what could not be reached.
+                if !c.recorders.is_empty() {
+                    v["recorders"] = json!(c.recorders);
+                }
+                if !c.unavailable.is_empty() {
+                    v["unavailable"] = json!(c.unavailable);
+                }
+                v
+            }).collect::<Vec<_>>(),
             "files": m.files,
             "public_key_hex": m.signature.public_key_hex,
         });
@@ -1281,6 +1484,12 @@ impl Exports {
         });
         Ok(())
     }
+}
+
+/// How the masters are read: through the cluster's footage when there is one (its parts on
+/// other nodes), else from the local files.
+fn reader(ctx: &JobContext) -> Option<&dyn crate::MasterReader> {
+    ctx.ranges.as_deref().map(|r| r as &dyn crate::MasterReader)
 }
 
 fn software() -> mf::Software {
@@ -1457,6 +1666,8 @@ mod tests {
             operator: "alice".into(),
             user: "alice".into(),
             ts: false,
+            on_behalf: None,
+            skip_unavailable: false,
             stills_90k: vec![],
             burn_in: false,
             created_90k: 0,
@@ -1512,6 +1723,8 @@ mod tests {
             operator: user.into(),
             user: user.into(),
             ts: false,
+            on_behalf: None,
+            skip_unavailable: false,
             stills_90k: vec![],
             burn_in: false,
             created_90k: 0,

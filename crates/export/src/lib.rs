@@ -35,8 +35,8 @@ mod zipdir;
 pub use key::{InstallationKey, parse_public_key};
 pub use manifest::{Manifest, MultiManifest};
 pub use package::{
-    ExtraFile, MultiPackageSpec, MultiWritten, PackageSpec, Written, write_multi_package,
-    write_package,
+    ExtraFile, MasterReader, MultiPackageSpec, MultiWritten, PackageSpec, Written,
+    write_multi_package, write_package,
 };
 pub use verify::{Check, VerifyReport, escape, safe_entry_name, verify};
 

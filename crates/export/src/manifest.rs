@@ -35,6 +35,15 @@ pub struct Manifest {
     /// Parts of the requested range with no recording (not in the video).
     pub gaps: Vec<Gap>,
     pub video: VideoInfo,
+    /// Cluster only (absent on a single node, and in packages made before 2026-12-04): the
+    /// recorder (node) each stretch of the video was read from, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recorders: Vec<Recorder>,
+    /// Cluster only: parts of the requested range whose footage is held by nodes that could not
+    /// be reached, left out because the request allowed it (`"unavailable": "skip"`); without
+    /// that the export fails instead. Also listed in `gaps` (not in the video).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<Unavailable>,
     /// Every file of the package except `manifest.json`, its signature, `player.html` (which
     /// embeds this manifest) and the `SHA256SUMS` pair.
     pub files: Vec<FileEntry>,
@@ -68,6 +77,27 @@ pub struct Gap {
     pub start: Instant,
     pub end: Instant,
     pub duration_s: f64,
+}
+
+/// One stretch of the video and the recorder (cluster node) it came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recorder {
+    /// The node's name (`[cluster] node`).
+    pub node: String,
+    pub start: Instant,
+    pub end: Instant,
+    pub duration_s: f64,
+}
+
+/// A part of the requested range held by a node that could not be reached.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unavailable {
+    pub node: String,
+    pub start: Instant,
+    pub end: Instant,
+    pub duration_s: f64,
+    /// Why it could not be reached (e.g. `down`).
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,4 +214,10 @@ pub struct CameraExport {
     pub gaps: Vec<Gap>,
     /// Its master MP4 (`video.file`, listed in `files` with role `master`).
     pub video: VideoInfo,
+    /// As in [`Manifest::recorders`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recorders: Vec<Recorder>,
+    /// As in [`Manifest::unavailable`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<Unavailable>,
 }

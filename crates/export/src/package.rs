@@ -35,12 +35,27 @@ pub struct ExtraFile {
     pub description: Option<String>,
 }
 
+/// Reads the bytes of a master whose sample data is not all in local files (a cluster export:
+/// parts held by other nodes). Without one, [`VirtualMp4::read`] reads the local files.
+pub trait MasterReader: Send + Sync {
+    /// Bytes `[start, end)` of `mp4`, in order, to `send` until it returns false.
+    fn read(
+        &self,
+        mp4: &VirtualMp4,
+        start: u64,
+        end: u64,
+        send: &mut dyn FnMut(bytes::Bytes) -> bool,
+    ) -> std::io::Result<()>;
+}
+
 /// What to write.
 pub struct PackageSpec<'a> {
     /// Everything but `files` and `signature` (set here). `video.file` is the MP4's name.
     pub manifest: Manifest,
     pub mp4: &'a VirtualMp4,
     pub extra: Vec<ExtraFile>,
+    /// How the master's bytes are read (`None`: local files).
+    pub reader: Option<&'a dyn MasterReader>,
 }
 
 /// What was written.
@@ -76,6 +91,7 @@ impl<W: Write> Write for HashingWriter<'_, W> {
 /// returns (hex SHA-256, bytes). A segment file shorter than planned is an error.
 pub fn write_mp4(
     mp4: &VirtualMp4,
+    reader: Option<&dyn MasterReader>,
     out: &mut impl Write,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(String, u64), ExportError> {
@@ -86,7 +102,7 @@ pub fn write_mp4(
     };
     let total = mp4.total_len;
     let mut write_err = None;
-    mp4.read(0, total, CHUNK as usize, |b| match w.write_all(&b) {
+    let mut send = |b: bytes::Bytes| match w.write_all(&b) {
         Ok(()) => {
             progress(w.bytes, total);
             true
@@ -95,7 +111,11 @@ pub fn write_mp4(
             write_err = Some(e);
             false
         }
-    })
+    };
+    match reader {
+        None => mp4.read(0, total, CHUNK as usize, send),
+        Some(r) => r.read(mp4, 0, total, &mut send),
+    }
     .map_err(|e| ExportError::io("reading the recording", e))?;
     if let Some(e) = write_err {
         return Err(ExportError::io("package", e));
@@ -131,10 +151,11 @@ pub fn write_package(
         manifest,
         mp4,
         extra,
+        reader,
     } = spec;
     let masters = [(manifest.video.file.clone(), mp4)];
     let (manifest, hashes, package_sha256, package_bytes) =
-        write_any(path, manifest, &masters, extra, key, progress)?;
+        write_any(path, manifest, &masters, reader, extra, key, progress)?;
     let (mp4_sha256, mp4_bytes) = hashes.into_iter().next().unwrap_or_default();
     Ok(Written {
         manifest,
@@ -151,6 +172,8 @@ pub fn write_package(
 pub struct MultiPackageSpec<'a> {
     pub manifest: MultiManifest,
     pub mp4s: Vec<&'a VirtualMp4>,
+    /// How the masters' bytes are read (`None`: local files).
+    pub reader: Option<&'a dyn MasterReader>,
 }
 
 /// What was written for a multi-camera package.
@@ -172,7 +195,11 @@ pub fn write_multi_package(
     key: &InstallationKey,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<MultiWritten, ExportError> {
-    let MultiPackageSpec { manifest, mp4s } = spec;
+    let MultiPackageSpec {
+        manifest,
+        mp4s,
+        reader,
+    } = spec;
     if manifest.cameras.len() != mp4s.len() || mp4s.is_empty() {
         return Err(ExportError::Invalid(format!(
             "{} cameras in the manifest, {} MP4s",
@@ -187,7 +214,7 @@ pub fn write_multi_package(
         .zip(mp4s)
         .collect();
     let (manifest, masters, package_sha256, package_bytes) =
-        write_any(path, manifest, &masters, Vec::new(), key, progress)?;
+        write_any(path, manifest, &masters, reader, Vec::new(), key, progress)?;
     Ok(MultiWritten {
         manifest,
         masters,
@@ -238,6 +265,7 @@ fn write_any<D: Document>(
     path: &Path,
     manifest: D,
     masters: &[(String, &VirtualMp4)],
+    reader: Option<&dyn MasterReader>,
     extra: Vec<ExtraFile>,
     key: &InstallationKey,
     progress: &mut dyn FnMut(u64, u64),
@@ -248,6 +276,7 @@ fn write_any<D: Document>(
         BufWriter::with_capacity(1 << 20, file),
         manifest,
         masters,
+        reader,
         extra,
         key,
         progress,
@@ -292,6 +321,7 @@ fn write_zip<D: Document>(
     out: BufWriter<File>,
     mut manifest: D,
     masters: &[(String, &VirtualMp4)],
+    reader: Option<&dyn MasterReader>,
     extra: Vec<ExtraFile>,
     key: &InstallationKey,
     progress: &mut dyn FnMut(u64, u64),
@@ -320,7 +350,7 @@ fn write_zip<D: Document>(
     let mut hashes = Vec::new();
     for (name, mp4) in masters {
         zip.start_file(name.as_str(), stored_for(mp4.total_len))?;
-        let (sha, bytes) = write_mp4(mp4, &mut zip, &mut |w, _| {
+        let (sha, bytes) = write_mp4(mp4, reader, &mut zip, &mut |w, _| {
             progress(done_before + w, grand_total)
         })?;
         done_before += bytes;

@@ -302,6 +302,28 @@ impl Source {
     }
 }
 
+/// The lines of the summary naming where a cluster export's footage came from (`recorders`)
+/// and what could not be reached (`unavailable`); empty for other manifests (single node, or
+/// made before these fields existed).
+fn sources(m: &serde_json::Value, indent: &str) -> String {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    let mut out = String::new();
+    for (field, label) in [
+        ("recorders", "recorded by"),
+        ("unavailable", "NOT in the video, held by unreachable node"),
+    ] {
+        for x in m[field].as_array().into_iter().flatten().take(MAX_ENTRIES) {
+            out.push_str(&format!(
+                "\n{indent}{label} {}: {} → {}",
+                s(&x["node"]),
+                s(&x["start"]["utc"]),
+                s(&x["end"]["utc"]),
+            ));
+        }
+    }
+    out
+}
+
 fn check_sig(key: &VerifyingKey, message: &[u8], sig_text: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(sig_text).map_err(|_| "not text".to_owned())?;
     let raw = base64::engine::general_purpose::STANDARD
@@ -433,6 +455,7 @@ pub fn verify(
                     s(&c["actual"]["end"]["utc"]),
                     s(&c["video"]["file"]),
                 ));
+                text.push_str(&sources(c, "    "));
             }
             r.summary = Some(text);
             // Every camera's video must be one of the masters the manifest lists (and so is
@@ -464,13 +487,14 @@ pub fn verify(
             }
         } else {
             r.summary = Some(format!(
-                "export {} — camera {} ({}), procedure {}, {} → {}",
+                "export {} — camera {} ({}), procedure {}, {} → {}{}",
                 s(&m["export_id"]),
                 s(&m["camera"]["id"]),
                 s(&m["camera"]["name"]),
                 s(&m["procedure"]),
                 s(&m["actual"]["start"]["utc"]),
                 s(&m["actual"]["end"]["utc"]),
+                sources(m, "  "),
             ));
         }
         if let (Some(k), Some(declared)) = (&key, m["signature"]["public_key_hex"].as_str())
@@ -630,6 +654,8 @@ mod tests {
                 duration_s: 0.4,
                 timestamp_track: false,
             },
+            recorders: vec![],
+            unavailable: vec![],
             files: vec![],
             signature: SignatureInfo::default(),
         }
@@ -684,6 +710,8 @@ mod tests {
                 file: file.into(),
                 ..m.video.clone()
             },
+            recorders: vec![],
+            unavailable: vec![],
         };
         let manifest = MultiManifest {
             format: crate::FORMAT_MULTI.into(),
@@ -708,6 +736,7 @@ mod tests {
             crate::MultiPackageSpec {
                 manifest,
                 mp4s: vec![&a, &b],
+                reader: None,
             },
             key,
             &mut |x, y| last = (x, y),
@@ -856,6 +885,7 @@ mod tests {
                     derived_from_master: true,
                     description: None,
                 }],
+                reader: None,
             },
             key,
             &mut |a, b| last = (a, b),
@@ -887,6 +917,86 @@ mod tests {
             w.write_all(&v).unwrap();
         }
         w.finish().unwrap();
+    }
+
+    /// Serves a master's file parts from memory (as a cluster node reads them from others).
+    struct MemReader(Vec<u8>);
+
+    impl crate::MasterReader for MemReader {
+        fn read(
+            &self,
+            mp4: &vigie_mp4::progressive::VirtualMp4,
+            start: u64,
+            end: u64,
+            send: &mut dyn FnMut(bytes::Bytes) -> bool,
+        ) -> std::io::Result<()> {
+            mp4.for_each_slice(start, end, |s| match s {
+                vigie_mp4::progressive::Slice::Mem(m) => send(m),
+                vigie_mp4::progressive::Slice::File { offset, len, .. } => {
+                    send(bytes::Bytes::copy_from_slice(
+                        &self.0[offset as usize..(offset + len) as usize],
+                    ))
+                }
+            })
+        }
+    }
+
+    #[test]
+    fn a_cluster_package_read_through_its_reader_verifies_and_names_its_recorders() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = InstallationKey::from_seed_for_test([3; 32]);
+        // The master's data is nowhere on disk: only the reader has it.
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 253) as u8).collect();
+        let mut mp4 = small_mp4(dir.path(), "gone", 0);
+        mp4.files = vec![dir.path().join("on-another-node")];
+        let at = |s: &str| instant(s);
+        let mut m = manifest();
+        // A single-node manifest has neither field (its bytes are unchanged).
+        let single = serde_json::to_string(&m).unwrap();
+        assert!(!single.contains("recorders") && !single.contains("unavailable"));
+        m.recorders = vec![
+            Recorder {
+                node: "rec-a".into(),
+                start: at("2026-11-28T21:00:00Z"),
+                end: at("2026-11-28T21:00:03Z"),
+                duration_s: 3.0,
+            },
+            Recorder {
+                node: "rec-b".into(),
+                start: at("2026-11-28T21:00:04Z"),
+                end: at("2026-11-28T21:00:06Z"),
+                duration_s: 2.0,
+            },
+        ];
+        m.unavailable = vec![Unavailable {
+            node: "rec-c".into(),
+            start: at("2026-11-28T21:00:03Z"),
+            end: at("2026-11-28T21:00:04Z"),
+            duration_s: 1.0,
+            reason: "down".into(),
+        }];
+        let out = dir.path().join("cluster.zip");
+        // Without the reader the master cannot be read.
+        let spec = |m: &Manifest, reader| PackageSpec {
+            manifest: m.clone(),
+            mp4: &mp4,
+            extra: vec![],
+            reader,
+        };
+        assert!(write_package(&out, spec(&m, None), &key, &mut |_, _| {}).is_err());
+        let reader = MemReader(data.clone());
+        let w = write_package(&out, spec(&m, Some(&reader)), &key, &mut |_, _| {}).unwrap();
+        assert_eq!(w.manifest.recorders.len(), 2);
+        assert_eq!(w.mp4_bytes, mp4.total_len);
+        let r = verify(&out, Some(&key.public())).unwrap();
+        assert!(r.ok(), "{r}");
+        let text = r.to_string();
+        assert!(
+            text.contains("recorded by rec-a: 2026-11-28T21:00:00Z"),
+            "{text}"
+        );
+        assert!(text.contains("recorded by rec-b"), "{text}");
+        assert!(text.contains("unreachable node rec-c"), "{text}");
     }
 
     #[test]

@@ -231,6 +231,43 @@ pub struct LazyInput {
     pub cues: Vec<Cue>,
 }
 
+impl LazyInput {
+    /// The same file as a fully materialised [`Input`], every piece's tables loaded from
+    /// `source`: for consumers that walk every sample (export frame counts, the burned-in
+    /// copy, tests).
+    pub fn materialise(&self, source: &dyn PieceSource) -> io::Result<Input> {
+        let mut out = Input {
+            sample_entries: self.sample_entries.clone(),
+            width: self.width,
+            height: self.height,
+            files: self.files.clone(),
+            samples: Vec::new(),
+            chunks: Vec::new(),
+            skip_90k: self.skip_90k,
+            duration_90k: self.duration_90k,
+            cues: self.cues.clone(),
+        };
+        for (n, piece) in self.pieces.iter().enumerate() {
+            let n = u32::try_from(n).map_err(|_| io::Error::other("too many pieces"))?;
+            let t = source.load(n)?;
+            let mut first = u32::try_from(out.samples.len())
+                .map_err(|_| io::Error::other("too many samples"))?;
+            for c in &t.chunks {
+                out.chunks.push(Chunk {
+                    file: piece.file,
+                    offset: c.offset,
+                    first_sample: first,
+                    samples: c.samples,
+                    description: piece.description,
+                });
+                first += c.samples;
+            }
+            out.samples.extend_from_slice(&t.samples);
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BuildError {
     #[error("no samples")]

@@ -5,8 +5,10 @@
 //!
 //! * `walk_memory gen DIR STREAMS DAYS`: an index of STREAMS × DAYS × 1,440 segments of 60 s
 //!   (format 5 blocks, entries as the restart benchmark's; no segment files);
-//! * `walk_memory walk DIR [trim|notrim] [MAX_ENTRIES]`: opens it (8 MiB cache, Vigie's
-//!   default), walks the entries on a thread (all, or the first MAX_ENTRIES), and prints
+//! * `walk_memory walk DIR [trim|notrim] [MAX_ENTRIES] [nosettle]`: opens it (8 MiB cache,
+//!   Vigie's default), walks the entries on a thread (all, or the first MAX_ENTRIES) as the
+//!   verification does, `Index::settle_walk` after each batch included (`nosettle`: without
+//!   it, as before the fix), and prints
 //!   VmRSS/VmHWM as it goes, after the walk with the index still open, and after
 //!   `malloc_trim(0)` (`trim`: also every 64 batches during the walk).
 //!
@@ -108,6 +110,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "walk" => {
             let with_trim = a.get(3).is_some_and(|v| v == "trim");
+            // As the verification (`settle_walk` after each batch) unless told `nosettle`.
+            let settle = !a.iter().any(|v| v == "nosettle");
             let max: u64 = a.get(4).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
             let t = Instant::now();
             let index = vigie_store::index::Index::open(&dir.join("index"))?;
@@ -121,6 +125,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .heads_batch(after.as_ref(), 256)
                         .map_err(|e| e.to_string())?;
                     let Some(last) = last else { break };
+                    if settle {
+                        index.settle_walk(&last).map_err(|e| e.to_string())?;
+                    }
                     after = Some(last);
                     n += batch.len() as u64;
                     batches += 1;

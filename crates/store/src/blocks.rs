@@ -57,6 +57,29 @@ const ID_CHUNK_BITS: u32 = 6;
 const ID_ROW: usize = 21;
 const BLOCK_VERSION: u8 = 1;
 
+/// Accesses sled 0.34's cache queues per shard before it accounts for them (`lru.rs`,
+/// `MAX_QUEUE_ITEMS`): until then, the pages read are resident whatever `cache_capacity` says.
+const SLED_LRU_QUEUE: usize = 64;
+
+/// Makes sled evict now what a walk has read beyond its cache, in the shard of the page
+/// holding `key` and in those of the index pages above it.
+///
+/// Why: sled 0.34 keeps its LRU in 256 shards (page id mod 256) and queues each access until
+/// 64 of one shard's are waiting; only then does it evict. A walk in key order meets each leaf
+/// a few times and the same shard again only ~256 leaves later, so a shard's queue filled only
+/// after ~20 leaves: ~5,000 leaves of ~46 KB (blocks) stayed resident, a plateau of ~160 MiB
+/// over the open index at 8.64 M segments (docs/BENCHMARKS.md, "Restart"), however small the
+/// cache. Reading the last key 64 times fills the queue of its shard (and of the index pages
+/// on the way), so each shard keeps what its LRU allows: about one leaf (a leaf outweighs a
+/// shard's 1/256 of the cache, and sled never evicts the page just added). Cost: 64 cached
+/// lookups per call (microseconds each), against a batch of 256 entries checked.
+fn settle_cache(tree: &Tree, key: &[u8]) -> Result<(), StoreError> {
+    for _ in 0..SLED_LRU_QUEUE {
+        tree.get(key)?;
+    }
+    Ok(())
+}
+
 /// A block's key: the [`seg_key`] of the entry it was started with.
 pub type BlockKey = [u8; 20];
 
@@ -719,10 +742,14 @@ impl Index {
 
     /// Up to about `max` ids with an id row from `lo` to `hi` (inclusive), in order; fewer than
     /// `max` only if `hi` was reached. Reads whole rows of 64 ids.
+    /// sled's cache is settled after the scan ([`settle_cache`]): the verification's orphan
+    /// pass walks the whole of `ids` with it.
     pub fn ids_between(&self, lo: u64, hi: u64, max: usize) -> Result<Vec<u64>, StoreError> {
         let mut out = Vec::new();
+        let mut last_key = None;
         for kv in self.ids.range(id_chunk_key(lo)..=id_chunk_key(hi)) {
             let (k, v) = kv?;
+            last_key = Some(k.clone());
             out.extend(
                 id_rows(&k, &v)?
                     .into_iter()
@@ -732,6 +759,9 @@ impl Index {
             if out.len() >= max {
                 break;
             }
+        }
+        if let Some(k) = last_key {
+            settle_cache(&self.ids, &k)?;
         }
         Ok(out)
     }
@@ -788,6 +818,14 @@ impl Index {
             }
         }
         Ok((out, last))
+    }
+
+    /// After a [`Index::heads_batch`] of a walk of the whole index (the background
+    /// verification): makes sled evict now, rather than ~20 leaves later, what the batch read
+    /// beyond its cache ([`settle_cache`]; without it such a walk keeps ~160 MiB resident at
+    /// 8.64 M segments, whatever `index_cache_bytes`). `last` is the batch's last block key.
+    pub fn settle_walk(&self, last: &BlockKey) -> Result<(), StoreError> {
+        settle_cache(&self.blocks, last)
     }
 
     /// The heads of every open row (open segments: one a stream, more after a crash).

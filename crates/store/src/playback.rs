@@ -25,8 +25,8 @@ use std::sync::Arc;
 use vigie_core::{Codec, StreamKey, Time90k};
 use vigie_mp4::SampleInfo;
 use vigie_mp4::progressive::{
-    self, BuildError, Chunk, ChunkLoc, Input, LazyInput, PieceRef, PieceSource, PieceSummary,
-    PieceTables, VirtualMp4,
+    self, BuildError, ChunkLoc, Input, LazyInput, PieceRef, PieceSource, PieceSummary, PieceTables,
+    VirtualMp4,
 };
 
 use crate::index::{EntryHead, SegmentEntry};
@@ -96,34 +96,7 @@ impl PlaybackPlan {
     /// The same file as a fully materialised [`Input`] (decodes every piece's tables): for
     /// consumers that walk every sample (export frame counts, the burned-in copy, tests).
     pub fn materialise(&self) -> std::io::Result<Input> {
-        let i = &self.input;
-        let mut out = Input {
-            sample_entries: i.sample_entries.clone(),
-            width: i.width,
-            height: i.height,
-            files: i.files.clone(),
-            samples: Vec::new(),
-            chunks: Vec::new(),
-            skip_90k: i.skip_90k,
-            duration_90k: i.duration_90k,
-            cues: i.cues.clone(),
-        };
-        for (n, piece) in i.pieces.iter().enumerate() {
-            let t = self.source.load(n as u32)?;
-            let mut first = out.samples.len() as u32;
-            for c in &t.chunks {
-                out.chunks.push(Chunk {
-                    file: piece.file,
-                    offset: c.offset,
-                    first_sample: first,
-                    samples: c.samples,
-                    description: piece.description,
-                });
-                first += c.samples;
-            }
-            out.samples.extend_from_slice(&t.samples);
-        }
-        Ok(out)
+        self.input.materialise(self.source.as_ref())
     }
 }
 

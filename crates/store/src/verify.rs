@@ -153,6 +153,11 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
             }
             break;
         };
+        if let Err(e) = index.settle_walk(&last) {
+            tracing::error!(error = %e, "background verification: reading the index failed; stopping");
+            progress.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         after = Some(last);
         for h in &batch {
             seen += 1;

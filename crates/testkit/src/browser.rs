@@ -2,8 +2,10 @@
 //! fantoccini, for tests that need a real browser (video.mp4 playback, MSE live view).
 //!
 //! [`Browser::start`] launches `/usr/bin/chromedriver` on a free port and a fresh Chromium
-//! profile; the driver process is killed and the profile deleted on drop.
+//! profile; on drop, the driver's whole process group (chromedriver, Chromium and its helper
+//! processes) is killed and the profile deleted, so a failed test never leaves a browser behind.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,16 +37,19 @@ impl Browser {
     pub async fn start_with_args(extra: &[&str]) -> anyhow::Result<Browser> {
         let port = crate::process::free_port()?;
         let profile = tempfile::tempdir()?;
+        // Its own process group, which the Chromium it launches inherits: killing the driver
+        // alone left Chromium running (once for 1.5 h after a failed test).
         let mut driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting {CHROMEDRIVER} (apt install chromium-driver)"))?;
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
-                let _ = driver.kill();
+                kill_group(&mut driver);
                 bail!("chromedriver did not listen on port {port}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -78,8 +83,7 @@ impl Browser {
         let client = match client {
             Ok(c) => c,
             Err(e) => {
-                let _ = driver.kill();
-                let _ = driver.wait();
+                kill_group(&mut driver);
                 bail!("WebDriver session: {e}");
             }
         };
@@ -299,7 +303,91 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        kill_group(&mut self.driver);
+    }
+}
+
+/// Kills the driver's process group (the driver leads it: see `start_with_args`), then reaps
+/// the driver.
+fn kill_group(driver: &mut Child) {
+    if let Ok(pid) = i32::try_from(driver.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = driver.kill();
+    let _ = driver.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The processes whose process group is `pgid` (from `/proc/<pid>/stat`).
+    fn group_members(pgid: u32) -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid pgrp …: comm may hold spaces, so split after its ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.get(2).and_then(|f| f.parse::<u32>().ok()) == Some(pgid) {
+                let comm = head.split_once('(').map(|x| x.1).unwrap_or("").to_owned();
+                out.push((pid, comm));
+            }
+        }
+        out
+    }
+
+    /// A dropped browser (a test that panics never calls `close`) leaves no chromedriver or
+    /// Chromium process behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_browser_leaves_no_process_behind() {
+        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            eprintln!(
+                "skipped: {CHROMIUM} or {CHROMEDRIVER} missing (apt install chromium chromium-driver)"
+            );
+            return;
+        }
+        let b = Browser::start().await.unwrap();
+        b.client().unwrap().goto("about:blank").await.unwrap();
+        let pgid = b.driver.id();
+        let members = group_members(pgid);
+        assert!(
+            members
+                .iter()
+                .any(|(_, c)| c.contains("chrom") && !c.contains("driver")),
+            "Chromium is not in the driver's process group: {members:?}"
+        );
+        drop(b);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // Killed processes linger as zombies until their parent (gone) is replaced by init.
+            let left: Vec<_> = group_members(pgid)
+                .into_iter()
+                .filter(|(pid, _)| {
+                    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .ok()
+                        .and_then(|s| {
+                            s.rsplit_once(')')
+                                .map(|x| x.1.trim_start().starts_with('Z'))
+                        })
+                        != Some(true)
+                })
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "left behind: {left:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

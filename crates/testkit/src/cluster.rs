@@ -111,6 +111,10 @@ pub struct ClusterConfig {
     /// secret_file`, written to a temporary file); `None`: no secret (internal routes closed).
     /// Default: 64 random hex digits.
     pub secret: Option<String>,
+    /// HTTPS on every node with this certificate and key (PEM): advertise URLs are
+    /// `https://`, and the certificate is also every node's `cluster.ca_file` (a self-signed
+    /// certificate for 127.0.0.1). `None`: plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// 64 hex digits from the process's random hasher keys (a test secret, not a production one).
@@ -137,6 +141,7 @@ impl ClusterConfig {
             extra_toml: String::new(),
             min_free_bytes: "1MiB".to_owned(),
             secret: Some(random_secret()),
+            tls: None,
         }
     }
 }
@@ -299,13 +304,17 @@ impl VigieCluster {
             bail!("node {} already exists", spec.name);
         }
         let port = free_port()?;
-        Ok(VigieBuilder::new(&self.cfg.bin)
+        let b = VigieBuilder::new(&self.cfg.bin)
             .port(port)
             .min_free_bytes(&self.cfg.min_free_bytes)
             .recording_toml(&self.cfg.recording_toml)
             .toml(&cameras_toml(&self.cfg.cameras))
             .toml(&self.cluster_toml(spec, port))
-            .toml(&self.cfg.extra_toml))
+            .toml(&self.cfg.extra_toml);
+        match &self.cfg.tls {
+            Some((cert, key)) => b.tls(cert, key),
+            None => Ok(b),
+        }
     }
 
     /// The `[cluster]` section of a node.
@@ -317,15 +326,23 @@ impl VigieCluster {
             .map(|e| format!("{e:?}"))
             .collect();
         let mut s = format!(
-            "[cluster]\netcd = [{}]\nnode = \"{}\"\nadvertise_url = \"http://127.0.0.1:{port}\"\ncapacity_streams = {}\nlease_ttl_s = {}\nprefix = \"{}\"\n",
+            "[cluster]\netcd = [{}]\nnode = \"{}\"\nadvertise_url = \"{}://127.0.0.1:{port}\"\ncapacity_streams = {}\nlease_ttl_s = {}\nprefix = \"{}\"\n",
             endpoints.join(", "),
             spec.name,
+            if self.cfg.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             spec.capacity_streams,
             self.cfg.lease_ttl_s,
             self.cfg.prefix
         );
         if let Some(site) = &spec.site {
             s.push_str(&format!("site = \"{site}\"\n"));
+        }
+        if let Some((cert, _)) = &self.cfg.tls {
+            s.push_str(&format!("ca_file = {:?}\n", cert.display().to_string()));
         }
         if self.cfg.secret.is_some() {
             s.push_str(&format!(

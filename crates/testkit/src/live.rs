@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// One thing received from the server.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ impl LiveEvent {
 }
 
 pub struct LiveClient {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pending: Option<serde_json::Value>,
     /// The `{"type":"recorder",…}` messages of a cluster node's relay (which node sends the
     /// frames; `following` while the camera moves), with the count of media segments received
@@ -93,7 +93,13 @@ impl LiveClient {
         } else {
             format!("?{query}")
         };
-        let url = format!("ws://127.0.0.1:{port}/api/v1/cameras/{cam}/streams/{stream}/live{q}");
+        // wss:// to a Vigie serving HTTPS, trusting its certificate.
+        let tls = crate::process::tls_root_for_port(port)
+            .map(|pem| tls_connector(&pem))
+            .transpose()?;
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let url =
+            format!("{scheme}://127.0.0.1:{port}/api/v1/cameras/{cam}/streams/{stream}/live{q}");
         let mut req =
             tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
         if let Some((name, value)) = auth {
@@ -102,7 +108,7 @@ impl LiveClient {
                 value.parse()?,
             );
         }
-        let (ws, resp) = tokio_tungstenite::client_async(req, tcp)
+        let (ws, resp) = tokio_tungstenite::client_async_tls_with_config(req, tcp, None, tls)
             .await
             .context("WebSocket handshake")?;
         if resp.status().as_u16() != 101 {
@@ -213,4 +219,22 @@ pub fn mdat_payload(segment: &[u8]) -> Option<&[u8]> {
         pos += size;
     }
     None
+}
+
+/// A rustls connector trusting only the certificates of `pem`.
+fn tls_connector(pem: &[u8]) -> anyhow::Result<tokio_tungstenite::Connector> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+        config,
+    )))
 }

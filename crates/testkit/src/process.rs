@@ -30,6 +30,31 @@ fn credentials_registry() -> &'static std::sync::Mutex<std::collections::HashMap
     R.get_or_init(Default::default)
 }
 
+fn tls_roots_registry() -> &'static std::sync::Mutex<std::collections::HashMap<u16, Vec<u8>>> {
+    static R: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<u16, Vec<u8>>>> =
+        std::sync::OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// The certificate (PEM) of the Vigie started by this process on `port` when it serves
+/// HTTPS (for clients that only know the port: the live WebSocket client).
+pub fn tls_root_for_port(port: u16) -> Option<Vec<u8>> {
+    tls_roots_registry()
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&port).cloned())
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost` and its key, written as PEM to
+/// `dir/cert.pem` and `dir/key.pem` (for [`VigieBuilder::tls`]); returns their paths.
+pub fn self_signed_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem())?;
+    std::fs::write(&key, ck.key_pair.serialize_pem())?;
+    Ok((cert, key))
+}
+
 /// The default admin's credentials for the Vigie started by this process on `port` (for
 /// clients that only know the port: WebSocket, browser).
 pub fn credentials_for_port(port: u16) -> Option<Credentials> {
@@ -145,6 +170,12 @@ impl VigieBuilder {
         );
         let config_path = work.path().join("vigie.toml");
         std::fs::write(&config_path, &config)?;
+        if let Some(pem) = &self.tls_root_pem {
+            tls_roots_registry()
+                .lock()
+                .map_err(|_| anyhow::anyhow!("TLS roots registry poisoned"))?
+                .insert(port, pem.clone());
+        }
         let mut v = Vigie {
             bin: self.bin,
             work,

@@ -647,6 +647,15 @@ impl ClusterRuntime {
                 // A failover takes the lease TTL, a tick, the new recorder's RTSP connection
                 // and its first key frame.
                 follow_timeout: Duration::from_secs(2 * u64::from(lease_ttl_s) + 20),
+                tls: match config.cluster.as_ref().and_then(|c| c.ca_file.as_ref()) {
+                    Some(ca) => Some(
+                        std::fs::read(ca)
+                            .map_err(anyhow::Error::from)
+                            .and_then(|pem| crate::cluster_live::relay_tls(&pem))
+                            .with_context(|| format!("cluster.ca_file {}", ca.display()))?,
+                    ),
+                    None => None,
+                },
             }),
             shared: self.handle.shared.clone(),
             lease_ttl_s: config.cluster.as_ref().map_or(5, |c| c.lease_ttl_s),

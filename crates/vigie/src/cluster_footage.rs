@@ -261,6 +261,9 @@ struct SubPlan {
     wall: Vec<Piece>,
     /// (description in `sample_entries`, summary, data, tables, ETag words)
     pieces: Vec<(u32, PieceSummary, FileAt, TablesAt, [u64; 4])>,
+    /// RFC 6381 codec string of each sample entry, when the holder gave them (`/plan`'s
+    /// `codecs`; empty for this node's stretches: exports look them up in the store).
+    codecs: Vec<String>,
 }
 
 fn sub_local(
@@ -314,6 +317,7 @@ fn sub_local(
         duration_90k: i.duration_90k,
         wall: plan.pieces.clone(),
         pieces,
+        codecs: Vec::new(),
     }))
 }
 
@@ -418,6 +422,14 @@ fn sub_remote(
         duration_90k: u(&v["duration_90k"])?,
         wall,
         pieces,
+        codecs: v["codecs"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }))
 }
 
@@ -917,18 +929,84 @@ fn conflict(message: String, spans: Vec<Span>) -> FootageError {
     FootageError::Conflict { message, spans }
 }
 
+/// How a range is laid out ([`ClusterFootage::layout`]).
+pub(crate) enum Layout {
+    /// This node's footage alone: the single-node answer.
+    Local,
+    /// A file built before for the same request and user.
+    Cached(Prepared),
+    Laid(Box<Laid>),
+}
+
+/// A range laid out from several nodes' footage.
+pub(crate) struct Laid {
+    pub mp4: Arc<VirtualMp4>,
+    pub etag: String,
+    /// Recorded footage in the range, merged over the holders.
+    pub spans: Vec<Span>,
+    /// Each stretch and the node it is read from, in order.
+    pub stretches: Vec<(String, Time90k, Time90k)>,
+    /// Footage only unreachable nodes hold: (node, start, end, why).
+    pub missing: Vec<(String, Time90k, Time90k, String)>,
+    /// The builder's input and the pieces' tables (exports walk every sample).
+    pub input: LazyInput,
+    pub source: Arc<dyn progressive::PieceSource>,
+    /// Some sample data is on another node.
+    pub remote: bool,
+    /// RFC 6381 codec strings, in order of appearance (exports only).
+    pub codecs: Vec<String>,
+}
+
+/// What [`ClusterFootage::layout`] is asked beyond the request.
+#[derive(Clone, Copy)]
+pub(crate) struct LayoutOptions {
+    /// Refuse (409) a range part of which only unreachable nodes hold.
+    pub refuse_unavailable: bool,
+    /// An export: no cache, codec strings wanted.
+    pub export: bool,
+}
+
 impl ClusterFootage {
     fn prepare_cluster(&self, req: &PlaybackRequest) -> Result<Prepared, FootageError> {
+        let opts = LayoutOptions {
+            refuse_unavailable: req.gaps == GapPolicy::Refuse,
+            export: false,
+        };
+        match self.layout(req, opts)? {
+            Layout::Local => self.local.prepare(req),
+            Layout::Cached(p) => Ok(p),
+            Layout::Laid(l) => {
+                let l = *l;
+                Ok(Prepared {
+                    mp4: l.mp4,
+                    etag: l.etag,
+                    spans: l.spans,
+                })
+            }
+        }
+    }
+
+    /// This node's name.
+    pub(crate) fn node(&self) -> &str {
+        self.info.node()
+    }
+
+    /// Lays a range out over the nodes holding it (see the module docs).
+    pub(crate) fn layout(
+        &self,
+        req: &PlaybackRequest,
+        opts: LayoutOptions,
+    ) -> Result<Layout, FootageError> {
         let Some(who) = req
             .on_behalf
             .as_deref()
             .and_then(|j| serde_json::from_str::<CarriedIdentity>(j).ok())
         else {
             // Nobody to ask on behalf of (internal callers): this node's footage.
-            return self.local.prepare(req);
+            return Ok(Layout::Local);
         };
         let Some(conn) = self.conn(who.clone()) else {
-            return self.local.prepare(req);
+            return Ok(Layout::Local);
         };
         let key = &req.key;
         let (start, end) = (req.start, req.end);
@@ -993,7 +1071,7 @@ impl ClusterFootage {
         }
         if holders.len() == 1 && down.is_empty() {
             // Nobody else holds footage of the range: exactly the single-node answer.
-            return self.local.prepare(req);
+            return Ok(Layout::Local);
         }
         let merged = vigie_store::spans::merge_ranges(
             holders
@@ -1004,6 +1082,7 @@ impl ClusterFootage {
         );
         // Footage only an unreachable node holds.
         let mut missing = Vec::new();
+        let mut missing_parts = Vec::new();
         for (node, a, b, reason) in &down {
             let (a, b) = ((*a).max(start), (*b).min(end));
             if a >= b {
@@ -1012,6 +1091,9 @@ impl ClusterFootage {
             let inside =
                 vigie_store::spans::merge_ranges(merged.iter().map(|s| (s.start, s.end)), a, b);
             let uncovered = vigie_store::gaps(&inside, a, b);
+            for (ua, ub) in &uncovered {
+                missing_parts.push((node.clone(), *ua, *ub, reason.clone()));
+            }
             if !uncovered.is_empty() {
                 missing.push(format!(
                     "{node} ({reason}) from {} to {}",
@@ -1020,7 +1102,7 @@ impl ClusterFootage {
                 ));
             }
         }
-        if !missing.is_empty() && req.gaps == GapPolicy::Refuse {
+        if !missing.is_empty() && opts.refuse_unavailable {
             return Err(conflict(
                 format!(
                     "part of the range is held by nodes that cannot be reached now: {} (ask again later, or pass gaps=skip for what is reachable)",
@@ -1132,15 +1214,25 @@ impl ClusterFootage {
         }
         let etag = etag_of(req, &subs);
         let cache_key = format!("{etag}|{}", who.actor);
-        if let Ok(c) = self.files.lock()
+        if !opts.export
+            && let Ok(c) = self.files.lock()
             && let Some((_, mp4)) = c.iter().find(|(k, _)| *k == cache_key)
         {
-            return Ok(Prepared {
+            return Ok(Layout::Cached(Prepared {
                 mp4: mp4.clone(),
                 etag,
                 spans: merged,
-            });
+            }));
         }
+        let codecs = if opts.export {
+            self.codecs_of(&subs)
+        } else {
+            Vec::new()
+        };
+        let stretches = subs
+            .iter()
+            .map(|s| (s.node.clone(), s.start, s.end))
+            .collect();
         let (mut input, files, tables, wall) = combine(&subs);
         if let Some(tz) = &req.subtitles {
             input.cues = vigie_footage::cues(&wall, tz);
@@ -1165,20 +1257,62 @@ impl ClusterFootage {
             kept: Mutex::new(VecDeque::new()),
         });
         let _ = source.ctx.pieces.set(Arc::downgrade(&source));
-        let mp4 = Arc::new(progressive::build_lazy(input, source).map_err(|e| {
+        let remote = files.iter().any(|f| matches!(f, FileAt::Remote { .. }));
+        let lazy = opts.export.then(|| input.clone());
+        let mp4 = Arc::new(progressive::build_lazy(input, source.clone()).map_err(|e| {
             FootageError::Store(StoreError::Corrupt {
                 what: format!("cluster playback plan of {key}: {e}"),
             })
         })?);
-        if let Ok(mut c) = self.files.lock() {
+        if !opts.export
+            && let Ok(mut c) = self.files.lock()
+        {
             c.push_front((cache_key, mp4.clone()));
             c.truncate(FILES_KEPT);
         }
-        Ok(Prepared {
+        Ok(Layout::Laid(Box::new(Laid {
             mp4,
             etag,
             spans: merged,
-        })
+            stretches,
+            missing: missing_parts,
+            input: lazy.unwrap_or_default(),
+            source,
+            remote,
+            codecs,
+        })))
+    }
+
+    /// RFC 6381 codec strings of the stretches, in order of appearance: given by the holders
+    /// (`/plan`), looked up in the store for this node's.
+    fn codecs_of(&self, subs: &[SubPlan]) -> Vec<String> {
+        let store = &self.local.0;
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |c: String| {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        };
+        for sp in subs {
+            if !sp.codecs.is_empty() {
+                sp.codecs.iter().cloned().for_each(&mut push);
+                continue;
+            }
+            for (_, _, f, _, words) in &sp.pieces {
+                if !matches!(f, FileAt::Local(_)) {
+                    continue;
+                }
+                let params = store
+                    .segment(words[0])
+                    .ok()
+                    .flatten()
+                    .and_then(|s| store.params(s.params_id).ok().flatten());
+                if let Some(p) = params {
+                    push(p.rfc6381_codec);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -1333,6 +1467,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            codecs: Vec::new(),
         }
     }
 

@@ -19,9 +19,9 @@
 //!
 //! Does not own: the recorder's side (vigie-api `routes/internal_live.rs`), rights, the
 //! journal of the view (the API journals `live-start`/`live-stop` here; each recorder journals
-//! the relayed view under the carried identity). Limit: internal live connections are plain
-//! `ws://`; a node whose `advertise_url` is https cannot be relayed from yet (the viewer gets a
-//! clear reason).
+//! the relayed view under the carried identity). Internal live connections are `ws://`, or
+//! `wss://` to a node whose `advertise_url` is https (verified against `cluster.ca_file`, like
+//! the other internal requests; without it the viewer gets a clear reason).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +54,27 @@ pub struct RelayContext {
     pub live: Arc<dyn vigie_service::LiveSource>,
     /// How long a viewer waits for the camera to be recorded somewhere again.
     pub follow_timeout: Duration,
+    /// TLS to nodes whose advertise URL is `https://` (roots: `cluster.ca_file`); `None`
+    /// without a CA file, when only `http://` nodes can be relayed from.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The TLS client configuration of the relay: the certificates of `ca_pem` as the only roots
+/// (as for the other internal requests).
+pub fn relay_tls(ca_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "no certificate in it");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Starts the relay of one viewer: its hub, and the guard that stops it when dropped.
@@ -288,16 +309,27 @@ async fn remote(
             "this node has no cluster secret ([cluster] secret_env or secret_file)".into(),
         );
     };
-    let Some(authority) = url.trim_end_matches('/').strip_prefix("http://") else {
+    let base = url.trim_end_matches('/');
+    let (scheme, authority) = if let Some(a) = base.strip_prefix("http://") {
+        ("ws", a)
+    } else if let Some(a) = base.strip_prefix("https://") {
+        if ctx.tls.is_none() {
+            return fail(format!(
+                "its advertise URL {url} is https:// and this node has no cluster.ca_file to \
+                 verify it"
+            ));
+        }
+        ("wss", a)
+    } else {
         return fail(format!(
-            "its advertise URL {url} is not http:// (the live relay speaks plain ws:// only)"
+            "its advertise URL {url} is not http:// or https://"
         ));
     };
     let pq = format!(
         "/internal/v1/cameras/{}/streams/{}/live",
         key.camera, key.stream
     );
-    let mut req = match format!("ws://{authority}{pq}").into_client_request() {
+    let mut req = match format!("{scheme}://{authority}{pq}").into_client_request() {
         Ok(r) => r,
         Err(e) => return fail(format!("bad advertise URL {url}: {e}")),
     };
@@ -310,7 +342,8 @@ async fn remote(
             Err(_) => return fail(format!("header {k} cannot be sent")),
         }
     }
-    let connect = tokio_tungstenite::connect_async(req);
+    let connector = ctx.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
     let mut ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Err(_) => return fail(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {

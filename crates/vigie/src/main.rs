@@ -10,6 +10,8 @@ mod camera;
 #[cfg(feature = "cluster")]
 mod cluster;
 #[cfg(feature = "cluster")]
+mod cluster_export;
+#[cfg(feature = "cluster")]
 mod cluster_footage;
 #[cfg(feature = "cluster")]
 mod cluster_live;

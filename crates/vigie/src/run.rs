@@ -190,11 +190,14 @@ pub async fn run(
     let live_hubs: Vec<_> = hubs.values().cloned().collect();
     // The services the handlers call: everything is recorded here (see vigie-service).
     let live: Arc<dyn vigie_service::LiveSource> = Arc::new(vigie_service::LocalLive(hubs));
-    let job_ctx = vigie_export::jobs::JobContext {
+    #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
+    let mut job_ctx = vigie_export::jobs::JobContext {
         config: config.clone(),
         store: store.clone(),
         clock: clock.clone(),
         journal: journal.clone(),
+        // A cluster: set below (exports of footage other nodes hold).
+        ranges: None,
     };
     // Camera events (ONVIF PullPoint) of every camera with an ONVIF device.
     let camera_events = Arc::new(vigie_api::CameraEventCounts::default());
@@ -277,16 +280,22 @@ pub async fn run(
                 ),
                 None => None,
             };
-            let footage = crate::cluster_footage::ClusterFootage::new(
-                store.clone(),
-                info.clone(),
-                key,
-                ca.as_deref(),
-            )
-            .context("the HTTP client of footage requests to other nodes")?;
+            let footage = Arc::new(
+                crate::cluster_footage::ClusterFootage::new(
+                    store.clone(),
+                    info.clone(),
+                    key,
+                    ca.as_deref(),
+                )
+                .context("the HTTP client of footage requests to other nodes")?,
+            );
+            // Exports read the other nodes' footage through the same client.
+            job_ctx.ranges = Some(Arc::new(crate::cluster_export::ClusterRanges(
+                footage.clone(),
+            )));
             (
                 Some(info as Arc<dyn vigie_api::ClusterInfo>),
-                Arc::new(footage) as Arc<dyn vigie_service::Footage>,
+                footage as Arc<dyn vigie_service::Footage>,
             )
         }
         None => (None, local_footage),

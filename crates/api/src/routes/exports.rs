@@ -61,6 +61,11 @@ pub struct ExportRequest {
     /// `camera` and `stream`).
     #[serde(default)]
     streams: Option<Vec<StreamRef>>,
+    /// A cluster: footage held by a node that cannot be reached fails the request (`refuse`,
+    /// the default: 409 naming the node) or is left out and listed in the manifest's
+    /// `unavailable` (`skip`).
+    #[serde(default)]
+    unavailable: Option<String>,
 }
 
 /// One stream of a multi-camera export request.
@@ -220,8 +225,29 @@ pub async fn create(
         ));
     }
 
+    let skip_unavailable = match req.unavailable.as_deref() {
+        None | Some("refuse") => false,
+        Some("skip") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`unavailable` must be \"refuse\" or \"skip\", not {other:?}"
+            )));
+        }
+    };
+    // A cluster: the footage other nodes hold of each camera (bytes estimated for the quota).
+    let mut remote_estimate_bytes = 0u64;
+    let mut held_elsewhere = vec![false; keys.len()];
+    if state.cluster.is_some() {
+        for (i, key) in keys.iter().enumerate() {
+            let (held, bytes) =
+                cluster_cover(&state, &who, key, start, end, skip_unavailable).await?;
+            held_elsewhere[i] = held;
+            remote_estimate_bytes = remote_estimate_bytes.saturating_add(bytes);
+        }
+    }
+
     // Something to export, for every camera? (one index scan each; nothing written yet)
-    for key in &keys {
+    for (key, held_elsewhere) in keys.iter().zip(&held_elsewhere) {
         let footage = state.footage.clone();
         let k2 = key.clone();
         let check =
@@ -230,6 +256,7 @@ pub async fn create(
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
         match check {
             Ok(()) => {}
+            Err(PlaybackError::NoRecording) if *held_elsewhere => {}
             Err(PlaybackError::NoRecording) => {
                 return Err(ApiError::NotFound(format!(
                     "no recording of {key} between {} and {}",
@@ -253,7 +280,7 @@ pub async fn create(
     // The limits, before anything is written: an identical request under way returns its job;
     // job counts, the quota and the free-space floor are checked and a place reserved.
     let (burn_in, stills) = (req.burn_in, stills_90k.len());
-    let mut estimate_bytes = 0u64;
+    let mut estimate_bytes = remote_estimate_bytes;
     for key in &keys {
         let footage = state.footage.clone();
         let k2 = key.clone();
@@ -272,7 +299,15 @@ pub async fn create(
             .map(|k| [k.camera.as_str(), k.stream.as_str()])
             .collect();
         serde_json::to_string(&json!([
-            who.user, list, start.0, end.0, procedure, reason, requester, req.ts
+            who.user,
+            list,
+            start.0,
+            end.0,
+            procedure,
+            reason,
+            requester,
+            req.ts,
+            skip_unavailable
         ]))
     } else {
         serde_json::to_string(&json!([
@@ -286,7 +321,8 @@ pub async fn create(
             requester,
             req.ts,
             stills_90k,
-            req.burn_in
+            req.burn_in,
+            skip_unavailable
         ]))
     }
     .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -356,6 +392,13 @@ pub async fn create(
         Vec::new()
     };
 
+    // The user, for the journals of the nodes holding the footage (cluster); the request id
+    // names the export there.
+    let on_behalf = state.cluster.as_ref().and_then(|_| {
+        let mut who = crate::internal::identity_of(&who);
+        who.request_id = format!("export-{id}");
+        serde_json::to_string(&who).ok()
+    });
     let job = state.exports.create(
         admission,
         JobRecord {
@@ -372,6 +415,9 @@ pub async fn create(
             operator: actor,
             user: who.user.clone(),
             ts: req.ts,
+            // The user, for the journals of the nodes holding the footage (cluster).
+            on_behalf,
+            skip_unavailable,
             stills_90k,
             burn_in: req.burn_in,
             created_90k: now.0,
@@ -392,6 +438,93 @@ pub async fn create(
     let body = job.to_json();
     state.exports.start(job);
     Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+/// Bytes a second assumed for footage another node holds, to count an export against the
+/// quota before it is planned (the other nodes' `/spans` give no sizes; 8 Mbit/s is above the
+/// usual main stream). The job checks the free space again once the size is known.
+const REMOTE_ESTIMATE_BYTES_PER_S: u64 = 1_000_000;
+
+/// A cluster: whether other nodes hold footage of `key` in `[start, end)`, and an estimate of
+/// its size. Footage only a node that cannot be reached holds refuses the request (409 naming
+/// the node) unless `skip_unavailable`.
+async fn cluster_cover(
+    state: &AppState,
+    who: &Principal,
+    key: &vigie_core::StreamKey,
+    start: Time90k,
+    end: Time90k,
+    skip_unavailable: bool,
+) -> Result<(bool, u64), ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok((false, 0));
+    };
+    let footage = state.footage.clone();
+    let k2 = key.clone();
+    let local = tokio::task::spawn_blocking(move || footage.spans(&k2, start, end))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let remote = cluster
+        .remote_spans(key, start, end, crate::internal::identity_of(who))
+        .await;
+    let mut others: Vec<(Time90k, Time90k)> = Vec::new();
+    let mut down = Vec::new();
+    for r in remote {
+        match r {
+            crate::NodeFootage::Spans { spans, .. } => {
+                others.extend(spans.iter().map(|s| (s.start, s.end)));
+            }
+            crate::NodeFootage::Unavailable {
+                node,
+                start: a,
+                end: b,
+                open_until,
+                reason,
+            } => down.push((node, a, open_until.unwrap_or(b).max(b), reason)),
+        }
+    }
+    let all = vigie_store::spans::merge_ranges(
+        local
+            .iter()
+            .map(|s| (s.start, s.end))
+            .chain(others.iter().copied()),
+        start,
+        end,
+    );
+    let mut missing = Vec::new();
+    for (node, a, b, reason) in &down {
+        let (a, b) = ((*a).max(start), (*b).min(end));
+        if a < b && !vigie_store::gaps(&all, a, b).is_empty() {
+            missing.push(format!(
+                "{node} ({reason}) from {} to {}",
+                a.to_rfc3339(),
+                b.to_rfc3339()
+            ));
+        }
+    }
+    if !missing.is_empty() && !skip_unavailable {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "{key}: part of the range is held by nodes that cannot be reached now: {} (ask again later, or pass \"unavailable\": \"skip\" to export what is reachable, the rest listed in the manifest)",
+                missing.join(", ")
+            ),
+            spans: all,
+        });
+    }
+    // What the others hold and this node does not.
+    let here = vigie_store::spans::merge_ranges(local.iter().map(|s| (s.start, s.end)), start, end);
+    let elsewhere_90k: i64 = vigie_store::spans::merge_ranges(others.iter().copied(), start, end)
+        .iter()
+        .flat_map(|s| vigie_store::gaps(&here, s.start, s.end))
+        .map(|(a, b)| (b - a).0)
+        .sum();
+    let bytes = (elsewhere_90k.max(0) as u64 / vigie_core::TIME_UNITS_PER_SEC as u64)
+        .saturating_add(1)
+        .saturating_mul(REMOTE_ESTIMATE_BYTES_PER_S);
+    Ok((
+        !others.is_empty(),
+        if others.is_empty() { 0 } else { bytes },
+    ))
 }
 
 pub async fn list(State(state): State<AppState>, who: Principal) -> Result<Json<Value>, ApiError> {

@@ -145,7 +145,25 @@ pub async fn plan(
                 })
             })
             .collect();
+        // RFC 6381 codec strings of the segments, in order (an export names them).
+        let mut codecs: Vec<String> = Vec::new();
+        let mut params_seen = Vec::new();
+        for seg in &plan.segments {
+            let Some(info) = store.segment(seg.id)? else {
+                continue;
+            };
+            if params_seen.contains(&info.params_id) {
+                continue;
+            }
+            params_seen.push(info.params_id);
+            if let Some(p) = store.params(info.params_id)?
+                && !codecs.contains(&p.rfc6381_codec)
+            {
+                codecs.push(p.rfc6381_codec);
+            }
+        }
         Ok(json!({
+            "codecs": codecs,
             "sample_entries": plan.input.sample_entries.iter().map(|e| b64.encode(e)).collect::<Vec<_>>(),
             "width": plan.input.width,
             "height": plan.input.height,

@@ -63,6 +63,8 @@ pub fn manifest() -> Manifest {
             duration_s: 0.4,
             timestamp_track: false,
         },
+        recorders: vec![],
+        unavailable: vec![],
         files: vec![],
         signature: SignatureInfo::default(),
     }
@@ -104,6 +106,7 @@ pub fn package(dir: &Path, key: &InstallationKey) -> PathBuf {
             manifest: manifest(),
             mp4: &mp4,
             extra: vec![],
+            reader: None,
         },
         key,
         &mut |_, _| {},

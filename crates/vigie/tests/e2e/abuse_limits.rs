@@ -868,11 +868,7 @@ async fn ui_polling_lets_sessions_expire_and_responses_carry_security_headers() 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_listener_has_the_same_connection_bounds() {
     let work = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let (cert, key) = vigie_testkit::process::self_signed_cert(work.path()).unwrap();
     let sim = vigie_testkit::sim::start_baseline(&["a"]).await;
     let v = VigieBuilder::new(bin())
         .toml(&config(&sim))

@@ -879,12 +879,7 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_serves_https_with_secure_cookies() {
     let work = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let cert = work.path().join("cert.pem");
-    let key = work.path().join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let (cert, key) = vigie_testkit::process::self_signed_cert(work.path()).unwrap();
     let sim = camsim(&["n"]).await;
     let cams = format!(
         "[[communes]]\nid = \"nord\"\nname = \"Nord\"\n[[cameras]]\nid = \"cam-n\"\nname = \"N\"\ncommune = \"nord\"\n  [[cameras.streams]]\n  name = \"main\"\n  url = \"{}\"\n",

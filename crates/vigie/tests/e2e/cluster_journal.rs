@@ -171,6 +171,7 @@ async fn cluster_journal_audit_merges_every_node_and_verify_catches_a_truncated_
     assert!(!ok, "a down node's journal passed:\n{out}");
     assert!(out.contains("node rec-a: UNVERIFIABLE"), "{out}");
     assert!(out.contains("node rec-c: OK"), "{out}");
+    journal_page_names_nodes(&r.c.node("rec-b").vigie, "rec-a").await;
 
     // rec-a back: its chain ends before its anchor (or, once its agent checked the anchor, it
     // holds the tamper alarm saying so): `audit verify` on rec-b names it.
@@ -195,6 +196,47 @@ async fn cluster_journal_audit_merges_every_node_and_verify_catches_a_truncated_
         out.contains("access journal verification failed: rec-a"),
         "{out}"
     );
+}
+
+/// The journal page in Chromium on `v`: a node column (sequence numbers are per node) holding
+/// the nodes that answered, and a message naming `down`, whose entries are missing.
+async fn journal_page_names_nodes(v: &Vigie, down: &str) {
+    use vigie_testkit::process::{ADMIN_PASSWORD, ADMIN_USER};
+    let b = vigie_testkit::browser::Browser::start().await.unwrap();
+    b.set_window_size(1400, 900).await.unwrap();
+    b.sign_in(&v.base_url(), ADMIN_USER, ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    b.set_hash("#/journal").await.unwrap();
+    let got = b
+        .wait_js(
+            "the journal table with its node column and the unavailable node's message",
+            "const th = [...document.querySelectorAll('.page table th')].map((e) => e.textContent);
+             const msg = document.querySelector('.page .msg.error');
+             if (!th.length || !msg) return null;
+             const nodes = [...document.querySelectorAll('.page table tbody tr')]
+               .map((tr) => tr.cells[0].textContent);
+             return { th, nodes: [...new Set(nodes)].sort(), msg: msg.textContent };",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let strings = |k: &str| -> Vec<&str> {
+        got[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect()
+    };
+    assert_eq!(strings("th").first(), Some(&"Nœud"), "{got}");
+    let nodes = strings("nodes");
+    assert!(
+        nodes.contains(&"rec-b") && nodes.contains(&"rec-c") && !nodes.contains(&down),
+        "{got}"
+    );
+    assert!(got["msg"].as_str().unwrap().contains(down), "{got}");
+    b.close().await.unwrap();
 }
 
 /// `audit` and the register read from rec-c hold rec-a's and rec-b's entries, merged by time

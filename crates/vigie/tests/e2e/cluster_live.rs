@@ -20,55 +20,14 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use vigie_api::internal::{CarriedIdentity, ClusterKey};
-use vigie_camsim::ServerHandle;
 use vigie_core::config::Secret;
 use vigie_testkit::browser::Browser;
-use vigie_testkit::cluster::{CameraDef, ClusterConfig, NodeSpec, VigieCluster, spans_on};
-use vigie_testkit::etcd::EtcdCluster;
+use vigie_testkit::cluster::spans_on;
 use vigie_testkit::live::{LiveClient, LiveEvent};
 use vigie_testkit::media::{ffmpeg_decodes, ffprobe};
 use vigie_testkit::process::{ADMIN_PASSWORD, ADMIN_USER};
-use vigie_testkit::sim::BASELINE;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vigie");
-
-/// Dropped in this order (nodes, camsim, etcd), also on panic.
-struct Rig {
-    c: VigieCluster,
-    _sim: ServerHandle,
-    _etcd: EtcdCluster,
-    secret: String,
-}
-
-async fn rig() -> Option<Rig> {
-    let etcd = EtcdCluster::start_or_skip(1).expect("etcd")?;
-    let mounts = ["c0", "c1", "c2"];
-    let sim = vigie_testkit::sim::start_embedded(
-        &mounts.iter().map(|m| (*m, BASELINE)).collect::<Vec<_>>(),
-    )
-    .await;
-    let cams = mounts
-        .iter()
-        .enumerate()
-        .map(|(i, m)| CameraDef::new(format!("cam-{i}"), sim.url(m)))
-        .collect();
-    let cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
-    let secret = cfg.secret.clone().expect("a secret");
-    let specs = ["rec-a", "rec-b", "rec-c"]
-        .iter()
-        .map(|n| NodeSpec::new(*n))
-        .collect();
-    let c = tokio::task::block_in_place(|| VigieCluster::start(cfg, specs)).expect("nodes");
-    c.wait_settled(Duration::from_secs(60))
-        .await
-        .expect("settled");
-    Some(Rig {
-        c,
-        _sim: sim,
-        _etcd: etcd,
-        secret,
-    })
-}
+use crate::cluster_common::{Rig, rig, rig_with};
 
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
@@ -230,7 +189,7 @@ async fn journal_has(v: &vigie_testkit::Vigie, cam: &str, action: &str, via: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
-    let Some(mut r) = rig().await else {
+    let Some(mut r) = rig(&["rec-a", "rec-b", "rec-c"], 3).await else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -266,7 +225,7 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
     );
     let h = forged.sign("GET", &live_path, &identity("mallory"), now_s);
     assert_eq!(upgrade_status(&ws_url(recorder), &h).await, 401);
-    let key = ClusterKey::new(&others[0], &Secret::new(r.secret.clone()));
+    let key = ClusterKey::new(&others[0], &Secret::new(r.secret()));
     let h = key.sign("GET", &live_path, &identity("alice"), now_s);
     let other = &r.c.node(&others[1]).vigie;
     assert_eq!(upgrade_status(&ws_url(other), &h).await, 409);
@@ -479,6 +438,68 @@ async fn cluster_live_and_stills_through_any_node_follow_a_failover() {
     for v in viewers {
         v.client.close().await;
     }
+}
+
+/// Nodes serving HTTPS (advertise URLs `https://`, the cluster CA in `cluster.ca_file`): a
+/// viewer (wss://) on a node that does not record the camera gets the live view relayed over
+/// wss:// from the recorder, and a still rendered there over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_live_relays_over_https_between_nodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = vigie_testkit::process::self_signed_cert(tmp.path()).unwrap();
+    let Some(r) = rig_with(&["rec-a", "rec-b", "rec-c"], 3, |c| {
+        c.tls = Some((cert, key))
+    })
+    .await
+    else {
+        eprintln!("skipped: etcd is not installed");
+        return;
+    };
+    let cam = "cam-0";
+    let rec = r.c.status().await.unwrap().assignments[cam].clone();
+    let via = ["rec-a", "rec-b", "rec-c"]
+        .into_iter()
+        .find(|n| *n != rec)
+        .unwrap();
+    let v = &r.c.node(via).vigie;
+    assert!(v.base_url().starts_with("https://"), "{}", v.base_url());
+    let client = LiveClient::connect(port_of(&v.base_url()), cam, "main", None)
+        .await
+        .unwrap();
+    let mut viewer = Viewer {
+        node: via.to_owned(),
+        client,
+        events: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while viewer.media_from(&rec).is_none_or(|n| n < 25) {
+        assert!(
+            Instant::now() < deadline,
+            "no media relayed from {rec} over wss: notices {:?}\n{}",
+            viewer.client.notices,
+            v.log()
+        );
+        viewer.read_for(Duration::from_secs(1)).await;
+    }
+    let frames = viewer.check_decodes(tmp.path());
+    assert!(frames >= 25, "{frames}");
+    viewer.client.close().await;
+    journal_any(&r, cam, "live-start", via).await;
+
+    // A still through the same node, rendered by the recorder over HTTPS.
+    let resp = v
+        .http()
+        .get(format!(
+            "{}/api/v1/cameras/{cam}/streams/main/snapshot.jpg",
+            v.base_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let jpeg = resp.bytes().await.unwrap();
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8], "not a JPEG");
+    journal_has(&r.c.node(&rec).vigie, cam, "still", via).await;
 }
 
 /// The UI on `v`: the recorder column, the live wall through the relay, the unavailable shade

@@ -18,83 +18,15 @@
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use vigie_camsim::ServerHandle;
-use vigie_testkit::cluster::{
-    CameraDef, ClusterConfig, NodeSpec, VigieCluster, segments_on, spans_on,
-};
-use vigie_testkit::etcd::EtcdCluster;
+use vigie_testkit::cluster::segments_on;
 use vigie_testkit::media::{ffmpeg_decodes, ffprobe};
-use vigie_testkit::sim::BASELINE;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vigie");
-const FPS: f64 = 25.0;
-
-/// Dropped in this order (nodes, camsim, etcd), also on panic.
-struct Rig {
-    c: VigieCluster,
-    _sim: ServerHandle,
-    _etcd: EtcdCluster,
-}
+use crate::cluster_common::{BIN, get, holders, kill_over, rig, rig_with};
 
 /// The `vigie` binary the benchmark's nodes run: this build's, or `VIGIE_BENCH_BIN`
 /// (e.g. a release build: `cargo build --release -p vigie --all-features`).
 fn bench_bin() -> String {
     std::env::var("VIGIE_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned())
-}
-
-async fn rig(nodes: &[&str], n_cams: usize) -> Option<Rig> {
-    rig_with(nodes, n_cams, BIN.to_owned()).await
-}
-
-async fn rig_with(nodes: &[&str], n_cams: usize, bin: String) -> Option<Rig> {
-    let etcd = EtcdCluster::start_or_skip(1).expect("etcd")?;
-    let mounts: Vec<String> = (0..n_cams).map(|i| format!("c{i}")).collect();
-    let sim = vigie_testkit::sim::start_embedded(
-        &mounts
-            .iter()
-            .map(|m| (m.as_str(), BASELINE))
-            .collect::<Vec<_>>(),
-    )
-    .await;
-    let cams = (0..n_cams)
-        .map(|i| CameraDef::new(format!("cam-{i}"), sim.url(&mounts[i])))
-        .collect();
-    let cfg = ClusterConfig::new(bin, etcd.endpoints(), cams);
-    let specs = nodes.iter().map(|n| NodeSpec::new(*n)).collect();
-    let c = tokio::task::block_in_place(|| VigieCluster::start(cfg, specs)).expect("nodes");
-    c.wait_settled(Duration::from_secs(60))
-        .await
-        .expect("settled");
-    Some(Rig {
-        c,
-        _sim: sim,
-        _etcd: etcd,
-    })
-}
-
-/// GET with the node's admin token; (status, headers, body).
-async fn get(
-    v: &vigie_testkit::Vigie,
-    path: &str,
-    extra: &[(&str, &str)],
-) -> (u16, reqwest::header::HeaderMap, bytes::Bytes) {
-    let mut r = reqwest::Client::new()
-        .get(format!("{}{path}", v.base_url()))
-        .bearer_auth(v.admin_token().expect("admin token"));
-    for (k, val) in extra {
-        r = r.header(*k, *val);
-    }
-    let resp = r.send().await.expect("request");
-    let s = resp.status().as_u16();
-    let h = resp.headers().clone();
-    (s, h, resp.bytes().await.expect("body"))
-}
-
-fn secs(spans: &[(Timestamp, Timestamp)]) -> f64 {
-    spans
-        .iter()
-        .map(|(a, b)| b.duration_since(*a).as_secs_f64())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,16 +44,7 @@ async fn cluster_mp4_a_range_split_by_a_failover_is_one_seekable_mp4_from_a_thir
     // rec-a records a minute, then dies; its camera moves to another node.
     let t0 = Timestamp::now();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let kill = Timestamp::now();
-    r.c.node_mut("rec-a").vigie.kill9().unwrap();
-    let st =
-        r.c.wait_status("the camera moved", Duration::from_secs(30), |s| {
-            s.assignments.get(&cam).is_some_and(|n| n != "rec-a")
-                && s.nodes.iter().any(|n| n.alive && n.cameras.contains(&cam))
-        })
-        .await
-        .unwrap();
-    let owner = st.assignments[&cam].clone();
+    let (kill, owner) = kill_over(&mut r, "rec-a", &cam).await;
     let server = if owner == "rec-b" { "rec-c" } else { "rec-b" };
     let start = t0 + SignedDuration::from_secs(2);
     let end = kill + SignedDuration::from_secs(60);
@@ -142,38 +65,8 @@ async fn cluster_mp4_a_range_split_by_a_failover_is_one_seekable_mp4_from_a_thir
     r.c.node_mut("rec-a").vigie.spawn().unwrap();
 
     // What each holder recorded (its own index), measured once rec-a answers again.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (on_a, on_owner) = loop {
-        let a = spans_on(&r.c.node("rec-a").vigie, &cam, start, end).await;
-        let o = spans_on(&r.c.node(&owner).vigie, &cam, start, end)
-            .await
-            .unwrap();
-        if let Ok(a) = a
-            && !a.is_empty()
-        {
-            break (a, o);
-        }
-        assert!(Instant::now() < deadline, "rec-a does not answer again");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let a_end = on_a.last().unwrap().1;
-    let o_start = on_owner.first().unwrap().0;
-    assert!(
-        a_end <= o_start,
-        "a failover: no overlap {on_a:?} {on_owner:?}"
-    );
-    let gap_s = o_start.duration_since(a_end).as_secs_f64();
-    assert!(
-        on_a.len() == 1 && on_owner.len() == 1,
-        "one span each: {on_a:?} {on_owner:?}"
-    );
+    let (_, _, gap_s, expected) = holders(&r, "rec-a", &owner, &cam, start, end).await;
     let range_s = end.duration_since(start).as_secs_f64();
-    let covered = secs(&on_a) + secs(&on_owner);
-    assert!(
-        (covered + gap_s - range_s).abs() < 0.1,
-        "the spans cover the range but the gap: {on_a:?} {on_owner:?}"
-    );
-    let expected = ((range_s - gap_s) * FPS).round() as i64;
 
     // The file from the third node: rec-a's part, then the new owner's, gaps skipped; once
     // the serving node sees rec-a live again (its listing has nothing `unavailable`: before,
@@ -368,7 +261,11 @@ async fn cluster_mp4_a_range_split_by_a_failover_is_one_seekable_mp4_from_a_thir
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: prints numbers, asserts nothing about time"]
 async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
-    let Some(r) = rig_with(&["rec-a", "rec-b", "rec-c"], 3, bench_bin()).await else {
+    let Some(r) = rig_with(&["rec-a", "rec-b", "rec-c"], 3, |cfg| {
+        cfg.bin = bench_bin().into()
+    })
+    .await
+    else {
         return;
     };
     let st = r.c.status().await.unwrap();

@@ -15,49 +15,12 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use vigie_api::internal::{CarriedIdentity, ClusterKey};
-use vigie_camsim::ServerHandle;
 use vigie_core::config::Secret;
-use vigie_testkit::cluster::{CameraDef, ClusterConfig, NodeSpec, VigieCluster, spans_on};
-use vigie_testkit::etcd::EtcdCluster;
-use vigie_testkit::sim::BASELINE;
+use vigie_testkit::cluster::{CameraDef, spans_on};
+
+use crate::cluster_common::{Rig, rig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
-
-/// Dropped in this order (nodes, camsim, etcd), also on panic.
-struct Rig {
-    c: VigieCluster,
-    _sim: ServerHandle,
-    _etcd: EtcdCluster,
-    secret: String,
-}
-
-async fn rig(nodes: &[&str], n_cams: usize) -> Option<Rig> {
-    let etcd = EtcdCluster::start_or_skip(1).expect("etcd")?;
-    let mounts: Vec<String> = (0..n_cams).map(|i| format!("c{i}")).collect();
-    let sim = vigie_testkit::sim::start_embedded(
-        &mounts
-            .iter()
-            .map(|m| (m.as_str(), BASELINE))
-            .collect::<Vec<_>>(),
-    )
-    .await;
-    let cams = (0..n_cams)
-        .map(|i| CameraDef::new(format!("cam-{i}"), sim.url(&mounts[i])))
-        .collect();
-    let cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
-    let secret = cfg.secret.clone().expect("a secret");
-    let specs = nodes.iter().map(|n| NodeSpec::new(*n)).collect();
-    let c = tokio::task::block_in_place(|| VigieCluster::start(cfg, specs)).expect("nodes");
-    c.wait_settled(Duration::from_secs(60))
-        .await
-        .expect("settled");
-    Some(Rig {
-        c,
-        _sim: sim,
-        _etcd: etcd,
-        secret,
-    })
-}
 
 fn identity(user: &str) -> CarriedIdentity {
     CarriedIdentity {
@@ -108,7 +71,7 @@ async fn cluster_serve_internal_routes_are_signed_and_listings_are_the_same_on_e
 }
 
 async fn internal_routes(r: &Rig) {
-    let key = ClusterKey::new("rec-a", &Secret::new(r.secret.clone()));
+    let key = ClusterKey::new("rec-a", &Secret::new(r.secret()));
     let b = &r.c.node("rec-b").vigie;
     let base = b.base_url();
     let who = "/internal/v1/whoami";
@@ -164,7 +127,7 @@ async fn internal_routes(r: &Rig) {
     // The refusals are logged without the secret.
     assert!(b.log().contains("internal request refused"));
     assert!(
-        !b.log().contains(&r.secret),
+        !b.log().contains(&r.secret()),
         "the secret never reaches the log"
     );
 

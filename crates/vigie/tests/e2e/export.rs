@@ -553,7 +553,7 @@ async fn evidence_export_package_verifies_plays_and_detects_tampering() {
 }
 
 /// Opens player.html and waits for its verdict; returns (verdict state, video state).
-async fn open_player(b: &vigie_testkit::browser::Browser, page: &Path) -> Value {
+pub(crate) async fn open_player(b: &vigie_testkit::browser::Browser, page: &Path) -> Value {
     b.goto(&format!("file://{}", page.display())).await.unwrap();
     b.execute_async(
         r#"const done = arguments[0];

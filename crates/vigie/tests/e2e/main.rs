@@ -14,8 +14,11 @@ mod access;
 mod camera_import;
 #[cfg(feature = "cluster")]
 mod cluster;
+mod cluster_common;
 #[cfg(feature = "cluster")]
 mod cluster_deploy;
+#[cfg(feature = "cluster")]
+mod cluster_export;
 #[cfg(feature = "cluster")]
 mod cluster_ha;
 #[cfg(feature = "cluster")]
