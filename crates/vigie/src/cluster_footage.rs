@@ -15,8 +15,9 @@
 //!   parameters, the wall-clock map shifted.
 //! * Tables of a remote piece are asked when its share of the `moov` is rendered
 //!   (`/segments/{id}/tables`, a few kept); `mdat` parts are read with `/segments/{id}` and
-//!   `Range` (one streamed request per run of chunks, bounded by the range asked), local files
-//!   directly. The signed requests carry the user ([`PlaybackRequest::on_behalf`]): each node
+//!   `Range` (one streamed request per piece's run of chunks, bounded by the range asked; the
+//!   next piece's opened while one is read; each body pumped by a task into a queue of at most
+//!   [`PREFETCH_BYTES`], its chunks handed on as received, not copied), local files directly. The signed requests carry the user ([`PlaybackRequest::on_behalf`]): each node
 //!   journals what it served.
 //! * ETag: hash of the request and, per stretch, its node, bounds and every segment's id,
 //!   indexed length and samples.
@@ -153,16 +154,6 @@ impl Conn {
             .await
             .map_err(|e| e.without_url().to_string())?;
         serde_json::from_slice(&body).map_err(|e| format!("answer is not JSON: {e}"))
-    }
-
-    /// Signed GET (blocking: called off the executor); the response if 2xx.
-    fn get(
-        &self,
-        url: &str,
-        path_and_query: &str,
-        range: Option<(u64, u64)>,
-    ) -> Result<reqwest::Response, String> {
-        self.rt.block_on(self.get_async(url, path_and_query, range))
     }
 }
 
@@ -649,30 +640,121 @@ impl PieceSource for ClusterPieces {
     }
 }
 
-/// An open `Range` request on a remote segment: its bytes `[pos, end)` not read yet.
-struct Open {
+/// Bytes of a remote segment's stream received ahead of the reader, per stream (the body is
+/// pumped by a task while the reader hands out what it has). With [`AHEAD_STREAMS`] opened
+/// ahead, a read holds at most (1 + AHEAD_STREAMS) × (this + one body chunk, ≤ ~400 KiB:
+/// hyper's read buffer) of remote data (2.8 MiB), besides the route's own channel.
+const PREFETCH_BYTES: u32 = 1024 * 1024;
+
+/// Remote pieces' streams opened ahead of the one being read (the next request's round trip
+/// hidden behind the reading of this one). 3 measured no faster on loopback than 1
+/// (docs/BENCHMARKS.md) and holds twice the memory.
+const AHEAD_STREAMS: usize = 1;
+
+/// Body chunks of a stream queued for the reader (the byte budget above is the real bound;
+/// this one only caps the count of small chunks).
+const PREFETCH_CHUNKS: usize = 64;
+
+type Received = Result<(Bytes, tokio::sync::OwnedSemaphorePermit), String>;
+
+/// A `Range` request on a remote segment, its body pumped by a task into a bounded queue: its
+/// bytes `[pos, end)` not taken yet. Dropping it ends the request.
+struct Stream {
     file: u32,
     pos: u64,
     end: u64,
-    resp: reqwest::Response,
+    rx: tokio::sync::mpsc::Receiver<Received>,
     buf: Bytes,
+    /// The budget `buf` holds, given back when the next chunk is taken.
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl Open {
-    /// The next `n ≤ buf + what comes` bytes at most, from the buffer or the stream.
-    fn next(&mut self, rt: &tokio::runtime::Handle, n: u64) -> std::io::Result<Bytes> {
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stream {
+    /// Sends the signed `Range` request for `[from, to)` of remote file `file` and pumps its
+    /// body (in the background: this returns at once; errors come with the first bytes).
+    fn open(ctx: &FileCtx, file: u32, from: u64, to: u64) -> Option<Stream> {
+        let FileAt::Remote {
+            url, key, segment, ..
+        } = ctx.files.get(file as usize)?
+        else {
+            return None;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Received>(PREFETCH_CHUNKS);
+        let budget = Arc::new(tokio::sync::Semaphore::new(PREFETCH_BYTES as usize));
+        let conn = ctx.conn.clone();
+        let (url, pq, segment) = (url.clone(), segment_path(key, *segment), *segment);
+        let task = ctx.conn.rt.spawn(async move {
+            let mut resp = match conn.get_async(&url, &pq, Some((from, to))).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("segment {segment}: {e}"))).await;
+                    return;
+                }
+            };
+            loop {
+                // Whole chunks as hyper hands them (no copy); the budget bounds what waits.
+                let item = match resp.chunk().await {
+                    Ok(Some(b)) => {
+                        let n = u32::try_from(b.len())
+                            .unwrap_or(u32::MAX)
+                            .min(PREFETCH_BYTES);
+                        let Ok(held) = budget.clone().acquire_many_owned(n).await else {
+                            return;
+                        };
+                        Ok((b, held))
+                    }
+                    Ok(None) => return, // the reader sees the end (and whether it was early)
+                    Err(e) => Err(format!("segment {segment}: {}", e.without_url())),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Some(Stream {
+            file,
+            pos: from,
+            end: to,
+            rx,
+            buf: Bytes::new(),
+            _held: None,
+            task,
+        })
+    }
+
+    /// Whether `[offset, offset + len)` of `file` is still ahead in this stream.
+    fn covers(&self, file: u32, offset: u64, len: u64) -> bool {
+        self.file == file && self.pos <= offset && offset + len <= self.end
+    }
+
+    /// The next `n ≤ buf + what comes` bytes at most, from the buffer or the stream (a slice of
+    /// the received chunk, not a copy). Blocking: called off the executor.
+    fn next(&mut self, n: u64) -> std::io::Result<Bytes> {
         if self.buf.is_empty() {
-            self.buf = rt
-                .block_on(self.resp.chunk())
-                .map_err(|e| std::io::Error::other(e.without_url().to_string()))?
-                .ok_or_else(|| {
-                    std::io::Error::new(
+            self._held = None;
+            match self.rx.blocking_recv() {
+                Some(Ok((b, held))) => {
+                    self.buf = b;
+                    self._held = Some(held);
+                }
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => {
+                    return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "a node's segment stream ended early",
-                    )
-                })?;
+                    ));
+                }
+            }
         }
-        let take = (n as usize).min(self.buf.len());
+        let take = usize::try_from(n).unwrap_or(usize::MAX).min(self.buf.len());
         let out = self.buf.split_to(take);
         self.pos += take as u64;
         Ok(out)
@@ -686,24 +768,10 @@ fn segment_path(key: &StreamKey, segment: u64) -> String {
     )
 }
 
-/// A request opened ahead: (file, from, to, the response to come).
-type Ahead = (
-    u32,
-    u64,
-    u64,
-    tokio::task::JoinHandle<Result<reqwest::Response, String>>,
-);
-
-/// Opens (in the background) the request for the sample data of remote piece `file`: its
-/// whole run of chunks, at most `left` bytes (+ slack) of it.
-fn open_ahead(ctx: &FileCtx, file: u32, left: u64) -> Option<Ahead> {
-    let FileAt::Remote {
-        url,
-        key,
-        segment,
-        bytes,
-    } = ctx.files.get(file as usize)?
-    else {
+/// Opens the stream of remote piece `file`'s sample data ahead (while the current one is
+/// read): its whole run of chunks, at most `left` bytes (+ slack) of it.
+fn open_ahead(ctx: &FileCtx, file: u32, left: u64) -> Option<Stream> {
+    let FileAt::Remote { bytes, .. } = ctx.files.get(file as usize)? else {
         return None;
     };
     let t = ctx.pieces.get()?.upgrade()?.load(file).ok()?;
@@ -722,13 +790,7 @@ fn open_ahead(ctx: &FileCtx, file: u32, left: u64) -> Option<Ahead> {
     if to <= from {
         return None;
     }
-    let conn = ctx.conn.clone();
-    let (url, pq) = (url.clone(), segment_path(key, *segment));
-    let h = ctx
-        .conn
-        .rt
-        .spawn(async move { conn.get_async(&url, &pq, Some((from, to))).await });
-    Some((file, from, to, h))
+    Stream::open(ctx, file, from, to)
 }
 
 /// Reads `[start, end)` of a file with remote parts (see the module docs).
@@ -743,12 +805,11 @@ fn read_cluster(
     let end = end.min(mp4.total_len);
     let mut left = end.saturating_sub(start);
     let mut local: Option<(u32, std::fs::File)> = None;
-    let mut open: Option<Open> = None;
-    // The next remote piece's request, opened while this one streams (saves a round trip per
-    // segment).
-    let mut ahead: Option<Ahead> = None;
+    let mut open: Option<Stream> = None;
+    // The next remote piece's stream, opened while this one is read (saves a round trip per
+    // segment, and its first bytes are there when needed).
+    let mut ahead: VecDeque<Stream> = VecDeque::new();
     let mut err: Option<std::io::Error> = None;
-    let rt = &ctx.conn.rt;
     let mut slice = |s: Slice| -> std::io::Result<bool> {
         match s {
             Slice::Mem(m) => {
@@ -786,34 +847,23 @@ fn read_cluster(
                         }
                         Ok(true)
                     }
-                    Some(FileAt::Remote {
-                        url,
-                        key,
-                        segment,
-                        bytes,
-                    }) => {
-                        let reuse = open.as_ref().is_some_and(|o| {
-                            o.file == file && o.pos <= offset && offset + len <= o.end
-                        });
-                        if !reuse {
-                            let pre = match ahead.take() {
-                                Some((f, from, to, h))
-                                    if f == file && from <= offset && offset + len <= to =>
-                                {
-                                    Some((from, to, h))
-                                }
-                                Some((.., h)) => {
-                                    h.abort();
+                    Some(FileAt::Remote { bytes, .. }) => {
+                        if !open.as_ref().is_some_and(|o| o.covers(file, offset, len)) {
+                            open = None; // ends a request not needed any more
+                            // Streams opened ahead for earlier pieces are not needed.
+                            while ahead.front().is_some_and(|s| s.file < file) {
+                                ahead.pop_front();
+                            }
+                            let pre = match ahead.pop_front() {
+                                Some(s) if s.covers(file, offset, len) => Some(s),
+                                Some(s) if s.file != file => {
+                                    ahead.push_front(s);
                                     None
                                 }
-                                None => None,
+                                _ => None,
                             };
-                            let (from, to, resp) = match pre {
-                                Some((from, to, h)) => {
-                                    let r =
-                                        rt.block_on(h).map_err(|e| e.to_string()).and_then(|r| r);
-                                    (from, to, r)
-                                }
+                            open = match pre {
+                                Some(s) => Some(s),
                                 None => {
                                     // This run of chunks up to what the read still needs (+
                                     // the `moof` headers between them, roughly), within the
@@ -821,49 +871,36 @@ fn read_cluster(
                                     let to = (offset + len + left + REQUEST_SLACK_BYTES)
                                         .min(*bytes)
                                         .max(offset + len);
-                                    let pq = segment_path(key, *segment);
-                                    (offset, to, ctx.conn.get(url, &pq, Some((offset, to))))
+                                    Stream::open(ctx, file, offset, to)
                                 }
                             };
-                            let resp = resp.map_err(|e| {
-                                std::io::Error::other(format!("segment {segment}: {e}"))
-                            })?;
-                            open = Some(Open {
-                                file,
-                                pos: from,
-                                end: to,
-                                resp,
-                                buf: Bytes::new(),
-                            });
-                            if left > 0 {
-                                ahead = open_ahead(ctx, file + 1, left);
+                            // The next remote pieces' streams, up to AHEAD_STREAMS, each
+                            // bounded by what the read still needs after the ones before.
+                            let mut rem = left.saturating_sub(
+                                ahead.iter().map(|s| s.end.saturating_sub(s.pos)).sum(),
+                            );
+                            while rem > 0 && ahead.len() < AHEAD_STREAMS {
+                                let next = ahead.back().map_or(file, |s| s.file) + 1;
+                                let Some(s) = open_ahead(ctx, next, rem) else {
+                                    break;
+                                };
+                                rem = rem.saturating_sub(s.end - s.pos);
+                                ahead.push_back(s);
                             }
                         }
                         let Some(o) = open.as_mut() else {
-                            return Ok(false);
+                            return Err(std::io::Error::other(format!("no file #{file}")));
                         };
                         while o.pos < offset {
                             let skip = offset - o.pos;
-                            o.next(rt, skip)?;
+                            o.next(skip)?;
                         }
-                        // Sent in chunks of up to 256 KiB (the stream's own are smaller).
+                        // The received chunks as they are (at most 256 KiB each).
                         let mut done = 0u64;
                         while done < len {
-                            let want = (len - done).min(READ_CHUNK_BYTES as u64);
-                            let first = o.next(rt, want)?;
-                            let out = if first.len() as u64 == want {
-                                first
-                            } else {
-                                let mut buf = bytes::BytesMut::with_capacity(want as usize);
-                                buf.extend_from_slice(&first);
-                                while (buf.len() as u64) < want {
-                                    let more = o.next(rt, want - buf.len() as u64)?;
-                                    buf.extend_from_slice(&more);
-                                }
-                                buf.freeze()
-                            };
+                            let out = o.next((len - done).min(READ_CHUNK_BYTES as u64))?;
                             done += out.len() as u64;
-                            if !send(out) {
+                            if !out.is_empty() && !send(out) {
                                 return Ok(false);
                             }
                         }
@@ -880,9 +917,7 @@ fn read_cluster(
             false
         }
     });
-    if let Some((.., h)) = ahead.take() {
-        h.abort(); // not needed (the read ended early, or a range ended inside it)
-    }
+    drop(ahead); // not needed (the read ended early, or a range ended inside it)
     r?;
     match err {
         Some(e) => Err(e),

@@ -288,9 +288,17 @@ pub async fn segment(
             f.seek(SeekFrom::Start(a))?;
             let mut left = b - a;
             while left > 0 {
-                let mut buf = vec![0u8; (left as usize).min(READ_CHUNK_BYTES)];
-                f.read_exact(&mut buf)?;
-                left -= buf.len() as u64;
+                // Read into spare capacity (not zeroed first: `read_to_end` fills it as is).
+                let n = left.min(READ_CHUNK_BYTES as u64);
+                let mut buf = Vec::with_capacity(n as usize);
+                (&mut f).take(n).read_to_end(&mut buf)?;
+                if buf.len() as u64 != n {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "segment file shorter than its indexed length",
+                    ));
+                }
+                left -= n;
                 if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                     return Ok(()); // the other node went away
                 }

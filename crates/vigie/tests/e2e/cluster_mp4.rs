@@ -21,7 +21,13 @@ use jiff::{SignedDuration, Timestamp};
 use vigie_testkit::cluster::segments_on;
 use vigie_testkit::media::{ffmpeg_decodes, ffprobe};
 
-use crate::cluster_common::{get, holders, kill_over, rig};
+use crate::cluster_common::{BIN, get, holders, kill_over, rig, rig_with};
+
+/// The `vigie` binary the benchmark's nodes run: this build's, or `VIGIE_BENCH_BIN`
+/// (e.g. a release build: `cargo build --release -p vigie --all-features`).
+fn bench_bin() -> String {
+    std::env::var("VIGIE_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_mp4_a_range_split_by_a_failover_is_one_seekable_mp4_from_a_third_node() {
@@ -249,11 +255,17 @@ async fn cluster_mp4_a_range_split_by_a_failover_is_one_seekable_mp4_from_a_thir
 /// from the owner's plan and reads its tables and `mdat` over the signed internal routes),
 /// same run, alternated: time to the response headers and to the first body byte, and the
 /// throughput of the whole file. Run: `cargo nextest run -p vigie --all-features
-/// --run-ignored ignored-only -E 'test(/cluster_mp4_bench/)' --no-capture`.
+/// --run-ignored ignored-only -E 'test(/cluster_mp4_bench/)' --no-capture`; `VIGIE_BENCH_BIN`
+/// (the nodes' binary), `VIGIE_BENCH_RANGE_S` (the file's length, 60 s) and
+/// `VIGIE_BENCH_REQUESTS` (per node, 30; the first 5 dropped) change it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: prints numbers, asserts nothing about time"]
 async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
-    let Some(r) = rig(&["rec-a", "rec-b", "rec-c"], 3).await else {
+    let Some(r) = rig_with(&["rec-a", "rec-b", "rec-c"], 3, |cfg| {
+        cfg.bin = bench_bin().into()
+    })
+    .await
+    else {
         return;
     };
     let st = r.c.status().await.unwrap();
@@ -262,6 +274,11 @@ async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
         .into_iter()
         .next()
         .expect("a camera on rec-a");
+    let per_node: usize = std::env::var("VIGIE_BENCH_REQUESTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30)
+        .max(6);
     let secs: i64 = std::env::var("VIGIE_BENCH_RANGE_S")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -275,7 +292,7 @@ async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
     let mut times: std::collections::BTreeMap<&str, Times> = Default::default();
     let mut bodies: std::collections::BTreeMap<&str, bytes::Bytes> = Default::default();
     let mut len = 0;
-    for i in 0..60 {
+    for i in 0..2 * per_node {
         let node = if i % 2 == 0 { "rec-a" } else { "rec-b" };
         let v = &r.c.node(node).vigie;
         let t = Instant::now();
