@@ -12,6 +12,11 @@
 //!   VmRSS/VmHWM as it goes, after the walk with the index still open, and after
 //!   `malloc_trim(0)` (`trim`: also every 64 batches during the walk).
 //!
+//! * `walk_memory legacy DIR`: rewrites the index as format 4 wrote it (one item per entry);
+//! * `walk_memory migrate DIR`: opens it, which migrates it to format 5 in place, then empties
+//!   and drops the old trees as the verification thread does first, and prints VmRSS/VmHWM
+//!   and the time of each.
+//!
 //! `cargo build --release -p vigie-store --example walk_memory`
 
 use std::sync::Arc;
@@ -155,6 +160,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("after malloc_trim(0), index open: {}", mem());
             drop(kept);
             std::thread::sleep(std::time::Duration::from_secs(2));
+            trim();
+            println!("index closed, after malloc_trim(0): {}", mem());
+        }
+        "legacy" => {
+            // The index as format 4 wrote it (one item per entry), to be migrated.
+            let index = vigie_store::index::Index::open(&dir.join("index"))?;
+            index.write_legacy_layout_for_test()?;
+            println!("written as format 4");
+        }
+        "migrate" => {
+            // Opening migrates it in place (format 4 -> 5), old trees dropped.
+            println!("before: {}", mem());
+            let t = Instant::now();
+            let index = vigie_store::index::Index::open(&dir.join("index"))?;
+            println!(
+                "opened (migrated) in {:.1} s: {}",
+                t.elapsed().as_secs_f64(),
+                mem()
+            );
+            // What the verification thread then does first: empty and drop the old trees
+            // (here without its pause between steps).
+            let t = Instant::now();
+            let mut cursor = vigie_store::index::LegacyCursor::default();
+            while !index.drop_legacy_step(&mut cursor)? {}
+            println!(
+                "old trees emptied and dropped in {:.1} s: {}",
+                t.elapsed().as_secs_f64(),
+                mem()
+            );
+            drop(index);
             trim();
             println!("index closed, after malloc_trim(0): {}", mem());
         }

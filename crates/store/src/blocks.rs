@@ -38,7 +38,8 @@
 //! item per entry) is copied in key order into id rows and blocks, in chunks, each chunk's
 //! progress recorded in `meta` after its writes (a kill −9 resumes from there; a chunk written
 //! twice is cut into the same blocks and merges into them: idempotent); the old `segments` and
-//! `by_id` trees are dropped at the end. The index is marked format 5 before the first chunk,
+//! `by_id` trees are emptied later, in the background ([`empty_tree_step`], driven by
+//! `Index::drop_legacy_step`), then dropped. The index is marked format 5 before the first chunk,
 //! so an older binary refuses a half-migrated index rather than misreading it.
 
 use std::ops::Bound;
@@ -973,7 +974,7 @@ fn crash_point_for_test(_chunks: usize) {
 /// Resumable: progress is in `meta` (`migrate_segments_after`: the last old key whose chunk is
 /// written); a chunk is cut into blocks from its first row on, so one written again after a
 /// crash gives the same blocks, merged into those it wrote. `by_id` is not read (its rows are
-/// what the id rows replace). The caller drops the old trees afterwards and clears the
+/// what the id rows replace). The caller marks the old trees for emptying and clears the
 /// `migrating` mark.
 pub(crate) fn migrate(
     meta: &Tree,
@@ -1048,6 +1049,15 @@ pub(crate) fn migrate(
             b.insert(&bk[..], merge_block(blocks.get(bk)?.as_deref(), es)?);
         }
         blocks.apply_batch(b)?;
+        // A copy in key order is a walk of the whole index: let sled evict what this chunk read
+        // and wrote now ([`settle_cache`]), not pages later.
+        settle_cache(segments, &last)?;
+        if let Some((bk, _)) = cut.last() {
+            settle_cache(blocks, bk)?;
+        }
+        if let Some((ck, _)) = id_rows_new.last_key_value() {
+            settle_cache(ids, ck)?;
+        }
         chunks += 1;
         crash_point_for_test(chunks);
         meta.insert("migrate_segments_after", last)?;
@@ -1059,6 +1069,35 @@ pub(crate) fn migrate(
         }
     }
     Ok(moved)
+}
+
+/// Removes up to a migration chunk of `tree`'s keys after `after` (from the last key removed:
+/// sled 0.34 does not merge emptied leaves, so a scan from the start would walk every leaf
+/// emptied so far again), then lets sled evict what it read ([`settle_cache`]). The last key
+/// removed, or `None` when nothing was left.
+pub(crate) fn empty_tree_step(
+    tree: &Tree,
+    after: Option<&sled::IVec>,
+) -> Result<Option<sled::IVec>, StoreError> {
+    let lo = match after {
+        Some(k) => Bound::Excluded(k.to_vec()),
+        None => Bound::Unbounded,
+    };
+    let keys: Vec<sled::IVec> = tree
+        .range::<Vec<u8>, _>((lo, Bound::Unbounded))
+        .keys()
+        .take(migrate_chunk_rows())
+        .collect::<Result<_, _>>()?;
+    let Some(last) = keys.last().cloned() else {
+        return Ok(None);
+    };
+    let mut b = sled::Batch::default();
+    for k in &keys {
+        b.remove(k);
+    }
+    tree.apply_batch(b)?;
+    settle_cache(tree, &last)?;
+    Ok(Some(last))
 }
 
 #[cfg(test)]

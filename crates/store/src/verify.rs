@@ -112,6 +112,9 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
         entries_per_s,
         "verifying the recorded history against the segment files in the background"
     );
+    if !drop_legacy_trees(weak) {
+        return;
+    }
     loop {
         let Some(inner) = weak.upgrade() else {
             return;
@@ -201,6 +204,38 @@ fn run(weak: &Weak<Inner>, progress: &VerifyProgress, deferred: &Deferred, entri
         report = ?s.report,
         "background verification of the history done"
     );
+}
+
+/// After a migration from format 4, empties and drops the old trees first, a chunk at a time
+/// (one step a second at most: ~16,000 keys/s), releasing the store between steps. `false`
+/// when the store is gone or shutting down (the next run resumes).
+fn drop_legacy_trees(weak: &Weak<Inner>) -> bool {
+    let mut cursor = crate::index::LegacyCursor::default();
+    loop {
+        let started = Instant::now();
+        let Some(inner) = weak.upgrade() else {
+            return false;
+        };
+        if inner.shutting_down.load(Ordering::SeqCst) {
+            return false;
+        }
+        let Ok(index) = inner.index() else {
+            drop(inner);
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        };
+        match index.drop_legacy_step(&mut cursor) {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "emptying the index's format 4 trees failed; left for the next start");
+                return true;
+            }
+        }
+        drop(index);
+        drop(inner);
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+    }
 }
 
 /// Every segment file older than this run is compared with the `ids` rows; a file without an entry is

@@ -270,6 +270,15 @@ async fn a_format_4_index_is_migrated_in_place() {
     for s in a.iter().chain(&b) {
         assert_eq!(store.segment(s.id).unwrap().as_ref(), Some(s));
     }
+    // The old trees are emptied and dropped by the background verification, first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !store.verification().done {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "verification not done"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     store.shutdown().await;
     drop(store);
     let ix = Index::open(&dir.path().join("index")).unwrap();
