@@ -258,6 +258,10 @@ async fn cluster_mp4_a_range_split_by_a_failover_is_one_seekable_mp4_from_a_thir
 /// --run-ignored ignored-only -E 'test(/cluster_mp4_bench/)' --no-capture`; `VIGIE_BENCH_BIN`
 /// (the nodes' binary), `VIGIE_BENCH_RANGE_S` (the file's length, 60 s) and
 /// `VIGIE_BENCH_REQUESTS` (per node, 30; the first 5 dropped) change it.
+/// `VIGIE_BENCH_UPLINK_MBIT=N` (root, `tc`): each node's answers leave through its own uplink
+/// of N Mbit/s, as if each node were a machine on its own network link (loopback traffic is
+/// classified by the node's HTTP port as source port: an HTB class per node); the owner's
+/// answers to the client and to the relaying node share the owner's uplink, as on a network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: prints numbers, asserts nothing about time"]
 async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
@@ -268,6 +272,19 @@ async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
     else {
         return;
     };
+    let _uplinks = std::env::var("VIGIE_BENCH_UPLINK_MBIT")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map(|mbit| {
+            let ports: Vec<u16> = ["rec-a", "rec-b", "rec-c"]
+                .iter()
+                .map(|n| {
+                    let url = r.c.node(n).vigie.base_url();
+                    url.rsplit(':').next().unwrap().parse().unwrap()
+                })
+                .collect();
+            Uplinks::set(&ports, mbit)
+        });
     let st = r.c.status().await.unwrap();
     let cam = st
         .cameras_of("rec-a")
@@ -351,4 +368,47 @@ async fn cluster_mp4_bench_video_through_the_owner_and_another_node() {
         );
     }
     println!("loadavg before: {load}");
+}
+
+/// Per-node uplinks on loopback (HTB classes keyed by source port); removed on drop.
+struct Uplinks;
+
+impl Uplinks {
+    fn set(ports: &[u16], mbit: u32) -> Uplinks {
+        let tc = |args: &str| {
+            let out = std::process::Command::new("tc")
+                .args(args.split_whitespace())
+                .output()
+                .expect("tc (iproute2)");
+            assert!(
+                out.status.success(),
+                "tc {args}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let _ = std::process::Command::new("tc")
+            .args(["qdisc", "del", "dev", "lo", "root"])
+            .output();
+        tc("qdisc add dev lo root handle 1: htb default 99");
+        tc("class add dev lo parent 1: classid 1:99 htb rate 50gbit quantum 200000");
+        for (i, p) in ports.iter().enumerate() {
+            let id = 10 + i;
+            tc(&format!(
+                "class add dev lo parent 1: classid 1:{id} htb rate {mbit}mbit ceil {mbit}mbit burst 256k cburst 256k quantum 65536"
+            ));
+            tc(&format!(
+                "filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport {p} 0xffff flowid 1:{id}"
+            ));
+        }
+        println!("uplinks: {mbit} Mbit/s per node (source ports {ports:?})");
+        Uplinks
+    }
+}
+
+impl Drop for Uplinks {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tc")
+            .args(["qdisc", "del", "dev", "lo", "root"])
+            .output();
+    }
 }
