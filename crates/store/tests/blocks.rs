@@ -229,11 +229,7 @@ async fn a_file_deleted_inside_an_old_block_is_found_and_only_its_entry_dropped(
     std::fs::remove_file(&victim.path).unwrap();
     let store = open(&config(dir.path()), &clock());
     assert_eq!(store.recovery_report().entries_dropped, 0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !store.verification().done {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_verified(&store, 120).await;
     assert_eq!(store.verification().report.entries_dropped, 1);
     let a = everything(&store, &key());
     assert_eq!(a.len(), 199);
@@ -271,14 +267,7 @@ async fn a_format_4_index_is_migrated_in_place() {
         assert_eq!(store.segment(s.id).unwrap().as_ref(), Some(s));
     }
     // The old trees are emptied and dropped by the background verification, first.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !store.verification().done {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "verification not done"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_verified(&store, 60).await;
     store.shutdown().await;
     drop(store);
     let ix = Index::open(&dir.path().join("index")).unwrap();

@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use vigie_core::{Clock, SimulatedClock, StreamKey, Time90k};
@@ -138,11 +138,7 @@ async fn large_history_opens_at_once_and_is_verified_in_the_background() {
     eprintln!("open: {open_ms} ms; verification when recording: {v:?}");
 
     // The background pass finds both, exactly as start-up recovery would have.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !store.verification().done {
-        assert!(Instant::now() < deadline, "{:?}", store.verification());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_verified(&store, 300).await;
     let v = store.verification();
     eprintln!("verification done: {v:?}");
     assert_eq!((v.findings, v.errors), (3, 0), "{v:?}");

@@ -118,14 +118,7 @@ async fn a_format_2_index_opens_and_its_old_entries_read_beside_new_ones() {
         let full = lazy_equals_materialised(&plan);
         assert!(!full.samples.is_empty());
         // The old trees are emptied and dropped by the background verification, first.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !store.verification().done {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "verification not done"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        wait_verified(&store, 60).await;
         store.flush_index().unwrap();
         store.shutdown().await;
     }

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use vigie_core::{FrameSink, StreamEvent, Time90k};
 use vigie_store::{RECENT_ENTRIES_PER_STREAM, index::Index};
@@ -59,11 +57,7 @@ async fn an_orphan_in_the_old_history_is_indexed_by_the_background_pass() {
 
     let store = open(&cfg, &clock);
     assert_eq!(store.recovery_report().orphans_indexed, 0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !store.verification().done {
-        assert!(Instant::now() < deadline, "{:?}", store.verification());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_verified(&store, 60).await;
     let v = store.verification();
     assert_eq!(v.report.orphans_indexed, 1, "{v:?}");
     let listed = store
@@ -142,11 +136,7 @@ async fn orphans_beyond_the_first_by_id_chunk_of_a_day_are_found() {
     }
 
     let store = open(&cfg, &clock);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !store.verification().done {
-        assert!(Instant::now() < deadline, "{:?}", store.verification());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_verified(&store, 120).await;
     let v = store.verification();
     // Sparse files hold no complete fragment: handled as orphans, they are deleted.
     assert_eq!((v.findings, v.errors), (2, 0), "{v:?}");

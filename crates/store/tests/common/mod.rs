@@ -61,6 +61,20 @@ pub fn open(cfg: &StoreConfig, clock: &Arc<SimulatedClock>) -> Store {
     Store::open(cfg.clone(), clock.clone() as Arc<dyn Clock>).unwrap()
 }
 
+/// Waits until the background verification is done (after a migration it first empties the
+/// old index trees), failing the test after `timeout_s`.
+pub async fn wait_verified(store: &Store, timeout_s: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout_s);
+    while !store.verification().done {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "verification not done: {:?}",
+            store.verification()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Where a feed ended, to continue it.
 #[derive(Copy, Clone, Debug)]
 pub struct Pos {
