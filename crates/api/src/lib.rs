@@ -200,6 +200,26 @@ pub enum NodeFootage {
     },
 }
 
+/// What a node that could not be asked may hold: the node, the start, the furthest end
+/// (`open_until` when it was recording at its last report) and why it could not be asked.
+pub type UnavailablePart = (String, vigie_core::Time90k, vigie_core::Time90k, String);
+
+impl NodeFootage {
+    /// The part a node that could not be asked may hold; `None` for a node that answered.
+    pub fn unavailable_part(self) -> Option<UnavailablePart> {
+        match self {
+            NodeFootage::Spans { .. } => None,
+            NodeFootage::Unavailable {
+                node,
+                start,
+                end,
+                open_until,
+                reason,
+            } => Some((node, start, open_until.unwrap_or(end).max(end), reason)),
+        }
+    }
+}
+
 /// Counts of camera events (ONVIF alarms) received since start, per (camera, kind), and the
 /// state of each camera's event subscription (shown in `GET /api/v1/cameras`).
 #[derive(Debug, Default)]

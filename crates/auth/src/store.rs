@@ -1610,12 +1610,28 @@ mod backend_tests {
     type Snapshot = HashMap<(Table, Vec<u8>), Vec<u8>>;
 
     /// Sled underneath; while frozen, `get` answers from a snapshot taken at `freeze`.
+    /// A backend whose reads may be a frozen copy (a node's stale copy of the shared store),
+    /// and on which "another node" may write a user record just before this node's next
+    /// write of a user record (two admins demoting each other at once).
     struct StaleKv {
         real: SledKv,
         frozen: Mutex<Option<Snapshot>>,
+        before_next_write: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
     }
 
     impl StaleKv {
+        fn new(dir: &std::path::Path) -> StaleKv {
+            StaleKv {
+                real: SledKv::open(&dir.join("access")).unwrap(),
+                frozen: Mutex::new(None),
+                before_next_write: Mutex::new(None),
+            }
+        }
+        fn other_node_writes(&self) {
+            if let Some((k, v)) = self.before_next_write.lock().unwrap().take() {
+                self.real.insert(Table::Users, &k, v).unwrap();
+            }
+        }
         fn freeze(&self) {
             let mut snap = HashMap::new();
             for t in Table::ALL {
@@ -1647,6 +1663,9 @@ mod backend_tests {
             self.real.create(t, key, value)
         }
         fn swap(&self, t: Table, key: &[u8], old: &[u8], new: Vec<u8>) -> Result<bool, AuthError> {
+            if t == Table::Users {
+                self.other_node_writes();
+            }
             self.real.swap(t, key, old, new)
         }
         fn swap_user_guarded(
@@ -1656,6 +1675,7 @@ mod backend_tests {
             new: Vec<u8>,
             guard: (&[u8], &[u8]),
         ) -> Result<bool, AuthError> {
+            self.other_node_writes();
             self.real.swap_user_guarded(key, old, new, guard)
         }
         fn scan(&self, t: Table) -> Result<crate::backend::Records, AuthError> {
@@ -1670,10 +1690,7 @@ mod backend_tests {
     fn a_stale_read_never_revives_a_session_or_token_nor_undoes_a_user_change() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(SimulatedClock::new(Time90k::from_unix_secs(1_800_000_000)));
-        let kv = Arc::new(StaleKv {
-            real: SledKv::open(&dir.path().join("access")).unwrap(),
-            frozen: Mutex::new(None),
-        });
+        let kv = Arc::new(StaleKv::new(dir.path()));
         let s =
             AuthStore::with_backend(kv.clone(), AuthSettings::default(), clock.clone()).unwrap();
         s.add_user("root", Role::Admin, Scope::all(), PW).unwrap();
@@ -1739,58 +1756,6 @@ mod backend_tests {
         s.add_user("op", Role::Operator, Scope::all(), PW).unwrap();
     }
 
-    /// A backend on which "another node" writes a user record just before this node's next
-    /// write of a user record (the interleaving of two admins demoting each other at once).
-    struct InterleavedKv {
-        real: SledKv,
-        before_next_write: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
-    }
-
-    impl InterleavedKv {
-        fn other_node_writes(&self) {
-            if let Some((k, v)) = self.before_next_write.lock().unwrap().take() {
-                self.real.insert(Table::Users, &k, v).unwrap();
-            }
-        }
-    }
-
-    impl AuthKv for InterleavedKv {
-        fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, AuthError> {
-            self.real.get(t, key)
-        }
-        fn insert(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<(), AuthError> {
-            self.real.insert(t, key, value)
-        }
-        fn remove(&self, t: Table, key: &[u8]) -> Result<(), AuthError> {
-            self.real.remove(t, key)
-        }
-        fn create(&self, t: Table, key: &[u8], value: Vec<u8>) -> Result<bool, AuthError> {
-            self.real.create(t, key, value)
-        }
-        fn swap(&self, t: Table, key: &[u8], old: &[u8], new: Vec<u8>) -> Result<bool, AuthError> {
-            if t == Table::Users {
-                self.other_node_writes();
-            }
-            self.real.swap(t, key, old, new)
-        }
-        fn swap_user_guarded(
-            &self,
-            key: &[u8],
-            old: &[u8],
-            new: Vec<u8>,
-            guard: (&[u8], &[u8]),
-        ) -> Result<bool, AuthError> {
-            self.other_node_writes();
-            self.real.swap_user_guarded(key, old, new, guard)
-        }
-        fn scan(&self, t: Table) -> Result<crate::backend::Records, AuthError> {
-            self.real.scan(t)
-        }
-        fn flush(&self) -> Result<(), AuthError> {
-            self.real.flush()
-        }
-    }
-
     /// Two admins, each disabling (or deleting) the other on a different node at the same
     /// moment: both checks see another enabled admin, but only one write may pass, else
     /// nobody can administer the installation any more.
@@ -1799,10 +1764,7 @@ mod backend_tests {
         for delete in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let clock = Arc::new(SimulatedClock::new(Time90k::from_unix_secs(1_800_000_000)));
-            let kv = Arc::new(InterleavedKv {
-                real: SledKv::open(&dir.path().join("access")).unwrap(),
-                before_next_write: Mutex::new(None),
-            });
+            let kv = Arc::new(StaleKv::new(dir.path()));
             let s = AuthStore::with_backend(kv.clone(), AuthSettings::default(), clock).unwrap();
             s.add_user("a", Role::Admin, Scope::all(), PW).unwrap();
             s.add_user("b", Role::Admin, Scope::all(), PW).unwrap();

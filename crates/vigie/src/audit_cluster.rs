@@ -186,23 +186,10 @@ async fn get(
             jiff::Timestamp::now().as_nanosecond()
         ),
     };
-    let mut req = http.get(format!("{}{pq}", url.trim_end_matches('/')));
-    for (k, v) in key.sign("GET", url, pq, &who, jiff::Timestamp::now().as_second()) {
-        req = req.header(k, v);
-    }
-    let resp = req.send().await.map_err(|e| causes(&e.without_url()))?;
-    let status = resp.status();
-    let body = resp
-        .bytes()
+    let (status, body) = crate::cluster::signed_get(http, key, url, pq, &who, None)
         .await
-        .map_err(|e| e.without_url().to_string())?;
-    if !status.is_success() {
-        return Err(format!(
-            "answered {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-        ));
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("answer is not JSON: {e}"))
+        .map_err(|e| causes(&e.without_url()))?;
+    crate::cluster::json_answer(status, &body)
 }
 
 /// Checks a live node's journal over its internal routes; returns the problems found.

@@ -287,21 +287,9 @@ impl Info {
             .key
             .as_ref()
             .ok_or("this node has no cluster secret ([cluster] secret_env or secret_file)")?;
-        let now_s = jiff::Timestamp::now().as_second();
-        let mut req = self
-            .http
-            .get(format!("{}{path_and_query}", url.trim_end_matches('/')))
-            .timeout(timeout);
-        for (k, v) in key.sign("GET", url, path_and_query, who, now_s) {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
+        signed_get(&self.http, key, url, path_and_query, who, Some(timeout))
             .await
-            .map_err(|e| e.without_url().to_string())?;
-        Ok((status, body))
+            .map_err(|e| e.without_url().to_string())
     }
 
     /// GET `path_and_query` on `node` (at `url`), signed for `who`; the JSON answer.
@@ -315,27 +303,50 @@ impl Info {
             .key
             .as_ref()
             .ok_or("this node has no cluster secret ([cluster] secret_env or secret_file)")?;
-        let now_s = jiff::Timestamp::now().as_second();
-        let mut req = self
-            .http
-            .get(format!("{}{path_and_query}", url.trim_end_matches('/')));
-        for (k, v) in key.sign("GET", url, path_and_query, who, now_s) {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
+        let (status, body) = signed_get(&self.http, key, url, path_and_query, who, None)
             .await
             .map_err(|e| e.without_url().to_string())?;
-        if !status.is_success() {
-            return Err(format!(
-                "answered {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            ));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("answer is not JSON: {e}"))
+        json_answer(status, &body)
     }
+}
+
+/// GET `path_and_query` at `url`, signed with `key` for `who` (bounded by `timeout` beyond the
+/// client's own): the status and the body. Every internal read of a node, and of `vigie audit
+/// verify`.
+pub(crate) async fn signed_get(
+    http: &reqwest::Client,
+    key: &vigie_api::internal::ClusterKey,
+    url: &str,
+    path_and_query: &str,
+    who: &vigie_api::internal::CarriedIdentity,
+    timeout: Option<Duration>,
+) -> Result<(reqwest::StatusCode, bytes::Bytes), reqwest::Error> {
+    let mut req = http.get(format!("{}{path_and_query}", url.trim_end_matches('/')));
+    if let Some(t) = timeout {
+        req = req.timeout(t);
+    }
+    let now_s = jiff::Timestamp::now().as_second();
+    for (k, v) in key.sign("GET", url, path_and_query, who, now_s) {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    Ok((status, resp.bytes().await?))
+}
+
+/// The JSON of an internal answer; unless it succeeded, an error naming the status and the
+/// start of the body.
+pub(crate) fn json_answer(
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> Result<serde_json::Value, String> {
+    if !status.is_success() {
+        return Err(format!(
+            "answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("answer is not JSON: {e}"))
 }
 
 impl Info {

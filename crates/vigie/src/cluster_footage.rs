@@ -1059,14 +1059,7 @@ impl ClusterFootage {
                         }
                     }
                 }
-                NodeFootage::Spans { .. } => {}
-                NodeFootage::Unavailable {
-                    node,
-                    start: a,
-                    end: b,
-                    open_until,
-                    reason,
-                } => down.push((node, a, open_until.unwrap_or(b).max(b), reason)),
+                other => down.extend(other.unavailable_part()),
             }
         }
         if holders.len() == 1 && down.is_empty() {

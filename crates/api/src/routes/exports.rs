@@ -474,13 +474,7 @@ async fn cluster_cover(
             crate::NodeFootage::Spans { spans, .. } => {
                 others.extend(spans.iter().map(|s| (s.start, s.end)));
             }
-            crate::NodeFootage::Unavailable {
-                node,
-                start: a,
-                end: b,
-                open_until,
-                reason,
-            } => down.push((node, a, open_until.unwrap_or(b).max(b), reason)),
+            other => down.extend(other.unavailable_part()),
         }
     }
     let all = vigie_store::spans::merge_ranges(

@@ -119,16 +119,14 @@ async fn remote_node(
             {
                 return Ok(Some(node));
             }
-            crate::NodeFootage::Unavailable {
-                node,
-                start,
-                end,
-                open_until,
-                reason,
-            } if start <= at && at < open_until.unwrap_or(end).max(end) => {
-                down = Some((node, reason));
+            other => {
+                if let Some((node, start, end, reason)) = other.unavailable_part()
+                    && start <= at
+                    && at < end
+                {
+                    down = Some((node, reason));
+                }
             }
-            _ => {}
         }
     }
     match down {

@@ -19,47 +19,13 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use vigie_api::internal::{CarriedIdentity, ClusterKey};
-use vigie_camsim::ServerHandle;
 use vigie_core::config::Secret;
-use vigie_testkit::cluster::{CameraDef, ClusterConfig, NodeSpec, VigieCluster, spans_on};
-use vigie_testkit::etcd::EtcdCluster;
+use vigie_testkit::cluster::spans_on;
 use vigie_testkit::live::LiveClient;
-use vigie_testkit::sim::BASELINE;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vigie");
+use crate::cluster_common::rig;
+
 const NODES: [&str; 3] = ["rec-a", "rec-b", "rec-c"];
-
-/// Dropped in this order (nodes, camsim, etcd), also on panic.
-struct Rig {
-    c: VigieCluster,
-    _sim: ServerHandle,
-    _etcd: EtcdCluster,
-    secret: String,
-}
-
-async fn rig() -> Option<Rig> {
-    let etcd = EtcdCluster::start_or_skip(1).expect("etcd")?;
-    // Three cameras for three nodes (a settled cluster has one on every node).
-    let sim =
-        vigie_testkit::sim::start_embedded(&[("c0", BASELINE), ("c1", BASELINE), ("c2", BASELINE)])
-            .await;
-    let cams = (0..3)
-        .map(|i| CameraDef::new(format!("cam-{i}"), sim.url(&format!("c{i}"))))
-        .collect();
-    let cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
-    let secret = cfg.secret.clone().expect("a secret");
-    let specs = NODES.iter().map(|n| NodeSpec::new(*n)).collect();
-    let c = tokio::task::block_in_place(|| VigieCluster::start(cfg, specs)).expect("nodes");
-    c.wait_settled(Duration::from_secs(60))
-        .await
-        .expect("settled");
-    Some(Rig {
-        c,
-        _sim: sim,
-        _etcd: etcd,
-        secret,
-    })
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -107,7 +73,7 @@ fn now_s() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_abuse_scoped_users_and_forged_internal_requests_are_refused_on_every_node() {
-    let Some(r) = rig().await else {
+    let Some(r) = rig(&NODES, 3).await else {
         return;
     };
     let c = &r.c;
@@ -266,7 +232,7 @@ async fn cluster_abuse_scoped_users_and_forged_internal_requests_are_refused_on_
     );
 
     // The internal routes from outside (at the holder, which has cam-1's footage).
-    let key = ClusterKey::new(&serving, "", &Secret::new(r.secret.clone()));
+    let key = ClusterKey::new(&serving, "", &Secret::new(r.secret()));
     let t90k = |t: Timestamp| vigie_core::Time90k::from_timestamp(t).0;
     let spans_pq = format!(
         "/internal/v1/cameras/cam-1/streams/main/spans?start_90k={}&end_90k={}",

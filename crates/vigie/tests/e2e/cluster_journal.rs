@@ -19,22 +19,10 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use vigie_api::internal::{CarriedIdentity, ClusterKey};
-use vigie_camsim::ServerHandle;
 use vigie_core::config::Secret;
-use vigie_testkit::cluster::{CameraDef, ClusterConfig, NodeSpec, VigieCluster};
-use vigie_testkit::etcd::EtcdCluster;
 use vigie_testkit::process::Vigie;
-use vigie_testkit::sim::BASELINE;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vigie");
-
-/// Dropped in this order (nodes, camsim, etcd), also on panic.
-struct Rig {
-    c: VigieCluster,
-    _sim: ServerHandle,
-    _etcd: EtcdCluster,
-    secret: String,
-}
+use crate::cluster_common::{Rig, rig};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -87,32 +75,10 @@ async fn hold(v: &Vigie, cam: &str, procedure: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_journal_audit_merges_every_node_and_verify_catches_a_truncated_node() {
-    let Some(etcd) = EtcdCluster::start_or_skip(1).expect("etcd") else {
+    // As many cameras as nodes: a settled cluster has a camera on every node.
+    let Some(mut r) = rig(&["rec-a", "rec-b", "rec-c"], 3).await else {
         return;
     };
-    // As many cameras as nodes: a settled cluster has a camera on every node.
-    let sim =
-        vigie_testkit::sim::start_embedded(&[("c0", BASELINE), ("c1", BASELINE), ("c2", BASELINE)])
-            .await;
-    let cams = (0..3)
-        .map(|i| CameraDef::new(format!("cam-{i}"), sim.url(&format!("c{i}"))))
-        .collect();
-    let cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
-    let secret = cfg.secret.clone().expect("a secret");
-    let specs = ["rec-a", "rec-b", "rec-c"]
-        .iter()
-        .map(|n| NodeSpec::new(*n))
-        .collect();
-    let c = tokio::task::block_in_place(|| VigieCluster::start(cfg, specs)).expect("nodes");
-    let mut r = Rig {
-        c,
-        _sim: sim,
-        _etcd: etcd,
-        secret,
-    };
-    r.c.wait_settled(Duration::from_secs(60))
-        .await
-        .expect("settled");
 
     // An older copy of rec-a's journal, taken while it is stopped (what a rollback restores).
     let snapshot = tempfile::tempdir().unwrap();
@@ -369,7 +335,7 @@ async fn forged_requests_refused(r: &Rig) {
         .status();
     assert_eq!(st, 401, "an unsigned verify");
     // Signed with the cluster secret: the entries, whole.
-    let key = ClusterKey::new("rec-c", "", &Secret::new(r.secret.clone()));
+    let key = ClusterKey::new("rec-c", "", &Secret::new(r.secret()));
     let who = CarriedIdentity {
         user: "auditor".into(),
         role: vigie_auth::Role::Admin,

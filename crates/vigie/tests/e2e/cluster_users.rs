@@ -16,11 +16,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vigie_camsim::ServerHandle;
-use vigie_testkit::cluster::{CameraDef, ClusterConfig, NodeSpec, VigieCluster};
+use vigie_testkit::cluster::{CameraDef, VigieCluster};
 use vigie_testkit::etcd::EtcdCluster;
 use vigie_testkit::live::{LiveClient, LiveEvent};
 use vigie_testkit::sim::BASELINE;
+
+use crate::cluster_common::rig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigie");
 const PASSWORD: &str = "olga's long passphrase";
@@ -29,13 +30,6 @@ const PASSWORD: &str = "olga's long passphrase";
 const HTTP_BOUND: Duration = Duration::from_secs(2);
 /// A live view on another node is closed within this (docs: ≤ 0.5 s + one read + 1 s).
 const LIVE_BOUND: Duration = Duration::from_secs(3);
-
-/// Dropped in this order (nodes, camsim, etcd), also on panic.
-struct Rig {
-    c: VigieCluster,
-    _sim: ServerHandle,
-    _etcd: EtcdCluster,
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -133,29 +127,12 @@ fn recordings(cam: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_users_are_shared_and_revocations_propagate_to_every_node() {
-    let Some(etcd) = EtcdCluster::start_or_skip(1).expect("etcd") else {
+    // One camera per node (the harness waits until every node records one).
+    let Some(rig) = rig(&["rec-a", "rec-b", "rec-c"], 3).await else {
         return;
     };
-    // One camera per node (the harness waits until every node records one).
-    let sim =
-        vigie_testkit::sim::start_embedded(&[("c0", BASELINE), ("c1", BASELINE), ("c2", BASELINE)])
-            .await;
-    let cams = (0..3)
-        .map(|i| CameraDef::new(format!("cam-{i}"), sim.url(&format!("c{i}"))))
-        .collect();
-    let cfg = ClusterConfig::new(BIN, etcd.endpoints(), cams);
-    let specs = ["rec-a", "rec-b", "rec-c"].map(NodeSpec::new).to_vec();
-    let c = tokio::task::block_in_place(|| VigieCluster::start(cfg, specs)).expect("nodes");
-    let rig = Rig {
-        c,
-        _sim: sim,
-        _etcd: etcd,
-    };
     let c = &rig.c;
-    let status = c
-        .wait_settled(Duration::from_secs(60))
-        .await
-        .expect("settled");
+    let status = c.status().await.expect("status");
     // W: the node recording cam-1 (its live view is served there); D: another node, where the
     // revocations are made.
     let w = status.assignments["cam-1"].clone();
